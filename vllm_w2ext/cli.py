@@ -1,0 +1,50 @@
+"""``vllm-w2ext`` command line: doctor (which hooks attach to the installed vLLM) and the lab tools."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from vllm_w2ext import __version__, config
+    from vllm_w2ext.hooks import INSTRUMENTOR, doctor_rows
+    from vllm_w2ext.telemetry.identity import vllm_version
+    try:
+        settings = config.load()
+        settings_line = "ok"
+    except config.SettingsError as e:
+        settings, settings_line = None, f"INVALID: {e}"
+    if args.attach:
+        INSTRUMENTOR.instrument()
+    rows = doctor_rows()
+    native = "monkeypatch (wrapt)"
+    if args.json:
+        print(json.dumps({"vllm_version": vllm_version(), "vllm_w2ext_version": __version__,
+                          "settings": settings_line, "path": native, "hooks": rows}, indent=2))
+    else:
+        print(f"vllm-w2ext {__version__}   vLLM {vllm_version()}   hook path: {native}")
+        print(f"settings: {settings_line}; enabled={config.is_enabled()}"
+              + (f" otlp={settings.otlp_enabled}" if settings else ""))
+        w = max(len(r["target"]) for r in rows)
+        for r in rows:
+            state = "attaches" if r["attaches"] else ("absent (optional)" if r["optional"] else "MISSING")
+            wrapped = " wrapped" if r["wrapped"] else ""
+            print(f"  {r['role']:<12} {r['target']:<{w}}  {state}{wrapped}   {r['note']}")
+    missing = [r for r in rows if not r["attaches"] and not r["optional"]]
+    return 1 if missing or settings is None else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="vllm-w2ext")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("doctor", help="installed vLLM version and, per hook, whether it attaches")
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--attach", action="store_true", help="also wrap the methods and report them wrapped")
+    d.set_defaults(fn=cmd_doctor)
+    args = ap.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""All settings of the plugin: ``VLLM_W2EXT_*`` environment variables, parsed and validated once.
+
+Invalid values raise :class:`SettingsError` naming the variable and the accepted values, so a
+misconfigured server stops at start-up instead of running half-instrumented.
+OTLP export itself is configured with the standard ``OTEL_*`` variables (read by the OpenTelemetry SDK).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Callable, Mapping
+
+PREFIX = "VLLM_W2EXT_"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+class SettingsError(ValueError):
+    """A ``VLLM_W2EXT_*`` variable holds a value the plugin cannot use."""
+
+
+def _flag(name: str, raw: str) -> bool:
+    v = raw.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected one of {', '.join(_TRUE + _FALSE[:-1])}")
+
+
+def _choice(*allowed: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        v = raw.strip().lower()
+        if v not in allowed:
+            raise SettingsError(f"{name}={raw!r}: expected one of {', '.join(allowed)}")
+        return v
+    return parse
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            v = int(raw.strip())
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r}: expected an integer in [{lo}, {hi}]") from None
+        if not lo <= v <= hi:
+            raise SettingsError(f"{name}={raw!r}: expected an integer in [{lo}, {hi}]")
+        return v
+    return parse
+
+
+def _float_range(lo: float, hi: float) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            v = float(raw.strip())
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r}: expected a number in [{lo}, {hi}]") from None
+        if not lo <= v <= hi:
+            raise SettingsError(f"{name}={raw!r}: expected a number in [{lo}, {hi}]")
+        return v
+    return parse
+
+
+def _text(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str            # suffix after VLLM_W2EXT_
+    default: str
+    parse: Callable[[str, str], object]
+    doc: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("", "0", _flag, "Master switch (`VLLM_W2EXT`). Unset or 0: nothing is patched or started."),
+    Setting("OTLP", "auto", _choice("auto", "on", "off"),
+            "Span export over OTLP. `auto`: on when `OTEL_EXPORTER_OTLP_ENDPOINT` or "
+            "`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set. Protocol, endpoint, headers, compression and "
+            "timeouts come from the standard `OTEL_EXPORTER_OTLP_*` variables (`grpc` or `http/protobuf`)."),
+    Setting("NVTX", "1", _flag, "Emit every span as an NVTX range too (domain `vllm_w2ext`)."),
+    Setting("NVTX_DOMAIN", "vllm_w2ext", _text, "NVTX domain name of the plugin's ranges."),
+    Setting("QUEUE_SIZE", "65536", _int_range(1024, 10_000_000),
+            "Finished ranges buffered per process before export; beyond it ranges are dropped and counted."),
+    Setting("EXPORT_INTERVAL_MS", "200", _int_range(10, 60_000),
+            "How often the background thread turns buffered ranges into spans and hands them to exporters."),
+    Setting("MAX_LINKS", "512", _int_range(0, 100_000),
+            "Most request links one step span carries (the batch size bounds it in practice)."),
+    Setting("SHUTDOWN_TIMEOUT_S", "5", _float_range(0.0, 600.0),
+            "Upper bound on flushing exporters when a process exits."),
+    Setting("CAPTURE_CONTENT", "0", _flag,
+            "Opt-in: attach prompt/completion token counts AND texts to request spans. Off by default: "
+            "prompts and completions may be personal data."),
+    Setting("FAULT_INJECT", "", _text, "Test-only: name of a hook that raises (to test self-disabling hooks)."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool = False
+    otlp: str = "auto"
+    nvtx: bool = True
+    nvtx_domain: str = "vllm_w2ext"
+    queue_size: int = 65536
+    export_interval_ms: int = 200
+    max_links: int = 512
+    shutdown_timeout_s: float = 5.0
+    capture_content: bool = False
+    fault_inject: str = ""
+
+    @property
+    def otlp_enabled(self) -> bool:
+        if self.otlp == "auto":
+            return bool(os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        return self.otlp == "on"
+
+
+_FIELD_OF = {s.key: f.name for s, f in zip(SETTINGS, fields(Settings))}
+
+
+def env_name(key: str) -> str:
+    return (PREFIX + key) if key else PREFIX.rstrip("_")
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse every setting; raise :class:`SettingsError` on the first invalid one."""
+    env = os.environ if environ is None else environ
+    values = {}
+    for s in SETTINGS:
+        name = env_name(s.key)
+        values[_FIELD_OF[s.key]] = s.parse(name, env.get(name, s.default))
+    known = {env_name(s.key) for s in SETTINGS}
+    unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known)
+    if unknown:
+        raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return Settings(**values)
+
+
+def is_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """Cheap check used by the entry point: only the master switch, no other parsing."""
+    env = os.environ if environ is None else environ
+    return env.get("VLLM_W2EXT", "0").strip().lower() not in _FALSE
+
+
+_current: Settings | None = None
+
+
+def current() -> Settings:
+    global _current
+    if _current is None:
+        _current = load()
+    return _current
+
+
+def markdown_table() -> str:
+    """The README's settings table, generated from SETTINGS so docs and code cannot drift."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{env_name(s.key)}` | `{s.default}` | {s.doc} |" for s in SETTINGS]
+    return "\n".join(rows)

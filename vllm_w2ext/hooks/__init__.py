@@ -1,0 +1,90 @@
+"""What in vLLM is wrapped: one table per component (front, engine_core, worker).
+
+``instrument()`` registers a post-import hook per vLLM module (``wrapt.register_post_import_hook``),
+so a class is patched when - and only in the processes where - its module is imported: the worker
+module is never imported by the front end just to patch it. ``uninstrument()`` unwraps everything.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections import defaultdict
+
+import wrapt
+
+from vllm_w2ext.hooks.base import Hook, attach, detach, is_wrapped, resolve
+
+log = logging.getLogger("vllm_w2ext")
+
+
+def all_hooks() -> list[Hook]:
+    from vllm_w2ext.hooks import engine_core, front, lifecycle, worker
+    return front.HOOKS + engine_core.HOOKS + worker.HOOKS + lifecycle.HOOKS
+
+
+class Instrumentor:
+    def __init__(self) -> None:
+        self.hooks = all_hooks()
+        self.active = False
+        self._registered: set[str] = set()
+        self.fault = ""
+
+    def by_module(self) -> dict[str, list[Hook]]:
+        out: dict[str, list[Hook]] = defaultdict(list)
+        for h in self.hooks:
+            out[h.module].append(h)
+        return out
+
+    def instrument(self, fault: str = "") -> None:
+        if self.active:
+            return
+        self.active = True
+        self.fault = fault
+        for mod_name, hooks in self.by_module().items():
+            if mod_name in self._registered:
+                continue
+            self._registered.add(mod_name)
+            wrapt.register_post_import_hook(lambda m, hooks=hooks: self._on_import(m, hooks), mod_name)
+
+    def _on_import(self, module, hooks: list[Hook]) -> None:
+        if not self.active:
+            return
+        for h in hooks:
+            try:
+                ok = attach(h, module, self.fault)
+            except Exception as e:  # never break vLLM's import
+                log.warning("vllm_w2ext: could not wrap %s.%s: %r", h.module, h.target, e)
+                continue
+            if not ok and not h.optional:
+                log.warning("vllm_w2ext: %s.%s not found in this vLLM; hook %s skipped",
+                            h.module, h.target, h.name)
+
+    def uninstrument(self) -> None:
+        self.active = False
+        for h in self.hooks:
+            mod = sys.modules.get(h.module)
+            if mod is not None:
+                detach(h, mod)
+
+
+INSTRUMENTOR = Instrumentor()
+
+
+def doctor_rows(import_modules: bool = True) -> list[dict]:
+    """For every hook: does its target exist in the installed vLLM, and is it wrapped now?"""
+    rows = []
+    for h in all_hooks():
+        mod = sys.modules.get(h.module)
+        err = ""
+        if mod is None and import_modules:
+            try:
+                mod = importlib.import_module(h.module)
+            except Exception as e:
+                err = f"{type(e).__name__}: {e}"
+        found = mod is not None and resolve(h, mod) is not None
+        cls = getattr(mod, h.cls_name, None) if mod is not None else None
+        rows.append({"hook": h.name, "role": h.role, "target": f"{h.module}.{h.target}",
+                     "attaches": found, "wrapped": bool(cls is not None and is_wrapped(cls, h.method)),
+                     "optional": h.optional, "note": h.note, "import_error": err})
+    return rows

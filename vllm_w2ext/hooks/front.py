@@ -1,0 +1,184 @@
+"""Front process hooks: LLM / LLMEngine (offline), AsyncLLM + serving layer (served), OutputProcessor.
+
+One ``vllm.request`` span per request, from ``add_request`` to the request's finish or abort. It
+continues an incoming W3C ``traceparent`` (HTTP header, ``trace_headers=`` argument) or the caller's
+active OTel span, and its own context is written into the request's ``trace_headers`` so the
+EngineCore process can link its step spans to it.
+"""
+from __future__ import annotations
+
+import contextvars
+import time
+
+from vllm_w2ext import config
+from vllm_w2ext.hooks.base import Hook
+from vllm_w2ext.telemetry import identity, propagation
+from vllm_w2ext.telemetry.pipeline import recorder
+from vllm_w2ext.telemetry.ranges import FRONT, Range
+
+# Incoming W3C headers and add_request start time of the request being added in this task/thread.
+_incoming: contextvars.ContextVar[dict | None] = contextvars.ContextVar("w2ext_incoming", default=None)
+_pending: contextvars.ContextVar[list | None] = contextvars.ContextVar("w2ext_pending", default=None)
+_open: dict[str, Range] = {}          # request id -> open request range
+_generate: list[Range] = []           # open LLM.generate ranges (offline), innermost last
+_identity_done = [False]
+
+
+def _ensure_identity() -> None:
+    if not _identity_done[0]:
+        identity.set_role(FRONT)
+        _identity_done[0] = True
+
+
+# -- offline: LLM.generate and LLMEngine.step -------------------------------------------------------
+def _generate_pre(llm, args, kwargs):
+    _ensure_identity()
+    r = recorder().begin("llm.generate", FRONT)
+    _generate.append(r)
+    return r
+
+
+def _generate_post(r, result, error):
+    if _generate and _generate[-1] is r:
+        _generate.pop()
+    if result is not None:
+        r.attrs = {"vllm.num_outputs": len(result)}
+    recorder().end(r, error)
+
+
+def _nested_pre(name):
+    def pre(instance, args, kwargs):
+        _ensure_identity()
+        return recorder().begin(name, FRONT)
+    return pre
+
+
+def _end(r, result, error):
+    recorder().end(r, error)
+
+
+# -- request lifecycle -------------------------------------------------------------------------------
+def _add_request_pre(engine, args, kwargs):
+    """LLMEngine.add_request / AsyncLLM.add_request: remember when input processing started and
+    the W3C headers the caller passed (vLLM drops them when its own tracing is off)."""
+    _ensure_identity()
+    headers = kwargs.get("trace_headers")
+    pending = [time.time_ns(), propagation.header_subset(headers) or _incoming.get(), None]
+    return _pending.set(pending), pending
+
+
+def _add_request_post(state, result, error):
+    token, pending = state
+    _pending.reset(token)
+    req: Range | None = pending[2]
+    if req is not None:
+        recorder().emit("front.add_request", FRONT, req.context, pending[0], time.time_ns())
+
+
+def _output_add_request_pre(proc, args, kwargs):
+    request = args[0] if args else kwargs["request"]
+    rid = request.request_id
+    if rid in _open:                     # streaming-input continuation of a known request
+        return None
+    pending = _pending.get()
+    own = propagation.header_subset(getattr(request, "trace_headers", None))
+    parent = (propagation.extract(own) or (propagation.extract(pending[1]) if pending else None)
+              or propagation.extract(_incoming.get()) or propagation.ambient())
+    rec = recorder()
+    r = rec.begin("vllm.request", FRONT, parent=parent, nested=False)
+    if pending is not None:
+        r.start_ns = pending[0]
+        if pending[2] is None:
+            pending[2] = r
+    attrs = {"vllm.request.id": rid}
+    params = getattr(request, "sampling_params", None)
+    if params is not None:
+        attrs["gen_ai.request.max_tokens"] = params.max_tokens or 0
+    ptoks = getattr(request, "prompt_token_ids", None)
+    if ptoks is not None:
+        attrs["gen_ai.usage.prompt_tokens"] = len(ptoks)
+    if _generate:
+        r.links = [_generate[-1].context]
+    r.attrs = attrs
+    _open[rid] = r
+    # Carry our context to EngineCore: the step spans link to this span.
+    headers = dict(own)
+    headers["traceparent"] = propagation.traceparent(r.trace_id, r.span_id)
+    request.trace_headers = headers
+    return None
+
+
+def _finish_request_pre(proc, args, kwargs):
+    req_state = args[0] if args else kwargs["req_state"]
+    r = _open.pop(req_state.request_id, None)
+    if r is not None:
+        detok = getattr(req_state, "detokenizer", None)
+        out_ids = getattr(detok, "output_token_ids", None)
+        if out_ids is not None:
+            r.attrs["gen_ai.usage.completion_tokens"] = len(out_ids)
+        if config.current().capture_content and getattr(req_state, "prompt", None):
+            r.attrs["gen_ai.prompt"] = str(req_state.prompt)
+        recorder().end(r)
+    return None
+
+
+def _abort_post(state, result, error):
+    ids = state
+    for rid in list(ids) + list(result or ()):
+        r = _open.pop(rid, None)
+        if r is not None:
+            r.attrs["vllm.request.aborted"] = True
+            recorder().end(r, error or RequestAborted())
+
+
+class RequestAborted(Exception):
+    """Status of a request span whose request was aborted."""
+    pass
+
+
+def _abort_pre(proc, args, kwargs):
+    ids = args[0] if args else kwargs.get("request_ids", ())
+    return list(ids) if not isinstance(ids, str) else [ids]
+
+
+def _process_outputs_pre(proc, args, kwargs):
+    outs = args[0] if args else kwargs.get("engine_core_outputs", ())
+    return recorder().begin("front.process_outputs", FRONT, attrs={"vllm.num_outputs": len(outs)})
+
+
+# -- serving layer: keep the client's traceparent even when vLLM's own tracing is off ------------
+def _trace_headers_pre(serving, args, kwargs):
+    headers = args[0] if args else kwargs.get("headers")
+    sub = propagation.header_subset(headers)
+    if sub.get("traceparent"):
+        _incoming.set(sub)
+    return None
+
+
+HOOKS: list[Hook] = [
+    Hook("front.llm_generate", "vllm.entrypoints.llm", "LLM.generate", _generate_pre, _generate_post,
+         FRONT, "offline batch: parent of the requests it adds (linked)"),
+    Hook("front.engine_step", "vllm.v1.engine.llm_engine", "LLMEngine.step", _nested_pre("front.step"),
+         _end, FRONT, "offline: one front-end iteration (get output, process, abort)"),
+    Hook("front.llm_engine_add_request", "vllm.v1.engine.llm_engine", "LLMEngine.add_request",
+         _add_request_pre, _add_request_post, FRONT, "offline: input processing of one request"),
+    Hook("front.async_add_request", "vllm.v1.engine.async_llm", "AsyncLLM.add_request",
+         _add_request_pre, _add_request_post, FRONT, "served: input processing; keeps trace_headers"),
+    Hook("front.request_start", "vllm.v1.engine.output_processor", "OutputProcessor.add_request",
+         _output_add_request_pre, None, FRONT, "opens the request span, stamps its traceparent"),
+    Hook("front.request_finish", "vllm.v1.engine.output_processor", "OutputProcessor._finish_request",
+         _finish_request_pre, None, FRONT, "closes the request span"),
+    Hook("front.request_abort", "vllm.v1.engine.output_processor", "OutputProcessor.abort_requests",
+         _abort_pre, _abort_post, FRONT, "closes aborted request spans"),
+    Hook("front.process_outputs", "vllm.v1.engine.output_processor", "OutputProcessor.process_outputs",
+         _process_outputs_pre, _end, FRONT, "output handler: detokenize + build RequestOutputs"),
+    Hook("front.http_trace_headers", "vllm.entrypoints.serve.engine.serving",
+         "BaseServing._get_trace_headers", _trace_headers_pre, None, FRONT,
+         "served (0.32): client traceparent", optional=True),
+    Hook("front.http_trace_headers_generate", "vllm.entrypoints.generate.base.serving",
+         "GenerateBaseServing._get_trace_headers", _trace_headers_pre, None, FRONT,
+         "served (0.26): client traceparent, dropped by vLLM when its tracing is off", optional=True),
+    Hook("front.http_trace_headers_pooling", "vllm.entrypoints.pooling.base.serving",
+         "PoolingBaseServing._get_trace_headers", _trace_headers_pre, None, FRONT,
+         "served pooling (0.26)", optional=True),
+]

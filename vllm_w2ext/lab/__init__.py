@@ -1,0 +1,1 @@
+"""The lab: model folders, benchmark drivers and their environment capture."""

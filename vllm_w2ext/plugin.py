@@ -1,0 +1,21 @@
+"""vLLM general-plugin entry point (group ``vllm.general_plugins``), called in every vLLM process.
+
+Disabled (``VLLM_W2EXT`` unset or 0): returns after one environment lookup; nothing else is
+imported or patched. Enabled: validates all settings (an invalid value stops start-up with a
+message naming the variable) and registers lazy, per-module hooks.
+"""
+from __future__ import annotations
+
+from vllm_w2ext.config import is_enabled
+
+
+def register() -> None:
+    if not is_enabled():
+        return
+    from vllm_w2ext import config
+    settings = config.current()          # raises SettingsError on bad input
+    if settings.otlp_enabled:
+        from vllm_w2ext.telemetry.otlp import protocol
+        protocol()                       # validates OTEL_EXPORTER_OTLP_*_PROTOCOL
+    from vllm_w2ext.hooks import INSTRUMENTOR
+    INSTRUMENTOR.instrument(fault=settings.fault_inject)

@@ -1,0 +1,38 @@
+"""W3C trace context in and out of vLLM's ``trace_headers`` dicts."""
+from __future__ import annotations
+
+from typing import Mapping
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_propagator = TraceContextTextMapPropagator()
+
+
+def extract(headers: Mapping[str, str] | None) -> tuple[int, int] | None:
+    """(trace_id, span_id) of a ``traceparent`` header, or None if absent/invalid."""
+    if not headers:
+        return None
+    lower = {k.lower(): v for k, v in headers.items()} if "traceparent" not in headers else headers
+    if "traceparent" not in lower:
+        return None
+    sc = trace.get_current_span(_propagator.extract(lower)).get_span_context()
+    return (sc.trace_id, sc.span_id) if sc.is_valid else None
+
+
+def ambient() -> tuple[int, int] | None:
+    """The caller's active OpenTelemetry span, if any (offline users wrapping LLM.generate)."""
+    sc = trace.get_current_span(otel_context.get_current()).get_span_context()
+    return (sc.trace_id, sc.span_id) if sc.is_valid else None
+
+
+def traceparent(trace_id: int, span_id: int) -> str:
+    return f"00-{trace_id:032x}-{span_id:016x}-01"
+
+
+def header_subset(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """Only the W3C headers (never arbitrary client headers)."""
+    if not headers:
+        return {}
+    return {k.lower(): v for k, v in headers.items() if k.lower() in ("traceparent", "tracestate")}
