@@ -1,0 +1,1 @@
+"""Offline analysis of what the plugin recorded (spans, traces, kernels). Never imports vLLM."""
