@@ -85,8 +85,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Finished ranges buffered per process before export; beyond it ranges are dropped and counted."),
     Setting("EXPORT_INTERVAL_MS", "200", _int_range(10, 60_000),
             "How often the background thread turns buffered ranges into spans and hands them to exporters."),
+    Setting("STEP_LINKS", "boundary", _choice("boundary", "all", "none"),
+            "Which request spans an `engine.step` span links. `boundary`: the requests that were first "
+            "scheduled in that step (each `engine.request` span links back to its first and last step), "
+            "so links grow with requests, not requests x steps. `all`: every request in the batch "
+            "(costs about 5 us of export-thread CPU per link; see benchmarks/results). `none`."),
     Setting("MAX_LINKS", "512", _int_range(0, 100_000),
-            "Most request links one step span carries (the batch size bounds it in practice)."),
+            "Most request links one step span carries."),
     Setting("SHUTDOWN_TIMEOUT_S", "5", _float_range(0.0, 600.0),
             "Upper bound on flushing exporters when a process exits."),
     Setting("CAPTURE_CONTENT", "0", _flag,
@@ -104,6 +109,7 @@ class Settings:
     nvtx_domain: str = "vllm_w2ext"
     queue_size: int = 65536
     export_interval_ms: int = 200
+    step_links: str = "boundary"
     max_links: int = 512
     shutdown_timeout_s: float = 5.0
     capture_content: bool = False

@@ -72,18 +72,19 @@ class Index:
                           "vllm.batch.decode_tokens": decode,
                           "vllm.batch.preemptions": len(so.preempted_req_ids or ()),
                           "vllm.batch.finished_before": len(so.finished_req_ids)})
+            settings = config.current()
+            mode, max_links = settings.step_links, settings.max_links
             links = []
-            max_links = config.current().max_links
             ctx = r.context
             for rid in so.num_scheduled_tokens:
                 q = self.reqs.get(rid)
                 if q is None:
-                    if rid not in self.headers:   # resumed or unknown: look it up once
-                        self.headers[rid] = None
-                    q = self.reqs[rid] = _Req(self.headers.get(rid), r.step, ctx, r.start_ns)
+                    q = self.reqs[rid] = _Req(self.headers.pop(rid, None), r.step, ctx, r.start_ns)
+                    if mode == "boundary" and q.parent is not None and len(links) < max_links:
+                        links.append(q.parent)
                 q.last_step, q.last_ctx, q.end_ns = r.step, ctx, r.end_ns
                 q.steps += 1
-                if q.parent is not None and len(links) < max_links:
+                if mode == "all" and q.parent is not None and len(links) < max_links:
                     links.append(q.parent)
             r.links = links
         r.attrs = attrs
