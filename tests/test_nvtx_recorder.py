@@ -1,25 +1,12 @@
 """The NVTX recording injection library sees the ranges a real process emits."""
 
-import importlib.util
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-TESTS_DIR = Path(__file__).resolve().parent
-
-# Loaded by path: a ``tests/nvtx`` package would shadow the PyPI ``nvtx`` module.
-_spec = importlib.util.spec_from_file_location("nvtx_recorder", TESTS_DIR / "nvtx" / "recorder.py")
-recorder = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = recorder  # dataclasses need the module registered
-_spec.loader.exec_module(recorder)
-
-
-@pytest.fixture(scope="session")
-def nvtx_recorder_lib():
-    return recorder.build_recorder(TESTS_DIR / ".cache" / "nvtx")
+from support import nvtx_recorder as recorder
 
 
 WORKLOAD = textwrap.dedent(

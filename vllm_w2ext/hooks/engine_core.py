@@ -44,9 +44,6 @@ def _step_pre(core, args, kwargs):
 def _step_post(r: Range, result, error):
     S.current = None
     data: requests_index.StepData = r.data
-    sched = data.scheduler
-    data.running = len(sched.running)
-    data.waiting = len(sched.waiting)
     if S.finished:
         data.finished, S.finished = S.finished, []
     if result is not None:
@@ -68,6 +65,8 @@ def _schedule_post(r: Range, so, error):
     setattr(so, STAMP, (step.trace_id, step.span_id, step.step))
     data: requests_index.StepData = step.data
     data.batch = so
+    sched = data.scheduler
+    data.running, data.waiting = len(sched.running), len(sched.waiting)   # right after scheduling
     new = so.scheduled_new_reqs
     if new:
         reqs = data.scheduler.requests

@@ -14,7 +14,7 @@ from vllm_w2ext import config
 from vllm_w2ext.hooks.base import Hook
 from vllm_w2ext.telemetry import identity, propagation
 from vllm_w2ext.telemetry.pipeline import recorder
-from vllm_w2ext.telemetry.ranges import FRONT, Range
+from vllm_w2ext.telemetry.ranges import FRONT, ROOT, Range
 
 # Incoming W3C headers and add_request start time of the request being added in this task/thread.
 _incoming: contextvars.ContextVar[dict | None] = contextvars.ContextVar("w2ext_incoming", default=None)
@@ -85,7 +85,7 @@ def _output_add_request_pre(proc, args, kwargs):
     parent = (propagation.extract(own) or (propagation.extract(pending[1]) if pending else None)
               or propagation.extract(_incoming.get()) or propagation.ambient())
     rec = recorder()
-    r = rec.begin("vllm.request", FRONT, parent=parent, nested=False)
+    r = rec.begin("vllm.request", FRONT, parent=parent or ROOT, nested=False)
     if pending is not None:
         r.start_ns = pending[0]
         if pending[2] is None:

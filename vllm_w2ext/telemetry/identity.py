@@ -50,7 +50,6 @@ def resource(role: str):
         "process.pid": os.getpid(),
         "vllm.version": vllm_version(),
         "vllm_w2ext.version": __version__,
-        "vllm.engine_index": 0,
     }
     base.update(attrs)
     res = Resource.create(base)  # also merges OTEL_RESOURCE_ATTRIBUTES

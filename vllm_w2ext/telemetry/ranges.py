@@ -23,6 +23,9 @@ _getrandbits = _rand.getrandbits
 _now = time.time_ns
 
 
+ROOT: tuple = ()     # pass as ``parent`` to start a new trace even inside another range
+
+
 class Range:
     """A finished or open interval. Plain slots: cheap to create, read by the export thread."""
 
@@ -103,10 +106,13 @@ class Recorder:
     # -- hot path ----------------------------------------------------------------------------
     def begin(self, name: str, role: str, *, parent: tuple[int, int] | None = None,
               attrs: dict | None = None, step: int = -1, nested: bool = True) -> Range:
-        """Open a range. ``nested``: push on this thread's stack and use an NVTX push/pop range;
+        """Open a range (parent: the innermost open range of this thread unless given; ``ROOT``
+        for none). ``nested``: push on this thread's stack and use an NVTX push/pop range;
         otherwise a process-wide NVTX start/end range (for intervals that end on another thread)."""
         stack = self._stack()
-        if parent is None and stack:
+        if parent is ROOT:
+            parent = None
+        elif parent is None and stack:
             top = stack[-1]
             parent = (top.trace_id, top.span_id)
             if step < 0:

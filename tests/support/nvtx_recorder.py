@@ -8,9 +8,6 @@ the push/pop and start/end events into ranges.  No GPU, CUDA or Nsight needed.
 NVTX decides whether a tool is attached on first use, so the env vars must be
 set before the instrumented process starts (use a subprocess).
 
-Note: this directory must stay without ``__init__.py`` -- as a package it would
-shadow the PyPI ``nvtx`` module whenever ``tests/`` is on ``sys.path``.  Load
-this file by path (see ``tests/test_nvtx_recorder.py``).
 """
 
 from __future__ import annotations

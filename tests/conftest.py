@@ -1,0 +1,66 @@
+"""Shared fixtures: the tiny model, a real OTLP receiver, the NVTX recorder, and real vLLM runs.
+
+Every vLLM run is a subprocess with its own environment (plugin settings, OTEL_* variables), so the
+pytest process itself never has the plugin enabled. Engine starts are expensive on 2 cores: the
+runs are session-scoped and several tests read the same run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+CACHE = TESTS / ".cache"
+sys.path.insert(0, str(TESTS))
+
+from support import nvtx_recorder  # noqa: E402
+from support.otlp_receiver import OTLPReceiver  # noqa: E402
+
+# Environment every vLLM subprocess gets (CPU build, small KV cache, quiet logs).
+BASE_ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_LOGGING_LEVEL": "WARNING",
+    "TOKENIZERS_PARALLELISM": "false",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("VLLM_W2EXT", "OTEL_", "NVTX_"))}
+    env.update(BASE_ENV)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    from vllm_w2ext.lab.model_folders import tiny_llama
+    return tiny_llama(CACHE / "models" / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def nvtx_recorder_lib() -> Path:
+    return nvtx_recorder.build_recorder(CACHE / "nvtx")
+
+
+@pytest.fixture(scope="session")
+def otlp_receiver():
+    rx = OTLPReceiver().start()
+    yield rx
+    rx.stop()
+
+
+def run_offline(model: Path, env: dict[str, str], out: Path, **params) -> dict:
+    """Run tests/drivers/offline.py (LLM.generate on the tiny model) in a subprocess."""
+    args = [sys.executable, str(TESTS / "drivers" / "offline.py"), str(model), str(out), json.dumps(params)]
+    p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, cwd=str(ROOT))
+    if p.returncode != 0:
+        raise AssertionError(f"offline driver failed rc={p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}")
+    return json.loads(out.read_text())
