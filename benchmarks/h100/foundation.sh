@@ -14,7 +14,7 @@ BENCH=(python3 -m vllm.entrypoints.cli.main bench throughput --model $M --load-f
        --dataset-name random --random-input-len 256 --random-output-len 256 --num-prompts 500
        --max-model-len 4096)
 "${BENCH[@]}" --output-json "$OUT/throughput_stock.json" > "$OUT/throughput_stock.log" 2>&1
-python3 tests/support/otlp_receiver.py /tmp/spans.jsonl > /tmp/rx.json 2> "$OUT/receiver.err" & RX=$!
+python3 -m vllm_w2ext.receiver /tmp/spans.jsonl > /tmp/rx.json 2> "$OUT/receiver.err" & RX=$!
 for i in $(seq 50); do [ -s /tmp/rx.json ] && break; sleep 0.2; done
 PORT=$(python3 -c "import json;print(json.load(open('/tmp/rx.json'))['grpc_port'])")
 VLLM_W2EXT=1 OTEL_SERVICE_NAME=vllm-h100 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:$PORT \

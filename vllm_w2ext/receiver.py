@@ -1,5 +1,9 @@
-"""A real OTLP trace receiver (gRPC + HTTP/protobuf) on 127.0.0.1, built on the official protos.
-No collector binary is installable here (see shared/research/ecosystem.md §2), so tests run this."""
+"""A small OTLP trace receiver (gRPC + HTTP/protobuf) on 127.0.0.1, built on the official protos.
+
+For machines without Jaeger/Tempo/an OTel Collector (CI, the H100 box): ``python -m vllm_w2ext.receiver
+OUT.jsonl`` prints its ports as JSON, keeps spans in memory and writes them as JSON lines on SIGTERM
+or Ctrl-C. The tests use :class:`OTLPReceiver` directly. It accepts what the real OTLP exporters send
+(gRPC ``TraceService/Export``, ``POST /v1/traces`` with optional gzip)."""
 from __future__ import annotations
 
 import gzip
