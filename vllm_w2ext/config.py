@@ -95,8 +95,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SHUTDOWN_TIMEOUT_S", "5", _float_range(0.0, 600.0),
             "Upper bound on flushing exporters when a process exits."),
     Setting("CAPTURE_CONTENT", "0", _flag,
-            "Opt-in: attach prompt/completion token counts AND texts to request spans. Off by default: "
-            "prompts and completions may be personal data."),
+            "Opt-in: attach the prompt text to request spans. Off by default: prompts may hold personal "
+            "data. Token counts are always attached; token ids and completions never are."),
     Setting("FAULT_INJECT", "", _text, "Test-only: name of a hook that raises (to test self-disabling hooks)."),
 )
 
@@ -163,5 +163,6 @@ def current() -> Settings:
 def markdown_table() -> str:
     """The README's settings table, generated from SETTINGS so docs and code cannot drift."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
-    rows += [f"| `{env_name(s.key)}` | `{s.default}` | {s.doc} |" for s in SETTINGS]
+    rows += [f"| `{env_name(s.key)}` | {f'`{s.default}`' if s.default else '(unset)'} | {s.doc} |"
+             for s in SETTINGS]
     return "\n".join(rows)

@@ -1,0 +1,106 @@
+"""The main job on an embedded default: ``python -m vllm_w2ext.lab.demo [--out out/demo]``.
+
+Builds the tiny CPU model, runs ``vllm bench throughput`` on it with the plugin enabled and a local
+OTLP receiver, and writes the spans, a span report (counts per process role, an engine-step excerpt,
+per-phase step time) and a markdown summary to the output folder."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vllm_w2ext.analysis.spans import SpanSet
+from vllm_w2ext.lab.model_folders import tiny_llama
+from vllm_w2ext.receiver import OTLPReceiver
+
+PHASES = ("engine.schedule", "engine.execute_model", "engine.sample_tokens", "engine.update_from_output",
+          "worker.execute_model", "worker.forward", "worker.sample_tokens", "front.process_outputs")
+
+
+def phase_table(ss: SpanSet) -> list[dict]:
+    rows = []
+    for name in ("engine.step",) + PHASES:
+        d = [s.dur_us for s in ss.named(name)]
+        if d:
+            rows.append({"span": name, "count": len(d), "median_us": round(statistics.median(d), 1),
+                         "p90_us": round(sorted(d)[int(0.9 * (len(d) - 1))], 1)})
+    return rows
+
+
+def markdown(bench: dict, report: dict, phases: list[dict], args) -> str:
+    lines = [f"# vllm-w2ext demo: `vllm bench throughput` on the tiny CPU model",
+             "", f"{args.prompts} prompts, random {args.input_len} in / {args.output_len} out; "
+             f"vLLM {report['vllm_version']} on CPU.", "",
+             f"Throughput: {bench.get('tokens_per_second', 0):.1f} tok/s, "
+             f"{bench.get('requests_per_second', 0):.2f} req/s (elapsed {bench.get('elapsed_time', 0):.2f} s)", "",
+             "## Spans per process role", "", "| role | span | count |", "|---|---|---|"]
+    for role, names in report["summary"]["span_counts"].items():
+        lines += [f"| {role} | `{n}` | {c} |" for n, c in names.items()]
+    lines += ["", "## Step phases (wall time)", "", "| span | count | median µs | p90 µs |", "|---|---|---|---|"]
+    lines += [f"| `{r['span']}` | {r['count']} | {r['median_us']} | {r['p90_us']} |" for r in phases]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="out/demo")
+    ap.add_argument("--model", help="model folder (default: the tiny Llama, built if missing)")
+    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--input-len", type=int, default=32)
+    ap.add_argument("--output-len", type=int, default=16)
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = Path(args.model) if args.model else tiny_llama(Path(".cache/models/tiny-llama"))
+    rx = OTLPReceiver().start()
+    env = dict(os.environ, VLLM_W2EXT="1", OTEL_SERVICE_NAME="vllm-w2ext-demo", **rx.env("grpc"))
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    cmd = [sys.executable, "-m", "vllm_w2ext.lab.vllm_cli", "bench", "throughput", "--model", str(model),
+           "--dataset-name", "random", "--random-input-len", str(args.input_len), "--random-output-len",
+           str(args.output_len), "--num-prompts", str(args.prompts), "--dtype", "float32", "--max-model-len",
+           "512", "--enforce-eager", "--output-json", str(out / "throughput.json")]
+    print("running:", " ".join(cmd), flush=True)
+    t0 = time.time()
+    with open(out / "bench.log", "w") as log:
+        rc = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if rc != 0:
+        print(f"benchmark failed (rc={rc}); see {out / 'bench.log'}")
+        return rc
+    spans = rx.wait_for(lambda s: any(x.name == "engine.request" for x in s), timeout=15)
+    time.sleep(1.0)
+    spans = rx.spans()
+    rx.stop()
+    with open(out / "spans.jsonl", "w") as f:
+        for s in spans:
+            f.write(json.dumps(s.__dict__) + "\n")
+    ss = SpanSet(spans)
+    bench = json.loads((out / "throughput.json").read_text())
+    steps = ss.steps()
+    mid = steps[len(steps) // 2].step if steps else 1
+    import importlib.metadata as md
+    version = next((md.version(d) for d in ("vllm", "vllm-cpu") if _has(d)), "?")
+    report = {"vllm_version": version, "wall_s": round(time.time() - t0, 1), "summary": ss.summary(),
+              "phases": phase_table(ss), "step_excerpt": ss.step_excerpt(mid, 3)}
+    (out / "span_report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.md").write_text(markdown(bench, report, report["phases"], args))
+    print((out / "report.md").read_text())
+    print(f"wrote {out}/: throughput.json spans.jsonl span_report.json report.md bench.log")
+    return 0
+
+
+def _has(dist: str) -> bool:
+    import importlib.metadata as md
+    try:
+        md.version(dist)
+        return True
+    except md.PackageNotFoundError:
+        return False
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
