@@ -65,6 +65,12 @@ def _text(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _port(name: str, raw: str) -> int:
+    if not raw.strip():
+        return 0
+    return _int_range(1, 65535)(name, raw)
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str            # suffix after VLLM_W2EXT_
@@ -92,6 +98,17 @@ SETTINGS: tuple[Setting, ...] = (
             "(costs about 5 us of export-thread CPU per link; see benchmarks/results). `none`."),
     Setting("MAX_LINKS", "512", _int_range(0, 100_000),
             "Most request links one step span carries."),
+    Setting("METRICS_PORT", "", _port,
+            "Serve the Prometheus metrics of ALL vLLM processes (front end, EngineCore, workers) on this "
+            "port of the front-end process, offline and served. Unset: no metrics endpoint."),
+    Setting("METRICS_HOST", "127.0.0.1", _text,
+            "Bind address of the metrics endpoint. Loopback by default; use 0.0.0.0 only behind a firewall "
+            "or a scraping sidecar."),
+    Setting("METRICS_DIR", "", _text,
+            "Where each process drops its metric snapshot for the front end to merge. Unset: a private "
+            "temporary folder made by the front end and handed to its children."),
+    Setting("METRICS_INTERVAL_MS", "1000", _int_range(100, 60_000),
+            "How often each process refreshes its metric snapshot."),
     Setting("SHUTDOWN_TIMEOUT_S", "5", _float_range(0.0, 600.0),
             "Upper bound on flushing exporters when a process exits."),
     Setting("CAPTURE_CONTENT", "0", _flag,
@@ -111,6 +128,10 @@ class Settings:
     export_interval_ms: int = 200
     step_links: str = "boundary"
     max_links: int = 512
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    metrics_dir: str = ""
+    metrics_interval_ms: int = 1000
     shutdown_timeout_s: float = 5.0
     capture_content: bool = False
     fault_inject: str = ""
@@ -123,7 +144,8 @@ class Settings:
         return self.otlp == "on"
 
 
-_FIELD_OF = {s.key: f.name for s, f in zip(SETTINGS, fields(Settings))}
+_FIELD_OF = {s.key: (s.key.lower() or "enabled") for s in SETTINGS}
+assert set(_FIELD_OF.values()) == {f.name for f in fields(Settings)}, "SETTINGS and Settings disagree"
 
 
 def env_name(key: str) -> str:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import wrapt
+
+from vllm_w2ext.telemetry import selfcost
 
 log = logging.getLogger("vllm_w2ext")
 
@@ -45,6 +48,7 @@ class Hook:
     def fail(self, exc: BaseException) -> None:
         """A fault inside the plugin: count it, switch this hook off, say so once."""
         self.errors += 1
+        selfcost.hook_failed(self.name)
         if self.active:
             self.active = False
             log.error("vllm_w2ext: hook %s (%s.%s) raised %r and is now disabled; vLLM continues "
@@ -64,15 +68,25 @@ def _with_fault(hook: Hook) -> Pre:
 def make_wrapper(hook: Hook, fault: str = "") -> Callable:
     pre = _with_fault(hook) if fault and fault == hook.name else hook.pre
     post = hook.post
+    calls = [0]
+    every = selfcost.SAMPLE_EVERY
+    clock = time.perf_counter_ns
+    self_ns = selfcost.hook_self_ns
 
     def sync_wrapper(wrapped, instance, args, kwargs):
         if not hook.active:
             return wrapped(*args, **kwargs)
+        calls[0] += 1
+        timed = calls[0] % every == 0          # sample our own cost on one call in `every`
+        t0 = clock() if timed else 0
         try:
             state = pre(instance, args, kwargs)
         except Exception as e:
             hook.fail(e)
             return wrapped(*args, **kwargs)
+        if timed:
+            t1 = clock()
+            self_ns[0] += (t1 - t0) * every
         if post is None:
             return wrapped(*args, **kwargs)
         try:
@@ -83,10 +97,13 @@ def make_wrapper(hook: Hook, fault: str = "") -> Callable:
             except Exception as e2:
                 hook.fail(e2)
             raise
+        t2 = clock() if timed else 0
         try:
             post(state, result, None)
         except Exception as e:
             hook.fail(e)
+        if timed:
+            self_ns[0] += (clock() - t2) * every
         return result
 
     async def async_wrapper_impl(wrapped, instance, args, kwargs):

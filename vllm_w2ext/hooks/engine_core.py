@@ -17,7 +17,10 @@ from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.pipeline import recorder
 from vllm_w2ext.telemetry.ranges import ENGINE, Range
 
-STAMP = "_w2ext_ctx"          # attribute set on SchedulerOutput: (trace_id, span_id, step_id)
+# Attribute set on SchedulerOutput, read by the workers: (trace_id, span_id, step_id, schedule start,
+# schedule end, last update start, last update end, previous step end, this step start) - the engine's
+# side of the scheduler gap the worker measures.
+STAMP = "_w2ext_ctx"
 
 
 class _State:
@@ -25,6 +28,8 @@ class _State:
     current: Range | None = None           # open engine.step range
     finished: list[str] = []               # request ids freed since the last step ended
     identity_done = False
+    last_update = (0, 0)                   # last update_from_output interval (ns)
+    prev_step_end = 0
 
 
 S = _State()
@@ -50,6 +55,7 @@ def _step_post(r: Range, result, error):
         data.model_executed = bool(result[1])
     r.finalize = requests_index.INDEX.finalize_step
     recorder().end(r, error)
+    S.prev_step_end = r.end_ns
 
 
 def _schedule_pre(sched, args, kwargs):
@@ -62,7 +68,8 @@ def _schedule_post(r: Range, so, error):
     step = S.current
     if so is None or step is None:
         return
-    setattr(so, STAMP, (step.trace_id, step.span_id, step.step))
+    setattr(so, STAMP, (step.trace_id, step.span_id, step.step, r.start_ns, r.end_ns, *S.last_update,
+                        S.prev_step_end, step.start_ns))
     data: requests_index.StepData = step.data
     data.batch = so
     sched = data.scheduler
@@ -78,6 +85,11 @@ def _update_pre(sched, args, kwargs):
     stamp = getattr(so, STAMP, None)
     attrs = {"vllm.step.batch_id": stamp[2]} if stamp else None
     return recorder().begin("engine.update_from_output", ENGINE, attrs=attrs)
+
+
+def _update_post(r: Range, result, error):
+    recorder().end(r, error)
+    S.last_update = (r.start_ns, r.end_ns)
 
 
 def _free_request_pre(sched, args, kwargs):
@@ -120,7 +132,7 @@ HOOKS: list[Hook] = [
     Hook("engine.schedule", "vllm.v1.core.sched.scheduler", "Scheduler.schedule", _schedule_pre,
          _schedule_post, ENGINE, "scheduling; stamps the SchedulerOutput with the step context"),
     Hook("engine.update_from_output", "vllm.v1.core.sched.scheduler", "Scheduler.update_from_output",
-         _update_pre, _end, ENGINE, "turn model output into EngineCoreOutputs"),
+         _update_pre, _update_post, ENGINE, "turn model output into EngineCoreOutputs"),
     Hook("engine.free_request", "vllm.v1.core.sched.scheduler", "Scheduler._free_request",
          _free_request_pre, None, ENGINE, "request finished: closes its engine-side summary span"),
 ] + [

@@ -30,6 +30,16 @@ def _ensure_identity() -> None:
         _identity_done[0] = True
 
 
+# -- engine construction: the metrics endpoint of the whole vLLM instance lives in the front end ------
+def _engine_init_pre(engine, args, kwargs):
+    _ensure_identity()
+    from vllm_w2ext.telemetry import metrics_server, pipeline, sinks
+    if config.current().metrics_port:
+        pipeline.get()                   # builds this process's metrics sink
+        metrics_server.ensure_started(sinks.own_metrics)
+    return None
+
+
 # -- offline: LLM.generate and LLMEngine.step -------------------------------------------------------
 def _generate_pre(llm, args, kwargs):
     _ensure_identity()
@@ -156,6 +166,10 @@ def _trace_headers_pre(serving, args, kwargs):
 
 
 HOOKS: list[Hook] = [
+    Hook("front.llm_engine_init", "vllm.v1.engine.llm_engine", "LLMEngine.__init__", _engine_init_pre, None,
+         FRONT, "offline: starts the metrics endpoint before EngineCore is spawned"),
+    Hook("front.async_llm_init", "vllm.v1.engine.async_llm", "AsyncLLM.__init__", _engine_init_pre, None,
+         FRONT, "served: starts the metrics endpoint before EngineCore is spawned"),
     Hook("front.llm_generate", "vllm.entrypoints.llm", "LLM.generate", _generate_pre, _generate_post,
          FRONT, "offline batch: parent of the requests it adds (linked)"),
     Hook("front.engine_step", "vllm.v1.engine.llm_engine", "LLMEngine.step", _nested_pre("front.step"),

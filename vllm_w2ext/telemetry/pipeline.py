@@ -36,6 +36,7 @@ class Pipeline:
         self.sink_errors = 0
         self.finalize_errors = 0
         self.exported = 0
+        self.export_cpu_s = 0.0            # CPU time of the export thread (self-cost metric)
         self._warned: set[str] = set()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -63,6 +64,15 @@ class Pipeline:
             self._wake.wait(interval)
             self._wake.clear()
             self.flush_once()
+            self.export_cpu_s = time.thread_time()
+            for sink in self.sinks:
+                tick = getattr(sink, "tick", None)
+                if tick is not None:
+                    try:
+                        tick()
+                    except Exception as e:
+                        self.sink_errors += 1
+                        self.warn_once("tick:" + sink.name, "vllm_w2ext: %s failed: %r", sink.name, e)
 
     def flush_once(self) -> int:
         with self._lock:

@@ -1,12 +1,71 @@
 """Which sinks a process's pipeline feeds, from the settings."""
 from __future__ import annotations
 
+import os
+import time
+
 from vllm_w2ext import config
+from vllm_w2ext.telemetry import identity, selfcost
+from vllm_w2ext.telemetry.ranges import ENGINE, FRONT, WORKER
+
+
+class MetricsSink:
+    """Prometheus metrics of this process; writes a snapshot for the front end's endpoint."""
+    name = "metrics"
+
+    def __init__(self, settings: config.Settings, pipeline):
+        from vllm_w2ext.telemetry.metrics import StepMetrics
+        self.metrics = StepMetrics()
+        self.pipeline = pipeline
+        self.interval = settings.metrics_interval_ms / 1000.0
+        self._next = 0.0
+
+    def consume(self, ranges) -> None:
+        self.metrics.consume(ranges)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.interval
+        self.snapshot()
+
+    def snapshot(self) -> None:
+        from vllm_w2ext.telemetry.metrics import write_snapshot
+        from vllm_w2ext.telemetry.metrics_server import metrics_dir
+        roles = identity.roles()
+        role = next((r for r in (ENGINE, WORKER, FRONT) if r in roles), None)
+        if role is None:
+            return
+        p = self.pipeline
+        self.metrics.self_cost(role, p.recorder.recorded, p.recorder.dropped, p.sink_errors + p.finalize_errors,
+                               p.export_cpu_s,
+                               selfcost.hook_self_ns[0] / 1e9, dict(selfcost.hook_errors))
+        d = metrics_dir()
+        if d and role != FRONT:
+            write_snapshot(d, self.metrics.exposition())
+
+    def flush(self, timeout_s: float) -> None:
+        self.snapshot()
+
+    def shutdown(self, timeout_s: float) -> None:
+        self.snapshot()
+
+
+_metrics_sink: MetricsSink | None = None
+
+
+def own_metrics():
+    return _metrics_sink.metrics if _metrics_sink is not None else None
 
 
 def build(settings: config.Settings, pipeline) -> list:
+    global _metrics_sink
     out = []
     if settings.otlp_enabled:
         from vllm_w2ext.telemetry.otlp import OtlpSink
         out.append(OtlpSink(delay_ms=settings.export_interval_ms))
+    if settings.metrics_port or settings.metrics_dir or os.environ.get("VLLM_W2EXT_METRICS_DIR"):
+        _metrics_sink = MetricsSink(settings, pipeline)
+        out.append(_metrics_sink)
     return out

@@ -1,0 +1,80 @@
+"""The one scrape endpoint: the front-end process serves its own metrics merged with the latest
+snapshot of every other vLLM process (EngineCore, workers) found in the metrics folder."""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import tempfile
+import threading
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+from vllm_w2ext import config
+
+log = logging.getLogger("vllm_w2ext")
+DIR_ENV = "VLLM_W2EXT_METRICS_DIR"
+_lock = threading.Lock()
+_state = {"started": False, "server": None, "dir": None}
+
+
+def metrics_dir() -> str | None:
+    """Folder shared by the processes of one vLLM instance (set by the front end for its children)."""
+    return config.current().metrics_dir or os.environ.get(DIR_ENV) or None
+
+
+class MergedCollector:
+    def __init__(self, own, directory: str):
+        self.own, self.directory = own, directory
+
+    def collect(self):
+        fams: dict[tuple[str, str], Metric] = {}
+
+        def add(fam):
+            key = (fam.name, fam.type)
+            m = fams.get(key)
+            if m is None:
+                m = fams[key] = Metric(fam.name, fam.documentation, fam.type)
+            m.samples.extend(fam.samples)
+
+        if self.own is not None:
+            for fam in self.own.registry.collect():
+                add(fam)
+        me = f"{os.getpid()}.prom"
+        for path in sorted(glob.glob(os.path.join(self.directory, "*.prom"))):
+            if os.path.basename(path) == me:
+                continue
+            try:
+                with open(path) as f:
+                    text = f.read()
+                for fam in text_string_to_metric_families(text):
+                    add(fam)
+            except (OSError, ValueError) as e:   # a half-written or vanished file: skip this scrape
+                log.debug("vllm_w2ext: skipped metrics snapshot %s: %r", path, e)
+        yield from fams.values()
+
+
+def ensure_started(own_metrics_getter) -> None:
+    """Start the endpoint once per front-end process (no-op without VLLM_W2EXT_METRICS_PORT)."""
+    s = config.current()
+    if not s.metrics_port or _state["started"]:
+        return
+    with _lock:
+        if _state["started"]:
+            return
+        _state["started"] = True
+        d = metrics_dir()
+        if d is None:
+            d = tempfile.mkdtemp(prefix="vllm-w2ext-metrics-")
+        os.makedirs(d, exist_ok=True)
+        os.environ[DIR_ENV] = d            # spawned EngineCore/workers inherit it
+        _state["dir"] = d
+        reg = CollectorRegistry(auto_describe=False)
+        reg.register(MergedCollector(own_metrics_getter(), d))
+        try:
+            _state["server"] = start_http_server(s.metrics_port, addr=s.metrics_host, registry=reg)
+        except OSError as e:
+            log.error("vllm_w2ext: VLLM_W2EXT_METRICS_PORT=%s on %s unavailable (%s); the metrics endpoint "
+                      "is off for this run, spans and traces are unaffected", s.metrics_port, s.metrics_host, e)
