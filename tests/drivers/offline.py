@@ -1,23 +1,61 @@
 """Offline driver for the tests: LLM.generate on a model, then a clean engine shutdown.
 
-usage: offline.py MODEL OUT_JSON PARAMS_JSON   (params: prompts, max_tokens, ...)"""
+usage: offline.py MODEL OUT_JSON PARAMS_JSON
+params: prompts, max_tokens, max_num_seqs, scheduler_cls, and for metrics runs:
+  metrics_port  scrape our own endpoint after each phase (text kept in the output)
+  phases        [{"slow": bool, "rounds": n}]: generate `rounds` times per phase; "slow" creates the
+                flag file of tests/drivers/slow_scheduler.py for that phase
+  slow_flag     the flag file path
+  hold_file     after the phases, keep the engine (and metrics endpoint) up until this file exists
+"""
 import json
+import os
 import sys
 import time
+import urllib.request
+
+
+def scrape(port: int) -> str:
+    time.sleep(1.5)                    # > VLLM_W2EXT_METRICS_INTERVAL_MS: every process has snapshotted
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return r.read().decode()
+
 
 if __name__ == "__main__":
     model, out, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     from vllm import LLM, SamplingParams
 
+    kw = {"scheduler_cls": params["scheduler_cls"]} if params.get("scheduler_cls") else {}
     llm = LLM(model, dtype="float32", max_model_len=512, enforce_eager=True,
-              max_num_seqs=params.get("max_num_seqs", 8), seed=0)
+              max_num_seqs=params.get("max_num_seqs", 8), seed=0, **kw)
     n, max_tokens = params.get("prompts", 6), params.get("max_tokens", 6)
     prompts = [" ".join(f"t{(7 * i + j) % 9000 + 10}" for j in range(5 + i)) for i in range(n)]
+    sp = SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0)
+    result = {"phases": []}
     t0 = time.time()
-    outs = llm.generate(prompts, SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0))
-    elapsed = time.time() - t0
-    result = {"num_outputs": len(outs), "tokens": [len(o.outputs[0].token_ids) for o in outs],
-              "elapsed_s": elapsed}
+    outs = llm.generate(prompts, sp)
+    result.update(num_outputs=len(outs), tokens=[len(o.outputs[0].token_ids) for o in outs],
+                  elapsed_s=time.time() - t0)
+    port = params.get("metrics_port")
+    for ph in params.get("phases", []):
+        flag = params.get("slow_flag")
+        if ph.get("slow") and flag:
+            open(flag, "w").close()
+        start = time.time_ns()
+        for _ in range(ph.get("rounds", 1)):
+            llm.generate(prompts, sp, use_tqdm=False)
+        end = time.time_ns()
+        if flag and os.path.exists(flag):
+            os.remove(flag)
+        result["phases"].append({"slow": bool(ph.get("slow")), "start_ns": start, "end_ns": end,
+                                 "metrics": scrape(port) if port else ""})
+    hold = params.get("hold_file")
+    if hold:
+        with open(out + ".ready", "w") as f:
+            json.dump(result, f)
+        deadline = time.time() + 120
+        while not os.path.exists(hold) and time.time() < deadline:
+            time.sleep(0.2)
     llm.llm_engine.engine_core.shutdown()      # EngineCore + worker flush their spans on shutdown
     with open(out, "w") as f:
         json.dump(result, f)

@@ -41,6 +41,8 @@ class Instrumentor:
             return
         self.active = True
         self.fault = fault
+        from vllm_w2ext.telemetry import selfcost
+        selfcost.register(h.name for h in self.hooks)
         for mod_name, hooks in self.by_module().items():
             if mod_name in self._registered:
                 continue

@@ -149,14 +149,16 @@ class StepMetrics:
         for key, val, metric in (("recorded", recorded, self.recorded), ("dropped", dropped, self.dropped),
                                  ("errors", errors, self.export_errors), ("cpu", cpu_s, self.export_cpu),
                                  ("hook_self", hook_self_s, self.hook_self)):
+            child = metric.labels(*lab)           # exists (at 0) before anything goes wrong
             delta = val - self._seen[key]
             if delta > 0:
-                metric.labels(*lab).inc(delta)
+                child.inc(delta)
                 self._seen[key] = val
         for hook, n in hook_errors.items():
+            child = self.hook_errors.labels(*lab, hook)
             delta = n - self._hook_errors.get(hook, 0)
             if delta > 0:
-                self.hook_errors.labels(*lab, hook).inc(delta)
+                child.inc(delta)
                 self._hook_errors[hook] = n
 
     def exposition(self) -> bytes:

@@ -1,0 +1,83 @@
+"""A real Prometheus server (Debian's `prometheus`) on 127.0.0.1 with a temporary config."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Prometheus:
+    def __init__(self, workdir: Path, jobs: dict[str, str], interval: str = "1s"):
+        self.bin = shutil.which("prometheus")
+        if self.bin is None:
+            raise FileNotFoundError("prometheus binary not found (apt-get install prometheus; .ci/setup-extras)")
+        self.dir = workdir
+        self.port = free_port()
+        cfg = ["global:", f"  scrape_interval: {interval}", f"  evaluation_interval: {interval}", "scrape_configs:"]
+        for job, target in jobs.items():
+            cfg += [f"  - job_name: {json.dumps(job)}", "    static_configs:", f"      - targets: [{json.dumps(target)}]"]
+        (workdir / "prometheus.yml").write_text("\n".join(cfg) + "\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Prometheus":
+        log = open(self.dir / "prometheus.log", "w")
+        self.proc = subprocess.Popen(
+            [self.bin, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"], stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def query(self, expr: str) -> list:
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=10) as r:
+            body = json.loads(r.read())
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def wait(self, expr: str, timeout: float = 60.0) -> list:
+        """Poll until ``expr`` returns data (the first scrape takes ~5 s in Prometheus 2.42)."""
+        deadline = time.monotonic() + timeout
+        last = []
+        while time.monotonic() < deadline:
+            try:
+                last = self.query(expr)
+                if last:
+                    return last
+            except OSError:
+                pass
+            time.sleep(0.5)
+        return last
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def promtool() -> str | None:
+    return shutil.which("promtool")
+
+
+def metric_sum(text: str, name: str, **labels) -> float:
+    """Sum of the samples of ``name`` in an exposition text whose labels include ``labels``."""
+    from prometheus_client.parser import text_string_to_metric_families
+    total = 0.0
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
