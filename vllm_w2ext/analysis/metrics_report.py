@@ -1,0 +1,168 @@
+"""Summarise the plugin's metrics scraped during benchmark runs (``lab/scrape.py`` output) and
+compare the GPU busy fraction from CUDA events with NVML utilization sampled over the same run.
+
+    python -m vllm_w2ext.analysis.metrics_report RUN_DIR   # scrape_<run>.prom[.gz], nvml_<run>.csv"""
+from __future__ import annotations
+
+import csv
+import glob
+import gzip
+import json
+import os
+import sys
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def read_scrapes(path: str) -> list[tuple[float, str]]:
+    opener = gzip.open if path.endswith(".gz") else open
+    out, cur, buf = [], None, []
+    with opener(path, "rt") as f:
+        for line in f:
+            if line.startswith("# SCRAPE "):
+                if cur is not None:
+                    out.append((cur, "".join(buf)))
+                cur, buf = float(line.split()[2]), []
+            else:
+                buf.append(line)
+    if cur is not None:
+        out.append((cur, "".join(buf)))
+    return out
+
+
+def samples(text: str) -> list[tuple[str, dict, float]]:
+    return [(s.name, s.labels, s.value) for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+
+def total(ss, name: str, **labels) -> float:
+    return sum(v for n, lab, v in ss if n == name and all(lab.get(k) == x for k, x in labels.items()))
+
+
+def quantile(ss, name: str, q: float, **labels) -> float | None:
+    """histogram_quantile over cumulative buckets (linear inside the bucket, as Prometheus does)."""
+    b: dict[float, float] = {}
+    for n, lab, v in ss:
+        if n == name + "_bucket" and all(lab.get(k) == x for k, x in labels.items()):
+            le = float(lab["le"])
+            b[le] = b.get(le, 0.0) + v
+    if not b:
+        return None
+    les = sorted(b)
+    count = b[les[-1]]
+    if count == 0:
+        return None
+    rank, prev_le, prev_c = q * count, 0.0, 0.0
+    for le in les:
+        if b[le] >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_c) / max(b[le] - prev_c, 1e-12)
+        prev_le, prev_c = le, b[le]
+    return les[-2] if len(les) > 1 else None
+
+
+def nvml_stats(path: str, t0: float, t1: float) -> dict:
+    rows = []
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            t = float(r["time"])
+            if t0 <= t <= t1:
+                rows.append(r)
+    if not rows:
+        return {}
+    util = [float(r["util_gpu_pct"]) for r in rows]
+    busy_rows = [u for u in util if u > 0]
+    return {"samples": len(rows), "util_gpu_mean_pct": round(sum(util) / len(util), 1),
+            "util_gpu_mean_when_nonzero_pct": round(sum(busy_rows) / max(len(busy_rows), 1), 1),
+            "power_mean_w": round(sum(float(r["power_w"]) for r in rows) / len(rows), 1),
+            "mem_used_max_mib": max(int(float(r["mem_used_mib"])) for r in rows)}
+
+
+def run_summary(run_dir: str, name: str) -> dict:
+    path = next(iter(glob.glob(os.path.join(run_dir, f"scrape_{name}.prom*"))), None)
+    if path is None:
+        return {}
+    scrapes = read_scrapes(path)
+    if not scrapes:
+        return {"error": "no scrape reached the endpoint"}
+    t_first, first_text = scrapes[0]
+    t_last, text = scrapes[-1]
+    ss = samples(text)
+    w = {"role": "worker"}
+    gap_n = total(ss, "vllm_w2ext_scheduler_gap_seconds_count", **w)
+    gap_sum = total(ss, "vllm_w2ext_scheduler_gap_seconds_sum", **w)
+    parts = {p: total(ss, "vllm_w2ext_scheduler_gap_part_seconds_total", part=p, **w)
+             for p in ("schedule", "update", "engine_idle", "other")}
+    busy = total(ss, "vllm_w2ext_gpu_busy_seconds_total")
+    idle = total(ss, "vllm_w2ext_gpu_idle_seconds_total")
+    out = {
+        "scrapes": len(scrapes), "window_s": round(t_last - t_first, 2),
+        "engine_steps": total(ss, "vllm_w2ext_engine_steps_total", executed="true"),
+        "prefill_tokens": total(ss, "vllm_w2ext_batch_tokens_total", kind="prefill"),
+        "decode_tokens": total(ss, "vllm_w2ext_batch_tokens_total", kind="decode"),
+        "scheduler_gap": {"count": gap_n, "mean_ms": round(1e3 * gap_sum / gap_n, 3) if gap_n else None,
+                          "p50_ms": _ms(quantile(ss, "vllm_w2ext_scheduler_gap_seconds", 0.5, **w)),
+                          "p90_ms": _ms(quantile(ss, "vllm_w2ext_scheduler_gap_seconds", 0.9, **w)),
+                          "parts_s": {k: round(v, 4) for k, v in parts.items()}},
+        "cpu_model_execution_s": round(total(ss, "vllm_w2ext_model_execution_seconds_total", **w), 3),
+        "gpu": {"busy_s": round(busy, 3), "idle_between_steps_s": round(idle, 3),
+                "busy_ratio": round(busy / (busy + idle), 4) if busy + idle else None,
+                "forward_p50_ms": _ms(quantile(ss, "vllm_w2ext_gpu_forward_seconds", 0.5)),
+                "gap_p50_ms": _ms(quantile(ss, "vllm_w2ext_gpu_gap_seconds", 0.5)),
+                "gap_p90_ms": _ms(quantile(ss, "vllm_w2ext_gpu_gap_seconds", 0.9))},
+        "phase_mean_ms": {},
+        "self_cost": {"hook_self_s": round(total(ss, "vllm_w2ext_hook_self_seconds_total"), 4),
+                      "export_thread_cpu_s": round(total(ss, "vllm_w2ext_export_thread_cpu_seconds_total"), 3),
+                      "spans_recorded": total(ss, "vllm_w2ext_spans_recorded_total"),
+                      "spans_dropped": total(ss, "vllm_w2ext_spans_dropped_total"),
+                      "hook_errors": total(ss, "vllm_w2ext_hook_errors_total")},
+    }
+    for role, phase in (("engine_core", "step"), ("engine_core", "schedule"), ("engine_core", "update_from_output"),
+                        ("worker", "execute_model"), ("worker", "sample_tokens"), ("worker", "forward"),
+                        ("frontend", "process_outputs")):
+        n = total(ss, "vllm_w2ext_phase_duration_seconds_count", role=role, phase=phase)
+        s = total(ss, "vllm_w2ext_phase_duration_seconds_sum", role=role, phase=phase)
+        if n:
+            out["phase_mean_ms"][f"{role}.{phase}"] = round(1e3 * s / n, 3)
+    nv = os.path.join(run_dir, f"nvml_{name}.csv")
+    if os.path.exists(nv):
+        t0 = _read_time(os.path.join(run_dir, f"start_{name}.txt"), t_first)
+        t1 = _read_time(os.path.join(run_dir, f"end_{name}.txt"), t_last)
+        out["nvml_whole_run"] = nvml_stats(nv, t0, t1)
+        # the window in which engine steps ran: from the first scrape that saw a step to the last one
+        active = [t for t, txt in scrapes if "vllm_w2ext_engine_steps_total" in txt]
+        if active:
+            out["nvml_while_stepping"] = nvml_stats(nv, active[0], active[-1])
+    return out
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else round(1e3 * v, 3)
+
+
+def _read_time(path: str, default: float) -> float:
+    try:
+        with open(path) as f:
+            return float(f.read().strip())
+    except (OSError, ValueError):
+        return default
+
+
+def main(argv: list[str] | None = None) -> int:
+    run_dir = (argv or sys.argv[1:])[0]
+    names = sorted({os.path.basename(p).split(".")[0][len("scrape_"):]
+                    for p in glob.glob(os.path.join(run_dir, "scrape_*.prom*"))})
+    report = {n: run_summary(run_dir, n) for n in names}
+    with open(os.path.join(run_dir, "metrics_summary.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    for n, r in report.items():
+        g, gap = r.get("gpu", {}), r.get("scheduler_gap", {})
+        print(f"{n}: steps {r.get('engine_steps')} gap mean {gap.get('mean_ms')} ms p50 {gap.get('p50_ms')} "
+              f"p90 {gap.get('p90_ms')} | GPU busy ratio {g.get('busy_ratio')} (busy {g.get('busy_s')} s, idle "
+              f"{g.get('idle_between_steps_s')} s) | NVML {r.get('nvml_while_stepping', {}).get('util_gpu_mean_pct')} %"
+              f" | self {r.get('self_cost')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
