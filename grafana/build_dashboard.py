@@ -72,11 +72,14 @@ def rate(metric: str, *matchers: str, by: str = "") -> str:
     return f"sum{grp}(rate({metric}{sel(*matchers)}[{RATE}]))"
 
 
-def gauge(metric: str, *matchers: str, by: str = "engine") -> str:
-    return f"sum by ({by}) ({metric}{sel(*matchers)})"
+def gauge(metric: str, *matchers: str, by: str = "engine", agg: str = "sum") -> str:
+    return f"{agg} by ({by}) ({metric}{sel(*matchers)})"
 
 
-# Derived ratios, also recorded by grafana/rules.yml (tests check the two stay identical).
+# Derived ratios. grafana/rules.yml records each one (same expression without the $engine filter,
+# tests/test_grafana_files.py checks they stay identical); the dashboard reads the recorded series
+# and falls back to computing it (`or on (engine, rank)`), so it also works on a Prometheus without
+# these rules.
 PER_WORKER = "engine, rank"
 CPU_BUSY = (f"{rate('vllm_w2ext_model_execution_seconds_total', by=PER_WORKER)} / "
             f"({rate('vllm_w2ext_model_execution_seconds_total', by=PER_WORKER)} + "
@@ -84,6 +87,13 @@ CPU_BUSY = (f"{rate('vllm_w2ext_model_execution_seconds_total', by=PER_WORKER)} 
 GPU_BUSY_RATE = (f"{rate('vllm_w2ext_gpu_busy_seconds_total', by=PER_WORKER)} / "
                  f"({rate('vllm_w2ext_gpu_busy_seconds_total', by=PER_WORKER)} + "
                  f"{rate('vllm_w2ext_gpu_idle_seconds_total', by=PER_WORKER)})")
+RULE_CPU_BUSY = "engine_rank:vllm_w2ext_cpu_busy_ratio:rate1m"
+RULE_GPU_BUSY = "engine_rank:vllm_w2ext_gpu_busy_ratio:rate1m"
+
+
+def recorded(record: str, expr: str) -> str:
+    """The recording rule's series where Prometheus has it, else the same expression computed."""
+    return f"{record}{sel()} or on ({PER_WORKER}) ({expr})"
 
 
 # --- links to traces ---------------------------------------------------------------------------
@@ -184,7 +194,7 @@ ROWS: list[tuple[str, list[P]]] = [
           description="Gap seconds per second of wall time, by where they went, summed over the "
                       "selected workers (one worker: its fraction of wall time)."),
         P("CPU model-execution busy fraction", [
-            Q(CPU_BUSY, "engine {{engine}} rank {{rank}}"),
+            Q(recorded(RULE_CPU_BUSY, CPU_BUSY), "engine {{engine}} rank {{rank}}"),
         ], unit="percentunit", w=8, max1=True,
           description="model execution / (model execution + scheduler gap), per worker."),
     ]),
@@ -210,8 +220,8 @@ ROWS: list[tuple[str, list[P]]] = [
     ]),
     (ROW_GPU, [
         P("GPU busy %", [
-            Q(gauge("vllm_w2ext_gpu_busy_ratio", by=PER_WORKER), "last window e{{engine}} r{{rank}}"),
-            Q(GPU_BUSY_RATE, "1m rate e{{engine}} r{{rank}}"),
+            Q(gauge("vllm_w2ext_gpu_busy_ratio", by=PER_WORKER, agg="avg"), "last window e{{engine}} r{{rank}}"),
+            Q(recorded(RULE_GPU_BUSY, GPU_BUSY_RATE), "1m rate e{{engine}} r{{rank}}"),
         ], unit="percentunit", w=8, max1=True,
           description="GPU timeline between consecutive forwards: busy / (busy + idle). No data on CPU runs."),
         P("GPU gap between forwards p50 / p90", pq("vllm_w2ext_gpu_gap_seconds"), w=8,

@@ -11,6 +11,7 @@
 # e.g. a misspelt optional panel key is not caught.
 #
 # Usage: grafana/check_dashboard.sh [dashboard.json ...]   (default: grafana/dashboards/*.json)
+#        grafana/check_dashboard.sh --install-only           (only install the npm packages)
 # Installs @grafana/schema@13.2.3 and typescript@5 into grafana/.npm/ (git-ignored) when missing;
 # GRAFANA_NPM_DIR overrides that folder. Exit status: 0 all files pass, 1 a type error, 2 usage/setup.
 set -euo pipefail
@@ -39,6 +40,10 @@ ensure_npm() {
     fi
 }
 
+if [ "${1:-}" = "--install-only" ]; then     # used by .ci/setup-extras
+    ensure_npm
+    exit 0
+fi
 if [ "$#" -gt 0 ]; then
     files=("$@")
 else

@@ -78,6 +78,30 @@ def nvml_stats(path: str, t0: float, t1: float) -> dict:
             "mem_used_max_mib": max(int(float(r["mem_used_mib"])) for r in rows)}
 
 
+def stepping_intervals(scrapes: list[tuple[float, str]]) -> list[tuple[float, float]]:
+    """Scrape intervals (t_i, t_i+1) during which the executed-step counter went up."""
+    out, prev = [], None
+    for t, text in scrapes:
+        n = total(samples(text), "vllm_w2ext_engine_steps_total", executed="true")
+        if prev is not None and n > prev[1]:
+            out.append((prev[0], t))
+        prev = (t, n)
+    return out
+
+
+def nvml_stats_intervals(path: str, intervals: list[tuple[float, float]]) -> dict:
+    rows = []
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            t = float(r["time"])
+            if any(a <= t <= b for a, b in intervals):
+                rows.append(float(r["util_gpu_pct"]))
+    if not rows:
+        return {}
+    return {"samples": len(rows), "seconds": round(sum(b - a for a, b in intervals), 2),
+            "util_gpu_mean_pct": round(sum(rows) / len(rows), 1)}
+
+
 def run_summary(run_dir: str, name: str) -> dict:
     path = next(iter(glob.glob(os.path.join(run_dir, f"scrape_{name}.prom*"))), None)
     if path is None:
@@ -129,10 +153,8 @@ def run_summary(run_dir: str, name: str) -> dict:
         t0 = _read_time(os.path.join(run_dir, f"start_{name}.txt"), t_first)
         t1 = _read_time(os.path.join(run_dir, f"end_{name}.txt"), t_last)
         out["nvml_whole_run"] = nvml_stats(nv, t0, t1)
-        # the window in which engine steps ran: from the first scrape that saw a step to the last one
-        active = [t for t, txt in scrapes if "vllm_w2ext_engine_steps_total" in txt]
-        if active:
-            out["nvml_while_stepping"] = nvml_stats(nv, active[0], active[-1])
+        # only the scrape intervals in which engine steps ran (no start-up, compile, warm-up gaps)
+        out["nvml_while_stepping"] = nvml_stats_intervals(nv, stepping_intervals(scrapes))
     return out
 
 
