@@ -3,42 +3,17 @@ client's trace; EngineCore and worker spans of the same run hang under steps lin
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 
 import pytest
 from callgraph_checks import check_processes, check_requests, check_steps
 from conftest import ROOT, clean_env
+from support.vllm_server import vllm_serve
 
 from vllm_w2ext.analysis.spans import SpanSet
 
 MAX_TOKENS = 5
 CLIENT_TRACES = [("4bf92f3577b34da6a3ce929d0e0e%04x" % i, "00f067aa0ba9%04x" % i) for i in range(3)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited rc={proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} not up after {timeout}s")
 
 
 def complete(port: int, model: str, prompt: str, headers: dict | None = None) -> dict:
@@ -53,16 +28,9 @@ def complete(port: int, model: str, prompt: str, headers: dict | None = None) ->
 @pytest.fixture(scope="module")
 def served(tiny_model, otlp_receiver, tmp_path_factory):
     otlp_receiver.clear()
-    port = free_port()
     log = tmp_path_factory.mktemp("served") / "server.log"
     env = clean_env(VLLM_W2EXT="1", OTEL_SERVICE_NAME="w2ext-served", **otlp_receiver.env("grpc"))
-    cmd = [sys.executable, "-m", "vllm_w2ext.lab.vllm_cli", "serve", str(tiny_model), "--port", str(port),
-           "--host", "127.0.0.1", "--dtype", "float32", "--max-model-len", "512", "--enforce-eager",
-           "--served-model-name", "tiny", "--max-num-seqs", "8"]
-    with open(log, "w") as lf:
-        proc = subprocess.Popen(cmd, env=env, stdout=lf, stderr=subprocess.STDOUT, cwd=str(ROOT))
-    try:
-        wait_http(f"http://127.0.0.1:{port}/health", proc)
+    with vllm_serve(tiny_model, env, log, ROOT, "--max-num-seqs", "8") as port:
         answers = []
         for i, (tid, sid) in enumerate(CLIENT_TRACES):
             answers.append(complete(port, "tiny", f"t{10 + i} t{20 + i} t{30 + i}",
@@ -72,13 +40,6 @@ def served(tiny_model, otlp_receiver, tmp_path_factory):
         spans = otlp_receiver.wait_for(
             lambda s: len([x for x in s if x.name == "engine.request"]) >= len(answers)
             and any(x.role == "worker" for x in s), timeout=30)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     return answers, spans, log.read_text()
 
 

@@ -7,14 +7,14 @@ CUDA-only row and vLLM's own request metrics, which need `vllm serve`) returns d
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 
 import pytest
 from conftest import ROOT, TESTS, clean_env
-from support.prometheus import Prometheus, free_port, metric_sum
+from support.prometheus import Prometheus, metric_sum
+from support.vllm_server import free_port, stop
 
 sys.path.insert(0, str(ROOT))
 from grafana.dashboard_queries import load_queries  # noqa: E402
@@ -49,11 +49,8 @@ def offline_metrics(tiny_model, tmp_path_factory):
         time.sleep(3)
         yield result, prom
     finally:
-        hold.touch()
-        try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        hold.touch()               # the driver shuts its engine down and exits
+        stop(proc, None, 120)
         prom.stop()
 
 

@@ -10,36 +10,18 @@ import gzip
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as pb_grpc
 
+from vllm_w2ext.analysis.spans import SpanRecord, write_jsonl
+
 
 def _value(v):
     kind = v.WhichOneof("value")
     return getattr(v, kind) if kind else None
-
-
-@dataclass
-class Span:
-    name: str
-    trace_id: str
-    span_id: str
-    parent_id: str
-    start_ns: int
-    end_ns: int
-    attrs: dict
-    resource: dict
-    links: list          # [(trace_id, span_id)]
-    status_code: int
-    transport: str
-
-    @property
-    def role(self) -> str:
-        return self.resource.get("vllm.process_role", "")
 
 
 class OTLPReceiver:
@@ -51,7 +33,7 @@ class OTLPReceiver:
         with self.lock:
             self.requests.append((transport, req))
 
-    def spans(self) -> list[Span]:
+    def spans(self) -> list[SpanRecord]:
         with self.lock:
             reqs = list(self.requests)
         out = []
@@ -60,7 +42,7 @@ class OTLPReceiver:
                 res = {a.key: _value(a.value) for a in rs.resource.attributes}
                 for ss in rs.scope_spans:
                     for s in ss.spans:
-                        out.append(Span(
+                        out.append(SpanRecord(
                             s.name, s.trace_id.hex(), s.span_id.hex(), s.parent_span_id.hex(),
                             s.start_time_unix_nano, s.end_time_unix_nano,
                             {a.key: _value(a.value) for a in s.attributes}, res,
@@ -147,10 +129,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, lambda *a: stop.set())
     stop.wait()
     if out:
-        spans = rx.spans()
-        with open(out, "w") as f:
-            for s in spans:
-                f.write(json.dumps(s.__dict__) + "\n")
+        write_jsonl(rx.spans(), out)
     rx.stop()
 
 

@@ -4,26 +4,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
+import signal
 import subprocess
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support.vllm_server import free_port, stop
 
 
 class Prometheus:
-    def __init__(self, workdir: Path, jobs: dict[str, str], interval: str = "1s"):
+    def __init__(self, workdir: Path, jobs: dict[str, str], interval: str = "1s", storage: Path | None = None):
         self.bin = shutil.which("prometheus")
         if self.bin is None:
             raise FileNotFoundError("prometheus binary not found (apt-get install prometheus; .ci/setup-extras)")
         self.dir = workdir
+        self.storage = storage or workdir / "data"
         self.port = free_port()
         cfg = ["global:", f"  scrape_interval: {interval}", f"  evaluation_interval: {interval}", "scrape_configs:"]
         for job, target in jobs.items():
@@ -34,24 +31,25 @@ class Prometheus:
     def start(self) -> "Prometheus":
         log = open(self.dir / "prometheus.log", "w")
         self.proc = subprocess.Popen(
-            [self.bin, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}",
+            [self.bin, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.storage}", "--storage.tsdb.retention.time=3650d",
              f"--web.listen-address=127.0.0.1:{self.port}"], stdout=log, stderr=subprocess.STDOUT)
         return self
 
-    def query(self, expr: str) -> list:
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    def query(self, expr: str, at: float | None = None) -> list:
+        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode(params)
         with urllib.request.urlopen(url, timeout=10) as r:
             body = json.loads(r.read())
         assert body["status"] == "success", body
         return body["data"]["result"]
 
-    def wait(self, expr: str, timeout: float = 60.0) -> list:
+    def wait(self, expr: str, timeout: float = 60.0, at: float | None = None) -> list:
         """Poll until ``expr`` returns data (the first scrape takes ~5 s in Prometheus 2.42)."""
         deadline = time.monotonic() + timeout
         last = []
         while time.monotonic() < deadline:
             try:
-                last = self.query(expr)
+                last = self.query(expr, at)
                 if last:
                     return last
             except OSError:
@@ -61,11 +59,7 @@ class Prometheus:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+            stop(self.proc, signal.SIGTERM, 20)
 
 
 def promtool() -> str | None:
@@ -81,3 +75,25 @@ def metric_sum(text: str, name: str, **labels) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 total += s.value
     return total
+
+
+def scrapes_to_openmetrics(scrapes: list[tuple[float, str]], extra_labels: dict[str, str]) -> str:
+    """Timestamped OpenMetrics text (for ``promtool tsdb create-blocks-from openmetrics``) from a list
+    of (unix time, exposition text) scrapes: one block per family, samples in time order."""
+    from prometheus_client.parser import text_string_to_metric_families
+    fams: dict[str, tuple[str, list[str]]] = {}
+    for t, text in scrapes:
+        for fam in text_string_to_metric_families(text):
+            typ, lines = fams.setdefault(fam.name, (fam.type, []))
+            for smp in fam.samples:
+                if smp.name.endswith("_created"):
+                    continue
+                labels = {**smp.labels, **extra_labels}
+                lab = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+                lines.append(f"{smp.name}{{{lab}}} {smp.value} {t:.3f}")
+    out = []
+    for name, (typ, lines) in fams.items():
+        out.append(f"# TYPE {name} {typ}")
+        out.extend(lines)
+    out.append("# EOF")
+    return "\n".join(out) + "\n"

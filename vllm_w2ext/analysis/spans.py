@@ -20,8 +20,9 @@ class SpanRecord:
     end_ns: int
     attrs: dict = field(default_factory=dict)
     resource: dict = field(default_factory=dict)
-    links: list = field(default_factory=list)
+    links: list = field(default_factory=list)      # [(trace_id, span_id)]
     status_code: int = 0
+    transport: str = ""                            # how it arrived (grpc/http), when known
 
     @property
     def role(self) -> str:
@@ -53,11 +54,17 @@ def load_jsonl(path: str) -> list[SpanRecord]:
         return [SpanRecord.from_dict(json.loads(line)) for line in f if line.strip()]
 
 
+def write_jsonl(spans: Iterable[SpanRecord], path: str) -> None:
+    with open(path, "w") as f:
+        for s in spans:
+            f.write(json.dumps(vars(s)) + "\n")
+
+
 class SpanSet:
     """Index over spans of the plugin (spans without a ``vllm.process_role`` resource are vLLM's own)."""
 
     def __init__(self, spans: Iterable, only_plugin: bool = True):
-        spans = [s if isinstance(s, SpanRecord) else SpanRecord.from_dict(vars(s)) for s in spans]
+        spans = [s if isinstance(s, SpanRecord) else SpanRecord.from_dict(s) for s in spans]
         self.spans = [s for s in spans if s.role] if only_plugin else spans
         self.by_id = {(s.trace_id, s.span_id): s for s in self.spans}
         self.children: dict[tuple[str, str], list[SpanRecord]] = defaultdict(list)

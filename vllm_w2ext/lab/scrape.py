@@ -4,7 +4,7 @@
 
 Each scrape is written as ``# SCRAPE <unix time>`` followed by the exposition text; unreachable
 scrapes (the endpoint lives only while vLLM runs) are skipped. Stops on SIGTERM/SIGINT.
-``read_scrapes(path)`` gives [(time, text)]."""
+``vllm_w2ext.analysis.metrics_report.read_scrapes(path)`` reads it back as [(time, text)]."""
 from __future__ import annotations
 
 import argparse
@@ -12,21 +12,6 @@ import signal
 import threading
 import time
 import urllib.request
-
-
-def read_scrapes(path: str) -> list[tuple[float, str]]:
-    out, cur_t, buf = [], None, []
-    with open(path) as f:
-        for line in f:
-            if line.startswith("# SCRAPE "):
-                if cur_t is not None:
-                    out.append((cur_t, "".join(buf)))
-                cur_t, buf = float(line.split()[2]), []
-            else:
-                buf.append(line)
-    if cur_t is not None:
-        out.append((cur_t, "".join(buf)))
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,59 @@
+"""Start and stop real vLLM processes for the tests (`vllm serve` through the CPU CLI shim)."""
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "vllm_w2ext.lab.vllm_cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited rc={proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} not up after {timeout}s")
+
+
+def stop(proc: subprocess.Popen, sig: int | None = signal.SIGINT, timeout: float = 60) -> None:
+    """Signal (unless ``sig`` is None: it is already exiting), wait, then kill if it hangs."""
+    if sig is not None and proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def vllm_serve(model: Path, env: dict, log: Path, cwd: Path, *extra: str):
+    """`vllm serve MODEL` on a free loopback port (served name "tiny"); yields the port once healthy."""
+    port = free_port()
+    cmd = CLI + ["serve", str(model), "--port", str(port), "--host", "127.0.0.1", "--dtype", "float32",
+                 "--max-model-len", "512", "--enforce-eager", "--served-model-name", "tiny", *extra]
+    with open(log, "w") as lf:
+        proc = subprocess.Popen(cmd, env=env, stdout=lf, stderr=subprocess.STDOUT, cwd=str(cwd))
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc)
+        yield port
+    finally:
+        stop(proc)
