@@ -57,10 +57,12 @@ def otlp_receiver():
     rx.stop()
 
 
-def run_offline(model: Path, env: dict[str, str], out: Path, **params) -> dict:
-    """Run tests/drivers/offline.py (LLM.generate on the tiny model) in a subprocess."""
+def run_offline(model: Path, env: dict[str, str], out: Path, with_log: bool = False, **params):
+    """Run tests/drivers/offline.py (LLM.generate on the tiny model) in a subprocess; its result
+    (and its combined output with ``with_log``)."""
     args = [sys.executable, str(TESTS / "drivers" / "offline.py"), str(model), str(out), json.dumps(params)]
     p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, cwd=str(ROOT))
     if p.returncode != 0:
         raise AssertionError(f"offline driver failed rc={p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}")
-    return json.loads(out.read_text())
+    result = json.loads(out.read_text())
+    return (result, p.stdout + p.stderr) if with_log else result

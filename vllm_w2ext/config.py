@@ -114,7 +114,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CAPTURE_CONTENT", "0", _flag,
             "Opt-in: attach the prompt text to request spans. Off by default: prompts may hold personal "
             "data. Token counts are always attached; token ids and completions never are."),
-    Setting("FAULT_INJECT", "", _text, "Test-only: name of a hook that raises (to test self-disabling hooks)."),
+    Setting("FAULT_INJECT", "", _text, "Test-only: hooks that raise on their first call, comma-separated hook "
+            "names (see `vllm-w2ext doctor`) or `all`, to test that a faulty hook disables itself."),
 )
 
 

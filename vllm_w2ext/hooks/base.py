@@ -49,6 +49,13 @@ class Hook:
         """A fault inside the plugin: count it, switch this hook off, say so once."""
         self.errors += 1
         selfcost.hook_failed(self.name)
+        try:   # make sure this process reports the fault even if no hook ever recorded anything
+            from vllm_w2ext.telemetry import identity, pipeline
+            if self.role:
+                identity.set_role(self.role)
+            pipeline.get()
+        except Exception:  # pragma: no cover - reporting must not raise either
+            pass
         if self.active:
             self.active = False
             log.error("vllm_w2ext: hook %s (%s.%s) raised %r and is now disabled; vLLM continues "
@@ -66,7 +73,8 @@ def _with_fault(hook: Hook) -> Pre:
 
 
 def make_wrapper(hook: Hook, fault: str = "") -> Callable:
-    pre = _with_fault(hook) if fault and fault == hook.name else hook.pre
+    injected = fault == "all" or hook.name in fault.split(",")
+    pre = _with_fault(hook) if fault and injected else hook.pre
     post = hook.post
     calls = [0]
     every = selfcost.SAMPLE_EVERY

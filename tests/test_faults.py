@@ -1,0 +1,35 @@
+"""A fault inside the plugin never fails a request: with every hook raising on its first call
+(VLLM_W2EXT_FAULT_INJECT, all hooks but the one that starts the metrics endpoint, which the test reads),
+a real offline vLLM run completes with correct outputs; each hook that ran disables itself, says so in
+exactly one log line, and counts one error in the metrics."""
+from __future__ import annotations
+
+import re
+
+from conftest import clean_env, run_offline
+from support.prometheus import metric_sum
+from support.vllm_server import free_port
+
+from vllm_w2ext.hooks import all_hooks
+
+N, MAX_TOKENS = 4, 6
+
+
+def test_every_hook_faulting_costs_no_request(tiny_model, tmp_path):
+    port = free_port()
+    faulty = [h.name for h in all_hooks() if h.name != "front.llm_engine_init"]
+    env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_FAULT_INJECT=",".join(faulty), VLLM_W2EXT_METRICS_PORT=str(port))
+    result, log = run_offline(tiny_model, env, tmp_path / "out.json", with_log=True, prompts=N,
+                              max_tokens=MAX_TOKENS, metrics_port=port, phases=[{"rounds": 1}])
+    assert result["tokens"] == [MAX_TOKENS] * N
+    lines = re.findall(r"vllm_w2ext: hook (\S+) \(.*\) raised InjectedFault", log)
+    # the hooks that ran in the three processes, each exactly once
+    assert len(lines) == len(set(lines)) >= 12, lines
+    for hook in ("engine.step", "engine.schedule", "worker.execute_model", "front.request_start",
+                 "front.process_outputs"):
+        assert hook in lines
+    text = result["phases"][0]["metrics"]
+    assert "front.llm_engine_init" not in lines
+    for hook in set(lines) - {"engine.shutdown", "worker.shutdown"}:   # those run after the last scrape
+        errors = metric_sum(text, "vllm_w2ext_hook_errors_total", hook=hook)
+        assert errors == 1, (hook, errors)
