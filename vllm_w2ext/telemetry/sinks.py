@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from vllm_w2ext import config
@@ -19,6 +20,7 @@ class MetricsSink:
         self.pipeline = pipeline
         self.interval = settings.metrics_interval_ms / 1000.0
         self._next = 0.0
+        self._lock = threading.Lock()      # snapshot runs on the export thread and at shutdown
 
     def consume(self, ranges) -> None:
         self.metrics.consume(ranges)
@@ -31,6 +33,10 @@ class MetricsSink:
         self.snapshot()
 
     def snapshot(self) -> None:
+        with self._lock:
+            self._snapshot()
+
+    def _snapshot(self) -> None:
         from vllm_w2ext.telemetry.metrics import write_snapshot
         from vllm_w2ext.telemetry.metrics_server import metrics_dir
         roles = identity.roles()
