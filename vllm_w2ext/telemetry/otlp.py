@@ -1,15 +1,19 @@
-"""OTLP span export: Range -> ReadableSpan -> BatchSpanProcessor -> OTLP exporter (gRPC or HTTP).
+"""OTLP span export: Range -> ReadableSpan -> bounded queue -> OTLP exporter (gRPC or HTTP).
 
 The exporter is configured only through the standard ``OTEL_EXPORTER_OTLP_*`` variables.
-Spans are built on the plugin's export thread; the BatchSpanProcessor exports on its own thread
-with the SDK's bounded queue, so a slow or dead collector never blocks vLLM.
+Spans are built on the plugin's export thread and sent by a sender thread, so a slow or dead
+collector never blocks vLLM; what cannot be sent is dropped and counted.
 """
 from __future__ import annotations
 
+import logging
 import os
+import threading
+import time
+from collections import deque
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -61,23 +65,110 @@ def to_readable(r: Range) -> ReadableSpan:
                         start_time=r.start_ns, end_time=r.end_ns, instrumentation_scope=_SCOPE)
 
 
+class _OnceFilter(logging.Filter):
+    """Let the first warning of an exporter logger through, then count instead of logging: a dead
+    collector must cost one log line, not one per batch or per retry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.suppressed = 0
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        if record.name in self._seen:
+            self.suppressed += 1
+            return False
+        self._seen.add(record.name)
+        record.msg = f"{record.msg} (vllm_w2ext: further messages of this exporter are suppressed; " \
+                     "see vllm_w2ext_export_errors_total / vllm_w2ext_spans_dropped_total)"
+        return True
+
+
+_EXPORTER_LOGGERS = ("opentelemetry.exporter.otlp.proto.grpc.exporter",
+                     "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+                     "opentelemetry.exporter.otlp.proto.http._log_exporter")
+ONCE = _OnceFilter()
+for _name in _EXPORTER_LOGGERS:
+    logging.getLogger(_name).addFilter(ONCE)
+
+
 class OtlpSink:
+    """Bounded queue of finished spans + one sender thread calling the OTLP exporter.
+
+    Hand-written instead of the SDK's BatchSpanProcessor because that one (1.45) ignores the timeout
+    of ``force_flush`` (a black-holed collector would hang vLLM's shutdown) and logs one warning per
+    span dropped on a full queue; here flush and shutdown are bounded, drops and failed exports are
+    counted for the metrics, and the exporter's own retries and timeouts are kept."""
     name = "otlp"
 
-    def __init__(self, exporter: SpanExporter | None = None, delay_ms: int = 200):
-        # The plugin's own export thread already batches: let the SDK send promptly too, unless the
-        # user tuned it with OTEL_BSP_SCHEDULE_DELAY.
-        delay = None if os.environ.get("OTEL_BSP_SCHEDULE_DELAY") else delay_ms
-        self.processor = BatchSpanProcessor(exporter or make_exporter(), schedule_delay_millis=delay)
+    def __init__(self, exporter: SpanExporter | None = None, delay_ms: int = 200, max_queue: int = 65536,
+                 batch_size: int = 512):
+        self.exporter = exporter or make_exporter()
+        self.delay_s = delay_ms / 1000.0
+        self.max_queue, self.batch_size = max_queue, batch_size
+        self.queue: deque[ReadableSpan] = deque()
+        self.dropped = 0          # spans lost: queue full or export failed
+        self.failed_batches = 0
+        self.sent = 0
+        self._in_flight = 0
+        self._stop = False
+        self._cv = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="w2ext-otlp", daemon=True)
+        self._thread.start()
 
     def consume(self, ranges: list[Range]) -> None:
-        on_end = self.processor.on_end
-        for r in ranges:
-            on_end(to_readable(r))
+        spans = [to_readable(r) for r in ranges]
+        with self._cv:
+            room = self.max_queue - len(self.queue)
+            if room < len(spans):
+                self.dropped += len(spans) - max(room, 0)
+                spans = spans[:max(room, 0)]
+            self.queue.extend(spans)
+            if len(self.queue) >= self.batch_size:
+                self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                if not self.queue and not self._stop:
+                    self._cv.wait(self.delay_s)
+                if self._stop and not self.queue:
+                    return
+                batch = [self.queue.popleft() for _ in range(min(self.batch_size, len(self.queue)))]
+                self._in_flight = len(batch)
+            if batch:
+                try:
+                    ok = self.exporter.export(batch) == SpanExportResult.SUCCESS
+                except Exception:     # the exporter raising must not kill the sender
+                    ok = False
+                with self._cv:
+                    if ok:
+                        self.sent += len(batch)
+                    else:
+                        self.failed_batches += 1
+                        self.dropped += len(batch)
+                    self._in_flight = 0
+                    self._cv.notify_all()
 
     def flush(self, timeout_s: float) -> None:
-        self.processor.force_flush(int(timeout_s * 1000))
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            self._cv.notify()
+            while (self.queue or self._in_flight) and time.monotonic() < deadline:
+                self._cv.wait(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def shutdown(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
         self.flush(timeout_s)
-        self.processor.shutdown()
+        with self._cv:
+            self._stop = True
+            self.dropped += len(self.queue)      # what did not make it in time
+            self.queue.clear()
+            self._cv.notify_all()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        # the exporter's shutdown may wait on a dead connection: never let it hold up the exit
+        t = threading.Thread(target=self.exporter.shutdown, name="w2ext-otlp-shutdown", daemon=True)
+        t.start()
+        t.join(max(0.0, deadline - time.monotonic()))

@@ -44,7 +44,9 @@ class MetricsSink:
         if role is None:
             return
         p = self.pipeline
-        self.metrics.self_cost(role, p.recorder.recorded, p.recorder.dropped, p.sink_errors + p.finalize_errors,
+        dropped = p.recorder.dropped + sum(getattr(s, "dropped", 0) for s in p.sinks)
+        errors = p.sink_errors + p.finalize_errors + sum(getattr(s, "failed_batches", 0) for s in p.sinks)
+        self.metrics.self_cost(role, p.recorder.recorded, dropped, errors,
                                p.export_cpu_s,
                                selfcost.hook_self_ns[0] / 1e9, dict(selfcost.hook_errors))
         d = metrics_dir()
@@ -70,7 +72,7 @@ def build(settings: config.Settings, pipeline) -> list:
     out = []
     if settings.otlp_enabled:
         from vllm_w2ext.telemetry.otlp import OtlpSink
-        out.append(OtlpSink(delay_ms=settings.export_interval_ms))
+        out.append(OtlpSink(delay_ms=settings.export_interval_ms, max_queue=settings.queue_size))
     if settings.metrics_port or settings.metrics_dir or os.environ.get("VLLM_W2EXT_METRICS_DIR"):
         _metrics_sink = MetricsSink(settings, pipeline)
         out.append(_metrics_sink)

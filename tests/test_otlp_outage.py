@@ -1,0 +1,108 @@
+"""The collector is down: `vllm serve` with the plugin exporting to a port that refuses connections
+(HTTP/protobuf) or to one that accepts TCP and never answers (gRPC, black hole). Under `vllm bench serve`
+load: no request fails, each process logs at most one exporter line, the lost spans are counted in
+the metrics, and the server still shuts down promptly."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+from conftest import ROOT, clean_env
+from support.prometheus import metric_sum
+from support.vllm_server import CLI, free_port, vllm_serve
+
+
+class BlackHole:
+    """Accepts TCP connections and never reads or answers."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+
+    def close(self):
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+@pytest.fixture(scope="module", params=["refused-http", "blackhole-grpc"])
+def outage(request, tiny_model, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(request.param)
+    hole = BlackHole() if request.param.startswith("blackhole") else None
+    target = hole.port if hole else free_port()          # a free port nobody listens on: refused
+    otel = ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{target}",
+             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "true"}
+            if hole else
+            {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{target}/v1/traces",
+             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"})
+    mport = free_port()
+    env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_METRICS_PORT=str(mport), OTEL_EXPORTER_OTLP_TRACES_TIMEOUT="3",
+                    **otel)
+    log = tmp / "server.log"
+    t_stop = None
+    try:
+        with vllm_serve(tiny_model, env, log, ROOT) as port:
+            bench = subprocess.run(CLI + ["bench", "serve", "--backend", "vllm", "--model", "tiny", "--tokenizer",
+                                          str(tiny_model), "--port", str(port), "--dataset-name", "random",
+                                          "--random-input-len", "16", "--random-output-len", "8",
+                                          "--num-prompts", "60", "--ignore-eos"],
+                                   env=clean_env(), capture_output=True, text=True, timeout=300, cwd=str(ROOT))
+            # wait until the exporters have given up on some batches (timeouts + retries)
+            deadline = time.monotonic() + 60
+            text = scrape(mport)
+            while metric_sum(text, "vllm_w2ext_export_errors_total") < 1 and time.monotonic() < deadline:
+                time.sleep(1)
+                text = scrape(mport)
+            t_stop = time.monotonic()
+        stop_s = time.monotonic() - t_stop
+    finally:
+        if hole:
+            hole.close()
+    return bench, text, log.read_text(), stop_s
+
+
+def test_no_request_fails(outage):
+    bench, _, _, _ = outage
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    assert "Successful requests:                     60" in bench.stdout
+    assert "Failed requests:                         0" in bench.stdout or "Failed requests" not in bench.stdout
+
+
+def test_losses_are_counted_not_logged(outage):
+    _, text, log, _ = outage
+    assert metric_sum(text, "vllm_w2ext_export_errors_total") >= 1
+    assert metric_sum(text, "vllm_w2ext_spans_dropped_total") >= 1
+    lines = log.splitlines()
+    suffix = "further messages of this exporter are suppressed"
+    # at most one exporter line per process (front end, EngineCore, worker) ...
+    assert 1 <= sum(suffix in line for line in lines) <= 3
+    # ... and no other one: no per-retry, per-batch or per-span messages
+    noisy = [line for line in lines if any(k in line for k in ("Transient error", "Failed to export", "Queue full",
+                                                                 "Exception while exporting")) and suffix not in line]
+    assert noisy == [], noisy[:5]
+
+
+def test_shutdown_is_bounded(outage):
+    _, _, _, stop_s = outage
+    assert stop_s < 45, f"server took {stop_s:.1f}s to stop with the collector down"
