@@ -20,8 +20,17 @@ from vllm_w2ext.analysis.spans import SpanRecord, write_jsonl
 
 
 def _value(v):
+    """An OTLP AnyValue as plain JSON-able Python (arrays and maps included)."""
     kind = v.WhichOneof("value")
-    return getattr(v, kind) if kind else None
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _value(kv.value) for kv in v.kvlist_value.values}
+    if kind == "bytes_value":
+        return v.bytes_value.hex()
+    return getattr(v, kind)
 
 
 class OTLPReceiver:
