@@ -16,7 +16,7 @@ LAT=(latency "${COMMON[@]}" --input-len 512 --output-len 128 --batch-size 1 --nu
 stock() { python3 -m vllm.entrypoints.cli.main bench "$@" > $R/$NAME.log 2>&1; }
 plugin() {
   python3 -m vllm_w2ext.receiver $R/spans_$NAME.jsonl > $R/rx_$NAME.json 2>/dev/null & local RX=$!
-  for i in $(seq 50); do [ -s $R/rx_$NAME.json ] && break; sleep 0.2; done
+  local j; for j in $(seq 50); do [ -s $R/rx_$NAME.json ] && break; sleep 0.2; done
   local PORT=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['grpc_port'])" $R/rx_$NAME.json)
   python3 -m vllm_w2ext.lab.scrape http://127.0.0.1:9464/metrics $R/scrape_$NAME.prom --interval 1 & local SCR=$!
   VLLM_W2EXT=1 VLLM_W2EXT_METRICS_PORT=9464 OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://127.0.0.1:$PORT \

@@ -104,7 +104,7 @@ class OtlpSink:
     name = "otlp"
 
     def __init__(self, exporter: SpanExporter | None = None, delay_ms: int = 200, max_queue: int = 65536,
-                 batch_size: int = 512):
+                 batch_size: int = 128):   # small batches: encoding holds the GIL vLLM's threads need
         self.exporter = exporter or make_exporter()
         self.delay_s = delay_ms / 1000.0
         self.max_queue, self.batch_size = max_queue, batch_size

@@ -18,11 +18,94 @@ from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.ranges import Range, Recorder
 
 log = logging.getLogger("vllm_w2ext")
+CHUNK = 32          # ranges processed between two GIL releases on the export thread
 
 
 class Sink(Protocol):
     name: str
     def consume(self, ranges: list[Range]) -> None: ...
+    def flush(self, timeout_s: float) -> None: ...
+    def shutdown(self, timeout_s: float) -> None: ...
+
+
+class Pipeline:
+    def __init__(self, settings: config.Settings):
+        self.settings = settings
+        self.pid = os.getpid()
+        self.recorder = Recorder(settings.queue_size, settings.nvtx_domain if settings.nvtx else None)
+        self.sinks: list[Sink] = []
+        self.sink_errors = 0
+        self.finalize_errors = 0
+        self.exported = 0
+        self.export_cpu_s = 0.0            # CPU time of the export thread (self-cost metric)
+        self._warned: set[str] = set()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def add_sink(self, sink: Sink) -> None:
+        self.sinks.append(sink)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="w2ext-export", daemon=True)
+        self._thread.start()
+        atexit.register(self.shutdown)
+
+    def warn_once(self, key: str, msg: str, *args) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(msg, *args)
+
+    # -- export thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        interval = self.settings.export_interval_ms / 1000.0
+        while not self._stop.is_set():
+            self._wake.wait(interval)
+            self._wake.clear()
+            self.flush_once()
+            self.export_cpu_s = time.thread_time()
+            for sink in self.sinks:
+                tick = getattr(sink, "tick", None)
+                if tick is not None:
+                    try:
+                        tick()
+                    except Exception as e:
+                        self.sink_errors += 1
+                        self.warn_once("tick:" + sink.name, "vllm_w2ext: %s failed: %r", sink.name, e)
+
+    def flush_once(self) -> int:
+        """Turn everything recorded so far into spans/metrics, in small chunks with a GIL release
+        between them: the engine thread never waits for the whole batch (it shares the GIL)."""
+        with self._lock:
+            batch = self.recorder.drain()
+            for i in range(0, len(batch), CHUNK):
+                self._process(batch[i:i + CHUNK])
+                time.sleep(0)
+            return len(batch)
+
+    def _process(self, batch: list[Range]) -> None:
+        extra: list[Range] = []
+        for r in batch:
+            fin = r.finalize
+            if fin is not None:
+                try:
+                    more = fin(r)
+                    if more:
+                        extra.extend(more)
+                except Exception as e:  # a bug here must never reach vLLM
+                    self.finalize_errors += 1
+                    self.warn_once("finalize", "vllm_w2ext: dropped attributes of %s: %r", r.name, e)
+        batch = batch + extra
+        for sink in self.sinks:
+            try:
+                sink.consume(batch)
+            except Exception as e:
+                self.sink_errors += 1
+                self.warn_once("sink:" + sink.name, "vllm_w2ext: %s export failed: %r", sink.name, e)
+        self.exported += len(batch)
+
     def flush(self, timeout_s: float) -> None: ...
     def shutdown(self, timeout_s: float) -> None: ...
 
