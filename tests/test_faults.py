@@ -33,3 +33,19 @@ def test_every_hook_faulting_costs_no_request(tiny_model, tmp_path):
     for hook in set(lines) - {"engine.shutdown", "worker.shutdown"}:   # those run after the last scrape
         errors = metric_sum(text, "vllm_w2ext_hook_errors_total", hook=hook)
         assert errors == 1, (hook, errors)
+
+
+def test_metrics_port_in_use_is_a_logged_fallback(tiny_model, tmp_path):
+    import socket
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_METRICS_PORT=str(port))
+        result, log = run_offline(tiny_model, env, tmp_path / "out.json", with_log=True, prompts=2, max_tokens=4)
+    finally:
+        busy.close()
+    assert result["tokens"] == [4, 4]
+    lines = [line for line in log.splitlines() if f"VLLM_W2EXT_METRICS_PORT={port}" in line]
+    assert len(lines) == 1 and "metrics endpoint is off for this run" in lines[0]
