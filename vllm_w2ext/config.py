@@ -109,6 +109,11 @@ SETTINGS: tuple[Setting, ...] = (
             "temporary folder made by the front end and handed to its children."),
     Setting("METRICS_INTERVAL_MS", "1000", _int_range(100, 60_000),
             "How often each process refreshes its metric snapshot."),
+    Setting("TRACE_DIR", "", _text,
+            "Write each process's spans to `<dir>/w2ext-<pid>.pftrace` (Perfetto), appended as they are "
+            "exported, so a killed process leaves a valid file."),
+    Setting("TRACE_MAX_MB", "512", _int_range(1, 1_000_000),
+            "Size cap of one process's trace file; beyond it ranges are dropped and counted."),
     Setting("SHUTDOWN_TIMEOUT_S", "5", _float_range(0.0, 600.0),
             "Upper bound on flushing exporters when a process exits."),
     Setting("CAPTURE_CONTENT", "0", _flag,
@@ -133,6 +138,8 @@ class Settings:
     metrics_host: str = "127.0.0.1"
     metrics_dir: str = ""
     metrics_interval_ms: int = 1000
+    trace_dir: str = ""
+    trace_max_mb: int = 512
     shutdown_timeout_s: float = 5.0
     capture_content: bool = False
     fault_inject: str = ""

@@ -17,5 +17,19 @@ def register() -> None:
     if settings.otlp_enabled:
         from vllm_w2ext.telemetry.otlp import protocol
         protocol()                       # validates OTEL_EXPORTER_OTLP_*_PROTOCOL
+    if settings.trace_dir:
+        _check_trace_dir(settings.trace_dir)
     from vllm_w2ext.hooks import INSTRUMENTOR
     INSTRUMENTOR.instrument(fault=settings.fault_inject)
+
+
+def _check_trace_dir(path: str) -> None:
+    """A trace folder that cannot be written stops start-up here, not mid-run."""
+    import os
+    from vllm_w2ext.config import SettingsError
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise SettingsError(f"VLLM_W2EXT_TRACE_DIR={path!r}: cannot create it ({e.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise SettingsError(f"VLLM_W2EXT_TRACE_DIR={path!r}: not writable")

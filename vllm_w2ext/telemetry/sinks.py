@@ -73,6 +73,9 @@ def build(settings: config.Settings, pipeline) -> list:
     if settings.otlp_enabled:
         from vllm_w2ext.telemetry.otlp import OtlpSink
         out.append(OtlpSink(delay_ms=settings.export_interval_ms, max_queue=settings.queue_size))
+    if settings.trace_dir:
+        from vllm_w2ext.telemetry.trace_file import TraceFileSink
+        out.append(TraceFileSink(settings.trace_dir, settings.trace_max_mb << 20))
     if settings.metrics_port or settings.metrics_dir or os.environ.get("VLLM_W2EXT_METRICS_DIR"):
         _metrics_sink = MetricsSink(settings, pipeline)
         out.append(_metrics_sink)

@@ -1,0 +1,110 @@
+"""Per-process Perfetto trace file: every finished range as a slice, appended as it is exported.
+
+A Perfetto trace is a sequence of length-delimited ``TracePacket`` records (field 1 of ``Trace``), so
+appending complete packets keeps the file valid at every moment: a process killed with SIGKILL leaves
+a file that opens, holding everything written before the kill. Tracks: one per process, one per role
+for ranges that nest on a thread, and "lanes" for ranges that overlap (requests, executor futures),
+assigned greedily so slices on a track never overlap. The file stops growing at
+``VLLM_W2EXT_TRACE_MAX_MB`` (further ranges are counted as dropped)."""
+from __future__ import annotations
+
+import os
+import random
+
+from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import DebugAnnotation, TracePacket, TrackEvent
+
+from vllm_w2ext.telemetry.ranges import Range
+
+_BEGIN, _END = TrackEvent.Type.TYPE_SLICE_BEGIN, TrackEvent.Type.TYPE_SLICE_END
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def frame(packet: TracePacket) -> bytes:
+    """One ``Trace.packet`` field: tag (field 1, length-delimited) + length + bytes."""
+    data = packet.SerializeToString()
+    return b"\x0a" + _varint(len(data)) + data
+
+
+class TraceFileSink:
+    name = "trace_file"
+
+    def __init__(self, directory: str, max_bytes: int):
+        os.makedirs(directory, exist_ok=True)
+        self.pid = os.getpid()
+        self.path = os.path.join(directory, f"w2ext-{self.pid}.pftrace")
+        self.max_bytes = max_bytes
+        self.size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
+        self.f = open(self.path, "ab", buffering=0)
+        self.seq = random.getrandbits(31) or 1
+        self.dropped = 0
+        self._tracks: dict[tuple, int] = {}
+        self._lanes: dict[tuple[str, str], list[int]] = {}      # (role, name) -> last end per lane
+        self._proc_uuid = (self.pid << 16) | 1
+
+    def _packet(self, **kw) -> TracePacket:
+        return TracePacket(trusted_packet_sequence_id=self.seq, **kw)
+
+    def _track(self, key: tuple, name: str, out: bytearray) -> int:
+        uuid = self._tracks.get(key)
+        if uuid is None:
+            if not self._tracks:
+                p = self._packet()
+                p.track_descriptor.uuid = self._proc_uuid
+                p.track_descriptor.process.pid = self.pid
+                p.track_descriptor.process.process_name = f"vLLM {key[0]} (pid {self.pid})"
+                out += frame(p)
+                self._tracks[("process",)] = self._proc_uuid
+            uuid = self._proc_uuid + len(self._tracks) + 1
+            p = self._packet()
+            p.track_descriptor.uuid = uuid
+            p.track_descriptor.parent_uuid = self._proc_uuid
+            p.track_descriptor.name = name
+            out += frame(p)
+            self._tracks[key] = uuid
+        return uuid
+
+    def _track_for(self, r: Range, out: bytearray) -> int:
+        if r.nested:
+            return self._track((r.role, "thread"), r.role, out)
+        lanes = self._lanes.setdefault((r.role, r.name), [])
+        for i, last_end in enumerate(lanes):
+            if last_end <= r.start_ns:
+                lanes[i] = r.end_ns
+                break
+        else:
+            lanes.append(r.end_ns)
+            i = len(lanes) - 1
+        return self._track((r.role, r.name, i), f"{r.name} #{i}", out)
+
+    def consume(self, ranges: list[Range]) -> None:
+        out = bytearray()
+        for r in ranges:
+            track = self._track_for(r, out)
+            begin = self._packet(timestamp=r.start_ns)
+            ev = begin.track_event
+            ev.type, ev.track_uuid, ev.name = _BEGIN, track, r.name
+            if r.step >= 0:
+                ev.debug_annotations.append(DebugAnnotation(name="step", int_value=r.step))
+            end = self._packet(timestamp=r.end_ns)
+            end.track_event.type, end.track_event.track_uuid = _END, track
+            out += frame(begin) + frame(end)
+        if self.size + len(out) > self.max_bytes:
+            self.dropped += len(ranges)
+            return
+        self.f.write(out)            # whole packets only: the file is valid after every write
+        self.size += len(out)
+
+    def flush(self, timeout_s: float) -> None:
+        os.fsync(self.f.fileno())
+
+    def shutdown(self, timeout_s: float) -> None:
+        self.f.close()
