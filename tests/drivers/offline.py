@@ -1,7 +1,8 @@
 """Offline driver for the tests: LLM.generate on a model, then a clean engine shutdown.
 
 usage: offline.py MODEL OUT_JSON PARAMS_JSON
-params: prompts, max_tokens, max_num_seqs, scheduler_cls, and for metrics runs:
+params: prompts, max_tokens, max_num_seqs, scheduler_cls, profile_dir (vLLM's torch profiler around
+the first generate), and for metrics runs:
   metrics_port  scrape our own endpoint after each phase (text kept in the output)
   phases        [{"slow": bool, "rounds": n}]: generate `rounds` times per phase; "slow" creates the
                 flag file of tests/drivers/slow_scheduler.py for that phase
@@ -26,6 +27,10 @@ if __name__ == "__main__":
     from vllm import LLM, SamplingParams
 
     kw = {"scheduler_cls": params["scheduler_cls"]} if params.get("scheduler_cls") else {}
+    if params.get("profile_dir"):
+        from vllm.config import ProfilerConfig
+        kw["profiler_config"] = ProfilerConfig(profiler="torch", torch_profiler_dir=params["profile_dir"],
+                                               torch_profiler_with_stack=False)
     llm = LLM(model, dtype="float32", max_model_len=512, enforce_eager=True,
               max_num_seqs=params.get("max_num_seqs", 8), seed=0, **kw)
     n, max_tokens = params.get("prompts", 6), params.get("max_tokens", 6)
@@ -33,7 +38,11 @@ if __name__ == "__main__":
     sp = SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0)
     result = {"phases": []}
     t0 = time.time()
+    if params.get("profile_dir"):
+        llm.start_profile()
     outs = llm.generate(prompts, sp)
+    if params.get("profile_dir"):
+        llm.stop_profile()
     result.update(num_outputs=len(outs), tokens=[len(o.outputs[0].token_ids) for o in outs],
                   elapsed_s=time.time() - t0)
     port = params.get("metrics_port")

@@ -15,7 +15,7 @@ from vllm_w2ext.hooks.engine_core import STAMP
 from vllm_w2ext.hooks.gpu_timing import make_timer
 from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.pipeline import recorder
-from vllm_w2ext.telemetry.ranges import WORKER
+from vllm_w2ext.telemetry.ranges import WORKER, annotate_profiler
 
 
 class _State:
@@ -129,11 +129,19 @@ def _end(r, result, error):
         recorder().end(r, error)
 
 
+def _profile_pre(worker, args, kwargs):
+    """vLLM's torch profiler starts/stops in this process: mirror our ranges as its user annotations."""
+    annotate_profiler(bool(args[0] if args else kwargs.get("is_start", True)))
+    return None
+
+
 HOOKS: list[Hook] = [
     Hook("worker.execute_model", "vllm.v1.worker.gpu_worker", "Worker.execute_model", _execute_pre,
          _execute_post, WORKER, "both runners; CPUWorker inherits it"),
     Hook("worker.sample_tokens", "vllm.v1.worker.gpu_worker", "Worker.sample_tokens", _sample_pre, _sample_post,
          WORKER, "both runners"),
+    Hook("worker.profile", "vllm.v1.worker.gpu_worker", "Worker.profile", _profile_pre, None, WORKER,
+         "torch profiler start/stop: ranges also become record_function annotations"),
     Hook("worker.forward_v1", "vllm.v1.worker.gpu_model_runner", "GPUModelRunner._model_forward",
          _nested_pre("worker.forward"), _end, WORKER, "V1 runner forward (0.32 CPU)", optional=True),
     Hook("worker.runner_execute_v2", "vllm.v1.worker.gpu.model_runner", "GPUModelRunner.execute_model",

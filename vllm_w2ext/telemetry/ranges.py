@@ -24,13 +24,24 @@ _now = time.time_ns
 
 
 ROOT: tuple = ()     # pass as ``parent`` to start a new trace even inside another range
+# torch.profiler.record_function while vLLM's torch profiler is recording (set by the worker hook),
+# so the same ranges appear in the profiler's own trace; None otherwise (one list lookup per range).
+PROFILER_ANNOTATION: list = [None]
+
+
+def annotate_profiler(on: bool) -> None:
+    if on:
+        import torch
+        PROFILER_ANNOTATION[0] = torch.profiler.record_function
+    else:
+        PROFILER_ANNOTATION[0] = None
 
 
 class Range:
     """A finished or open interval. Plain slots: cheap to create, read by the export thread."""
 
     __slots__ = ("name", "role", "trace_id", "span_id", "parent_id", "start_ns", "end_ns",
-                 "attrs", "links", "finalize", "step", "error", "nvtx_handle", "nested", "data")
+                 "attrs", "links", "finalize", "step", "error", "nvtx_handle", "nested", "data", "annotation")
 
     def __init__(self, name: str, role: str, trace_id: int, span_id: int, parent_id: int,
                  start_ns: int, attrs: dict | None, step: int):
@@ -49,6 +60,7 @@ class Range:
         self.nvtx_handle = None
         self.nested = True
         self.data: Any = None           # hook payload for finalize
+        self.annotation = None          # torch profiler record_function, while profiling
 
     @property
     def context(self) -> tuple[int, int]:
@@ -126,6 +138,10 @@ class Recorder:
             self._nvtx.push_range(message=name, color=_NVTX_COLOR[role],
                                   category=_NVTX_CATEGORY[role], payload=payload)
             stack.append(r)
+            rf = PROFILER_ANNOTATION[0]
+            if rf is not None:
+                r.annotation = rf(name if step < 0 else f"{name} #{step}")
+                r.annotation.__enter__()
         else:
             r.nested = False
             r.nvtx_handle = self._nvtx.start_range(message=name, color=_NVTX_COLOR[role],
@@ -136,6 +152,12 @@ class Recorder:
         r.end_ns = _now()
         if error is not None:
             r.error = type(error).__name__
+        if r.annotation is not None:
+            try:
+                r.annotation.__exit__(None, None, None)
+            except Exception:  # the profiler stopped in between
+                pass
+            r.annotation = None
         if r.nested:
             stack = self._stack()
             if stack and stack[-1] is r:
