@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,12 +26,6 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "vllm_w2ext.lab.vllm_cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tree_usage(pid: int) -> tuple[int, int, int]:
@@ -58,6 +51,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/cpu/served_load.json"))
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT))
+    from vllm_w2ext.lab import free_port
     from vllm_w2ext.lab.model_folders import tiny_llama
     from vllm_w2ext.receiver import OTLPReceiver
     model = tiny_llama(ROOT / ".cache/models/tiny-llama")

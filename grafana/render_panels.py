@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,13 +25,8 @@ sys.path.insert(0, str(HERE))
 from dashboard_queries import load_queries  # noqa: E402
 
 from vllm_w2ext.analysis.metrics_report import read_scrapes  # noqa: E402
+from vllm_w2ext.lab import free_port  # noqa: E402
 from vllm_w2ext.analysis.openmetrics import scrapes_to_openmetrics  # noqa: E402
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(port: int, path: str, params: dict) -> dict:
@@ -107,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             window = backfill(path, work)
             if window is None:
                 continue
-            port = _port()
+            port = free_port()
             (work / "prometheus.yml").write_text("global:\n  scrape_interval: 15s\n")
             prom = subprocess.Popen([shutil.which("prometheus") or "prometheus",
                                      f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'data'}",

@@ -3,20 +3,15 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from vllm_w2ext.lab import free_port  # noqa: F401  (re-exported for the tests)
+
 CLI = [sys.executable, "-m", "vllm_w2ext.lab.vllm_cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float = 240) -> None:

@@ -61,18 +61,20 @@ def quantile(ss, name: str, q: float, **labels) -> float | None:
     return les[-2] if len(les) > 1 else None
 
 
-def nvml_stats(path: str, t0: float, t1: float) -> dict:
+def nvml_stats(path: str, intervals: list[tuple[float, float]]) -> dict:
+    """NVML samples (``lab/gpu_monitor.py`` CSV) that fall inside any of ``intervals``."""
     rows = []
     with open(path) as f:
         for r in csv.DictReader(f):
             t = float(r["time"])
-            if t0 <= t <= t1:
+            if any(a <= t <= b for a, b in intervals):
                 rows.append(r)
     if not rows:
         return {}
     util = [float(r["util_gpu_pct"]) for r in rows]
     busy_rows = [u for u in util if u > 0]
-    return {"samples": len(rows), "util_gpu_mean_pct": round(sum(util) / len(util), 1),
+    return {"samples": len(rows), "seconds": round(sum(b - a for a, b in intervals), 2),
+            "util_gpu_mean_pct": round(sum(util) / len(util), 1),
             "util_gpu_mean_when_nonzero_pct": round(sum(busy_rows) / max(len(busy_rows), 1), 1),
             "power_mean_w": round(sum(float(r["power_w"]) for r in rows) / len(rows), 1),
             "mem_used_max_mib": max(int(float(r["mem_used_mib"])) for r in rows)}
@@ -87,19 +89,6 @@ def stepping_intervals(scrapes: list[tuple[float, str]]) -> list[tuple[float, fl
             out.append((prev[0], t))
         prev = (t, n)
     return out
-
-
-def nvml_stats_intervals(path: str, intervals: list[tuple[float, float]]) -> dict:
-    rows = []
-    with open(path) as f:
-        for r in csv.DictReader(f):
-            t = float(r["time"])
-            if any(a <= t <= b for a, b in intervals):
-                rows.append(float(r["util_gpu_pct"]))
-    if not rows:
-        return {}
-    return {"samples": len(rows), "seconds": round(sum(b - a for a, b in intervals), 2),
-            "util_gpu_mean_pct": round(sum(rows) / len(rows), 1)}
 
 
 def run_summary(run_dir: str, name: str) -> dict:
@@ -152,9 +141,9 @@ def run_summary(run_dir: str, name: str) -> dict:
     if os.path.exists(nv):
         t0 = _read_time(os.path.join(run_dir, f"start_{name}.txt"), t_first)
         t1 = _read_time(os.path.join(run_dir, f"end_{name}.txt"), t_last)
-        out["nvml_whole_run"] = nvml_stats(nv, t0, t1)
+        out["nvml_whole_run"] = nvml_stats(nv, [(t0, t1)])
         # only the scrape intervals in which engine steps ran (no start-up, compile, warm-up gaps)
-        out["nvml_while_stepping"] = nvml_stats_intervals(nv, stepping_intervals(scrapes))
+        out["nvml_while_stepping"] = nvml_stats(nv, stepping_intervals(scrapes))
     return out
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from vllm_w2ext.analysis.metrics_charts import render
 from vllm_w2ext.analysis.metrics_report import run_summary
 from vllm_w2ext.analysis.spans import SpanSet, write_jsonl
+from vllm_w2ext.lab import free_port
 from vllm_w2ext.lab.model_folders import tiny_llama
 from vllm_w2ext.receiver import OTLPReceiver
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model = Path(args.model) if args.model else tiny_llama(Path(".cache/models/tiny-llama"))
     rx = OTLPReceiver().start()
-    mport = _free_port()
+    mport = free_port()
     env = dict(os.environ, VLLM_W2EXT="1", OTEL_SERVICE_NAME="vllm-w2ext-demo", VLLM_W2EXT_METRICS_PORT=str(mport),
                VLLM_W2EXT_METRICS_INTERVAL_MS="250", **rx.env("grpc"))
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -80,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     if rc != 0:
         print(f"benchmark failed (rc={rc}); see {out / 'bench.log'}")
         return rc
-    spans = rx.wait_for(lambda s: any(x.name == "engine.request" for x in s), timeout=15)
-    time.sleep(1.0)
+    rx.wait_for(lambda s: any(x.name == "engine.request" for x in s), timeout=15)
+    time.sleep(1.0)                       # let the last export batches land
     spans = rx.spans()
     rx.stop()
     write_jsonl(spans, str(out / "spans.jsonl"))
@@ -121,13 +122,6 @@ def metrics_markdown(m: dict) -> str:
              "", "Mean phase time (ms): " + ", ".join(f"{k} {v}" for k, v in m["phase_mean_ms"].items()) + ".",
              "", f"Plugin self-cost: {m['self_cost']}."]
     return "\n".join(lines) + "\n"
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _has(dist: str) -> bool:
