@@ -35,9 +35,30 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if missing or settings is None else 0
 
 
+# Subcommands implemented in their own module: name -> (module, help). Each module defines
+# ``add_arguments(parser)`` and ``run(args) -> int``; none of them imports vLLM.
+TOOLS = {
+    "merge": ("vllm_w2ext.analysis.merge",
+              "merge per-process span files and torch-profiler traces into one Perfetto trace"),
+    "analyze": ("vllm_w2ext.analysis.kernel_analyze",
+                "kernel-time breakdown of a torch-profiler / merged trace (text, JSON, CSV)"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    import importlib
     ap = argparse.ArgumentParser(prog="vllm-w2ext")
     sub = ap.add_subparsers(dest="cmd", required=True)
+    for name, (module, help_) in TOOLS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue                       # tool not built into this version
+        p = sub.add_parser(name, help=help_)
+        mod.add_arguments(p)
+        p.set_defaults(fn=mod.run)
     d = sub.add_parser("doctor", help="installed vLLM version and, per hook, whether it attaches")
     d.add_argument("--json", action="store_true")
     d.add_argument("--attach", action="store_true", help="also wrap the methods and report them wrapped")
