@@ -3,10 +3,12 @@
 # endpoint scraped every second) vs stock vLLM 0.26.0 on the H100: `bench throughput` random 256/256,
 # 500 prompts and `bench latency` in 512 / out 128 batch 1; interleaved A/B pairs on one warm machine.
 # Everything lands in $OUT/overhead.tar.gz.
-# usage: overhead_ab.sh thr|lat   (one device call each: every run restarts the engine, ~100 s)
+# usage: [REPS="1 2"] [TAG=name] overhead_ab.sh thr|lat   (every run restarts the engine, ~70-100 s: split
+# the repetitions over device calls with REPS, e.g. REPS="1" then REPS="2 3")
 set -uo pipefail
 MODE=${1:-thr}
-OUT=${OUT:-out}; R=/tmp/w2ext-overhead-$MODE; rm -rf $R; mkdir -p $R
+REPS=${REPS:-1 2}; TAG=${TAG:-$MODE}
+OUT=${OUT:-out}; R=/tmp/w2ext-overhead-$TAG; rm -rf $R; mkdir -p $R
 M=/tmp/llama31-8b-shaped
 python3 -m vllm_w2ext.lab.model_folders llama31-8b-shaped $M > /dev/null
 python3 -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)" > $R/versions.txt
@@ -26,12 +28,12 @@ plugin() {
 }
 if [ "$MODE" = thr ]; then
   NAME=thr_stock_0; stock "${THR[@]}" --output-json $R/$NAME.json          # compile-cache warm-up
-  for i in 1 2; do
+  for i in $REPS; do
     NAME=thr_stock_$i;  stock  "${THR[@]}" --output-json $R/$NAME.json
     NAME=thr_plugin_$i; plugin "${THR[@]}" --output-json $R/$NAME.json
   done
 else
-  for i in 1 2; do
+  for i in $REPS; do
     NAME=lat_plugin_$i; plugin "${LAT[@]}" --output-json $R/$NAME.json
     NAME=lat_stock_$i;  stock  "${LAT[@]}" --output-json $R/$NAME.json
   done
@@ -48,4 +50,4 @@ for f in sorted(glob.glob(f"{r}/*.json")):
     c = open(f"{r}/spans_{n}.count").read().strip() if os.path.exists(f"{r}/spans_{n}.count") else "-"
     print(n, round(v, 4), "spans", c)
 PY
-tar -C /tmp -czf $OUT/overhead-$MODE.tar.gz w2ext-overhead-$MODE; ls -la $OUT
+tar -C /tmp -czf $OUT/overhead-$TAG.tar.gz w2ext-overhead-$TAG; ls -la $OUT
