@@ -5,9 +5,14 @@ appending complete packets keeps the file valid at every moment: a process kille
 a file that opens, holding everything written before the kill. Tracks: one per process, one per role
 for ranges that nest on a thread, and "lanes" for ranges that overlap (requests, executor futures),
 assigned greedily so slices on a track never overlap. The file stops growing at
-``VLLM_W2EXT_TRACE_MAX_MB`` (further ranges are counted as dropped)."""
+``VLLM_W2EXT_TRACE_MAX_MB`` (further ranges are counted as dropped). A write that fails (disk full,
+I/O error) or writes only part of a batch is cut back to the last whole packet; the file then stops
+growing, the error is logged once and every later range is counted as dropped: the trace stays valid
+and vLLM never sees the error."""
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import random
 
@@ -15,6 +20,7 @@ from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import DebugAnnotation, T
 
 from vllm_w2ext.telemetry.ranges import Range
 
+log = logging.getLogger("vllm_w2ext")
 _BEGIN, _END = TrackEvent.Type.TYPE_SLICE_BEGIN, TrackEvent.Type.TYPE_SLICE_END
 
 
@@ -46,6 +52,7 @@ class TraceFileSink:
         self.f = open(self.path, "ab", buffering=0)
         self.seq = random.getrandbits(31) or 1
         self.dropped = 0
+        self.failed: str | None = None          # why writing stopped (disk full, I/O error)
         self._tracks: dict[tuple, int] = {}
         self._lanes: dict[tuple[str, str], list[int]] = {}      # (role, name) -> last end per lane
         self._proc_uuid = (self.pid << 16) | 1
@@ -97,14 +104,44 @@ class TraceFileSink:
             end = self._packet(timestamp=r.end_ns)
             end.track_event.type, end.track_event.track_uuid = _END, track
             out += frame(begin) + frame(end)
-        if self.size + len(out) > self.max_bytes:
+        if self.failed or self.size + len(out) > self.max_bytes:
             self.dropped += len(ranges)
             return
-        self.f.write(out)            # whole packets only: the file is valid after every write
-        self.size += len(out)
+        self._append(bytes(out), len(ranges))
+
+    def _append(self, data: bytes, n_ranges: int) -> None:
+        """Write whole packets only: the file is valid after every call, also when the disk fills."""
+        try:
+            written = os.write(self.f.fileno(), data)
+            if written == len(data):
+                self.size += written
+                return
+            err = OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
+        except OSError as e:
+            err = e
+        self._stop_writing(err)
+        self.dropped += n_ranges
+
+    def _stop_writing(self, err: OSError) -> None:
+        try:
+            os.ftruncate(self.f.fileno(), self.size)     # drop a partly written packet
+        except OSError:
+            pass
+        self.failed = err.strerror or repr(err)
+        log.warning("vllm_w2ext: trace file %s stopped at %d bytes: %s; further ranges are dropped and "
+                    "counted in vllm_w2ext_spans_dropped_total (VLLM_W2EXT_TRACE_DIR)", self.path, self.size,
+                    self.failed)
 
     def flush(self, timeout_s: float) -> None:
-        os.fsync(self.f.fileno())
+        if self.failed:
+            return
+        try:
+            os.fsync(self.f.fileno())
+        except OSError as e:            # a full or failing disk may refuse the sync too
+            self._stop_writing(e)
 
     def shutdown(self, timeout_s: float) -> None:
-        self.f.close()
+        try:
+            self.f.close()
+        except OSError:
+            pass
