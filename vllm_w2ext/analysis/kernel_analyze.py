@@ -1,0 +1,325 @@
+"""``vllm-w2ext analyze TRACE``: kernel-time breakdown of a torch-profiler (Kineto) or merged trace.
+
+One streaming pass (kineto_stream.py); what is kept in memory does not grow with the JSON size:
+- step marks: vLLM's ``execute_context_N(tok)_generation_M(tok)`` user annotations (phase) and the
+  plugin's ``worker.execute_model #<step>`` / ``worker.sample_tokens #<step>`` annotations (step id);
+- one small tuple per CUDA launch call (time, process, API) to join kernels to launches by ``correlation``;
+- GPU activities waiting for their launch call (Kineto writes a CUDA graph's kernels before its
+  ``cudaGraphLaunch``: at most one graph's worth) and a start-time reorder window of REORDER_WINDOW;
+- per step, per category and per kernel-name totals.
+
+A GPU activity (kernel, memcpy, memset) belongs to the step whose annotation, on the launching process,
+is the latest to start at or before its launch call (so a step's sampling, launched after
+``execute_model`` returned, stays with its step). Categories: kernel_rules.py (name rules) then
+kernel_sequence.py (GEMM split by position). Idle: per device, gaps in the union of busy intervals,
+split into inside a step (both neighbours in the same step), between steps, and outside any step.
+"""
+from __future__ import annotations
+
+import argparse
+import heapq
+import math
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from vllm_w2ext.analysis import kineto_stream
+from vllm_w2ext.analysis.kernel_rules import CATEGORIES, RULES_VERSION, classify_activity
+from vllm_w2ext.analysis.kernel_sequence import LayerSequence
+from vllm_w2ext.analysis.kernel_steps import LogHistogram, StepTimeline
+
+GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+LAUNCH_RX = re.compile(r"Launch|Memcpy|Memset")
+REORDER_WINDOW = 4096          # GPU activities held to restore start-time order per device
+MAX_WAITING = 200_000          # GPU activities held waiting for their launch call (then: no step)
+
+
+def _new_step() -> dict:
+    return {"kernels": 0, "time": 0.0, "cats": defaultdict(float), "first": math.inf, "last": -math.inf,
+            "idle_in": 0.0, "gap_before": None, "launch_api_us": 0.0}
+
+
+class Analyzer:
+    def __init__(self) -> None:
+        self.steps = StepTimeline()
+        self.launches: dict[int, list] = {}       # correlation -> [ts, pid, api, matched]
+        self.waiting: dict[int, list] = defaultdict(list)
+        self.n_waiting = 0
+        self.heaps: dict = defaultdict(list)
+        self.seq = 0
+        self.layer: dict = defaultdict(LayerSequence)
+        self.dev: dict = {}                        # device -> [busy_until, last_step, first_ts]
+        self.cats: dict = defaultdict(lambda: [0, 0.0])
+        self.kernel_only_us = 0.0
+        self.by_step: dict = defaultdict(_new_step)
+        self.names: dict = {}
+        self.idle = {"in_steps": 0.0, "between_steps": 0.0, "outside_steps": 0.0}
+        self.apis: dict = defaultdict(lambda: [0, 0.0])
+        self.latency: dict = defaultdict(LogHistogram)
+        self.counts: dict = defaultdict(int)
+        self.out_of_order = 0
+        self.no_launch = 0
+
+    # -- events ---------------------------------------------------------------------------------
+    def feed(self, e: dict) -> None:
+        cat = e.get("cat")
+        self.counts["events"] += 1
+        if cat in GPU_CATS:
+            if e.get("ph", "X") != "X":
+                return
+            args = e.get("args") or {}
+            rec = (float(e.get("ts", 0.0)), float(e.get("dur", 0.0)), e.get("name", ""), cat,
+                   args.get("device", e.get("pid")), args.get("correlation"))
+            self.counts[cat] += 1
+            launch = self.launches.get(rec[5])
+            if launch is not None or rec[5] is None:
+                self._release([rec], launch)
+            else:
+                self.waiting[rec[5]].append(rec)
+                self.n_waiting += 1
+                if self.n_waiting > MAX_WAITING:
+                    corr = next(iter(self.waiting))
+                    self._release(self.waiting.pop(corr), None)
+        elif cat in ("cuda_runtime", "cuda_driver"):
+            self._runtime(e)
+        elif cat == "user_annotation":
+            self.counts["user_annotation"] += 1
+            self.steps.add(e)
+        elif cat == "gpu_user_annotation":
+            self.counts["gpu_user_annotation"] += 1
+
+    def _runtime(self, e: dict) -> None:
+        name = e.get("name", "")
+        if not LAUNCH_RX.search(name):
+            return
+        ts, dur, pid = float(e.get("ts", 0.0)), float(e.get("dur", 0.0)), e.get("pid")
+        a = self.apis[name]
+        a[0] += 1
+        a[1] += dur
+        step = self.steps.step_at(pid, ts)
+        if step is not None:
+            self.by_step[step]["launch_api_us"] += dur
+        corr = (e.get("args") or {}).get("correlation")
+        if corr is None:
+            return
+        launch = self.launches[corr] = [ts, pid, name, False]
+        if corr in self.waiting:
+            recs = self.waiting.pop(corr)
+            self.n_waiting -= len(recs)
+            self._release(recs, launch)
+
+    def _release(self, recs: list, launch) -> None:
+        step = None
+        if launch is not None:
+            step = self.steps.step_at(launch[1], launch[0])
+            if not launch[3]:
+                launch[3] = True
+                self.latency[launch[2]].add(max(0.0, min(r[0] for r in recs) - launch[0]))
+        else:
+            self.no_launch += len(recs)
+        for rec in recs:
+            heap = self.heaps[rec[4]]
+            self.seq += 1
+            heapq.heappush(heap, (rec[0], self.seq, rec, step))
+            if len(heap) > REORDER_WINDOW:
+                self._process(*heapq.heappop(heap)[2:])
+
+    # -- ordered per device ---------------------------------------------------------------------
+    def _process(self, rec: tuple, step) -> None:
+        ts, dur, name, cat, device, _ = rec
+        st = self.dev.get(device)
+        if st is None:
+            st = self.dev[device] = [ts, None, ts, ts]   # busy_until, last_step, first_ts, last_ts
+        if ts < st[3]:
+            self.out_of_order += 1
+        st[3] = max(st[3], ts)
+        gap = ts - st[0]
+        if gap > 0:
+            if step is not None and step == st[1]:
+                self.idle["in_steps"] += gap
+                self.by_step[step]["idle_in"] += gap
+            elif step is not None and st[1] is not None:
+                self.idle["between_steps"] += gap
+                if self.by_step[step]["gap_before"] is None:
+                    self.by_step[step]["gap_before"] = gap
+            else:
+                self.idle["outside_steps"] += gap
+        st[0], st[1] = max(st[0], ts + dur), step
+        if step is not None:
+            s = self.by_step[step]
+            s["first"], s["last"] = min(s["first"], ts), max(s["last"], ts + dur)
+        for r, category in self.layer[device].feed(rec, step, classify_activity(cat, name)):
+            self._account(r, category, step)
+
+    def _account(self, rec: tuple, category: str, step) -> None:
+        dur, name = rec[1], rec[2]
+        c = self.cats[category]
+        c[0] += 1
+        c[1] += dur
+        if rec[3] == "kernel":
+            self.kernel_only_us += dur
+        if step is not None:
+            s = self.by_step[step]
+            s["kernels"] += 1
+            s["time"] += dur
+            s["cats"][category] += dur
+        n = self.names.get(name)
+        if n is None:
+            n = self.names[name] = [0, 0.0, defaultdict(float)]
+        n[0] += 1
+        n[1] += dur
+        n[2][category] += dur
+
+    def finish(self) -> None:
+        for recs in list(self.waiting.values()):
+            self._release(recs, None)
+        self.waiting.clear()
+        for heap in self.heaps.values():
+            while heap:
+                self._process(*heapq.heappop(heap)[2:])
+        for device, seq in self.layer.items():
+            for r, category in seq.flush():
+                self._account(r, category, seq.step)
+
+
+def _cat_table(times: dict, total: float, counts: dict | None = None) -> dict:
+    out = {}
+    for c in CATEGORIES:
+        t = times.get(c, 0.0)
+        out[c] = {"time_us": round(t, 3), "share": round(t / total, 6) if total else 0.0}
+        if counts is not None:
+            out[c]["count"] = counts.get(c, 0)
+    return out
+
+
+def analyze(path: str | Path, top: int = 20) -> dict:
+    """Breakdown of one trace as a JSON-serialisable dict (see module docstring and the README)."""
+    header = kineto_stream.read_header(path)
+    an = Analyzer()
+    for e in kineto_stream.iter_events(path):
+        an.feed(e)
+    an.finish()
+    return build_result(an, path, header, top)
+
+
+def build_result(an: Analyzer, path, header: dict, top: int) -> dict:
+    gpu_total = sum(v[1] for v in an.cats.values())
+    marks = an.steps.describe()
+    steps, phase_times, phase_steps = [], defaultdict(lambda: defaultdict(float)), defaultdict(list)
+    t0 = min((d["cpu_start"] for d in marks.values()), default=0.0)
+    g0 = min((s[2] for s in an.dev.values()), default=0.0)
+    for key in sorted(set(marks) | {k for k in an.by_step if k is not None},
+                      key=lambda k: marks.get(k, {}).get("cpu_start", math.inf)):
+        d = marks.get(key, {"step": key[2], "annotation": "", "cpu_start": t0, "cpu_dur": 0.0, "phase": "unknown"})
+        s = an.by_step.get(key) or _new_step()
+        span = s["last"] - s["first"] if s["kernels"] else 0.0
+        row = {"step": d["step"], "phase": d["phase"], "annotation": d["annotation"],
+               "cpu_start_ms": round((d["cpu_start"] - t0) / 1e3, 4), "cpu_dur_us": round(d["cpu_dur"], 3),
+               "gpu_start_ms": round((s["first"] - g0) / 1e3, 4) if s["kernels"] else None,
+               "gpu_span_us": round(span, 3), "gpu_busy_us": round(span - s["idle_in"], 3),
+               "idle_in_step_us": round(s["idle_in"], 3),
+               "gap_before_us": None if s["gap_before"] is None else round(s["gap_before"], 3),
+               "kernels": s["kernels"], "kernel_time_us": round(s["time"], 3),
+               "launch_api_us": round(s["launch_api_us"], 3),
+               "categories": {c: round(t, 3) for c, t in sorted(s["cats"].items(), key=lambda x: -x[1])}}
+        steps.append(row)
+        for c, t in s["cats"].items():
+            phase_times[d["phase"]][c] += t
+        phase_steps[d["phase"]].append(row)
+    unattributed = {c: v[1] for c, v in an.cats.items()}
+    for p in phase_times.values():
+        for c, t in p.items():
+            unattributed[c] -= t
+    if sum(unattributed.values()) > 1e-6:
+        phase_times["outside_steps"] = defaultdict(float, {c: t for c, t in unattributed.items() if t > 1e-9})
+    phases = {}
+    for ph in list(phase_steps) + [p for p in phase_times if p not in phase_steps]:
+        times = phase_times[ph]
+        rows = phase_steps.get(ph, [])
+        tot = sum(times.values())
+        n = len(rows) or 1
+        phases[ph] = {"steps": len(rows), "time_us": round(tot, 3), "categories": _cat_table(times, tot),
+                      "mean_step_cpu_dur_us": round(sum(r["cpu_dur_us"] for r in rows) / n, 3),
+                      "mean_step_gpu_span_us": round(sum(r["gpu_span_us"] for r in rows) / n, 3),
+                      "mean_step_idle_in_step_us": round(sum(r["idle_in_step_us"] for r in rows) / n, 3),
+                      "mean_step_kernel_time_us": round(sum(r["kernel_time_us"] for r in rows) / n, 3),
+                      "mean_step_launch_api_us": round(sum(r["launch_api_us"] for r in rows) / n, 3),
+                      "mean_gap_before_us": round(sum(r["gap_before_us"] or 0.0 for r in rows) / n, 3)}
+    window = sum(s[0] - s[2] for s in an.dev.values())
+    idle_total = sum(an.idle.values())
+    names = sorted(an.names.items(), key=lambda kv: -kv[1][1])[:top]
+    top_kernels = [{"name": n, "category": max(v[2].items(), key=lambda x: x[1])[0], "count": v[0],
+                    "time_us": round(v[1], 3), "mean_us": round(v[1] / v[0], 3),
+                    "share": round(v[1] / gpu_total, 6) if gpu_total else 0.0} for n, v in names]
+    result = {
+        "rules_version": RULES_VERSION,
+        "trace": {"file": Path(path).name, "bytes": Path(path).stat().st_size, "parser": kineto_stream.backend(),
+                  "devices": [d.get("name") for d in header.get("deviceProperties", []) or []],
+                  "rank": (header.get("distributedInfo") or {}).get("rank"),
+                  "events": an.counts["events"], "kernels": an.counts["kernel"],
+                  "memcpy": an.counts["gpu_memcpy"], "memset": an.counts["gpu_memset"],
+                  "user_annotations": an.counts["user_annotation"],
+                  "gpu_user_annotations": an.counts["gpu_user_annotation"]},
+        "has_gpu_kernels": an.counts["kernel"] > 0,
+        "gpu_time_us": round(gpu_total, 3), "kernel_time_us": round(an.kernel_only_us, 3),
+        "categories": _cat_table({c: v[1] for c, v in an.cats.items()}, gpu_total,
+                                 {c: v[0] for c, v in an.cats.items()}),
+        "phases": phases, "steps": steps,
+        "idle": {"gpu_window_us": round(window, 3), "gpu_busy_us": round(window - idle_total, 3),
+                 "utilization": round((window - idle_total) / window, 6) if window else 0.0,
+                 "in_steps_us": round(an.idle["in_steps"], 3),
+                 "between_steps_us": round(an.idle["between_steps"], 3),
+                 "outside_steps_us": round(an.idle["outside_steps"], 3)},
+        "launch": {"apis": {k: {"count": v[0], "cpu_time_us": round(v[1], 3), "mean_us": round(v[1] / v[0], 3)}
+                            for k, v in sorted(an.apis.items(), key=lambda kv: -kv[1][1])},
+                   "cpu_time_us": round(sum(v[1] for v in an.apis.values()), 3),
+                   "launch_to_gpu_start": {k: h.summary() for k, h in an.latency.items()}},
+        "top_kernels": top_kernels,
+        "ordering": {"reordered_beyond_window": an.out_of_order, "activities_without_launch": an.no_launch},
+        "notes": [],
+    }
+    if not result["has_gpu_kernels"]:
+        result["notes"].append("no GPU kernels in this trace (a CPU-only profile?): the kernel breakdown is "
+                               "empty; steps are listed with their CPU annotation times only")
+    if not marks:
+        result["notes"].append("no step annotations (execute_context_* / worker.execute_model #N): "
+                               "per-step and per-phase figures are empty; totals are still valid")
+    return result
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("trace", help="Kineto / Chrome JSON trace (.json, .json.gz, .json.xz) or a merged trace")
+    p.add_argument("--format", choices=("text", "json", "csv"), default="text")
+    p.add_argument("--out", help="write here instead of standard output")
+    p.add_argument("--top", type=int, default=20, help="how many kernels in the top-N table (default 20)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vllm_w2ext.analysis.kernel_report import render
+    if args.top < 0:
+        print("vllm-w2ext analyze: --top must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        result = analyze(args.trace, top=args.top)
+    except kineto_stream.TraceError as e:
+        print(f"vllm-w2ext analyze: {e}", file=sys.stderr)
+        return 2
+    text = render(result, args.format)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    for note in result["notes"]:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="vllm-w2ext analyze")
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
