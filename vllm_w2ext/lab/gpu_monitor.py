@@ -1,9 +1,11 @@
 """NVML sampler (the lab's ``nvidia-smi dmon`` step, automated): utilization, memory, power and clocks
 of every GPU at a fixed interval, as CSV, until SIGTERM/SIGINT.
 
-    python -m vllm_w2ext.lab.gpu_monitor OUT.csv [--interval 0.2] [--phase NAME]
+    python -m vllm_w2ext.lab.gpu_monitor OUT.csv [--interval 0.2] [--phase NAME | --phase-file PATH]
 
-Needs ``nvidia-ml-py`` (``pynvml``). The phase column marks which experiment a row belongs to."""
+Needs ``nvidia-ml-py`` (``pynvml``). The phase column marks which experiment a row belongs to: a fixed
+``--phase``, or the current content of ``--phase-file`` (the lab runner rewrites it at every session).
+``vllm_w2ext.analysis.lab_results.nvml_by_phase(csv)`` summarises the CSV per phase."""
 from __future__ import annotations
 
 import argparse
@@ -28,11 +30,20 @@ def sample(nv, handles) -> list[tuple]:
     return rows
 
 
+def read_phase(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--interval", type=float, default=0.2)
     ap.add_argument("--phase", default="")
+    ap.add_argument("--phase-file", help="read the phase name from this file at every sample")
     a = ap.parse_args(argv)
     import pynvml as nv
     nv.nvmlInit()
@@ -44,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         w = csv.writer(f)
         w.writerow(FIELDS)
         while not stop.is_set():
+            phase = read_phase(a.phase_file) if a.phase_file else a.phase
             for r in sample(nv, handles):
-                w.writerow((f"{r[0]:.3f}", a.phase) + r[1:])
+                w.writerow((f"{r[0]:.3f}", phase) + r[1:])
             f.flush()
             stop.wait(a.interval)
     nv.nvmlShutdown()
