@@ -9,6 +9,7 @@ import sys
 def cmd_doctor(args: argparse.Namespace) -> int:
     from vllm_w2ext import __version__, config
     from vllm_w2ext.hooks import INSTRUMENTOR, doctor_rows
+    from vllm_w2ext.hooks.native import hook_path
     from vllm_w2ext.telemetry.identity import vllm_version
     try:
         settings = config.load()
@@ -18,7 +19,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.attach:
         INSTRUMENTOR.instrument()
     rows = doctor_rows()
-    native = "monkeypatch (wrapt)"
+    native = hook_path()
     if args.json:
         print(json.dumps({"vllm_version": vllm_version(), "vllm_w2ext_version": __version__,
                           "settings": settings_line, "path": native, "hooks": rows}, indent=2))
@@ -29,7 +30,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         w = max(len(r["target"]) for r in rows)
         for r in rows:
             state = "attaches" if r["attaches"] else ("absent (optional)" if r["optional"] else "MISSING")
-            wrapped = " wrapped" if r["wrapped"] else ""
+            wrapped = " native" if r["native"] else (" wrapped" if r["wrapped"] else "")
             print(f"  {r['role']:<12} {r['target']:<{w}}  {state}{wrapped}   {r['note']}")
     missing = [r for r in rows if not r["attaches"] and not r["optional"]]
     return 1 if missing or settings is None else 0

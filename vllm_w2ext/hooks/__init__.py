@@ -13,6 +13,7 @@ from collections import defaultdict
 
 import wrapt
 
+from vllm_w2ext.hooks import native
 from vllm_w2ext.hooks.base import Hook, attach, detach, is_wrapped, resolve
 
 log = logging.getLogger("vllm_w2ext")
@@ -29,6 +30,7 @@ class Instrumentor:
         self.active = False
         self._registered: set[str] = set()
         self.fault = ""
+        self.native: set[str] = set()      # hooks run by vLLM's step observers (hooks/native.py)
 
     def by_module(self) -> dict[str, list[Hook]]:
         out: dict[str, list[Hook]] = defaultdict(list)
@@ -43,6 +45,7 @@ class Instrumentor:
         self.fault = fault
         from vllm_w2ext.telemetry import selfcost
         selfcost.register(h.name for h in self.hooks)
+        self.native = native.install(self.hooks, fault)
         for mod_name, hooks in self.by_module().items():
             if mod_name in self._registered:
                 continue
@@ -53,6 +56,8 @@ class Instrumentor:
         if not self.active:
             return
         for h in hooks:
+            if h.name in self.native:
+                continue
             try:
                 ok = attach(h, module, self.fault)
             except Exception as e:  # never break vLLM's import
@@ -64,6 +69,7 @@ class Instrumentor:
 
     def uninstrument(self) -> None:
         self.active = False
+        native.uninstall()
         for h in self.hooks:
             mod = sys.modules.get(h.module)
             if mod is not None:
@@ -76,6 +82,7 @@ INSTRUMENTOR = Instrumentor()
 def doctor_rows(import_modules: bool = True) -> list[dict]:
     """For every hook: does its target exist in the installed vLLM, and is it wrapped now?"""
     rows = []
+    via_native = native.available()
     for h in all_hooks():
         mod = sys.modules.get(h.module)
         err = ""
@@ -88,5 +95,6 @@ def doctor_rows(import_modules: bool = True) -> list[dict]:
         cls = getattr(mod, h.cls_name, None) if mod is not None else None
         rows.append({"hook": h.name, "role": h.role, "target": f"{h.module}.{h.target}",
                      "attaches": found, "wrapped": bool(cls is not None and is_wrapped(cls, h.method)),
+                     "native": via_native and h.name in native.POINTS,
                      "optional": h.optional, "note": h.note, "import_error": err})
     return rows

