@@ -17,6 +17,7 @@ split into inside a step (both neighbours in the same step), between steps, and 
 from __future__ import annotations
 
 import argparse
+import gc
 import heapq
 import math
 import re
@@ -62,15 +63,15 @@ class Analyzer:
         self.no_launch = 0
 
     # -- events ---------------------------------------------------------------------------------
-    def feed(self, e: dict) -> None:
-        cat = e.get("cat")
+    def feed(self, e) -> None:
+        """One kineto_stream.Event."""
+        cat = e.cat
         self.counts["events"] += 1
         if cat in GPU_CATS:
-            if e.get("ph", "X") != "X":
+            if e.ph != "X":
                 return
-            args = e.get("args") or {}
-            rec = (float(e.get("ts", 0.0)), float(e.get("dur", 0.0)), e.get("name", ""), cat,
-                   args.get("device", e.get("pid")), args.get("correlation"))
+            a = kineto_stream.decode_args(e)
+            rec = (e.ts, e.dur, e.name, cat, e.pid if a.device is None else a.device, a.correlation)
             self.counts[cat] += 1
             launch = self.launches.get(rec[5])
             if launch is not None or rec[5] is None:
@@ -81,26 +82,24 @@ class Analyzer:
                 if self.n_waiting > MAX_WAITING:
                     corr = next(iter(self.waiting))
                     self._release(self.waiting.pop(corr), None)
-        elif cat in ("cuda_runtime", "cuda_driver"):
-            self._runtime(e)
+        elif cat == "cuda_runtime" or cat == "cuda_driver":
+            if LAUNCH_RX.search(e.name):
+                self._runtime(e)
         elif cat == "user_annotation":
             self.counts["user_annotation"] += 1
-            self.steps.add(e)
+            self.steps.add(e.name, e.pid, e.ts, e.dur)
         elif cat == "gpu_user_annotation":
             self.counts["gpu_user_annotation"] += 1
 
-    def _runtime(self, e: dict) -> None:
-        name = e.get("name", "")
-        if not LAUNCH_RX.search(name):
-            return
-        ts, dur, pid = float(e.get("ts", 0.0)), float(e.get("dur", 0.0)), e.get("pid")
+    def _runtime(self, e) -> None:
+        name, ts, dur, pid = e.name, e.ts, e.dur, e.pid
         a = self.apis[name]
         a[0] += 1
         a[1] += dur
         step = self.steps.step_at(pid, ts)
         if step is not None:
             self.by_step[step]["launch_api_us"] += dur
-        corr = (e.get("args") or {}).get("correlation")
+        corr = kineto_stream.decode_args(e).correlation
         if corr is None:
             return
         launch = self.launches[corr] = [ts, pid, name, False]
@@ -195,15 +194,22 @@ def _cat_table(times: dict, total: float, counts: dict | None = None) -> dict:
 
 def analyze(path: str | Path, top: int = 20) -> dict:
     """Breakdown of one trace as a JSON-serialisable dict (see module docstring and the README)."""
-    header = kineto_stream.read_header(path)
+    reader = kineto_stream.TraceReader(path)
     an = Analyzer()
-    for e in kineto_stream.iter_events(path):
-        an.feed(e)
-    an.finish()
-    return build_result(an, path, header, top)
+    gc_was_on = gc.isenabled()
+    gc.disable()                      # millions of short-lived tuples, no cycles: collection is wasted time
+    try:
+        for e in reader:
+            an.feed(e)
+        an.finish()
+    finally:
+        if gc_was_on:
+            gc.enable()
+    return build_result(an, path, reader, top)
 
 
-def build_result(an: Analyzer, path, header: dict, top: int) -> dict:
+def build_result(an: Analyzer, path, reader, top: int) -> dict:
+    header = reader.header if isinstance(reader.header, dict) else {}
     gpu_total = sum(v[1] for v in an.cats.values())
     marks = an.steps.describe()
     steps, phase_times, phase_steps = [], defaultdict(lambda: defaultdict(float)), defaultdict(list)
@@ -254,7 +260,7 @@ def build_result(an: Analyzer, path, header: dict, top: int) -> dict:
                     "share": round(v[1] / gpu_total, 6) if gpu_total else 0.0} for n, v in names]
     result = {
         "rules_version": RULES_VERSION,
-        "trace": {"file": Path(path).name, "bytes": Path(path).stat().st_size, "parser": kineto_stream.backend(),
+        "trace": {"file": Path(path).name, "bytes": Path(path).stat().st_size, "parser": reader.parser,
                   "devices": [d.get("name") for d in header.get("deviceProperties", []) or []],
                   "rank": (header.get("distributedInfo") or {}).get("rank"),
                   "events": an.counts["events"], "kernels": an.counts["kernel"],
@@ -282,6 +288,9 @@ def build_result(an: Analyzer, path, header: dict, top: int) -> dict:
     if not result["has_gpu_kernels"]:
         result["notes"].append("no GPU kernels in this trace (a CPU-only profile?): the kernel breakdown is "
                                "empty; steps are listed with their CPU annotation times only")
+    if reader.truncated:
+        result["notes"].append(f"the trace file ends inside traceEvents (cut short): analysed its "
+                               f"{an.counts['events']} complete events")
     if not marks:
         result["notes"].append("no step annotations (execute_context_* / worker.execute_model #N): "
                                "per-step and per-phase figures are empty; totals are still valid")

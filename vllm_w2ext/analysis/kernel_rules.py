@@ -26,8 +26,9 @@ QKV / O / MLP / LM head is positional (kernel_sequence.py). Everything unmatched
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
-RULES_VERSION = "2026.11-1"
+RULES_VERSION = "2026.11-2"
 
 # Final categories, in report order.
 CATEGORIES = (
@@ -43,7 +44,8 @@ GEMM_EPILOGUE = "gemm_epilogue"   # split-K reduction: same category as the GEMM
 FUSED_UNNAMED = "fused_unnamed"   # inductor kernel without op names: rotary if inside QKV -> attention
 
 # (category, regex searched in the kernel name, source). First match wins, so order matters:
-# communication and attention before GEMM (FlashAttention kernels are cutlass::device_kernel<flash::...>).
+# communication and attention before GEMM (FlashAttention kernels are cutlass::device_kernel<flash::...>),
+# input preparation before sampling (_combine_sampled_and_draft_tokens_kernel prepares the next input).
 NAME_RULES: list[tuple[str, str, str]] = [
     ("communication", r"^nccl|ncclDevKernel|ncclKernel|cross_device_reduce|custom_all_reduce|all_reduce|"
                       r"allreduce|AllGather|ReduceScatter|all_gather", "vLLM nsys llama + HTA ^nccl.*Kernel"),
@@ -54,11 +56,11 @@ NAME_RULES: list[tuple[str, str, str]] = [
     (GEMM_EPILOGUE, r"splitKreduce|splitK_reduce", "vLLM nsys gpt-oss (splitKreduce) + H100 traces"),
     (GEMM, r"nvjet|gemm|Gemm|GEMM|cublasLt|cutlass.*tensorop|xmma|wgmma|matmul|_mm_|bmm|"
            r"^triton_tem_fused_.*mm", "vLLM nsys llama (gemm|nvjet) + cuBLAS/CUTLASS names"),
-    ("sampling", r"sampl|gumbel|top_?k|top_?p|ArgMax|argmax|penalt|logprob|rejection",
-     "V2 model runner sampler (_gumbel_sample_kernel), greedy ArgMax reduce"),
     ("input_prep", r"prepare_inputs|prepare_pos|prepare_prefill|combine_sampled|gather_block_tables|"
                    r"compute_slot_mapping|post_update|apply_write|num_sampled_and_rejected|CatArrayBatched",
      "vLLM nsys prepare_next + V2 model runner input kernels"),
+    ("sampling", r"sampl|gumbel|top_?k|top_?p|ArgMax|argmax|penalt|logprob|rejection",
+     "V2 model runner sampler (_gumbel_sample_kernel), greedy ArgMax reduce"),
     ("norm", r"rms_?norm|layer_?norm|_norm_|Norm", "vLLM nsys llama (_norm_|Norm)"),
     ("activation", r"act_and_mul|silu|gelu|swiglu|SiluAndMul|relu", "vLLM nsys llama (act_and_mul_)"),
     ("rotary", r"[Rr]otary|rope|_pos_encoding", "vLLM nsys llama (Rotary), vLLM pos_encoding_kernels.cu"),
@@ -68,7 +70,7 @@ NAME_RULES: list[tuple[str, str, str]] = [
 
 # Op names inside an inductor ``triton_*_fused_<ops>_<n>`` name, first match wins.
 OP_RULES: list[tuple[str, str]] = [
-    ("norm", r"rms_norm|rmsnorm|layer_norm|native_layer_norm|group_norm|_norm$|^norm"),
+    ("norm", r"rms_norm|rmsnorm|layer_norm|native_layer_norm|group_norm|_norm$|^norm|rsqrt|var_mean"),
     ("activation", r"silu|gelu|swiglu|act_and_mul|relu|sigmoid|tanh"),
     ("rotary", r"rotary|rope|cos|sin"),
     ("sampling", r"argmax|topk|gumbel|multinomial|exponential|softmax"),
@@ -106,6 +108,7 @@ def classify_name(name: str) -> str:
     return "other"
 
 
+@lru_cache(maxsize=1 << 16)           # kernel names repeat: classify each distinct name once
 def classify_activity(event_cat: str, name: str) -> str:
     """Category of a GPU activity from its Kineto event category and name."""
     if event_cat == "gpu_memcpy":

@@ -10,7 +10,9 @@ MLP GEMM. The launch order of a (Llama-like) decoder layer can:
 
 Rules, applied per device in GPU start-time order and reset at every step boundary:
 - a GEMM after attention (and before the next norm) is ``gemm_o``;
-- a GEMM after the norm that follows attention, or after an activation, is ``gemm_mlp``;
+- a GEMM after the norm that follows attention and its O GEMM, or after an activation, is ``gemm_mlp``
+  (so attention metadata kernels such as ``flash::prepare_varlen_num_blocks`` at the start of a step
+  do not make the first layer's input norm look like a post-attention norm);
 - a GEMM after any other norm (or at the start of a step) waits: if attention, the KV-cache write or a
   rotary kernel comes next it was ``gemm_qkv``; if a norm, activation or sampling kernel, the end of the
   step or of the trace comes next it was ``gemm_lm_head`` when the step already ran attention (the logits
@@ -88,7 +90,8 @@ class LayerSequence:
         if kind == "attention":
             self.anchor, self.seen_attention = "attention", True
         elif kind == "norm":
-            self.anchor = "norm_post" if self.anchor == "attention" else "norm_pre"
+            post = self.anchor == "attention" and self.last_gemm == "gemm_o"
+            self.anchor = "norm_post" if post else "norm_pre"
         elif kind == "activation":
             self.anchor = "activation"
         out.append((rec, kind))

@@ -60,9 +60,7 @@ class StepTimeline:
         self.plugin: dict = defaultdict(list)   # pid -> [(start, end, step_id, name)]
         self._index: dict = {}
 
-    def add(self, e: dict) -> None:
-        name, pid = e.get("name", ""), e.get("pid")
-        ts, dur = float(e.get("ts", 0.0)), float(e.get("dur", 0.0))
+    def add(self, name: str, pid, ts: float, dur: float) -> None:
         m = PLUGIN_STEP.match(name)
         if m:
             self.plugin[pid].append((ts, ts + dur, int(m.group(1)), name))
