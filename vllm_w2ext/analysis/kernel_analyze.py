@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import heapq
 import math
 import re
 import sys
@@ -26,19 +25,30 @@ from collections import defaultdict
 from pathlib import Path
 
 from vllm_w2ext.analysis import kineto_stream
+from vllm_w2ext.analysis.kineto_stream import NO_ARGS
 from vllm_w2ext.analysis.kernel_rules import CATEGORIES, RULES_VERSION, classify_activity
 from vllm_w2ext.analysis.kernel_sequence import LayerSequence
 from vllm_w2ext.analysis.kernel_steps import LogHistogram, StepTimeline
 
-GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+GPU_CATS = frozenset(("kernel", "gpu_memcpy", "gpu_memset"))
+RUNTIME_CATS = frozenset(("cuda_runtime", "cuda_driver"))
+ANNOTATION_CATS = frozenset(("user_annotation", "gpu_user_annotation"))
 LAUNCH_RX = re.compile(r"Launch|Memcpy|Memset")
-REORDER_WINDOW = 4096          # GPU activities held to restore start-time order per device
+REORDER_WINDOW = 4096          # GPU activities held (up to twice this) to restore start-time order per device
 MAX_WAITING = 200_000          # GPU activities held waiting for their launch call (then: no step)
 
 
-def _new_step() -> dict:
-    return {"kernels": 0, "time": 0.0, "cats": defaultdict(float), "first": math.inf, "last": -math.inf,
-            "idle_in": 0.0, "gap_before": None, "launch_api_us": 0.0}
+def _start(item: tuple) -> float:
+    return item[0][0]
+
+
+class StepAcc:
+    """What one step's GPU activities add up to."""
+    __slots__ = ("kernels", "time", "cats", "first", "last", "idle_in", "gap_before", "launch_api_us")
+
+    def __init__(self) -> None:
+        self.kernels, self.time, self.cats = 0, 0.0, defaultdict(float)
+        self.first, self.last, self.idle_in, self.gap_before, self.launch_api_us = math.inf, -math.inf, 0.0, None, 0.0
 
 
 class Analyzer:
@@ -47,14 +57,13 @@ class Analyzer:
         self.launches: dict[int, list] = {}       # correlation -> [ts, pid, api, matched]
         self.waiting: dict[int, list] = defaultdict(list)
         self.n_waiting = 0
-        self.heaps: dict = defaultdict(list)
-        self.seq = 0
+        self.buffers: dict = {}                    # device -> [(record, step)] not yet in start order
         self.layer: dict = defaultdict(LayerSequence)
         self.dev: dict = {}                        # device -> [busy_until, last_step, first_ts]
         self.cats: dict = defaultdict(lambda: [0, 0.0])
         self.kernel_only_us = 0.0
-        self.by_step: dict = defaultdict(_new_step)
-        self.names: dict = {}
+        self.by_step: dict = defaultdict(StepAcc)
+        self.names: dict = {}                      # (kernel name, category) -> [count, time]
         self.idle = {"in_steps": 0.0, "between_steps": 0.0, "outside_steps": 0.0}
         self.apis: dict = defaultdict(lambda: [0, 0.0])
         self.latency: dict = defaultdict(LogHistogram)
@@ -64,51 +73,61 @@ class Analyzer:
 
     # -- events ---------------------------------------------------------------------------------
     def feed(self, e) -> None:
-        """One kineto_stream.Event."""
-        cat = e.cat
+        """One kineto_stream.Event (analyze() inlines this dispatch for speed)."""
         self.counts["events"] += 1
+        cat = e.cat
         if cat in GPU_CATS:
-            if e.ph != "X":
-                return
-            a = kineto_stream.decode_args(e)
-            rec = (e.ts, e.dur, e.name, cat, e.pid if a.device is None else a.device, a.correlation)
-            self.counts[cat] += 1
-            launch = self.launches.get(rec[5])
-            if launch is not None or rec[5] is None:
-                self._release([rec], launch)
-            else:
-                self.waiting[rec[5]].append(rec)
-                self.n_waiting += 1
-                if self.n_waiting > MAX_WAITING:
-                    corr = next(iter(self.waiting))
-                    self._release(self.waiting.pop(corr), None)
-        elif cat == "cuda_runtime" or cat == "cuda_driver":
-            if LAUNCH_RX.search(e.name):
-                self._runtime(e)
-        elif cat == "user_annotation":
-            self.counts["user_annotation"] += 1
-            self.steps.add(e.name, e.pid, e.ts, e.dur)
-        elif cat == "gpu_user_annotation":
-            self.counts["gpu_user_annotation"] += 1
+            self.gpu(e)
+        elif cat in RUNTIME_CATS:
+            self.runtime(e)
+        elif cat in ANNOTATION_CATS:
+            self.annotation(e)
 
-    def _runtime(self, e) -> None:
-        name, ts, dur, pid = e.name, e.ts, e.dur, e.pid
+    def annotation(self, e) -> None:
+        self.counts[e.cat] += 1
+        if e.cat == "user_annotation":
+            self.steps.add(e.name, e.pid, e.ts, e.dur)
+
+    def gpu(self, e) -> None:
+        if e.ph != "X":
+            return
+        a = e.args or NO_ARGS
+        corr = a.correlation
+        rec = (e.ts, e.dur, e.name, e.cat, e.pid if a.device is None else a.device, corr)
+        self.counts[e.cat] += 1
+        launch = self.launches.get(corr)
+        if launch is not None or corr is None:
+            self._release((rec,), launch)
+        else:
+            self.waiting[corr].append(rec)
+            self.n_waiting += 1
+            if self.n_waiting > MAX_WAITING:
+                first = next(iter(self.waiting))
+                recs = self.waiting.pop(first)
+                self.n_waiting -= len(recs)
+                self._release(recs, None)
+
+    def runtime(self, e) -> None:
+        name = e.name
+        if not LAUNCH_RX.search(name):
+            return
+        ts, dur, pid = e.ts, e.dur, e.pid
         a = self.apis[name]
         a[0] += 1
         a[1] += dur
         step = self.steps.step_at(pid, ts)
         if step is not None:
-            self.by_step[step]["launch_api_us"] += dur
-        corr = kineto_stream.decode_args(e).correlation
+            self.by_step[step].launch_api_us += dur
+        corr = (e.args or NO_ARGS).correlation
         if corr is None:
             return
         launch = self.launches[corr] = [ts, pid, name, False]
-        if corr in self.waiting:
-            recs = self.waiting.pop(corr)
+        recs = self.waiting.pop(corr, None)
+        if recs is not None:
             self.n_waiting -= len(recs)
             self._release(recs, launch)
 
-    def _release(self, recs: list, launch) -> None:
+    def _release(self, recs, launch) -> None:
         step = None
         if launch is not None:
             step = self.steps.step_at(launch[1], launch[0])
@@ -118,68 +137,84 @@ class Analyzer:
         else:
             self.no_launch += len(recs)
         for rec in recs:
-            heap = self.heaps[rec[4]]
-            self.seq += 1
-            heapq.heappush(heap, (rec[0], self.seq, rec, step))
-            if len(heap) > REORDER_WINDOW:
-                self._process(*heapq.heappop(heap)[2:])
+            buf = self.buffers.get(rec[4])
+            if buf is None:
+                buf = self.buffers[rec[4]] = []
+            buf.append((rec, step))
+            if len(buf) >= 2 * REORDER_WINDOW:
+                self._drain(buf, REORDER_WINDOW)
+
+    def _drain(self, buf: list, keep: int) -> None:
+        """Process all but the ``keep`` latest-starting activities of a device, in start order (the list
+        is nearly sorted already, which Python's sort handles in about linear time)."""
+        buf.sort(key=_start)
+        process = self._process
+        for rec, step in buf[:len(buf) - keep]:
+            process(rec, step)
+        del buf[:len(buf) - keep]
 
     # -- ordered per device ---------------------------------------------------------------------
     def _process(self, rec: tuple, step) -> None:
         ts, dur, name, cat, device, _ = rec
+        end = ts + dur
         st = self.dev.get(device)
         if st is None:
             st = self.dev[device] = [ts, None, ts, ts]   # busy_until, last_step, first_ts, last_ts
         if ts < st[3]:
             self.out_of_order += 1
-        st[3] = max(st[3], ts)
+        else:
+            st[3] = ts
         gap = ts - st[0]
+        s = None if step is None else self.by_step[step]
         if gap > 0:
-            if step is not None and step == st[1]:
+            if s is not None and step == st[1]:
                 self.idle["in_steps"] += gap
-                self.by_step[step]["idle_in"] += gap
-            elif step is not None and st[1] is not None:
+                s.idle_in += gap
+            elif s is not None and st[1] is not None:
                 self.idle["between_steps"] += gap
-                if self.by_step[step]["gap_before"] is None:
-                    self.by_step[step]["gap_before"] = gap
+                if s.gap_before is None:
+                    s.gap_before = gap
             else:
                 self.idle["outside_steps"] += gap
-        st[0], st[1] = max(st[0], ts + dur), step
-        if step is not None:
-            s = self.by_step[step]
-            s["first"], s["last"] = min(s["first"], ts), max(s["last"], ts + dur)
+        if end > st[0]:
+            st[0] = end
+        st[1] = step
+        if s is not None:
+            if ts < s.first:
+                s.first = ts
+            if end > s.last:
+                s.last = end
         for r, category in self.layer[device].feed(rec, step, classify_activity(cat, name)):
-            self._account(r, category, step)
+            self._account(r, category, s)
 
-    def _account(self, rec: tuple, category: str, step) -> None:
-        dur, name = rec[1], rec[2]
+    def _account(self, rec: tuple, category: str, s) -> None:
+        dur = rec[1]
         c = self.cats[category]
         c[0] += 1
         c[1] += dur
         if rec[3] == "kernel":
             self.kernel_only_us += dur
-        if step is not None:
-            s = self.by_step[step]
-            s["kernels"] += 1
-            s["time"] += dur
-            s["cats"][category] += dur
-        n = self.names.get(name)
+        if s is not None:
+            s.kernels += 1
+            s.time += dur
+            s.cats[category] += dur
+        key = (rec[2], category)
+        n = self.names.get(key)
         if n is None:
-            n = self.names[name] = [0, 0.0, defaultdict(float)]
-        n[0] += 1
-        n[1] += dur
-        n[2][category] += dur
+            self.names[key] = [1, dur]
+        else:
+            n[0] += 1
+            n[1] += dur
 
     def finish(self) -> None:
         for recs in list(self.waiting.values()):
             self._release(recs, None)
         self.waiting.clear()
-        for heap in self.heaps.values():
-            while heap:
-                self._process(*heapq.heappop(heap)[2:])
+        for buf in self.buffers.values():
+            self._drain(buf, 0)
         for device, seq in self.layer.items():
             for r, category in seq.flush():
-                self._account(r, category, seq.step)
+                self._account(r, category, None if seq.step is None else self.by_step[seq.step])
 
 
 def _cat_table(times: dict, total: float, counts: dict | None = None) -> dict:
@@ -199,8 +234,19 @@ def analyze(path: str | Path, top: int = 20) -> dict:
     gc_was_on = gc.isenabled()
     gc.disable()                      # millions of short-lived tuples, no cycles: collection is wasted time
     try:
-        for e in reader:
-            an.feed(e)
+        gpu, runtime, annotation = an.gpu, an.runtime, an.annotation
+        n = 0
+        for block in reader.blocks():
+            n += len(block)
+            for e in block:
+                cat = e.cat
+                if cat in GPU_CATS:
+                    gpu(e)
+                elif cat in RUNTIME_CATS:
+                    runtime(e)
+                elif cat in ANNOTATION_CATS:
+                    annotation(e)
+        an.counts["events"] += n
         an.finish()
     finally:
         if gc_was_on:
@@ -218,19 +264,19 @@ def build_result(an: Analyzer, path, reader, top: int) -> dict:
     for key in sorted(set(marks) | {k for k in an.by_step if k is not None},
                       key=lambda k: marks.get(k, {}).get("cpu_start", math.inf)):
         d = marks.get(key, {"step": key[2], "annotation": "", "cpu_start": t0, "cpu_dur": 0.0, "phase": "unknown"})
-        s = an.by_step.get(key) or _new_step()
-        span = s["last"] - s["first"] if s["kernels"] else 0.0
+        s = an.by_step.get(key) or StepAcc()
+        span = s.last - s.first if s.kernels else 0.0
         row = {"step": d["step"], "phase": d["phase"], "annotation": d["annotation"],
                "cpu_start_ms": round((d["cpu_start"] - t0) / 1e3, 4), "cpu_dur_us": round(d["cpu_dur"], 3),
-               "gpu_start_ms": round((s["first"] - g0) / 1e3, 4) if s["kernels"] else None,
-               "gpu_span_us": round(span, 3), "gpu_busy_us": round(span - s["idle_in"], 3),
-               "idle_in_step_us": round(s["idle_in"], 3),
-               "gap_before_us": None if s["gap_before"] is None else round(s["gap_before"], 3),
-               "kernels": s["kernels"], "kernel_time_us": round(s["time"], 3),
-               "launch_api_us": round(s["launch_api_us"], 3),
-               "categories": {c: round(t, 3) for c, t in sorted(s["cats"].items(), key=lambda x: -x[1])}}
+               "gpu_start_ms": round((s.first - g0) / 1e3, 4) if s.kernels else None,
+               "gpu_span_us": round(span, 3), "gpu_busy_us": round(span - s.idle_in, 3),
+               "idle_in_step_us": round(s.idle_in, 3),
+               "gap_before_us": None if s.gap_before is None else round(s.gap_before, 3),
+               "kernels": s.kernels, "kernel_time_us": round(s.time, 3),
+               "launch_api_us": round(s.launch_api_us, 3),
+               "categories": {c: round(t, 3) for c, t in sorted(s.cats.items(), key=lambda x: -x[1])}}
         steps.append(row)
-        for c, t in s["cats"].items():
+        for c, t in s.cats.items():
             phase_times[d["phase"]][c] += t
         phase_steps[d["phase"]].append(row)
     unattributed = {c: v[1] for c, v in an.cats.items()}
@@ -254,10 +300,18 @@ def build_result(an: Analyzer, path, reader, top: int) -> dict:
                       "mean_gap_before_us": round(sum(r["gap_before_us"] or 0.0 for r in rows) / n, 3)}
     window = sum(s[0] - s[2] for s in an.dev.values())
     idle_total = sum(an.idle.values())
-    names = sorted(an.names.items(), key=lambda kv: -kv[1][1])[:top]
+    per_name: dict = {}
+    for (name, cat), (count, t) in an.names.items():
+        v = per_name.setdefault(name, [0, 0.0, {}])
+        v[0] += count
+        v[1] += t
+        v[2][cat] = t
+    names = sorted(per_name.items(), key=lambda kv: -kv[1][1])[:top]
     top_kernels = [{"name": n, "category": max(v[2].items(), key=lambda x: x[1])[0], "count": v[0],
                     "time_us": round(v[1], 3), "mean_us": round(v[1] / v[0], 3),
-                    "share": round(v[1] / gpu_total, 6) if gpu_total else 0.0} for n, v in names]
+                    "share": round(v[1] / gpu_total, 6) if gpu_total else 0.0,
+                    "categories": {c: round(t, 3) for c, t in sorted(v[2].items(), key=lambda x: -x[1])}}
+                   for n, v in names]
     result = {
         "rules_version": RULES_VERSION,
         "trace": {"file": Path(path).name, "bytes": Path(path).stat().st_size, "parser": reader.parser,

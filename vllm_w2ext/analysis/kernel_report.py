@@ -103,10 +103,11 @@ def to_text(result: dict) -> str:
         lat = (f"  launch->GPU start p50 {h['p50_us']:.1f} p90 {h['p90_us']:.1f} max {h['max_us']:.1f} us"
                if h.get("count") else "")
         lines.append(f"  {api:<26}{v['count']:>8} calls {v['cpu_time_us'] / 1e3:9.3f} ms (mean {v['mean_us']:.1f} us){lat}")
-    lines += ["", f"Top {len(result['top_kernels'])} kernels", f"{'ms':>10}{'%':>7}{'count':>8}  {'category':<13} name"]
+    lines += ["", f"Top {len(result['top_kernels'])} kernels", f"{'ms':>10}{'%':>7}{'count':>8}  {'category (most time first)':<28} name"]
     for k in result["top_kernels"]:
         name = k["name"] if len(k["name"]) <= 90 else k["name"][:87] + "..."
-        lines.append(f"{_ms(k['time_us'])}{100 * k['share']:7.1f}{k['count']:>8}  {k['category']:<13} {name}")
+        cats = "/".join(list(k.get("categories") or [k["category"]])[:2])
+        lines.append(f"{_ms(k['time_us'])}{100 * k['share']:7.1f}{k['count']:>8}  {cats:<28} {name}")
     o = result["ordering"]
     if o["reordered_beyond_window"] or o["activities_without_launch"]:
         lines += ["", f"ordering: {o['reordered_beyond_window']} activities out of start order beyond the window, "

@@ -1,15 +1,15 @@
 """Stream the events of a Kineto / Chrome JSON trace (plain, .gz or .xz) in bounded memory.
 
 How: the file is read in CHUNK-byte blocks; each block of the ``traceEvents`` array is cut after its last
-complete event and decoded by msgspec into typed ``Event`` structs (fields the analyzer needs; ``args`` left
-as raw JSON and decoded only for GPU activities and CUDA calls). A cut is taken at a ``}`` followed by a
-comma and accepted
-only if ``[`` + text + ``]`` decodes: a cut inside a string or a nested object cannot decode, so every
-accepted block is a run of whole events. Memory: one block plus its decoded events.
+complete event and decoded by msgspec into typed ``Event`` structs (the fields the analyzer needs; of
+``args`` only the three ids it reads; msgspec skips every other field in C). A cut is taken at a ``}``
+followed by a comma and accepted only if ``[`` + text + ``]`` decodes: a cut inside a string or a nested
+object cannot decode, so every accepted block is a run of whole events. Memory: one block plus its
+decoded events.
 
 Why not ijson alone: measured on the real H100 trace (56 MB, 160k events, this 2-core CPU, idle):
-ijson ``items`` (yajl2_c) 0.65 s, ``json.loads`` 2.0 s, msgspec untyped 0.8 s, msgspec typed with raw
-``args`` 0.14 s (benchmarks/analyze_vs_hta.py re-measures this).
+ijson ``items`` (yajl2_c) 0.65 s, ``json.loads`` 2.0 s, msgspec untyped 0.8 s, msgspec typed 0.14 s
+(benchmarks/analyze_vs_hta.py re-measures this: ``parser`` in benchmarks/results/cpu/analyze_vs_hta.json).
 Compression is detected from the file's first bytes, not its name. A file cut short (a killed profiler)
 yields its complete events and sets ``truncated``.
 """
@@ -32,6 +32,15 @@ class TraceError(ValueError):
     """The trace file cannot be read as a Kineto/Chrome JSON trace."""
 
 
+class Args(msgspec.Struct, gc=False):
+    correlation: Union[int, None] = None
+    device: Union[int, None] = None
+    stream: Union[int, None] = None
+
+
+NO_ARGS = Args()
+
+
 class Event(msgspec.Struct, gc=False):
     ph: str = ""
     cat: str = ""
@@ -40,24 +49,10 @@ class Event(msgspec.Struct, gc=False):
     dur: float = 0.0
     pid: Union[int, str, None] = None
     tid: Union[int, str, None] = None
-    args: msgspec.Raw = msgspec.Raw(b"null")
-
-
-class Args(msgspec.Struct, gc=False):
-    correlation: Union[int, None] = None
-    device: Union[int, None] = None
-    stream: Union[int, None] = None
+    args: Union[Args, None] = None
 
 
 _events = msgspec.json.Decoder(list[Event])
-_args = msgspec.json.Decoder(Args)
-
-
-def decode_args(e: Event) -> Args:
-    try:
-        return _args.decode(e.args)
-    except (msgspec.DecodeError, TypeError):
-        return Args()
 
 
 def open_trace(path: str | Path) -> IO[bytes]:
@@ -79,11 +74,15 @@ def _loose(block: bytes) -> list[Event]:
     for d in msgspec.json.decode(block):
         if isinstance(d, dict):
             try:
-                out.append(msgspec.convert({k: d[k] for k in Event.__struct_fields__ if k in d and k != "args"},
-                                           Event, strict=False))
-                out[-1].args = msgspec.Raw(msgspec.json.encode(d.get("args")))
+                e = msgspec.convert({k: d[k] for k in Event.__struct_fields__ if k in d and k != "args"},
+                                    Event, strict=False)
             except msgspec.ValidationError:
                 continue
+            try:
+                e.args = msgspec.convert(d.get("args"), Args, strict=False)
+            except msgspec.ValidationError:
+                pass
+            out.append(e)
     return out
 
 
@@ -126,6 +125,11 @@ class TraceReader:
         self.parser = f"msgspec {msgspec.__version__}, {CHUNK >> 20} MB blocks"
 
     def __iter__(self) -> Iterator[Event]:
+        for block in self.blocks():
+            yield from block
+
+    def blocks(self) -> Iterator[list[Event]]:
+        """The events in runs of whole events (one per CHUNK of the file): the fast way to iterate."""
         with open_trace(self.path) as f:
             try:
                 yield from self._blocks(f)
@@ -133,7 +137,7 @@ class TraceReader:
                 self.truncated = True
                 self.parser += f" (compressed stream ended early: {e})"
 
-    def _blocks(self, f: IO[bytes]) -> Iterator[Event]:
+    def _blocks(self, f: IO[bytes]) -> Iterator[list[Event]]:
         buf = f.read(CHUNK)
         m = _ARRAY_START.search(buf)
         while m is None:
@@ -164,14 +168,14 @@ class TraceReader:
                     break
                 events = _decode_block(buf[:cut + 1])
                 if events is not None:
-                    yield from events
+                    yield events
                     buf = buf[comma + 1:]
                     break
                 end, tries = cut, tries + 1
             if len(buf) > MAX_BLOCK:
                 raise TraceError(f"{self.path}: no event boundary in {MAX_BLOCK >> 20} MB of traceEvents")
 
-    def _tail(self, buf: bytes) -> Iterator[Event]:
+    def _tail(self, buf: bytes) -> Iterator[list[Event]]:
         end = len(buf)
         for _ in range(64):
             end = buf.rfind(b"]", 0, end)
@@ -180,7 +184,7 @@ class TraceReader:
             body = buf[:end].strip()
             events = _decode_block(body) if body else []
             if events is not None:
-                yield from events
+                yield events
                 return
         # no closing bracket that decodes: a file cut short; keep its complete events
         self.truncated = True
@@ -191,7 +195,7 @@ class TraceReader:
                 return
             events = _decode_block(buf[:cut + 1])
             if events is not None:
-                yield from events
+                yield events
                 return
             end = cut
 
