@@ -34,11 +34,16 @@ def _value(v):
 
 
 class OTLPReceiver:
-    def __init__(self):
+    """``delay_s``: answer every export only after that many seconds (a slow collector)."""
+
+    def __init__(self, delay_s: float = 0.0):
         self.requests: list[tuple[str, pb.ExportTraceServiceRequest]] = []
         self.lock = threading.Lock()
+        self.delay_s = delay_s
 
     def _add(self, transport, req):
+        if self.delay_s:
+            time.sleep(self.delay_s)
         with self.lock:
             self.requests.append((transport, req))
 
@@ -80,7 +85,7 @@ class OTLPReceiver:
                 rx._add("grpc", request)
                 return pb.ExportTraceServiceResponse()
 
-        self.grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         pb_grpc.add_TraceServiceServicer_to_server(Svc(), self.grpc_server)
         self.grpc_port = self.grpc_server.add_insecure_port(f"{host}:0")
         self.grpc_server.start()

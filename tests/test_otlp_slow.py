@@ -1,0 +1,173 @@
+"""A slow collector: the OTLP receiver answers every export, but only after SLOW_S seconds, for the
+whole of a served benchmark. Compared in the same test with the same benchmark on a server that has
+the plugin on but no span exporter (metrics endpoint on in both, so only the exporter differs); both
+servers run side by side and the benchmarks alternate (none, slow, none, slow):
+
+- no request fails;
+- throughput stays within noise of the no-export server: the mean of two runs is at least
+  (1 - tolerance) x the no-export mean, tolerance = max(TOLERANCE, 2 x the spread of the two no-export
+  runs) - this 2-core machine is shared with other jobs, so run-to-run noise is large;
+- memory stays bounded: the server tree's RSS, sampled every 0.5 s, peaks at most RSS_MARGIN_MIB above
+  the no-export server's peak, and does not grow from the end of the first slow run to the end of the
+  second by more than GROWTH_MIB (the span queue is bounded at VLLM_W2EXT_QUEUE_SIZE=1024);
+- what does not fit is dropped and counted in vllm_w2ext_spans_dropped_total, while the slow
+  collector still receives spans (slow, not dead), and nothing is logged per span or per batch.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import threading
+import time
+import urllib.request
+
+import psutil
+import pytest
+from conftest import ROOT, clean_env
+from support.prometheus import metric_sum
+from support.vllm_server import CLI, free_port, vllm_serve
+
+from vllm_w2ext.receiver import OTLPReceiver
+
+SLOW_S = 3.0              # each export RPC takes this long (the exporter's timeout is 10 s: no errors)
+PROMPTS = 1000          # > 2 x the queue bound of front-end spans per run: the queue overflows
+TOLERANCE = 0.15
+RSS_MARGIN_MIB = 256      # the slow server loads gRPC + the OTLP exporter in 3 processes; the baseline does not
+GROWTH_MIB = 64
+
+
+class RssSampler:
+    """RSS of a process and all its children, every 0.5 s, in a thread."""
+
+    def __init__(self, pid: int):
+        self.pid, self.samples, self._stop = pid, [], threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def now(self) -> float:
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root] + root.children(recursive=True)
+        except psutil.Error:
+            return 0.0
+        total = 0
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total / 2**20
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.samples.append(self.now())
+            self._stop.wait(0.5)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._t.join()
+        return max(self.samples)
+
+
+def bench(port: int, model, out_dir, name: str) -> dict:
+    p = subprocess.run(CLI + ["bench", "serve", "--backend", "vllm", "--model", "tiny", "--tokenizer", str(model),
+                              "--port", str(port), "--dataset-name", "random", "--random-input-len", "32",
+                              "--random-output-len", "16", "--num-prompts", str(PROMPTS), "--request-rate", "inf",
+                              "--ignore-eos", "--save-result", "--result-dir", str(out_dir),
+                              "--result-filename", name],
+                       env=clean_env(), capture_output=True, text=True, timeout=600, cwd=str(ROOT))
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads((out_dir / name).read_text())
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+def plugin_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines()
+            if "vllm_w2ext" in line or any(k in line for k in ("Transient error", "Failed to export",
+                                                                 "Queue full", "Exception while exporting"))]
+
+
+def server_pid(port: int) -> int:
+    return next(p.pid for p in psutil.process_iter(["cmdline"])
+                if p.info["cmdline"] and "serve" in p.info["cmdline"] and "bench" not in p.info["cmdline"]
+                and str(port) in p.info["cmdline"])
+
+
+@pytest.fixture(scope="module")
+def slow_vs_none(tiny_model, tmp_path_factory):
+    """Both servers up at once, benchmarks interleaved (none, slow, none, slow) so that the load of
+    other jobs on the machine hits both alike; RSS of each server tree sampled all along."""
+    tmp = tmp_path_factory.mktemp("otlp-slow")
+    rx = OTLPReceiver(delay_s=SLOW_S).start()
+    mports = {"none": free_port(), "slow": free_port()}
+    envs = {"none": clean_env(VLLM_W2EXT="1", VLLM_W2EXT_METRICS_PORT=str(mports["none"])),
+            "slow": clean_env(VLLM_W2EXT="1", VLLM_W2EXT_METRICS_PORT=str(mports["slow"]),
+                              VLLM_W2EXT_QUEUE_SIZE="1024", **rx.env("grpc"))}
+    out = {k: {"runs": [], "settled_rss_mib": []} for k in envs}
+    try:
+        with contextlib.ExitStack() as stack:
+            ports = {k: stack.enter_context(vllm_serve(tiny_model, env, tmp / f"{k}.log", ROOT))
+                     for k, env in envs.items()}
+            samplers = {k: RssSampler(server_pid(port)) for k, port in ports.items()}
+            for i in range(2):
+                for k in ("none", "slow"):
+                    out[k]["runs"].append(bench(ports[k], tiny_model, tmp, f"{k}{i}.json"))
+                    out[k]["settled_rss_mib"].append(samplers[k].now())
+            for k in envs:
+                out[k]["metrics"] = scrape(mports[k])
+                out[k]["peak_rss_mib"] = samplers[k].stop()
+        out["slow"]["received"] = len(rx.spans())
+    finally:
+        rx.stop()
+    for k in envs:
+        out[k]["log"] = (tmp / f"{k}.log").read_text()
+    base, slow = out["none"], out["slow"]
+    thr = {k: [r["request_throughput"] for r in v["runs"]] for k, v in (("none", base), ("slow", slow))}
+    mean = {k: sum(v) / len(v) for k, v in thr.items()}
+    spread = (max(thr["none"]) - min(thr["none"])) / mean["none"]
+    summary = {"request_throughput": thr, "mean": mean, "no_export_spread": spread,
+               "tolerance": max(TOLERANCE, 2 * spread), "ratio": mean["slow"] / mean["none"],
+               "peak_rss_mib": {"none": base["peak_rss_mib"], "slow": slow["peak_rss_mib"]},
+               "settled_rss_mib": {"none": base["settled_rss_mib"], "slow": slow["settled_rss_mib"]},
+               "dropped": metric_sum(slow["metrics"], "vllm_w2ext_spans_dropped_total"),
+               "recorded": metric_sum(slow["metrics"], "vllm_w2ext_spans_recorded_total"),
+               "export_errors": metric_sum(slow["metrics"], "vllm_w2ext_export_errors_total"),
+               "received_by_slow_collector": slow["received"], "log_lines": plugin_lines(slow["log"])}
+    (tmp / "summary.json").write_text(json.dumps(summary, indent=1))
+    print("slow collector vs no export:", json.dumps(summary))
+    return base, slow, summary
+
+
+def test_no_request_fails(slow_vs_none):
+    base, slow, _ = slow_vs_none
+    for r in base["runs"] + slow["runs"]:
+        assert r["completed"] == PROMPTS and r["failed"] == 0
+
+
+def test_throughput_within_noise_of_no_export(slow_vs_none):
+    _, _, s = slow_vs_none
+    assert s["ratio"] >= 1 - s["tolerance"], s
+
+
+def test_memory_bounded(slow_vs_none):
+    _, _, s = slow_vs_none
+    assert s["peak_rss_mib"]["slow"] <= s["peak_rss_mib"]["none"] + RSS_MARGIN_MIB, s
+    first, second = s["settled_rss_mib"]["slow"]
+    assert second - first <= GROWTH_MIB, s
+
+
+def test_slow_not_dead_and_drops_counted(slow_vs_none):
+    _, _, s = slow_vs_none
+    assert s["received_by_slow_collector"] > 0                 # exports do get through, slowly
+    assert s["dropped"] > 0                                    # the bounded queue overflowed ...
+    assert s["export_errors"] == 0                             # ... but no export failed
+
+
+def test_no_line_per_span(slow_vs_none):
+    _, slow, _ = slow_vs_none
+    assert len(plugin_lines(slow["log"])) <= 3, plugin_lines(slow["log"])[:10]       # at most one per process
