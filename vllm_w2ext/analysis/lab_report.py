@@ -18,15 +18,6 @@ REFERENCE = Path(__file__).resolve().parents[2] / "benchmarks" / "lab_data" / "l
 FLAG_PCT = 10.0
 
 
-def _pick(runs: dict, prefix: str) -> dict | None:
-    """The stock run if there is one (the lab measured stock vLLM), else the plugin run."""
-    for mode in ("stock", "plugin"):
-        r = runs.get(f"{prefix}_{mode}")
-        if r and r["status"] == "ok":
-            return r
-    return None
-
-
 def category_shares(bd: dict) -> dict[str, float]:
     """Category -> share of kernel time, from ``analyze`` JSON (``categories`` as a dict or a list)."""
     cats = bd.get("categories") or {}

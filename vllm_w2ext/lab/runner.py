@@ -85,7 +85,7 @@ class Lab:
     def write_raw(self, run, session: Session, result: dict, extra: dict) -> None:
         doc = {"experiment": run.experiment, "run": run.name, "session": session.name, "mode": run.mode,
                "target": self.target.name, "size": self.lab_args.get("size"), "params": run.params,
-               "status": result.pop("status", "ok"), "result": result, **extra}
+               "status": "ok", "result": result, **extra}
         tmp = self.raw(run.name).with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=1, default=str))
         os.replace(tmp, self.raw(run.name))
