@@ -71,8 +71,8 @@ def edit(text: str, edits: list[tuple[str, str]], name: str) -> str:
     return text
 
 
-def make(src: Path, version: str) -> Path:
-    out = HERE / f"vllm-{version}-step-observers.patch"
+def make(src: Path, version: str, out_dir: Path = HERE) -> Path:
+    out = out_dir / f"vllm-{version}-step-observers.patch"
     with tempfile.TemporaryDirectory() as tmp:
         a, b = Path(tmp, "a"), Path(tmp, "b")
         for rel, edits in EDITS.items():

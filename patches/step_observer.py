@@ -7,20 +7,21 @@ batch, executes the model, samples and processes the output. A step observer
 is called when such a *point* starts and when it ends, in the process where
 it runs (EngineCore or worker), so no tool has to patch vLLM's methods.
 
-========================================  ==========  ===============================
-point                                     process     ``args`` / ``result``
-========================================  ==========  ===============================
-``engine_core.step``                      EngineCore  ``()`` / ``(outputs, executed)``
-``engine_core.step_with_batch_queue``     EngineCore  ``()`` / ``(outputs|None, executed)``
-``scheduler.schedule``                    EngineCore  ``(throttle_prefills,)`` / ``SchedulerOutput``
-``scheduler.update_from_output``          EngineCore  ``(scheduler_output, model_runner_output)``
-                                                      / ``dict[int, EngineCoreOutputs]``
-``scheduler.free_request``                EngineCore  ``(request, ...)`` / freed block info
-``executor.execute_model``                EngineCore  ``(scheduler_output, ...)`` / output or Future
-``executor.sample_tokens``                EngineCore  ``(grammar_output, ...)`` / output or Future
-``worker.execute_model``                  worker      ``(scheduler_output,)`` / ``ModelRunnerOutput|None``
-``worker.sample_tokens``                  worker      ``(grammar_output,)`` / ``ModelRunnerOutput``
-========================================  ==========  ===============================
+Points, with the ``args`` and ``result`` of their method:
+
+- ``engine_core.step``, ``engine_core.step_with_batch_queue`` (EngineCore):
+  ``()`` -> ``(outputs, model_executed)``.
+- ``scheduler.schedule`` (EngineCore): ``(throttle_prefills,)`` ->
+  ``SchedulerOutput``.
+- ``scheduler.update_from_output`` (EngineCore):
+  ``(scheduler_output, model_runner_output)`` -> ``EngineCoreOutputs`` by client.
+- ``scheduler.free_request`` (EngineCore): ``(request, ...)``; a request finished.
+- ``executor.execute_model``, ``executor.sample_tokens`` (EngineCore):
+  ``(scheduler_output, ...)`` / ``(grammar_output, ...)`` -> the output, or its
+  Future with ``non_block=True``.
+- ``worker.execute_model``, ``worker.sample_tokens`` (worker process; the
+  EngineCore process with ``UniProcExecutor``): ``(scheduler_output,)`` /
+  ``(grammar_output,)`` -> ``ModelRunnerOutput`` or ``None``.
 
 ``obj`` is the instance the method runs on (EngineCore, Scheduler, Executor,
 Worker); ``kwargs`` are passed as the caller gave them. With ``non_block``
@@ -35,8 +36,8 @@ or zero-argument factory returning an observer. Entry points are loaded once
 per process right after the general plugins (``VLLM_PLUGINS`` applies).
 
 When no observer is registered, an observed method costs one global check
-more than before. An exception raised by an observer is logged once and
-never reaches the engine.
+and one function call more than before (about 0.1 us). An exception raised
+by an observer is logged once and never reaches the engine.
 """
 
 import functools

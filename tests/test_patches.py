@@ -94,6 +94,18 @@ def test_patch_applies_to_real_source(version, tmp_path):
         assert any(f'@observe_step("{point}")' in (tmp_path / rel).read_text() for rel in touched(patch))
 
 
+def test_committed_patches_are_generated(tmp_path):
+    """The patches are what make_patches.py makes from the real sources and patches/step_observer.py."""
+    sys.path.insert(0, str(PATCHES))
+    try:
+        import make_patches
+    finally:
+        sys.path.remove(str(PATCHES))
+    for version in ("0.32.0", "0.26.0"):
+        src = INSTALLED if version == "0.32.0" else fetch_source(version)
+        assert make_patches.make(src, version, tmp_path).read_text() == patch_file(version).read_text(), version
+
+
 @pytest.fixture(scope="module")
 def patched_site(tmp_path_factory) -> Path:
     return patched_copy(tmp_path_factory.mktemp("patched-vllm"), INSTALLED, patch_file("0.32.0"))
@@ -199,3 +211,54 @@ def test_native_path_metrics_match(native_run, wrapt_run):
     phases = {dict(labels).get("phase") for name, labels in a if name.startswith("vllm_w2ext_phase_duration")}
     assert {"step", "schedule", "execute_model", "sample_tokens", "update_from_output", "forward"} <= phases
     assert a == b, (a ^ b)
+
+
+FAULTS = r"""
+import json, logging
+logging.disable(logging.CRITICAL)
+from vllm.v1 import step_observer as so
+from vllm_w2ext.hooks.base import Hook
+from vllm_w2ext.hooks.native import HookObserver
+seen = []
+def boom(obj, args, kwargs):
+    raise RuntimeError("boom")
+bad = Hook("engine.schedule", "m", "Scheduler.schedule", boom, lambda s, r, e: seen.append("bad post"))
+good = Hook("engine.update_from_output", "m", "Scheduler.update_from_output", lambda o, a, k: a,
+            lambda s, r, e: seen.append([list(s), r, repr(e)]))
+so.register_step_observer(HookObserver([bad, good]))
+class Broken(so.StepObserver):
+    def on_start(self, point, obj, args, kwargs):
+        raise ValueError("observer bug")
+so.register_step_observer(Broken())
+class Scheduler:
+    @so.observe_step("scheduler.schedule")
+    def schedule(self, x):
+        return x + 1
+    @so.observe_step("scheduler.update_from_output")
+    def update_from_output(self, a, b):
+        if a == "fail":
+            raise KeyError(b)
+        return "out"
+s = Scheduler()
+res = [s.schedule(1), s.schedule(2), s.update_from_output("so", "mro")]
+try:
+    s.update_from_output("fail", "x")
+except KeyError as e:
+    res.append("raised " + repr(e))
+print(json.dumps({"results": res, "seen": seen, "bad_active": bad.active, "bad_errors": bad.errors,
+                  "good_active": good.active}))
+"""
+
+
+def test_native_faults_stay_inside(patched_site):
+    """Through vLLM's real (patched) dispatch: a hook whose pre raises disables itself once, like on
+    the wrapt path; an observer that raises is contained by vLLM; the method's own errors still reach
+    the caller and the hook's post."""
+    p = subprocess.run([sys.executable, "-c", FAULTS], env=clean_env(PYTHONPATH=str(patched_site)),
+                       capture_output=True, text=True, timeout=300, cwd=str(ROOT))
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["results"] == [2, 3, "out", "raised KeyError('x')"]
+    assert out["bad_active"] is False and out["bad_errors"] == 1
+    assert out["seen"] == [[["so", "mro"], "out", "None"], [["fail", "x"], None, "KeyError('x')"]]
+    assert out["good_active"] is True

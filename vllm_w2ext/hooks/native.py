@@ -51,54 +51,58 @@ def hook_path() -> str:
     return NATIVE_PATH if available() else WRAPT_PATH
 
 
+class _Entry:
+    """One hook as the observer runs it: its pre (or the injected fault), post and a call count."""
+    __slots__ = ("hook", "pre", "post", "calls")
+
+    def __init__(self, hook: Hook, fault: str):
+        injected = bool(fault) and (fault == "all" or hook.name in fault.split(","))
+        self.hook, self.post, self.calls = hook, hook.post, 0
+        self.pre = _with_fault(hook) if injected else hook.pre
+
+
 class HookObserver:
     """A ``vllm.v1.step_observer.StepObserver`` that runs hook-table functions at vLLM's points."""
 
     def __init__(self, hooks: list[Hook], fault: str = ""):
-        self.by_point: dict[str, list[Hook]] = {}
-        self.pre = {}
+        self.by_point: dict[str, list[_Entry]] = {}
         for h in hooks:
-            self.by_point.setdefault(POINTS[h.name], []).append(h)
-            injected = fault == "all" or h.name in fault.split(",")
-            self.pre[h.name] = _with_fault(h) if fault and injected else h.pre
-        self.by_type: dict[tuple[str, type], Hook | None] = {}
-        self.calls = dict.fromkeys(self.pre, 0)
+            self.by_point.setdefault(POINTS[h.name], []).append(_Entry(h, fault))
+        self.single = {p: e[0] for p, e in self.by_point.items() if len(e) == 1}
+        self.by_type: dict[tuple[str, type], _Entry | None] = {}
 
-    def _hook(self, point: str, obj) -> Hook | None:
-        hooks = self.by_point.get(point)
-        if not hooks or len(hooks) == 1:
-            return hooks[0] if hooks else None
+    def _pick(self, point: str, obj) -> _Entry | None:
         key = (point, type(obj))            # executors: one hook per class, chosen by the MRO
         if key not in self.by_type:
             names = {k.__name__ for k in type(obj).__mro__}
-            self.by_type[key] = next((h for h in hooks if h.cls_name in names), None)
+            self.by_type[key] = next((e for e in self.by_point.get(point, ()) if e.hook.cls_name in names), None)
         return self.by_type[key]
 
     def on_start(self, point, obj, args, kwargs):
-        hook = self._hook(point, obj)
-        if hook is None or not hook.active:
+        e = self.single.get(point) or self._pick(point, obj)
+        if e is None or not e.hook.active:
             return None
-        n = self.calls[hook.name] = self.calls[hook.name] + 1
-        timed = n % selfcost.SAMPLE_EVERY == 0
+        e.calls += 1
+        timed = not e.calls % selfcost.SAMPLE_EVERY        # time our own cost on one call in SAMPLE_EVERY
         t0 = time.perf_counter_ns() if timed else 0
         try:
-            state = self.pre[hook.name](obj, args, kwargs)
-        except Exception as e:
-            hook.fail(e)
+            state = e.pre(obj, args, kwargs)
+        except Exception as err:
+            e.hook.fail(err)
             return None
         if timed:
             selfcost.hook_self_ns[0] += (time.perf_counter_ns() - t0) * selfcost.SAMPLE_EVERY
-        return (hook, state, timed) if hook.post is not None else None
+        return (e, state, timed) if e.post is not None else None
 
     def on_end(self, point, token, result, error):
         if token is None:
             return
-        hook, state, timed = token
+        e, state, timed = token
         t0 = time.perf_counter_ns() if timed else 0
         try:
-            hook.post(state, result, error)
-        except Exception as e:
-            hook.fail(e)
+            e.post(state, result, error)
+        except Exception as err:
+            e.hook.fail(err)
         if timed:
             selfcost.hook_self_ns[0] += (time.perf_counter_ns() - t0) * selfcost.SAMPLE_EVERY
 
