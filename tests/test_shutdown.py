@@ -1,0 +1,115 @@
+"""Engine shutdown with the OTLP collector black-holed (accepts TCP, never answers), so that an
+unbounded flush would hang: every export attempt waits the exporter's 10 s timeout, and hundreds of
+spans (several batches) are queued when the stop comes.
+
+Three ways a served vLLM stops, each timed from the event to the moment every process of the server
+tree has exited:
+- normal: SIGTERM to `vllm serve` (what a service manager or Kubernetes sends);
+- Ctrl-C: SIGINT to the whole process group, as a terminal delivers it;
+- engine dead: SIGKILL to the EngineCore while serving; vLLM's watchdog (5 s period) stops the API server.
+
+The bound is EXIT_BOUND_S with VLLM_W2EXT_SHUTDOWN_TIMEOUT_S=2: each process flushes at most twice
+(shutdown hook, then at exit) for at most the timeout each, plus vLLM's own teardown. The EngineCore
+and worker metric snapshots written when they flush at shutdown show that several export batches
+were queued (each would wait 10 s unbounded)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+
+import psutil
+import pytest
+from conftest import ROOT, clean_env
+from support.prometheus import metric_sum
+from support.vllm_server import CLI, free_port, wait_http
+from test_otlp_outage import BlackHole
+
+SHUTDOWN_TIMEOUT_S = 2
+EXIT_BOUND_S = 30
+REQUESTS = 48
+BATCH = 128               # spans per OTLP export (telemetry/otlp.py)
+
+
+def send_requests(port: int, n: int) -> list[int]:
+    """n completions, 4 at a time; returns the HTTP status of each."""
+    from concurrent.futures import ThreadPoolExecutor
+    body = b'{"model": "tiny", "prompt": "t11 t12 t13 t14", "max_tokens": 16, "ignore_eos": true}'
+
+    def one(_):
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status
+    with ThreadPoolExecutor(4) as ex:
+        return list(ex.map(one, range(n)))
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root] + root.children(recursive=True)
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Waits until all have exited; returns those still alive after ``timeout``."""
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return alive
+
+
+@pytest.fixture(scope="module")
+def hole():
+    h = BlackHole()
+    yield h
+    h.close()
+
+
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c", "engine-dead"])
+def test_exit_is_bounded_with_collector_black_holed(how, tiny_model, hole, tmp_path):
+    mdir = tmp_path / "metrics"
+    mdir.mkdir()
+    env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_TIMEOUT_S),
+                    VLLM_W2EXT_METRICS_DIR=str(mdir),
+                    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{hole.port}",
+                    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_TRACES_INSECURE="true")
+    port = free_port()
+    log = tmp_path / "server.log"
+    with open(log, "w") as lf:      # own session: Ctrl-C reaches the whole group, as from a terminal
+        proc = subprocess.Popen(CLI + ["serve", str(tiny_model), "--port", str(port), "--host", "127.0.0.1",
+                                       "--dtype", "float32", "--max-model-len", "512", "--enforce-eager",
+                                       "--served-model-name", "tiny"],
+                                env=env, stdout=lf, stderr=subprocess.STDOUT, cwd=str(ROOT),
+                                start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc)
+        assert send_requests(port, REQUESTS) == [200] * REQUESTS
+        procs = tree(proc.pid)
+        assert len(procs) >= 3                                   # API server, EngineCore, worker
+        t0 = time.monotonic()
+        if how == "sigterm":
+            proc.send_signal(signal.SIGTERM)
+        elif how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            engine = next(p for p in procs if "EngineCore" in " ".join(p.cmdline()))
+            engine.kill()
+        alive = wait_gone(procs, EXIT_BOUND_S)
+        exit_s = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = log.read_text()
+    print(f"{how}: server tree exited {exit_s:.1f} s after the event")
+    assert not alive, f"{how}: still running after {EXIT_BOUND_S}s: {[p.pid for p in alive]}\n{out[-3000:]}"
+    assert exit_s < EXIT_BOUND_S
+    assert "shutdown failed" not in out and "flush failed" not in out      # the plugin's own error lines
+    assert hole.conns, "the exporters never connected to the black hole"
+    if how != "engine-dead":
+        # the EngineCore and worker flushed at shutdown with several batches queued: without the bound,
+        # each batch would wait the exporter's 10 s timeout
+        snaps = [f.read_text() for f in mdir.glob("*.prom")]
+        assert len(snaps) >= 2, "EngineCore and worker write a metrics snapshot when they flush at shutdown"
+        recorded = sum(metric_sum(s, "vllm_w2ext_spans_recorded_total") for s in snaps)
+        assert recorded > 4 * BATCH, recorded
