@@ -10,7 +10,8 @@
    json whole-file decodes.
 3. For each size: our analyzer (``python -m vllm_w2ext.analysis.kernel_analyze --format json``) and HTA
    (``TraceAnalysis(trace_dir).get_gpu_kernel_breakdown(visualize=False)``), each in its own process:
-   wall time and peak RSS (``wait4`` rusage of that child). HTA runs under ``prlimit --as`` when
+   wall and CPU (user + sys) time and peak RSS, by GNU time, with the 1-minute load average before
+   (the machine is shared: CPU time is the fairer comparison when it is busy). HTA runs under ``prlimit --as`` when
    ``--hta-limit-gb`` is given (this 24 GiB machine is shared); a failure is recorded as such.
 4. Agreement: our total kernel time vs HTA's per-kernel sums of COMPUTATION + COMMUNICATION kernels
    (HTA_DISABLE_NS_ROUNDING=1: by default HTA rounds every event to whole microseconds, ceil(start) and
@@ -97,13 +98,16 @@ def build_trace(size_mb: int) -> Path:
 def run_child(cmd: list[str], env: dict | None = None) -> dict:
     """Run cmd under /usr/bin/time: wall time and the child's own peak RSS (GNU time's %M; measuring with
     wait4 from this process would count the fork of this parent, which holds the source trace)."""
+    load = os.getloadavg()[0]
     t = time.perf_counter()
-    p = subprocess.run(["/usr/bin/time", "-f", "W2EXT_TIME %e %M"] + cmd, capture_output=True, text=True,
+    p = subprocess.run(["/usr/bin/time", "-f", "W2EXT_TIME %e %M %U %S"] + cmd, capture_output=True, text=True,
                        cwd=str(ROOT), env={**os.environ, **(env or {})})
     wall = time.perf_counter() - t
-    line = [ln for ln in p.stderr.splitlines() if ln.startswith("W2EXT_TIME ")]
-    rss = float(line[-1].split()[2]) / 1024 if line else None
-    return {"rc": p.returncode, "wall_s": round(wall, 2), "peak_rss_mb": rss and round(rss, 1),
+    line = [ln.split() for ln in p.stderr.splitlines() if ln.startswith("W2EXT_TIME ")]
+    rss = float(line[-1][2]) / 1024 if line else None
+    cpu = float(line[-1][3]) + float(line[-1][4]) if line else None
+    return {"rc": p.returncode, "wall_s": round(wall, 2), "cpu_s": cpu and round(cpu, 2),
+            "peak_rss_mb": rss and round(rss, 1), "loadavg_1min_before": round(load, 2),
             "stdout": p.stdout, "stderr": p.stderr[-1500:]}
 
 
@@ -180,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 run["hta_kernel_sum_us"] = theirs
                 run["kernel_time_rel_diff"] = abs(theirs - r["kernel_time_us"]) / theirs
                 run["speedup_wall"] = round(hta["wall_s"] / ours["wall_s"], 2)
+                run["speedup_cpu"] = round(hta["cpu_s"] / ours["cpu_s"], 2)
         if ours["rc"] == 0:
             run["ours"].pop("stderr")
         result["runs"].append(run)
