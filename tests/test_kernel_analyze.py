@@ -175,3 +175,15 @@ def test_cpu_only_trace_says_no_kernels(cpu_profile):
     assert all(s["kernels"] == 0 for s in r["steps"])
     p = cli(str(cpu_profile))
     assert p.returncode == 0 and "NOTE: no GPU kernels" in p.stdout
+
+
+def test_merged_trace_gives_the_same_breakdown(tmp_path):
+    """`vllm-w2ext merge` output (profiler events + our tracks and flows) analyses like its source."""
+    from vllm_w2ext.analysis.merge import merge
+    src = FIX / "h100_decode_bs1_excerpt.pt.trace.json.xz"
+    merge([str(src)], str(tmp_path / "merged.json.gz"))
+    a, b = analyze(src), analyze(tmp_path / "merged.json.gz")
+    assert b["trace"]["events"] > a["trace"]["events"]          # merge adds its own events
+    for key in ("categories", "phases", "idle", "launch", "top_kernels", "gpu_time_us"):
+        assert b[key] == a[key], key
+    assert [s["gpu_span_us"] for s in b["steps"]] == [s["gpu_span_us"] for s in a["steps"]]
