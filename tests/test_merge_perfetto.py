@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 from conftest import ROOT, clean_env, run_offline
-from support.perfetto_ui import PerfettoUI
+from support.perfetto_ui import PerfettoUI, screenshot
 
 from vllm_w2ext.analysis.merge import MergeError, merge
 from vllm_w2ext.analysis.merge_stream import KinetoReader
@@ -225,3 +225,48 @@ def test_partial_inputs(run, tmp_path):
     p = subprocess.run([sys.executable, "-m", "vllm_w2ext.cli", "merge", "--out", str(tmp_path / "e.json.gz"),
                         str(tmp_path / "cut")], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "cut after" in p.stdout and "not measured (no profiler trace)" in p.stdout
+
+
+def test_clip_all_step_flows_and_another_time_base(run, tmp_path):
+    prof = run["prof"][0]
+    spans = [str(f) for f in run["span_files"]]
+    full = run["doc"]["w2extMerge"]
+    # --clip-ms: an excerpt around the profiled window keeps the profiled steps, drops the rest
+    info = merge(spans + [str(prof)], str(tmp_path / "clip.json.gz"), clip_ms=1)
+    assert info["clipped_spans"] > 0 and info["clock_offset_ns"] == full["clock_offset_ns"]
+    kept = json.loads(gzip.decompress((tmp_path / "clip.json.gz").read_bytes()))["traceEvents"]
+    kept_steps = {e["args"]["step"] for e in kept if e.get("cat") == "w2ext" and e["name"] == "engine.step"}
+    annotated = {int(e["name"].rsplit("#", 1)[1]) for e in kept if e.get("cat") == "user_annotation"
+                 and e["name"].startswith("worker.execute_model #")}
+    assert kept_steps == annotated
+    # --step-flows all: a flow to every top-level CPU op of each step instead of the first and last
+    info = merge(spans + [str(prof)], str(tmp_path / "all.json.gz"), step_flows="all")
+    assert info["flows"] > full["flows"] + 100
+    # the same profiler trace written against another baseTimeNanoseconds (as several profilers may):
+    # its events are re-based onto the output's base, the measured offset does not change
+    doc = json.loads(gzip.decompress(prof.read_bytes()))
+    doc["baseTimeNanoseconds"] -= 10**9
+    for e in doc["traceEvents"]:
+        if isinstance(e.get("ts"), (int, float)):
+            e["ts"] = round(e["ts"] + 10**6, 3)
+    (tmp_path / "other_base.pt.trace.json").write_text(json.dumps(doc))
+    info = merge(spans + [str(prof), str(tmp_path / "other_base.pt.trace.json")], str(tmp_path / "b.json.gz"))
+    assert abs(info["clock_offset_ns"] - full["clock_offset_ns"]) <= 2
+    both = json.loads(gzip.decompress((tmp_path / "b.json.gz").read_bytes()))
+    assert both["baseTimeNanoseconds"] in (doc["baseTimeNanoseconds"], doc["baseTimeNanoseconds"] + 10**9)
+    ts = [e["ts"] for e in both["traceEvents"] if e.get("name") == "worker.execute_model #1"]
+    assert len(ts) == 2 and abs(ts[0] - ts[1]) < 0.002          # both copies on one time base
+    with pytest.raises(MergeError, match="clip_ms"):
+        merge(spans, str(tmp_path / "x.json.gz"), clip_ms=-1)
+
+
+def test_screenshot_helper_renders_a_page(tmp_path):
+    """The Chromium launcher other tests reuse (the lab's HTML report): a page with a script-drawn canvas."""
+    page = tmp_path / "page.html"
+    page.write_text("<html><head><title>w2ext shot</title></head><body><canvas id=c width=300 height=100></canvas>"
+                    "<script>const x=document.getElementById('c').getContext('2d');x.fillStyle='#c00';"
+                    "x.fillRect(0,0,300,100);document.title+=' drawn'</script></body></html>")
+    out = screenshot(page, tmp_path / "page.png", width=640, height=360)
+    png = (tmp_path / "page.png").read_bytes()
+    assert out["title"] == "w2ext shot drawn" and png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(png[16:20], "big") == 640

@@ -158,9 +158,7 @@ def _add_spans(o: _Out, sf: SpanFile, named_pids: set) -> dict:
                 o.events.append({"ph": "M", "name": "thread_name", "pid": sf.pid, "tid": tid,
                                  "args": {"name": label + (f" #{lane}" if lane else "")}})
             ts = o.ts(s.start_ns)
-            args = {"w2ext.role": s.role, "w2ext.track": s.track}
-            if s.step >= 0:
-                args["step"] = s.step
+            args = {**s.args, "w2ext.role": s.role, "w2ext.track": s.track}
             o.events.append({"ph": "X", "cat": CAT, "name": s.name, "pid": sf.pid, "tid": tid, "ts": ts,
                              "dur": _us(s.end_ns - s.start_ns), "args": args})
             where[id(s)] = (sf.pid, tid, ts)
@@ -219,10 +217,25 @@ def _profiler_events(ix: ProfilerIndex, shift_ns: int):
             yield raw
 
 
-def merge(inputs: list[str], out_path: str, step_flows: str = "bounds") -> dict:
-    """Merge the span files and profiler traces found in ``inputs`` into ``out_path`` (.json or .json.gz)."""
+def _clip(span_files: list[SpanFile], profs: list[ProfilerIndex], offset_ns: int, margin_ns: int) -> int:
+    """Keep only the spans that overlap the profilers' recorded windows (± margin); how many went."""
+    windows = [(ix.base_ns + ix.first_ns - offset_ns - margin_ns, ix.base_ns + ix.last_ns - offset_ns + margin_ns)
+               for ix in profs if ix.first_ns is not None]
+    dropped = 0
+    for sf in span_files:
+        keep = [s for s in sf.slices if any(s.start_ns <= b and s.end_ns >= a for a, b in windows)]
+        dropped += len(sf.slices) - len(keep)
+        sf.slices = keep
+    return dropped
+
+
+def merge(inputs: list[str], out_path: str, step_flows: str = "bounds", clip_ms: float | None = None) -> dict:
+    """Merge the span files and profiler traces found in ``inputs`` into ``out_path`` (.json or .json.gz).
+    ``clip_ms``: keep only spans within that many ms of a profiler trace's recorded window."""
     if step_flows not in ("bounds", "all"):
         raise MergeError(f"step_flows={step_flows!r}: expected 'bounds' or 'all'")
+    if clip_ms is not None and clip_ms < 0:
+        raise MergeError(f"clip_ms={clip_ms!r}: expected a number of ms >= 0")
     span_paths, prof_paths = find_inputs(inputs, out_path)
     if not span_paths and not prof_paths:
         raise MergeError(f"merge inputs {inputs}: no w2ext-<pid>.pftrace span file and no *.pt.trace.json[.gz|.xz]")
@@ -241,6 +254,8 @@ def merge(inputs: list[str], out_path: str, step_flows: str = "bounds") -> dict:
     if profs and span_files and not measured:
         warnings.append("no span matched a profiler annotation: the clock offset is NOT measured; spans are "
                         "placed with offset 0 (profiled without VLLM_W2EXT=1, or span files from another run?)")
+    if clip_ms is not None and profs:
+        info["clipped_spans"] = _clip(span_files, profs, info["clock_offset_ns"] or 0, round(clip_ms * 1e6))
     o = _Out(base, info["clock_offset_ns"] or 0)
     named = set().union(*(ix.named_pids for ix in profs)) if profs else set()
     where = {}
@@ -289,17 +304,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="merged trace to write (.json.gz or .json)")
     p.add_argument("--step-flows", choices=("bounds", "all"), default="bounds",
                    help="flows from each step to the first and last kernel/op it launched (bounds), or to all")
+    p.add_argument("--clip-ms", type=float, default=None, metavar="MS",
+                   help="keep only spans within MS ms of the profiled window(s) (an excerpt); default: all spans")
     p.add_argument("inputs", nargs="+", help="span files, profiler traces, or folders searched recursively")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        info = merge(args.inputs, args.out, args.step_flows)
+        info = merge(args.inputs, args.out, args.step_flows, args.clip_ms)
     except MergeError as e:
         print(f"vllm-w2ext merge: {e}")
         return 2
     for w in info["warnings"]:
         print(f"warning: {w}")
+    if "clipped_spans" in info:
+        print(f"clipped: {info['clipped_spans']} spans outside the profiled window(s) left out")
     print(f"span files: {len(info['span_files'])}, profiler traces: {len(info['profiler_traces'])}, "
           f"events written: {info['events']} ({info['added_events']} added, {info['flows']} flows)")
     if info["clock_offset_measured"]:

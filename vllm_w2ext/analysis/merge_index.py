@@ -47,6 +47,8 @@ class ProfilerIndex:
     cpu_ops: dict = field(default_factory=dict)    # (pid, tid) -> sorted [(start_ns, end_ns, ts, name)]
     named_pids: set = field(default_factory=set)   # pids the profiler names (process_name metadata)
     pids: set = field(default_factory=set)
+    first_ns: int | None = None                    # recorded window (complete events), relative to base
+    last_ns: int | None = None
 
     @property
     def has_gpu(self) -> bool:
@@ -98,6 +100,10 @@ def index_trace(path: str) -> ProfilerIndex:
         ix.pids.add(pid)
         start = ts_ns(e["ts"])
         end = start + ts_ns(e.get("dur", 0))
+        if ix.first_ns is None or start < ix.first_ns:
+            ix.first_ns = start
+        if ix.last_ns is None or end > ix.last_ns:
+            ix.last_ns = end
         tid = e.get("tid")
         if cat == "user_annotation":
             name = e.get("name", "")

@@ -26,6 +26,7 @@ class Slice:
     step: int            # engine step id, -1 when none
     role: str            # frontend / engine_core / worker
     track: str           # track name in the span file: a role ("worker") or a lane ("vllm.request #0")
+    args: dict = field(default_factory=dict)    # the begin event's debug annotations (step included)
 
 
 @dataclass
@@ -51,6 +52,12 @@ def _role_of(name: str, track: str) -> str:
     if name.startswith("worker."):
         return "worker"
     return "frontend"
+
+
+def _value(a):
+    kind = a.WhichOneof("value")
+    return getattr(a, kind) if kind in ("int_value", "uint_value", "double_value", "bool_value",
+                                         "string_value") else None
 
 
 def iter_packets(data: bytes):
@@ -96,12 +103,14 @@ def read_span_file(path: str) -> SpanFile:
             continue
         ev, key = p.track_event, (p.trusted_packet_sequence_id, p.track_event.track_uuid)
         if ev.type == _BEGIN:
-            step = next((a.int_value for a in ev.debug_annotations if a.name == "step"), -1)
-            open_.setdefault(key, []).append((p.timestamp, ev.name, step))
+            args = {a.name: _value(a) for a in ev.debug_annotations}
+            open_.setdefault(key, []).append((p.timestamp, ev.name, args))
         elif ev.type == _END and open_.get(key):
-            start, name, step = open_[key].pop()
+            start, name, args = open_[key].pop()
             track = tracks.get(key[1], "")
-            sf.slices.append(Slice(name, start, p.timestamp, step, _role_of(name, track), track))
+            step = args.get("step", -1)
+            sf.slices.append(Slice(name, start, p.timestamp, step if isinstance(step, int) else -1,
+                                   _role_of(name, track), track, args))
     sf.truncated_bytes = len(data) - end if sf.packets else len(data)
     sf.open_slices = sum(len(v) for v in open_.values())
     return sf
