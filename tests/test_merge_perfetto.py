@@ -68,7 +68,8 @@ def ui(run, h100):
     }
     h100_q = {"flows": "select si.category dst_cat, count(*) n from flow f join slice si on si.id = f.slice_in "
                        "join slice so on so.id = f.slice_out where so.name like 'execute_context%' group by 1",
-              "kernels": "select count(*) n from slice where category = 'kernel'"}
+              "kernels": "select count(*) n from slice where category = 'kernel'",
+              "span": "select trace_start() ts, trace_end() - trace_start() dur"}
     shots = run["tmp"] / "screenshots"
     shots.mkdir()
     with PerfettoUI() as u:
@@ -77,7 +78,7 @@ def ui(run, h100):
         res["h100"] = u.load(h100[1], h100_q, shots / "h100.png", timeout_s=300)
         orig = run["tmp"] / "h100_original.json.gz"              # Perfetto cannot open .xz itself
         orig.write_bytes(gzip.compress(lzma.decompress(H100_TRACE.read_bytes()), 1))
-        res["h100_original"] = u.load(orig, {}, timeout_s=300)
+        res["h100_original"] = u.load(orig, {"span": h100_q["span"]}, timeout_s=300)
     for name, r in res.items():
         assert r["ok"], (name, r.get("error"))
         if not name.startswith("h100"):
@@ -193,6 +194,8 @@ def test_merge_of_the_h100_profiler_trace_alone(h100, ui, tmp_path):
     assert set(flows) <= {"kernel", "gpu_memcpy", "gpu_memset"} and flows["kernel"] >= steps - 1, flows
     assert sum(flows.values()) == info["flows"]
     assert ui["h100"]["rows"]["kernels"][0]["n"] > 50_000
+    span = ui["h100"]["rows"]["span"][0]                         # the merge adds nothing outside the recording
+    assert span["dur"] == ui["h100_original"]["rows"]["span"][0]["dur"] < 60e9
     from hta.trace_analysis import TraceAnalysis
     (tmp_path / out.name).write_bytes(out.read_bytes())
     kb = TraceAnalysis(trace_dir=str(tmp_path)).get_gpu_kernel_breakdown(visualize=False)[0]

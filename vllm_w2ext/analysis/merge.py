@@ -270,7 +270,9 @@ def merge(inputs: list[str], out_path: str, step_flows: str = "bounds", clip_ms:
                           "base_time_ns": ix.base_ns, "gpu": ix.has_gpu,
                           "step_annotations": len(ix.annotations)} for ix in profs],
         warnings=warnings, out=str(out_path))
-    first_ts = min((e["ts"] for e in o.events if e.get("ph") == "X"), default=0.0)
+    firsts = [e["ts"] for e in o.events if e.get("ph") == "X"]      # the offset marker at the trace's start
+    firsts += [_us(ix.base_ns + ix.first_ns - base) for ix in profs if ix.first_ns is not None]
+    first_ts = min(firsts, default=0.0)
     o.events.append({"ph": "i", "s": "g", "name": "w2ext clock offset", "pid": "", "tid": "", "ts": first_ts,
                      "args": {k: info.get(k) for k in ("clock_offset_ns", "offset_spread_ns",
                                                        "matched_annotations", "clock_offset_measured")}})
