@@ -21,6 +21,8 @@ def register() -> None:
         _check_trace_dir(settings.trace_dir)
     from vllm_w2ext.hooks import INSTRUMENTOR
     INSTRUMENTOR.instrument(fault=settings.fault_inject)
+    from vllm_w2ext.telemetry import export_process
+    export_process.prestart(settings)
 
 
 def _check_trace_dir(path: str) -> None:

@@ -9,6 +9,7 @@ from functools import lru_cache
 _lock = threading.Lock()
 _role_attrs: dict[str, dict[str, object]] = {}
 _resources: dict[str, object] = {}
+_adopted: dict[str, object] = {}      # in an export process: the pid and vLLM version of the process it serves
 
 
 def set_role(role: str, **attrs: object) -> None:
@@ -26,8 +27,20 @@ def roles() -> dict[str, dict[str, object]]:
         return {k: dict(v) for k, v in _role_attrs.items()}
 
 
+def adopt(pid: int, version: str, role_attrs: dict[str, dict[str, object]]) -> None:
+    """Export process: speak for the vLLM process ``pid`` (its roles, pid and vLLM version)."""
+    with _lock:
+        if _adopted.get("pid") != pid or _adopted.get("version") != version or role_attrs != _role_attrs:
+            _adopted.update(pid=pid, version=version)
+            _role_attrs.clear()
+            _role_attrs.update({k: dict(v) for k, v in role_attrs.items()})
+            _resources.clear()
+
+
 @lru_cache(maxsize=1)
 def vllm_version() -> str:
+    if "version" in _adopted:
+        return str(_adopted["version"])
     try:
         import vllm
         return str(getattr(vllm, "__version__", "unknown"))
@@ -47,7 +60,7 @@ def resource(role: str):
     base = {
         "service.name": os.environ.get("OTEL_SERVICE_NAME", "vllm"),
         "vllm.process_role": role,
-        "process.pid": os.getpid(),
+        "process.pid": _adopted.get("pid", os.getpid()),
         "vllm.version": vllm_version(),
         "vllm_w2ext.version": __version__,
     }

@@ -81,7 +81,7 @@ class _OnceFilter(logging.Filter):
             self.suppressed += 1
             return False
         self._seen.add(record.name)
-        record.msg = f"{record.msg} (vllm_w2ext: further messages of this exporter are suppressed; " \
+        record.msg = f"{record.msg} (vllm_w2ext, pid {os.getpid()}: further messages of this exporter are suppressed; " \
                      "see vllm_w2ext_export_errors_total / vllm_w2ext_spans_dropped_total)"
         return True
 

@@ -1,8 +1,10 @@
 """Per-process telemetry pipeline: the recorder, a background export thread and its sinks.
 
 Created lazily on first use in a process (and again in a forked child), flushed at exit within
-``VLLM_W2EXT_SHUTDOWN_TIMEOUT_S``. Sinks (OTLP spans, trace files, metrics) consume batches of
-finished :class:`~vllm_w2ext.telemetry.ranges.Range` objects on the export thread only.
+``VLLM_W2EXT_SHUTDOWN_TIMEOUT_S``. Sinks consume batches of finished
+:class:`~vllm_w2ext.telemetry.ranges.Range` objects on the export thread only: the trace file, and
+either the export process (OTLP + metrics in a separate interpreter, the default) or the OTLP and
+metrics sinks themselves (``VLLM_W2EXT_EXPORT_PROCESS=off``).
 """
 from __future__ import annotations
 
@@ -177,7 +179,12 @@ def recorder() -> Recorder:
 def _after_fork_in_child() -> None:
     # Threads and exporters of the parent do not exist in a forked child; start afresh there.
     global _pipeline
-    _pipeline = None
+    old, _pipeline = _pipeline, None
+    if old is not None:
+        for sink in old.sinks:
+            close = getattr(sink, "close_in_forked_child", None)
+            if close is not None:
+                close()
     identity.reset_after_fork()
 
 

@@ -11,13 +11,17 @@ from vllm_w2ext.telemetry.ranges import ENGINE, FRONT, WORKER
 
 
 class MetricsSink:
-    """Prometheus metrics of this process; writes a snapshot for the front end's endpoint."""
+    """Prometheus metrics of one vLLM process; writes a snapshot for the front end's endpoint.
+
+    ``counters()`` returns the plugin's own cumulative counters for the self-cost metrics:
+    (recorded, dropped, errors, export CPU s, hook self-time s, hook errors by hook)."""
     name = "metrics"
 
-    def __init__(self, settings: config.Settings, pipeline):
+    def __init__(self, settings: config.Settings, counters, write_front: bool = False):
         from vllm_w2ext.telemetry.metrics import StepMetrics
         self.metrics = StepMetrics()
-        self.pipeline = pipeline
+        self.counters = counters
+        self.write_front = write_front     # in an export process even the front end's metrics go to a file
         self.interval = settings.metrics_interval_ms / 1000.0
         self._next = 0.0
         self._lock = threading.Lock()      # snapshot runs on the export thread and at shutdown
@@ -43,14 +47,9 @@ class MetricsSink:
         role = next((r for r in (ENGINE, WORKER, FRONT) if r in roles), None)
         if role is None:
             return
-        p = self.pipeline
-        dropped = p.recorder.dropped + sum(getattr(s, "dropped", 0) for s in p.sinks)
-        errors = p.sink_errors + p.finalize_errors + sum(getattr(s, "failed_batches", 0) for s in p.sinks)
-        self.metrics.self_cost(role, p.recorder.recorded, dropped, errors,
-                               p.export_cpu_s,
-                               selfcost.hook_self_ns[0] / 1e9, dict(selfcost.hook_errors))
+        self.metrics.self_cost(role, *self.counters())
         d = metrics_dir()
-        if d and role != FRONT:
+        if d and (role != FRONT or self.write_front):
             write_snapshot(d, self.metrics.exposition())
 
     def flush(self, timeout_s: float) -> None:
@@ -60,23 +59,53 @@ class MetricsSink:
         self.snapshot()
 
 
+def pipeline_counters(p):
+    """Self-cost counters of an in-process pipeline and its sinks (see MetricsSink)."""
+    def counters():
+        dropped = p.recorder.dropped + sum(getattr(s, "dropped", 0) for s in p.sinks)
+        errors = p.sink_errors + p.finalize_errors + sum(getattr(s, "failed_batches", 0) for s in p.sinks)
+        return (p.recorder.recorded, dropped, errors, p.export_cpu_s,
+                selfcost.hook_self_ns[0] / 1e9, dict(selfcost.hook_errors))
+    return counters
+
+
 _metrics_sink: MetricsSink | None = None
 
 
 def own_metrics():
+    """This process's metrics registry when it aggregates in-process (None with an export process)."""
     return _metrics_sink.metrics if _metrics_sink is not None else None
+
+
+def wants_metrics(settings: config.Settings) -> bool:
+    return bool(settings.metrics_port or settings.metrics_dir or os.environ.get("VLLM_W2EXT_METRICS_DIR"))
+
+
+def exporter_sinks(settings: config.Settings, counters, write_front: bool = False) -> list:
+    """The OTLP and metrics sinks, wherever they run (this process or its export process)."""
+    out = []
+    if settings.otlp_enabled:
+        from vllm_w2ext.telemetry.otlp import OtlpSink
+        out.append(OtlpSink(delay_ms=settings.export_interval_ms, max_queue=settings.queue_size))
+    if wants_metrics(settings):
+        out.append(MetricsSink(settings, counters, write_front))
+    return out
 
 
 def build(settings: config.Settings, pipeline) -> list:
     global _metrics_sink
     out = []
-    if settings.otlp_enabled:
-        from vllm_w2ext.telemetry.otlp import OtlpSink
-        out.append(OtlpSink(delay_ms=settings.export_interval_ms, max_queue=settings.queue_size))
+    if settings.otlp_enabled or wants_metrics(settings):
+        remote = None
+        if settings.export_process == "on":
+            from vllm_w2ext.telemetry.export_process import ExportProcessSink
+            remote = ExportProcessSink.start(settings, pipeline)
+        if remote is not None:
+            out.append(remote)
+        else:
+            out += exporter_sinks(settings, pipeline_counters(pipeline))
+            _metrics_sink = next((s for s in out if isinstance(s, MetricsSink)), None)
     if settings.trace_dir:
         from vllm_w2ext.telemetry.trace_file import TraceFileSink
         out.append(TraceFileSink(settings.trace_dir, settings.trace_max_mb << 20))
-    if settings.metrics_port or settings.metrics_dir or os.environ.get("VLLM_W2EXT_METRICS_DIR"):
-        _metrics_sink = MetricsSink(settings, pipeline)
-        out.append(_metrics_sink)
     return out
