@@ -1,6 +1,6 @@
 """Engine shutdown with the OTLP collector black-holed (accepts TCP, never answers), so that an
-unbounded flush would hang: every export attempt waits the exporter's 10 s timeout, and hundreds of
-spans (several batches) are queued when the stop comes.
+unbounded flush would hang: every export attempt waits the exporter's 10 s timeout, and several
+batches of spans are queued when the stop comes (more than one in every process).
 
 Three ways a served vLLM stops, each timed from the event to the moment every process of the server
 tree has exited:
@@ -9,9 +9,10 @@ tree has exited:
 - engine dead: SIGKILL to the EngineCore while serving; vLLM's watchdog (5 s period) stops the API server.
 
 The bound is EXIT_BOUND_S with VLLM_W2EXT_SHUTDOWN_TIMEOUT_S=2: each process flushes at most twice
-(shutdown hook, then at exit) for at most the timeout each, plus vLLM's own teardown. The EngineCore
-and worker metric snapshots written when they flush at shutdown show that several export batches
-were queued (each would wait 10 s unbounded)."""
+(shutdown hook, then at exit) for at most the timeout each, plus vLLM's own teardown. (vLLM 0.32's
+`vllm serve` stops its EngineCore and worker with timeout 0 - SIGTERM then SIGKILL - so in practice the
+front end's bounded flush at exit is what the plugin adds. With VLLM_W2EXT_SHUTDOWN_TIMEOUT_S=20 the
+SIGTERM case took 21.5 s instead of ~4.5 s: the bound, not luck, keeps the exit short.)"""
 from __future__ import annotations
 
 import os
@@ -29,12 +30,13 @@ from test_otlp_outage import BlackHole
 
 SHUTDOWN_TIMEOUT_S = 2
 EXIT_BOUND_S = 30
-REQUESTS = 48
+REQUESTS = 160
+ROLES = ("frontend", "engine_core", "worker")
 BATCH = 128               # spans per OTLP export (telemetry/otlp.py)
 
 
 def send_requests(port: int, n: int) -> list[int]:
-    """n completions, 4 at a time; returns the HTTP status of each."""
+    """n completions, 8 at a time; returns the HTTP status of each."""
     from concurrent.futures import ThreadPoolExecutor
     body = b'{"model": "tiny", "prompt": "t11 t12 t13 t14", "max_tokens": 16, "ignore_eos": true}'
 
@@ -43,8 +45,21 @@ def send_requests(port: int, n: int) -> list[int]:
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=120) as r:
             return r.status
-    with ThreadPoolExecutor(4) as ex:
+    with ThreadPoolExecutor(8) as ex:
         return list(ex.map(one, range(n)))
+
+
+def queued_spans(mport: int, timeout: float = 30) -> str:
+    """The merged metrics once every process's snapshot has caught up with the requests (the export
+    threads of a busy 2-core machine may lag a few seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        if time.monotonic() > deadline or all(
+                metric_sum(text, "vllm_w2ext_spans_recorded_total", role=role) > BATCH for role in ROLES):
+            return text
+        time.sleep(1)
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -67,10 +82,9 @@ def hole():
 
 @pytest.mark.parametrize("how", ["sigterm", "ctrl-c", "engine-dead"])
 def test_exit_is_bounded_with_collector_black_holed(how, tiny_model, hole, tmp_path):
-    mdir = tmp_path / "metrics"
-    mdir.mkdir()
+    mport = free_port()
     env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_TIMEOUT_S),
-                    VLLM_W2EXT_METRICS_DIR=str(mdir),
+                    VLLM_W2EXT_METRICS_PORT=str(mport),
                     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"http://127.0.0.1:{hole.port}",
                     OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_TRACES_INSECURE="true")
     port = free_port()
@@ -84,6 +98,7 @@ def test_exit_is_bounded_with_collector_black_holed(how, tiny_model, hole, tmp_p
     try:
         wait_http(f"http://127.0.0.1:{port}/health", proc)
         assert send_requests(port, REQUESTS) == [200] * REQUESTS
+        metrics = queued_spans(mport)
         procs = tree(proc.pid)
         assert len(procs) >= 3                                   # API server, EngineCore, worker
         t0 = time.monotonic()
@@ -106,10 +121,7 @@ def test_exit_is_bounded_with_collector_black_holed(how, tiny_model, hole, tmp_p
     assert exit_s < EXIT_BOUND_S
     assert "shutdown failed" not in out and "flush failed" not in out      # the plugin's own error lines
     assert hole.conns, "the exporters never connected to the black hole"
-    if how != "engine-dead":
-        # the EngineCore and worker flushed at shutdown with several batches queued: without the bound,
-        # each batch would wait the exporter's 10 s timeout
-        snaps = [f.read_text() for f in mdir.glob("*.prom")]
-        assert len(snaps) >= 2, "EngineCore and worker write a metrics snapshot when they flush at shutdown"
-        recorded = sum(metric_sum(s, "vllm_w2ext_spans_recorded_total") for s in snaps)
-        assert recorded > 4 * BATCH, recorded
+    # what was queued when the stop came: more than a batch per process, none of them sent
+    for role in ROLES:
+        recorded = metric_sum(metrics, "vllm_w2ext_spans_recorded_total", role=role)
+        assert recorded > BATCH, (role, recorded, [ln for ln in metrics.splitlines() if "spans_" in ln])
