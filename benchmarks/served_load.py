@@ -1,5 +1,6 @@
 """Served load test (CPU, tiny model): `vllm serve` with every exporter on (OTLP/gRPC spans to a local
-receiver, per-process Perfetto trace files, the metrics endpoint, NVTX) under `vllm bench serve` at
+receiver, per-process Perfetto trace files, the metrics endpoint, NVTX; OTLP and metrics go through the
+plugin's export processes unless VLLM_W2EXT_EXPORT_PROCESS=off is set) under `vllm bench serve` at
 request rate inf, in several waves.
 
 Records the RSS and open file descriptors of the server's process tree once a second and, settled,
@@ -7,7 +8,8 @@ after each wave; then checks: no failed request, exact span counts (`vllm.reques
 and `front.add_request` spans == requests sent; spans received == spans recorded by the processes;
 the trace files parse as a Perfetto `Trace` and hold the same slices; nothing dropped, no export
 error), and no growth of memory or fds from one wave to the next (during a wave uvicorn holds one
-socket per in-flight request, so only the settled values are compared) plus a bound on the peak RSS.
+socket per in-flight request, so only the settled values are compared) plus a bound on the peak RSS;
+after SIGINT every process of the tree (export processes included) exits within 60 s.
 
     python benchmarks/served_load.py [--prompts 1000] [--waves 3] [--out benchmarks/results/cpu/served_load.json]
 """
@@ -166,11 +168,17 @@ def main() -> int:
         stop.set()
         th.join()
     finally:
-        server.send_signal(signal.SIGINT)
         try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            tree = [psutil.Process(server.pid)] + psutil.Process(server.pid).children(recursive=True)
+        except psutil.Error:
+            tree = []
+        t_stop = time.monotonic()
+        server.send_signal(signal.SIGINT)
+        # every process of the tree, the plugin's export processes (own sessions) included, must exit
+        _, alive = psutil.wait_procs(tree, timeout=60)
+        stop_s = round(time.monotonic() - t_stop, 1)
+        for p in alive:
+            p.kill()
         final = rx.spans()          # + what the processes flushed while shutting down
         rx.stop()
     from prometheus_client.parser import text_string_to_metric_families
@@ -212,11 +220,14 @@ def main() -> int:
         "rss_bounded": last["rss_mib"] - first["rss_mib"] < 0.05 * first["rss_mib"],
         "fd_growth_first_to_last_wave": last["fds"] - first["fds"],
         "fds_bounded": last["fds"] - first["fds"] <= 8,
+        "stop_s": stop_s, "processes_left_after_stop": len(alive), "all_exited_after_stop": not alive,
     }
     res = results[-1] if results else {}
     report = {"what": __doc__.splitlines()[0], "date": time.strftime("%Y-%m-%d %H:%M %Z"),
               "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "vllm": vllm_version(),
                           "loadavg_1m_before_after": [load_before, round(os.getloadavg()[0], 2)]},
+              "plugin_env": {k: v for k, v in env.items() if k.startswith("VLLM_W2EXT") and "PORT" not in k
+                             and "DIR" not in k},
               "prompts_per_wave": a.prompts, "wall_s": round(wall, 1), "checks": checks, "span_counts": names,
               "plugin_counters": counters, "span_counts_after_shutdown": final_names, "trace_file_slices": trace_slices, "samples": samples,
               "bench": {k: res.get(k) for k in ("request_throughput", "output_throughput", "mean_ttft_ms",
