@@ -8,8 +8,9 @@ servers run side by side and the benchmarks alternate (none, slow, none, slow):
   (1 - tolerance) x the no-export mean, tolerance = max(TOLERANCE, 2 x the spread of the two no-export
   runs) - this 2-core machine is shared with other jobs, so run-to-run noise is large;
 - memory stays bounded: the server tree's RSS, sampled every 0.5 s, peaks at most RSS_MARGIN_MIB above
-  the no-export server's peak, and does not grow from the end of the first slow run to the end of the
-  second by more than GROWTH_MIB (the span queue is bounded at VLLM_W2EXT_QUEUE_SIZE=1024);
+  the no-export server's peak, and from the end of the first slow run to the end of the second it grows
+  by at most GROWTH_MIB more than the no-export server grew (the span queue is bounded at
+  VLLM_W2EXT_QUEUE_SIZE=1024);
 - what does not fit is dropped and counted in vllm_w2ext_spans_dropped_total, while the slow
   collector still receives spans (slow, not dead), and nothing is logged per span or per batch.
 """
@@ -158,7 +159,8 @@ def test_memory_bounded(slow_vs_none):
     _, _, s = slow_vs_none
     assert s["peak_rss_mib"]["slow"] <= s["peak_rss_mib"]["none"] + RSS_MARGIN_MIB, s
     first, second = s["settled_rss_mib"]["slow"]
-    assert second - first <= GROWTH_MIB, s
+    none_first, none_second = s["settled_rss_mib"]["none"]
+    assert (second - first) - max(0.0, none_second - none_first) <= GROWTH_MIB, s     # beyond vLLM's own growth
 
 
 def test_slow_not_dead_and_drops_counted(slow_vs_none):
