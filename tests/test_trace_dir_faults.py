@@ -53,6 +53,9 @@ def full_disk_run(tiny_model, tmp_path_factory):
         files = {f.name: f.read_bytes() for f in sorted(traces.glob("w2ext-*.pftrace"))}
     finally:
         umount(mnt)
+    print("full disk:", {k: len(v) for k, v in files.items()},
+          "dropped:", metric_sum(result["phases"][-1]["metrics"], "vllm_w2ext_spans_dropped_total"),
+          [line[:160] for line in log.splitlines() if "stopped at" in line])
     return result, log, files, df
 
 
@@ -65,6 +68,7 @@ def test_missing_dir_is_created_and_requests_complete(full_disk_run):
 def test_full_disk_keeps_every_file_valid(full_disk_run):
     _, _, files, df = full_disk_run
     assert sum(len(b) for b in files.values()) > (FULL_KIB - 16) << 10, f"the disk never filled up:\n{df}"
+    with_slices = 0
     for name, data in files.items():
         trace = Trace.FromString(data)                          # whole packets only, or this raises
         assert trace.SerializeToString() == data, name          # nothing after the last whole packet
@@ -77,8 +81,10 @@ def test_full_disk_keeps_every_file_valid(full_disk_run):
                     slices += 1
                 elif ev.type == TrackEvent.Type.TYPE_SLICE_END:
                     opened[ev.track_uuid] -= 1
-        assert slices > 0, name
+        assert slices > 0 or not data, name                     # empty: the disk was full before its first write
         assert all(v == 0 for v in opened.values()), f"{name}: a slice without its end"
+        with_slices += slices > 0
+    assert with_slices >= 1
 
 
 def test_full_disk_counted_and_logged_once(full_disk_run):
