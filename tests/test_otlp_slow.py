@@ -16,6 +16,7 @@ servers run side by side and the benchmarks alternate (none, slow, none, slow):
 """
 from __future__ import annotations
 
+import re
 import contextlib
 import json
 import subprocess
@@ -172,4 +173,8 @@ def test_slow_not_dead_and_drops_counted(slow_vs_none):
 
 def test_no_line_per_span(slow_vs_none):
     _, slow, _ = slow_vs_none
-    assert len(plugin_lines(slow["log"])) <= 3, plugin_lines(slow["log"])[:10]       # at most one per process
+    lines = plugin_lines(slow["log"])
+    # the overflow is said once per process that dropped, the exporter's own trouble once more at most
+    assert any("span queue" in line and "is full" in line for line in lines), lines[:10]
+    pids = re.findall(r"vllm_w2ext, pid (\d+)", "\n".join(lines))
+    assert len(pids) == len(lines) <= 6 and all(pids.count(p) <= 2 for p in set(pids)), lines[:10]

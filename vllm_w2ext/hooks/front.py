@@ -36,7 +36,7 @@ def _engine_init_pre(engine, args, kwargs):
     from vllm_w2ext.telemetry import metrics_server, pipeline, sinks
     if config.current().metrics_port:
         pipeline.get()                   # builds this process's metrics sink
-        metrics_server.ensure_started(sinks.own_metrics)
+        metrics_server.ensure_started(sinks.own_metrics, sinks.delegate_metrics_endpoint)
     return None
 
 

@@ -10,7 +10,8 @@ that is one ``pickle.dumps`` of plain tuples (C code) and one ``write`` per batc
 
 Protocol (parent -> child, on the child's stdin): frames of ``<u32 length><pickle>``, each a tuple
 ``(kind, payload)``: ``identity`` (pid, vLLM version, roles, metrics folder), ``ranges`` (list of
-tuples, see :func:`pack`), ``stats`` (the parent's self-cost counters), ``flush`` (sequence number,
+tuples, see :func:`pack`), ``stats`` (the parent's self-cost counters), ``serve_metrics`` (the
+front end's scrape endpoint: port, host, folder; served here so scrapes never hold vLLM's GIL), ``flush`` (sequence number,
 acknowledged on the child's stdout as ``<u32 seq>``). End of input (the parent exited, closed the
 pipe or was killed) makes the child flush its sinks within ``VLLM_W2EXT_SHUTDOWN_TIMEOUT_S`` and exit.
 The child runs in its own session (a Ctrl-C to the terminal's process group reaches vLLM, whose exit
@@ -105,6 +106,10 @@ class ExportProcessSink:
         from vllm_w2ext.telemetry.sinks import pipeline_counters
         self._sync_identity()
         self._send("stats", pipeline_counters(self.pipeline)())
+
+    def serve_metrics(self, port: int, host: str, directory: str) -> bool:
+        """The front end's metrics endpoint runs in the export process: scrapes cost vLLM nothing."""
+        return self._send("serve_metrics", (port, host, directory))
 
     def flush(self, timeout_s: float) -> None:
         """Everything sent so far is exported (or the export process gave up) within ``timeout_s``."""
@@ -286,6 +291,11 @@ def main() -> int:
                     os.environ[DIR_ENV] = mdir
             elif kind == "stats":
                 counters.parent = payload
+            elif kind == "serve_metrics":
+                from vllm_w2ext.telemetry import metrics_server
+                port, host, mdir = payload
+                os.environ[DIR_ENV] = mdir
+                metrics_server.serve(port, host, mdir)
             elif kind == "flush":
                 seq, timeout_s = payload
                 each("flush", timeout_s)

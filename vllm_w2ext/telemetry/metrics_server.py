@@ -42,7 +42,7 @@ class MergedCollector:
         if self.own is not None:
             for fam in self.own.registry.collect():
                 add(fam)
-        me = f"{os.getpid()}.prom"
+        me = f"{os.getpid()}.prom" if self.own is not None else None
         for path in sorted(glob.glob(os.path.join(self.directory, "*.prom"))):
             if os.path.basename(path) == me:
                 continue
@@ -56,8 +56,11 @@ class MergedCollector:
         yield from fams.values()
 
 
-def ensure_started(own_metrics_getter) -> None:
-    """Start the endpoint once per front-end process (no-op without VLLM_W2EXT_METRICS_PORT)."""
+def ensure_started(own_metrics_getter, delegate=None) -> None:
+    """Start the endpoint once per front-end process (no-op without VLLM_W2EXT_METRICS_PORT).
+
+    ``delegate(port, host, directory) -> bool``: hand the HTTP server to this process's export
+    process (scrapes then never run in vLLM's front end); on False it is served here."""
     s = config.current()
     if not s.metrics_port or _state["started"]:
         return
@@ -71,10 +74,18 @@ def ensure_started(own_metrics_getter) -> None:
         os.makedirs(d, exist_ok=True)
         os.environ[DIR_ENV] = d            # spawned EngineCore/workers inherit it
         _state["dir"] = d
-        reg = CollectorRegistry(auto_describe=False)
-        reg.register(MergedCollector(own_metrics_getter(), d))
-        try:
-            _state["server"] = start_http_server(s.metrics_port, addr=s.metrics_host, registry=reg)
-        except OSError as e:
-            log.error("vllm_w2ext: VLLM_W2EXT_METRICS_PORT=%s on %s unavailable (%s); the metrics endpoint "
-                      "is off for this run, spans and traces are unaffected", s.metrics_port, s.metrics_host, e)
+        own = own_metrics_getter()
+        if own is None and delegate is not None and delegate(s.metrics_port, s.metrics_host, d):
+            return
+        serve(s.metrics_port, s.metrics_host, d, own)
+
+
+def serve(port: int, host: str, directory: str, own=None) -> None:
+    """The HTTP endpoint merging ``own`` (a StepMetrics, or None) with every snapshot in ``directory``."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(MergedCollector(own, directory))
+    try:
+        _state["server"] = start_http_server(port, addr=host, registry=reg)
+    except OSError as e:
+        log.error("vllm_w2ext: VLLM_W2EXT_METRICS_PORT=%s on %s unavailable (%s); the metrics endpoint "
+                  "is off for this run, spans and traces are unaffected", port, host, e)

@@ -123,6 +123,11 @@ class OtlpSink:
         with self._cv:
             room = self.max_queue - len(self.queue)
             if room < len(spans):
+                if not self.dropped:
+                    logging.getLogger("vllm_w2ext").warning(
+                        "vllm_w2ext, pid %s: the OTLP collector is slower than vLLM makes spans; the span "
+                        "queue (VLLM_W2EXT_QUEUE_SIZE=%s) is full and spans are dropped from now on "
+                        "(counted in vllm_w2ext_spans_dropped_total, not logged again)", os.getpid(), self.max_queue)
                 self.dropped += len(spans) - max(room, 0)
                 spans = spans[:max(room, 0)]
             self.queue.extend(spans)

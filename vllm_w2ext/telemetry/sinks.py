@@ -77,6 +77,14 @@ def own_metrics():
     return _metrics_sink.metrics if _metrics_sink is not None else None
 
 
+def delegate_metrics_endpoint(port: int, host: str, directory: str) -> bool:
+    """Let this process's export process serve the metrics endpoint (False: there is none)."""
+    from vllm_w2ext.telemetry import pipeline
+    from vllm_w2ext.telemetry.export_process import ExportProcessSink
+    remote = next((s for s in pipeline.get().sinks if isinstance(s, ExportProcessSink)), None)
+    return remote is not None and remote.serve_metrics(port, host, directory)
+
+
 def wants_metrics(settings: config.Settings) -> bool:
     return bool(settings.metrics_port or settings.metrics_dir or os.environ.get("VLLM_W2EXT_METRICS_DIR"))
 
