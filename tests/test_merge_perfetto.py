@@ -65,6 +65,15 @@ def ui(run, h100):
             join slice a on a.name = 'worker.execute_model #' || g.int_value and a.category = 'user_annotation'
             where s.name = 'engine.step' and s.category = 'w2ext'""",
         "offset": "select key, int_value from args where key in ('args.clock_offset_ns', 'args.offset_spread_ns')",
+        "front_to_engine": """select so.name src, si.name dst, ps.pid src_pid, pd.pid dst_pid, so.ts src_ts,
+                si.ts dst_ts, a1.string_value src_id, a2.string_value dst_id
+            from flow f join slice so on so.id = f.slice_out join slice si on si.id = f.slice_in
+            join thread_track tso on tso.id = so.track_id join thread ts using(utid) join process ps using(upid)
+            join thread_track tsi on tsi.id = si.track_id join thread td on td.utid = tsi.utid
+            join process pd on pd.upid = td.upid
+            left join args a1 on a1.arg_set_id = so.arg_set_id and a1.key = 'args.vllm.request.id'
+            left join args a2 on a2.arg_set_id = si.arg_set_id and a2.key = 'args.vllm.request.id'
+            where so.name = 'vllm.request'""",
     }
     h100_q = {"flows": "select si.category dst_cat, count(*) n from flow f join slice si on si.id = f.slice_in "
                        "join slice so on so.id = f.slice_out where so.name like 'execute_context%' group by 1",
@@ -126,6 +135,31 @@ def test_merged_trace_in_perfetto_ui_has_our_slices_processes_and_flows(run, ui)
     assert profiled >= 4 and profiled <= steps                  # each profiled step -> its annotation
     to_ops = sum(n for (s, sc, d, dc), n in flows.items() if s == "worker.execute_model" and dc == "cpu_op")
     assert to_ops == 2 * profiled                               # annotation -> first and last CPU op
+
+
+def test_front_end_request_flows_to_its_engine_request(run, ui):
+    """The span files carry the request id on both request spans; the merge links each front-end
+    ``vllm.request`` to the EngineCore's ``engine.request`` of the same id, one flow per request."""
+    ids = {}
+    for f in run["span_files"]:
+        sf = read_span_file(str(f))
+        for s in sf.slices:
+            if s.name in ("vllm.request", "engine.request"):
+                ids.setdefault(s.name, []).append((sf.pid, s.args.get("vllm.request.id")))
+    front, engine = ids["vllm.request"], ids["engine.request"]
+    assert len(front) == len(engine) == 4                      # prompts=4
+    assert all(rid for _, rid in front + engine)
+    assert sorted(r for _, r in front) == sorted(r for _, r in engine)    # same ids on both sides
+    assert len({r for _, r in front}) == 4
+    front_pid, engine_pid = {p for p, _ in front}, {p for p, _ in engine}
+    assert len(front_pid) == len(engine_pid) == 1 and front_pid != engine_pid
+    rows = ui["merged"]["rows"]["front_to_engine"]
+    assert len(rows) == 4, rows                                 # one flow per request, every one kept by Perfetto
+    for r in rows:
+        assert r["dst"] == "engine.request" and r["src_id"] == r["dst_id"], r
+        assert (r["src_pid"], r["dst_pid"]) == (*front_pid, *engine_pid), r
+        assert r["src_ts"] <= r["dst_ts"], r                   # the front end sends before the engine schedules
+    assert sorted(r["src_id"] for r in rows) == sorted(r for _, r in front)
 
 
 def test_step_span_encloses_its_ops_after_the_measured_offset(run, ui):

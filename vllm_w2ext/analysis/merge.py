@@ -10,10 +10,12 @@ as ONE Chrome/Kineto JSON trace on ONE clock (the profiler's), which Perfetto op
   difference of start times. The offset is their median; its spread (interquartile range, min/max)
   is printed and stored in the trace (top-level ``w2extMerge`` and a global instant event).
 - Spans become complete events on threads of their own process (front end, EngineCore, worker), in
-  lanes where they would overlap; flows go request -> first/last step (``engine.request`` ->
-  ``engine.step``), step -> worker (``engine.step`` -> ``worker.execute_model``), step -> the
-  profiler's annotation of that step in the worker, annotation -> the GPU kernels it launched (CPU
-  ops on CPU traces; vLLM's own ``execute_context_...`` annotations when the plugin was off): the first and last by default, every one with ``--step-flows all``.
+  lanes where they would overlap; flows go front-end request -> EngineCore request of the same
+  ``vllm.request.id`` (``vllm.request`` -> ``engine.request``), request -> first/last step
+  (``engine.request`` -> ``engine.step``), step -> worker (``engine.step`` -> ``worker.execute_model``),
+  step -> the profiler's annotation of that step in the worker, annotation -> the GPU kernels it
+  launched (CPU ops on CPU traces; vLLM's own ``execute_context_...`` annotations when the plugin was
+  off): the first and last by default, every one with ``--step-flows all``.
 - Partial runs: a span file cut mid-packet (SIGKILL) gives its complete packets; processes without
   a profiler trace are merged as they are; with no profiler trace the output is the spans alone (on
   their own clock), with no span file the profiler trace plus step -> kernel flows."""
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from vllm_w2ext.analysis.merge_stream import KinetoReader
 from vllm_w2ext.analysis.merge_index import ProfilerIndex, index_trace
-from vllm_w2ext.analysis.pftrace import ROLE_NAMES, SPAN_FILE, SpanFile, read_span_file
+from vllm_w2ext.analysis.pftrace import REQUEST_ID, ROLE_NAMES, SPAN_FILE, SpanFile, read_span_file
 
 PROFILER_SUFFIXES = (".pt.trace.json", ".pt.trace.json.gz", ".pt.trace.json.xz")
 OUR_TID_BASE = 10_000_000          # above any Linux thread id (PID_MAX_LIMIT is 4,194,304)
@@ -120,19 +122,22 @@ class _Out:
 
 
 def _lanes(slices) -> list[tuple[int, object]]:
-    """(lane, slice) so that the slices of each lane nest strictly (Chrome-JSON complete events)."""
-    stacks: list[list[int]] = []
+    """(lane, slice) so that the slices of each lane nest strictly (Chrome-JSON complete events). A
+    slice starting at the same ns as the one it would nest in takes another lane: a flow binds to the
+    innermost slice open at its ts, so slices of one lane must not share a start (the requests first
+    scheduled in one step all start with that step)."""
+    stacks: list[list[tuple[int, int]]] = []
     out = []
     for s in sorted(slices, key=lambda s: (s.start_ns, -s.end_ns)):
         for i, st in enumerate(stacks):
-            while st and st[-1] <= s.start_ns:
+            while st and st[-1][1] <= s.start_ns:
                 st.pop()
-            if not st or s.end_ns <= st[-1]:
-                st.append(s.end_ns)
+            if not st or (s.end_ns <= st[-1][1] and s.start_ns > st[-1][0]):
+                st.append((s.start_ns, s.end_ns))
                 out.append((i, s))
                 break
         else:
-            stacks.append([s.end_ns])
+            stacks.append([(s.start_ns, s.end_ns)])
             out.append((len(stacks) - 1, s))
     return out
 
@@ -175,6 +180,13 @@ def _add_flows(o: _Out, span_files: list[SpanFile], where: dict, profs: list[Pro
                 by_step.setdefault(s.step, s)         # one EngineCore (several would repeat step ids)
             elif s.name == "worker.execute_model":
                 workers.setdefault(s.step, []).append((sf.pid, s))
+    engine_reqs = {s.args[REQUEST_ID]: s for sf in span_files for s in sf.slices
+                   if s.name == "engine.request" and REQUEST_ID in s.args}
+    for sf in span_files:               # front-end request -> the EngineCore's request of the same id
+        for s in sf.slices:
+            er = engine_reqs.get(s.args.get(REQUEST_ID)) if s.name == "vllm.request" else None
+            if er is not None:
+                o.flow("front->engine", where[id(s)], where[id(er)])
     for sf in span_files:               # request -> its first and last step (same start / end stamps)
         for s in sf.slices:
             if s.name == "engine.request":

@@ -3,7 +3,8 @@
 The writer (``vllm_w2ext/telemetry/trace_file.py``) appends length-delimited ``Trace.packet`` records:
 one process ``TrackDescriptor``, child tracks (one per role for ranges that nest on a thread, lanes
 named ``<span> #<i>`` for overlapping ranges), and a ``TYPE_SLICE_BEGIN`` / ``TYPE_SLICE_END`` pair
-per range, timestamps from ``time.time_ns()``. A file cut anywhere (SIGKILL mid-write) yields every
+per range, timestamps from ``time.time_ns()``, debug annotations ``step`` and, on request slices,
+``vllm.request.id``. A file cut anywhere (SIGKILL mid-write) yields every
 complete packet before the cut; a begin whose end was lost is counted, not returned."""
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import TracePacket, Track
 
 _BEGIN, _END = TrackEvent.Type.TYPE_SLICE_BEGIN, TrackEvent.Type.TYPE_SLICE_END
 SPAN_FILE = re.compile(r"^w2ext-(\d+)\.pftrace$")
+REQUEST_ID = "vllm.request.id"      # debug annotation of vllm.request / engine.request slices
 ROLE_NAMES = {"frontend": "front end", "engine_core": "EngineCore", "worker": "worker"}
 
 

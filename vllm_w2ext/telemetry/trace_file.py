@@ -4,7 +4,8 @@ A Perfetto trace is a sequence of length-delimited ``TracePacket`` records (fiel
 appending complete packets keeps the file valid at every moment: a process killed with SIGKILL leaves
 a file that opens, holding everything written before the kill. Tracks: one per process, one per role
 for ranges that nest on a thread, and "lanes" for ranges that overlap (requests, executor futures),
-assigned greedily so slices on a track never overlap. The file stops growing at
+assigned greedily so slices on a track never overlap. Debug annotations: the step id, and the request
+id on request ranges (``vllm.request``, ``engine.request``). The file stops growing at
 ``VLLM_W2EXT_TRACE_MAX_MB`` (further ranges are counted as dropped). A write that fails (disk full,
 I/O error) or writes only part of a batch is cut back to the last whole packet; the file then stops
 growing, the error is logged once and every later range is counted as dropped: the trace stays valid
@@ -22,6 +23,7 @@ from vllm_w2ext.telemetry.ranges import Range
 
 log = logging.getLogger("vllm_w2ext")
 _BEGIN, _END = TrackEvent.Type.TYPE_SLICE_BEGIN, TrackEvent.Type.TYPE_SLICE_END
+REQUEST_ID = "vllm.request.id"      # links a front-end request to its EngineCore request in a merge
 
 
 def _varint(n: int) -> bytes:
@@ -101,6 +103,9 @@ class TraceFileSink:
             ev.type, ev.track_uuid, ev.name = _BEGIN, track, r.name
             if r.step >= 0:
                 ev.debug_annotations.append(DebugAnnotation(name="step", int_value=r.step))
+            rid = r.attrs.get(REQUEST_ID) if r.attrs else None     # vllm.request / engine.request
+            if rid is not None:
+                ev.debug_annotations.append(DebugAnnotation(name=REQUEST_ID, string_value=str(rid)))
             end = self._packet(timestamp=r.end_ns)
             end.track_event.type, end.track_event.track_uuid = _END, track
             out += frame(begin) + frame(end)
