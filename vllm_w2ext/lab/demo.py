@@ -3,12 +3,14 @@
 Builds the tiny CPU model, runs ``vllm bench throughput`` on it with the plugin enabled, a local OTLP
 receiver and the metrics endpoint scraped every 0.5 s, and writes the spans, the scraped metrics, a
 span report (counts per process role, an engine-step excerpt, per-phase step time, scheduler gap), a
-panel PNG and a markdown summary to the output folder."""
+panel PNG, a Perfetto trace of the three processes (`trace.json.gz`, merged from their trace files)
+and a markdown summary to the output folder."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import time
 from pathlib import Path
 
 from vllm_w2ext.analysis.metrics_charts import render
+from vllm_w2ext.analysis.merge import merge
 from vllm_w2ext.analysis.metrics_report import run_summary
 from vllm_w2ext.analysis.spans import SpanSet, write_jsonl
 from vllm_w2ext.lab import free_port
@@ -63,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     model = Path(args.model) if args.model else tiny_llama(Path(".cache/models/tiny-llama"))
     rx = OTLPReceiver().start()
     mport = free_port()
+    trace_dir = out / "trace_files"
+    shutil.rmtree(trace_dir, ignore_errors=True)
     env = dict(os.environ, VLLM_W2EXT="1", OTEL_SERVICE_NAME="vllm-w2ext-demo", VLLM_W2EXT_METRICS_PORT=str(mport),
-               VLLM_W2EXT_METRICS_INTERVAL_MS="250", **rx.env("grpc"))
+               VLLM_W2EXT_METRICS_INTERVAL_MS="250", VLLM_W2EXT_TRACE_DIR=str(trace_dir), **rx.env("grpc"))
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     cmd = [sys.executable, "-m", "vllm_w2ext.lab.vllm_cli", "bench", "throughput", "--model", str(model),
            "--dataset-name", "random", "--random-input-len", str(args.input_len), "--random-output-len",
@@ -103,10 +108,15 @@ def main(argv: list[str] | None = None) -> int:
             md_text += f"\n![panels]({os.path.basename(png)})\n"
     except ImportError:                      # matplotlib is in the `lab` extra
         md_text += "\n(install the `lab` extra for panel PNGs)\n"
+    info = merge([str(trace_dir)], str(out / "trace.json.gz"))
+    md_text += (f"\n## Perfetto trace\n\n`trace.json.gz`: the spans of {len(info['span_files'])} processes "
+                f"({info['events']} events, flows request -> steps -> worker) merged from `trace_files/` with "
+                "`vllm-w2ext merge`; open it in https://ui.perfetto.dev (or add a torch-profiler trace to the "
+                "merge to see kernels/ops under the steps).\n")
     (out / "report.md").write_text(md_text)
     print((out / "report.md").read_text())
-    print(f"wrote {out}/: report.md, throughput.json, spans.jsonl, span_report.json, scrape_demo.prom, "
-          "panels_demo.png, bench.log")
+    print(f"wrote {out}/: report.md, trace.json.gz (Perfetto), trace_files/, throughput.json, spans.jsonl, "
+          "span_report.json, scrape_demo.prom, panels_demo.png, bench.log")
     return 0
 
 
