@@ -21,7 +21,6 @@ import contextlib
 import json
 import subprocess
 import threading
-import time
 import urllib.request
 
 import psutil

@@ -11,31 +11,13 @@ import pytest
 from conftest import clean_env, run_offline
 from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import TracePacket, TrackEvent
 
+from vllm_w2ext.analysis.pftrace import iter_packets
 from vllm_w2ext.analysis.spans import SpanSet
 
 
 def read_packets(data: bytes) -> list[TracePacket]:
-    """Length-delimited Trace.packet records; a truncated last record is ignored."""
-    out, i = [], 0
-    while i < len(data):
-        if data[i] != 0x0A:
-            raise ValueError(f"bad tag at {i}")
-        i += 1
-        n = shift = 0
-        while True:
-            if i >= len(data):
-                return out
-            b = data[i]
-            i += 1
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
-        if i + n > len(data):
-            return out
-        out.append(TracePacket.FromString(data[i:i + n]))
-        i += n
-    return out
+    """Complete Trace.packet records; a truncated last record is ignored."""
+    return [p for p, _ in iter_packets(data)]
 
 
 @pytest.fixture(scope="module")

@@ -5,27 +5,11 @@ import contextlib
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
-from vllm_w2ext.lab import free_port  # noqa: F401  (re-exported for the tests)
+from vllm_w2ext.lab import free_port, wait_http  # noqa: F401  (re-exported for the tests)
 
 CLI = [sys.executable, "-m", "vllm_w2ext.lab.vllm_cli"]
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited rc={proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} not up after {timeout}s")
 
 
 def stop(proc: subprocess.Popen, sig: int | None = signal.SIGINT, timeout: float = 60) -> None:

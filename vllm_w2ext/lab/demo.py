@@ -40,7 +40,7 @@ def phase_table(ss: SpanSet) -> list[dict]:
 
 
 def markdown(bench: dict, report: dict, phases: list[dict], args) -> str:
-    lines = [f"# vllm-w2ext demo: `vllm bench throughput` on the tiny CPU model",
+    lines = ["# vllm-w2ext demo: `vllm bench throughput` on the tiny CPU model",
              "", f"{args.prompts} prompts, random {args.input_len} in / {args.output_len} out; "
              f"vLLM {report['vllm_version']} on CPU.", "",
              f"Throughput: {bench.get('tokens_per_second', 0):.1f} tok/s, "

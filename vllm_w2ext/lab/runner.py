@@ -12,12 +12,11 @@ import subprocess
 import sys
 import time
 import traceback
-import urllib.request
 from pathlib import Path
 
 from tqdm import tqdm
 
-from vllm_w2ext.lab import free_port
+from vllm_w2ext.lab import free_port, wait_http
 from vllm_w2ext.lab.experiments import Session
 from vllm_w2ext.lab.experiments_local import LOCAL
 from vllm_w2ext.lab.targets import Target
@@ -210,7 +209,7 @@ class Lab:
         with open(log, "w") as lf:
             proc = subprocess.Popen(cmd, env=env, stdout=lf, stderr=subprocess.STDOUT, cwd=self.out)
         try:
-            _wait_http(f"http://127.0.0.1:{port}/health", proc, self.target.serve_timeout_s)
+            wait_http(f"http://127.0.0.1:{port}/health", proc, self.target.serve_timeout_s)
             for r in s.runs:
                 p = r.params
                 n0 = self.span_count()
@@ -237,17 +236,3 @@ class Lab:
 
 def _public(plugin: dict) -> dict:
     return {k: v for k, v in plugin.items() if k.startswith("VLLM_W2EXT") or k == "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"}
-
-
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"vllm serve exited rc={proc.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"{url} not up after {timeout} s")
