@@ -259,6 +259,10 @@ def test_partial_inputs(run, tmp_path):
     assert info["profiler_traces"][0]["truncated"] and info["events"] > 100
     with pytest.raises(MergeError, match="no such file or folder"):
         merge([str(tmp_path / "missing")], str(tmp_path / "d.json.gz"))
+    # the same run named twice (once through a symlink) is read once: the offset is still measured
+    (tmp_path / "link").symlink_to(run["tmp"] / "run")
+    info = merge([str(run["tmp"] / "run"), str(tmp_path / "link")], str(tmp_path / "f.json.gz"))
+    assert len(info["span_files"]) == len(run["span_files"]) and info["clock_offset_measured"]
     p = subprocess.run([sys.executable, "-m", "vllm_w2ext.cli", "merge", "--out", str(tmp_path / "e.json.gz"),
                         str(tmp_path / "cut")], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "cut after" in p.stdout and "not measured (no profiler trace)" in p.stdout

@@ -3,8 +3,12 @@
 # dummy Llama-3.1-8B-shaped bf16 model (--load-format dummy), max model length 4096, plugin via
 # VLLM_W2EXT (every exporter on: OTLP to a loopback receiver + metrics endpoint scraped), NVML
 # sampled at 5 Hz around every session. Results land in $OUT/lab (raw/, metrics/, profile/, logs/,
-# env.json, report.*). Before each call on a cold machine:  bash .gpu/p1/stage.sh  (carry .gpu/p1),
-# then  bash .gpu/p2/stage.sh && source .gpu/p2/env.sh  (carry .gpu/p2). Do not run it here (no GPU).
+# env.json, report.*). On a cold machine stage vLLM first with benchmarks/h100/split_stage.sh
+# (call 1 carries .gpu/p1a; call 2 carries .gpu/p1b + .gpu/p2, runs `split_stage.sh two` and sources
+# .gpu/p2/env.sh); later calls on the warm machine: bash .gpu/p2/stage.sh && source .gpu/p2/env.sh.
+# The machine is given back after ~30 s idle: issue the next call right away. Keep each call's own
+# `timeout` well under the device call limit, and write results under $OUT as they come (a call that
+# hits the limit returns nothing). Do not run it here (no GPU).
 #
 # usage: LAB_GIT_COMMIT=<sha> [LAB_RESUME_FROM=<results dir in the tree>] bash benchmarks/h100/lab.sh STAGE
 # One stage per 10-minute device call. Estimated device time (engine start ~55 s with torch.compile

@@ -43,22 +43,23 @@ class MergeError(Exception):
 
 
 def find_inputs(inputs: list[str], out_path: str | None = None) -> tuple[list[str], list[str]]:
-    """(span files, profiler traces) named by the inputs: files, or folders searched recursively."""
+    """(span files, profiler traces) named by the inputs: files, or folders searched recursively.
+    A file reached twice (the same folder given twice, or through a symlink) counts once."""
     spans, profs = set(), set()
-    out = os.path.abspath(out_path) if out_path else None
+    out = os.path.realpath(out_path) if out_path else None
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             for f in p.rglob("*"):
                 if f.is_file() and SPAN_FILE.match(f.name):
-                    spans.add(str(f))
+                    spans.add(os.path.realpath(f))
                 elif f.is_file() and f.name.endswith(PROFILER_SUFFIXES):
-                    profs.add(str(f))
+                    profs.add(os.path.realpath(f))
         elif p.is_file():
             if p.name.endswith(".pftrace"):
-                spans.add(str(p))
+                spans.add(os.path.realpath(p))
             elif p.name.endswith((".json", ".json.gz", ".json.xz")):
-                profs.add(str(p))
+                profs.add(os.path.realpath(p))
             else:
                 raise MergeError(f"merge input {item!r}: expected a w2ext-<pid>.pftrace span file, a torch-profiler "
                                  "trace (*.pt.trace.json[.gz|.xz]) or a folder of them")
