@@ -16,10 +16,29 @@ import time
 import urllib.request
 
 
-def scrape(port: int) -> str:
-    time.sleep(1.5)                    # > VLLM_W2EXT_METRICS_INTERVAL_MS: every process has snapshotted
+def _fetch(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         return r.read().decode()
+
+
+def scrape(port: int, settle_s: float = 1.5, timeout_s: float = 30.0) -> str:
+    """The endpoint's text once every process's counters have caught up with the work just done:
+    the step and gap counts unchanged for ``settle_s`` (> VLLM_W2EXT_METRICS_INTERVAL_MS). Metrics
+    travel worker -> export process -> snapshot file -> endpoint; a fixed sleep is not enough on a
+    loaded 2-core machine."""
+    deadline = time.monotonic() + timeout_s
+    last, since = None, time.monotonic()
+    while True:
+        text = _fetch(port)
+        key = [line for line in text.splitlines() if line.startswith((
+            "vllm_w2ext_engine_steps_total", "vllm_w2ext_scheduler_gap_seconds_count",
+            "vllm_w2ext_phase_duration_seconds_count"))]
+        now = time.monotonic()
+        if key != last:
+            last, since = key, now
+        elif now - since >= settle_s or now > deadline:
+            return text
+        time.sleep(0.25)
 
 
 if __name__ == "__main__":
