@@ -152,9 +152,14 @@ def test_report_and_html_in_chromium(lab, tmp_path):
                     "7. Plugin overhead"):
         assert section in md
     s = json.loads((out / "summary.json").read_text())
-    # every lab metric we measured differs by far more than 10 % on a 2-core CPU: each one is flagged
+    # each measured metric sits next to the lab's number, flagged exactly when it differs by > 10 %
+    # (on a 2-core CPU nearly all do; the tiny model's throughput can land near the H100's by chance)
     compared = [r for r in s["comparison"] if r["ours"] is not None]
-    assert len(compared) >= 5 and all(r["flag"] for r in compared)
+    assert len(compared) >= 5
+    for r in compared:
+        diff = 100 * (r["ours"] - r["lab_h100"]) / r["lab_h100"]
+        assert r["diff_pct"] == pytest.approx(diff) and r["flag"] == (abs(diff) > 10.0), r
+    assert sum(r["flag"] for r in compared) >= len(compared) - 2
     for png in ("fig1_throughput.png", "fig2_latency.png", "gap_gpu_busy.png", "overhead.png"):
         assert (out / png).stat().st_size > 5000 and png in md
     html = (out / "report.html").read_text()
