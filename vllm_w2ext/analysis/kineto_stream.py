@@ -99,6 +99,21 @@ def _decode_block(body: bytes) -> list[Event] | None:
         return None
 
 
+def _decode_prefix(buf: bytes, end: int, max_tries: int | None = None):
+    """(events, index of the comma after them) for the longest prefix of ``buf`` that ends at an event
+    boundary before ``end`` and decodes; None if there is none (within ``max_tries`` boundaries)."""
+    tries = 0
+    while max_tries is None or tries < max_tries:
+        cut, comma = _last_boundary(buf, end)
+        if cut < 0:
+            return None
+        events = _decode_block(buf[:cut + 1])
+        if events is not None:
+            return events, comma
+        end, tries = cut, tries + 1
+    return None
+
+
 def _last_boundary(buf: bytes, end: int) -> tuple[int, int]:
     """Positions of the last ``}`` followed (after white space) by ``,`` before ``end``: (brace, comma)."""
     while True:
@@ -161,17 +176,10 @@ class TraceReader:
             if eof:
                 yield from self._tail(buf)
                 return
-            end, tries = len(buf), 0
-            while tries < 16:
-                cut, comma = _last_boundary(buf, end)
-                if cut < 0:
-                    break
-                events = _decode_block(buf[:cut + 1])
-                if events is not None:
-                    yield events
-                    buf = buf[comma + 1:]
-                    break
-                end, tries = cut, tries + 1
+            got = _decode_prefix(buf, len(buf), max_tries=16)
+            if got is not None:
+                yield got[0]
+                buf = buf[got[1] + 1:]
             if len(buf) > MAX_BLOCK:
                 raise TraceError(f"{self.path}: no event boundary in {MAX_BLOCK >> 20} MB of traceEvents")
 
@@ -188,16 +196,9 @@ class TraceReader:
                 return
         # no closing bracket that decodes: a file cut short; keep its complete events
         self.truncated = True
-        end = len(buf)
-        while True:
-            cut, _ = _last_boundary(buf, end)
-            if cut < 0:
-                return
-            events = _decode_block(buf[:cut + 1])
-            if events is not None:
-                yield events
-                return
-            end = cut
+        got = _decode_prefix(buf, len(buf))
+        if got is not None:
+            yield got[0]
 
 
 def iter_events(path: str | Path) -> Iterator[Event]:
