@@ -10,35 +10,34 @@
 # `timeout` well under the device call limit, and write results under $OUT as they come (a call that
 # hits the limit returns nothing). Do not run it here (no GPU).
 #
-# usage: LAB_GIT_COMMIT=<sha> [LAB_RESUME_FROM=<results dir in the tree>] bash benchmarks/h100/lab.sh STAGE
-# One stage per 10-minute device call. Estimated device time (engine start ~55 s with torch.compile
-# on a cold machine, ~60-100 s measured per start so far; each stage starts the engine N times):
-#   A  models,throughput        4 starts (sharegpt + random, stock + plugin)   ~6-7 min
-#   B  latency                  2 starts (bs 1/4/16/32 x 13 iters, both)       ~4-5 min
-#   C  profile,online           2 starts (profile bs 1 + 32; serve + 2 x bench serve) ~4-5 min
-#   D1 overhead --reps 2        4 starts (ABBA: stock1 plugin1 plugin2 stock2)  ~6-7 min
-#   D2 overhead --reps 3        2 starts (resume skips reps 1-2; stock3 plugin3) ~3-4 min
-#   R  report                   no engine: gpu_monitor summary + report.md/html/charts  < 1 min
-# Total ~25-28 device-minutes: one session's budget. A stage killed by the time limit loses only its
-# unfinished session: run it again (resume skips every run whose raw JSON came back).
+# usage: LAB_GIT_COMMIT=<sha> [LAB_RESUME_FROM=<results dir in the tree>] [LAB_TIMEOUT_S=480] \
+#          bash benchmarks/h100/lab.sh STAGE
+# One stage per 10-minute device call; the lab itself is killed (process group) after LAB_TIMEOUT_S so
+# the call always returns what is written. Engine start ~80 s each (imports, EngineCore spawn,
+# compile cache, CUDA graphs); the plan folds throughput, latency and the first A/B repetition into
+# one engine per mode (experiments.fold):
+#   A  models, throughput, latency, overhead rep 1   2 starts (ab_stock_1, ab_plugin_1)      ~5.5 min
+#   B  overhead reps 2-3                              4 starts (ABBA: plugin2 stock2 stock3 plugin3) ~7 min
+#   C  profile, online, gpu_monitor                   2 starts (profile bs 1 + 32; serve + 2 x bench serve) ~5 min
+#   R  report (no GPU needed: run it anywhere on the copied results)                      < 1 min
+# Total ~18 device-minutes + staging. A stage cut by the timeout loses only its unfinished session:
+# run it again (resume skips every session whose raw JSON came back).
 # Between calls: copy $OUT/lab into the tree (e.g. benchmarks/results/h100/lab) and pass it as
 # LAB_RESUME_FROM, so resume and the final report see every stage's raw JSON and NVML CSV.
 set -uo pipefail
-STAGE=${1:?stage: A B C D1 D2 R}
+STAGE=${1:?stage: A B C R}
 OUT=${OUT:-out}; L=$OUT/lab; mkdir -p $L
 if [ -n "${LAB_RESUME_FROM:-}" ] && [ -d "$LAB_RESUME_FROM" ]; then cp -rn "$LAB_RESUME_FROM"/. $L/; fi
 M=/tmp/llama31-8b-shaped
 python3 -m vllm_w2ext.lab.model_folders llama31-8b-shaped $M > /dev/null
 export LAB_GIT_COMMIT=${LAB_GIT_COMMIT:-unknown}
-LAB=(python3 benchmarks/lab.py --target h100 --size full --model $M --out $L --plugin both)
+LAB=(timeout -k 15 ${LAB_TIMEOUT_S:-480} python3 benchmarks/lab.py --target h100 --size full --model $M --out $L --plugin both)
 case $STAGE in
-  A)  "${LAB[@]}" --only models,throughput ;;
-  B)  "${LAB[@]}" --only latency ;;
-  C)  "${LAB[@]}" --only profile,online ;;
-  D1) "${LAB[@]}" --only overhead --reps 2 ;;
-  D2) "${LAB[@]}" --only overhead --reps 3 ;;
-  R)  "${LAB[@]}" --only gpu_monitor && python3 -m vllm_w2ext.analysis.lab_report $L ;;
-  *)  echo "unknown stage $STAGE (A B C D1 D2 R)"; exit 2 ;;
+  A)  "${LAB[@]}" --only models,throughput,latency,overhead --reps 1 ;;
+  B)  "${LAB[@]}" --only overhead --reps 3 ;;
+  C)  "${LAB[@]}" --only profile,online,gpu_monitor ;;
+  R)  python3 -m vllm_w2ext.analysis.lab_report $L ;;
+  *)  echo "unknown stage $STAGE (A B C R)"; exit 2 ;;
 esac
 RC=$?
 # keep what travels back small: compress scrapes, drop the plugin's raw trace copies beyond merged output

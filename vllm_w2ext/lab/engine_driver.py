@@ -1,14 +1,16 @@
 """One vLLM engine, several measurements: ``python -m vllm_w2ext.lab.engine_driver SPEC.json``.
 
-Engine starts cost 60-100 s on the H100, so the lab runs the measurements that vLLM's CLI would give
-one engine each (``bench latency`` per batch size, a profiled run) in one ``LLM``. Each task repeats
-the timing of vLLM's own benchmark code (``vllm/benchmarks/latency.py`` / ``throughput.py``, same on
-0.26 and 0.32): random prompt token ids < 10,000, ``ignore_eos``, ``n=1``, temperature 1, top-p 1,
-``perf_counter`` around ``LLM.generate``. SPEC:
+Engine starts cost ~80 s on the H100 (imports, EngineCore spawn, compile cache, CUDA graphs), so the lab
+runs what vLLM's CLI would give one engine each (``bench throughput`` per dataset, ``bench latency`` per
+batch size, a profiled run) in one ``LLM``. Throughput goes through vLLM's own benchmark code
+(``vllm.benchmarks.throughput``: its argument parser, ``get_requests`` for the ShareGPT/random datasets
+and ``_run_vllm_requests`` for the timed ``LLM.generate``; same on 0.26 and 0.32); latency repeats
+``vllm/benchmarks/latency.py``'s loop (random prompt token ids < 10,000, ``ignore_eos``, ``n=1``,
+temperature 1, top-p 1, ``perf_counter`` around ``LLM.generate``). SPEC:
 
     {"engine": {LLM kwargs}, "profiler": {ProfilerConfig fields} | null,
-     "tasks": [{"kind": "latency", "out", "batch_size", "input_len", "output_len", "warmup", "iters"},
-               {"kind": "throughput", "out", "num_prompts", "input_len", "output_len"},
+     "tasks": [{"kind": "throughput", "out", "bench_args": [`vllm bench throughput` dataset flags]},
+               {"kind": "latency", "out", "batch_size", "input_len", "output_len", "warmup", "iters"},
                {"kind": "profile", "out", "batch_size", "input_len", "output_len"}]}
 
 Each task writes its ``out`` JSON (``bench latency`` / ``bench throughput`` field names) when done."""
@@ -49,12 +51,34 @@ def latency(llm, sp_cls, t: dict, rng) -> dict:
             "batch_size": t["batch_size"], "input_len": t["input_len"], "output_len": t["output_len"]}
 
 
-def throughput(llm, sp_cls, t: dict, rng) -> dict:
-    n, i, o = t["num_prompts"], t["input_len"], t["output_len"]
-    elapsed = _generate(llm, _prompts(n, i, rng), [_params(sp_cls, o)] * n)
-    return {"elapsed_time": elapsed, "num_requests": n, "total_num_tokens": n * (i + o),
-            "requests_per_second": n / elapsed, "tokens_per_second": n * (i + o) / elapsed,
-            "output_tokens_per_second": n * o / elapsed, "input_len": i, "output_len": o}
+def throughput(llm, t: dict, model: str) -> dict:
+    """``vllm bench throughput`` on an engine that is already up: vLLM's parser, dataset sampling and
+    timed loop; tokens counted from the outputs as its ``main`` does."""
+    import argparse
+    import random
+
+    from vllm.benchmarks import throughput as bt
+    from vllm.outputs import RequestOutput
+    from vllm.tokenizers import get_tokenizer
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+    parser = FlexibleArgumentParser()
+    bt.add_cli_args(parser)
+    args: argparse.Namespace = parser.parse_args(["--model", model, *t["bench_args"]])
+    bt.validate_args(args)
+    args.seed = 0 if args.seed is None else args.seed
+    random.seed(args.seed)
+    tok = get_tokenizer(args.tokenizer, tokenizer_mode=args.tokenizer_mode, trust_remote_code=args.trust_remote_code)
+    requests = bt.get_requests(args, tok)
+    elapsed, outs = bt._run_vllm_requests(llm, requests, args.n, args.disable_detokenize, do_profile=False,
+                                          prequeue_requests=False, enable_lora=False)
+    outs = [o for o in outs or [] if isinstance(o, RequestOutput)]
+    prompt = sum(len(o.prompt_token_ids or []) for o in outs)
+    output = sum(len(c.token_ids) for o in outs for c in o.outputs if c is not None and c.token_ids is not None)
+    n = len(requests)
+    return {"elapsed_time": elapsed, "num_requests": n, "total_num_tokens": prompt + output,
+            "requests_per_second": n / elapsed, "tokens_per_second": (prompt + output) / elapsed,
+            "prompt_tokens": prompt, "output_tokens": output, "output_tokens_per_second": output / elapsed,
+            "bench_args": t["bench_args"], "vllm_bench": "vllm.benchmarks.throughput (get_requests, _run_vllm_requests)"}
 
 
 def profile(llm, sp_cls, t: dict, rng, prof_dir: str) -> dict:
@@ -97,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         if t["kind"] == "latency":
             res = latency(llm, SamplingParams, t, rng)
         elif t["kind"] == "throughput":
-            res = throughput(llm, SamplingParams, t, rng)
+            res = throughput(llm, t, kw["model"])
         elif t["kind"] == "profile":
             res = profile(llm, SamplingParams, t, rng, prof["torch_profiler_dir"])
         else:

@@ -1,12 +1,12 @@
 """The lab's experiments (issue #5 numbering) as a plan of engine sessions; no vLLM import here.
 
-A *session* is one engine start (``vllm bench`` CLI, the multi-task ``engine_driver``, or ``vllm serve``
-with ``vllm bench serve`` clients) or a local step with no engine; each produces one or more *runs*,
-each run one raw JSON (``raw/<run>.json``). Engine starts are the expensive part (H100 ~60-100 s,
-CPU ~20 s), so measurements share an engine where vLLM allows it.
+A *session* is one engine start (the multi-task ``engine_driver``, or ``vllm serve`` with ``vllm bench
+serve`` clients) or a local step with no engine; each produces one or more *runs*, each run one raw
+JSON (``raw/<run>.json``). Engine starts are the expensive part (H100 ~80 s, CPU ~20 s), so
+measurements share an engine where vLLM allows it (``fold``).
 
 1 models      model folder(s): config, weight bytes, tokenizer round trip (no engine)
-2 throughput  ``vllm bench throughput``: synthetic ShareGPT-format file and random lengths
+2 throughput  ``vllm bench throughput``'s code: synthetic ShareGPT-format file and random lengths
 3 latency     latency vs batch (in 512 / out 128), one engine for every batch size
 4 profile     torch profiler around a few decode steps + the plugin's trace files -> merge -> analyze
 5 gpu_monitor NVML sampler around every session (phase column), summarised per session (needs CUDA)
@@ -40,7 +40,7 @@ class Run:
 class Session:
     name: str
     experiment: str
-    kind: str                 # "cli" | "driver" | "serve" | "local"
+    kind: str                 # "driver" | "serve" | "local"
     mode: str
     runs: list[Run]
     spec: dict = field(default_factory=dict)
@@ -80,13 +80,13 @@ def plan(only: list[str], plugin: str, size: str, reps: int | None, sharegpt_pat
     if "models" in only:
         out.append(Session("models", "models", "local", "-", [Run("models", "models", "-")]))
     if "throughput" in only:
+        sharegpt = ["--dataset-name", "sharegpt", "--dataset-path", sharegpt_path, "--num-prompts", str(s["thr_prompts"])]
         for m in _modes(plugin):
-            p = {"dataset": "sharegpt", "dataset_path": sharegpt_path, "num_prompts": s["thr_prompts"]}
-            out.append(Session(f"thr_sharegpt_{m}", "throughput", "cli", m,
-                               [Run(f"thr_sharegpt_{m}", "throughput", m, p)]))
-            p = {"dataset": "random", "input_len": s["rand_in"], "output_len": s["rand_out"],
-                 "num_prompts": s["thr_prompts"]}
-            out.append(Session(f"thr_random_{m}", "throughput", "cli", m, [Run(f"thr_random_{m}", "throughput", m, p)]))
+            runs = [Run(f"thr_sharegpt_{m}", "throughput", m, {"kind": "throughput", "dataset": "sharegpt",
+                                                               "bench_args": sharegpt}),
+                    Run(f"thr_random_{m}", "throughput", m, {"kind": "throughput", "dataset": "random",
+                                                             "bench_args": _random_args(s)})]
+            out.append(Session(f"thr_{m}", "throughput", "driver", m, runs))
     if "latency" in only:
         for m in _modes(plugin):
             runs = [Run(f"lat_bs{b}_{m}", "latency", m, {"kind": "latency", "batch_size": b, "input_len": s["lat_in"],
@@ -105,15 +105,40 @@ def plan(only: list[str], plugin: str, size: str, reps: int | None, sharegpt_pat
         out.append(Session("online", "online", "serve", "plugin", runs))
     if "overhead" in only:
         for m, r in ab_order(s["reps"]):
-            runs = [Run(f"ab_thr_{m}_{r}", "overhead", m, {"kind": "throughput", "num_prompts": s["thr_prompts"],
-                                                           "input_len": s["rand_in"], "output_len": s["rand_out"],
-                                                           "rep": r}),
+            runs = [Run(f"ab_thr_{m}_{r}", "overhead", m, {"kind": "throughput", "dataset": "random",
+                                                           "bench_args": _random_args(s), "rep": r}),
                     Run(f"ab_lat_{m}_{r}", "overhead", m, {"kind": "latency", "batch_size": 1, "input_len": s["lat_in"],
                                                            "output_len": s["lat_out"], "warmup": s["lat_warmup"],
                                                            "iters": s["lat_iters"], "rep": r})]
             out.append(Session(f"ab_{m}_{r}", "overhead", "driver", m, runs))
     if "gpu_monitor" in only:           # last: summarises the NVML CSV written around all the sessions above
         out.append(Session("gpu_monitor", "gpu_monitor", "local", "-", [Run("gpu_monitor", "gpu_monitor", "-")]))
+    return fold(out)
+
+
+def _random_args(s: dict) -> list[str]:
+    return ["--dataset-name", "random", "--random-input-len", str(s["rand_in"]), "--random-output-len",
+            str(s["rand_out"]), "--num-prompts", str(s["thr_prompts"])]
+
+
+def fold(sessions: list[Session]) -> list[Session]:
+    """One engine per mode for throughput, latency and the overhead's first repetition: their runs join
+    the mode's first A/B session (or its first throughput/latency session), after that session's own runs,
+    so every A/B repetition measures first on a fresh engine. Saves 4 engine starts at full size."""
+    host: dict[str, Session] = {}
+    for x in sessions:
+        if x.kind == "driver" and x.experiment == "overhead" and x.name.endswith("_1"):
+            host.setdefault(x.mode, x)
+    for x in sessions:
+        if x.kind == "driver" and x.experiment in ("throughput", "latency"):
+            host.setdefault(x.mode, x)
+    out = []
+    for x in sessions:
+        h = host.get(x.mode)
+        if x.kind == "driver" and x.experiment in ("throughput", "latency") and h is not None and h is not x:
+            h.runs.extend(x.runs)
+        else:
+            out.append(x)
     return out
 
 

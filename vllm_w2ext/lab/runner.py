@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -147,32 +146,6 @@ class Lab:
             raise RuntimeError(f"rc={rc} from {' '.join(cmd[:6])} ...; log {log}:\n{tail}")
         return time.time() - t0
 
-    def _cli(self, s: Session) -> None:
-        env, plugin = self._engine_env(s)
-        n0 = self.span_count()
-        for r in s.runs:
-            p = r.params
-            bench = self.out / "raw" / f"{r.name}.bench.json"
-            cmd = CLI + ["bench", "throughput", *self.target.cli_args(), "--num-prompts", str(p["num_prompts"]),
-                         "--dataset-name", p["dataset"], "--output-json", str(bench)]
-            if p["dataset"] == "sharegpt":
-                cmd += ["--dataset-path", str(p["dataset_path"])]
-            else:
-                cmd += ["--random-input-len", str(p["input_len"]), "--random-output-len", str(p["output_len"])]
-            log = self.out / "logs" / f"{s.name}.log"
-            wall = self._call(cmd, env, log, plugin, s.name)
-            time.sleep(1.0 if plugin else 0)
-            res = json.loads(bench.read_text())
-            for key, label in (("prompt_tokens", "prompt"), ("output_tokens", "output")):   # printed, not in the JSON
-                m = re.findall(rf"Total num {label} tokens:\s+(\d+)", log.read_text())
-                if m:
-                    res[key] = int(m[-1])
-            if "output_tokens" in res:
-                res["output_tokens_per_second"] = res["output_tokens"] / res["elapsed_time"]
-            self.write_raw(r, s, res,
-                           {"command": cmd, "session_wall_s": round(wall, 1), "plugin_env": _public(plugin),
-                            "spans_received": self.span_count() - n0})
-
     def _driver(self, s: Session) -> None:
         env, plugin = self._engine_env(s)
         spec = {"engine": self.target.engine_kwargs(), "profiler": None, "tasks": []}
@@ -183,6 +156,7 @@ class Lab:
                                 "torch_profiler_with_stack": False, "torch_profiler_use_gzip": True}
         for r in s.runs:
             t = dict(r.params, out=str(self.out / "raw" / f"{r.name}.result.json"))
+            t.pop("dataset", None)
             if t["kind"] == "profile":
                 t["dir"] = str(self.out / "profile" / r.name)
             spec["tasks"].append(t)
@@ -195,7 +169,7 @@ class Lab:
         for r, t in zip(s.runs, spec["tasks"]):
             result = json.loads(Path(t["out"]).read_text())
             extra = {"command": cmd, "session_wall_s": round(wall, 1), "plugin_env": _public(plugin),
-                     "spans_received": self.span_count() - n0}
+                     "spans_received": self.span_count() - n0, "session_runs": [x.name for x in s.runs]}
             if t["kind"] == "profile":
                 extra["analysis"] = LOCAL["profile_post"](self, r, Path(t["dir"]), Path(env["VLLM_W2EXT_TRACE_DIR"]))
             self.write_raw(r, s, result, extra)

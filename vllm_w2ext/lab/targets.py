@@ -30,7 +30,11 @@ class Target:
         return a
 
     def engine_kwargs(self) -> dict:
-        kw = {"model": str(self.model), "max_model_len": self.max_model_len, "seed": 0}
+        """``LLM`` kwargs of the engine_driver: prefix caching off as ``vllm bench latency`` sets it (its
+        iterations repeat the same prompts). ``bench throughput`` keeps vLLM's default (on); the driver's
+        throughput runs share the latency runs' engine and so run without it (random token prompts hit
+        no cached block either way)."""
+        kw = {"model": str(self.model), "max_model_len": self.max_model_len, "seed": 0, "enable_prefix_caching": False}
         kw.update({"dtype": self.dtype} if self.dtype else {})
         kw.update({"load_format": "dummy"} if self.dummy_weights else {})
         kw.update({"enforce_eager": True} if self.enforce_eager else {})
