@@ -22,12 +22,16 @@
 #   R  report (no GPU needed: run it anywhere on the copied results)                      < 1 min
 # Total ~18 device-minutes + staging. A stage cut by the timeout loses only its unfinished session:
 # run it again (resume skips every session whose raw JSON came back).
-# Between calls: copy $OUT/lab into the tree (e.g. benchmarks/results/h100/lab) and pass it as
-# LAB_RESUME_FROM, so resume and the final report see every stage's raw JSON and NVML CSV.
+# Each stage also keeps its results in LAB_KEEP (/tmp on the device) and starts from them, so back-to-back
+# calls on a warm machine resume without a round trip; after the machine was given back, copy $OUT/lab
+# into the tree (e.g. benchmarks/results/h100/lab) and pass it as LAB_RESUME_FROM.
 set -uo pipefail
 STAGE=${1:?stage: A B C R}
 OUT=${OUT:-out}; L=$OUT/lab; mkdir -p $L
-if [ -n "${LAB_RESUME_FROM:-}" ] && [ -d "$LAB_RESUME_FROM" ]; then cp -rn "$LAB_RESUME_FROM"/. $L/; fi
+KEEP=${LAB_KEEP:-/tmp/w2ext-lab}      # survives between calls while the machine stays warm
+for src in "${LAB_RESUME_FROM:-}" "$KEEP"; do
+  if [ -n "$src" ] && [ -d "$src" ]; then cp -rn "$src"/. $L/; fi
+done
 M=/tmp/llama31-8b-shaped
 python3 -m vllm_w2ext.lab.model_folders llama31-8b-shaped $M > /dev/null
 export LAB_GIT_COMMIT=${LAB_GIT_COMMIT:-unknown}
@@ -43,5 +47,6 @@ RC=$?
 # keep what travels back small: compress scrapes, drop the plugin's raw trace copies beyond merged output
 gzip -9f $L/metrics/*.prom 2>/dev/null
 rm -rf $L/profile/profile/torch
+mkdir -p $KEEP && cp -r $L/. $KEEP/
 du -sh $L; ls $L/raw | tail -40
 exit $RC
