@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import lzma
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -190,6 +191,12 @@ def test_step_span_encloses_its_ops_after_the_measured_offset(run, ui):
             assert max(o["ts"] + o["dur"] for o in inside) <= span["ts"] + span["dur"], (step, span["name"])
         checked += 1
     assert checked >= 4
+
+
+def test_merged_file_names_its_inputs_relative_to_itself(run):
+    info = run["doc"]["w2extMerge"]           # a shared trace carries no paths of the machine that merged it
+    paths = [x["path"] for x in info["span_files"] + info["profiler_traces"]] + [info["out"]]
+    assert len(paths) >= 3 and not any(os.path.isabs(p) for p in paths), paths
 
 
 def test_profiler_events_are_copied_unchanged(run):

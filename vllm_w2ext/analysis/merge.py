@@ -242,6 +242,14 @@ def _clip(span_files: list[SpanFile], profs: list[ProfilerIndex], offset_ns: int
     return dropped
 
 
+
+def _rel(path: str, out_path) -> str:
+    """Inputs as the merged file names them: relative to its folder (a shared trace carries no machine paths)."""
+    try:
+        return os.path.relpath(os.path.abspath(path), os.path.dirname(os.path.abspath(str(out_path))))
+    except ValueError:                    # another drive (Windows)
+        return os.path.basename(path)
+
 def merge(inputs: list[str], out_path: str, step_flows: str = "bounds", clip_ms: float | None = None) -> dict:
     """Merge the span files and profiler traces found in ``inputs`` into ``out_path`` (.json or .json.gz).
     ``clip_ms``: keep only spans within that many ms of a profiler trace's recorded window."""
@@ -261,9 +269,9 @@ def merge(inputs: list[str], out_path: str, step_flows: str = "bounds", clip_ms:
     else:
         first = min((s.start_ns for sf in span_files for s in sf.slices), default=0)
         base = first // 1_000_000_000 * 1_000_000_000
-    warnings = [f"{sf.path}: cut after {sf.packets} complete packets ({sf.truncated_bytes} bytes dropped)"
+    warnings = [f"{_rel(sf.path, out_path)}: cut after {sf.packets} complete packets ({sf.truncated_bytes} bytes dropped)"
                 for sf in span_files if sf.truncated_bytes]
-    warnings += [f"{ix.path}: profiler trace cut after {ix.events} events" for ix in profs if ix.truncated]
+    warnings += [f"{_rel(ix.path, out_path)}: profiler trace cut after {ix.events} events" for ix in profs if ix.truncated]
     if profs and span_files and not measured:
         warnings.append("no span matched a profiler annotation: the clock offset is NOT measured; spans are "
                         "placed with offset 0 (profiled without VLLM_W2EXT=1, or span files from another run?)")
@@ -277,12 +285,12 @@ def merge(inputs: list[str], out_path: str, step_flows: str = "bounds", clip_ms:
     _add_flows(o, span_files, where, profs, step_flows)
     info.update(
         clock_offset_measured=measured, base_time_ns=base, step_flows=step_flows, flows=o.flows,
-        span_files=[{"path": sf.path, "pid": sf.pid, "roles": sf.roles, "slices": len(sf.slices),
+        span_files=[{"path": _rel(sf.path, out_path), "pid": sf.pid, "roles": sf.roles, "slices": len(sf.slices),
                      "truncated_bytes": sf.truncated_bytes, "open_slices": sf.open_slices} for sf in span_files],
-        profiler_traces=[{"path": ix.path, "events": ix.events, "truncated": ix.truncated,
+        profiler_traces=[{"path": _rel(ix.path, out_path), "events": ix.events, "truncated": ix.truncated,
                           "base_time_ns": ix.base_ns, "gpu": ix.has_gpu,
                           "step_annotations": len(ix.annotations)} for ix in profs],
-        warnings=warnings, out=str(out_path))
+        warnings=warnings, out=os.path.basename(str(out_path)))
     firsts = [e["ts"] for e in o.events if e.get("ph") == "X"]      # the offset marker at the trace's start
     firsts += [_us(ix.base_ns + ix.first_ns - base) for ix in profs if ix.first_ns is not None]
     first_ts = min(firsts, default=0.0)
