@@ -143,6 +143,7 @@ def test_resume_skips_finished_runs(lab, tiny_model):
 
 def test_report_and_html_in_chromium(lab, tmp_path):
     out = lab[0]
+    (out / "notes.md").write_text("Why A differs:\nbecause of B.\n\nSecond paragraph.\n")
     p = subprocess.run([sys.executable, "-m", "vllm_w2ext.analysis.lab_report", str(out)],
                        capture_output=True, text=True, timeout=300, cwd=str(ROOT))
     assert p.returncode == 0, p.stderr[-3000:]
@@ -151,6 +152,7 @@ def test_report_and_html_in_chromium(lab, tmp_path):
                     "3. Latency vs batch size", "4. Profiled forward pass", "5. GPU monitor", "6. Online vs offline",
                     "7. Plugin overhead"):
         assert section in md
+    assert "## Why the numbers differ (notes.md)\n\nWhy A differs: because of B.\n\nSecond paragraph." in md
     s = json.loads((out / "summary.json").read_text())
     # each measured metric sits next to the lab's number, flagged exactly when it differs by > 10 %
     # (on a 2-core CPU nearly all do; the tiny model's throughput can land near the H100's by chance)
@@ -177,6 +179,18 @@ def test_report_and_html_in_chromium(lab, tmp_path):
     # non-trivial: not a blank page -- many distinct colours (text + charts) and dark pixels (text)
     assert len({tuple(px) for px in (img[::7, ::7, :3] * 255).astype(int).reshape(-1, 3).tolist()}) > 50
     assert (img[:, :, :3].mean(axis=2) < 0.3).mean() > 0.002
+
+
+def test_full_plan_one_engine_per_mode_for_throughput_latency_and_first_ab_pair():
+    p = subprocess.run(LAB + ["--target", "h100", "--size", "full", "--dry-run"],
+                       capture_output=True, text=True, timeout=60, cwd=str(ROOT))
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "plan: 10 sessions, 30 runs, 8 engine starts" in p.stdout
+    for mode in ("stock", "plugin"):
+        line = next(x for x in p.stdout.splitlines() if f" ab_{mode}_1 " in x)
+        runs = line.split("runs: ")[1].split(", ")
+        assert runs[:2] == [f"ab_thr_{mode}_1", f"ab_lat_{mode}_1"]       # A/B runs first, on a fresh engine
+        assert runs[2:] == [f"thr_sharegpt_{mode}", f"thr_random_{mode}"] + [f"lat_bs{b}_{mode}" for b in (1, 4, 16, 32)]
 
 
 def test_bad_input_names_the_setting():

@@ -1,7 +1,8 @@
 """The lab's report from a results folder: ``python -m vllm_w2ext.analysis.lab_report DIR [--reference F]``
 writes ``DIR/report.md``, ``DIR/report.html`` (static, images relative) and the PNG charts, plus
-``DIR/summary.json``. Compares with the lab's H100 numbers (``benchmarks/lab_data/lab_reference_h100.json``)
-and flags every difference over 10 %. Never imports vLLM."""
+``DIR/summary.json``; ``DIR/notes.md`` (paragraphs), when present, is placed under the comparison.
+Compares with the lab's H100 numbers (``benchmarks/lab_data/lab_reference_h100.json``) and flags every
+difference over 10 %. Never imports vLLM."""
 from __future__ import annotations
 
 import argparse
@@ -88,6 +89,8 @@ def summarise(out: str, ref: dict) -> dict:
     for c in sorted(glob.glob(os.path.join(out, "metrics", "nvml_*.csv"))):
         s["nvml"].update(nvml_by_phase(c))
     s["comparison"] = compare(s, ref)
+    notes = Path(out, "notes.md")              # hand-written explanations committed next to the results
+    s["notes"] = [" ".join(x.split()) for x in notes.read_text().split("\n\n") if x.strip()] if notes.exists() else []
     return s
 
 
@@ -152,6 +155,8 @@ def blocks(s: dict, charts: dict[str, str | None]) -> list[tuple]:
           ("table", ["metric", "lab H100", "ours", "diff", "flag"],
            [[r["metric"], _f(r["lab_h100"], 2), _f(r["ours"], 2), "—" if r["diff_pct"] is None else f"{r['diff_pct']:+.1f} %",
              "**> 10 %**" if r["flag"] else ""] for r in s["comparison"]])]
+    if s.get("notes"):
+        b += [("h2", "Why the numbers differ (notes.md)")] + [("p", para) for para in s["notes"]]
     m = s["models"]
     if m:
         rows = [[k, _f(v["weights"]["params"]), v["weights"]["dtype"], f"{v['weights']['bytes'] / 1e9:.3f} GB",
