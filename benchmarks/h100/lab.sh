@@ -2,10 +2,14 @@
 # The lab (issue #5) on the H100: vLLM 0.26.0 staged with shared/gpu (see ../shared/gpu/README.md),
 # dummy Llama-3.1-8B-shaped bf16 model (--load-format dummy), max model length 4096, plugin via
 # VLLM_W2EXT (every exporter on: OTLP to a loopback receiver + metrics endpoint scraped), NVML
-# sampled at 5 Hz around every session. Results land in $OUT/lab (raw/, metrics/, profile/, logs/,
+# sampled at 5 Hz around every session. Results land in $OUT/lab.tar.gz (lab/: raw/, metrics/, profile/, logs/,
 # env.json, report.*). On a cold machine stage vLLM first with benchmarks/h100/split_stage.sh
 # (call 1 carries .gpu/p1a; call 2 carries .gpu/p1b + .gpu/p2, runs `split_stage.sh two` and sources
 # .gpu/p2/env.sh); later calls on the warm machine: bash .gpu/p2/stage.sh && source .gpu/p2/env.sh.
+# Build the payloads with W2EXT_GPU_EXTRA="wrapt perfetto prometheus-fastapi-instrumentator" (stage C's
+# `vllm serve` imports the last one; shared/gpu's list lacks it). The tree + p1b + p2 must fit 64 MiB.
+# Results come back as one tarball, $OUT/lab.tar.gz: the device returns a limited number of files
+# per call (stage A's raw JSON was once left out by count).
 # The machine is given back after ~30 s idle: issue the next call right away. Keep each call's own
 # `timeout` well under the device call limit, and write results under $OUT as they come (a call that
 # hits the limit returns nothing). Do not run it here (no GPU).
@@ -23,8 +27,8 @@
 # Total ~18 device-minutes + staging. A stage cut by the timeout loses only its unfinished session:
 # run it again (resume skips every session whose raw JSON came back).
 # Each stage also keeps its results in LAB_KEEP (/tmp on the device) and starts from them, so back-to-back
-# calls on a warm machine resume without a round trip; after the machine was given back, copy $OUT/lab
-# into the tree (e.g. benchmarks/results/h100/lab) and pass it as LAB_RESUME_FROM.
+# calls on a warm machine resume without a round trip; after the machine was given back, unpack
+# $OUT/lab.tar.gz into the tree (e.g. benchmarks/results/h100/lab) and pass it as LAB_RESUME_FROM.
 set -uo pipefail
 STAGE=${1:?stage: A B C R}
 OUT=${OUT:-out}; L=$OUT/lab; mkdir -p $L
@@ -48,5 +52,6 @@ RC=$?
 gzip -9f $L/metrics/*.prom 2>/dev/null
 rm -rf $L/profile/profile/torch
 mkdir -p $KEEP && cp -r $L/. $KEEP/
-du -sh $L; ls $L/raw | tail -40
+du -sh $L; ls $L/raw | grep -v result | tr '\n' ' '; echo
+tar -C $OUT -czf $OUT/lab.tar.gz lab && rm -rf $L      # one file back (the device caps the file count)
 exit $RC
