@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's tree travels with every device call, and ../shared/gpu's p1 payload (~58 MiB) leaves it
-# only ~5 MiB of the 64 MiB per call. This moves the tail of p1's vLLM archive into the second call:
+# only ~5 MiB of the 64 MiB per call. This moves the tail of p1's vLLM archive into the second call
+# (50 MiB in call 1, ~16 MiB + p2's ~30 MiB in call 2: the tree may be up to ~13 MiB):
 #
 #   here:      bash benchmarks/h100/split_stage.sh pack        # after ../shared/gpu/build-payloads.sh
 #   call 1:    bash benchmarks/h100/split_stage.sh one          carry .gpu/p1a
@@ -11,7 +12,7 @@ STAGE="${W2EXT_SITE:-/tmp/w2ext-site}.stage"
 case "${1:-}" in
   pack)
     rm -rf .gpu/p1a .gpu/p1b && mkdir -p .gpu/p1a .gpu/p1b
-    split -b 40M -d -a 1 .gpu/p1/vllm.tar.xz .gpu/p1a/vllm.tar.xz.part
+    split -b 50M -d -a 1 .gpu/p1/vllm.tar.xz .gpu/p1a/vllm.tar.xz.part
     mv .gpu/p1a/vllm.tar.xz.part1 .gpu/p1b/
     cp .gpu/p1/stage.sh .gpu/p1/env.sh .gpu/p1a/
     (cd .gpu/p1 && sha256sum vllm.tar.xz) > .gpu/p1b/vllm.tar.xz.sha256
