@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from vllm_w2ext.lab import free_port, installed_vllm
+from vllm_w2ext.lab import free_port, hide_machine_paths, installed_vllm
 from vllm_w2ext.lab.model_folders import tiny_llama
 from vllm_w2ext.receiver import OTLPReceiver
 
@@ -51,16 +51,9 @@ def run(name: str, model: Path, out: Path, args, rx: OTLPReceiver) -> float:
     if scraper is not None:
         scraper.terminate()
         scraper.wait(10)
-    _scrub(out / f"{name}.log")
+    logf = out / f"{name}.log"              # committed: no path of the machine it ran on
+    logf.write_text(hide_machine_paths(logf.read_text(errors="replace"), ROOT, ((sys.base_prefix, "<python>"),)))
     return json.loads(result.read_text())["avg_latency"]
-
-
-def _scrub(path: Path) -> None:
-    """Committed logs name no path of the machine they ran on."""
-    text = path.read_text(errors="replace")
-    for real, shown in ((str(ROOT), "."), (sys.prefix, "<venv>"), (sys.base_prefix, "<python>")):
-        text = text.replace(real, shown)
-    path.write_text(text)
 
 
 def main() -> int:

@@ -23,6 +23,8 @@ import sys
 import timeit
 from pathlib import Path
 
+from vllm_w2ext.lab.lab_env import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 CALLS_PER_STEP = 5         # observed calls on the EngineCore thread per sync step (step, schedule,
                            # executor execute + sample, update); the worker adds 2 in its own process
@@ -107,8 +109,7 @@ def main(argv=None) -> int:
     out = {
         "what": "ns per call of a one-argument method; min over interleaved rounds",
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-                    "cpu_model": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                                       if line.startswith("model name")), "")},
+                    "cpu_model": cpu_model()},
         "ns_per_call": {k: round(v, 1) for k, v in res.items()},
         "added_ns_per_call_no_observer": round(res["observed_none"] - res["stock"], 1),
         "added_ns_per_call_inline_guard": round(res["inline_guard"] - res["stock"], 1),

@@ -19,7 +19,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -32,7 +31,8 @@ from pathlib import Path
 
 import psutil
 
-from vllm_w2ext.lab import installed_vllm
+from vllm_w2ext.lab import hide_machine_paths, installed_vllm
+from vllm_w2ext.lab.lab_env import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "vllm_w2ext.lab.vllm_cli"]
@@ -59,24 +59,13 @@ def keep_relative(out: Path, trace_dir: Path) -> None:
     ``<venv>``, the temporary trace folder ``<trace_dir>``; the server log is gzipped."""
     files = sorted(out.parent.glob(out.stem + ".bench*.json")) + [out.with_suffix(".server.log")]
     for f in files:
-        text = (f.read_text().replace(str(trace_dir), "<trace_dir>").replace(sys.prefix, "<venv>")
-                .replace(str(ROOT), "."))
+        text = hide_machine_paths(f.read_text(), ROOT, ((str(trace_dir), "<trace_dir>"),))
         if f.suffix == ".log":
             with gzip.open(f.with_suffix(".log.gz"), "wt") as g:
                 g.write(text)
             f.unlink()
         else:
             f.write_text(text)
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def vllm_version() -> str:

