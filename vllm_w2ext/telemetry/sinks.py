@@ -102,17 +102,13 @@ def exporter_sinks(settings: config.Settings, counters, write_front: bool = Fals
 
 def build(settings: config.Settings, pipeline) -> list:
     global _metrics_sink
-    out = []
-    if settings.otlp_enabled or wants_metrics(settings):
-        remote = None
-        if settings.export_process == "on":
-            from vllm_w2ext.telemetry.export_process import ExportProcessSink
-            remote = ExportProcessSink.start(settings, pipeline)
-        if remote is not None:
-            out.append(remote)
-        else:
-            out += exporter_sinks(settings, pipeline_counters(pipeline))
-            _metrics_sink = next((s for s in out if isinstance(s, MetricsSink)), None)
+    from vllm_w2ext.telemetry import export_process
+    remote = export_process.ExportProcessSink.start(settings, pipeline) if export_process.wanted(settings) else None
+    if remote is not None:
+        out = [remote]
+    else:                              # nothing to export, VLLM_W2EXT_EXPORT_PROCESS=off, or it could not start
+        out = exporter_sinks(settings, pipeline_counters(pipeline))
+        _metrics_sink = next((s for s in out if isinstance(s, MetricsSink)), None)
     if settings.trace_dir:
         from vllm_w2ext.telemetry.trace_file import TraceFileSink
         out.append(TraceFileSink(settings.trace_dir, settings.trace_max_mb << 20))
