@@ -156,7 +156,6 @@ class Lab:
                                 "torch_profiler_with_stack": False, "torch_profiler_use_gzip": True}
         for r in s.runs:
             t = dict(r.params, out=str(self.out / "raw" / f"{r.name}.result.json"))
-            t.pop("dataset", None)
             if t["kind"] == "profile":
                 t["dir"] = str(self.out / "profile" / r.name)
             spec["tasks"].append(t)
