@@ -11,9 +11,12 @@ last complete event and sets ``truncated``."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import lzma
 from typing import IO, Iterator
+
+from vllm_w2ext.analysis.kineto_stream import open_trace
 
 _WS = " \t\n\r"
 _decode = json.JSONDecoder().raw_decode
@@ -24,14 +27,8 @@ class TruncatedTrace(Exception):
 
 
 def open_text(path: str) -> IO[str]:
-    """Text stream of a plain, gzip or xz file (by content, not by name)."""
-    with open(path, "rb") as f:
-        magic = f.read(6)
-    if magic[:2] == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding="utf-8")
-    if magic == b"\xfd7zXZ\x00":
-        return lzma.open(path, "rt", encoding="utf-8")
-    return open(path, "rt", encoding="utf-8")
+    """Text stream of a plain, gzip or xz file (by content, not by name; ``kineto_stream.open_trace``)."""
+    return io.TextIOWrapper(open_trace(path), encoding="utf-8")
 
 
 class KinetoReader:
