@@ -16,9 +16,9 @@ servers run side by side and the benchmarks alternate (none, slow, none, slow):
 """
 from __future__ import annotations
 
-import re
 import contextlib
 import json
+import re
 import subprocess
 import threading
 import urllib.request
