@@ -125,18 +125,20 @@ def fold(sessions: list[Session]) -> list[Session]:
     """One engine per mode for throughput, latency and the overhead's first repetition: their runs join
     the mode's first A/B session (or its first throughput/latency session), after that session's own runs,
     so every A/B repetition measures first on a fresh engine. Saves 4 engine starts at full size."""
+    def foldable(x: Session) -> bool:
+        return x.kind == "driver" and x.experiment in ("throughput", "latency")
+
     host: dict[str, Session] = {}
     for x in sessions:
-        if x.kind == "driver" and x.experiment == "overhead" and x.name.endswith("_1"):
+        if x.experiment == "overhead" and x.runs[0].params.get("rep") == 1:
             host.setdefault(x.mode, x)
     for x in sessions:
-        if x.kind == "driver" and x.experiment in ("throughput", "latency"):
+        if foldable(x):
             host.setdefault(x.mode, x)
     out = []
     for x in sessions:
-        h = host.get(x.mode)
-        if x.kind == "driver" and x.experiment in ("throughput", "latency") and h is not None and h is not x:
-            h.runs.extend(x.runs)
+        if foldable(x) and host[x.mode] is not x:
+            host[x.mode].runs.extend(x.runs)
         else:
             out.append(x)
     return out
