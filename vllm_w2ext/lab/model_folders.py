@@ -2,6 +2,10 @@
 
 - ``llama31_8b_shaped``: the exact Llama-3.1-8B config plus a synthetic tokenizer with the same
   128,256-token vocabulary, for ``--load-format dummy`` (random weights, real shapes and kernels).
+- ``llama32_1b_shaped``: the exact Llama-3.2-1B(-Instruct) config (16 layers, hidden 2048, tied
+  embeddings, llama3 RoPE factor 32) with the same synthetic 128,256-token tokenizer.
+- ``layers=N`` (CLI ``--layers N``) on either writes ``num_hidden_layers: N`` into the config, e.g. the
+  4-layer Llama-3.1-8B-shaped model (the same as vLLM's ``--hf-overrides '{"num_hidden_layers":4}'``).
 - ``tiny_llama``: a 2-layer Llama (head_dim 64) with real random weights for CPU tests; vocab 10,240
   so ``vllm bench latency`` (prompts of random ids < 10,000) works.
 
@@ -23,6 +27,19 @@ LLAMA31_8B_CONFIG = {
     "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                      "original_max_position_embeddings": 8192, "rope_type": "llama3"},
     "rope_theta": 500000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "use_cache": True, "vocab_size": 128256,
+}
+
+LLAMA32_1B_CONFIG = {
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "head_dim": 64,
+    "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 8192,
+    "max_position_embeddings": 131072, "mlp_bias": False, "model_type": "llama",
+    "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8, "pretraining_tp": 1,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "rope_theta": 500000.0, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
     "use_cache": True, "vocab_size": 128256,
 }
 
@@ -64,9 +81,24 @@ def _write(folder: Path, cfg: dict, bos: int, eos: list[int]) -> Path:
     return folder
 
 
-def llama31_8b_shaped(folder: str | Path) -> Path:
-    """Config + tokenizer of Llama-3.1-8B-Instruct's shape; use with ``--load-format dummy``."""
-    return _write(Path(folder), LLAMA31_8B_CONFIG, 128000, [128001, 128008, 128009])
+def _layers(cfg: dict, layers: int | None) -> dict:
+    if layers is None:
+        return cfg
+    if layers < 1:
+        raise ValueError(f"layers: expected an integer >= 1, got {layers}")
+    return dict(cfg, num_hidden_layers=layers)
+
+
+def llama31_8b_shaped(folder: str | Path, layers: int | None = None) -> Path:
+    """Config + tokenizer of Llama-3.1-8B-Instruct's shape; use with ``--load-format dummy``.
+    ``layers``: ``num_hidden_layers`` instead of 32."""
+    return _write(Path(folder), _layers(LLAMA31_8B_CONFIG, layers), 128000, [128001, 128008, 128009])
+
+
+def llama32_1b_shaped(folder: str | Path, layers: int | None = None) -> Path:
+    """Config + tokenizer of Llama-3.2-1B-Instruct's shape; use with ``--load-format dummy``.
+    ``layers``: ``num_hidden_layers`` instead of 16."""
+    return _write(Path(folder), _layers(LLAMA32_1B_CONFIG, layers), 128000, [128001, 128008, 128009])
 
 
 def tiny_llama(folder: str | Path, seed: int = 0, weights: bool = True) -> Path:
@@ -87,10 +119,17 @@ def tiny_llama(folder: str | Path, seed: int = 0, weights: bool = True) -> Path:
 def main(argv: list[str] | None = None) -> int:
     import argparse
     ap = argparse.ArgumentParser(description="Build a model folder for the lab or the tests")
-    ap.add_argument("kind", choices=("llama31-8b-shaped", "tiny"))
+    ap.add_argument("kind", choices=("llama31-8b-shaped", "llama32-1b-shaped", "tiny"))
     ap.add_argument("folder")
+    ap.add_argument("--layers", type=int, default=None,
+                    help="num_hidden_layers in the config (the shaped models; e.g. 4 for the 4-layer 8B)")
     a = ap.parse_args(argv)
-    out = llama31_8b_shaped(a.folder) if a.kind == "llama31-8b-shaped" else tiny_llama(a.folder)
+    if a.kind == "tiny":
+        if a.layers is not None:
+            ap.error("--layers: only for the shaped models (tiny has real weights for 2 layers)")
+        out = tiny_llama(a.folder)
+    else:
+        out = (llama31_8b_shaped if a.kind == "llama31-8b-shaped" else llama32_1b_shaped)(a.folder, a.layers)
     print(out)
     return 0
 
