@@ -2,7 +2,7 @@
 
     python benchmarks/lab.py --target cpu|h100 [--only throughput,latency,...] [--plugin on|off|both]
                              [--size smoke|full] [--out DIR] [--reps N] [--model DIR]
-    python -m vllm_w2ext.analysis.lab_report DIR        # report.md, report.html, charts
+    python -m vllm_w2ext.lab.report DIR        # report.md, report.html, charts
 
 Experiments: models, throughput, latency, profile, gpu_monitor, online, overhead (see
 vllm_w2ext/lab/experiments.py). Raw JSON per run in DIR/raw/, env.json, logs/, metrics/ (scrapes,
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         lab.close()
     print(f"raw results in {out}/raw; failed sessions: {lab.failed or 'none'}")
-    print(f"report: python -m vllm_w2ext.analysis.lab_report {out}")
+    print(f"report: python -m vllm_w2ext.lab.report {out}")
     return rc
 
 

@@ -24,9 +24,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from dashboard_queries import load_queries  # noqa: E402
 
-from vllm_w2ext.analysis.metrics_report import read_scrapes  # noqa: E402
+from vllm_w2ext.analysis.metrics.scrapes import read_scrapes  # noqa: E402
 from vllm_w2ext.lab import free_port  # noqa: E402
-from vllm_w2ext.analysis.openmetrics import scrapes_to_openmetrics  # noqa: E402
+from vllm_w2ext.analysis.metrics.openmetrics import scrapes_to_openmetrics  # noqa: E402
 
 
 def _get(port: int, path: str, params: dict) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from vllm_w2ext.analysis.spans import SpanSet
+from vllm_w2ext.analysis.spans.tree import SpanSet
 
 STEP_CHILDREN = {"engine.schedule", "engine.execute_model", "engine.sample_tokens", "engine.update_from_output"}
 

@@ -10,7 +10,7 @@ from callgraph_checks import check_processes, check_requests, check_steps
 from conftest import clean_env, run_offline
 from support import nvtx_recorder
 
-from vllm_w2ext.analysis.spans import SpanSet
+from vllm_w2ext.analysis.spans.tree import SpanSet
 
 N, MAX_TOKENS = 6, 6
 

@@ -10,7 +10,7 @@ from callgraph_checks import check_processes, check_requests, check_steps
 from conftest import ROOT, clean_env
 from support.vllm_server import vllm_serve
 
-from vllm_w2ext.analysis.spans import SpanSet
+from vllm_w2ext.analysis.spans.tree import SpanSet
 
 MAX_TOKENS = 5
 CLIENT_TRACES = [("4bf92f3577b34da6a3ce929d0e0e%04x" % i, "00f067aa0ba9%04x" % i) for i in range(3)]

@@ -14,8 +14,8 @@ from support.prometheus import Prometheus, promtool
 sys.path.insert(0, str(ROOT))
 from grafana.dashboard_queries import load_queries  # noqa: E402
 
-from vllm_w2ext.analysis.metrics_report import read_scrapes  # noqa: E402
-from vllm_w2ext.analysis.openmetrics import scrapes_to_openmetrics  # noqa: E402
+from vllm_w2ext.analysis.metrics.scrapes import read_scrapes  # noqa: E402
+from vllm_w2ext.analysis.metrics.openmetrics import scrapes_to_openmetrics  # noqa: E402
 
 RUNS = ROOT / "benchmarks" / "results" / "h100" / "metrics"
 DASHBOARD = ROOT / "grafana" / "dashboards" / "vllm-w2ext.json"

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, clean_env, run_offline
-from vllm_w2ext.analysis.kernel_analyze import analyze
-from vllm_w2ext.analysis.kernel_rules import CATEGORIES, classify_name
-from vllm_w2ext.analysis.kineto_stream import TraceError
+from vllm_w2ext.analysis.kernels.analyzer import analyze
+from vllm_w2ext.analysis.kernels.rules import CATEGORIES, classify_name
+from vllm_w2ext.analysis.readers.kineto_events import TraceError
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 HAND = FIX / "kernel_handcount.pt.trace.json"
@@ -179,7 +179,7 @@ def test_cpu_only_trace_says_no_kernels(cpu_profile):
 
 def test_merged_trace_gives_the_same_breakdown(tmp_path):
     """`vllm-w2ext merge` output (profiler events + our tracks and flows) analyses like its source."""
-    from vllm_w2ext.analysis.merge import merge
+    from vllm_w2ext.analysis.merge.merger import merge
     src = FIX / "h100_decode_bs1_excerpt.pt.trace.json.xz"
     merge([str(src)], str(tmp_path / "merged.json.gz"))
     a, b = analyze(src), analyze(tmp_path / "merged.json.gz")

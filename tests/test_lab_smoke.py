@@ -144,7 +144,7 @@ def test_resume_skips_finished_runs(lab, tiny_model):
 def test_report_and_html_in_chromium(lab, tmp_path):
     out = lab[0]
     (out / "notes.md").write_text("Why A differs:\nbecause of B.\n\nSecond paragraph.\n")
-    p = subprocess.run([sys.executable, "-m", "vllm_w2ext.analysis.lab_report", str(out)],
+    p = subprocess.run([sys.executable, "-m", "vllm_w2ext.lab.report", str(out)],
                        capture_output=True, text=True, timeout=300, cwd=str(ROOT))
     assert p.returncode == 0, p.stderr[-3000:]
     md = (out / "report.md").read_text()

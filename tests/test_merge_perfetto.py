@@ -16,9 +16,9 @@ import pytest
 from conftest import ROOT, clean_env, run_offline
 from support.perfetto_ui import PerfettoUI, screenshot
 
-from vllm_w2ext.analysis.merge import MergeError, merge
-from vllm_w2ext.analysis.merge_stream import KinetoReader
-from vllm_w2ext.analysis.pftrace import read_span_file
+from vllm_w2ext.analysis.merge.merger import MergeError, merge
+from vllm_w2ext.analysis.readers.kineto_raw import KinetoReader
+from vllm_w2ext.analysis.readers.pftrace import read_span_file
 
 H100_TRACE = ROOT / "benchmarks/results/h100/profiles/decode_bs1_in512_out128.pt.trace.json.xz"
 SPAN_NAMES = ("engine.step", "engine.schedule", "engine.request", "worker.execute_model", "worker.forward",

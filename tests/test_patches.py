@@ -20,7 +20,7 @@ from conftest import CACHE, ROOT, clean_env, run_offline
 from prometheus_client.parser import text_string_to_metric_families
 from support import nvtx_recorder
 
-from vllm_w2ext.analysis.spans import SpanSet
+from vllm_w2ext.analysis.spans.tree import SpanSet
 from vllm_w2ext.hooks.native import NATIVE_PATH, POINTS, WRAPT_PATH
 from vllm_w2ext.lab import free_port
 

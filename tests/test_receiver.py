@@ -5,7 +5,7 @@ from __future__ import annotations
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from vllm_w2ext.analysis.spans import load_jsonl, write_jsonl
+from vllm_w2ext.analysis.spans.records import load_jsonl, write_jsonl
 from vllm_w2ext.receiver import OTLPReceiver
 from vllm_w2ext.telemetry.otlp import to_readable
 from vllm_w2ext.telemetry.ranges import WORKER, Range

@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT, clean_env
 from support.vllm_server import vllm_serve
 
-from vllm_w2ext.analysis.merge_stream import KinetoReader
+from vllm_w2ext.analysis.readers.kineto_raw import KinetoReader
 
 MAX_TOKENS = 4
 PROMPTS = ["t1 t2 t3", "t4 t5", "t6 t7 t8 t9"]

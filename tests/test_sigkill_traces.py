@@ -14,7 +14,7 @@ import psutil
 from conftest import ROOT, TESTS, clean_env
 from support.perfetto_ui import PerfettoUI
 
-from vllm_w2ext.analysis.pftrace import read_span_file
+from vllm_w2ext.analysis.readers.pftrace import read_span_file
 
 STEPS_BEFORE_KILL = 40        # engine steps on file (spans are appended every VLLM_W2EXT_EXPORT_INTERVAL_MS)
 MIN_BYTES = 24_000            # about that many steps' slices in the EngineCore and worker files

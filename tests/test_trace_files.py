@@ -11,8 +11,8 @@ import pytest
 from conftest import clean_env, run_offline
 from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import TracePacket, TrackEvent
 
-from vllm_w2ext.analysis.pftrace import iter_packets
-from vllm_w2ext.analysis.spans import SpanSet
+from vllm_w2ext.analysis.readers.pftrace import iter_packets
+from vllm_w2ext.analysis.spans.tree import SpanSet
 
 
 def read_packets(data: bytes) -> list[TracePacket]:

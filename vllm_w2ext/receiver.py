@@ -16,7 +16,7 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as pb_grpc
 
-from vllm_w2ext.analysis.spans import SpanRecord, write_jsonl
+from vllm_w2ext.analysis.spans.records import SpanRecord, write_jsonl
 
 
 def _value(v):

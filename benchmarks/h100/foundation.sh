@@ -26,7 +26,7 @@ run_plugin() {
 }
 run_stock 0            # warms the torch.compile cache; reported but not paired
 for i in 1 2; do run_stock $i; run_plugin $i; done
-python3 -m vllm_w2ext.analysis.span_report $R/spans_2.jsonl --out $R/span_summary.json --excerpt-from 150 --excerpt-steps 4
+python3 -m vllm_w2ext.analysis.spans.report $R/spans_2.jsonl --out $R/span_summary.json --excerpt-from 150 --excerpt-steps 4
 gzip -9 $R/spans_*.jsonl
 python3 - $R <<'PY' | tee $R/summary.txt
 import json, sys, glob, os

@@ -44,7 +44,7 @@ case $STAGE in
   A)  "${LAB[@]}" --only models,throughput,latency,overhead --reps 1 ;;
   B)  "${LAB[@]}" --only overhead --reps 3 ;;
   C)  "${LAB[@]}" --only profile,online,gpu_monitor ;;
-  R)  python3 -m vllm_w2ext.analysis.lab_report $L ;;
+  R)  python3 -m vllm_w2ext.lab.report $L ;;
   *)  echo "unknown stage $STAGE (A B C R)"; exit 2 ;;
 esac
 RC=$?

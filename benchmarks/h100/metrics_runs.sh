@@ -27,7 +27,7 @@ run latency_bs1 latency "${COMMON[@]}" --input-len 512 --output-len 128 --batch-
 run latency_bs32 latency "${COMMON[@]}" --input-len 512 --output-len 128 --batch-size 32 --num-iters-warmup 3 \
   --num-iters 10 --output-json $R/latency_bs32.json
 for f in $R/*.prom; do gzip -9 $f; done
-python3 -m vllm_w2ext.analysis.metrics_report $R > $R/summary.txt 2>&1; cat $R/summary.txt
+python3 -m vllm_w2ext.analysis.metrics.report $R > $R/summary.txt 2>&1; cat $R/summary.txt
 tar -C /tmp -czf $OUT/metrics.tar.gz w2ext-metrics; ls -la $OUT
 # Raw material for the Perfetto/analyzer issue: torch-profiler traces of decode at batch 1 and 32
 # (in 512 / out 128; no Python stacks or shapes, gzip), plugin on. Packed separately.

@@ -17,10 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from vllm_w2ext.analysis.metrics_charts import render
-from vllm_w2ext.analysis.merge import merge
-from vllm_w2ext.analysis.metrics_report import run_summary
-from vllm_w2ext.analysis.spans import SpanSet, write_jsonl
+from vllm_w2ext.analysis.metrics.charts import render
+from vllm_w2ext.analysis.merge.merger import merge
+from vllm_w2ext.analysis.metrics.report import run_summary
+from vllm_w2ext.analysis.spans.records import write_jsonl
+from vllm_w2ext.analysis.spans.tree import SpanSet
 from vllm_w2ext.lab import free_port, installed_vllm
 from vllm_w2ext.lab.model_folders import tiny_llama
 from vllm_w2ext.receiver import OTLPReceiver

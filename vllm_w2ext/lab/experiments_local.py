@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vllm_w2ext.analysis.lab_results import llama_weights, nvml_by_phase
+from vllm_w2ext.lab.report.results import llama_weights, nvml_by_phase
 from vllm_w2ext.lab.model_folders import llama31_8b_shaped
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ of every GPU at a fixed interval, as CSV, until SIGTERM/SIGINT.
 
 Needs ``nvidia-ml-py`` (``pynvml``). The phase column marks which experiment a row belongs to: a fixed
 ``--phase``, or the current content of ``--phase-file`` (the lab runner rewrites it at every session).
-``vllm_w2ext.analysis.lab_results.nvml_by_phase(csv)`` summarises the CSV per phase."""
+``vllm_w2ext.lab.report.results.nvml_by_phase(csv)`` summarises the CSV per phase."""
 from __future__ import annotations
 
 import argparse

@@ -4,7 +4,7 @@
 
 Each scrape is written as ``# SCRAPE <unix time>`` followed by the exposition text; unreachable
 scrapes (the endpoint lives only while vLLM runs) are skipped. Stops on SIGTERM/SIGINT.
-``vllm_w2ext.analysis.metrics_report.read_scrapes(path)`` reads it back as [(time, text)]."""
+``vllm_w2ext.analysis.metrics.scrapes.read_scrapes(path)`` reads it back as [(time, text)]."""
 from __future__ import annotations
 
 import argparse

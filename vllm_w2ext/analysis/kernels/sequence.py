@@ -26,7 +26,7 @@ GEMMs are counted as ``gemm_mlp``), and GEMMs on a device whose attention kernel
 """
 from __future__ import annotations
 
-from vllm_w2ext.analysis.kernel_rules import FUSED_UNNAMED, GEMM, GEMM_EPILOGUE
+from vllm_w2ext.analysis.kernels.rules import FUSED_UNNAMED, GEMM, GEMM_EPILOGUE
 
 QKV_FOLLOWERS = ("attention", "kv_cache", "rotary")
 TAIL_FOLLOWERS = ("norm", "activation", "sampling", "communication")

@@ -9,7 +9,7 @@ import bisect
 import re
 from dataclasses import dataclass, field
 
-from vllm_w2ext.analysis.merge_stream import KinetoReader
+from vllm_w2ext.analysis.readers.kineto_raw import KinetoReader
 
 OUR_ANNOTATION = re.compile(r"^((?:worker|engine|front)\.[\w.]+) #(\d+)$")
 VLLM_STEP_ANNOTATION = re.compile(r"^execute_context_\d+\(\d+\)_generation_\d+\(\d+\)$")

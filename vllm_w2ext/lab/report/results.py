@@ -9,7 +9,7 @@ import json
 import os
 import statistics
 
-from vllm_w2ext.analysis.metrics_report import quantile, read_scrapes, samples, total
+from vllm_w2ext.analysis.metrics.scrapes import quantile, read_scrapes, samples, total
 
 DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2, "fp8": 1}
 H100_HBM_TB_S = 3.35

@@ -1,11 +1,12 @@
-"""``python -m vllm_w2ext.analysis.span_report SPANS.jsonl[.gz]``: span counts per name and process
+"""``python -m vllm_w2ext.analysis.spans.report SPANS.jsonl[.gz]``: span counts per name and process
 role, tree checks and an excerpt of consecutive engine steps, as JSON."""
 from __future__ import annotations
 
 import argparse
 import json
 
-from vllm_w2ext.analysis.spans import SpanSet, load_jsonl
+from vllm_w2ext.analysis.spans.records import load_jsonl
+from vllm_w2ext.analysis.spans.tree import SpanSet
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,9 +28,9 @@ import os
 import statistics
 from pathlib import Path
 
-from vllm_w2ext.analysis.merge_stream import KinetoReader
-from vllm_w2ext.analysis.merge_index import ProfilerIndex, index_trace
-from vllm_w2ext.analysis.pftrace import REQUEST_ID, ROLE_NAMES, SPAN_FILE, SpanFile, read_span_file
+from vllm_w2ext.analysis.readers.kineto_raw import KinetoReader
+from vllm_w2ext.analysis.merge.profiler_index import ProfilerIndex, index_trace
+from vllm_w2ext.analysis.readers.pftrace import REQUEST_ID, ROLE_NAMES, SPAN_FILE, SpanFile, read_span_file
 
 PROFILER_SUFFIXES = (".pt.trace.json", ".pt.trace.json.gz", ".pt.trace.json.xz")
 OUR_TID_BASE = 10_000_000          # above any Linux thread id (PID_MAX_LIMIT is 4,194,304)

@@ -1,4 +1,4 @@
-"""The lab's report from a results folder: ``python -m vllm_w2ext.analysis.lab_report DIR [--reference F]``
+"""The lab's report from a results folder: ``python -m vllm_w2ext.lab.report DIR [--reference F]``
 writes ``DIR/report.md``, ``DIR/report.html`` (static, images relative) and the PNG charts, plus
 ``DIR/summary.json``; ``DIR/notes.md`` (paragraphs), when present, is placed under the comparison.
 Compares with the lab's H100 numbers (``benchmarks/lab_data/lab_reference_h100.json``) and flags every
@@ -12,10 +12,10 @@ import json
 import os
 from pathlib import Path
 
-from vllm_w2ext.analysis import lab_charts
-from vllm_w2ext.analysis.lab_results import llama_weights, load_raw, nvml_by_phase, overhead, per_token, scrape_delta
+from vllm_w2ext.lab.report import charts as lab_charts
+from vllm_w2ext.lab.report.results import llama_weights, load_raw, nvml_by_phase, overhead, per_token, scrape_delta
 
-REFERENCE = Path(__file__).resolve().parents[2] / "benchmarks" / "lab_data" / "lab_reference_h100.json"
+REFERENCE = Path(__file__).resolve().parents[3] / "benchmarks" / "lab_data" / "lab_reference_h100.json"
 FLAG_PCT = 10.0
 
 
@@ -282,6 +282,3 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(c for c in s["charts"].values() if c))
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

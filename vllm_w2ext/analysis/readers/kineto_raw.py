@@ -16,7 +16,7 @@ import json
 import lzma
 from typing import IO, Iterator
 
-from vllm_w2ext.analysis.kineto_stream import open_trace
+from vllm_w2ext.analysis.readers.kineto_events import open_trace
 
 _WS = " \t\n\r"
 _decode = json.JSONDecoder().raw_decode

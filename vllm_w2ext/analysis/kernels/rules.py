@@ -17,11 +17,11 @@ Where the rules come from
 Inductor names (``triton_{poi,red,per,tem}_fused_<ops>_<n>``) are classified by the op names inside them,
 first match in OP_RULES order (a fused add + RMSNorm is a norm, ``mul_silu`` an activation). Inductor
 kernels whose names carry no op (``triton_poi_fused_3``: torch's descriptive names off) and GEMMs are
-resolved by position in the layer, see kernel_sequence.py.
+resolved by position in the layer, see sequence.py.
 
 What a name alone cannot say: which projection a GEMM computes. cuBLAS picks kernels by shape, and under
 CUDA graphs the trace has no shapes (Kineto records input shapes only for eager CPU ops), so the split
-QKV / O / MLP / LM head is positional (kernel_sequence.py). Everything unmatched is ``other``.
+QKV / O / MLP / LM head is positional (sequence.py). Everything unmatched is ``other``.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ CATEGORIES = (
 )
 GEMM_CATEGORIES = ("gemm_qkv", "gemm_o", "gemm_mlp", "gemm_lm_head", "gemm")
 
-# Intermediate classes that kernel_sequence.py resolves by position.
+# Intermediate classes that sequence.py resolves by position.
 GEMM = "gemm"                 # any GEMM: split into gemm_qkv / gemm_o / gemm_mlp / gemm_lm_head
 GEMM_EPILOGUE = "gemm_epilogue"   # split-K reduction: same category as the GEMM before it
 FUSED_UNNAMED = "fused_unnamed"   # inductor kernel without op names: rotary if inside QKV -> attention
@@ -85,7 +85,7 @@ _OPS = [(cat, re.compile(rx)) for cat, rx in OP_RULES]
 
 def classify_name(name: str) -> str:
     """Category of a kernel from its name alone: a final category, or GEMM / GEMM_EPILOGUE /
-    FUSED_UNNAMED for kernel_sequence.py to resolve by position."""
+    FUSED_UNNAMED for sequence.py to resolve by position."""
     m = _TRITON.match(name)
     if m:
         ops = m.group("ops")

@@ -1,6 +1,6 @@
 """``vllm-w2ext analyze TRACE``: kernel-time breakdown of a torch-profiler (Kineto) or merged trace.
 
-One streaming pass (kineto_stream.py); what is kept in memory does not grow with the JSON size:
+One streaming pass (readers/kineto_events.py); what is kept in memory does not grow with the JSON size:
 - step marks: vLLM's ``execute_context_N(tok)_generation_M(tok)`` user annotations (phase) and the
   plugin's ``worker.execute_model #<step>`` / ``worker.sample_tokens #<step>`` annotations (step id);
 - one small tuple per CUDA launch call (time, process, API) to join kernels to launches by ``correlation``;
@@ -10,8 +10,8 @@ One streaming pass (kineto_stream.py); what is kept in memory does not grow with
 
 A GPU activity (kernel, memcpy, memset) belongs to the step whose annotation, on the launching process,
 is the latest to start at or before its launch call (so a step's sampling, launched after
-``execute_model`` returned, stays with its step). Categories: kernel_rules.py (name rules) then
-kernel_sequence.py (GEMM split by position). Idle: per device, gaps in the union of busy intervals,
+``execute_model`` returned, stays with its step). Categories: rules.py (name rules) then
+sequence.py (GEMM split by position). Idle: per device, gaps in the union of busy intervals,
 split into inside a step (both neighbours in the same step), between steps, and outside any step.
 """
 from __future__ import annotations
@@ -24,11 +24,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from vllm_w2ext.analysis import kineto_stream
-from vllm_w2ext.analysis.kineto_stream import NO_ARGS
-from vllm_w2ext.analysis.kernel_rules import CATEGORIES, RULES_VERSION, classify_activity
-from vllm_w2ext.analysis.kernel_sequence import LayerSequence
-from vllm_w2ext.analysis.kernel_steps import LogHistogram, StepTimeline
+from vllm_w2ext.analysis.readers import kineto_events
+from vllm_w2ext.analysis.readers.kineto_events import NO_ARGS
+from vllm_w2ext.analysis.kernels.rules import CATEGORIES, RULES_VERSION, classify_activity
+from vllm_w2ext.analysis.kernels.sequence import LayerSequence
+from vllm_w2ext.analysis.kernels.steps import LogHistogram, StepTimeline
 
 GPU_CATS = frozenset(("kernel", "gpu_memcpy", "gpu_memset"))
 RUNTIME_CATS = frozenset(("cuda_runtime", "cuda_driver"))
@@ -73,7 +73,7 @@ class Analyzer:
 
     # -- events ---------------------------------------------------------------------------------
     def feed(self, e) -> None:
-        """One kineto_stream.Event (analyze() inlines this dispatch for speed)."""
+        """One kineto_events.Event (analyze() inlines this dispatch for speed)."""
         self.counts["events"] += 1
         cat = e.cat
         if cat in GPU_CATS:
@@ -229,7 +229,7 @@ def _cat_table(times: dict, total: float, counts: dict | None = None) -> dict:
 
 def analyze(path: str | Path, top: int = 20) -> dict:
     """Breakdown of one trace as a JSON-serialisable dict (see module docstring and the README)."""
-    reader = kineto_stream.TraceReader(path)
+    reader = kineto_events.TraceReader(path)
     an = Analyzer()
     gc_was_on = gc.isenabled()
     gc.disable()                      # millions of short-lived tuples, no cycles: collection is wasted time
@@ -359,13 +359,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vllm_w2ext.analysis.kernel_report import render
+    from vllm_w2ext.analysis.kernels.report import render
     if args.top < 0:
         print("vllm-w2ext analyze: --top must be >= 0", file=sys.stderr)
         return 2
     try:
         result = analyze(args.trace, top=args.top)
-    except kineto_stream.TraceError as e:
+    except kineto_events.TraceError as e:
         print(f"vllm-w2ext analyze: {e}", file=sys.stderr)
         return 2
     text = render(result, args.format)

@@ -2,7 +2,7 @@
 run): per scrape interval, EngineCore phase means, the scheduler gap by part, GPU busy (CUDA events)
 next to NVML utilization, and tokens/s by kind.
 
-    python -m vllm_w2ext.analysis.metrics_charts RUN_DIR   # writes panels_<run>.png"""
+    python -m vllm_w2ext.analysis.metrics.charts RUN_DIR   # writes panels_<run>.png"""
 from __future__ import annotations
 
 import csv
@@ -10,7 +10,7 @@ import glob
 import os
 import sys
 
-from vllm_w2ext.analysis.metrics_report import read_scrapes, samples, total
+from vllm_w2ext.analysis.metrics.scrapes import read_scrapes, samples, total
 
 ENGINE_PHASES = ("schedule", "execute_model", "sample_tokens", "update_from_output")
 GAP_PARTS = ("schedule", "update", "engine_idle", "other")

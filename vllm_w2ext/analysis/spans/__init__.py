@@ -1,0 +1,1 @@
+"""Exported spans (an OTLP receiver dump): the span tree and its summary report."""
