@@ -129,9 +129,9 @@ def parser_bench() -> dict:
     t = time.perf_counter()
     json.loads(path.read_bytes())
     res["json_whole_file_s"] = round(time.perf_counter() - t, 3)
-    from vllm_w2ext.analysis.readers.kineto_events import TraceReader
+    from vllm_w2ext.analysis.readers.kineto_events import KinetoEventReader
     t = time.perf_counter()
-    assert sum(1 for _ in TraceReader(path)) == n
+    assert sum(1 for _ in KinetoEventReader(path)) == n
     res["ours_msgspec_blocks_stream_s"] = round(time.perf_counter() - t, 3)
     res["events"] = n
     path.unlink()

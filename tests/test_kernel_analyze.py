@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT, clean_env, run_offline
 from vllm_w2ext.analysis.kernels.analyzer import analyze
 from vllm_w2ext.analysis.kernels.rules import CATEGORIES, classify_name
-from vllm_w2ext.analysis.readers.kineto_events import TraceError
+from vllm_w2ext.analysis.readers.errors import UnreadableTrace
 
 FIX = Path(__file__).resolve().parent / "fixtures"
 HAND = FIX / "kernel_handcount.pt.trace.json"
@@ -149,7 +149,7 @@ def test_bad_input_is_a_clear_error(tmp_path):
     (tmp_path / "nojson.txt").write_text("hello")
     p = cli(str(tmp_path / "nojson.txt"))
     assert p.returncode == 2 and "no \"traceEvents\" array" in p.stderr, p.stderr
-    with pytest.raises(TraceError):
+    with pytest.raises(UnreadableTrace):
         analyze(tmp_path / "missing.json")
     assert cli(str(HAND), "--top", "-1").returncode == 2
 

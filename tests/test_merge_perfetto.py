@@ -17,7 +17,7 @@ from conftest import ROOT, clean_env, run_offline
 from support.perfetto_ui import PerfettoUI, screenshot
 
 from vllm_w2ext.analysis.merge.merger import MergeError, merge
-from vllm_w2ext.analysis.readers.kineto_raw import KinetoReader
+from vllm_w2ext.analysis.readers.kineto_raw import KinetoRawReader
 from vllm_w2ext.analysis.readers.pftrace import read_span_file
 
 H100_TRACE = ROOT / "benchmarks/results/h100/profiles/decode_bs1_in512_out128.pt.trace.json.xz"
@@ -200,7 +200,7 @@ def test_merged_file_names_its_inputs_relative_to_itself(run):
 
 
 def test_profiler_events_are_copied_unchanged(run):
-    reader = KinetoReader(str(run["prof"][0]))
+    reader = KinetoRawReader(str(run["prof"][0]))
     src = [json.loads(raw) for raw, _ in reader]
     assert run["doc"]["traceEvents"][:len(src)] == src
     for k in ("distributedInfo", "baseTimeNanoseconds", "schemaVersion", "deviceProperties"):
@@ -224,7 +224,7 @@ def test_hta_loads_the_merged_trace(run, tmp_path):
 def test_merge_of_the_h100_profiler_trace_alone(h100, ui, tmp_path):
     info, out = h100
     assert info["span_files"] == [] and info["clock_offset_ns"] is None
-    src = KinetoReader(str(H100_TRACE))
+    src = KinetoRawReader(str(H100_TRACE))
     n_src = sum(1 for _ in src)
     assert info["events"] == n_src + info["added_events"]
     steps = info["profiler_traces"][0]["step_annotations"]

@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT, clean_env
 from support.vllm_server import vllm_serve
 
-from vllm_w2ext.analysis.readers.kineto_raw import KinetoReader
+from vllm_w2ext.analysis.readers.kineto_raw import KinetoRawReader
 
 MAX_TOKENS = 4
 PROMPTS = ["t1 t2 t3", "t4 t5", "t6 t7 t8 t9"]
@@ -95,7 +95,7 @@ def test_served_requests_complete(served):
 def test_worker_step_annotations_in_the_served_profiler_trace(served):
     worker = [t for t in served["traces"] if "async_llm" not in t.name]
     assert worker and any("async_llm" in t.name for t in served["traces"])    # worker's and front end's
-    names = [e["name"] for t in worker for _, e in KinetoReader(str(t)) if e.get("cat") == "user_annotation"]
+    names = [e["name"] for t in worker for _, e in KinetoRawReader(str(t)) if e.get("cat") == "user_annotation"]
     steps = {int(n.rsplit("#", 1)[1]) for n in names if n.startswith("worker.execute_model #")}
     # 3 requests of 4 tokens, one at a time: a prefill and 3 decode steps each, all inside the window
     assert len(steps) >= len(PROMPTS) * MAX_TOKENS, names[:30]

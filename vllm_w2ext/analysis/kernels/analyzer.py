@@ -24,8 +24,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from vllm_w2ext.analysis.readers import kineto_events
-from vllm_w2ext.analysis.readers.kineto_events import NO_ARGS
+from vllm_w2ext.analysis.readers.errors import UnreadableTrace
+from vllm_w2ext.analysis.readers.kineto_events import NO_ARGS, KinetoEventReader
 from vllm_w2ext.analysis.kernels.rules import CATEGORIES, RULES_VERSION, classify_activity
 from vllm_w2ext.analysis.kernels.sequence import LayerSequence
 from vllm_w2ext.analysis.kernels.steps import LogHistogram, StepTimeline
@@ -229,7 +229,7 @@ def _cat_table(times: dict, total: float, counts: dict | None = None) -> dict:
 
 def analyze(path: str | Path, top: int = 20) -> dict:
     """Breakdown of one trace as a JSON-serialisable dict (see module docstring and the README)."""
-    reader = kineto_events.TraceReader(path)
+    reader = KinetoEventReader(path)
     an = Analyzer()
     gc_was_on = gc.isenabled()
     gc.disable()                      # millions of short-lived tuples, no cycles: collection is wasted time
@@ -365,7 +365,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         result = analyze(args.trace, top=args.top)
-    except kineto_events.TraceError as e:
+    except UnreadableTrace as e:
         print(f"vllm-w2ext analyze: {e}", file=sys.stderr)
         return 2
     text = render(result, args.format)

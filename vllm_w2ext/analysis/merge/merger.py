@@ -28,7 +28,7 @@ import os
 import statistics
 from pathlib import Path
 
-from vllm_w2ext.analysis.readers.kineto_raw import KinetoReader
+from vllm_w2ext.analysis.readers.kineto_raw import KinetoRawReader
 from vllm_w2ext.analysis.merge.profiler_index import ProfilerIndex, index_trace
 from vllm_w2ext.analysis.readers.pftrace import REQUEST_ID, ROLE_NAMES, SPAN_FILE, SpanFile, read_span_file
 
@@ -222,7 +222,7 @@ def _add_flows(o: _Out, span_files: list[SpanFile], where: dict, profs: list[Pro
 
 def _profiler_events(ix: ProfilerIndex, shift_ns: int):
     """Raw event texts of a profiler trace, re-serialized only when its time base differs."""
-    for raw, e in KinetoReader(ix.path):
+    for raw, e in KinetoRawReader(ix.path):
         if shift_ns and "ts" in e:
             e["ts"] = _us(round(float(e["ts"]) * 1000) + shift_ns)
             yield json.dumps(e)

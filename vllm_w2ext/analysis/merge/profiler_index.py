@@ -9,7 +9,7 @@ import bisect
 import re
 from dataclasses import dataclass, field
 
-from vllm_w2ext.analysis.readers.kineto_raw import KinetoReader
+from vllm_w2ext.analysis.readers.kineto_raw import KinetoRawReader
 
 OUR_ANNOTATION = re.compile(r"^((?:worker|engine|front)\.[\w.]+) #(\d+)$")
 VLLM_STEP_ANNOTATION = re.compile(r"^execute_context_\d+\(\d+\)_generation_\d+\(\d+\)$")
@@ -84,7 +84,7 @@ def _int(v):
 
 def index_trace(path: str) -> ProfilerIndex:
     ix = ProfilerIndex(path)
-    reader = KinetoReader(path)
+    reader = KinetoRawReader(path)
     vllm_steps = 0
     launches: list = []
     cpu_ops: list = []

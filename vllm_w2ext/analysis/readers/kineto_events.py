@@ -1,4 +1,6 @@
-"""Stream the events of a Kineto / Chrome JSON trace (plain, .gz or .xz) in bounded memory.
+"""The fast Kineto reader, for ``vllm-w2ext analyze``: the events of a Kineto / Chrome JSON trace
+(plain, .gz or .xz) as typed structs, streamed in bounded memory. Its sibling kineto_raw.py keeps each
+event's raw text for ``merge``; this one keeps only the fields the analyzer reads.
 
 How: the file is read in CHUNK-byte blocks; each block of the ``traceEvents`` array is cut after its last
 complete event and decoded by msgspec into typed ``Event`` structs (the fields the analyzer needs; of
@@ -10,8 +12,9 @@ decoded events.
 Why not ijson alone: measured on the real H100 trace (56 MB, 160k events, this 2-core CPU, idle):
 ijson ``items`` (yajl2_c) 0.65 s, ``json.loads`` 2.0 s, msgspec untyped 0.8 s, msgspec typed 0.14 s
 (benchmarks/analyze_vs_hta.py re-measures this: ``parser`` in benchmarks/results/cpu/analyze_vs_hta.json).
-Compression is detected from the file's first bytes, not its name. A file cut short (a killed profiler)
-yields its complete events and sets ``truncated``.
+Compression is detected from the file's first bytes, not its name (kineto_file.py). A file cut short (a
+killed profiler) yields its complete events and sets ``truncated``; a file that is not a JSON trace
+raises UnreadableTrace.
 """
 from __future__ import annotations
 
@@ -23,13 +26,12 @@ from typing import IO, Iterator, Union
 
 import msgspec
 
+from vllm_w2ext.analysis.readers.errors import UnreadableTrace
+from vllm_w2ext.analysis.readers.kineto_file import open_kineto_trace
+
 CHUNK = 4 << 20
 MAX_BLOCK = 256 << 20
 _ARRAY_START = re.compile(rb'"traceEvents"\s*:\s*\[')
-
-
-class TraceError(ValueError):
-    """The trace file cannot be read as a Kineto/Chrome JSON trace."""
 
 
 class Args(msgspec.Struct, gc=False):
@@ -53,19 +55,6 @@ class Event(msgspec.Struct, gc=False):
 
 
 _events = msgspec.json.Decoder(list[Event])
-
-
-def open_trace(path: str | Path) -> IO[bytes]:
-    p = Path(path)
-    if not p.is_file():
-        raise TraceError(f"trace file not found: {p}")
-    with open(p, "rb") as f:
-        magic = f.read(6)
-    if magic[:2] == b"\x1f\x8b":
-        return gzip.open(p, "rb")
-    if magic == b"\xfd7zXZ\x00":
-        return lzma.open(p, "rb")
-    return open(p, "rb")
 
 
 def _loose(block: bytes) -> list[Event]:
@@ -128,8 +117,8 @@ def _last_boundary(buf: bytes, end: int) -> tuple[int, int]:
         end = comma
 
 
-class TraceReader:
-    """``for e in TraceReader(path)``: every element of ``traceEvents`` as an Event, in file order.
+class KinetoEventReader:
+    """``for e in KinetoEventReader(path)``: every element of ``traceEvents`` as an Event, in file order.
     ``header`` holds the top-level keys written before ``traceEvents`` (Kineto: deviceProperties,
     distributedInfo, ...); ``truncated`` is set when the file ends inside the array."""
 
@@ -145,7 +134,7 @@ class TraceReader:
 
     def blocks(self) -> Iterator[list[Event]]:
         """The events in runs of whole events (one per CHUNK of the file): the fast way to iterate."""
-        with open_trace(self.path) as f:
+        with open_kineto_trace(self.path) as f:
             try:
                 yield from self._blocks(f)
             except (EOFError, lzma.LZMAError, gzip.BadGzipFile) as e:
@@ -158,7 +147,7 @@ class TraceReader:
         while m is None:
             more = f.read(CHUNK)
             if not more or len(buf) > MAX_BLOCK:
-                raise TraceError(f"{self.path}: not a JSON trace (no \"traceEvents\" array)")
+                raise UnreadableTrace(f"{self.path}: not a JSON trace (no \"traceEvents\" array)")
             buf += more
             m = _ARRAY_START.search(buf)
         head = buf[:m.start()].rstrip().rstrip(b",")
@@ -181,7 +170,7 @@ class TraceReader:
                 yield got[0]
                 buf = buf[got[1] + 1:]
             if len(buf) > MAX_BLOCK:
-                raise TraceError(f"{self.path}: no event boundary in {MAX_BLOCK >> 20} MB of traceEvents")
+                raise UnreadableTrace(f"{self.path}: no event boundary in {MAX_BLOCK >> 20} MB of traceEvents")
 
     def _tail(self, buf: bytes) -> Iterator[list[Event]]:
         end = len(buf)
@@ -199,7 +188,3 @@ class TraceReader:
         got = _decode_prefix(buf, len(buf))
         if got is not None:
             yield got[0]
-
-
-def iter_events(path: str | Path) -> Iterator[Event]:
-    return iter(TraceReader(path))

@@ -1,13 +1,14 @@
-"""Streaming reader of torch-profiler (Kineto) Chrome-JSON traces for ``vllm-w2ext merge``: ``.json``,
-``.json.gz``, ``.json.xz`` (detected from the first bytes).
+"""The byte-exact Kineto reader, for ``vllm-w2ext merge``: the events of a torch-profiler (Kineto)
+Chrome-JSON trace (``.json``, ``.json.gz``, ``.json.xz``, detected from the first bytes) as (raw text,
+parsed dict).
 
-Yields the ``traceEvents`` one by one as (raw text, parsed dict), with the other top-level keys
-(``baseTimeNanoseconds``, ``distributedInfo``, ``deviceProperties``, ...) collected on the side, so a
-trace larger than memory can be indexed and then copied event by event: the raw text lets the merge
-copy the profiler's events byte for byte (``kineto_stream.py``, the analyzer's ijson reader, yields
-parsed events only). Each value is parsed by the C JSON decoder (``JSONDecoder.raw_decode``) from a
-sliding text buffer. A file cut mid-event (a killed profiler, a partial copy) ends the stream at the
-last complete event and sets ``truncated``."""
+Its sibling kineto_events.py is faster (msgspec, typed) but keeps only the fields ``analyze`` reads;
+merge must copy the profiler's events byte for byte, so this reader hands back each event's raw text
+as well. The other top-level keys (``baseTimeNanoseconds``, ``distributedInfo``, ``deviceProperties``,
+...) are collected on the side, so a trace larger than memory can be indexed and then copied event by
+event. Each value is parsed by the C JSON decoder (``JSONDecoder.raw_decode``) from a sliding text
+buffer. A file cut mid-event (a killed profiler, a partial copy) ends the stream at the last complete
+event and sets ``truncated``; a file that is not a JSON trace raises UnreadableTrace."""
 from __future__ import annotations
 
 import gzip
@@ -16,22 +17,27 @@ import json
 import lzma
 from typing import IO, Iterator
 
-from vllm_w2ext.analysis.readers.kineto_events import open_trace
+from vllm_w2ext.analysis.readers.errors import UnreadableTrace
+from vllm_w2ext.analysis.readers.kineto_file import open_kineto_trace
 
 _WS = " \t\n\r"
 _decode = json.JSONDecoder().raw_decode
 
 
-class TruncatedTrace(Exception):
-    pass
+class _EndedEarly(Exception):
+    """The text ends inside the JSON: caught by the reader, which then sets ``truncated``."""
 
 
 def open_text(path: str) -> IO[str]:
-    """Text stream of a plain, gzip or xz file (by content, not by name; ``kineto_stream.open_trace``)."""
-    return io.TextIOWrapper(open_trace(path), encoding="utf-8")
+    """Text stream of a plain, gzip or xz file (by content, not by name; kineto_file.py)."""
+    return io.TextIOWrapper(open_kineto_trace(path), encoding="utf-8")
 
 
-class KinetoReader:
+class KinetoRawReader:
+    """``for raw, event in KinetoRawReader(path)``: every element of ``traceEvents`` in file order.
+    ``meta`` holds the other top-level keys, ``events`` the count, ``truncated`` is set when the
+    file ends inside the JSON; all three are filled as the iteration goes."""
+
     def __init__(self, path: str, chunk_chars: int = 4 << 20):
         self.path = path
         self.chunk = chunk_chars
@@ -58,12 +64,12 @@ class KinetoReader:
             if i < len(s):
                 return s[i]
             if not self._fill():
-                raise TruncatedTrace(f"{self.path}: ends before the JSON does")
+                raise _EndedEarly(f"{self.path}: ends before the JSON does")
 
     def _expect(self, chars: str) -> str:
         c = self._peek()
         if c not in chars:
-            raise ValueError(f"{self.path}: not a Chrome/Kineto JSON trace (expected one of {chars!r}, "
+            raise UnreadableTrace(f"{self.path}: not a Chrome/Kineto JSON trace (expected one of {chars!r}, "
                              f"got {c!r} near character {self._i})")
         self._i += 1
         return c
@@ -75,7 +81,7 @@ class KinetoReader:
                 v, j = _decode(self._s, self._i)
             except json.JSONDecodeError:
                 if self._eof or not self._fill():
-                    raise TruncatedTrace(f"{self.path}: cut inside a JSON value")
+                    raise _EndedEarly(f"{self.path}: cut inside a JSON value")
                 continue
             if j >= len(self._s) and not self._eof and self._fill():
                 continue               # a number at the buffer's end may go on in the next chunk
@@ -90,7 +96,7 @@ class KinetoReader:
         self._f, self._s, self._i, self._eof = open_text(self.path), "", 0, False
         try:
             yield from self._document()
-        except (TruncatedTrace, EOFError, lzma.LZMAError, gzip.BadGzipFile):
+        except (_EndedEarly, EOFError, lzma.LZMAError, gzip.BadGzipFile):
             self.truncated = True
         finally:
             self._f.close()

@@ -5,7 +5,8 @@ one process ``TrackDescriptor``, child tracks (one per role for ranges that nest
 named ``<span> #<i>`` for overlapping ranges), and a ``TYPE_SLICE_BEGIN`` / ``TYPE_SLICE_END`` pair
 per range, timestamps from ``time.time_ns()``, debug annotations ``step`` and, on request slices,
 ``vllm.request.id``. A file cut anywhere (SIGKILL mid-write) yields every
-complete packet before the cut; a begin whose end was lost is counted, not returned."""
+complete packet before the cut; a begin whose end was lost is counted, not returned. A file that is not
+a Perfetto protobuf trace raises UnreadableTrace."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 
 from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import TracePacket, TrackEvent
+
+from vllm_w2ext.analysis.readers.errors import UnreadableTrace
 
 _BEGIN, _END = TrackEvent.Type.TYPE_SLICE_BEGIN, TrackEvent.Type.TYPE_SLICE_END
 SPAN_FILE = re.compile(r"^w2ext-(\d+)\.pftrace$")
@@ -67,7 +70,7 @@ def iter_packets(data: bytes):
     i, n_data = 0, len(data)
     while i < n_data:
         if data[i] != 0x0A:
-            raise ValueError(f"not a Perfetto protobuf trace: unexpected tag 0x{data[i]:02x} at byte {i}")
+            raise UnreadableTrace(f"not a Perfetto protobuf trace: unexpected tag 0x{data[i]:02x} at byte {i}")
         j, n, shift = i + 1, 0, 0
         while True:
             if j >= n_data:
