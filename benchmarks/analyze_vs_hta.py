@@ -8,7 +8,7 @@
    flow ids; the metadata header (deviceProperties, distributedInfo.rank) and "M" events once.
 2. Parser micro-benchmark on the uncompressed source trace: ijson (yajl2_c) streaming, msgspec and
    json whole-file decodes.
-3. For each size: our analyzer (``python -m vllm_w2ext.analysis.kernels.analyzer --format json``) and HTA
+3. For each size: our analyzer (``python -m vllm_w2ext.analysis.kernels.command --format json``) and HTA
    (``TraceAnalysis(trace_dir).get_gpu_kernel_breakdown(visualize=False)``), each in its own process:
    wall and CPU (user + sys) time and peak RSS, by GNU time, with the 1-minute load average before
    (the machine is shared: CPU time is the fairer comparison when it is busy). HTA runs under ``prlimit --as`` when
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         trace = build_trace(size)
         run = {"target_mb": size, "gz_mb": round(trace.stat().st_size / 1e6, 1),
                "copies": (trace.parent / "copies.txt").read_text().strip()}
-        ours = run_child([sys.executable, "-m", "vllm_w2ext.analysis.kernels.analyzer", str(trace), "--format", "json"])
+        ours = run_child([sys.executable, "-m", "vllm_w2ext.analysis.kernels.command", str(trace), "--format", "json"])
         r = json.loads(ours.pop("stdout")) if ours["rc"] == 0 else {}
         run["ours"] = {**ours, "kernel_time_us": r.get("kernel_time_us"), "events": r.get("trace", {}).get("events"),
                        "kernels": r.get("trace", {}).get("kernels")}

@@ -41,7 +41,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 TOOLS = {
     "merge": ("vllm_w2ext.analysis.merge.merger",
               "merge per-process span files and torch-profiler traces into one Perfetto trace"),
-    "analyze": ("vllm_w2ext.analysis.kernels.analyzer",
+    "analyze": ("vllm_w2ext.analysis.kernels.command",
                 "kernel-time breakdown of a torch-profiler / merged trace (text, JSON, CSV)"),
 }
 

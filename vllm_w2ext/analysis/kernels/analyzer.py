@@ -1,4 +1,5 @@
-"""``vllm-w2ext analyze TRACE``: kernel-time breakdown of a torch-profiler (Kineto) or merged trace.
+"""The accumulator of ``vllm-w2ext analyze``: one streaming pass over a torch-profiler (Kineto) or
+merged trace, turned into a result dict by result.py (the command line is command.py).
 
 One streaming pass (readers/kineto_events.py); what is kept in memory does not grow with the JSON size:
 - step marks: vLLM's ``execute_context_N(tok)_generation_M(tok)`` user annotations (phase) and the
@@ -16,19 +17,16 @@ split into inside a step (both neighbours in the same step), between steps, and 
 """
 from __future__ import annotations
 
-import argparse
 import gc
-import math
 import re
-import sys
 from collections import defaultdict
 from pathlib import Path
 
-from vllm_w2ext.analysis.readers.errors import UnreadableTrace
-from vllm_w2ext.analysis.readers.kineto_events import NO_ARGS, KinetoEventReader
-from vllm_w2ext.analysis.kernels.rules import CATEGORIES, RULES_VERSION, classify_activity
+from vllm_w2ext.analysis.kernels.result import build_result
+from vllm_w2ext.analysis.kernels.rules import classify_activity
 from vllm_w2ext.analysis.kernels.sequence import LayerSequence
-from vllm_w2ext.analysis.kernels.steps import LogHistogram, StepTimeline
+from vllm_w2ext.analysis.kernels.steps import LogHistogram, StepAcc, StepTimeline
+from vllm_w2ext.analysis.readers.kineto_events import NO_ARGS, KinetoEventReader
 
 GPU_CATS = frozenset(("kernel", "gpu_memcpy", "gpu_memset"))
 RUNTIME_CATS = frozenset(("cuda_runtime", "cuda_driver"))
@@ -42,16 +40,10 @@ def _start(item: tuple) -> float:
     return item[0][0]
 
 
-class StepAcc:
-    """What one step's GPU activities add up to."""
-    __slots__ = ("kernels", "time", "cats", "first", "last", "idle_in", "gap_before", "launch_api_us")
-
-    def __init__(self) -> None:
-        self.kernels, self.time, self.cats = 0, 0.0, defaultdict(float)
-        self.first, self.last, self.idle_in, self.gap_before, self.launch_api_us = math.inf, -math.inf, 0.0, None, 0.0
-
-
 class Analyzer:
+    """What one pass keeps: step marks, launches by correlation id, GPU activities waiting for their
+    launch or for their turn in start order, and the running totals that result.py reads."""
+
     def __init__(self) -> None:
         self.steps = StepTimeline()
         self.launches: dict[int, list] = {}       # correlation -> [ts, pid, api, matched]
@@ -217,16 +209,6 @@ class Analyzer:
                 self._account(r, category, None if seq.step is None else self.by_step[seq.step])
 
 
-def _cat_table(times: dict, total: float, counts: dict | None = None) -> dict:
-    out = {}
-    for c in CATEGORIES:
-        t = times.get(c, 0.0)
-        out[c] = {"time_us": round(t, 3), "share": round(t / total, 6) if total else 0.0}
-        if counts is not None:
-            out[c]["count"] = counts.get(c, 0)
-    return out
-
-
 def analyze(path: str | Path, top: int = 20) -> dict:
     """Breakdown of one trace as a JSON-serialisable dict (see module docstring and the README)."""
     reader = KinetoEventReader(path)
@@ -252,137 +234,3 @@ def analyze(path: str | Path, top: int = 20) -> dict:
         if gc_was_on:
             gc.enable()
     return build_result(an, path, reader, top)
-
-
-def build_result(an: Analyzer, path, reader, top: int) -> dict:
-    header = reader.header if isinstance(reader.header, dict) else {}
-    gpu_total = sum(v[1] for v in an.cats.values())
-    marks = an.steps.describe()
-    steps, phase_times, phase_steps = [], defaultdict(lambda: defaultdict(float)), defaultdict(list)
-    t0 = min((d["cpu_start"] for d in marks.values()), default=0.0)
-    g0 = min((s[2] for s in an.dev.values()), default=0.0)
-    for key in sorted(set(marks) | {k for k in an.by_step if k is not None},
-                      key=lambda k: marks.get(k, {}).get("cpu_start", math.inf)):
-        d = marks.get(key, {"step": key[2], "annotation": "", "cpu_start": t0, "cpu_dur": 0.0, "phase": "unknown"})
-        s = an.by_step.get(key) or StepAcc()
-        span = s.last - s.first if s.kernels else 0.0
-        row = {"step": d["step"], "phase": d["phase"], "annotation": d["annotation"],
-               "cpu_start_ms": round((d["cpu_start"] - t0) / 1e3, 4), "cpu_dur_us": round(d["cpu_dur"], 3),
-               "gpu_start_ms": round((s.first - g0) / 1e3, 4) if s.kernels else None,
-               "gpu_span_us": round(span, 3), "gpu_busy_us": round(span - s.idle_in, 3),
-               "idle_in_step_us": round(s.idle_in, 3),
-               "gap_before_us": None if s.gap_before is None else round(s.gap_before, 3),
-               "kernels": s.kernels, "kernel_time_us": round(s.time, 3),
-               "launch_api_us": round(s.launch_api_us, 3),
-               "categories": {c: round(t, 3) for c, t in sorted(s.cats.items(), key=lambda x: -x[1])}}
-        steps.append(row)
-        for c, t in s.cats.items():
-            phase_times[d["phase"]][c] += t
-        phase_steps[d["phase"]].append(row)
-    unattributed = {c: v[1] for c, v in an.cats.items()}
-    for p in phase_times.values():
-        for c, t in p.items():
-            unattributed[c] -= t
-    if sum(unattributed.values()) > 1e-6:
-        phase_times["outside_steps"] = defaultdict(float, {c: t for c, t in unattributed.items() if t > 1e-9})
-    phases = {}
-    for ph in list(phase_steps) + [p for p in phase_times if p not in phase_steps]:
-        times = phase_times[ph]
-        rows = phase_steps.get(ph, [])
-        tot = sum(times.values())
-        n = len(rows) or 1
-        phases[ph] = {"steps": len(rows), "time_us": round(tot, 3), "categories": _cat_table(times, tot),
-                      "mean_step_cpu_dur_us": round(sum(r["cpu_dur_us"] for r in rows) / n, 3),
-                      "mean_step_gpu_span_us": round(sum(r["gpu_span_us"] for r in rows) / n, 3),
-                      "mean_step_idle_in_step_us": round(sum(r["idle_in_step_us"] for r in rows) / n, 3),
-                      "mean_step_kernel_time_us": round(sum(r["kernel_time_us"] for r in rows) / n, 3),
-                      "mean_step_launch_api_us": round(sum(r["launch_api_us"] for r in rows) / n, 3),
-                      "mean_gap_before_us": round(sum(r["gap_before_us"] or 0.0 for r in rows) / n, 3)}
-    window = sum(s[0] - s[2] for s in an.dev.values())
-    idle_total = sum(an.idle.values())
-    per_name: dict = {}
-    for (name, cat), (count, t) in an.names.items():
-        v = per_name.setdefault(name, [0, 0.0, {}])
-        v[0] += count
-        v[1] += t
-        v[2][cat] = t
-    names = sorted(per_name.items(), key=lambda kv: -kv[1][1])[:top]
-    top_kernels = [{"name": n, "category": max(v[2].items(), key=lambda x: x[1])[0], "count": v[0],
-                    "time_us": round(v[1], 3), "mean_us": round(v[1] / v[0], 3),
-                    "share": round(v[1] / gpu_total, 6) if gpu_total else 0.0,
-                    "categories": {c: round(t, 3) for c, t in sorted(v[2].items(), key=lambda x: -x[1])}}
-                   for n, v in names]
-    result = {
-        "rules_version": RULES_VERSION,
-        "trace": {"file": Path(path).name, "bytes": Path(path).stat().st_size, "parser": reader.parser,
-                  "devices": [d.get("name") for d in header.get("deviceProperties", []) or []],
-                  "rank": (header.get("distributedInfo") or {}).get("rank"),
-                  "events": an.counts["events"], "kernels": an.counts["kernel"],
-                  "memcpy": an.counts["gpu_memcpy"], "memset": an.counts["gpu_memset"],
-                  "user_annotations": an.counts["user_annotation"],
-                  "gpu_user_annotations": an.counts["gpu_user_annotation"]},
-        "has_gpu_kernels": an.counts["kernel"] > 0,
-        "gpu_time_us": round(gpu_total, 3), "kernel_time_us": round(an.kernel_only_us, 3),
-        "categories": _cat_table({c: v[1] for c, v in an.cats.items()}, gpu_total,
-                                 {c: v[0] for c, v in an.cats.items()}),
-        "phases": phases, "steps": steps,
-        "idle": {"gpu_window_us": round(window, 3), "gpu_busy_us": round(window - idle_total, 3),
-                 "utilization": round((window - idle_total) / window, 6) if window else 0.0,
-                 "in_steps_us": round(an.idle["in_steps"], 3),
-                 "between_steps_us": round(an.idle["between_steps"], 3),
-                 "outside_steps_us": round(an.idle["outside_steps"], 3)},
-        "launch": {"apis": {k: {"count": v[0], "cpu_time_us": round(v[1], 3), "mean_us": round(v[1] / v[0], 3)}
-                            for k, v in sorted(an.apis.items(), key=lambda kv: -kv[1][1])},
-                   "cpu_time_us": round(sum(v[1] for v in an.apis.values()), 3),
-                   "launch_to_gpu_start": {k: h.summary() for k, h in an.latency.items()}},
-        "top_kernels": top_kernels,
-        "ordering": {"reordered_beyond_window": an.out_of_order, "activities_without_launch": an.no_launch},
-        "notes": [],
-    }
-    if not result["has_gpu_kernels"]:
-        result["notes"].append("no GPU kernels in this trace (a CPU-only profile?): the kernel breakdown is "
-                               "empty; steps are listed with their CPU annotation times only")
-    if reader.truncated:
-        result["notes"].append(f"the trace file ends inside traceEvents (cut short): analysed its "
-                               f"{an.counts['events']} complete events")
-    if not marks:
-        result["notes"].append("no step annotations (execute_context_* / worker.execute_model #N): "
-                               "per-step and per-phase figures are empty; totals are still valid")
-    return result
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("trace", help="Kineto / Chrome JSON trace (.json, .json.gz, .json.xz) or a merged trace")
-    p.add_argument("--format", choices=("text", "json", "csv"), default="text")
-    p.add_argument("--out", help="write here instead of standard output")
-    p.add_argument("--top", type=int, default=20, help="how many kernels in the top-N table (default 20)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from vllm_w2ext.analysis.kernels.report import render
-    if args.top < 0:
-        print("vllm-w2ext analyze: --top must be >= 0", file=sys.stderr)
-        return 2
-    try:
-        result = analyze(args.trace, top=args.top)
-    except UnreadableTrace as e:
-        print(f"vllm-w2ext analyze: {e}", file=sys.stderr)
-        return 2
-    text = render(result, args.format)
-    if args.out:
-        Path(args.out).write_text(text)
-    else:
-        sys.stdout.write(text)
-    for note in result["notes"]:
-        print(f"note: {note}", file=sys.stderr)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="vllm-w2ext analyze")
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

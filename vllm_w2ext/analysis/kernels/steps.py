@@ -1,4 +1,5 @@
-"""Step marks of a trace (which step launched a kernel, and its phase) and a bounded latency histogram.
+"""Step marks of a trace (which step launched a kernel, and its phase), what a step's GPU activities add
+up to (StepAcc), and a bounded latency histogram.
 
 Steps come from CPU user annotations: the plugin's ``worker.execute_model #<step>`` (and
 ``worker.sample_tokens`` / ``worker.forward`` / ``worker.model_runner.execute_model`` with the same id),
@@ -109,3 +110,12 @@ class StepTimeline:
                     out[(pid, "seq", i)] = {"step": i, "annotation": m[6], "cpu_start": m[0],
                                             "cpu_dur": m[1] - m[0], "phase": phase_of(m[2], m[4])}
         return out
+
+
+class StepAcc:
+    """What one step's GPU activities add up to."""
+    __slots__ = ("kernels", "time", "cats", "first", "last", "idle_in", "gap_before", "launch_api_us")
+
+    def __init__(self) -> None:
+        self.kernels, self.time, self.cats = 0, 0.0, defaultdict(float)
+        self.first, self.last, self.idle_in, self.gap_before, self.launch_api_us = math.inf, -math.inf, 0.0, None, 0.0
