@@ -16,7 +16,8 @@ import pytest
 from conftest import ROOT, clean_env, run_offline
 from support.perfetto_ui import PerfettoUI, screenshot
 
-from vllm_w2ext.analysis.merge.merger import MergeError, merge
+from vllm_w2ext.analysis.merge.inputs import MergeError
+from vllm_w2ext.analysis.merge.merger import merge
 from vllm_w2ext.analysis.readers.kineto_raw import KinetoRawReader
 from vllm_w2ext.analysis.readers.pftrace import read_span_file
 

@@ -39,7 +39,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 # Subcommands implemented in their own module: name -> (module, help). Each module defines
 # ``add_arguments(parser)`` and ``run(args) -> int``; none of them imports vLLM.
 TOOLS = {
-    "merge": ("vllm_w2ext.analysis.merge.merger",
+    "merge": ("vllm_w2ext.analysis.merge.command",
               "merge per-process span files and torch-profiler traces into one Perfetto trace"),
     "analyze": ("vllm_w2ext.analysis.kernels.command",
                 "kernel-time breakdown of a torch-profiler / merged trace (text, JSON, CSV)"),
