@@ -1,6 +1,6 @@
 """PNG charts of the lab report (matplotlib, ``lab`` extra): Figure 1 throughput, Figure 2 latency
 vs batch, kernel-time breakdown, scheduler gap / GPU busy, plugin overhead. Each function takes the
-report's summary dict (``build.summarise``) and returns the PNG's file name or None."""
+report's summary dict (``summary.summarise``) and returns the PNG's file name or None."""
 from __future__ import annotations
 
 import os

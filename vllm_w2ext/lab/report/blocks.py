@@ -1,0 +1,140 @@
+"""The lab report as a list of blocks, ``("h1"|"h2"|"p", text)``, ``("img", file or None)`` and
+``("table", header, rows)``, rendered alike to markdown and HTML by markup.py. One function per section
+of the report, in report order, each reading the summary dict (summary.py) and the chart files."""
+from __future__ import annotations
+
+from vllm_w2ext.lab.report.summary import stock_or_plugin
+
+Blocks = list[tuple]
+
+
+def blocks(s: dict, charts: dict[str, str | None]) -> Blocks:
+    """The whole report: header, comparison, then the lab's sections 1 to 7."""
+    return (_header(s) + _comparison(s) + _model_folders(s) + _throughput(s, charts) + _latency(s, charts)
+            + _profile(s, charts) + _gpu_monitor(s) + _online(s) + _plugin_metrics(s, charts)
+            + _overhead(s, charts))
+
+
+def _f(v, nd=1):
+    """A table cell: — for missing, thousands separators, ``nd`` decimals for floats."""
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:,.{nd}f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _header(s: dict) -> Blocks:
+    """Title and what ran: versions, CPU, GPU, commit, size, model; failed sessions, if any."""
+    env = s["env"]
+    gpu = env.get("gpu", {})
+    gpu_s = ", ".join(d["name"] for d in gpu.get("devices", [])) + f" (driver {gpu.get('driver')})" \
+        if gpu.get("status") == "ok" else f"no GPU ({gpu.get('status', 'unknown')})"
+    b: Blocks = [("h1", f"The lab on {s['target']}: results"),
+                 ("p", f"vLLM {env.get('vllm')}, torch {env.get('torch')}, Python {env.get('python')}; "
+                       f"CPU {env.get('cpu', {}).get('model')} ({env.get('cpu', {}).get('cores')} cores); GPU {gpu_s}; "
+                       f"commit {env.get('git_commit', '?')[:12]}; size {env.get('lab_args', {}).get('size')}, "
+                       f"plugin {env.get('lab_args', {}).get('plugin')}. Model: "
+                       f"{env.get('lab_args', {}).get('model', '?').rsplit('/', 1)[-1]}"
+                       + (" (dummy weights)" if s["models"].get("target_model", {}).get("dummy_weights") else "")
+                       + ". The ShareGPT-format prompts are SYNTHETIC (vllm_w2ext.lab.sharegpt_sample), not ShareGPT.")]
+    if s["errors"]:
+        b.append(("p", "FAILED sessions (see raw/*.error.txt): " + ", ".join(s["errors"])))
+    return b
+
+
+def _comparison(s: dict) -> Blocks:
+    """Our numbers against the lab's H100 table, then the hand-written notes that explain differences."""
+    b: Blocks = [("h2", "Comparison with the lab's H100 numbers"),
+                 ("p", "Source: benchmarks/lab_data/lab_reference_h100.json. Differences over 10 % are flagged."
+                       + ("" if s["target"] == "h100" else " This run is not on an H100: every difference is expected.")),
+                 ("table", ["metric", "lab H100", "ours", "diff", "flag"],
+                  [[r["metric"], _f(r["lab_h100"], 2), _f(r["ours"], 2),
+                    "—" if r["diff_pct"] is None else f"{r['diff_pct']:+.1f} %",
+                    "**> 10 %**" if r["flag"] else ""] for r in s["comparison"]])]
+    if s.get("notes"):
+        b += [("h2", "Why the numbers differ (notes.md)")] + [("p", para) for para in s["notes"]]
+    return b
+
+
+def _model_folders(s: dict) -> Blocks:
+    m = s["models"]
+    if not m:
+        return []
+    rows = [[k, _f(v["weights"]["params"]), v["weights"]["dtype"], f"{v['weights']['bytes'] / 1e9:.3f} GB",
+             str(v["tokenizer"]["vocab"]), "yes" if v["tokenizer"]["roundtrip_ok"] else "NO"]
+            for k, v in m.items() if isinstance(v, dict) and "weights" in v]
+    return [("h2", "1. Model folders"),
+            ("table", ["folder", "params", "dtype", "weight bytes", "vocab", "ids round-trip"], rows)]
+
+
+def _throughput(s: dict, charts: dict) -> Blocks:
+    return [("h2", "2. Offline throughput (and 6. online)"), ("img", charts.get("Figure 1: throughput")),
+            ("table", ["run", "mode", "req/s", "total tok/s", "output tok/s"],
+             [[k, v["mode"], _f(v["req_s"], 2), _f(v["total_tok_s"]), _f(v["output_tok_s"])]
+              for k, v in s["throughput"].items()])]
+
+
+def _latency(s: dict, charts: dict) -> Blocks:
+    """Latency per batch size, per-token latency and the weight bandwidth it implies, and the growth."""
+    rows = [[mode, str(bs), _f(1e3 * v["avg_latency_s"]), _f(v.get("per_token_ms"), 3),
+             _f(v.get("achieved_tb_s"), 3), "—" if "hbm_fraction" not in v else f"{100 * v['hbm_fraction']:.1f} %"]
+            for mode, pts in s["latency"].items() for bs, v in sorted(pts.items())]
+    growth = [f"{mode}: {pts[max(pts)]['avg_latency_s'] / pts[min(pts)]['avg_latency_s']:.2f}x from batch {min(pts)} to {max(pts)}"
+              for mode, pts in s["latency"].items() if len(pts) > 1]
+    return [("h2", "3. Latency vs batch size"), ("img", charts.get("Figure 2: latency vs batch")),
+            ("table", ["mode", "batch", "latency ms", "per-token ms", "weights/per-token TB/s", "of 3.35 TB/s"], rows),
+            ("p", "Growth: " + ("; ".join(growth) or "—") + f". Weight bytes from the model config: "
+                  f"{(s['weight_bytes'] or 0) / 1e9:.3f} GB (bandwidth vs the H100's 3.35 TB/s; meaningless on CPU).")]
+
+
+def _profile(s: dict, charts: dict) -> Blocks:
+    """Each profiled run: merge/analyze status, the files it found, its top five kernel categories."""
+    rows = [[k, str(v["batch_size"]), v["merge"] or "—", v["analyze"] or "—", str(len(v["torch_traces"] or [])),
+             str(len(v["plugin_trace_files"] or [])), {True: "yes", False: "no (CPU trace)"}.get(v["gpu_kernels"], "—"),
+             ", ".join(f"{c} {100 * x:.0f} %" for c, x in sorted(v["shares"].items(), key=lambda t: -t[1])[:5]) or "—"]
+            for k, v in s["profile"].items()]
+    return [("h2", "4. Profiled forward pass"), ("img", charts.get("Kernel breakdown")),
+            ("table", ["run", "batch", "merge", "analyze", "torch traces", "plugin trace files", "GPU kernels",
+                       "top categories"], rows)]
+
+
+def _gpu_monitor(s: dict) -> Blocks:
+    rows = [[ph, str(v["samples"]), _f(v["seconds"]), _f(v["util_gpu_mean_pct"]), _f(v["power_mean_w"]),
+             str(v["mem_used_max_mib"])] for ph, v in s["nvml"].items()]
+    return [("h2", "5. GPU monitor (NVML)"),
+            ("table", ["session", "samples", "s", "util mean %", "power W", "mem max MiB"], rows) if rows else
+            ("p", "Needs CUDA/NVML: no NVML samples in this run (the sampler's summary logic is checked on the "
+                  "committed H100 CSVs in raw/gpu_monitor.json).")]
+
+
+def _online(s: dict) -> Blocks:
+    """Online runs per request rate, and online at rate inf over offline (random lengths)."""
+    rows = [[k, v["rate"], _f(v["req_s"], 2), _f(v["total_tok_s"]), _f(v["output_tok_s"]), _f(v["mean_ttft_ms"]),
+             _f(v["mean_tpot_ms"], 2), str(v["completed"])] for k, v in s["online"].items()]
+    b: Blocks = [("h2", "6. Online vs offline"),
+                 ("table", ["run", "rate", "req/s", "total tok/s", "output tok/s", "TTFT ms", "TPOT ms", "completed"], rows)]
+    off = stock_or_plugin(s["throughput"], "thr_random", "total_tok_s")
+    inf = next((v for v in s["online"].values() if v["rate"] == "inf"), None)
+    if off and inf and inf["total_tok_s"]:
+        b.append(("p", f"Online at rate inf / offline (random lengths, same model): {inf['total_tok_s'] / off:.2f}."))
+    return b
+
+
+def _plugin_metrics(s: dict, charts: dict) -> Blocks:
+    """Where the time went per run, from the plugin's counters between the first and last scrape."""
+    rows = [[k, _f(v.get("engine_steps"), 0), _f(v.get("mean_requests_per_step"), 2), _f(v.get("gap", {}).get("mean_ms"), 3),
+             ", ".join(f"{p} {x:.3f}" for p, x in v.get("gap", {}).get("parts_s", {}).items()),
+             "—" if v.get("gpu_busy_ratio") is None else f"{100 * v['gpu_busy_ratio']:.1f} %"]
+            for k, v in s["plugin_metrics"].items() if v.get("engine_steps")]
+    return [("p", "Where the time went (the plugin's metrics, first to last scrape of each run; gap parts in s):"),
+            ("table", ["run", "steps", "requests/step", "gap mean ms", "gap parts s", "GPU busy"], rows),
+            ("img", charts.get("Scheduler gap and GPU busy"))]
+
+
+def _overhead(s: dict, charts: dict) -> Blocks:
+    rows = [[k, str(v.get("reps")), f"{v['cost_pct']:+.2f} %", ", ".join(f"{x:+.2f}" for x in v["pair_cost_pct"]),
+             f"{v['stock_spread_pct']:.2f} %", "yes" if v["within_budget"] else "NO"]
+            for k, v in s["overhead"].items() if "cost_pct" in v]
+    return [("h2", "7. Plugin overhead (interleaved A/B)"), ("img", charts.get("Plugin overhead (A/B)")),
+            ("table", ["measure", "pairs", "plugin cost", "per pair %", "stock spread", "within 0.5 %"], rows)]

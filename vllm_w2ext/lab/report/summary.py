@@ -1,0 +1,130 @@
+"""The lab's results folder summed up as one dict (``summary.json``): per experiment the numbers the
+report shows, the plugin's metrics and NVML per session, and the comparison with the lab's H100 table
+(every difference over FLAG_PCT flagged). Reads JSON/CSV only; never imports vLLM."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from pathlib import Path
+
+from vllm_w2ext.lab.model_folders import LLAMA31_8B_CONFIG
+from vllm_w2ext.lab.report.results import llama_weights, load_raw, nvml_by_phase, overhead, per_token, scrape_delta
+
+FLAG_PCT = 10.0
+
+
+def category_shares(bd: dict) -> dict[str, float]:
+    """Category -> share of kernel time, from ``analyze`` JSON (``categories`` as a dict or a list)."""
+    cats = bd.get("categories") or {}
+    items = cats.items() if isinstance(cats, dict) else [(c.get("category") or c.get("name"), c) for c in cats]
+    times = {}
+    for name, v in items:
+        if isinstance(v, (int, float)):
+            times[name] = float(v)
+        elif isinstance(v, dict):
+            t = next((v[k] for k in ("time_us", "total_us", "dur_us", "time_ns", "time_s", "share", "pct", "percent")
+                      if isinstance(v.get(k), (int, float))), None)
+            if t is not None:
+                times[name] = float(t)
+    tot = sum(times.values())
+    return {k: t / tot for k, t in times.items()} if tot else {}
+
+
+def summarise(out: str, ref: dict) -> dict:
+    runs = load_raw(out)
+    env = json.loads(Path(out, "env.json").read_text()) if Path(out, "env.json").exists() else {}
+    target = next((r["target"] for r in runs.values()), "?")
+    s = {"target": target, "env": env, "runs": {k: v["status"] for k, v in runs.items()}, "throughput": {},
+         "online": {}, "latency": {}, "profile": {}, "overhead": {}, "plugin_metrics": {}, "nvml": {},
+         "errors": sorted(os.path.basename(p) for p in glob.glob(os.path.join(out, "raw", "*.error.txt")))}
+    refm = ref.get("metrics", {})
+    s["reference"] = {"offline_throughput_sharegpt_tok_s": refm.get("offline_throughput_sharegpt_tok_s", {}).get("value"),
+                      "latency_ms": {b: refm[f"latency_bs{b}_ms"]["value"] for b in (1, 4, 16, 32)
+                                     if f"latency_bs{b}_ms" in refm}}
+    models = runs.get("models", {}).get("result", {}).get("target_model", {})
+    s["models"] = runs.get("models", {}).get("result", {})
+    wbytes = models.get("weights", {}).get("bytes")
+    if wbytes is None and target == "h100":      # models step not run: the 8B-shaped config is known
+        wbytes = llama_weights(LLAMA31_8B_CONFIG)["bytes"]
+    s["weight_bytes"] = wbytes
+    for name, r in runs.items():
+        _add_run(s, name, r, wbytes)
+    _add_overheads(s, runs)
+    for p in sorted(glob.glob(os.path.join(out, "metrics", "scrape_*.prom*"))):
+        s["plugin_metrics"][os.path.basename(p).split(".")[0][len("scrape_"):]] = scrape_delta(p)
+    for c in sorted(glob.glob(os.path.join(out, "metrics", "nvml_*.csv"))):
+        s["nvml"].update(nvml_by_phase(c))
+    s["comparison"] = compare(s, ref)
+    notes = Path(out, "notes.md")              # hand-written explanations committed next to the results
+    s["notes"] = [" ".join(x.split()) for x in notes.read_text().split("\n\n") if x.strip()] if notes.exists() else []
+    return s
+
+
+def _add_run(s: dict, name: str, r: dict, wbytes: int | None) -> None:
+    """One raw run's numbers into its experiment's section (failed runs are left out)."""
+    res = r["result"]
+    if r["experiment"] == "throughput" and r["status"] == "ok":
+        s["throughput"][name] = {"total_tok_s": res["tokens_per_second"], "req_s": res["requests_per_second"],
+                                 "output_tok_s": res.get("output_tokens_per_second"), "mode": r["mode"],
+                                 "dataset": r["params"]["dataset"], "elapsed_s": res["elapsed_time"]}
+    elif r["experiment"] == "online" and r["status"] == "ok":
+        s["online"][name] = {"total_tok_s": res.get("total_token_throughput"), "output_tok_s": res.get("output_throughput"),
+                             "req_s": res.get("request_throughput"), "rate": r["params"]["rate"],
+                             "completed": res.get("completed"), "failed": res.get("failed", 0),
+                             **{k: res.get(k) for k in ("mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "duration")}}
+    elif r["experiment"] == "latency" and r["status"] == "ok":
+        pt = per_token(res["avg_latency"], res["output_len"], wbytes) if wbytes else {}
+        s["latency"].setdefault(r["mode"], {})[res["batch_size"]] = {"avg_latency_s": res["avg_latency"], **pt}
+    elif r["experiment"] == "profile":
+        a = r.get("analysis", {})
+        s["profile"][name] = {"merge": a.get("merge", {}).get("status"), "analyze": a.get("analyze", {}).get("status"),
+                              "torch_traces": a.get("torch_traces"), "plugin_trace_files": a.get("plugin_trace_files"),
+                              "shares": category_shares(a.get("breakdown") or {}),
+                              "gpu_kernels": (a.get("breakdown") or {}).get("has_gpu_kernels"),
+                              "batch_size": r["params"]["batch_size"]}
+
+
+def _add_overheads(s: dict, runs: dict) -> None:
+    """The interleaved A/B runs (``ab_thr_*``, ``ab_lat_*``) as plugin cost per measure, in rep order."""
+    for kind, key, better in (("thr", "tokens_per_second", True), ("lat", "avg_latency", False)):
+        vals: dict[str, list] = {}
+        for name in sorted(runs, key=lambda n: runs[n]["params"].get("rep", 0)):
+            r = runs[name]
+            if r["experiment"] == "overhead" and name.startswith(f"ab_{kind}_") and r["status"] == "ok":
+                vals.setdefault(r["mode"], []).append(r["result"][key])
+        if vals:
+            s["overhead"]["offline throughput" if kind == "thr" else "batch-1 latency"] = dict(
+                overhead(vals, better), unit="tok/s" if kind == "thr" else "s")
+
+
+def compare(s: dict, ref: dict) -> list[dict]:
+    """Our numbers next to the lab's H100 table; |difference| > 10 % is flagged."""
+    ours = {}
+    thr = stock_or_plugin(s["throughput"], "thr_sharegpt", "total_tok_s")
+    if thr is not None:
+        ours["offline_throughput_sharegpt_tok_s"] = thr
+    lat = s["latency"].get("stock") or s["latency"].get("plugin") or {}
+    for b, v in lat.items():
+        ours[f"latency_bs{b}_ms"] = 1e3 * v["avg_latency_s"]
+    if 1 in lat and "per_token_ms" in lat[1]:
+        ours["per_token_latency_bs1_ms"] = lat[1]["per_token_ms"]
+        ours["hbm_bandwidth_fraction_bs1"] = lat[1]["hbm_fraction"]
+    inf = next((v for v in s["online"].values() if v["rate"] == "inf"), None)
+    if inf and inf["total_tok_s"]:
+        ours["online_throughput_rate_inf_tok_s"] = inf["total_tok_s"]
+    rows = []
+    for k, m in ref.get("metrics", {}).items():
+        v = ours.get(k)
+        diff = None if v is None else 100 * (v - m["value"]) / m["value"]
+        rows.append({"metric": k, "what": m["what"], "lab_h100": m["value"], "ours": v, "diff_pct": diff,
+                     "flag": diff is not None and abs(diff) > FLAG_PCT})
+    return rows
+
+
+def stock_or_plugin(d: dict, prefix: str, key: str):
+    """``d["<prefix>_stock"][key]``, else the plugin run's, else None."""
+    for mode in ("stock", "plugin"):
+        if f"{prefix}_{mode}" in d:
+            return d[f"{prefix}_{mode}"][key]
+    return None
