@@ -16,8 +16,11 @@ import math
 import re
 from collections import defaultdict
 
+from vllm_w2ext.vocab import WORKER_STEP_SPANS, Span
+
 VLLM_STEP = re.compile(r"^execute_context_(\d+)\((\d+)\)_generation_(\d+)\((\d+)\)$")
-PLUGIN_STEP = re.compile(r"^worker\.(?:execute_model|sample_tokens|forward|model_runner\.execute_model) #(\d+)$")
+# The plugin's annotations of a worker step: profiler_annotation(<one of WORKER_STEP_SPANS>, step).
+PLUGIN_STEP = re.compile("^(?:" + "|".join(map(re.escape, WORKER_STEP_SPANS)) + r") #(\d+)$")
 
 
 class LogHistogram:
@@ -98,7 +101,7 @@ class StepTimeline:
                 for start, end, sid, name in sorted(self.plugin[pid]):
                     d = first.setdefault(sid, {"step": sid, "annotation": name, "cpu_start": start,
                                                "cpu_dur": end - start, "phase": "unknown"})
-                    if name.startswith("worker.execute_model"):
+                    if name.startswith(Span.WORKER_EXECUTE + " #"):
                         i = bisect.bisect_left(vstarts, start)
                         if i < len(vmarks) and vmarks[i][0] <= end:
                             d["phase"] = phase_of(vmarks[i][2], vmarks[i][4])

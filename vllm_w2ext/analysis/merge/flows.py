@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from vllm_w2ext.analysis.merge.our_events import OurEvents
 from vllm_w2ext.analysis.merge.profiler_index import ProfilerIndex
-from vllm_w2ext.analysis.readers.pftrace import REQUEST_ID, SpanFile
+from vllm_w2ext.analysis.readers.pftrace import SpanFile
+from vllm_w2ext.vocab import Attr, Span
 
 
 @dataclass
@@ -25,13 +26,13 @@ def _index(span_files: list[SpanFile]) -> _Spans:
     ix = _Spans()
     for sf in span_files:
         for s in sf.slices:
-            if s.name == "engine.step":
+            if s.name == Span.STEP:
                 ix.step_by_start[(sf.pid, s.start_ns)] = ix.step_by_end[(sf.pid, s.end_ns)] = s
                 ix.step_by_id.setdefault(s.step, s)       # one EngineCore (several would repeat step ids)
-            elif s.name == "worker.execute_model":
+            elif s.name == Span.WORKER_EXECUTE:
                 ix.workers.setdefault(s.step, []).append((sf.pid, s))
-    ix.engine_requests = {s.args[REQUEST_ID]: s for sf in span_files for s in sf.slices
-                          if s.name == "engine.request" and REQUEST_ID in s.args}
+    ix.engine_requests = {s.args[Attr.REQUEST_ID]: s for sf in span_files for s in sf.slices
+                          if s.name == Span.ENGINE_REQUEST and Attr.REQUEST_ID in s.args}
     return ix
 
 
@@ -49,7 +50,7 @@ def add_flows(o: OurEvents, span_files: list[SpanFile], where: dict, profs: list
 def _front_to_engine(o: OurEvents, span_files: list[SpanFile], where: dict, spans: _Spans) -> None:
     for sf in span_files:
         for s in sf.slices:
-            er = spans.engine_requests.get(s.args.get(REQUEST_ID)) if s.name == "vllm.request" else None
+            er = spans.engine_requests.get(s.args.get(Attr.REQUEST_ID)) if s.name == Span.REQUEST else None
             if er is not None:
                 o.flow("front->engine", where[id(s)], where[id(er)])
 
@@ -58,7 +59,7 @@ def _request_to_steps(o: OurEvents, span_files: list[SpanFile], where: dict, spa
     """A request's first and last step share its start and end stamps."""
     for sf in span_files:
         for s in sf.slices:
-            if s.name == "engine.request":
+            if s.name == Span.ENGINE_REQUEST:
                 first, last = spans.step_by_start.get((sf.pid, s.start_ns)), spans.step_by_end.get((sf.pid, s.end_ns))
                 for st in dict.fromkeys(x for x in (first, last) if x is not None):
                     o.flow("request->step", where[id(s)], where[id(st)])
@@ -77,7 +78,7 @@ def _step_to_profiler(o: OurEvents, ix: ProfilerIndex, where: dict, spans: _Span
     the plugin was on, else vLLM's own ``execute_context_...``."""
     has_ours = any(a.ours for a in ix.annotations)
     for a in ix.annotations:
-        if a.ours != has_ours or (a.ours and a.name != "worker.execute_model"):
+        if a.ours != has_ours or (a.ours and a.name != Span.WORKER_EXECUTE):
             continue
         dst = (a.pid, a.tid, a.ts)
         # Perfetto drops a v1 flow whose end precedes its start: the engine step began well

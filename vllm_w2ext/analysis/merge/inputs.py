@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vllm_w2ext.analysis.readers.pftrace import SPAN_FILE
+from vllm_w2ext.vocab import TRACE_FILE_RE
 
 PROFILER_SUFFIXES = (".pt.trace.json", ".pt.trace.json.gz", ".pt.trace.json.xz")
 
@@ -24,7 +24,7 @@ def find_inputs(inputs: list[str], out_path: str | None = None) -> tuple[list[st
         p = Path(item)
         if p.is_dir():
             for f in p.rglob("*"):
-                if f.is_file() and SPAN_FILE.match(f.name):
+                if f.is_file() and TRACE_FILE_RE.match(f.name):
                     spans.add(os.path.realpath(f))
                 elif f.is_file() and f.name.endswith(PROFILER_SUFFIXES):
                     profs.add(os.path.realpath(f))

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field
 
 from vllm_w2ext.analysis.readers.kineto_raw import KinetoRawReader
+from vllm_w2ext.vocab import ANNOTATION_RE
 
-OUR_ANNOTATION = re.compile(r"^((?:worker|engine|front)\.[\w.]+) #(\d+)$")
 VLLM_STEP_ANNOTATION = re.compile(r"^execute_context_\d+\(\d+\)_generation_\d+\(\d+\)$")
 GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 LAUNCH_CATS = ("cuda_runtime", "cuda_driver")
@@ -107,7 +107,7 @@ def index_trace(path: str) -> ProfilerIndex:
         tid = e.get("tid")
         if cat == "user_annotation":
             name = e.get("name", "")
-            m = OUR_ANNOTATION.match(name)
+            m = ANNOTATION_RE.match(name)
             if m:
                 ix.annotations.append(Annotation(m.group(1), int(m.group(2)), pid, tid, float(e["ts"]),
                                                  start, end, True))

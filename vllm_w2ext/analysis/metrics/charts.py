@@ -11,6 +11,7 @@ import os
 import sys
 
 from vllm_w2ext.analysis.metrics.scrapes import read_scrapes, samples, total
+from vllm_w2ext.vocab import ENGINE, WORKER
 
 ENGINE_PHASES = ("schedule", "execute_model", "sample_tokens", "update_from_output")
 GAP_PARTS = ("schedule", "update", "engine_idle", "other")
@@ -22,11 +23,11 @@ def series(scrapes):
         ss = samples(text)
         r = {"t": t}
         for ph in ENGINE_PHASES + ("step",):
-            r[f"{ph}_sum"] = total(ss, "vllm_w2ext_phase_duration_seconds_sum", role="engine_core", phase=ph)
-            r[f"{ph}_n"] = total(ss, "vllm_w2ext_phase_duration_seconds_count", role="engine_core", phase=ph)
+            r[f"{ph}_sum"] = total(ss, "vllm_w2ext_phase_duration_seconds_sum", role=ENGINE, phase=ph)
+            r[f"{ph}_n"] = total(ss, "vllm_w2ext_phase_duration_seconds_count", role=ENGINE, phase=ph)
         for p in GAP_PARTS:
-            r[f"gap_{p}"] = total(ss, "vllm_w2ext_scheduler_gap_part_seconds_total", role="worker", part=p)
-        r["gap_n"] = total(ss, "vllm_w2ext_scheduler_gap_seconds_count", role="worker")
+            r[f"gap_{p}"] = total(ss, "vllm_w2ext_scheduler_gap_part_seconds_total", role=WORKER, part=p)
+        r["gap_n"] = total(ss, "vllm_w2ext_scheduler_gap_seconds_count", role=WORKER)
         r["busy"] = total(ss, "vllm_w2ext_gpu_busy_seconds_total")
         r["idle"] = total(ss, "vllm_w2ext_gpu_idle_seconds_total")
         for k in ("prefill", "decode"):

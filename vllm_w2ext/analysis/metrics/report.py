@@ -11,6 +11,7 @@ import os
 import sys
 
 from vllm_w2ext.analysis.metrics.scrapes import quantile, read_scrapes, samples, total
+from vllm_w2ext.vocab import ENGINE, FRONT, WORKER
 
 
 def nvml_stats(path: str, intervals: list[tuple[float, float]]) -> dict:
@@ -53,7 +54,7 @@ def run_summary(run_dir: str, name: str) -> dict:
     t_first, first_text = scrapes[0]
     t_last, text = scrapes[-1]
     ss = samples(text)
-    w = {"role": "worker"}
+    w = {"role": WORKER}
     gap_n = total(ss, "vllm_w2ext_scheduler_gap_seconds_count", **w)
     gap_sum = total(ss, "vllm_w2ext_scheduler_gap_seconds_sum", **w)
     parts = {p: total(ss, "vllm_w2ext_scheduler_gap_part_seconds_total", part=p, **w)
@@ -82,9 +83,9 @@ def run_summary(run_dir: str, name: str) -> dict:
                       "spans_dropped": total(ss, "vllm_w2ext_spans_dropped_total"),
                       "hook_errors": total(ss, "vllm_w2ext_hook_errors_total")},
     }
-    for role, phase in (("engine_core", "step"), ("engine_core", "schedule"), ("engine_core", "update_from_output"),
-                        ("worker", "execute_model"), ("worker", "sample_tokens"), ("worker", "forward"),
-                        ("frontend", "process_outputs")):
+    for role, phase in ((ENGINE, "step"), (ENGINE, "schedule"), (ENGINE, "update_from_output"),
+                        (WORKER, "execute_model"), (WORKER, "sample_tokens"), (WORKER, "forward"),
+                        (FRONT, "process_outputs")):
         n = total(ss, "vllm_w2ext_phase_duration_seconds_count", role=role, phase=phase)
         s = total(ss, "vllm_w2ext_phase_duration_seconds_sum", role=role, phase=phase)
         if n:

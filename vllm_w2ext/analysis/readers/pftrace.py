@@ -10,17 +10,15 @@ a Perfetto protobuf trace raises UnreadableTrace."""
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 
 from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import TracePacket, TrackEvent
 
 from vllm_w2ext.analysis.readers.errors import UnreadableTrace
+from vllm_w2ext.vocab import ENGINE, FRONT, ROLE_BY_SPAN_PREFIX, TRACE_FILE_RE, TRACE_STEP_ARG, WORKER
 
 _BEGIN, _END = TrackEvent.Type.TYPE_SLICE_BEGIN, TrackEvent.Type.TYPE_SLICE_END
-SPAN_FILE = re.compile(r"^w2ext-(\d+)\.pftrace$")
-REQUEST_ID = "vllm.request.id"      # debug annotation of vllm.request / engine.request slices
-ROLE_NAMES = {"frontend": "front end", "engine_core": "EngineCore", "worker": "worker"}
+ROLE_NAMES = {FRONT: "front end", ENGINE: "EngineCore", WORKER: "worker"}     # as people call them
 
 
 @dataclass(eq=False)          # identity: slices are dict keys
@@ -50,13 +48,10 @@ class SpanFile:
 
 
 def _role_of(name: str, track: str) -> str:
+    """A slice's role: its track's when the track is a role, else from its name's prefix."""
     if track in ROLE_NAMES:
         return track
-    if name.startswith("engine."):
-        return "engine_core"
-    if name.startswith("worker."):
-        return "worker"
-    return "frontend"
+    return next((role for prefix, role in ROLE_BY_SPAN_PREFIX if name.startswith(prefix)), FRONT)
 
 
 def _value(a):
@@ -90,7 +85,7 @@ def iter_packets(data: bytes):
 def read_span_file(path: str) -> SpanFile:
     with open(path, "rb") as f:
         data = f.read()
-    m = SPAN_FILE.match(os.path.basename(path))
+    m = TRACE_FILE_RE.match(os.path.basename(path))
     sf = SpanFile(path=path, pid=int(m.group(1)) if m else 0, process_name="")
     tracks: dict[int, str] = {}
     open_: dict[tuple[int, int], list[tuple[int, str, int]]] = {}    # (seq, track) -> begins
@@ -113,7 +108,7 @@ def read_span_file(path: str) -> SpanFile:
         elif ev.type == _END and open_.get(key):
             start, name, args = open_[key].pop()
             track = tracks.get(key[1], "")
-            step = args.get("step", -1)
+            step = args.get(TRACE_STEP_ARG, -1)
             sf.slices.append(Slice(name, start, p.timestamp, step if isinstance(step, int) else -1,
                                    _role_of(name, track), track, args))
     sf.truncated_bytes = len(data) - end if sf.packets else len(data)

@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from vllm_w2ext.vocab import Attr
+
 
 @dataclass
 class SpanRecord:
@@ -24,7 +26,7 @@ class SpanRecord:
 
     @property
     def role(self) -> str:
-        return self.resource.get("vllm.process_role", "")
+        return self.resource.get(Attr.PROCESS_ROLE, "")
 
     @property
     def pid(self) -> int:
@@ -36,7 +38,7 @@ class SpanRecord:
 
     @property
     def step(self) -> int | None:
-        v = self.attrs.get("vllm.step.id")
+        v = self.attrs.get(Attr.STEP_ID)
         return int(v) if v is not None else None
 
     @classmethod

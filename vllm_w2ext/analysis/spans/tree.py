@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from typing import Iterable
 
 from vllm_w2ext.analysis.spans.records import SpanRecord
+from vllm_w2ext.vocab import STEP_STATE_ATTR_PREFIXES, Attr, Span
 
 
 class SpanSet:
@@ -43,7 +44,7 @@ class SpanSet:
         return [s for s in self.spans if key in {tuple(x) for x in s.links}]
 
     def steps(self) -> list[SpanRecord]:
-        return sorted(self.named("engine.step"), key=lambda s: s.step or 0)
+        return sorted(self.named(Span.STEP), key=lambda s: s.step or 0)
 
     def step_excerpt(self, first: int, count: int) -> list[dict]:
         """Consecutive engine steps with their children (offsets in µs from the step start)."""
@@ -55,8 +56,8 @@ class SpanSet:
             for k in self.kids(st):
                 kid = {"name": k.name, "role": k.role, "start_us": round((k.start_ns - st.start_ns) / 1e3, 1),
                        "dur_us": round(k.dur_us, 1)}
-                if "vllm.step.batch_id" in k.attrs:
-                    kid["batch_id"] = k.attrs["vllm.step.batch_id"]
+                if Attr.STEP_BATCH_ID in k.attrs:
+                    kid["batch_id"] = k.attrs[Attr.STEP_BATCH_ID]
                 if k.end_ns > st.end_ns:
                     kid["ends_after_step_us"] = round((k.end_ns - st.end_ns) / 1e3, 1)
                 grand = [g.name for g in self.kids(k)]
@@ -64,7 +65,7 @@ class SpanSet:
                     kid["children"] = grand
                 kids.append(kid)
             rows.append({"step": st.step, "dur_us": round(st.dur_us, 1),
-                         "attrs": {k: v for k, v in st.attrs.items() if k.startswith(("vllm.batch", "vllm.scheduler"))},
+                         "attrs": {k: v for k, v in st.attrs.items() if k.startswith(STEP_STATE_ATTR_PREFIXES)},
                          "links": len(st.links), "children": kids})
         return rows
 

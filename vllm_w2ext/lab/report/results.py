@@ -10,6 +10,7 @@ import os
 import statistics
 
 from vllm_w2ext.analysis.metrics.scrapes import quantile, read_scrapes, samples, total
+from vllm_w2ext.vocab import ENGINE, FRONT, WORKER
 
 DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2, "fp8": 1}
 H100_HBM_TB_S = 3.35
@@ -72,14 +73,14 @@ def scrape_delta(path: str) -> dict:
     (t0, a), (t1, b) = sc[0], sc[-1]
     sa, sb = samples(a), samples(b)
     d = lambda name, **lab: total(sb, name, **lab) - total(sa, name, **lab)  # noqa: E731
-    w = {"role": "worker"}
+    w = {"role": WORKER}
     steps = d("vllm_w2ext_engine_steps_total", executed="true")
     gap_n, gap_s = d("vllm_w2ext_scheduler_gap_seconds_count", **w), d("vllm_w2ext_scheduler_gap_seconds_sum", **w)
     busy, idle = d("vllm_w2ext_gpu_busy_seconds_total"), d("vllm_w2ext_gpu_idle_seconds_total")
     req_n, req_s = d("vllm_w2ext_batch_requests_count"), d("vllm_w2ext_batch_requests_sum")
     phases = {}
-    for role, ph in (("engine_core", "step"), ("engine_core", "schedule"), ("engine_core", "update_from_output"),
-                     ("worker", "execute_model"), ("frontend", "process_outputs")):
+    for role, ph in ((ENGINE, "step"), (ENGINE, "schedule"), (ENGINE, "update_from_output"),
+                     (WORKER, "execute_model"), (FRONT, "process_outputs")):
         n = d("vllm_w2ext_phase_duration_seconds_count", role=role, phase=ph)
         if n:
             phases[f"{role}.{ph}"] = {"count": n, "total_s": round(d("vllm_w2ext_phase_duration_seconds_sum",
