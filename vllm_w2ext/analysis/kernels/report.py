@@ -1,4 +1,4 @@
-"""Text, JSON and CSV renderings of a kernel_analyze result.
+"""Text, JSON and CSV renderings of an analyze result (result.py).
 
 CSV is one long table, ``section,phase,step,key,count,time_us,share``:
 - ``category``: one row per (phase, category); phase ``all`` is the whole trace;
