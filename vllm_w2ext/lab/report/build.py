@@ -38,7 +38,7 @@ def build(out: str, reference: str | Path = REFERENCE) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m vllm_w2ext.lab.report", description=__doc__.splitlines()[0])
     ap.add_argument("results")
     ap.add_argument("--reference", default=str(REFERENCE))
     a = ap.parse_args(argv)
