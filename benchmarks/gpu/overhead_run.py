@@ -267,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     name = f"{a.model}_p{a.pair}_{a.arm}"
     folder, layers = model_folder(a.model, a.models_dir.resolve())
     trace_dir = Path(os.environ.get("OVERHEAD_TRACE_ROOT", "/tmp/w2ext-overhead-traces")) / name
-    named = [(str(d), "<runs>"), (str(trace_dir.parent), "<traces>"), (str(folder), f"<models>/{folder.name}"), (str(a.models_dir.resolve()), "<models>"),
-             (os.environ.get("W2EXT_SITE", ""), "<site>")]
+    named = [(str(d), "<runs>"), (str(trace_dir.parent), "<traces>"), (str(folder), f"<models>/{folder.name}"),
+             (str(a.models_dir.resolve()), "<models>"), (os.environ.get("W2EXT_SITE", ""), "<site>")]
     wl = workloads()
     tasks = []
     for kind in ("latency", "throughput"):
