@@ -211,6 +211,8 @@ def markdown(records: list[dict], envs: list[dict]) -> str:
         if not st:
             continue
         ok = "yes" if st["median_cost_pct"] <= st["limit_pct"] else "no"
+        if st["stock_spread_pct"] > st["limit_pct"]:
+            ok += " (stock spread > limit: noise-bound)"
         L.append(f"| {g['model']} | {g['layers']} | {g['workload']} | {len(g['pairs'])} | "
                  f"{' / '.join(_fmt(g['kind'], v) for v in g['stock'])} | "
                  f"{' / '.join(_fmt(g['kind'], v) for v in g['plugin'])} | "
