@@ -8,7 +8,7 @@ timed on a method with one argument, as vLLM calls ``Scheduler.update_from_outpu
   - ``inline_guard``: for comparison, the cheapest possible guard, ``if _observers:`` written at the
     call site (what the decorator's check costs without its extra call);
   - ``observed_noop``: one registered observer whose callbacks do nothing;
-  - plugin, no-op hook pre/post: ``wrapt`` (the monkeypatch path, hooks/base.py) vs ``native``
+  - plugin, no-op hook pre/post: ``wrapt`` (the monkeypatch path, hooks/runner.py) vs ``native``
     (hooks/native.py's observer).
 
     python benchmarks/observer_cost.py [--out benchmarks/results/cpu/observer_cost.json]
@@ -79,14 +79,16 @@ def main(argv=None) -> int:
 
     # the plugin's two paths for one hook whose pre/post do nothing
     import wrapt
-    from vllm_w2ext.hooks.base import Hook, make_wrapper
     from vllm_w2ext.hooks.native import HookObserver
-    hook = Hook("engine.update_from_output", "m", "Stock.update", lambda i, a, k: None, lambda s, r, e: None)
+    from vllm_w2ext.hooks.runner import HookRunner
+    from vllm_w2ext.hooks.spec import Hook
+    hook = HookRunner(Hook("engine.update_from_output", "m", "Stock.update", lambda i, a, k: None,
+                           lambda s, r, e: None))
 
     class Wrapped:
         def update(self, x):
             return x
-    Wrapped.update = wrapt.FunctionWrapper(Wrapped.__dict__["update"], make_wrapper(hook)[0])
+    Wrapped.update = wrapt.FunctionWrapper(Wrapped.__dict__["update"], hook.sync)
     wrapped = Wrapped()
     plugin = HookObserver([hook])
 

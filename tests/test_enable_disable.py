@@ -15,7 +15,7 @@ from vllm.plugins import load_general_plugins
 load_general_plugins()                       # what every vLLM process does
 loaded = sorted(m for m in sys.modules if m.startswith("vllm_w2ext"))
 from vllm_w2ext.hooks import all_hooks       # only now, to read the table
-from vllm_w2ext.hooks.base import resolve
+from vllm_w2ext.hooks.wrapping import resolve
 rows = []
 for h in all_hooks():
     mod = importlib.import_module(h.module)

@@ -217,14 +217,16 @@ FAULTS = r"""
 import json, logging
 logging.disable(logging.CRITICAL)
 from vllm.v1 import step_observer as so
-from vllm_w2ext.hooks.base import Hook
+from vllm_w2ext.hooks.spec import Hook
+from vllm_w2ext.hooks.runner import HookRunner
 from vllm_w2ext.hooks.native import HookObserver
+from vllm_w2ext.telemetry import selfcost
 seen = []
 def boom(obj, args, kwargs):
     raise RuntimeError("boom")
-bad = Hook("engine.schedule", "m", "Scheduler.schedule", boom, lambda s, r, e: seen.append("bad post"))
-good = Hook("engine.update_from_output", "m", "Scheduler.update_from_output", lambda o, a, k: a,
-            lambda s, r, e: seen.append([list(s), r, repr(e)]))
+bad = HookRunner(Hook("engine.schedule", "m", "Scheduler.schedule", boom, lambda s, r, e: seen.append("bad post")))
+good = HookRunner(Hook("engine.update_from_output", "m", "Scheduler.update_from_output", lambda o, a, k: a,
+                       lambda s, r, e: seen.append([list(s), r, repr(e)])))
 so.register_step_observer(HookObserver([bad, good]))
 class Broken(so.StepObserver):
     def on_start(self, point, obj, args, kwargs):
@@ -245,7 +247,7 @@ try:
     s.update_from_output("fail", "x")
 except KeyError as e:
     res.append("raised " + repr(e))
-print(json.dumps({"results": res, "seen": seen, "bad_active": bad.active, "bad_errors": bad.errors,
+print(json.dumps({"results": res, "seen": seen, "bad_active": bad.active, "bad_errors": selfcost.hook_errors["engine.schedule"],
                   "good_active": good.active}))
 """
 

@@ -61,6 +61,12 @@ def _float_range(lo: float, hi: float) -> Callable[[str, str], float]:
     return parse
 
 
+def _nvtx_mode(name: str, raw: str) -> str:
+    v = raw.strip().lower()
+    v = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}.get(v, v)
+    return _choice("auto", "on", "off")(name, v)
+
+
 def _text(name: str, raw: str) -> str:
     return raw.strip()
 
@@ -85,7 +91,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Span export over OTLP. `auto`: on when `OTEL_EXPORTER_OTLP_ENDPOINT` or "
             "`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set. Protocol, endpoint, headers, compression and "
             "timeouts come from the standard `OTEL_EXPORTER_OTLP_*` variables (`grpc` or `http/protobuf`)."),
-    Setting("NVTX", "1", _flag, "Emit every span as an NVTX range too (domain `vllm_w2ext`)."),
+    Setting("NVTX", "auto", _nvtx_mode,
+            "Emit every span as an NVTX range too (domain `vllm_w2ext`). `auto`: when an NVTX tool is attached "
+            "(Nsight Systems/Compute or another injection library; without one NVTX calls are no-ops and are "
+            "skipped); `on`/`1`: always; `off`/`0`: never."),
     Setting("NVTX_DOMAIN", "vllm_w2ext", _text, "NVTX domain name of the plugin's ranges."),
     Setting("QUEUE_SIZE", "65536", _int_range(1024, 10_000_000),
             "Finished ranges buffered per process before export; beyond it ranges are dropped and counted."),
@@ -132,7 +141,7 @@ SETTINGS: tuple[Setting, ...] = (
 class Settings:
     enabled: bool = False
     otlp: str = "auto"
-    nvtx: bool = True
+    nvtx: str = "auto"
     nvtx_domain: str = "vllm_w2ext"
     queue_size: int = 65536
     export_interval_ms: int = 200

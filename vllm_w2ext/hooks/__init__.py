@@ -1,8 +1,10 @@
-"""What in vLLM is wrapped: one table per component (front, engine_core, worker).
+"""What in vLLM is wrapped: one table per component (front, engine_core, worker, lifecycle).
 
-``instrument()`` registers a post-import hook per vLLM module (``wrapt.register_post_import_hook``),
-so a class is patched when - and only in the processes where - its module is imported: the worker
-module is never imported by the front end just to patch it. ``uninstrument()`` unwraps everything.
+``Instrumentor.instrument()`` makes one runner per hook and registers a post-import hook per vLLM
+module (``wrapt.register_post_import_hook``), so a class is patched when - and only in the processes
+where - its module is imported: the worker module is never imported by the front end just to patch it.
+``uninstrument()`` unwraps everything and unregisters the native observer; instrumenting again works
+(tests/unit/test_instrumentor.py), as OpenTelemetry's instrumentors do.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from collections import defaultdict
 import wrapt
 
 from vllm_w2ext.hooks import native
-from vllm_w2ext.hooks.base import Hook, attach, detach, is_wrapped, resolve
+from vllm_w2ext.hooks.runner import HookRunner
+from vllm_w2ext.hooks.spec import Hook
+from vllm_w2ext.hooks.wrapping import attach, detach, is_wrapped, resolve
 
 log = logging.getLogger("vllm_w2ext")
 
@@ -25,41 +29,43 @@ def all_hooks() -> list[Hook]:
 
 
 class Instrumentor:
-    def __init__(self) -> None:
-        self.hooks = all_hooks()
+    def __init__(self, hooks: list[Hook] | None = None) -> None:
+        self.hooks = all_hooks() if hooks is None else hooks
+        self.runners: dict[str, HookRunner] = {}
         self.active = False
         self._registered: set[str] = set()
-        self.fault = ""
         self.native: set[str] = set()      # hooks run by vLLM's step observers (hooks/native.py)
-
-    def by_module(self) -> dict[str, list[Hook]]:
-        out: dict[str, list[Hook]] = defaultdict(list)
-        for h in self.hooks:
-            out[h.module].append(h)
-        return out
 
     def instrument(self, fault: str = "") -> None:
         if self.active:
             return
         self.active = True
-        self.fault = fault
         from vllm_w2ext.telemetry import selfcost
         selfcost.register(h.name for h in self.hooks)
-        self.native = native.install(self.hooks, fault)
-        for mod_name, hooks in self.by_module().items():
-            if mod_name in self._registered:
-                continue
-            self._registered.add(mod_name)
-            wrapt.register_post_import_hook(lambda m, hooks=hooks: self._on_import(m, hooks), mod_name)
+        self.runners = {h.name: HookRunner(h, fault) for h in self.hooks}
+        self.native = native.install(list(self.runners.values()))
+        by_module: dict[str, list[HookRunner]] = defaultdict(list)
+        for r in self.runners.values():
+            by_module[r.spec.module].append(r)
+        for mod_name, runners in by_module.items():
+            if mod_name not in self._registered:   # runs at once if the module is imported already
+                self._registered.add(mod_name)
+                wrapt.register_post_import_hook(lambda m, name=mod_name: self._on_import_named(m, name),
+                                                mod_name)
+            elif mod_name in sys.modules:          # instrumented again after uninstrument()
+                self._on_import(sys.modules[mod_name], runners)
 
-    def _on_import(self, module, hooks: list[Hook]) -> None:
-        if not self.active:
-            return
-        for h in hooks:
+    def _on_import_named(self, module, mod_name: str) -> None:
+        if self.active:
+            self._on_import(module, [r for r in self.runners.values() if r.spec.module == mod_name])
+
+    def _on_import(self, module, runners: list[HookRunner]) -> None:
+        for r in runners:
+            h = r.spec
             if h.name in self.native:
                 continue
             try:
-                ok = attach(h, module, self.fault)
+                ok = attach(r, module)
             except Exception as e:  # never break vLLM's import
                 log.warning("vllm_w2ext: could not wrap %s.%s: %r", h.module, h.target, e)
                 continue
@@ -68,6 +74,8 @@ class Instrumentor:
                             h.module, h.target, h.name)
 
     def uninstrument(self) -> None:
+        """Unwrap every method and unregister the native observer (post-import hooks stay registered
+        with wrapt, which has no way to remove them; they do nothing while inactive)."""
         self.active = False
         native.uninstall()
         for h in self.hooks:

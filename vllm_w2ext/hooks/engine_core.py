@@ -4,30 +4,33 @@
 ``step_fn``); children: ``engine.schedule``, ``engine.execute_model`` and ``engine.sample_tokens``
 (dispatch until the output future is done, so under async scheduling they may end in a later step)
 and ``engine.update_from_output``. The scheduler output is stamped with the step's context so worker
-processes parent their spans on it. Batch attributes and request links are computed on the export
-thread from the stamped ``SchedulerOutput``; the hot path only takes timestamps.
+processes parent their spans on it. The hot path takes timestamps and the step's counts
+(``steps.facts.read_step``: work proportional to the requests that changed, not to the batch);
+attributes, links and request spans are assembled on the export side (``steps.assemble``).
 """
 from __future__ import annotations
 
 from concurrent.futures import Future
 
-from vllm_w2ext.hooks import requests_index
-from vllm_w2ext.hooks.base import Hook
+from vllm_w2ext import config
+from vllm_w2ext.hooks.spec import Hook
+from vllm_w2ext.steps.facts import Stamp, StepRecord, read_step
 from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.pipeline import recorder
-from vllm_w2ext.telemetry.ranges import ENGINE, Range
+from vllm_w2ext.telemetry.wire import DATA, END, SPAN_ID, START, TRACE_ID
+from vllm_w2ext.vocab import ENGINE, Attr, Span
 
-# Attribute set on SchedulerOutput, read by the workers: (trace_id, span_id, step_id, schedule start,
-# schedule end, last update start, last update end, previous step end, this step start) - the engine's
-# side of the scheduler gap the worker measures.
+# Attribute set on SchedulerOutput (a steps.facts.Stamp), read by the workers.
 STAMP = "_w2ext_ctx"
 
 
 class _State:
     step = 0
-    current: Range | None = None           # open engine.step range
+    current: list | None = None            # open engine.step range
+    facts = None                           # StepFacts of the open step (None: nothing scheduled)
     finished: list[str] = []               # request ids freed since the last step ended
     identity_done = False
+    all_links = False                      # VLLM_W2EXT_STEP_LINKS=all: ship every scheduled id
     last_update = (0, 0)                   # last update_from_output interval (ns)
     prev_step_end = 0
 
@@ -38,58 +41,53 @@ S = _State()
 def _step_pre(core, args, kwargs):
     if not S.identity_done:
         identity.set_role(ENGINE, engine_index=getattr(core, "engine_index", 0))
+        S.all_links = config.current().step_links == "all"
         S.identity_done = True
     S.step += 1
-    r = recorder().begin("engine.step", ENGINE, step=S.step)
-    r.data = requests_index.StepData(core.scheduler)
-    S.current = r
+    S.facts = None
+    r = S.current = recorder().begin(Span.STEP, ENGINE, step=S.step)
     return r
 
 
-def _step_post(r: Range, result, error):
+def _step_post(r: list, result, error):
     S.current = None
-    data: requests_index.StepData = r.data
+    finished = ()
     if S.finished:
-        data.finished, S.finished = S.finished, []
-    if result is not None:
-        data.model_executed = bool(result[1])
-    r.finalize = requests_index.INDEX.finalize_step
+        finished, S.finished = tuple(S.finished), []
+    r[DATA] = StepRecord(S.facts, bool(result[1]) if result is not None else False, finished)
     recorder().end(r, error)
-    S.prev_step_end = r.end_ns
+    S.prev_step_end = r[END]
 
 
 def _schedule_pre(sched, args, kwargs):
-    return recorder().begin("engine.schedule", ENGINE)
+    return sched, recorder().begin(Span.SCHEDULE, ENGINE)
 
 
-def _schedule_post(r: Range, so, error):
-    rec = recorder()
-    rec.end(r, error)
+def _new_headers(sched):
+    reqs = sched.requests
+    return lambda ids: [getattr(reqs.get(i), "trace_headers", None) for i in ids]
+
+
+def _schedule_post(state, so, error):
+    sched, r = state
+    recorder().end(r, error)
     step = S.current
     if so is None or step is None:
         return
-    setattr(so, STAMP, (step.trace_id, step.span_id, step.step, r.start_ns, r.end_ns, *S.last_update,
-                        S.prev_step_end, step.start_ns))
-    data: requests_index.StepData = step.data
-    data.batch = so
-    sched = data.scheduler
-    data.running, data.waiting = len(sched.running), len(sched.waiting)   # right after scheduling
-    new = so.scheduled_new_reqs
-    if new:
-        reqs = data.scheduler.requests
-        data.new_headers = [(n.req_id, getattr(reqs.get(n.req_id), "trace_headers", None)) for n in new]
+    setattr(so, STAMP, Stamp(step[TRACE_ID], step[SPAN_ID], S.step, r[START], r[END], *S.last_update,
+                             S.prev_step_end, step[START]))
+    S.facts = read_step(so, len(sched.running), len(sched.waiting), _new_headers(sched), S.all_links)
 
 
 def _update_pre(sched, args, kwargs):
     so = args[0] if args else kwargs.get("scheduler_output")
     stamp = getattr(so, STAMP, None)
-    attrs = {"vllm.step.batch_id": stamp[2]} if stamp else None
-    return recorder().begin("engine.update_from_output", ENGINE, attrs=attrs)
+    return recorder().begin(Span.UPDATE, ENGINE, attrs={Attr.STEP_BATCH_ID: stamp.step} if stamp else None)
 
 
-def _update_post(r: Range, result, error):
+def _update_post(r: list, result, error):
     recorder().end(r, error)
-    S.last_update = (r.start_ns, r.end_ns)
+    S.last_update = (r[START], r[END])
 
 
 def _free_request_pre(sched, args, kwargs):
@@ -103,11 +101,11 @@ def _executor_pre(name):
         step = S.current
         if step is None:
             return None
-        return recorder().begin(name, ENGINE, parent=step.context, step=step.step, nested=False)
+        return recorder().begin(name, ENGINE, parent=(step[TRACE_ID], step[SPAN_ID]), step=S.step, nested=False)
     return pre
 
 
-def _executor_post(r: Range | None, result, error):
+def _executor_post(r: list | None, result, error):
     if r is None:
         return
     rec = recorder()
@@ -115,10 +113,6 @@ def _executor_post(r: Range | None, result, error):
         result.add_done_callback(lambda f, r=r, rec=rec: rec.end(r, f.exception()))
     else:
         rec.end(r, error)
-
-
-def _end(r, result, error):
-    recorder().end(r, error)
 
 
 _EXEC_MODULES = (("vllm.v1.executor.uniproc_executor", "UniProcExecutor"),
@@ -136,7 +130,7 @@ HOOKS: list[Hook] = [
     Hook("engine.free_request", "vllm.v1.core.sched.scheduler", "Scheduler._free_request",
          _free_request_pre, None, ENGINE, "request finished: closes its engine-side summary span"),
 ] + [
-    Hook(f"engine.{m}.{cls}", mod, f"{cls}.{m}", _executor_pre(f"engine.{m}"), _executor_post, ENGINE,
+    Hook(f"engine.{m}.{cls}", mod, f"{cls}.{m}", _executor_pre(span), _executor_post, ENGINE,
          f"{cls}: dispatch until the output future resolves")
-    for mod, cls in _EXEC_MODULES for m in ("execute_model", "sample_tokens")
+    for mod, cls in _EXEC_MODULES for m, span in (("execute_model", Span.EXECUTE), ("sample_tokens", Span.SAMPLE))
 ]

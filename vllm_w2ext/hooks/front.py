@@ -11,16 +11,18 @@ import contextvars
 import time
 
 from vllm_w2ext import config
-from vllm_w2ext.hooks.base import Hook
+from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.telemetry import identity, propagation
 from vllm_w2ext.telemetry.pipeline import recorder
-from vllm_w2ext.telemetry.ranges import FRONT, ROOT, Range
+from vllm_w2ext.telemetry.recording import ROOT, context
+from vllm_w2ext.telemetry.wire import ATTRS, LINKS, SPAN_ID, START, TRACE_ID
+from vllm_w2ext.vocab import FRONT, Attr, Span
 
 # Incoming W3C headers and add_request start time of the request being added in this task/thread.
 _incoming: contextvars.ContextVar[dict | None] = contextvars.ContextVar("w2ext_incoming", default=None)
 _pending: contextvars.ContextVar[list | None] = contextvars.ContextVar("w2ext_pending", default=None)
-_open: dict[str, Range] = {}          # request id -> open request range
-_generate: list[Range] = []           # open LLM.generate ranges (offline), innermost last
+_open: dict[str, list] = {}           # request id -> open request range
+_generate: list[list] = []              # open LLM.generate ranges (offline), innermost last
 _identity_done = [False]
 
 
@@ -33,17 +35,16 @@ def _ensure_identity() -> None:
 # -- engine construction: the metrics endpoint of the whole vLLM instance lives in the front end ------
 def _engine_init_pre(engine, args, kwargs):
     _ensure_identity()
-    from vllm_w2ext.telemetry import metrics_server, pipeline, sinks
     if config.current().metrics_port:
-        pipeline.get()                   # builds this process's metrics sink
-        metrics_server.ensure_started(sinks.own_metrics, sinks.delegate_metrics_endpoint)
+        from vllm_w2ext.telemetry import pipeline
+        pipeline.get().start_metrics_endpoint()
     return None
 
 
 # -- offline: LLM.generate and LLMEngine.step -------------------------------------------------------
 def _generate_pre(llm, args, kwargs):
     _ensure_identity()
-    r = recorder().begin("llm.generate", FRONT)
+    r = recorder().begin(Span.GENERATE, FRONT)
     _generate.append(r)
     return r
 
@@ -52,7 +53,7 @@ def _generate_post(r, result, error):
     if _generate and _generate[-1] is r:
         _generate.pop()
     if result is not None:
-        r.attrs = {"vllm.num_outputs": len(result)}
+        r[ATTRS] = {Attr.NUM_OUTPUTS: len(result)}
     recorder().end(r, error)
 
 
@@ -80,9 +81,9 @@ def _add_request_pre(engine, args, kwargs):
 def _add_request_post(state, result, error):
     token, pending = state
     _pending.reset(token)
-    req: Range | None = pending[2]
+    req: list | None = pending[2]
     if req is not None:
-        recorder().emit("front.add_request", FRONT, req.context, pending[0], time.time_ns())
+        recorder().emit(Span.ADD_REQUEST, FRONT, context(req), pending[0], time.time_ns())
 
 
 def _output_add_request_pre(proc, args, kwargs):
@@ -95,25 +96,25 @@ def _output_add_request_pre(proc, args, kwargs):
     parent = (propagation.extract(own) or (propagation.extract(pending[1]) if pending else None)
               or propagation.extract(_incoming.get()) or propagation.ambient())
     rec = recorder()
-    r = rec.begin("vllm.request", FRONT, parent=parent or ROOT, nested=False)
+    r = rec.begin(Span.REQUEST, FRONT, parent=parent or ROOT, nested=False)
     if pending is not None:
-        r.start_ns = pending[0]
+        r[START] = pending[0]
         if pending[2] is None:
             pending[2] = r
-    attrs = {"vllm.request.id": rid}
+    attrs = {Attr.REQUEST_ID: rid}
     params = getattr(request, "sampling_params", None)
     if params is not None:
-        attrs["gen_ai.request.max_tokens"] = params.max_tokens or 0
+        attrs[Attr.MAX_TOKENS] = params.max_tokens or 0
     ptoks = getattr(request, "prompt_token_ids", None)
     if ptoks is not None:
-        attrs["gen_ai.usage.prompt_tokens"] = len(ptoks)
+        attrs[Attr.PROMPT_TOKENS] = len(ptoks)
     if _generate:
-        r.links = [_generate[-1].context]
-    r.attrs = attrs
+        r[LINKS] = [context(_generate[-1])]
+    r[ATTRS] = attrs
     _open[rid] = r
     # Carry our context to EngineCore: the step spans link to this span.
     headers = dict(own)
-    headers["traceparent"] = propagation.traceparent(r.trace_id, r.span_id)
+    headers["traceparent"] = propagation.traceparent(r[TRACE_ID], r[SPAN_ID])
     request.trace_headers = headers
     return None
 
@@ -125,9 +126,9 @@ def _finish_request_pre(proc, args, kwargs):
         detok = getattr(req_state, "detokenizer", None)
         out_ids = getattr(detok, "output_token_ids", None)
         if out_ids is not None:
-            r.attrs["gen_ai.usage.completion_tokens"] = len(out_ids)
+            r[ATTRS][Attr.COMPLETION_TOKENS] = len(out_ids)
         if config.current().capture_content and getattr(req_state, "prompt", None):
-            r.attrs["gen_ai.prompt"] = str(req_state.prompt)
+            r[ATTRS][Attr.PROMPT] = str(req_state.prompt)
         recorder().end(r)
     return None
 
@@ -137,7 +138,7 @@ def _abort_post(state, result, error):
     for rid in list(ids) + list(result or ()):
         r = _open.pop(rid, None)
         if r is not None:
-            r.attrs["vllm.request.aborted"] = True
+            r[ATTRS][Attr.REQUEST_ABORTED] = True
             recorder().end(r, error or RequestAborted())
 
 
@@ -153,7 +154,7 @@ def _abort_pre(proc, args, kwargs):
 
 def _process_outputs_pre(proc, args, kwargs):
     outs = args[0] if args else kwargs.get("engine_core_outputs", ())
-    return recorder().begin("front.process_outputs", FRONT, attrs={"vllm.num_outputs": len(outs)})
+    return recorder().begin(Span.PROCESS_OUTPUTS, FRONT, attrs={Attr.NUM_OUTPUTS: len(outs)})
 
 
 # -- serving layer: keep the client's traceparent even when vLLM's own tracing is off ------------
@@ -172,7 +173,7 @@ HOOKS: list[Hook] = [
          FRONT, "served: starts the metrics endpoint before EngineCore is spawned"),
     Hook("front.llm_generate", "vllm.entrypoints.llm", "LLM.generate", _generate_pre, _generate_post,
          FRONT, "offline batch: parent of the requests it adds (linked)"),
-    Hook("front.engine_step", "vllm.v1.engine.llm_engine", "LLMEngine.step", _nested_pre("front.step"),
+    Hook("front.engine_step", "vllm.v1.engine.llm_engine", "LLMEngine.step", _nested_pre(Span.FRONT_STEP),
          _end, FRONT, "offline: one front-end iteration (get output, process, abort)"),
     Hook("front.llm_engine_add_request", "vllm.v1.engine.llm_engine", "LLMEngine.add_request",
          _add_request_pre, _add_request_post, FRONT, "offline: input processing of one request"),

@@ -3,7 +3,8 @@
 An event is recorded on the current stream when ``Worker.execute_model`` starts and when the step's
 sampling has been launched. Pairs are resolved later with ``Event.query()`` (non-blocking): forward
 time = start->end, idle gap = previous end -> start, both on the GPU's own timeline, so under async
-scheduling they say what the GPU saw, not when the CPU launched."""
+scheduling they say what the GPU saw, not when the CPU launched. Events come from a pool: creating
+a CUDA event costs more than recording one."""
 from __future__ import annotations
 
 from collections import deque
@@ -15,29 +16,43 @@ class GpuTimer:
     def __init__(self) -> None:
         import torch
         self._event = torch.cuda.Event
+        self.pool: list = []
         self.pending: deque = deque()
         self.prev_end = None
 
-    def start(self):
-        e = self._event(enable_timing=True)
+    def _record(self):
+        e = self.pool.pop() if self.pool else self._event(enable_timing=True)
         e.record()
         return e
 
+    def start(self):
+        return self._record()
+
     def stop(self, start_evt) -> None:
-        e = self._event(enable_timing=True)
-        e.record()
+        e = self._record()
         if len(self.pending) >= MAX_PENDING:      # never resolved (should not happen): stay bounded
             self.pending.popleft()
             self.prev_end = None
         self.pending.append((start_evt, e))
 
-    def resolve(self) -> tuple[list[float], list[float]]:
-        """Seconds of GPU time per finished step and of GPU idle before it (0 for the first)."""
+    def resolve(self) -> tuple[list[float], list[float]] | None:
+        """Seconds of GPU time per finished step and of GPU idle before it (0 for the first); None
+        when no step finished since the last call."""
+        pending = self.pending
+        if not pending or not pending[0][1].query():
+            return None
         fwd, gaps = [], []
-        while self.pending and self.pending[0][1].query():
-            s, e = self.pending.popleft()
+        pool = self.pool
+        while pending and pending[0][1].query():
+            s, e = pending.popleft()
             fwd.append(s.elapsed_time(e) / 1e3)
-            gaps.append(self.prev_end.elapsed_time(s) / 1e3 if self.prev_end is not None else 0.0)
+            prev = self.prev_end
+            if prev is not None:
+                gaps.append(prev.elapsed_time(s) / 1e3)
+                pool.append(prev)
+            else:
+                gaps.append(0.0)
+            pool.append(s)
             self.prev_end = e
         return fwd, gaps
 

@@ -4,9 +4,9 @@ vLLM may SIGKILL a worker or EngineCore that is slow to exit, so waiting for ``a
 spans; these hooks flush (bounded by ``VLLM_W2EXT_SHUTDOWN_TIMEOUT_S``) at the start of shutdown."""
 from __future__ import annotations
 
-from vllm_w2ext.hooks.base import Hook
+from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.telemetry.pipeline import flush_if_started
-from vllm_w2ext.telemetry.ranges import ENGINE, WORKER
+from vllm_w2ext.vocab import ENGINE, WORKER
 
 
 def _flush_pre(instance, args, kwargs):

@@ -6,20 +6,23 @@ not recorded.
 
 The scheduler gap is measured here, on the model-execution timeline: from the end of one step's
 execution (sample_tokens, or execute_model when nothing is sampled) to the start of the next
-execute_model, split by the engine intervals carried in the stamp (schedule, update, engine idle).
-On CUDA, ``gpu_timing`` adds the GPU's own view."""
+execute_model; the export side splits it by the engine intervals carried in the stamp
+(``steps.gaps``). On CUDA, ``gpu_timing`` adds the GPU's own view."""
 from __future__ import annotations
 
-from vllm_w2ext.hooks.base import Hook
 from vllm_w2ext.hooks.engine_core import STAMP
 from vllm_w2ext.hooks.gpu_timing import make_timer
+from vllm_w2ext.hooks.spec import Hook
+from vllm_w2ext.steps.facts import ExecutionRecord
 from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.pipeline import recorder
-from vllm_w2ext.telemetry.ranges import WORKER, annotate_profiler
+from vllm_w2ext.telemetry.recording import annotate_profiler
+from vllm_w2ext.telemetry.wire import DATA, END, ROLE
+from vllm_w2ext.vocab import WORKER, Attr, Span
 
 
 class _State:
-    last: tuple | None = None        # stamp of the last executed step
+    last = None                      # stamp of the last executed step
     last_end = 0                     # ns: end of the last model execution (sample or execute)
     identity_done = False
     timer = None                     # GpuTimer on CUDA workers
@@ -45,22 +48,6 @@ def _ensure_identity(worker) -> None:
         S.identity_done = True
 
 
-def _overlap(g0: int, g1: int, a: int, b: int) -> int:
-    return max(0, min(g1, b) - max(g0, a)) if a and b else 0
-
-
-def gap_attrs(prev_end: int, start: int, stamp: tuple) -> dict:
-    """Scheduler gap before this execution and where it went (seconds)."""
-    gap = start - prev_end
-    _, _, _, s0, s1, u0, u1, prev_step_end, step_start = stamp
-    sched = _overlap(prev_end, start, s0, s1)
-    upd = _overlap(prev_end, start, u0, u1)
-    idle = _overlap(prev_end, start, prev_step_end, step_start)
-    other = max(0, gap - sched - upd - idle)
-    return {"vllm.gap.cpu_s": gap / 1e9, "vllm.gap.schedule_s": sched / 1e9, "vllm.gap.update_s": upd / 1e9,
-            "vllm.gap.engine_idle_s": idle / 1e9, "vllm.gap.other_s": other / 1e9}
-
-
 def _execute_pre(worker, args, kwargs):
     so = args[0] if args else kwargs.get("scheduler_output")
     stamp = getattr(so, STAMP, None)
@@ -68,24 +55,29 @@ def _execute_pre(worker, args, kwargs):
         return None
     _ensure_identity(worker)
     S.last = stamp
-    r = recorder().begin("worker.execute_model", WORKER, parent=stamp[:2], step=stamp[2],
-                         attrs={"vllm.worker.num_tokens": so.total_num_scheduled_tokens})
-    if S.last_end and len(stamp) >= 9:
-        r.attrs.update(gap_attrs(S.last_end, r.start_ns, stamp))
-    if S.timer is not None:
-        fwd, gaps = S.timer.resolve()
-        if fwd:
-            r.attrs["vllm.gpu.forward_s"] = fwd
-            r.attrs["vllm.gpu.gap_s"] = gaps
-        S.gpu_start = S.timer.start()
+    attrs = {Attr.WORKER_TOKENS: so.total_num_scheduled_tokens}
+    r = recorder().begin(Span.WORKER_EXECUTE, WORKER, parent=(stamp.trace_id, stamp.span_id), step=stamp.step,
+                         attrs=attrs)
+    if S.last_end:
+        r[DATA] = ExecutionRecord(stamp, S.last_end)
+    timer = S.timer
+    if timer is not None:
+        done = timer.resolve()
+        if done is not None:
+            attrs[Attr.GPU_FORWARD], attrs[Attr.GPU_GAP] = done
+        S.gpu_start = timer.start()
     return r
+
+
+def _end_execution(r: list, error) -> None:
+    recorder().end(r, error)
+    S.last_end = r[END]
 
 
 def _execute_post(r, result, error):
     if r is None:
         return
-    recorder().end(r, error)
-    S.last_end = r.end_ns
+    _end_execution(r, error)
     if result is not None and S.timer is not None and S.gpu_start is not None:   # nothing left to sample
         S.timer.stop(S.gpu_start)
         S.gpu_start = None
@@ -95,14 +87,13 @@ def _sample_pre(worker, args, kwargs):
     stamp = S.last
     if stamp is None:
         return None
-    return recorder().begin("worker.sample_tokens", WORKER, parent=stamp[:2], step=stamp[2])
+    return recorder().begin(Span.WORKER_SAMPLE, WORKER, parent=(stamp.trace_id, stamp.span_id), step=stamp.step)
 
 
 def _sample_post(r, result, error):
     if r is None:
         return
-    recorder().end(r, error)
-    S.last_end = r.end_ns
+    _end_execution(r, error)
     if S.timer is not None and S.gpu_start is not None:
         S.timer.stop(S.gpu_start)
         S.gpu_start = None
@@ -112,16 +103,19 @@ def _nested_pre(name):
     def pre(runner, args, kwargs):
         rec = recorder()
         top = rec.current()
-        if top is None or top.role != WORKER:     # not inside a recorded worker step
+        if top is None or top[ROLE] != WORKER:     # not inside a recorded worker step
             return None
         return rec.begin(name, WORKER)
     return pre
 
 
+_runner_execute_pre = _nested_pre(Span.RUNNER_EXECUTE)
+
+
 def _v2_execute_pre(runner, args, kwargs):
     if kwargs.get("dummy_run"):
         return None
-    return _nested_pre("worker.model_runner.execute_model")(runner, args, kwargs)
+    return _runner_execute_pre(runner, args, kwargs)
 
 
 def _end(r, result, error):
@@ -143,7 +137,7 @@ HOOKS: list[Hook] = [
     Hook("worker.profile", "vllm.v1.worker.gpu_worker", "Worker.profile", _profile_pre, None, WORKER,
          "torch profiler start/stop: ranges also become record_function annotations"),
     Hook("worker.forward_v1", "vllm.v1.worker.gpu_model_runner", "GPUModelRunner._model_forward",
-         _nested_pre("worker.forward"), _end, WORKER, "V1 runner forward (0.32 CPU)", optional=True),
+         _nested_pre(Span.FORWARD), _end, WORKER, "V1 runner forward (0.32 CPU)", optional=True),
     Hook("worker.runner_execute_v2", "vllm.v1.worker.gpu.model_runner", "GPUModelRunner.execute_model",
          _v2_execute_pre, _end, WORKER, "V2 runner prepare + forward (0.26 H100)", optional=True),
 ]

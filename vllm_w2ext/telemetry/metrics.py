@@ -14,29 +14,29 @@ crashed worker stay visible) at the cost of one small write per second per proce
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from vllm_w2ext.telemetry import identity
-from vllm_w2ext.telemetry.ranges import ENGINE, FRONT, WORKER, Range
+from vllm_w2ext.telemetry.ranges import Range
+from vllm_w2ext.telemetry.sink import Sink
+from vllm_w2ext.telemetry.wire import SelfCost
+from vllm_w2ext.vocab import ENGINE, FRONT, GAP_PARTS, WORKER, Attr, Span
 
 # Sub-millisecond to multi-second steps.
 TIME_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
                 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LABELS = ("role", "engine", "rank")
-PHASES = {
-    "engine.step": (ENGINE, "step"), "engine.schedule": (ENGINE, "schedule"),
-    "engine.execute_model": (ENGINE, "execute_model"), "engine.sample_tokens": (ENGINE, "sample_tokens"),
-    "engine.update_from_output": (ENGINE, "update_from_output"),
-    "worker.execute_model": (WORKER, "execute_model"), "worker.sample_tokens": (WORKER, "sample_tokens"),
-    "worker.forward": (WORKER, "forward"), "worker.model_runner.execute_model": (WORKER, "forward"),
-    "front.process_outputs": (FRONT, "process_outputs"), "front.add_request": (FRONT, "add_request"),
-    "front.step": (FRONT, "step"),
+PHASES = {   # span name -> phase label
+    Span.STEP: "step", Span.SCHEDULE: "schedule", Span.EXECUTE: "execute_model", Span.SAMPLE: "sample_tokens",
+    Span.UPDATE: "update_from_output", Span.WORKER_EXECUTE: "execute_model", Span.WORKER_SAMPLE: "sample_tokens",
+    Span.FORWARD: "forward", Span.RUNNER_EXECUTE: "forward", Span.PROCESS_OUTPUTS: "process_outputs",
+    Span.ADD_REQUEST: "add_request", Span.FRONT_STEP: "step",
 }
-GAP_PARTS = ("schedule", "update", "engine_idle", "other")
 GPU_WINDOW_S = 10.0
 
 
@@ -74,18 +74,28 @@ class StepMetrics:
         self.export_errors = Counter(p + "export_errors", "Exporter/sink failures", LABELS, registry=r)
         self.hook_errors = Counter(p + "hook_errors", "Faults inside hooks (each disables its hook)",
                                    LABELS + ("hook",), registry=r)
-        self.export_cpu = Counter(p + "export_thread_cpu_seconds", "CPU time of the plugin's export thread",
-                                  LABELS, registry=r)
-        self.hook_self = Counter(p + "hook_self_seconds", "Estimated time inside the plugin's hooks on "
-                                 "vLLM's threads (sampled)", LABELS, registry=r)
+        self.export_cpu = Counter(p + "export_thread_cpu_seconds", "CPU time of the plugin's export thread "
+                                  "inside the vLLM process", LABELS, registry=r)
+        self.export_wait = Counter(p + "export_thread_gil_wait_seconds", "Wall minus CPU time of the export "
+                                   "thread's work in the vLLM process (waiting for the GIL or the pipe)",
+                                   LABELS, registry=r)
+        self.hook_self = Counter(p + "hook_self_seconds", "Wall time inside the plugin's hooks on vLLM's "
+                                 "threads (sampled)", LABELS, registry=r)
+        self.hook_cpu = Counter(p + "hook_cpu_seconds", "CPU time inside the plugin's hooks on vLLM's "
+                                "threads (sampled thread time)", LABELS, registry=r)
+        self.hook_wait = Counter(p + "hook_gil_wait_seconds", "Wall minus CPU time inside the plugin's hooks "
+                                 "(sampled): the hook's thread was waiting for the GIL or descheduled",
+                                 LABELS, registry=r)
+        self.process_cpu = Counter(p + "export_process_cpu_seconds", "CPU time of the export process "
+                                   "(outside vLLM's processes)", LABELS, registry=r)
         self._gpu_window: deque[tuple[float, float, float]] = deque()   # (wall time, busy, idle)
-        self._seen = {"recorded": 0, "dropped": 0, "errors": 0, "cpu": 0.0, "hook_self": 0.0}
+        self._seen: dict[str, float] = {}
         self._hook_errors: dict[str, int] = {}
 
     @staticmethod
     def labels(role: str) -> tuple[str, str, str]:
         a = identity.roles().get(role, {})
-        return role, str(a.get("vllm.engine_index", 0)), str(a.get("vllm.rank", "na"))
+        return role, str(a.get(Attr.ENGINE_INDEX, 0)), str(a.get(Attr.RANK, "na"))
 
     def consume(self, ranges: list[Range]) -> None:
         cache: dict[str, tuple] = {}
@@ -93,38 +103,38 @@ class StepMetrics:
             lab = cache.get(r.role) or cache.setdefault(r.role, self.labels(r.role))
             ph = PHASES.get(r.name)
             if ph is not None and r.end_ns:
-                self.phase.labels(*lab, ph[1]).observe((r.end_ns - r.start_ns) / 1e9)
+                self.phase.labels(*lab, ph).observe((r.end_ns - r.start_ns) / 1e9)
             a = r.attrs
             if not a:
                 continue
-            if r.name == "engine.step":
+            if r.name == Span.STEP:
                 self._step(lab, a)
-            elif r.name == "worker.execute_model":
+            elif r.name == Span.WORKER_EXECUTE:
                 self._worker(lab, r, a)
-            elif r.name == "worker.sample_tokens":
+            elif r.name == Span.WORKER_SAMPLE:
                 self.exec_time.labels(*lab).inc((r.end_ns - r.start_ns) / 1e9)
 
     def _step(self, lab, a) -> None:
-        executed = bool(a.get("vllm.step.model_executed"))
+        executed = bool(a.get(Attr.MODEL_EXECUTED))
         self.steps.labels(*lab, "true" if executed else "false").inc()
-        if "vllm.batch.num_reqs" in a:
-            self.tokens.labels(*lab, "prefill").inc(a["vllm.batch.prefill_tokens"])
-            self.tokens.labels(*lab, "decode").inc(a["vllm.batch.decode_tokens"])
-            self.batch.labels(*lab).observe(a["vllm.batch.num_reqs"])
-            self.preempt.labels(*lab).inc(a["vllm.batch.preemptions"])
-            self.running.labels(*lab).set(a["vllm.scheduler.running"])
-            self.waiting.labels(*lab).set(a["vllm.scheduler.waiting"])
+        if Attr.NUM_REQS in a:
+            self.tokens.labels(*lab, "prefill").inc(a[Attr.PREFILL_TOKENS])
+            self.tokens.labels(*lab, "decode").inc(a[Attr.DECODE_TOKENS])
+            self.batch.labels(*lab).observe(a[Attr.NUM_REQS])
+            self.preempt.labels(*lab).inc(a[Attr.PREEMPTIONS])
+            self.running.labels(*lab).set(a[Attr.RUNNING])
+            self.waiting.labels(*lab).set(a[Attr.WAITING])
 
     def _worker(self, lab, r: Range, a) -> None:
         self.exec_time.labels(*lab).inc((r.end_ns - r.start_ns) / 1e9)
-        gap = a.get("vllm.gap.cpu_s")
+        gap = a.get(Attr.GAP_CPU)
         if gap is not None:
             self.gap.labels(*lab).observe(gap)
-            for part in GAP_PARTS:
-                v = a.get(f"vllm.gap.{part}_s", 0.0)
+            for part, key in GAP_PARTS.items():
+                v = a.get(key, 0.0)
                 if v:
                     self.gap_part.labels(*lab, part).inc(v)
-        fwd, gaps = a.get("vllm.gpu.forward_s"), a.get("vllm.gpu.gap_s")
+        fwd, gaps = a.get(Attr.GPU_FORWARD), a.get(Attr.GPU_GAP)
         if fwd:
             now = time.time()
             for i, busy in enumerate(fwd):
@@ -142,19 +152,23 @@ class StepMetrics:
             if t > 0:
                 self.gpu_ratio.labels(*lab).set(b / t)
 
-    def self_cost(self, role: str, recorded: int, dropped: int, errors: int, cpu_s: float, hook_self_s: float,
-                  hook_errors: dict[str, int]) -> None:
-        """Feed the pipeline's own counters (cumulative values) into counters."""
+    def self_cost(self, role: str, cost: SelfCost, process_cpu_s: float = 0.0) -> None:
+        """Feed the plugin's own cumulative counters into the self-cost counters."""
         lab = self.labels(role)
-        for key, val, metric in (("recorded", recorded, self.recorded), ("dropped", dropped, self.dropped),
-                                 ("errors", errors, self.export_errors), ("cpu", cpu_s, self.export_cpu),
-                                 ("hook_self", hook_self_s, self.hook_self)):
+        for key, val, metric in (("recorded", cost.recorded, self.recorded), ("dropped", cost.dropped, self.dropped),
+                                 ("errors", cost.errors, self.export_errors),
+                                 ("export_cpu", cost.export_cpu_s, self.export_cpu),
+                                 ("export_wait", cost.export_gil_wait_s, self.export_wait),
+                                 ("hook_wall", cost.hook_cpu_s + cost.hook_gil_wait_s, self.hook_self),
+                                 ("hook_cpu", cost.hook_cpu_s, self.hook_cpu),
+                                 ("hook_wait", cost.hook_gil_wait_s, self.hook_wait),
+                                 ("process_cpu", process_cpu_s, self.process_cpu)):
             child = metric.labels(*lab)           # exists (at 0) before anything goes wrong
-            delta = val - self._seen[key]
+            delta = val - self._seen.get(key, 0)
             if delta > 0:
                 child.inc(delta)
                 self._seen[key] = val
-        for hook, n in hook_errors.items():
+        for hook, n in cost.hook_errors.items():
             child = self.hook_errors.labels(*lab, hook)
             delta = n - self._hook_errors.get(hook, 0)
             if delta > 0:
@@ -171,3 +185,46 @@ def write_snapshot(directory: str, data: bytes) -> None:
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, path)
+
+
+class MetricsSink(Sink):
+    """Prometheus metrics of one vLLM process, written as a snapshot for the front end's endpoint.
+
+    ``counters()`` returns ``(SelfCost, export process CPU s)``: the plugin's own cumulative counters."""
+    name = "metrics"
+
+    def __init__(self, interval_s: float, counters, directory, write_front: bool = False):
+        self.metrics = StepMetrics()
+        self.counters = counters
+        self.directory = directory         # () -> the metrics folder or None (one reader: see callers)
+        self.write_front = write_front     # in an export process even the front end's metrics go to a file
+        self.interval = interval_s
+        self._next = 0.0
+        self._lock = threading.Lock()      # snapshot runs on the export thread and at shutdown
+
+    def consume(self, ranges) -> None:
+        self.metrics.consume(ranges)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.interval
+        self.snapshot()
+
+    def snapshot(self) -> None:
+        with self._lock:
+            roles = identity.roles()
+            role = next((r for r in (ENGINE, WORKER, FRONT) if r in roles), None)
+            if role is None:
+                return
+            self.metrics.self_cost(role, *self.counters())
+            d = self.directory()
+            if d and (role != FRONT or self.write_front):
+                write_snapshot(d, self.metrics.exposition())
+
+    def flush(self, timeout_s: float) -> None:
+        self.snapshot()
+
+    def shutdown(self, timeout_s: float) -> None:
+        self.snapshot()

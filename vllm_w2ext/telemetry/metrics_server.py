@@ -21,7 +21,8 @@ _state = {"started": False, "server": None, "dir": None}
 
 
 def metrics_dir() -> str | None:
-    """Folder shared by the processes of one vLLM instance (set by the front end for its children)."""
+    """Folder shared by the processes of one vLLM instance (set by the front end for its children).
+    The one reader of it in vLLM's processes; an export process is told it in its identity frame."""
     return config.current().metrics_dir or os.environ.get(DIR_ENV) or None
 
 
@@ -56,9 +57,10 @@ class MergedCollector:
         yield from fams.values()
 
 
-def ensure_started(own_metrics_getter, delegate=None) -> None:
+def ensure_started(own, delegate=None) -> None:
     """Start the endpoint once per front-end process (no-op without VLLM_W2EXT_METRICS_PORT).
 
+    ``own``: this process's StepMetrics when it aggregates in-process (else None).
     ``delegate(port, host, directory) -> bool``: hand the HTTP server to this process's export
     process (scrapes then never run in vLLM's front end); on False it is served here."""
     s = config.current()
@@ -74,7 +76,6 @@ def ensure_started(own_metrics_getter, delegate=None) -> None:
         os.makedirs(d, exist_ok=True)
         os.environ[DIR_ENV] = d            # spawned EngineCore/workers inherit it
         _state["dir"] = d
-        own = own_metrics_getter()
         if own is None and delegate is not None and delegate(s.metrics_port, s.metrics_host, d):
             return
         serve(s.metrics_port, s.metrics_host, d, own)

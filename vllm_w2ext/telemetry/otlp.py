@@ -21,6 +21,8 @@ from vllm_w2ext import __version__
 from vllm_w2ext.config import SettingsError
 from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.ranges import Range
+from vllm_w2ext.telemetry.sink import Sink
+from vllm_w2ext.vocab import SERVER_SPANS, Attr
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _SCOPE = InstrumentationScope("vllm_w2ext", __version__)
@@ -56,10 +58,10 @@ def to_readable(r: Range) -> ReadableSpan:
     if r.links:
         links = [Link(SpanContext(t, s, is_remote=True, trace_flags=_SAMPLED)) for t, s in r.links]
     attrs = r.attrs or {}
-    if r.step >= 0 and "vllm.step.id" not in attrs:
-        attrs["vllm.step.id"] = r.step
+    if r.step >= 0 and Attr.STEP_ID not in attrs:
+        attrs[Attr.STEP_ID] = r.step
     status = _OK if r.error is None else Status(StatusCode.ERROR, r.error)
-    kind = SpanKind.SERVER if r.name == "vllm.request" else SpanKind.INTERNAL
+    kind = SpanKind.SERVER if r.name in SERVER_SPANS else SpanKind.INTERNAL
     return ReadableSpan(name=r.name, context=ctx, parent=parent, resource=identity.resource(r.role),
                         attributes=attrs, links=links, kind=kind, status=status,
                         start_time=r.start_ns, end_time=r.end_ns, instrumentation_scope=_SCOPE)
@@ -94,7 +96,7 @@ for _name in _EXPORTER_LOGGERS:
     logging.getLogger(_name).addFilter(ONCE)
 
 
-class OtlpSink:
+class OtlpSink(Sink):
     """Bounded queue of finished spans + one sender thread calling the OTLP exporter.
 
     Hand-written instead of the SDK's BatchSpanProcessor because that one (1.45) ignores the timeout
@@ -111,7 +113,6 @@ class OtlpSink:
         self.queue: deque[ReadableSpan] = deque()
         self.dropped = 0          # spans lost: queue full or export failed
         self.failed_batches = 0
-        self.sent = 0
         self._in_flight = 0
         self._stop = False
         self._cv = threading.Condition()
@@ -149,9 +150,7 @@ class OtlpSink:
                 except Exception:     # the exporter raising must not kill the sender
                     ok = False
                 with self._cv:
-                    if ok:
-                        self.sent += len(batch)
-                    else:
+                    if not ok:
                         self.failed_batches += 1
                         self.dropped += len(batch)
                     self._in_flight = 0

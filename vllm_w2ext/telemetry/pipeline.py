@@ -1,10 +1,11 @@
-"""Per-process telemetry pipeline: the recorder, a background export thread and its sinks.
+"""Per-process telemetry pipeline, the composition root on vLLM's side: the recorder (hot path), one
+export thread, and where its records go - the export process (default) or, with
+``VLLM_W2EXT_EXPORT_PROCESS=off``, the export chain on this thread (``exporters.py``).
 
 Created lazily on first use in a process (and again in a forked child), flushed at exit within
-``VLLM_W2EXT_SHUTDOWN_TIMEOUT_S``. Sinks consume batches of finished
-:class:`~vllm_w2ext.telemetry.ranges.Range` objects on the export thread only: the trace file, and
-either the export process (OTLP + metrics in a separate interpreter, the default) or the OTLP and
-metrics sinks themselves (``VLLM_W2EXT_EXPORT_PROCESS=off``).
+``VLLM_W2EXT_SHUTDOWN_TIMEOUT_S``. With the export process, the export thread's whole job per
+interval is: take the buffered records, pickle them (C code), write them to a pipe; its CPU and its
+waits are measured and reported as the plugin's own cost (``SelfCost``).
 """
 from __future__ import annotations
 
@@ -13,52 +14,56 @@ import logging
 import os
 import threading
 import time
-from typing import Protocol
 
 from vllm_w2ext import config
-from vllm_w2ext.telemetry import identity
-from vllm_w2ext.telemetry.ranges import Range, Recorder
+from vllm_w2ext.telemetry import export_process, identity, metrics_server, selfcost
+from vllm_w2ext.telemetry.recording import Nvtx, Recorder
+from vllm_w2ext.telemetry.wire import SelfCost
 
 log = logging.getLogger("vllm_w2ext")
-CHUNK = 32          # ranges processed between two GIL releases on the export thread
-
-
-class Sink(Protocol):
-    name: str
-    def consume(self, ranges: list[Range]) -> None: ...
-    def flush(self, timeout_s: float) -> None: ...
-    def shutdown(self, timeout_s: float) -> None: ...
+CHUNK = 256          # records per pipe frame (in-process chain: per batch) between two GIL releases
 
 
 class Pipeline:
     def __init__(self, settings: config.Settings):
         self.settings = settings
         self.pid = os.getpid()
-        self.recorder = Recorder(settings.queue_size, settings.nvtx_domain if settings.nvtx else None)
-        self.sinks: list[Sink] = []
-        self.sink_errors = 0
-        self.finalize_errors = 0
-        self.exported = 0
-        self.export_cpu_s = 0.0            # CPU time of the export thread (self-cost metric)
-        self._warned: set[str] = set()
+        self.recorder = Recorder(settings.queue_size, Nvtx.attach(settings.nvtx_domain, settings.nvtx))
+        self.remote: export_process.ExportProcessSink | None = None
+        self.chain = None                  # the in-process export chain (no export process)
+        self.export_cpu_s = 0.0            # CPU time of the export thread
+        self.export_wait_s = 0.0           # wall minus CPU time of its work sections
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._last_cost = None
 
-    def add_sink(self, sink: Sink) -> None:
-        self.sinks.append(sink)
+    def connect(self) -> None:
+        """Where records go: the export process if wanted and it starts, else the in-process chain."""
+        if export_process.wanted(self.settings):
+            self.remote = export_process.start()
+        if self.remote is None and (self.settings.otlp_enabled or self.settings.trace_dir
+                                    or metrics_server.metrics_dir() or self.settings.metrics_port):
+            from vllm_w2ext.steps import assemble
+            from vllm_w2ext.telemetry.exporters import ExportChain
+            self.chain = ExportChain(self.settings, assemble.for_settings(self.settings), metrics_server.metrics_dir,
+                                     os.getpid)
+            self.chain.parent_cost = self.self_cost()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="w2ext-export", daemon=True)
         self._thread.start()
         atexit.register(self.shutdown)
 
-    def warn_once(self, key: str, msg: str, *args) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            log.warning(msg, *args)
+    def self_cost(self) -> SelfCost:
+        rec = self.recorder
+        dropped = rec.dropped + (self.remote.dropped if self.remote else 0)
+        errors = self.remote.failed_batches if self.remote else 0
+        return SelfCost(rec.recorded, dropped, errors, self.export_cpu_s, self.export_wait_s,
+                        selfcost.hook_cpu_ns[0] / 1e9, max(0, selfcost.hook_wall_ns[0] - selfcost.hook_cpu_ns[0]) / 1e9,
+                        dict(selfcost.hook_errors))
 
     # -- export thread -----------------------------------------------------------------------
     def _run(self) -> None:
@@ -67,57 +72,50 @@ class Pipeline:
             self._wake.wait(interval)
             self._wake.clear()
             self.flush_once()
-            self.export_cpu_s = time.thread_time()
-            for sink in self.sinks:
-                tick = getattr(sink, "tick", None)
-                if tick is not None:
-                    try:
-                        tick()
-                    except Exception as e:
-                        self.sink_errors += 1
-                        self.warn_once("tick:" + sink.name, "vllm_w2ext: %s failed: %r", sink.name, e)
 
     def flush_once(self) -> int:
-        """Turn everything recorded so far into spans/metrics, in small chunks with a GIL release
-        between them: the engine thread never waits for the whole batch (it shares the GIL)."""
+        """Hand everything recorded so far on, in chunks with a GIL release between them."""
         with self._lock:
-            batch = self.recorder.drain()
+            w0, c0 = time.perf_counter(), time.thread_time()
+            batch = self.recorder.take()
+            remote, chain = self.remote, self.chain
+            if remote is not None:
+                remote.sync_identity(metrics_server.metrics_dir())
             for i in range(0, len(batch), CHUNK):
-                self._process(batch[i:i + CHUNK])
+                if remote is not None:
+                    remote.consume(batch[i:i + CHUNK])
+                elif chain is not None:
+                    chain.consume(batch[i:i + CHUNK])
                 time.sleep(0)
+            cost = self.self_cost()                   # the plugin's own counters, when they moved
+            if cost != self._last_cost:
+                self._last_cost = cost
+                if remote is not None:
+                    remote.send_stats(cost)
+                elif chain is not None:
+                    chain.parent_cost = cost
+            if chain is not None:
+                chain.tick()
+            cpu = time.thread_time() - c0
+            self.export_cpu_s += cpu
+            self.export_wait_s += max(0.0, time.perf_counter() - w0 - cpu)
             return len(batch)
 
-    def _process(self, batch: list[Range]) -> None:
-        extra: list[Range] = []
-        for r in batch:
-            fin = r.finalize
-            if fin is not None:
-                try:
-                    more = fin(r)
-                    if more:
-                        extra.extend(more)
-                except Exception as e:  # a bug here must never reach vLLM
-                    self.finalize_errors += 1
-                    self.warn_once("finalize", "vllm_w2ext: dropped attributes of %s: %r", r.name, e)
-        batch = batch + extra
-        for sink in self.sinks:
-            try:
-                sink.consume(batch)
-            except Exception as e:
-                self.sink_errors += 1
-                self.warn_once("sink:" + sink.name, "vllm_w2ext: %s export failed: %r", sink.name, e)
-        self.exported += len(batch)
+    def start_metrics_endpoint(self) -> None:
+        """The front end's scrape endpoint for all of this vLLM instance's processes: served by the
+        export process when there is one (scrapes never take vLLM's GIL), else here."""
+        own = self.chain.metrics if self.chain is not None else None
+        remote = self.remote
+        metrics_server.ensure_started(own.metrics if own is not None else None,
+                                      remote.serve_metrics if remote is not None else None)
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Export everything recorded so far (engine/worker shutdown), within ``timeout_s``."""
         timeout_s = self.settings.shutdown_timeout_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + timeout_s
         self.flush_once()
-        for sink in self.sinks:
-            try:
-                sink.flush(max(0.0, deadline - time.monotonic()))
-            except Exception as e:
-                self.warn_once("flush:" + sink.name, "vllm_w2ext: %s flush failed: %r", sink.name, e)
+        target = self.remote or self.chain
+        if target is not None:
+            target.flush(timeout_s)
 
     def shutdown(self) -> None:
         if self._closed or os.getpid() != self.pid:
@@ -132,11 +130,9 @@ class Pipeline:
             self.flush_once()
         except Exception:  # pragma: no cover
             pass
-        for sink in self.sinks:
-            try:
-                sink.shutdown(max(0.0, deadline - time.monotonic()))
-            except Exception as e:
-                self.warn_once("shutdown:" + sink.name, "vllm_w2ext: %s shutdown failed: %r", sink.name, e)
+        target = self.remote or self.chain
+        if target is not None:
+            target.shutdown(max(0.0, deadline - time.monotonic()))
 
 
 _pipeline: Pipeline | None = None
@@ -156,11 +152,8 @@ def _build() -> Pipeline:
     with _pipeline_lock:
         if _pipeline is not None:
             return _pipeline
-        settings = config.current()
-        p = Pipeline(settings)
-        from vllm_w2ext.telemetry import sinks
-        for sink in sinks.build(settings, p):
-            p.add_sink(sink)
+        p = Pipeline(config.current())
+        p.connect()
         p.start()
         _pipeline = p
         return p
@@ -173,7 +166,8 @@ def flush_if_started(timeout_s: float | None = None) -> None:
 
 
 def recorder() -> Recorder:
-    return get().recorder
+    p = _pipeline
+    return p.recorder if p is not None else get().recorder
 
 
 def _after_fork_in_child() -> None:
@@ -181,10 +175,9 @@ def _after_fork_in_child() -> None:
     global _pipeline
     old, _pipeline = _pipeline, None
     if old is not None:
-        for sink in old.sinks:
-            close = getattr(sink, "close_in_forked_child", None)
-            if close is not None:
-                close()
+        for target in (old.remote, old.chain):
+            if target is not None:
+                target.close_in_forked_child()
     identity.reset_after_fork()
 
 

@@ -20,10 +20,12 @@ import random
 from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import DebugAnnotation, TracePacket, TrackEvent
 
 from vllm_w2ext.telemetry.ranges import Range
+from vllm_w2ext.telemetry.sink import Sink
+from vllm_w2ext.vocab import Attr, trace_file_name
 
 log = logging.getLogger("vllm_w2ext")
 _BEGIN, _END = TrackEvent.Type.TYPE_SLICE_BEGIN, TrackEvent.Type.TYPE_SLICE_END
-REQUEST_ID = "vllm.request.id"      # links a front-end request to its EngineCore request in a merge
+REQUEST_ID = Attr.REQUEST_ID        # links a front-end request to its EngineCore request in a merge
 
 
 def _varint(n: int) -> bytes:
@@ -42,13 +44,14 @@ def frame(packet: TracePacket) -> bytes:
     return b"\x0a" + _varint(len(data)) + data
 
 
-class TraceFileSink:
+class TraceFileSink(Sink):
+    """The trace file of the vLLM process ``pid`` (written by its export process by default)."""
     name = "trace_file"
 
-    def __init__(self, directory: str, max_bytes: int):
+    def __init__(self, directory: str, max_bytes: int, pid: int | None = None):
         os.makedirs(directory, exist_ok=True)
-        self.pid = os.getpid()
-        self.path = os.path.join(directory, f"w2ext-{self.pid}.pftrace")
+        self.pid = os.getpid() if pid is None else pid
+        self.path = os.path.join(directory, trace_file_name(self.pid))
         self.max_bytes = max_bytes
         self.size = os.path.getsize(self.path) if os.path.exists(self.path) else 0
         self.f = open(self.path, "ab", buffering=0)

@@ -1,0 +1,41 @@
+"""instrument -> uninstrument -> instrument, as OpenTelemetry's instrumentors are tested: a module
+imported after instrument() is wrapped by its post-import hook, uninstrument() restores the original
+methods, and instrumenting again wraps them anew."""
+import sys
+import types
+
+import wrapt
+
+from vllm_w2ext.hooks import Instrumentor
+from vllm_w2ext.hooks.spec import Hook
+
+MOD = "w2ext_unit_target"
+
+
+def make_module():
+    m = types.ModuleType(MOD)
+    exec("class Engine:\n    def step(self, x):\n        return x + 1\n", m.__dict__)
+    return m
+
+
+def test_instrument_uninstrument_instrument():
+    seen = []
+    hooks = [Hook("t.step", MOD, "Engine.step", lambda o, a, k: a[0], lambda s, r, e: seen.append((s, r))),
+             Hook("t.absent", MOD, "Engine.missing", lambda o, a, k: None, optional=True)]
+    sys.modules.pop(MOD, None)
+    inst = Instrumentor(hooks)
+    inst.instrument()
+    sys.modules[MOD] = m = make_module()
+    wrapt.importer.notify_module_loaded(m)          # what the import system does on a real import
+    assert isinstance(vars(m.Engine)["step"], wrapt.FunctionWrapper)
+    assert m.Engine().step(1) == 2 and seen == [(1, 2)]
+
+    inst.uninstrument()
+    assert not isinstance(vars(m.Engine)["step"], wrapt.FunctionWrapper)
+    assert m.Engine().step(5) == 6 and seen == [(1, 2)]
+
+    inst.instrument()
+    assert isinstance(vars(m.Engine)["step"], wrapt.FunctionWrapper)
+    assert m.Engine().step(7) == 8 and seen == [(1, 2), (7, 8)]
+    inst.uninstrument()
+    sys.modules.pop(MOD, None)

@@ -1,0 +1,62 @@
+"""The one hook runner: faults stay inside (the hook disables itself once, the call goes on), the
+method's own errors reach the caller and post, injected faults, async hooks, and the self-cost
+sample taken on one call in SAMPLE_EVERY for sync and async alike."""
+import asyncio
+
+import pytest
+
+from vllm_w2ext.hooks.runner import SKIP, HookRunner, InjectedFault
+from vllm_w2ext.hooks.spec import Hook
+from vllm_w2ext.telemetry import selfcost
+
+
+def spec(pre, post=None, name="t.hook"):
+    return Hook(name, "m", "C.f", pre, post)
+
+
+def test_pre_fault_disables_the_hook_and_the_call_goes_on(caplog):
+    calls = []
+    r = HookRunner(spec(lambda o, a, k: 1 / 0, lambda s, res, e: calls.append("post"), name="t.bad"))
+    assert r.sync(lambda x: x + 1, None, (1,), {}) == 2
+    assert r.sync(lambda x: x + 1, None, (2,), {}) == 3
+    assert r.active is False and calls == [] and selfcost.hook_errors["t.bad"] == 1
+    assert sum("t.bad" in m for m in caplog.messages) == 1
+
+
+def test_method_error_reaches_post_and_caller():
+    seen = []
+    r = HookRunner(spec(lambda o, a, k: a[0], lambda s, res, e: seen.append((s, res, type(e).__name__))))
+
+    def boom(x):
+        raise KeyError(x)
+    with pytest.raises(KeyError):
+        r.sync(boom, None, ("k",), {})
+    assert r.sync(lambda x: x * 2, None, (4,), {}) == 8
+    assert seen == [("k", None, "KeyError"), (4, 8, "NoneType")] and r.active
+
+
+def test_injected_fault_only_for_the_named_hook():
+    r = HookRunner(spec(lambda o, a, k: None, name="t.inj"), fault="x.other,t.inj")
+    ok = HookRunner(spec(lambda o, a, k: 5, name="t.fine"), fault="x.other,t.inj")
+    assert r.enter(None, (), {}) is SKIP and not r.active and selfcost.hook_errors["t.inj"] == 1
+    assert ok.enter(None, (), {}) == 5
+    with pytest.raises(InjectedFault):
+        r._raise(None, (), {})
+
+
+def test_async_hook_and_sampled_cost():
+    seen = []
+    r = HookRunner(spec(lambda o, a, k: a[0], lambda s, res, e: seen.append(res)))
+
+    async def double(x):
+        await asyncio.sleep(0)
+        return 2 * x
+
+    cpu0, wall0 = selfcost.hook_cpu_ns[0], selfcost.hook_wall_ns[0]
+    n = selfcost.SAMPLE_EVERY
+    for i in range(n):
+        assert asyncio.run(r.async_(double, None, (i,), {})) == 2 * i
+    assert seen == [2 * i for i in range(n)]
+    # exactly one call of SAMPLE_EVERY was timed, scaled up by SAMPLE_EVERY
+    wall = selfcost.hook_wall_ns[0] - wall0
+    assert wall > 0 and wall % n == 0 and selfcost.hook_cpu_ns[0] - cpu0 >= 0

@@ -1,0 +1,29 @@
+"""The named wire formats: a hot-path range list reads back as the same RangeRecord and Range, also
+after pickling (what crosses the pipe to the export process)."""
+import pickle
+
+from vllm_w2ext.steps.facts import Stamp
+from vllm_w2ext.telemetry import wire
+from vllm_w2ext.telemetry.ranges import Range
+
+
+def test_open_range_is_in_record_order():
+    r = wire.open_range("engine.step", "engine_core", 1, 2, 0, 10, 7, {"k": 1}, True)
+    r[wire.END] = 20
+    rec = wire.RangeRecord._make(pickle.loads(pickle.dumps(r)))
+    assert rec.name == "engine.step" and rec.trace_id == 1 and rec.span_id == 2 and rec.start_ns == 10
+    assert rec.end_ns == 20 and rec.step == 7 and rec.attrs == {"k": 1} and rec.nested is True
+    assert rec.links is None and rec.error is None and rec.data is None
+    back = Range.from_record(r)
+    assert (back.name, back.role, back.step, back.end_ns, back.context) == ("engine.step", "engine_core", 7, 20, (1, 2))
+
+
+def test_field_positions_follow_the_record():
+    assert wire.RangeRecord._fields.index("data") == wire.DATA
+    assert wire.RangeRecord._fields.index("end_ns") == wire.END
+    assert len(wire.open_range("n", "r", 1, 2, 3, 4, 5, None, False)) == len(wire.RangeRecord._fields)
+
+
+def test_stamp_pickles_by_name():
+    s = Stamp(1, 2, 3, 4, 5, 6, 7, 8, 9)
+    assert pickle.loads(pickle.dumps(s)).schedule_end == 5

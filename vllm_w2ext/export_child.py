@@ -1,0 +1,84 @@
+"""The export process's main program (``python -m vllm_w2ext.export_child``): one per vLLM process.
+
+A composition root, like ``telemetry/pipeline.py`` is for vLLM's side: it reads the frames its vLLM
+process writes (``telemetry/export_process.py``), assembles step attributes and request spans
+(``steps/assemble.py``) and feeds the exporters (``telemetry/exporters.py``). It never imports vLLM.
+It exits on end of input (the parent exited, closed the pipe or was killed) after flushing within
+``VLLM_W2EXT_SHUTDOWN_TIMEOUT_S``, and also when its parent is gone.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import threading
+
+from vllm_w2ext import config
+from vllm_w2ext.steps import assemble
+from vllm_w2ext.telemetry import identity, metrics_server
+from vllm_w2ext.telemetry.export_process import LEN, read_frames
+from vllm_w2ext.telemetry.exporters import ExportChain
+from vllm_w2ext.telemetry.wire import Frame
+
+
+class Served:
+    """What the export process knows of the vLLM process it serves (from its identity frames)."""
+    pid = 0
+    metrics_dir: str | None = None
+
+
+def _reader(stream, q: queue.Queue) -> None:
+    for frame in read_frames(stream):
+        q.put(frame)
+    q.put(None)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(asctime)s vllm_w2ext export process %(process)d: %(message)s")
+    settings = config.load()
+    parent = os.getppid()
+    served = Served()
+    served.pid = parent
+    chain = ExportChain(settings, assemble.for_settings(settings), lambda: served.metrics_dir, lambda: served.pid,
+                        in_export_process=True)
+    q: queue.Queue = queue.Queue()
+    threading.Thread(target=_reader, args=(sys.stdin.buffer, q), name="w2ext-export-reader", daemon=True).start()
+    ack = sys.stdout.buffer
+    interval = settings.export_interval_ms / 1000.0
+    while True:
+        try:
+            msg = q.get(timeout=interval)
+        except queue.Empty:
+            msg = ()
+            if os.getppid() != parent:     # parent gone without closing the pipe (fd kept by a child)
+                msg = None
+        if msg is None:
+            break
+        if msg:
+            kind, payload = msg
+            if kind == Frame.RANGES:
+                chain.consume(payload)
+            elif kind == Frame.IDENTITY:
+                pid, version, roles, mdir = payload
+                identity.adopt(pid, version, roles)
+                served.pid, served.metrics_dir = pid, mdir
+            elif kind == Frame.STATS:
+                chain.parent_cost = payload
+            elif kind == Frame.SERVE_METRICS:
+                port, host, mdir = payload
+                served.metrics_dir = mdir
+                metrics_server.serve(port, host, mdir)
+            elif kind == Frame.FLUSH:
+                seq, timeout_s = payload
+                chain.flush(timeout_s)
+                ack.write(LEN.pack(seq))
+                ack.flush()
+        chain.tick()
+    chain.shutdown(settings.shutdown_timeout_s)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

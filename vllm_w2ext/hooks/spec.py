@@ -1,0 +1,32 @@
+"""A hook's spec: which vLLM method it wraps and the two small functions it runs around it.
+
+``pre(instance, args, kwargs) -> state`` runs before the method, ``post(state, result, error)`` after
+it (``post`` may be None). Specs are immutable declarations in the tables of ``front``, ``engine_core``,
+``worker`` and ``lifecycle``; what changes at run time (on/off, calls, faults) lives in the runner."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+Pre = Callable[[Any, tuple, dict], Any]
+Post = Callable[[Any, Any, "BaseException | None"], None]
+
+
+@dataclass(frozen=True)
+class Hook:
+    name: str                       # stable id, e.g. "engine.step"
+    module: str                     # vLLM module holding the class
+    target: str                     # "Class.method"
+    pre: Pre
+    post: Post | None = None
+    role: str = ""
+    note: str = ""                  # what it is for / which vLLM versions have it
+    optional: bool = False          # absent in some supported versions: skip quietly (doctor shows it)
+
+    @property
+    def cls_name(self) -> str:
+        return self.target.split(".")[0]
+
+    @property
+    def method(self) -> str:
+        return self.target.split(".", 1)[1]

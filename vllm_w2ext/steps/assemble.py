@@ -1,0 +1,60 @@
+"""Export side: turn the hooks' raw records into finished spans.
+
+An ``engine.step`` range arrives with a :class:`StepRecord` (its batch facts, finished requests); a
+``worker.execute_model`` range with an :class:`ExecutionRecord` (the step's stamp). Here they get their
+attributes and links, and each finished request becomes an ``engine.request`` span. Runs in the export
+process (or on the export thread with ``VLLM_W2EXT_EXPORT_PROCESS=off``), never on vLLM's threads."""
+from __future__ import annotations
+
+from vllm_w2ext.steps.facts import ExecutionRecord, StepRecord
+from vllm_w2ext.steps.gaps import gap_attrs
+from vllm_w2ext.steps.requests import RequestIndex
+from vllm_w2ext.telemetry.ranges import Range
+from vllm_w2ext.vocab import ENGINE, Attr, Span
+
+
+class Assembler:
+    def __init__(self, extract_parent, new_span_id, new_trace_id, links: str = "boundary", max_links: int = 512):
+        self.index = RequestIndex(extract_parent, links, max_links)
+        self.new_span_id, self.new_trace_id = new_span_id, new_trace_id
+
+    def __call__(self, ranges: list[Range]) -> list[Range]:
+        extra: list[Range] = []
+        for r in ranges:
+            d = r.data
+            if d is None:
+                continue
+            r.data = None
+            if isinstance(d, StepRecord):
+                extra += self.step(r, d)
+            elif isinstance(d, ExecutionRecord):
+                if d.prev_end:
+                    attrs = r.attrs if r.attrs is not None else {}
+                    attrs.update(gap_attrs(d.prev_end, r.start_ns, d.stamp))
+                    r.attrs = attrs
+        return ranges + extra if extra else ranges
+
+    def step(self, r: Range, d: StepRecord) -> list[Range]:
+        attrs = {Attr.STEP_ID: r.step, Attr.MODEL_EXECUTED: d.model_executed}
+        f = d.facts
+        if f is not None:
+            attrs.update({Attr.RUNNING: f.running, Attr.WAITING: f.waiting, Attr.NUM_REQS: f.num_reqs,
+                          Attr.PREFILL_TOKENS: f.prefill_tokens, Attr.DECODE_TOKENS: f.decode_tokens,
+                          Attr.PREEMPTIONS: len(f.preempted), Attr.FINISHED_BEFORE: f.finished_before})
+            r.links = self.index.on_step(r.step, r.context, r.start_ns, f)
+        r.attrs = attrs if r.attrs is None else {**r.attrs, **attrs}
+        out = []
+        for rid in d.finished:
+            fields = self.index.finish(rid, r.step, r.context, r.end_ns)
+            if fields is None:
+                continue
+            trace_id, parent_id = fields["parent"] or (self.new_trace_id(), 0)
+            out.append(Range(Span.ENGINE_REQUEST, ENGINE, trace_id, self.new_span_id(), parent_id,
+                             fields["start_ns"], fields["end_ns"], fields["attrs"], links=fields["links"]))
+        return out
+
+
+def for_settings(settings) -> Assembler:
+    from vllm_w2ext.telemetry import propagation
+    from vllm_w2ext.telemetry.recording import new_span_id, new_trace_id
+    return Assembler(propagation.extract, new_span_id, new_trace_id, settings.step_links, settings.max_links)

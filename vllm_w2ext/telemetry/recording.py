@@ -1,0 +1,213 @@
+"""The hot path: record a range's ids and timestamps, and nothing else.
+
+A range is a plain list in :class:`~vllm_w2ext.telemetry.wire.RangeRecord` field order; ``end`` stamps
+it and appends it to a buffer that the export thread swaps out whole. Spans, attributes that need
+lookups, links, trace-file packets and metrics are all built later from these records, in the export
+process by default (see ``pipeline.py``). NVTX ranges use the domain handle with one pre-built
+``EventAttributes`` per name (a registered string), and cost nothing when no NVTX tool is attached.
+"""
+from __future__ import annotations
+
+import collections
+import random
+import threading
+import time
+
+from vllm_w2ext.telemetry.wire import END, ERROR, NESTED, SPAN_ID, STEP, TRACE_ID, open_range
+from vllm_w2ext.vocab import ENGINE, FRONT, WORKER, profiler_annotation
+
+_getrandbits = random.Random().getrandbits
+_now = time.time_ns
+
+ROOT: tuple = ()     # pass as ``parent`` to start a new trace even inside another range
+# torch.profiler.record_function while vLLM's torch profiler is recording (set by the worker hook),
+# so the same ranges appear in the profiler's own trace; None otherwise (one list lookup per range).
+PROFILER_ANNOTATION: list = [None]
+
+# NVTX colours (ARGB) and category ids per role.
+NVTX_COLOR = {FRONT: 0xFF4C9BE8, ENGINE: 0xFFE8A33C, WORKER: 0xFF5CB85C}
+NVTX_CATEGORY = {FRONT: 1, ENGINE: 2, WORKER: 3}
+
+
+def annotate_profiler(on: bool) -> None:
+    if on:
+        import torch
+        PROFILER_ANNOTATION[0] = torch.profiler.record_function
+    else:
+        PROFILER_ANNOTATION[0] = None
+
+
+def new_trace_id() -> int:
+    return _getrandbits(128) or 1
+
+
+def new_span_id() -> int:
+    return _getrandbits(64) or 1
+
+
+def context(r: list) -> tuple[int, int]:
+    """(trace_id, span_id) of an open or finished range."""
+    return r[TRACE_ID], r[SPAN_ID]
+
+
+class Nvtx:
+    """NVTX ranges through one domain handle; one cached ``EventAttributes`` per (name, role)."""
+
+    def __init__(self, domain) -> None:
+        self.dom = domain
+        self._attrs: dict = {}
+        for role, cid in NVTX_CATEGORY.items():
+            try:
+                domain.get_category_id(role)      # names the category for tools
+            except Exception:  # pragma: no cover - older nvtx
+                pass
+
+    @classmethod
+    def attach(cls, domain_name: str, mode: str) -> "Nvtx | None":
+        """``auto``: only when an NVTX tool is attached (Nsight Systems/Compute or any injection
+        library); without one every NVTX call is a no-op and is skipped altogether."""
+        if mode == "off":
+            return None
+        import nvtx
+        dom = nvtx.get_domain(domain_name)
+        if mode == "auto" and type(dom).__name__ == "DummyDomain":
+            return None
+        return cls(dom)
+
+    def attributes(self, name: str, role: str, step: int):
+        key = (name, role)
+        a = self._attrs.get(key)
+        if a is None:
+            a = self._attrs[key] = self.dom.get_event_attributes(   # registers the message string
+                message=name, color=NVTX_COLOR[role], category=NVTX_CATEGORY[role])
+        a.payload = step if step >= 0 else None
+        return a
+
+    def push(self, name: str, role: str, step: int) -> None:
+        self.dom.push_range(self.attributes(name, role, step))
+
+    def pop(self) -> None:
+        self.dom.pop_range()
+
+    def start(self, name: str, role: str, step: int):
+        return self.dom.start_range(self.attributes(name, role, step))
+
+    def end(self, handle) -> None:
+        self.dom.end_range(handle)
+
+
+class Recorder:
+    """Per-process recorder. Each thread keeps its own stack of open nested ranges."""
+
+    def __init__(self, capacity: int, nvtx: Nvtx | None):
+        self.buf: collections.deque[list] = collections.deque()   # append/popleft: thread-safe
+        self.capacity = capacity
+        self.dropped = 0
+        self.recorded = 0
+        self.nvtx = nvtx
+        self._local = threading.local()
+        self._handles: dict[int, object] = {}      # id(range) -> NVTX start/end handle
+        self._annotations: dict[int, object] = {}  # id(range) -> open record_function
+
+    def _stack(self) -> list[list]:
+        s = getattr(self._local, "s", None)
+        if s is None:
+            s = self._local.s = []
+        return s
+
+    def current(self) -> list | None:
+        s = self._stack()
+        return s[-1] if s else None
+
+    # -- hot path ----------------------------------------------------------------------------
+    def begin(self, name: str, role: str, *, parent: tuple | None = None, attrs: dict | None = None,
+              step: int = -1, nested: bool = True) -> list:
+        """Open a range (parent: the innermost open range of this thread unless given; ``ROOT`` for
+        none). ``nested``: on this thread's stack (NVTX push/pop); otherwise a free-standing interval
+        that may end on another thread (NVTX start/end)."""
+        stack = self._stack()
+        if parent is ROOT:
+            parent = None
+        elif parent is None and stack:
+            top = stack[-1]
+            parent = (top[TRACE_ID], top[SPAN_ID])
+            if step < 0:
+                step = top[STEP]
+        if parent is None:
+            r = open_range(name, role, _getrandbits(128) or 1, _getrandbits(64) or 1, 0, _now(), step, attrs,
+                           nested)
+        else:
+            r = open_range(name, role, parent[0], _getrandbits(64) or 1, parent[1], _now(), step, attrs, nested)
+        nv = self.nvtx
+        if nested:
+            stack.append(r)
+            if nv is not None:
+                nv.push(name, role, step)
+            rf = PROFILER_ANNOTATION[0]
+            if rf is not None:
+                a = self._annotations[id(r)] = rf(profiler_annotation(name, step))
+                a.__enter__()
+        elif nv is not None:
+            self._handles[id(r)] = nv.start(name, role, step)
+        return r
+
+    def end(self, r: list, error: BaseException | None = None) -> None:
+        r[END] = _now()
+        if error is not None:
+            r[ERROR] = type(error).__name__
+        if r[NESTED]:
+            if self._annotations:
+                self._close_annotation(r)
+            stack = self._stack()
+            nv = self.nvtx
+            if stack and stack[-1] is r:
+                stack.pop()
+                if nv is not None:
+                    nv.pop()
+            elif r in stack:  # an inner range was never closed: unwind to keep NVTX balanced
+                while stack:
+                    top = stack.pop()
+                    if nv is not None:
+                        nv.pop()
+                    if top is r:
+                        break
+        elif self.nvtx is not None:
+            h = self._handles.pop(id(r), None)
+            if h is not None:
+                self.nvtx.end(h)
+        buf = self.buf
+        if len(buf) < self.capacity:
+            buf.append(r)
+        else:
+            self.dropped += 1
+
+    def _close_annotation(self, r: list) -> None:
+        a = self._annotations.pop(id(r), None)
+        if a is not None:
+            try:
+                a.__exit__(None, None, None)
+            except Exception:  # the profiler stopped in between
+                pass
+
+    def emit(self, name: str, role: str, parent: tuple | None, start_ns: int, end_ns: int,
+             attrs: dict | None = None, step: int = -1) -> list:
+        """Record an interval measured elsewhere (no NVTX: it is already in the past)."""
+        if parent is None:
+            r = open_range(name, role, new_trace_id(), new_span_id(), 0, start_ns, step, attrs, False)
+        else:
+            r = open_range(name, role, parent[0], new_span_id(), parent[1], start_ns, step, attrs, False)
+        r[END] = end_ns
+        buf = self.buf
+        if len(buf) < self.capacity:
+            buf.append(r)
+        else:
+            self.dropped += 1
+        return r
+
+    def take(self) -> list[list]:
+        """Everything recorded so far (the export thread's only touch of the buffer)."""
+        q = self.buf
+        pop = q.popleft
+        out = [pop() for _ in range(len(q))]
+        self.recorded += len(out)
+        return out
