@@ -70,18 +70,59 @@ class Attr:
     # GPU view (CUDA events)
     GPU_FORWARD = "vllm.gpu.forward_s"
     GPU_GAP = "vllm.gpu.gap_s"
+    # the device timeline (worker.execute_model of each step; GPU: CUDA events, CPU build: the forward)
+    DEVICE_BUSY = "vllm.device.busy_s"              # device time of this step's forward
+    DEVICE_IDLE = "vllm.device.idle_s"              # device idle between the previous forward and this one
+    DEVICE_IDLE_CAUSE = "vllm.device.idle_cause"    # the cause holding most of that idle time
+    DEVICE_CLOCK = "vllm.device.clock"              # cuda_events | forward_spans (the CPU build)
+    DEVICE_IDLE_START = "vllm.device.idle_start_ns"  # that idle time on the wall clock (ns): start
+    DEVICE_IDLE_END = "vllm.device.idle_end_ns"      # and end (the forward's start)
+    # (per cause: device_idle_attr(cause) -> "vllm.device.idle.<cause>_s")
+    BATCH_RESUMED_TOKENS = "vllm.batch.resumed_tokens"  # prompt tokens recomputed for resumed requests
     # requests
     REQUEST_ID = "vllm.request.id"
     REQUEST_ABORTED = "vllm.request.aborted"
     FIRST_STEP = "vllm.request.first_step"
     LAST_STEP = "vllm.request.last_step"
     NUM_STEPS = "vllm.request.num_steps"
+    QUEUE_S = "vllm.request.queue_s"                # arrival -> first scheduled
+    PREFILL_S = "vllm.request.prefill_s"            # first scheduled -> first token
+    DECODE_S = "vllm.request.decode_s"              # first token -> finished
+    REQUEST_PREEMPTIONS = "vllm.request.preemptions"
+    STEPS_WITH_PREFILL = "vllm.request.steps_with_prefill"   # its decode steps that carried others' prefill
+    PREFILL_INTERFERENCE_S = "vllm.request.prefill_interference_s"   # estimate: what those prefills added
+    FINISH_REASON = "vllm.request.finish_reason"    # stop | length | abort | error
+    OUTPUT_TOKENS = "vllm.request.output_tokens"
+    REQUEST_PROMPT_TOKENS = "vllm.request.prompt_tokens"
     NUM_OUTPUTS = "vllm.num_outputs"
     MAX_TOKENS = "gen_ai.request.max_tokens"
     PROMPT_TOKENS = "gen_ai.usage.prompt_tokens"
     COMPLETION_TOKENS = "gen_ai.usage.completion_tokens"
     PROMPT = "gen_ai.prompt"
 
+
+class Event:
+    """Events on a request's engine.request span (lifecycle, wall clock)."""
+    QUEUED = "queued"
+    SCHEDULED = "scheduled"               # first time
+    FIRST_TOKEN = "first_token"
+    PREEMPTED = "preempted"               # attribute "reason"
+    RESUMED = "resumed"
+    FINISHED = "finished"                 # attribute "reason"
+
+
+# Causes of device idle between two forwards, in the order they claim an idle microsecond when more
+# than one applies. frontend and no_work both mean "the EngineCore had no request to run"; only
+# `explain`, which reads the front end's trace file too, tells them apart (the front end was busy).
+IDLE_CAUSES = ("prepare_inputs", "ipc", "schedule", "update_from_output", "sample", "engine_loop",
+               "no_work", "frontend", "unattributed")
+
+
+def device_idle_attr(cause: str) -> str:
+    return f"vllm.device.idle.{cause}_s"
+
+
+FINISH_REASONS = ("stop", "length", "abort", "error")
 
 # The CPU gap's parts (metric label ``part``) and the span attribute of each.
 GAP_PARTS = {"schedule": Attr.GAP_SCHEDULE, "update": Attr.GAP_UPDATE, "engine_idle": Attr.GAP_ENGINE_IDLE,

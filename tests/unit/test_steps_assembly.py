@@ -1,25 +1,29 @@
-"""Export-side assembly: step attributes and links, engine.request spans with their step counts, and
-the split of the worker's gap, on hand-built records whose answers are known."""
+"""Export-side assembly on hand-built records whose answers are known: step attributes and links,
+engine.request spans with their life (events, phases, steps, preemptions, prefill interference), the
+split of the worker's CPU gap, and device idle given to its causes."""
 import itertools
 
 from vllm_w2ext.steps.assemble import Assembler
-from vllm_w2ext.steps.facts import ExecutionRecord, Stamp, StepFacts, StepRecord
+from vllm_w2ext.steps.facts import DeviceSample, ExecutionRecord, Finished, NewRequest, Stamp, StepFacts, StepRecord
 from vllm_w2ext.steps.gaps import gap_attrs, overlap
+from vllm_w2ext.steps.idle import attribute
 from vllm_w2ext.telemetry.ranges import Range
-from vllm_w2ext.vocab import ENGINE, WORKER, Attr, Span
+from vllm_w2ext.vocab import ENGINE, WORKER, Attr, Event, Span, device_idle_attr
+
+MS = 1_000_000
 
 
-def facts(num_reqs, new=(), preempted=(), resumed=(), scheduled=None, prefill=0):
-    return StepFacts(num_reqs, prefill, num_reqs, tuple(preempted), tuple(resumed), 0, tuple(new), scheduled,
-                     num_reqs, 0)
+def facts(num_reqs, new=(), preempted=(), resumed=(), scheduled=None, prefill=0, decode=None, first=()):
+    return StepFacts(num_reqs, prefill, num_reqs if decode is None else decode, tuple(preempted), tuple(resumed),
+                     0, 0, tuple(new), tuple(first), scheduled, num_reqs, 0)
 
 
 def parents(headers):
     return (int(headers["traceparent"]), 99) if headers else None
 
 
-def step_range(i, data):
-    return Range(Span.STEP, ENGINE, 1000 + i, 2000 + i, 0, i * 100, i * 100 + 50, None, i, data=data)
+def step_range(i, data, dur=10 * MS):
+    return Range(Span.STEP, ENGINE, 1000 + i, 2000 + i, 0, i * 100 * MS, i * 100 * MS + dur, None, i, data=data)
 
 
 def make(links="boundary"):
@@ -27,57 +31,144 @@ def make(links="boundary"):
     return Assembler(parents, lambda: next(ids), lambda: 777, links=links)
 
 
-def test_request_span_counts_scheduling_steps_minus_preemption():
+def test_request_life_steps_preemption_and_phases():
     a = make()
-    tp = {"traceparent": "42"}
+    new = NewRequest("r", {"traceparent": "42"}, 0.05, 10)            # arrived at 50 ms
     records = [
-        StepRecord(facts(1, new=[("r", tp)], prefill=10), True, ()),          # step 1: first scheduled
-        StepRecord(facts(1), True, ()),                                        # 2
-        StepRecord(facts(1, preempted=["r"]), True, ()),                       # 3: preempted after it ran
-        StepRecord(None, False, ()),                                           # 4: nothing scheduled
-        StepRecord(facts(1), True, ()),                                        # 5: others ran, r waited
-        StepRecord(facts(1, resumed=["r"]), True, ()),                         # 6: resumed
-        StepRecord(facts(1), True, ("r",)),                                    # 7: finished
+        StepRecord(facts(1, new=[new], prefill=10, decode=0, first=["r"]), True, (), 1),   # 1: prefill
+        StepRecord(facts(1), True, (), 1),                                                  # 2
+        StepRecord(facts(1, preempted=["r"]), True, (), 1),                                 # 3: preempted
+        StepRecord(None, False, (), 1),                                                     # 4: nothing
+        StepRecord(facts(1), True, (), 1),                                                  # 5: r waits
+        StepRecord(facts(1, resumed=["r"]), True, (), 1),                                   # 6: resumed
+        StepRecord(facts(1), True, (Finished("r", "FINISHED_LENGTH_CAPPED", 6),), 0),      # 7: finished
     ]
     out = a([step_range(i + 1, d) for i, d in enumerate(records)])
     (req,) = [r for r in out if r.name == Span.ENGINE_REQUEST]
+    at = req.attrs
     # scheduling steps 1..7 minus step 4 (empty) = 6, minus step 5 (preempted) = 5
-    assert req.attrs == {Attr.REQUEST_ID: "r", Attr.FIRST_STEP: 1, Attr.LAST_STEP: 7, Attr.NUM_STEPS: 5}
-    assert (req.trace_id, req.parent_id) == (42, 99)                # in the request's own trace
-    assert (req.start_ns, req.end_ns) == (100, 750)
+    assert (at[Attr.FIRST_STEP], at[Attr.LAST_STEP], at[Attr.NUM_STEPS]) == (1, 7, 5)
+    assert at[Attr.QUEUE_S] == 0.05 and at[Attr.PREFILL_S] == 0.01 and at[Attr.DECODE_S] == 0.6
+    assert (at[Attr.REQUEST_PREEMPTIONS], at[Attr.FINISH_REASON], at[Attr.OUTPUT_TOKENS]) == (1, "length", 6)
+    assert [e[0] for e in req.events] == [Event.QUEUED, Event.SCHEDULED, Event.FIRST_TOKEN, Event.PREEMPTED,
+                                          Event.RESUMED, Event.FINISHED]
+    assert req.events[3][2] == {"reason": "kv_cache_full"} and req.events[-1][2] == {"reason": "length"}
+    assert (req.trace_id, req.parent_id) == (42, 99)                  # in the request's own trace
+    assert (req.start_ns, req.end_ns) == (50 * MS, 710 * MS)
     assert req.links == [(1001, 2001), (1007, 2007)]
-    first = out[0]
-    assert first.links == [(42, 99)] and first.attrs[Attr.NUM_REQS] == 1 and first.attrs[Attr.PREFILL_TOKENS] == 10
+    assert out[0].links == [(42, 99)] and out[0].attrs[Attr.PREFILL_TOKENS] == 10
     assert out[3].attrs == {Attr.STEP_ID: 4, Attr.MODEL_EXECUTED: False} and out[3].links is None
+
+
+def test_prefill_interference_of_a_decoding_request():
+    a = make()
+    new = NewRequest("d", None, 0.0, 4)
+    recs = [(StepRecord(facts(1, new=[new], prefill=4, decode=0, first=["d"]), True, (), 1), 10 * MS)]
+    recs += [(StepRecord(facts(1), True, (), 1), 10 * MS)] * 3                        # decode-only: 10 ms
+    other = NewRequest("p", None, 0.0, 500)
+    recs += [(StepRecord(facts(2, new=[other], prefill=500, decode=1), True, (), 2), 40 * MS)]   # +30 ms
+    recs += [(StepRecord(facts(2, prefill=0, decode=2), True, (Finished("d", "FINISHED_STOPPED", 5),), 1), 10 * MS)]
+    out = a([step_range(i + 1, d, dur) for i, (d, dur) in enumerate(recs)])
+    (req,) = [r for r in out if r.name == Span.ENGINE_REQUEST]
+    assert req.attrs[Attr.STEPS_WITH_PREFILL] == 1
+    assert req.attrs[Attr.PREFILL_INTERFERENCE_S] == 0.03
+    assert req.attrs[Attr.FINISH_REASON] == "stop"
 
 
 def test_all_links_mode_links_every_scheduled_request():
     a = make("all")
-    new = [("a", {"traceparent": "1"}), ("b", {"traceparent": "2"})]
-    out = a([step_range(1, StepRecord(facts(2, new=new), True, ())),
-             step_range(2, StepRecord(facts(2, scheduled=("a", "b")), True, ()))])
+    new = [NewRequest("a", {"traceparent": "1"}, 0.0, 1), NewRequest("b", {"traceparent": "2"}, 0.0, 1)]
+    out = a([step_range(1, StepRecord(facts(2, new=new), True, (), 2)),
+             step_range(2, StepRecord(facts(2, scheduled=("a", "b")), True, (), 2))])
     assert out[1].links == [(1, 99), (2, 99)]
 
 
 def test_request_without_context_gets_its_own_trace():
     a = make()
-    out = a([step_range(1, StepRecord(facts(1, new=[("x", None)]), True, ("x",)))])
+    out = a([step_range(1, StepRecord(facts(1, new=[NewRequest("x", None, 0.0, 1)]), True,
+                                      (Finished("x", "FINISHED_ABORTED", 0),), 0))])
     assert out[-1].trace_id == 777 and out[-1].parent_id == 0 and out[0].links == []
+    assert out[-1].attrs[Attr.FINISH_REASON] == "abort"
 
 
 def test_gap_split_by_engine_intervals():
     # previous execution ended at 100; this one starts at 200. Schedule ran 150-170, update 90-120,
     # engine idle (between steps) 170-180: 20 + 20 + 10 = 50 of the 100 ns gap; the rest is "other".
-    stamp = Stamp(1, 2, 3, 150, 170, 90, 120, 170, 180)
+    stamp = Stamp(1, 2, 3, 150, 170, 90, 120, 170, 180, 1)
     a = gap_attrs(100, 200, stamp)
     assert a == {Attr.GAP_CPU: 100e-9, Attr.GAP_SCHEDULE: 20e-9, Attr.GAP_UPDATE: 20e-9,
                  Attr.GAP_ENGINE_IDLE: 10e-9, Attr.GAP_OTHER: 50e-9}
     assert overlap(0, 10, 0, 5) == 0          # an unset interval (start 0) counts nothing
 
 
+def test_attribute_gives_each_nanosecond_one_cause_by_priority():
+    # window 0-100: schedule 10-40 and engine_loop 30-60 overlap (schedule wins 30-40), rest unattributed
+    got = attribute(0, 100, [("engine_loop", 30, 60), ("schedule", 10, 40), ("ipc", 200, 300)])
+    assert got == {"unattributed": 10 + 40, "schedule": 30, "engine_loop": 20}
+    assert sum(got.values()) == 100 and attribute(5, 5, []) == {}
+
+
+def execute(step, start, end, stamp, dispatch, prev_end=0, cuda=False, device=()):
+    return Range(Span.WORKER_EXECUTE, WORKER, 1, 10 + step, 2, start, end, {}, step,
+                 data=ExecutionRecord(stamp, prev_end, dispatch, cuda, device))
+
+
+def child(name, step, start, end):
+    return Range(name, WORKER, 1, 100 + step, 10 + step, start, end, None, step, nested=True)
+
+
+def test_cpu_build_device_idle_by_cause():
+    # step 1: execute 0-100 (forward 10-90), sample 100-120.
+    # step 2: the EngineCore updated 125-135, had requests, looped 135-140, scheduled 140-160,
+    # dispatched at 165; the worker started at 170 and its forward at 180.
+    s1 = Stamp(1, 2, 1, 0, 0, 0, 0, 0, 0, 1)
+    s2 = Stamp(1, 2, 2, 140, 160, 125, 135, 130, 135, 3)
+    ranges = [child(Span.FORWARD, 1, 10, 90), execute(1, 0, 100, s1, 0), child(Span.WORKER_SAMPLE, 1, 100, 120),
+              child(Span.FORWARD, 2, 180, 260), execute(2, 170, 270, s2, 165, prev_end=120)]
+    out = make()(ranges)
+    ex2 = next(r for r in out if r.name == Span.WORKER_EXECUTE and r.step == 2)
+    a = ex2.attrs
+    assert a[Attr.DEVICE_IDLE] == 90e-9 and a[Attr.DEVICE_BUSY] == 80e-9
+    assert (a[Attr.DEVICE_IDLE_START], a[Attr.DEVICE_IDLE_END]) == (90, 180)
+    # 90-120 sample (the previous step after its forward), 120-125 ipc back, 125-135 update,
+    # 135-140 engine_loop, 140-160 schedule, 160-165 engine_loop, 165-170 ipc, 170-180 prepare_inputs
+    want = {"sample": 30, "ipc": 10, "update_from_output": 10, "engine_loop": 10, "schedule": 20,
+            "prepare_inputs": 10}
+    assert {c: round(a[device_idle_attr(c)] * 1e9) for c in want} == want
+    assert a[Attr.DEVICE_IDLE_CAUSE] == "sample"
+    assert sum(v for k, v in a.items() if k.startswith("vllm.device.idle.")) == a[Attr.DEVICE_IDLE]
+
+
+def test_no_work_when_the_engine_had_no_request():
+    s1 = Stamp(1, 2, 1, 0, 0, 0, 0, 0, 0, 1)
+    s2 = Stamp(1, 2, 2, 1000, 1010, 0, 0, 100, 1000, 0)        # idle between steps, nothing pending
+    out = make()([child(Span.FORWARD, 1, 10, 90), execute(1, 0, 100, s1, 0),
+                  child(Span.FORWARD, 2, 1020, 1100), execute(2, 1015, 1110, s2, 1012, prev_end=100)])
+    a = next(r for r in out if r.step == 2 and r.name == Span.WORKER_EXECUTE).attrs
+    assert a[Attr.DEVICE_IDLE_CAUSE] == "no_work" and round(a[device_idle_attr("no_work")] * 1e9) == 900
+
+
+def test_gpu_samples_are_placed_at_their_launch_and_held_until_then():
+    asm = make()
+    s1 = Stamp(1, 2, 1, 0, 0, 0, 0, 0, 0, 1)
+    s2 = Stamp(1, 2, 2, 960, 990, 900, 950, 0, 0, 1)
+    s3 = Stamp(1, 2, 3, 0, 0, 0, 0, 0, 0, 1)
+    # step 2 launched at 1000 after 100 ns of GPU idle; its sample arrives with step 3's execution
+    first = asm([execute(1, 0, 50, s1, 0, cuda=True), execute(2, 1000, 1050, s2, 995, cuda=True)])
+    assert first == []                                            # both held: no device sample yet
+    out = asm([execute(3, 2000, 2050, s3, 0, cuda=True,
+                       device=(DeviceSample(1, 0, 5e-7, 0.0), DeviceSample(2, 1000, 6e-7, 1e-7)))])
+    a = next(r for r in out if r.step == 2).attrs
+    assert a[Attr.DEVICE_IDLE] == 1e-7 and a[Attr.DEVICE_CLOCK] == "cuda_events"
+    # window 900-1000: update 900-950, schedule 960-990, ipc 995-1000 (dispatch -> worker), the rest
+    # (950-960, 990-995) unattributed: the step's start was not recorded in this stamp
+    assert {c: round(a[device_idle_attr(c)] * 1e9) for c in
+            ("update_from_output", "schedule", "ipc", "unattributed")} == \
+        {"update_from_output": 50, "schedule": 30, "ipc": 5, "unattributed": 15}
+    assert [r.step for r in out] == [1, 2] and [r.step for r in asm.drain()] == [3]
+
+
 def test_worker_execution_gets_gap_attributes():
-    stamp = Stamp(1, 2, 3, 150, 170, 90, 120, 170, 180)
-    r = Range(Span.WORKER_EXECUTE, WORKER, 1, 5, 2, 200, 300, {Attr.WORKER_TOKENS: 1}, 3,
-              data=ExecutionRecord(stamp, 100))
-    (out,) = make()([r])
-    assert out.attrs[Attr.GAP_CPU] == 100e-9 and out.attrs[Attr.WORKER_TOKENS] == 1 and out.data is None
+    stamp = Stamp(1, 2, 3, 150, 170, 90, 120, 170, 180, 1)
+    (out,) = make()([execute(3, 200, 300, stamp, 0, prev_end=100)])
+    assert out.attrs[Attr.GAP_CPU] == 100e-9 and out.data is None

@@ -25,5 +25,5 @@ def test_field_positions_follow_the_record():
 
 
 def test_stamp_pickles_by_name():
-    s = Stamp(1, 2, 3, 4, 5, 6, 7, 8, 9)
+    s = Stamp(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
     assert pickle.loads(pickle.dumps(s)).schedule_end == 5

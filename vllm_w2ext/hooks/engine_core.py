@@ -14,21 +14,25 @@ from concurrent.futures import Future
 
 from vllm_w2ext import config
 from vllm_w2ext.hooks.spec import Hook
-from vllm_w2ext.steps.facts import Stamp, StepRecord, read_step
+from vllm_w2ext.steps.facts import Finished, Stamp, StepRecord, read_step
 from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.pipeline import recorder
 from vllm_w2ext.telemetry.wire import DATA, END, SPAN_ID, START, TRACE_ID
 from vllm_w2ext.vocab import ENGINE, Attr, Span
 
-# Attribute set on SchedulerOutput (a steps.facts.Stamp), read by the workers.
+# Attributes set on SchedulerOutput, read by the workers: the step's steps.facts.Stamp, and when the
+# EngineCore dispatched it to the executor (ns).
 STAMP = "_w2ext_ctx"
+DISPATCH = "_w2ext_dispatch"
 
 
 class _State:
     step = 0
     current: list | None = None            # open engine.step range
     facts = None                           # StepFacts of the open step (None: nothing scheduled)
-    finished: list[str] = []               # request ids freed since the last step ended
+    finished: list = []                    # Finished of each request freed since the last step ended
+    sched = None                           # the Scheduler (queue lengths at step end)
+    pending = 0                            # requests running or waiting when the previous step ended
     identity_done = False
     all_links = False                      # VLLM_W2EXT_STEP_LINKS=all: ship every scheduled id
     last_update = (0, 0)                   # last update_from_output interval (ns)
@@ -54,29 +58,27 @@ def _step_post(r: list, result, error):
     finished = ()
     if S.finished:
         finished, S.finished = tuple(S.finished), []
-    r[DATA] = StepRecord(S.facts, bool(result[1]) if result is not None else False, finished)
+    sched = S.sched
+    S.pending = len(sched.running) + len(sched.waiting) if sched is not None else 1
+    r[DATA] = StepRecord(S.facts, bool(result[1]) if result is not None else False, finished, S.pending)
     recorder().end(r, error)
     S.prev_step_end = r[END]
 
 
 def _schedule_pre(sched, args, kwargs):
-    return sched, recorder().begin(Span.SCHEDULE, ENGINE)
+    S.sched = sched
+    return recorder().begin(Span.SCHEDULE, ENGINE)
 
 
-def _new_headers(sched):
-    reqs = sched.requests
-    return lambda ids: [getattr(reqs.get(i), "trace_headers", None) for i in ids]
-
-
-def _schedule_post(state, so, error):
-    sched, r = state
+def _schedule_post(r, so, error):
     recorder().end(r, error)
     step = S.current
     if so is None or step is None:
         return
     setattr(so, STAMP, Stamp(step[TRACE_ID], step[SPAN_ID], S.step, r[START], r[END], *S.last_update,
-                             S.prev_step_end, step[START]))
-    S.facts = read_step(so, len(sched.running), len(sched.waiting), _new_headers(sched), S.all_links)
+                             S.prev_step_end, step[START], S.pending))
+    sched = S.sched
+    S.facts = read_step(so, sched.requests, len(sched.running), len(sched.waiting), S.all_links)
 
 
 def _update_pre(sched, args, kwargs):
@@ -92,16 +94,19 @@ def _update_post(r: list, result, error):
 
 def _free_request_pre(sched, args, kwargs):
     request = args[0] if args else kwargs["request"]
-    S.finished.append(request.request_id)
+    S.finished.append(Finished(request.request_id, request.status.name, request.num_output_tokens))
     return None
 
 
-def _executor_pre(name):
+def _executor_pre(name, dispatch: bool):
     def pre(executor, args, kwargs):
         step = S.current
         if step is None:
             return None
-        return recorder().begin(name, ENGINE, parent=(step[TRACE_ID], step[SPAN_ID]), step=S.step, nested=False)
+        r = recorder().begin(name, ENGINE, parent=(step[TRACE_ID], step[SPAN_ID]), step=S.step, nested=False)
+        if dispatch and args:                      # execute_model(scheduler_output, ...)
+            setattr(args[0], DISPATCH, r[START])
+        return r
     return pre
 
 
@@ -130,7 +135,7 @@ HOOKS: list[Hook] = [
     Hook("engine.free_request", "vllm.v1.core.sched.scheduler", "Scheduler._free_request",
          _free_request_pre, None, ENGINE, "request finished: closes its engine-side summary span"),
 ] + [
-    Hook(f"engine.{m}.{cls}", mod, f"{cls}.{m}", _executor_pre(span), _executor_post, ENGINE,
+    Hook(f"engine.{m}.{cls}", mod, f"{cls}.{m}", _executor_pre(span, span == Span.EXECUTE), _executor_post, ENGINE,
          f"{cls}: dispatch until the output future resolves")
     for mod, cls in _EXEC_MODULES for m, span in (("execute_model", Span.EXECUTE), ("sample_tokens", Span.SAMPLE))
 ]

@@ -4,10 +4,16 @@ An event is recorded on the current stream when ``Worker.execute_model`` starts 
 sampling has been launched. Pairs are resolved later with ``Event.query()`` (non-blocking): forward
 time = start->end, idle gap = previous end -> start, both on the GPU's own timeline, so under async
 scheduling they say what the GPU saw, not when the CPU launched. Events come from a pool: creating
-a CUDA event costs more than recording one."""
+a CUDA event costs more than recording one.
+
+Placing the idle time on the wall clock needs no clock sync: when the GPU was idle before a step, it
+ran that step's start event as soon as it was recorded, so the idle time ended at the recording
+(``launch_ns``, taken by the caller) and began ``idle_s`` before it."""
 from __future__ import annotations
 
 from collections import deque
+
+from vllm_w2ext.steps.facts import DeviceSample
 
 MAX_PENDING = 256
 
@@ -28,33 +34,32 @@ class GpuTimer:
     def start(self):
         return self._record()
 
-    def stop(self, start_evt) -> None:
+    def stop(self, start_evt, step: int, launch_ns: int) -> None:
         e = self._record()
         if len(self.pending) >= MAX_PENDING:      # never resolved (should not happen): stay bounded
             self.pending.popleft()
             self.prev_end = None
-        self.pending.append((start_evt, e))
+        self.pending.append((start_evt, e, step, launch_ns))
 
-    def resolve(self) -> tuple[list[float], list[float]] | None:
-        """Seconds of GPU time per finished step and of GPU idle before it (0 for the first); None
-        when no step finished since the last call."""
+    def resolve(self) -> tuple | None:
+        """A DeviceSample per step finished on the GPU since the last call (idle 0 for the first);
+        None when none finished."""
         pending = self.pending
         if not pending or not pending[0][1].query():
             return None
-        fwd, gaps = [], []
+        out = []
         pool = self.pool
         while pending and pending[0][1].query():
-            s, e = pending.popleft()
-            fwd.append(s.elapsed_time(e) / 1e3)
+            s, e, step, launch = pending.popleft()
             prev = self.prev_end
+            idle = 0.0
             if prev is not None:
-                gaps.append(prev.elapsed_time(s) / 1e3)
+                idle = prev.elapsed_time(s) / 1e3
                 pool.append(prev)
-            else:
-                gaps.append(0.0)
+            out.append(DeviceSample(step, launch, s.elapsed_time(e) / 1e3, idle))
             pool.append(s)
             self.prev_end = e
-        return fwd, gaps
+        return tuple(out)
 
 
 def make_timer(worker) -> GpuTimer | None:

@@ -10,7 +10,7 @@ execute_model; the export side splits it by the engine intervals carried in the 
 (``steps.gaps``). On CUDA, ``gpu_timing`` adds the GPU's own view."""
 from __future__ import annotations
 
-from vllm_w2ext.hooks.engine_core import STAMP
+from vllm_w2ext.hooks.engine_core import DISPATCH, STAMP
 from vllm_w2ext.hooks.gpu_timing import make_timer
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.steps.facts import ExecutionRecord
@@ -27,6 +27,7 @@ class _State:
     identity_done = False
     timer = None                     # GpuTimer on CUDA workers
     gpu_start = None                 # CUDA event of the step being executed
+    gpu_step = (0, 0)                # (step, wall clock ns) when that event was recorded
 
 
 S = _State()
@@ -58,14 +59,13 @@ def _execute_pre(worker, args, kwargs):
     attrs = {Attr.WORKER_TOKENS: so.total_num_scheduled_tokens}
     r = recorder().begin(Span.WORKER_EXECUTE, WORKER, parent=(stamp.trace_id, stamp.span_id), step=stamp.step,
                          attrs=attrs)
-    if S.last_end:
-        r[DATA] = ExecutionRecord(stamp, S.last_end)
     timer = S.timer
+    device = ()
     if timer is not None:
-        done = timer.resolve()
-        if done is not None:
-            attrs[Attr.GPU_FORWARD], attrs[Attr.GPU_GAP] = done
+        device = timer.resolve() or ()
         S.gpu_start = timer.start()
+        S.gpu_step = (stamp.step, r[START])
+    r[DATA] = ExecutionRecord(stamp, S.last_end, getattr(so, DISPATCH, 0), timer is not None, device)
     return r
 
 
@@ -79,7 +79,7 @@ def _execute_post(r, result, error):
         return
     _end_execution(r, error)
     if result is not None and S.timer is not None and S.gpu_start is not None:   # nothing left to sample
-        S.timer.stop(S.gpu_start)
+        S.timer.stop(S.gpu_start, *S.gpu_step)
         S.gpu_start = None
 
 
@@ -95,7 +95,7 @@ def _sample_post(r, result, error):
         return
     _end_execution(r, error)
     if S.timer is not None and S.gpu_start is not None:
-        S.timer.stop(S.gpu_start)
+        S.timer.stop(S.gpu_start, *S.gpu_step)
         S.gpu_start = None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from vllm_w2ext.steps.facts import ExecutionRecord, StepRecord
 from vllm_w2ext.steps.gaps import gap_attrs
+from vllm_w2ext.steps.idle import DeviceIdle
 from vllm_w2ext.steps.requests import RequestIndex
 from vllm_w2ext.telemetry.ranges import Range
 from vllm_w2ext.vocab import ENGINE, Attr, Span
@@ -16,23 +17,25 @@ from vllm_w2ext.vocab import ENGINE, Attr, Span
 class Assembler:
     def __init__(self, extract_parent, new_span_id, new_trace_id, links: str = "boundary", max_links: int = 512):
         self.index = RequestIndex(extract_parent, links, max_links)
+        self.device = DeviceIdle()
         self.new_span_id, self.new_trace_id = new_span_id, new_trace_id
 
     def __call__(self, ranges: list[Range]) -> list[Range]:
         extra: list[Range] = []
         for r in ranges:
             d = r.data
-            if d is None:
-                continue
-            r.data = None
             if isinstance(d, StepRecord):
+                r.data = None
                 extra += self.step(r, d)
-            elif isinstance(d, ExecutionRecord):
-                if d.prev_end:
-                    attrs = r.attrs if r.attrs is not None else {}
-                    attrs.update(gap_attrs(d.prev_end, r.start_ns, d.stamp))
-                    r.attrs = attrs
-        return ranges + extra if extra else ranges
+            elif isinstance(d, ExecutionRecord) and d.prev_end:
+                attrs = r.attrs if r.attrs is not None else {}
+                attrs.update(gap_attrs(d.prev_end, r.start_ns, d.stamp))
+                r.attrs = attrs
+        return self.device(ranges + extra if extra else ranges)
+
+    def drain(self) -> list[Range]:
+        """Ranges still held (execute spans waiting for a device sample that will not come)."""
+        return self.device.drain()
 
     def step(self, r: Range, d: StepRecord) -> list[Range]:
         attrs = {Attr.STEP_ID: r.step, Attr.MODEL_EXECUTED: d.model_executed}
@@ -40,17 +43,20 @@ class Assembler:
         if f is not None:
             attrs.update({Attr.RUNNING: f.running, Attr.WAITING: f.waiting, Attr.NUM_REQS: f.num_reqs,
                           Attr.PREFILL_TOKENS: f.prefill_tokens, Attr.DECODE_TOKENS: f.decode_tokens,
-                          Attr.PREEMPTIONS: len(f.preempted), Attr.FINISHED_BEFORE: f.finished_before})
-            r.links = self.index.on_step(r.step, r.context, r.start_ns, f)
+                          Attr.PREEMPTIONS: len(f.preempted), Attr.BATCH_RESUMED_TOKENS: f.resumed_tokens,
+                          Attr.FINISHED_BEFORE: f.finished_before})
+            r.links = self.index.on_step(r.step, r.context, r.start_ns, r.end_ns, f)
         r.attrs = attrs if r.attrs is None else {**r.attrs, **attrs}
         out = []
-        for rid in d.finished:
-            fields = self.index.finish(rid, r.step, r.context, r.end_ns)
+        for fin in d.finished:
+            fields = self.index.finish(fin, r.step, r.context, r.end_ns)
             if fields is None:
                 continue
             trace_id, parent_id = fields["parent"] or (self.new_trace_id(), 0)
-            out.append(Range(Span.ENGINE_REQUEST, ENGINE, trace_id, self.new_span_id(), parent_id,
-                             fields["start_ns"], fields["end_ns"], fields["attrs"], links=fields["links"]))
+            req = Range(Span.ENGINE_REQUEST, ENGINE, trace_id, self.new_span_id(), parent_id,
+                        fields["start_ns"], fields["end_ns"], fields["attrs"], links=fields["links"])
+            req.events = fields["events"]
+            out.append(req)
         return out
 
 

@@ -22,6 +22,14 @@ class Stamp(NamedTuple):
     update_end: int
     prev_step_end: int        # end of the previous engine step
     step_start: int           # start of this engine step
+    prev_pending: int         # requests running or waiting when the previous step ended (0: no work)
+
+
+class NewRequest(NamedTuple):
+    id: str
+    headers: dict | None      # W3C trace headers (the front end's request span)
+    arrival_s: float          # when the front end received it (wall clock, s)
+    prompt_tokens: int
 
 
 class StepFacts(NamedTuple):
@@ -31,11 +39,19 @@ class StepFacts(NamedTuple):
     decode_tokens: int
     preempted: tuple          # request ids preempted in this step
     resumed: tuple            # request ids resumed from preemption in this step
+    resumed_tokens: int       # tokens those resumed requests recompute
     finished_before: int      # requests finished since the previous schedule (vLLM's count)
-    new: tuple                # (request id, W3C trace headers or None) first scheduled in this step
+    new: tuple                # NewRequest of each request first scheduled in this step
+    first_tokens: tuple       # request ids whose prompt is complete after this step (first token)
     scheduled: tuple | None   # every scheduled request id (only with VLLM_W2EXT_STEP_LINKS=all)
     running: int              # scheduler queues right after scheduling
     waiting: int
+
+
+class Finished(NamedTuple):
+    id: str
+    status: str               # vLLM's RequestStatus name, e.g. FINISHED_STOPPED
+    output_tokens: int
 
 
 def _resumed_ids(cached) -> tuple:
@@ -46,42 +62,76 @@ def _resumed_ids(cached) -> tuple:
     return tuple(compress(cached.req_ids, flags)) if flags else ()
 
 
-def read_step(so, running: int, waiting: int, new_headers, all_ids: bool) -> StepFacts:
-    """Facts of a ``SchedulerOutput``; ``new_headers(ids)`` gives the trace headers of new requests.
+def _prompt_done(reqs: dict, rid: str, computed: int, scheduled: int) -> bool:
+    r = reqs.get(rid)
+    return r is not None and computed + scheduled >= r.num_prompt_tokens
+
+
+def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool) -> StepFacts:
+    """Facts of a ``SchedulerOutput``; ``reqs``: the scheduler's request id -> Request.
 
     Decode tokens: one per cached request that already has output tokens and was not resumed (vLLM
     schedules a decoding request for exactly one token), counted with ``list.count``; with speculative
     decoding their scheduled tokens are summed instead (drafts count as decode). Prefill: the rest
-    (new requests, chunked prefills, recomputed resumed requests)."""
+    (new requests, chunked prefills, recomputed resumed requests). Per-request work only for new,
+    resumed and still-prefilling requests."""
     nst: dict = so.num_scheduled_tokens
-    new_ids = [n.req_id for n in so.scheduled_new_reqs]
+    get = nst.__getitem__
+    new_reqs = so.scheduled_new_reqs
     cached = so.scheduled_cached_reqs
     resumed = _resumed_ids(cached)
     out_toks = getattr(cached, "num_output_tokens", None)
     total = so.total_num_scheduled_tokens
+    first: list[str] = []
+    new = []
+    for n in new_reqs:
+        rid = n.req_id
+        r = reqs.get(rid)
+        prompt = r.num_prompt_tokens if r is not None else 0
+        new.append(NewRequest(rid, getattr(r, "trace_headers", None), getattr(r, "arrival_time", 0.0), prompt))
+        if n.num_computed_tokens + nst[rid] >= prompt:
+            first.append(rid)
     if out_toks is None:                        # no per-request output counts: new requests are the prefill
-        prefill = sum(map(nst.__getitem__, new_ids))
-    elif so.scheduled_spec_decode_tokens:
-        decoding = compress(cached.req_ids, out_toks)
-        decode = sum(map(nst.__getitem__, decoding)) - sum(map(nst.__getitem__, resumed))
-        prefill = total - decode
+        prefill = sum(nst[n.id] for n in new)
     else:
-        prefill = total - (len(out_toks) - out_toks.count(0) - len(resumed))
+        if so.scheduled_spec_decode_tokens:
+            decode = sum(map(get, compress(cached.req_ids, out_toks))) - sum(map(get, resumed))
+            prefill = total - decode
+        else:
+            prefill = total - (len(out_toks) - out_toks.count(0) - len(resumed))
+        if out_toks.count(0):                   # chunked prefills going on: which complete now
+            ids, computed = cached.req_ids, cached.num_computed_tokens
+            for i in compress(range(len(out_toks)), map((0).__eq__, out_toks)):
+                if _prompt_done(reqs, ids[i], computed[i], nst[ids[i]]):
+                    first.append(ids[i])
     preempted = tuple(so.preempted_req_ids or ())
-    return StepFacts(len(nst), prefill, total - prefill, preempted, resumed, len(so.finished_req_ids),
-                     tuple(zip(new_ids, new_headers(new_ids))) if new_ids else (),
-                     tuple(nst) if all_ids else None, running, waiting)
+    return StepFacts(len(nst), prefill, total - prefill, preempted, resumed, sum(map(get, resumed)),
+                     len(so.finished_req_ids), tuple(new), tuple(first), tuple(nst) if all_ids else None,
+                     running, waiting)
 
 
 class StepRecord(NamedTuple):
     """The raw facts an ``engine.step`` range carries to the export side."""
     facts: StepFacts | None       # None: nothing was scheduled in this step
     model_executed: bool
-    finished: tuple               # request ids freed during this step
+    finished: tuple               # Finished of each request freed during this step
+    pending: int                  # requests running or waiting when the step ended
+
+
+class DeviceSample(NamedTuple):
+    """One forward on the GPU's own timeline (CUDA events), resolved a step or two later."""
+    step: int
+    launch_ns: int            # wall clock when the step's first GPU event was recorded
+    busy_s: float             # GPU time of the step
+    idle_s: float             # GPU idle between the previous step's end and this one's start
 
 
 class ExecutionRecord(NamedTuple):
-    """The raw facts a ``worker.execute_model`` range carries: the step's stamp and the end of the
-    previous model execution on this worker (0 for the first)."""
+    """The raw facts a ``worker.execute_model`` range carries: the step's stamp, the end of the
+    previous model execution on this worker (0 for the first), when the EngineCore dispatched the
+    step, and the GPU samples resolved since the last step."""
     stamp: Stamp
     prev_end: int
+    dispatch_ns: int
+    cuda: bool                # the worker times its steps with CUDA events (device samples follow)
+    device: tuple = ()

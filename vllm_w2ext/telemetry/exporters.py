@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 from vllm_w2ext import config
 from vllm_w2ext.telemetry.ranges import Range
@@ -17,7 +17,10 @@ from vllm_w2ext.telemetry.sink import Sink
 from vllm_w2ext.telemetry.wire import ZERO_COST, SelfCost
 
 log = logging.getLogger("vllm_w2ext")
-Assemble = Callable[[list[Range]], list[Range]]
+class Assemble(Protocol):
+    """Fills in what the hooks' raw records imply (``steps.assemble.Assembler``)."""
+    def __call__(self, ranges: list[Range]) -> list[Range]: ...
+    def drain(self) -> list[Range]: ...
 
 
 def wants_metrics(settings: config.Settings) -> bool:
@@ -95,7 +98,14 @@ class ExportChain:
     def tick(self) -> None:
         self.each("tick")
 
+    def release_held(self) -> None:
+        """What the assembly still holds back goes out as it is (flush, shutdown)."""
+        held = self.assemble.drain()
+        if held:
+            self.each("consume", held)
+
     def flush(self, timeout_s: float) -> None:
+        self.release_held()
         deadline = time.monotonic() + timeout_s
         for s in list(self.sinks):
             try:
@@ -104,6 +114,7 @@ class ExportChain:
                 self.warn_once(f"{s.name}.flush", "vllm_w2ext: %s flush failed: %r", s.name, e)
 
     def shutdown(self, timeout_s: float) -> None:
+        self.release_held()
         deadline = time.monotonic() + timeout_s
         for s in list(self.sinks):
             try:

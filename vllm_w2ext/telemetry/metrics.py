@@ -24,7 +24,7 @@ from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.ranges import Range
 from vllm_w2ext.telemetry.sink import Sink
 from vllm_w2ext.telemetry.wire import SelfCost
-from vllm_w2ext.vocab import ENGINE, FRONT, GAP_PARTS, WORKER, Attr, Span
+from vllm_w2ext.vocab import ENGINE, FRONT, GAP_PARTS, IDLE_CAUSES, WORKER, Attr, Event, Span, device_idle_attr
 
 # Sub-millisecond to multi-second steps.
 TIME_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
@@ -67,6 +67,17 @@ class StepMetrics:
                                  LABELS, buckets=TIME_BUCKETS, registry=r)
         self.gpu_busy = Counter(p + "gpu_busy_seconds", "GPU time inside steps", LABELS, registry=r)
         self.gpu_idle = Counter(p + "gpu_idle_seconds", "GPU idle time between steps", LABELS, registry=r)
+        self.device_busy = Counter(p + "device_busy_seconds", "Device time inside forwards (GPU: CUDA events; "
+                                   "CPU build: the forward)", LABELS, registry=r)
+        self.device_idle = Counter(p + "device_idle_seconds", "Device idle between two forwards, by cause "
+                                   "(what the critical path was doing)", LABELS + ("cause",), registry=r)
+        self.device_idle_h = Histogram(p + "device_idle_per_step_seconds", "Device idle before one forward",
+                                       LABELS, buckets=TIME_BUCKETS, registry=r)
+        self.req_phase = Histogram(p + "request_phase_seconds", "Each request's time per phase: queue (arrival "
+                                   "-> first scheduled), prefill (-> first token), decode (-> finished)",
+                                   LABELS + ("phase",), buckets=TIME_BUCKETS, registry=r)
+        self.req_preempt = Counter(p + "request_preemptions", "Preemptions of finished requests, by reason",
+                                   LABELS + ("reason",), registry=r)
         self.gpu_ratio = Gauge(p + "gpu_busy_ratio", f"GPU busy fraction over the last {GPU_WINDOW_S:.0f} s",
                                LABELS, registry=r)
         self.recorded = Counter(p + "spans_recorded", "Ranges recorded", LABELS, registry=r)
@@ -113,6 +124,17 @@ class StepMetrics:
                 self._worker(lab, r, a)
             elif r.name == Span.WORKER_SAMPLE:
                 self.exec_time.labels(*lab).inc((r.end_ns - r.start_ns) / 1e9)
+            elif r.name == Span.ENGINE_REQUEST:
+                self._request(lab, r)
+
+    def _request(self, lab, r: Range) -> None:
+        a = r.attrs
+        for phase, key in (("queue", Attr.QUEUE_S), ("prefill", Attr.PREFILL_S), ("decode", Attr.DECODE_S)):
+            if key in a:
+                self.req_phase.labels(*lab, phase).observe(a[key])
+        for name, _, ev_attrs in r.events or ():
+            if name == Event.PREEMPTED:
+                self.req_preempt.labels(*lab, (ev_attrs or {}).get("reason", "")).inc()
 
     def _step(self, lab, a) -> None:
         executed = bool(a.get(Attr.MODEL_EXECUTED))
@@ -134,23 +156,31 @@ class StepMetrics:
                 v = a.get(key, 0.0)
                 if v:
                     self.gap_part.labels(*lab, part).inc(v)
-        fwd, gaps = a.get(Attr.GPU_FORWARD), a.get(Attr.GPU_GAP)
-        if fwd:
-            now = time.time()
-            for i, busy in enumerate(fwd):
-                self.gpu_fwd.labels(*lab).observe(busy)
-                self.gpu_busy.labels(*lab).inc(busy)
-                idle = gaps[i] if gaps and i < len(gaps) else 0.0
-                if idle > 0:
-                    self.gpu_gap.labels(*lab).observe(idle)
-                    self.gpu_idle.labels(*lab).inc(idle)
-                self._gpu_window.append((now, busy, max(idle, 0.0)))
-            while self._gpu_window and self._gpu_window[0][0] < now - GPU_WINDOW_S:
-                self._gpu_window.popleft()
-            b = sum(x[1] for x in self._gpu_window)
-            t = b + sum(x[2] for x in self._gpu_window)
-            if t > 0:
-                self.gpu_ratio.labels(*lab).set(b / t)
+        busy = a.get(Attr.DEVICE_BUSY)
+        if busy is None:
+            return
+        idle = a.get(Attr.DEVICE_IDLE, 0.0)
+        self.device_busy.labels(*lab).inc(busy)
+        self.device_idle_h.labels(*lab).observe(idle)
+        for cause in IDLE_CAUSES:
+            v = a.get(device_idle_attr(cause))
+            if v:
+                self.device_idle.labels(*lab, cause).inc(v)
+        if a.get(Attr.DEVICE_CLOCK) != "cuda_events":
+            return
+        now = time.time()
+        self.gpu_fwd.labels(*lab).observe(busy)
+        self.gpu_busy.labels(*lab).inc(busy)
+        if idle > 0:
+            self.gpu_gap.labels(*lab).observe(idle)
+            self.gpu_idle.labels(*lab).inc(idle)
+        self._gpu_window.append((now, busy, max(idle, 0.0)))
+        while self._gpu_window and self._gpu_window[0][0] < now - GPU_WINDOW_S:
+            self._gpu_window.popleft()
+        b = sum(x[1] for x in self._gpu_window)
+        t = b + sum(x[2] for x in self._gpu_window)
+        if t > 0:
+            self.gpu_ratio.labels(*lab).set(b / t)
 
     def self_cost(self, role: str, cost: SelfCost, process_cpu_s: float = 0.0) -> None:
         """Feed the plugin's own cumulative counters into the self-cost counters."""

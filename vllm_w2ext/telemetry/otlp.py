@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
@@ -62,8 +62,9 @@ def to_readable(r: Range) -> ReadableSpan:
         attrs[Attr.STEP_ID] = r.step
     status = _OK if r.error is None else Status(StatusCode.ERROR, r.error)
     kind = SpanKind.SERVER if r.name in SERVER_SPANS else SpanKind.INTERNAL
+    events = [Event(name, attributes or {}, timestamp=t) for name, t, attributes in r.events] if r.events else ()
     return ReadableSpan(name=r.name, context=ctx, parent=parent, resource=identity.resource(r.role),
-                        attributes=attrs, links=links, kind=kind, status=status,
+                        attributes=attrs, links=links, kind=kind, status=status, events=events,
                         start_time=r.start_ns, end_time=r.end_ns, instrumentation_scope=_SCOPE)
 
 

@@ -11,7 +11,7 @@ from vllm_w2ext.telemetry.wire import RangeRecord
 
 class Range:
     __slots__ = ("name", "role", "trace_id", "span_id", "parent_id", "start_ns", "end_ns", "attrs", "links",
-                 "step", "error", "nested", "data")
+                 "step", "error", "nested", "data", "events")
 
     def __init__(self, name: str, role: str, trace_id: int, span_id: int, parent_id: int, start_ns: int,
                  end_ns: int = 0, attrs: dict | None = None, step: int = -1, links: list | None = None,
@@ -29,6 +29,7 @@ class Range:
         self.error = error
         self.nested = nested
         self.data = data                # the hook's raw facts until assembly consumed them
+        self.events: list | None = None  # [(name, wall clock ns, attributes or None)]
 
     @classmethod
     def from_record(cls, rec: list | tuple) -> "Range":

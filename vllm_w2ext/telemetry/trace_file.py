@@ -4,8 +4,9 @@ A Perfetto trace is a sequence of length-delimited ``TracePacket`` records (fiel
 appending complete packets keeps the file valid at every moment: a process killed with SIGKILL leaves
 a file that opens, holding everything written before the kill. Tracks: one per process, one per role
 for ranges that nest on a thread, and "lanes" for ranges that overlap (requests, executor futures),
-assigned greedily so slices on a track never overlap. Debug annotations: the step id, and the request
-id on request ranges (``vllm.request``, ``engine.request``). The file stops growing at
+assigned greedily so slices on a track never overlap. Debug annotations: the step id and the span's
+scalar attributes (the request id, which ``merge`` uses to link a front-end request to its EngineCore
+request; batch, device-idle and request-phase attributes, which ``explain`` reads). The file stops growing at
 ``VLLM_W2EXT_TRACE_MAX_MB`` (further ranges are counted as dropped). A write that fails (disk full,
 I/O error) or writes only part of a batch is cut back to the last whole packet; the file then stops
 growing, the error is logged once and every later range is counted as dropped: the trace stays valid
@@ -21,11 +22,25 @@ from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import DebugAnnotation, T
 
 from vllm_w2ext.telemetry.ranges import Range
 from vllm_w2ext.telemetry.sink import Sink
-from vllm_w2ext.vocab import Attr, trace_file_name
+from vllm_w2ext.vocab import TRACE_STEP_ARG, trace_file_name
 
 log = logging.getLogger("vllm_w2ext")
 _BEGIN, _END = TrackEvent.Type.TYPE_SLICE_BEGIN, TrackEvent.Type.TYPE_SLICE_END
-REQUEST_ID = Attr.REQUEST_ID        # links a front-end request to its EngineCore request in a merge
+
+
+def annotations(attrs: dict) -> list:
+    """The span's scalar attributes as debug annotations (lists, e.g. GPU timings, stay OTLP-only)."""
+    out = []
+    for k, v in attrs.items():
+        if isinstance(v, bool):
+            out.append(DebugAnnotation(name=k, bool_value=v))
+        elif isinstance(v, int):
+            out.append(DebugAnnotation(name=k, int_value=v))
+        elif isinstance(v, float):
+            out.append(DebugAnnotation(name=k, double_value=v))
+        elif isinstance(v, str):
+            out.append(DebugAnnotation(name=k, string_value=v))
+    return out
 
 
 def _varint(n: int) -> bytes:
@@ -105,10 +120,9 @@ class TraceFileSink(Sink):
             ev = begin.track_event
             ev.type, ev.track_uuid, ev.name = _BEGIN, track, r.name
             if r.step >= 0:
-                ev.debug_annotations.append(DebugAnnotation(name="step", int_value=r.step))
-            rid = r.attrs.get(REQUEST_ID) if r.attrs else None     # vllm.request / engine.request
-            if rid is not None:
-                ev.debug_annotations.append(DebugAnnotation(name=REQUEST_ID, string_value=str(rid)))
+                ev.debug_annotations.append(DebugAnnotation(name=TRACE_STEP_ARG, int_value=r.step))
+            if r.attrs:
+                ev.debug_annotations.extend(annotations(r.attrs))
             end = self._packet(timestamp=r.end_ns)
             end.track_event.type, end.track_event.track_uuid = _END, track
             out += frame(begin) + frame(end)
