@@ -67,6 +67,9 @@ def stand_ins(so):
 
     class Request:
         trace_headers = None
+        arrival_time = 0.0
+        num_prompt_tokens = 16
+        num_output_tokens = 4
 
     class Runner:
         def _model_forward(self): return None
@@ -136,18 +139,16 @@ def time_steps(fn, n: int) -> float:
 
 def recording_only(so, n: int) -> float:
     """The recorder alone: the ranges one step records, plus reading the step's facts."""
-    from vllm_w2ext.hooks.engine_core import _new_headers
     from vllm_w2ext.steps.facts import read_step
     from vllm_w2ext.telemetry import pipeline
     rec = pipeline.recorder()
     sched = stand_ins(so)[1]()
-    headers = _new_headers(sched)
 
     def step():
         st = rec.begin("engine.step", "engine_core", step=1)
         s = rec.begin("engine.schedule", "engine_core")
         rec.end(s)
-        read_step(so, 1, 0, headers, False)
+        read_step(so, sched.requests, 1, 0, False)
         ex = rec.begin("engine.execute_model", "engine_core", parent=(st[2], st[3]), nested=False)
         w = rec.begin("worker.execute_model", "worker", parent=(st[2], st[3]), step=1, attrs={"n": 1})
         f = rec.begin("worker.forward", "worker")

@@ -319,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
             rx.stop()
             files = [f for f in trace_dir.rglob("*") if f.is_file()]
             rec["trace_files"] = {"n": len(files), "bytes": sum(f.stat().st_size for f in files)}
+            if a.pair == 1:                 # what `vllm-w2ext explain` reads: one run per model comes back
+                (d / "traces").mkdir(exist_ok=True)
+                subprocess.run(["tar", "-C", str(trace_dir.parent), "-cJf", str(d / "traces" / f"{name}.tar.xz"),
+                                trace_dir.name], check=False)
             shutil.rmtree(trace_dir, ignore_errors=True)
     rec.update(rc=rc, timed_out=timed_out, gpu_after=gpu_state(), finished=time.time())
     results = {}

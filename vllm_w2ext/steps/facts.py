@@ -94,12 +94,13 @@ def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool) -> Step
     if out_toks is None:                        # no per-request output counts: new requests are the prefill
         prefill = sum(nst[n.id] for n in new)
     else:
+        zeros = out_toks.count(0)               # requests still prefilling (no output token yet)
         if so.scheduled_spec_decode_tokens:
             decode = sum(map(get, compress(cached.req_ids, out_toks))) - sum(map(get, resumed))
             prefill = total - decode
         else:
-            prefill = total - (len(out_toks) - out_toks.count(0) - len(resumed))
-        if out_toks.count(0):                   # chunked prefills going on: which complete now
+            prefill = total - (len(out_toks) - zeros - len(resumed))
+        if zeros:                               # chunked prefills going on: which complete now
             ids, computed = cached.req_ids, cached.num_computed_tokens
             for i in compress(range(len(out_toks)), map((0).__eq__, out_toks)):
                 if _prompt_done(reqs, ids[i], computed[i], nst[ids[i]]):
