@@ -88,10 +88,17 @@ def test_gap_moves_by_injected_delay(offline_metrics):
     mean_slow = (busy_gap(slow["metrics"]) - busy_gap(fast["metrics"])) / n_slow
     # every step of the slow phase slept DELAY_S before scheduling: the mean gap moves by that much
     assert mean_slow - mean_fast == pytest.approx(DELAY_S, abs=0.3 * DELAY_S), (mean_fast, mean_slow)
-    # the sleep sits in the scheduler subclass, outside vLLM's Scheduler.schedule: it lands in "other"
-    d_other = (part(slow["metrics"], "other") - part(fast["metrics"], "other")) / n_slow \
-        - part(fast["metrics"], "other") / n_fast
-    assert d_other == pytest.approx(DELAY_S, abs=0.3 * DELAY_S)
+    # the sleep sits inside vLLM's Scheduler.schedule: it lands in the gap's "schedule" part
+    d_sched = (part(slow["metrics"], "schedule") - part(fast["metrics"], "schedule")) / n_slow \
+        - part(fast["metrics"], "schedule") / n_fast
+    assert d_sched == pytest.approx(DELAY_S, abs=0.3 * DELAY_S)
+
+    # and in device idle, the CPU build's forwards being the device timeline, under cause "schedule"
+    def idle(text, cause):
+        return metric_sum(text, "vllm_w2ext_device_idle_seconds_total", role="worker", cause=cause)
+    d_idle = (idle(slow["metrics"], "schedule") - idle(fast["metrics"], "schedule")) / n_slow \
+        - idle(fast["metrics"], "schedule") / n_fast
+    assert d_idle == pytest.approx(DELAY_S, abs=0.3 * DELAY_S)
 
 
 def test_every_dashboard_expression_returns_data_offline(offline_metrics):

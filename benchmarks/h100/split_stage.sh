@@ -12,7 +12,7 @@ STAGE="${W2EXT_SITE:-/tmp/w2ext-site}.stage"
 case "${1:-}" in
   pack)
     rm -rf .gpu/p1a .gpu/p1b && mkdir -p .gpu/p1a .gpu/p1b
-    split -b 50M -d -a 1 .gpu/p1/vllm.tar.xz .gpu/p1a/vllm.tar.xz.part
+    split -b ${SPLIT_MB:-50}M -d -a 1 .gpu/p1/vllm.tar.xz .gpu/p1a/vllm.tar.xz.part
     mv .gpu/p1a/vllm.tar.xz.part1 .gpu/p1b/
     cp .gpu/p1/stage.sh .gpu/p1/env.sh .gpu/p1a/
     (cd .gpu/p1 && sha256sum vllm.tar.xz) > .gpu/p1b/vllm.tar.xz.sha256
