@@ -43,6 +43,8 @@ TOOLS = {
               "merge per-process span files and torch-profiler traces into one Perfetto trace"),
     "analyze": ("vllm_w2ext.analysis.kernels.command",
                 "kernel-time breakdown of a torch-profiler / merged trace (text, JSON, CSV)"),
+    "explain": ("vllm_w2ext.analysis.explain.command",
+                "where a run's time went, from its VLLM_W2EXT_TRACE_DIR folder: findings ranked by time lost"),
 }
 
 
