@@ -57,6 +57,15 @@ def otlp_receiver():
     rx.stop()
 
 
+def check_no_hook_fault(log: str, env: dict) -> None:
+    """A hook that raised disables itself and vLLM goes on (by design), so a bug in a hook would pass
+    silently: every run must end without one, unless the test injected it."""
+    if env.get("VLLM_W2EXT_FAULT_INJECT"):
+        return
+    faults = [line for line in log.splitlines() if "and is now disabled" in line]
+    assert not faults, "a hook raised: " + "\n".join(faults[:5])
+
+
 def run_offline(model: Path, env: dict[str, str], out: Path, with_log: bool = False, **params):
     """Run tests/drivers/offline.py (LLM.generate on the tiny model) in a subprocess; its result
     (and its combined output with ``with_log``)."""
@@ -64,5 +73,6 @@ def run_offline(model: Path, env: dict[str, str], out: Path, with_log: bool = Fa
     p = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, cwd=str(ROOT))
     if p.returncode != 0:
         raise AssertionError(f"offline driver failed rc={p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}")
+    check_no_hook_fault(p.stdout + p.stderr, env)
     result = json.loads(out.read_text())
     return (result, p.stdout + p.stderr) if with_log else result

@@ -96,6 +96,9 @@ SETTINGS: tuple[Setting, ...] = (
             "(Nsight Systems/Compute or another injection library; without one NVTX calls are no-ops and are "
             "skipped); `on`/`1`: always; `off`/`0`: never."),
     Setting("NVTX_DOMAIN", "vllm_w2ext", _text, "NVTX domain name of the plugin's ranges."),
+    Setting("DEVICE_TIMING", "on", _choice("on", "off"),
+            "CUDA events around each step on GPU workers: the GPU's busy and idle time (device idle by cause). "
+            "`off`: the device timeline is the workers' forward spans (CPU clock), as on the CPU build."),
     Setting("QUEUE_SIZE", "65536", _int_range(1024, 10_000_000),
             "Finished ranges buffered per process before export; beyond it ranges are dropped and counted."),
     Setting("EXPORT_INTERVAL_MS", "200", _int_range(10, 60_000),
@@ -143,6 +146,7 @@ class Settings:
     otlp: str = "auto"
     nvtx: str = "auto"
     nvtx_domain: str = "vllm_w2ext"
+    device_timing: str = "on"
     queue_size: int = 65536
     export_interval_ms: int = 200
     export_process: str = "on"

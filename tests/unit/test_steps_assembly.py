@@ -172,3 +172,14 @@ def test_worker_execution_gets_gap_attributes():
     stamp = Stamp(1, 2, 3, 150, 170, 90, 120, 170, 180, 1)
     (out,) = make()([execute(3, 200, 300, stamp, 0, prev_end=100)])
     assert out.attrs[Attr.GAP_CPU] == 100e-9 and out.data is None
+
+
+def test_round_trip_between_execute_and_sample_is_ipc_not_sample():
+    # the worker's execute_model ended at 100, but sample_tokens was dispatched back only at 150
+    s1 = Stamp(1, 2, 1, 0, 0, 0, 0, 0, 0, 1)
+    s2 = Stamp(1, 2, 2, 0, 0, 0, 0, 0, 0, 1)
+    out = make()([child(Span.FORWARD, 1, 10, 90), execute(1, 0, 100, s1, 0), child(Span.WORKER_SAMPLE, 1, 150, 160),
+                  child(Span.FORWARD, 2, 170, 200), execute(2, 170, 210, s2, 0, prev_end=160)])
+    a = next(r for r in out if r.name == Span.WORKER_EXECUTE and r.step == 2).attrs
+    assert {c: round(a.get(device_idle_attr(c), 0) * 1e9) for c in ("sample", "ipc", "unattributed")} == \
+        {"sample": 10 + 10, "ipc": 50, "unattributed": 10}

@@ -27,3 +27,26 @@ def test_field_positions_follow_the_record():
 def test_stamp_pickles_by_name():
     s = Stamp(1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
     assert pickle.loads(pickle.dumps(s)).schedule_end == 5
+
+
+def test_process_track_names_say_engine_and_rank():
+    from vllm_w2ext.telemetry.trace_file import process_label
+    roles = {"engine_core": {"vllm.engine_index": 1}, "worker": {"vllm.rank": 0, "vllm.tp_rank": 0}}
+    assert process_label(roles, "engine_core", 7) == "vLLM EngineCore engine 1 + worker rank 0 TP0 (pid 7)"
+    assert process_label({}, "frontend", 3) == "vLLM front end (pid 3)"
+
+
+def test_recorder_ranges_are_in_record_order():
+    from vllm_w2ext.telemetry.recording import Recorder
+    rec = Recorder(10, None)
+    outer = rec.begin("engine.step", "engine_core", step=4, attrs={"a": 1})
+    inner = rec.begin("engine.schedule", "engine_core")
+    free = rec.begin("engine.execute_model", "engine_core", parent=(outer[wire.TRACE_ID], outer[wire.SPAN_ID]),
+                     nested=False)
+    for r in (inner, free, outer):
+        rec.end(r)
+    recs = [wire.RangeRecord._make(r) for r in rec.take()]
+    assert [r.name for r in recs] == ["engine.schedule", "engine.execute_model", "engine.step"]
+    assert recs[0].parent_id == recs[2].span_id and recs[0].step == 4 and recs[0].nested
+    assert recs[1].parent_id == recs[2].span_id and not recs[1].nested and recs[2].attrs == {"a": 1}
+    assert all(r.end_ns >= r.start_ns > 0 for r in recs) and rec.recorded == 3

@@ -97,6 +97,36 @@ class HookRunner:
 
     # -- wrapt wrappers ----------------------------------------------------------------------------
     def sync(self, wrapped, instance, args, kwargs):
+        if not self.active:
+            return wrapped(*args, **kwargs)
+        n = self.calls = self.calls + 1
+        if not n & _MASK:                     # the sampled call: timed through enter/exit
+            return self._sync_timed(wrapped, instance, args, kwargs)
+        # the other calls: enter/exit inlined (two Python calls fewer per hooked call, on vLLM's thread)
+        try:
+            state = self.pre(instance, args, kwargs)
+        except Exception as e:
+            self.fail(e)
+            return wrapped(*args, **kwargs)
+        post = self.post
+        if post is None:
+            return wrapped(*args, **kwargs)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as e:
+            try:
+                post(state, None, e)
+            except Exception as e2:
+                self.fail(e2)
+            raise
+        try:
+            post(state, result, None)
+        except Exception as e:
+            self.fail(e)
+        return result
+
+    def _sync_timed(self, wrapped, instance, args, kwargs):
+        self.calls -= 1                       # enter() counts this call again
         state = self.enter(instance, args, kwargs)
         if state is SKIP or self.post is None:
             return wrapped(*args, **kwargs)

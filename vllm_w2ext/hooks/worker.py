@@ -10,6 +10,7 @@ execute_model; the export side splits it by the engine intervals carried in the 
 (``steps.gaps``). On CUDA, ``gpu_timing`` adds the GPU's own view."""
 from __future__ import annotations
 
+from vllm_w2ext import config
 from vllm_w2ext.hooks.engine_core import DISPATCH, STAMP
 from vllm_w2ext.hooks.gpu_timing import make_timer
 from vllm_w2ext.hooks.spec import Hook
@@ -17,7 +18,7 @@ from vllm_w2ext.steps.facts import ExecutionRecord
 from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.pipeline import recorder
 from vllm_w2ext.telemetry.recording import annotate_profiler
-from vllm_w2ext.telemetry.wire import DATA, END, ROLE
+from vllm_w2ext.telemetry.wire import DATA, END, ROLE, START
 from vllm_w2ext.vocab import WORKER, Attr, Span
 
 
@@ -45,7 +46,7 @@ def _ensure_identity(worker) -> None:
     if not S.identity_done:
         identity.set_role(WORKER, rank=getattr(worker, "rank", 0), local_rank=getattr(worker, "local_rank", 0),
                           tp_rank=_tp_rank())
-        S.timer = make_timer(worker)
+        S.timer = make_timer(worker) if config.current().device_timing == "on" else None
         S.identity_done = True
 
 

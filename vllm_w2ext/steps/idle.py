@@ -15,7 +15,9 @@ by what the critical path was doing then, from the intervals the worker and the 
 - ``ipc``: the step on its way from the EngineCore's dispatch to the worker, and the previous step's
   output on its way back (worker done -> ``update_from_output`` starts);
 - ``schedule``, ``update_from_output``: the EngineCore's scheduler calls;
-- ``sample``: the previous step's work after its forward (sampling, output sync);
+- ``sample``: the previous step's work after its forward: the rest of ``execute_model`` and
+  ``sample_tokens`` (sampling, output sync); the wait between the two is ``ipc`` (the executor's
+  round trip to the EngineCore and back);
 - ``engine_loop``: the EngineCore between steps, or before dispatch, with requests pending;
 - ``no_work``: the EngineCore between steps with no request running or waiting (``explain`` splits
   this into ``frontend`` when the front end was busy then);
@@ -59,7 +61,10 @@ class Execution:
     """One step's model execution on this worker."""
     step: int
     start: int
-    end: int = 0
+    end: int = 0                    # end of execute_model, or of sample_tokens once it ran
+    exec_end: int = 0               # end of execute_model
+    sample_start: int = 0           # sample_tokens
+    sample_end: int = 0
     forward_start: int = 0
     forward_end: int = 0
     stamp: Stamp | None = None
@@ -85,7 +90,9 @@ def segments(cur: Execution, prev: Execution | None, cuda: bool) -> list[tuple[s
         add("engine_loop" if st.prev_pending else "no_work", st.prev_step_end, st.step_start)
         add("engine_loop", st.step_start, cur.dispatch or cur.start)
     if prev is not None:
-        add("sample", prev.forward_end, prev.end)
+        add("sample", prev.forward_end, prev.exec_end)
+        add("sample", prev.sample_start, prev.sample_end)
+        add("ipc", prev.exec_end, prev.sample_start)
         if st is not None and st.update_start > prev.end:
             add("ipc", prev.end, st.update_start)
     return out
@@ -109,7 +116,7 @@ class DeviceIdle:
         for r in ranges:
             if r.name == Span.WORKER_EXECUTE and isinstance(r.data, ExecutionRecord):
                 d, r.data = r.data, None
-                ex = self.runs[r.step] = Execution(r.step, r.start_ns, r.end_ns, stamp=d.stamp,
+                ex = self.runs[r.step] = Execution(r.step, r.start_ns, r.end_ns, r.end_ns, stamp=d.stamp,
                                                    dispatch=d.dispatch_ns, cuda=d.cuda, span=r)
                 self.runs.pop(r.step - self.KEEP_STEPS, None)
                 self.held.append(ex)
@@ -132,6 +139,7 @@ class DeviceIdle:
             elif r.name == Span.WORKER_SAMPLE:
                 ex = self.runs.get(r.step)
                 if ex is not None:
+                    ex.sample_start, ex.sample_end = r.start_ns, r.end_ns
                     ex.end = max(ex.end, r.end_ns)
         for ex in self.held:                  # CPU build: a forward ends before its execute_model, so
             if not ex.cuda:                   # one that has none by now never ran a forward

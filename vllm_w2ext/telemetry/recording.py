@@ -125,7 +125,7 @@ class Recorder:
         """Open a range (parent: the innermost open range of this thread unless given; ``ROOT`` for
         none). ``nested``: on this thread's stack (NVTX push/pop); otherwise a free-standing interval
         that may end on another thread (NVTX start/end)."""
-        stack = self._stack()
+        stack = self._stack() if nested or parent is None else None
         if parent is ROOT:
             parent = None
         elif parent is None and stack:
@@ -133,11 +133,13 @@ class Recorder:
             parent = (top[TRACE_ID], top[SPAN_ID])
             if step < 0:
                 step = top[STEP]
+        # a list in RangeRecord's field order (wire.open_range, written out: this runs on every range)
         if parent is None:
-            r = open_range(name, role, _getrandbits(128) or 1, _getrandbits(64) or 1, 0, _now(), step, attrs,
-                           nested)
+            r = [name, role, _getrandbits(128) or 1, _getrandbits(64) or 1, 0, _now(), 0, step, attrs, None, None,
+                 nested, None]
         else:
-            r = open_range(name, role, parent[0], _getrandbits(64) or 1, parent[1], _now(), step, attrs, nested)
+            r = [name, role, parent[0], _getrandbits(64) or 1, parent[1], _now(), 0, step, attrs, None, None,
+                 nested, None]
         nv = self.nvtx
         if nested:
             stack.append(r)

@@ -22,10 +22,31 @@ from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import DebugAnnotation, T
 
 from vllm_w2ext.telemetry.ranges import Range
 from vllm_w2ext.telemetry.sink import Sink
-from vllm_w2ext.vocab import TRACE_STEP_ARG, trace_file_name
+from vllm_w2ext.telemetry import identity
+from vllm_w2ext.vocab import ENGINE, FRONT, TRACE_STEP_ARG, WORKER, Attr, trace_file_name
 
 log = logging.getLogger("vllm_w2ext")
 _BEGIN, _END = TrackEvent.Type.TYPE_SLICE_BEGIN, TrackEvent.Type.TYPE_SLICE_END
+
+
+def process_label(roles: dict, first_role: str, pid: int) -> str:
+    """The process track's name: its roles with engine index and ranks, e.g. ``vLLM EngineCore engine 0
+    + worker rank 0 TP0 (pid 12)`` (what ``explain`` and people read to tell engines and ranks apart)."""
+    parts = []
+    for role in (FRONT, ENGINE, WORKER):
+        if role not in roles and role != first_role:
+            continue
+        a = roles.get(role, {})
+        if role == FRONT:
+            parts.append("front end")
+        elif role == ENGINE:
+            parts.append(f"EngineCore engine {a.get(Attr.ENGINE_INDEX, 0)}")
+        else:
+            label = f"worker rank {a.get(Attr.RANK, 0)}"
+            if a.get(Attr.TP_RANK) is not None:
+                label += f" TP{a[Attr.TP_RANK]}"
+            parts.append(label)
+    return f"vLLM {' + '.join(parts)} (pid {pid})"
 
 
 def annotations(attrs: dict) -> list:
@@ -87,7 +108,7 @@ class TraceFileSink(Sink):
                 p = self._packet()
                 p.track_descriptor.uuid = self._proc_uuid
                 p.track_descriptor.process.pid = self.pid
-                p.track_descriptor.process.process_name = f"vLLM {key[0]} (pid {self.pid})"
+                p.track_descriptor.process.process_name = process_label(identity.roles(), key[0], self.pid)
                 out += frame(p)
                 self._tracks[("process",)] = self._proc_uuid
             uuid = self._proc_uuid + len(self._tracks) + 1

@@ -1,0 +1,47 @@
+"""Instructions per engine step that the plugin's hooks add, counted by valgrind (callgrind counts
+instructions, not seconds: the same on a busy or an idle machine, so before/after compare exactly).
+
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/dev/null \
+        python benchmarks/hook_instructions.py N B [plain]
+
+runs N engine steps (batch of B requests) through ``hook_overhead.build`` - the stand-in step with the
+plugin's real hooks - with a SchedulerOutput-shaped object, so neither vLLM nor torch is imported.
+Instrumentation is switched on (``callgrind_control -i on``) only around the N steps, after 50 warm-up
+steps, so the total is the steps' alone. ``benchmarks/hook_instructions.sh`` does that for this tree
+and an older commit, hooked and plain.
+"""
+import os
+import sys
+from types import SimpleNamespace as NS
+
+os.environ.update(VLLM_W2EXT="1", VLLM_W2EXT_EXPORT_INTERVAL_MS="60000", VLLM_W2EXT_QUEUE_SIZE="10000000",
+                  VLLM_W2EXT_NVTX="0")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def scheduler_output(batch: int):
+    ids = [f"req-{i}" for i in range(batch)]
+    cached = NS(req_ids=ids, num_output_tokens=[4] * batch, num_computed_tokens=[20] * batch,
+                resumed_req_ids=set(), resumed_from_preemption=[False] * batch, new_block_ids=[None] * batch)
+    return NS(scheduled_new_reqs=[], scheduled_cached_reqs=cached, num_scheduled_tokens={r: 1 for r in ids},
+              total_num_scheduled_tokens=batch, scheduled_spec_decode_tokens={}, preempted_req_ids=set(),
+              finished_req_ids=set(), scheduled_encoder_inputs={})
+
+
+def main() -> None:
+    n, batch = int(sys.argv[1]), int(sys.argv[2])
+    hooked = len(sys.argv) < 4
+    import hook_overhead
+    import subprocess
+    step = hook_overhead.build(hooked, scheduler_output(batch))
+    for _ in range(50):
+        step()
+    subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)
+    for _ in range(n):
+        step()
+    subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True, capture_output=True)
+    os._exit(0)          # no atexit flush: only the steps are counted
+
+
+if __name__ == "__main__":
+    main()
