@@ -54,7 +54,7 @@ def test_request_life_steps_preemption_and_phases():
                                           Event.RESUMED, Event.FINISHED]
     assert req.events[3][2] == {"reason": "kv_cache_full"} and req.events[-1][2] == {"reason": "length"}
     assert (req.trace_id, req.parent_id) == (42, 99)                  # in the request's own trace
-    assert (req.start_ns, req.end_ns) == (50 * MS, 710 * MS)
+    assert (req.start_ns, req.end_ns) == (100 * MS, 710 * MS) and req.events[0][1] == 50 * MS
     assert req.links == [(1001, 2001), (1007, 2007)]
     assert out[0].links == [(42, 99)] and out[0].attrs[Attr.PREFILL_TOKENS] == 10
     assert out[3].attrs == {Attr.STEP_ID: 4, Attr.MODEL_EXECUTED: False} and out[3].links is None

@@ -71,7 +71,8 @@ def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool) -> Step
     """Facts of a ``SchedulerOutput``; ``reqs``: the scheduler's request id -> Request.
 
     Decode tokens: one per cached request that already has output tokens and was not resumed (vLLM
-    schedules a decoding request for exactly one token), counted with ``list.count``; with speculative
+    schedules a decoding request for exactly one token), counted with ``list.count`` unless every request
+    got one token (nothing to count: the steady decode state costs O(1)); with speculative
     decoding their scheduled tokens are summed instead (drafts count as decode). Prefill: the rest
     (new requests, chunked prefills, recomputed resumed requests). Per-request work only for new,
     resumed and still-prefilling requests."""
@@ -93,6 +94,9 @@ def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool) -> Step
             first.append(rid)
     if out_toks is None:                        # no per-request output counts: new requests are the prefill
         prefill = sum(nst[n.id] for n in new)
+    elif not new and total == len(nst) and not resumed:
+        prefill = 0                             # one token each: all decoding (the steady state, O(1));
+                                                # a prefill chunk of exactly one token would count as decode
     else:
         zeros = out_toks.count(0)               # requests still prefilling (no output token yet)
         if so.scheduled_spec_decode_tokens:

@@ -1,8 +1,8 @@
 """The EngineCore's request index, kept on the export side from each step's facts.
 
 One ``engine.request`` span per finished request, in the request's own trace (parented on the front
-end's ``vllm.request`` span through its ``traceparent``), from its arrival to the end of the step it
-finished in, linking its first and last steps, with its life as events (queued, scheduled,
+end's ``vllm.request`` span through its ``traceparent``), from its first scheduled step to the end of
+the step it finished in (its queueing before that is the ``queued`` event and ``queue_s``), linking its first and last steps, with its life as events (queued, scheduled,
 first_token, preempted, resumed, finished) and attributes (queue, prefill and decode time, steps,
 preemptions, the prefill interference estimate). Only requests that change (new, first token,
 preempted, resumed, finished) cost work, so the index costs the same at 1 and at 500 requests a step.
@@ -139,6 +139,6 @@ class RequestIndex:
                      (self.interference_ns - q.interference_at_first_token) / 1e9 if decoding else 0.0,
                  Attr.FINISH_REASON: reason, Attr.OUTPUT_TOKENS: f.output_tokens,
                  Attr.REQUEST_PROMPT_TOKENS: q.prompt_tokens}
-        return {"parent": q.parent, "start_ns": q.arrival_ns, "end_ns": end_ns,
+        return {"parent": q.parent, "start_ns": q.scheduled_ns, "end_ns": end_ns,
                 "links": [q.first_ctx] if q.first_ctx == ctx else [q.first_ctx, ctx], "attrs": attrs,
                 "events": q.events + [(Event.FINISHED, end_ns, {"reason": reason})]}
