@@ -6,7 +6,36 @@ import json
 import sys
 
 
+def cmd_doctor_static(args: argparse.Namespace) -> int:
+    """``doctor --vllm-source PATH``: every hook row checked against vLLM's sources; imports no vLLM."""
+    from vllm_w2ext.compat import static_check
+    try:
+        report = static_check.check(args.vllm_source)
+    except static_check.SourceError as e:
+        print(f"vllm-w2ext doctor: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2) if args.format == "json" else static_check.format_text(report))
+    return report["exit_code"]
+
+
+def _installed_rust_frontend() -> dict | None:
+    """Does the installed vLLM have the Rust front end? Read from its files (not imported)."""
+    import importlib.util
+    from pathlib import Path
+
+    from vllm_w2ext.compat import rust_frontend, static_check
+    try:
+        spec = importlib.util.find_spec("vllm")
+        root = Path(spec.submodule_search_locations[0]).parent
+        info = rust_frontend.detect(static_check.open_source(root))
+    except Exception:  # noqa: BLE001 - a doctor line, never a failure
+        return None
+    return info
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
+    if args.vllm_source:
+        return cmd_doctor_static(args)
     from vllm_w2ext import __version__, config
     from vllm_w2ext.hooks import INSTRUMENTOR, doctor_rows
     from vllm_w2ext.hooks.native import hook_path
@@ -20,9 +49,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         INSTRUMENTOR.instrument()
     rows = doctor_rows()
     native = hook_path()
-    if args.json:
+    rust = _installed_rust_frontend()
+    if args.format == "json":
         print(json.dumps({"vllm_version": vllm_version(), "vllm_w2ext_version": __version__,
-                          "settings": settings_line, "path": native, "hooks": rows}, indent=2))
+                          "settings": settings_line, "path": native, "rust_frontend": rust, "hooks": rows},
+                         indent=2))
     else:
         print(f"vllm-w2ext {__version__}   vLLM {vllm_version()}   hook path: {native}")
         print(f"settings: {settings_line}; enabled={config.is_enabled()}"
@@ -32,6 +63,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             state = "attaches" if r["attaches"] else ("absent (optional)" if r["optional"] else "MISSING")
             wrapped = " native" if r["native"] else (" wrapped" if r["wrapped"] else "")
             print(f"  {r['role']:<12} {r['target']:<{w}}  {state}{wrapped}   {r['note']}")
+        print("Rust front end: " + ("unknown" if rust is None else rust["state"]
+                                    + (f". {rust['message']}" if rust["present"] else "")))
     missing = [r for r in rows if not r["attaches"] and not r["optional"]]
     return 1 if missing or settings is None else 0
 
@@ -62,8 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_)
         mod.add_arguments(p)
         p.set_defaults(fn=mod.run)
-    d = sub.add_parser("doctor", help="installed vLLM version and, per hook, whether it attaches")
-    d.add_argument("--json", action="store_true")
+    d = sub.add_parser("doctor", help="installed vLLM version and, per hook, whether it attaches "
+                       "(--vllm-source PATH: checked statically against any vLLM tree or wheel)")
+    d.add_argument("--format", choices=("text", "json"), default="text")
+    d.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
+    d.add_argument("--vllm-source", metavar="PATH",
+                   help="check every hook statically against this vLLM (source tree, unpacked wheel, "
+                        "site-packages folder or .whl) without importing vLLM")
     d.add_argument("--attach", action="store_true", help="also wrap the methods and report them wrapped")
     d.set_defaults(fn=cmd_doctor)
     args = ap.parse_args(argv)

@@ -2,7 +2,8 @@
 
 Disabled (``VLLM_W2EXT`` unset or 0): returns after one environment lookup; nothing else is
 imported or patched. Enabled: validates all settings (an invalid value stops start-up with a
-message naming the variable) and registers lazy, per-module hooks.
+message naming the variable) and registers lazy, per-module hooks. With vLLM's Rust front end switched on
+(``VLLM_USE_RUST_FRONTEND``), one log line says which spans are missing (``compat.rust_frontend``).
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def register() -> None:
         _check_trace_dir(settings.trace_dir)
     from vllm_w2ext.hooks import INSTRUMENTOR
     INSTRUMENTOR.instrument(fault=settings.fault_inject)
+    from vllm_w2ext.compat import rust_frontend
+    rust_frontend.note_at_startup()      # VLLM_USE_RUST_FRONTEND=1: one line on the front-end spans missing
     from vllm_w2ext.telemetry import export_process
     export_process.prestart(settings)
 
