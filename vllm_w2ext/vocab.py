@@ -48,6 +48,8 @@ class Attr:
     RANK = "vllm.rank"
     LOCAL_RANK = "vllm.local_rank"
     TP_RANK = "vllm.tp_rank"
+    PP_RANK = "vllm.pp_rank"
+    DP_RANK = "vllm.dp_rank"
     # step
     STEP_ID = "vllm.step.id"
     STEP_BATCH_ID = "vllm.step.batch_id"

@@ -42,9 +42,18 @@ def prompt(n: int, seed: int):
 
 
 def drain(eng, done: dict) -> None:
+    """One engine step; finished requests' output lengths into ``done``."""
     for out in eng.step():
         if out.finished:
             done[out.request_id] = len(out.outputs[0].token_ids)
+
+
+def run(eng, requests: list, done: dict) -> None:
+    """Add ``(id, prompt, params)`` requests and step until every request is finished."""
+    for rid, p, sp in requests:
+        eng.add_request(rid, p, sp)
+    while eng.has_unfinished_requests():
+        drain(eng, done)
 
 
 def params(n: int):
@@ -60,10 +69,7 @@ def case_schedule(args) -> dict:
     eng = engine(args, scheduler_cls="slow_scheduler.SlowScheduler", async_scheduling=False)
     done: dict = {}
     t0 = time.time()
-    for i in range(args.requests):
-        eng.add_request(f"r{i}", prompt(args.prompt_len, i), params(args.output_len))
-    while eng.has_unfinished_requests():
-        drain(eng, done)
+    run(eng, [(f"r{i}", prompt(args.prompt_len, i), params(args.output_len)) for i in range(args.requests)], done)
     return {"planted": "schedule", "sleep_s_per_schedule": args.sleep_s, "wall_s": time.time() - t0,
             "requests": len(done)}
 
@@ -90,9 +96,7 @@ def case_default(args) -> dict:
     done: dict = {}
     t0 = time.time()
     for rep in range(args.reps):
-        eng.add_request(f"r{rep}", prompt(args.prompt_len, rep), params(args.output_len))
-        while eng.has_unfinished_requests():
-            drain(eng, done)
+        run(eng, [(f"r{rep}", prompt(args.prompt_len, rep), params(args.output_len))], done)
     return {"planted": None, "batch": 1, "reps": args.reps, "wall_s": time.time() - t0, "requests": len(done)}
 
 

@@ -31,8 +31,10 @@ def test_stamp_pickles_by_name():
 
 def test_process_track_names_say_engine_and_rank():
     from vllm_w2ext.telemetry.trace_file import process_label
-    roles = {"engine_core": {"vllm.engine_index": 1}, "worker": {"vllm.rank": 0, "vllm.tp_rank": 0}}
-    assert process_label(roles, "engine_core", 7) == "vLLM EngineCore engine 1 + worker rank 0 TP0 (pid 7)"
+    roles = {"engine_core": {"vllm.engine_index": 1},
+             "worker": {"vllm.rank": 0, "vllm.tp_rank": 0, "vllm.engine_index": 1, "vllm.dp_rank": 1}}
+    assert process_label(roles, "engine_core", 7) == \
+        "vLLM EngineCore engine 1 + worker engine 1 rank 0 TP0 DP1 (pid 7)"
     assert process_label({}, "frontend", 3) == "vLLM front end (pid 3)"
 
 

@@ -14,7 +14,7 @@ from concurrent.futures import Future
 
 from vllm_w2ext import config
 from vllm_w2ext.hooks.spec import Hook
-from vllm_w2ext.steps.facts import Finished, Stamp, StepRecord, read_step
+from vllm_w2ext.steps.facts import Finished, Stamp, StepRecord, make, read_step
 from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.pipeline import recorder
 from vllm_w2ext.telemetry.wire import DATA, END, SPAN_ID, START, TRACE_ID
@@ -60,7 +60,7 @@ def _step_post(r: list, result, error):
         finished, S.finished = tuple(S.finished), []
     sched = S.sched
     S.pending = len(sched.running) + len(sched.waiting) if sched is not None else 1
-    r[DATA] = StepRecord(S.facts, bool(result[1]) if result is not None else False, finished, S.pending)
+    r[DATA] = make(StepRecord, (S.facts, bool(result[1]) if result is not None else False, finished, S.pending))
     recorder().end(r, error)
     S.prev_step_end = r[END]
 
@@ -75,8 +75,8 @@ def _schedule_post(r, so, error):
     step = S.current
     if so is None or step is None:
         return
-    setattr(so, STAMP, Stamp(step[TRACE_ID], step[SPAN_ID], S.step, r[START], r[END], *S.last_update,
-                             S.prev_step_end, step[START], S.pending))
+    setattr(so, STAMP, make(Stamp, (step[TRACE_ID], step[SPAN_ID], S.step, r[START], r[END], *S.last_update,
+                                    S.prev_step_end, step[START], S.pending)))
     sched = S.sched
     S.facts = read_step(so, sched.requests, len(sched.running), len(sched.waiting), S.all_links)
 
@@ -94,7 +94,7 @@ def _update_post(r: list, result, error):
 
 def _free_request_pre(sched, args, kwargs):
     request = args[0] if args else kwargs["request"]
-    S.finished.append(Finished(request.request_id, request.status.name, request.num_output_tokens))
+    S.finished.append(make(Finished, (request.request_id, request.status.name, request.num_output_tokens)))
     return None
 
 
@@ -120,8 +120,10 @@ def _executor_post(r: list | None, result, error):
         rec.end(r, error)
 
 
-_EXEC_MODULES = (("vllm.v1.executor.uniproc_executor", "UniProcExecutor"),
-                 ("vllm.v1.executor.multiproc_executor", "MultiprocExecutor"))
+# Executors that hand the step to worker processes: their dispatch-until-output spans show the trip
+# there and back. UniProcExecutor runs the worker inline in the EngineCore's thread (TP=1 on the GPU):
+# its span would repeat worker.execute_model at the cost of two more hooked calls per step.
+_EXEC_MODULES = (("vllm.v1.executor.multiproc_executor", "MultiprocExecutor"),)
 
 HOOKS: list[Hook] = [
     Hook("engine.step", "vllm.v1.engine.core", "EngineCore.step", _step_pre, _step_post, ENGINE,

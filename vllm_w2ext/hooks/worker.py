@@ -14,7 +14,7 @@ from vllm_w2ext import config
 from vllm_w2ext.hooks.engine_core import DISPATCH, STAMP
 from vllm_w2ext.hooks.gpu_timing import make_timer
 from vllm_w2ext.hooks.spec import Hook
-from vllm_w2ext.steps.facts import ExecutionRecord
+from vllm_w2ext.steps.facts import ExecutionRecord, make
 from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.pipeline import recorder
 from vllm_w2ext.telemetry.recording import annotate_profiler
@@ -34,18 +34,28 @@ class _State:
 S = _State()
 
 
-def _tp_rank() -> int | None:
+def _group_rank(getter: str) -> int | None:
+    """This worker's rank in one of vLLM's process groups (tp, pp, dp), None where it has none."""
     try:
-        from vllm.distributed.parallel_state import get_tp_group
-        return get_tp_group().rank_in_group
+        from vllm.distributed import parallel_state
+        return getattr(parallel_state, getter)().rank_in_group
     except Exception:
         return None
+
+
+def _engine_index(worker) -> int:
+    """The data-parallel rank is the engine's index (one EngineCore per DP rank)."""
+    try:
+        return int(worker.vllm_config.parallel_config.data_parallel_rank)
+    except Exception:
+        return 0
 
 
 def _ensure_identity(worker) -> None:
     if not S.identity_done:
         identity.set_role(WORKER, rank=getattr(worker, "rank", 0), local_rank=getattr(worker, "local_rank", 0),
-                          tp_rank=_tp_rank())
+                          engine_index=_engine_index(worker), tp_rank=_group_rank("get_tp_group"),
+                          pp_rank=_group_rank("get_pp_group"), dp_rank=_group_rank("get_dp_group"))
         S.timer = make_timer(worker) if config.current().device_timing == "on" else None
         S.identity_done = True
 
@@ -66,7 +76,7 @@ def _execute_pre(worker, args, kwargs):
         device = timer.resolve() or ()
         S.gpu_start = timer.start()
         S.gpu_step = (stamp.step, r[START])
-    r[DATA] = ExecutionRecord(stamp, S.last_end, getattr(so, DISPATCH, 0), timer is not None, device)
+    r[DATA] = make(ExecutionRecord, (stamp, S.last_end, getattr(so, DISPATCH, 0), timer is not None, device))
     return r
 
 

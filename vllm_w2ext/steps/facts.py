@@ -9,6 +9,10 @@ from __future__ import annotations
 from itertools import compress
 from typing import NamedTuple
 
+# ``tuple.__new__(Record, (fields...))`` builds a NamedTuple without its Python-level ``__new__``
+# (about 3x cheaper): used for the records built on every step on vLLM's threads.
+make = tuple.__new__
+
 
 class Stamp(NamedTuple):
     """The EngineCore's step context, set on the ``SchedulerOutput`` that travels to the workers
@@ -89,7 +93,7 @@ def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool) -> Step
         rid = n.req_id
         r = reqs.get(rid)
         prompt = r.num_prompt_tokens if r is not None else 0
-        new.append(NewRequest(rid, getattr(r, "trace_headers", None), getattr(r, "arrival_time", 0.0), prompt))
+        new.append(make(NewRequest, (rid, getattr(r, "trace_headers", None), getattr(r, "arrival_time", 0.0), prompt)))
         if n.num_computed_tokens + nst[rid] >= prompt:
             first.append(rid)
     if out_toks is None:                        # no per-request output counts: new requests are the prefill
@@ -110,9 +114,9 @@ def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool) -> Step
                 if _prompt_done(reqs, ids[i], computed[i], nst[ids[i]]):
                     first.append(ids[i])
     preempted = tuple(so.preempted_req_ids or ())
-    return StepFacts(len(nst), prefill, total - prefill, preempted, resumed, sum(map(get, resumed)),
-                     len(so.finished_req_ids), tuple(new), tuple(first), tuple(nst) if all_ids else None,
-                     running, waiting)
+    return make(StepFacts, (len(nst), prefill, total - prefill, preempted, resumed,
+                            sum(map(get, resumed)) if resumed else 0, len(so.finished_req_ids), tuple(new),
+                            tuple(first), tuple(nst) if all_ids else None, running, waiting))
 
 
 class StepRecord(NamedTuple):

@@ -42,9 +42,10 @@ def process_label(roles: dict, first_role: str, pid: int) -> str:
         elif role == ENGINE:
             parts.append(f"EngineCore engine {a.get(Attr.ENGINE_INDEX, 0)}")
         else:
-            label = f"worker rank {a.get(Attr.RANK, 0)}"
-            if a.get(Attr.TP_RANK) is not None:
-                label += f" TP{a[Attr.TP_RANK]}"
+            label = f"worker engine {a.get(Attr.ENGINE_INDEX, 0)} rank {a.get(Attr.RANK, 0)}"
+            for key, tag in ((Attr.TP_RANK, "TP"), (Attr.PP_RANK, "PP"), (Attr.DP_RANK, "DP")):
+                if a.get(key) is not None:
+                    label += f" {tag}{a[key]}"
             parts.append(label)
     return f"vLLM {' + '.join(parts)} (pid {pid})"
 
