@@ -1,7 +1,8 @@
 """The breakdown as a JSON-serialisable dict, from an Analyzer that has read a whole trace: one helper
 per section of the result (trace, categories, steps, phases, idle, launch, top kernels, notes), so each
 section's arithmetic can be read, and changed, on its own. The keys and their order are the format of
-``analyze --format json`` (and the CSV/text renderings read them): keep them stable."""
+``analyze --format json`` (and the CSV/text renderings read them): keep them stable. ``an`` is the
+``analyzer.Analyzer`` (not imported here: the analyzer imports this module)."""
 from __future__ import annotations
 
 import math
@@ -13,7 +14,6 @@ from vllm_w2ext.analysis.kernels.rules import CATEGORIES, RULES_VERSION
 from vllm_w2ext.analysis.kernels.steps import StepAcc
 
 if TYPE_CHECKING:
-    from vllm_w2ext.analysis.kernels.analyzer import Analyzer
     from vllm_w2ext.analysis.readers.kineto_events import KinetoEventReader
 
 PHASE_MEANS = (("mean_step_cpu_dur_us", "cpu_dur_us"), ("mean_step_gpu_span_us", "gpu_span_us"),
@@ -21,7 +21,7 @@ PHASE_MEANS = (("mean_step_cpu_dur_us", "cpu_dur_us"), ("mean_step_gpu_span_us",
                ("mean_step_launch_api_us", "launch_api_us"))
 
 
-def build_result(an: Analyzer, path, reader: KinetoEventReader, top: int) -> dict:
+def build_result(an, path, reader: KinetoEventReader, top: int) -> dict:
     header = reader.header if isinstance(reader.header, dict) else {}
     gpu_total = sum(v[1] for v in an.cats.values())
     marks = an.steps.describe()
@@ -54,7 +54,7 @@ def _cat_table(times: dict, total: float, counts: dict | None = None) -> dict:
     return out
 
 
-def _trace_summary(an: Analyzer, path, reader: KinetoEventReader, header: dict) -> dict:
+def _trace_summary(an, path, reader: KinetoEventReader, header: dict) -> dict:
     return {"file": Path(path).name, "bytes": Path(path).stat().st_size, "parser": reader.parser,
             "devices": [d.get("name") for d in header.get("deviceProperties", []) or []],
             "rank": (header.get("distributedInfo") or {}).get("rank"),
@@ -65,7 +65,7 @@ def _trace_summary(an: Analyzer, path, reader: KinetoEventReader, header: dict) 
 
 
 # -- steps and phases ------------------------------------------------------------------------------
-def _step_rows(an: Analyzer, marks: dict) -> tuple[list[dict], dict, dict]:
+def _step_rows(an, marks: dict) -> tuple[list[dict], dict, dict]:
     """One row per step (marked, or only seen through its kernels), in CPU start order; with each
     phase's category times and rows, for the phase table."""
     steps: list[dict] = []
@@ -99,7 +99,7 @@ def _step_row(mark: dict, acc: StepAcc, t0: float, g0: float) -> dict:
             "categories": {c: round(t, 3) for c, t in sorted(acc.cats.items(), key=lambda x: -x[1])}}
 
 
-def _add_outside_steps(an: Analyzer, phase_times: dict) -> None:
+def _add_outside_steps(an, phase_times: dict) -> None:
     """GPU time no step claimed becomes the pseudo-phase ``outside_steps`` (when there is any)."""
     unattributed = {c: v[1] for c, v in an.cats.items()}
     for p in phase_times.values():
@@ -125,7 +125,7 @@ def _phase_table(phase_steps: dict, phase_times: dict) -> dict:
 
 
 # -- device-wide figures ---------------------------------------------------------------------------
-def _idle_summary(an: Analyzer) -> dict:
+def _idle_summary(an) -> dict:
     window = sum(s[0] - s[2] for s in an.dev.values())
     idle_total = sum(an.idle.values())
     return {"gpu_window_us": round(window, 3), "gpu_busy_us": round(window - idle_total, 3),
@@ -135,14 +135,14 @@ def _idle_summary(an: Analyzer) -> dict:
             "outside_steps_us": round(an.idle["outside_steps"], 3)}
 
 
-def _launch_summary(an: Analyzer) -> dict:
+def _launch_summary(an) -> dict:
     return {"apis": {k: {"count": v[0], "cpu_time_us": round(v[1], 3), "mean_us": round(v[1] / v[0], 3)}
                      for k, v in sorted(an.apis.items(), key=lambda kv: -kv[1][1])},
             "cpu_time_us": round(sum(v[1] for v in an.apis.values()), 3),
             "launch_to_gpu_start": {k: h.summary() for k, h in an.latency.items()}}
 
 
-def _top_kernels(an: Analyzer, top: int, gpu_total: float) -> list[dict]:
+def _top_kernels(an, top: int, gpu_total: float) -> list[dict]:
     """The ``top`` kernel names by time; a name split over categories (a GEMM kernel used for several
     projections) is one row, labelled with the category where it spent the most time."""
     per_name: dict = {}
@@ -159,7 +159,7 @@ def _top_kernels(an: Analyzer, top: int, gpu_total: float) -> list[dict]:
             for n, v in names]
 
 
-def _notes(an: Analyzer, reader: KinetoEventReader, marks: dict) -> list[str]:
+def _notes(an, reader: KinetoEventReader, marks: dict) -> list[str]:
     """What a reader of the numbers must know about this trace (empty, cut short, no step marks)."""
     notes = []
     if not an.counts["kernel"]:
