@@ -148,6 +148,8 @@ class P:
     stacked: bool = False
     overlay: list[str] = field(default_factory=list)   # series names drawn as unstacked dashed lines
     traces: bool = False                               # panel + data links to Jaeger
+    exemplars: bool = False                            # query exemplars: a dot per stored exemplar, a click
+                                                       # opens its trace (exemplarTraceIdDestinations)
     w: int = 12
     h: int = 8
     min0: bool = True
@@ -165,7 +167,7 @@ PHASE = "vllm_w2ext_phase_duration_seconds"
 
 ROWS: list[tuple[str, list[P]]] = [
     ("Engine step (EngineCore)", [
-        P("EngineCore phase time p50 / p90", pq(PHASE, EC, by="phase"), traces=True,
+        P("EngineCore phase time p50 / p90", pq(PHASE, EC, by="phase"), traces=True, exemplars=True,
           description="Per-phase duration quantiles of EngineCore steps (step encloses schedule, "
                       "execute_model, sample_tokens and update_from_output)."),
         P("EngineCore mean phase time (stacked) vs step", [
@@ -176,7 +178,7 @@ ROWS: list[tuple[str, list[P]]] = [
                       "whole step, so the space between the stack and the line is untracked step time."),
     ]),
     ("Worker", [
-        P("Worker phase time p50 / p90", pq(PHASE, WK, by="phase"), traces=True,
+        P("Worker phase time p50 / p90", pq(PHASE, WK, by="phase"), traces=True, exemplars=True,
           description="Worker execute_model / sample_tokens and the runner forward (inside execute_model)."),
         P("Worker mean phase time (stacked) vs forward", [
             Q(mean(PHASE, WK, 'phase!="forward"', by="phase"), "{{phase}}"),
@@ -186,7 +188,7 @@ ROWS: list[tuple[str, list[P]]] = [
                       "drawn as a dashed line."),
     ]),
     ("Scheduler gap (worker CPU timeline)", [
-        P("Scheduler gap p50 / p90", pq("vllm_w2ext_scheduler_gap_seconds", WK), w=8, traces=True,
+        P("Scheduler gap p50 / p90", pq("vllm_w2ext_scheduler_gap_seconds", WK), w=8, traces=True, exemplars=True,
           description="CPU wall time between the end of one model execution and the start of the next."),
         P("Scheduler gap breakdown by part", [
             Q(rate("vllm_w2ext_scheduler_gap_part_seconds_total", WK, by="part"), "{{part}}"),
@@ -218,15 +220,30 @@ ROWS: list[tuple[str, list[P]]] = [
             Q(rate("vllm_w2ext_preemptions_total", by="engine"), "engine {{engine}}"),
         ], unit="suffix: /s"),
     ]),
+    ("Device idle and request phases", [
+        P("Device idle by cause (share of wall time)", [
+            Q(rate("vllm_w2ext_device_idle_seconds_total", WK, by="cause"), "{{cause}}"),
+        ], unit="percentunit", stacked=True, w=8, traces=True, exemplars=True,
+          description="Device idle seconds per second between two forwards, each microsecond given to the "
+                      "cause the critical path was in (GPU: CUDA events; CPU build: the forwards). "
+                      "Exemplars: a worker step that added idle time of that cause."),
+        P("Device idle before a forward p50 / p90", pq("vllm_w2ext_device_idle_per_step_seconds", WK), w=8,
+          traces=True, exemplars=True,
+          description="Idle time of the device before each forward; an exemplar opens that step's trace."),
+        P("Request phase time p50 / p90", pq("vllm_w2ext_request_phase_seconds", by="phase"), w=8,
+          traces=True, exemplars=True,
+          description="Each finished request's queue (arrival -> first scheduled), prefill (-> first "
+                      "token) and decode (-> finished) time; an exemplar opens the request's trace."),
+    ]),
     (ROW_GPU, [
         P("GPU busy %", [
             Q(gauge("vllm_w2ext_gpu_busy_ratio", by=PER_WORKER, agg="avg"), "last window e{{engine}} r{{rank}}"),
             Q(recorded(RULE_GPU_BUSY, GPU_BUSY_RATE), "1m rate e{{engine}} r{{rank}}"),
         ], unit="percentunit", w=8, max1=True,
           description="GPU timeline between consecutive forwards: busy / (busy + idle). No data on CPU runs."),
-        P("GPU gap between forwards p50 / p90", pq("vllm_w2ext_gpu_gap_seconds"), w=8,
+        P("GPU gap between forwards p50 / p90", pq("vllm_w2ext_gpu_gap_seconds"), w=8, exemplars=True,
           description="GPU idle time between consecutive forwards. No data on CPU runs."),
-        P("GPU forward time p50 / p90", pq("vllm_w2ext_gpu_forward_seconds"), w=8, traces=True,
+        P("GPU forward time p50 / p90", pq("vllm_w2ext_gpu_forward_seconds"), w=8, traces=True, exemplars=True,
           description="GPU-measured forward duration. No data on CPU runs."),
     ]),
     ("Plugin self-cost", [
@@ -298,15 +315,20 @@ def build_panel(p: P, panel_id: int) -> timeseries.Panel:
     if p.traces:
         panel = panel.links([TRACES_PANEL_LINK]).data_links([TRACES_DATA_LINK])
     for i, q in enumerate(p.queries):
-        panel = panel.with_target(prometheus.Dataquery().ref_id(chr(ord("A") + i)).datasource(PROM)
-                                  .expr(q.expr).legend_format(q.legend).range())
+        target = (prometheus.Dataquery().ref_id(chr(ord("A") + i)).datasource(PROM)
+                  .expr(q.expr).legend_format(q.legend).range())
+        if p.exemplars:
+            target = target.exemplar(True)
+        panel = panel.with_target(target)
     return panel
 
 
 def build() -> dict:
     d = (db.Dashboard(TITLE).uid(UID)
-         .description("vllm-w2ext: EngineCore/worker phase times, scheduler gaps, GPU busy, batch "
-                      "composition, plugin self-cost and vLLM's own request latencies.")
+         .description("vllm-w2ext: EngineCore/worker phase times, scheduler gaps, device idle by cause, "
+                      "request phases, GPU busy, batch composition, plugin self-cost and vLLM's own request "
+                      "latencies. Histogram panels show exemplars (needs Prometheus with exemplar "
+                      "storage): a click opens the step's or request's trace in Tempo or Jaeger.")
          .tags(["vllm", "vllm-w2ext", "inference"])
          .editable().timezone("browser").refresh("30s").time("now-30m", "now")
          .tooltip(dm.DashboardCursorSync.CROSSHAIR)

@@ -62,7 +62,8 @@ def panels(path: str | Path) -> list[tuple[str | None, dict]]:
 
 def load_queries(path: str | Path, variables: dict[str, str] | None = None) -> list[dict]:
     """Every target of every panel: {"panel", "expr", "cuda_only", "vllm_own", plus "raw_expr",
-    "ref_id", "legend", "row"}. `variables` overrides DEFAULT_VARIABLES for the expansion."""
+    "ref_id", "legend", "row", "exemplar"}. `variables` overrides DEFAULT_VARIABLES for the expansion.
+    ``exemplar``: Grafana asks Prometheus for the exemplars of this query's series too."""
     out = []
     for row, p in panels(path):
         for t in p.get("targets") or []:
@@ -76,6 +77,7 @@ def load_queries(path: str | Path, variables: dict[str, str] | None = None) -> l
                 "ref_id": t.get("refId", ""),
                 "legend": t.get("legendFormat", ""),
                 "row": row,
+                "exemplar": bool(t.get("exemplar")),
             })
     return out
 

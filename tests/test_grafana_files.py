@@ -161,7 +161,7 @@ def test_compose_and_provisioning_agree():
     env = vllm["environment"]
     assert env["VLLM_W2EXT"] == "1" and env["VLLM_W2EXT_METRICS_PORT"] == "9464"
     assert env["VLLM_W2EXT_METRICS_HOST"] == "0.0.0.0"
-    assert env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] == "http://jaeger:4317"
+    assert env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] == "http://otel-collector:4317"   # -> Tempo and Jaeger
     assert compose["services"]["grafana"]["image"] == "grafana/grafana:11.6.0"
     assert compose["services"]["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
 

@@ -91,6 +91,17 @@ SETTINGS: tuple[Setting, ...] = (
             "Span export over OTLP. `auto`: on when `OTEL_EXPORTER_OTLP_ENDPOINT` or "
             "`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set. Protocol, endpoint, headers, compression and "
             "timeouts come from the standard `OTEL_EXPORTER_OTLP_*` variables (`grpc` or `http/protobuf`)."),
+    Setting("OTLP_METRICS", "auto", _choice("auto", "on", "off"),
+            "Metric export over OTLP (the instruments of the Prometheus endpoint, same names mapped one to one: "
+            "METRICS.md), from each process's export process. `auto`: on when "
+            "`OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Protocol, endpoint, "
+            "headers, timeout: the standard `OTEL_EXPORTER_OTLP_*` variables; interval "
+            "`OTEL_METRIC_EXPORT_INTERVAL` (ms, default 60000); temporality "
+            "`OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` (`cumulative`, `delta`, `lowmemory`)."),
+    Setting("EXEMPLARS", "on", _choice("on", "off"),
+            "Histograms (and device idle by cause) carry exemplars: the `trace_id`/`span_id` of a step or "
+            "request observed in that bucket, at most one per bucket per metrics interval, on the "
+            "Prometheus endpoint scraped as OpenMetrics and in OTLP histogram points."),
     Setting("NVTX", "auto", _nvtx_mode,
             "Emit every span as an NVTX range too (domain `vllm_w2ext`). `auto`: when an NVTX tool is attached "
             "(Nsight Systems/Compute or another injection library; without one NVTX calls are no-ops and are "
@@ -144,6 +155,8 @@ SETTINGS: tuple[Setting, ...] = (
 class Settings:
     enabled: bool = False
     otlp: str = "auto"
+    otlp_metrics: str = "auto"
+    exemplars: str = "on"
     nvtx: str = "auto"
     nvtx_domain: str = "vllm_w2ext"
     device_timing: str = "on"
@@ -169,6 +182,16 @@ class Settings:
                         or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
         return self.otlp == "on"
 
+    @property
+    def otlp_metrics_enabled(self) -> bool:
+        return _otlp_metrics_on(self.otlp_metrics, os.environ)
+
+
+def _otlp_metrics_on(mode: str, env: Mapping[str, str]) -> bool:
+    if mode == "auto":
+        return bool(env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    return mode == "on"
+
 
 _FIELD_OF = {s.key: (s.key.lower() or "enabled") for s in SETTINGS}
 assert set(_FIELD_OF.values()) == {f.name for f in fields(Settings)}, "SETTINGS and Settings disagree"
@@ -189,6 +212,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known)
     if unknown:
         raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if values["enabled"] and _otlp_metrics_on(values["otlp_metrics"], env):
+        from vllm_w2ext.telemetry.otel_env import check_environment   # the OTEL_* metrics variables
+        check_environment(env)
     return Settings(**values)
 
 

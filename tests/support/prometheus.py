@@ -14,13 +14,18 @@ from support.vllm_server import free_port, stop
 
 
 class Prometheus:
-    def __init__(self, workdir: Path, jobs: dict[str, str], interval: str = "1s", storage: Path | None = None):
+    """``exemplars``: start with ``--enable-feature=exemplar-storage`` (Prometheus then scrapes as
+    OpenMetrics and keeps the exemplars it finds; ``query_exemplars`` reads them back)."""
+
+    def __init__(self, workdir: Path, jobs: dict[str, str], interval: str = "1s", storage: Path | None = None,
+                 exemplars: bool = False):
         self.bin = shutil.which("prometheus")
         if self.bin is None:
             raise FileNotFoundError("prometheus binary not found (apt-get install prometheus; .ci/setup-extras)")
         self.dir = workdir
         self.storage = storage or workdir / "data"
         self.port = free_port()
+        self.exemplars = exemplars
         cfg = ["global:", f"  scrape_interval: {interval}", f"  evaluation_interval: {interval}", "scrape_configs:"]
         for job, target in jobs.items():
             cfg += [f"  - job_name: {json.dumps(job)}", "    static_configs:", f"      - targets: [{json.dumps(target)}]"]
@@ -31,8 +36,18 @@ class Prometheus:
         log = open(self.dir / "prometheus.log", "w")
         self.proc = subprocess.Popen(
             [self.bin, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.storage}", "--storage.tsdb.retention.time=3650d",
-             f"--web.listen-address=127.0.0.1:{self.port}"], stdout=log, stderr=subprocess.STDOUT)
+             f"--web.listen-address=127.0.0.1:{self.port}"]
+            + (["--enable-feature=exemplar-storage"] if self.exemplars else []), stdout=log, stderr=subprocess.STDOUT)
         return self
+
+    def query_exemplars(self, expr: str, start: float, end: float) -> list:
+        """``/api/v1/query_exemplars``: [{seriesLabels, exemplars: [{labels, value, timestamp}]}]."""
+        params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}"}
+        url = f"http://127.0.0.1:{self.port}/api/v1/query_exemplars?" + urllib.parse.urlencode(params)
+        with urllib.request.urlopen(url, timeout=10) as r:
+            body = json.loads(r.read())
+        assert body["status"] == "success", body
+        return body["data"] or []
 
     def query(self, expr: str, at: float | None = None) -> list:
         params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}

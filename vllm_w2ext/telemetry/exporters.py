@@ -24,7 +24,7 @@ class Assemble(Protocol):
 
 
 def wants_metrics(settings: config.Settings) -> bool:
-    return bool(settings.metrics_port or settings.metrics_dir)
+    return bool(settings.metrics_port or settings.metrics_dir or settings.otlp_metrics_enabled)
 
 
 class ExportChain:
@@ -47,7 +47,8 @@ class ExportChain:
         if wants_metrics(settings) or directory():
             from vllm_w2ext.telemetry.metrics import MetricsSink
             self.metrics = MetricsSink(settings.metrics_interval_ms / 1000.0, self.counters, directory,
-                                       write_front=in_export_process)
+                                       write_front=in_export_process, otlp=settings.otlp_metrics_enabled,
+                                       exemplars=settings.exemplars == "on")
             self.sinks.append(self.metrics)
         self.trace_file = None
         self._trace_dir = settings.trace_dir

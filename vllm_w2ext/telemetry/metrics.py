@@ -1,36 +1,69 @@
-"""Prometheus metrics from finished ranges, per process, merged across processes at one endpoint.
+"""Metrics from finished ranges, per process: a Prometheus registry merged across processes at one
+endpoint and, with ``VLLM_W2EXT_OTLP_METRICS``, the same instruments over OTLP.
 
 Each process keeps its own ``CollectorRegistry`` (never vLLM's global one, so vLLM's ``/metrics`` is
-untouched) and updates it on the export thread from the ranges it recorded. Every
-``VLLM_W2EXT_METRICS_INTERVAL_MS`` it writes its exposition text to ``<metrics dir>/<pid>.prom``
-(atomic rename). The front-end process serves ``VLLM_W2EXT_METRICS_PORT`` and merges its own registry
-with every other process's latest snapshot at scrape time (see ``metrics_server.py``).
+untouched) and updates it on the export side from the ranges it recorded. Every
+``VLLM_W2EXT_METRICS_INTERVAL_MS`` it writes its exposition (OpenMetrics, so exemplars survive) to
+``<metrics dir>/<pid>.prom`` (atomic rename). The front-end process serves ``VLLM_W2EXT_METRICS_PORT``
+and merges its own registry with every other process's latest snapshot at scrape time (see
+``metrics_server.py``).
 
 Why files and not a push to the front end or one port per process: vLLM's processes already exist
 before we run (no socket to hand over), offline runs have no API server, one port per process breaks
 "one scrape target", and a snapshot file survives the process that wrote it (the last counters of a
 crashed worker stay visible) at the cost of one small write per second per process.
+
+One feeding point, two back ends. :class:`StepMetrics` reads each range once (labels, values, the
+step's or request's span) and hands every observation to an :class:`_Instrument`, which updates the
+Prometheus child and, when OTLP metrics are on, the OpenTelemetry SDK instrument of the same
+definition (``instruments.py``). Exemplars are chosen here, once for both: an observation offers
+its span's ``trace_id``/``span_id`` only if its bucket (a histogram's ``le`` bucket; a counter's
+series) has had none in the current exemplar window, so at most one exemplar per bucket per window
+reaches either back end (the OTel SDK's bucket-aligned reservoir keeps one per bucket per export and
+resets it at each collection; prometheus_client keeps the latest per bucket).
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.openmetrics.exposition import (
+    generate_latest as generate_openmetrics,
+)
 
 from vllm_w2ext.telemetry import identity
+from vllm_w2ext.telemetry.instruments import (  # noqa: F401  (TIME_BUCKETS, LABELS: re-exported)
+    BATCH_BUCKETS,
+    COUNTER,
+    EXEMPLAR_SPAN_ID,
+    EXEMPLAR_TRACE_ID,
+    GAUGE,
+    HISTOGRAM,
+    INSTRUMENTS,
+    LABELS,
+    TIME_BUCKETS,
+    Instrument,
+)
 from vllm_w2ext.telemetry.ranges import Range
 from vllm_w2ext.telemetry.sink import Sink
 from vllm_w2ext.telemetry.wire import SelfCost
-from vllm_w2ext.vocab import ENGINE, FRONT, GAP_PARTS, IDLE_CAUSES, WORKER, Attr, Event, Span, device_idle_attr
+from vllm_w2ext.vocab import (
+    ENGINE,
+    FRONT,
+    GAP_PARTS,
+    IDLE_CAUSES,
+    WORKER,
+    Attr,
+    Event,
+    Span,
+    device_idle_attr,
+)
 
-# Sub-millisecond to multi-second steps.
-TIME_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
-                2.5, 5.0)
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-LABELS = ("role", "engine", "rank")
 PHASES = {   # span name -> phase label
     Span.STEP: "step", Span.SCHEDULE: "schedule", Span.EXECUTE: "execute_model", Span.SAMPLE: "sample_tokens",
     Span.UPDATE: "update_from_output", Span.WORKER_EXECUTE: "execute_model", Span.WORKER_SAMPLE: "sample_tokens",
@@ -38,70 +71,105 @@ PHASES = {   # span name -> phase label
     Span.ADD_REQUEST: "add_request", Span.FRONT_STEP: "step",
 }
 GPU_WINDOW_S = 10.0
+_PROM = {COUNTER: Counter, HISTOGRAM: Histogram, GAUGE: Gauge}
+
+
+class _Instrument:
+    """One instrument in both back ends. ``lab`` is the tuple of label values in ``spec.all_labels``
+    order; ``ids`` the ``(trace_id, span_id)`` of the span behind an observation (exemplar candidate)."""
+    __slots__ = ("_attrs", "_children", "buckets", "otel", "owner", "prom", "spec")
+
+    def __init__(self, spec: Instrument, registry, owner: StepMetrics):
+        self.spec, self.owner = spec, owner
+        kw = {"buckets": spec.buckets} if spec.kind == HISTOGRAM else {}
+        self.prom = _PROM[spec.kind](spec.prom, spec.doc, spec.all_labels, registry=registry, **kw)
+        self.otel = None
+        self.buckets = spec.buckets or ()
+        self._children: dict = {}
+        self._attrs: dict = {}
+
+    def child(self, lab: tuple):
+        c = self._children.get(lab)
+        if c is None:
+            c = self._children[lab] = self.prom.labels(*lab)
+            if self.otel is not None and self.spec.kind == COUNTER:
+                self.otel.add(0, self.attrs(lab))       # the series exists (at 0), as in Prometheus
+        return c
+
+    def attrs(self, lab: tuple) -> dict:
+        a = self._attrs.get(lab)
+        if a is None:
+            a = self._attrs[lab] = dict(zip(self.spec.all_labels, lab))
+        return a
+
+    def _exemplar(self, lab: tuple, value: float, ids):
+        """``ids`` if this bucket has no exemplar in the current window, else None."""
+        m = self.owner
+        if ids is None or not m.exemplars or not ids[0]:
+            return None
+        key = (self.spec.key, lab, bisect_left(self.buckets, value) if self.buckets else 0)
+        seen = m.exemplar_seen
+        if key in seen:
+            return None
+        seen.add(key)
+        return ids
+
+    def observe(self, lab: tuple, value: float, ids=None) -> None:
+        ex = self._exemplar(lab, value, ids) if ids is not None else None
+        c = self._children.get(lab) or self.child(lab)
+        if ex is None:
+            c.observe(value)
+        else:
+            c.observe(value, {EXEMPLAR_TRACE_ID: f"{ex[0]:032x}", EXEMPLAR_SPAN_ID: f"{ex[1]:016x}"})
+        if self.otel is not None:
+            self.otel.record(value, self.attrs(lab), self.owner.otel_context(ex) if ex is not None else None)
+
+    def inc(self, lab: tuple, value: float, ids=None) -> None:
+        ex = self._exemplar(lab, value, ids) if ids is not None else None
+        c = self._children.get(lab) or self.child(lab)
+        if ex is None:
+            c.inc(value)
+        else:
+            c.inc(value, {EXEMPLAR_TRACE_ID: f"{ex[0]:032x}", EXEMPLAR_SPAN_ID: f"{ex[1]:016x}"})
+        if self.otel is not None:
+            self.otel.add(value, self.attrs(lab), self.owner.otel_context(ex) if ex is not None else None)
+
+    def set(self, lab: tuple, value: float) -> None:
+        (self._children.get(lab) or self.child(lab)).set(value)
+        if self.otel is not None:
+            self.otel.set(value, self.attrs(lab))
 
 
 class StepMetrics:
-    def __init__(self) -> None:
-        r = self.registry = CollectorRegistry(auto_describe=True)
-        p = "vllm_w2ext_"
-        self.phase = Histogram(p + "phase_duration_seconds", "Wall time of one engine/worker/front phase",
-                               LABELS + ("phase",), buckets=TIME_BUCKETS, registry=r)
-        self.steps = Counter(p + "engine_steps", "Engine steps", LABELS + ("executed",), registry=r)
-        self.tokens = Counter(p + "batch_tokens", "Tokens scheduled, by kind", LABELS + ("kind",), registry=r)
-        self.batch = Histogram(p + "batch_requests", "Requests per engine step", LABELS, buckets=BATCH_BUCKETS,
-                               registry=r)
-        self.running = Gauge(p + "scheduler_running_requests", "Running requests after scheduling", LABELS,
-                             registry=r)
-        self.waiting = Gauge(p + "scheduler_waiting_requests", "Waiting requests after scheduling", LABELS,
-                             registry=r)
-        self.preempt = Counter(p + "preemptions", "Preempted requests", LABELS, registry=r)
-        self.gap = Histogram(p + "scheduler_gap_seconds", "CPU wall time between the end of one model "
-                             "execution and the start of the next", LABELS, buckets=TIME_BUCKETS, registry=r)
-        self.gap_part = Counter(p + "scheduler_gap_part_seconds", "Where the scheduler gap went",
-                                LABELS + ("part",), registry=r)
-        self.exec_time = Counter(p + "model_execution_seconds", "CPU wall time in model execution "
-                                 "(worker execute + sample)", LABELS, registry=r)
-        self.gpu_fwd = Histogram(p + "gpu_forward_seconds", "GPU time of one step (CUDA events)", LABELS,
-                                 buckets=TIME_BUCKETS, registry=r)
-        self.gpu_gap = Histogram(p + "gpu_gap_seconds", "GPU idle between consecutive forwards (CUDA events)",
-                                 LABELS, buckets=TIME_BUCKETS, registry=r)
-        self.gpu_busy = Counter(p + "gpu_busy_seconds", "GPU time inside steps", LABELS, registry=r)
-        self.gpu_idle = Counter(p + "gpu_idle_seconds", "GPU idle time between steps", LABELS, registry=r)
-        self.device_busy = Counter(p + "device_busy_seconds", "Device time inside forwards (GPU: CUDA events; "
-                                   "CPU build: the forward)", LABELS, registry=r)
-        self.device_idle = Counter(p + "device_idle_seconds", "Device idle between two forwards, by cause "
-                                   "(what the critical path was doing)", LABELS + ("cause",), registry=r)
-        self.device_idle_h = Histogram(p + "device_idle_per_step_seconds", "Device idle before one forward",
-                                       LABELS, buckets=TIME_BUCKETS, registry=r)
-        self.req_phase = Histogram(p + "request_phase_seconds", "Each request's time per phase: queue (arrival "
-                                   "-> first scheduled), prefill (-> first token), decode (-> finished)",
-                                   LABELS + ("phase",), buckets=TIME_BUCKETS, registry=r)
-        self.req_preempt = Counter(p + "request_preemptions", "Preemptions of finished requests, by reason",
-                                   LABELS + ("reason",), registry=r)
-        self.gpu_ratio = Gauge(p + "gpu_busy_ratio", f"GPU busy fraction over the last {GPU_WINDOW_S:.0f} s",
-                               LABELS, registry=r)
-        self.recorded = Counter(p + "spans_recorded", "Ranges recorded", LABELS, registry=r)
-        self.dropped = Counter(p + "spans_dropped", "Ranges dropped (queue full)", LABELS, registry=r)
-        self.export_errors = Counter(p + "export_errors", "Exporter/sink failures", LABELS, registry=r)
-        self.hook_errors = Counter(p + "hook_errors", "Faults inside hooks (each disables its hook)",
-                                   LABELS + ("hook",), registry=r)
-        self.export_cpu = Counter(p + "export_thread_cpu_seconds", "CPU time of the plugin's export thread "
-                                  "inside the vLLM process", LABELS, registry=r)
-        self.export_wait = Counter(p + "export_thread_gil_wait_seconds", "Wall minus CPU time of the export "
-                                   "thread's work in the vLLM process (waiting for the GIL or the pipe)",
-                                   LABELS, registry=r)
-        self.hook_self = Counter(p + "hook_self_seconds", "Wall time inside the plugin's hooks on vLLM's "
-                                 "threads (sampled)", LABELS, registry=r)
-        self.hook_cpu = Counter(p + "hook_cpu_seconds", "CPU time inside the plugin's hooks on vLLM's "
-                                "threads (sampled thread time)", LABELS, registry=r)
-        self.hook_wait = Counter(p + "hook_gil_wait_seconds", "Wall minus CPU time inside the plugin's hooks "
-                                 "(sampled): the hook's thread was waiting for the GIL or descheduled",
-                                 LABELS, registry=r)
-        self.process_cpu = Counter(p + "export_process_cpu_seconds", "CPU time of the export process "
-                                   "(outside vLLM's processes)", LABELS, registry=r)
+    """The plugin's instruments (``instruments.INSTRUMENTS``), fed from finished ranges.
+
+    ``exemplars``: observations of histograms (and the device-idle counter) carry the trace and span id
+    of their step or request, at most one per bucket per exemplar window (``new_exemplar_window``)."""
+
+    def __init__(self, exemplars: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.exemplars = exemplars
+        self.exemplar_seen: set = set()
+        self.otel_context = None            # (trace_id, span_id) -> OTel Context, set by attach_otel
+        self.instruments: dict[str, _Instrument] = {}
+        for spec in INSTRUMENTS:
+            inst = self.instruments[spec.key] = _Instrument(spec, self.registry, self)
+            setattr(self, spec.key, inst)
         self._gpu_window: deque[tuple[float, float, float]] = deque()   # (wall time, busy, idle)
         self._seen: dict[str, float] = {}
         self._hook_errors: dict[str, int] = {}
+
+    def attach_otel(self, instruments: dict, context_of) -> None:
+        """From now on every observation also goes to these OpenTelemetry instruments (by key)."""
+        self.otel_context = context_of
+        for key, inst in self.instruments.items():
+            inst.otel = instruments[key]
+            if inst.spec.kind == COUNTER:
+                for lab in inst._children:
+                    inst.otel.add(0, inst.attrs(lab))
+
+    def new_exemplar_window(self) -> None:
+        self.exemplar_seen = set()
 
     @staticmethod
     def labels(role: str) -> tuple[str, str, str]:
@@ -110,103 +178,107 @@ class StepMetrics:
 
     def consume(self, ranges: list[Range]) -> None:
         cache: dict[str, tuple] = {}
+        phase = self.phase
         for r in ranges:
             lab = cache.get(r.role) or cache.setdefault(r.role, self.labels(r.role))
             ph = PHASES.get(r.name)
             if ph is not None and r.end_ns:
-                self.phase.labels(*lab, ph).observe((r.end_ns - r.start_ns) / 1e9)
+                phase.observe(lab + (ph,), (r.end_ns - r.start_ns) / 1e9, (r.trace_id, r.span_id))
             a = r.attrs
             if not a:
                 continue
             if r.name == Span.STEP:
-                self._step(lab, a)
+                self._step(lab, r, a)
             elif r.name == Span.WORKER_EXECUTE:
                 self._worker(lab, r, a)
             elif r.name == Span.WORKER_SAMPLE:
-                self.exec_time.labels(*lab).inc((r.end_ns - r.start_ns) / 1e9)
+                self.exec_time.inc(lab, (r.end_ns - r.start_ns) / 1e9)
             elif r.name == Span.ENGINE_REQUEST:
                 self._request(lab, r)
 
     def _request(self, lab, r: Range) -> None:
         a = r.attrs
+        ids = (r.trace_id, r.span_id)
         for phase, key in (("queue", Attr.QUEUE_S), ("prefill", Attr.PREFILL_S), ("decode", Attr.DECODE_S)):
             if key in a:
-                self.req_phase.labels(*lab, phase).observe(a[key])
+                self.req_phase.observe(lab + (phase,), a[key], ids)
         for name, _, ev_attrs in r.events or ():
             if name == Event.PREEMPTED:
-                self.req_preempt.labels(*lab, (ev_attrs or {}).get("reason", "")).inc()
+                self.req_preempt.inc(lab + ((ev_attrs or {}).get("reason", ""),), 1)
 
-    def _step(self, lab, a) -> None:
+    def _step(self, lab, r: Range, a) -> None:
         executed = bool(a.get(Attr.MODEL_EXECUTED))
-        self.steps.labels(*lab, "true" if executed else "false").inc()
+        self.steps.inc(lab + ("true" if executed else "false",), 1)
         if Attr.NUM_REQS in a:
-            self.tokens.labels(*lab, "prefill").inc(a[Attr.PREFILL_TOKENS])
-            self.tokens.labels(*lab, "decode").inc(a[Attr.DECODE_TOKENS])
-            self.batch.labels(*lab).observe(a[Attr.NUM_REQS])
-            self.preempt.labels(*lab).inc(a[Attr.PREEMPTIONS])
-            self.running.labels(*lab).set(a[Attr.RUNNING])
-            self.waiting.labels(*lab).set(a[Attr.WAITING])
+            self.tokens.inc(lab + ("prefill",), a[Attr.PREFILL_TOKENS])
+            self.tokens.inc(lab + ("decode",), a[Attr.DECODE_TOKENS])
+            self.batch.observe(lab, a[Attr.NUM_REQS], (r.trace_id, r.span_id))
+            self.preempt.inc(lab, a[Attr.PREEMPTIONS])
+            self.running.set(lab, a[Attr.RUNNING])
+            self.waiting.set(lab, a[Attr.WAITING])
 
     def _worker(self, lab, r: Range, a) -> None:
-        self.exec_time.labels(*lab).inc((r.end_ns - r.start_ns) / 1e9)
+        ids = (r.trace_id, r.span_id)
+        self.exec_time.inc(lab, (r.end_ns - r.start_ns) / 1e9)
         gap = a.get(Attr.GAP_CPU)
         if gap is not None:
-            self.gap.labels(*lab).observe(gap)
+            self.gap.observe(lab, gap, ids)
             for part, key in GAP_PARTS.items():
                 v = a.get(key, 0.0)
                 if v:
-                    self.gap_part.labels(*lab, part).inc(v)
+                    self.gap_part.inc(lab + (part,), v)
         busy = a.get(Attr.DEVICE_BUSY)
         if busy is None:
             return
         idle = a.get(Attr.DEVICE_IDLE, 0.0)
-        self.device_busy.labels(*lab).inc(busy)
-        self.device_idle_h.labels(*lab).observe(idle)
+        self.device_busy.inc(lab, busy)
+        self.device_idle_h.observe(lab, idle, ids)
         for cause in IDLE_CAUSES:
             v = a.get(device_idle_attr(cause))
             if v:
-                self.device_idle.labels(*lab, cause).inc(v)
+                self.device_idle.inc(lab + (cause,), v, ids)
         if a.get(Attr.DEVICE_CLOCK) != "cuda_events":
             return
         now = time.time()
-        self.gpu_fwd.labels(*lab).observe(busy)
-        self.gpu_busy.labels(*lab).inc(busy)
+        self.gpu_fwd.observe(lab, busy, ids)
+        self.gpu_busy.inc(lab, busy)
         if idle > 0:
-            self.gpu_gap.labels(*lab).observe(idle)
-            self.gpu_idle.labels(*lab).inc(idle)
+            self.gpu_gap.observe(lab, idle, ids)
+            self.gpu_idle.inc(lab, idle)
         self._gpu_window.append((now, busy, max(idle, 0.0)))
         while self._gpu_window and self._gpu_window[0][0] < now - GPU_WINDOW_S:
             self._gpu_window.popleft()
         b = sum(x[1] for x in self._gpu_window)
         t = b + sum(x[2] for x in self._gpu_window)
         if t > 0:
-            self.gpu_ratio.labels(*lab).set(b / t)
+            self.gpu_ratio.set(lab, b / t)
 
     def self_cost(self, role: str, cost: SelfCost, process_cpu_s: float = 0.0) -> None:
         """Feed the plugin's own cumulative counters into the self-cost counters."""
         lab = self.labels(role)
-        for key, val, metric in (("recorded", cost.recorded, self.recorded), ("dropped", cost.dropped, self.dropped),
-                                 ("errors", cost.errors, self.export_errors),
-                                 ("export_cpu", cost.export_cpu_s, self.export_cpu),
-                                 ("export_wait", cost.export_gil_wait_s, self.export_wait),
-                                 ("hook_wall", cost.hook_cpu_s + cost.hook_gil_wait_s, self.hook_self),
-                                 ("hook_cpu", cost.hook_cpu_s, self.hook_cpu),
-                                 ("hook_wait", cost.hook_gil_wait_s, self.hook_wait),
-                                 ("process_cpu", process_cpu_s, self.process_cpu)):
-            child = metric.labels(*lab)           # exists (at 0) before anything goes wrong
+        for key, val, inst in (("recorded", cost.recorded, self.recorded), ("dropped", cost.dropped, self.dropped),
+                               ("errors", cost.errors, self.export_errors),
+                               ("export_cpu", cost.export_cpu_s, self.export_cpu),
+                               ("export_wait", cost.export_gil_wait_s, self.export_wait),
+                               ("hook_wall", cost.hook_cpu_s + cost.hook_gil_wait_s, self.hook_self),
+                               ("hook_cpu", cost.hook_cpu_s, self.hook_cpu),
+                               ("hook_wait", cost.hook_gil_wait_s, self.hook_wait),
+                               ("process_cpu", process_cpu_s, self.process_cpu)):
+            inst.child(lab)                       # exists (at 0) before anything goes wrong
             delta = val - self._seen.get(key, 0)
             if delta > 0:
-                child.inc(delta)
+                inst.inc(lab, delta)
                 self._seen[key] = val
         for hook, n in cost.hook_errors.items():
-            child = self.hook_errors.labels(*lab, hook)
+            self.hook_errors.child(lab + (hook,))      # every known hook's series exists at 0
             delta = n - self._hook_errors.get(hook, 0)
             if delta > 0:
-                child.inc(delta)
+                self.hook_errors.inc(lab + (hook,), delta)
                 self._hook_errors[hook] = n
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """OpenMetrics text (with exemplars): what the snapshot files hold."""
+        return generate_openmetrics(self.registry)
 
 
 def write_snapshot(directory: str, data: bytes) -> None:
@@ -218,25 +290,59 @@ def write_snapshot(directory: str, data: bytes) -> None:
 
 
 class MetricsSink(Sink):
-    """Prometheus metrics of one vLLM process, written as a snapshot for the front end's endpoint.
+    """The metrics of one vLLM process: written as a snapshot for the front end's endpoint and, with
+    ``otlp``, exported over OTLP metrics (``otlp_metrics.OtlpMetrics``, built once the process's
+    identity is known: it names the resource).
 
     ``counters()`` returns ``(SelfCost, export process CPU s)``: the plugin's own cumulative counters."""
     name = "metrics"
 
-    def __init__(self, interval_s: float, counters, directory, write_front: bool = False):
-        self.metrics = StepMetrics()
+    def __init__(self, interval_s: float, counters, directory, write_front: bool = False, otlp: bool = False,
+                 exemplars: bool = True, otlp_factory=None):
+        self.metrics = StepMetrics(exemplars=exemplars)
         self.counters = counters
         self.directory = directory         # () -> the metrics folder or None (one reader: see callers)
         self.write_front = write_front     # in an export process even the front end's metrics go to a file
         self.interval = interval_s
+        self.otlp = None                   # OtlpMetrics once started
+        self._otlp_wanted = otlp
+        self._otlp_factory = otlp_factory
+        self._otlp_failed = False
         self._next = 0.0
+        self._next_window = 0.0
+        self._window_s = interval_s
         self._lock = threading.Lock()      # snapshot runs on the export thread and at shutdown
 
+    @property
+    def failed_batches(self) -> int:       # failed OTLP metric exports count as export errors
+        return self.otlp.failed_exports if self.otlp is not None else 0
+
+    def _start_otlp(self) -> None:
+        if self.otlp is not None or not self._otlp_wanted or self._otlp_failed:
+            return
+        try:
+            if self._otlp_factory is None:
+                from vllm_w2ext.telemetry.otlp_metrics import OtlpMetrics
+                self._otlp_factory = OtlpMetrics
+            self.otlp = self._otlp_factory(exemplars=self.metrics.exemplars)
+        except Exception as e:             # noqa: BLE001 - Prometheus and spans go on without it
+            self._otlp_failed = True
+            logging.getLogger("vllm_w2ext").warning(
+                "vllm_w2ext, pid %s: OTLP metrics unavailable in this process: %r", os.getpid(), e)
+            return
+        self.metrics.attach_otel(self.otlp.instruments, self.otlp.context_of)
+        self._window_s = min(self.interval, self.otlp.interval_s)
+
     def consume(self, ranges) -> None:
+        if self.otlp is None and self._otlp_wanted:
+            self._start_otlp()
         self.metrics.consume(ranges)
 
     def tick(self) -> None:
         now = time.monotonic()
+        if self.metrics.exemplars and now >= self._next_window:
+            self._next_window = now + self._window_s
+            self.metrics.new_exemplar_window()
         if now < self._next:
             return
         self._next = now + self.interval
@@ -248,13 +354,25 @@ class MetricsSink(Sink):
             role = next((r for r in (ENGINE, WORKER, FRONT) if r in roles), None)
             if role is None:
                 return
+            if self.otlp is None and self._otlp_wanted:
+                self._start_otlp()
             self.metrics.self_cost(role, *self.counters())
             d = self.directory()
             if d and (role != FRONT or self.write_front):
                 write_snapshot(d, self.metrics.exposition())
 
     def flush(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
         self.snapshot()
+        if self.otlp is not None:
+            self.otlp.flush(max(0.0, deadline - time.monotonic()))
 
     def shutdown(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
         self.snapshot()
+        if self.otlp is not None:
+            self.otlp.shutdown(max(0.0, deadline - time.monotonic()))
+
+    def close_in_forked_child(self) -> None:
+        self.otlp = None                   # the parent's reader thread and channel are not ours
+        self._otlp_wanted = False

@@ -1,5 +1,9 @@
 """The one scrape endpoint: the front-end process serves its own metrics merged with the latest
-snapshot of every other vLLM process (EngineCore, workers) found in the metrics folder."""
+snapshot of every other vLLM process (EngineCore, workers) found in the metrics folder.
+
+Snapshots are OpenMetrics text (``metrics.StepMetrics.exposition``) read back with the OpenMetrics
+parser, so the exemplars of every process survive the merge: a scrape that asks for
+``application/openmetrics-text`` gets them, a plain text-format scrape gets the same samples without."""
 from __future__ import annotations
 
 import glob
@@ -10,7 +14,7 @@ import threading
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from vllm_w2ext import config
 
