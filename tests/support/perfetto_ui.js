@@ -1,8 +1,11 @@
 // Drives headless Chromium through playwright-core (tests/.npm/node_modules) for tests/support/perfetto_ui.py.
 // usage: node perfetto_ui.js SPEC.json   -> prints one JSON object on stdout
-// SPEC: {url, chromium, mode: "perfetto" | "page", queries: {name: sql}, screenshot, timeout_ms, width, height}
+// SPEC: {url, chromium, mode: "perfetto" | "page", queries: {name: sql}, screenshot, timeout_ms, width, height,
+//        wait_for, evals: {name: js expression}, offline: abort every request that leaves 127.0.0.1}
 // mode "perfetto": open the Perfetto UI at url (a #!/?url=... link), wait for the loaded trace's engine
-// (window.app.trace.engine: the UI's debug global in v52), run each SQL query, screenshot.
+// (window.app.trace.engine: the UI's debug global in v52), run each SQL query, then wait until the
+// expression wait_for is true (e.g. `vllm-w2ext view`'s window.__w2extArranged), evaluate each of
+// evals in the page, screenshot.
 // mode "page": open any page, wait for the load event, screenshot.
 "use strict";
 const fs = require("fs");
@@ -22,6 +25,11 @@ const { chromium } = require(path.join(spec.node_modules, "playwright-core"));
     const page = await browser.newPage({ viewport: { width: spec.width || 1600, height: spec.height || 900 } });
     page.on("console", (m) => { if (m.type() === "error") out.console_errors.push(m.text().slice(0, 300)); });
     page.on("requestfailed", (r) => out.failed_requests.push(r.url().slice(0, 200)));
+    if (spec.offline) {       // as on a machine without internet: every request off this host fails
+      out.blocked_requests = [];
+      await page.route((u) => !/^(https?:\/\/(127\.0\.0\.1|localhost)(:\d+)?\/|data:|blob:|file:)/.test(u.href),
+                       (route) => { out.blocked_requests.push(route.request().url().slice(0, 200)); return route.abort(); });
+    }
     const t0 = Date.now();
     await page.goto(spec.url, { waitUntil: "load", timeout: spec.timeout_ms });
     if (spec.mode === "perfetto") {
@@ -44,6 +52,13 @@ const { chromium } = require(path.join(spec.node_modules, "playwright-core"));
           }
           return rows;
         }, sql);
+      }
+      if (spec.wait_for) {
+        await page.waitForFunction(spec.wait_for, null, { timeout: spec.timeout_ms, polling: 200 });
+      }
+      out.evals = {};
+      for (const [name, expr] of Object.entries(spec.evals || {})) {
+        out.evals[name] = await page.evaluate(expr);
       }
       await page.waitForTimeout(1500);          // let the timeline draw before the screenshot
     } else {

@@ -109,6 +109,40 @@ class PerfettoUI:
         return out
 
 
+def open_url(url: str, queries: dict[str, str], screenshot: str | Path | None = None, wait_for: str | None = None,
+             evals: dict[str, str] | None = None, timeout_s: float = 180, width: int = 1600,
+             height: int = 900, offline: bool = False) -> dict:
+    """Open a Perfetto UI page that loads a trace by itself (``vllm-w2ext view``'s URL), run ``queries``,
+    wait until the JS expression ``wait_for`` holds, evaluate ``evals`` ({name: JS expression}); the
+    driver's result, with ``import_errors`` and ``evals``. ``offline``: every request that leaves
+    127.0.0.1 is aborted (listed in ``blocked_requests``), as on a machine without internet."""
+    qs = {**queries, "__import_errors": IMPORT_ERRORS_SQL}
+    out = _drive({"url": url, "mode": "perfetto", "queries": qs, "wait_for": wait_for, "evals": evals or {},
+                  "screenshot": str(screenshot) if screenshot else None, "width": width, "height": height,
+                  "offline": offline}, timeout_s)
+    out["import_errors"] = out.get("rows", {}).pop("__import_errors", None)
+    return out
+
+
+ARRANGED = "window.__w2extArranged === true || !!window.__w2extArrangeError"
+
+
+def view_trace(trace: str | Path, queries: dict[str, str], screenshot: str | Path | None = None,
+               steps: tuple[int, int] | None = None, evals: dict[str, str] | None = None, timeout_s: float = 240,
+               width: int = 1600, height: int = 900) -> dict:
+    """Open ``trace`` as ``vllm-w2ext view`` serves it (in-process Viewer, port 0): the UI page with the
+    track-arranging script; waits until it has ordered the tracks. ``evals`` gets ``order`` (the
+    process groups top to bottom) and ``arrange_error``."""
+    from vllm_w2ext.view import Viewer
+    v = Viewer(str(trace), port=0, steps=steps).start()
+    try:
+        ev = {"order": "window.__w2extOrder || null", "arrange_error": "window.__w2extArrangeError || null",
+              **(evals or {})}
+        return open_url(v.url, queries, screenshot, ARRANGED, ev, timeout_s, width, height)
+    finally:
+        v.stop()
+
+
 def query_trace(trace: str | Path, queries: dict[str, str], screenshot: str | Path | None = None,
                 timeout_s: float = 180) -> dict:
     with PerfettoUI() as ui:

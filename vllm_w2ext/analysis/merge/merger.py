@@ -2,8 +2,12 @@
 as ONE Chrome/Kineto JSON trace on ONE clock (the profiler's), which Perfetto opens and HTA loads.
 
 - The profiler's events are copied unchanged (byte for byte when there is one profiler trace or all
-  share ``baseTimeNanoseconds``); its top-level keys (``distributedInfo``, ``deviceProperties``, ...)
-  are kept.
+  share ``baseTimeNanoseconds``), except: its naming metadata is replaced by ours (every process and
+  thread named for its role and ordered front end -> EngineCore -> workers -> GPUs; no entry for a
+  GPU without events; tracks.py); a GPU activity that overlaps an earlier one on its stream without
+  nesting in it (Perfetto would drop it) moves, with its ``ac2g`` flow end, to a lane track of that
+  stream; global instants move onto a profiled process (they name none). Its top-level keys
+  (``distributedInfo``, ``deviceProperties``, ...) are kept.
 - Our spans (``time.time_ns()``) are shifted onto the profiler's clock by a MEASURED offset: while the
   profiler records, the worker mirrors its ranges as ``record_function`` annotations named
   ``<span> #<step>``; each one matched with the same span (name, step, pid) in a span file gives one
@@ -21,7 +25,7 @@ as ONE Chrome/Kineto JSON trace on ONE clock (the profiler's), which Perfetto op
   their own clock), with no span file the profiler trace plus step -> kernel flows.
 
 This module is the sequence; the pieces are inputs.py, profiler_index.py, clock.py, our_events.py,
-flows.py and writer.py; command.py is the command line."""
+flows.py, tracks.py and writer.py; command.py is the command line."""
 from __future__ import annotations
 
 import os
@@ -31,6 +35,7 @@ from vllm_w2ext.analysis.merge.flows import add_flows
 from vllm_w2ext.analysis.merge.inputs import MergeError, find_inputs, relative_name
 from vllm_w2ext.analysis.merge.our_events import OurEvents, add_spans
 from vllm_w2ext.analysis.merge.profiler_index import ProfilerIndex, index_trace
+from vllm_w2ext.analysis.merge.tracks import layout
 from vllm_w2ext.analysis.merge.writer import write_merged
 from vllm_w2ext.analysis.readers.pftrace import SpanFile, read_span_file
 
@@ -53,7 +58,7 @@ def merge(inputs: list[str], out_path: str, step_flows: str = "bounds", clip_ms:
     o = _our_events(span_files, profs, base, offset, step_flows)
     info.update(clock_offset_measured=measured, base_time_ns=base, step_flows=step_flows, flows=o.flows,
                 **_inputs_read(span_files, profs, out_path), warnings=warnings, out=os.path.basename(str(out_path)))
-    o.events.append(_offset_marker(o, profs, base, info))
+    o.events.append(_offset_marker(o, span_files, profs, base, info))
     write_merged(out_path, profs, o.events, base, info)
     return info
 
@@ -87,13 +92,14 @@ def _warnings(span_files: list[SpanFile], profs: list[ProfilerIndex], out_path: 
 
 def _our_events(span_files: list[SpanFile], profs: list[ProfilerIndex], base: int, offset: int,
                 step_flows: str) -> OurEvents:
-    """Our spans (on the profiler's clock) and the flows between them and into the profiler's events."""
+    """Our spans (on the profiler's clock) and the flows between them and into the profiler's events,
+    after the names and order of every process and thread (tracks.layout)."""
     o = OurEvents(base, offset)
-    named = set().union(*(ix.named_pids for ix in profs)) if profs else set()
     where = {}
     for sf in span_files:
-        where.update(add_spans(o, sf, named))
+        where.update(add_spans(o, sf))
     add_flows(o, span_files, where, profs, step_flows)
+    o.events[:0] = layout(span_files, profs, o.threads)
     return o
 
 
@@ -106,10 +112,13 @@ def _inputs_read(span_files: list[SpanFile], profs: list[ProfilerIndex], out_pat
                                  "step_annotations": len(ix.annotations)} for ix in profs]}
 
 
-def _offset_marker(o: OurEvents, profs: list[ProfilerIndex], base: int, info: dict) -> dict:
-    """A global instant event at the trace's start that carries the clock offset and its spread."""
+def _offset_marker(o: OurEvents, span_files: list[SpanFile], profs: list[ProfilerIndex], base: int,
+                   info: dict) -> dict:
+    """A global instant event at the trace's start that carries the clock offset and its spread. It is
+    drawn on the trace-wide track; its pid is one the trace has already (else a nameless process appears)."""
     firsts = [e["ts"] for e in o.events if e.get("ph") == "X"]
     firsts += [ns_to_us(ix.base_ns + ix.first_ns - base) for ix in profs if ix.first_ns is not None]
-    return {"ph": "i", "s": "g", "name": "w2ext clock offset", "pid": "", "tid": "", "ts": min(firsts, default=0.0),
+    pid = next((ix.cpu_pids[0] for ix in profs if ix.cpu_pids), span_files[0].pid if span_files else 0)
+    return {"ph": "i", "s": "g", "name": "w2ext clock offset", "pid": pid, "tid": pid, "ts": min(firsts, default=0.0),
             "args": {k: info.get(k) for k in ("clock_offset_ns", "offset_spread_ns",
                                               "matched_annotations", "clock_offset_measured")}}

@@ -1,9 +1,10 @@
 """Our side of the merged trace: the span files' slices as Chrome-JSON complete events on threads of
 their own process (a thread per role, or per span name for ranges that overlap, split into lanes
-where they would not nest), plus the flow events that link them."""
+where they would not nest), plus the flow events that link them. Names and order: tracks.py."""
 from __future__ import annotations
 
 from vllm_w2ext.analysis.merge.clock import ns_to_us
+from vllm_w2ext.analysis.merge.tracks import ROLE_ORDER, span_process
 from vllm_w2ext.analysis.readers.pftrace import ROLE_NAMES, SpanFile
 
 OUR_TID_BASE = 10_000_000          # above any Linux thread id (PID_MAX_LIMIT is 4,194,304)
@@ -20,6 +21,7 @@ class OurEvents:
         self.next_tid = OUR_TID_BASE
         self.next_flow = FLOW_ID_BASE
         self.flows = 0
+        self.threads: list[tuple] = []    # (pid, tid, name, order key) of the span threads
 
     def ts(self, our_ns: int) -> float:
         return ns_to_us(our_ns + self.offset - self.base)
@@ -55,27 +57,26 @@ def lanes(slices) -> list[tuple[int, object]]:
     return out
 
 
-def add_spans(o: OurEvents, sf: SpanFile, named_pids: set) -> dict:
-    """Complete events of one span file; returns {id(slice): (pid, tid, ts)} for flows. The process
-    gets a name only where the profiler did not name it already."""
+def add_spans(o: OurEvents, sf: SpanFile) -> dict:
+    """Complete events of one span file; returns {id(slice): (pid, tid, ts)} for flows. Its threads are
+    listed in ``o.threads`` (pid, tid, name, order key) for tracks.layout, which names and orders them:
+    one per role (``w2ext EngineCore engine 0``), then the lanes of overlapping spans by name."""
     where = {}
-    if sf.pid not in named_pids:
-        roles = "+".join(ROLE_NAMES.get(r, r) for r in sf.roles) or "?"
-        o.events.append({"ph": "M", "name": "process_name", "pid": sf.pid, "tid": 0,
-                         "args": {"name": f"vLLM {roles} (pid {sf.pid})"}})
+    proc = span_process(sf)
     groups: dict[str, list] = {}
     for s in sf.slices:
         groups.setdefault(s.track if s.track in ROLE_NAMES else s.name, []).append(s)
     for group, slices in sorted(groups.items()):
         tids: dict[int, int] = {}
-        label = f"w2ext {ROLE_NAMES[group]}" if group in ROLE_NAMES else f"w2ext {group}"
+        role = group in ROLE_NAMES
+        label = f"w2ext {proc.role_label(group)}" if role else f"w2ext {group}"
         for lane, s in lanes(slices):
             tid = tids.get(lane)
             if tid is None:
                 tid = tids[lane] = o.next_tid
                 o.next_tid += 1
-                o.events.append({"ph": "M", "name": "thread_name", "pid": sf.pid, "tid": tid,
-                                 "args": {"name": label + (f" #{lane}" if lane else "")}})
+                key = (0, ROLE_ORDER.get(group, 9), "", lane) if role else (1, 0, group, lane)
+                o.threads.append((sf.pid, tid, label + (f" #{lane}" if lane else ""), key))
             ts = o.ts(s.start_ns)
             args = {**s.args, "w2ext.role": s.role, "w2ext.track": s.track}
             o.events.append({"ph": "X", "cat": CAT, "name": s.name, "pid": sf.pid, "tid": tid, "ts": ts,

@@ -1,5 +1,5 @@
-"""Writing the merged trace: the profiler's events first (their raw text, re-serialized only when a
-trace's time base differs from the output's), then ours, then the profiler's other top-level keys and
+"""Writing the merged trace: the profiler's events first (their raw text, re-serialized only where
+the merge changes them: profiler_events), then ours, then the profiler's other top-level keys and
 ``w2extMerge`` (what the merge measured and read). Streams: memory does not grow with the traces."""
 from __future__ import annotations
 
@@ -9,18 +9,46 @@ import os
 from typing import IO, Iterator
 
 from vllm_w2ext.analysis.merge.clock import ns_to_us
-from vllm_w2ext.analysis.merge.profiler_index import ProfilerIndex
+from vllm_w2ext.analysis.merge.profiler_index import ProfilerIndex, is_global_instant
+from vllm_w2ext.analysis.merge.tracks import NAMING_METADATA
 from vllm_w2ext.analysis.readers.kineto_raw import KinetoRawReader
 
 
 def profiler_events(ix: ProfilerIndex, shift_ns: int) -> Iterator[str]:
-    """Raw event texts of a profiler trace, re-serialized only when its time base differs."""
-    for raw, e in KinetoRawReader(ix.path):
+    """Raw event texts of a profiler trace, re-serialized only when changed: another time base, a GPU
+    activity (or its ac2g flow end) moved to a lane of its stream, a global instant moved onto the
+    profiled process, a bookkeeping event moved to the profiler's own process (``PROFILER_PID``). The
+    profiler's naming metadata is left out (tracks.layout replaces it)."""
+    host = ix.cpu_pids[0] if ix.cpu_pids else None
+    for n, (raw, e) in enumerate(KinetoRawReader(ix.path)):
+        ph = e.get("ph")
+        if ph == "M" and e.get("name") in NAMING_METADATA:
+            continue
+        changed = False
+        if n in ix.moved:
+            e["tid"], changed = ix.moved[n], True
+        elif ph == "f" and e.get("cat") == "ac2g" and ix.moved_flows:
+            try:
+                lane = ix.moved_flows.get((e.get("id"), float(e.get("ts"))))
+            except (TypeError, ValueError):
+                lane = None
+            if lane and (e.get("pid"), e.get("tid")) == lane[:2]:
+                e["tid"], changed = lane[2], True
+        elif is_global_instant(e):
+            if host is not None and e.get("pid") != host:
+                e["pid"], e["tid"], changed = host, host, True
+        elif ix.remap:
+            try:
+                to = ix.remap.get((e.get("pid"), e.get("tid")))
+            except TypeError:                 # an unhashable pid or tid: left as it is
+                to = None
+            if to:
+                e["pid"], e["tid"] = to
+                changed = True
         if shift_ns and "ts" in e:
             e["ts"] = ns_to_us(round(float(e["ts"]) * 1000) + shift_ns)
-            yield json.dumps(e)
-        else:
-            yield raw
+            changed = True
+        yield json.dumps(e) if changed else raw
 
 
 def _write_events(f: IO[str], profs: list[ProfilerIndex], ours: list[dict], base_ns: int) -> int:
