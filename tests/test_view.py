@@ -59,7 +59,8 @@ def lab_view(tmp_path_factory):
                                         "window": "(() => { const w = window.app.trace.timeline.visibleWindow;"
                                                   " return [Number(w.start.integral), Number(w.end.integral)]; })()",
                                         "expanded": "window.app.trace.workspace.children.filter(n => n.expanded)"
-                                                    ".map(n => n.name)"},
+                                                    ".map(n => n.name)",
+                                        "front_end": "window.app.trace.workspace.children[0].children.map(n => n.name)"},
                        offline=True, timeout_s=240)
     finally:
         rc = v.stop()
@@ -83,6 +84,9 @@ def test_view_opens_the_trace_offline_named_ordered_expanded_zoomed(lab_view):
     order = [o.split(" (")[0] for o in r["evals"]["order"]["processes"]]
     assert order == ["vLLM front end", "vLLM EngineCore + worker", "GPU 0 NVIDIA H100 80GB HBM3 0", "torch profiler"]
     assert len(r["evals"]["expanded"]) >= 3
+    # the front end's 32 request lanes (the lab's batch-32 sessions) folded into one collapsed node
+    front = r["evals"]["front_end"]
+    assert front[0].startswith("w2ext front end") and "w2ext vllm.request (32 lanes)" in front, front
     start, end = r["evals"]["window"]
     assert 0 < end - start < 30_000_000                                 # steps 12-14: ~18 ms, not the whole trace
     assert lab_view["shot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

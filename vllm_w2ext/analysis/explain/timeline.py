@@ -7,7 +7,8 @@ Engine and rank come from the slices' arguments (``vllm.engine_index``, ``vllm.r
 ``DP1``, ``rank 0``, ``TP0``), else engine 0 and the worker processes numbered in pid order.
 
 The wall window: from the first ``llm.generate`` start to the last one's end when the front end
-recorded it (offline runs), else from the first to the last slice of the run."""
+recorded it (offline runs), widened to the requests added outside it (an ``LLMEngine.add_request`` /
+``step`` loop), else from the first to the last slice of the run."""
 from __future__ import annotations
 
 import glob
@@ -143,6 +144,13 @@ def build(files: list[tuple[Process, list[Slice]]], path: str = "") -> Timeline:
     if gens:
         tl.wall_start, tl.wall_end = min(s.start_ns for s in gens), max(s.end_ns for s in gens)
         tl.wall_source = "llm.generate" if len(gens) == 1 else f"{len(gens)} llm.generate calls, first to last"
+        # requests added outside any generate call (a loop over LLMEngine.add_request / step) widen it
+        outside = [s for s in everything if s.name == Span.REQUEST
+                   and (s.start_ns < tl.wall_start or s.end_ns > tl.wall_end)]
+        if outside:
+            tl.wall_start = min(tl.wall_start, min(s.start_ns for s in outside))
+            tl.wall_end = max(tl.wall_end, max(s.end_ns for s in outside))
+            tl.wall_source += f" and {len(outside)} requests outside it"
     else:
         tl.wall_start = min(s.start_ns for s in everything)
         tl.wall_end = max(s.end_ns for s in everything)
