@@ -2,12 +2,17 @@
 
 usage: offline.py MODEL OUT_JSON PARAMS_JSON
 params: prompts, max_tokens, max_num_seqs, scheduler_cls, profile_dir (vLLM's torch profiler around
-the first generate), and for metrics runs:
+the first generate), tensor_parallel_size, distributed_executor_backend ("mp", "ray"), start_method
+("fork": the workers are forked, as in GPU library use, although the CPU platform asks for spawn;
+"spawn": vLLM's CPU default), and for metrics runs:
   metrics_port  scrape our own endpoint after each phase (text kept in the output)
   phases        [{"slow": bool, "rounds": n}]: generate `rounds` times per phase; "slow" creates the
                 flag file of tests/drivers/slow_scheduler.py for that phase
   slow_flag     the flag file path
   hold_file     after the phases, keep the engine (and metrics endpoint) up until this file exists
+  kill_workers  seconds: after the phases, wait that long, then SIGKILL the worker processes before
+                shutting the engine down (what vLLM's executor does to workers that do not exit in time:
+                no atexit, no shutdown hook); their pids go into the output as "killed_workers"
 """
 import json
 import os
@@ -41,11 +46,52 @@ def scrape(port: int, settle_s: float = 1.5, timeout_s: float = 30.0) -> str:
         time.sleep(0.25)
 
 
+def _helper(p) -> bool:
+    """Our export processes and multiprocessing's resource tracker: not vLLM processes."""
+    try:
+        cmd = " ".join(p.cmdline())
+    except Exception:
+        return True
+    return "vllm_w2ext.export_child" in cmd or "resource_tracker" in cmd
+
+
+def kill_workers(wait_s: float) -> list[int]:
+    """SIGKILL the worker processes: children of the EngineCore (a child of this process)."""
+    import signal
+
+    import psutil
+    time.sleep(wait_s)            # > VLLM_W2EXT_EXPORT_INTERVAL_MS: what they recorded is in their pipes
+    cores = [c for c in psutil.Process().children() if not _helper(c)]
+    workers = [w for c in cores for w in c.children() if not _helper(w)]
+    for w in workers:
+        os.kill(w.pid, signal.SIGKILL)
+    psutil.wait_procs(workers, timeout=30)
+    return [w.pid for w in workers]
+
+
+def force_fork() -> None:
+    """Fork the EngineCore and the workers, as vLLM does on the GPU when a script builds an ``LLM``
+    (the CPU platform sets ``VLLM_WORKER_MULTIPROC_METHOD=spawn`` in its config check)."""
+    from vllm.platforms import cpu
+    orig = cpu.CpuPlatform.check_and_update_config.__func__
+
+    def check(cls, vllm_config):
+        orig(cls, vllm_config)
+        os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "fork"
+    cpu.CpuPlatform.check_and_update_config = classmethod(check)
+    os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "fork"
+
+
 if __name__ == "__main__":
     model, out, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     from vllm import LLM, SamplingParams
 
     kw = {"scheduler_cls": params["scheduler_cls"]} if params.get("scheduler_cls") else {}
+    for key in ("tensor_parallel_size", "distributed_executor_backend"):
+        if params.get(key):
+            kw[key] = params[key]
+    if params.get("start_method") == "fork":
+        force_fork()
     if params.get("profile_dir"):
         from vllm.config import ProfilerConfig
         kw["profiler_config"] = ProfilerConfig(profiler="torch", torch_profiler_dir=params["profile_dir"],
@@ -84,6 +130,8 @@ if __name__ == "__main__":
         deadline = time.time() + 120
         while not os.path.exists(hold) and time.time() < deadline:
             time.sleep(0.2)
+    if params.get("kill_workers") is not None:
+        result["killed_workers"] = kill_workers(float(params["kill_workers"]))
     llm.llm_engine.engine_core.shutdown()      # EngineCore + worker flush their spans on shutdown
     with open(out, "w") as f:
         json.dump(result, f)

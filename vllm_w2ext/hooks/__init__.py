@@ -40,6 +40,8 @@ class Instrumentor:
         if self.active:
             return
         self.active = True
+        from vllm_w2ext.hooks import instance
+        instance.install()                         # the instance's metrics folder, before engines start
         from vllm_w2ext.telemetry import selfcost
         selfcost.register(h.name for h in self.hooks)
         self.runners = {h.name: HookRunner(h, fault) for h in self.hooks}

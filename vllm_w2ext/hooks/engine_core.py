@@ -44,7 +44,8 @@ S = _State()
 
 def _step_pre(core, args, kwargs):
     if not S.identity_done:
-        identity.set_role(ENGINE, engine_index=getattr(core, "engine_index", 0))
+        engine = getattr(core, "engine_index", 0)       # the DP rank (EngineCoreProc); 0 in-process
+        identity.set_role(ENGINE, engine_index=engine, dp_rank=engine)
         S.all_links = config.current().step_links == "all"
         S.identity_done = True
     S.step += 1

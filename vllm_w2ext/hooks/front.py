@@ -35,10 +35,28 @@ def _ensure_identity() -> None:
 # -- engine construction: the metrics endpoint of the whole vLLM instance lives in the front end ------
 def _engine_init_pre(engine, args, kwargs):
     _ensure_identity()
+    _start_metrics_endpoint()
+    return None
+
+
+def _async_llm_init_pre(engine, args, kwargs):
+    """``vllm serve --data-parallel-size N`` starts N API servers by default (``AsyncLLM`` with
+    ``client_index`` 0..N-1 of ``client_count``): each says which it is (resource
+    ``vllm.api_server_index``, its trace file's track, and as ``rank`` where there are several, so
+    their metric series differ), and only API server 0 serves the instance's metrics endpoint."""
+    index, count = kwargs.get("client_index", 0), kwargs.get("client_count", 1)
+    _ensure_identity()
+    if "client_index" in kwargs and isinstance(index, int) and isinstance(count, int):
+        identity.set_role(FRONT, api_server_index=index, rank=index if count > 1 else None)
+    if index == 0:
+        _start_metrics_endpoint()
+    return None
+
+
+def _start_metrics_endpoint() -> None:
     if config.current().metrics_port:
         from vllm_w2ext.telemetry import pipeline
         pipeline.get().start_metrics_endpoint()
-    return None
 
 
 # -- offline: LLM.generate and LLMEngine.step -------------------------------------------------------
@@ -169,8 +187,8 @@ def _trace_headers_pre(serving, args, kwargs):
 HOOKS: list[Hook] = [
     Hook("front.llm_engine_init", "vllm.v1.engine.llm_engine", "LLMEngine.__init__", _engine_init_pre, None,
          FRONT, "offline: starts the metrics endpoint before EngineCore is spawned"),
-    Hook("front.async_llm_init", "vllm.v1.engine.async_llm", "AsyncLLM.__init__", _engine_init_pre, None,
-         FRONT, "served: starts the metrics endpoint before EngineCore is spawned"),
+    Hook("front.async_llm_init", "vllm.v1.engine.async_llm", "AsyncLLM.__init__", _async_llm_init_pre, None,
+         FRONT, "served: which API server; API server 0 starts the metrics endpoint before EngineCore is spawned"),
     Hook("front.llm_generate", "vllm.entrypoints.llm", "LLM.generate", _generate_pre, _generate_post,
          FRONT, "offline batch: parent of the requests it adds (linked)"),
     Hook("front.engine_step", "vllm.v1.engine.llm_engine", "LLMEngine.step", _nested_pre(Span.FRONT_STEP),

@@ -68,6 +68,7 @@ PARAMS: dict[str, tuple[Param, ...]] = {
     "worker.execute_model": _SCHEDULER_OUTPUT_ARG,
     "worker.profile": (Param("is_start", 0),),
     "worker.runner_execute_v2": (Param("dummy_run", None, soft=True),),
+    "front.async_llm_init": (Param("client_index", None, soft=True), Param("client_count", None, soft=True)),
     "front.llm_engine_add_request": (Param("trace_headers", None, soft=True),),
     "front.async_add_request": (Param("trace_headers", None, soft=True),),
     "front.request_start": (Param("request", 0),),

@@ -44,18 +44,25 @@ def _group_rank(getter: str) -> int | None:
 
 
 def _engine_index(worker) -> int:
-    """The data-parallel rank is the engine's index (one EngineCore per DP rank)."""
-    try:
-        return int(worker.vllm_config.parallel_config.data_parallel_rank)
-    except Exception:
-        return 0
+    """The engine's index is its data-parallel rank (one EngineCore per DP rank). vLLM keeps it in
+    ``parallel_config.data_parallel_index``: for a dense model each DP engine is reconfigured as an
+    independent DP=1 engine (``data_parallel_rank`` 0, a DP process group of one), and only the index
+    still says which engine it is (0.26 to 0.33; older configs: ``data_parallel_rank``)."""
+    pc = getattr(getattr(worker, "vllm_config", None), "parallel_config", None)
+    for key in ("data_parallel_index", "data_parallel_rank"):
+        try:
+            return int(getattr(pc, key))
+        except (TypeError, ValueError, AttributeError):
+            continue
+    return 0
 
 
 def _ensure_identity(worker) -> None:
     if not S.identity_done:
+        engine = _engine_index(worker)
         identity.set_role(WORKER, rank=getattr(worker, "rank", 0), local_rank=getattr(worker, "local_rank", 0),
-                          engine_index=_engine_index(worker), tp_rank=_group_rank("get_tp_group"),
-                          pp_rank=_group_rank("get_pp_group"), dp_rank=_group_rank("get_dp_group"))
+                          engine_index=engine, tp_rank=_group_rank("get_tp_group"),
+                          pp_rank=_group_rank("get_pp_group"), dp_rank=engine)
         S.timer = make_timer(worker) if config.current().device_timing == "on" else None
         S.identity_done = True
 

@@ -190,12 +190,20 @@ def _spawn():
 
 
 def _close_pipes(proc) -> None:
-    """A forked child must not keep its parent's pipe open (the export process would never see EOF)."""
+    """A forked child must not keep its parent's pipe open (the export process would never see EOF).
+
+    Closed through the file objects, not ``os.close(fileno)``: a file object that still believes it
+    is open closes its descriptor number again when it is collected, and by then the child may have
+    reused that number (its own export process's pipe, opened right after: that export process then
+    saw end of input and exited, and the child wrote to a closed or foreign descriptor). The child's
+    copy of the parent's ``Popen`` is then finished off without waiting on a process it does not own."""
     for f in (proc.stdin, proc.stdout):
         try:
-            os.close(f.fileno())
+            f.close()                  # our writes bypass the buffer (os.write): nothing to flush
         except (OSError, ValueError):
             pass
+    if proc.returncode is None:
+        proc.returncode = -1           # not our child: no waitpid, no resurrection in subprocess._active
 
 
 def _after_fork_in_child() -> None:

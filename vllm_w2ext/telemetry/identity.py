@@ -6,6 +6,10 @@ import os
 import threading
 from functools import lru_cache
 
+# Resource attribute of a front end that is one of several API servers (``vllm serve`` with data
+# parallelism starts one per engine by default): vLLM's ``client_index``.
+API_SERVER_INDEX = "vllm.api_server_index"
+
 _lock = threading.Lock()
 _role_attrs: dict[str, dict[str, object]] = {}
 _resources: dict[str, object] = {}
@@ -72,6 +76,13 @@ def resource(role: str):
 
 
 def reset_after_fork() -> None:
+    """A forked child is another vLLM process (the EngineCore forked by an ``LLM`` script's front end,
+    a worker forked by the EngineCore: vLLM's default start method on the GPU): it has none of its
+    parent's roles; its own hooks set its role and ranks."""
     global _lock
     _lock = threading.Lock()
+    _role_attrs.clear()
     _resources.clear()
+
+
+os.register_at_fork(after_in_child=reset_after_fork)

@@ -30,15 +30,17 @@ _BEGIN, _END = TrackEvent.Type.TYPE_SLICE_BEGIN, TrackEvent.Type.TYPE_SLICE_END
 
 
 def process_label(roles: dict, first_role: str, pid: int) -> str:
-    """The process track's name: its roles with engine index and ranks, e.g. ``vLLM EngineCore engine 0
-    + worker rank 0 TP0 (pid 12)`` (what ``explain`` and people read to tell engines and ranks apart)."""
+    """The process track's name: its roles with engine index and ranks, e.g. ``vLLM worker engine 1 rank 0
+    TP0 PP0 DP1 (pid 12)``, ``vLLM front end API server 1 (pid 9)`` (what ``explain`` and people read to
+    tell engines and ranks apart)."""
     parts = []
     for role in (FRONT, ENGINE, WORKER):
         if role not in roles and role != first_role:
             continue
         a = roles.get(role, {})
         if role == FRONT:
-            parts.append("front end")
+            n = a.get(identity.API_SERVER_INDEX)          # one of several API servers (vllm serve with DP)
+            parts.append("front end" if n is None or a.get(Attr.RANK) is None else f"front end API server {n}")
         elif role == ENGINE:
             parts.append(f"EngineCore engine {a.get(Attr.ENGINE_INDEX, 0)}")
         else:
