@@ -267,12 +267,13 @@ def test_merged_endpoint_serves_every_process_exemplars(as_export_process, tmp_p
     processes' exemplars, a plain scrape the same samples without them."""
     ranges = run_ranges(48)
     texts = []
-    for pid, roles in ((111, ("engine_core",)), (222, ("worker",))):
-        m = StepMetrics()
+    for pid, roles, exemplars in ((111, ("engine_core",), True), (222, ("worker",), True),
+                                  (333, ("frontend",), False)):      # exemplars off: text format
+        m = StepMetrics(exemplars=exemplars)
         m.consume([r for r in ranges if r.role in roles])
         texts.append(m.exposition())
         (tmp_path / f"{pid}.prom").write_bytes(texts[-1])
-    assert all(b"# EOF" in t for t in texts)
+    assert [b"# EOF" in t for t in texts] == [True, True, False]
     port = free_port()
     metrics_server.serve(port, "127.0.0.1", str(tmp_path))
     try:
@@ -294,6 +295,8 @@ def test_merged_endpoint_serves_every_process_exemplars(as_export_process, tmp_p
     n_plain = sum(len(f.samples) for f in parse_text(plain))
     n_om = sum(len(f.samples) for f in parse_openmetrics(om))
     assert n_plain == n_om > 100
+    assert {s.labels["role"] for f in parse_text(plain) for s in f.samples if "role" in s.labels} == \
+        {"engine_core", "worker", "frontend"}
 
 
 # --- collector down ------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The one scrape endpoint: the front-end process serves its own metrics merged with the latest
 snapshot of every other vLLM process (EngineCore, workers) found in the metrics folder.
 
-Snapshots are OpenMetrics text (``metrics.StepMetrics.exposition``) read back with the OpenMetrics
-parser, so the exemplars of every process survive the merge: a scrape that asks for
-``application/openmetrics-text`` gets them, a plain text-format scrape gets the same samples without."""
+Snapshots with exemplars are OpenMetrics text (``metrics.StepMetrics.exposition``) read back with the
+OpenMetrics parser, so the exemplars of every process survive the merge: a scrape that asks for
+``application/openmetrics-text`` gets them, a plain text-format scrape gets the same samples without.
+A snapshot is parsed once per version (its size and modification time), not once per scrape."""
 from __future__ import annotations
 
 import glob
@@ -14,7 +15,8 @@ import threading
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import Metric
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from vllm_w2ext import config
 
@@ -30,9 +32,19 @@ def metrics_dir() -> str | None:
     return config.current().metrics_dir or os.environ.get(DIR_ENV) or None
 
 
+def parse_snapshot(text: str) -> list:
+    """A snapshot's metric families, whichever exposition format it was written in. The text format
+    turns each counter's and histogram's ``_created`` series into a gauge family of its own, whose name
+    clashes with the family's in an OpenMetrics exposition: those are left out (start times only)."""
+    if text.rstrip().endswith("# EOF"):
+        return list(parse_openmetrics(text))
+    return [f for f in parse_text(text) if not (f.type == "gauge" and f.name.endswith("_created"))]
+
+
 class MergedCollector:
     def __init__(self, own, directory: str):
         self.own, self.directory = own, directory
+        self._parsed: dict[str, tuple] = {}     # path -> ((size, mtime_ns), families)
 
     def collect(self):
         fams: dict[tuple[str, str], Metric] = {}
@@ -48,16 +60,24 @@ class MergedCollector:
             for fam in self.own.registry.collect():
                 add(fam)
         me = f"{os.getpid()}.prom" if self.own is not None else None
-        for path in sorted(glob.glob(os.path.join(self.directory, "*.prom"))):
+        paths = sorted(glob.glob(os.path.join(self.directory, "*.prom")))
+        for path in paths:
             if os.path.basename(path) == me:
                 continue
             try:
-                with open(path) as f:
-                    text = f.read()
-                for fam in text_string_to_metric_families(text):
+                st = os.stat(path)
+                version = (st.st_size, st.st_mtime_ns)
+                cached = self._parsed.get(path)
+                if cached is None or cached[0] != version:
+                    with open(path) as f:
+                        text = f.read()
+                    cached = self._parsed[path] = (version, parse_snapshot(text))
+                for fam in cached[1]:
                     add(fam)
             except (OSError, ValueError) as e:   # a half-written or vanished file: skip this scrape
                 log.debug("vllm_w2ext: skipped metrics snapshot %s: %r", path, e)
+        for gone in set(self._parsed) - set(paths):
+            del self._parsed[gone]
         yield from fams.values()
 
 
