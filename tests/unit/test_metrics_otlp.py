@@ -379,3 +379,25 @@ def test_no_snapshot_folder_no_files(monkeypatch, receiver, as_export_process, t
     feed(sink, run_ranges(8))
     sink.shutdown(5)
     assert not os.listdir(tmp_path)
+
+
+def test_forked_child_never_resends_the_parents_numbers(receiver, monkeypatch, as_export_process):
+    """In-process export (no export process) in a process that forks: the SDK restarts the periodic
+    reader's thread in the child; the child's copy of the sink is muted (its exit status: how many
+    exports the child's copy sent)."""
+    receiver.clear()
+    for k, v in receiver.metrics_env("grpc", "cumulative", 100).items():
+        monkeypatch.setenv(k, v)
+    sink = MetricsSink(0.2, cost, lambda: None, otlp=True)
+    feed(sink, run_ranges(8))
+    pid = os.fork()
+    if pid == 0:                                  # the child: what pipeline._after_fork_in_child does
+        exporter = sink.otlp.exporter
+        before = exporter.exports
+        sink.close_in_forked_child()
+        time.sleep(0.6)
+        os._exit(min(exporter.exports - before, 100))
+    _, status = os.waitpid(pid, 0)
+    sink.shutdown(5)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert receiver.metrics()                      # the parent's exports went on

@@ -385,5 +385,7 @@ class MetricsSink(Sink):
             self.otlp.shutdown(max(0.0, deadline - time.monotonic()))
 
     def close_in_forked_child(self) -> None:
-        self.otlp = None                   # the parent's reader thread and channel are not ours
+        if self.otlp is not None:          # the SDK restarts the reader's thread in a forked child:
+            self.otlp.exporter.muted = True    # it must not re-send the parent's numbers
+        self.otlp = None
         self._otlp_wanted = False

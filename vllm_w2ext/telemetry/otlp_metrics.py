@@ -91,8 +91,11 @@ class CountingExporter(MetricExporter):
         self.inner = inner
         self.exports = 0
         self.failed = 0
+        self.muted = False       # a forked child's copy: the SDK restarts the reader's thread there
 
     def export(self, metrics_data, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
+        if self.muted:           # never send the parent's aggregation again under the parent's resource
+            return MetricExportResult.SUCCESS
         try:
             result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
         except Exception as e:           # noqa: BLE001 - an exporter bug must not stop the reader
