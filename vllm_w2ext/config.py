@@ -10,13 +10,11 @@ import os
 from dataclasses import dataclass, fields
 from typing import Callable, Mapping
 
+from vllm_w2ext.errors import SettingsError
+
 PREFIX = "VLLM_W2EXT_"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
-
-
-class SettingsError(ValueError):
-    """A ``VLLM_W2EXT_*`` variable holds a value the plugin cannot use."""
 
 
 def _flag(name: str, raw: str) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from vllm_w2ext.config import SettingsError
+from vllm_w2ext.errors import SettingsError
 
 PROTOCOLS = ("grpc", "http/protobuf")
 TEMPORALITIES = ("cumulative", "delta", "lowmemory")

@@ -44,10 +44,10 @@ class Pipeline:
         """Where records go: the export process if wanted and it starts, else the in-process chain."""
         if export_process.wanted(self.settings):
             self.remote = export_process.start()
+        from vllm_w2ext.telemetry.exporters import ExportChain, wants_metrics
         if self.remote is None and (self.settings.otlp_enabled or self.settings.trace_dir
-                                    or metrics_server.metrics_dir() or self.settings.metrics_port):
+                                    or metrics_server.metrics_dir() or wants_metrics(self.settings)):
             from vllm_w2ext.steps import assemble
-            from vllm_w2ext.telemetry.exporters import ExportChain
             self.chain = ExportChain(self.settings, assemble.for_settings(self.settings), metrics_server.metrics_dir,
                                      os.getpid)
             self.chain.parent_cost = self.self_cost()
