@@ -35,6 +35,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import ROOT, TESTS, clean_env
+from support.collectors import BlackHole
 from support.prometheus import Prometheus, metric_sum
 from support.vllm_server import free_port, stop
 
@@ -326,31 +327,6 @@ def test_slow_collector_no_request_lost_memory_flat(delta_slow_run):
 
 
 # --- run 3: collector down --------------------------------------------------------------------------------------
-
-class BlackHole:
-    """Accepts TCP connections and never answers."""
-
-    def __init__(self):
-        import socket
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                self.conns.append(self.sock.accept()[0])
-            except OSError:
-                return
-
-    def close(self):
-        for c in self.conns:
-            c.close()
-        self.sock.close()
-
 
 @pytest.fixture(scope="module")
 def down_run(tiny_model, tmp_path_factory):

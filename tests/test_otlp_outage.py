@@ -5,41 +5,15 @@ the metrics, and the server still shuts down promptly."""
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
-import threading
 import time
 import urllib.request
 
 import pytest
 from conftest import ROOT, clean_env
+from support.collectors import BlackHole
 from support.prometheus import metric_sum
 from support.vllm_server import CLI, free_port, vllm_serve
-
-
-class BlackHole:
-    """Accepts TCP connections and never reads or answers."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(c)
-
-    def close(self):
-        for c in self.conns:
-            c.close()
-        self.sock.close()
 
 
 def scrape(port: int) -> str:

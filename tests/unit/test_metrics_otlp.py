@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import glob
 import os
-import socket
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +16,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
+from support.collectors import BlackHole
 
 from vllm_w2ext import config
 from vllm_w2ext.lab import free_port
@@ -309,30 +308,6 @@ class Passthrough:
 
     def drain(self):
         return []
-
-
-class BlackHole:
-    """Accepts TCP connections and never answers."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                self.conns.append(self.sock.accept()[0])
-            except OSError:
-                return
-
-    def close(self):
-        for c in self.conns:
-            c.close()
-        self.sock.close()
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
