@@ -8,31 +8,15 @@ import json
 
 import pytest
 from explain_slices import Run, steady
-from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import DebugAnnotation, TracePacket, TrackEvent
+from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import (
+    TracePacket,
+    TrackEvent,
+)
 
 from vllm_w2ext import cli
 from vllm_w2ext.analysis.explain.report import explain
+from vllm_w2ext.telemetry.trace_file import annotations, frame
 from vllm_w2ext.vocab import FRONT, IDLE_CAUSES, Attr, Span, trace_file_name
-
-
-def _frame(p: TracePacket) -> bytes:
-    data = p.SerializeToString()
-    n, varint = len(data), bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        varint.append(b | (0x80 if n else 0))
-        if not n:
-            return b"\x0a" + bytes(varint) + data
-
-
-def _annotation(k: str, v) -> DebugAnnotation:
-    if isinstance(v, bool):
-        return DebugAnnotation(name=k, bool_value=v)
-    if isinstance(v, int):
-        return DebugAnnotation(name=k, int_value=v)
-    if isinstance(v, float):
-        return DebugAnnotation(name=k, double_value=v)
-    return DebugAnnotation(name=k, string_value=str(v))
 
 
 def write_span_file(folder, pid: int, role: str, slices) -> None:
@@ -43,17 +27,17 @@ def write_span_file(folder, pid: int, role: str, slices) -> None:
     p.track_descriptor.uuid = pid << 8
     p.track_descriptor.process.pid = pid
     p.track_descriptor.process.process_name = f"vLLM {role} (pid {pid})"
-    out += _frame(p)
+    out += frame(p)
     for i, s in enumerate(slices):
         uuid = (pid << 8) + 1 + i
         t = TracePacket(trusted_packet_sequence_id=1)
         t.track_descriptor.uuid, t.track_descriptor.parent_uuid, t.track_descriptor.name = uuid, pid << 8, s.role
         b = TracePacket(trusted_packet_sequence_id=1, timestamp=s.start_ns)
         b.track_event.type, b.track_event.track_uuid, b.track_event.name = TrackEvent.TYPE_SLICE_BEGIN, uuid, s.name
-        b.track_event.debug_annotations.extend(_annotation(k, v) for k, v in s.args.items())
+        b.track_event.debug_annotations.extend(annotations(s.args))
         e = TracePacket(trusted_packet_sequence_id=1, timestamp=s.end_ns)
         e.track_event.type, e.track_event.track_uuid = TrackEvent.TYPE_SLICE_END, uuid
-        out += _frame(t) + _frame(b) + _frame(e)
+        out += frame(t) + frame(b) + frame(e)
     (folder / trace_file_name(pid)).write_bytes(bytes(out))
 
 
