@@ -48,7 +48,9 @@ def check_steps(ss: SpanSet, links_mode: str = "all") -> list:
         assert a["vllm.batch.prefill_tokens"] + a["vllm.batch.decode_tokens"] >= a["vllm.batch.num_reqs"]
         assert a["vllm.scheduler.running"] >= 1 and "vllm.batch.preemptions" in a
         linked = [requests.get(tuple(link)) for link in st.links]
-        assert all(x is not None for x in linked), "a step links a span that is not a request span"
+        assert all(x is not None for x in linked), ("a step links a span that is not a request span",
+                                                    [(tuple(link), ss.by_id.get(tuple(link)))
+                                                     for link in st.links if tuple(link) not in requests])
         if links_mode == "all":
             assert len(st.links) == a["vllm.batch.num_reqs"]
         # worker spans of this step live in the worker process and hang under this step span
