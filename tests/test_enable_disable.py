@@ -37,7 +37,8 @@ def probe(**env):
 def test_disabled_wraps_nothing():
     out = probe()
     assert out["entry_points"] == ["vllm_w2ext.plugin:register"]
-    assert out["loaded_before_table"] == ["vllm_w2ext", "vllm_w2ext.config", "vllm_w2ext.plugin"]
+    # the entry point, the settings it reads the switch from, and their error type (a leaf, no imports)
+    assert out["loaded_before_table"] == ["vllm_w2ext", "vllm_w2ext.config", "vllm_w2ext.errors", "vllm_w2ext.plugin"]
     assert [r["hook"] for r in out["rows"] if r["wrapped"]] == []
     assert len([r for r in out["rows"] if r["exists"]]) >= 20
 
