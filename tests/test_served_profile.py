@@ -58,6 +58,14 @@ def wait_profiler_traces(folder: Path, timeout: float = 120) -> list[Path]:
     raise AssertionError(f"no complete worker profiler trace in {folder}: {list(folder.rglob('*'))}")
 
 
+def wait_span_files(folder: Path, n: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len([f for f in folder.glob("w2ext-*.pftrace") if f.stat().st_size > 0]) >= n:
+            return
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def served(tiny_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("served_profile")
@@ -73,6 +81,10 @@ def served(tiny_model, tmp_path_factory):
         answers += [complete(port, p) for p in PROMPTS]
         assert post(port, "/stop_profile")[0] == 200
         traces = wait_profiler_traces(torch_dir)
+        # Span files are written by each process's export process, a little behind vLLM; vLLM's
+        # shutdown kills the EngineCore's process tree (workers and their export processes with it),
+        # so let the three files catch up before stopping the server.
+        wait_span_files(tmp / "spans", 3)
     served_s = time.monotonic() - t0
     out = tmp / "merged.json.gz"
     p = subprocess.run([sys.executable, "-m", "vllm_w2ext.cli", "merge", "--out", str(out), str(tmp)],
