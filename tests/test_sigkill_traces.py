@@ -31,7 +31,7 @@ def _by_role(traces):
 
 def test_sigkill_engine_core_and_worker_mid_run(tiny_model, tmp_path):
     traces = tmp_path / "traces"
-    params = {"prompts": 4, "max_tokens": 8, "phases": [{"rounds": 2000}]}     # keeps generating for minutes
+    params = {"prompts": 4, "max_tokens": 8, "phases": [{"rounds": 10**6}]}    # generates until killed
     log = open(tmp_path / "driver.log", "w")
     driver = subprocess.Popen([sys.executable, str(TESTS / "drivers" / "offline.py"), str(tiny_model),
                                str(tmp_path / "out.json"), json.dumps(params)],
@@ -50,10 +50,10 @@ def test_sigkill_engine_core_and_worker_mid_run(tiny_model, tmp_path):
             if eng and wrk and min(sum(s.name == "engine.step" for s in eng.slices),
                                    sum(s.name == "worker.execute_model" for s in wrk.slices)) >= STEPS_BEFORE_KILL:
                 break
-        children = {c.pid for c in psutil.Process(driver.pid).children(recursive=True)}
-        assert {eng.pid, wrk.pid} <= children                     # the files name the driver's own children
+        children = {c.pid: c for c in psutil.Process(driver.pid).children(recursive=True)}
+        assert {eng.pid, wrk.pid} <= children.keys()              # the files name the driver's own children
+        procs = [children[eng.pid], children[wrk.pid]]
         before = {sf.pid: len(read_span_file(sf.path).slices) for sf in (eng, wrk)}
-        procs = [psutil.Process(eng.pid), psutil.Process(wrk.pid)]
         for p in (wrk, eng):
             try:
                 os.kill(p.pid, signal.SIGKILL)

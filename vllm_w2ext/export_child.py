@@ -34,7 +34,23 @@ def _reader(stream, q: queue.Queue) -> None:
     q.put(None)
 
 
+def leave_pinned_cores() -> None:
+    """Run on the cores vLLM did not pin its process to. vLLM binds CPU workers to cores (and GPU
+    workers to their NUMA node's); a child inherits that mask, so the export process would share the
+    worker's core with its busy-polling main thread and fall minutes behind (seen on the 2-core CPU
+    build: a worker's trace file written only after the run ended). Where the parent is not pinned
+    this changes nothing; where no other core is allowed, the inherited mask stays."""
+    try:
+        pinned = os.sched_getaffinity(0)
+        every = set(range(os.cpu_count() or 1))
+        if pinned != every:
+            os.sched_setaffinity(0, (every - pinned) or every)
+    except (AttributeError, OSError):      # no affinity API, or the cpuset allows no other core
+        pass
+
+
 def main() -> int:
+    leave_pinned_cores()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(asctime)s vllm_w2ext export process %(process)d: %(message)s")
     settings = config.load()
