@@ -78,7 +78,6 @@ def main(argv=None) -> int:
     noop = so.StepObserver()
 
     # the plugin's two paths for one hook whose pre/post do nothing
-    import wrapt
     from vllm_w2ext.hooks.native import HookObserver
     from vllm_w2ext.hooks.runner import HookRunner
     from vllm_w2ext.hooks.spec import Hook
@@ -88,7 +87,7 @@ def main(argv=None) -> int:
     class Wrapped:
         def update(self, x):
             return x
-    Wrapped.update = wrapt.FunctionWrapper(Wrapped.__dict__["update"], hook.sync)
+    Wrapped.update = hook.bind(Wrapped.__dict__["update"])
     wrapped = Wrapped()
     plugin = HookObserver([hook])
 

@@ -9,20 +9,20 @@ import sys
 from conftest import clean_env
 
 PROBE = r"""
-import importlib, importlib.metadata as md, json, sys, wrapt
+import importlib, importlib.metadata as md, json, sys
 eps = [e.value for e in md.entry_points(group="vllm.general_plugins") if e.name == "w2ext"]
 from vllm.plugins import load_general_plugins
 load_general_plugins()                       # what every vLLM process does
 loaded = sorted(m for m in sys.modules if m.startswith("vllm_w2ext"))
 from vllm_w2ext.hooks import all_hooks       # only now, to read the table
-from vllm_w2ext.hooks.wrapping import resolve
+from vllm_w2ext.hooks.wrapping import is_wrapped, resolve
 rows = []
 for h in all_hooks():
     mod = importlib.import_module(h.module)
     cls = getattr(mod, h.cls_name, None)
     fn = vars(cls).get(h.method) if cls is not None else None
     rows.append({"hook": h.name, "exists": fn is not None, "optional": h.optional,
-                 "wrapped": isinstance(fn, wrapt.FunctionWrapper)})
+                 "wrapped": fn is not None and is_wrapped(cls, h.method)})
 print(json.dumps({"entry_points": eps, "loaded_before_table": loaded, "rows": rows}))
 """
 

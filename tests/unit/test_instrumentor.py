@@ -8,6 +8,7 @@ import wrapt
 
 from vllm_w2ext.hooks import Instrumentor
 from vllm_w2ext.hooks.spec import Hook
+from vllm_w2ext.hooks.wrapping import is_wrapped
 
 MOD = "w2ext_unit_target"
 
@@ -26,16 +27,17 @@ def test_instrument_uninstrument_instrument():
     inst = Instrumentor(hooks)
     inst.instrument()
     sys.modules[MOD] = m = make_module()
+    original = vars(m.Engine)["step"]
     wrapt.importer.notify_module_loaded(m)          # what the import system does on a real import
-    assert isinstance(vars(m.Engine)["step"], wrapt.FunctionWrapper)
+    assert is_wrapped(m.Engine, "step") and vars(m.Engine)["step"].__wrapped__ is original
     assert m.Engine().step(1) == 2 and seen == [(1, 2)]
 
     inst.uninstrument()
-    assert not isinstance(vars(m.Engine)["step"], wrapt.FunctionWrapper)
+    assert vars(m.Engine)["step"] is original and not is_wrapped(m.Engine, "step")
     assert m.Engine().step(5) == 6 and seen == [(1, 2)]
 
     inst.instrument()
-    assert isinstance(vars(m.Engine)["step"], wrapt.FunctionWrapper)
+    assert is_wrapped(m.Engine, "step")
     assert m.Engine().step(7) == 8 and seen == [(1, 2), (7, 8)]
     inst.uninstrument()
     sys.modules.pop(MOD, None)

@@ -17,8 +17,8 @@ def spec(pre, post=None, name="t.hook"):
 def test_pre_fault_disables_the_hook_and_the_call_goes_on(caplog):
     calls = []
     r = HookRunner(spec(lambda o, a, k: 1 / 0, lambda s, res, e: calls.append("post"), name="t.bad"))
-    assert r.sync(lambda x: x + 1, None, (1,), {}) == 2
-    assert r.sync(lambda x: x + 1, None, (2,), {}) == 3
+    assert r.bind(lambda self, x: x + 1)(None, 1) == 2
+    assert r.bind(lambda self, x: x + 1)(None, 2) == 3
     assert r.active is False and calls == [] and selfcost.hook_errors["t.bad"] == 1
     assert sum("t.bad" in m for m in caplog.messages) == 1
 
@@ -27,11 +27,11 @@ def test_method_error_reaches_post_and_caller():
     seen = []
     r = HookRunner(spec(lambda o, a, k: a[0], lambda s, res, e: seen.append((s, res, type(e).__name__))))
 
-    def boom(x):
+    def boom(self, x):
         raise KeyError(x)
     with pytest.raises(KeyError):
-        r.sync(boom, None, ("k",), {})
-    assert r.sync(lambda x: x * 2, None, (4,), {}) == 8
+        r.bind(boom)(None, "k")
+    assert r.bind(lambda self, x: x * 2)(None, 4) == 8
     assert seen == [("k", None, "KeyError"), (4, 8, "NoneType")] and r.active
 
 
@@ -60,3 +60,20 @@ def test_async_hook_and_sampled_cost():
     # exactly one call of SAMPLE_EVERY was timed, scaled up by SAMPLE_EVERY
     wall = selfcost.hook_wall_ns[0] - wall0
     assert wall > 0 and wall % n == 0 and selfcost.hook_cpu_ns[0] - cpu0 >= 0
+
+
+def test_bound_sync_hook_samples_one_call_in_n_and_keeps_the_method_name():
+    seen = []
+    r = HookRunner(spec(lambda o, a, k: a[0], lambda s, res, e: seen.append((s, res))))
+
+    def step(self, x):
+        """vLLM's docstring"""
+        return x + 1
+    hooked = r.bind(step)
+    assert hooked.__name__ == "step" and hooked.__doc__ == "vLLM's docstring" and hooked.__wrapped__ is step
+    wall0 = selfcost.hook_wall_ns[0]
+    n = selfcost.SAMPLE_EVERY
+    assert [hooked(None, i) for i in range(n)] == [i + 1 for i in range(n)]
+    assert seen == [(i, i + 1) for i in range(n)]
+    wall = selfcost.hook_wall_ns[0] - wall0
+    assert wall > 0 and wall % n == 0
