@@ -2,7 +2,14 @@
 0.32's field sets, with the answer worked out by hand."""
 from types import SimpleNamespace as NS
 
-from vllm_w2ext.steps.facts import NewRequest, StepFacts, read_step
+from vllm_w2ext.steps.facts import NewRequest, StepFacts, step_facts
+from vllm_w2ext.steps.facts import read_step as read_wire
+
+
+def read_step(*args):
+    """read_step's wire tuple, read back as the export side does."""
+    return step_facts(read_wire(*args))
+
 
 PROMPTS = {"n": 30, "n1": 4, "n2": 5, "c": 100, "a": 3, "b": 3, "r": 40}
 

@@ -14,13 +14,14 @@ from concurrent.futures import Future
 
 from vllm_w2ext import config
 from vllm_w2ext.hooks.spec import Hook
-from vllm_w2ext.steps.facts import Finished, Stamp, StepRecord, make, read_step
+from vllm_w2ext.steps.facts import STAMP_STEP, read_step
 from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.pipeline import recorder
-from vllm_w2ext.telemetry.wire import DATA, END, SPAN_ID, START, TRACE_ID
+from vllm_w2ext.telemetry.wire import DATA, END, IV_END, IV_START, SPAN_ID, START, TRACE_ID
 from vllm_w2ext.vocab import ENGINE, Attr, Span
 
-# Attributes set on SchedulerOutput, read by the workers: the step's steps.facts.Stamp, and when the
+# Attributes set on SchedulerOutput, read by the workers: the step's steps.facts.Stamp (a plain tuple in
+# its field order: vLLM pickles it with the SchedulerOutput for worker processes), and when the
 # EngineCore dispatched it to the executor (ns).
 STAMP = "_w2ext_ctx"
 DISPATCH = "_w2ext_dispatch"
@@ -36,6 +37,7 @@ class _State:
     identity_done = False
     all_links = False                      # VLLM_W2EXT_STEP_LINKS=all: ship every scheduled id
     last_update = (0, 0)                   # last update_from_output interval (ns)
+    update_batch = -1                      # the step whose output update_from_output is taking in
     prev_step_end = 0
 
 
@@ -61,23 +63,26 @@ def _step_post(r: list, result, error):
         finished, S.finished = tuple(S.finished), []
     sched = S.sched
     S.pending = len(sched.running) + len(sched.waiting) if sched is not None else 1
-    r[DATA] = make(StepRecord, (S.facts, bool(result[1]) if result is not None else False, finished, S.pending))
+    r[DATA] = (S.facts, bool(result[1]) if result is not None else False, finished, S.pending)   # StepRecord
     recorder().end(r, error)
     S.prev_step_end = r[END]
 
 
 def _schedule_pre(sched, args, kwargs):
     S.sched = sched
-    return recorder().begin(Span.SCHEDULE, ENGINE)
+    return recorder().phase_begin(Span.SCHEDULE, ENGINE, S.step)
 
 
-def _schedule_post(r, so, error):
-    recorder().end(r, error)
+def _schedule_post(t0, so, error):
     step = S.current
-    if so is None or step is None:
+    if step is None:                               # scheduled outside a recorded step
+        recorder().phase_end(t0, Span.SCHEDULE, ENGINE, 0, 0, -1, error)
         return
-    setattr(so, STAMP, make(Stamp, (step[TRACE_ID], step[SPAN_ID], S.step, r[START], r[END], *S.last_update,
-                                    S.prev_step_end, step[START], S.pending)))
+    iv = recorder().phase_end(t0, Span.SCHEDULE, ENGINE, step[TRACE_ID], step[SPAN_ID], S.step, error)
+    if so is None:
+        return
+    setattr(so, STAMP, (step[TRACE_ID], step[SPAN_ID], S.step, iv[IV_START], iv[IV_END], *S.last_update,   # Stamp
+                        S.prev_step_end, step[START], S.pending))
     sched = S.sched
     S.facts = read_step(so, sched.requests, len(sched.running), len(sched.waiting), S.all_links)
 
@@ -85,17 +90,21 @@ def _schedule_post(r, so, error):
 def _update_pre(sched, args, kwargs):
     so = args[0] if args else kwargs.get("scheduler_output")
     stamp = getattr(so, STAMP, None)
-    return recorder().begin(Span.UPDATE, ENGINE, attrs={Attr.STEP_BATCH_ID: stamp.step} if stamp else None)
+    S.update_batch = stamp[STAMP_STEP] if stamp is not None else -1
+    return recorder().phase_begin(Span.UPDATE, ENGINE, S.step)
 
 
-def _update_post(r: list, result, error):
-    recorder().end(r, error)
-    S.last_update = (r[START], r[END])
+def _update_post(t0, result, error):
+    step = S.current
+    batch = S.update_batch
+    iv = recorder().phase_end(t0, Span.UPDATE, ENGINE, step[TRACE_ID] if step else 0, step[SPAN_ID] if step else 0,
+                              S.step if step else -1, error, {Attr.STEP_BATCH_ID: batch} if batch >= 0 else None)
+    S.last_update = (iv[IV_START], iv[IV_END])
 
 
 def _free_request_pre(sched, args, kwargs):
     request = args[0] if args else kwargs["request"]
-    S.finished.append(make(Finished, (request.request_id, request.status.name, request.num_output_tokens)))
+    S.finished.append((request.request_id, request.status.name, request.num_output_tokens))   # Finished
     return None
 
 

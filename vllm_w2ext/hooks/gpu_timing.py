@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections import deque
 
-from vllm_w2ext.steps.facts import DeviceSample
 
 MAX_PENDING = 256
 
@@ -56,7 +55,7 @@ class GpuTimer:
             if prev is not None:
                 idle = prev.elapsed_time(s) / 1e3
                 pool.append(prev)
-            out.append(DeviceSample(step, launch, s.elapsed_time(e) / 1e3, idle))
+            out.append((step, launch, s.elapsed_time(e) / 1e3, idle))          # steps.facts.DeviceSample
             pool.append(s)
             self.prev_end = e
         return tuple(out)

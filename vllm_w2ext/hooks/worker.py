@@ -14,11 +14,11 @@ from vllm_w2ext import config
 from vllm_w2ext.hooks.engine_core import DISPATCH, STAMP
 from vllm_w2ext.hooks.gpu_timing import make_timer
 from vllm_w2ext.hooks.spec import Hook
-from vllm_w2ext.steps.facts import ExecutionRecord, make
+from vllm_w2ext.steps.facts import STAMP_SPAN_ID, STAMP_STEP, STAMP_TRACE_ID
 from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.pipeline import recorder
 from vllm_w2ext.telemetry.recording import annotate_profiler
-from vllm_w2ext.telemetry.wire import DATA, END, ROLE, START
+from vllm_w2ext.telemetry.wire import DATA, END, IV_END, SPAN_ID, START, STEP, TRACE_ID
 from vllm_w2ext.vocab import WORKER, Attr, Span
 
 
@@ -29,6 +29,7 @@ class _State:
     timer = None                     # GpuTimer on CUDA workers
     gpu_start = None                 # CUDA event of the step being executed
     gpu_step = (0, 0)                # (step, wall clock ns) when that event was recorded
+    open = None                      # the worker.execute_model range being recorded (forward's parent)
 
 
 S = _State()
@@ -75,27 +76,26 @@ def _execute_pre(worker, args, kwargs):
     _ensure_identity(worker)
     S.last = stamp
     attrs = {Attr.WORKER_TOKENS: so.total_num_scheduled_tokens}
-    r = recorder().begin(Span.WORKER_EXECUTE, WORKER, parent=(stamp.trace_id, stamp.span_id), step=stamp.step,
+    step = stamp[STAMP_STEP]
+    r = recorder().begin(Span.WORKER_EXECUTE, WORKER, parent=(stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID]), step=step,
                          attrs=attrs)
     timer = S.timer
     device = ()
     if timer is not None:
         device = timer.resolve() or ()
         S.gpu_start = timer.start()
-        S.gpu_step = (stamp.step, r[START])
-    r[DATA] = make(ExecutionRecord, (stamp, S.last_end, getattr(so, DISPATCH, 0), timer is not None, device))
+        S.gpu_step = (step, r[START])
+    r[DATA] = (stamp, S.last_end, getattr(so, DISPATCH, 0), timer is not None, device)      # ExecutionRecord
+    S.open = r
     return r
-
-
-def _end_execution(r: list, error) -> None:
-    recorder().end(r, error)
-    S.last_end = r[END]
 
 
 def _execute_post(r, result, error):
     if r is None:
         return
-    _end_execution(r, error)
+    S.open = None
+    recorder().end(r, error)
+    S.last_end = r[END]
     if result is not None and S.timer is not None and S.gpu_start is not None:   # nothing left to sample
         S.timer.stop(S.gpu_start, *S.gpu_step)
         S.gpu_start = None
@@ -105,40 +105,43 @@ def _sample_pre(worker, args, kwargs):
     stamp = S.last
     if stamp is None:
         return None
-    return recorder().begin(Span.WORKER_SAMPLE, WORKER, parent=(stamp.trace_id, stamp.span_id), step=stamp.step)
+    return recorder().phase_begin(Span.WORKER_SAMPLE, WORKER, stamp[STAMP_STEP])
 
 
-def _sample_post(r, result, error):
-    if r is None:
+def _sample_post(t0, result, error):
+    if t0 is None:
         return
-    _end_execution(r, error)
+    stamp = S.last
+    S.last_end = recorder().phase_end(t0, Span.WORKER_SAMPLE, WORKER, stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID],
+                                      stamp[STAMP_STEP], error)[IV_END]
     if S.timer is not None and S.gpu_start is not None:
         S.timer.stop(S.gpu_start, *S.gpu_step)
         S.gpu_start = None
 
 
-def _nested_pre(name):
+def _phase_in_execution(name):
+    """A phase of the model execution being recorded (the runner's forward): an Interval under it."""
     def pre(runner, args, kwargs):
-        rec = recorder()
-        top = rec.current()
-        if top is None or top[ROLE] != WORKER:     # not inside a recorded worker step
+        r = S.open
+        if r is None:                  # not inside a recorded worker step (warm-up, profiling, dummy runs)
             return None
-        return rec.begin(name, WORKER)
-    return pre
+        return r, recorder().phase_begin(name, WORKER, r[STEP])
+
+    def post(state, result, error):
+        if state is not None:
+            r, t0 = state
+            recorder().phase_end(t0, name, WORKER, r[TRACE_ID], r[SPAN_ID], r[STEP], error)
+    return pre, post
 
 
-_runner_execute_pre = _nested_pre(Span.RUNNER_EXECUTE)
+_forward_pre, _forward_post = _phase_in_execution(Span.FORWARD)
+_runner_execute_pre, _runner_execute_post = _phase_in_execution(Span.RUNNER_EXECUTE)
 
 
 def _v2_execute_pre(runner, args, kwargs):
     if kwargs.get("dummy_run"):
         return None
     return _runner_execute_pre(runner, args, kwargs)
-
-
-def _end(r, result, error):
-    if r is not None:
-        recorder().end(r, error)
 
 
 def _profile_pre(worker, args, kwargs):
@@ -155,7 +158,7 @@ HOOKS: list[Hook] = [
     Hook("worker.profile", "vllm.v1.worker.gpu_worker", "Worker.profile", _profile_pre, None, WORKER,
          "torch profiler start/stop: ranges also become record_function annotations"),
     Hook("worker.forward_v1", "vllm.v1.worker.gpu_model_runner", "GPUModelRunner._model_forward",
-         _nested_pre(Span.FORWARD), _end, WORKER, "V1 runner forward (0.32 CPU)", optional=True),
+         _forward_pre, _forward_post, WORKER, "V1 runner forward (0.32 CPU)", optional=True),
     Hook("worker.runner_execute_v2", "vllm.v1.worker.gpu.model_runner", "GPUModelRunner.execute_model",
-         _v2_execute_pre, _end, WORKER, "V2 runner prepare + forward (0.26 H100)", optional=True),
+         _v2_execute_pre, _runner_execute_post, WORKER, "V2 runner prepare + forward (0.26 H100)", optional=True),
 ]

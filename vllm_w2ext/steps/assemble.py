@@ -1,12 +1,13 @@
 """Export side: turn the hooks' raw records into finished spans.
 
 An ``engine.step`` range arrives with a :class:`StepRecord` (its batch facts, finished requests); a
-``worker.execute_model`` range with an :class:`ExecutionRecord` (the step's stamp). Here they get their
+``worker.execute_model`` range with an :class:`ExecutionRecord` (the step's stamp), both as plain
+tuples read back here. Here they get their
 attributes and links, and each finished request becomes an ``engine.request`` span. Runs in the export
 process (or on the export thread with ``VLLM_W2EXT_EXPORT_PROCESS=off``), never on vLLM's threads."""
 from __future__ import annotations
 
-from vllm_w2ext.steps.facts import ExecutionRecord, StepRecord
+from vllm_w2ext.steps.facts import StepRecord, execution_record, step_record
 from vllm_w2ext.steps.gaps import gap_attrs
 from vllm_w2ext.steps.idle import DeviceIdle
 from vllm_w2ext.steps.requests import RequestIndex
@@ -24,13 +25,17 @@ class Assembler:
         extra: list[Range] = []
         for r in ranges:
             d = r.data
-            if isinstance(d, StepRecord):
+            if d is None:
+                continue
+            if r.name == Span.STEP:
                 r.data = None
-                extra += self.step(r, d)
-            elif isinstance(d, ExecutionRecord) and d.prev_end:
-                attrs = r.attrs if r.attrs is not None else {}
-                attrs.update(gap_attrs(d.prev_end, r.start_ns, d.stamp))
-                r.attrs = attrs
+                extra += self.step(r, step_record(d))
+            elif r.name == Span.WORKER_EXECUTE:
+                r.data = d = execution_record(d)
+                if d.prev_end:
+                    attrs = r.attrs if r.attrs is not None else {}
+                    attrs.update(gap_attrs(d.prev_end, r.start_ns, d.stamp))
+                    r.attrs = attrs
         return self.device(ranges + extra if extra else ranges)
 
     def drain(self) -> list[Range]:

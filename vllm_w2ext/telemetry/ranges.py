@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vllm_w2ext.telemetry.wire import RangeRecord
+from vllm_w2ext.telemetry.recording import new_span_id, new_trace_id
+from vllm_w2ext.telemetry.wire import Interval, RangeRecord
 
 
 class Range:
@@ -33,7 +34,11 @@ class Range:
 
     @classmethod
     def from_record(cls, rec: list | tuple) -> "Range":
-        r = RangeRecord._make(rec)
+        if type(rec) is tuple:                   # an Interval (a range is a list)
+            iv = Interval._make(rec)
+            r = iv.record(iv.trace_id or new_trace_id(), new_span_id())
+        else:
+            r = RangeRecord._make(rec)
         return cls(r.name, r.role, r.trace_id, r.span_id, r.parent_id, r.start_ns, r.end_ns, r.attrs, r.step,
                    r.links, r.error, r.nested, r.data)
 

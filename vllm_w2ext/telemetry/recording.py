@@ -1,7 +1,9 @@
 """The hot path: record a range's ids and timestamps, and nothing else.
 
 A range is a plain list in :class:`~vllm_w2ext.telemetry.wire.RangeRecord` field order; ``end`` stamps
-it and appends it to a buffer that the export thread swaps out whole. Spans, attributes that need
+it and appends it to a buffer that the export thread swaps out whole. A phase inside a range (schedule,
+update, sample, forward) is cheaper still: ``phase_begin`` returns its start time, ``phase_end`` appends
+an :class:`~vllm_w2ext.telemetry.wire.Interval` (bounds and parent; no span id, no thread stack). Spans, attributes that need
 lookups, links, trace-file packets and metrics are all built later from these records, in the export
 process by default (see ``pipeline.py``). NVTX ranges use the domain handle with one pre-built
 ``EventAttributes`` per name (a registered string), and cost nothing when no NVTX tool is attached.
@@ -182,6 +184,49 @@ class Recorder:
             buf.append(r)
         else:
             self.dropped += 1
+
+    def phase_begin(self, name: str, role: str, step: int):
+        """Start of a phase: its wall-clock start (ns), or ``(start, annotation)`` while NVTX or profiler
+        marks are on (they are pushed here and popped by ``phase_end``). Hand the result to ``phase_end``."""
+        if self.nvtx is None and PROFILER_ANNOTATION[0] is None:
+            return _now()
+        return _now(), self._open_marks(name, role, step)
+
+    def phase_end(self, state, name: str, role: str, trace_id: int, parent_id: int, step: int,
+                  error: BaseException | None = None, attrs: dict | None = None) -> tuple:
+        """Record the phase begun with ``state`` as a child of (trace_id, parent_id); its Interval tuple
+        (bounds at ``wire.IV_START`` / ``wire.IV_END``)."""
+        end = _now()
+        if type(state) is tuple:
+            state, annotation = state
+            self._close_marks(annotation)
+        iv = (name, role, trace_id, parent_id, state, end, step, attrs,             # wire.Interval
+              None if error is None else type(error).__name__)
+        buf = self.buf
+        if len(buf) < self.capacity:
+            buf.append(iv)
+        else:
+            self.dropped += 1
+        return iv
+
+    def _open_marks(self, name: str, role: str, step: int):
+        if self.nvtx is not None:
+            self.nvtx.push(name, role, step)
+        rf = PROFILER_ANNOTATION[0]
+        if rf is None:
+            return None
+        a = rf(profiler_annotation(name, step))
+        a.__enter__()
+        return a
+
+    def _close_marks(self, annotation) -> None:
+        if annotation is not None:
+            try:
+                annotation.__exit__(None, None, None)
+            except Exception:  # the profiler stopped in between
+                pass
+        if self.nvtx is not None:
+            self.nvtx.pop()
 
     def _close_annotation(self, r: list) -> None:
         a = self._annotations.pop(id(r), None)

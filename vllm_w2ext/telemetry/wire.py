@@ -3,6 +3,10 @@
 
 - :class:`RangeRecord`: one finished range as the hot path leaves it (a plain list in this field order,
   so recording costs one list build and one append); the export side reads it with ``RangeRecord._make``.
+- :class:`Interval`: a phase inside a range (schedule, update, sample, forward), recorded as a plain tuple
+  of its bounds and parent; the export side gives it a span id and reads it as a RangeRecord.
+Records built on every step are plain lists and tuples, never NamedTuple instances: those pickle
+through a Python-level ``__reduce__``, plain ones at C speed.
 - :class:`SelfCost`: the plugin's cumulative counters about itself, sent from a vLLM process to its
   export process and turned into the self-cost metrics there.
 - :class:`Frame`: the message kinds of the pipe to the export process.
@@ -37,6 +41,29 @@ def open_range(name: str, role: str, trace_id: int, span_id: int, parent_id: int
                attrs: dict | None, nested: bool) -> list:
     """A range being recorded: a list in RangeRecord's field order (end, links, error, data unset)."""
     return [name, role, trace_id, span_id, parent_id, start_ns, 0, step, attrs, None, None, nested, None]
+
+
+class Interval(NamedTuple):
+    """A phase recorded by a light hook (``recording.Recorder.phase_end``): on the wire a plain tuple in
+    this field order (a range is a list), with no span id; no thread stack is touched to record it."""
+    name: str
+    role: str
+    trace_id: int             # the parent's trace; 0: none (the export side starts a trace)
+    parent_id: int            # the parent's span id; 0: a root span
+    start_ns: int
+    end_ns: int
+    step: int
+    attrs: dict | None
+    error: str | None
+
+    def record(self, trace_id: int, span_id: int) -> RangeRecord:
+        """The RangeRecord of this phase, given its trace (its parent's, or a new one) and a span id made
+        on the export side."""
+        return RangeRecord(self.name, self.role, trace_id, span_id, self.parent_id,
+                           self.start_ns, self.end_ns, self.step, self.attrs, None, self.error, True, None)
+
+
+IV_START, IV_END = Interval._fields.index("start_ns"), Interval._fields.index("end_ns")
 
 
 class SelfCost(NamedTuple):
