@@ -57,7 +57,7 @@ def render(base: str, start: float, end: float, out: Path, dashboard: Path, step
                 xs = [float(t) - start for t, _ in series["values"]]
                 ys = [float(v) for _, v in series["values"]]
                 label = ",".join(f"{k}={v}" for k, v in series["metric"].items()
-                                 if k not in ("job", "instance", "engine", "rank")) or q["legend"] or q["ref_id"]
+                                 if k not in ("job", "instance", "engine", "rank", "tp_rank", "pp_rank")) or q["legend"] or q["ref_id"]
                 ax.plot(xs, ys, label=(q["legend"].replace("{{", "").replace("}}", "") + " " + label)[:40],
                         linewidth=1)
                 n_series += 1

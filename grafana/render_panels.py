@@ -64,7 +64,7 @@ def render(run: str, window: tuple[float, float], port: int, panels: dict[str, l
                 xs = [float(t) - t0 for t, _ in series["values"]]
                 ys = [float(v) for _, v in series["values"]]
                 label = ",".join(f"{k}={v}" for k, v in series["metric"].items()
-                                 if k not in ("job", "instance", "engine", "rank")) or q.get("ref", "")
+                                 if k not in ("job", "instance", "engine", "rank", "tp_rank", "pp_rank")) or q.get("ref", "")
                 ax.plot(xs, ys, label=label[:40])
                 n += 1
         ax.set_title(title[:60], fontsize=9)

@@ -70,14 +70,16 @@ def _files(trace_dir: Path) -> dict:
 
 
 def _series(text: str) -> dict[str, set]:
-    """family -> {(role, engine, rank)} of the samples on the endpoint; fails on a duplicate series."""
+    """family -> {(role, engine, rank, tp_rank, pp_rank)} of the samples on the endpoint; fails on a
+    duplicate series."""
     out: dict[str, set] = {}
     seen = Counter()
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             seen[(s.name, tuple(sorted(s.labels.items())))] += 1
             if "role" in s.labels:
-                out.setdefault(fam.name, set()).add((s.labels["role"], s.labels["engine"], s.labels["rank"]))
+                out.setdefault(fam.name, set()).add(tuple(s.labels[k] for k in ("role", "engine", "rank", "tp_rank",
+                                                                                 "pp_rank")))
     dup = [k for k, n in seen.items() if n > 1]
     assert not dup, f"duplicate series on the endpoint: {dup[:3]}"
     return out
@@ -172,8 +174,8 @@ def test_tp2_trace_files_forked_and_killed_workers(tp2):
 def test_tp2_metrics_every_rank(tp2):
     series = _series(tp2.metrics)
     for fam in SERIES:
-        assert {("engine_core", "0", "na")} <= series[fam], (fam, series.get(fam))
-    assert {("worker", "0", "0"), ("worker", "0", "1")} <= series["vllm_w2ext_phase_duration_seconds"]
+        assert {("engine_core", "0", "na", "na", "na")} <= series[fam], (fam, series.get(fam))
+    assert {("worker", "0", "0", "0", "0"), ("worker", "0", "1", "1", "0")} <= series["vllm_w2ext_phase_duration_seconds"]
 
 
 def test_tp2_explain_one_device_per_rank(tp2):
@@ -263,9 +265,10 @@ def test_dp2_one_endpoint_every_engine(dp2):
     EngineCore and worker writes into the folder the main process chose before starting them."""
     assert "Address already in use" not in dp2.log
     series = _series(dp2.metrics)
-    assert {("engine_core", "0", "na"), ("engine_core", "1", "na")} <= series["vllm_w2ext_engine_steps"]
-    assert {("worker", "0", "0"), ("worker", "1", "0"), ("engine_core", "0", "na"), ("engine_core", "1", "na")} \
-        <= series["vllm_w2ext_phase_duration_seconds"]
+    na = ("na", "na", "na")
+    assert {("engine_core", "0", *na), ("engine_core", "1", *na)} <= series["vllm_w2ext_engine_steps"]
+    assert {("worker", "0", "0", "0", "0"), ("worker", "1", "0", "0", "0"), ("engine_core", "0", *na),
+            ("engine_core", "1", *na)} <= series["vllm_w2ext_phase_duration_seconds"]
 
 
 def test_dp2_explain_one_device_per_engine(dp2):

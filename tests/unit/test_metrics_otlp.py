@@ -232,7 +232,7 @@ def test_exemplars_at_most_one_per_bucket_per_export(receiver, monkeypatch, as_e
 def test_exemplar_window_bounds_offers():
     """Within one window a bucket takes one exemplar; a new window takes a new one."""
     m = StepMetrics()
-    lab = ("worker", "0", "0")
+    lab = ("worker", "0", "0", "0", "0")
     for k in range(100):
         m.gap.observe(lab, 0.003, (k + 1, k + 1))
     assert len(m.exemplar_seen) == 1
@@ -342,7 +342,7 @@ def test_collector_down_is_counted_and_shutdown_bounded(monkeypatch, as_export_p
 
 def test_labels_are_the_prometheus_labels():
     for i in INSTRUMENTS:
-        assert i.all_labels[:3] == LABELS
+        assert i.all_labels[:len(LABELS)] == LABELS == ("role", "engine", "rank", "tp_rank", "pp_rank")
     assert {i.when for i in INSTRUMENTS} >= {"", CUDA}
 
 

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 TIME_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
                 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-LABELS = ("role", "engine", "rank")          # every instrument: which process (part) it describes
+# Every instrument: which process (part) it describes. engine = the DP rank (one EngineCore each); rank,
+# tp_rank, pp_rank: a worker's global and parallel-group ranks ("na" where the role has none).
+LABELS = ("role", "engine", "rank", "tp_rank", "pp_rank")
 
 COUNTER, HISTOGRAM, GAUGE = "counter", "histogram", "gauge"
 # Exemplar labels on the Prometheus endpoint (Grafana's exemplarTraceIdDestinations name the first).

@@ -182,9 +182,11 @@ class StepMetrics:
         self.exemplar_seen = set()
 
     @staticmethod
-    def labels(role: str) -> tuple[str, str, str]:
+    def labels(role: str) -> tuple[str, ...]:
+        """The values of LABELS for one of this process's roles."""
         a = identity.roles().get(role, {})
-        return role, str(a.get(Attr.ENGINE_INDEX, 0)), str(a.get(Attr.RANK, "na"))
+        return (role, str(a.get(Attr.ENGINE_INDEX, 0)), str(a.get(Attr.RANK, "na")), str(a.get(Attr.TP_RANK, "na")),
+                str(a.get(Attr.PP_RANK, "na")))
 
     def consume(self, ranges: list[Range]) -> None:
         cache: dict[str, tuple] = {}
