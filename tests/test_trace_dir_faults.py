@@ -48,7 +48,7 @@ def full_disk_run(tiny_model, tmp_path_factory):
         mport = free_port()
         env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_TRACE_DIR=str(traces), VLLM_W2EXT_METRICS_PORT=str(mport))
         result, log = run_offline(tiny_model, env, tmp / "out.json", with_log=True, prompts=24, max_tokens=24,
-                                  metrics_port=mport, phases=[{"rounds": 2}])
+                                  metrics_port=mport, phases=[{"rounds": 6}])
         df = subprocess.run(["df", "-k", str(mnt)], capture_output=True, text=True).stdout
         files = {f.name: f.read_bytes() for f in sorted(traces.glob("w2ext-*.pftrace"))}
     finally:
