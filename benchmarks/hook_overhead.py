@@ -3,18 +3,21 @@
 One engine step's call sequence (EngineCore.step -> Scheduler.schedule -> executor.execute_model ->
 Worker.execute_model -> runner forward -> sample_tokens -> Scheduler.update_from_output) on stand-in
 classes with vLLM's method names, fed a real vLLM ``SchedulerOutput`` of N requests; the wrapped
-methods are no-ops, so every microsecond measured is the plugin's. Each stand-in method is wrapped
-by the plugin's real hook runner (``hooks/runner.py``) with the real hook functions of the tables.
+methods are no-ops, so every microsecond measured is the plugin's. Each stand-in method is replaced by
+the plugin's real hook runner (``HookRunner.bind``, as on vLLM's classes) with the real hook functions of
+the tables. Path ``in_process`` leaves out the MultiprocExecutor hooks, as on the GPU at TP=1, where the worker
+runs inside the EngineCore (UniProcExecutor, not hooked).
 
 Per step, in the vLLM process (median of interleaved repetitions):
 - ``hooks_us``: the engine thread's added time (runner + hook functions + recording), no export thread;
-- ``recording_us``: of that, the recorder alone (begin/end of the step's ranges + the step's facts);
+- ``recording_us``: of that, the recorder alone (begin/end of the step's ranges, its phase intervals and
+  the step's facts);
 - ``export_thread_cpu_us``: CPU time of the export thread handing the step's records to a real export
   process (take, pickle, write to the pipe); it holds the GIL for about this long;
 - ``with_export_us``: the engine thread's added time while that export thread runs every 200 ms (hooks
   plus the GIL contention the export thread causes): the number the budget is about.
 
-    python benchmarks/hook_overhead.py [--out FILE] [--batches 1,500]
+    python benchmarks/hook_overhead.py [--out FILE] [--batches 1,500] [--paths in_process,multiproc]
 """
 from __future__ import annotations
 
@@ -117,16 +120,27 @@ HOOKED = {("EngineCore", "step"): "engine.step", ("Scheduler", "schedule"): "eng
           ("Runner", "_model_forward"): "worker.forward_v1"}
 
 
-def build(hooked: bool, so):
-    import wrapt
+# The executor hooks run only where workers are separate processes (MultiprocExecutor); on the GPU at
+# TP=1 the worker runs inside the EngineCore (UniProcExecutor, not hooked).
+PATHS = {"multiproc": (), "in_process": ("Executor",)}
+
+
+def build(hooked: bool, so, path: str = "multiproc"):
     classes = {c.__name__: c for c in stand_ins(so)}
     if hooked:
         from vllm_w2ext.hooks import all_hooks
         from vllm_w2ext.hooks.runner import HookRunner
         by = {h.name: h for h in all_hooks()}
         for (cls, meth), hname in HOOKED.items():
+            if cls in PATHS[path]:
+                continue
             c = classes[cls]
-            setattr(c, meth, wrapt.FunctionWrapper(vars(c)[meth], HookRunner(by[hname]).sync))
+            runner = HookRunner(by[hname])
+            if hasattr(runner, "bind"):
+                setattr(c, meth, runner.bind(vars(c)[meth]))
+            else:                                # trees before HookRunner.bind (before/after runs)
+                import wrapt
+                setattr(c, meth, wrapt.FunctionWrapper(vars(c)[meth], runner.sync))
     return classes["EngineCore"]().step
 
 
@@ -144,34 +158,38 @@ def recording_only(so, n: int) -> float:
     rec = pipeline.recorder()
     sched = stand_ins(so)[1]()
 
+    if not hasattr(rec, "phase_begin"):          # trees before phase intervals: phases were ranges
+        def phase(name, role, tid, sid, attrs=None):
+            rec.end(rec.begin(name, role, parent=(tid, sid), step=1, attrs=attrs))
+    else:
+        def phase(name, role, tid, sid, attrs=None):
+            rec.phase_end(rec.phase_begin(name, role, 1), name, role, tid, sid, 1, None, attrs)
+
     def step():
         st = rec.begin("engine.step", "engine_core", step=1)
-        s = rec.begin("engine.schedule", "engine_core")
-        rec.end(s)
+        tid, sid = st[2], st[3]
+        phase("engine.schedule", "engine_core", tid, sid)
         read_step(so, sched.requests, 1, 0, False)
-        ex = rec.begin("engine.execute_model", "engine_core", parent=(st[2], st[3]), nested=False)
-        w = rec.begin("worker.execute_model", "worker", parent=(st[2], st[3]), step=1, attrs={"n": 1})
-        f = rec.begin("worker.forward", "worker")
-        rec.end(f)
+        ex = rec.begin("engine.execute_model", "engine_core", parent=(tid, sid), nested=False)
+        w = rec.begin("worker.execute_model", "worker", parent=(tid, sid), step=1, attrs={"n": 1})
+        phase("worker.forward", "worker", tid, w[3])
         rec.end(w)
         rec.end(ex)
-        sa = rec.begin("engine.sample_tokens", "engine_core", parent=(st[2], st[3]), nested=False)
-        ws = rec.begin("worker.sample_tokens", "worker", parent=(st[2], st[3]), step=1)
-        rec.end(ws)
+        sa = rec.begin("engine.sample_tokens", "engine_core", parent=(tid, sid), nested=False)
+        phase("worker.sample_tokens", "worker", tid, sid)
         rec.end(sa)
-        u = rec.begin("engine.update_from_output", "engine_core", attrs={"b": 1})
-        rec.end(u)
+        phase("engine.update_from_output", "engine_core", tid, sid, {"b": 1})
         rec.end(st)
     t = time_steps(step, n)
     rec.take()
     return t
 
 
-def measure(batch: int, reps: int, n: int) -> dict:
+def measure(batch: int, reps: int, n: int, path: str) -> dict:
     from vllm_w2ext.hooks.engine_core import S as engine_state
     from vllm_w2ext.telemetry import pipeline
     so = make_scheduler_output(batch, new=0)
-    plain, hooked = build(False, so), build(True, so)
+    plain, hooked = build(False, so), build(True, so, path)
     p = pipeline.get()
     stop_thread(p)
     for f in (plain, hooked):
@@ -191,7 +209,7 @@ def measure(batch: int, reps: int, n: int) -> dict:
         cpu.append(p.export_cpu_s / n * 1e6)
     rec = statistics.median(recording_only(so, n) for _ in range(max(3, reps // 2)))
     med = statistics.median
-    return {"batch": batch, "plain_us": round(med(base), 3), "hooks_us": round(med(inst) - med(base), 2),
+    return {"path": path, "batch": batch, "plain_us": round(med(base), 3), "hooks_us": round(med(inst) - med(base), 2),
             "recording_us": round(rec, 2), "export_thread_cpu_us": round(med(cpu), 2),
             "with_export_us": round(med(exp) - med(base), 2),
             "with_export_us_range": [round(min(exp) - med(base), 2), round(max(exp) - med(base), 2)]}
@@ -230,6 +248,7 @@ def main() -> None:
     ap.add_argument("--batches", default="1,500")
     ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--paths", default="in_process,multiproc", help=f"of {sorted(PATHS)}")
     a = ap.parse_args()
     # Every exporter's work goes to the export process (a real one: trace file, metrics snapshots); NVTX
     # auto (no tool attached: off), as in a production run.
@@ -238,7 +257,8 @@ def main() -> None:
     os.makedirs(os.environ["VLLM_W2EXT_METRICS_DIR"], exist_ok=True)
     res = {"what": "per-step cost of vllm_w2ext in vLLM's process (see the module docstring)",
            "machine": machine(), "argv": sys.argv[1:],
-           "per_step": [measure(int(b), a.reps, a.steps) for b in a.batches.split(",")]}
+           "per_step": [measure(int(b), a.reps, a.steps, path) for path in a.paths.split(",")
+                        for b in a.batches.split(",")]}
     from vllm_w2ext.telemetry import pipeline
     pipeline.get().shutdown()
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
