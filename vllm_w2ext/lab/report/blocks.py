@@ -44,14 +44,21 @@ def _header(s: dict) -> Blocks:
 
 
 def _comparison(s: dict) -> Blocks:
-    """Our numbers against the lab's H100 table, then the hand-written notes that explain differences."""
-    b: Blocks = [("h2", "Comparison with the lab's H100 numbers"),
-                 ("p", "Source: benchmarks/lab_data/lab_reference_h100.json. Differences over 10 % are flagged."
-                       + ("" if s["target"] == "h100" else " This run is not on an H100: every difference is expected.")),
-                 ("table", ["metric", "lab H100", "ours", "diff", "flag"],
-                  [[r["metric"], _f(r["lab_h100"], 2), _f(r["ours"], 2),
+    """Our numbers against the lab's for the same GPU (its H100 column beside them), then the
+    hand-written notes that explain differences."""
+    ref_gpu = s.get("reference_gpu") or "H100"
+    same = s.get("gpu") == ref_gpu
+    beside = [] if ref_gpu == "H100" else ["lab H100"]
+    b: Blocks = [("h2", f"Comparison with the lab's {ref_gpu} numbers"),
+                 ("p", "Source: benchmarks/lab_data/lab_reference_h100.json (the lab's H100 table and its other-GPU "
+                       "columns). Differences over 10 % are flagged."
+                       + ("" if same else f" This run is not on an {ref_gpu} ({s.get('gpu') or 'no GPU'}): every "
+                                          "difference is expected.")),
+                 ("table", ["metric", f"lab {ref_gpu}", "ours", "diff", "flag"] + beside,
+                  [[r["metric"], _f(r.get("lab"), 2), _f(r["ours"], 2),
                     "—" if r["diff_pct"] is None else f"{r['diff_pct']:+.1f} %",
-                    "**> 10 %**" if r["flag"] else ""] for r in s["comparison"]])]
+                    "**> 10 %**" if r["flag"] else ""] + ([_f(r["lab_h100"], 2)] if beside else [])
+                   for r in s["comparison"]])]
     if s.get("notes"):
         b += [("h2", "Why the numbers differ (notes.md)")] + [("p", para) for para in s["notes"]]
     return b
@@ -83,9 +90,12 @@ def _latency(s: dict, charts: dict) -> Blocks:
     growth = [f"{mode}: {pts[max(pts)]['avg_latency_s'] / pts[min(pts)]['avg_latency_s']:.2f}x from batch {min(pts)} to {max(pts)}"
               for mode, pts in s["latency"].items() if len(pts) > 1]
     return [("h2", "3. Latency vs batch size"), ("img", charts.get("Figure 2: latency vs batch")),
-            ("table", ["mode", "batch", "latency ms", "per-token ms", "weights/per-token TB/s", "of 3.35 TB/s"], rows),
+            ("table", ["mode", "batch", "latency ms", "per-token ms", "weights/per-token TB/s",
+                       f"of {s['hbm_tb_s']} TB/s" if s.get("hbm_tb_s") else "of HBM peak"], rows),
             ("p", "Growth: " + ("; ".join(growth) or "—") + f". Weight bytes from the model config: "
-                  f"{(s['weight_bytes'] or 0) / 1e9:.3f} GB (bandwidth vs the H100's 3.35 TB/s; meaningless on CPU).")]
+                  f"{(s['weight_bytes'] or 0) / 1e9:.3f} GB"
+                  + (f" (bandwidth vs the {s['gpu']}'s {s['hbm_tb_s']} TB/s HBM peak)." if s.get("hbm_tb_s")
+                     else " (no HBM peak: CPU or a GPU not in vllm_w2ext/lab/gpus.py)."))]
 
 
 def _profile(s: dict, charts: dict) -> Blocks:

@@ -30,8 +30,8 @@ def throughput(s: dict, out_dir: str) -> str | None:
     ax.bar(names, [v["total_tok_s"] for _, v in rows], label="total tok/s")
     ax.bar(names, [v["output_tok_s"] or 0 for _, v in rows], label="output tok/s", alpha=0.8)
     ref = s.get("reference", {}).get("offline_throughput_sharegpt_tok_s")
-    if ref and s["target"] == "h100":
-        ax.axhline(ref, color="k", ls="--", lw=1, label=f"lab H100 ShareGPT ({ref:,.0f})")
+    if ref and s.get("gpu"):
+        ax.axhline(ref, color="k", ls="--", lw=1, label=f"lab {s['reference_gpu']} ShareGPT ({ref:,.0f})")
     ax.set(title=f"Figure 1: offline and online throughput ({s['target']})", ylabel="tokens/s")
     ax.tick_params(axis="x", rotation=25)
     ax.legend(fontsize=8)
@@ -48,9 +48,9 @@ def latency(s: dict, out_dir: str) -> str | None:
         ax[0].plot(bs, [1e3 * pts[b]["avg_latency_s"] for b in bs], "o-", label=mode)
         ax[1].plot(bs, [pts[b]["per_token_ms"] for b in bs], "o-", label=mode)
     ref = s.get("reference", {})
-    if s["target"] == "h100" and ref.get("latency_ms"):
+    if s.get("gpu") and ref.get("latency_ms"):
         bs, ms = zip(*sorted(ref["latency_ms"].items()))
-        ax[0].plot(bs, ms, "k--", label="lab H100")
+        ax[0].plot(bs, ms, "k--", label=f"lab {s['reference_gpu']}")
     ax[0].set(title="Figure 2: latency vs batch size", xlabel="batch size", ylabel="ms per batch", xscale="log")
     ax[1].set(title="per-token latency (batch latency / output tokens)", xlabel="batch size", ylabel="ms",
               xscale="log")

@@ -13,7 +13,6 @@ from vllm_w2ext.analysis.metrics.scrapes import quantile, read_scrapes, samples,
 from vllm_w2ext.vocab import ENGINE, FRONT, WORKER
 
 DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2, "fp8": 1}
-H100_HBM_TB_S = 3.35
 
 
 def llama_weights(cfg: dict, dtype: str | None = None) -> dict:
@@ -37,12 +36,16 @@ def llama_weights(cfg: dict, dtype: str | None = None) -> dict:
             "embedding_params": embed}
 
 
-def per_token(avg_latency_s: float, output_len: int, weight_bytes: int, hbm_tb_s: float = H100_HBM_TB_S) -> dict:
+def per_token(avg_latency_s: float, output_len: int, weight_bytes: int, hbm_tb_s: float | None) -> dict:
     """The lab's definitions: per-token latency = batch latency / output tokens (prefill included);
-    achieved bandwidth = weight bytes / per-token time, as a fraction of the HBM peak."""
+    achieved bandwidth = weight bytes / per-token time, as a fraction of the GPU's HBM peak (``hbm_tb_s``,
+    lab.gpus; None on CPU or an unknown GPU: no fraction)."""
     t = avg_latency_s / output_len
     bw = weight_bytes / t
-    return {"per_token_ms": 1e3 * t, "achieved_tb_s": bw / 1e12, "hbm_fraction": bw / (hbm_tb_s * 1e12)}
+    out = {"per_token_ms": 1e3 * t, "achieved_tb_s": bw / 1e12}
+    if hbm_tb_s:
+        out["hbm_fraction"] = bw / (hbm_tb_s * 1e12)
+    return out
 
 
 def nvml_by_phase(path: str) -> dict:

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from vllm_w2ext.lab.model_folders import LLAMA31_8B_CONFIG
+from vllm_w2ext.lab import gpus
 from vllm_w2ext.lab.report.results import llama_weights, load_raw, nvml_by_phase, overhead, per_token, scrape_delta
 
 FLAG_PCT = 10.0
@@ -35,33 +36,37 @@ def summarise(out: str, ref: dict) -> dict:
     runs = load_raw(out)
     env = json.loads(Path(out, "env.json").read_text()) if Path(out, "env.json").exists() else {}
     target = next((r["target"] for r in runs.values()), "?")
-    s = {"target": target, "env": env, "runs": {k: v["status"] for k, v in runs.items()}, "throughput": {},
+    # the GPU named by env.json (results of the H100 lab, --target h100, have no other source than that)
+    gpu = gpus.gpu_of(env) or (("H100", 3.35) if target == "h100" else None)
+    s = {"target": target, "gpu": gpu[0] if gpu else None, "hbm_tb_s": gpu[1] if gpu else None, "env": env, "runs": {k: v["status"] for k, v in runs.items()}, "throughput": {},
          "online": {}, "latency": {}, "profile": {}, "overhead": {}, "plugin_metrics": {}, "nvml": {},
          "errors": sorted(os.path.basename(p) for p in glob.glob(os.path.join(out, "raw", "*.error.txt")))}
-    refm = ref.get("metrics", {})
-    s["reference"] = {"offline_throughput_sharegpt_tok_s": refm.get("offline_throughput_sharegpt_tok_s", {}).get("value"),
-                      "latency_ms": {b: refm[f"latency_bs{b}_ms"]["value"] for b in (1, 4, 16, 32)
-                                     if f"latency_bs{b}_ms" in refm}}
+    # the lab's numbers for this GPU (its H100 table when it did not measure this one)
+    lab = gpus.lab_metrics(ref, s["gpu"]) if s["gpu"] else {}
+    s["reference_gpu"] = s["gpu"] if lab else ref.get("gpu_key")
+    lab = lab or gpus.lab_metrics(ref, ref.get("gpu_key"))
+    s["reference"] = {"gpu": s["reference_gpu"], "offline_throughput_sharegpt_tok_s": lab.get("offline_throughput_sharegpt_tok_s"),
+                      "latency_ms": {b: lab[f"latency_bs{b}_ms"] for b in (1, 4, 16, 32) if f"latency_bs{b}_ms" in lab}}
     models = runs.get("models", {}).get("result", {}).get("target_model", {})
     s["models"] = runs.get("models", {}).get("result", {})
     wbytes = models.get("weights", {}).get("bytes")
-    if wbytes is None and target == "h100":      # models step not run: the 8B-shaped config is known
+    if wbytes is None and target in ("h100", "gpu"):   # models step not run: the 8B-shaped config is known
         wbytes = llama_weights(LLAMA31_8B_CONFIG)["bytes"]
     s["weight_bytes"] = wbytes
     for name, r in runs.items():
-        _add_run(s, name, r, wbytes)
+        _add_run(s, name, r, wbytes, s["hbm_tb_s"])
     _add_overheads(s, runs)
     for p in sorted(glob.glob(os.path.join(out, "metrics", "scrape_*.prom*"))):
         s["plugin_metrics"][os.path.basename(p).split(".")[0][len("scrape_"):]] = scrape_delta(p)
     for c in sorted(glob.glob(os.path.join(out, "metrics", "nvml_*.csv"))):
         s["nvml"].update(nvml_by_phase(c))
-    s["comparison"] = compare(s, ref)
+    s["comparison"] = compare(s, ref, lab)
     notes = Path(out, "notes.md")              # hand-written explanations committed next to the results
     s["notes"] = [" ".join(x.split()) for x in notes.read_text().split("\n\n") if x.strip()] if notes.exists() else []
     return s
 
 
-def _add_run(s: dict, name: str, r: dict, wbytes: int | None) -> None:
+def _add_run(s: dict, name: str, r: dict, wbytes: int | None, hbm_tb_s: float | None) -> None:
     """One raw run's numbers into its experiment's section (failed runs are left out)."""
     res = r["result"]
     if r["experiment"] == "throughput" and r["status"] == "ok":
@@ -74,7 +79,7 @@ def _add_run(s: dict, name: str, r: dict, wbytes: int | None) -> None:
                              "completed": res.get("completed"), "failed": res.get("failed", 0),
                              **{k: res.get(k) for k in ("mean_ttft_ms", "mean_tpot_ms", "mean_itl_ms", "duration")}}
     elif r["experiment"] == "latency" and r["status"] == "ok":
-        pt = per_token(res["avg_latency"], res["output_len"], wbytes) if wbytes else {}
+        pt = per_token(res["avg_latency"], res["output_len"], wbytes, hbm_tb_s) if wbytes else {}
         s["latency"].setdefault(r["mode"], {})[res["batch_size"]] = {"avg_latency_s": res["avg_latency"], **pt}
     elif r["experiment"] == "profile":
         a = r.get("analysis", {})
@@ -98,8 +103,9 @@ def _add_overheads(s: dict, runs: dict) -> None:
                 overhead(vals, better), unit="tok/s" if kind == "thr" else "s")
 
 
-def compare(s: dict, ref: dict) -> list[dict]:
-    """Our numbers next to the lab's H100 table; |difference| > 10 % is flagged."""
+def compare(s: dict, ref: dict, lab: dict[str, float]) -> list[dict]:
+    """Our numbers next to the lab's for the same GPU (``lab``: gpus.lab_metrics), with the lab's H100
+    column beside them; |difference| > 10 % from the lab's same-GPU number is flagged."""
     ours = {}
     thr = stock_or_plugin(s["throughput"], "thr_sharegpt", "total_tok_s")
     if thr is not None:
@@ -115,9 +121,9 @@ def compare(s: dict, ref: dict) -> list[dict]:
         ours["online_throughput_rate_inf_tok_s"] = inf["total_tok_s"]
     rows = []
     for k, m in ref.get("metrics", {}).items():
-        v = ours.get(k)
-        diff = None if v is None else 100 * (v - m["value"]) / m["value"]
-        rows.append({"metric": k, "what": m["what"], "lab_h100": m["value"], "ours": v, "diff_pct": diff,
+        v, want = ours.get(k), lab.get(k)
+        diff = None if v is None or want is None else 100 * (v - want) / want
+        rows.append({"metric": k, "what": m["what"], "lab": want, "lab_h100": m["value"], "ours": v, "diff_pct": diff,
                      "flag": diff is not None and abs(diff) > FLAG_PCT})
     return rows
 
