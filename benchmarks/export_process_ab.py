@@ -9,7 +9,7 @@ rounds. Writes the raw bench JSON of every run and a summary with the machine an
 
 The CPU build of vLLM is used here (2 cores: the engine, the export processes and the receiver all
 share them, so this is a worst case for running more processes, not the H100's picture); on the
-H100 use benchmarks/h100/overhead_ab.sh.
+H100 use benchmarks/gpu/overhead_ab.sh.
 """
 from __future__ import annotations
 

@@ -86,7 +86,7 @@ def test_rule_table_names():
     assert classify_name("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64") == "gemm"
 
 
-# (b) real H100 decode excerpts (4 decode steps, cut by benchmarks/h100/cut_excerpt.py). Ranges: the full
+# (b) real H100 decode excerpts (4 decode steps, cut by benchmarks/gpu/cut_excerpt.py). Ranges: the full
 # traces (127 decode steps each) give, for decode, GEMM 87.3 % / attention 6.1 % at batch 1 and
 # GEMM 76.5 % / attention 17.2 % at batch 32 (benchmarks/results/h100/breakdown/).
 @pytest.mark.parametrize("batch, gemm_range, attn_range", [(1, (0.84, 0.90), (0.05, 0.08)),

@@ -1,6 +1,6 @@
 """Cut a few consecutive steps out of a Kineto trace into a small, valid Kineto trace (test fixture).
 
-    python benchmarks/h100/cut_excerpt.py benchmarks/results/h100/profiles/decode_bs1_in512_out128.pt.trace.json.xz \\
+    python benchmarks/gpu/cut_excerpt.py benchmarks/results/h100/profiles/decode_bs1_in512_out128.pt.trace.json.xz \\
         tests/fixtures/h100_decode_bs1_excerpt.pt.trace.json.xz --first 60 --steps 4
 
 Keeps the top-level metadata (deviceProperties, distributedInfo, ...) and the "M" metadata events; the

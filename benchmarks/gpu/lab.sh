@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The lab (issue #5) on the H100: vLLM 0.26.0 staged with shared/gpu (see ../shared/gpu/README.md),
+# The lab (issue #5) on the GPU machine (H100 in earlier rounds, H200 now; the report reads which GPU
+# from env.json): vLLM 0.26.0 staged with shared/gpu (see ../shared/gpu/README.md),
 # dummy Llama-3.1-8B-shaped bf16 model (--load-format dummy), max model length 4096, plugin via
 # VLLM_W2EXT (every exporter on: OTLP to a loopback receiver + metrics endpoint scraped), NVML
 # sampled at 5 Hz around every session. Results land in $OUT/lab.tar.gz (lab/: raw/, metrics/, profile/, logs/,
-# env.json, report.*). On a cold machine stage vLLM first with benchmarks/h100/split_stage.sh
+# env.json, report.*). On a cold machine stage vLLM first with benchmarks/gpu/split_stage.sh
 # (call 1 carries .gpu/p1a; call 2 carries .gpu/p1b + .gpu/p2, runs `split_stage.sh two` and sources
 # .gpu/p2/env.sh); later calls on the warm machine: bash .gpu/p2/stage.sh && source .gpu/p2/env.sh.
 # Build the payloads with W2EXT_GPU_EXTRA="wrapt perfetto prometheus-fastapi-instrumentator" (stage C's
@@ -15,7 +16,7 @@
 # hits the limit returns nothing). Do not run it here (no GPU).
 #
 # usage: LAB_GIT_COMMIT=<sha> [LAB_RESUME_FROM=<results dir in the tree>] [LAB_TIMEOUT_S=480] \
-#          bash benchmarks/h100/lab.sh STAGE
+#          bash benchmarks/gpu/lab.sh STAGE
 # One stage per 10-minute device call; the lab itself is killed (process group) after LAB_TIMEOUT_S so
 # the call always returns what is written. Engine start ~80 s each (imports, EngineCore spawn,
 # compile cache, CUDA graphs); the plan folds throughput, latency and the first A/B repetition into
@@ -28,7 +29,7 @@
 # run it again (resume skips every session whose raw JSON came back).
 # Each stage also keeps its results in LAB_KEEP (/tmp on the device) and starts from them, so back-to-back
 # calls on a warm machine resume without a round trip; after the machine was given back, unpack
-# $OUT/lab.tar.gz into the tree (e.g. benchmarks/results/h100/lab) and pass it as LAB_RESUME_FROM.
+# $OUT/lab.tar.gz into the tree (e.g. benchmarks/results/h200/lab) and pass it as LAB_RESUME_FROM.
 set -uo pipefail
 STAGE=${1:?stage: A B C R}
 OUT=${OUT:-out}; L=$OUT/lab; mkdir -p $L
@@ -39,7 +40,7 @@ done
 M=/tmp/llama31-8b-shaped
 python3 -m vllm_w2ext.lab.model_folders llama31-8b-shaped $M > /dev/null
 export LAB_GIT_COMMIT=${LAB_GIT_COMMIT:-unknown}
-LAB=(timeout -k 15 ${LAB_TIMEOUT_S:-480} python3 benchmarks/lab.py --target h100 --size full --model $M --out $L --plugin both)
+LAB=(timeout -k 15 ${LAB_TIMEOUT_S:-480} python3 benchmarks/lab.py --target gpu --size full --model $M --out $L --plugin both)
 case $STAGE in
   A)  "${LAB[@]}" --only models,throughput,latency,overhead --reps 1 ;;
   B)  "${LAB[@]}" --only overhead --reps 3 ;;

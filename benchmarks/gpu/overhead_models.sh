@@ -10,7 +10,7 @@
 # throughput random 256/256 x 500. Plugin runs: OTLP/gRPC spans to a loopback receiver, the metrics
 # endpoint scraped every second, VLLM_W2EXT_TRACE_DIR set, NVTX on (default).
 #
-# usage (on the device, after staging; see ../shared/gpu/README.md and benchmarks/h100/split_stage.sh):
+# usage (on the device, after staging; see ../shared/gpu/README.md and benchmarks/gpu/split_stage.sh):
 #   bash .gpu/p2/stage.sh && source .gpu/p2/env.sh && \
 #     MODELS="l4 1b 8b" PAIRS="1 2 3" LAB_GIT_COMMIT=<sha> bash benchmarks/gpu/overhead_models.sh
 # The whole plan (18 runs) takes ~3 calls: issue the same command again, right after each call returns

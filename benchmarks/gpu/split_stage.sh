@@ -3,9 +3,9 @@
 # only ~5 MiB of the 64 MiB per call. This moves the tail of p1's vLLM archive into the second call
 # (50 MiB in call 1, ~16 MiB + p2's ~30 MiB in call 2: the tree may be up to ~13 MiB):
 #
-#   here:      bash benchmarks/h100/split_stage.sh pack        # after ../shared/gpu/build-payloads.sh
-#   call 1:    bash benchmarks/h100/split_stage.sh one          carry .gpu/p1a
-#   call 2:    bash benchmarks/h100/split_stage.sh two && source .gpu/p2/env.sh && ...   carry .gpu/p1b .gpu/p2
+#   here:      bash benchmarks/gpu/split_stage.sh pack        # after ../shared/gpu/build-payloads.sh
+#   call 1:    bash benchmarks/gpu/split_stage.sh one          carry .gpu/p1a
+#   call 2:    bash benchmarks/gpu/split_stage.sh two && source .gpu/p2/env.sh && ...   carry .gpu/p1b .gpu/p2
 #   later calls on the same warm machine: bash .gpu/p2/stage.sh && source .gpu/p2/env.sh && ...
 set -euo pipefail
 STAGE="${W2EXT_SITE:-/tmp/w2ext-site}.stage"
