@@ -62,3 +62,29 @@ def test_an_h200_run_compares_with_the_h200_column(tmp_path):
     # the same measured latency is a smaller share of the H200's larger HBM peak
     lat = s["latency"]["stock"][1]
     assert lat["hbm_fraction"] == pytest.approx(lat["achieved_tb_s"] / 4.8)
+
+
+def test_beside_sets_an_h200_run_against_our_h100_run_and_checks_bandwidth(tmp_path):
+    """A planted H200 run: our H100 run's latencies scaled by exactly the HBM ratio 3.35 / 4.8, so the
+    report must say decode followed bandwidth (0.0 % off) and give the lab's ratio beside ours."""
+    from vllm_w2ext.lab.report.blocks import _beside
+    from vllm_w2ext.lab.report.summary import beside
+    run = tmp_path / "lab"
+    shutil.copytree(H100_LAB, run, ignore=shutil.ignore_patterns("*.png", "extra", "logs"))
+    e = json.loads((run / "env.json").read_text())
+    e["gpu"]["devices"][0]["name"] = "NVIDIA H200"
+    (run / "env.json").write_text(json.dumps(e))
+    k = 3.35 / 4.8
+    for f in (run / "raw").glob("*.json"):
+        r = json.loads(f.read_text())
+        if r.get("experiment") == "latency" and r.get("status") == "ok":
+            r["result"]["avg_latency"] *= k
+            f.write_text(json.dumps(r))
+    h200, h100 = summarise(str(run), REF), summarise(str(H100_LAB), REF)
+    b = beside(h200, h100, REF)
+    rows = {r["metric"]: r for r in b["rows"]}
+    assert b["gpu"] == "H100" and b["bandwidth_ratio"] == pytest.approx(k)
+    assert rows["per_token_latency_bs1_ms"]["ratio"] == pytest.approx(k)
+    assert rows["latency_bs1_ms"]["lab_ratio"] == pytest.approx(751 / 903)
+    text = " ".join(str(x) for blk in _beside({**h200, "beside": b}) for x in blk[1:])
+    assert "predict a ratio of 0.698" in text and "measured 0.698 (" in text and "0.0 %; within 10 %" in text

@@ -3,7 +3,7 @@
 of the report, in report order, each reading the summary dict (summary.py) and the chart files."""
 from __future__ import annotations
 
-from vllm_w2ext.lab.report.summary import stock_or_plugin
+from vllm_w2ext.lab.report.summary import FLAG_PCT, stock_or_plugin
 
 Blocks = list[tuple]
 
@@ -59,9 +59,29 @@ def _comparison(s: dict) -> Blocks:
                     "—" if r["diff_pct"] is None else f"{r['diff_pct']:+.1f} %",
                     "**> 10 %**" if r["flag"] else ""] + ([_f(r["lab_h100"], 2)] if beside else [])
                    for r in s["comparison"]])]
+    if s.get("beside"):
+        b += _beside(s)
     if s.get("notes"):
         b += [("h2", "Why the numbers differ (notes.md)")] + [("p", para) for para in s["notes"]]
     return b
+
+
+def _beside(s: dict) -> Blocks:
+    """This run beside ours on another GPU: ratios, the lab's ratios, and whether decode follows HBM."""
+    bs = s["beside"]
+    me, other = s.get("gpu") or "this run", bs.get("gpu") or "the other run"
+    rows = [[r["what"], _f(r["this"], 2), _f(r["other"], 2), _f(r["ratio"], 3), _f(r["lab_ratio"], 3)]
+            for r in bs["rows"]]
+    out: Blocks = [("h2", f"Beside our {other} run"),
+                   ("table", ["measure", f"ours {me}", f"ours {other}", "ratio", "lab's ratio"], rows)]
+    pt = next((r for r in bs["rows"] if r["metric"] == "per_token_latency_bs1_ms"), None)
+    if bs.get("bandwidth_ratio") and pt and pt["ratio"]:
+        off = 100 * (pt["ratio"] / bs["bandwidth_ratio"] - 1)
+        out.append(("p", f"Batch-1 decode reads every weight once per token, so its per-token time should scale "
+                         f"with HBM bandwidth: {other} / {me} peaks predict a ratio of {bs['bandwidth_ratio']:.3f}; "
+                         f"measured {pt['ratio']:.3f} ({off:+.1f} %"
+                         + ("; within 10 %)." if abs(off) <= FLAG_PCT else "; more than 10 % off: see the notes).")))
+    return out
 
 
 def _model_folders(s: dict) -> Blocks:

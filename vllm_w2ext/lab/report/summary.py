@@ -134,3 +134,27 @@ def stock_or_plugin(d: dict, prefix: str, key: str):
         if f"{prefix}_{mode}" in d:
             return d[f"{prefix}_{mode}"][key]
     return None
+
+
+# The measures set beside another of our runs: (summary key, name, lower is better).
+BESIDE = (("latency_bs1_ms", "batch-1 latency (ms)"), ("per_token_latency_bs1_ms", "batch-1 per-token latency (ms)"),
+          ("latency_bs32_ms", "batch-32 latency (ms)"), ("offline_throughput_sharegpt_tok_s", "offline throughput (tok/s)"),
+          ("online_throughput_rate_inf_tok_s", "online throughput at rate inf (tok/s)"))
+
+
+def beside(s: dict, other: dict, ref: dict) -> dict:
+    """This run set beside another of ours on a different GPU (``other``: its summary): each measure's
+    ratio this / other, the lab's ratio for the same two GPUs, and for batch-1 decode the ratio the HBM
+    peaks predict (a batch-1 decode step reads every weight once: its time follows bandwidth)."""
+    ours = {r["metric"]: r["ours"] for r in s["comparison"]}
+    theirs = {r["metric"]: r["ours"] for r in other["comparison"]}
+    lab_this = gpus.lab_metrics(ref, s["gpu"]) if s.get("gpu") else {}
+    lab_other = gpus.lab_metrics(ref, other["gpu"]) if other.get("gpu") else {}
+    rows = []
+    for key, name in BESIDE:
+        a, b = ours.get(key), theirs.get(key)
+        la, lb = lab_this.get(key), lab_other.get(key)
+        rows.append({"metric": key, "what": name, "this": a, "other": b,
+                     "ratio": a / b if a and b else None, "lab_ratio": la / lb if la and lb else None})
+    bw = (other["hbm_tb_s"] / s["hbm_tb_s"]) if s.get("hbm_tb_s") and other.get("hbm_tb_s") else None
+    return {"gpu": other.get("gpu"), "rows": rows, "bandwidth_ratio": bw}
