@@ -1,5 +1,5 @@
 """The lab at smoke size on real vLLM CPU (tiny model): ONE module-scoped run of
-``benchmarks/lab.py --target cpu --size smoke`` (every experiment, 7 engine starts), then assertions
+``benchmarks/lab.py --target cpu --size smoke`` (every experiment, 4 engine starts), then assertions
 on each raw JSON, the report (markdown, PNG charts, HTML) and the HTML page in headless Chromium.
 
 Needs CUDA, tested here only through their CPU-side logic: the NVML sampler (its per-phase summary
@@ -40,7 +40,7 @@ def raw(out: Path, name: str) -> dict:
 
 def test_plan_counts_engine_starts(lab):
     _, log = lab
-    assert "plan: 6 sessions, 13 runs, 4 engine starts" in log
+    assert "plan: 7 sessions, 16 runs, 4 engine starts" in log
 
 
 def test_models(lab):
@@ -125,6 +125,15 @@ def test_overhead_ab_interleaved(lab):
     assert raw(lab[0], "ab_thr_plugin_1")["spans_received"] > 0
 
 
+def test_sglang_skipped_on_cpu_with_the_reason_and_vllms_side_measured(lab):
+    out = lab[0]
+    assert raw(out, "sglang_bench_one_batch")["result"] == {
+        "skipped": "SGLang's bench_one_batch needs a CUDA GPU; this lab runs on the CPU target"}
+    pre, full = raw(out, "sgl_vllm_prefill_bs2")["result"], raw(out, "sgl_vllm_bs2")["result"]
+    assert (pre["output_len"], full["output_len"], full["input_len"], full["batch_size"]) == (1, 8, 32, 2)
+    assert full["avg_latency"] > pre["avg_latency"] > 0
+
+
 def test_env_json(lab):
     env = json.loads((lab[0] / "env.json").read_text())
     assert env["vllm"].startswith("0.32.0") and env["torch"] and env["python"]
@@ -138,7 +147,7 @@ def test_resume_skips_finished_runs(lab, tiny_model):
     p = subprocess.run(LAB + ["--target", "cpu", "--size", "smoke", "--out", str(out), "--model", str(tiny_model)],
                        env=clean_env(), capture_output=True, text=True, timeout=300, cwd=str(ROOT))
     assert p.returncode == 0, p.stderr[-3000:]
-    assert p.stdout.count("raw JSON present (resume)") + p.stderr.count("raw JSON present (resume)") == 6
+    assert p.stdout.count("raw JSON present (resume)") + p.stderr.count("raw JSON present (resume)") == 7
 
 
 def test_report_and_html_in_chromium(lab, tmp_path):
@@ -150,7 +159,8 @@ def test_report_and_html_in_chromium(lab, tmp_path):
     md = (out / "report.md").read_text()
     for section in ("Comparison with the lab's H100 numbers", "1. Model folders", "2. Offline throughput",
                     "3. Latency vs batch size", "4. Profiled forward pass", "5. GPU monitor", "6. Online vs offline",
-                    "7. Plugin overhead"):
+                    "7. Plugin overhead", "8. SGLang bench_one_batch vs vLLM",
+                    "SGLang skipped: SGLang's bench_one_batch needs a CUDA GPU"):
         assert section in md
     assert "## Why the numbers differ (notes.md)\n\nWhy A differs: because of B.\n\nSecond paragraph." in md
     s = json.loads((out / "summary.json").read_text())
@@ -183,15 +193,17 @@ def test_report_and_html_in_chromium(lab, tmp_path):
 
 
 def test_full_plan_one_engine_per_mode_for_throughput_latency_and_first_ab_pair():
-    p = subprocess.run(LAB + ["--target", "h100", "--size", "full", "--dry-run"],
+    p = subprocess.run(LAB + ["--target", "gpu", "--size", "full", "--dry-run"],
                        capture_output=True, text=True, timeout=60, cwd=str(ROOT))
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "plan: 10 sessions, 30 runs, 8 engine starts" in p.stdout
+    assert "plan: 11 sessions, 37 runs, 8 engine starts" in p.stdout
     for mode in ("stock", "plugin"):
         line = next(x for x in p.stdout.splitlines() if f" ab_{mode}_1 " in x)
         runs = line.split("runs: ")[1].split(", ")
         assert runs[:2] == [f"ab_thr_{mode}_1", f"ab_lat_{mode}_1"]       # A/B runs first, on a fresh engine
-        assert runs[2:] == [f"thr_sharegpt_{mode}", f"thr_random_{mode}"] + [f"lat_bs{b}_{mode}" for b in (1, 4, 16, 32)]
+        assert runs[2:8] == [f"thr_sharegpt_{mode}", f"thr_random_{mode}"] + [f"lat_bs{b}_{mode}" for b in (1, 4, 16, 32)]
+    stock = next(x for x in p.stdout.splitlines() if " ab_stock_1 " in x).split("runs: ")[1].split(", ")
+    assert stock[8:] == [f"sgl_vllm{k}_bs{b}" for b in (32, 64, 128) for k in ("_prefill", "")]   # vLLM vs SGLang
 
 
 def test_bad_input_names_the_setting():

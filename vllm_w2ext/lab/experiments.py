@@ -12,19 +12,24 @@ measurements share an engine where vLLM allows it (``fold``).
 5 gpu_monitor NVML sampler around every session (phase column), summarised per session (needs CUDA)
 6 online      ``vllm serve`` (plugin on) + ``vllm bench serve`` at rate inf and a finite rate
 7 overhead    stock vs plugin, interleaved ABBA, >= 3 reps: random throughput + batch-1 latency
+8 sglang      SGLang's ``bench_one_batch`` (the lab's second experiment; needs CUDA and an importable
+              sglang, else skipped with the reason) and vLLM at the same batch sizes and lengths: a
+              prefill-only run (output 1) and the full run, whose difference is the decode
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-EXPERIMENTS = ("models", "throughput", "latency", "profile", "gpu_monitor", "online", "overhead")
+EXPERIMENTS = ("models", "throughput", "latency", "profile", "gpu_monitor", "online", "overhead", "sglang")
 SIZES = {
     "full": dict(thr_prompts=500, rand_in=256, rand_out=256, sharegpt_n=500, lat_batches=[1, 4, 16, 32],
                  lat_in=512, lat_out=128, lat_warmup=3, lat_iters=10, prof_batches=[1, 32], prof_in=512,
-                 prof_out=8, online_prompts=500, online_rate=20.0, reps=3),
+                 prof_out=8, online_prompts=500, online_rate=20.0, reps=3,
+                 sgl_batches=[32, 64, 128], sgl_in=512, sgl_out=256, sgl_iters=3),
     "smoke": dict(thr_prompts=16, rand_in=32, rand_out=32, sharegpt_n=16, lat_batches=[1, 4], lat_in=64,
                   lat_out=16, lat_warmup=1, lat_iters=2, prof_batches=[1], prof_in=64, prof_out=4,
-                  online_prompts=16, online_rate=8.0, reps=1),
+                  online_prompts=16, online_rate=8.0, reps=1,
+                  sgl_batches=[2], sgl_in=32, sgl_out=8, sgl_iters=1),
 }
 
 
@@ -111,9 +116,25 @@ def plan(only: list[str], plugin: str, size: str, reps: int | None, sharegpt_pat
                                                            "output_len": s["lat_out"], "warmup": s["lat_warmup"],
                                                            "iters": s["lat_iters"], "rep": r})]
             out.append(Session(f"ab_{m}_{r}", "overhead", "driver", m, runs))
+    if "sglang" in only:
+        out += _sglang(s, _modes(plugin)[0])
     if "gpu_monitor" in only:           # last: summarises the NVML CSV written around all the sessions above
         out.append(Session("gpu_monitor", "gpu_monitor", "local", "-", [Run("gpu_monitor", "gpu_monitor", "-")]))
     return fold(out)
+
+
+def _sglang(s: dict, mode: str) -> list[Session]:
+    """SGLang's bench_one_batch (a local step: it starts its own model runner) and vLLM at the same
+    batch sizes and lengths on one engine: output 1 (prefill) and the full output per batch size."""
+    lat = {"input_len": s["sgl_in"], "warmup": 1, "iters": s["sgl_iters"]}
+    runs = []
+    for b in s["sgl_batches"]:
+        runs += [Run(f"sgl_vllm_prefill_bs{b}", "sglang", mode, dict(lat, kind="latency", batch_size=b, output_len=1)),
+                 Run(f"sgl_vllm_bs{b}", "sglang", mode, dict(lat, kind="latency", batch_size=b, output_len=s["sgl_out"]))]
+    bench = Run("sglang_bench_one_batch", "sglang", "-", {"batch_sizes": s["sgl_batches"], "input_len": s["sgl_in"],
+                                                          "output_len": s["sgl_out"]})
+    return [Session(f"sgl_vllm_{mode}", "sglang", "driver", mode, runs),
+            Session("sglang_bench_one_batch", "sglang", "local", "-", [bench])]
 
 
 def _random_args(s: dict) -> list[str]:
@@ -122,11 +143,12 @@ def _random_args(s: dict) -> list[str]:
 
 
 def fold(sessions: list[Session]) -> list[Session]:
-    """One engine per mode for throughput, latency and the overhead's first repetition: their runs join
+    """One engine per mode for throughput, latency, vLLM's side of the SGLang comparison and the overhead's
+    first repetition: their runs join
     the mode's first A/B session (or its first throughput/latency session), after that session's own runs,
     so every A/B repetition measures first on a fresh engine. Saves 4 engine starts at full size."""
     def foldable(x: Session) -> bool:
-        return x.kind == "driver" and x.experiment in ("throughput", "latency")
+        return x.kind == "driver" and x.experiment in ("throughput", "latency", "sglang")
 
     host: dict[str, Session] = {}
     for x in sessions:

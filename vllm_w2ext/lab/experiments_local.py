@@ -1,8 +1,10 @@
-"""The lab's steps that start no engine: (1) model folders, (4b) merge + analyze of a profiled run
-through the ``vllm-w2ext`` CLI, (5) the NVML summary per session. Each returns the run's result."""
+"""The lab's steps that start no vLLM engine: (1) model folders, (4b) merge + analyze of a profiled run
+through the ``vllm-w2ext`` CLI, (5) the NVML summary per session, (8) SGLang's ``bench_one_batch`` (its
+own process). Each returns the run's result."""
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -93,4 +95,42 @@ def gpu_monitor(lab, run) -> dict:
                                "per_phase": checks}}
 
 
-LOCAL = {"models": models, "profile_post": profile_post, "gpu_monitor": gpu_monitor}
+SGLANG_TIMEOUT_S = 1800
+
+
+def sglang_unavailable(target) -> str | None:
+    """Why SGLang's bench_one_batch cannot run here, or None."""
+    if not target.gpu:
+        return "SGLang's bench_one_batch needs a CUDA GPU; this lab runs on the CPU target"
+    if importlib.util.find_spec("sglang") is None:
+        return ("SGLang is not installed in this environment (sglang 0.5.15-0.5.17 pin torch 2.11, the GPU "
+                "machine's; it has to be staged there like vLLM)")
+    return None
+
+
+def sglang(lab, run) -> dict:
+    """``python -m sglang.bench_one_batch`` on the lab's model at the run's batch sizes and lengths; its
+    JSONL rows (prefill/decode latency and throughput per batch size). Skipped, with the reason, where
+    SGLang cannot run."""
+    why = sglang_unavailable(lab.target)
+    if why:
+        return {"skipped": why}
+    p, t = run.params, lab.target
+    rows_file = lab.out / "raw" / "sglang_bench_one_batch.jsonl"
+    rows_file.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "sglang.bench_one_batch", "--model-path", str(t.model),
+           "--batch-size", *map(str, p["batch_sizes"]), "--input-len", str(p["input_len"]),
+           "--output-len", str(p["output_len"]), "--result-filename", str(rows_file), "--run-name", run.name]
+    cmd += ["--load-format", "dummy"] if t.dummy_weights else []
+    log = lab.out / "logs" / "sglang_bench_one_batch.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=SGLANG_TIMEOUT_S).returncode
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines() if line.strip()] \
+        if rows_file.exists() else []
+    if rc != 0 or not rows:
+        raise RuntimeError(f"sglang.bench_one_batch failed (rc={rc}, {len(rows)} rows); see {log}")
+    return {"rows": rows, "cmd": cmd}
+
+
+LOCAL = {"models": models, "profile_post": profile_post, "gpu_monitor": gpu_monitor, "sglang": sglang}

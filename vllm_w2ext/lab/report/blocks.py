@@ -12,7 +12,7 @@ def blocks(s: dict, charts: dict[str, str | None]) -> Blocks:
     """The whole report: header, comparison, then the lab's sections 1 to 7."""
     return (_header(s) + _comparison(s) + _model_folders(s) + _throughput(s, charts) + _latency(s, charts)
             + _profile(s, charts) + _gpu_monitor(s) + _online(s) + _plugin_metrics(s, charts)
-            + _overhead(s, charts))
+            + _overhead(s, charts) + _sglang(s))
 
 
 def _f(v, nd=1):
@@ -168,3 +168,26 @@ def _overhead(s: dict, charts: dict) -> Blocks:
             for k, v in s["overhead"].items() if "cost_pct" in v]
     return [("h2", "7. Plugin overhead (interleaved A/B)"), ("img", charts.get("Plugin overhead (A/B)")),
             ("table", ["measure", "pairs", "plugin cost", "per pair %", "stock spread", "within 0.5 %"], rows)]
+
+
+def _sglang(s: dict) -> Blocks:
+    """8. SGLang's bench_one_batch beside vLLM at the same batch sizes and lengths (or why it did not run)."""
+    sg = s.get("sglang")
+    if not sg:
+        return []
+    b: Blocks = [("h2", "8. SGLang bench_one_batch vs vLLM")]
+    if sg.get("skipped"):
+        b.append(("p", f"SGLang skipped: {sg['skipped']}. vLLM's side ran (below)."))
+    b.append(("p", "Per batch size, same input/output lengths. vLLM: prefill = a run with output 1; decode step = "
+                   "(full run - prefill run) / (output - 1). SGLang: its prefill and median decode step."))
+    rows = []
+    for r in sg["rows"]:
+        for engine in ("vllm", "sglang"):
+            v = r.get(engine)
+            if v:
+                rows.append([str(r["batch_size"]), engine, _f(1e3 * v["prefill_latency_s"] if v["prefill_latency_s"] else None),
+                             _f(v["prefill_tok_s"]), _f(1e3 * v["decode_step_s"] if v["decode_step_s"] else None, 2),
+                             _f(v["decode_tok_s"]), _f(v["total_latency_s"], 3)])
+    b.append(("table", ["batch", "engine", "prefill ms", "prefill tok/s", "decode step ms", "decode tok/s", "total s"],
+              rows))
+    return b

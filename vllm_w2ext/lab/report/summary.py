@@ -56,6 +56,7 @@ def summarise(out: str, ref: dict) -> dict:
     for name, r in runs.items():
         _add_run(s, name, r, wbytes, s["hbm_tb_s"])
     _add_overheads(s, runs)
+    s["sglang"] = sglang_vs_vllm(runs)
     for p in sorted(glob.glob(os.path.join(out, "metrics", "scrape_*.prom*"))):
         s["plugin_metrics"][os.path.basename(p).split(".")[0][len("scrape_"):]] = scrape_delta(p)
     for c in sorted(glob.glob(os.path.join(out, "metrics", "nvml_*.csv"))):
@@ -115,7 +116,8 @@ def compare(s: dict, ref: dict, lab: dict[str, float]) -> list[dict]:
         ours[f"latency_bs{b}_ms"] = 1e3 * v["avg_latency_s"]
     if 1 in lat and "per_token_ms" in lat[1]:
         ours["per_token_latency_bs1_ms"] = lat[1]["per_token_ms"]
-        ours["hbm_bandwidth_fraction_bs1"] = lat[1]["hbm_fraction"]
+        if "hbm_fraction" in lat[1]:                      # a GPU with a known HBM peak
+            ours["hbm_bandwidth_fraction_bs1"] = lat[1]["hbm_fraction"]
     inf = next((v for v in s["online"].values() if v["rate"] == "inf"), None)
     if inf and inf["total_tok_s"]:
         ours["online_throughput_rate_inf_tok_s"] = inf["total_tok_s"]
@@ -158,3 +160,34 @@ def beside(s: dict, other: dict, ref: dict) -> dict:
                      "ratio": a / b if a and b else None, "lab_ratio": la / lb if la and lb else None})
     bw = (other["hbm_tb_s"] / s["hbm_tb_s"]) if s.get("hbm_tb_s") and other.get("hbm_tb_s") else None
     return {"gpu": other.get("gpu"), "rows": rows, "bandwidth_ratio": bw}
+
+
+def sglang_vs_vllm(runs: dict) -> dict | None:
+    """SGLang's bench_one_batch rows beside vLLM at the same batch size and lengths, per batch size:
+    prefill latency and tok/s, decode latency per step and tok/s. vLLM's prefill is its output-1 run;
+    its decode step is (full run - prefill run) / (output - 1). None when the experiment did not run."""
+    bench = runs.get("sglang_bench_one_batch")
+    vllm = {r["result"]["batch_size"]: r for n, r in runs.items()
+            if r["experiment"] == "sglang" and n.startswith("sgl_vllm_") and r["status"] == "ok"}
+    if bench is None and not vllm:
+        return None
+    res = (bench or {}).get("result", {})
+    out = {"skipped": res.get("skipped"), "rows": []}
+    sgl = {row["batch_size"]: row for row in res.get("rows", [])}
+    for b in sorted({*sgl, *(r["result"]["batch_size"] for r in vllm.values())}):
+        row: dict = {"batch_size": b}
+        pre = runs.get(f"sgl_vllm_prefill_bs{b}", {}).get("result")
+        full = runs.get(f"sgl_vllm_bs{b}", {}).get("result")
+        if pre and full:
+            step = (full["avg_latency"] - pre["avg_latency"]) / max(1, full["output_len"] - 1)
+            row["vllm"] = {"prefill_latency_s": pre["avg_latency"],
+                           "prefill_tok_s": b * pre["input_len"] / pre["avg_latency"],
+                           "decode_step_s": step, "decode_tok_s": b / step if step > 0 else None,
+                           "total_latency_s": full["avg_latency"]}
+        g = sgl.get(b)
+        if g:
+            row["sglang"] = {"prefill_latency_s": g.get("prefill_latency"), "prefill_tok_s": g.get("prefill_throughput"),
+                             "decode_step_s": g.get("median_decode_latency"),
+                             "decode_tok_s": g.get("median_decode_throughput"), "total_latency_s": g.get("total_latency")}
+        out["rows"].append(row)
+    return out
