@@ -20,7 +20,8 @@ def test_every_hook_faulting_costs_no_request(tiny_model, tmp_path):
     faulty = [h.name for h in all_hooks() if h.name != "front.llm_engine_init"]
     env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_FAULT_INJECT=",".join(faulty), VLLM_W2EXT_METRICS_PORT=str(port))
     result, log = run_offline(tiny_model, env, tmp_path / "out.json", with_log=True, prompts=N,
-                              max_tokens=MAX_TOKENS, metrics_port=port, phases=[{"rounds": 1}])
+                              max_tokens=MAX_TOKENS, metrics_port=port, phases=[{"rounds": 1}],
+                              settle_s=5.0)        # no step counter moves here: give every fault time to arrive
     assert result["tokens"] == [MAX_TOKENS] * N
     lines = re.findall(r"vllm_w2ext: hook (\S+) \(.*\) raised InjectedFault", log)
     # the hooks that ran in the three processes, each exactly once

@@ -1,6 +1,7 @@
-"""SIGKILL of the EngineCore and the worker of a real offline vLLM run in the middle of generating: the
-per-process Perfetto files they leave open in the real Perfetto UI with every slice flushed before the
-kill, and ``vllm-w2ext merge`` turns the partial run into one trace."""
+"""SIGKILL of the EngineCore and the worker of a real offline vLLM run in the middle of generating: their
+export processes write what they had received and exit; the per-process Perfetto files open in the real
+Perfetto UI with every slice on file before the kill still there and none left open, and ``vllm-w2ext
+merge`` turns the partial run into one trace."""
 from __future__ import annotations
 
 import json
@@ -53,6 +54,8 @@ def test_sigkill_engine_core_and_worker_mid_run(tiny_model, tmp_path):
         children = {c.pid: c for c in psutil.Process(driver.pid).children(recursive=True)}
         assert {eng.pid, wrk.pid} <= children.keys()              # the files name the driver's own children
         procs = [children[eng.pid], children[wrk.pid]]
+        exporters = [c for p in procs for c in p.children() if "vllm_w2ext.export_child" in " ".join(c.cmdline())]
+        assert len(exporters) == 2, exporters                      # one export process each
         before = {sf.pid: len(read_span_file(sf.path).slices) for sf in (eng, wrk)}
         for p in (wrk, eng):
             try:
@@ -61,6 +64,9 @@ def test_sigkill_engine_core_and_worker_mid_run(tiny_model, tmp_path):
                 pass
         gone, alive = psutil.wait_procs(procs, timeout=30)
         assert not alive
+        # their export processes write what they had received, then exit on end of input
+        gone, alive = psutil.wait_procs(exporters, timeout=120)
+        assert not alive, alive
     finally:
         try:
             os.killpg(driver.pid, signal.SIGKILL)                # the front end and anything left of the run

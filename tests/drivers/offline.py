@@ -6,6 +6,7 @@ the first generate), tensor_parallel_size, distributed_executor_backend ("mp", "
 ("fork": the workers are forked, as in GPU library use, although the CPU platform asks for spawn;
 "spawn": vLLM's CPU default), and for metrics runs:
   metrics_port  scrape our own endpoint after each phase (text kept in the output)
+  settle_s      the scrape waits until the counters it watches have not moved for this long (1.5)
   phases        [{"slow": bool, "rounds": n}]: generate `rounds` times per phase; "slow" creates the
                 flag file of tests/drivers/slow_scheduler.py for that phase
   slow_flag     the flag file path
@@ -37,7 +38,7 @@ def scrape(port: int, settle_s: float = 1.5, timeout_s: float = 30.0) -> str:
         text = _fetch(port)
         key = [line for line in text.splitlines() if line.startswith((
             "vllm_w2ext_engine_steps_total", "vllm_w2ext_scheduler_gap_seconds_count",
-            "vllm_w2ext_phase_duration_seconds_count"))]
+            "vllm_w2ext_phase_duration_seconds_count", "vllm_w2ext_hook_errors_total"))]
         now = time.monotonic()
         if key != last:
             last, since = key, now
@@ -122,7 +123,7 @@ if __name__ == "__main__":
         if flag and os.path.exists(flag):
             os.remove(flag)
         result["phases"].append({"slow": bool(ph.get("slow")), "start_ns": start, "end_ns": end,
-                                 "metrics": scrape(port) if port else ""})
+                                 "metrics": scrape(port, params.get("settle_s", 1.5)) if port else ""})
     hold = params.get("hold_file")
     if hold:
         with open(out + ".ready", "w") as f:
