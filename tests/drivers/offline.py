@@ -7,8 +7,9 @@ the first generate), tensor_parallel_size, distributed_executor_backend ("mp", "
 "spawn": vLLM's CPU default), and for metrics runs:
   metrics_port  scrape our own endpoint after each phase (text kept in the output)
   settle_s      the scrape waits until the counters it watches have not moved for this long (1.5)
-  phases        [{"slow": bool, "rounds": n}]: generate `rounds` times per phase; "slow" creates the
-                flag file of tests/drivers/slow_scheduler.py for that phase
+  phases        [{"slow": bool, "rounds": n, "pause_s": s}]: generate `rounds` times per phase, pausing
+                `pause_s` after each; "slow" creates the flag file of tests/drivers/slow_scheduler.py
+                for that phase
   slow_flag     the flag file path
   hold_file     after the phases, keep the engine (and metrics endpoint) up until this file exists
   kill_workers  seconds: after the phases, wait that long, then SIGKILL the worker processes before
@@ -119,6 +120,7 @@ if __name__ == "__main__":
         start = time.time_ns()
         for _ in range(ph.get("rounds", 1)):
             llm.generate(prompts, sp, use_tqdm=False)
+            time.sleep(ph.get("pause_s", 0))
         end = time.time_ns()
         if flag and os.path.exists(flag):
             os.remove(flag)
