@@ -14,6 +14,11 @@ KNOWN = (
 )
 
 
+def known(key: str) -> tuple[str, float]:
+    """(key, HBM TB/s) of a GPU in KNOWN by its key."""
+    return next((k, tb_s) for _, k, tb_s in KNOWN if k == key)
+
+
 def gpu_of(env: dict) -> tuple[str, float] | None:
     """(key, HBM TB/s) of the first GPU ``env.json`` names; None without a GPU or for one not in KNOWN."""
     for d in (env.get("gpu") or {}).get("devices", []):

@@ -98,6 +98,15 @@ class Nvtx:
         self.dom.end_range(handle)
 
 
+def _exit_annotation(a) -> None:
+    """Close an open record_function annotation (None: nothing open)."""
+    if a is not None:
+        try:
+            a.__exit__(None, None, None)
+        except Exception:  # the profiler stopped in between
+            pass
+
+
 class Recorder:
     """Per-process recorder. Each thread keeps its own stack of open nested ranges."""
 
@@ -220,21 +229,12 @@ class Recorder:
         return a
 
     def _close_marks(self, annotation) -> None:
-        if annotation is not None:
-            try:
-                annotation.__exit__(None, None, None)
-            except Exception:  # the profiler stopped in between
-                pass
+        _exit_annotation(annotation)
         if self.nvtx is not None:
             self.nvtx.pop()
 
     def _close_annotation(self, r: list) -> None:
-        a = self._annotations.pop(id(r), None)
-        if a is not None:
-            try:
-                a.__exit__(None, None, None)
-            except Exception:  # the profiler stopped in between
-                pass
+        _exit_annotation(self._annotations.pop(id(r), None))
 
     def emit(self, name: str, role: str, parent: tuple | None, start_ns: int, end_ns: int,
              attrs: dict | None = None, step: int = -1) -> list:

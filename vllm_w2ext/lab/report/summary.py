@@ -37,7 +37,7 @@ def summarise(out: str, ref: dict) -> dict:
     env = json.loads(Path(out, "env.json").read_text()) if Path(out, "env.json").exists() else {}
     target = next((r["target"] for r in runs.values()), "?")
     # the GPU named by env.json (results of the H100 lab, --target h100, have no other source than that)
-    gpu = gpus.gpu_of(env) or (("H100", 3.35) if target == "h100" else None)
+    gpu = gpus.gpu_of(env) or (gpus.known("H100") if target == "h100" else None)
     s = {"target": target, "gpu": gpu[0] if gpu else None, "hbm_tb_s": gpu[1] if gpu else None, "env": env, "runs": {k: v["status"] for k, v in runs.items()}, "throughput": {},
          "online": {}, "latency": {}, "profile": {}, "overhead": {}, "plugin_metrics": {}, "nvml": {},
          "errors": sorted(os.path.basename(p) for p in glob.glob(os.path.join(out, "raw", "*.error.txt")))}
