@@ -4,7 +4,8 @@
 # at batch 1 and 32 with the plugin on and its per-process Perfetto span files
 # (VLLM_W2EXT_TRACE_DIR), so `vllm-w2ext merge` can put spans and kernels on one clock.
 # Everything lands in $OUT/prof_merge.tar (profiler traces gzip'd by vLLM, span files as written).
-# Device time: ~2 engine starts (~70-100 s each).
+# Device time: ~2 engine starts (~70-100 s each). TP=2 (two GPUs) profiles both workers (one torch trace per
+# rank) and the plugin writes one span file per worker: `vllm-w2ext merge` puts both GPUs on one timeline.
 set -uo pipefail
 OUT=${OUT:-out}; P=/tmp/w2ext-prof-merge; rm -rf $P; mkdir -p $P
 M=/tmp/llama31-8b-shaped
@@ -15,7 +16,7 @@ export VLLM_W2EXT=1
 for bs in ${BATCHES:-1 32}; do
   VLLM_W2EXT_TRACE_DIR=$P/bs$bs/spans python3 -m vllm.entrypoints.cli.main bench latency \
     --model $M --load-format dummy --max-model-len 4096 --input-len 512 --output-len 128 \
-    --batch-size $bs --num-iters-warmup 2 --profile \
+    --batch-size $bs --num-iters-warmup 2 --profile --tensor-parallel-size ${TP:-1} \
     --profiler-config "{\"profiler\":\"torch\",\"torch_profiler_dir\":\"$P/bs$bs/torch\",\"torch_profiler_with_stack\":false,\"torch_profiler_use_gzip\":true}" \
     > $P/profile_bs$bs.log 2>&1
   echo "bs$bs rc=$?"; ls -la $P/bs$bs/spans $P/bs$bs/torch

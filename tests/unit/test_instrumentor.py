@@ -41,3 +41,24 @@ def test_instrument_uninstrument_instrument():
     assert m.Engine().step(7) == 8 and seen == [(1, 2), (7, 8)]
     inst.uninstrument()
     sys.modules.pop(MOD, None)
+
+
+def test_set_active_pauses_without_unwrapping():
+    """Paused hooks pass calls straight through and count nothing, also through a bound method taken
+    before the pause (as vLLM's EngineCore.step_fn is); resumed, they record again."""
+    seen = []
+    hooks = [Hook("t.step", MOD, "Engine.step", lambda o, a, k: a[0], lambda s, r, e: seen.append((s, r)))]
+    sys.modules.pop(MOD, None)
+    inst = Instrumentor(hooks)
+    inst.instrument()
+    sys.modules[MOD] = m = make_module()
+    wrapt.importer.notify_module_loaded(m)
+    step = m.Engine().step                          # captured while hooked, like EngineCore.step_fn
+    assert step(1) == 2 and seen == [(1, 2)]
+    calls = inst.set_active(False)
+    assert step(2) == 3 and seen == [(1, 2)] and is_wrapped(m.Engine, "step")
+    assert inst.set_active(True) == calls           # nothing counted while paused
+    assert step(3) == 4 and seen == [(1, 2), (3, 4)]
+    assert inst.set_active(True) == calls + 1
+    inst.uninstrument()
+    sys.modules.pop(MOD, None)

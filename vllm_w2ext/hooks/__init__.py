@@ -75,6 +75,17 @@ class Instrumentor:
                 log.warning("vllm_w2ext: %s.%s not found in this vLLM; hook %s skipped",
                             h.module, h.target, h.name)
 
+    def set_active(self, on: bool) -> int:
+        """Pause (``False``) or resume every hook of this process without unwrapping: a paused hook
+        calls vLLM's method straight through (one attribute test). Bound methods that vLLM captured
+        at start-up (``EngineCore.step_fn``) keep the wrapper, so pausing reaches them where
+        ``uninstrument()`` does not. Resuming also re-enables hooks a fault switched off. Call it
+        between steps (with no request in flight), as ``benchmarks/gpu/toggle_ab.py`` does. Returns the
+        hook calls counted so far in this process (they do not grow while paused)."""
+        for r in self.runners.values():
+            r.active = on
+        return sum(r.calls for r in self.runners.values())
+
     def uninstrument(self) -> None:
         """Unwrap every method and unregister the native observer (post-import hooks stay registered
         with wrapt, which has no way to remove them; they do nothing while inactive)."""

@@ -1,0 +1,290 @@
+"""The plugin's cost measured inside ONE engine: its hooks paused and resumed block by block (issue #19).
+
+    python3 benchmarks/gpu/toggle_ab.py --model l4 --out DIR [--blocks 8] [--workloads lat1,thr] [--timeout 400]
+    python3 benchmarks/gpu/toggle_ab.py --arm stock|plugin --pair 1 --tp 2 --model 8b --out DIR ...
+
+``--arm stock`` / ``--arm plugin`` run the same workloads in one engine without switching (no plugin at all /
+the plugin with every exporter on): the separate-run pairs of issue #15 (TP=2), same code path as the toggle.
+
+Why: on the H200 host, separate engine runs of the same configuration spread 8-38 % (engine start,
+core placement), so stock-vs-plugin pairs of separate runs cannot resolve a 1 % cost
+(benchmarks/results/h200/overhead). Here one engine (every exporter on: OTLP/gRPC to a loopback receiver,
+the metrics endpoint scraped every second, ``VLLM_W2EXT_TRACE_DIR``, NVTX) runs the same workloads with
+the hooks on and paused (``Instrumentor.set_active``: a paused hook calls vLLM's method straight through),
+in blocks ordered on/off, off/on, ... so drift cancels. Pausing reaches every process of the engine: the
+front end here, the EngineCore (with the worker inside it at TP=1 on the GPU) through
+``LLM.collective_rpc`` (a callable: needs ``VLLM_ALLOW_INSECURE_SERIALIZATION=1``, set for the engine
+process only). Each switch returns every process's hook-call count, so the record proves the paused
+blocks ran no hook and the resumed ones did.
+
+What "paused" still has: the plugin's idle threads and export processes, and one attribute test per
+hooked call. What it measures: hooks, recording, the export thread's and export process's work, i.e.
+the per-step cost the issue is about. The separate-run A/B (overhead_models.sh) covers the rest.
+
+Workloads (vLLM's bench semantics, ``ignore_eos``, prefix caching off): ``lat1`` / ``lat32`` batch 1 / 32,
+512 in, 128 out, LAT_ITERS iterations (mean s); ``thr`` random 256 in / 256 out x THR_PROMPTS (total tok/s).
+Writes DIR/toggle_<model>.json (rewritten after every block, so a call cut short keeps what finished),
+DIR/toggle_<model>.log.gz and DIR/toggle_<model>.prom.gz (the scrapes). Models: overhead_run.MODELS.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import itertools
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
+
+import overhead_run as orun  # same folder: models, plumbing, scrape parsing
+
+WORKLOADS = {
+    "lat1": {"kind": "latency", "batch": 1, "in": 512, "out": 128},
+    "lat32": {"kind": "latency", "batch": 32, "in": 512, "out": 128},
+    "thr": {"kind": "throughput", "in": 256, "out": 256},
+}
+
+
+# ---- inside the engine process ----------------------------------------------------------------------
+def _remote_set(worker, on: bool):
+    """Runs in each process that ``collective_rpc`` reaches (the EngineCore at TP=1, workers at TP>1)."""
+    from vllm_w2ext.hooks import INSTRUMENTOR
+    return {"pid": os.getpid(), "calls": INSTRUMENTOR.set_active(on)}
+
+
+def inner(spec_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    import numpy as np
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from vllm_w2ext.hooks import INSTRUMENTOR
+
+    out = Path(spec["out"])
+    llm = LLM(**spec["engine"])
+    rng = np.random.default_rng(0)
+    lat_iters, thr_n = spec["lat_iters"], spec["thr_prompts"]
+
+    def prompts(n, length):
+        return [TokensPrompt(prompt_token_ids=rng.integers(10, 10000, size=length).tolist()) for _ in range(n)]
+
+    def measure(key: str) -> dict:
+        w = WORKLOADS[key]
+        sp = SamplingParams(n=1, temperature=1.0, top_p=1.0, ignore_eos=True, max_tokens=w["out"], detokenize=False)
+        if w["kind"] == "latency":
+            ps = prompts(w["batch"], w["in"])
+            times = []
+            for _ in range(lat_iters):
+                t0 = time.perf_counter()
+                llm.generate(ps, sp, use_tqdm=False)
+                times.append(time.perf_counter() - t0)
+            return {"value": statistics.fmean(times), "unit": "s", "iters": times}
+        ps = prompts(thr_n, w["in"])
+        t0 = time.perf_counter()
+        outs = llm.generate(ps, sp, use_tqdm=False)
+        dt = time.perf_counter() - t0
+        toks = sum(len(o.prompt_token_ids) + len(o.outputs[0].token_ids) for o in outs)
+        return {"value": toks / dt, "unit": "tok/s", "elapsed_s": dt, "tokens": toks}
+
+    def set_state(on: bool) -> dict:
+        local = {"pid": os.getpid(), "calls": INSTRUMENTOR.set_active(on)}
+        remote = llm.collective_rpc(_remote_set, args=(on,))
+        return {"front": local, "engine": remote}
+
+    doc = {"spec": {k: v for k, v in spec.items() if k != "out"}, "switches": [], "measures": [], "warmup": []}
+
+    def save():
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        os.replace(tmp, out)
+
+    toggle = spec["arm"] == "toggle"
+    arm_on = spec["arm"] == "plugin"
+    for on in ((True, False) if toggle else (arm_on,)):   # warm-up: each workload once per state, discarded
+        if toggle:
+            doc["switches"].append({"block": -1, "on": on, "counts": set_state(on), "t": time.time()})
+        for key in spec["workloads"]:
+            doc["warmup"].append(dict(measure(key), workload=key, on=on))
+    save()
+    for b in range(spec["blocks"]):
+        for on in (((True, False) if b % 2 == 0 else (False, True)) if toggle else (arm_on,)):
+            if toggle:
+                doc["switches"].append({"block": b, "on": on, "counts": set_state(on), "t": time.time()})
+            for key in spec["workloads"]:
+                doc["measures"].append(dict(measure(key), workload=key, on=on, block=b, t=time.time()))
+        save()
+        if time.time() > spec["deadline"]:
+            doc["stopped_after_block"] = b
+            break
+    if toggle:
+        doc["switches"].append({"block": "end", "on": True, "counts": set_state(True), "t": time.time()})
+    doc["done"] = True
+    save()
+    print(f"[toggle_ab] {len(doc['measures'])} measures written", flush=True)
+    return 0
+
+
+# ---- the summary (pure; the collect step and the tests use it) --------------------------------------
+def summarize(doc: dict) -> dict:
+    """Per workload: paired blocks (on vs off in the same block), cost per block in %, the median, the
+    spread of the paused blocks, and whether the switches did what they claim (paused blocks ran no hook,
+    resumed ones did, in every process)."""
+    out = {}
+    ms = doc.get("measures", [])
+    for key in dict.fromkeys(m["workload"] for m in ms):
+        by_block: dict = {}
+        for m in ms:
+            if m["workload"] == key:
+                by_block.setdefault(m["block"], {})[m["on"]] = m["value"]
+        pairs = [(b, v[True], v[False]) for b, v in sorted(by_block.items()) if True in v and False in v]
+        if not pairs:
+            continue
+        unit = next(m["unit"] for m in ms if m["workload"] == key)
+        # positive = the hooks make it slower
+        cost = [((on - off) / off if unit == "s" else (off - on) / off) * 100 for _, on, off in pairs]
+        offs = [off for _, _, off in pairs]
+        out[key] = {"unit": unit, "pairs": len(pairs), "on": [p[1] for p in pairs], "off": offs,
+                    "cost_pct": cost, "median_cost_pct": statistics.median(cost),
+                    "mean_cost_pct": statistics.fmean(cost),
+                    "off_spread_pct": (max(offs) - min(offs)) / statistics.median(offs) * 100}
+    out["switches_checked"] = check_switches(doc.get("switches", []))
+    return out
+
+
+def check_switches(switches: list) -> dict:
+    """Between one switch and the next, each process's hook calls must stay put if paused and grow if on."""
+    bad, n = [], 0
+    for a, b in itertools.pairwise(switches):
+        procs_a = [a["counts"]["front"]] + list(a["counts"]["engine"])
+        procs_b = [b["counts"]["front"]] + list(b["counts"]["engine"])
+        for pa, pb in zip(procs_a, procs_b):
+            n += 1
+            grew = pb["calls"] > pa["calls"]
+            if grew != a["on"]:
+                bad.append({"from_block": a["block"], "on": a["on"], "pid": pa["pid"], "calls": [pa["calls"], pb["calls"]]})
+    return {"intervals": n, "ok": not bad, "bad": bad}
+
+
+# ---- outside: plugin environment, receiver, scraper ---------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--inner", help=argparse.SUPPRESS)
+    ap.add_argument("--model", choices=sorted(orun.MODELS))
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--arm", choices=("toggle", "stock", "plugin"), default="toggle")
+    ap.add_argument("--pair", type=int, default=0, help="pair number of a stock/plugin run (names the files)")
+    ap.add_argument("--tp", type=int, default=1, help="tensor_parallel_size")
+    ap.add_argument("--keep-traces", action="store_true", help="the plugin's trace files as DIR/<run>.traces.tar.xz")
+    ap.add_argument("--blocks", type=int, default=8)
+    ap.add_argument("--workloads", default="lat1,thr")
+    ap.add_argument("--lat-iters", type=int, default=int(os.environ.get("LAT_ITERS", "5")))
+    ap.add_argument("--thr-prompts", type=int, default=int(os.environ.get("THR_PROMPTS", "500")))
+    ap.add_argument("--timeout", type=float, default=400.0, help="seconds for the engine process")
+    ap.add_argument("--models-dir", type=Path, default=Path(os.environ.get("OVERHEAD_MODELS_DIR", "/tmp/w2ext-models")))
+    ap.add_argument("--engine-json", default="{}", help="extra LLM kwargs (JSON), e.g. the CPU smoke check's")
+    a = ap.parse_args(argv)
+    if a.inner:
+        return inner(a.inner)
+    if not a.model or not a.out:
+        ap.error("--model and --out are required")
+    for key in a.workloads.split(","):
+        if key not in WORKLOADS:
+            ap.error(f"--workloads: unknown {key!r} (known: {', '.join(WORKLOADS)})")
+    d = a.out.resolve()
+    d.mkdir(parents=True, exist_ok=True)
+    tp = f"_tp{a.tp}" if a.tp > 1 else ""
+    name = f"toggle_{a.model}{tp}" if a.arm == "toggle" else f"{a.model}{tp}_p{a.pair}_{a.arm}"
+    folder, layers = orun.model_folder(a.model, a.models_dir.resolve())
+    kw = orun.engine_kwargs(a.model, folder, None)
+    if a.tp > 1:
+        kw["tensor_parallel_size"] = a.tp
+    kw.update(json.loads(a.engine_json))
+    trace_dir = Path("/tmp/w2ext-toggle-traces") / name
+    shutil.rmtree(trace_dir, ignore_errors=True)
+    trace_dir.mkdir(parents=True)
+    t_start = time.time()
+    spec = {"arm": a.arm, "engine": kw, "workloads": a.workloads.split(","), "blocks": a.blocks, "lat_iters": a.lat_iters,
+            "thr_prompts": a.thr_prompts, "deadline": t_start + a.timeout - 60, "out": str(d / f"{name}.json")}
+    spec_path = d / f"{name}.spec.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_W2EXT", "OTEL_"))}
+    env.update({"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})
+    if orun.MODELS[a.model].get("cpu"):
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    scrape_path = d / f"{name}.prom"
+    rx = scr = None
+    if a.arm != "stock":
+        from vllm_w2ext.receiver import OTLPReceiver
+        rx = OTLPReceiver().start()
+        port = orun.free_port()
+        env.update({"VLLM_ALLOW_INSECURE_SERIALIZATION": "1", "VLLM_W2EXT": "1", "VLLM_W2EXT_METRICS_PORT": str(port),
+                    "VLLM_W2EXT_TRACE_DIR": str(trace_dir), "OTEL_SERVICE_NAME": f"w2ext-{name}", **rx.env("grpc")})
+        scr = subprocess.Popen([sys.executable, "-m", "vllm_w2ext.lab.scrape", f"http://127.0.0.1:{port}/metrics",
+                                str(scrape_path), "--interval", "1"], cwd=ROOT)
+    log = d / f"{name}.log"
+    gpu_before = orun.gpu_state()
+    try:
+        rc, timed_out = orun.run_engine([sys.executable, str(Path(__file__).resolve()), "--inner", str(spec_path)],
+                                        env, log, a.timeout)
+    finally:
+        spans = None
+        if scr is not None:
+            time.sleep(1.0)
+            scr.send_signal(signal.SIGTERM)
+            try:
+                scr.wait(15)
+            except subprocess.TimeoutExpired:
+                scr.kill()
+            spans = orun.count_spans(rx)
+            rx.stop()
+    named = [(str(d), "<out>"), (str(trace_dir), "<traces>"), (str(folder), f"<models>/{folder.name}"),
+             (str(a.models_dir.resolve()), "<models>"), (os.environ.get("W2EXT_SITE", ""), "<site>")]
+    text = orun.scrub(log.read_text(errors="replace"), named)
+    with gzip.open(str(log) + ".gz", "wt", compresslevel=9) as f:
+        f.write(text)
+    log.unlink()
+    if scrape_path.exists():
+        with open(scrape_path, "rb") as fi, gzip.open(str(scrape_path) + ".gz", "wb", compresslevel=9) as fo:
+            shutil.copyfileobj(fi, fo)
+        scrape_path.unlink()
+    rp = d / f"{name}.json"
+    doc = json.loads(rp.read_text()) if rp.exists() else {}
+    if a.keep_traces and a.arm != "stock":
+        subprocess.run(["tar", "-C", str(trace_dir.parent), "-cJf", str(d / f"{name}.traces.tar.xz"), trace_dir.name],
+                       check=False)
+    doc.update(run=name, arm=a.arm, pair=a.pair, tp=a.tp, model=orun.MODELS[a.model]["model"], model_key=a.model,
+               layers=layers, rc=rc, timed_out=timed_out,
+               wall_s=round(time.time() - t_start, 1), spans=spans, gpu_before=gpu_before, gpu_after=orun.gpu_state(),
+               hook_faults=[ln for ln in text.splitlines() if "is now disabled" in ln][:5],
+               trace_bytes=sum(f.stat().st_size for f in trace_dir.rglob("*") if f.is_file()))
+    doc["summary"] = summarize(doc) if a.arm == "toggle" else {}
+    orun._atomic_json(rp, json.loads(orun.scrub(json.dumps(doc, default=str), named)))
+    spec_path.write_text(orun.scrub(spec_path.read_text(), named))
+    shutil.rmtree(trace_dir, ignore_errors=True)
+    s = doc["summary"]
+    for key, v in s.items():
+        if key != "switches_checked":
+            print(f"[toggle_ab] {a.model} {key}: {v['pairs']} blocks, median cost {v['median_cost_pct']:+.2f} % "
+                  f"(per block {', '.join(f'{c:+.2f}' for c in v['cost_pct'])}), paused spread {v['off_spread_pct']:.2f} %")
+    vals = {}
+    for m in doc.get("measures", []):
+        vals.setdefault(m["workload"], []).append(round(m["value"], 4))
+    print(f"[toggle_ab] {name}: rc={rc} wall {doc['wall_s']} s, spans {spans and spans['total']}, switches ok "
+          f"{s.get('switches_checked', {}).get('ok')}, hook faults {len(doc['hook_faults'])}, values {vals}", flush=True)
+    if rc != 0:
+        print("\n".join(text.splitlines()[-25:]), flush=True)
+    return 0 if rc == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
