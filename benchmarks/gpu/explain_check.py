@@ -1,0 +1,99 @@
+"""Run ``vllm-w2ext explain`` on the planted-cause runs of ``explain_planted.py`` and check each answer
+against what was planted (the same checks as tests/test_explain_planted.py makes on the CPU).
+
+    python benchmarks/gpu/explain_check.py RUN_DIR... --out benchmarks/results/h200/explain
+
+RUN_DIR holds run.json and traces/ (as explain_planted.py writes them). For each run, OUT/<case>/ gets
+explain.txt, explain.json, run.json and the trace files (xz); OUT/checks.json and OUT/checks.md say what was
+expected, what explain answered, and whether it matches:
+- ``schedule`` (a known sleep in every ``Scheduler.schedule``, async scheduling off): the first finding is
+  ``schedule`` and its share of the wall time is within 25 % of sleep x schedule calls / wall time;
+- ``prefill`` (long prompts added while short requests decode): the first finding is
+  ``prefill_interference`` with at least as many mixed steps as long prompts were added;
+- ``default`` (batch-1 decode, nothing planted): no finding above 5 % of the wall time, and the
+  ``unattributed`` device idle under 10 % of the idle time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from vllm_w2ext import cli
+from vllm_w2ext.analysis.readers.pftrace import read_span_file
+from vllm_w2ext.vocab import TRACE_FILE_GLOB, Span
+
+TOLERANCE = 0.25
+
+
+def check(run: dict, result: dict, slices: list) -> dict:
+    findings = result.get("findings") or []
+    top = findings[0] if findings else {}
+    case = run["case"]
+    wall = result["wall"]["seconds"]
+    out = {"case": case, "first_finding": top.get("id"), "first_cause": top.get("cause"),
+           "first_share": round(top.get("share", 0.0), 4), "wall_s": round(wall, 4)}
+    if case == "schedule":
+        lo, hi = result["wall"]["start_ns"], result["wall"]["end_ns"]
+        calls = sum(1 for s in slices if s.name == Span.SCHEDULE and lo <= s.start_ns and s.end_ns <= hi)
+        expected = run["sleep_s_per_schedule"] * calls / wall
+        out.update(planted=f"{run['sleep_s_per_schedule'] * 1e3:.1f} ms sleep in each of {calls} schedule calls",
+                   expected=f"first cause schedule, share {expected:.3f} +- {TOLERANCE:.0%}",
+                   ok=top.get("cause") == "schedule" and abs(top.get("share", 0) - expected) <= TOLERANCE * expected)
+    elif case == "prefill":
+        mixed = (top.get("evidence") or {}).get("mixed_steps", 0)
+        out.update(planted=f"{run['long_prompts']} prompts of {run['long_len']} tokens added while "
+                           f"{run['decoding_requests']} requests decode",
+                   expected="first finding prefill_interference",
+                   ok=top.get("id") == "prefill_interference" and mixed >= run["long_prompts"], mixed_steps=mixed)
+    else:
+        idle = result.get("device_idle_by_cause") or {}
+        total = sum(v["seconds"] for v in idle.values())
+        un = idle.get("unattributed", {}).get("seconds", 0.0)
+        big = [f["id"] for f in findings if f.get("share", 0) > 0.05]
+        out.update(planted="nothing (batch-1 decode)", expected="no finding above 5 % of the wall time",
+                   findings_above_5pct=big, unattributed_share_of_idle=round(un / total, 4) if total else None,
+                   ok=not big and (not total or un / total < 0.10))
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--out", required=True, type=Path)
+    a = ap.parse_args()
+    checks = []
+    for rd in a.runs:
+        run = json.loads((rd / "run.json").read_text())
+        d = a.out / run["case"]
+        d.mkdir(parents=True, exist_ok=True)
+        traces = rd / "traces"
+        cli.main(["explain", str(traces), "--format", "json", "--out", str(d / "explain.json")])
+        cli.main(["explain", str(traces), "--out", str(d / "explain.txt")])
+        for p in (d / "explain.txt", d / "explain.json"):   # the local folder the traces were read from
+            p.write_text(p.read_text().replace(str(traces.resolve()), "traces").replace(str(traces), "traces"))
+        shutil.copy(rd / "run.json", d / "run.json")
+        (d / "traces").mkdir(exist_ok=True)
+        for f in sorted(traces.glob(TRACE_FILE_GLOB)):
+            with open(f, "rb") as fi, lzma.open(d / "traces" / (f.name + ".xz"), "wb") as fo:
+                shutil.copyfileobj(fi, fo)
+        slices = [s for f in sorted(traces.glob(TRACE_FILE_GLOB)) for s in read_span_file(str(f)).slices]
+        checks.append(check(run, json.loads((d / "explain.json").read_text()), slices))
+    (a.out / "checks.json").write_text(json.dumps(checks, indent=1))
+    lines = ["| case | planted | expected | explain's first finding | share of wall | ok |", "|---|---|---|---|---|---|"]
+    for c in checks:
+        lines.append(f"| {c['case']} | {c['planted']} | {c['expected']} | {c['first_finding']} ({c['first_cause']}) | "
+                     f"{c['first_share']:.1%} | {'yes' if c['ok'] else 'NO'} |")
+    (a.out / "checks.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0 if all(c["ok"] for c in checks) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
