@@ -1,0 +1,121 @@
+"""Every hook's exact cost inside a REAL vLLM engine, per call and per engine step (issue #19).
+
+    python benchmarks/hook_cost_engine.py MODEL_FOLDER [--batches 1,64] [--out FILE] [--engine-json '{}'] [--cpu]
+
+Why: ``benchmarks/hook_overhead.py`` runs the hooks in a tight loop on stand-in classes, where their code and
+data stay hot in the CPU caches; inside vLLM each hook runs once per step between megabytes of vLLM's own
+work, cold. This script times each hook's ``pre`` and ``post`` (``time.perf_counter_ns`` around the call) in a
+real engine: front end, EngineCore and worker in ONE process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, the
+``uni`` executor: the GPU's TP=1 layout without the front end's IPC), the plugin on with its trace folder.
+Each batch size runs ``--rounds`` generate calls of ``--max-tokens`` tokens after one warm-up call; the
+counters are reset between batch sizes. Per step = total / engine steps (``engine.step`` calls).
+
+The timing wrapper itself adds two clock reads per call (about 0.1 us each); the numbers include them.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def timed(acc: dict, name: str, fn):
+    if fn is None:
+        return None
+    rec = acc.setdefault(name, [0, 0, 0])          # calls, ns, max ns
+    clock = time.perf_counter_ns
+
+    def run(*a):
+        t = clock()
+        try:
+            return fn(*a)
+        finally:
+            d = clock() - t
+            rec[0] += 1
+            rec[1] += d
+            rec[2] = max(rec[2], d)
+    return run
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model")
+    ap.add_argument("--batches", default="1,64")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--prompt-len", type=int, default=128)
+    ap.add_argument("--cpu", action="store_true", help="the CPU build: float32, eager, 1 GiB KV cache")
+    ap.add_argument("--engine-json", default="{}", help="extra LLM kwargs (JSON)")
+    ap.add_argument("--out", default="benchmarks/results/cpu/hook_cost_engine.json")
+    a = ap.parse_args()
+    trace_dir = tempfile.mkdtemp(prefix="w2ext-hook-cost-")
+    os.environ.update(VLLM_W2EXT="1", VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_W2EXT_TRACE_DIR=trace_dir)
+    if a.cpu:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+    from vllm_w2ext.hooks import INSTRUMENTOR
+    acc: dict = {}
+    INSTRUMENTOR.hooks = [dataclasses.replace(h, pre=timed(acc, h.name + ".pre", h.pre),
+                                              post=timed(acc, h.name + ".post", h.post)) for h in INSTRUMENTOR.hooks]
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+    kw = {"model": a.model, "max_model_len": 2048, "enable_prefix_caching": False, "distributed_executor_backend": "uni",
+              "load_format": "dummy" if not a.cpu else "auto"}
+    if a.cpu:
+        kw.update(dtype="float32", enforce_eager=True)
+    kw.update(json.loads(a.engine_json))
+    llm = LLM(**kw)
+    sp = SamplingParams(max_tokens=a.max_tokens, ignore_eos=True, temperature=1.0)
+    prompt = TokensPrompt(prompt_token_ids=[10 + (i * 31) % 9000 for i in range(a.prompt_len)])
+    llm.generate([prompt], sp, use_tqdm=False)
+    rows = []
+    for bs in (int(b) for b in a.batches.split(",")):
+        for v in acc.values():
+            v[:] = [0, 0, 0]
+        t0 = time.perf_counter()
+        for _ in range(a.rounds):
+            llm.generate([prompt] * bs, sp, use_tqdm=False)
+        wall = time.perf_counter() - t0
+        steps = acc.get("engine.step.pre", [0])[0] or acc.get("engine.step_with_batch_queue.pre", [0])[0]
+        hooks = {k: {"calls": n, "us_per_call": round(ns / n / 1e3, 2), "us_per_step": round(ns / steps / 1e3, 2),
+                     "max_us": round(mx / 1e3, 1)}
+                 for k, (n, ns, mx) in sorted(acc.items(), key=lambda kv: -kv[1][1]) if n}
+        by_role: dict = {}
+        for k, v in hooks.items():
+            role = k.split(".")[0]
+            by_role[role] = round(by_role.get(role, 0.0) + v["us_per_step"], 2)
+        total = round(sum(v["us_per_step"] for v in hooks.values()), 2)
+        rows.append({"batch": bs, "engine_steps": steps, "wall_s": round(wall, 3), "us_per_step": total,
+                     "us_per_step_by_role": by_role, "step_ms": round(wall / steps * 1e3, 3) if steps else None,
+                     "hooks": hooks})
+        print(f"batch {bs}: {steps} steps, hooks {total} us per step ({by_role}); top: " +
+              ", ".join(f"{k} {v['us_per_step']}" for k, v in list(hooks.items())[:5]), flush=True)
+    import vllm
+    doc = {"what": __doc__.split("\n\n")[0], "machine": {"cpu": _cpu(), "python": platform.python_version(),
+                                                         "vllm": vllm.__version__, "cores": os.cpu_count()},
+           "model": Path(a.model).name, "engine": {k: v for k, v in kw.items() if k != "model"},
+           "rounds": a.rounds, "max_tokens": a.max_tokens, "prompt_len": a.prompt_len, "per_batch": rows}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(doc, indent=1))
+    return 0
+
+
+def _cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
