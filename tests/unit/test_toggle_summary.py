@@ -1,0 +1,42 @@
+"""The in-engine A/B's arithmetic (benchmarks/gpu/toggle_ab.py) on planted records: the cost per block, its
+sign for latency and throughput, and the switch check that proves the paused blocks ran no hook."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "gpu"))
+import toggle_ab
+
+
+def counts(front: int, engine: int) -> dict:
+    return {"front": {"pid": 1, "calls": front}, "engine": [{"pid": 2, "calls": engine}]}
+
+
+def doc(engine_calls_while_paused: int = 0) -> dict:
+    ms = []
+    for b, (lat_on, lat_off, thr_on, thr_off) in enumerate([(1.02, 1.00, 98.0, 100.0), (1.04, 1.00, 99.0, 100.0)]):
+        ms += [{"workload": "lat1", "unit": "s", "block": b, "on": True, "value": lat_on},
+               {"workload": "lat1", "unit": "s", "block": b, "on": False, "value": lat_off},
+               {"workload": "thr", "unit": "tok/s", "block": b, "on": True, "value": thr_on},
+               {"workload": "thr", "unit": "tok/s", "block": b, "on": False, "value": thr_off}]
+    sw = [{"block": 0, "on": True, "counts": counts(0, 0)},
+          {"block": 0, "on": False, "counts": counts(10, 20)},
+          {"block": 1, "on": False, "counts": counts(10, 20 + engine_calls_while_paused)},
+          {"block": 1, "on": True, "counts": counts(10, 20 + engine_calls_while_paused)},
+          {"block": "end", "on": True, "counts": counts(30, 50)}]
+    return {"measures": ms, "switches": sw}
+
+
+def test_cost_per_block_and_sign():
+    s = toggle_ab.summarize(doc())
+    assert [round(c, 6) for c in s["lat1"]["cost_pct"]] == [2.0, 4.0]      # slower latency = positive cost
+    assert [round(c, 6) for c in s["thr"]["cost_pct"]] == [2.0, 1.0]       # fewer tok/s = positive cost
+    assert round(s["lat1"]["median_cost_pct"], 6) == 3.0 and s["lat1"]["pairs"] == 2
+    assert s["lat1"]["off_spread_pct"] == 0.0
+    assert s["switches_checked"] == {"intervals": 8, "ok": True, "bad": []}
+
+
+def test_a_hook_running_while_paused_is_caught():
+    s = toggle_ab.summarize(doc(engine_calls_while_paused=3))
+    bad = s["switches_checked"]["bad"]
+    assert not s["switches_checked"]["ok"] and len(bad) == 1
+    assert bad[0]["on"] is False and bad[0]["pid"] == 2 and bad[0]["calls"] == [20, 23]
