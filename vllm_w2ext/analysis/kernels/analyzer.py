@@ -14,6 +14,8 @@ is the latest to start at or before its launch call (so a step's sampling, launc
 ``execute_model`` returned, stays with its step). Categories: rules.py (name rules) then
 sequence.py (GEMM split by position). Idle: per device, gaps in the union of busy intervals,
 split into inside a step (both neighbours in the same step), between steps, and outside any step.
+With ``collect_comm`` (several tensor-parallel rank traces, ranks.py) every communication kernel is also
+kept as (start, duration, name, step), to be matched with the other ranks' collectives.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ class Analyzer:
     """What one pass keeps: step marks, launches by correlation id, GPU activities waiting for their
     launch or for their turn in start order, and the running totals that result.py reads."""
 
-    def __init__(self) -> None:
+    def __init__(self, collect_comm: bool = False) -> None:
         self.steps = StepTimeline()
         self.launches: dict[int, list] = {}       # correlation -> [ts, pid, api, matched]
         self.waiting: dict[int, list] = defaultdict(list)
@@ -62,6 +64,7 @@ class Analyzer:
         self.counts: dict = defaultdict(int)
         self.out_of_order = 0
         self.no_launch = 0
+        self.comm: list | None = [] if collect_comm else None   # (ts, dur, name, step) of each collective
 
     # -- events ---------------------------------------------------------------------------------
     def feed(self, e) -> None:
@@ -176,7 +179,10 @@ class Analyzer:
                 s.first = ts
             if end > s.last:
                 s.last = end
-        for r, category in self.layer[device].feed(rec, step, classify_activity(cat, name)):
+        kind = classify_activity(cat, name)
+        if kind == "communication" and self.comm is not None:
+            self.comm.append((ts, dur, name, step))
+        for r, category in self.layer[device].feed(rec, step, kind):
             self._account(r, category, s)
 
     def _account(self, rec: tuple, category: str, s) -> None:
@@ -211,8 +217,15 @@ class Analyzer:
 
 def analyze(path: str | Path, top: int = 20) -> dict:
     """Breakdown of one trace as a JSON-serialisable dict (see module docstring and the README)."""
+    an, reader = read_trace(path)
+    return build_result(an, path, reader, top)
+
+
+def read_trace(path: str | Path, collect_comm: bool = False) -> tuple[Analyzer, KinetoEventReader]:
+    """One pass over a trace: the Analyzer that read it (finished) and its reader (header, parser).
+    ``collect_comm``: also keep every communication kernel (ranks.py matches them across ranks)."""
     reader = KinetoEventReader(path)
-    an = Analyzer()
+    an = Analyzer(collect_comm)
     gc_was_on = gc.isenabled()
     gc.disable()                      # millions of short-lived tuples, no cycles: collection is wasted time
     try:
@@ -233,4 +246,4 @@ def analyze(path: str | Path, top: int = 20) -> dict:
     finally:
         if gc_was_on:
             gc.enable()
-    return build_result(an, path, reader, top)
+    return an, reader

@@ -13,6 +13,8 @@ import csv
 import io
 import json
 
+from vllm_w2ext.analysis.kernels.ranks import short_name
+
 CSV_FIELDS = ("section", "phase", "step", "key", "count", "time_us", "share")
 
 
@@ -112,4 +114,139 @@ def to_text(result: dict) -> str:
     if o["reordered_beyond_window"] or o["activities_without_launch"]:
         lines += ["", f"ordering: {o['reordered_beyond_window']} activities out of start order beyond the window, "
                       f"{o['activities_without_launch']} without a launch call (no step)"]
+    return "\n".join(lines) + "\n"
+
+
+# -- several tensor-parallel ranks (ranks.py) --------------------------------------------------------
+TP_CSV_FIELDS = ("rank",) + CSV_FIELDS
+SKEW_STATS = ("matched", "median_us", "p90_us", "max_us", "own_median_us")
+
+
+def render_ranks(result: dict, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(result, indent=1) + "\n"
+    if fmt == "csv":
+        return ranks_csv(result)
+    if fmt == "text":
+        return ranks_text(result)
+    raise ValueError(f"--format {fmt!r}: expected text, json or csv")
+
+
+def _skew_scopes(skew: dict):
+    """(label, block) of the skew table: all, each phase, by position in the step, each collective kernel."""
+    yield "all", skew["all"]
+    for ph, b in skew["by_phase"].items():
+        yield f"phase {ph}", b
+    for pos, b in skew["by_position"].items():
+        yield pos, b
+    for name, b in skew["by_collective"].items():
+        yield short_name(name), b
+
+
+def ranks_csv(result: dict) -> str:
+    """Each trace's rows (``rank`` column first), then ``tp_share`` rows (per rank and phase: key
+    share / share_without_waiting with the value in ``share``, communication_us / gpu_busy_us / waiting_us
+    in ``time_us``) and ``tp_skew`` rows (phase = scope: all, phase X, first/later in step, kernel K)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=TP_CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    tp = result["tensor_parallel"]
+    for r, res in zip(tp["ranks"], result["traces"]):
+        for row in csv_rows(res):
+            w.writerow({"rank": r["rank"], **row})
+    blank = dict.fromkeys(TP_CSV_FIELDS, "")
+    for r in tp["ranks"]:
+        for ph, row in [("all", r)] + list(r["phases"].items()):
+            for k in ("communication_us", "gpu_busy_us", "waiting_us"):
+                if k in row:
+                    w.writerow(blank | {"rank": r["rank"], "section": "tp_share", "phase": ph, "key": k,
+                                        "count": row.get("steps", ""), "time_us": row[k]})
+            for k in ("share", "share_without_waiting"):
+                if k in row:
+                    w.writerow(blank | {"rank": r["rank"], "section": "tp_share", "phase": ph, "key": k,
+                                        "share": row[k]})
+    for scope, b in _skew_scopes(tp["skew"]):
+        if not b.get("matched"):
+            continue
+        for k, v in b["skew_us"].items():
+            if k != "count":
+                w.writerow(blank | {"section": "tp_skew", "phase": scope, "key": f"skew_{k}", "count": b["matched"],
+                                    "time_us": v})
+        for k, v in b["collective_own_us"].items():
+            if k != "count":
+                w.writerow(blank | {"section": "tp_skew", "phase": scope, "key": f"own_{k}", "count": b["matched"],
+                                    "time_us": v})
+        for who, n in b["late"].items():
+            w.writerow(blank | {"section": "tp_skew", "phase": scope, "key": f"late {who}", "count": n})
+        for who, v in b["wait_us"].items():
+            w.writerow(blank | {"rank": who.split()[-1], "section": "tp_skew", "phase": scope, "key": "wait_us",
+                                "time_us": v, "share": b["wait_share_of_collective_time"][who]})
+    return buf.getvalue()
+
+
+def _pct(x) -> str:
+    return "" if x is None else f"{100 * x:.1f}"
+
+
+def _wait_cell(per_step: dict, rank) -> str:
+    v = per_step.get(f"rank {rank}")
+    return f"{'':>15}" if v is None else f"{v:>15.1f}"
+
+
+def ranks_text(result: dict) -> str:
+    tp = result["tensor_parallel"]
+    ranks = tp["ranks"]
+    skew = tp["skew"]
+    lines = [f"vllm-w2ext analyze  {len(ranks)} tensor-parallel rank traces  rules {result['rules_version']}"]
+    for r in ranks:
+        lines.append(f"  rank {r['rank']}: {r['file']}")
+    for n in tp["notes"]:
+        lines.append(f"NOTE: {n}")
+    c = tp["clock"]
+    lines += ["", f"Clock: {c['method']}; " + ("one baseTimeNanoseconds for all traces" if c["same_base"] else
+                                               "different baseTimeNanoseconds, each trace shifted by its own")]
+    e = c.get("check_end_spread_us") or {}
+    if e.get("count"):
+        lines.append(f"  check: matched collectives end {e['median_us']:.3f} us apart (median), {e['p90_us']:.3f} us "
+                     f"(p90) over the ranks (they leave a collective together when the clocks agree)")
+    phases = [p for p in ("prefill", "decode", "mixed", "empty", "unknown")
+              if any(p in r["phases"] for r in ranks)]
+    lines += ["", ("Communication share of GPU busy time (communication kernels' GPU time, waiting for the other "
+                   "ranks included / busy time; w/o wait: the waiting taken out)"),
+              f"{'rank':<6}{'collectives':>12}{'comm ms':>10}{'busy ms':>10}{'share %':>9}{'wait ms':>10}"
+              f"{'w/o wait %':>11}" + "".join(f"{p + ' %':>12}{'w/o wait':>10}" for p in phases)]
+    for r in ranks:
+        cells = (f"{r['rank']:<6}{r['collectives']:>12}{r['communication_us'] / 1e3:>10.3f}{r['gpu_busy_us'] / 1e3:>10.3f}"
+                 f"{_pct(r['share']):>9}{r.get('waiting_us', 0.0) / 1e3:>10.3f}{_pct(r.get('share_without_waiting')):>11}")
+        for p in phases:
+            pr = r["phases"].get(p, {})
+            cells += f"{_pct(pr.get('share')):>12}{_pct(pr.get('share_without_waiting')):>10}"
+        lines.append(cells)
+    unmatched = ", ".join(f"{k} {v}" for k, v in skew["unmatched"].items())
+    lines += ["", f"Rank skew at the collectives: {skew['matched']} matched ({skew['matching']}); unmatched: {unmatched}",
+              (f"  skew = spread of a collective's start times over the ranks; late = the rank that starts last "
+               f"(within {skew['tie_us']:g} us: even); own = the last rank's kernel time (no waiting); "
+               f"wait/step = time a rank spins in collectives waiting for the others, per step"),
+              f"{'scope (phase, position, kernel)':<40}{'matched':>8}{'skew med':>10}{'p90':>9}{'max':>10}{'own med':>9}{'late':>22}"
+              + "".join(f"{'wait/step r' + str(r['rank']):>15}" for r in ranks)]
+    for scope, b in _skew_scopes(skew):
+        if not b.get("matched"):
+            continue
+        label = scope if len(scope) <= 39 else scope[:36] + "..."
+        s, own = b["skew_us"], b["collective_own_us"]
+        late = "/".join(str(v) for v in b["late"].values())
+        per_step = b.get("wait_per_step_us") or {}
+        lines.append(f"{label:<40}{b['matched']:>8}{s['median_us']:>10.2f}{s['p90_us']:>9.2f}{s['max_us']:>10.1f}"
+                     f"{own['median_us']:>9.2f}{late:>22}"
+                     + "".join(_wait_cell(per_step, r["rank"]) for r in ranks))
+    lines.append(f"  late column: {' / '.join(skew['all']['late'])}")
+    a = skew["all"]
+    if a.get("matched"):
+        who = a["usually_late"]
+        lines.append(("  usually late: " + (f"rank {who} ({100 * a['usually_late_share']:.0f} % of the uneven starts)"
+                                           if who is not None else "no rank (late ranks alternate)"))
+                     + "; waiting share of each rank's collective time: "
+                     + ", ".join(f"{k} {100 * v:.1f} %" for k, v in a["wait_share_of_collective_time"].items()))
+    for r, res in zip(ranks, result["traces"]):
+        lines += ["", f"===== rank {r['rank']} =====", to_text(res).rstrip("\n")]
     return "\n".join(lines) + "\n"
