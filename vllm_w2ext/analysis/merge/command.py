@@ -33,6 +33,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"clock offset (profiler - time.time_ns): {info['clock_offset_ns'] / 1e3:+.3f} us, spread (IQR) "
               f"{info['offset_spread_ns'] / 1e3:.3f} us, min/max {info['offset_min_ns'] / 1e3:+.3f}/"
               f"{info['offset_max_ns'] / 1e3:+.3f} us over {info['matched_annotations']} matched annotations")
+        for t in info["profiler_traces"]:
+            if t.get("clock_offset_ns") is not None and len(info["profiler_traces"]) > 1:
+                who = f"rank {t['rank']}" if t.get("rank") is not None else t["path"]
+                print(f"  {who} alone: {t['clock_offset_ns'] / 1e3:+.3f} us, spread (IQR) {t['offset_spread_ns'] / 1e3:.3f} us "
+                      f"over {t['matched_annotations']} annotations")
     else:
         print("clock offset: not measured (" + ("no profiler trace" if not info["profiler_traces"] else
                                                 "no span file" if not info["span_files"] else

@@ -20,6 +20,12 @@ as ONE Chrome/Kineto JSON trace on ONE clock (the profiler's), which Perfetto op
   step -> the profiler's annotation of that step in the worker, annotation -> the GPU kernels it
   launched (CPU ops on CPU traces; vLLM's own ``execute_context_...`` annotations when the plugin was
   off): the first and last by default, every one with ``--step-flows all``.
+- Several profiler traces (one per tensor-parallel rank, each with its worker and its GPU) go on one
+  timeline: each is shifted by its ``baseTimeNanoseconds``' difference from the first's; the second and
+  later ones get their ac2g flow ids (CUPTI correlation ids, alike on every rank, and Perfetto pairs flow
+  ends by id alone) and their bookkeeping tracks renumbered (``ProfilerIndex.renumber``); each trace's
+  own clock offset is measured and stored next to the common one; two traces whose GPUs share a
+  device id (one GPU visible per process) are warned about (their kernels would share a track).
 - Partial runs: a span file cut mid-packet (SIGKILL) gives its complete packets; processes without
   a profiler trace are merged as they are; with no profiler trace the output is the spans alone (on
   their own clock), with no span file the profiler trace plus step -> kernel flows.
@@ -75,7 +81,10 @@ def _read_inputs(inputs: list[str], out_path: str) -> tuple[list[SpanFile], list
     span_paths, prof_paths = find_inputs(inputs, out_path)
     if not span_paths and not prof_paths:
         raise MergeError(f"merge inputs {inputs}: no w2ext-<pid>.pftrace span file and no *.pt.trace.json[.gz|.xz]")
-    return [read_span_file(p) for p in span_paths], [index_trace(p) for p in prof_paths]
+    profs = [index_trace(p) for p in prof_paths]
+    for k, ix in enumerate(profs):        # one trace per rank: their flow ids and bookkeeping tracks apart
+        ix.renumber(k)
+    return [read_span_file(p) for p in span_paths], profs
 
 
 def _warnings(span_files: list[SpanFile], profs: list[ProfilerIndex], out_path: str, measured: bool) -> list[str]:
@@ -84,6 +93,14 @@ def _warnings(span_files: list[SpanFile], profs: list[ProfilerIndex], out_path: 
                 f"({sf.truncated_bytes} bytes dropped)" for sf in span_files if sf.truncated_bytes]
     warnings += [f"{relative_name(ix.path, out_path)}: profiler trace cut after {ix.events} events"
                  for ix in profs if ix.truncated]
+    seen: dict = {}
+    for ix in profs:
+        for pid, device in ix.gpu_pids.items():
+            if pid in seen:
+                warnings.append(f"GPU {device} has activities in {relative_name(seen[pid], out_path)} and "
+                                f"{relative_name(ix.path, out_path)} (each process saw its GPU as device {device}: "
+                                "CUDA_VISIBLE_DEVICES per process?): their kernels share one GPU track")
+            seen.setdefault(pid, ix.path)
     if profs and span_files and not measured:
         warnings.append("no span matched a profiler annotation: the clock offset is NOT measured; spans are "
                         "placed with offset 0 (profiled without VLLM_W2EXT=1, or span files from another run?)")
@@ -104,12 +121,17 @@ def _our_events(span_files: list[SpanFile], profs: list[ProfilerIndex], base: in
 
 
 def _inputs_read(span_files: list[SpanFile], profs: list[ProfilerIndex], out_path: str) -> dict:
+    """What was read; with several profiler traces (one per rank), each one's own clock offset too: the
+    merge places every span with the offset over all of them, these say whether the traces agree."""
+    own = [measure_offset(span_files, [ix]) for ix in profs] if len(profs) > 1 and span_files else [{}] * len(profs)
     return {"span_files": [{"path": relative_name(sf.path, out_path), "pid": sf.pid, "roles": sf.roles,
                             "slices": len(sf.slices), "truncated_bytes": sf.truncated_bytes,
                             "open_slices": sf.open_slices} for sf in span_files],
             "profiler_traces": [{"path": relative_name(ix.path, out_path), "events": ix.events,
                                  "truncated": ix.truncated, "base_time_ns": ix.base_ns, "gpu": ix.has_gpu,
-                                 "step_annotations": len(ix.annotations)} for ix in profs]}
+                                 "step_annotations": len(ix.annotations), "rank": ix.rank,
+                                 **{k: o[k] for k in ("clock_offset_ns", "offset_spread_ns", "matched_annotations")
+                                    if k in o}} for ix, o in zip(profs, own)]}
 
 
 def _offset_marker(o: OurEvents, span_files: list[SpanFile], profs: list[ProfilerIndex], base: int,

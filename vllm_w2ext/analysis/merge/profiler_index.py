@@ -24,6 +24,12 @@ LANE_TID_BASE = 20_000_000         # lane L of stream S: tid LANE_TID_BASE * L +
 # Kineto's bookkeeping events name no real process: a string pid ("Spans": the recording window) or a
 # negative one (-1: buffer requests), which Perfetto files under pid 0, i.e. GPU 0. They move here.
 PROFILER_PID = 99_999_990          # above any Linux pid (PID_MAX_LIMIT is 4,194,304)
+# Kineto's ac2g flows (launch -> kernel) take CUPTI's correlation id (32 bits) as their id, and Perfetto
+# pairs flow ends by id alone: two ranks' traces, whose correlation ids run alike, would cross-link. The
+# k-th profiler trace of a merge gets its ac2g ids shifted by k * AC2G_ID_STRIDE (clear of our own flow
+# ids, our_events.FLOW_ID_BASE, for up to 232 traces); its bookkeeping tids by k * BOOKKEEPING_TID_STRIDE.
+AC2G_ID_STRIDE = 1 << 32
+BOOKKEEPING_TID_STRIDE = 100
 
 
 def ts_ns(ts_us) -> int:
@@ -65,6 +71,7 @@ class ProfilerIndex:
     moved_flows: dict = field(default_factory=dict)     # (correlation, ts) -> (pid, tid, lane tid): its ac2g end
     lane_tracks: dict = field(default_factory=dict)     # (pid, lane tid) -> (stream tid, lane)
     remap: dict = field(default_factory=dict)           # (pid, tid) of bookkeeping -> (PROFILER_PID, tid)
+    flow_id_shift: int = 0                              # added to its ac2g flow ids (several traces: renumber)
     first_ns: int | None = None                    # recorded window (complete events), relative to base
     last_ns: int | None = None
 
@@ -80,6 +87,18 @@ class ProfilerIndex:
             if isinstance(pid, int) and pid >= 0 and pid not in self.gpu_pids:
                 n[pid] = n.get(pid, 0) + c
         return sorted(n, key=lambda p: -n[p])
+
+    @property
+    def rank(self) -> int | None:
+        """The trace's rank (Kineto's ``distributedInfo``), when it has one."""
+        rank = (self.meta.get("distributedInfo") or {}).get("rank") if isinstance(self.meta, dict) else None
+        return rank if isinstance(rank, int) else None
+
+    def renumber(self, k: int) -> None:
+        """The k-th (from 0) of several profiler traces merged into one: its ac2g flow ids and its
+        bookkeeping tracks move to ranges of their own (the first trace keeps its numbers)."""
+        self.flow_id_shift = k * AC2G_ID_STRIDE
+        self.remap = {key: (pid, tid + k * BOOKKEEPING_TID_STRIDE) for key, (pid, tid) in self.remap.items()}
 
     def device_name(self, device: int) -> str:
         for d in self.meta.get("deviceProperties") or ():

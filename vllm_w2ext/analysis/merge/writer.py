@@ -17,7 +17,8 @@ from vllm_w2ext.analysis.readers.kineto_raw import KinetoRawReader
 def profiler_events(ix: ProfilerIndex, shift_ns: int) -> Iterator[str]:
     """Raw event texts of a profiler trace, re-serialized only when changed: another time base, a GPU
     activity (or its ac2g flow end) moved to a lane of its stream, a global instant moved onto the
-    profiled process, a bookkeeping event moved to the profiler's own process (``PROFILER_PID``). The
+    profiled process, a bookkeeping event moved to the profiler's own process (``PROFILER_PID``), an
+    ac2g flow id shifted (the second and later trace of a merge: ``ProfilerIndex.renumber``). The
     profiler's naming metadata is left out (tracks.layout replaces it)."""
     host = ix.cpu_pids[0] if ix.cpu_pids else None
     for n, (raw, e) in enumerate(KinetoRawReader(ix.path)):
@@ -45,6 +46,9 @@ def profiler_events(ix: ProfilerIndex, shift_ns: int) -> Iterator[str]:
             if to:
                 e["pid"], e["tid"] = to
                 changed = True
+        if ix.flow_id_shift and e.get("cat") == "ac2g" and ph in ("s", "t", "f") and type(e.get("id")) is int:
+            e["id"] += ix.flow_id_shift
+            changed = True
         if shift_ns and "ts" in e:
             e["ts"] = ns_to_us(round(float(e["ts"]) * 1000) + shift_ns)
             changed = True
