@@ -118,6 +118,10 @@ def test_ranks_are_grouped_and_averaged():
     assert f["seconds"] == pytest.approx(0.016)
     assert set(f["evidence"]["by_device"]) == {"engine 0 rank 0", "engine 0 rank 1"}
     assert len(r["devices"]) == 2
+    # busy over busy + the idle the steps attribute (8 ms of schedule before steps 2 and 3): rank 0 6 / 22,
+    # rank 1 7 / 23; the verdict says "the 2 devices", their mean, and each one
+    assert r["verdict"].startswith("the 2 devices were busy 28.9 % of the stepping time (mean over the devices: "
+                                   "engine 0 rank 0 27.3 %, engine 0 rank 1 30.4 %)")
 
 
 def test_nothing_wrong_says_so():

@@ -41,7 +41,9 @@ def verdict(tl: Timeline, devices: list[dict], by_cause: dict, findings: list[Fi
                 "device idle is not broken down (a scrape with --metrics can stand in)")
         return "no model executions in this folder: nothing to say about the device"
     busy = sum(d["busy_share_of_stepping"] for d in devices) / len(devices)
-    head = f"the device was busy {pct(busy)} of the stepping time"
+    head = (f"the device was busy {pct(busy)} of the stepping time" if len(devices) == 1 else
+            f"the {len(devices)} devices were busy {pct(busy)} of the stepping time (mean over the devices: "
+            + ", ".join(f"{d['device']} {pct(d['busy_share_of_stepping'])}" for d in devices) + ")")
     sched = sum(by_cause[c]["seconds"] for c in SCHEDULING)
     stepping = sum(d["busy_s"] + d["stepping_idle_s"] for d in devices) / len(devices)
     if stepping and sched / stepping < 0.02:
