@@ -78,6 +78,8 @@ def test_planted_skew_late_rank_and_waiting(two_ranks):
     assert a["skew_us"] == {"count": 2 * STEPS, "median_us": LATE, "p90_us": LATE, "max_us": LATE, "mean_us": LATE}
     assert a["late"] == {"rank 0": 0, "rank 1": 2 * STEPS, "within_1us": 0}
     assert a["usually_late"] == 1 and a["usually_late_share"] == 1.0
+    assert a["late_us"] == {"rank 0": 0.0, "rank 1": 2 * STEPS * LATE}
+    assert a["late_for_most_time"] == 1 and a["late_for_most_time_share"] == 1.0
     assert a["collective_own_us"]["median_us"] == OWN and a["end_spread_us"]["max_us"] == 0.0
     assert a["wait_us"] == {"rank 0": 2 * STEPS * LATE, "rank 1": 0.0}
     assert a["wait_share_of_collective_time"] == {"rank 0": round(LATE / (LATE + OWN), 4), "rank 1": 0.0}
@@ -146,6 +148,8 @@ def test_skew_block_even_starts_and_no_usual_late_rank():
     b = skew_block(t, [0, 1])
     assert b["late"] == {"rank 0": 1, "rank 1": 1, "within_1us": 1}
     assert b["usually_late"] is None and b["usually_late_share"] == 0.5
+    # one late start each, but rank 1's (3 us) and rank 0's (3 us) tie in time too
+    assert b["late_us"] == {"rank 0": 3.0, "rank 1": 3.0} and b["late_for_most_time"] is None
     assert b["wait_us"] == {"rank 0": 0.5 + 3.0, "rank 1": 3.0}
     assert NO_STEP not in {c.step for tt in t for c in tt}
 
@@ -173,7 +177,8 @@ def test_command_line_with_two_traces(two_ranks, tmp_path, fmt):
         assert ",tp_skew,all,,skew_median_us,8,30.0," in text
     else:
         assert "Rank skew at the collectives: 8 matched" in text
-        assert "usually late: rank 1 (100 % of the uneven starts)" in text
+        assert "late most often: rank 1 (100 % of the starts more than 1 us apart); late for the most time: " \
+            "rank 1 (100 % of the summed skew)" in text
         assert "===== rank 0 =====" in text and "===== rank 1 =====" in text
 
 
@@ -182,3 +187,14 @@ def test_one_trace_keeps_the_single_trace_format(two_ranks, tmp_path):
     assert main([str(two_ranks[0]), "--format", "json", "--out", str(out)]) == 0
     d = json.loads(out.read_text())
     assert "tensor_parallel" not in d and d["categories"]["communication"]["time_us"] == STEPS * 2 * (LATE + OWN)
+
+
+def test_late_most_often_and_for_the_most_time_can_differ():
+    """Rank 1 is 2 us late at three collectives, rank 0 100 us late at one: rank 1 most often, rank 0 for
+    the most time (it is the one the other waits for longest)."""
+    t = [(_c(0, 5), _c(2, 3)), (_c(10, 5), _c(12, 3)), (_c(20, 5), _c(22, 3)), (_c(130, 3), _c(30, 103))]
+    b = skew_block(t, [0, 1])
+    assert b["late"] == {"rank 0": 1, "rank 1": 3, "within_1us": 0} and b["usually_late"] == 1
+    assert b["late_us"] == {"rank 0": 100.0, "rank 1": 6.0} and b["late_for_most_time"] == 0
+    assert b["late_for_most_time_share"] == round(100 / 106, 4)
+    assert b["wait_us"] == {"rank 0": 6.0, "rank 1": 100.0}

@@ -30,6 +30,9 @@ Clock
 Skew and waiting
     Skew of a matched collective: the spread of its start times over the ranks, |start_r0 - start_r1|
     at TP=2. The rank that starts last is late; a start within TIE_US of the last is counted as even.
+    Which rank is late is counted two ways: most often (a count of collectives), and for the most
+    time (the skew summed over the collectives where it was last): many sub-µs skews and a few long
+    ones can point at different ranks.
     Every other rank spins inside the collective until the last arrives: its wait is the skew to the
     last start, at most its kernel's duration. The last rank's kernel duration is the collective's own
     cost (transfer and reduction, no waiting).
@@ -128,6 +131,7 @@ def skew_block(tuples: list[tuple[Collective, ...]], ranks: list) -> dict:
         return {"matched": 0}
     skews, ends, own = [], [], []
     late = dict.fromkeys(ranks, 0)
+    late_us = dict.fromkeys(ranks, 0.0)          # skew summed over the collectives where the rank was last
     even = 0
     wait = dict.fromkeys(ranks, 0.0)
     dur = dict.fromkeys(ranks, 0.0)
@@ -144,6 +148,7 @@ def skew_block(tuples: list[tuple[Collective, ...]], ranks: list) -> dict:
             even += 1
         else:
             late[ranks[i_last]] += 1
+            late_us[ranks[i_last]] += skew
         for r, c in zip(ranks, t):
             dur[r] += c.dur_us
             wait[r] += min((last - c.start_ns) / 1e3, c.dur_us)
@@ -151,6 +156,8 @@ def skew_block(tuples: list[tuple[Collective, ...]], ranks: list) -> dict:
     n = len(tuples)
     usually = max(late, key=late.get)
     uneven = n - even
+    by_time = max(late_us, key=late_us.get)
+    total_late = sum(late_us.values())
     n_steps = len(steps - {NO_STEP}) or None
     return {
         "matched": n,
@@ -158,6 +165,9 @@ def skew_block(tuples: list[tuple[Collective, ...]], ranks: list) -> dict:
         "late": {f"rank {r}": late[r] for r in ranks} | {f"within_{TIE_US:g}us": even},
         "usually_late": usually if late[usually] > uneven / 2 else None,     # of the uneven starts
         "usually_late_share": round(late[usually] / uneven, 4) if uneven else 0.0,
+        "late_us": {f"rank {r}": round(late_us[r], 3) for r in ranks},
+        "late_for_most_time": by_time if late_us[by_time] > total_late / 2 else None,
+        "late_for_most_time_share": round(late_us[by_time] / total_late, 4) if total_late else 0.0,
         "collective_own_us": stats(own),
         "end_spread_us": stats(ends),
         "collective_time_us": {f"rank {r}": round(dur[r], 3) for r in ranks},

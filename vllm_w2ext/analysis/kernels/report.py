@@ -243,9 +243,13 @@ def ranks_text(result: dict) -> str:
     a = skew["all"]
     if a.get("matched"):
         who = a["usually_late"]
-        lines.append(("  usually late: " + (f"rank {who} ({100 * a['usually_late_share']:.0f} % of the uneven starts)"
-                                           if who is not None else "no rank (late ranks alternate)"))
-                     + "; waiting share of each rank's collective time: "
+        most = a["late_for_most_time"]
+        lines.append(("  late most often: " + (f"rank {who} ({100 * a['usually_late_share']:.0f} % of the starts more "
+                                              f"than {skew['tie_us']:g} us apart)" if who is not None else
+                                              "no rank (the late rank alternates)"))
+                     + "; late for the most time: " + (f"rank {most} ({100 * a['late_for_most_time_share']:.0f} % of "
+                                                       "the summed skew)" if most is not None else "no rank"))
+        lines.append("  waiting share of each rank's collective time: "
                      + ", ".join(f"{k} {100 * v:.1f} %" for k, v in a["wait_share_of_collective_time"].items()))
     for r, res in zip(ranks, result["traces"]):
         lines += ["", f"===== rank {r['rank']} =====", to_text(res).rstrip("\n")]
