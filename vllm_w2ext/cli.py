@@ -75,7 +75,7 @@ TOOLS = {
     "merge": ("vllm_w2ext.analysis.merge.command",
               "merge per-process span files and torch-profiler traces into one Perfetto trace"),
     "analyze": ("vllm_w2ext.analysis.kernels.command",
-                "kernel-time breakdown of a torch-profiler / merged trace (text, JSON, CSV)"),
+                "kernel-time breakdown of a torch-profiler / merged trace (text, JSON, CSV); several rank traces: communication share and rank skew"),
     "explain": ("vllm_w2ext.analysis.explain.command",
                 "where a run's time went, from its VLLM_W2EXT_TRACE_DIR folder: findings ranked by time lost"),
     "view": ("vllm_w2ext.view",
