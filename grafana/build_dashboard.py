@@ -91,6 +91,12 @@ RULE_CPU_BUSY = "engine_rank:vllm_w2ext_cpu_busy_ratio:rate1m"
 RULE_GPU_BUSY = "engine_rank:vllm_w2ext_gpu_busy_ratio:rate1m"
 
 
+def per_step(metric: str) -> str:
+    """A counter of seconds per executed engine step (all roles and engines summed)."""
+    steps = rate("vllm_w2ext_engine_steps_total", 'executed="true"')
+    return f"{rate(metric)} / {steps}"
+
+
 def recorded(record: str, expr: str) -> str:
     """The recording rule's series where Prometheus has it, else the same expression computed."""
     return f"{record}{sel()} or on ({PER_WORKER}) ({expr})"
@@ -247,21 +253,31 @@ ROWS: list[tuple[str, list[P]]] = [
           description="GPU-measured forward duration. No data on CPU runs."),
     ]),
     ("Plugin self-cost", [
-        P("Hook self time (share of a core)", [
+        P("Plugin time per engine step", [
+            Q(per_step("vllm_w2ext_hook_cpu_seconds_total"), "hooks, CPU"),
+            Q(per_step("vllm_w2ext_hook_gil_wait_seconds_total"), "hooks, waiting (GIL)"),
+            Q(per_step("vllm_w2ext_export_thread_cpu_seconds_total"), "export thread, CPU"),
+        ], unit="s", w=6,
+          description="What the plugin adds to vLLM's processes per executed engine step, all roles summed: "
+                      "time inside its hooks (CPU, and wall minus CPU: waiting for the GIL; one hook call in 64 "
+                      "is timed) and its export thread's CPU. The export processes' own CPU is not on vLLM's "
+                      "threads and is not counted here. Compare with the step time in the rows above."),
+        P("Hook time, share of each vLLM thread", [
             Q(rate("vllm_w2ext_hook_self_seconds_total", by="role"), "{{role}}"),
         ], unit="percentunit", w=6,
-          description="Estimated time spent inside the plugin's hooks on vLLM's threads, per second."),
+          description="Time spent inside the plugin's hooks per second, by role: for engine_core it is the "
+                      "plugin's share of the EngineCore's busy-loop thread (with the worker inside it at TP=1)."),
         P("Export thread CPU (share of a core)", [
             Q(rate("vllm_w2ext_export_thread_cpu_seconds_total", by="role"), "{{role}}"),
-        ], unit="percentunit", w=6),
+        ], unit="percentunit", w=4),
         P("Spans recorded / dropped per second", [
             Q(rate("vllm_w2ext_spans_recorded_total"), "recorded"),
             Q(rate("vllm_w2ext_spans_dropped_total"), "dropped"),
-        ], unit="suffix: spans/s", w=6),
+        ], unit="suffix: spans/s", w=4),
         P("Export / hook errors per second", [
             Q(rate("vllm_w2ext_export_errors_total", by="role"), "export {{role}}"),
             Q(rate("vllm_w2ext_hook_errors_total", by="hook"), "hook {{hook}}"),
-        ], unit="suffix: /s", w=6),
+        ], unit="suffix: /s", w=4),
     ]),
     (ROW_VLLM, [
         P("E2E request latency p50 / p99", [
