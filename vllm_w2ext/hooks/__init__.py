@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import wrapt
 
-from vllm_w2ext.hooks import native
+from vllm_w2ext.hooks import control, native
 from vllm_w2ext.hooks.runner import HookRunner
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.hooks.wrapping import attach, detach, is_wrapped, resolve
@@ -33,7 +33,7 @@ class Instrumentor:
         self.hooks = all_hooks() if hooks is None else hooks
         self.runners: dict[str, HookRunner] = {}
         self.active = False
-        self._registered: set[str] = set()
+        self._registered: set = set()          # module names (hooks) and ("control", module name)
         self.native: set[str] = set()      # hooks run by vLLM's step observers (hooks/native.py)
 
     def instrument(self, fault: str = "") -> None:
@@ -49,6 +49,13 @@ class Instrumentor:
         by_module: dict[str, list[HookRunner]] = defaultdict(list)
         for r in self.runners.values():
             by_module[r.spec.module].append(r)
+        for mod_name, cls_name in control.TARGETS:   # the pause/resume method (hooks/control.py)
+            if ("control", mod_name) not in self._registered:
+                self._registered.add(("control", mod_name))
+                wrapt.register_post_import_hook(
+                    lambda m, c=cls_name: control.attach(m, c) if self.active else None, mod_name)
+            elif mod_name in sys.modules:
+                control.attach(sys.modules[mod_name], cls_name)
         for mod_name, runners in by_module.items():
             if mod_name not in self._registered:   # runs at once if the module is imported already
                 self._registered.add(mod_name)
@@ -91,6 +98,7 @@ class Instrumentor:
         with wrapt, which has no way to remove them; they do nothing while inactive)."""
         self.active = False
         native.uninstall()
+        control.detach()
         for h in self.hooks:
             mod = sys.modules.get(h.module)
             if mod is not None:
