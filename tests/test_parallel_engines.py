@@ -46,6 +46,7 @@ class Run:
     log: str = ""
     killed: tuple = ()
     exported_by_ns: int = 0     # served: spans collected at this time, before the shutdown (0: after exit)
+    pause_check: tuple = ()     # offline TP=2: per-process hook calls at each pause/resume switch
 
 
 def _plugin_spans(spans) -> list:
@@ -134,12 +135,13 @@ def tp2(tiny_model, otlp_receiver, tmp_path_factory) -> Run:
                     **BIND, **otlp_receiver.env("grpc"))
     result, log = run_offline(tiny_model, env, tmp / "out.json", with_log=True, prompts=4, max_tokens=5,
                               tensor_parallel_size=2, start_method="fork", metrics_port=mport,
-                              phases=[{"rounds": 1}], kill_workers=1.5)
+                              phases=[{"rounds": 1}], pause_check=True, kill_workers=1.5)
     assert len(result["killed_workers"]) == 2, result
     killed = tuple(result["killed_workers"])
     spans = _settled(otlp_receiver, lambda s: set(_by_pid(s, WORKER)) >= set(killed) and _by_pid(s, ENGINE)
                      and _by_pid(s, FRONT))
-    return Run(spans, _files(tmp / "traces"), result["phases"][-1]["metrics"], tmp / "traces", log, killed)
+    return Run(spans, _files(tmp / "traces"), result["phases"][-1]["metrics"], tmp / "traces", log, killed,
+               pause_check=tuple(result["pause_check"]))
 
 
 def test_tp2_spans_say_engine_and_ranks(tp2):
@@ -173,6 +175,17 @@ def test_tp2_trace_files_forked_and_killed_workers(tp2):
         assert names[pid] == f"vLLM worker engine 0 rank {rank} TP{rank} PP0 DP0 (pid {pid})"
     _check_files_match_otlp(tp2)
     assert "export process" not in tp2.log or "is gone" not in tp2.log
+
+
+def test_tp2_pause_reaches_every_process(tp2):
+    """hooks/control.py at TP=2: paused, no hook runs in the front end, the EngineCore or either worker
+    (their call counts stay put over a whole generate); resumed, every one of them runs hooks again."""
+    checks = tp2.pause_check
+    procs = [[c["counts"]["front"], *c["counts"]["engine"]] for c in checks]
+    assert len({p["pid"] for p in procs[0]}) == 4, procs[0]          # front end, EngineCore, two workers
+    paused, resumed = zip(procs[0], procs[1]), zip(procs[1], procs[2])
+    assert all(b["calls"] == a["calls"] for a, b in paused), procs
+    assert all(b["calls"] > a["calls"] for a, b in resumed), procs
 
 
 def test_tp2_metrics_every_rank(tp2):

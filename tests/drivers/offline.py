@@ -12,6 +12,8 @@ the first generate), tensor_parallel_size, distributed_executor_backend ("mp", "
                 for that phase
   slow_flag     the flag file path
   hold_file     after the phases, keep the engine (and metrics endpoint) up until this file exists
+  pause_check   after the phases: pause every hook in every process (vllm_w2ext.hooks.control), generate,
+                resume, generate; each switch's per-process hook-call counts go into "pause_check"
   kill_workers  seconds: after the phases, wait that long, then SIGKILL the worker processes before
                 shutting the engine down (what vLLM's executor does to workers that do not exit in time:
                 no atexit, no shutdown hook); their pids go into the output as "killed_workers"
@@ -133,6 +135,14 @@ if __name__ == "__main__":
         deadline = time.time() + 120
         while not os.path.exists(hold) and time.time() < deadline:
             time.sleep(0.2)
+    if params.get("pause_check"):           # hooks/control.py: pause every process, generate, resume, generate
+        from vllm_w2ext.hooks import control
+        checks = []
+        for on in (False, True):
+            checks.append({"on": on, "counts": control.set_everywhere(llm, on)})
+            llm.generate(prompts, sp, use_tqdm=False)
+        checks.append({"on": None, "counts": control.set_everywhere(llm, True)})
+        result["pause_check"] = checks
     if params.get("kill_workers") is not None:
         result["killed_workers"] = kill_workers(float(params["kill_workers"]))
     llm.llm_engine.engine_core.shutdown()      # EngineCore + worker flush their spans on shutdown
