@@ -11,11 +11,11 @@ core placement), so stock-vs-plugin pairs of separate runs cannot resolve a 1 % 
 (benchmarks/results/h200/overhead). Here one engine (every exporter on: OTLP/gRPC to a loopback receiver,
 the metrics endpoint scraped every second, ``VLLM_W2EXT_TRACE_DIR``, NVTX) runs the same workloads with
 the hooks on and paused (``Instrumentor.set_active``: a paused hook calls vLLM's method straight through),
-in blocks ordered on/off, off/on, ... so drift cancels. Pausing reaches every process of the engine: the
-front end here, the EngineCore (with the worker inside it at TP=1 on the GPU) through
-``LLM.collective_rpc`` (a callable: needs ``VLLM_ALLOW_INSECURE_SERIALIZATION=1``, set for the engine
-process only). Each switch returns every process's hook-call count, so the record proves the paused
-blocks ran no hook and the resumed ones did.
+in blocks ordered on/off, off/on, ... so drift cancels. Pausing reaches every process of the engine
+(``vllm_w2ext.hooks.control.set_everywhere``: the front end here, the EngineCore through a utility call, the
+workers through ``collective_rpc``), at any TP. Each switch returns every process's hook-call count, so the
+record proves the paused blocks ran no hook and the resumed ones did. (The H200 runs of 2026-11-30 used an
+earlier version that reached the EngineCore through ``collective_rpc`` with a pickled callable: TP=1 only.)
 
 What "paused" still has: the plugin's idle threads and export processes, and one attribute test per
 hooked call. What it measures: hooks, recording, the export thread's and export process's work, i.e.
@@ -55,19 +55,13 @@ WORKLOADS = {
 
 
 # ---- inside the engine process ----------------------------------------------------------------------
-def _remote_set(worker, on: bool):
-    """Runs in each process that ``collective_rpc`` reaches (the EngineCore at TP=1, workers at TP>1)."""
-    from vllm_w2ext.hooks import INSTRUMENTOR
-    return {"pid": os.getpid(), "calls": INSTRUMENTOR.set_active(on)}
-
-
 def inner(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     import numpy as np
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from vllm_w2ext.hooks import INSTRUMENTOR
+    from vllm_w2ext.hooks import control
 
     out = Path(spec["out"])
     llm = LLM(**spec["engine"])
@@ -96,9 +90,7 @@ def inner(spec_path: str) -> int:
         return {"value": toks / dt, "unit": "tok/s", "elapsed_s": dt, "tokens": toks}
 
     def set_state(on: bool) -> dict:
-        local = {"pid": os.getpid(), "calls": INSTRUMENTOR.set_active(on)}
-        remote = llm.collective_rpc(_remote_set, args=(on,))
-        return {"front": local, "engine": remote}
+        return control.set_everywhere(llm, on)
 
     doc = {"spec": {k: v for k, v in spec.items() if k != "out"}, "switches": [], "measures": [], "warmup": []}
 
@@ -227,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         from vllm_w2ext.receiver import OTLPReceiver
         rx = OTLPReceiver().start()
         port = orun.free_port()
-        env.update({"VLLM_ALLOW_INSECURE_SERIALIZATION": "1", "VLLM_W2EXT": "1", "VLLM_W2EXT_METRICS_PORT": str(port),
+        env.update({"VLLM_W2EXT": "1", "VLLM_W2EXT_METRICS_PORT": str(port),
                     "VLLM_W2EXT_TRACE_DIR": str(trace_dir), "OTEL_SERVICE_NAME": f"w2ext-{name}", **rx.env("grpc")})
         scr = subprocess.Popen([sys.executable, "-m", "vllm_w2ext.lab.scrape", f"http://127.0.0.1:{port}/metrics",
                                 str(scrape_path), "--interval", "1"], cwd=ROOT)
