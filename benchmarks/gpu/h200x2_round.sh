@@ -13,13 +13,16 @@
 #         throughput random 256/256 x 500 in one engine per run (PAIRS, default "1 2"), then a profiled
 #         decode at TP=2 with the plugin's trace files (benchmarks/gpu/profile_merge.sh, TP=2, batch 8).
 #   tp2b  the remaining TP=2 pair(s) (PAIRS, default "3").
+#   next  (for the next session; not run yet) every hook's cost inside a real engine on the GPU
+#         (benchmarks/hook_cost_engine.py, 4-layer and 8B, batch 1/64/256) and the in-engine toggle A/B at TP=2
+#         (toggle_ab.py --tp 2, which hooks/control.py now allows).
 #
 #   bash benchmarks/gpu/split_stage.sh two && source .gpu/p2/env.sh && bash benchmarks/gpu/h200x2_round.sh tp1
 #   bash .gpu/p2/stage.sh && source .gpu/p2/env.sh && bash benchmarks/gpu/h200x2_round.sh tp2
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-STAGE=${1:?usage: $0 tp1|tp2|tp2b}
+STAGE=${1:?usage: $0 tp1|tp2|tp2b|next}
 T0=$(date +%s); BUDGET_S=${BUDGET_S:-540}
 R=/tmp/w2ext-round; mkdir -p $R/$STAGE; OUT=${OUT:-out}; mkdir -p "$OUT"
 export OVERHEAD_MODELS_DIR=/tmp/w2ext-models
@@ -66,6 +69,15 @@ case $STAGE in
       OUT=$T TP=2 BATCHES=8 VLLM_W2EXT_TRACE_DIR= timeout $(( $(left) - 10 )) bash benchmarks/gpu/profile_merge.sh \
         > $T/profile.log 2>&1; echo "profile rc=$?"
     fi ;;
+  next)
+    for m in l4 8b; do
+      ov='{}'; [ $m = l4 ] && ov='{"hf_overrides": {"num_hidden_layers": 4}}'
+      CUDA_VISIBLE_DEVICES=0 timeout 200 python3 benchmarks/hook_cost_engine.py $OVERHEAD_MODELS_DIR/llama31-8b-shaped \
+        --batches 1,64,256 --engine-json "$ov" --out $T/hook_cost_engine_$m.json > $T/hook_cost_engine_$m.log 2>&1
+      echo "hook_cost_engine $m rc=$?"; grep '^batch' $T/hook_cost_engine_$m.log; pack
+    done
+    to=$(( $(left) - 20 )); [ $to -gt 120 ] && python3 benchmarks/gpu/toggle_ab.py --model 8b --tp 2 --out $T \
+      --blocks 4 --lat-iters 3 --workloads lat1,lat32,thr --timeout $to 2>&1 | grep '^\[toggle_ab\]' ;;
   *) echo "unknown stage $STAGE" >&2; exit 2 ;;
 esac
 pack
