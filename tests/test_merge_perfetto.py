@@ -359,12 +359,30 @@ def test_h100_lab_merge_reads_at_first_sight(h100_lab, ui):
                                                  "GPU 0 NVIDIA H100 80GB HBM3 0", "torch profiler"], order
 
 
+def _inside_a_packet(data: bytes, near: int) -> int:
+    """An offset 2 bytes into the packet that starts at or before ``near`` (a Perfetto trace is a sequence of
+    field-1 records: tag byte, varint length, payload), so the cut never falls on a packet boundary."""
+    pos = start = 0
+    while pos < len(data) and pos <= near:
+        start, pos = pos, pos + 1                        # the tag byte (0x0a)
+        length = shift = 0
+        while True:
+            b = data[pos]
+            pos += 1
+            length |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                break
+        pos += length
+    return start + 2
+
+
 def test_partial_inputs(run, tmp_path):
     worker = next(f for f in run["span_files"] if read_span_file(str(f)).roles == ["worker"])
     data = worker.read_bytes()
     cut = tmp_path / "cut" / worker.name
     cut.parent.mkdir()
-    cut.write_bytes(data[:len(data) * 2 // 3])                  # as SIGKILL mid-write can leave it
+    cut.write_bytes(data[:_inside_a_packet(data, len(data) * 2 // 3)])   # as SIGKILL mid-write can leave it
     whole, part = read_span_file(str(worker)), read_span_file(str(cut))
     assert 0 < len(part.slices) < len(whole.slices) and part.truncated_bytes > 0
     # a cut span file + the profiler trace: merged, offset still measured from what is left
