@@ -60,6 +60,7 @@ def main() -> int:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
     from vllm_w2ext.hooks import INSTRUMENTOR
+    from vllm_w2ext.telemetry import selfcost
     acc: dict = {}
     INSTRUMENTOR.hooks = [dataclasses.replace(h, pre=timed(acc, h.name + ".pre", h.pre),
                                               post=timed(acc, h.name + ".post", h.post)) for h in INSTRUMENTOR.hooks]
@@ -78,6 +79,7 @@ def main() -> int:
     for bs in (int(b) for b in a.batches.split(",")):
         for v in acc.values():
             v[:] = [0, 0, 0]
+        selfcost.hook_cpu_ns[0] = selfcost.hook_wall_ns[0] = 0
         t0 = time.perf_counter()
         for _ in range(a.rounds):
             llm.generate([prompt] * bs, sp, use_tqdm=False)
@@ -91,10 +93,16 @@ def main() -> int:
             role = k.split(".")[0]
             by_role[role] = round(by_role.get(role, 0.0) + v["us_per_step"], 2)
         total = round(sum(v["us_per_step"] for v in hooks.values()), 2)
-        rows.append({"batch": bs, "engine_steps": steps, "wall_s": round(wall, 3), "us_per_step": total,
-                     "us_per_step_by_role": by_role, "step_ms": round(wall / steps * 1e3, 3) if steps else None,
+        forwards = acc.get("worker.execute_model.pre", [0])[0]
+        # the plugin's own sampled estimate over the same window (1 call in SAMPLE_EVERY timed, scaled up):
+        # set beside the exact sum above, it says whether the dashboard's self-cost counter is biased
+        sampled = {"hook_cpu_us_per_step": round(selfcost.hook_cpu_ns[0] / steps / 1e3, 2) if steps else None,
+                   "hook_wall_us_per_step": round(selfcost.hook_wall_ns[0] / steps / 1e3, 2) if steps else None}
+        rows.append({"batch": bs, "engine_steps": steps, "model_executions": forwards, "wall_s": round(wall, 3),
+                     "us_per_step": total, "selfcost_sampled": sampled, "us_per_step_by_role": by_role, "step_ms": round(wall / steps * 1e3, 3) if steps else None,
                      "hooks": hooks})
-        print(f"batch {bs}: {steps} steps, hooks {total} us per step ({by_role}); top: " +
+        print(f"batch {bs}: {steps} steps ({forwards} model executions), hooks {total} us per step ({by_role}); "
+              f"sampled counter {sampled}; top: " +
               ", ".join(f"{k} {v['us_per_step']}" for k, v in list(hooks.items())[:5]), flush=True)
     import vllm
     doc = {"what": __doc__.split("\n\n")[0], "machine": {"cpu": _cpu(), "python": platform.python_version(),

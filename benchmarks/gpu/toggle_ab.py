@@ -8,7 +8,7 @@ the plugin with every exporter on): the separate-run pairs of issue #15 (TP=2), 
 
 Why: on the H200 host, separate engine runs of the same configuration spread 8-38 % (engine start,
 core placement), so stock-vs-plugin pairs of separate runs cannot resolve a 1 % cost
-(benchmarks/results/h200/overhead). Here one engine (every exporter on: OTLP/gRPC to a loopback receiver,
+(benchmarks/results/h200/overhead). Here one engine (every exporter on: OTLP/gRPC spans and metrics (5 s interval, exemplars) to a loopback receiver,
 the metrics endpoint scraped every second, ``VLLM_W2EXT_TRACE_DIR``, NVTX) runs the same workloads with
 the hooks on and paused (``Instrumentor.set_active``: a paused hook calls vLLM's method straight through),
 in blocks ordered on/off, off/on, ... so drift cancels. Pausing reaches every process of the engine
@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         rx = OTLPReceiver().start()
         port = orun.free_port()
         env.update({"VLLM_W2EXT": "1", "VLLM_W2EXT_METRICS_PORT": str(port),
-                    "VLLM_W2EXT_TRACE_DIR": str(trace_dir), "OTEL_SERVICE_NAME": f"w2ext-{name}", **rx.env("grpc")})
+                    "VLLM_W2EXT_TRACE_DIR": str(trace_dir), "OTEL_SERVICE_NAME": f"w2ext-{name}", **rx.env("grpc"),
+                    **rx.metrics_env("grpc", interval_ms=5000)})
         scr = subprocess.Popen([sys.executable, "-m", "vllm_w2ext.lab.scrape", f"http://127.0.0.1:{port}/metrics",
                                 str(scrape_path), "--interval", "1"], cwd=ROOT)
     log = d / f"{name}.log"
@@ -238,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 scr.kill()
             spans = orun.count_spans(rx)
+            points = rx.metrics()
+            spans["otlp_metric_points"] = len(points)
+            spans["otlp_metric_names"] = len({p["name"] for p in points})
+            spans["otlp_exemplars"] = sum(len(p.get("exemplars") or ()) for p in points)
             rx.stop()
     named = [(str(d), "<out>"), (str(trace_dir), "<traces>"), (str(folder), f"<models>/{folder.name}"),
              (str(a.models_dir.resolve()), "<models>"), (os.environ.get("W2EXT_SITE", ""), "<site>")]

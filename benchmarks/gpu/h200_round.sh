@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Single-H200 runs of issue #19 (device kind nvidia-h200), one stage per device call, after staging
+# (benchmarks/gpu/split_stage.sh one / two). Results land in /tmp/w2ext-round and are packed into
+# $OUT/round-<stage>.tar.gz after every job, so a call cut short returns what finished.
+#
+#   cost    every hook's cost inside a real engine on the GPU (benchmarks/hook_cost_engine.py: the 4-layer and
+#           the 8B model, batch 1 / 64 / 256), with the plugin's own sampled self-cost counter beside it
+#   toggle  the in-engine hook toggle A/B (benchmarks/gpu/toggle_ab.py; every exporter on, OTLP metrics included)
+#           of the 8B model (TOGGLE_WORKLOADS, default lat1,thr; TOGGLE_BLOCKS, default 6)
+#
+#   bash benchmarks/gpu/split_stage.sh two && source .gpu/p2/env.sh && bash benchmarks/gpu/h200_round.sh cost
+#   bash .gpu/p2/stage.sh && source .gpu/p2/env.sh && bash benchmarks/gpu/h200_round.sh toggle
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export PYTHONUNBUFFERED=1
+STAGE=${1:?usage: $0 cost|toggle}
+T0=$(date +%s); BUDGET_S=${BUDGET_S:-540}
+R=/tmp/w2ext-round; mkdir -p $R/$STAGE; OUT=${OUT:-out}; mkdir -p "$OUT"
+export OVERHEAD_MODELS_DIR=/tmp/w2ext-models
+left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
+pack() { tar -C /tmp -czf "$OUT/.round-$STAGE.tmp" w2ext-round/$STAGE && mv "$OUT/.round-$STAGE.tmp" "$OUT/round-$STAGE.tar.gz"; }
+M=$OVERHEAD_MODELS_DIR/llama31-8b-shaped
+[ -f $M/tokenizer.json ] || python3 -m vllm_w2ext.lab.model_folders llama31-8b-shaped $M >/dev/null
+{ nvidia-smi; python3 -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__, torch.cuda.device_count(), 'GPUs')"
+  lscpu | head -20; git log -1 --format=%H 2>/dev/null || echo "${LAB_GIT_COMMIT:-}"; } > $R/$STAGE/env.txt 2>&1
+T=$R/$STAGE
+case $STAGE in
+  cost)
+    for m in l4 8b; do
+      ov='{}'; [ $m = l4 ] && ov='{"hf_overrides": {"num_hidden_layers": 4}}'
+      to=$(( $(left) - 15 )); [ $to -gt 220 ] && to=220
+      [ $to -lt 60 ] && { echo "not started: hook_cost_engine $m (budget)"; continue; }
+      timeout $to python3 benchmarks/hook_cost_engine.py $M --batches 1,64,256 --engine-json "$ov" \
+        --out $T/hook_cost_engine_$m.json > $T/hook_cost_engine_$m.log 2>&1
+      echo "hook_cost_engine $m rc=$? ($(( $(date +%s) - T0 )) s)"; grep '^batch' $T/hook_cost_engine_$m.log; pack
+    done ;;
+  toggle)
+    to=$(( $(left) - 20 ))
+    python3 benchmarks/gpu/toggle_ab.py --model 8b --out $T --blocks ${TOGGLE_BLOCKS:-6} --lat-iters 3 \
+      --workloads ${TOGGLE_WORKLOADS:-lat1,thr} --timeout $to 2>&1 | grep '^\[toggle_ab\]' ;;
+  *) echo "unknown stage $STAGE" >&2; exit 2 ;;
+esac
+pack
+echo "round $STAGE: $(( $(date +%s) - T0 )) s"; ls -la "$OUT"
