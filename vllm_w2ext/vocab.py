@@ -31,8 +31,13 @@ class Span:
     WORKER_SAMPLE = "worker.sample_tokens"
     FORWARD = "worker.forward"                              # V1 runner's _model_forward
     RUNNER_EXECUTE = "worker.model_runner.execute_model"    # V2 runner: prepare + forward
+    # internal record, never exported: the CUDA-event samples a worker's export thread resolved
+    # (``hooks.gpu_timing``), carried to the export side (``steps.idle``) in its data
+    DEVICE_SAMPLES = "w2ext.device_samples"
 
 
+# Records that carry data between the two sides of the plugin and are never exported as spans.
+INTERNAL_SPANS = frozenset({Span.DEVICE_SAMPLES})
 # Spans whose kind is SERVER in OTLP (the entry of a request into vLLM); every other span is INTERNAL.
 SERVER_SPANS = frozenset({Span.REQUEST})
 # Worker spans that execute one engine step (the profiler annotation carries the step id).

@@ -108,9 +108,14 @@ def test_attribute_gives_each_nanosecond_one_cause_by_priority():
     assert sum(got.values()) == 100 and attribute(5, 5, []) == {}
 
 
-def execute(step, start, end, stamp, dispatch, prev_end=0, cuda=False, device=()):
+def execute(step, start, end, stamp, dispatch, prev_end=0, cuda=False):
     return Range(Span.WORKER_EXECUTE, WORKER, 1, 10 + step, 2, start, end, {}, step,
-                 data=ExecutionRecord(stamp, prev_end, dispatch, cuda, device))
+                 data=ExecutionRecord(stamp, prev_end, dispatch, cuda))
+
+
+def device_samples(*samples):
+    """The record a worker's export thread emits with the CUDA-event samples it resolved (plain tuples)."""
+    return Range(Span.DEVICE_SAMPLES, WORKER, 7, 8, 0, 0, 0, None, -1, data=tuple(tuple(s) for s in samples))
 
 
 def child(name, step, start, end):
@@ -153,11 +158,13 @@ def test_gpu_samples_are_placed_at_their_launch_and_held_until_then():
     s1 = Stamp(1, 2, 1, 0, 0, 0, 0, 0, 0, 1)
     s2 = Stamp(1, 2, 2, 960, 990, 900, 950, 0, 0, 1)
     s3 = Stamp(1, 2, 3, 0, 0, 0, 0, 0, 0, 1)
-    # step 2 launched at 1000 after 100 ns of GPU idle; its sample arrives with step 3's execution
+    # step 2 launched at 1000 after 100 ns of GPU idle; its sample arrives in a later batch, after step 3's
+    # execution, in the record the export thread emits (never exported itself)
     first = asm([execute(1, 0, 50, s1, 0, cuda=True), execute(2, 1000, 1050, s2, 995, cuda=True)])
     assert first == []                                            # both held: no device sample yet
-    out = asm([execute(3, 2000, 2050, s3, 0, cuda=True,
-                       device=(DeviceSample(1, 0, 5e-7, 0.0), DeviceSample(2, 1000, 6e-7, 1e-7)))])
+    out = asm([execute(3, 2000, 2050, s3, 0, cuda=True),
+               device_samples(DeviceSample(1, 0, 5e-7, 0.0), DeviceSample(2, 1000, 6e-7, 1e-7))])
+    assert all(r.name != Span.DEVICE_SAMPLES for r in out)
     a = next(r for r in out if r.step == 2).attrs
     assert a[Attr.DEVICE_IDLE] == 1e-7 and a[Attr.DEVICE_CLOCK] == "cuda_events"
     # window 900-1000: update 900-950, schedule 960-990, ipc 995-1000 (dispatch -> worker), the rest

@@ -1,10 +1,14 @@
 """GPU time of each step and GPU idle between steps, from CUDA events read without syncing.
 
 An event is recorded on the current stream when ``Worker.execute_model`` starts and when the step's
-sampling has been launched. Pairs are resolved later with ``Event.query()`` (non-blocking): forward
-time = start->end, idle gap = previous end -> start, both on the GPU's own timeline, so under async
-scheduling they say what the GPU saw, not when the CPU launched. Events come from a pool: creating
-a CUDA event costs more than recording one.
+sampling has been launched. That is all vLLM's thread does (two ``cudaEventRecord`` per step, on a stream
+looked up once and kept while its id stays the same, through torch's C method: on the H200 host
+``torch.cuda.Event.record()`` costs 11.7 us against 3.9 us with the stream passed, because it builds a
+Python ``Stream`` each time; ``benchmarks/gpu/cuda_event_cost.py``). Pairs are resolved on the plugin's
+export thread (``poll``: ``Event.query()``, non-blocking, then ``elapsed_time``), which hands the samples
+to the export side as one record per interval: forward time = start->end, idle gap = previous end ->
+start, both on the GPU's own timeline, so under async scheduling they say what the GPU saw, not when the
+CPU launched. Events come from a pool: creating a CUDA event costs more than recording one.
 
 Placing the idle time on the wall clock needs no clock sync: when the GPU was idle before a step, it
 ran that step's start event as soon as it was recorded, so the idle time ended at the recording
@@ -14,40 +18,61 @@ from __future__ import annotations
 from collections import deque
 
 
-MAX_PENDING = 256
+MAX_PENDING = 4096        # steps recorded and not yet resolved (about 20 s at 5 ms steps); beyond: drop the oldest
 
 
 class GpuTimer:
-    def __init__(self) -> None:
-        import torch
-        self._event = torch.cuda.Event
+    """Two halves on two threads: ``start``/``stop`` on vLLM's thread, ``poll`` on the export thread. They
+    share the ``pending`` deque (append / popleft are atomic) and the event ``pool`` (list append / pop)."""
+
+    def __init__(self, cuda=None) -> None:
+        """``cuda``: (new event, record(event, stream), current stream id tuple(device), Stream(**ids), device);
+        torch's by default (tests pass stand-ins)."""
+        if cuda is None:
+            import torch
+            cuda = (torch.cuda.Event, torch._C._CudaEventBase.record,    # Event.record without its wrapper
+                    torch._C._cuda_getCurrentStream,                      # (stream id, device index, type)
+                    torch.cuda.Stream, torch.cuda.current_device())
+        new_event, self._record, self._current, self._stream_of, self._device = cuda
+        self._event = lambda: new_event(enable_timing=True)
+        self._sid = None
+        self._stream = None
         self.pool: list = []
         self.pending: deque = deque()
         self.prev_end = None
+        self.dropped = 0                        # steps dropped unresolved (vLLM's thread counts, poll reads)
+        self._dropped_seen = 0
 
-    def _record(self):
-        e = self.pool.pop() if self.pool else self._event(enable_timing=True)
-        e.record()
+    def _now(self):
+        sid = self._current(self._device)
+        if sid != self._sid:                    # the first call, or vLLM switched streams
+            self._stream = self._stream_of(stream_id=sid[0], device_index=sid[1], device_type=sid[2])
+            self._sid = sid
+        pool = self.pool
+        e = pool.pop() if pool else self._event()
+        self._record(e, self._stream)
         return e
 
     def start(self):
-        return self._record()
+        return self._now()
 
     def stop(self, start_evt, step: int, launch_ns: int) -> None:
-        e = self._record()
-        if len(self.pending) >= MAX_PENDING:      # never resolved (should not happen): stay bounded
-            self.pending.popleft()
-            self.prev_end = None
-        self.pending.append((start_evt, e, step, launch_ns))
-
-    def resolve(self) -> tuple | None:
-        """A DeviceSample per step finished on the GPU since the last call (idle 0 for the first);
-        None when none finished."""
+        e = self._now()
         pending = self.pending
-        if not pending or not pending[0][1].query():
-            return None
+        if len(pending) >= MAX_PENDING:         # the export thread is not polling: stay bounded
+            pending.popleft()
+            self.dropped += 1
+        pending.append((start_evt, e, step, launch_ns))
+
+    def poll(self) -> tuple:
+        """A DeviceSample tuple per step finished on the GPU since the last call (idle 0 for the first one,
+        and after steps were dropped); export thread only."""
+        pending = self.pending
         out = []
         pool = self.pool
+        if self.dropped != self._dropped_seen:
+            self._dropped_seen = self.dropped
+            self.prev_end = None
         while pending and pending[0][1].query():
             s, e, step, launch = pending.popleft()
             prev = self.prev_end

@@ -16,6 +16,7 @@ from vllm_w2ext.hooks.gpu_timing import make_timer
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.steps.facts import STAMP_SPAN_ID, STAMP_STEP, STAMP_TRACE_ID
 from vllm_w2ext.telemetry import identity
+from vllm_w2ext.telemetry import pipeline
 from vllm_w2ext.telemetry.pipeline import recorder
 from vllm_w2ext.telemetry.recording import annotate_profiler
 from vllm_w2ext.telemetry.wire import DATA, END, IV_END, SPAN_ID, START, STEP, TRACE_ID
@@ -65,7 +66,16 @@ def _ensure_identity(worker) -> None:
                           engine_index=engine, tp_rank=_group_rank("get_tp_group"),
                           pp_rank=_group_rank("get_pp_group"), dp_rank=engine)
         S.timer = make_timer(worker) if config.current().device_timing == "on" else None
+        if S.timer is not None:
+            pipeline.get().add_poller(_poll_device)
         S.identity_done = True
+
+
+def _poll_device(rec) -> None:
+    """On the export thread: resolve the CUDA events of finished steps, hand them to the export side."""
+    samples = S.timer.poll()
+    if samples:
+        rec.emit(Span.DEVICE_SAMPLES, WORKER, None, 0, 0, data=samples)
 
 
 def _execute_pre(worker, args, kwargs):
@@ -80,12 +90,10 @@ def _execute_pre(worker, args, kwargs):
     r = recorder().begin(Span.WORKER_EXECUTE, WORKER, parent=(stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID]), step=step,
                          attrs=attrs)
     timer = S.timer
-    device = ()
     if timer is not None:
-        device = timer.resolve() or ()
         S.gpu_start = timer.start()
         S.gpu_step = (step, r[START])
-    r[DATA] = (stamp, S.last_end, getattr(so, DISPATCH, 0), timer is not None, device)      # ExecutionRecord
+    r[DATA] = (stamp, S.last_end, getattr(so, DISPATCH, 0), timer is not None)      # ExecutionRecord
     S.open = r
     return r
 

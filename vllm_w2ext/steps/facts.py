@@ -144,13 +144,12 @@ class DeviceSample(NamedTuple):
 
 class ExecutionRecord(NamedTuple):
     """The raw facts a ``worker.execute_model`` range carries: the step's stamp, the end of the
-    previous model execution on this worker (0 for the first), when the EngineCore dispatched the
-    step, and the GPU samples resolved since the last step."""
+    previous model execution on this worker (0 for the first), and when the EngineCore dispatched the
+    step. Its GPU sample follows in a ``Span.DEVICE_SAMPLES`` record (the export thread resolves it)."""
     stamp: Stamp
     prev_end: int
     dispatch_ns: int
     cuda: bool                # the worker times its steps with CUDA events (device samples follow)
-    device: tuple = ()
 
 
 # -- the export side: wire tuples back to named records (NamedTuples pass through unchanged) ----------
@@ -168,5 +167,10 @@ def step_record(t: tuple) -> StepRecord:
 
 
 def execution_record(t: tuple) -> ExecutionRecord:
-    stamp, prev_end, dispatch, cuda, device = t
-    return ExecutionRecord(Stamp._make(stamp), prev_end, dispatch, cuda, tuple(DeviceSample._make(d) for d in device))
+    stamp, prev_end, dispatch, cuda = t
+    return ExecutionRecord(Stamp._make(stamp), prev_end, dispatch, cuda)
+
+
+def device_samples(t: tuple) -> tuple:
+    """The data of a ``Span.DEVICE_SAMPLES`` record: DeviceSamples."""
+    return tuple(DeviceSample._make(d) for d in t)

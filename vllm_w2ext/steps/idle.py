@@ -1,7 +1,8 @@
 """Device idle between two forwards, each idle microsecond given to exactly one cause (export side).
 
 The device timeline of a worker: on CUDA, each step's GPU interval from CUDA events (``DeviceSample``,
-resolved a step or two later, so the step's ``worker.execute_model`` span is held back until then);
+resolved by the worker's export thread and carried in ``Span.DEVICE_SAMPLES`` records, so the step's
+``worker.execute_model`` span is held back until its sample arrives);
 on the CPU build, the worker's own forward spans (the thread that launches a forward runs it).
 
 The idle window before step s's forward is placed on the wall clock (GPU: it ends when the step's
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vllm_w2ext.steps.facts import ExecutionRecord, Stamp
+from vllm_w2ext.steps.facts import ExecutionRecord, Stamp, device_samples
 from vllm_w2ext.telemetry.ranges import Range
 from vllm_w2ext.vocab import GAP_PARTS, IDLE_CAUSES, Attr, Span, device_idle_attr
 
@@ -113,20 +114,23 @@ class DeviceIdle:
         """Take a batch of assembled ranges; returns those to export now (execute spans may wait).
         A forward ends before its execute_model, so executions are registered first."""
         out = []
+        samples: list = []
         for r in ranges:
-            if r.name == Span.WORKER_EXECUTE and isinstance(r.data, ExecutionRecord):
+            if r.name == Span.DEVICE_SAMPLES:             # internal: consumed here, never exported
+                samples += device_samples(r.data or ())
+            elif r.name == Span.WORKER_EXECUTE and isinstance(r.data, ExecutionRecord):
                 d, r.data = r.data, None
                 ex = self.runs[r.step] = Execution(r.step, r.start_ns, r.end_ns, r.end_ns, stamp=d.stamp,
                                                    dispatch=d.dispatch_ns, cuda=d.cuda, span=r)
                 self.runs.pop(r.step - self.KEEP_STEPS, None)
                 self.held.append(ex)
-                for sample in d.device:
-                    self._gpu(sample)
                 early = self.early_forwards.pop(r.step, None)
                 if early is not None:
                     self._forward(ex, *early)
             else:
                 out.append(r)
+        for sample in samples:                        # their executions were recorded before them
+            self._gpu(sample)
         for r in out:
             if r.name in (Span.FORWARD, Span.RUNNER_EXECUTE):
                 ex = self.runs.get(r.step)

@@ -15,6 +15,7 @@ from vllm_w2ext import config
 from vllm_w2ext.telemetry.ranges import Range
 from vllm_w2ext.telemetry.sink import Sink
 from vllm_w2ext.telemetry.wire import ZERO_COST, SelfCost
+from vllm_w2ext.vocab import INTERNAL_SPANS
 
 log = logging.getLogger("vllm_w2ext")
 class Assemble(Protocol):
@@ -85,6 +86,7 @@ class ExportChain:
         except Exception as e:   # a bug here must never reach vLLM; the ranges still go out
             self.errors += 1
             self.warn_once("assemble", "vllm_w2ext: could not assemble step attributes: %r", e)
+            ranges = [r for r in ranges if r.name not in INTERNAL_SPANS]
         self.each("consume", ranges)
 
     def each(self, method: str, *args) -> None:

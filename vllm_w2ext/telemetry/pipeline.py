@@ -39,6 +39,7 @@ class Pipeline:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._last_cost = None
+        self._pollers: list = []           # called on the export thread before each take (poll(recorder))
 
     def connect(self) -> None:
         """Where records go: the export process if wanted and it starts, else the in-process chain."""
@@ -65,6 +66,19 @@ class Pipeline:
                         selfcost.hook_cpu_ns[0] / 1e9, max(0, selfcost.hook_wall_ns[0] - selfcost.hook_cpu_ns[0]) / 1e9,
                         dict(selfcost.hook_errors))
 
+    def add_poller(self, poll) -> None:
+        """Run ``poll(recorder)`` on the export thread before each take: work a hook would otherwise do on
+        vLLM's thread (resolving CUDA events). A poller that raises is dropped, with one log line."""
+        self._pollers.append(poll)
+
+    def _poll(self) -> None:
+        for poll in list(self._pollers):
+            try:
+                poll(self.recorder)
+            except Exception as e:
+                self._pollers.remove(poll)
+                log.error("vllm_w2ext: %r raised %r on the export thread and is now disabled", poll, e)
+
     # -- export thread -----------------------------------------------------------------------
     def _run(self) -> None:
         interval = self.settings.export_interval_ms / 1000.0
@@ -77,6 +91,8 @@ class Pipeline:
         """Hand everything recorded so far on, in chunks with a GIL release between them."""
         with self._lock:
             w0, c0 = time.perf_counter(), time.thread_time()
+            if self._pollers:
+                self._poll()
             batch = self.recorder.take()
             remote, chain = self.remote, self.chain
             if remote is not None:

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 
-from vllm_w2ext.telemetry.wire import END, ERROR, NESTED, SPAN_ID, STEP, TRACE_ID, open_range
+from vllm_w2ext.telemetry.wire import DATA, END, ERROR, NESTED, SPAN_ID, STEP, TRACE_ID, open_range
 from vllm_w2ext.vocab import ENGINE, FRONT, WORKER, profiler_annotation
 
 _getrandbits = random.Random().getrandbits
@@ -237,13 +237,15 @@ class Recorder:
         _exit_annotation(self._annotations.pop(id(r), None))
 
     def emit(self, name: str, role: str, parent: tuple | None, start_ns: int, end_ns: int,
-             attrs: dict | None = None, step: int = -1) -> list:
-        """Record an interval measured elsewhere (no NVTX: it is already in the past)."""
+             attrs: dict | None = None, step: int = -1, data=None) -> list:
+        """Record an interval measured elsewhere (no NVTX: it is already in the past); ``data``: raw facts
+        for the export side."""
         if parent is None:
             r = open_range(name, role, new_trace_id(), new_span_id(), 0, start_ns, step, attrs, False)
         else:
             r = open_range(name, role, parent[0], new_span_id(), parent[1], start_ns, step, attrs, False)
         r[END] = end_ns
+        r[DATA] = data
         buf = self.buf
         if len(buf) < self.capacity:
             buf.append(r)

@@ -1,0 +1,85 @@
+"""hooks.gpu_timing: vLLM's thread only records events; the export thread resolves finished pairs into
+DeviceSamples (busy = start->end, idle = previous end -> start), recycles events, and restarts the idle
+chain after steps were dropped. Stand-in events with planted GPU timestamps (no torch, no GPU)."""
+from vllm_w2ext.hooks import gpu_timing
+from vllm_w2ext.hooks.gpu_timing import GpuTimer
+from vllm_w2ext.steps.facts import DeviceSample
+
+
+class FakeGpu:
+    """A stream whose events complete when the test says, at planted GPU times (ms)."""
+
+    def __init__(self):
+        self.created = 0
+        self.records = []
+        self.stream_lookups = []
+
+    def event(self, enable_timing):
+        assert enable_timing
+        self.created += 1
+
+        class Ev:
+            t = None
+            done = False
+
+            def query(self):
+                return self.done
+
+            def elapsed_time(self, other):
+                return other.t - self.t
+
+        return Ev()
+
+    def record(self, e, stream):
+        e.done, e.t = False, None
+        self.records.append((e, stream))
+
+    def current(self, device):
+        self.stream_lookups.append(device)
+        return (7, device, 1)
+
+    def finish(self, *times_ms):
+        """The GPU reaches the oldest unfinished recorded events at these times."""
+        pending = [e for e, _ in self.records if not e.done]
+        for e, t in zip(pending, times_ms):
+            e.done, e.t = True, t
+
+
+def make():
+    gpu = FakeGpu()
+    return gpu, GpuTimer((gpu.event, gpu.record, gpu.current, lambda **ids: ("stream", ids), 0))
+
+
+def test_poll_resolves_finished_steps_with_busy_and_idle():
+    gpu, timer = make()
+    for step, launch in ((1, 100), (2, 200), (3, 300)):
+        s = timer.start()
+        timer.stop(s, step, launch)
+    assert timer.poll() == ()                                   # nothing finished on the GPU yet
+    gpu.finish(0.0, 2.0, 2.5, 4.5)                              # step 1: 0-2 ms, step 2: 2.5-4.5 ms
+    got = [DeviceSample._make(x) for x in timer.poll()]
+    assert [(x.step, x.launch_ns) for x in got] == [(1, 100), (2, 200)]
+    assert got[0].busy_s == 2e-3 and got[0].idle_s == 0.0       # the first has no previous end
+    assert got[1].busy_s == 2e-3 and abs(got[1].idle_s - 0.5e-3) < 1e-12
+    gpu.finish(5.0, 6.0)                                        # step 3: idle 0.5 ms after step 2
+    (x,) = timer.poll()
+    assert x[0] == 3 and abs(x[3] - 0.5e-3) < 1e-12
+    # the stream is looked up by id each time but built once; events are recycled through the pool
+    assert len(gpu.stream_lookups) == 6 and {id(s) for _, s in gpu.records} == {id(gpu.records[0][1])}
+    s = timer.start()
+    timer.stop(s, 4, 400)
+    assert gpu.created == 6                                     # step 4 reused two pooled events
+
+
+def test_dropped_steps_restart_the_idle_chain(monkeypatch):
+    monkeypatch.setattr(gpu_timing, "MAX_PENDING", 2)
+    gpu, timer = make()
+    for step in (1, 2, 3):                                      # step 1 is dropped: no one polled
+        timer.stop(timer.start(), step, step * 100)
+    assert timer.dropped == 1 and [p[2] for p in timer.pending] == [2, 3]
+    gpu.finish(99.0, 99.5)                                      # step 1's events finish too (ignored)
+    gpu.finish(10.0, 11.0, 20.0, 21.0)
+    got = timer.poll()
+    assert [x[0] for x in got] == [2, 3]
+    assert got[0][3] == 0.0                                     # no idle across the dropped step
+    assert abs(got[1][3] - 9e-3) < 1e-12                        # 11 -> 20 ms
