@@ -105,13 +105,34 @@ def main() -> int:
               f"sampled counter {sampled}; top: " +
               ", ".join(f"{k} {v['us_per_step']}" for k, v in list(hooks.items())[:5]), flush=True)
     import vllm
+    device = _device_check(llm, trace_dir)
     doc = {"what": __doc__.split("\n\n")[0], "machine": {"cpu": _cpu(), "python": platform.python_version(),
                                                          "vllm": vllm.__version__, "cores": os.cpu_count()},
            "model": Path(a.model).name, "engine": {k: v for k, v in kw.items() if k != "model"},
-           "rounds": a.rounds, "max_tokens": a.max_tokens, "prompt_len": a.prompt_len, "per_batch": rows}
+           "rounds": a.rounds, "max_tokens": a.max_tokens, "prompt_len": a.prompt_len, "per_batch": rows,
+           "device_timeline": device}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(doc, indent=1))
     return 0
+
+
+def _device_check(llm, trace_dir: str) -> dict:
+    """The trace folder of this run read back by ``vllm-w2ext explain``: does every worker step carry its
+    device time (on the GPU: CUDA events resolved on the export thread), and what was the device doing."""
+    import subprocess
+    from vllm_w2ext.telemetry import pipeline
+    llm.llm_engine.engine_core.shutdown()
+    pipeline.flush_if_started(30)
+    out = subprocess.run([sys.executable, "-m", "vllm_w2ext.cli", "explain", trace_dir, "--format", "json"],
+                         capture_output=True, text=True, timeout=300)
+    try:
+        ex = json.loads(out.stdout)
+    except ValueError:
+        return {"error": (out.stderr or out.stdout)[-2000:]}
+    r = {"devices": ex.get("devices"), "device_idle_by_cause": ex.get("device_idle_by_cause"),
+         "verdict": ex.get("verdict")}
+    print("device timeline:", json.dumps(r), flush=True)
+    return r
 
 
 def _cpu() -> str:
