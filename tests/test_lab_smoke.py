@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, clean_env
 
+from vllm_w2ext.lab.report.summary import SERVED_TOGGLE, summarise
+
 sys.path.insert(0, str(ROOT))
 LAB = [sys.executable, str(ROOT / "benchmarks" / "lab.py")]
 SAMPLE = ROOT / "benchmarks" / "lab_data" / "synthetic_sharegpt_format_sample.json"
@@ -114,6 +116,20 @@ def test_online_vs_offline(lab):
         assert r["result"]["completed"] == 16 and r["result"].get("failed", 0) == 0
         assert r["spans_received"] > 0
         assert (lab[0] / "metrics" / f"scrape_{name}.prom").stat().st_size > 0
+
+
+def test_served_ab_pauses_the_engine_hooks_in_one_server(lab):
+    # ABBA inside one `vllm serve`: paused first (rep 1), then on; each switch answers with the worker's pid
+    # and its hook-call count, which did not move while paused
+    paused, on = raw(lab[0], "online_ab_paused_1"), raw(lab[0], "online_ab_on_1")
+    assert (paused["params"]["hooks"], on["params"]["hooks"]) == (False, True)
+    for r in (paused, on):
+        assert r["result"]["completed"] == 16 and r["result"].get("failed", 0) == 0
+    (p,), (o,) = paused["hook_switch"], on["hook_switch"]
+    assert p["pid"] == o["pid"] and o["calls"] == p["calls"] > 0
+    served = summarise(str(lab[0]), {})["overhead"][SERVED_TOGGLE]
+    assert served["stock"] == [paused["result"]["total_token_throughput"]]
+    assert served["plugin"] == [on["result"]["total_token_throughput"]]
 
 
 def test_overhead_ab_interleaved(lab):

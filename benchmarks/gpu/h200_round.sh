@@ -4,7 +4,8 @@
 # $OUT/round-<stage>.tar.gz after every job, so a call cut short returns what finished.
 #
 #   cost    every hook's cost inside a real engine on the GPU (benchmarks/hook_cost_engine.py: the 4-layer and
-#           the 8B model, batch 1 / 64 / 256), with the plugin's own sampled self-cost counter beside it
+#           the 8B model (COST_MODELS), batch 1 / 64 / 256), with the plugin's own sampled self-cost counter
+#           beside it and the run read back by `vllm-w2ext explain` (device timeline check)
 #   toggle  the in-engine hook toggle A/B (benchmarks/gpu/toggle_ab.py; every exporter on, OTLP metrics included)
 #           of the 8B model (TOGGLE_WORKLOADS, default lat1,thr; TOGGLE_BLOCKS, default 6)
 #
@@ -26,7 +27,7 @@ M=$OVERHEAD_MODELS_DIR/llama31-8b-shaped
 T=$R/$STAGE
 case $STAGE in
   cost)
-    for m in l4 8b; do
+    for m in ${COST_MODELS:-l4 8b}; do
       ov='{}'; [ $m = l4 ] && ov='{"hf_overrides": {"num_hidden_layers": 4}}'
       to=$(( $(left) - 15 )); [ $to -gt 220 ] && to=220
       [ $to -lt 60 ] && { echo "not started: hook_cost_engine $m (budget)"; continue; }

@@ -24,11 +24,11 @@ EXPERIMENTS = ("models", "throughput", "latency", "profile", "gpu_monitor", "onl
 SIZES = {
     "full": dict(thr_prompts=500, rand_in=256, rand_out=256, sharegpt_n=500, lat_batches=[1, 4, 16, 32],
                  lat_in=512, lat_out=128, lat_warmup=3, lat_iters=10, prof_batches=[1, 32], prof_in=512,
-                 prof_out=8, online_prompts=500, online_rate=20.0, reps=3,
+                 prof_out=8, online_prompts=500, online_rate=20.0, online_ab=4, reps=3,
                  sgl_batches=[32, 64, 128], sgl_in=512, sgl_out=256, sgl_iters=3),
     "smoke": dict(thr_prompts=16, rand_in=32, rand_out=32, sharegpt_n=16, lat_batches=[1, 4], lat_in=64,
                   lat_out=16, lat_warmup=1, lat_iters=2, prof_batches=[1], prof_in=64, prof_out=4,
-                  online_prompts=16, online_rate=8.0, reps=1,
+                  online_prompts=16, online_rate=8.0, online_ab=1, reps=1,
                   sgl_batches=[2], sgl_in=32, sgl_out=8, sgl_iters=1),
 }
 
@@ -107,6 +107,9 @@ def plan(only: list[str], plugin: str, size: str, reps: int | None, sharegpt_pat
         base = {"input_len": s["rand_in"], "output_len": s["rand_out"], "num_prompts": s["online_prompts"]}
         runs = [Run("online_rate_inf", "online", "plugin", dict(base, rate="inf")),
                 Run(f"online_rate_{s['online_rate']:g}", "online", "plugin", dict(base, rate=str(s["online_rate"])))]
+        # the served A/B inside one server: the engine's hooks paused ("stock") and on, ABBA (runner._serve)
+        runs += [Run(f"online_ab_{'on' if m == 'plugin' else 'paused'}_{r}", "online", "plugin",
+                     dict(base, rate="inf", hooks=m == "plugin", rep=r)) for m, r in ab_order(s["online_ab"])]
         out.append(Session("online", "online", "serve", "plugin", runs))
     if "overhead" in only:
         for m, r in ab_order(s["reps"]):

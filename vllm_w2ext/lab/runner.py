@@ -175,6 +175,8 @@ class Lab:
 
     def _serve(self, s: Session) -> None:
         env, plugin = self._engine_env(s)
+        if plugin and any("hooks" in r.params for r in s.runs):
+            env["VLLM_SERVER_DEV_MODE"] = "1"          # vLLM's /collective_rpc: pause / resume the hooks
         port = free_port()
         log = self.out / "logs" / f"{s.name}.log"
         cmd = CLI + ["serve", str(self.target.model), "--port", str(port), "--host", "127.0.0.1",
@@ -185,6 +187,7 @@ class Lab:
             wait_http(f"http://127.0.0.1:{port}/health", proc, self.target.serve_timeout_s)
             for r in s.runs:
                 p = r.params
+                switch = set_engine_hooks(port, p["hooks"]) if "hooks" in p else None
                 n0 = self.span_count()
                 bcmd = CLI + ["bench", "serve", "--backend", "vllm", "--model", "lab", "--tokenizer",
                               str(self.target.model), "--port", str(port), "--dataset-name", "random",
@@ -195,8 +198,11 @@ class Lab:
                 wall = self._call(bcmd, self.base_env(), self.out / "logs" / f"{r.name}.log", plugin, r.name)
                 time.sleep(1.0)
                 res = json.loads((self.out / "raw" / f"{r.name}.bench.json").read_text())
-                self.write_raw(r, s, res, {"command": bcmd, "server_command": cmd, "wall_s": round(wall, 1),
-                                           "plugin_env": _public(plugin), "spans_received": self.span_count() - n0})
+                extra = {"command": bcmd, "server_command": cmd, "wall_s": round(wall, 1),
+                         "plugin_env": _public(plugin), "spans_received": self.span_count() - n0}
+                if switch is not None:
+                    extra["hook_switch"] = switch
+                self.write_raw(r, s, res, extra)
         finally:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
@@ -205,6 +211,20 @@ class Lab:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def set_engine_hooks(port: int, on: bool) -> list:
+    """Pause or resume the hooks of a served engine's EngineCore and worker processes through vLLM's
+    ``/collective_rpc`` (``VLLM_SERVER_DEV_MODE=1``; ``hooks.control``): each worker's ``{"pid", "calls"}``. At
+    TP=1 on the GPU the worker runs inside the EngineCore, so this reaches every per-step hook; with separate
+    worker processes (the CPU build) the EngineCore's hooks stay on."""
+    import urllib.request
+    from vllm_w2ext.hooks.control import UTILITY
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/collective_rpc", method="POST",
+                                 data=json.dumps({"method": UTILITY, "args": [bool(on)]}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.loads(resp.read())["results"]
 
 
 def _public(plugin: dict) -> dict:

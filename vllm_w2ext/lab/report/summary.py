@@ -74,7 +74,7 @@ def _add_run(s: dict, name: str, r: dict, wbytes: int | None, hbm_tb_s: float | 
         s["throughput"][name] = {"total_tok_s": res["tokens_per_second"], "req_s": res["requests_per_second"],
                                  "output_tok_s": res.get("output_tokens_per_second"), "mode": r["mode"],
                                  "dataset": r["params"]["dataset"], "elapsed_s": res["elapsed_time"]}
-    elif r["experiment"] == "online" and r["status"] == "ok":
+    elif r["experiment"] == "online" and r["status"] == "ok" and "hooks" not in r["params"]:
         s["online"][name] = {"total_tok_s": res.get("total_token_throughput"), "output_tok_s": res.get("output_throughput"),
                              "req_s": res.get("request_throughput"), "rate": r["params"]["rate"],
                              "completed": res.get("completed"), "failed": res.get("failed", 0),
@@ -91,6 +91,11 @@ def _add_run(s: dict, name: str, r: dict, wbytes: int | None, hbm_tb_s: float | 
                               "batch_size": r["params"]["batch_size"]}
 
 
+# The served A/B: one `vllm serve`, the EngineCore's and workers' hooks paused ("stock" side) and resumed
+# through vLLM's /collective_rpc between `bench serve` runs; the front end's hooks stay on.
+SERVED_TOGGLE = "served throughput (one server, engine hooks paused vs on)"
+
+
 def _add_overheads(s: dict, runs: dict) -> None:
     """The interleaved A/B runs (``ab_thr_*``, ``ab_lat_*``) as plugin cost per measure, in rep order."""
     for kind, key, better in (("thr", "tokens_per_second", True), ("lat", "avg_latency", False)):
@@ -102,6 +107,14 @@ def _add_overheads(s: dict, runs: dict) -> None:
         if vals:
             s["overhead"]["offline throughput" if kind == "thr" else "batch-1 latency"] = dict(
                 overhead(vals, better), unit="tok/s" if kind == "thr" else "s")
+    served: dict[str, list] = {}                 # one server, the engine's hooks paused and on (ABBA)
+    for name in sorted(runs, key=lambda n: runs[n]["params"].get("rep", 0)):
+        r = runs[name]
+        if r["experiment"] == "online" and "hooks" in r["params"] and r["status"] == "ok":
+            served.setdefault("plugin" if r["params"]["hooks"] else "stock", []).append(
+                r["result"]["total_token_throughput"])
+    if served:
+        s["overhead"][SERVED_TOGGLE] = dict(overhead(served, True), unit="tok/s")
 
 
 def compare(s: dict, ref: dict, lab: dict[str, float]) -> list[dict]:
