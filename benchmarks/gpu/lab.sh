@@ -44,7 +44,7 @@ LAB=(timeout -k 15 ${LAB_TIMEOUT_S:-480} python3 benchmarks/lab.py --target gpu 
 case $STAGE in
   A)  "${LAB[@]}" --only models,throughput,latency,overhead --reps 1 ;;
   B)  "${LAB[@]}" --only overhead --reps 3 ;;
-  C)  "${LAB[@]}" --only profile,online,gpu_monitor ;;
+  C)  "${LAB[@]}" --only ${LAB_C_ONLY:-profile,online,gpu_monitor} ;;
   R)  python3 -m vllm_w2ext.lab.report $L ;;
   *)  echo "unknown stage $STAGE (A B C R)"; exit 2 ;;
 esac
