@@ -3,27 +3,17 @@ scrape reading of benchmarks/gpu/overhead_run.py, on hand-made run records: no v
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
-GPU = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu"
+from gpu_scripts import load
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_w2ext_{name}", GPU / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-S = _load("overhead_summary")
-R = _load("overhead_run")
+S = load("overhead_summary")
+R = load("overhead_run")
 
 LAT = "latency bs1 512/128 x20"
 THR = "throughput random 256/256 x500"

@@ -1,10 +1,8 @@
 """The in-engine A/B's arithmetic (benchmarks/gpu/toggle_ab.py) on planted records: the cost per block, its
 sign for latency and throughput, and the switch check that proves the paused blocks ran no hook."""
-import sys
-from pathlib import Path
+from gpu_scripts import load
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "gpu"))
-import toggle_ab
+toggle_ab = load("toggle_ab")
 
 
 def counts(front: int, engine: int) -> dict:

@@ -4,25 +4,15 @@ scrubbing of machine paths from what it copies. No vLLM, no torch."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-GPU = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu"
+from gpu_scripts import load
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_w2ext_{name}", GPU / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-S = _load("tp2_summary")
+S = load("tp2_summary")
 
 
 def _run(tmp_path, pair: int, arm: str, lat1: float, thr: float, t0: float) -> Path:
