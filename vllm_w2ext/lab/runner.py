@@ -185,7 +185,7 @@ class Lab:
             proc = subprocess.Popen(cmd, env=env, stdout=lf, stderr=subprocess.STDOUT, cwd=self.out)
         try:
             wait_http(f"http://127.0.0.1:{port}/health", proc, self.target.serve_timeout_s)
-            for r in s.runs:
+            for i, r in enumerate(s.runs):
                 p = r.params
                 switch = set_engine_hooks(port, p["hooks"]) if "hooks" in p else None
                 n0 = self.span_count()
@@ -193,6 +193,9 @@ class Lab:
                               str(self.target.model), "--port", str(port), "--dataset-name", "random",
                               "--random-input-len", str(p["input_len"]), "--random-output-len", str(p["output_len"]),
                               "--num-prompts", str(p["num_prompts"]), "--request-rate", p["rate"], "--ignore-eos",
+                              # new prompts in every run: with one seed, each run after the first hit the
+                              # server's prefix cache (94 % of prefill tokens in the first H200 served A/B)
+                              "--seed", str(i),
                               "--save-result", "--result-dir", str(self.out / "raw"),
                               "--result-filename", f"{r.name}.bench.json"]
                 wall = self._call(bcmd, self.base_env(), self.out / "logs" / f"{r.name}.log", plugin, r.name)

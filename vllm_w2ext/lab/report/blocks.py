@@ -30,7 +30,7 @@ def _header(s: dict) -> Blocks:
     gpu = env.get("gpu", {})
     gpu_s = ", ".join(d["name"] for d in gpu.get("devices", [])) + f" (driver {gpu.get('driver')})" \
         if gpu.get("status") == "ok" else f"no GPU ({gpu.get('status', 'unknown')})"
-    b: Blocks = [("h1", f"The lab on {s['target']}: results"),
+    b: Blocks = [("h1", f"The lab on {s.get('gpu') or s['target']}: results"),
                  ("p", f"vLLM {env.get('vllm')}, torch {env.get('torch')}, Python {env.get('python')}; "
                        f"CPU {env.get('cpu', {}).get('model')} ({env.get('cpu', {}).get('cores')} cores); GPU {gpu_s}; "
                        f"commit {env.get('git_commit', '?')[:12]}; size {env.get('lab_args', {}).get('size')}, "

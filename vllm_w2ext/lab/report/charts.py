@@ -110,11 +110,12 @@ def overhead(s: dict, out_dir: str) -> str | None:
     if not ab:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(1, len(ab), figsize=(5 * len(ab), 4), squeeze=False)
+    fig, ax = plt.subplots(1, len(ab), figsize=(5.5 * len(ab), 4), squeeze=False)
     for a, (k, v) in zip(ax[0], ab.items()):
         for mode, mk in (("stock", "o"), ("plugin", "s")):
             a.plot(range(1, len(v[mode]) + 1), v[mode], mk + "-", label=mode)
-        a.set(title=f"{k}: plugin cost {v['cost_pct']:+.2f} %", xlabel="repetition", ylabel=v.get("unit", ""))
+        a.set_title(f"{k}\nplugin cost {v['cost_pct']:+.2f} %", fontsize=9)
+        a.set(xlabel="repetition", ylabel=v.get("unit", ""))
         a.legend(fontsize=8)
     return _save(fig, out_dir, "overhead.png")
 
