@@ -42,7 +42,7 @@ def raw(out: Path, name: str) -> dict:
 
 def test_plan_counts_engine_starts(lab):
     _, log = lab
-    assert "plan: 7 sessions, 16 runs, 4 engine starts" in log
+    assert "plan: 7 sessions, 18 runs, 4 engine starts" in log
 
 
 def test_models(lab):
@@ -212,7 +212,7 @@ def test_full_plan_one_engine_per_mode_for_throughput_latency_and_first_ab_pair(
     p = subprocess.run(LAB + ["--target", "gpu", "--size", "full", "--dry-run"],
                        capture_output=True, text=True, timeout=60, cwd=str(ROOT))
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "plan: 11 sessions, 37 runs, 8 engine starts" in p.stdout
+    assert "plan: 11 sessions, 45 runs, 8 engine starts" in p.stdout
     for mode in ("stock", "plugin"):
         line = next(x for x in p.stdout.splitlines() if f" ab_{mode}_1 " in x)
         runs = line.split("runs: ")[1].split(", ")
