@@ -179,6 +179,9 @@ def test_report_and_html_in_chromium(lab, tmp_path):
                     "SGLang skipped: SGLang's bench_one_batch needs a CUDA GPU"):
         assert section in md
     assert "## Why the numbers differ (notes.md)\n\nWhy A differs: because of B.\n\nSecond paragraph." in md
+    # where the time went: the device's idle time by cause leads, the CPU timeline comes second
+    dev, cpu = md.index("Device idle between forwards, by cause"), md.index("The CPU timeline: the scheduler gap")
+    assert dev < cpu and "no_work" in md[dev:cpu]
     s = json.loads((out / "summary.json").read_text())
     # each measured metric sits next to the lab's number, flagged exactly when it differs by > 10 %
     # (on a 2-core CPU nearly all do; the tiny model's throughput can land near the H100's by chance)

@@ -152,12 +152,21 @@ def _online(s: dict) -> Blocks:
 
 
 def _plugin_metrics(s: dict, charts: dict) -> Blocks:
-    """Where the time went per run, from the plugin's counters between the first and last scrape."""
+    """Where the time went per run, from the plugin's counters between the first and last scrape: the device's
+    idle time between forwards by cause first, the CPU timeline (scheduler gap parts) second."""
+    dev = [[k, "—" if d.get("busy_share") is None else f"{100 * d['busy_share']:.1f} %", _f(d.get("idle_s"), 3),
+            ", ".join(f"{c} {x:.3f}" for c, x in list(d.get("idle_by_cause_s", {}).items())[:4]) or "—"]
+           for k, v in s["plugin_metrics"].items() if (d := v.get("device") or {}).get("busy_s")]
+    dev_blocks: Blocks = [("p", "Device idle between forwards, by cause (the plugin's metrics, first to last scrape of "
+                                "each run; GPU: CUDA events, CPU build: the worker's forwards; idle in s, largest "
+                                "causes first):"),
+                          ("table", ["run", "device busy", "idle s", "idle by cause s"], dev)] if dev else []
     rows = [[k, _f(v.get("engine_steps"), 0), _f(v.get("mean_requests_per_step"), 2), _f(v.get("gap", {}).get("mean_ms"), 3),
              ", ".join(f"{p} {x:.3f}" for p, x in v.get("gap", {}).get("parts_s", {}).items()),
              "—" if v.get("gpu_busy_ratio") is None else f"{100 * v['gpu_busy_ratio']:.1f} %"]
             for k, v in s["plugin_metrics"].items() if v.get("engine_steps")]
-    return [("p", "Where the time went (the plugin's metrics, first to last scrape of each run; gap parts in s):"),
+    return dev_blocks + [("p", "The CPU timeline: the scheduler gap between two model executions on the worker "
+                               "(the plugin's metrics; gap parts in s; `wait_device`: the thread waited for the GPU):"),
             ("table", ["run", "steps", "requests/step", "gap mean ms", "gap parts s", "GPU busy"], rows),
             ("img", charts.get("Scheduler gap and GPU busy"))]
 

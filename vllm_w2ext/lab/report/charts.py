@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from vllm_w2ext.vocab import GAP_PARTS
+
 
 def _plt():
     import matplotlib
@@ -82,11 +84,11 @@ def gaps(s: dict, out_dir: str) -> str | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(1, 2, figsize=(12, 4))
-    parts = ("schedule", "update", "engine_idle", "other")
+    parts = tuple(GAP_PARTS)
     names = list(rows)
     bottom = [0.0] * len(names)
     for p in parts:
-        vals = [1e3 * rows[n]["gap"]["parts_s"][p] / rows[n]["gap"]["count"] for n in names]
+        vals = [1e3 * rows[n]["gap"]["parts_s"].get(p, 0.0) / rows[n]["gap"]["count"] for n in names]
         ax[0].bar(names, vals, bottom=bottom, label=p)
         bottom = [b + v for b, v in zip(bottom, vals)]
     ax[0].set(title="Scheduler gap per model execution, by part", ylabel="ms per gap")

@@ -10,7 +10,7 @@ import os
 import statistics
 
 from vllm_w2ext.analysis.metrics.scrapes import quantile, read_scrapes, samples, total
-from vllm_w2ext.vocab import ENGINE, FRONT, WORKER
+from vllm_w2ext.vocab import ENGINE, FRONT, GAP_PARTS, IDLE_CAUSES, WORKER
 
 DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2, "fp8": 1}
 
@@ -81,6 +81,9 @@ def scrape_delta(path: str) -> dict:
     gap_n, gap_s = d("vllm_w2ext_scheduler_gap_seconds_count", **w), d("vllm_w2ext_scheduler_gap_seconds_sum", **w)
     busy, idle = d("vllm_w2ext_gpu_busy_seconds_total"), d("vllm_w2ext_gpu_idle_seconds_total")
     req_n, req_s = d("vllm_w2ext_batch_requests_count"), d("vllm_w2ext_batch_requests_sum")
+    dev_busy = d("vllm_w2ext_device_busy_seconds_total")
+    by_cause = {c: d("vllm_w2ext_device_idle_seconds_total", cause=c) for c in IDLE_CAUSES}
+    dev_idle = sum(by_cause.values())
     phases = {}
     for role, ph in ((ENGINE, "step"), (ENGINE, "schedule"), (ENGINE, "update_from_output"),
                      (WORKER, "execute_model"), (FRONT, "process_outputs")):
@@ -95,7 +98,12 @@ def scrape_delta(path: str) -> dict:
             "gap": {"count": gap_n, "total_s": round(gap_s, 4), "mean_ms": round(1e3 * gap_s / gap_n, 3) if gap_n else None,
                     "p50_ms": _ms(quantile(sb, "vllm_w2ext_scheduler_gap_seconds", 0.5, **w)),
                     "parts_s": {p: round(d("vllm_w2ext_scheduler_gap_part_seconds_total", part=p, **w), 4)
-                                for p in ("schedule", "update", "engine_idle", "other")}},
+                                for p in GAP_PARTS}},
+            # the device's own timeline first (GPU: CUDA events; CPU build: the forwards), idle by cause
+            "device": {"busy_s": round(dev_busy, 4), "idle_s": round(dev_idle, 4),
+                       "busy_share": round(dev_busy / (dev_busy + dev_idle), 4) if dev_busy + dev_idle else None,
+                       "idle_by_cause_s": {c: round(v, 4) for c, v in sorted(by_cause.items(), key=lambda kv: -kv[1])
+                                           if v > 0}},
             "model_execution_s": round(d("vllm_w2ext_model_execution_seconds_total", **w), 4),
             "gpu_busy_ratio": round(busy / (busy + idle), 4) if busy + idle else None,
             "phases": phases,
