@@ -172,6 +172,22 @@ WK = 'role="worker"'
 PHASE = "vllm_w2ext_phase_duration_seconds"
 
 ROWS: list[tuple[str, list[P]]] = [
+    # first: the device's own timeline (idle between forwards, by cause); the CPU timelines come after
+    ("Where the time goes: device idle by cause, request phases", [
+        P("Device idle by cause (share of wall time)", [
+            Q(rate("vllm_w2ext_device_idle_seconds_total", WK, by="cause"), "{{cause}}"),
+        ], unit="percentunit", stacked=True, w=8, traces=True, exemplars=True,
+          description="Device idle seconds per second between two forwards, each microsecond given to the "
+                      "cause the critical path was in (GPU: CUDA events; CPU build: the forwards). "
+                      "Exemplars: a worker step that added idle time of that cause."),
+        P("Device idle before a forward p50 / p90", pq("vllm_w2ext_device_idle_per_step_seconds", WK), w=8,
+          traces=True, exemplars=True,
+          description="Idle time of the device before each forward; an exemplar opens that step's trace."),
+        P("Request phase time p50 / p90", pq("vllm_w2ext_request_phase_seconds", by="phase"), w=8,
+          traces=True, exemplars=True,
+          description="Each finished request's queue (arrival -> first scheduled), prefill (-> first "
+                      "token) and decode (-> finished) time; an exemplar opens the request's trace."),
+    ]),
     ("Engine step (EngineCore)", [
         P("EngineCore phase time p50 / p90", pq(PHASE, EC, by="phase"), traces=True, exemplars=True,
           description="Per-phase duration quantiles of EngineCore steps (step encloses schedule, "
@@ -225,21 +241,6 @@ ROWS: list[tuple[str, list[P]]] = [
         P("Preemptions/s", [
             Q(rate("vllm_w2ext_preemptions_total", by="engine"), "engine {{engine}}"),
         ], unit="suffix: /s"),
-    ]),
-    ("Device idle and request phases", [
-        P("Device idle by cause (share of wall time)", [
-            Q(rate("vllm_w2ext_device_idle_seconds_total", WK, by="cause"), "{{cause}}"),
-        ], unit="percentunit", stacked=True, w=8, traces=True, exemplars=True,
-          description="Device idle seconds per second between two forwards, each microsecond given to the "
-                      "cause the critical path was in (GPU: CUDA events; CPU build: the forwards). "
-                      "Exemplars: a worker step that added idle time of that cause."),
-        P("Device idle before a forward p50 / p90", pq("vllm_w2ext_device_idle_per_step_seconds", WK), w=8,
-          traces=True, exemplars=True,
-          description="Idle time of the device before each forward; an exemplar opens that step's trace."),
-        P("Request phase time p50 / p90", pq("vllm_w2ext_request_phase_seconds", by="phase"), w=8,
-          traces=True, exemplars=True,
-          description="Each finished request's queue (arrival -> first scheduled), prefill (-> first "
-                      "token) and decode (-> finished) time; an exemplar opens the request's trace."),
     ]),
     (ROW_GPU, [
         P("GPU busy %", [

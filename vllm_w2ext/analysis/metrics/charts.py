@@ -104,25 +104,26 @@ def render(run_dir: str, name: str, marks: list[tuple[str, float, float]] | None
             tok[k].append((b[k] - a[k]) / dt)
     if not x:
         return None
+    # the device's own timeline leads (idle by cause, busy), the CPU's views follow
     fig, ax = plt.subplots(2, 3, figsize=(18, 8.5))
-    a = ax[0][0]
+    a = ax[1][0]
     if _has(v for p in ENGINE_PHASES for v in phase[p]):
         a.stackplot(x, *[[0.0 if math.isnan(v) else v for v in phase[p]] for p in ENGINE_PHASES], labels=ENGINE_PHASES)
         a.legend(loc="upper right", fontsize=8)
     else:
         _empty(a, "no EngineCore step in this run")
     a.set(title="EngineCore step time by phase (mean per step)", ylabel="ms")
-    a = ax[0][1]
+    a = ax[1][1]
     a.plot(x, running, label="running")
     a.plot(x, waiting, label="waiting")
     a.set(title="Requests running / waiting after each schedule", ylabel="requests")
     a.legend(loc="upper right", fontsize=8)
-    a = ax[0][2]
+    a = ax[1][2]
     for k, v in tok.items():
         a.plot(x, v, label=k)
     a.set(title="Scheduled tokens/s by kind", ylabel="tokens/s")
     a.legend(loc="upper right", fontsize=8)
-    a = ax[1][0]
+    a = ax[0][1]
     cuda = _has(gpu_busy)
     if cuda:
         a.plot(x, gpu_busy, label="GPU busy between forwards (CUDA events)")
@@ -141,7 +142,7 @@ def render(run_dir: str, name: str, marks: list[tuple[str, float, float]] | None
     else:
         _empty(a, "no device timeline in this run")
     a.set(title="Device busy % of the stepping time" + ("" if cuda else " (no CUDA: CPU build)"), ylabel="%")
-    a = ax[1][1]
+    a = ax[0][0]
     causes = [c for c in IDLE_CAUSES if _has(idle[c])]
     if causes:
         a.stackplot(x, *[idle[c] for c in causes], labels=causes)
@@ -151,7 +152,7 @@ def render(run_dir: str, name: str, marks: list[tuple[str, float, float]] | None
     else:
         _empty(a, "no vllm_w2ext_device_idle_seconds_total in these scrapes\n(no forward ran, or a plugin older than it)")
     a.set(title="Device idle between forwards, by cause", ylabel="ms idle per s")
-    a = ax[1][2]
+    a = ax[0][2]
     parts = [p for p in GAP_PARTS if _has(gaps[p])]
     if parts:
         a.stackplot(x, *[gaps[p] for p in parts], labels=parts)
