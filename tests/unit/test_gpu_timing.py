@@ -1,6 +1,8 @@
 """hooks.gpu_timing: vLLM's thread only records events; the export thread resolves finished pairs into
 DeviceSamples (busy = start->end, idle = previous end -> start), recycles events, and restarts the idle
 chain after steps were dropped. Stand-in events with planted GPU timestamps (no torch, no GPU)."""
+from collections import deque
+
 from vllm_w2ext.hooks import gpu_timing
 from vllm_w2ext.hooks.gpu_timing import GpuTimer
 from vllm_w2ext.steps.facts import DeviceSample
@@ -83,3 +85,38 @@ def test_dropped_steps_restart_the_idle_chain(monkeypatch):
     assert [x[0] for x in got] == [2, 3]
     assert got[0][3] == 0.0                                     # no idle across the dropped step
     assert abs(got[1][3] - 9e-3) < 1e-12                        # 11 -> 20 ms
+
+
+
+class RacingDeque:
+    """A pending deque whose first popleft loses a race: vLLM's thread drops the head (queue full) between the
+    export thread's look at it and its take."""
+
+    def __init__(self, items):
+        self.items = deque(items)
+        self.raced = False
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def popleft(self):
+        if not self.raced:
+            self.raced = True
+            self.items.popleft()                                # the drop, on vLLM's thread
+        return self.items.popleft()
+
+    def appendleft(self, x):
+        self.items.appendleft(x)
+
+
+def test_a_head_dropped_while_polling_is_not_resolved_unfinished():
+    gpu, timer = make()
+    for step in (1, 2):
+        timer.stop(timer.start(), step, step * 100)
+    gpu.finish(0.0, 1.0)                                        # step 1 finished on the GPU, step 2 not yet
+    timer.pending = RacingDeque(timer.pending)
+    assert timer.poll() == ()                                   # step 2 unfinished: no elapsed_time on it
+    assert [p[2] for p in timer.pending.items] == [2] and timer.prev_end is None

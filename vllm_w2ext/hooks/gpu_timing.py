@@ -73,8 +73,16 @@ class GpuTimer:
         if self.dropped != self._dropped_seen:
             self._dropped_seen = self.dropped
             self.prev_end = None
-        while pending and pending[0][1].query():
-            s, e, step, launch = pending.popleft()
+        while pending:
+            head = pending[0]
+            if not head[1].query():
+                break
+            item = pending.popleft()
+            if item is not head:                # vLLM's thread dropped the head meanwhile (queue full):
+                pending.appendleft(item)        # look again at the new head, with no idle across the gap
+                self.prev_end = None
+                continue
+            s, e, step, launch = item
             prev = self.prev_end
             idle = 0.0
             if prev is not None:
