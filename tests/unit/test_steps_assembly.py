@@ -190,3 +190,20 @@ def test_round_trip_between_execute_and_sample_is_ipc_not_sample():
     a = next(r for r in out if r.name == Span.WORKER_EXECUTE and r.step == 2).attrs
     assert {c: round(a.get(device_idle_attr(c), 0) * 1e9) for c in ("sample", "ipc", "unattributed")} == \
         {"sample": 10 + 10, "ipc": 50, "unattributed": 10}
+
+
+def test_gpu_samples_of_the_previous_batch_land_after_a_long_batch():
+    # a 200 ms export interval of 1 ms steps: 100 executions per batch, more than DeviceIdle.KEEP_STEPS; the
+    # last steps of batch 1 were still on the GPU at its poll, so their samples come at the end of batch 2
+    asm = make()
+    st = Stamp(1, 2, 0, 0, 0, 0, 0, 0, 0, 1)
+    sample = lambda s: DeviceSample(s, s * 1000, 5e-7, 1e-7)          # noqa: E731
+    first = asm([execute(s, s * 1000, s * 1000 + 500, st._replace(step=s), 0, cuda=True) for s in range(1, 101)]
+                + [device_samples(*(sample(s) for s in range(1, 99)))])
+    assert sorted(r.step for r in first) == list(range(1, 99))       # 99 and 100 held for their samples
+    out = asm([execute(s, s * 1000, s * 1000 + 500, st._replace(step=s), 0, cuda=True) for s in range(101, 201)]
+              + [device_samples(*(sample(s) for s in range(99, 199)))])
+    late = {r.step: r.attrs for r in out if r.step in (99, 100)}
+    assert set(late) == {99, 100}
+    assert all(a[Attr.DEVICE_CLOCK] == "cuda_events" and a[Attr.DEVICE_IDLE] == 1e-7 for a in late.values())
+    assert len(asm.device.runs) == asm.device.KEEP_STEPS

@@ -102,7 +102,7 @@ def segments(cur: Execution, prev: Execution | None, cuda: bool) -> list[tuple[s
 class DeviceIdle:
     """Per worker process: holds execute spans, attributes idle, writes the device attributes."""
 
-    KEEP_STEPS = 64                                   # executions remembered (a GPU sample lags 1-2)
+    KEEP_STEPS = 64                                   # executions kept past their batch (a GPU sample lags 1-2)
 
     def __init__(self) -> None:
         self.runs: dict[int, Execution] = {}          # step -> execution (recent ones)
@@ -122,7 +122,6 @@ class DeviceIdle:
                 d, r.data = r.data, None
                 ex = self.runs[r.step] = Execution(r.step, r.start_ns, r.end_ns, r.end_ns, stamp=d.stamp,
                                                    dispatch=d.dispatch_ns, cuda=d.cuda, span=r)
-                self.runs.pop(r.step - self.KEEP_STEPS, None)
                 self.held.append(ex)
                 early = self.early_forwards.pop(r.step, None)
                 if early is not None:
@@ -148,7 +147,16 @@ class DeviceIdle:
         for ex in self.held:                  # CPU build: a forward ends before its execute_model, so
             if not ex.cuda:                   # one that has none by now never ran a forward
                 ex.done = True
+        self._forget_old()
         return out + self._release()
+
+    def _forget_old(self) -> None:
+        """Once a batch is applied, keep the newest KEEP_STEPS executions. Not while registering: the export
+        thread's samples come at the end of a batch that may hold more than KEEP_STEPS new executions (a
+        200 ms interval of 2 ms steps), and the last steps of the batch before still wait for theirs."""
+        if len(self.runs) > self.KEEP_STEPS:
+            for step in sorted(self.runs)[:-self.KEEP_STEPS]:
+                del self.runs[step]
 
     def _forward(self, ex: Execution, start: int, end: int) -> None:
         ex.forward_start, ex.forward_end = start, end
