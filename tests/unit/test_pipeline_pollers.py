@@ -5,6 +5,7 @@ import logging
 
 from vllm_w2ext import config
 from vllm_w2ext.telemetry.pipeline import Pipeline
+from vllm_w2ext.vocab import WORKER, Span
 
 
 def test_pollers_run_before_the_take_and_a_faulty_one_is_dropped(caplog):
@@ -13,7 +14,7 @@ def test_pollers_run_before_the_take_and_a_faulty_one_is_dropped(caplog):
 
     def good(rec):
         calls.append("good")
-        rec.emit("w2ext.device_samples", "worker", None, 0, 0, data=((1, 2, 3e-3, 0.0),))
+        rec.emit(Span.DEVICE_SAMPLES, WORKER, None, 0, 0, data=((1, 2, 3e-3, 0.0),))
 
     def bad(rec):
         calls.append("bad")
