@@ -16,17 +16,14 @@ and the thread's CPU clock, in four settings:
 
 Candidates: ``torch.cuda.Event.record()`` (the plugin's call: looks up the current stream, builds a Python
 ``Stream``, releases the GIL around ``cudaEventRecord``), ``record(stream)`` with the stream looked up
-once, ``cudaEventRecord`` through ctypes holding the GIL (``PyDLL``) and releasing it (``CDLL``),
-``Event.query()``, ``Event.elapsed_time()``, ``torch.cuda.current_stream()`` (the ctypes variants only with
-CTYPES=1: on the H200 image they crashed the process). The fifth setting, ``steps``, has vLLM's shape: 2 ms of
-work between a step's two events, the CPU at most two steps ahead.
+once, ``Event.query()``, ``Event.elapsed_time()``, ``torch.cuda.current_stream()`` (a first version also called
+``cudaEventRecord`` through ctypes; on the H200 image that crashed the process, and it was taken out). The fifth
+setting, ``steps``, has vLLM's shape: 2 ms of work between a step's two events, the CPU at most two steps ahead.
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
-import os
 import platform
 import threading
 import time
@@ -35,18 +32,6 @@ from pathlib import Path
 import torch
 
 N = 2000
-
-
-def _cudart():
-    """The libcudart torch has loaded (the same copy: events and streams are handles of its context), or None."""
-    with open("/proc/self/maps") as f:
-        paths = sorted({ln.split()[-1] for ln in f if "libcudart.so" in ln})
-    for c in paths:
-        try:
-            return c, ctypes.PyDLL(c), ctypes.CDLL(c)
-        except OSError:
-            continue
-    return None, None, None
 
 
 def timeit(fn, n: int = N) -> dict:
@@ -58,10 +43,9 @@ def timeit(fn, n: int = N) -> dict:
     return {"wall_us": round((w1 - w0) / n / 1e3, 3), "cpu_us": round((c1 - c0) / n / 1e3, 3)}
 
 
-def candidates(lib_gil, lib_nogil) -> dict:
+def candidates() -> dict:
     Event = torch.cuda.Event
     s = torch.cuda.current_stream()
-    sp = ctypes.c_void_p(s.cuda_stream)
     pool = [Event(enable_timing=True) for _ in range(2 * N + 2)]
     for e in pool:                  # torch creates the CUDA event at its first record: do it before timing
         e.record(s)
@@ -80,20 +64,6 @@ def candidates(lib_gil, lib_nogil) -> dict:
         "Event.query() (completed)": done.query,
         "Event.elapsed_time()": lambda: done.elapsed_time(done2),
     }
-    if lib_gil is not None:
-        evs = [Event(enable_timing=True) for _ in range(N + 1)]
-        for e in evs:
-            e.record(s)
-        handles = [ctypes.c_void_p(e.cuda_event) for e in evs]
-        rec_gil, rec_nogil = lib_gil.cudaEventRecord, lib_nogil.cudaEventRecord
-        rec_gil.argtypes = rec_nogil.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-        ih, ih2 = iter(handles), iter(list(handles))
-        out["ctypes cudaEventRecord, GIL held (PyDLL)"] = lambda: rec_gil(next(ih), sp)
-        out["ctypes cudaEventRecord, GIL released (CDLL)"] = lambda: rec_nogil(next(ih2), sp)
-        q = lib_gil.cudaEventQuery
-        q.argtypes = [ctypes.c_void_p]
-        hd = ctypes.c_void_p(done.cuda_event)
-        out["ctypes cudaEventQuery, GIL held (completed)"] = lambda: q(hd)
     # keep references alive
     out["_keep"] = (pool, done, done2)
     return out
@@ -155,10 +125,8 @@ def main() -> int:
     a = ap.parse_args()
     torch.cuda.init()
     torch.zeros(1, device="cuda")
-    path, lib_gil, lib_nogil = _cudart() if os.environ.get("CTYPES") == "1" else (None, None, None)
-    print("cudart:", path, flush=True)
     res: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "python": platform.python_version(),
-                 "cudart": os.path.basename(path) if path else None, "calls_per_figure": N, "settings": {}}
+                 "calls_per_figure": N, "settings": {}}
     stop = threading.Event()
 
     def sync_loop():
@@ -183,7 +151,7 @@ def main() -> int:
         elif setting == "busy+py":
             th = threading.Thread(target=py_loop, daemon=True)
         row = {}
-        for name, fn in candidates(lib_gil, lib_nogil).items():
+        for name, fn in candidates().items():
             if name.startswith("_"):
                 continue
             if setting != "idle":
