@@ -15,8 +15,7 @@ from vllm_w2ext.hooks.engine_core import DISPATCH, STAMP
 from vllm_w2ext.hooks.gpu_timing import make_timer
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.steps.facts import STAMP_SPAN_ID, STAMP_STEP, STAMP_TRACE_ID
-from vllm_w2ext.telemetry import identity
-from vllm_w2ext.telemetry import pipeline
+from vllm_w2ext.telemetry import identity, pipeline
 from vllm_w2ext.telemetry.pipeline import recorder
 from vllm_w2ext.telemetry.recording import annotate_profiler
 from vllm_w2ext.telemetry.wire import DATA, END, IV_END, SPAN_ID, START, STEP, TRACE_ID
