@@ -99,8 +99,8 @@ def main() -> int:
         sampled = {"hook_cpu_us_per_step": round(selfcost.hook_cpu_ns[0] / steps / 1e3, 2) if steps else None,
                    "hook_wall_us_per_step": round(selfcost.hook_wall_ns[0] / steps / 1e3, 2) if steps else None}
         rows.append({"batch": bs, "engine_steps": steps, "model_executions": forwards, "wall_s": round(wall, 3),
-                     "us_per_step": total, "selfcost_sampled": sampled, "us_per_step_by_role": by_role, "step_ms": round(wall / steps * 1e3, 3) if steps else None,
-                     "hooks": hooks})
+                     "us_per_step": total, "selfcost_sampled": sampled, "us_per_step_by_role": by_role,
+                     "step_ms": round(wall / steps * 1e3, 3) if steps else None, "hooks": hooks})
         print(f"batch {bs}: {steps} steps ({forwards} model executions), hooks {total} us per step ({by_role}); "
               f"sampled counter {sampled}; top: " +
               ", ".join(f"{k} {v['us_per_step']}" for k, v in list(hooks.items())[:5]), flush=True)
