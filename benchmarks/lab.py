@@ -38,8 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="out/lab")
     ap.add_argument("--reps", type=int, default=None, help="A/B repetitions of the overhead experiment")
     ap.add_argument("--model", default=None, help="model folder (default: tiny Llama on cpu, 8B-shaped on gpu)")
+    ap.add_argument("--sglang-env", default=None,
+                    help="a shell file sourced for SGLang's process only (its own site-packages, which must not "
+                         "reach vLLM's), e.g. /tmp/sglang-env.sh from benchmarks/gpu/sglang_stage.sh")
+    ap.add_argument("--sglang-args", default="",
+                    help="extra bench_one_batch flags, e.g. '--attention-backend triton --sampling-backend pytorch'")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     a = ap.parse_args(argv)
+    if a.sglang_env and not Path(a.sglang_env).is_file():
+        ap.error(f"--sglang-env: no such file: {a.sglang_env}")
     plugin = a.plugin or ("on" if a.size == "smoke" else "both")
     out = Path(a.out).resolve()
     only = [x.strip() for x in a.only.split(",") if x.strip()]

@@ -24,6 +24,9 @@
 #   A  models, throughput, latency, overhead rep 1   2 starts (ab_stock_1, ab_plugin_1)      ~5.5 min
 #   B  overhead reps 2-3                              4 starts (ABBA: plugin2 stock2 stock3 plugin3) ~7 min
 #   C  profile, online, gpu_monitor                   2 starts (profile bs 1 + 32; serve + 2 x bench serve) ~5 min
+#   S  sglang: SGLang's bench_one_batch (staged by sglang_stage.sh: its env file, /tmp/sglang-env.sh or
+#      LAB_SGLANG_ENV, is sourced for SGLang's process only) and vLLM stock at the same batch sizes and
+#      lengths on one engine                                                               ~5 min
 #   R  report (no GPU needed: run it anywhere on the copied results)                      < 1 min
 # Total ~18 device-minutes + staging. A stage cut by the timeout loses only its unfinished session:
 # run it again (resume skips every session whose raw JSON came back).
@@ -31,7 +34,7 @@
 # calls on a warm machine resume without a round trip; after the machine was given back, unpack
 # $OUT/lab.tar.gz into the tree (e.g. benchmarks/results/h200/lab) and pass it as LAB_RESUME_FROM.
 set -uo pipefail
-STAGE=${1:?stage: A B C R}
+STAGE=${1:?stage: A B C S R}
 OUT=${OUT:-out}; L=$OUT/lab; mkdir -p $L
 KEEP=${LAB_KEEP:-/tmp/w2ext-lab}      # survives between calls while the machine stays warm
 for src in "${LAB_RESUME_FROM:-}" "$KEEP"; do
@@ -45,8 +48,11 @@ case $STAGE in
   A)  "${LAB[@]}" --only models,throughput,latency,overhead --reps 1 ;;
   B)  "${LAB[@]}" --only overhead --reps 3 ;;
   C)  "${LAB[@]}" --only ${LAB_C_ONLY:-profile,online,gpu_monitor} ;;
+  S)  SGL_ENV=${LAB_SGLANG_ENV:-/tmp/sglang-env.sh}
+      "${LAB[@]}" --only sglang --sglang-env "$SGL_ENV" \
+        --sglang-args "$(bash -c 'source "$0" && echo "$SGLANG_STAGE_FLAGS"' "$SGL_ENV")" ;;
   R)  python3 -m vllm_w2ext.lab.report $L ;;
-  *)  echo "unknown stage $STAGE (A B C R)"; exit 2 ;;
+  *)  echo "unknown stage $STAGE (A B C S R)"; exit 2 ;;
 esac
 RC=$?
 # keep what travels back small: compress scrapes, drop the plugin's raw trace copies beyond merged output

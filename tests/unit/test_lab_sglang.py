@@ -53,3 +53,63 @@ def test_skipped_sglang_says_why_and_keeps_vllms_side():
     text = " ".join(str(x) for blk in _sglang({"sglang": sg}) for x in blk[1:])
     assert "SGLang skipped: needs a CUDA GPU" in text
     assert sglang_vs_vllm({"lat_bs1_stock": _run("x", {}, "latency")}) is None
+
+
+class _Lab:
+    """The two things the SGLang step reads from the lab: its target and its command-line settings."""
+    def __init__(self, tmp_path, gpu, sglang_env=None, sglang_args=""):
+        import types
+        self.out = tmp_path / "lab"
+        self.target = types.SimpleNamespace(gpu=gpu, model=tmp_path / "model", dummy_weights=True)
+        self.lab_args = {"sglang_env": sglang_env, "sglang_args": sglang_args}
+
+
+def _fake_sglang(tmp_path):
+    """An importable ``sglang.bench_one_batch`` in a folder of its own that writes one row per batch size with
+    the arguments it was given, and an env file that puts that folder on PYTHONPATH (as sglang_stage.sh's
+    /tmp/sglang-env.sh does with the staged site)."""
+    site = tmp_path / "sgl-site" / "sglang"
+    site.mkdir(parents=True)
+    (site / "__init__.py").write_text("")
+    (site / "bench_one_batch.py").write_text(
+        "import argparse, json, sys\n"
+        "if __name__ == '__main__':\n"
+        "    ap = argparse.ArgumentParser(); ap.add_argument('--batch-size', type=int, nargs='+')\n"
+        "    ap.add_argument('--result-filename'); ap.add_argument('--attention-backend')\n"
+        "    a, rest = ap.parse_known_args()\n"
+        "    with open(a.result_filename, 'a') as f:\n"
+        "        for b in a.batch_size:\n"
+        "            f.write(json.dumps({'batch_size': b, 'attention_backend': a.attention_backend,\n"
+        "                                'argv': sys.argv[1:]}) + '\\n')\n")
+    env = tmp_path / "sglang-env.sh"
+    env.write_text(f"export PYTHONPATH={site.parent}${{PYTHONPATH:+:$PYTHONPATH}}\n")
+    return env
+
+
+def test_sglang_runs_through_its_env_file_only(tmp_path):
+    """SGLang's own packages reach its process through --sglang-env, never the lab's (vLLM's) process, and
+    --sglang-args reach bench_one_batch."""
+    import importlib.util
+    from vllm_w2ext.lab.experiments import Run
+    from vllm_w2ext.lab.experiments_local import sglang, sglang_unavailable
+    env = _fake_sglang(tmp_path)
+    assert importlib.util.find_spec("sglang") is None                     # not in this (the lab's) process
+    assert "not installed" in sglang_unavailable(_Lab(tmp_path, gpu=True))
+    assert "CUDA GPU" in sglang_unavailable(_Lab(tmp_path, gpu=False, sglang_env=str(env)))
+    lab = _Lab(tmp_path, gpu=True, sglang_env=str(env), sglang_args="--attention-backend triton")
+    assert sglang_unavailable(lab) is None
+    (lab.out / "raw").mkdir(parents=True)
+    run = Run("sglang_bench_one_batch", "sglang", "-", {"batch_sizes": [32, 64], "input_len": 512, "output_len": 256})
+    res = sglang(lab, run)
+    assert [r["batch_size"] for r in res["rows"]] == [32, 64]
+    assert {r["attention_backend"] for r in res["rows"]} == {"triton"}
+    argv = res["rows"][0]["argv"]
+    assert argv[argv.index("--input-len") + 1] == "512" and "--load-format" in argv
+
+
+def test_sglang_env_that_does_not_import_says_why(tmp_path):
+    from vllm_w2ext.lab.experiments_local import sglang_unavailable
+    env = tmp_path / "bad-env.sh"
+    env.write_text("export PYTHONPATH=/nonexistent\n")
+    why = sglang_unavailable(_Lab(tmp_path, gpu=True, sglang_env=str(env)))
+    assert why.startswith("sglang does not import with --sglang-env") and "ModuleNotFoundError" in why

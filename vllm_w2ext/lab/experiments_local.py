@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -55,8 +56,8 @@ def _tool(args: list[str], log: Path) -> dict:
             "stderr_tail": p.stderr[-800:]}
 
 
-def profile_post(lab, run, run_dir: Path, trace_dir: Path) -> dict:
-    """Copy the plugin's per-process trace files next to the torch trace, merge, analyze."""
+def profile_post(lab, run, run_dir: Path, trace_dir: Path, scrape: Path | None = None) -> dict:
+    """Copy the plugin's per-process trace files next to the torch trace, merge, analyze, explain."""
     torch_files = sorted(glob.glob(str(run_dir / "*.pt.trace.json*")))
     spans = sorted(glob.glob(str(trace_dir / "*.pftrace")))
     for s in spans:
@@ -74,6 +75,25 @@ def profile_post(lab, run, run_dir: Path, trace_dir: Path) -> dict:
     res["analyze"]["input"] = source.name
     if res["analyze"]["status"] == "ok" and breakdown.exists():
         res["breakdown"] = json.loads(breakdown.read_text())
+    res["explain"] = explain_run(lab, run, trace_dir, source, scrape, log)
+    return res
+
+
+def explain_run(lab, run, trace_dir: Path, profile: Path, scrape: Path | None, log: Path) -> dict:
+    """``vllm-w2ext explain`` on the profiled run's span files, its metrics scrape and its kernel trace: the
+    text the report shows, and the JSON's idle-by-cause and findings."""
+    args = [str(trace_dir), "--profile", str(profile)]
+    if scrape is not None and scrape.exists():
+        args += ["--metrics", str(scrape)]
+    text_out, json_out = lab.out / "raw" / f"{run.name}.explain.txt", lab.out / "raw" / f"{run.name}.explain.json"
+    res = _tool(["explain", *args, "--format", "text", "--out", str(text_out)], log)
+    if res["status"] != "ok" or not text_out.exists():
+        return res
+    res["text"] = text_out.read_text()
+    js = _tool(["explain", *args, "--format", "json", "--out", str(json_out)], log)
+    if js["status"] == "ok" and json_out.exists():
+        rep = json.loads(json_out.read_text())
+        res["findings"] = [f.get("id") for f in rep.get("findings", [])]
     return res
 
 
@@ -98,13 +118,27 @@ def gpu_monitor(lab, run) -> dict:
 SGLANG_TIMEOUT_S = 1800
 
 
-def sglang_unavailable(target) -> str | None:
+def _sglang_cmd(lab, python_args: list[str]) -> list[str]:
+    """``python3 <args>`` for SGLang: with the lab's ``--sglang-env`` file sourced first in a shell of its own,
+    so SGLang's site-packages (its transformers, flashinfer, ...) stay out of the lab's and vLLM's processes."""
+    env_file = lab.lab_args.get("sglang_env")
+    if not env_file:
+        return [sys.executable, *python_args]
+    return ["bash", "-c", 'source "$0" && exec python3 "$@"', str(env_file), *python_args]
+
+
+def sglang_unavailable(lab) -> str | None:
     """Why SGLang's bench_one_batch cannot run here, or None."""
-    if not target.gpu:
+    if not lab.target.gpu:
         return "SGLang's bench_one_batch needs a CUDA GPU; this lab runs on the CPU target"
+    if lab.lab_args.get("sglang_env"):
+        p = subprocess.run(_sglang_cmd(lab, ["-c", "import sglang, sglang.bench_one_batch"]),
+                           capture_output=True, text=True, timeout=600)
+        return None if p.returncode == 0 else (f"sglang does not import with --sglang-env "
+                                               f"{lab.lab_args['sglang_env']}: {p.stderr.strip()[-600:]}")
     if importlib.util.find_spec("sglang") is None:
         return ("SGLang is not installed in this environment (sglang 0.5.15-0.5.17 pin torch 2.11, the GPU "
-                "machine's; it has to be staged there like vLLM)")
+                "machine's; stage it with benchmarks/gpu/sglang_stage.sh and pass --sglang-env)")
     return None
 
 
@@ -112,16 +146,18 @@ def sglang(lab, run) -> dict:
     """``python -m sglang.bench_one_batch`` on the lab's model at the run's batch sizes and lengths; its
     JSONL rows (prefill/decode latency and throughput per batch size). Skipped, with the reason, where
     SGLang cannot run."""
-    why = sglang_unavailable(lab.target)
+    why = sglang_unavailable(lab)
     if why:
         return {"skipped": why}
     p, t = run.params, lab.target
     rows_file = lab.out / "raw" / "sglang_bench_one_batch.jsonl"
     rows_file.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "sglang.bench_one_batch", "--model-path", str(t.model),
-           "--batch-size", *map(str, p["batch_sizes"]), "--input-len", str(p["input_len"]),
-           "--output-len", str(p["output_len"]), "--result-filename", str(rows_file), "--run-name", run.name]
-    cmd += ["--load-format", "dummy"] if t.dummy_weights else []
+    args = ["-m", "sglang.bench_one_batch", "--model-path", str(t.model),
+            "--batch-size", *map(str, p["batch_sizes"]), "--input-len", str(p["input_len"]),
+            "--output-len", str(p["output_len"]), "--result-filename", str(rows_file), "--run-name", run.name]
+    args += ["--load-format", "dummy"] if t.dummy_weights else []
+    args += shlex.split(lab.lab_args.get("sglang_args") or "")
+    cmd = _sglang_cmd(lab, args)
     log = lab.out / "logs" / "sglang_bench_one_batch.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:

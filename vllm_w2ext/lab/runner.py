@@ -170,7 +170,8 @@ class Lab:
             extra = {"command": cmd, "session_wall_s": round(wall, 1), "plugin_env": _public(plugin),
                      "spans_received": self.span_count() - n0, "session_runs": [x.name for x in s.runs]}
             if t["kind"] == "profile":
-                extra["analysis"] = LOCAL["profile_post"](self, r, Path(t["dir"]), Path(env["VLLM_W2EXT_TRACE_DIR"]))
+                extra["analysis"] = LOCAL["profile_post"](self, r, Path(t["dir"]), Path(env["VLLM_W2EXT_TRACE_DIR"]),
+                                                          self.out / "metrics" / f"scrape_{s.name}.prom")
             self.write_raw(r, s, result, extra)
 
     def _serve(self, s: Session) -> None:

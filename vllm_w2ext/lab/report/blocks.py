@@ -124,9 +124,14 @@ def _profile(s: dict, charts: dict) -> Blocks:
              str(len(v["plugin_trace_files"] or [])), {True: "yes", False: "no (CPU trace)"}.get(v["gpu_kernels"], "—"),
              ", ".join(f"{c} {100 * x:.0f} %" for c, x in sorted(v["shares"].items(), key=lambda t: -t[1])[:5]) or "—"]
             for k, v in s["profile"].items()]
-    return [("h2", "4. Profiled forward pass"), ("img", charts.get("Kernel breakdown")),
-            ("table", ["run", "batch", "merge", "analyze", "torch traces", "plugin trace files", "GPU kernels",
-                       "top categories"], rows)]
+    b: Blocks = [("h2", "4. Profiled forward pass"), ("img", charts.get("Kernel breakdown")),
+                 ("table", ["run", "batch", "merge", "analyze", "torch traces", "plugin trace files", "GPU kernels",
+                            "top categories"], rows)]
+    for k, v in s["profile"].items():      # where that run's time went, as `vllm-w2ext explain` says it
+        b.append(("h3", f"Where the time went in {k}: vllm-w2ext explain (span files + scrape + kernel trace)"))
+        b.append(("pre", v["explain"]) if v.get("explain") else
+                 ("p", f"explain did not run: {v.get('explain_status') or 'no result (older lab run)'}"))
+    return b
 
 
 def _gpu_monitor(s: dict) -> Blocks:

@@ -10,7 +10,7 @@ def to_markdown(bs: list[tuple]) -> str:
     out = []
     for blk in bs:
         k = blk[0]
-        if k in ("h1", "h2"):
+        if k in ("h1", "h2", "h3"):
             out += ["#" * int(k[1]) + " " + blk[1], ""]
         elif k == "p":
             out += [blk[1], ""]
@@ -35,7 +35,7 @@ def to_html(bs: list[tuple], title: str) -> str:
            "</style></head><body>"]
     for blk in bs:
         k = blk[0]
-        if k in ("h1", "h2"):
+        if k in ("h1", "h2", "h3"):
             out.append(f"<{k}>{e(blk[1])}</{k}>")
         elif k == "p":
             out.append(f"<p>{e(blk[1])}</p>")

@@ -88,7 +88,9 @@ def _add_run(s: dict, name: str, r: dict, wbytes: int | None, hbm_tb_s: float | 
                               "torch_traces": a.get("torch_traces"), "plugin_trace_files": a.get("plugin_trace_files"),
                               "shares": category_shares(a.get("breakdown") or {}),
                               "gpu_kernels": (a.get("breakdown") or {}).get("has_gpu_kernels"),
-                              "batch_size": r["params"]["batch_size"]}
+                              "batch_size": r["params"]["batch_size"],
+                              "explain": a.get("explain", {}).get("text"),
+                              "explain_status": a.get("explain", {}).get("status")}
 
 
 # The served A/B: one `vllm serve`, the EngineCore's and workers' hooks paused ("stock" side) and resumed
