@@ -25,6 +25,14 @@ from vllm_w2ext.analysis.kernels.sequence import LayerSequence
     ("void at::native::reduce_kernel<512, 1, ArgMax>", "sampling"),
     ("_gather_block_tables_kernel", "input_prep"),
     ("Memcpy HtoD (Pageable -> Device)", "memcpy"),
+    # SGLang 0.5.17 on the H200 (triton attention backend, results/h200/sglang/profile)
+    ("_fwd_grouped_kernel_stage1", "attention"),           # triton decode attention (GQA), split-KV stage 1
+    ("_fwd_kernel_stage2", "attention"),
+    ("_fwd_kernel", "attention"),                          # triton extend (prefill) attention
+    ("void flashinfer::norm::FusedAddRMSNormKernel<8u, __nv_bfloat16>(__nv_bfloat16*)", "norm"),
+    ("void (anonymous namespace)::store_kvcache<2048l, 2048l, 4, true, long>(StoreKVCacheParams)", "kv_cache"),
+    ("void (anonymous namespace)::fused_rope_kernel<true, 128l, true, __nv_bfloat16>", "rotary"),
+    ("create_flashinfer_kv_indices_triton", "input_prep"),
     ("some_kernel_nobody_knows", "other"),
 ])
 def test_name_rules(name, category):

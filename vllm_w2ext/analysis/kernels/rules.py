@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-RULES_VERSION = "2026.11-2"
+RULES_VERSION = "2026.11-3"
 
 # Final categories, in report order.
 CATEGORIES = (
@@ -49,8 +49,14 @@ FUSED_UNNAMED = "fused_unnamed"   # inductor kernel without op names: rotary if 
 NAME_RULES: list[tuple[str, str, str]] = [
     ("communication", r"^nccl|ncclDevKernel|ncclKernel|cross_device_reduce|custom_all_reduce|all_reduce|"
                       r"allreduce|AllGather|ReduceScatter|all_gather", "vLLM nsys llama + HTA ^nccl.*Kernel"),
-    ("kv_cache", r"reshape_and_cache|concat_and_cache|copy_blocks|swap_blocks", "vLLM csrc/cache_kernels.cu"),
+    ("kv_cache", r"reshape_and_cache|concat_and_cache|copy_blocks|swap_blocks|store_kvcache",
+     "vLLM csrc/cache_kernels.cu; SGLang's JIT KV-cache store (store_kvcache)"),
+    # before attention: FlashInfer's norm kernels (SGLang's RMSNorm) would match its "flashinfer" name
+    ("norm", r"flashinfer::norm::|RMSNormKernel", "SGLang 0.5.17 H200 trace (flashinfer::norm::FusedAddRMSNormKernel)"),
+    ("input_prep", r"compute_position_kernel|clamp_position|write_req_to_token_pool|get_num_kv_splits|"
+                   r"create_flashinfer_kv_indices", "SGLang 0.5.17 H200 trace (forward-batch preparation)"),
     ("attention", r"flash::|FlashAttn|flash_fwd|flash_attn|fmha|paged_attention|_attn_fwd|_fwd_kernel|"
+                  r"_fwd_grouped_kernel|"
                   r"unified_attention|flashinfer|BatchDecode|BatchPrefill|xformers|cudnn.*[Aa]ttention|"
                   r"attention_kernel|_mla_", "vLLM nsys llama/gpt-oss (flash|fmha, FlashAttn, _mla_)"),
     (GEMM_EPILOGUE, r"splitKreduce|splitK_reduce", "vLLM nsys gpt-oss (splitKreduce) + H100 traces"),
