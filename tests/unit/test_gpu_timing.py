@@ -120,3 +120,17 @@ def test_a_head_dropped_while_polling_is_not_resolved_unfinished():
     timer.pending = RacingDeque(timer.pending)
     assert timer.poll() == ()                                   # step 2 unfinished: no elapsed_time on it
     assert [p[2] for p in timer.pending.items] == [2] and timer.prev_end is None
+
+
+def test_a_resume_restarts_the_idle_chain():
+    """hooks.control resumed the hooks: the paused steps ran unrecorded, so the GPU's idle time before the
+    first step after the resume (here 1 s) is not measured; the chain goes on from that step."""
+    gpu, timer = make()
+    timer.stop(timer.start(), 1, 100)
+    timer.forget_previous()                                     # pause ... resume
+    timer.stop(timer.start(), 9, 900)
+    timer.stop(timer.start(), 10, 1000)
+    gpu.finish(0.0, 1.0, 1001.0, 1002.0, 1003.0, 1004.0)
+    got = [DeviceSample._make(x) for x in timer.poll()]
+    assert [(x.step, x.idle_s) for x in got][:2] == [(1, 0.0), (9, 0.0)]
+    assert abs(got[2].idle_s - 1e-3) < 1e-12                    # 1002 -> 1003 ms

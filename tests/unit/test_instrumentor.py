@@ -62,3 +62,15 @@ def test_set_active_pauses_without_unwrapping():
     assert inst.set_active(True) == calls + 1
     inst.uninstrument()
     sys.modules.pop(MOD, None)
+
+
+def test_resume_forgets_the_previous_step():
+    """A resume tells the EngineCore and worker hooks that the steps in between ran unrecorded: no gap or
+    device idle is measured from the last step before the pause."""
+    from vllm_w2ext.hooks import engine_core, worker
+    inst = Instrumentor([])
+    engine_core.S.prev_step_end, worker.S.last_end = 123, 456
+    inst.set_active(False)
+    assert (engine_core.S.prev_step_end, worker.S.last_end) == (123, 456)     # a pause alone changes nothing
+    inst.set_active(True)
+    assert (engine_core.S.prev_step_end, worker.S.last_end) == (0, 0)

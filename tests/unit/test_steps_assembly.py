@@ -207,3 +207,16 @@ def test_gpu_samples_of_the_previous_batch_land_after_a_long_batch():
     assert set(late) == {99, 100}
     assert all(a[Attr.DEVICE_CLOCK] == "cuda_events" and a[Attr.DEVICE_IDLE] == 1e-7 for a in late.values())
     assert len(asm.device.runs) == asm.device.KEEP_STEPS
+
+
+def test_cpu_build_no_idle_measured_across_a_pause():
+    """After the hooks were paused and resumed (hooks.control), the first execution comes with no previous
+    end (worker.forget_previous_step); the 10 s the paused steps ran unrecorded are not device idle."""
+    s1 = Stamp(1, 2, 1, 0, 0, 0, 0, 0, 0, 1)
+    s2 = Stamp(1, 2, 2, 10_000_000_000, 10_000_000_010, 0, 0, 0, 10_000_000_000, 0)
+    out = make()([child(Span.FORWARD, 1, 10, 90), execute(1, 0, 100, s1, 0),
+                  child(Span.FORWARD, 2, 10_000_000_020, 10_000_000_100),
+                  execute(2, 10_000_000_015, 10_000_000_110, s2, 10_000_000_012, prev_end=0)])
+    a = next(r for r in out if r.step == 2 and r.name == Span.WORKER_EXECUTE).attrs
+    assert a[Attr.DEVICE_IDLE] == 0.0 and Attr.DEVICE_IDLE_CAUSE not in a and Attr.GAP_CPU not in a
+    assert a[Attr.DEVICE_BUSY] == 80e-9

@@ -89,6 +89,10 @@ class Instrumentor:
         ``uninstrument()`` does not. Resuming also re-enables hooks a fault switched off. Call it
         between steps (with no request in flight), as ``benchmarks/gpu/toggle_ab.py`` does. Returns the
         hook calls counted so far in this process (they do not grow while paused)."""
+        if on:                      # the paused steps ran unrecorded: no gap or idle measured across them
+            from vllm_w2ext.hooks import engine_core, worker
+            engine_core.forget_previous_step()
+            worker.forget_previous_step()
         for r in self.runners.values():
             r.active = on
         return sum(r.calls for r in self.runners.values())

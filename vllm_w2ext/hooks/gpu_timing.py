@@ -40,6 +40,7 @@ class GpuTimer:
         self.pool: list = []
         self.pending: deque = deque()
         self.prev_end = None
+        self.fresh = False                      # the next step follows a pause: no idle measured before it
         self.dropped = 0                        # steps dropped unresolved (vLLM's thread counts, poll reads)
         self._dropped_seen = 0
 
@@ -62,7 +63,13 @@ class GpuTimer:
         if len(pending) >= MAX_PENDING:         # the export thread is not polling: stay bounded
             pending.popleft()
             self.dropped += 1
-        pending.append((start_evt, e, step, launch_ns))
+        pending.append((start_evt, e, step, launch_ns, self.fresh))
+        self.fresh = False
+
+    def forget_previous(self) -> None:
+        """The hooks were paused: the device's idle time up to the next step is not this plugin's to
+        measure (the paused steps ran unrecorded), so that step starts without a previous one."""
+        self.fresh = True
 
     def poll(self) -> tuple:
         """A DeviceSample tuple per step finished on the GPU since the last call (idle 0 for the first one,
@@ -82,8 +89,11 @@ class GpuTimer:
                 pending.appendleft(item)        # look again at the new head, with no idle across the gap
                 self.prev_end = None
                 continue
-            s, e, step, launch = item
+            s, e, step, launch, fresh = item
             prev = self.prev_end
+            if fresh and prev is not None:
+                pool.append(prev)
+                prev = None
             idle = 0.0
             if prev is not None:
                 idle = prev.elapsed_time(s) / 1e3

@@ -35,6 +35,14 @@ class _State:
 S = _State()
 
 
+def forget_previous_step() -> None:
+    """After a pause (hooks.control): the next execution has no previous one to measure a gap or device
+    idle from; the paused steps ran unrecorded in between."""
+    S.last_end = 0
+    if S.timer is not None:
+        S.timer.forget_previous()
+
+
 def _group_rank(getter: str) -> int | None:
     """This worker's rank in one of vLLM's process groups (tp, pp, dp), None where it has none."""
     try:

@@ -73,6 +73,7 @@ class Execution:
     cuda: bool = False              # its device time comes from CUDA events, not the forward span
     span: Range | None = None       # held until its device time is known
     done: bool = False              # its device attributes are set
+    first: bool = False             # no execution before it to measure from (the first, or after a pause)
 
 
 def segments(cur: Execution, prev: Execution | None, cuda: bool) -> list[tuple[str, int, int]]:
@@ -121,7 +122,8 @@ class DeviceIdle:
             elif r.name == Span.WORKER_EXECUTE and isinstance(r.data, ExecutionRecord):
                 d, r.data = r.data, None
                 ex = self.runs[r.step] = Execution(r.step, r.start_ns, r.end_ns, r.end_ns, stamp=d.stamp,
-                                                   dispatch=d.dispatch_ns, cuda=d.cuda, span=r)
+                                                   dispatch=d.dispatch_ns, cuda=d.cuda, span=r,
+                                                   first=not d.prev_end)
                 self.held.append(ex)
                 early = self.early_forwards.pop(r.step, None)
                 if early is not None:
@@ -167,7 +169,7 @@ class DeviceIdle:
     def _cpu_forward(self, ex: Execution) -> None:
         prev, self.last_forward = self.last_forward, ex
         busy = (ex.forward_end - ex.forward_start) / 1e9
-        if prev is None or prev is ex:
+        if prev is None or prev is ex or ex.first:
             self._set(ex, busy, 0, 0, {}, cuda=False)
             return
         a, b = prev.forward_end, ex.forward_start
