@@ -96,7 +96,7 @@ def test_profiled_forward_pass(lab):
     lines = ex["text"].splitlines()
     assert lines[0].startswith("vllm-w2ext explain ") and lines[1].startswith("wall time "), ex["text"][:400]
     assert isinstance(ex["findings"], list)
-    assert (out / "raw" / "profile_bs1.explain.json").exists()
+    assert (out / "profile" / "profile_bs1" / "explain.json").exists()
 
 
 def test_gpu_monitor_needs_cuda_cpu_side_on_h100_csvs(lab):
@@ -185,7 +185,7 @@ def test_report_and_html_in_chromium(lab, tmp_path):
                     "7. Plugin overhead", "8. SGLang bench_one_batch vs vLLM",
                     "SGLang skipped: SGLang's bench_one_batch needs a CUDA GPU"):
         assert section in md
-    assert "### Where the time went in profile_bs1: vllm-w2ext explain" in md
+    assert "### Where the time went: vllm-w2ext explain on the profile session" in md
     assert raw(out, "profile_bs1")["analysis"]["explain"]["text"].splitlines()[1] in md
     assert "## Why the numbers differ (notes.md)\n\nWhy A differs: because of B.\n\nSecond paragraph." in md
     # where the time went: the device's idle time by cause leads, the CPU timeline comes second

@@ -75,17 +75,17 @@ def profile_post(lab, run, run_dir: Path, trace_dir: Path, scrape: Path | None =
     res["analyze"]["input"] = source.name
     if res["analyze"]["status"] == "ok" and breakdown.exists():
         res["breakdown"] = json.loads(breakdown.read_text())
-    res["explain"] = explain_run(lab, run, trace_dir, source, scrape, log)
+    res["explain"] = explain_run(trace_dir, source, scrape, log)
     return res
 
 
-def explain_run(lab, run, trace_dir: Path, profile: Path, scrape: Path | None, log: Path) -> dict:
-    """``vllm-w2ext explain`` on the profiled run's span files, its metrics scrape and its kernel trace: the
-    text the report shows, and the JSON's idle-by-cause and findings."""
+def explain_run(trace_dir: Path, profile: Path, scrape: Path | None, log: Path) -> dict:
+    """``vllm-w2ext explain`` on the profiled run's span files, its metrics scrape and its kernel trace, written
+    next to the kernel trace (explain.txt, explain.json): the text the report shows, and the findings' ids."""
     args = [str(trace_dir), "--profile", str(profile)]
     if scrape is not None and scrape.exists():
         args += ["--metrics", str(scrape)]
-    text_out, json_out = lab.out / "raw" / f"{run.name}.explain.txt", lab.out / "raw" / f"{run.name}.explain.json"
+    text_out, json_out = profile.parent / "explain.txt", profile.parent / "explain.json"
     res = _tool(["explain", *args, "--format", "text", "--out", str(text_out)], log)
     if res["status"] != "ok" or not text_out.exists():
         return res

@@ -127,10 +127,19 @@ def _profile(s: dict, charts: dict) -> Blocks:
     b: Blocks = [("h2", "4. Profiled forward pass"), ("img", charts.get("Kernel breakdown")),
                  ("table", ["run", "batch", "merge", "analyze", "torch traces", "plugin trace files", "GPU kernels",
                             "top categories"], rows)]
-    for k, v in s["profile"].items():      # where that run's time went, as `vllm-w2ext explain` says it
-        b.append(("h3", f"Where the time went in {k}: vllm-w2ext explain (span files + scrape + kernel trace)"))
+    # Where the time went, as `vllm-w2ext explain` says it. The profiled runs share one engine and one trace
+    # folder, so explain's spans cover that whole session: shown once, then each other run's kernel mix.
+    runs = list(s["profile"].items())
+    if runs:
+        first, v = runs[0]
+        b.append(("h3", f"Where the time went: vllm-w2ext explain on the profile session (every run on its engine: "
+                        f"span files + metrics scrape) with {first}'s kernel trace"))
         b.append(("pre", v["explain"]) if v.get("explain") else
                  ("p", f"explain did not run: {v.get('explain_status') or 'no result (older lab run)'}"))
+        mixes = [f"{k}: " + next((ln for ln in (o.get("explain") or "").splitlines() if ln.startswith("Kernel mix")),
+                                 "no kernel mix") for k, o in runs[1:]]
+        if mixes:
+            b.append(("p", "With the other runs' kernel traces: " + "; ".join(mixes)))
     return b
 
 
