@@ -7,7 +7,7 @@
 #       bash benchmarks/gpu/sglang_stage.sh pack
 #     -> .gpu/sglang/part0 .. partN-1 (git-ignored, each <= SGLANG_PART_MB=48 MiB), .gpu/sglang/manifest.json,
 #        .gpu/sglang/SHA256SUMS; it prints the number of device calls and their command lines. As built on
-#        2026-11-30 the archive is 45.0 MiB: ONE part, so one call (tree 13.9 + 45.0 = 58.9 MiB of 64).
+#        2026-11-30 the archive is 45.0 MiB: ONE part, so one call (tree ~19 + 45.0 MiB: just under 64).
 #   on the device, one call per part, right after each other (the machine keeps /tmp only ~30 s after a call);
 #   with one part, staging and the run share the call (carry [".gpu/sglang/part0"]):
 #       bash benchmarks/gpu/sglang_stage.sh part 0 && source /tmp/sglang-env.sh \
@@ -27,7 +27,7 @@
 #       bash benchmarks/gpu/sglang_stage.sh check && source /tmp/sglang-env.sh && ...
 #   Overrides: SGLANG_PART_MB, SGLANG_XZ_THREADS, SGLANG_STAGE_CACHE (pack); SGLANG_SITE, SGLANG_STAGE_DIR,
 #   SGLANG_ENV_FILE, SGLANG_JIT_DIR (device); SGLANG_STAGE_PYTHON (interpreter, default python3).
-# Not yet verified on the device: see benchmarks/README.md, "SGLang on the H200".
+# Ran on the H200 on 2026-11-30 (results/h200/sglang/); see benchmarks/README.md, "SGLang on the H200".
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PY="${SGLANG_STAGE_PYTHON:-python3}"
