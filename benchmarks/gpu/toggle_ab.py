@@ -152,13 +152,23 @@ def summarize(doc: dict) -> dict:
     return out
 
 
+def _first_per_pid(counts: dict) -> list:
+    """Each process once, with the count it gave when it was switched. At TP=1 on the GPU the worker runs
+    inside the EngineCore, so that pid answers twice: first to the EngineCore's utility call (the moment
+    the process switched), then to collective_rpc, by which time a resumed process has already run hooks."""
+    seen, out = set(), []
+    for p in [counts["front"], *counts["engine"]]:
+        if p["pid"] not in seen:
+            seen.add(p["pid"])
+            out.append(p)
+    return out
+
+
 def check_switches(switches: list) -> dict:
     """Between one switch and the next, each process's hook calls must stay put if paused and grow if on."""
     bad, n = [], 0
     for a, b in itertools.pairwise(switches):
-        procs_a = [a["counts"]["front"]] + list(a["counts"]["engine"])
-        procs_b = [b["counts"]["front"]] + list(b["counts"]["engine"])
-        for pa, pb in zip(procs_a, procs_b):
+        for pa, pb in zip(_first_per_pid(a["counts"]), _first_per_pid(b["counts"])):
             n += 1
             grew = pb["calls"] > pa["calls"]
             if grew != a["on"]:

@@ -38,3 +38,18 @@ def test_a_hook_running_while_paused_is_caught():
     bad = s["switches_checked"]["bad"]
     assert not s["switches_checked"]["ok"] and len(bad) == 1
     assert bad[0]["on"] is False and bad[0]["pid"] == 2 and bad[0]["calls"] == [20, 23]
+
+
+def test_one_process_answering_twice_is_checked_at_its_switch():
+    """TP=1 on the GPU: the EngineCore and its in-process worker share a pid and both answer; the second
+    answer (collective_rpc) comes after the EngineCore already resumed and ran a few hooks. The check uses
+    each process's first answer, taken when it switched (the H200 4-layer toggle of 2026-11-30)."""
+    def c(front, first, second):
+        return {"front": {"pid": 1, "calls": front}, "engine": [{"pid": 2, "calls": first}, {"pid": 2, "calls": second}]}
+    sw = [{"block": 0, "on": True, "counts": c(1, 10, 10)},
+          {"block": 0, "on": False, "counts": c(781, 2342, 2342)},
+          {"block": 1, "on": True, "counts": c(781, 2342, 2344)},
+          {"block": "end", "on": True, "counts": c(1561, 4675, 4675)}]
+    assert toggle_ab.check_switches(sw)["ok"]
+    sw[2]["counts"] = c(781, 2343, 2344)                          # a hook ran while paused: still caught
+    assert not toggle_ab.check_switches(sw)["ok"]
