@@ -76,3 +76,15 @@ def run_offline(model: Path, env: dict[str, str], out: Path, with_log: bool = Fa
     check_no_hook_fault(p.stdout + p.stderr, env)
     result = json.loads(out.read_text())
     return (result, p.stdout + p.stderr) if with_log else result
+
+
+@pytest.fixture(scope="session")
+def profiled_run(tiny_model, tmp_path_factory) -> Path:
+    """One offline run with the plugin writing span files (``run/traces``) and vLLM's torch profiler
+    around the first generate call (``run/prof``); 4 prompts x 5 tokens: a prefill step and 4 decode
+    steps. Read, never written, by test_merge_perfetto, test_profiler_annotations and test_kernel_analyze
+    (one engine start instead of three)."""
+    tmp = tmp_path_factory.mktemp("profiled")
+    run_offline(tiny_model, clean_env(VLLM_W2EXT="1", VLLM_W2EXT_TRACE_DIR=str(tmp / "run" / "traces")),
+                tmp / "out.json", prompts=4, max_tokens=5, profile_dir=str(tmp / "run" / "prof"))
+    return tmp / "run"
