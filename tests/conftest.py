@@ -66,6 +66,16 @@ def check_no_hook_fault(log: str, env: dict) -> None:
     assert not faults, "a hook raised: " + "\n".join(faults[:5])
 
 
+def concurrently(*calls):
+    """Call each zero-argument callable in a thread of its own, all at once; their results, in order
+    (the first error is raised once all have ended). For vLLM runs whose assertions do not depend on
+    timing: an engine start is mostly one process importing at a time, so two overlap well on 2 cores."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(len(calls)) as pool:
+        futures = [pool.submit(c) for c in calls]
+        return [f.result() for f in futures]
+
+
 def run_offline(model: Path, env: dict[str, str], out: Path, with_log: bool = False, **params):
     """Run tests/drivers/offline.py (LLM.generate on the tiny model) in a subprocess; its result
     (and its combined output with ``with_log``)."""
