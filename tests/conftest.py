@@ -66,6 +66,16 @@ def check_no_hook_fault(log: str, env: dict) -> None:
     assert not faults, "a hook raised: " + "\n".join(faults[:5])
 
 
+def concurrently(*calls):
+    """Call each zero-argument callable in a thread of its own, all at once; their results, in order
+    (the first error is raised once all have ended). For vLLM runs whose assertions do not depend on
+    timing: an engine start is mostly one process importing at a time, so two overlap well on 2 cores."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(len(calls)) as pool:
+        futures = [pool.submit(c) for c in calls]
+        return [f.result() for f in futures]
+
+
 def run_offline(model: Path, env: dict[str, str], out: Path, with_log: bool = False, **params):
     """Run tests/drivers/offline.py (LLM.generate on the tiny model) in a subprocess; its result
     (and its combined output with ``with_log``)."""
@@ -76,3 +86,48 @@ def run_offline(model: Path, env: dict[str, str], out: Path, with_log: bool = Fa
     check_no_hook_fault(p.stdout + p.stderr, env)
     result = json.loads(out.read_text())
     return (result, p.stdout + p.stderr) if with_log else result
+
+
+@pytest.fixture(scope="session")
+def profiled_run(tiny_model, tmp_path_factory) -> Path:
+    """One offline run with the plugin writing span files (``run/traces``) and vLLM's torch profiler
+    around the first generate call (``run/prof``); 4 prompts x 5 tokens: a prefill step and 4 decode
+    steps. Read, never written, by test_merge_perfetto, test_profiler_annotations and test_kernel_analyze
+    (one engine start instead of three)."""
+    tmp = tmp_path_factory.mktemp("profiled")
+    run_offline(tiny_model, clean_env(VLLM_W2EXT="1", VLLM_W2EXT_TRACE_DIR=str(tmp / "run" / "traces")),
+                tmp / "out.json", prompts=4, max_tokens=5, profile_dir=str(tmp / "run" / "prof"))
+    return tmp / "run"
+
+
+FULL_RUN_PROMPTS, FULL_RUN_TOKENS = 4, 5
+
+
+def full_run(model: Path, rx: OTLPReceiver, tmp: Path, nvtx_lib: Path, pythonpath: str | None = None):
+    """An offline run with every output of the plugin on: spans over OTLP/gRPC to ``rx`` (service
+    ``w2ext-test-patches``), span files in ``tmp/traces``, NVTX ranges recorded, the metrics endpoint
+    (200 ms interval) scraped after one more generate round; FULL_RUN_PROMPTS x FULL_RUN_TOKENS.
+    ``pythonpath`` puts a (patched) vLLM first. Returns (driver result, SpanSet of the spans received,
+    NVTX records, span files)."""
+    from vllm_w2ext.analysis.spans.tree import SpanSet
+    from vllm_w2ext.lab import free_port
+    rx.clear()
+    rec_file = tmp / "nvtx.tsv"
+    extra = {"PYTHONPATH": pythonpath} if pythonpath else {}
+    port = free_port()
+    env = clean_env(VLLM_W2EXT="1", OTEL_SERVICE_NAME="w2ext-test-patches", VLLM_W2EXT_METRICS_PORT=str(port),
+                    VLLM_W2EXT_METRICS_INTERVAL_MS="200", VLLM_W2EXT_TRACE_DIR=str(tmp / "traces"), **rx.env("grpc"),
+                    **nvtx_recorder.recorder_env(nvtx_lib, rec_file), **extra)
+    result = run_offline(model, env, tmp / "out.json", prompts=FULL_RUN_PROMPTS, max_tokens=FULL_RUN_TOKENS,
+                         metrics_port=port, phases=[{"rounds": 1}])
+    spans = rx.wait_for(lambda s: {x.role for x in s} >= {"frontend", "engine_core", "worker"}, timeout=20)
+    return (result, SpanSet(spans), nvtx_recorder.parse_records(rec_file),
+            sorted((tmp / "traces").glob("w2ext-*.pftrace")))
+
+
+@pytest.fixture(scope="session")
+def stock_full_run(tiny_model, otlp_receiver, nvtx_recorder_lib, tmp_path_factory):
+    """full_run on the installed (stock) vLLM: the monkeypatched hook path that test_patches compares the
+    native path with, and the span files that test_trace_files checks against the spans received (one
+    engine start instead of two)."""
+    return full_run(tiny_model, otlp_receiver, tmp_path_factory.mktemp("stock-full"), nvtx_recorder_lib)

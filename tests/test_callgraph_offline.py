@@ -7,10 +7,11 @@ from collections import Counter
 
 import pytest
 from callgraph_checks import check_processes, check_requests, check_steps
-from conftest import clean_env, run_offline
+from conftest import clean_env, concurrently, run_offline
 from support import nvtx_recorder
 
 from vllm_w2ext.analysis.spans.tree import SpanSet
+from vllm_w2ext.receiver import OTLPReceiver
 
 N, MAX_TOKENS = 6, 6
 
@@ -24,18 +25,30 @@ def _run(tiny_model, rx, tmp, protocol, **extra_env):
 
 
 @pytest.fixture(scope="module")
-def grpc_run(tiny_model, otlp_receiver, nvtx_recorder_lib, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("offline-grpc")
-    rec_file = tmp / "nvtx.tsv"
-    result, spans = _run(tiny_model, otlp_receiver, tmp, "grpc", VLLM_W2EXT_STEP_LINKS="all",
-                         **nvtx_recorder.recorder_env(nvtx_recorder_lib, rec_file))
-    return result, spans, nvtx_recorder.parse_records(rec_file)
+def runs(tiny_model, otlp_receiver, nvtx_recorder_lib, tmp_path_factory):
+    """The gRPC run (NVTX recorded, every step linked) and the HTTP/protobuf run, side by side, each
+    exporting to its own receiver: the checks are on structure only, not on timing."""
+    grpc_tmp, http_tmp = tmp_path_factory.mktemp("offline-grpc"), tmp_path_factory.mktemp("offline-http")
+    rec_file = grpc_tmp / "nvtx.tsv"
+    http_rx = OTLPReceiver().start()
+    try:
+        grpc, http = concurrently(
+            lambda: _run(tiny_model, otlp_receiver, grpc_tmp, "grpc", VLLM_W2EXT_STEP_LINKS="all",
+                         **nvtx_recorder.recorder_env(nvtx_recorder_lib, rec_file)),
+            lambda: _run(tiny_model, http_rx, http_tmp, "http"))
+    finally:
+        http_rx.stop()
+    return (*grpc, nvtx_recorder.parse_records(rec_file)), http
 
 
 @pytest.fixture(scope="module")
-def http_run(tiny_model, otlp_receiver, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("offline-http")
-    return _run(tiny_model, otlp_receiver, tmp, "http")
+def grpc_run(runs):
+    return runs[0]
+
+
+@pytest.fixture(scope="module")
+def http_run(runs):
+    return runs[1]
 
 
 def test_grpc_tree(grpc_run):

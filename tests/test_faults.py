@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 
-from conftest import clean_env, run_offline
+import pytest
+from conftest import clean_env, concurrently, run_offline
 from support.prometheus import metric_sum
 from support.vllm_server import free_port
 
@@ -15,13 +16,40 @@ from vllm_w2ext.hooks import all_hooks
 N, MAX_TOKENS = 4, 6
 
 
-def test_every_hook_faulting_costs_no_request(tiny_model, tmp_path):
+def _faulty_hooks_run(tiny_model, tmp):
     port = free_port()
     faulty = [h.name for h in all_hooks() if h.name != "front.llm_engine_init"]
     env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_FAULT_INJECT=",".join(faulty), VLLM_W2EXT_METRICS_PORT=str(port))
-    result, log = run_offline(tiny_model, env, tmp_path / "out.json", with_log=True, prompts=N,
-                              max_tokens=MAX_TOKENS, metrics_port=port, phases=[{"rounds": 1}],
-                              settle_s=5.0)        # no step counter moves here: give every fault time to arrive
+    return run_offline(tiny_model, env, tmp / "out.json", with_log=True, prompts=N, max_tokens=MAX_TOKENS,
+                       metrics_port=port, phases=[{"rounds": 1}],
+                       settle_s=5.0)        # no step counter moves here: give every fault time to arrive
+
+
+def _busy_metrics_port_run(tiny_model, tmp, port):
+    env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_METRICS_PORT=str(port))
+    return run_offline(tiny_model, env, tmp / "out.json", with_log=True, prompts=2, max_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model, tmp_path_factory):
+    """Both runs side by side (independent, and nothing here depends on timing). The busy port is
+    taken before either starts, so the other run's free port cannot be it."""
+    import socket
+    a, b = tmp_path_factory.mktemp("faulty-hooks"), tmp_path_factory.mktemp("busy-port")
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        faulty, in_use = concurrently(lambda: _faulty_hooks_run(tiny_model, a),
+                                      lambda: _busy_metrics_port_run(tiny_model, b, port))
+    finally:
+        busy.close()
+    return faulty, (port, *in_use)
+
+
+def test_every_hook_faulting_costs_no_request(runs):
+    result, log = runs[0]
     assert result["tokens"] == [MAX_TOKENS] * N
     lines = re.findall(r"vllm_w2ext: hook (\S+) \(.*\) raised InjectedFault", log)
     # the hooks that ran in the three processes, each exactly once
@@ -36,17 +64,8 @@ def test_every_hook_faulting_costs_no_request(tiny_model, tmp_path):
         assert errors == 1, (hook, errors)
 
 
-def test_metrics_port_in_use_is_a_logged_fallback(tiny_model, tmp_path):
-    import socket
-    busy = socket.socket()
-    busy.bind(("127.0.0.1", 0))
-    busy.listen(1)
-    port = busy.getsockname()[1]
-    try:
-        env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_METRICS_PORT=str(port))
-        result, log = run_offline(tiny_model, env, tmp_path / "out.json", with_log=True, prompts=2, max_tokens=4)
-    finally:
-        busy.close()
+def test_metrics_port_in_use_is_a_logged_fallback(runs):
+    port, result, log = runs[1]
     assert result["tokens"] == [4, 4]
     lines = [line for line in log.splitlines() if f"VLLM_W2EXT_METRICS_PORT={port}" in line]
     assert len(lines) == 1 and "metrics endpoint is off for this run" in lines[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, clean_env, run_offline
+from conftest import ROOT
 from vllm_w2ext.analysis.kernels.analyzer import analyze
 from vllm_w2ext.analysis.kernels.rules import CATEGORIES, classify_name
 from vllm_w2ext.analysis.readers.errors import UnreadableTrace
@@ -156,12 +156,10 @@ def test_bad_input_is_a_clear_error(tmp_path):
 
 # (d) a CPU torch-profiler trace of real vLLM CPU with the plugin on: no kernels, steps from annotations
 @pytest.fixture(scope="module")
-def cpu_profile(tiny_model, tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("kprof")
-    run_offline(tiny_model, clean_env(VLLM_W2EXT="1"), d / "out.json", prompts=3, max_tokens=4,
-                profile_dir=str(d / "prof"))
-    traces = sorted((d / "prof").rglob("*.pt.trace.json*"))
-    assert traces, list((d / "prof").rglob("*"))
+def cpu_profile(profiled_run) -> Path:
+    """The session's profiled run (conftest.profiled_run: 4 prompts x 5 tokens), shared with test_merge_perfetto."""
+    traces = sorted((profiled_run / "prof").rglob("*.pt.trace.json*"))
+    assert traces, list((profiled_run / "prof").rglob("*"))
     return traces[0]
 
 

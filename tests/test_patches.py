@@ -16,16 +16,15 @@ from pathlib import Path
 
 import pytest
 from callgraph_checks import check_processes, check_requests, check_steps
-from conftest import CACHE, ROOT, clean_env, run_offline
+from conftest import CACHE, FULL_RUN_PROMPTS, FULL_RUN_TOKENS, ROOT, clean_env, concurrently, full_run
 from prometheus_client.parser import text_string_to_metric_families
 from support import nvtx_recorder
 
 from vllm_w2ext.analysis.spans.tree import SpanSet
 from vllm_w2ext.hooks.native import NATIVE_PATH, POINTS, WRAPT_PATH
-from vllm_w2ext.lab import free_port
 
 PATCHES = ROOT / "patches"
-N, MAX_TOKENS = 4, 5
+N, MAX_TOKENS = FULL_RUN_PROMPTS, FULL_RUN_TOKENS
 INSTALLED = Path(importlib.util.find_spec("vllm").submodule_search_locations[0]).parent
 
 
@@ -111,28 +110,15 @@ def patched_site(tmp_path_factory) -> Path:
     return patched_copy(tmp_path_factory.mktemp("patched-vllm"), INSTALLED, patch_file("0.32.0"))
 
 
-def _run(tiny_model, rx, tmp: Path, nvtx_lib, pythonpath: str | None):
-    rx.clear()
-    rec_file = tmp / "nvtx.tsv"
-    extra = {"PYTHONPATH": pythonpath} if pythonpath else {}
-    port = free_port()
-    env = clean_env(VLLM_W2EXT="1", OTEL_SERVICE_NAME="w2ext-test-patches", VLLM_W2EXT_METRICS_PORT=str(port),
-                    VLLM_W2EXT_METRICS_INTERVAL_MS="200", **rx.env("grpc"),
-                    **nvtx_recorder.recorder_env(nvtx_lib, rec_file), **extra)
-    result = run_offline(tiny_model, env, tmp / "out.json", prompts=N, max_tokens=MAX_TOKENS,
-                         metrics_port=port, phases=[{"rounds": 1}])
-    spans = rx.wait_for(lambda s: {x.role for x in s} >= {"frontend", "engine_core", "worker"}, timeout=20)
-    return result, SpanSet(spans), nvtx_recorder.parse_records(rec_file)
-
-
 @pytest.fixture(scope="module")
 def native_run(tiny_model, otlp_receiver, nvtx_recorder_lib, patched_site, tmp_path_factory):
-    return _run(tiny_model, otlp_receiver, tmp_path_factory.mktemp("native"), nvtx_recorder_lib, str(patched_site))
+    return full_run(tiny_model, otlp_receiver, tmp_path_factory.mktemp("native"), nvtx_recorder_lib, str(patched_site))
 
 
 @pytest.fixture(scope="module")
-def wrapt_run(tiny_model, otlp_receiver, nvtx_recorder_lib, tmp_path_factory):
-    return _run(tiny_model, otlp_receiver, tmp_path_factory.mktemp("wrapt"), nvtx_recorder_lib, None)
+def wrapt_run(stock_full_run):
+    """The same run on stock vLLM (conftest.stock_full_run, shared with test_trace_files)."""
+    return stock_full_run
 
 
 def doctor(pythonpath: str | None) -> dict:
@@ -144,14 +130,13 @@ def doctor(pythonpath: str | None) -> dict:
 
 
 def test_doctor_reports_the_active_path(patched_site):
-    native = doctor(str(patched_site))
+    native, stock = concurrently(lambda: doctor(str(patched_site)), lambda: doctor(None))   # ~9 s of import each
     assert native["path"] == NATIVE_PATH
     rows = {r["hook"]: r for r in native["hooks"]}
     for name in POINTS:
         assert rows[name]["native"] and rows[name]["attaches"] and not rows[name]["wrapped"], rows[name]
     others = [r for r in rows.values() if r["hook"] not in POINTS and r["attaches"]]
     assert others and all(r["wrapped"] and not r["native"] for r in others)
-    stock = doctor(None)
     assert stock["path"] == WRAPT_PATH
     assert all(r["wrapped"] and not r["native"] for r in stock["hooks"] if r["attaches"])
 
@@ -172,7 +157,7 @@ def shape(ss: SpanSet) -> dict:
 
 
 def test_native_path_spans_match_monkeypatched(native_run, wrapt_run):
-    for result, ss, _ in (native_run, wrapt_run):
+    for result, ss, *_ in (native_run, wrapt_run):
         assert result["tokens"] == [MAX_TOKENS] * N
         check_processes(ss, "w2ext-test-patches")
         check_steps(ss, links_mode="boundary")

@@ -1,17 +1,14 @@
 """While vLLM's own torch profiler records (LLM.start_profile / stop_profile, real vLLM CPU), the
-plugin's worker ranges also appear in the profiler's trace as user annotations carrying step ids."""
+plugin's worker ranges also appear in the profiler's trace as user annotations carrying step ids. The run
+is the session's profiled run (conftest.profiled_run), shared with test_merge_perfetto."""
 from __future__ import annotations
 
 import gzip
 import json
 
-from conftest import clean_env, run_offline
 
-
-def test_worker_ranges_appear_in_the_torch_profiler_trace(tiny_model, tmp_path):
-    prof = tmp_path / "prof"
-    run_offline(tiny_model, clean_env(VLLM_W2EXT="1"), tmp_path / "out.json", prompts=3, max_tokens=4,
-                profile_dir=str(prof))
+def test_worker_ranges_appear_in_the_torch_profiler_trace(profiled_run):
+    prof = profiled_run / "prof"               # conftest.profiled_run: 4 prompts x 5 tokens, plugin on
     traces = list(prof.rglob("*.pt.trace.json*"))
     assert traces, list(prof.rglob("*"))
     names = []

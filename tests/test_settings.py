@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, clean_env
+from conftest import ROOT, clean_env, concurrently
 
 from vllm_w2ext import config
 
@@ -47,13 +47,26 @@ def test_readme_documents_every_setting():
     assert "vllm_w2ext/README.md" in (ROOT / "README.md").read_text()
 
 
-@pytest.mark.parametrize("env,needle", [
+REFUSED = [
     ({"VLLM_W2EXT_QUEUE_SIZE": "lots"}, "VLLM_W2EXT_QUEUE_SIZE='lots': expected an integer"),
     ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "thrift"},
      "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL='thrift': expected one of grpc, http/protobuf"),
-])
-def test_vllm_serve_refuses_to_start(tiny_model, env, needle):
-    p = subprocess.run([sys.executable, "-m", "vllm_w2ext.lab.vllm_cli", "serve", str(tiny_model)],
-                       env=clean_env(VLLM_W2EXT="1", **env), capture_output=True, text=True, timeout=300)
+]
+
+
+def serve(tiny_model, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vllm_w2ext.lab.vllm_cli", "serve", str(tiny_model)],
+                          env=clean_env(VLLM_W2EXT="1", **env), capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def refused(tiny_model) -> list[subprocess.CompletedProcess]:
+    """Every `vllm serve` of REFUSED at once (each stops while importing: ~8 s of one core)."""
+    return concurrently(*[lambda env=env: serve(tiny_model, env) for env, _ in REFUSED])
+
+
+@pytest.mark.parametrize("env,needle", REFUSED)
+def test_vllm_serve_refuses_to_start(refused, env, needle):
+    p = refused[REFUSED.index((env, needle))]
     assert p.returncode != 0
     assert needle in p.stderr

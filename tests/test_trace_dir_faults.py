@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, clean_env, run_offline
+from conftest import ROOT, clean_env, concurrently, run_offline
 from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import Trace, TrackEvent
 from support.prometheus import metric_sum
 from support.vllm_server import free_port
@@ -38,9 +38,7 @@ def umount(where: Path) -> None:
     subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
-@pytest.fixture(scope="module")
-def full_disk_run(tiny_model, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("trace-dir-full")
+def fill_the_disk(tiny_model, tmp: Path):
     mnt = tmp / "mnt"
     mount_tmpfs(mnt, f"size={FULL_KIB}k,mode=0755")
     try:
@@ -101,9 +99,11 @@ def test_full_disk_counted_and_logged_once(full_disk_run):
     assert "trace_file export failed" not in log                # the sink handled it, nothing escaped
 
 
-@pytest.mark.parametrize("sub", ["", "missing-sub"])
-def test_read_only_dir_stops_start_up(tiny_model, tmp_path, sub):
-    mnt = tmp_path / "ro"
+SUBS = ("", "missing-sub")
+
+
+def serve_on_read_only(tiny_model, tmp: Path, sub: str) -> tuple[Path, subprocess.CompletedProcess]:
+    mnt = tmp / "ro"
     mount_tmpfs(mnt, "ro,size=64k")
     target = mnt / sub if sub else mnt
     try:
@@ -112,6 +112,34 @@ def test_read_only_dir_stops_start_up(tiny_model, tmp_path, sub):
                            capture_output=True, text=True, timeout=300, cwd=str(ROOT))
     finally:
         umount(mnt)
+    return target, p
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model, tmp_path_factory) -> tuple:
+    """The full-disk run and both read-only start-ups at once (the read-only ones stop while importing:
+    ~8 s of one core each; nothing here depends on timing)."""
+    full = tmp_path_factory.mktemp("trace-dir-full")
+    ro = {sub: tmp_path_factory.mktemp("read-only") for sub in SUBS}
+    full_run, *read_only = concurrently(lambda: fill_the_disk(tiny_model, full),
+                                        *[lambda sub=sub: serve_on_read_only(tiny_model, ro[sub], sub)
+                                          for sub in SUBS])
+    return full_run, dict(zip(SUBS, read_only))
+
+
+@pytest.fixture(scope="module")
+def full_disk_run(runs):
+    return runs[0]
+
+
+@pytest.fixture(scope="module")
+def read_only_starts(runs) -> dict:
+    return runs[1]
+
+
+@pytest.mark.parametrize("sub", SUBS)
+def test_read_only_dir_stops_start_up(read_only_starts, sub):
+    target, p = read_only_starts[sub]
     assert p.returncode != 0
     expected = (f"VLLM_W2EXT_TRACE_DIR='{target}': cannot create it (Read-only file system)" if sub
                 else f"VLLM_W2EXT_TRACE_DIR='{target}': not writable")

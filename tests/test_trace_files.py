@@ -8,11 +8,10 @@ import sys
 from collections import Counter
 
 import pytest
-from conftest import clean_env, run_offline
+from conftest import clean_env
 from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import TracePacket, TrackEvent
 
 from vllm_w2ext.analysis.readers.pftrace import iter_packets
-from vllm_w2ext.analysis.spans.tree import SpanSet
 
 
 def read_packets(data: bytes) -> list[TracePacket]:
@@ -21,13 +20,11 @@ def read_packets(data: bytes) -> list[TracePacket]:
 
 
 @pytest.fixture(scope="module")
-def traced_run(tiny_model, otlp_receiver, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("trace-files")
-    otlp_receiver.clear()
-    env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_TRACE_DIR=str(tmp / "traces"), **otlp_receiver.env("grpc"))
-    run_offline(tiny_model, env, tmp / "out.json", prompts=4, max_tokens=5)
-    spans = otlp_receiver.wait_for(lambda s: {x.role for x in s} >= {"frontend", "engine_core", "worker"}, 20)
-    return sorted((tmp / "traces").glob("w2ext-*.pftrace")), SpanSet(spans)
+def traced_run(stock_full_run):
+    """The session's offline run with span files and OTLP/gRPC export (conftest.stock_full_run, shared
+    with test_patches): (its span files, the SpanSet the OTLP receiver got)."""
+    _, ss, _, files = stock_full_run
+    return files, ss
 
 
 def test_one_file_per_process_with_every_span(traced_run):

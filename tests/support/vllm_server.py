@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import subprocess
 import sys
@@ -39,3 +40,52 @@ def vllm_serve(model: Path, env: dict, log: Path, cwd: Path, *extra: str):
     if not env.get("VLLM_W2EXT_FAULT_INJECT"):      # a hook that raised disables itself silently: not here
         faults = [line for line in log.read_text(errors="replace").splitlines() if "and is now disabled" in line]
         assert not faults, "a hook raised: " + "\n".join(faults[:5])
+
+
+class CliLoop:
+    """One process that runs ``vllm`` commands one after the other (tests/drivers/vllm_cli_loop.py):
+    ``run(args)`` is ``vllm *args`` in a process of its own, less the start-up. Standard error goes to
+    ``log``; ``run`` returns the command's standard output and raises if it exits non-zero."""
+
+    DONE = "W2EXT_CLI_DONE "
+
+    def __init__(self, env: dict, log: Path, cwd: Path):
+        import queue
+        import threading
+        driver = Path(__file__).resolve().parents[1] / "drivers" / "vllm_cli_loop.py"
+        self.log = log
+        self._err = open(log, "w")
+        self.proc = subprocess.Popen([sys.executable, str(driver)], env=env, cwd=str(cwd), text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err)
+        self._lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)                   # the process is gone
+
+    def run(self, args: list[str], timeout: float = 600) -> str:
+        import queue
+        import time
+        self.proc.stdin.write(json.dumps(args) + "\n")
+        self.proc.stdin.flush()
+        out, deadline = [], time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"vllm {' '.join(args[:2])} still running after {timeout} s") from None
+            if line is None:
+                raise AssertionError(f"the vllm CLI loop exited rc={self.proc.wait()}:\n"
+                                     f"{self.log.read_text()[-3000:]}")
+            if line.startswith(self.DONE):
+                rc = int(line[len(self.DONE):])
+                assert rc == 0, f"vllm {' '.join(args[:2])} exited {rc}:\n{self.log.read_text()[-3000:]}"
+                return "".join(out)
+            out.append(line)
+
+    def close(self):
+        self.proc.stdin.close()
+        stop(self.proc, None, 60)
+        self._err.close()
