@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from vllm_w2ext.analysis.explain.render import render as render_explain
 from vllm_w2ext.lab.report.results import llama_weights, nvml_by_phase
 from vllm_w2ext.lab.model_folders import llama31_8b_shaped
 
@@ -81,19 +82,19 @@ def profile_post(lab, run, run_dir: Path, trace_dir: Path, scrape: Path | None =
 
 def explain_run(trace_dir: Path, profile: Path, scrape: Path | None, log: Path) -> dict:
     """``vllm-w2ext explain`` on the profiled run's span files, its metrics scrape and its kernel trace, written
-    next to the kernel trace (explain.txt, explain.json): the text the report shows, and the findings' ids."""
+    next to the kernel trace: explain.json from the command, and explain.txt rendered from that JSON as the
+    command's text format would print it (one analysis, not two); the text the report shows, the findings' ids."""
     args = [str(trace_dir), "--profile", str(profile)]
     if scrape is not None and scrape.exists():
         args += ["--metrics", str(scrape)]
-    text_out, json_out = profile.parent / "explain.txt", profile.parent / "explain.json"
-    res = _tool(["explain", *args, "--format", "text", "--out", str(text_out)], log)
-    if res["status"] != "ok" or not text_out.exists():
+    json_out = profile.parent / "explain.json"
+    res = _tool(["explain", *args, "--format", "json", "--out", str(json_out)], log)
+    if res["status"] != "ok" or not json_out.exists():
         return res
-    res["text"] = text_out.read_text()
-    js = _tool(["explain", *args, "--format", "json", "--out", str(json_out)], log)
-    if js["status"] == "ok" and json_out.exists():
-        rep = json.loads(json_out.read_text())
-        res["findings"] = [f.get("id") for f in rep.get("findings", [])]
+    rep = json.loads(json_out.read_text())
+    res["text"] = render_explain(rep, "text")
+    (profile.parent / "explain.txt").write_text(res["text"])
+    res["findings"] = [f["id"] for f in rep["findings"]]
     return res
 
 
