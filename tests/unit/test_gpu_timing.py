@@ -15,6 +15,7 @@ class FakeGpu:
         self.created = 0
         self.records = []
         self.stream_lookups = []
+        self.queue = []                   # recorded events the GPU has not reached, in stream order
 
     def event(self, enable_timing):
         assert enable_timing
@@ -35,6 +36,7 @@ class FakeGpu:
     def record(self, e, stream):
         e.done, e.t = False, None
         self.records.append((e, stream))
+        self.queue.append(e)
 
     def current(self, device):
         self.stream_lookups.append(device)
@@ -42,35 +44,59 @@ class FakeGpu:
 
     def finish(self, *times_ms):
         """The GPU reaches the oldest unfinished recorded events at these times."""
-        pending = [e for e, _ in self.records if not e.done]
-        for e, t in zip(pending, times_ms):
+        for t in times_ms:
+            e = self.queue.pop(0)
             e.done, e.t = True, t
 
 
 def make():
     gpu = FakeGpu()
-    return gpu, GpuTimer((gpu.event, gpu.record, gpu.current, lambda **ids: ("stream", ids), 0))
+    return gpu, GpuTimer((gpu.event, gpu.record, lambda e: e.query(), gpu.current, lambda **ids: ("stream", ids), 0))
 
 
 def test_poll_resolves_finished_steps_with_busy_and_idle():
     gpu, timer = make()
-    for step, launch in ((1, 100), (2, 200), (3, 300)):
-        s = timer.start()
-        timer.stop(s, step, launch)
-    assert timer.poll() == ()                                   # nothing finished on the GPU yet
-    gpu.finish(0.0, 2.0, 2.5, 4.5)                              # step 1: 0-2 ms, step 2: 2.5-4.5 ms
+    s1 = timer.start()
+    timer.stop(s1, 1, 100)
+    gpu.finish(0.0, 2.0)                                        # step 1: 0-2 ms; the GPU is idle after it
+    s2 = timer.start()                                          # so step 2 records its own start event
+    timer.stop(s2, 2, 200)
+    assert s2 is not s1 and len(gpu.records) == 4
+    assert timer.poll()[0][:2] == (1, 100)
+    gpu.finish(2.5, 4.5)                                        # step 2: 2.5-4.5 ms (0.5 ms idle before it)
     got = [DeviceSample._make(x) for x in timer.poll()]
-    assert [(x.step, x.launch_ns) for x in got] == [(1, 100), (2, 200)]
-    assert got[0].busy_s == 2e-3 and got[0].idle_s == 0.0       # the first has no previous end
-    assert got[1].busy_s == 2e-3 and abs(got[1].idle_s - 0.5e-3) < 1e-12
-    gpu.finish(5.0, 6.0)                                        # step 3: idle 0.5 ms after step 2
+    assert [(x.step, x.launch_ns) for x in got] == [(2, 200)]
+    assert got[0].busy_s == 2e-3 and abs(got[0].idle_s - 0.5e-3) < 1e-12
+    timer.stop(timer.start(), 3, 300)                           # step 2 done: step 3 records its start
+    gpu.finish(5.0, 5.5)                                        # 0.5 ms idle again, 0.5 ms busy
     (x,) = timer.poll()
-    assert x[0] == 3 and abs(x[3] - 0.5e-3) < 1e-12
+    assert x[0] == 3 and abs(x[3] - 0.5e-3) < 1e-12 and x[2] == 0.5e-3
     # the stream is looked up by id each time but built once; events are recycled through the pool
-    assert len(gpu.stream_lookups) == 6 and {id(s) for _, s in gpu.records} == {id(gpu.records[0][1])}
-    s = timer.start()
-    timer.stop(s, 4, 400)
-    assert gpu.created == 6                                     # step 4 reused two pooled events
+    assert {id(s) for _, s in gpu.records} == {id(gpu.records[0][1])}
+    created = gpu.created
+    timer.stop(timer.start(), 4, 400)
+    assert gpu.created == created                               # step 4 reused two pooled events
+
+
+def test_a_step_queued_behind_the_previous_one_reuses_its_end_event():
+    """Async scheduling: step 2 starts while the GPU still runs step 1, so step 1's end event is step 2's start
+    (no record; idle 0); its busy time runs from step 1's end. Each event goes back to the pool once."""
+    gpu, timer = make()
+    timer.stop(timer.start(), 1, 100)
+    s2 = timer.start()                                          # step 1's end has not run on the GPU yet
+    assert s2 is gpu.records[1][0] and len(gpu.records) == 2    # reused, nothing recorded
+    timer.stop(s2, 2, 200)
+    s3 = timer.start()
+    timer.stop(s3, 3, 300)
+    assert len(gpu.records) == 4                                # s1, e1 = s2, e2 = s3, e3
+    gpu.finish(0.0, 2.0, 4.0, 7.0)
+    got = [DeviceSample._make(x) for x in timer.poll()]
+    assert [(x.step, x.busy_s, x.idle_s) for x in got] == [(1, 2e-3, 0.0), (2, 2e-3, 0.0), (3, 3e-3, 0.0)]
+    assert len(timer.pool) == len({id(e) for e in timer.pool}) == 3    # s1, e1, e2 once each; e3 kept
+    assert timer.prev_end is gpu.records[3][0]
+    gpu.finish()
+    timer.stop(timer.start(), 4, 400)                           # e3 done: a new start, from the pool
+    assert gpu.created == 4
 
 
 def test_dropped_steps_restart_the_idle_chain(monkeypatch):
@@ -78,14 +104,12 @@ def test_dropped_steps_restart_the_idle_chain(monkeypatch):
     gpu, timer = make()
     for step in (1, 2, 3):                                      # step 1 is dropped: no one polled
         timer.stop(timer.start(), step, step * 100)
+        gpu.finish(step * 10.0, step * 10.0 + 1)                # each step finished before the next started
     assert timer.dropped == 1 and [p[2] for p in timer.pending] == [2, 3]
-    gpu.finish(99.0, 99.5)                                      # step 1's events finish too (ignored)
-    gpu.finish(10.0, 11.0, 20.0, 21.0)
     got = timer.poll()
     assert [x[0] for x in got] == [2, 3]
     assert got[0][3] == 0.0                                     # no idle across the dropped step
-    assert abs(got[1][3] - 9e-3) < 1e-12                        # 11 -> 20 ms
-
+    assert abs(got[1][3] - 9e-3) < 1e-12                        # 21 -> 30 ms
 
 
 class RacingDeque:
@@ -114,9 +138,9 @@ class RacingDeque:
 
 def test_a_head_dropped_while_polling_is_not_resolved_unfinished():
     gpu, timer = make()
-    for step in (1, 2):
-        timer.stop(timer.start(), step, step * 100)
+    timer.stop(timer.start(), 1, 100)
     gpu.finish(0.0, 1.0)                                        # step 1 finished on the GPU, step 2 not yet
+    timer.stop(timer.start(), 2, 200)
     timer.pending = RacingDeque(timer.pending)
     assert timer.poll() == ()                                   # step 2 unfinished: no elapsed_time on it
     assert [p[2] for p in timer.pending.items] == [2] and timer.prev_end is None
@@ -128,9 +152,12 @@ def test_a_resume_restarts_the_idle_chain():
     gpu, timer = make()
     timer.stop(timer.start(), 1, 100)
     timer.forget_previous()                                     # pause ... resume
-    timer.stop(timer.start(), 9, 900)
+    s9 = timer.start()                                          # step 1's end still pending, but not reused
+    assert s9 is not gpu.records[1][0]                          # across the pause
+    timer.stop(s9, 9, 900)
+    gpu.finish(0.0, 1.0, 1001.0, 1002.0)
     timer.stop(timer.start(), 10, 1000)
-    gpu.finish(0.0, 1.0, 1001.0, 1002.0, 1003.0, 1004.0)
+    gpu.finish(1003.0, 1004.0)
     got = [DeviceSample._make(x) for x in timer.poll()]
     assert [(x.step, x.idle_s) for x in got][:2] == [(1, 0.0), (9, 0.0)]
     assert abs(got[2].idle_s - 1e-3) < 1e-12                    # 1002 -> 1003 ms
