@@ -17,9 +17,9 @@ import threading
 from vllm_w2ext import config
 from vllm_w2ext.steps import assemble
 from vllm_w2ext.telemetry import identity, metrics_server
-from vllm_w2ext.telemetry.export_process import LEN, read_frames
+from vllm_w2ext.telemetry.export_process import read_frames
 from vllm_w2ext.telemetry.exporters import ExportChain
-from vllm_w2ext.telemetry.wire import Frame
+from vllm_w2ext.telemetry.wire import LEN, Frame
 
 
 class Served:

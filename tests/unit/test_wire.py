@@ -52,3 +52,22 @@ def test_recorder_ranges_are_in_record_order():
     assert recs[0].parent_id == recs[2].span_id and recs[0].step == 4 and recs[0].nested
     assert recs[1].parent_id == recs[2].span_id and not recs[1].nested and recs[2].attrs == {"a": 1}
     assert all(r.end_ns >= r.start_ns > 0 for r in recs) and rec.recorded == 3
+
+
+def test_frames_go_as_marshal_when_plain_and_as_pickle_otherwise():
+    """The pipe to the export process: plain records are written with marshal (the fast path), a frame holding
+    anything marshal refuses (a NamedTuple like SelfCost) falls back to pickle; read_frames reads both, in order,
+    and stops at a cut frame."""
+    import io
+
+    from vllm_w2ext.telemetry.export_process import read_frames
+    r = wire.open_range("engine.step", "engine_core", 2 ** 127 + 5, 2, 0, 10, 7, {"k": 1.5}, True)
+    r[wire.DATA] = ((1, 0, 1, ("a",), (), 0, 0, (), (), None, 1, 0), True, (), 1)
+    iv = ("engine.schedule", "engine_core", 3, 4, 11, 12, 7, None, None)
+    plain = wire.encode_frame(wire.Frame.RANGES, [r, iv])
+    stats = wire.encode_frame(wire.Frame.STATS, wire.ZERO_COST)
+    assert wire.frame_length(plain[:4]) == (len(plain) - 4, True)
+    assert wire.frame_length(stats[:4]) == (len(stats) - 4, False)
+    got = list(read_frames(io.BytesIO(plain + stats + plain[:-1])))
+    assert got == [(wire.Frame.RANGES, [r, iv]), (wire.Frame.STATS, wire.ZERO_COST)]
+    assert type(got[1][1]) is wire.SelfCost

@@ -5,13 +5,13 @@ in-process export thread, batch-1 latency grew by 4 % (OTLP) and 1 % (metrics) a
 themselves cost 0.2 %: building OTel span objects, protobuf encoding and histogram updates are
 Python that holds the GIL vLLM's engine thread needs between two 7 ms decode steps. So each vLLM
 process (front end, EngineCore, worker) starts one export process (a fresh interpreter that never
-imports vLLM) and hands it its finished ranges through a pipe as pickled lists: in vLLM's process
-that is one ``pickle.dumps`` of plain lists (C code) and one ``write`` per batch.
+imports vLLM) and hands it its finished ranges through a pipe as plain lists: in vLLM's process
+that is one ``marshal.dumps`` of plain lists (C code; ``wire.encode_frame``) and one ``write`` per batch.
 
 Since then the export process also assembles step attributes and request spans and writes the trace
-file: vLLM's process only records raw ranges and pickles them (``recording.py``).
+file: vLLM's process only records raw ranges and serializes them (``recording.py``).
 
-Protocol (parent -> child, on the child's stdin): frames of ``<u32 length><pickle>``, each a tuple
+Protocol (parent -> child, on the child's stdin): frames (``wire.encode_frame``), each a tuple
 ``(kind, payload)`` with the kinds of :class:`~vllm_w2ext.telemetry.wire.Frame`. ``flush`` is
 acknowledged on the child's stdout as ``<u32 seq>``. End of input (the parent exited, closed the
 pipe or was killed) makes the child flush its sinks within ``VLLM_W2EXT_SHUTDOWN_TIMEOUT_S`` and exit.
@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import select
-import struct
 import subprocess
 import sys
 import threading
@@ -34,10 +32,9 @@ from vllm_w2ext import config
 from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.exporters import wants_metrics
 from vllm_w2ext.telemetry.sink import Sink
-from vllm_w2ext.telemetry.wire import Frame, SelfCost
+from vllm_w2ext.telemetry.wire import LEN, Frame, SelfCost, decode_frame, encode_frame, frame_length
 
 log = logging.getLogger("vllm_w2ext")
-LEN = struct.Struct("<I")
 _PIPE_BYTES = 1 << 20                 # pipe capacity asked for (Linux F_SETPIPE_SZ)
 _F_SETPIPE_SZ = 1031
 CHILD_MODULE = "vllm_w2ext.export_child"
@@ -50,12 +47,12 @@ def read_frames(stream):
         head = read(4)
         if len(head) < 4:
             return
-        (n,) = LEN.unpack(head)
+        n, is_marshal = frame_length(head)
         data = read(n)
         if len(data) < n:
             return
         try:
-            yield pickle.loads(data)
+            yield decode_frame(data, is_marshal)
         except Exception as e:  # a bad frame must not end the export
             log.warning("vllm_w2ext export process: skipped an unreadable frame: %r", e)
 
@@ -78,10 +75,10 @@ class ExportProcessSink(Sink):
     def _send(self, kind: str, payload) -> bool:
         if self._dead:
             return False
-        data = pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL)
+        data = encode_frame(kind, payload)
         with self._lock:
             try:
-                view = memoryview(LEN.pack(len(data)) + data)
+                view = memoryview(data)
                 while view:                # blocks only the export thread, with the GIL released
                     view = view[os.write(self.fd, view):]
                 return True

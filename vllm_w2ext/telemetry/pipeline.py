@@ -4,7 +4,7 @@ export thread, and where its records go - the export process (default) or, with
 
 Created lazily on first use in a process (and again in a forked child), flushed at exit within
 ``VLLM_W2EXT_SHUTDOWN_TIMEOUT_S``. With the export process, the export thread's whole job per
-interval is: take the buffered records, pickle them (C code), write them to a pipe; its CPU and its
+interval is: take the buffered records, serialize them (C code), write them to a pipe; its CPU and its
 waits are measured and reported as the plugin's own cost (``SelfCost``).
 """
 from __future__ import annotations
