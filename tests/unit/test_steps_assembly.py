@@ -160,9 +160,9 @@ def test_gpu_samples_are_placed_at_their_launch_and_held_until_then():
     s3 = Stamp(1, 2, 3, 0, 0, 0, 0, 0, 0, 1)
     # step 2 launched at 1000 after 100 ns of GPU idle; its sample arrives in a later batch, after step 3's
     # execution, in the record the export thread emits (never exported itself)
-    first = asm([execute(1, 0, 50, s1, 0, cuda=True), execute(2, 1000, 1050, s2, 995, cuda=True)])
+    first = asm([execute(1, 0, 50, s1, 0, cuda=True), execute(2, 1000, 1050, s2, 995, prev_end=50, cuda=True)])
     assert first == []                                            # both held: no device sample yet
-    out = asm([execute(3, 2000, 2050, s3, 0, cuda=True),
+    out = asm([execute(3, 2000, 2050, s3, 0, prev_end=1050, cuda=True),
                device_samples(DeviceSample(1, 0, 5e-7, 0.0), DeviceSample(2, 1000, 6e-7, 1e-7))])
     assert all(r.name != Span.DEVICE_SAMPLES for r in out)
     a = next(r for r in out if r.step == 2).attrs
@@ -198,10 +198,12 @@ def test_gpu_samples_of_the_previous_batch_land_after_a_long_batch():
     asm = make()
     st = Stamp(1, 2, 0, 0, 0, 0, 0, 0, 0, 1)
     sample = lambda s: DeviceSample(s, s * 1000, 5e-7, 1e-7)          # noqa: E731
-    first = asm([execute(s, s * 1000, s * 1000 + 500, st._replace(step=s), 0, cuda=True) for s in range(1, 101)]
+    first = asm([execute(s, s * 1000, s * 1000 + 500, st._replace(step=s), 0, prev_end=s * 1000 - 500, cuda=True)
+                 for s in range(1, 101)]
                 + [device_samples(*(sample(s) for s in range(1, 99)))])
     assert sorted(r.step for r in first) == list(range(1, 99))       # 99 and 100 held for their samples
-    out = asm([execute(s, s * 1000, s * 1000 + 500, st._replace(step=s), 0, cuda=True) for s in range(101, 201)]
+    out = asm([execute(s, s * 1000, s * 1000 + 500, st._replace(step=s), 0, prev_end=s * 1000 - 500, cuda=True)
+               for s in range(101, 201)]
               + [device_samples(*(sample(s) for s in range(99, 199)))])
     late = {r.step: r.attrs for r in out if r.step in (99, 100)}
     assert set(late) == {99, 100}
@@ -220,3 +222,18 @@ def test_cpu_build_no_idle_measured_across_a_pause():
     a = next(r for r in out if r.step == 2 and r.name == Span.WORKER_EXECUTE).attrs
     assert a[Attr.DEVICE_IDLE] == 0.0 and Attr.DEVICE_IDLE_CAUSE not in a and Attr.GAP_CPU not in a
     assert a[Attr.DEVICE_BUSY] == 80e-9
+
+
+def test_gpu_no_idle_measured_across_a_pause():
+    """The CUDA-event twin of the test above: the sample of the first step after a resume carries the GPU's
+    idle time across the pause (the timer resolves every pair it recorded), and the execution record without a
+    previous end makes the export side keep its busy time and drop that idle."""
+    s1 = Stamp(1, 2, 1, 0, 0, 0, 0, 0, 0, 1)
+    s2 = Stamp(1, 2, 2, 10_000_000_000, 10_000_000_010, 0, 0, 0, 10_000_000_000, 0)
+    asm = make()
+    out = asm([execute(1, 0, 100, s1, 0, prev_end=0, cuda=True),
+               execute(2, 10_000_000_015, 10_000_000_110, s2, 10_000_000_012, prev_end=0, cuda=True),
+               device_samples(DeviceSample(1, 0, 9e-8, 0.0), DeviceSample(2, 10_000_000_015, 8e-8, 9.9))])
+    a = next(r for r in out if r.step == 2).attrs
+    assert a[Attr.DEVICE_IDLE] == 0.0 and Attr.DEVICE_IDLE_CAUSE not in a and Attr.GAP_CPU not in a
+    assert a[Attr.DEVICE_BUSY] == 8e-8 and a[Attr.DEVICE_CLOCK] == "cuda_events"

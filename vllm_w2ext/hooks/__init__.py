@@ -90,8 +90,7 @@ class Instrumentor:
         between steps (with no request in flight), as ``benchmarks/gpu/toggle_ab.py`` does. Returns the
         hook calls counted so far in this process (they do not grow while paused)."""
         if on:                      # the paused steps ran unrecorded: no gap or idle measured across them
-            from vllm_w2ext.hooks import engine_core, worker
-            engine_core.forget_previous_step()
+            from vllm_w2ext.hooks import worker
             worker.forget_previous_step()
         for r in self.runners.values():
             r.active = on

@@ -44,11 +44,6 @@ class _State:
 S = _State()
 
 
-def forget_previous_step() -> None:
-    """After a pause (hooks.control): the next step's stamp carries no previous step end."""
-    S.prev_step_end = 0
-
-
 def _step_pre(core, args, kwargs):
     if not S.identity_done:
         engine = getattr(core, "engine_index", 0)       # the DP rank (EngineCoreProc); 0 in-process

@@ -48,7 +48,6 @@ class GpuTimer:
         self.pending: deque = deque()
         self.prev_end = None                    # export thread: the last resolved step's end event
         self.last_end = None                    # vLLM's thread: the last recorded end event (see start)
-        self.fresh = False                      # the next step follows a pause: no idle measured before it
         self.dropped = 0                        # steps dropped unresolved (vLLM's thread counts, poll reads)
         self._dropped_seen = 0
 
@@ -76,13 +75,12 @@ class GpuTimer:
         if len(pending) >= MAX_PENDING:         # the export thread is not polling: stay bounded
             pending.popleft()
             self.dropped += 1
-        pending.append((start_evt, e, step, launch_ns, self.fresh))
-        self.fresh = False
+        pending.append((start_evt, e, step, launch_ns))
 
     def forget_previous(self) -> None:
-        """The hooks were paused: the device's idle time up to the next step is not this plugin's to
-        measure (the paused steps ran unrecorded), so that step starts without a previous one."""
-        self.fresh = True
+        """The hooks were paused: the paused steps ran unrecorded, so the next step must not take the last
+        recorded end event as its start. (Its idle sample spans the pause; the export side ignores it, as the
+        step's execution record says it has no previous one: ``steps.idle.Execution.first``.)"""
         self.last_end = None
 
     def poll(self) -> tuple:
@@ -103,11 +101,8 @@ class GpuTimer:
                 pending.appendleft(item)        # look again at the new head, with no idle across the gap
                 self.prev_end = None
                 continue
-            s, e, step, launch, fresh = item
+            s, e, step, launch = item
             prev = self.prev_end
-            if fresh and prev is not None:
-                pool.append(prev)
-                prev = None
             idle = 0.0
             if prev is not None and prev is not s:    # s is prev: started behind it, no idle
                 idle = prev.elapsed_time(s) / 1e3

@@ -179,7 +179,7 @@ class DeviceIdle:
         ex = self.runs.get(sample.step)
         if ex is None:
             return
-        idle_ns = int(sample.idle_s * 1e9)
+        idle_ns = 0 if ex.first else int(sample.idle_s * 1e9)     # first: nothing recorded before it
         b = sample.launch_ns
         a = b - idle_ns
         causes = attribute(a, b, segments(ex, self.runs.get(sample.step - 1), cuda=True)) if idle_ns > 0 else {}
