@@ -107,6 +107,14 @@ def _exit_annotation(a) -> None:
             pass
 
 
+class _ThreadStack(threading.local):
+    """Each thread's stack of open nested ranges, made on the thread's first access: a plain attribute load
+    on the hot path (no lookup with a default, no method call)."""
+
+    def __init__(self) -> None:
+        self.s: list[list] = []
+
+
 class Recorder:
     """Per-process recorder. Each thread keeps its own stack of open nested ranges."""
 
@@ -116,18 +124,12 @@ class Recorder:
         self.dropped = 0
         self.recorded = 0
         self.nvtx = nvtx
-        self._local = threading.local()
+        self._local = _ThreadStack()
         self._handles: dict[int, object] = {}      # id(range) -> NVTX start/end handle
         self._annotations: dict[int, object] = {}  # id(range) -> open record_function
 
-    def _stack(self) -> list[list]:
-        s = getattr(self._local, "s", None)
-        if s is None:
-            s = self._local.s = []
-        return s
-
     def current(self) -> list | None:
-        s = self._stack()
+        s = self._local.s
         return s[-1] if s else None
 
     # -- hot path ----------------------------------------------------------------------------
@@ -136,7 +138,7 @@ class Recorder:
         """Open a range (parent: the innermost open range of this thread unless given; ``ROOT`` for
         none). ``nested``: on this thread's stack (NVTX push/pop); otherwise a free-standing interval
         that may end on another thread (NVTX start/end)."""
-        stack = self._stack() if nested or parent is None else None
+        stack = self._local.s if nested or parent is None else None
         if parent is ROOT:
             parent = None
         elif parent is None and stack:
@@ -171,7 +173,7 @@ class Recorder:
         if r[NESTED]:
             if self._annotations:
                 self._close_annotation(r)
-            stack = self._stack()
+            stack = self._local.s
             nv = self.nvtx
             if stack and stack[-1] is r:
                 stack.pop()
