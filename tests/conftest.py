@@ -6,6 +6,8 @@ runs are session-scoped and several tests read the same run.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -39,15 +41,29 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def cache_lock(name: str):
+    """Held while a cache under tests/.cache is made: with pytest-xdist, two workers may need it at once."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f".{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
     from vllm_w2ext.lab.model_folders import tiny_llama
-    return tiny_llama(CACHE / "models" / "tiny-llama")
+    with cache_lock("models"):
+        return tiny_llama(CACHE / "models" / "tiny-llama")
 
 
 @pytest.fixture(scope="session")
 def nvtx_recorder_lib() -> Path:
-    return nvtx_recorder.build_recorder(CACHE / "nvtx")
+    with cache_lock("nvtx"):
+        return nvtx_recorder.build_recorder(CACHE / "nvtx")
 
 
 @pytest.fixture(scope="session")
