@@ -41,6 +41,76 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# pytest-xdist: .ci/test runs the end-to-end suite in two passes,
+#   pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not alone"   then   pytest -m alone.
+# Each module goes whole to one worker (its module-scoped runs start once), and the modules that read one
+# session-scoped run go together (the run starts once, on one worker: pytest_xdist_make_scheduler below;
+# xdist's own `--dist loadgroup` does not group on pytest 9.2, pytest-xdist issue #1386); the longest
+# modules are handed out first; the modules whose assertions are about timing carry the mark `alone`: they
+# run after, with no engine of the other worker beside them (tests/README.md, "Where the time goes").
+ALONE = frozenset({
+    "test_explain_planted.py",      # explain's shares of the wall time, planted within 25 %
+    "test_otlp_slow.py",            # throughput with a slow collector within noise of no export
+    "test_metrics_prometheus.py",   # the scheduler gap moves by the injected 50 ms
+    "test_shutdown.py",             # exits timed against a bound, the dead engine's included
+    "test_served_profile.py",       # the clock offset measured within 5 ms
+    "test_merge_perfetto.py", "test_profiler_annotations.py", "test_kernel_analyze.py",   # profiled_run
+})
+SHARED_RUN = {"test_patches.py": "stock_full_run", "test_trace_files.py": "stock_full_run",
+              "test_merge_perfetto.py": "profiled_run", "test_profiler_annotations.py": "profiled_run",
+              "test_kernel_analyze.py": "profiled_run"}
+LONGEST_FIRST = ("test_lab_smoke.py", "test_otlp_metrics.py", "test_demo.py", "test_patches.py",
+                 "test_trace_files.py", "test_parallel_engines.py", "test_otlp_outage.py", "test_faults.py")
+
+
+def pin_xdist_worker() -> None:
+    """On a pytest-xdist worker: keep it (and every process it starts) on its own share of the cores. Why:
+    vLLM's CPU processes busy-wait (sched_yield) on each other's shared-memory queues for up to 1 s after
+    each read, and auto-bind every engine's forwards to the same core; with the engines of two workers
+    spread over both cores, they take turns spinning. Pinned, a worker's engines only compete with each
+    other. (Measured only together with the module grouping: tests/README.md, "Where the time goes".)"""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not count:
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    n, i = int(count), int(worker.removeprefix("gw"))
+    if len(cpus) < n:
+        return
+    share = set(cpus[i * len(cpus) // n:(i + 1) * len(cpus) // n])
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(tid), share)
+
+
+def pytest_configure(config):
+    pin_xdist_worker()
+    config.addinivalue_line("markers", "alone: assertions about timing; .ci/test runs these with no other "
+                                       "test beside them (-m alone after the parallel pass)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in ALONE:
+            item.add_marker(pytest.mark.alone)
+    if os.environ.get("PYTEST_XDIST_WORKER"):    # the same order on every worker; xdist hands out in this order
+        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile``, with the modules of SHARED_RUN handed out as one unit per shared run."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedRunScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SHARED_RUN.get(path.rsplit("/", 1)[-1], path)
+    return SharedRunScheduling(config, log)
+
+
 @contextlib.contextmanager
 def cache_lock(name: str):
     """Held while a cache under tests/.cache is made: with pytest-xdist, two workers may need it at once."""
