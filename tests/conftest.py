@@ -54,13 +54,15 @@ ALONE = frozenset({
     "test_metrics_prometheus.py",   # the scheduler gap moves by the injected 50 ms
     "test_shutdown.py",             # exits timed against a bound, the dead engine's included
     "test_served_profile.py",       # the clock offset measured within 5 ms
+    "test_parallel_engines.py",     # every TP rank's series scraped once the counts settle (failed once beside
+                                    # the other worker: rank 1's series not yet at the endpoint)
     "test_merge_perfetto.py", "test_profiler_annotations.py", "test_kernel_analyze.py",   # profiled_run
 })
 SHARED_RUN = {"test_patches.py": "stock_full_run", "test_trace_files.py": "stock_full_run",
               "test_merge_perfetto.py": "profiled_run", "test_profiler_annotations.py": "profiled_run",
               "test_kernel_analyze.py": "profiled_run"}
 LONGEST_FIRST = ("test_lab_smoke.py", "test_otlp_metrics.py", "test_demo.py", "test_patches.py",
-                 "test_trace_files.py", "test_parallel_engines.py", "test_otlp_outage.py", "test_faults.py")
+                 "test_trace_files.py", "test_otlp_outage.py", "test_faults.py")
 
 
 def pin_xdist_worker() -> None:
