@@ -128,10 +128,6 @@ class Recorder:
         self._handles: dict[int, object] = {}      # id(range) -> NVTX start/end handle
         self._annotations: dict[int, object] = {}  # id(range) -> open record_function
 
-    def current(self) -> list | None:
-        s = self._local.s
-        return s[-1] if s else None
-
     # -- hot path ----------------------------------------------------------------------------
     def begin(self, name: str, role: str, *, parent: tuple | None = None, attrs: dict | None = None,
               step: int = -1, nested: bool = True) -> list:
