@@ -1,6 +1,7 @@
 """The one hook runner: faults stay inside (the hook disables itself once, the call goes on), the
 method's own errors reach the caller and post, injected faults, async hooks, and the self-cost
-sample taken on one call in SAMPLE_EVERY for sync and async alike."""
+sample taken on one call in SAMPLE_EVERY on average for sync and async alike, at random gaps (an estimate
+that stays right when the cost of the calls is periodic)."""
 import asyncio
 
 import pytest
@@ -53,13 +54,11 @@ def test_async_hook_and_sampled_cost():
         return 2 * x
 
     cpu0, wall0 = selfcost.hook_cpu_ns[0], selfcost.hook_wall_ns[0]
-    n = selfcost.SAMPLE_EVERY
+    n = 2 * selfcost.SAMPLE_EVERY                 # the first timed call comes within 2N - 1 calls
     for i in range(n):
         assert asyncio.run(r.async_(double, None, (i,), {})) == 2 * i
     assert seen == [2 * i for i in range(n)]
-    # exactly one call of SAMPLE_EVERY was timed, scaled up by SAMPLE_EVERY
-    wall = selfcost.hook_wall_ns[0] - wall0
-    assert wall > 0 and wall % n == 0 and selfcost.hook_cpu_ns[0] - cpu0 >= 0
+    assert selfcost.hook_wall_ns[0] - wall0 > 0 and selfcost.hook_cpu_ns[0] - cpu0 >= 0
 
 
 def test_bound_sync_hook_samples_one_call_in_n_and_keeps_the_method_name():
@@ -72,8 +71,32 @@ def test_bound_sync_hook_samples_one_call_in_n_and_keeps_the_method_name():
     hooked = r.bind(step)
     assert hooked.__name__ == "step" and hooked.__doc__ == "vLLM's docstring" and hooked.__wrapped__ is step
     wall0 = selfcost.hook_wall_ns[0]
-    n = selfcost.SAMPLE_EVERY
+    n = 2 * selfcost.SAMPLE_EVERY
     assert [hooked(None, i) for i in range(n)] == [i + 1 for i in range(n)]
     assert seen == [(i, i + 1) for i in range(n)]
-    wall = selfcost.hook_wall_ns[0] - wall0
-    assert wall > 0 and wall % n == 0
+    assert selfcost.hook_wall_ns[0] - wall0 > 0
+
+
+def test_self_cost_estimate_holds_when_the_cost_is_periodic():
+    """A planted pattern as VLLM_W2EXT_SAMPLE=16 makes it: one call in 16 is slow (a recorded step), the
+    rest nearly free. A timed call every 64th would land on the slow call every time and report 16x the
+    truth; random gaps estimate the true total (measured inside the hook itself)."""
+    import time
+    spent = [0]
+    calls = [0]
+
+    def pre(o, a, k):
+        calls[0] += 1
+        if calls[0] % 16 == 0:
+            t = time.perf_counter_ns()
+            while time.perf_counter_ns() - t < 50_000:       # 50 us of work
+                pass
+            spent[0] += time.perf_counter_ns() - t
+        return None
+
+    hooked = HookRunner(spec(pre, name="t.periodic")).bind(lambda self: None)
+    wall0 = selfcost.hook_wall_ns[0]
+    for _ in range(16 * 4000):
+        hooked(None)
+    estimate = selfcost.hook_wall_ns[0] - wall0
+    assert 0.5 * spent[0] < estimate < 2.0 * spent[0], (estimate, spent[0])

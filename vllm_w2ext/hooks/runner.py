@@ -2,14 +2,19 @@
 
 Every way a hook is driven goes through :class:`HookRunner`: ``bind`` (a plain function set in place of
 a sync method) and ``async_`` (a wrapt wrapper of a coroutine method), both attached by ``wrapping.py``,
-and ``enter``/``exit`` from vLLM's native step observers (``native.py``). A fault inside ``pre``/``post`` disables that hook (counted, one log line) and never
+and ``enter``/``exit`` from vLLM's native step observers (``native.py``). ``pre`` returning None means it
+recorded nothing: ``post`` is not called (the cheap way out of a call that is not recorded). A fault inside ``pre``/``post`` disables that hook (counted, one log line) and never
 reaches the request; ``VLLM_W2EXT_FAULT_INJECT`` makes chosen hooks raise (tests). One call in
-``selfcost.SAMPLE_EVERY`` is timed (thread CPU and wall time of pre + post), async hooks included.
+``selfcost.SAMPLE_EVERY`` on average is timed (thread CPU and wall time of pre + post), async hooks included,
+at random gaps (1 to 2N-1 calls; each sample weighs the gap before it): a fixed period would alias with
+anything periodic in the calls (``VLLM_W2EXT_SAMPLE`` records 2 steps in every N, and a timed call every
+64th would always land on a recorded step).
 """
 from __future__ import annotations
 
 import functools
 import logging
+import random
 import time
 
 from vllm_w2ext.hooks.spec import Hook
@@ -17,17 +22,22 @@ from vllm_w2ext.telemetry import selfcost
 
 log = logging.getLogger("vllm_w2ext")
 SKIP = object()                   # enter's result when post must not run (hook off or pre failed)
-_MASK = selfcost.SAMPLE_EVERY - 1
+_randrange = random.Random().randrange
 _cpu = time.thread_time_ns
 _wall = time.perf_counter_ns
 
 
-def _sample(c0: int, w0: int) -> None:
-    """End a timed half begun at (c0, w0); an empty section timed the same way right after it is the cost of
-    the clock reads inside the half, taken out (see ``selfcost``)."""
+def _gap() -> int:
+    """Calls until the next timed one: uniform in 1 .. 2N-1 (mean N = selfcost.SAMPLE_EVERY)."""
+    return _randrange(1, 2 * selfcost.SAMPLE_EVERY)
+
+
+def _sample(c0: int, w0: int, weight: int) -> None:
+    """End a timed half begun at (c0, w0), standing for ``weight`` calls; an empty section timed the same way
+    right after it is the cost of the clock reads inside the half, taken out (see ``selfcost``)."""
     c1, w1 = _cpu(), _wall()
     c2, w2 = _cpu(), _wall()
-    selfcost.add_sample((c1 - c0) - (c2 - c1), (w1 - w0) - (w2 - w1))
+    selfcost.add_sample((c1 - c0) - (c2 - c1), (w1 - w0) - (w2 - w1), weight)
 
 
 class InjectedFault(RuntimeError):
@@ -39,7 +49,7 @@ def injected(name: str, fault: str) -> bool:
 
 
 class HookRunner:
-    __slots__ = ("spec", "pre", "post", "active", "calls")
+    __slots__ = ("spec", "pre", "post", "active", "calls", "next_at", "weight", "timed_call", "timed_weight")
 
     def __init__(self, spec: Hook, fault: str = ""):
         self.spec = spec
@@ -47,6 +57,8 @@ class HookRunner:
         self.post = spec.post
         self.active = True
         self.calls = 0
+        self.next_at = self.weight = _gap()     # the next timed call, and the calls it will stand for
+        self.timed_call = self.timed_weight = 0
 
     def _raise(self, instance, args, kwargs):
         raise InjectedFault(f"injected fault in {self.spec.name}")
@@ -73,12 +85,15 @@ class HookRunner:
         if not self.active:
             return SKIP
         self.calls = n = self.calls + 1
-        if n & _MASK:
+        if n != self.next_at:
             try:
                 return self.pre(instance, args, kwargs)
             except Exception as e:
                 self.fail(e)
                 return SKIP
+        self.timed_call, self.timed_weight = n, self.weight
+        self.weight = g = _gap()
+        self.next_at = n + g
         c0, w0 = _cpu(), _wall()
         try:
             return self.pre(instance, args, kwargs)
@@ -86,11 +101,11 @@ class HookRunner:
             self.fail(e)
             return SKIP
         finally:
-            _sample(c0, w0)
+            _sample(c0, w0, self.timed_weight)
 
     def exit(self, state, result, error) -> None:
         """Run ``post`` (after ``enter`` returned ``state``, not SKIP)."""
-        if self.calls & _MASK:
+        if self.calls != self.timed_call:
             try:
                 self.post(state, result, error)
             except Exception as e:
@@ -102,7 +117,7 @@ class HookRunner:
         except Exception as e:
             self.fail(e)
         finally:
-            _sample(c0, w0)
+            _sample(c0, w0, self.timed_weight)
 
     # -- the sync path: a plain function in place of vLLM's method ---------------------------------
     def bind(self, fn):
@@ -116,14 +131,14 @@ class HookRunner:
             if not runner.active:
                 return fn(instance, *args, **kwargs)
             n = runner.calls = runner.calls + 1
-            if not n & _MASK:                 # the sampled call: timed through enter/exit
+            if n == runner.next_at:           # the sampled call: timed through enter/exit
                 return runner._timed(fn, instance, args, kwargs)
             try:
                 state = pre(instance, args, kwargs)
             except Exception as e:
                 runner.fail(e)
                 return fn(instance, *args, **kwargs)
-            if post is None:
+            if state is None or post is None:   # None: pre recorded nothing, so there is nothing to close
                 return fn(instance, *args, **kwargs)
             try:
                 result = fn(instance, *args, **kwargs)
@@ -146,7 +161,7 @@ class HookRunner:
     def _timed(self, fn, instance, args, kwargs):
         self.calls -= 1                       # enter() counts this call again
         state = self.enter(instance, args, kwargs)
-        if state is SKIP or self.post is None:
+        if state is SKIP or state is None or self.post is None:
             return fn(instance, *args, **kwargs)
         try:
             result = fn(instance, *args, **kwargs)
@@ -162,7 +177,7 @@ class HookRunner:
 
     async def _run_async(self, wrapped, instance, args, kwargs):
         state = self.enter(instance, args, kwargs)
-        if state is SKIP or self.post is None:
+        if state is SKIP or state is None or self.post is None:
             return await wrapped(*args, **kwargs)
         try:
             result = await wrapped(*args, **kwargs)

@@ -1,7 +1,7 @@
 """A hook's spec: which vLLM method it wraps and the two small functions it runs around it.
 
 ``pre(instance, args, kwargs) -> state`` runs before the method, ``post(state, result, error)`` after
-it (``post`` may be None). Specs are immutable declarations in the tables of ``front``, ``engine_core``,
+it (``post`` may be None; it does not run when ``pre`` returned None: nothing was recorded). Specs are immutable declarations in the tables of ``front``, ``engine_core``,
 ``worker`` and ``lifecycle``; what changes at run time (on/off, calls, faults) lives in the runner."""
 from __future__ import annotations
 

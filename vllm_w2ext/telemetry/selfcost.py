@@ -1,5 +1,5 @@
 """The plugin's cost to vLLM's threads, as the hook runner measures it (one call in SAMPLE_EVERY per
-hook is timed, scaled up): CPU time of the calling thread and wall time, whose difference is time the
+hook on average is timed, at random gaps, each sample weighted by the calls it stands for): CPU time of the calling thread and wall time, whose difference is time the
 thread was not running while inside the plugin (waiting for the GIL, or descheduled).
 
 Each sample is corrected for the clock reads inside it (a thread-clock read is a system call: 0.56 us on
@@ -11,7 +11,7 @@ sets the two side by side), the runner's share included.
 """
 from __future__ import annotations
 
-# A power of two (the runner tests ``calls & (SAMPLE_EVERY - 1)``). Reading the thread's CPU clock costs
+# The mean gap between timed calls (the runner draws each gap from 1 .. 2 * SAMPLE_EVERY - 1). Reading the thread's CPU clock costs
 # 0.56 us on the H200 host and 2 us on the 2-core CI machine, so 1 call in 64 adds at most 0.06 us per call
 # on average. It was 1 in 1024: an 8B run on the H200 then had ~30 timed calls, each counted 1024 times, and
 # a single slow one moved the total by a third; 16x the samples cut the estimate's spread by 4x.
@@ -31,7 +31,8 @@ def hook_failed(name: str) -> None:
     hook_errors[name] = hook_errors.get(name, 0) + 1
 
 
-def add_sample(cpu_ns: int, wall_ns: int) -> None:
-    """One timed half (pre or post), its clock reads already taken out (counters never go down)."""
-    hook_cpu_ns[0] += max(0, cpu_ns) * SAMPLE_EVERY
-    hook_wall_ns[0] += max(0, wall_ns) * SAMPLE_EVERY
+def add_sample(cpu_ns: int, wall_ns: int, weight: int) -> None:
+    """One timed half (pre or post) standing for ``weight`` calls, its clock reads already taken out
+    (counters never go down)."""
+    hook_cpu_ns[0] += max(0, cpu_ns) * weight
+    hook_wall_ns[0] += max(0, wall_ns) * weight
