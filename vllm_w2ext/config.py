@@ -121,6 +121,12 @@ SETTINGS: tuple[Setting, ...] = (
             "scheduled in that step (each `engine.request` span links back to its first and last step), "
             "so links grow with requests, not requests x steps. `all`: every request in the batch "
             "(costs about 5 us of export-thread CPU per link; see benchmarks/results). `none`."),
+    Setting("SAMPLE", "1", _int_range(1, 1_000_000),
+            "Engine steps recorded in full: `1` every step (full tracing); N: two consecutive steps in every N "
+            "(so 2 is also every step), plus every step that starts, preempts, resumes or finishes a request or runs a prefill (request "
+            "lifecycles stay complete). Other steps are only counted (the step and token counters stay exact); "
+            "spans, scheduler gaps and device idle come from the recorded steps. Decided by the EngineCore and "
+            "carried to the workers on the step's stamp."),
     Setting("MAX_LINKS", "512", _int_range(0, 100_000),
             "Most request links one step span carries."),
     Setting("METRICS_PORT", "", _port,
@@ -162,6 +168,7 @@ class Settings:
     export_interval_ms: int = 200
     export_process: str = "on"
     step_links: str = "boundary"
+    sample: int = 1
     max_links: int = 512
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"

@@ -67,6 +67,11 @@ class Attr:
     RUNNING = "vllm.scheduler.running"
     WAITING = "vllm.scheduler.waiting"
     WORKER_TOKENS = "vllm.worker.num_tokens"
+    # sampling (VLLM_W2EXT_SAMPLE): steps only counted since the previous recorded step (steps.facts.SkippedSteps)
+    SAMPLE_EVERY = "vllm_w2ext.sample.every"                       # N of VLLM_W2EXT_SAMPLE (on steps when N > 2)
+    SKIPPED_STEPS = "vllm_w2ext.sample.skipped_steps"              # that scheduled tokens (decode only)
+    SKIPPED_IDLE_STEPS = "vllm_w2ext.sample.skipped_idle_steps"    # that scheduled nothing
+    SKIPPED_DECODE_TOKENS = "vllm_w2ext.sample.skipped_decode_tokens"
     # CPU view of the time between two model executions (worker side)
     GAP_CPU = "vllm.gap.cpu_s"
     GAP_SCHEDULE = "vllm.gap.schedule_s"

@@ -10,6 +10,7 @@ attributes, links and request spans are assembled on the export side (``steps.as
 """
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future
 
 from vllm_w2ext import config
@@ -17,7 +18,8 @@ from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.steps.facts import STAMP_STEP, read_step
 from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.pipeline import recorder
-from vllm_w2ext.telemetry.wire import DATA, END, IV_END, IV_START, SPAN_ID, START, TRACE_ID
+from vllm_w2ext.telemetry.recording import new_span_id, new_trace_id
+from vllm_w2ext.telemetry.wire import DATA, END, IV_END, IV_START, SPAN_ID, START, TRACE_ID, open_range
 from vllm_w2ext.vocab import ENGINE, Attr, Span
 
 # Attributes set on SchedulerOutput, read by the workers: the step's steps.facts.Stamp (a plain tuple in
@@ -25,11 +27,13 @@ from vllm_w2ext.vocab import ENGINE, Attr, Span
 # EngineCore dispatched it to the executor (ns).
 STAMP = "_w2ext_ctx"
 DISPATCH = "_w2ext_dispatch"
+LIGHT = object()                           # step pre's state for a light step (sampling)
+_now = time.time_ns
 
 
 class _State:
     step = 0
-    current: list | None = None            # open engine.step range
+    current: list | None = None            # open engine.step range (None: none, or a light step)
     facts = None                           # StepFacts of the open step (None: nothing scheduled)
     finished: list = []                    # Finished of each request freed since the last step ended
     sched = None                           # the Scheduler (queue lengths at step end)
@@ -39,41 +43,115 @@ class _State:
     last_update = (0, 0)                   # last update_from_output interval (ns)
     update_batch = -1                      # the step whose output update_from_output is taking in
     prev_step_end = 0
+    sample = 1                             # VLLM_W2EXT_SAMPLE
+    light = False                          # the open step is only counted (see _step_pre)
+    t0 = 0                                 # a light step's start (ns), should it need recording after all
+    light_so = None                        # the light step's SchedulerOutput (None: nothing scheduled)
+    skipped = (0, 0, 0)                    # light steps since the last recorded one: SkippedSteps
 
 
 S = _State()
 
 
+# -- sampling (VLLM_W2EXT_SAMPLE=N) -------------------------------------------------------------------
+# Steps are recorded in pairs, two consecutive steps in every N: the second one has a recorded
+# predecessor, so its scheduler gap and device idle are measured. Any other step is light: its hooks
+# take a timestamp and count it, nothing more; no stamp goes to the workers, so their hooks skip it too.
+# A light step is recorded after all when it changes a request's life (the request index must see
+# every arrival, first token, preemption and finish): upgraded at scheduling when the batch has one,
+# or, when a request finishes in its update_from_output, recorded at its end without batch facts.
+# Every step it does not record is still counted (steps.facts.SkippedSteps on the next recorded step).
+
+def _light(n: int, every: int) -> bool:
+    return every > 2 and n % every > 1
+
+
+def _changes_requests(so) -> bool:
+    """Does this batch start, preempt, resume or finish a request, or carry prefill tokens? Attribute
+    checks and C-level scans (``in``, ``len``): no Python loop over the batch."""
+    if so.scheduled_new_reqs or so.preempted_req_ids or so.finished_req_ids or S.finished:
+        return True
+    cached = so.scheduled_cached_reqs
+    if getattr(cached, "resumed_req_ids", None) or True in (getattr(cached, "resumed_from_preemption", None) or ()):
+        return True
+    out = getattr(cached, "num_output_tokens", None)
+    if out is None or 0 in out:                 # unknown, or a prompt still being prefilled
+        return True
+    return so.total_num_scheduled_tokens != len(so.num_scheduled_tokens) and not so.scheduled_spec_decode_tokens
+
+
+def _record_light_step() -> list:
+    """The light step being recorded after all: its range opened back at its start (off the thread's
+    stack: nothing was nested in it)."""
+    S.light = False
+    return open_range(Span.STEP, ENGINE, new_trace_id(), new_span_id(), 0, S.t0, S.step, None, False)
+
+
+# -- the hooks -------------------------------------------------------------------------------------
 def _step_pre(core, args, kwargs):
     if not S.identity_done:
         engine = getattr(core, "engine_index", 0)       # the DP rank (EngineCoreProc); 0 in-process
         identity.set_role(ENGINE, engine_index=engine, dp_rank=engine)
-        S.all_links = config.current().step_links == "all"
+        settings = config.current()
+        S.all_links = settings.step_links == "all"
+        S.sample = settings.sample
         S.identity_done = True
-    S.step += 1
+    S.step = n = S.step + 1
     S.facts = None
-    r = S.current = recorder().begin(Span.STEP, ENGINE, step=S.step)
+    if _light(n, S.sample):
+        S.light = True
+        S.current = None
+        S.light_so = None
+        S.t0 = _now()
+        return LIGHT
+    S.light = False
+    r = S.current = recorder().begin(Span.STEP, ENGINE, step=n)
     return r
 
 
-def _step_post(r: list, result, error):
+def _step_post(r, result, error):
+    if r is LIGHT:
+        if S.light:                                # a light step so far
+            so = S.light_so
+            if not S.finished and error is None:   # stays light: counted
+                executed, idle, toks = S.skipped
+                S.skipped = ((executed + 1, idle, toks + so.total_num_scheduled_tokens) if so is not None else
+                             (executed, idle + 1, toks))                                  # SkippedSteps
+                return
+            r = _record_light_step()               # a request finished in it: recorded after all
+            if so is not None:
+                sched = S.sched
+                S.facts = read_step(so, sched.requests, len(sched.running), len(sched.waiting), S.all_links)
+        else:                                      # upgraded at scheduling
+            r = S.current
+    executed = bool(result[1]) if result is not None else False
     S.current = None
     finished = ()
     if S.finished:
         finished, S.finished = tuple(S.finished), []
     sched = S.sched
     S.pending = len(sched.running) + len(sched.waiting) if sched is not None else 1
-    r[DATA] = (S.facts, bool(result[1]) if result is not None else False, finished, S.pending)   # StepRecord
+    r[DATA] = (S.facts, executed, finished, S.pending, S.skipped)   # StepRecord
+    S.skipped = (0, 0, 0)
     recorder().end(r, error)
     S.prev_step_end = r[END]
 
 
 def _schedule_pre(sched, args, kwargs):
     S.sched = sched
+    if S.light:
+        return _now()
     return recorder().phase_begin(Span.SCHEDULE, ENGINE, S.step)
 
 
 def _schedule_post(t0, so, error):
+    if S.light:
+        if so is None or not so.total_num_scheduled_tokens:
+            return
+        if not _changes_requests(so):
+            S.light_so = so
+            return
+        S.current = _record_light_step()           # upgraded: recorded from here on, as any step
     step = S.current
     if step is None:                               # scheduled outside a recorded step
         recorder().phase_end(t0, Span.SCHEDULE, ENGINE, 0, 0, -1, error)
@@ -88,6 +166,8 @@ def _schedule_post(t0, so, error):
 
 
 def _update_pre(sched, args, kwargs):
+    if S.light:
+        return None                                # nothing to close: post does not run
     so = args[0] if args else kwargs.get("scheduler_output")
     stamp = getattr(so, STAMP, None)
     S.update_batch = stamp[STAMP_STEP] if stamp is not None else -1

@@ -88,7 +88,10 @@ def _poll_device(rec) -> None:
 def _execute_pre(worker, args, kwargs):
     so = args[0] if args else kwargs.get("scheduler_output")
     stamp = getattr(so, STAMP, None)
-    if stamp is None:
+    if stamp is None:         # a step not recorded (sampling, warm-up, dummy runs): the next recorded one
+        if S.last is not None:  # has no previous execution to measure its gap or device idle from
+            S.last = None
+            forget_previous_step()
         return None
     _ensure_identity(worker)
     S.last = stamp

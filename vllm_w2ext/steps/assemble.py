@@ -7,7 +7,7 @@ attributes and links, and each finished request becomes an ``engine.request`` sp
 process (or on the export thread with ``VLLM_W2EXT_EXPORT_PROCESS=off``), never on vLLM's threads."""
 from __future__ import annotations
 
-from vllm_w2ext.steps.facts import StepRecord, execution_record, step_record
+from vllm_w2ext.steps.facts import NO_SKIPPED, StepRecord, execution_record, step_record
 from vllm_w2ext.steps.gaps import gap_attrs
 from vllm_w2ext.steps.idle import DeviceIdle
 from vllm_w2ext.steps.requests import RequestIndex
@@ -16,8 +16,10 @@ from vllm_w2ext.vocab import ENGINE, Attr, Span
 
 
 class Assembler:
-    def __init__(self, extract_parent, new_span_id, new_trace_id, links: str = "boundary", max_links: int = 512):
+    def __init__(self, extract_parent, new_span_id, new_trace_id, links: str = "boundary", max_links: int = 512,
+                 sample_every: int = 1):
         self.index = RequestIndex(extract_parent, links, max_links)
+        self.sample_every = sample_every
         self.device = DeviceIdle()
         self.new_span_id, self.new_trace_id = new_span_id, new_trace_id
 
@@ -44,6 +46,13 @@ class Assembler:
 
     def step(self, r: Range, d: StepRecord) -> list[Range]:
         attrs = {Attr.STEP_ID: r.step, Attr.MODEL_EXECUTED: d.model_executed}
+        skipped = d.skipped
+        if skipped != NO_SKIPPED:
+            attrs.update({Attr.SKIPPED_STEPS: skipped.executed, Attr.SKIPPED_IDLE_STEPS: skipped.idle,
+                          Attr.SKIPPED_DECODE_TOKENS: skipped.decode_tokens})
+            self.index.scheduled_steps += skipped.executed      # decode-only steps: no request changed in them
+        if self.sample_every > 2:
+            attrs[Attr.SAMPLE_EVERY] = self.sample_every
         f = d.facts
         if f is not None:
             attrs.update({Attr.RUNNING: f.running, Attr.WAITING: f.waiting, Attr.NUM_REQS: f.num_reqs,
@@ -68,4 +77,5 @@ class Assembler:
 def for_settings(settings) -> Assembler:
     from vllm_w2ext.telemetry import propagation
     from vllm_w2ext.telemetry.recording import new_span_id, new_trace_id
-    return Assembler(propagation.extract, new_span_id, new_trace_id, settings.step_links, settings.max_links)
+    return Assembler(propagation.extract, new_span_id, new_trace_id, settings.step_links, settings.max_links,
+                     settings.sample)

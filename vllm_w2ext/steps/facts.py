@@ -127,12 +127,24 @@ def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool) -> tupl
             tuple(first), tuple(nst) if all_ids else None, running, waiting)
 
 
+class SkippedSteps(NamedTuple):
+    """Steps the EngineCore only counted (``VLLM_W2EXT_SAMPLE``) since the previous recorded step. They
+    scheduled decode tokens only (a step with prefill tokens or request changes is recorded)."""
+    executed: int                 # light steps that ran the model
+    idle: int                     # light steps that did not
+    decode_tokens: int            # tokens they scheduled (and a recorded step's own, when it has no facts)
+
+
+NO_SKIPPED = SkippedSteps(0, 0, 0)
+
+
 class StepRecord(NamedTuple):
     """The raw facts an ``engine.step`` range carries to the export side."""
-    facts: StepFacts | None       # None: nothing was scheduled in this step
+    facts: StepFacts | None       # None: nothing was scheduled in this step, or it was recorded at its end
     model_executed: bool
     finished: tuple               # Finished of each request freed during this step
     pending: int                  # requests running or waiting when the step ended
+    skipped: SkippedSteps = NO_SKIPPED   # steps only counted before this one (sampling)
 
 
 class DeviceSample(NamedTuple):
@@ -162,9 +174,9 @@ def step_facts(t: tuple) -> StepFacts:
 
 
 def step_record(t: tuple) -> StepRecord:
-    facts, executed, finished, pending = t
+    facts, executed, finished, pending, skipped = t
     return StepRecord(None if facts is None else step_facts(facts), executed,
-                      tuple(Finished._make(f) for f in finished), pending)
+                      tuple(Finished._make(f) for f in finished), pending, SkippedSteps._make(skipped))
 
 
 def execution_record(t: tuple) -> ExecutionRecord:

@@ -221,6 +221,11 @@ class StepMetrics:
     def _step(self, lab, r: Range, a) -> None:
         executed = bool(a.get(Attr.MODEL_EXECUTED))
         self.steps.inc(lab + ("true" if executed else "false",), 1)
+        skipped = a.get(Attr.SKIPPED_STEPS)
+        if skipped is not None:                # steps only counted before this one (VLLM_W2EXT_SAMPLE)
+            self.steps.inc(lab + ("true",), skipped)
+            self.steps.inc(lab + ("false",), a[Attr.SKIPPED_IDLE_STEPS])
+            self.tokens.inc(lab + ("decode",), a[Attr.SKIPPED_DECODE_TOKENS])
         if Attr.NUM_REQS in a:
             self.tokens.inc(lab + ("prefill",), a[Attr.PREFILL_TOKENS])
             self.tokens.inc(lab + ("decode",), a[Attr.DECODE_TOKENS])

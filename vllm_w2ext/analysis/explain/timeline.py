@@ -196,10 +196,25 @@ def build(files: list[tuple[Process, list[Slice]]], path: str = "") -> Timeline:
         for v in spans.values():
             v.sort(key=lambda s: s.start_ns)
     tl.front_busy = Union(front_busy)
+    sampled = _sampling_note(tl)
+    if sampled:
+        tl.notes.append(sampled)
     if tl.executions and not tl.has_device_attrs:
         tl.notes.append("the worker spans carry no device attributes (vllm.device.*): a plugin older than "
                         "device-idle attribution wrote this folder; device idle is not broken down by cause")
     return tl
+
+
+def _sampling_note(tl: Timeline) -> str:
+    """What a sampled run (``VLLM_W2EXT_SAMPLE``) recorded: the step spans carry the steps only counted."""
+    steps = [s for ss in tl.engine_steps.values() for s in ss]
+    every = max((_num(s.args, Attr.SAMPLE_EVERY, 0) for s in steps), default=0)
+    if not every:
+        return ""
+    skipped = sum(_num(s.args, Attr.SKIPPED_STEPS, 0) + _num(s.args, Attr.SKIPPED_IDLE_STEPS, 0) for s in steps)
+    return (f"sampled run (VLLM_W2EXT_SAMPLE={every}): {len(steps)} of {len(steps) + skipped} engine steps recorded "
+            "(pairs of steps, and every step that changed a request); device idle, scheduler gaps and their "
+            "seconds are those of the recorded steps, not scaled up; the requests' figures are complete")
 
 
 def span_files(path: str) -> list[str]:
