@@ -109,6 +109,7 @@ def main() -> int:
     doc = {"what": __doc__.split("\n\n")[0], "machine": {"cpu": _cpu(), "python": platform.python_version(),
                                                          "vllm": vllm.__version__, "cores": os.cpu_count()},
            "model": Path(a.model).name, "engine": {k: v for k, v in kw.items() if k != "model"},
+           "sample": int(os.environ.get("VLLM_W2EXT_SAMPLE", "1")),
            "rounds": a.rounds, "max_tokens": a.max_tokens, "prompt_len": a.prompt_len, "per_batch": rows,
            "device_timeline": device}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -253,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True, choices=sorted(MODELS))
     ap.add_argument("--pair", type=int, required=True)
     ap.add_argument("--arm", required=True, choices=("stock", "plugin"))
+    ap.add_argument("--sample", type=int, default=1, help="VLLM_W2EXT_SAMPLE of the plugin arm (1: every step)")
     ap.add_argument("--position", type=int, default=0, help="1 or 2: which run of its pair this is")
     ap.add_argument("--dir", required=True, type=Path, help="the runs folder (kept between calls)")
     ap.add_argument("--models-dir", type=Path, default=Path(os.environ.get("OVERHEAD_MODELS_DIR", "/tmp/w2ext-models")))
@@ -295,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         plugin_env = {"VLLM_W2EXT": "1", "VLLM_W2EXT_METRICS_PORT": str(port), "VLLM_W2EXT_TRACE_DIR": str(trace_dir),
                       "OTEL_SERVICE_NAME": f"w2ext-overhead-{name}", **rx.env("grpc")}
+        if a.sample > 1:
+            plugin_env["VLLM_W2EXT_SAMPLE"] = str(a.sample)
         env.update(plugin_env)
         scr = subprocess.Popen([sys.executable, "-m", "vllm_w2ext.lab.scrape", f"http://127.0.0.1:{port}/metrics",
                                 str(scrape_path), "--interval", str(a.scrape_interval)], cwd=ROOT)

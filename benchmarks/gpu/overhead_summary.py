@@ -106,8 +106,21 @@ def groups(records: list[dict]) -> list[dict]:
 
 def summary(records: list[dict]) -> list[dict]:
     """The committed format: ``{"model", "layers", "workload", "stock", "plugin"}`` per model/workload."""
-    return [{"model": g["model"], "layers": g["layers"], "workload": g["workload"], "stock": g["stock"],
-             "plugin": g["plugin"]} for g in groups(records) if g["pairs"]]
+    out = []
+    for g in groups(records):
+        if g["pairs"]:
+            row = {"model": g["model"], "layers": g["layers"], "workload": g["workload"], "stock": g["stock"],
+                   "plugin": g["plugin"]}
+            sample = plugin_sample(g["plugin_records"])
+            if sample > 1:                   # the plugin arm recorded 2 steps in every N (VLLM_W2EXT_SAMPLE)
+                row["plugin_sample"] = sample
+            out.append(row)
+    return out
+
+
+def plugin_sample(plugin_records: list[dict]) -> int:
+    """VLLM_W2EXT_SAMPLE of the plugin runs (1: every step recorded)."""
+    return max((int((r.get("plugin_env") or {}).get("VLLM_W2EXT_SAMPLE", 1)) for r in plugin_records), default=1)
 
 
 def cost_pct(kind: str, stock: float, plugin: float) -> float:
@@ -203,7 +216,10 @@ def markdown(records: list[dict], envs: list[dict]) -> str:
           *[f"- Engine of {k}: `{json.dumps(kw)}`" for k, kw in _engines(records).items()],
           "- Pairs interleaved: stock first in odd pairs, plugin first in even ones. Cost: latency "
           "(plugin - stock) / stock, throughput (stock - plugin) / stock; positive = the plugin is slower.",
-          "- Latency: `avg_latency` (s) of batch 1; throughput: total tok/s of `bench throughput`.", "",
+          "- Latency: `avg_latency` (s) of batch 1; throughput: total tok/s of `bench throughput`.",
+          *[f"- Plugin runs of {g['model']} ({g['layers']} layers) with `VLLM_W2EXT_SAMPLE={n}` (2 steps in every "
+            f"{n} recorded)" for g in gs if g["kind"] == WORKLOAD_ORDER[0]
+            for n in [plugin_sample(g["plugin_records"])] if n > 1], "",
           "| model | layers | workload | pairs | stock | plugin | cost per pair % | median cost % | stock spread % "
           "| limit % | within |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for g in gs:
