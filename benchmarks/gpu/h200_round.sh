@@ -4,7 +4,7 @@
 # $OUT/round-<stage>.tar.gz after every job, so a call cut short returns what finished.
 #
 #   cost    every hook's cost inside a real engine on the GPU (benchmarks/hook_cost_engine.py: the 4-layer and
-#           the 8B model (COST_MODELS), batch 1 / 64 / 256), with the plugin's own sampled self-cost counter
+#           the 8B model, each with a VLLM_W2EXT_SAMPLE (COST_RUNS="l4:1 8b:16": model:sample), batch 1 / 64 / 256), with the plugin's own sampled self-cost counter
 #           beside it and the run read back by `vllm-w2ext explain` (device timeline check)
 #   toggle  the in-engine hook toggle A/B (benchmarks/gpu/toggle_ab.py; every exporter on, OTLP metrics included)
 #           of the 8B model (TOGGLE_WORKLOADS, default lat1,thr; TOGGLE_BLOCKS, default 6)
@@ -27,13 +27,14 @@ M=$OVERHEAD_MODELS_DIR/llama31-8b-shaped
 T=$R/$STAGE
 case $STAGE in
   cost)
-    for m in ${COST_MODELS:-l4 8b}; do
+    for run in ${COST_RUNS:-l4:1 8b:1}; do        # model:VLLM_W2EXT_SAMPLE
+      m=${run%%:*}; s=${run##*:}; name=hook_cost_engine_${m}_s$s
       ov='{}'; [ $m = l4 ] && ov='{"hf_overrides": {"num_hidden_layers": 4}}'
       to=$(( $(left) - 15 )); [ $to -gt 220 ] && to=220
-      [ $to -lt 60 ] && { echo "not started: hook_cost_engine $m (budget)"; continue; }
-      timeout $to python3 benchmarks/hook_cost_engine.py $M --batches 1,64,256 --engine-json "$ov" \
-        --out $T/hook_cost_engine_$m.json > $T/hook_cost_engine_$m.log 2>&1
-      echo "hook_cost_engine $m rc=$? ($(( $(date +%s) - T0 )) s)"; grep '^batch' $T/hook_cost_engine_$m.log; pack
+      [ $to -lt 60 ] && { echo "not started: $name (budget)"; continue; }
+      VLLM_W2EXT_SAMPLE=$s timeout $to python3 benchmarks/hook_cost_engine.py $M --batches 1,64,256 \
+        --engine-json "$ov" --out $T/$name.json > $T/$name.log 2>&1
+      echo "$name rc=$? ($(( $(date +%s) - T0 )) s)"; grep '^batch' $T/$name.log | cut -c1-300; pack
     done ;;
   toggle)
     to=$(( $(left) - 20 ))
