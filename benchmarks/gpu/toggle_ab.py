@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tp", type=int, default=1, help="tensor_parallel_size")
     ap.add_argument("--keep-traces", action="store_true", help="the plugin's trace files as DIR/<run>.traces.tar.xz")
     ap.add_argument("--blocks", type=int, default=8)
+    ap.add_argument("--sample", type=int, default=1, help="VLLM_W2EXT_SAMPLE of the plugin (1: every step)")
     ap.add_argument("--workloads", default="lat1,thr")
     ap.add_argument("--lat-iters", type=int, default=int(os.environ.get("LAT_ITERS", "5")))
     ap.add_argument("--thr-prompts", type=int, default=int(os.environ.get("THR_PROMPTS", "500")))
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     d = a.out.resolve()
     d.mkdir(parents=True, exist_ok=True)
     tp = f"_tp{a.tp}" if a.tp > 1 else ""
+    tp += f"_s{a.sample}" if a.sample > 1 else ""
     name = f"toggle_{a.model}{tp}" if a.arm == "toggle" else f"{a.model}{tp}_p{a.pair}_{a.arm}"
     folder, layers = orun.model_folder(a.model, a.models_dir.resolve())
     kw = orun.engine_kwargs(a.model, folder, None)
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     trace_dir.mkdir(parents=True)
     t_start = time.time()
     spec = {"arm": a.arm, "engine": kw, "workloads": a.workloads.split(","), "blocks": a.blocks, "lat_iters": a.lat_iters,
-            "thr_prompts": a.thr_prompts, "deadline": t_start + a.timeout - 60, "out": str(d / f"{name}.json")}
+            "thr_prompts": a.thr_prompts, "sample": a.sample, "deadline": t_start + a.timeout - 60, "out": str(d / f"{name}.json")}
     spec_path = d / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec, indent=1))
 
@@ -232,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         env.update({"VLLM_W2EXT": "1", "VLLM_W2EXT_METRICS_PORT": str(port),
                     "VLLM_W2EXT_TRACE_DIR": str(trace_dir), "OTEL_SERVICE_NAME": f"w2ext-{name}", **rx.env("grpc"),
                     **rx.metrics_env("grpc", interval_ms=5000)})
+        if a.sample > 1:
+            env["VLLM_W2EXT_SAMPLE"] = str(a.sample)
         scr = subprocess.Popen([sys.executable, "-m", "vllm_w2ext.lab.scrape", f"http://127.0.0.1:{port}/metrics",
                                 str(scrape_path), "--interval", "1"], cwd=ROOT)
     log = d / f"{name}.log"
