@@ -21,7 +21,7 @@ def _faulty_hooks_run(tiny_model, tmp):
     faulty = [h.name for h in all_hooks() if h.name != "front.llm_engine_init"]
     env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_FAULT_INJECT=",".join(faulty), VLLM_W2EXT_METRICS_PORT=str(port))
     return run_offline(tiny_model, env, tmp / "out.json", with_log=True, prompts=N, max_tokens=MAX_TOKENS,
-                       metrics_port=port, phases=[{"rounds": 1}],
+                       metrics_port=port, phases=[{"rounds": 1}], scrape_steps=False,
                        settle_s=5.0)        # no step counter moves here: give every fault time to arrive
 
 

@@ -7,6 +7,8 @@ the first generate), tensor_parallel_size, distributed_executor_backend ("mp", "
 "spawn": vLLM's CPU default), and for metrics runs:
   metrics_port  scrape our own endpoint after each phase (text kept in the output)
   settle_s      the scrape waits until the counters it watches have not moved for this long (1.5)
+  scrape_steps  the scrape also waits for the step counter and the worker's phases (true; false when the
+                hooks record nothing)
   phases        [{"slow": bool, "rounds": n, "pause_s": s}]: generate `rounds` times per phase, pausing
                 `pause_s` after each; "slow" creates the flag file of tests/drivers/slow_scheduler.py
                 for that phase
@@ -30,11 +32,12 @@ def _fetch(port: int) -> str:
         return r.read().decode()
 
 
-def scrape(port: int, settle_s: float = 1.5, timeout_s: float = 30.0) -> str:
+def scrape(port: int, settle_s: float = 1.5, steps: bool = True, timeout_s: float = 30.0) -> str:
     """The endpoint's text once every process's counters have caught up with the work just done:
     the step and gap counts unchanged for ``settle_s`` (> VLLM_W2EXT_METRICS_INTERVAL_MS). Metrics
     travel worker -> export process -> snapshot file -> endpoint; a fixed sleep is not enough on a
-    loaded 2-core machine."""
+    loaded 2-core machine. ``steps``: wait for the EngineCore's step counter and the worker's phases
+    too (False for runs whose hooks record nothing)."""
     deadline = time.monotonic() + timeout_s
     last, since = None, time.monotonic()
     while True:
@@ -43,9 +46,13 @@ def scrape(port: int, settle_s: float = 1.5, timeout_s: float = 30.0) -> str:
             "vllm_w2ext_engine_steps_total", "vllm_w2ext_scheduler_gap_seconds_count",
             "vllm_w2ext_phase_duration_seconds_count", "vllm_w2ext_hook_errors_total"))]
         now = time.monotonic()
-        if key != last:
+        # every role's series must be there before "unchanged" means settled: on a loaded machine the
+        # front end's lines can stand still for settle_s while the EngineCore's first snapshot is on its way
+        complete = not steps or any(k.startswith("vllm_w2ext_engine_steps_total") for k in key) and \
+            any(k.startswith("vllm_w2ext_phase_duration_seconds_count") and 'role="worker"' in k for k in key)
+        if key != last or not complete:
             last, since = key, now
-        elif now - since >= settle_s or now > deadline:
+        if (complete and now - since >= settle_s) or now > deadline:
             return text
         time.sleep(0.25)
 
@@ -127,7 +134,8 @@ if __name__ == "__main__":
         if flag and os.path.exists(flag):
             os.remove(flag)
         result["phases"].append({"slow": bool(ph.get("slow")), "start_ns": start, "end_ns": end,
-                                 "metrics": scrape(port, params.get("settle_s", 1.5)) if port else ""})
+                                 "metrics": scrape(port, params.get("settle_s", 1.5), params.get("scrape_steps", True))
+                                 if port else ""})
     hold = params.get("hold_file")
     if hold:
         with open(out + ".ready", "w") as f:
