@@ -82,6 +82,7 @@ def test_workers_record_the_recorded_steps_and_measure_pairs(sampled_run):
     for e, ok in zip(execs, measured):
         if not ok:                                                 # nothing measured across unrecorded steps
             assert Attr.GAP_CPU not in e.slice.args and e.idle_s == 0 and not e.causes, e.step
+            assert not e.idle_known or e is execs[0], e.step           # and marked so (not a zero idle)
     assert all(Attr.GAP_CPU in e.slice.args for e, ok in zip(execs, measured) if ok)
     assert any(e.idle_s > 0 for e in execs)
 
@@ -94,3 +95,5 @@ def test_explain_says_what_it_saw(sampled_run):
     assert m and int(m.group(1)) == EVERY
     assert int(m.group(3)) >= RUNS * TOKENS and int(m.group(2)) < int(m.group(3))
     assert out["requests"]["finished"] == RUNS
+    dev = out["devices"][0]                                        # pairs' first steps out of the busy share
+    assert dev["steps_idle_unmeasured"] >= RUNS * TOKENS // EVERY - 2 * RUNS

@@ -89,6 +89,9 @@ class Attr:
     DEVICE_CLOCK = "vllm.device.clock"              # cuda_events | forward_spans (the CPU build)
     DEVICE_IDLE_START = "vllm.device.idle_start_ns"  # that idle time on the wall clock (ns): start
     DEVICE_IDLE_END = "vllm.device.idle_end_ns"      # and end (the forward's start)
+    DEVICE_IDLE_UNKNOWN = "vllm.device.idle_unknown"  # True: no execution recorded before this one (the run's
+    # first, after a pause, the first of a sampled pair): its idle is not measured (0 here), so ratios of busy
+    # to idle leave this step out
     # (per cause: device_idle_attr(cause) -> "vllm.device.idle.<cause>_s")
     BATCH_RESUMED_TOKENS = "vllm.batch.resumed_tokens"  # prompt tokens recomputed for resumed requests
     # requests

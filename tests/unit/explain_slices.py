@@ -39,9 +39,10 @@ class Run:
     def step(self, step: int, fwd_start: float, busy: float, causes: dict[str, float] | None = None,
              prefill: int = 0, decode: int = 1, preemptions: int = 0, resumed: int = 0, running: int = 1,
              waiting: int = 0, prepare: float = 0.0, after: float = 0.0, busy_by_rank: dict | None = None,
-             num_reqs: int | None = None) -> None:
+             num_reqs: int | None = None, idle_unknown: bool = False) -> None:
         """The forward at [fwd_start, fwd_start + busy]; ``causes``: idle before it, in ms (they add up to
-        the time since the previous forward ended, which the caller keeps consistent)."""
+        the time since the previous forward ended, which the caller keeps consistent); ``idle_unknown``: no
+        execution was recorded before this one (sampling), so its idle is not measured."""
         causes = causes or {}
         self.add(ENGINE, Span.STEP, fwd_start - prepare - 0.01, fwd_start + busy + after, step,
                  **{Attr.NUM_REQS: decode + (1 if prefill else 0) if num_reqs is None else num_reqs,
@@ -53,7 +54,9 @@ class Run:
             b = (busy_by_rank or {}).get(rank, busy)
             args = {Attr.DEVICE_BUSY: b / 1e3}
             prev = self.last_fwd_end.get(rank)
-            if prev is not None:
+            if idle_unknown:
+                args.update({Attr.DEVICE_IDLE: 0.0, Attr.DEVICE_IDLE_UNKNOWN: True})
+            elif prev is not None:
                 args.update({Attr.DEVICE_IDLE: sum(causes.values()) / 1e3, Attr.DEVICE_IDLE_START: ns(prev),
                              Attr.DEVICE_IDLE_END: ns(fwd_start)})
                 for c, v in causes.items():

@@ -147,3 +147,22 @@ def test_no_device_attributes_says_so():
 
 def test_causes_are_the_vocabulary_s():
     assert set(idle.TITLES) == set(IDLE_CAUSES)
+
+
+def test_sampled_pairs_busy_share_from_measured_steps_only():
+    """A sampled run (VLLM_W2EXT_SAMPLE): pairs of recorded steps with unrecorded steps between; the first
+    of each pair has no measured idle. The busy share over what was measured: the run's first forward (as in
+    any run) and each pair's second step with the idle before it, (2 + 5 x 2) / (2 + 5 x (2 + 6)) = 28.6 %;
+    counting the pairs' first steps' busy time with no idle would say (2 + 4 x 2 + 5 x 2) / (20 + 30) = 40 %."""
+    run = Run()
+    run.generate(0, 200)
+    t = 2.0
+    for pair in range(5):
+        step = 1 + 16 * pair
+        run.step(step, t, 2, idle_unknown=pair > 0)
+        t += 2 + 6
+        run.step(step + 1, t, 2, {"schedule": 6})
+        t += 2 + 30                 # unrecorded steps in between
+    d = _result(run)["devices"][0]
+    assert d["busy_share_of_stepping"] == pytest.approx(12 / 42)
+    assert d["steps"] == 10 and d["steps_idle_unmeasured"] == 4

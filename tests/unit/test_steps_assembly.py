@@ -221,7 +221,7 @@ def test_cpu_build_no_idle_measured_across_a_pause():
                   execute(2, 10_000_000_015, 10_000_000_110, s2, 10_000_000_012, prev_end=0)])
     a = next(r for r in out if r.step == 2 and r.name == Span.WORKER_EXECUTE).attrs
     assert a[Attr.DEVICE_IDLE] == 0.0 and Attr.DEVICE_IDLE_CAUSE not in a and Attr.GAP_CPU not in a
-    assert a[Attr.DEVICE_BUSY] == 80e-9
+    assert a[Attr.DEVICE_BUSY] == 80e-9 and a[Attr.DEVICE_IDLE_UNKNOWN] is True    # not measured, not zero
 
 
 def test_gpu_no_idle_measured_across_a_pause():
@@ -237,3 +237,4 @@ def test_gpu_no_idle_measured_across_a_pause():
     a = next(r for r in out if r.step == 2).attrs
     assert a[Attr.DEVICE_IDLE] == 0.0 and Attr.DEVICE_IDLE_CAUSE not in a and Attr.GAP_CPU not in a
     assert a[Attr.DEVICE_BUSY] == 8e-8 and a[Attr.DEVICE_CLOCK] == "cuda_events"
+    assert a[Attr.DEVICE_IDLE_UNKNOWN] is True

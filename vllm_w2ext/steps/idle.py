@@ -170,7 +170,7 @@ class DeviceIdle:
         prev, self.last_forward = self.last_forward, ex
         busy = (ex.forward_end - ex.forward_start) / 1e9
         if prev is None or prev is ex or ex.first:
-            self._set(ex, busy, 0, 0, {}, cuda=False)
+            self._set(ex, busy, 0, 0, {}, cuda=False, unknown=prev is not ex)
             return
         a, b = prev.forward_end, ex.forward_start
         self._set(ex, busy, a, b, attribute(a, b, segments(ex, prev, cuda=False)), cuda=False)
@@ -183,10 +183,11 @@ class DeviceIdle:
         b = sample.launch_ns
         a = b - idle_ns
         causes = attribute(a, b, segments(ex, self.runs.get(sample.step - 1), cuda=True)) if idle_ns > 0 else {}
-        self._set(ex, sample.busy_s, a, b, causes, cuda=True)
+        self._set(ex, sample.busy_s, a, b, causes, cuda=True, unknown=ex.first)
 
     @staticmethod
-    def _set(ex: Execution, busy_s: float, a: int, b: int, causes: dict[str, int], cuda: bool) -> None:
+    def _set(ex: Execution, busy_s: float, a: int, b: int, causes: dict[str, int], cuda: bool,
+             unknown: bool = False) -> None:
         r = ex.span
         if r is None or ex.done:
             return
@@ -196,6 +197,8 @@ class DeviceIdle:
         attrs[Attr.DEVICE_BUSY] = busy_s
         attrs[Attr.DEVICE_IDLE] = idle
         attrs[Attr.DEVICE_CLOCK] = "cuda_events" if cuda else "forward_spans"
+        if unknown:
+            attrs[Attr.DEVICE_IDLE_UNKNOWN] = True
         if causes:
             attrs[Attr.DEVICE_IDLE_START], attrs[Attr.DEVICE_IDLE_END] = a, b
             for cause, ns in causes.items():

@@ -102,7 +102,8 @@ INSTRUMENTS: tuple[Instrument, ...] = (
        "GPU busy fraction over the last 10 s", when=CUDA),
     # -- the device timeline (GPU: CUDA events; CPU build: the forwards) ------------------------------
     _i("device_busy", COUNTER, "vllm_w2ext_device_busy_seconds", "vllm_w2ext.device.busy", S,
-       "Device time inside forwards (GPU: CUDA events; CPU build: the forward)"),
+       "Device time inside forwards with a measured idle before them (GPU: CUDA events; CPU build: the "
+       "forward); forwards after unrecorded steps are left out, as their idle is"),
     _i("device_idle", COUNTER, "vllm_w2ext_device_idle_seconds", "vllm_w2ext.device.idle", S,
        "Device idle between two forwards, by cause (what the critical path was doing)", ("cause",),
        exemplars=True),

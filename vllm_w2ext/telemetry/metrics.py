@@ -245,8 +245,8 @@ class StepMetrics:
                 if v:
                     self.gap_part.inc(lab + (part,), v)
         busy = a.get(Attr.DEVICE_BUSY)
-        if busy is None:
-            return
+        if busy is None or a.get(Attr.DEVICE_IDLE_UNKNOWN):   # no idle measured before it: busy alone
+            return                                            # would bias every busy / (busy + idle)
         idle = a.get(Attr.DEVICE_IDLE, 0.0)
         self.device_busy.inc(lab, busy)
         self.device_idle_h.observe(lab, idle, ids)

@@ -28,6 +28,7 @@ SUGGEST_SHARE = 0.05        # a cause costing less than this share of the wall t
 class DeviceIdle:
     device: tuple[str, str]
     steps: int = 0
+    unmeasured: int = 0                   # steps whose idle before them was not measured (after unrecorded ones)
     busy_s: float = 0.0
     stepping_idle_s: float = 0.0          # between its first and last forward
     head: dict[str, float] = field(default_factory=dict)     # wall start -> first forward, by cause
@@ -127,6 +128,9 @@ def device_idle(tl: Timeline, device: tuple[str, str]) -> DeviceIdle:
     tops: dict[str, list] = {}
     for i, ex in enumerate(exs):
         d.steps += 1
+        if i > 0 and not ex.idle_known:   # steps ran unrecorded before it (sampling, a pause): its idle is
+            d.unmeasured += 1             # unknown, and its busy time alone would inflate the busy share
+            continue
         d.busy_s += ex.busy_s or 0.0
         if i == 0:            # idle before the first forward of the window is the head's
             continue

@@ -55,6 +55,7 @@ class Execution:
     idle_end_ns: int | None
     fwd_start: int = 0              # the forward on the wall clock (estimated where not recorded)
     fwd_end: int = 0
+    idle_known: bool = True         # False: no execution was recorded before it (vllm.device.idle_unknown)
 
     @property
     def device(self) -> tuple[str, str]:
@@ -121,7 +122,8 @@ def _execution(s: Slice, proc: Process, engine: str, rank: str, forward: Slice |
     causes = {c: v for c, v in causes.items() if v > 0}
     ex = Execution(s.step, engine, rank, proc.pid, s, None if busy is None else float(busy),
                    float(_num(a, Attr.DEVICE_IDLE, 0.0)), causes,
-                   _num(a, Attr.DEVICE_IDLE_START), _num(a, Attr.DEVICE_IDLE_END))
+                   _num(a, Attr.DEVICE_IDLE_START), _num(a, Attr.DEVICE_IDLE_END),
+                   idle_known=not a.get(Attr.DEVICE_IDLE_UNKNOWN))
     busy_ns = int((ex.busy_s or 0.0) * 1e9)
     if ex.idle_end_ns is not None:
         ex.fwd_start = int(ex.idle_end_ns)
