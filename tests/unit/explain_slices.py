@@ -39,7 +39,7 @@ class Run:
     def step(self, step: int, fwd_start: float, busy: float, causes: dict[str, float] | None = None,
              prefill: int = 0, decode: int = 1, preemptions: int = 0, resumed: int = 0, running: int = 1,
              waiting: int = 0, prepare: float = 0.0, after: float = 0.0, busy_by_rank: dict | None = None,
-             num_reqs: int | None = None, idle_unknown: bool = False) -> None:
+             num_reqs: int | None = None, idle_unknown: bool = False, engine_args: dict | None = None) -> None:
         """The forward at [fwd_start, fwd_start + busy]; ``causes``: idle before it, in ms (they add up to
         the time since the previous forward ended, which the caller keeps consistent); ``idle_unknown``: no
         execution was recorded before this one (sampling), so its idle is not measured."""
@@ -49,7 +49,7 @@ class Run:
                     Attr.PREFILL_TOKENS: prefill,
                     Attr.DECODE_TOKENS: decode, Attr.PREEMPTIONS: preemptions,
                     Attr.BATCH_RESUMED_TOKENS: resumed, Attr.RUNNING: running, Attr.WAITING: waiting,
-                    Attr.MODEL_EXECUTED: True})
+                    Attr.MODEL_EXECUTED: True, **(engine_args or {})})
         for rank in self.workers:
             b = (busy_by_rank or {}).get(rank, busy)
             args = {Attr.DEVICE_BUSY: b / 1e3}

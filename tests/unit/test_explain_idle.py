@@ -8,7 +8,7 @@ from explain_slices import Run, steady
 
 from vllm_w2ext.analysis.explain import idle
 from vllm_w2ext.analysis.explain.report import explain
-from vllm_w2ext.vocab import FRONT, IDLE_CAUSES, Span
+from vllm_w2ext.vocab import FRONT, IDLE_CAUSES, Attr, Span
 
 
 def _result(run: Run) -> dict:
@@ -166,3 +166,27 @@ def test_sampled_pairs_busy_share_from_measured_steps_only():
     d = _result(run)["devices"][0]
     assert d["busy_share_of_stepping"] == pytest.approx(12 / 42)
     assert d["steps"] == 10 and d["steps_idle_unmeasured"] == 4
+
+
+def test_sampled_run_scales_the_time_between_forwards_to_every_step():
+    """The same pairs as above, now with their step spans saying the run was sampled (N = 16) and how many
+    steps ran unrecorded between them (14 each): 66 executed steps, 6 forwards counted (the first and the
+    pairs' second steps), so the 30 ms of scheduler idle measured stand for 30 x 66 / 6 = 330 ms."""
+    run = Run()
+    run.generate(0, 200)
+    t = 2.0
+    for pair in range(5):
+        step = 1 + 16 * pair
+        sampled = {Attr.SAMPLE_EVERY: 16}
+        run.step(step, t, 2, idle_unknown=pair > 0, engine_args={
+            **sampled, **({Attr.SKIPPED_STEPS: 14, Attr.SKIPPED_IDLE_STEPS: 0} if pair else {})})
+        t += 2 + 6
+        run.step(step + 1, t, 2, {"schedule": 6}, engine_args=sampled)
+        t += 2 + 30
+    r = _result(run)
+    d = r["devices"][0]
+    assert (d["run_steps"], d["scale"]) == (66, 11.0)
+    assert d["busy_share_of_stepping"] == pytest.approx(12 / 42)            # a ratio: unchanged by the scale
+    f = _by_id(r)["device_idle.schedule"]
+    assert f["seconds"] == pytest.approx(0.330) and f["evidence"]["scale"] == 11.0
+    assert "scaled x11.0 to the run's 66 steps" in f["evidence"]["text"]

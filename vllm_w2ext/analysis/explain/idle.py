@@ -9,6 +9,9 @@
 - The head (wall start -> the device's first forward) and the tail (its last forward -> wall end) are
   idle too, see head() and tail(); a run that ends late because the front end is still processing
   outputs shows as ``frontend`` in the tail.
+- A sampled run (``VLLM_W2EXT_SAMPLE``) measured the idle before a head-sampled subset of its forwards:
+  what lies between forwards (busy and idle, by cause) is scaled up by the run's executed steps over the
+  forwards counted (``scale``); the head, the tail and the per-step evidence are as measured.
 
 Every figure is per device (engine, rank); a finding's seconds are the mean over devices."""
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from vllm_w2ext.analysis.explain.findings import Finding, secs
 from vllm_w2ext.analysis.explain.intervals import Union
 from vllm_w2ext.analysis.explain.timeline import Execution, Timeline, device_label
-from vllm_w2ext.vocab import IDLE_CAUSES, Span
+from vllm_w2ext.vocab import IDLE_CAUSES, Attr, Span
 
 TOP_STEPS = 5
 SUGGEST_SHARE = 0.05        # a cause costing less than this share of the wall time gets no suggestion
@@ -29,6 +32,8 @@ class DeviceIdle:
     device: tuple[str, str]
     steps: int = 0
     unmeasured: int = 0                   # steps whose idle before them was not measured (after unrecorded ones)
+    run_steps: int = 0                    # the engine's executed steps, counted ones included (sampled runs)
+    scale: float = 1.0                    # run_steps / forwards counted here (sampled runs; else 1)
     busy_s: float = 0.0
     stepping_idle_s: float = 0.0          # between its first and last forward
     head: dict[str, float] = field(default_factory=dict)     # wall start -> first forward, by cause
@@ -145,6 +150,7 @@ def device_idle(tl: Timeline, device: tuple[str, str]) -> DeviceIdle:
                 tops.setdefault(c, []).append((v, ex))
                 d.steps_with[c] = d.steps_with.get(c, 0) + 1
     steps = tl.engine_steps.get(device[0], [])
+    _scale_sampled(d, steps)
     first, last = exs[0], exs[-1]
     eng_lo = steps[0].start_ns if steps else first.slice.start_ns
     eng_hi = steps[-1].end_ns if steps else last.slice.end_ns
@@ -160,6 +166,25 @@ def device_idle(tl: Timeline, device: tuple[str, str]) -> DeviceIdle:
                 tops.setdefault(c, []).append((v, ex))
     d.top = {c: sorted(v, key=lambda x: -x[0])[:TOP_STEPS] for c, v in tops.items()}
     return d
+
+
+def _scale_sampled(d: DeviceIdle, steps: list) -> None:
+    """A sampled run: scale what lies between forwards (busy, idle by cause) from the forwards counted to
+    every executed step of the engine (recorded or only counted, ``vllm_w2ext.sample.*`` on the step spans).
+    The measured forwards are a head sample (2 steps in every N), so the estimate is unbiased for the steady
+    state; the steps recorded for request changes are mostly first steps of a pair, not counted here."""
+    if not any(s.args.get(Attr.SAMPLE_EVERY) for s in steps):
+        return
+    run_steps = sum(1 for s in steps if s.args.get(Attr.MODEL_EXECUTED)) + \
+        sum(int(s.args.get(Attr.SKIPPED_STEPS) or 0) for s in steps)
+    counted = d.steps - d.unmeasured
+    if counted <= 0 or run_steps <= counted:
+        return
+    d.run_steps, d.scale = run_steps, run_steps / counted
+    d.busy_s *= d.scale
+    d.stepping_idle_s *= d.scale
+    for c in d.stepping_by_cause:
+        d.stepping_by_cause[c] *= d.scale
 
 
 def all_devices(tl: Timeline) -> dict[tuple[str, str], DeviceIdle]:
@@ -229,8 +254,16 @@ def findings(tl: Timeline, idle: dict) -> list[Finding]:
               "top_steps": [{"step": ex.step, "seconds": round(v, 6), "device": device_label(dev), "pid": ex.pid}
                             for v, ex, dev in top]}
         stepping = s - ev["head_s"] - ev["tail_s"]
+        scale = sum(d.scale for d in idle.values()) / n
         parts = []
-        if stepping > 0:
+        if stepping > 0 and scale > 1:
+            measured = stepping / scale
+            parts.append(f"{secs(stepping)} estimated between forwards: {secs(measured)} in {n_steps} of the "
+                         f"{steps_seen} recorded steps' idle windows"
+                         + (f" ({secs(measured * n / n_steps)} each)" if n_steps else "")
+                         + f", scaled x{scale:.1f} to the run's {sum(d.run_steps for d in idle.values()) // n} steps")
+            ev["scale"] = round(scale, 4)
+        elif stepping > 0:
             parts.append(f"{secs(stepping)} in {n_steps} of {steps_seen} steps' idle windows"
                          + (f" ({secs(stepping * n / n_steps)} each)" if n_steps else ""))
         if ev["head_s"] > 0:

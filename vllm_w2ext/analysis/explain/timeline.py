@@ -215,8 +215,9 @@ def _sampling_note(tl: Timeline) -> str:
         return ""
     skipped = sum(_num(s.args, Attr.SKIPPED_STEPS, 0) + _num(s.args, Attr.SKIPPED_IDLE_STEPS, 0) for s in steps)
     return (f"sampled run (VLLM_W2EXT_SAMPLE={every}): {len(steps)} of {len(steps) + skipped} engine steps recorded "
-            "(pairs of steps, and every step that changed a request); device idle, scheduler gaps and their "
-            "seconds are those of the recorded steps, not scaled up; the requests' figures are complete")
+            "(pairs of steps, and every step that changed a request); the device's time between forwards "
+            "(busy and idle by cause) is scaled up from the forwards whose idle was measured (each device's "
+            "`scale`), the head and tail are as measured, the requests' figures are complete")
 
 
 def span_files(path: str) -> list[str]:
