@@ -97,3 +97,5 @@ def test_explain_says_what_it_saw(sampled_run):
     assert out["requests"]["finished"] == RUNS
     dev = out["devices"][0]                                        # pairs' first steps out of the busy share
     assert dev["steps_idle_unmeasured"] >= RUNS * TOKENS // EVERY - 2 * RUNS
+    assert dev["run_steps"] == RUNS * TOKENS                       # every executed step, counted ones included
+    assert dev["scale"] == pytest.approx(RUNS * TOKENS / (dev["steps"] - dev["steps_idle_unmeasured"]), abs=1e-4)
