@@ -74,7 +74,7 @@ class HookObserver:
         if r is None:
             return None
         state = r.enter(obj, args, kwargs)
-        return (r, state) if state is not SKIP and state is not None and r.post is not None else None
+        return (r, state) if state is not SKIP and r.post is not None else None
 
     def on_end(self, point, token, result, error):
         if token is not None:

@@ -21,7 +21,9 @@ from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.telemetry import selfcost
 
 log = logging.getLogger("vllm_w2ext")
-SKIP = object()                   # enter's result when post must not run (hook off or pre failed)
+# enter's result when post must not run: the hook is off, pre failed, or pre recorded nothing (returned None,
+# the same signal, so every driver tests one value)
+SKIP = None
 _randrange = random.Random().randrange
 _cpu = time.thread_time_ns
 _wall = time.perf_counter_ns
@@ -49,7 +51,7 @@ def injected(name: str, fault: str) -> bool:
 
 
 class HookRunner:
-    __slots__ = ("spec", "pre", "post", "active", "calls", "next_at", "weight", "timed_call", "timed_weight")
+    __slots__ = ("spec", "pre", "post", "active", "calls", "next_at", "timed_call", "timed_weight")
 
     def __init__(self, spec: Hook, fault: str = ""):
         self.spec = spec
@@ -57,8 +59,8 @@ class HookRunner:
         self.post = spec.post
         self.active = True
         self.calls = 0
-        self.next_at = self.weight = _gap()     # the next timed call, and the calls it will stand for
-        self.timed_call = self.timed_weight = 0
+        self.next_at = _gap()                   # the next timed call
+        self.timed_call = self.timed_weight = 0  # the last timed call, and the calls it stands for (the gap to it)
 
     def _raise(self, instance, args, kwargs):
         raise InjectedFault(f"injected fault in {self.spec.name}")
@@ -91,9 +93,8 @@ class HookRunner:
             except Exception as e:
                 self.fail(e)
                 return SKIP
-        self.timed_call, self.timed_weight = n, self.weight
-        self.weight = g = _gap()
-        self.next_at = n + g
+        self.timed_call, self.timed_weight = n, n - self.timed_call
+        self.next_at = n + _gap()
         c0, w0 = _cpu(), _wall()
         try:
             return self.pre(instance, args, kwargs)
@@ -138,7 +139,7 @@ class HookRunner:
             except Exception as e:
                 runner.fail(e)
                 return fn(instance, *args, **kwargs)
-            if state is None or post is None:   # None: pre recorded nothing, so there is nothing to close
+            if state is SKIP or post is None:   # pre recorded nothing, so there is nothing to close
                 return fn(instance, *args, **kwargs)
             try:
                 result = fn(instance, *args, **kwargs)
@@ -161,7 +162,7 @@ class HookRunner:
     def _timed(self, fn, instance, args, kwargs):
         self.calls -= 1                       # enter() counts this call again
         state = self.enter(instance, args, kwargs)
-        if state is SKIP or state is None or self.post is None:
+        if state is SKIP or self.post is None:
             return fn(instance, *args, **kwargs)
         try:
             result = fn(instance, *args, **kwargs)
@@ -177,7 +178,7 @@ class HookRunner:
 
     async def _run_async(self, wrapped, instance, args, kwargs):
         state = self.enter(instance, args, kwargs)
-        if state is SKIP or state is None or self.post is None:
+        if state is SKIP or self.post is None:
             return await wrapped(*args, **kwargs)
         try:
             result = await wrapped(*args, **kwargs)
