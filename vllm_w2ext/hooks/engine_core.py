@@ -15,7 +15,7 @@ from concurrent.futures import Future
 
 from vllm_w2ext import config
 from vllm_w2ext.hooks.spec import Hook
-from vllm_w2ext.steps.facts import STAMP_STEP, read_step
+from vllm_w2ext.steps.facts import SAMPLE_PAIR, STAMP_STEP, read_step
 from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.pipeline import recorder
 from vllm_w2ext.telemetry.recording import new_span_id, new_trace_id
@@ -63,7 +63,13 @@ S = _State()
 # Every step it does not record is still counted (steps.facts.SkippedSteps on the next recorded step).
 
 def _light(n: int, every: int) -> bool:
-    return every > 2 and n % every > 1
+    return every > SAMPLE_PAIR and n % every >= SAMPLE_PAIR       # steps.facts.sampled, inlined: every step
+
+
+def _read_facts(so) -> tuple:
+    """The StepFacts of a scheduled batch (``read_step`` with the scheduler's state)."""
+    sched = S.sched
+    return read_step(so, sched.requests, len(sched.running), len(sched.waiting), S.all_links)
 
 
 def _changes_requests(so) -> bool:
@@ -120,8 +126,7 @@ def _step_post(r, result, error):
                 return
             r = _record_light_step()               # a request finished in it: recorded after all
             if so is not None:
-                sched = S.sched
-                S.facts = read_step(so, sched.requests, len(sched.running), len(sched.waiting), S.all_links)
+                S.facts = _read_facts(so)
         else:                                      # upgraded at scheduling
             r = S.current
     executed = bool(result[1]) if result is not None else False
@@ -161,8 +166,7 @@ def _schedule_post(t0, so, error):
         return
     setattr(so, STAMP, (step[TRACE_ID], step[SPAN_ID], S.step, iv[IV_START], iv[IV_END], *S.last_update,   # Stamp
                         S.prev_step_end, step[START], S.pending))
-    sched = S.sched
-    S.facts = read_step(so, sched.requests, len(sched.running), len(sched.waiting), S.all_links)
+    S.facts = _read_facts(so)
 
 
 def _update_pre(sched, args, kwargs):

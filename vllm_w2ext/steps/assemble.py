@@ -7,7 +7,7 @@ attributes and links, and each finished request becomes an ``engine.request`` sp
 process (or on the export thread with ``VLLM_W2EXT_EXPORT_PROCESS=off``), never on vLLM's threads."""
 from __future__ import annotations
 
-from vllm_w2ext.steps.facts import NO_SKIPPED, StepRecord, execution_record, step_record
+from vllm_w2ext.steps.facts import NO_SKIPPED, StepRecord, execution_record, sampled, step_record
 from vllm_w2ext.steps.gaps import gap_attrs
 from vllm_w2ext.steps.idle import DeviceIdle
 from vllm_w2ext.steps.requests import RequestIndex
@@ -51,7 +51,7 @@ class Assembler:
             attrs.update({Attr.SKIPPED_STEPS: skipped.executed, Attr.SKIPPED_IDLE_STEPS: skipped.idle,
                           Attr.SKIPPED_DECODE_TOKENS: skipped.decode_tokens})
             self.index.scheduled_steps += skipped.executed      # decode-only steps: no request changed in them
-        if self.sample_every > 2:
+        if sampled(self.sample_every):
             attrs[Attr.SAMPLE_EVERY] = self.sample_every
         f = d.facts
         if f is not None:

@@ -127,6 +127,14 @@ def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool) -> tupl
             tuple(first), tuple(nst) if all_ids else None, running, waiting)
 
 
+SAMPLE_PAIR = 2      # VLLM_W2EXT_SAMPLE=N records this many consecutive steps in every N (N <= 2: every step)
+
+
+def sampled(every: int) -> bool:
+    """Does VLLM_W2EXT_SAMPLE=every leave steps unrecorded?"""
+    return every > SAMPLE_PAIR
+
+
 class SkippedSteps(NamedTuple):
     """Steps the EngineCore only counted (``VLLM_W2EXT_SAMPLE``) since the previous recorded step. They
     scheduled decode tokens only (a step with prefill tokens or request changes is recorded)."""
