@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from vllm_w2ext.analysis.explain.findings import Finding, secs
 from vllm_w2ext.analysis.explain.intervals import Union
 from vllm_w2ext.analysis.explain.timeline import Execution, Timeline, device_label
-from vllm_w2ext.vocab import IDLE_CAUSES, Attr, Span
+from vllm_w2ext.vocab import IDLE_CAUSES, Span
 
 TOP_STEPS = 5
 SUGGEST_SHARE = 0.05        # a cause costing less than this share of the wall time gets no suggestion
@@ -150,7 +150,8 @@ def device_idle(tl: Timeline, device: tuple[str, str]) -> DeviceIdle:
                 tops.setdefault(c, []).append((v, ex))
                 d.steps_with[c] = d.steps_with.get(c, 0) + 1
     steps = tl.engine_steps.get(device[0], [])
-    _scale_sampled(d, steps)
+    if tl.sampling is not None:
+        _scale_sampled(d, tl.sampling.executed.get(device[0], 0))
     first, last = exs[0], exs[-1]
     eng_lo = steps[0].start_ns if steps else first.slice.start_ns
     eng_hi = steps[-1].end_ns if steps else last.slice.end_ns
@@ -168,15 +169,11 @@ def device_idle(tl: Timeline, device: tuple[str, str]) -> DeviceIdle:
     return d
 
 
-def _scale_sampled(d: DeviceIdle, steps: list) -> None:
+def _scale_sampled(d: DeviceIdle, run_steps: int) -> None:
     """A sampled run: scale what lies between forwards (busy, idle by cause) from the forwards counted to
-    every executed step of the engine (recorded or only counted, ``vllm_w2ext.sample.*`` on the step spans).
+    ``run_steps``, every executed step of the engine (recorded or only counted: ``Timeline.sampling``).
     The measured forwards are a head sample (2 steps in every N), so the estimate is unbiased for the steady
     state; the steps recorded for request changes are mostly first steps of a pair, not counted here."""
-    if not any(s.args.get(Attr.SAMPLE_EVERY) for s in steps):
-        return
-    run_steps = sum(1 for s in steps if s.args.get(Attr.MODEL_EXECUTED)) + \
-        sum(int(s.args.get(Attr.SKIPPED_STEPS) or 0) for s in steps)
     counted = d.steps - d.unmeasured
     if counted <= 0 or run_steps <= counted:
         return
@@ -256,16 +253,16 @@ def findings(tl: Timeline, idle: dict) -> list[Finding]:
         stepping = s - ev["head_s"] - ev["tail_s"]
         scale = sum(d.scale for d in idle.values()) / n
         parts = []
-        if stepping > 0 and scale > 1:
-            measured = stepping / scale
-            parts.append(f"{secs(stepping)} estimated between forwards: {secs(measured)} in {n_steps} of the "
-                         f"{steps_seen} recorded steps' idle windows"
-                         + (f" ({secs(measured * n / n_steps)} each)" if n_steps else "")
-                         + f", scaled x{scale:.1f} to the run's {sum(d.run_steps for d in idle.values()) // n} steps")
-            ev["scale"] = round(scale, 4)
-        elif stepping > 0:
-            parts.append(f"{secs(stepping)} in {n_steps} of {steps_seen} steps' idle windows"
-                         + (f" ({secs(stepping * n / n_steps)} each)" if n_steps else ""))
+        if stepping > 0:
+            measured = stepping / scale                  # scale 1: every step recorded
+            text = (f"{secs(measured)} in {n_steps} of {'the ' if scale > 1 else ''}{steps_seen} "
+                    f"{'recorded ' if scale > 1 else ''}steps' idle windows"
+                    + (f" ({secs(measured * n / n_steps)} each)" if n_steps else ""))
+            if scale > 1:
+                text = (f"{secs(stepping)} estimated between forwards: {text}, scaled x{scale:.1f} to the run's "
+                        f"{sum(d.run_steps for d in idle.values()) // n} steps")
+                ev["scale"] = round(scale, 4)
+            parts.append(text)
         if ev["head_s"] > 0:
             parts.append(f"{secs(ev['head_s'])} before the first forward")
         if ev["tail_s"] > 0:

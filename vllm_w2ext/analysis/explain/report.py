@@ -13,7 +13,8 @@ SCHEDULING = ("schedule", "update_from_output", "engine_loop")
 
 
 def _devices(idle_by_dev: dict) -> list[dict]:
-    return [{"device": device_label(dev), "engine": dev[0], "rank": dev[1], "pid": d.pid, "steps": d.steps, "steps_idle_unmeasured": d.unmeasured,
+    return [{"device": device_label(dev), "engine": dev[0], "rank": dev[1], "pid": d.pid, "steps": d.steps,
+             "steps_idle_unmeasured": d.unmeasured,
              **({"run_steps": d.run_steps, "scale": round(d.scale, 4)} if d.scale != 1.0 else {}),
              "busy_s": round(d.busy_s, 6), "stepping_idle_s": round(d.stepping_idle_s, 6),
              "busy_share_of_stepping": round(d.busy_share, 6), "idle_s": round(d.idle_s, 6)}

@@ -63,6 +63,15 @@ class Execution:
 
 
 @dataclass
+class Sampling:
+    """What a sampled run (``VLLM_W2EXT_SAMPLE``) recorded, from its step spans (``vllm_w2ext.sample.*``)."""
+    every: int                                   # N
+    recorded: int                                # engine steps recorded, every engine
+    steps: int                                   # engine steps run, the ones only counted included
+    executed: dict[str, int] = field(default_factory=dict)   # engine -> steps that ran the model, counted ones too
+
+
+@dataclass
 class Timeline:
     path: str = ""
     processes: list[Process] = field(default_factory=list)
@@ -77,6 +86,7 @@ class Timeline:
     front_busy: Union = field(default_factory=lambda: Union(()))
     front_adds: list[tuple[int, int]] = field(default_factory=list)      # front.add_request intervals
     notes: list[str] = field(default_factory=list)
+    sampling: Sampling | None = None                                      # None: every step recorded
 
     @property
     def wall_s(self) -> float:
@@ -198,23 +208,31 @@ def build(files: list[tuple[Process, list[Slice]]], path: str = "") -> Timeline:
         for v in spans.values():
             v.sort(key=lambda s: s.start_ns)
     tl.front_busy = Union(front_busy)
-    sampled = _sampling_note(tl)
-    if sampled:
-        tl.notes.append(sampled)
+    tl.sampling = _sampling(tl)
+    if tl.sampling is not None:
+        tl.notes.append(_sampling_note(tl.sampling))
     if tl.executions and not tl.has_device_attrs:
         tl.notes.append("the worker spans carry no device attributes (vllm.device.*): a plugin older than "
                         "device-idle attribution wrote this folder; device idle is not broken down by cause")
     return tl
 
 
-def _sampling_note(tl: Timeline) -> str:
-    """What a sampled run (``VLLM_W2EXT_SAMPLE``) recorded: the step spans carry the steps only counted."""
+def _sampling(tl: Timeline) -> Sampling | None:
+    """The step spans of a sampled run carry N and, on each recorded step, the steps only counted before it."""
     steps = [s for ss in tl.engine_steps.values() for s in ss]
     every = max((_num(s.args, Attr.SAMPLE_EVERY, 0) for s in steps), default=0)
     if not every:
-        return ""
-    skipped = sum(_num(s.args, Attr.SKIPPED_STEPS, 0) + _num(s.args, Attr.SKIPPED_IDLE_STEPS, 0) for s in steps)
-    return (f"sampled run (VLLM_W2EXT_SAMPLE={every}): {len(steps)} of {len(steps) + skipped} engine steps recorded "
+        return None
+    smp = Sampling(every, len(steps), len(steps))
+    for engine, ss in tl.engine_steps.items():
+        counted = sum(_num(s.args, Attr.SKIPPED_STEPS, 0) for s in ss)
+        smp.steps += counted + sum(_num(s.args, Attr.SKIPPED_IDLE_STEPS, 0) for s in ss)
+        smp.executed[engine] = counted + sum(1 for s in ss if s.args.get(Attr.MODEL_EXECUTED))
+    return smp
+
+
+def _sampling_note(smp: Sampling) -> str:
+    return (f"sampled run (VLLM_W2EXT_SAMPLE={smp.every}): {smp.recorded} of {smp.steps} engine steps recorded "
             "(pairs of steps, and every step that changed a request); the device's time between forwards "
             "(busy and idle by cause) is scaled up from the forwards whose idle was measured (each device's "
             "`scale`), the head and tail are as measured, the requests' figures are complete")
