@@ -16,7 +16,7 @@ from collections import defaultdict
 import wrapt
 
 from vllm_w2ext.hooks import control, native
-from vllm_w2ext.hooks.runner import HookRunner
+from vllm_w2ext.hooks.runner import GATE, HookRunner
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.hooks.wrapping import attach, detach, is_wrapped, resolve
 
@@ -45,6 +45,7 @@ class Instrumentor:
         from vllm_w2ext.telemetry import selfcost
         selfcost.register(h.name for h in self.hooks)
         self.runners = {h.name: HookRunner(h, fault) for h in self.hooks}
+        GATE.use(self.runners.values())
         self.native = native.install(list(self.runners.values()))
         by_module: dict[str, list[HookRunner]] = defaultdict(list)
         for r in self.runners.values():
@@ -93,7 +94,7 @@ class Instrumentor:
             from vllm_w2ext.hooks import worker
             worker.forget_previous_step()
         for r in self.runners.values():
-            r.active = on
+            r.pause(on)
         return sum(r.calls for r in self.runners.values())
 
     def uninstrument(self) -> None:

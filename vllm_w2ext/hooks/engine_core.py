@@ -14,8 +14,9 @@ import time
 from concurrent.futures import Future
 
 from vllm_w2ext import config
+from vllm_w2ext.hooks.runner import GATE
 from vllm_w2ext.hooks.spec import Hook
-from vllm_w2ext.steps.facts import SAMPLE_PAIR, STAMP_STEP, read_step
+from vllm_w2ext.steps.facts import STAMP_STEP, read_step, sampled_out
 from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.pipeline import recorder
 from vllm_w2ext.telemetry.recording import new_span_id, new_trace_id
@@ -61,10 +62,8 @@ S = _State()
 # every arrival, first token, preemption and finish): upgraded at scheduling when the batch has one,
 # or, when a request finishes in its update_from_output, recorded at its end without batch facts.
 # Every step it does not record is still counted (steps.facts.SkippedSteps on the next recorded step).
-
-def _light(n: int, every: int) -> bool:
-    return every > SAMPLE_PAIR and n % every >= SAMPLE_PAIR       # steps.facts.sampled, inlined: every step
-
+# While a light step runs, the hooks that would only find it unrecorded are switched off (runner.GATE,
+# the ``recorded_only`` hooks: update_from_output, the executor's and, in this process, the worker's).
 
 def _read_facts(so) -> tuple:
     """The StepFacts of a scheduled batch (``read_step`` with the scheduler's state)."""
@@ -90,6 +89,8 @@ def _record_light_step() -> list:
     """The light step being recorded after all: its range opened back at its start (off the thread's
     stack: nothing was nested in it)."""
     S.light = False
+    if GATE.shut:
+        GATE.open()
     return open_range(Span.STEP, ENGINE, new_trace_id(), new_span_id(), 0, S.t0, S.step, None, False)
 
 
@@ -104,12 +105,16 @@ def _step_pre(core, args, kwargs):
         S.identity_done = True
     S.step = n = S.step + 1
     S.facts = None
-    if _light(n, S.sample):
+    if sampled_out(n, S.sample):
+        if not GATE.shut:
+            GATE.close()
         S.light = True
         S.current = None
         S.light_so = None
         S.t0 = _now()
         return LIGHT
+    if GATE.shut:
+        GATE.open()
     S.light = False
     r = S.current = recorder().begin(Span.STEP, ENGINE, step=n)
     return r
@@ -227,11 +232,11 @@ HOOKS: list[Hook] = [
     Hook("engine.schedule", "vllm.v1.core.sched.scheduler", "Scheduler.schedule", _schedule_pre,
          _schedule_post, ENGINE, "scheduling; stamps the SchedulerOutput with the step context"),
     Hook("engine.update_from_output", "vllm.v1.core.sched.scheduler", "Scheduler.update_from_output",
-         _update_pre, _update_post, ENGINE, "turn model output into EngineCoreOutputs"),
+         _update_pre, _update_post, ENGINE, "turn model output into EngineCoreOutputs", recorded_only=True),
     Hook("engine.free_request", "vllm.v1.core.sched.scheduler", "Scheduler._free_request",
          _free_request_pre, None, ENGINE, "request finished: closes its engine-side summary span"),
 ] + [
     Hook(f"engine.{m}.{cls}", mod, f"{cls}.{m}", _executor_pre(span, span == Span.EXECUTE), _executor_post, ENGINE,
-         f"{cls}: dispatch until the output future resolves")
+         f"{cls}: dispatch until the output future resolves", recorded_only=True)
     for mod, cls in _EXEC_MODULES for m, span in (("execute_model", Span.EXECUTE), ("sample_tokens", Span.SAMPLE))
 ]

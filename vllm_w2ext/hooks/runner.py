@@ -3,12 +3,16 @@
 Every way a hook is driven goes through :class:`HookRunner`: ``bind`` (a plain function set in place of
 a sync method) and ``async_`` (a wrapt wrapper of a coroutine method), both attached by ``wrapping.py``,
 and ``enter``/``exit`` from vLLM's native step observers (``native.py``). ``pre`` returning None means it
-recorded nothing: ``post`` is not called (the cheap way out of a call that is not recorded). A fault inside ``pre``/``post`` disables that hook (counted, one log line) and never
-reaches the request; ``VLLM_W2EXT_FAULT_INJECT`` makes chosen hooks raise (tests). One call in
+recorded nothing: ``post`` is not called (the cheap way out of a call that is not recorded). A fault inside
+``pre``/``post`` disables that hook (counted, one log line) and never reaches the request; ``VLLM_W2EXT_FAULT_INJECT`` makes chosen hooks raise (tests). One call in
 ``selfcost.SAMPLE_EVERY`` on average is timed (thread CPU and wall time of pre + post), async hooks included,
 at random gaps (1 to 2N-1 calls; each sample weighs the gap before it): a fixed period would alias with
 anything periodic in the calls (``VLLM_W2EXT_SAMPLE`` records 2 steps in every N, and a timed call every
 64th would always land on a recorded step).
+
+A runner is ``active`` unless its hook failed, is paused (``Instrumentor.set_active``) or is gated
+(``StepGate``: a ``recorded_only`` hook while the EngineCore runs a step it does not record); the hot path
+reads that one flag.
 """
 from __future__ import annotations
 
@@ -51,19 +55,32 @@ def injected(name: str, fault: str) -> bool:
 
 
 class HookRunner:
-    __slots__ = ("spec", "pre", "post", "active", "calls", "next_at", "timed_call", "timed_weight")
+    __slots__ = ("spec", "pre", "post", "active", "failed", "paused", "gated", "calls", "next_at", "timed_call",
+                 "timed_weight")
 
     def __init__(self, spec: Hook, fault: str = ""):
         self.spec = spec
         self.pre = self._raise if injected(spec.name, fault) else spec.pre
         self.post = spec.post
-        self.active = True
+        self.active = True                      # = not (failed or paused or gated): the one flag the hot path reads
+        self.failed = self.paused = self.gated = False
         self.calls = 0
         self.next_at = _gap()                   # the next timed call
         self.timed_call = self.timed_weight = 0  # the last timed call, and the calls it stands for (the gap to it)
 
     def _raise(self, instance, args, kwargs):
         raise InjectedFault(f"injected fault in {self.spec.name}")
+
+    def _set(self, failed: bool, paused: bool, gated: bool) -> None:
+        self.failed, self.paused, self.gated = failed, paused, gated
+        self.active = not (failed or paused or gated)
+
+    def pause(self, on: bool) -> None:
+        """Pause (``on`` False) or resume; resuming also re-enables a hook a fault switched off."""
+        self._set(self.failed and not on, not on, self.gated)
+
+    def gate(self, shut: bool) -> None:
+        self._set(self.failed, self.paused, shut)
 
     def fail(self, exc: BaseException) -> None:
         """A fault inside the plugin: count it, switch this hook off, say so once."""
@@ -75,8 +92,8 @@ class HookRunner:
             pipeline.get()
         except Exception:  # pragma: no cover - reporting must not raise either
             pass
-        if self.active:
-            self.active = False
+        if not self.failed:
+            self._set(True, self.paused, self.gated)
             s = self.spec
             log.error("vllm_w2ext: hook %s (%s.%s) raised %r and is now disabled; vLLM continues "
                       "without it", s.name, s.module, s.target, exc)
@@ -187,3 +204,41 @@ class HookRunner:
             raise
         self.exit(state, result, None)
         return result
+
+
+class StepGate:
+    """Switches the ``recorded_only`` hooks off while the EngineCore runs a step it does not record
+    (``VLLM_W2EXT_SAMPLE``; ``hooks.engine_core`` shuts and opens it), in the EngineCore's process: there vLLM
+    then calls those methods through one attribute test instead of their ``pre``, which would only find the
+    step unrecorded (the worker at TP=1 on the GPU runs in that process). Workers in processes of their own
+    keep it open and tell from the missing stamp. ``on_shut`` callbacks run once per shut: what a gated
+    ``pre`` would have done on the first unrecorded step (the worker forgets its last execution)."""
+
+    def __init__(self) -> None:
+        self.runners: list[HookRunner] = []
+        self.shut = False
+        self._on_shut: list = []
+
+    def use(self, runners) -> None:
+        """The runners of this process's instrumentation (the gated ones kept), the gate open."""
+        self.runners = [r for r in runners if r.spec.recorded_only]
+        self.shut = False
+
+    def on_shut(self, fn) -> None:
+        if fn not in self._on_shut:
+            self._on_shut.append(fn)
+
+    def close(self) -> None:
+        self.shut = True
+        for r in self.runners:
+            r.gate(True)
+        for fn in self._on_shut:
+            fn()
+
+    def open(self) -> None:
+        self.shut = False
+        for r in self.runners:
+            r.gate(False)
+
+
+GATE = StepGate()

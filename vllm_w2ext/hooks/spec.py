@@ -1,7 +1,8 @@
 """A hook's spec: which vLLM method it wraps and the two small functions it runs around it.
 
 ``pre(instance, args, kwargs) -> state`` runs before the method, ``post(state, result, error)`` after
-it (``post`` may be None; it does not run when ``pre`` returned None: nothing was recorded). Specs are immutable declarations in the tables of ``front``, ``engine_core``,
+it (``post`` may be None; it does not run when ``pre`` returned None: nothing was recorded).
+Specs are immutable declarations in the tables of ``front``, ``engine_core``,
 ``worker`` and ``lifecycle``; what changes at run time (on/off, calls, faults) lives in the runner."""
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class Hook:
     role: str = ""
     note: str = ""                  # what it is for / which vLLM versions have it
     optional: bool = False          # absent in some supported versions: skip quietly (doctor shows it)
+    recorded_only: bool = False     # records nothing on a step the EngineCore does not record (sampling):
+                                    # switched off while one runs in its process (runner.StepGate)
 
     @property
     def cls_name(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from vllm_w2ext import config
 from vllm_w2ext.hooks.engine_core import DISPATCH, STAMP
 from vllm_w2ext.hooks.gpu_timing import make_timer
+from vllm_w2ext.hooks.runner import GATE
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.steps.facts import STAMP_SPAN_ID, STAMP_STEP, STAMP_TRACE_ID
 from vllm_w2ext.telemetry import identity, pipeline
@@ -41,6 +42,18 @@ def forget_previous_step() -> None:
     S.last_end = 0
     if S.timer is not None:
         S.timer.forget_previous()
+
+
+def _unrecorded_step() -> None:
+    """A step not recorded (sampling, warm-up, dummy runs): the next recorded one has no previous
+    execution to measure its gap or device idle from. Called by ``_execute_pre`` on an unstamped step and,
+    where the EngineCore gates this process's worker hooks off, when it shuts the gate (runner.GATE)."""
+    if S.last is not None:
+        S.last = None
+        forget_previous_step()
+
+
+GATE.on_shut(_unrecorded_step)
 
 
 def _group_rank(getter: str) -> int | None:
@@ -88,10 +101,9 @@ def _poll_device(rec) -> None:
 def _execute_pre(worker, args, kwargs):
     so = args[0] if args else kwargs.get("scheduler_output")
     stamp = getattr(so, STAMP, None)
-    if stamp is None:         # a step not recorded (sampling, warm-up, dummy runs): the next recorded one
-        if S.last is not None:  # has no previous execution to measure its gap or device idle from
-            S.last = None
-            forget_previous_step()
+    if stamp is None:
+        if S.last is not None:
+            _unrecorded_step()
         return None
     _ensure_identity(worker)
     S.last = stamp
@@ -170,13 +182,14 @@ def _profile_pre(worker, args, kwargs):
 
 HOOKS: list[Hook] = [
     Hook("worker.execute_model", "vllm.v1.worker.gpu_worker", "Worker.execute_model", _execute_pre,
-         _execute_post, WORKER, "both runners; CPUWorker inherits it"),
+         _execute_post, WORKER, "both runners; CPUWorker inherits it", recorded_only=True),
     Hook("worker.sample_tokens", "vllm.v1.worker.gpu_worker", "Worker.sample_tokens", _sample_pre, _sample_post,
-         WORKER, "both runners"),
+         WORKER, "both runners", recorded_only=True),
     Hook("worker.profile", "vllm.v1.worker.gpu_worker", "Worker.profile", _profile_pre, None, WORKER,
          "torch profiler start/stop: ranges also become record_function annotations"),
     Hook("worker.forward_v1", "vllm.v1.worker.gpu_model_runner", "GPUModelRunner._model_forward",
-         _forward_pre, _forward_post, WORKER, "V1 runner forward (0.32 CPU)", optional=True),
+         _forward_pre, _forward_post, WORKER, "V1 runner forward (0.32 CPU)", optional=True, recorded_only=True),
     Hook("worker.runner_execute_v2", "vllm.v1.worker.gpu.model_runner", "GPUModelRunner.execute_model",
-         _v2_execute_pre, _runner_execute_post, WORKER, "V2 runner prepare + forward (0.26 H100)", optional=True),
+         _v2_execute_pre, _runner_execute_post, WORKER, "V2 runner prepare + forward (0.26 H100)", optional=True,
+         recorded_only=True),
 ]

@@ -135,6 +135,12 @@ def sampled(every: int) -> bool:
     return every > SAMPLE_PAIR
 
 
+def sampled_out(n: int, every: int) -> bool:
+    """Is the n-th step left unrecorded by VLLM_W2EXT_SAMPLE=every (all but two consecutive in every N)?
+    Runs on every step: the test of ``sampled`` written out."""
+    return every > SAMPLE_PAIR and n % every >= SAMPLE_PAIR
+
+
 class SkippedSteps(NamedTuple):
     """Steps the EngineCore only counted (``VLLM_W2EXT_SAMPLE``) since the previous recorded step. They
     scheduled decode tokens only (a step with prefill tokens or request changes is recorded)."""

@@ -1,0 +1,129 @@
+"""runner.StepGate: with VLLM_W2EXT_SAMPLE the EngineCore switches the ``recorded_only`` hooks off while it
+runs a step it does not record. Driven through real runners bound to stand-ins of vLLM's classes, as
+vLLM's sync step loop with the worker in the EngineCore's process (TP=1 on the GPU) calls them. Known
+answers: which steps reach the gated hooks' pre at all, that the worker records exactly the recorded steps
+and measures a gap only after a recorded predecessor, and that pause, failure and gate stay separate."""
+from types import SimpleNamespace as NS
+
+import pytest
+
+from vllm_w2ext.hooks import engine_core, worker
+from vllm_w2ext.hooks.runner import GATE, HookRunner
+from vllm_w2ext.hooks.spec import Hook
+from vllm_w2ext.steps.facts import STAMP_STEP
+from vllm_w2ext.telemetry.recording import Recorder
+from vllm_w2ext.telemetry.wire import RangeRecord
+from vllm_w2ext.vocab import Span
+
+EVERY = 8
+
+
+def decode_output(rid="a") -> NS:
+    cached = NS(req_ids=[rid], resumed_req_ids=set(), num_output_tokens=[3], num_computed_tokens=[8])
+    return NS(scheduled_new_reqs=[], scheduled_cached_reqs=cached, num_scheduled_tokens={rid: 1},
+              total_num_scheduled_tokens=1, preempted_req_ids=set(), finished_req_ids=set(),
+              scheduled_spec_decode_tokens={})
+
+
+class Scheduler:
+    def __init__(self):
+        self.requests = {"a": NS(num_prompt_tokens=12, trace_headers=None, arrival_time=0.0)}
+        self.running, self.waiting = [], []
+
+    def schedule(self):
+        return decode_output()
+
+    def update_from_output(self, so, out):
+        return {}
+
+
+class Worker:
+    def execute_model(self, so):
+        return None
+
+    def sample_tokens(self, grammar):
+        return "sampled"
+
+
+class Core:
+    def __init__(self, sched, wk):
+        self.scheduler, self.worker = sched, wk
+
+    def step(self):
+        so = self.scheduler.schedule()
+        self.worker.execute_model(so)
+        out = self.worker.sample_tokens(None)
+        return self.scheduler.update_from_output(so, out), True
+
+
+@pytest.fixture
+def loop(monkeypatch):
+    """A Core whose methods go through the runners of the real hook specs, the gate in use."""
+    es, ws = engine_core._State(), worker._State()
+    es.finished, es.identity_done, es.sample = [], True, EVERY
+    ws.identity_done = True
+    rec = Recorder(1 << 16, None)
+    for mod, st in ((engine_core, es), (worker, ws)):
+        monkeypatch.setattr(mod, "S", st)
+        monkeypatch.setattr(mod, "recorder", lambda: rec)
+    specs = {h.name: h for h in engine_core.HOOKS + worker.HOOKS}
+    targets = {"engine.step": (Core, "step"), "engine.schedule": (Scheduler, "schedule"),
+               "engine.update_from_output": (Scheduler, "update_from_output"),
+               "worker.execute_model": (Worker, "execute_model"), "worker.sample_tokens": (Worker, "sample_tokens")}
+    runners = {}
+    for name, (cls, method) in targets.items():
+        runners[name] = r = HookRunner(specs[name])
+        monkeypatch.setattr(cls, method, r.bind(vars(cls)[method]))
+    GATE.use(runners.values())
+    yield Core(Scheduler(), Worker()), runners, rec
+    GATE.use(())
+
+
+def test_gated_hooks_run_only_on_recorded_steps(loop):
+    core, runners, rec = loop
+    for _ in range(40):
+        core.step()
+    recorded = [k for k in range(1, 41) if k % EVERY in (0, 1)]
+    records = rec.take()
+    steps = [RangeRecord._make(r).step for r in records if r[0] == Span.STEP]
+    executions = [RangeRecord._make(r) for r in records if r[0] == Span.WORKER_EXECUTE]
+    assert steps == recorded
+    assert [e.data[0][STAMP_STEP] for e in executions] == recorded
+    # the gated hooks' pre ran on the recorded steps only; the step and scheduler hooks on every step
+    for name in ("engine.update_from_output", "worker.execute_model", "worker.sample_tokens"):
+        assert runners[name].calls == len(recorded), name
+    assert runners["engine.step"].calls == runners["engine.schedule"].calls == 40
+    # a gap is measured from a recorded predecessor only: the second step of each pair
+    last_end = {e.data[0][STAMP_STEP]: e.data[1] for e in executions}
+    assert [k for k in recorded if last_end[k]] == [k for k in recorded if k - 1 in recorded]
+    assert not GATE.shut                # step 40 is recorded
+
+
+def test_gate_pause_and_failure_are_separate():
+    r = HookRunner(Hook("t.g", "m", "C.f", lambda o, a, k: 1, recorded_only=True))
+    r.gate(True)
+    r.pause(False)
+    assert not r.active
+    r.gate(False)                       # still paused
+    assert not r.active
+    r.pause(True)
+    assert r.active
+    r.fail(ValueError("x"))
+    r.gate(True)
+    r.gate(False)                       # a failed hook stays off through the gate
+    assert not r.active and r.failed
+    r.pause(True)                       # resuming re-enables it, as before
+    assert r.active
+
+
+def test_gate_shut_runs_its_callbacks_once_per_shut():
+    seen = []
+    gate = type(GATE)()
+    gate.on_shut(lambda: seen.append(1))
+    gate.use([HookRunner(Hook("t.a", "m", "C.f", lambda o, a, k: 1, recorded_only=True)),
+              HookRunner(Hook("t.b", "m", "C.f", lambda o, a, k: 1))])
+    assert [r.spec.name for r in gate.runners] == ["t.a"]
+    gate.close()
+    assert seen == [1] and not gate.runners[0].active
+    gate.open()
+    assert gate.runners[0].active and not gate.shut
