@@ -66,7 +66,9 @@ def test_grpc_tree(grpc_run):
         assert (gen[0].trace_id, gen[0].span_id) in {tuple(x) for x in r.links}
         adds = [k for k in ss.kids(r) if k.name == "front.add_request"]
         assert len(adds) == 1 and adds[0].start_ns == r.start_ns
-    assert ss.named("front.step") and ss.named("front.process_outputs")
+    steps = {s.span_id for s in ss.named("front.step")}
+    outs = ss.named("front.process_outputs")
+    assert steps and outs and all(o.parent_id in steps for o in outs), "process_outputs inside its front.step"
 
 
 def test_http_protobuf_tree(http_run):

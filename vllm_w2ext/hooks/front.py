@@ -12,6 +12,7 @@ import time
 
 from vllm_w2ext import config
 from vllm_w2ext.hooks.spec import Hook
+from vllm_w2ext.steps.facts import sampled_out
 from vllm_w2ext.telemetry import identity, propagation
 from vllm_w2ext.telemetry.pipeline import recorder
 from vllm_w2ext.telemetry.recording import ROOT, context
@@ -24,11 +25,15 @@ _pending: contextvars.ContextVar[list | None] = contextvars.ContextVar("w2ext_pe
 _open: dict[str, list] = {}           # request id -> open request range
 _generate: list[list] = []              # open LLM.generate ranges (offline), innermost last
 _identity_done = [False]
+_sample = [1]                           # VLLM_W2EXT_SAMPLE (read with the identity)
+_front_steps = [0]                      # LLMEngine.step calls so far
+_open_step: list = [None]               # the front.step range being recorded (process_outputs' parent)
 
 
 def _ensure_identity() -> None:
     if not _identity_done[0]:
         identity.set_role(FRONT)
+        _sample[0] = config.current().sample
         _identity_done[0] = True
 
 
@@ -75,14 +80,19 @@ def _generate_post(r, result, error):
     recorder().end(r, error)
 
 
-def _nested_pre(name):
-    def pre(instance, args, kwargs):
-        _ensure_identity()
-        return recorder().begin(name, FRONT)
-    return pre
+def _front_step_pre(engine, args, kwargs):
+    """Offline, one front-end iteration. With VLLM_W2EXT_SAMPLE=N only 2 in every N are recorded (no analysis
+    reads them; process_outputs inside, what explain reads, is recorded on every iteration)."""
+    _ensure_identity()
+    _front_steps[0] = n = _front_steps[0] + 1
+    if sampled_out(n, _sample[0]):
+        return None
+    r = _open_step[0] = recorder().begin(Span.FRONT_STEP, FRONT)
+    return r
 
 
-def _end(r, result, error):
+def _front_step_post(r, result, error):
+    _open_step[0] = None
     recorder().end(r, error)
 
 
@@ -171,8 +181,18 @@ def _abort_pre(proc, args, kwargs):
 
 
 def _process_outputs_pre(proc, args, kwargs):
+    """Detokenize and build RequestOutputs: a phase (timestamps, no thread stack), child of the front.step
+    being recorded or else of the LLM.generate call (offline), a root (served); recorded on every call:
+    explain reads it as front-end work."""
     outs = args[0] if args else kwargs.get("engine_core_outputs", ())
-    return recorder().begin(Span.PROCESS_OUTPUTS, FRONT, attrs={Attr.NUM_OUTPUTS: len(outs)})
+    parent = _open_step[0] or (_generate[-1] if _generate else None)
+    return recorder().phase_begin(Span.PROCESS_OUTPUTS, FRONT, -1), len(outs), parent
+
+
+def _process_outputs_post(state, result, error):
+    t0, n, parent = state
+    recorder().phase_end(t0, Span.PROCESS_OUTPUTS, FRONT, parent[TRACE_ID] if parent else 0,
+                         parent[SPAN_ID] if parent else 0, -1, error, {Attr.NUM_OUTPUTS: n})
 
 
 # -- serving layer: keep the client's traceparent even when vLLM's own tracing is off ------------
@@ -191,8 +211,8 @@ HOOKS: list[Hook] = [
          FRONT, "served: which API server; API server 0 starts the metrics endpoint before EngineCore is spawned"),
     Hook("front.llm_generate", "vllm.entrypoints.llm", "LLM.generate", _generate_pre, _generate_post,
          FRONT, "offline batch: parent of the requests it adds (linked)"),
-    Hook("front.engine_step", "vllm.v1.engine.llm_engine", "LLMEngine.step", _nested_pre(Span.FRONT_STEP),
-         _end, FRONT, "offline: one front-end iteration (get output, process, abort)"),
+    Hook("front.engine_step", "vllm.v1.engine.llm_engine", "LLMEngine.step", _front_step_pre,
+         _front_step_post, FRONT, "offline: one front-end iteration (get output, process, abort)"),
     Hook("front.llm_engine_add_request", "vllm.v1.engine.llm_engine", "LLMEngine.add_request",
          _add_request_pre, _add_request_post, FRONT, "offline: input processing of one request"),
     Hook("front.async_add_request", "vllm.v1.engine.async_llm", "AsyncLLM.add_request",
@@ -204,7 +224,7 @@ HOOKS: list[Hook] = [
     Hook("front.request_abort", "vllm.v1.engine.output_processor", "OutputProcessor.abort_requests",
          _abort_pre, _abort_post, FRONT, "closes aborted request spans"),
     Hook("front.process_outputs", "vllm.v1.engine.output_processor", "OutputProcessor.process_outputs",
-         _process_outputs_pre, _end, FRONT, "output handler: detokenize + build RequestOutputs"),
+         _process_outputs_pre, _process_outputs_post, FRONT, "output handler: detokenize + build RequestOutputs"),
     Hook("front.http_trace_headers", "vllm.entrypoints.serve.engine.serving",
          "BaseServing._get_trace_headers", _trace_headers_pre, None, FRONT,
          "served (0.32): client traceparent", optional=True),

@@ -1,0 +1,60 @@
+"""The front end's per-iteration hooks (offline: LLMEngine.step around OutputProcessor.process_outputs).
+Known answers: process_outputs is recorded on every iteration (explain reads it as front-end work) as a
+child of the front.step recorded around it, or of the LLM.generate call when VLLM_W2EXT_SAMPLE left that
+step unrecorded; front.step is recorded on 2 in every N iterations."""
+import pytest
+
+from vllm_w2ext.hooks import front
+from vllm_w2ext.telemetry.recording import Recorder
+from vllm_w2ext.telemetry.wire import Interval, RangeRecord
+from vllm_w2ext.vocab import Attr, Span
+
+
+@pytest.fixture
+def rec(monkeypatch):
+    r = Recorder(1 << 16, None)
+    monkeypatch.setattr(front, "recorder", lambda: r)
+    monkeypatch.setattr(front, "_identity_done", [True])
+    monkeypatch.setattr(front, "_front_steps", [0])
+    monkeypatch.setattr(front, "_open_step", [None])
+    monkeypatch.setattr(front, "_generate", [])
+    return r
+
+
+def iterations(n: int, outputs: int = 3) -> None:
+    gen = front._generate_pre(None, (), {})
+    for _ in range(n):
+        s = front._front_step_pre(None, (), {})
+        p = front._process_outputs_pre(None, (list(range(outputs)),), {})
+        front._process_outputs_post(p, None, None)
+        if s is not None:
+            front._front_step_post(s, None, None)
+    front._generate_post(gen, [], None)
+
+
+def split(rec):
+    out = rec.take()
+    ivs = [Interval._make(r) for r in out if type(r) is tuple]
+    ranges = {r[3]: RangeRecord._make(r) for r in out if type(r) is list}
+    return ivs, ranges
+
+
+@pytest.mark.parametrize("every", [1, 8])
+def test_process_outputs_every_iteration_under_its_step_or_the_generate_call(rec, monkeypatch, every):
+    monkeypatch.setattr(front, "_sample", [every])
+    iterations(24)
+    ivs, ranges = split(rec)
+    steps = [r for r in ranges.values() if r.name == Span.FRONT_STEP]
+    gen = next(r for r in ranges.values() if r.name == Span.GENERATE)
+    assert len(ivs) == 24 and all(iv.name == Span.PROCESS_OUTPUTS and iv.attrs == {Attr.NUM_OUTPUTS: 3}
+                                  for iv in ivs)
+    assert len(steps) == (24 if every == 1 else 6)           # 8, 9, 16, 17, 24 and 1
+    by_step = {r.span_id: r for r in steps}
+    for k, iv in enumerate(ivs, start=1):
+        parent = by_step.get(iv.parent_id)
+        if parent is not None:                                 # inside its recorded front.step
+            assert parent.start_ns <= iv.start_ns <= iv.end_ns <= parent.end_ns
+            assert iv.trace_id == parent.trace_id
+        else:                                                  # the step was sampled out
+            assert every > 2 and k % every >= 2
+            assert (iv.trace_id, iv.parent_id) == (gen.trace_id, gen.span_id)
