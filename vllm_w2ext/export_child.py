@@ -19,7 +19,7 @@ from vllm_w2ext.steps import assemble
 from vllm_w2ext.telemetry import identity, metrics_server
 from vllm_w2ext.telemetry.export_process import read_frames
 from vllm_w2ext.telemetry.exporters import ExportChain
-from vllm_w2ext.telemetry.wire import LEN, Frame
+from vllm_w2ext.telemetry.wire import LEN, Frame, SelfCost
 
 
 class Served:
@@ -81,7 +81,7 @@ def main() -> int:
                 identity.adopt(pid, version, roles)
                 served.pid, served.metrics_dir = pid, mdir
             elif kind == Frame.STATS:
-                chain.parent_cost = payload
+                chain.parent_cost = SelfCost._make(payload)
             elif kind == Frame.SERVE_METRICS:
                 port, host, mdir = payload
                 served.metrics_dir = mdir

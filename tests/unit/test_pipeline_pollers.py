@@ -27,3 +27,46 @@ def test_pollers_run_before_the_take_and_a_faulty_one_is_dropped(caplog):
         assert p.flush_once() == 1
     assert calls == ["bad", "good", "good"]
     assert sum("planted" in r.getMessage() for r in caplog.records) == 1
+
+
+class _Remote:
+    """The export process's side of the pipe, as the export thread sees it."""
+
+    dropped = failed_batches = 0
+
+    def __init__(self):
+        self.stats, self.identities = [], []
+
+    def flush(self, timeout_s):
+        pass
+
+    def sync_identity(self, metrics_dir):
+        self.identities.append(metrics_dir)
+
+    def consume(self, records):
+        pass
+
+    def send_stats(self, cost):
+        self.stats.append(cost)
+
+
+def test_own_counters_go_at_most_once_a_second_and_at_once_after_a_fault(monkeypatch):
+    from vllm_w2ext.telemetry import pipeline, selfcost
+    p = Pipeline(config.Settings())
+    p.remote = remote = _Remote()
+    clock = [100.0]
+    monkeypatch.setattr(pipeline.time, "perf_counter", lambda: clock[0])
+    p.flush_once()
+    selfcost.add_sample(1000, 1000, 1)                # the counters moved
+    p.flush_once()                                     # within the second: not sent
+    assert len(remote.stats) == 1
+    selfcost.hook_failed("t.planted")                  # a fault: sent with the next flush
+    p.flush_once()
+    assert len(remote.stats) == 2 and remote.stats[-1].hook_errors["t.planted"] >= 1
+    selfcost.add_sample(1000, 1000, 1)
+    clock[0] += pipeline.STATS_EVERY_S
+    p.flush_once()                                     # a second later
+    assert len(remote.stats) == 3
+    selfcost.add_sample(1000, 1000, 1)
+    p.flush(0)                                          # an explicit flush sends them
+    assert len(remote.stats) == 4

@@ -89,9 +89,11 @@ class ExportProcessSink(Sink):
                 return False
 
     def sync_identity(self, metrics_dir: str | None) -> None:
-        ident = (os.getpid(), identity.vllm_version(), identity.roles(), metrics_dir)
-        if ident != self._identity and self._send(Frame.IDENTITY, ident):
-            self._identity = ident
+        """Tell the export process who this process is, when that changed (a role's ranks, the metrics folder)."""
+        key = (os.getpid(), identity.generation(), metrics_dir)
+        if key != self._identity and self._send(Frame.IDENTITY, (key[0], identity.vllm_version(), identity.roles(),
+                                                                 metrics_dir)):
+            self._identity = key
 
     def consume(self, records: list) -> None:
         if not self._send(Frame.RANGES, records):
@@ -99,7 +101,7 @@ class ExportProcessSink(Sink):
             self.failed_batches += 1
 
     def send_stats(self, cost: SelfCost) -> None:
-        self._send(Frame.STATS, cost)
+        self._send(Frame.STATS, tuple(cost))      # a plain tuple: marshal writes it (a NamedTuple goes as pickle)
 
     def serve_metrics(self, port: int, host: str, directory: str) -> bool:
         """The front end's metrics endpoint runs in the export process: scrapes cost vLLM nothing."""

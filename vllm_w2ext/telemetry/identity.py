@@ -14,16 +14,26 @@ _lock = threading.Lock()
 _role_attrs: dict[str, dict[str, object]] = {}
 _resources: dict[str, object] = {}
 _adopted: dict[str, object] = {}      # in an export process: the pid and vLLM version of the process it serves
+_generation = [0]                     # bumped when a role's attributes change: what the export thread compares
+
+
+def generation() -> int:
+    """A number that changes whenever this process's roles do (a cheap "did the identity change?")."""
+    return _generation[0]
 
 
 def set_role(role: str, **attrs: object) -> None:
     """Record (or update) identity attributes of a role in this process."""
     clean = {f"vllm.{k}": v for k, v in attrs.items() if v is not None}
     with _lock:
-        cur = _role_attrs.setdefault(role, {})
+        cur = _role_attrs.get(role)
+        if cur is None:
+            cur = _role_attrs[role] = {}
+            _generation[0] += 1
         if any(cur.get(k) != v for k, v in clean.items()):
             cur.update(clean)
             _resources.pop(role, None)
+            _generation[0] += 1
 
 
 def roles() -> dict[str, dict[str, object]]:
@@ -83,6 +93,7 @@ def reset_after_fork() -> None:
     _lock = threading.Lock()
     _role_attrs.clear()
     _resources.clear()
+    _generation[0] += 1
 
 
 os.register_at_fork(after_in_child=reset_after_fork)

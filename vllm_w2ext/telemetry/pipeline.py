@@ -22,6 +22,7 @@ from vllm_w2ext.telemetry.wire import SelfCost
 
 log = logging.getLogger("vllm_w2ext")
 CHUNK = 256          # records per pipe frame (in-process chain: per batch) between two GIL releases
+STATS_EVERY_S = 1.0  # the plugin's own counters go on at most this often (and at every explicit flush)
 
 
 class Pipeline:
@@ -39,6 +40,8 @@ class Pipeline:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._last_cost = None
+        self._stats_due = 0.0              # perf_counter time the own counters are next sent
+        self._faults_sent = 0              # selfcost.faults when they were last sent (a new fault goes at once)
         self._pollers: list = []           # called on the export thread before each take (poll(recorder))
 
     def connect(self) -> None:
@@ -87,8 +90,10 @@ class Pipeline:
             self._wake.clear()
             self.flush_once()
 
-    def flush_once(self) -> int:
-        """Hand everything recorded so far on, in chunks with a GIL release between them."""
+    def flush_once(self, stats: bool = False) -> int:
+        """Hand everything recorded so far on, in chunks with a GIL release between them; the plugin's own
+        counters too when ``stats``, after a hook fault, or every ``STATS_EVERY_S`` (they are scraped at
+        seconds, and building and sending them is a fixed cost per interval on vLLM's GIL)."""
         with self._lock:
             w0, c0 = time.perf_counter(), time.thread_time()
             if self._pollers:
@@ -103,13 +108,15 @@ class Pipeline:
                 elif chain is not None:
                     chain.consume(batch[i:i + CHUNK])
                 time.sleep(0)
-            cost = self.self_cost()                   # the plugin's own counters, when they moved
-            if cost != self._last_cost:
-                self._last_cost = cost
-                if remote is not None:
-                    remote.send_stats(cost)
-                elif chain is not None:
-                    chain.parent_cost = cost
+            if stats or w0 >= self._stats_due or selfcost.faults[0] != self._faults_sent:
+                self._stats_due, self._faults_sent = w0 + STATS_EVERY_S, selfcost.faults[0]
+                cost = self.self_cost()               # the plugin's own counters, when they moved
+                if cost != self._last_cost:
+                    self._last_cost = cost
+                    if remote is not None:
+                        remote.send_stats(cost)
+                    elif chain is not None:
+                        chain.parent_cost = cost
             if chain is not None:
                 chain.tick()
             cpu = time.thread_time() - c0
@@ -128,7 +135,7 @@ class Pipeline:
     def flush(self, timeout_s: float | None = None) -> None:
         """Export everything recorded so far (engine/worker shutdown), within ``timeout_s``."""
         timeout_s = self.settings.shutdown_timeout_s if timeout_s is None else timeout_s
-        self.flush_once()
+        self.flush_once(stats=True)
         target = self.remote or self.chain
         if target is not None:
             target.flush(timeout_s)
@@ -143,7 +150,7 @@ class Pipeline:
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))
         try:
-            self.flush_once()
+            self.flush_once(stats=True)
         except Exception:  # pragma: no cover
             pass
         target = self.remote or self.chain

@@ -19,6 +19,7 @@ SAMPLE_EVERY = 64
 hook_errors: dict[str, int] = {}
 hook_cpu_ns = [0]
 hook_wall_ns = [0]
+faults = [0]                          # hook faults so far (all hooks): the export thread sends its counters at once
 
 
 def register(names) -> None:
@@ -29,6 +30,7 @@ def register(names) -> None:
 
 def hook_failed(name: str) -> None:
     hook_errors[name] = hook_errors.get(name, 0) + 1
+    faults[0] += 1
 
 
 def add_sample(cpu_ns: int, wall_ns: int, weight: int) -> None:
