@@ -8,7 +8,8 @@ work, cold. This script times each hook's ``pre`` and ``post`` (``time.perf_coun
 real engine: front end, EngineCore and worker in ONE process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, the
 ``uni`` executor: the GPU's TP=1 layout without the front end's IPC), the plugin on with its trace folder.
 Each batch size runs ``--rounds`` generate calls of ``--max-tokens`` tokens after one warm-up call; the
-counters are reset between batch sizes. Per step = total / engine steps (``engine.step`` calls).
+counters are reset between batch sizes. Per step = total / engine steps (``engine.step`` calls). Beside
+them: the export thread's CPU (and waiting) time per step over the same window.
 
 The timing wrapper itself adds two clock reads per call (about 0.1 us each); the numbers include them.
 """
@@ -80,6 +81,7 @@ def main() -> int:
         for v in acc.values():
             v[:] = [0, 0, 0]
         selfcost.hook_cpu_ns[0] = selfcost.hook_wall_ns[0] = 0
+        export0 = _export_thread()
         t0 = time.perf_counter()
         for _ in range(a.rounds):
             llm.generate([prompt] * bs, sp, use_tqdm=False)
@@ -93,16 +95,20 @@ def main() -> int:
             role = k.split(".")[0]
             by_role[role] = round(by_role.get(role, 0.0) + v["us_per_step"], 2)
         total = round(sum(v["us_per_step"] for v in hooks.values()), 2)
-        forwards = acc.get("worker.execute_model.pre", [0])[0]
+        export = [round((b - a) / steps * 1e6, 2) if steps else None for a, b in zip(export0, _export_thread())]
+        # with VLLM_W2EXT_SAMPLE the EngineCore gates the worker's hooks off on the steps it does not record:
+        # their pre runs on the recorded executions only
+        recorded = acc.get("worker.execute_model.pre", [0])[0]
         # the plugin's own sampled estimate over the same window (1 call in SAMPLE_EVERY timed, scaled up):
         # set beside the exact sum above, it says whether the dashboard's self-cost counter is biased
         sampled = {"hook_cpu_us_per_step": round(selfcost.hook_cpu_ns[0] / steps / 1e3, 2) if steps else None,
                    "hook_wall_us_per_step": round(selfcost.hook_wall_ns[0] / steps / 1e3, 2) if steps else None}
-        rows.append({"batch": bs, "engine_steps": steps, "model_executions": forwards, "wall_s": round(wall, 3),
+        rows.append({"batch": bs, "engine_steps": steps, "recorded_executions": recorded, "wall_s": round(wall, 3),
                      "us_per_step": total, "selfcost_sampled": sampled, "us_per_step_by_role": by_role,
+                     "export_thread_us_per_step": {"cpu": export[0], "wait": export[1]},
                      "step_ms": round(wall / steps * 1e3, 3) if steps else None, "hooks": hooks})
-        print(f"batch {bs}: {steps} steps ({forwards} model executions), hooks {total} us per step ({by_role}); "
-              f"sampled counter {sampled}; top: " +
+        print(f"batch {bs}: {steps} steps ({recorded} executions recorded), hooks {total} us per step ({by_role}); "
+              f"export thread {export[0]} us CPU per step; sampled counter {sampled}; top: " +
               ", ".join(f"{k} {v['us_per_step']}" for k, v in list(hooks.items())[:5]), flush=True)
     import vllm
     device = _device_check(llm, trace_dir)
@@ -115,6 +121,13 @@ def main() -> int:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(doc, indent=1))
     return 0
+
+
+def _export_thread() -> tuple[float, float]:
+    """CPU and waiting seconds of this process's export thread so far (one process: the whole engine's)."""
+    from vllm_w2ext.telemetry import pipeline
+    p = pipeline._pipeline
+    return (p.export_cpu_s, p.export_wait_s) if p is not None else (0.0, 0.0)
 
 
 def _device_check(llm, trace_dir: str) -> dict:

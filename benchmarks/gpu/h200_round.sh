@@ -6,8 +6,9 @@
 #   cost    every hook's cost inside a real engine on the GPU (benchmarks/hook_cost_engine.py: the 4-layer and
 #           the 8B model, each with a VLLM_W2EXT_SAMPLE (COST_RUNS="l4:1 8b:16": model:sample), batch 1 / 64 / 256), with the plugin's own sampled self-cost counter
 #           beside it and the run read back by `vllm-w2ext explain` (device timeline check)
-#   toggle  the in-engine hook toggle A/B (benchmarks/gpu/toggle_ab.py; every exporter on, OTLP metrics included)
-#           of the 8B model (TOGGLE_WORKLOADS, default lat1,thr; TOGGLE_BLOCKS, default 6)
+#   toggle  the in-engine hook toggle A/B (benchmarks/gpu/toggle_ab.py; every exporter on, OTLP metrics included),
+#           one run per entry of TOGGLE_RUNS="model:sample:workloads ..." (default "8b:1:lat1,thr"; TOGGLE_BLOCKS,
+#           default 6; each run at most TOGGLE_EACH_S seconds, default 400)
 #
 #   bash benchmarks/gpu/split_stage.sh two && source .gpu/p2/env.sh && bash benchmarks/gpu/h200_round.sh cost
 #   bash .gpu/p2/stage.sh && source .gpu/p2/env.sh && bash benchmarks/gpu/h200_round.sh toggle
@@ -37,9 +38,14 @@ case $STAGE in
       echo "$name rc=$? ($(( $(date +%s) - T0 )) s)"; grep '^batch' $T/$name.log | cut -c1-300; pack
     done ;;
   toggle)
-    to=$(( $(left) - 20 ))
-    python3 benchmarks/gpu/toggle_ab.py --model 8b --out $T --blocks ${TOGGLE_BLOCKS:-6} --lat-iters 3 \
-      --workloads ${TOGGLE_WORKLOADS:-lat1,thr} --timeout $to 2>&1 | grep '^\[toggle_ab\]' ;;
+    for run in ${TOGGLE_RUNS:-8b:1:lat1,thr}; do  # model:VLLM_W2EXT_SAMPLE:workloads
+      IFS=: read -r m s w <<< "$run"
+      to=$(( $(left) - 20 )); [ $to -gt ${TOGGLE_EACH_S:-400} ] && to=${TOGGLE_EACH_S:-400}
+      [ $to -lt 90 ] && { echo "not started: toggle $run (budget)"; continue; }
+      python3 benchmarks/gpu/toggle_ab.py --model $m --sample $s --out $T --blocks ${TOGGLE_BLOCKS:-6} --lat-iters 3 \
+        --workloads $w --tag "${w//,/-}" --timeout $to 2>&1 | grep '^\[toggle_ab\]'
+      echo "toggle $run done ($(( $(date +%s) - T0 )) s)"; pack
+    done ;;
   *) echo "unknown stage $STAGE" >&2; exit 2 ;;
 esac
 pack

@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blocks", type=int, default=8)
     ap.add_argument("--sample", type=int, default=1, help="VLLM_W2EXT_SAMPLE of the plugin (1: every step)")
     ap.add_argument("--workloads", default="lat1,thr")
+    ap.add_argument("--tag", default="", help="appended to the file names (runs of one model in one folder)")
     ap.add_argument("--lat-iters", type=int, default=int(os.environ.get("LAT_ITERS", "5")))
     ap.add_argument("--thr-prompts", type=int, default=int(os.environ.get("THR_PROMPTS", "500")))
     ap.add_argument("--timeout", type=float, default=400.0, help="seconds for the engine process")
@@ -206,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     d.mkdir(parents=True, exist_ok=True)
     tp = f"_tp{a.tp}" if a.tp > 1 else ""
     tp += f"_s{a.sample}" if a.sample > 1 else ""
+    tp += f"_{a.tag}" if a.tag else ""
     name = f"toggle_{a.model}{tp}" if a.arm == "toggle" else f"{a.model}{tp}_p{a.pair}_{a.arm}"
     folder, layers = orun.model_folder(a.model, a.models_dir.resolve())
     kw = orun.engine_kwargs(a.model, folder, None)
