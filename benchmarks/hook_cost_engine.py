@@ -9,7 +9,10 @@ real engine: front end, EngineCore and worker in ONE process (``VLLM_ENABLE_V1_M
 ``uni`` executor: the GPU's TP=1 layout without the front end's IPC), the plugin on with its trace folder.
 Each batch size runs ``--rounds`` generate calls of ``--max-tokens`` tokens after one warm-up call; the
 counters are reset between batch sizes. Per step = total / engine steps (``engine.step`` calls). Beside
-them: the export thread's CPU (and waiting) time per step over the same window.
+them: the export thread's CPU (and waiting) time per step over the same window, and the hooks per step over
+the steady decode steps alone (``steady_decode``: each round's steps 5 to max_tokens - 4, where no request
+starts or ends; the all-steps figure also holds the per-request work, which short rounds of a large batch
+spread over few steps).
 
 The timing wrapper itself adds two clock reads per call (about 0.1 us each); the numbers include them.
 """
@@ -26,13 +29,38 @@ import time
 from pathlib import Path
 
 
-def timed(acc: dict, name: str, fn):
+STEP_PRES = ("engine.step.pre", "engine.step_with_batch_queue.pre")
+
+
+class Window:
+    """The steady decode steps of a round: engine steps ``skip + 1`` to ``max_tokens - skip`` of each
+    ``generate`` call, where no request starts, prefills or finishes. The per-request hooks and the work
+    a step does for the requests it starts or ends are outside it, so its per-step figure is what a step
+    costs whatever the batch (issue #19: "independent of batch size")."""
+
+    def __init__(self, skip: int, max_tokens: int):
+        self.skip, self.last = skip, max_tokens - skip
+        self.k, self.on = 0, False
+
+    def new_round(self) -> None:
+        self.k, self.on = 0, False
+
+    def step(self) -> None:
+        self.k += 1
+        self.on = self.skip < self.k <= self.last
+
+
+def timed(acc: dict, steady: dict, window: Window, name: str, fn):
     if fn is None:
         return None
     rec = acc.setdefault(name, [0, 0, 0])          # calls, ns, max ns
+    srec = steady.setdefault(name, [0, 0])         # calls, ns inside the steady window
     clock = time.perf_counter_ns
+    starts_step = name in STEP_PRES
 
     def run(*a):
+        if starts_step:
+            window.step()
         t = clock()
         try:
             return fn(*a)
@@ -41,7 +69,25 @@ def timed(acc: dict, name: str, fn):
             rec[0] += 1
             rec[1] += d
             rec[2] = max(rec[2], d)
+            if window.on:
+                srec[0] += 1
+                srec[1] += d
     return run
+
+
+def _steady(steady: dict) -> dict:
+    """Hooks per steady decode step, in all and by role."""
+    steps = sum(steady.get(k, (0, 0))[0] for k in STEP_PRES)
+    if not steps:
+        return {"steps": 0}
+    by_role: dict = {}
+    for k, (n, ns) in steady.items():
+        role = k.split(".")[0]
+        by_role[role] = by_role.get(role, 0.0) + ns / steps / 1e3
+    return {"steps": steps, "us_per_step": round(sum(by_role.values()), 2),
+            "by_role": {k: round(v, 2) for k, v in sorted(by_role.items())},
+            "hooks": {k: {"calls": n, "us_per_step": round(ns / steps / 1e3, 2)}
+                      for k, (n, ns) in sorted(steady.items(), key=lambda kv: -kv[1][1]) if n}}
 
 
 def main() -> int:
@@ -54,6 +100,8 @@ def main() -> int:
     ap.add_argument("--cpu", action="store_true", help="the CPU build: float32, eager, 1 GiB KV cache")
     ap.add_argument("--engine-json", default="{}", help="extra LLM kwargs (JSON)")
     ap.add_argument("--out", default="benchmarks/results/cpu/hook_cost_engine.json")
+    ap.add_argument("--steady-skip", type=int, default=4,
+                    help="engine steps left out at each end of a round for the steady decode figure")
     a = ap.parse_args()
     trace_dir = tempfile.mkdtemp(prefix="w2ext-hook-cost-")
     os.environ.update(VLLM_W2EXT="1", VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_W2EXT_TRACE_DIR=trace_dir)
@@ -63,8 +111,11 @@ def main() -> int:
     from vllm_w2ext.hooks import INSTRUMENTOR
     from vllm_w2ext.telemetry import selfcost
     acc: dict = {}
-    INSTRUMENTOR.hooks = [dataclasses.replace(h, pre=timed(acc, h.name + ".pre", h.pre),
-                                              post=timed(acc, h.name + ".post", h.post)) for h in INSTRUMENTOR.hooks]
+    steady: dict = {}
+    window = Window(a.steady_skip, a.max_tokens)
+    INSTRUMENTOR.hooks = [dataclasses.replace(h, pre=timed(acc, steady, window, h.name + ".pre", h.pre),
+                                              post=timed(acc, steady, window, h.name + ".post", h.post))
+                          for h in INSTRUMENTOR.hooks]
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
     kw = {"model": a.model, "max_model_len": 2048, "enable_prefix_caching": False, "distributed_executor_backend": "uni",
@@ -80,11 +131,15 @@ def main() -> int:
     for bs in (int(b) for b in a.batches.split(",")):
         for v in acc.values():
             v[:] = [0, 0, 0]
+        for v in steady.values():
+            v[:] = [0, 0]
         selfcost.hook_cpu_ns[0] = selfcost.hook_wall_ns[0] = 0
         export0 = _export_thread()
         t0 = time.perf_counter()
         for _ in range(a.rounds):
+            window.new_round()
             llm.generate([prompt] * bs, sp, use_tqdm=False)
+        window.new_round()
         wall = time.perf_counter() - t0
         steps = acc.get("engine.step.pre", [0])[0] or acc.get("engine.step_with_batch_queue.pre", [0])[0]
         hooks = {k: {"calls": n, "us_per_call": round(ns / n / 1e3, 2), "us_per_step": round(ns / steps / 1e3, 2),
@@ -106,8 +161,11 @@ def main() -> int:
         rows.append({"batch": bs, "engine_steps": steps, "recorded_executions": recorded, "wall_s": round(wall, 3),
                      "us_per_step": total, "selfcost_sampled": sampled, "us_per_step_by_role": by_role,
                      "export_thread_us_per_step": {"cpu": export[0], "wait": export[1]},
+                     "steady_decode": _steady(steady),
                      "step_ms": round(wall / steps * 1e3, 3) if steps else None, "hooks": hooks})
+        st = rows[-1]["steady_decode"]
         print(f"batch {bs}: {steps} steps ({recorded} executions recorded), hooks {total} us per step ({by_role}); "
+              f"steady decode {st.get('us_per_step')} us per step over {st['steps']} steps ({st.get('by_role')}); "
               f"export thread {export[0]} us CPU per step; sampled counter {sampled}; top: " +
               ", ".join(f"{k} {v['us_per_step']}" for k, v in list(hooks.items())[:5]), flush=True)
     import vllm
