@@ -4,11 +4,12 @@ Every way a hook is driven goes through :class:`HookRunner`: ``bind`` (a plain f
 a sync method) and ``async_`` (a wrapt wrapper of a coroutine method), both attached by ``wrapping.py``,
 and ``enter``/``exit`` from vLLM's native step observers (``native.py``). ``pre`` returning None means it
 recorded nothing: ``post`` is not called (the cheap way out of a call that is not recorded). A fault inside
-``pre``/``post`` disables that hook (counted, one log line) and never reaches the request; ``VLLM_W2EXT_FAULT_INJECT`` makes chosen hooks raise (tests). One call in
-``selfcost.SAMPLE_EVERY`` on average is timed (thread CPU and wall time of pre + post), async hooks included,
-at random gaps (1 to 2N-1 calls; each sample weighs the gap before it): a fixed period would alias with
-anything periodic in the calls (``VLLM_W2EXT_SAMPLE`` records 2 steps in every N, and a timed call every
-64th would always land on a recorded step).
+``pre``/``post`` disables that hook (counted, one log line) and never reaches the request;
+``VLLM_W2EXT_FAULT_INJECT`` makes chosen hooks raise (tests). One call in ``selfcost.SAMPLE_EVERY`` on average
+is timed (thread CPU and wall time of pre + post), async hooks included, at random gaps (1 to 2N-1 calls;
+each sample weighs the gap before it): a fixed period would alias with anything periodic in the calls
+(``VLLM_W2EXT_SAMPLE`` records 2 steps in every N, and a timed call every 64th would always land on a
+recorded step).
 
 A runner is ``active`` unless its hook failed, is paused (``Instrumentor.set_active``) or is gated
 (``StepGate``: a ``recorded_only`` hook while the EngineCore runs a step it does not record); the hot path
