@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import random
 import time
 
@@ -29,7 +30,9 @@ log = logging.getLogger("vllm_w2ext")
 # enter's result when post must not run: the hook is off, pre failed, or pre recorded nothing (returned None,
 # the same signal, so every driver tests one value)
 SKIP = None
-_randrange = random.Random().randrange
+_gaps = random.Random()
+_randrange = _gaps.randrange
+os.register_at_fork(after_in_child=_gaps.seed)       # a forked child times other calls than its parent
 _cpu = time.thread_time_ns
 _wall = time.perf_counter_ns
 
