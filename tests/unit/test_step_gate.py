@@ -127,3 +127,34 @@ def test_gate_shut_runs_its_callbacks_once_per_shut():
     assert seen == [1] and not gate.runners[0].active
     gate.open()
     assert gate.runners[0].active and not gate.shut
+
+
+def test_shut_gate_puts_vllms_method_back_in_its_class():
+    """Attached the way the plugin attaches (wrapping.attach): while the gate is shut the class holds vLLM's
+    own function (no frame of ours on a light step), a copy bound before still goes through the flag, and
+    opening puts ours back; a method someone else wrapped meanwhile is left alone."""
+    from vllm_w2ext.hooks.wrapping import attach, is_wrapped
+    calls = []
+
+    class Target:
+        def f(self, x):
+            return x + 1
+
+    vllms = vars(Target)["f"]
+    module = NS(Target=Target)
+    r = HookRunner(Hook("t.f", "m", "Target.f", lambda o, a, k: calls.append(a) or 1, lambda s, res, e: None,
+                        recorded_only=True))
+    gate = type(GATE)()
+    gate.use([r])
+    assert attach(r, module) and is_wrapped(Target, "f")
+    bound_before = Target().f
+    gate.close()
+    assert vars(Target)["f"] is vllms and not is_wrapped(Target, "f")
+    assert Target().f(1) == 2 and bound_before(2) == 3 and calls == []
+    gate.open()
+    assert is_wrapped(Target, "f") and Target().f(3) == 4 and calls == [(3,)]
+    gate.close()
+    Target.f = other = lambda self, x: -x                   # another tool replaced it while shut
+    gate.open()
+    assert vars(Target)["f"] is other
+    gate.use(())

@@ -13,7 +13,8 @@ recorded step).
 
 A runner is ``active`` unless its hook failed, is paused (``Instrumentor.set_active``) or is gated
 (``StepGate``: a ``recorded_only`` hook while the EngineCore runs a step it does not record); the hot path
-reads that one flag.
+reads that one flag. A gated hook is also taken out of its class while the gate is shut (vLLM's own method
+put back), so vLLM calls it with no frame of ours at all; the flag still covers a copy vLLM bound earlier.
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def injected(name: str, fault: str) -> bool:
 
 class HookRunner:
     __slots__ = ("spec", "pre", "post", "active", "failed", "paused", "gated", "calls", "next_at", "timed_call",
-                 "timed_weight")
+                 "timed_weight", "slot")
 
     def __init__(self, spec: Hook, fault: str = ""):
         self.spec = spec
@@ -71,6 +72,7 @@ class HookRunner:
         self.calls = 0
         self.next_at = _gap()                   # the next timed call
         self.timed_call = self.timed_weight = 0  # the last timed call, and the calls it stands for (the gap to it)
+        self.slot = None                        # (class, name, ours, vLLM's): set by wrapping.attach for bind()
 
     def _raise(self, instance, args, kwargs):
         raise InjectedFault(f"injected fault in {self.spec.name}")
@@ -84,7 +86,15 @@ class HookRunner:
         self._set(self.failed and not on, not on, self.gated)
 
     def gate(self, shut: bool) -> None:
+        """Shut: off, and vLLM's own method back in the class (if ours is still the one there); open: ours
+        back (if vLLM's is still there: nothing else wrapped it meanwhile)."""
         self._set(self.failed, self.paused, shut)
+        slot = self.slot
+        if slot is not None:
+            cls, name, ours, theirs = slot
+            now, want = (ours, theirs) if shut else (theirs, ours)
+            if cls.__dict__.get(name) is now:
+                setattr(cls, name, want)
 
     def fail(self, exc: BaseException) -> None:
         """A fault inside the plugin: count it, switch this hook off, say so once."""
@@ -213,8 +223,10 @@ class HookRunner:
 class StepGate:
     """Switches the ``recorded_only`` hooks off while the EngineCore runs a step it does not record
     (``VLLM_W2EXT_SAMPLE``; ``hooks.engine_core`` shuts and opens it), in the EngineCore's process: there vLLM
-    then calls those methods through one attribute test instead of their ``pre``, which would only find the
-    step unrecorded (the worker at TP=1 on the GPU runs in that process). Workers in processes of their own
+    then calls its own methods (``HookRunner.gate`` takes ours out of the class; a copy bound earlier costs
+    one attribute test) instead of their ``pre``, which would only find the step unrecorded (the worker at
+    TP=1 on the GPU runs in that process). Two class attribute swaps per hook per shut and open: with
+    ``VLLM_W2EXT_SAMPLE=N`` at most twice in N steps, against a wrapper frame on each of the N - 2 light steps. Workers in processes of their own
     keep it open and tell from the missing stamp. ``on_shut`` callbacks run once per shut: what a gated
     ``pre`` would have done on the first unrecorded step (the worker forgets its last execution)."""
 
@@ -224,7 +236,10 @@ class StepGate:
         self._on_shut: list = []
 
     def use(self, runners) -> None:
-        """The runners of this process's instrumentation (the gated ones kept), the gate open."""
+        """The runners of this process's instrumentation (the gated ones kept), the gate open (the previous
+        runners' hooks back in their classes first)."""
+        if self.shut:
+            self.open()
         self.runners = [r for r in runners if r.spec.recorded_only]
         self.shut = False
 

@@ -40,8 +40,10 @@ def attach(runner: HookRunner, module) -> bool:
         wrapt.wrap_function_wrapper(module, runner.spec.target, runner.async_)
         return True
     hooked = runner.bind(raw)
-    setattr(getattr(module, runner.spec.cls_name), runner.spec.method,
-            type(fn)(hooked) if isinstance(fn, (staticmethod, classmethod)) else hooked)
+    cls = getattr(module, runner.spec.cls_name)
+    ours = type(fn)(hooked) if isinstance(fn, (staticmethod, classmethod)) else hooked
+    setattr(cls, runner.spec.method, ours)
+    runner.slot = (cls, runner.spec.method, ours, fn)     # the StepGate swaps between the two
     return True
 
 
