@@ -95,3 +95,35 @@ def test_runner_skips_post_when_pre_recorded_nothing():
     fn = r.bind(lambda self, x: x + 1)
     assert [fn(None, i) for i in range(200)] == list(range(1, 201))    # sampled (timed) calls included
     assert seen == []
+
+
+class Unscannable(list):
+    """A per-request list the light path must not scan (steady decode: nothing could be found in it)."""
+    def __contains__(self, item):
+        raise AssertionError("scanned")
+
+
+def test_light_steps_scan_per_request_lists_only_while_a_request_could_be_found(engine):
+    """A request whose prompt ends in a one-token chunk shows it only in its output count (every request
+    got one token): the light step is upgraded while the request is known to be prefilling; once its first
+    token is recorded, and with nothing preempted, steady decode steps never scan the batch's lists."""
+    rec, sched = engine
+    first = output(new=["a", "b"])
+    first.num_scheduled_tokens["a"], first.num_scheduled_tokens["b"] = 12, 11      # b: 11 of 12 prompt tokens
+    first.total_num_scheduled_tokens = 23
+    last_chunk = output(decoding=["a", "b"])
+    last_chunk.scheduled_cached_reqs.num_output_tokens = [3, 0]                   # b: its twelfth token
+    last_chunk.scheduled_cached_reqs.num_computed_tokens = [13, 11]
+    steady = []
+    for _ in range(10):
+        so = output(decoding=["a", "b"])
+        so.scheduled_cached_reqs.num_output_tokens = Unscannable([3, 3])
+        so.scheduled_cached_reqs.resumed_from_preemption = Unscannable([False, False])
+        steady.append(so)
+    outs = [first, output(decoding=["a"]), output(decoding=["a"]), last_chunk] + steady
+    steps = run_steps(rec, sched, outs, {})
+    recorded = [RangeRecord._make(r).step for r in steps]
+    assert recorded == [1, 4, 8, 9]                    # 4: b's first token, on a step that would be light
+    records = {RangeRecord._make(r).step: step_record(r[DATA]) for r in steps}
+    assert records[4].facts.first_tokens == ("b",) and records[4].facts.prefill_tokens == 1
+    assert not engine_core.S.prefilling and not engine_core.S.preempted

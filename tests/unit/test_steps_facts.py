@@ -48,6 +48,15 @@ def test_chunked_prefill_counts_as_prefill_and_its_first_token_comes_with_the_la
     assert read_step(so, reqs(), 2, 0, False).first_tokens == ()      # 68 of 100: not yet
 
 
+def test_a_last_prompt_chunk_of_one_token_is_prefill_when_a_request_may_be_prefilling():
+    # "c" has 99 of 100 prompt tokens: every request gets one token, only its output count tells
+    so = output([], ["a", "c"], [3, 0], {"a": 1, "c": 1}, resumed_set=set(), computed=[20, 99])
+    f = read_step(so, reqs(), 2, 0, False, True)
+    assert (f.prefill_tokens, f.decode_tokens, f.first_tokens) == (1, 1, ("c",))
+    f = read_step(so, reqs(), 2, 0, False)                             # told none can be: the O(1) answer
+    assert (f.prefill_tokens, f.decode_tokens, f.first_tokens) == (0, 2, ())
+
+
 def test_resumed_request_recomputes_its_prompt_026_fields():
     # vLLM 0.26: resumed_from_preemption flags; "r" was preempted and recomputes 40 tokens
     so = output([], ["a", "r"], [2, 7], {"a": 1, "r": 40}, resumed_flags=[False, True], preempted=["p"])

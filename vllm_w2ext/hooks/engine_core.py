@@ -50,6 +50,12 @@ class _State:
     light_so = None                        # the light step's SchedulerOutput (None: nothing scheduled)
     skipped = (0, 0, 0)                    # light steps since the last recorded one: SkippedSteps
 
+    def __init__(self) -> None:
+        # Requests that may still change in a step that shows no other sign of it (see _changes_requests),
+        # kept from the recorded steps' facts (every step that changes a request is recorded):
+        self.prefilling: set = set()       # first scheduled with part of their prompt, no first token yet
+        self.preempted: set = set()        # preempted, not resumed yet
+
 
 S = _State()
 
@@ -66,22 +72,42 @@ S = _State()
 # the ``recorded_only`` hooks: update_from_output, the executor's and, in this process, the worker's).
 
 def _read_facts(so) -> tuple:
-    """The StepFacts of a scheduled batch (``read_step`` with the scheduler's state)."""
+    """The StepFacts of a scheduled batch (``read_step`` with the scheduler's state); keeps the requests
+    still prefilling and those preempted (work proportional to the requests that changed)."""
     sched = S.sched
-    return read_step(so, sched.requests, len(sched.running), len(sched.waiting), S.all_links)
+    facts = read_step(so, sched.requests, len(sched.running), len(sched.waiting), S.all_links, bool(S.prefilling))
+    _, _, _, preempted, resumed, _, _, new, first = facts[:9]
+    if preempted or resumed:
+        S.preempted.update(preempted)
+        S.preempted.difference_update(resumed)
+    if new or first:
+        S.prefilling.update(n[0] for n in new)
+        S.prefilling.difference_update(first)
+    return facts
+
+
+def _forget(finished) -> None:
+    """Finished requests (Finished tuples) can no longer resume or complete a prompt."""
+    ids = [f[0] for f in finished]
+    S.prefilling.difference_update(ids)
+    S.preempted.difference_update(ids)
 
 
 def _changes_requests(so) -> bool:
     """Does this batch start, preempt, resume or finish a request, or carry prefill tokens? Attribute
-    checks and C-level scans (``in``, ``len``): no Python loop over the batch."""
+    checks, and a C-level scan of a per-request list only while a request could be found by it (one still
+    prefilling, or preempted; vLLM 0.26 flags resumed requests in a list): the steady decode of any batch
+    costs the same."""
     if so.scheduled_new_reqs or so.preempted_req_ids or so.finished_req_ids or S.finished:
         return True
     cached = so.scheduled_cached_reqs
-    if getattr(cached, "resumed_req_ids", None) or True in (getattr(cached, "resumed_from_preemption", None) or ()):
+    if S.preempted and (getattr(cached, "resumed_req_ids", None) or
+                        True in (getattr(cached, "resumed_from_preemption", None) or ())):
         return True
-    out = getattr(cached, "num_output_tokens", None)
-    if out is None or 0 in out:                 # unknown, or a prompt still being prefilled
-        return True
+    if S.prefilling:                            # its last prompt chunk may be one token: only its count says
+        out = getattr(cached, "num_output_tokens", None)
+        if out is None or 0 in out:
+            return True
     return so.total_num_scheduled_tokens != len(so.num_scheduled_tokens) and not so.scheduled_spec_decode_tokens
 
 
@@ -139,6 +165,7 @@ def _step_post(r, result, error):
     finished = ()
     if S.finished:
         finished, S.finished = tuple(S.finished), []
+        _forget(finished)
     sched = S.sched
     S.pending = len(sched.running) + len(sched.waiting) if sched is not None else 1
     r[DATA] = (S.facts, executed, finished, S.pending, S.skipped)   # StepRecord

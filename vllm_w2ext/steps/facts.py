@@ -78,13 +78,14 @@ def _prompt_done(reqs: dict, rid: str, computed: int, scheduled: int) -> bool:
     return r is not None and computed + scheduled >= r.num_prompt_tokens
 
 
-def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool) -> tuple:
+def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool, prefilling: bool = False) -> tuple:
     """Facts of a ``SchedulerOutput`` as a StepFacts-ordered tuple; ``reqs``: the scheduler's request
-    id -> Request.
+    id -> Request; ``prefilling``: a request scheduled before may still be short of its prompt (the
+    EngineCore keeps track), so a batch of one token each is looked through for a last prompt token.
 
     Decode tokens: one per cached request that already has output tokens and was not resumed (vLLM
     schedules a decoding request for exactly one token), counted with ``list.count`` unless every request
-    got one token (nothing to count: the steady decode state costs O(1)); with speculative
+    got one token and none can be prefilling (nothing to count: the steady decode state costs O(1)); with speculative
     decoding their scheduled tokens are summed instead (drafts count as decode). Prefill: the rest
     (new requests, chunked prefills, recomputed resumed requests). Per-request work only for new,
     resumed and still-prefilling requests."""
@@ -106,9 +107,8 @@ def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool) -> tupl
             first.append(rid)
     if out_toks is None:                        # no per-request output counts: new requests are the prefill
         prefill = sum(nst[n[0]] for n in new)
-    elif not new and total == len(nst) and not resumed:
-        prefill = 0                             # one token each: all decoding (the steady state, O(1));
-                                                # a prefill chunk of exactly one token would count as decode
+    elif not new and total == len(nst) and not resumed and not prefilling:
+        prefill = 0                             # one token each, no prompt unfinished: all decoding (O(1))
     else:
         zeros = out_toks.count(0)               # requests still prefilling (no output token yet)
         if so.scheduled_spec_decode_tokens:
