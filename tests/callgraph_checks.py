@@ -39,7 +39,7 @@ def check_steps(ss: SpanSet, links_mode: str = "all") -> list:
         names = Counter(k.name for k in kids)
         assert STEP_CHILDREN <= set(names), (st.step, names)
         for k in kids:
-            assert k.step == st.step
+            assert k.step == st.step, (st.step, k.name, k.step, k.attrs)
         sched = next(k for k in kids if k.name == "engine.schedule")
         upd = next(k for k in kids if k.name == "engine.update_from_output")
         assert st.start_ns <= sched.start_ns < sched.end_ns <= upd.start_ns < upd.end_ns <= st.end_ns
