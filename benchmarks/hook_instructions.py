@@ -2,13 +2,15 @@
 instructions, not seconds: the same on a busy or an idle machine, so before/after compare exactly).
 
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/dev/null \
-        python benchmarks/hook_instructions.py N B [plain]
+        python benchmarks/hook_instructions.py N B [plain] [in_process]
 
 runs N engine steps (batch of B requests) through ``hook_overhead.build`` - the stand-in step with the
 plugin's real hooks - with a SchedulerOutput-shaped object, so neither vLLM nor torch is imported.
 Instrumentation is switched on (``callgrind_control -i on``) only around the N steps, after 50 warm-up
-steps, so the total is the steps' alone. ``benchmarks/hook_instructions.sh`` does that for this tree
-and an older commit, hooked and plain.
+steps, so the total is the steps' alone. ``plain``: the stand-ins without hooks; ``in_process``: no
+executor hooks (the worker inside the EngineCore, the GPU's TP=1 layout). ``VLLM_W2EXT_SAMPLE`` applies as
+in vLLM (light steps). ``benchmarks/hook_instructions.sh`` does that for this tree and an older commit,
+hooked and plain.
 """
 import os
 import sys
@@ -30,10 +32,11 @@ def scheduler_output(batch: int):
 
 def main() -> None:
     n, batch = int(sys.argv[1]), int(sys.argv[2])
-    hooked = len(sys.argv) < 4
+    flags = sys.argv[3:]
+    hooked = "plain" not in flags
     import hook_overhead
     import subprocess
-    step = hook_overhead.build(hooked, scheduler_output(batch))
+    step = hook_overhead.build(hooked, scheduler_output(batch), "in_process" if "in_process" in flags else "multiproc")
     for _ in range(50):
         step()
     subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)

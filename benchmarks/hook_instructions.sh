@@ -1,22 +1,36 @@
 #!/usr/bin/env bash
 # Instructions per engine step added by the plugin's hooks (valgrind callgrind), this tree vs REF.
 # usage: benchmarks/hook_instructions.sh [REF] > out.json   (REF default: 0cd4bd7, before the redesign)
+# Environment: SAMPLES="1 16" (VLLM_W2EXT_SAMPLE values; default 1: every step recorded), PATHS="multiproc
+# in_process" (default multiproc), BATCHES="1 500", SAME_HARNESS=1 (REF runs this tree's
+# benchmarks/hook_overhead.py stand-ins too: for a REF that has the same hook runner, so only the plugin
+# differs; default: REF's own).
 set -euo pipefail
 REF=${1:-0cd4bd7}; PY=${PYTHON:-python3}
+SAMPLES=${SAMPLES:-1}; PATHS=${PATHS:-multiproc}; BATCHES=${BATCHES:-1 500}
 old=$(mktemp -d); trap 'rm -rf "$old"' EXIT
 git archive "$REF" vllm_w2ext benchmarks/hook_overhead.py | tar -x -C "$old"
 cp benchmarks/hook_instructions.py "$old/benchmarks/"
+[ "${SAME_HARNESS:-0}" = 1 ] && cp benchmarks/hook_overhead.py "$old/benchmarks/"
 N=1000
-count() {  # tree batch [plain] -> instructions of N steps
-  (cd "$1" && PYTHONPATH="$1" valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/dev/null $PY \
-     benchmarks/hook_instructions.py $N "$2" ${3:-} 2>&1 | sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
+count() {  # tree batch sample flags... -> instructions of N steps
+  local tree=$1 b=$2 s=$3; shift 3
+  (cd "$tree" && PYTHONPATH="$tree" VLLM_W2EXT_SAMPLE=$s valgrind --tool=callgrind --instr-atstart=no \
+     --callgrind-out-file=/dev/null $PY benchmarks/hook_instructions.py $N "$b" "$@" 2>&1 \
+     | sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
 }
 echo "{"
-for b in 1 500; do
-  for tree in "$PWD" "$old"; do
-    name=$([ "$tree" = "$PWD" ] && echo this || echo "$REF")
-    h=$(count "$tree" $b); p=$(count "$tree" $b plain)
-    echo "  \"${name}_batch$b\": {\"hooked_per_step\": $(( h / N )), \"plain_per_step\": $(( p / N )), \"added_per_step\": $(( (h - p) / N ))},"
+for path in $PATHS; do
+  suffix=$([ "$path" = multiproc ] && echo "" || echo "_$path")
+  for s in $SAMPLES; do
+    ssuffix=$([ "$s" = 1 ] && echo "" || echo "_sample$s")
+    for b in $BATCHES; do
+      for tree in "$PWD" "$old"; do
+        name=$([ "$tree" = "$PWD" ] && echo this || echo "$REF")
+        h=$(count "$tree" $b $s $path); p=$(count "$tree" $b $s plain $path)
+        echo "  \"${name}_batch$b$ssuffix$suffix\": {\"hooked_per_step\": $(( h / N )), \"plain_per_step\": $(( p / N )), \"added_per_step\": $(( (h - p) / N ))},"
+      done
+    done
   done
 done
 echo "  \"tool\": \"valgrind --tool=callgrind, instructions (Ir) per engine step, $($PY --version 2>&1)\""

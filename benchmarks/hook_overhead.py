@@ -126,21 +126,31 @@ PATHS = {"multiproc": (), "in_process": ("Executor",)}
 
 
 def build(hooked: bool, so, path: str = "multiproc"):
+    """The stand-in step, its methods attached to the real hook runners as the plugin attaches them
+    (``wrapping.attach``), the step gate in use (``VLLM_W2EXT_SAMPLE`` switches the gated hooks off on
+    light steps); trees from before those parts get their own way of attaching (before/after runs)."""
+    from types import SimpleNamespace
     classes = {c.__name__: c for c in stand_ins(so)}
     if hooked:
-        from vllm_w2ext.hooks import all_hooks
-        from vllm_w2ext.hooks.runner import HookRunner
+        from vllm_w2ext.hooks import all_hooks, runner as runner_mod
         by = {h.name: h for h in all_hooks()}
+        runners = []
         for (cls, meth), hname in HOOKED.items():
             if cls in PATHS[path]:
                 continue
             c = classes[cls]
-            runner = HookRunner(by[hname])
-            if hasattr(runner, "bind"):
+            runner = runner_mod.HookRunner(by[hname])
+            runners.append(runner)
+            if hasattr(runner, "slot"):
+                from vllm_w2ext.hooks.wrapping import attach
+                attach(runner, SimpleNamespace(**{runner.spec.cls_name: c}))
+            elif hasattr(runner, "bind"):
                 setattr(c, meth, runner.bind(vars(c)[meth]))
-            else:                                # trees before HookRunner.bind (before/after runs)
+            else:                                # trees before HookRunner.bind
                 import wrapt
                 setattr(c, meth, wrapt.FunctionWrapper(vars(c)[meth], runner.sync))
+        if hasattr(runner_mod, "GATE"):
+            runner_mod.GATE.use(runners)
     return classes["EngineCore"]().step
 
 
