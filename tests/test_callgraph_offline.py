@@ -18,7 +18,8 @@ N, MAX_TOKENS = 6, 6
 
 def _run(tiny_model, rx, tmp, protocol, spawn=False, **extra_env):
     rx.clear()
-    env = clean_env(spawn=spawn, VLLM_W2EXT="1", OTEL_SERVICE_NAME=f"w2ext-test-{protocol}", **rx.env(protocol), **extra_env)
+    env = clean_env(spawn=spawn, VLLM_W2EXT="1", OTEL_SERVICE_NAME=f"w2ext-test-{protocol}", **rx.env(protocol),
+                    **extra_env)
     result = run_offline(tiny_model, env, tmp / "out.json", prompts=N, max_tokens=MAX_TOKENS)
     spans = rx.wait_for(lambda s: {x.role for x in s} >= {"frontend", "engine_core", "worker"}, timeout=20)
     return result, spans

@@ -16,7 +16,8 @@ from concurrent.futures import Future
 from vllm_w2ext import config
 from vllm_w2ext.hooks.runner import GATE
 from vllm_w2ext.hooks.spec import Hook
-from vllm_w2ext.steps.facts import STAMP_STEP, read_step, sampled_out
+from vllm_w2ext.steps.facts import (FACTS_FIRST, FACTS_NEW, FACTS_PREEMPTED, FACTS_RESUMED, STAMP_STEP, read_step,
+                                    sampled_out)
 from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.pipeline import recorder
 from vllm_w2ext.telemetry.recording import new_span_id, new_trace_id
@@ -76,7 +77,7 @@ def _read_facts(so) -> tuple:
     still prefilling and those preempted (work proportional to the requests that changed)."""
     sched = S.sched
     facts = read_step(so, sched.requests, len(sched.running), len(sched.waiting), S.all_links, bool(S.prefilling))
-    _, _, _, preempted, resumed, _, _, new, first = facts[:9]
+    preempted, resumed, new, first = facts[FACTS_PREEMPTED], facts[FACTS_RESUMED], facts[FACTS_NEW], facts[FACTS_FIRST]
     if preempted or resumed:
         S.preempted.update(preempted)
         S.preempted.difference_update(resumed)

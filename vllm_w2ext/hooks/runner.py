@@ -20,20 +20,17 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import random
 import time
 
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.telemetry import selfcost
+from vllm_w2ext.telemetry.recording import fork_safe_random
 
 log = logging.getLogger("vllm_w2ext")
 # enter's result when post must not run: the hook is off, pre failed, or pre recorded nothing (returned None,
 # the same signal, so every driver tests one value)
 SKIP = None
-_gaps = random.Random()
-_randrange = _gaps.randrange
-os.register_at_fork(after_in_child=_gaps.seed)       # a forked child times other calls than its parent
+_randrange = fork_safe_random().randrange           # a forked child times other calls than its parent
 _cpu = time.thread_time_ns
 _wall = time.perf_counter_ns
 
@@ -226,9 +223,10 @@ class StepGate:
     then calls its own methods (``HookRunner.gate`` takes ours out of the class; a copy bound earlier costs
     one attribute test) instead of their ``pre``, which would only find the step unrecorded (the worker at
     TP=1 on the GPU runs in that process). Two class attribute swaps per hook per shut and open: with
-    ``VLLM_W2EXT_SAMPLE=N`` at most twice in N steps, against a wrapper frame on each of the N - 2 light steps. Workers in processes of their own
-    keep it open and tell from the missing stamp. ``on_shut`` callbacks run once per shut: what a gated
-    ``pre`` would have done on the first unrecorded step (the worker forgets its last execution)."""
+    ``VLLM_W2EXT_SAMPLE=N`` at most twice in N steps, against a wrapper frame on each of the N - 2 light
+    steps. Workers in processes of their own keep it open and tell from the missing stamp. ``on_shut``
+    callbacks run once per shut: what a gated ``pre`` would have done on the first unrecorded step (the
+    worker forgets its last execution)."""
 
     def __init__(self) -> None:
         self.runners: list[HookRunner] = []
@@ -241,7 +239,6 @@ class StepGate:
         if self.shut:
             self.open()
         self.runners = [r for r in runners if r.spec.recorded_only]
-        self.shut = False
 
     def on_shut(self, fn) -> None:
         if fn not in self._on_shut:

@@ -59,6 +59,11 @@ class StepFacts(NamedTuple):
     waiting: int
 
 
+# Positions in the StepFacts tuple the EngineCore reads back on the hot path (derived, never written twice).
+FACTS_PREEMPTED, FACTS_RESUMED, FACTS_NEW, FACTS_FIRST = \
+    (StepFacts._fields.index(f) for f in ("preempted", "resumed", "new", "first_tokens"))
+
+
 class Finished(NamedTuple):
     id: str
     status: str               # vLLM's RequestStatus name, e.g. FINISHED_STOPPED
@@ -85,8 +90,8 @@ def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool, prefill
 
     Decode tokens: one per cached request that already has output tokens and was not resumed (vLLM
     schedules a decoding request for exactly one token), counted with ``list.count`` unless every request
-    got one token and none can be prefilling (nothing to count: the steady decode state costs O(1)); with speculative
-    decoding their scheduled tokens are summed instead (drafts count as decode). Prefill: the rest
+    got one token and none can be prefilling (nothing to count: the steady decode state costs O(1)); with
+    speculative decoding their scheduled tokens are summed instead (drafts count as decode). Prefill: the rest
     (new requests, chunked prefills, recomputed resumed requests). Per-request work only for new,
     resumed and still-prefilling requests."""
     nst: dict = so.num_scheduled_tokens
@@ -180,11 +185,8 @@ class ExecutionRecord(NamedTuple):
 
 
 # -- the export side: wire tuples back to named records (NamedTuples pass through unchanged) ----------
-_NEW = StepFacts._fields.index("new")
-
-
 def step_facts(t: tuple) -> StepFacts:
-    return StepFacts(*t[:_NEW], tuple(NewRequest._make(n) for n in t[_NEW]), *t[_NEW + 1:])
+    return StepFacts(*t[:FACTS_NEW], tuple(NewRequest._make(n) for n in t[FACTS_NEW]), *t[FACTS_NEW + 1:])
 
 
 def step_record(t: tuple) -> StepRecord:

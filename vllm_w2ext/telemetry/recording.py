@@ -19,12 +19,18 @@ import time
 from vllm_w2ext.telemetry.wire import DATA, END, ERROR, NESTED, SPAN_ID, STEP, TRACE_ID, open_range
 from vllm_w2ext.vocab import ENGINE, FRONT, WORKER, profiler_annotation
 
-# Span and trace ids: a generator of the plugin's own, seeded again in a forked child (Python does that for
-# the random module's global one only): a forked EngineCore or worker would otherwise draw the very ids its
-# parent draws (vLLM forks them on the GPU; tests/unit/test_ids_after_fork.py).
-_ids = random.Random()
-_getrandbits = _ids.getrandbits
-os.register_at_fork(after_in_child=_ids.seed)
+
+
+def fork_safe_random() -> random.Random:
+    """A generator of the plugin's own, seeded again in a forked child (Python does that for the random
+    module's global one only): a forked EngineCore or worker would otherwise draw the very numbers its parent
+    draws (vLLM forks them on the GPU; tests/unit/test_ids_after_fork.py)."""
+    rng = random.Random()
+    os.register_at_fork(after_in_child=rng.seed)
+    return rng
+
+
+_getrandbits = fork_safe_random().getrandbits          # span and trace ids
 _now = time.time_ns
 
 ROOT: tuple = ()     # pass as ``parent`` to start a new trace even inside another range
