@@ -33,21 +33,11 @@ BASE_ENV = {
 }
 
 
-# vLLM's processes start by fork (tests/support/fork_start: vLLM's default everywhere but its CPU platform,
-# 13 s per engine start against 30 s spawned on 2 cores) unless a test asks for the CPU build's spawn.
-FORK_START = TESTS / "support" / "fork_start"
-
-
-def clean_env(*, spawn: bool = False, **extra: str) -> dict[str, str]:
-    """The environment of a vLLM subprocess: none of the plugin's or OTel's settings of this process, the
-    BASE_ENV, ``extra``; its EngineCore and workers forked unless ``spawn`` (the CPU build's own way)."""
+def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("VLLM_W2EXT", "OTEL_", "NVTX_", "W2EXT_TEST_START"))}
+           if not k.startswith(("VLLM_W2EXT", "OTEL_", "NVTX_"))}
     env.update(BASE_ENV)
     env.update(extra)
-    if not spawn:
-        env["W2EXT_TEST_START"] = "fork"
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(FORK_START), env.get("PYTHONPATH")) if p)
     return env
 
 

@@ -16,10 +16,9 @@ from vllm_w2ext.receiver import OTLPReceiver
 N, MAX_TOKENS = 6, 6
 
 
-def _run(tiny_model, rx, tmp, protocol, spawn=False, **extra_env):
+def _run(tiny_model, rx, tmp, protocol, **extra_env):
     rx.clear()
-    env = clean_env(spawn=spawn, VLLM_W2EXT="1", OTEL_SERVICE_NAME=f"w2ext-test-{protocol}", **rx.env(protocol),
-                    **extra_env)
+    env = clean_env(VLLM_W2EXT="1", OTEL_SERVICE_NAME=f"w2ext-test-{protocol}", **rx.env(protocol), **extra_env)
     result = run_offline(tiny_model, env, tmp / "out.json", prompts=N, max_tokens=MAX_TOKENS)
     spans = rx.wait_for(lambda s: {x.role for x in s} >= {"frontend", "engine_core", "worker"}, timeout=20)
     return result, spans
@@ -28,15 +27,13 @@ def _run(tiny_model, rx, tmp, protocol, spawn=False, **extra_env):
 @pytest.fixture(scope="module")
 def runs(tiny_model, otlp_receiver, nvtx_recorder_lib, tmp_path_factory):
     """The gRPC run (NVTX recorded, every step linked) and the HTTP/protobuf run, side by side, each
-    exporting to its own receiver: the checks are on structure only, not on timing. The gRPC run starts
-    vLLM's processes the CPU build's way (spawned: each loads the plugin through vLLM's entry point), the
-    HTTP run forked (vLLM's default elsewhere, as most of the suite: conftest.clean_env)."""
+    exporting to its own receiver: the checks are on structure only, not on timing."""
     grpc_tmp, http_tmp = tmp_path_factory.mktemp("offline-grpc"), tmp_path_factory.mktemp("offline-http")
     rec_file = grpc_tmp / "nvtx.tsv"
     http_rx = OTLPReceiver().start()
     try:
         grpc, http = concurrently(
-            lambda: _run(tiny_model, otlp_receiver, grpc_tmp, "grpc", spawn=True, VLLM_W2EXT_STEP_LINKS="all",
+            lambda: _run(tiny_model, otlp_receiver, grpc_tmp, "grpc", VLLM_W2EXT_STEP_LINKS="all",
                          **nvtx_recorder.recorder_env(nvtx_recorder_lib, rec_file)),
             lambda: _run(tiny_model, http_rx, http_tmp, "http"))
     finally:

@@ -29,7 +29,7 @@ def complete(port: int, model: str, prompt: str, headers: dict | None = None) ->
 def served(tiny_model, otlp_receiver, tmp_path_factory):
     otlp_receiver.clear()
     log = tmp_path_factory.mktemp("served") / "server.log"
-    env = clean_env(spawn=True, VLLM_W2EXT="1", OTEL_SERVICE_NAME="w2ext-served", **otlp_receiver.env("grpc"))
+    env = clean_env(VLLM_W2EXT="1", OTEL_SERVICE_NAME="w2ext-served", **otlp_receiver.env("grpc"))
     with vllm_serve(tiny_model, env, log, ROOT, "--max-num-seqs", "8") as port:
         answers = []
         for i, (tid, sid) in enumerate(CLIENT_TRACES):

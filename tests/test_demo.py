@@ -20,7 +20,7 @@ def demo(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "demo"
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "vllm_w2ext.lab.demo", "--out", str(out), "--model", str(tiny_model)],
-                       env=clean_env(spawn=True), capture_output=True, text=True, timeout=900, cwd=str(ROOT))
+                       env=clean_env(), capture_output=True, text=True, timeout=900, cwd=str(ROOT))
     wall = time.monotonic() - t0
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:] + (out / "workload.log").read_text()[-3000:]
     return {"out": out, "stdout": p.stdout, "wall": wall}

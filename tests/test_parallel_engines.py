@@ -223,8 +223,8 @@ def _scrape_until(mport: int, pred, timeout: float = 60.0) -> str:
 def _dp2(tiny_model, otlp_receiver, tmp) -> Run:
     otlp_receiver.clear()
     mport = free_port()
-    env = clean_env(spawn=True, VLLM_W2EXT="1", VLLM_W2EXT_TRACE_DIR=str(tmp / "traces"),
-                    VLLM_W2EXT_METRICS_PORT=str(mport), **BIND, **otlp_receiver.env("grpc"))
+    env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_TRACE_DIR=str(tmp / "traces"), VLLM_W2EXT_METRICS_PORT=str(mport),
+                    **BIND, **otlp_receiver.env("grpc"))
     want = {("engine_core", "0"), ("engine_core", "1"), ("worker", "0"), ("worker", "1")}
 
     def every_engine(text: str) -> bool:
