@@ -41,7 +41,7 @@ def main() -> int:
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     rows, lines = [], [("| run | model | layers | workload | blocks | paused | resumed | cost per block % | median % | "
-                       "mean % | paused spread % | switches ok |"), "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                       "mean % | paused spread % | p25 cost % [90 %] | switches ok |"), "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     cost_lines = ["| run | engine steps | hook self µs/step | export thread CPU µs/step | export process CPU µs/step |",
                   "|---|---|---|---|---|"]
     for i, p in enumerate(a.runs):
@@ -64,11 +64,16 @@ def main() -> int:
             rows.append({"run": name, "model": doc.get("model"), "layers": doc.get("layers"), "workload": key,
                          "unit": v["unit"], "paused": v["off"], "resumed": v["on"], "cost_pct": v["cost_pct"],
                          "median_cost_pct": v["median_cost_pct"], "mean_cost_pct": v["mean_cost_pct"],
-                         "paused_spread_pct": v["off_spread_pct"], "switches_ok": s["switches_checked"]["ok"]})
+                         "paused_spread_pct": v["off_spread_pct"], "quantile": v.get("quantile"),
+                         "quantile_cost_pct": v.get("quantile_cost_pct"),
+                         "quantile_cost_90pct": v.get("quantile_cost_90pct"),
+                         "switches_ok": s["switches_checked"]["ok"]})
+            qc = (f"{v['quantile_cost_pct']:+.2f} [{v['quantile_cost_90pct'][0]:+.2f}, {v['quantile_cost_90pct'][1]:+.2f}]"
+                  if "quantile_cost_pct" in v else "-")
             lines.append(f"| {name} | {doc.get('model')} | {doc.get('layers')} | {key} ({v['unit']}) | {v['pairs']} | "
                          f"{' / '.join(map(f, v['off']))} | {' / '.join(map(f, v['on']))} | "
                          f"{' / '.join(f'{c:+.2f}' for c in v['cost_pct'])} | {v['median_cost_pct']:+.2f} | "
-                         f"{v['mean_cost_pct']:+.2f} | {v['off_spread_pct']:.2f} | {s['switches_checked']['ok']} |")
+                         f"{v['mean_cost_pct']:+.2f} | {v['off_spread_pct']:.2f} | {qc} | {s['switches_checked']['ok']} |")
         if cost:
             def g(k, cost=cost):
                 return ", ".join(f"{r} {u}" for r, u in (cost.get(k) or {}).items())

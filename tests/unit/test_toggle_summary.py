@@ -53,3 +53,28 @@ def test_one_process_answering_twice_is_checked_at_its_switch():
     assert toggle_ab.check_switches(sw)["ok"]
     sw[2]["counts"] = c(781, 2343, 2344)                          # a hook ran while paused: still caught
     assert not toggle_ab.check_switches(sw)["ok"]
+
+
+def test_quantile_cost_sees_through_a_slow_episode():
+    """Planted: resumed iterations take 2 % longer than paused ones; in one block the host's slow episode
+    (benchmarks/results/h200/noise) makes every paused iteration 40 % slower. The per-block median cost
+    swings with it; the low-quantile cost stays at the planted 2 %, inside its bootstrap interval."""
+    ms = []
+    for b in range(8):
+        base = [0.180, 0.182, 0.184, 0.186, 0.188]
+        off = [t * (1.4 if b == 3 else 1.0) for t in base]
+        ms += [{"workload": "lat1", "unit": "s", "block": b, "on": True, "value": sum(base) * 1.02 / 5,
+                "iters": [t * 1.02 for t in base]},
+               {"workload": "lat1", "unit": "s", "block": b, "on": False, "value": sum(off) / 5, "iters": off}]
+    s = toggle_ab.summarize({"measures": ms, "switches": []})["lat1"]
+    assert round(s["quantile_cost_pct"], 6) == 2.0
+    lo, hi = s["quantile_cost_90pct"]
+    assert lo <= 2.0 + 1e-9 and hi >= 2.0 - 1e-9 and hi - lo < 1.0
+    assert s["units"] == 80 and min(s["cost_pct"]) < -25          # the block mean saw the episode
+
+
+def test_quantile_cost_of_throughput_is_read_as_time_per_token():
+    ms = [{"workload": "thr", "unit": "tok/s", "block": b, "on": on, "value": 98.0 if on else 100.0}
+          for b in range(4) for on in (True, False)]
+    s = toggle_ab.summarize({"measures": ms, "switches": []})["thr"]
+    assert round(s["quantile_cost_pct"], 6) == round((100 / 98 - 1) * 100, 6)    # fewer tok/s = positive cost
