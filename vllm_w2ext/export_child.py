@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import signal
 import sys
 import threading
 
@@ -52,10 +51,6 @@ def leave_pinned_cores() -> None:
 
 def main() -> int:
     leave_pinned_cores()
-    if hasattr(signal, "SIGTTOU"):
-        # a background process group of its parent's session (export_process._OWN_GROUP): a log line on a
-        # terminal with `stty tostop` must not stop it
-        signal.signal(signal.SIGTTOU, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(asctime)s vllm_w2ext export process %(process)d: %(message)s")
     settings = config.load()

@@ -15,9 +15,8 @@ Protocol (parent -> child, on the child's stdin): frames (``wire.encode_frame``)
 ``(kind, payload)`` with the kinds of :class:`~vllm_w2ext.telemetry.wire.Frame`. ``flush`` is
 acknowledged on the child's stdout as ``<u32 seq>``. End of input (the parent exited, closed the
 pipe or was killed) makes the child flush its sinks within ``VLLM_W2EXT_SHUTDOWN_TIMEOUT_S`` and exit.
-The child runs in its own process group, in its parent's session (a Ctrl-C to the terminal's process group
-reaches vLLM, whose exit then ends the child; ``_OWN_GROUP`` says why not a session of its own) and also
-exits when its parent is gone.
+The child runs in its own session (a Ctrl-C to the terminal's process group reaches vLLM, whose exit
+then ends the child) and also exits when its parent is gone.
 """
 from __future__ import annotations
 
@@ -141,14 +140,6 @@ class ExportProcessSink(Sink):
             pass
 
 
-# The export process's own process group (a terminal's Ctrl-C goes to the foreground group: vLLM, not it),
-# in its parent's session. Not a session of its own: with the kernel's autogroup scheduling
-# (/proc/sys/kernel/sched_autogroup_enabled, on by default in many kernels) every session is a CPU group of
-# its own, and an export process in its own group, moved by leave_pinned_cores onto a core where another
-# session's process computes, spent 5-24 s of its first 10-35 s runnable but not run (/proc/PID/schedstat)
-# on the 2-core test machine: metrics scrapes and OTLP exports timed out. Python 3.10 has no
-# ``process_group``: a session there, as before.
-_OWN_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
 _prestarted: list = [None]       # (pid of the process it serves, Popen) started ahead of first use
 _used_here = [False]             # this process has (had) an export process: so will a forked child
 
@@ -184,7 +175,7 @@ def _spawn():
     try:
         proc = subprocess.Popen([sys.executable, "-m", CHILD_MODULE],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"), **_OWN_GROUP)
+                                start_new_session=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     except OSError as e:
         log.warning("vllm_w2ext: could not start the export process (%r); exporting in-process "
                     "(VLLM_W2EXT_EXPORT_PROCESS=off does this on purpose)", e)
