@@ -55,10 +55,10 @@ engine() {   # $1: tag; the rest: command prefix
   "$@" python3 benchmarks/gpu/toggle_ab.py --arm stock --model l4 --pair 1 --blocks ${BLOCKS:-4} --lat-iters 5 \
     --workloads lat1 --tag $tag --out $R --timeout ${EACH_S:-200} 2>&1 | grep '^\[toggle_ab\]'
   kill $smi 2>/dev/null
-  python3 - "$R/l4_lat1-${tag}_p1_stock.json" "$R/l4_${tag}_p1_stock.json" <<'PY'
+  python3 - "$R/l4_${tag}_p1_stock.json" <<'PY'
 import json, os, statistics as st, sys
-p = next((a for a in sys.argv[1:] if os.path.exists(a)), None)
-if p is None:
+p = sys.argv[1]                                   # toggle_ab's record name for --arm stock --tag TAG --pair 1
+if not os.path.exists(p):
     sys.exit(print("no record"))
 d = json.load(open(p))
 it = [x for m in d.get("measures", []) for x in m["iters"]]

@@ -134,14 +134,14 @@ def summarize(doc: dict) -> dict:
     out = {}
     ms = doc.get("measures", [])
     for key in dict.fromkeys(m["workload"] for m in ms):
+        wms = [m for m in ms if m["workload"] == key]
         by_block: dict = {}
-        for m in ms:
-            if m["workload"] == key:
-                by_block.setdefault(m["block"], {})[m["on"]] = m["value"]
+        for m in wms:
+            by_block.setdefault(m["block"], {})[m["on"]] = m["value"]
         pairs = [(b, v[True], v[False]) for b, v in sorted(by_block.items()) if True in v and False in v]
         if not pairs:
             continue
-        unit = next(m["unit"] for m in ms if m["workload"] == key)
+        unit = wms[0]["unit"]
         # positive = the hooks make it slower
         cost = [((on - off) / off if unit == "s" else (off - on) / off) * 100 for _, on, off in pairs]
         offs = [off for _, _, off in pairs]
@@ -149,7 +149,7 @@ def summarize(doc: dict) -> dict:
                     "cost_pct": cost, "median_cost_pct": statistics.median(cost),
                     "mean_cost_pct": statistics.fmean(cost),
                     "off_spread_pct": (max(offs) - min(offs)) / statistics.median(offs) * 100,
-                    **quantile_cost([m for m in ms if m["workload"] == key])}
+                    **quantile_cost(wms)}
     out["switches_checked"] = check_switches(doc.get("switches", []))
     return out
 
