@@ -1,0 +1,39 @@
+"""The stack-sample share (benchmarks/gpu/pyspy_share.py) on planted stacks: vLLM's work under the plugin's
+wrapper is vLLM's, the plugin's own frames (and what they call outside vLLM) are the plugin's."""
+from gpu_scripts import load
+
+pyspy_share = load("pyspy_share")
+
+WRAP = "hooked (vllm_w2ext/hooks/runner.py:173)"
+STEP = "step_with_batch_queue (vllm/v1/engine/core.py:400)"
+
+
+def test_planted_share():
+    stacks = [
+        (["<module> (<string>:1)", "run_busy_loop (vllm/v1/engine/core.py:900)", WRAP, STEP,
+          "execute_model (vllm/v1/worker/gpu_model_runner.py:10)"], 90),                  # vLLM under our wrapper
+        (["<module> (<string>:1)", "run_busy_loop (vllm/v1/engine/core.py:900)", WRAP,
+          "_step_pre (vllm_w2ext/hooks/engine_core.py:150)", "time_ns (<built-in>)"], 6),  # our pre
+        (["<module> (<string>:1)", WRAP, STEP, "_schedule_post (vllm_w2ext/hooks/engine_core.py:190)",
+          "Queue.put (queue.py:140)"], 4),                                                 # our post, nested
+        (["Thread._bootstrap (threading.py:1002)", "busy (torch/cuda/streams.py:1)"], 10),  # no plugin frame
+    ]
+    s = pyspy_share.share(stacks)
+    assert s["samples"] == 110 and s["plugin_samples"] == 10
+    assert abs(s["plugin_pct"] - 100 * 10 / 110) < 1e-3
+    assert dict(s["top"])["hooked > _step_pre > time_ns"] == 6
+    assert "threads" not in s
+
+
+def test_read_collapsed(tmp_path):
+    p = tmp_path / "engine_1.txt"
+    p.write_text(f"a (x.py:1);{WRAP} 3\nb (vllm/y.py:2) 5\n")
+    assert pyspy_share.read(p) == [(["a (x.py:1)", WRAP], 3), (["b (vllm/y.py:2)"], 5)]
+
+
+def test_per_thread():
+    main, other = "thread (0x1)", "thread (0x2)"
+    s = pyspy_share.share([([main, WRAP, "_step_pre (vllm_w2ext/hooks/engine_core.py:150)"], 1),
+                           ([main, WRAP, STEP], 3), ([other, "poll (vllm/v1/engine/core.py:5)"], 4)])
+    assert s["threads"][main] == {"samples": 4, "plugin_samples": 1, "plugin_pct": 25.0}
+    assert s["threads"][other]["plugin_samples"] == 0 and s["plugin_pct"] == 12.5
