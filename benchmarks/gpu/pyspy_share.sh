@@ -24,8 +24,18 @@ export LAT_ITERS=${LAT_ITERS:-300} THR_PROMPTS=${THR_PROMPTS:-100}
 chmod +x "$SPY" 2>/dev/null
 { cat /proc/sys/kernel/yama/ptrace_scope 2>/dev/null; id; nproc; } > "$OUT/pyspy_host.txt" 2>&1
 
+cmd_of() { tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null; }
+ppid_of() { awk '/^PPid:/{print $2}' "/proc/$1/status" 2>/dev/null; }
+run_pids() {  # pids of vLLM's processes and their export processes (no pgrep/ps in the device image)
+  local d c
+  for d in /proc/[0-9]*; do
+    c=$(cmd_of "${d#/proc/}")
+    case "$c" in *EngineCore*|*export_child*|*engine_driver*) echo "${d#/proc/}" ;; esac
+  done
+}
+
 role_of() {   # $1: pid -> engine | export | front | other
-  local cmd; cmd=$(tr '\0' ' ' < /proc/$1/cmdline 2>/dev/null)
+  local cmd; cmd=$(cmd_of "$1")
   case "$cmd" in
     *EngineCore*) echo engine ;;
     *export_child*) echo export ;;
@@ -39,13 +49,15 @@ for S in $SAMPLES; do
   python3 benchmarks/gpu/overhead_run.py --model "$MODEL" --pair 1 --arm plugin --sample "$S" --dir "$R" \
     --timeout 400 > "$D/run.log" 2>&1 &
   RUN=$!
-  for _ in $(seq 240); do pgrep -f EngineCore > /dev/null && break; sleep 1; done
+  for _ in $(seq 240); do
+    for p in $(run_pids); do [ "$(role_of "$p")" = engine ] && break 2; done; sleep 1
+  done
   sleep "$WAIT_S"
-  pids=$(pgrep -f -d ' ' 'EngineCore|export_child|engine_driver')
+  pids=$(run_pids)
   for p in $pids; do
     role=$(role_of "$p"); [ "$role" = other ] && continue
     # an export process names the vLLM process it serves: its parent
-    [ "$role" = export ] && role="export-of-$(role_of "$(ps -o ppid= -p "$p" | tr -d ' ')")"
+    [ "$role" = export ] && role="export-of-$(role_of "$(ppid_of "$p")")"
     "$SPY" record --nonblocking --threads -r "$RATE" -d "$DUR_S" --pid "$p" -f raw -o "$D/${role}_$p.txt" \
       > "$D/${role}_$p.spy.log" 2>&1 &
   done
