@@ -3,7 +3,7 @@
     python3 benchmarks/gpu/pyspy_share.py DIR [--top 12] [--json FILE]
 
 Each ``<role>_<pid>.txt`` in DIR holds py-spy's collapsed stacks (``frame;frame;... count``, outermost
-first; idle samples left out, so every sample is CPU). A sample is the plugin's own work when a frame of
+first; idle samples left out, and those whose innermost frame is a wait: ``WAITS``, so every sample is CPU). A sample is the plugin's own work when a frame of
 ``vllm_w2ext`` is on its stack and no frame of vLLM or torch lies inside (deeper than) the innermost such
 frame: a hook's ``pre`` and ``post`` and everything they call outside vLLM count; vLLM's method running
 under our wrapper (``hooked`` -> ``EngineCore.step`` -> ...) does not. A plugin frame that calls back into
@@ -19,6 +19,13 @@ import re
 from pathlib import Path
 
 THEIRS = re.compile(r"(^|[ (/])(vllm|torch)/")     # a frame in vLLM's or torch's files ("vllm_w2ext/" is not)
+# Innermost frames of a thread that waits: py-spy's --nonblocking idle test misses some of these (a Python
+# wait in a lock), so they are left out of every count, as the idle samples are.
+WAITS = ("Event.wait", "Condition.wait", "Queue.get", "SimpleQueue.get", "select", "poll", "sleep", "accept")
+
+
+def waiting(frames: list[str]) -> bool:
+    return frames[-1].split(" (")[0] in WAITS
 
 
 def read(path: Path) -> list[tuple[list[str], int]]:
@@ -42,6 +49,8 @@ def share(stacks: list[tuple[list[str], int]], top: int = 12) -> dict:
     where: collections.Counter = collections.Counter()
     threads: dict = collections.defaultdict(lambda: [0, 0])
     for frames, n in stacks:
+        if waiting(frames):
+            continue
         total += n
         thread = frames[0] if frames[0].startswith("thread ") else ""
         threads[thread][0] += n

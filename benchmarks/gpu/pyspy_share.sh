@@ -30,14 +30,15 @@ run_pids() {  # pids of vLLM's processes and their export processes (no pgrep/ps
   local d c
   for d in /proc/[0-9]*; do
     c=$(cmd_of "${d#/proc/}")
-    case "$c" in *EngineCore*|*export_child*|*engine_driver*) echo "${d#/proc/}" ;; esac
+    c="$c $(cat "$d/comm" 2>/dev/null)"
+    case "$c" in *EngineCor*|*export_child*|*engine_driver*) echo "${d#/proc/}" ;; esac
   done
 }
 
-role_of() {   # $1: pid -> engine | export | front | other
-  local cmd; cmd=$(cmd_of "$1")
+role_of() {   # $1: pid -> engine | export | front | other (vLLM may retitle only the comm: VLLM::EngineCor)
+  local cmd; cmd="$(cmd_of "$1") $(cat "/proc/$1/comm" 2>/dev/null)"
   case "$cmd" in
-    *EngineCore*) echo engine ;;
+    *EngineCor*) echo engine ;;
     *export_child*) echo export ;;
     *engine_driver*) echo front ;;
     *) echo other ;;

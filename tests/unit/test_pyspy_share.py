@@ -17,6 +17,8 @@ def test_planted_share():
         (["<module> (<string>:1)", WRAP, STEP, "_schedule_post (vllm_w2ext/hooks/engine_core.py:190)",
           "Queue.put (queue.py:140)"], 4),                                                 # our post, nested
         (["Thread._bootstrap (threading.py:1002)", "busy (torch/cuda/streams.py:1)"], 10),  # no plugin frame
+        (["Thread.run (threading.py:1)", "Pipeline._run (vllm_w2ext/telemetry/pipeline.py:89)",
+          "Event.wait (threading.py:600)"], 50),                                           # a wait: not CPU
     ]
     s = pyspy_share.share(stacks)
     assert s["samples"] == 110 and s["plugin_samples"] == 10
