@@ -36,6 +36,6 @@ def test_read_collapsed(tmp_path):
 def test_per_thread():
     main, other = "thread (0x1)", "thread (0x2)"
     s = pyspy_share.share([([main, WRAP, "_step_pre (vllm_w2ext/hooks/engine_core.py:150)"], 1),
-                           ([main, WRAP, STEP], 3), ([other, "poll (vllm/v1/engine/core.py:5)"], 4)])
+                           ([main, WRAP, STEP], 3), ([other, "busy_loop (vllm/v1/engine/core.py:5)"], 4)])
     assert s["threads"][main] == {"samples": 4, "plugin_samples": 1, "plugin_pct": 25.0}
     assert s["threads"][other]["plugin_samples"] == 0 and s["plugin_pct"] == 12.5
