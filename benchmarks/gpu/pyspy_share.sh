@@ -31,14 +31,14 @@ run_pids() {  # pids of vLLM's processes and their export processes (no pgrep/ps
   for d in /proc/[0-9]*; do
     c=$(cmd_of "${d#/proc/}")
     c="$c $(cat "$d/comm" 2>/dev/null)"
-    case "$c" in *EngineCor*|*export_child*|*engine_driver*) echo "${d#/proc/}" ;; esac
+    case "$c" in *EngineCor*|*export_child*|*engine_driver*|*spawn_main*) echo "${d#/proc/}" ;; esac
   done
 }
 
 role_of() {   # $1: pid -> engine | export | front | other (vLLM may retitle only the comm: VLLM::EngineCor)
   local cmd; cmd="$(cmd_of "$1") $(cat "/proc/$1/comm" 2>/dev/null)"
   case "$cmd" in
-    *EngineCor*) echo engine ;;
+    *EngineCor*|*spawn_main*) echo engine ;;   # without setproctitle: multiprocessing's spawned child
     *export_child*) echo export ;;
     *engine_driver*) echo front ;;
     *) echo other ;;
@@ -50,10 +50,11 @@ for S in $SAMPLES; do
   python3 benchmarks/gpu/overhead_run.py --model "$MODEL" --pair 1 --arm plugin --sample "$S" --dir "$R" \
     --timeout 400 > "$D/run.log" 2>&1 &
   RUN=$!
-  for _ in $(seq 240); do
+  for _ in $(seq 120); do
     for p in $(run_pids); do [ "$(role_of "$p")" = engine ] && break 2; done; sleep 1
   done
   sleep "$WAIT_S"
+  for d in /proc/[0-9]*; do echo "${d#/proc/} $(ppid_of "${d#/proc/}") $(cat "$d/comm" 2>/dev/null) | $(cmd_of "${d#/proc/}" | cut -c1-160)"; done > "$D/processes.txt" 2>/dev/null
   pids=$(run_pids)
   for p in $pids; do
     role=$(role_of "$p"); [ "$role" = other ] && continue
