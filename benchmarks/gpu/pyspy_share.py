@@ -46,12 +46,14 @@ def share(stacks: list[tuple[list[str], int]], top: int = 12) -> dict:
     """Samples, the plugin's samples and where they are (the innermost plugin frame with one frame either
     side); with py-spy's ``--threads`` (a ``thread (0x..)`` outermost frame), the same per thread too."""
     total = plugin = 0
+    engine_core = False
     where: collections.Counter = collections.Counter()
     threads: dict = collections.defaultdict(lambda: [0, 0])
     for frames, n in stacks:
         if waiting(frames):
             continue
         total += n
+        engine_core = engine_core or any("run_busy_loop" in f and "v1/engine/core.py" in f for f in frames)
         thread = frames[0] if frames[0].startswith("thread ") else ""
         threads[thread][0] += n
         if is_plugin(frames):
@@ -59,7 +61,7 @@ def share(stacks: list[tuple[list[str], int]], top: int = 12) -> dict:
             threads[thread][1] += n
             last = max(i for i, f in enumerate(frames) if "vllm_w2ext" in f)
             where[" > ".join(f.split(" (")[0] for f in frames[max(last - 1, 0):last + 2])] += n
-    out = {"samples": total, "plugin_samples": plugin, "plugin_pct": _pct(plugin, total), "top": where.most_common(top)}
+    out = {"engine_core": engine_core, "samples": total, "plugin_samples": plugin, "plugin_pct": _pct(plugin, total), "top": where.most_common(top)}
     if len(threads) > 1 or "" not in threads:
         out["threads"] = {t: {"samples": a, "plugin_samples": b, "plugin_pct": _pct(b, a)}
                           for t, (a, b) in sorted(threads.items(), key=lambda kv: -kv[1][0])}
@@ -70,18 +72,68 @@ def _pct(part: int, whole: int) -> float | None:
     return round(100 * part / whole, 3) if whole else None
 
 
+def _proc(pid: int) -> tuple[int, str, str] | None:
+    """(parent pid, comm, command line) of a live process, from /proc."""
+    try:
+        base = Path(f"/proc/{pid}")
+        cmd = (base / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        comm = (base / "comm").read_text().strip()
+        ppid = next(int(x.split()[1]) for x in (base / "status").read_text().splitlines() if x.startswith("PPid:"))
+        return ppid, comm, cmd
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def tree(root: int, procs: dict[int, tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+    """The descendants of ``root`` worth sampling, as (pid, role, comm): ``front`` (the engine driver: vLLM's
+    front end), ``export-of-<role>`` (an export process, named after the process it serves, its parent),
+    and every other Python descendant of the front end by its comm (the EngineCore: ``VLLM::EngineCor``
+    where vLLM could retitle it, else ``python3``; the analysis tells it by its frames)."""
+    kids: dict[int, list[int]] = collections.defaultdict(list)
+    for pid, (ppid, _, _) in procs.items():
+        kids[ppid].append(pid)
+    role: dict[int, str] = {}
+    out = []
+    todo = sorted(kids[root])
+    while todo:
+        pid = todo.pop(0)
+        ppid, comm, cmd = procs[pid]
+        if "export_child" in cmd:
+            r = f"export-of-{role.get(ppid, 'unknown')}"
+        elif "engine_driver" in cmd and ppid == root:
+            r = "front"
+        elif "resource_tracker" in cmd or not cmd:
+            r = ""
+        elif "EngineCor" in comm or "EngineCore" in cmd:
+            r = "engine"
+        else:
+            r = "child-" + re.sub(r"[^A-Za-z0-9]+", "-", comm).strip("-")
+        role[pid] = r or "skip"
+        if r and r != "skip" and (ppid != root or r == "front"):
+            out.append((pid, r, comm))
+        todo.extend(sorted(kids[pid]))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("dir", type=Path)
+    ap.add_argument("dir", type=Path, nargs="?")
+    ap.add_argument("--tree", type=int, default=None, metavar="PID",
+                    help="print 'pid role comm' for each process under PID worth sampling (pyspy_share.sh)")
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
+    if a.tree is not None:
+        procs = {int(d.name): p for d in Path("/proc").iterdir() if d.name.isdigit() and (p := _proc(int(d.name)))}
+        for pid, role, comm in tree(a.tree, procs):
+            print(pid, role, comm)
+        return 0
     doc = {}
     for p in sorted(a.dir.glob("*_*.txt")):
         if p.name.endswith(".spy.log"):
             continue
         s = doc[p.stem] = share(read(p), a.top)
-        print(f"{p.stem}: {s['samples']} samples, plugin {s['plugin_samples']} = {s['plugin_pct']} %")
+        print(f"{p.stem}{' (EngineCore busy loop)' if s['engine_core'] else ''}: {s['samples']} samples, plugin {s['plugin_samples']} = {s['plugin_pct']} %")
         for t, v in list(s.get("threads", {}).items())[:4]:
             print(f"  {t}: {v['samples']} samples, plugin {v['plugin_samples']} = {v['plugin_pct']} %")
         for k, v in s["top"]:

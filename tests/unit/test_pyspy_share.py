@@ -21,7 +21,7 @@ def test_planted_share():
           "Event.wait (threading.py:600)"], 50),                                           # a wait: not CPU
     ]
     s = pyspy_share.share(stacks)
-    assert s["samples"] == 110 and s["plugin_samples"] == 10
+    assert s["samples"] == 110 and s["plugin_samples"] == 10 and s["engine_core"]
     assert abs(s["plugin_pct"] - 100 * 10 / 110) < 1e-3
     assert dict(s["top"])["hooked > _step_pre > time_ns"] == 6
     assert "threads" not in s
@@ -39,3 +39,19 @@ def test_per_thread():
                            ([main, WRAP, STEP], 3), ([other, "busy_loop (vllm/v1/engine/core.py:5)"], 4)])
     assert s["threads"][main] == {"samples": 4, "plugin_samples": 1, "plugin_pct": 25.0}
     assert s["threads"][other]["plugin_samples"] == 0 and s["plugin_pct"] == 12.5
+
+
+def test_process_tree_roles():
+    """The run's tree: overhead_run (1) -> engine driver (2, the front end) -> its export process (3) and the
+    EngineCore (4, not retitled) -> its export process (5); a resource tracker and the run's own receiver
+    helper are left out."""
+    procs = {1: (0, "python3", "python3 overhead_run.py"),
+             2: (1, "python3", "python3 -m vllm_w2ext.lab.engine_driver spec.json"),
+             3: (2, "python3", "python3 -m vllm_w2ext.export_child"),
+             4: (2, "python3", "python3 -c from multiprocessing.spawn import spawn_main; spawn_main()"),
+             5: (4, "python3", "python3 -m vllm_w2ext.export_child"),
+             6: (2, "python3", "python3 -c from multiprocessing.resource_tracker import main;main(8)"),
+             7: (1, "sleep", "sleep 1"),
+             8: (2, "VLLM::EngineCor", "VLLM::EngineCore")}
+    got = {pid: role for pid, role, _ in pyspy_share.tree(1, procs)}
+    assert got == {2: "front", 3: "export-of-front", 4: "child-python3", 5: "export-of-child-python3", 8: "engine"}
