@@ -71,7 +71,8 @@ def metric_points(transport: str, req: "mpb.ExportMetricsServiceRequest") -> lis
                                time_unix_nano=p.time_unix_nano, exemplars=[_exemplar(e) for e in p.exemplars])
                     if kind == "histogram":
                         rec.update(count=p.count, sum=p.sum, bounds=list(p.explicit_bounds),
-                                   bucket_counts=list(p.bucket_counts))
+                                   bucket_counts=list(p.bucket_counts),
+                                   min=p.min if p.HasField("min") else None, max=p.max if p.HasField("max") else None)
                     elif kind in ("sum", "gauge"):
                         rec["value"] = p.as_double if p.WhichOneof("value") == "as_double" else p.as_int
                     out.append(rec)

@@ -376,3 +376,95 @@ def test_forked_child_never_resends_the_parents_numbers(receiver, monkeypatch, a
     sink.shutdown(5)
     assert os.waitstatus_to_exitcode(status) == 0
     assert receiver.metrics()                      # the parent's exports went on
+
+
+# --- histogram points read from the Prometheus model -------------------------------------------------
+
+def test_histogram_points_from_the_model_planted():
+    """Known observations, two collections: counts per bucket, sum, min and max, exemplars, in both
+    temporalities; delta leaves out a series with nothing new and starts where the last point ended."""
+    from vllm_w2ext.telemetry.otlp_metrics import HistogramPoints
+
+    class NoSdk:                       # what attach_otel needs of OtlpMetrics: bind
+        def __init__(self, points):
+            self.points = points
+
+        def bind(self, model):
+            self.points.instruments += [model["gap"], model["batch"]]
+
+    for delta in (False, True):
+        m = StepMetrics(exemplars=True)
+        points = HistogramPoints(delta)
+        m.attach_otel(NoSdk(points))
+        a, b = ("worker", "0", "0", "0", "0"), ("worker", "0", "1", "1", "0")
+        for v, ids in ((0.003, (1, 11)), (0.02, (2, 12)), (0.02, (3, 13))):
+            m.gap.observe(a, v, ids)
+        m.gap.observe(b, 0.5, (4, 14))
+        first = {tuple(sorted(p.attributes.items())): p for x in points.metrics() for p in x.data.data_points}
+        pa = first[tuple(sorted(m.gap.attrs(a).items()))]
+        assert pa.count == 3 and abs(pa.sum - 0.043) < 1e-12 and (pa.min, pa.max) == (0.003, 0.02)
+        bounds = list(pa.explicit_bounds)
+        assert pa.bucket_counts[bounds.index(5e-3)] == 1 and pa.bucket_counts[bounds.index(2.5e-2)] == 2
+        assert sum(pa.bucket_counts) == 3 and len(pa.bucket_counts) == len(bounds) + 1
+        # one exemplar per bucket offered in the window: the first of each bucket (ids 1 and 2)
+        assert sorted((e.trace_id, e.span_id) for e in pa.exemplars) == [(1, 11), (2, 12)]
+        m.new_exemplar_window()
+        m.gap.observe(a, 1.0, (5, 15))
+        second = [x for x in points.metrics() if x.name == "vllm_w2ext.scheduler.gap"][0]
+        by = {p.attributes["rank"]: p for p in second.data.data_points}
+        if delta:
+            assert set(by) == {"0"}                      # series b had nothing new
+            p = by["0"]
+            assert p.count == 1 and abs(p.sum - 1.0) < 1e-12 and (p.min, p.max) == (1.0, 1.0)   # a difference of sums
+            assert p.start_time_unix_nano == pa.time_unix_nano
+            assert [(e.trace_id, e.value) for e in p.exemplars] == [(5, 1.0)]
+            assert second.data.aggregation_temporality == 1      # DELTA
+        else:
+            p = by["0"]
+            assert p.count == 4 and abs(p.sum - 1.043) < 1e-12 and (p.min, p.max) == (0.003, 1.0)
+            assert p.start_time_unix_nano == pa.start_time_unix_nano and set(by) == {"0", "1"}
+            assert by["1"].count == 1 and not by["1"].exemplars  # exemplars go out once
+            assert second.data.aggregation_temporality == 2      # CUMULATIVE
+
+
+@pytest.mark.parametrize("temporality", ["cumulative", "delta"])
+def test_exported_histograms_equal_the_prometheus_side(receiver, monkeypatch, as_export_process, tmp_path,
+                                                       temporality):
+    """Every histogram series over several exports: its count and sum over OTLP (delta points added up)
+    equal the Prometheus snapshot's, and min / max lie in the first / last non-empty bucket."""
+    receiver.clear()
+    for k, v in receiver.metrics_env("grpc", temporality, 150).items():
+        monkeypatch.setenv(k, v)
+    sink = MetricsSink(0.2, cost, lambda: str(tmp_path), write_front=True, otlp=True)
+    for i in range(4):
+        feed(sink, run_ranges(48, cuda=True))
+        time.sleep(0.25)
+    sink.snapshot()
+    sink.shutdown(10)
+    prom = {}
+    for fam in parse_openmetrics(Path(glob.glob(str(tmp_path / "*.prom"))[0]).read_text()):
+        for s in fam.samples:
+            if s.name.endswith(("_count", "_sum")) and fam.type == "histogram":
+                key = (fam.name, tuple(sorted(s.labels.items())))
+                prom.setdefault(key, {})[s.name.rsplit("_", 1)[1]] = s.value
+    otlp: dict = {}
+    for p in receiver.metrics():
+        if p["kind"] != "histogram":
+            continue
+        assert p["min"] is not None and p["max"] is not None and p["min"] <= p["max"]
+        nz = [i for i, c in enumerate(p["bucket_counts"]) if c]
+        bounds = [float("-inf"), *p["bounds"], float("inf")]
+        assert bounds[nz[0]] < p["min"] <= bounds[nz[0] + 1] and bounds[nz[-1]] < p["max"] <= bounds[nz[-1] + 1]
+        name = prometheus_name(p["name"], p["unit"], HISTOGRAM)
+        key = (name, tuple(sorted(p["attributes"].items())))
+        o = otlp.setdefault(key, {"count": 0, "sum": 0.0, "points": 0})
+        if temporality == "delta":
+            o["count"] += p["count"]
+            o["sum"] += p["sum"]
+        else:
+            o["count"], o["sum"] = max(o["count"], p["count"]), max(o["sum"], p["sum"])
+        o["points"] += 1
+    assert set(otlp) == set(prom) and len(prom) > 5
+    for key, v in prom.items():
+        assert otlp[key]["count"] == v["count"] and abs(otlp[key]["sum"] - v["sum"]) < 1e-9 * max(1, v["sum"]), key
+    assert max(o["points"] for o in otlp.values()) >= 2          # several exports, not just the last

@@ -15,15 +15,17 @@ crashed worker stay visible) at the cost of one small write per second per proce
 
 One feeding point, two back ends. :class:`StepMetrics` reads each range once (labels, values, the
 step's or request's span) and hands every observation to an :class:`_Instrument` (one per row of
-``instruments.py``), which updates the Prometheus child and, when OTLP metrics are on, records
-histogram observations in the OpenTelemetry SDK histogram of the same row; the SDK's observable
-counters and gauges read the same children at each collection (``_Instrument.values``). Exemplars
+``instruments.py``), which updates the Prometheus child. With OTLP metrics on, the OTLP side reads the
+same children at each collection (``otlp_metrics.py``): counters and gauges as the SDK's observable
+instruments (``_Instrument.values``), histograms as points built from the children's buckets and sum
+(``_Instrument.histogram_points``); an observation only keeps its series' min and max for it. So no
+observation is recorded twice (the SDK's ``Histogram.record`` cost ~13 us per observation on the 2-core
+CPU machine, ~110 us per engine step in the export process: benchmarks/otlp_metrics_cost.py). Exemplars
 are chosen here, once for both: an observation offers its span's ``trace_id``/``span_id`` only if
 its bucket (a histogram's ``le`` bucket; a counter's series) has had none in the current exemplar
-window, so at most one exemplar per bucket per window reaches either back end (the OTel SDK's
-bucket-aligned reservoir keeps one per bucket per export and resets it at each collection; counters
-hand the SDK the latest one per series since the last collection; prometheus_client keeps the latest
-per bucket).
+window, so at most one exemplar per bucket per window reaches either back end (the OTLP side keeps the
+latest offered per bucket, or per counter series, since its last collection; prometheus_client keeps the
+latest per bucket).
 """
 from __future__ import annotations
 
@@ -80,14 +82,17 @@ _PROM = {COUNTER: Counter, HISTOGRAM: Histogram, GAUGE: Gauge}
 class _Instrument:
     """One instrument in both back ends. ``lab`` is the tuple of label values in ``spec.all_labels``
     order; ``ids`` the ``(trace_id, span_id)`` of the span behind an observation (exemplar candidate)."""
-    __slots__ = ("_attrs", "_children", "buckets", "otel", "otel_exemplars", "owner", "prom", "spec")
+    __slots__ = ("_attrs", "_children", "buckets", "otel_exemplars", "otel_range", "owner", "prom", "spec")
 
     def __init__(self, spec: Instrument, registry, owner: StepMetrics):
         self.spec, self.owner = spec, owner
         kw = {"buckets": spec.buckets} if spec.kind == HISTOGRAM else {}
         self.prom = _PROM[spec.kind](spec.prom, spec.doc, spec.all_labels, registry=registry, **kw)
-        self.otel = None               # OTel histogram (recorded per observation); counters and gauges
-        self.otel_exemplars = None     # are observed at collection time (``values``), exemplars from here
+        # With OTLP metrics on (``StepMetrics.attach_otel``), what the OTel side reads at each collection besides
+        # the Prometheus children: a counter's latest exemplar per series (lab -> ids); a histogram's exemplars
+        # (lab -> {bucket: (value, time ns, ids)}) and its [min, max] per series since the last collection.
+        self.otel_exemplars = None
+        self.otel_range = None
         self.buckets = spec.buckets or ()
         self._children: dict = {}
         self._attrs: dict = {}
@@ -97,6 +102,17 @@ class _Instrument:
         if c is None:
             c = self._children[lab] = self.prom.labels(*lab)
         return c
+
+    def histogram_points(self):
+        """(label values, attributes, bucket counts, sum, [min, max] since the last call or None, exemplars
+        {bucket: (value, time ns, (trace id, span id))} or None) of every series of a histogram: what the
+        OTLP side exports at each collection, read from the Prometheus children (called on the reader's
+        thread; an observation racing the swap may miss the range and exemplar of its interval)."""
+        rng, self.otel_range = self.otel_range, {}
+        ex, self.otel_exemplars = self.otel_exemplars, {}
+        for lab, c in list(self._children.items()):
+            yield (lab, self.attrs(lab), [int(b.get()) for b in c._buckets], c._sum.get(),
+                   rng.get(lab) if rng else None, ex.get(lab) if ex else None)
 
     def values(self):
         """(attributes, current value, exemplar ids or None) of every series: what the OTel SDK's
@@ -132,8 +148,17 @@ class _Instrument:
             c.observe(value)
         else:
             c.observe(value, exemplar_labels(ex))
-        if self.otel is not None:
-            self.otel.record(value, self.attrs(lab), self.owner.otel_context(ex) if ex is not None else None)
+        rng = self.otel_range
+        if rng is not None:            # OTLP on: a range and the exemplar kept; the counts are Prometheus's
+            r = rng.get(lab)
+            if r is None:
+                rng[lab] = [value, value]
+            elif value < r[0]:
+                r[0] = value
+            elif value > r[1]:
+                r[1] = value
+            if ex is not None:
+                self.otel_exemplars.setdefault(lab, {})[bisect_left(self.buckets, value)] = (value, time.time_ns(), ex)
 
     def inc(self, lab: tuple, value: float, ids=None) -> None:
         ex = self._exemplar(lab, value, ids) if ids is not None else None
@@ -159,7 +184,6 @@ class StepMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.exemplars = exemplars
         self.exemplar_seen: set = set()
-        self.otel_context = None            # (trace_id, span_id) -> OTel Context, set by attach_otel
         self.instruments: dict[str, _Instrument] = {}
         for spec in INSTRUMENTS:
             inst = self.instruments[spec.key] = _Instrument(spec, self.registry, self)
@@ -169,14 +193,14 @@ class StepMetrics:
         self._hook_errors: dict[str, int] = {}
 
     def attach_otel(self, otlp) -> None:
-        """From now on the OpenTelemetry SDK sees these instruments too: histograms are recorded per
-        observation, counters and gauges observed from this model at each collection."""
-        self.otel_context = otlp.context_of
-        for key, sync in otlp.bind(self.instruments).items():
-            inst = self.instruments[key]
-            inst.otel = sync
-            if inst.spec.kind == COUNTER and inst.spec.exemplars:
+        """From now on OTLP metrics read these instruments at each collection (``otlp_metrics``): nothing is
+        recorded twice per observation; a histogram keeps its range and exemplars for the OTLP side."""
+        for inst in self.instruments.values():
+            if inst.spec.kind == HISTOGRAM:
+                inst.otel_range, inst.otel_exemplars = {}, {}
+            elif inst.spec.kind == COUNTER and inst.spec.exemplars:
                 inst.otel_exemplars = {}
+        otlp.bind(self.instruments)
 
     def new_exemplar_window(self) -> None:
         self.exemplar_seen = set()

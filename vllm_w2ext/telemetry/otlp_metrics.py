@@ -4,15 +4,22 @@
 configured by the standard variables: endpoint, headers, timeout, compression and
 ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` (cumulative | delta | lowmemory) are read by the
 exporter, ``OTEL_METRIC_EXPORT_INTERVAL`` / ``OTEL_METRIC_EXPORT_TIMEOUT`` by the reader. It runs where
-the Prometheus aggregation runs (the export process by default) over the same model,
-``metrics.StepMetrics`` (``bind``): histograms are recorded observation by observation, counters and
-gauges are observable instruments reading the model's values at each collection (an SDK ``add`` costs
-~7.5 us of Python; a step makes ~30 observations, half of them counters).
+the Prometheus aggregation runs (the export process by default) and reads that model,
+``metrics.StepMetrics``, at each collection; nothing is recorded per observation (``bind``):
+- counters and gauges are the SDK's observable instruments over the model's values (an SDK ``add``
+  costs ~7.5 us of Python);
+- histograms: the Python SDK has neither an observable histogram nor a metric producer (1.45), and its
+  ``Histogram.record`` costs ~13 us per observation (~110 us per engine step in the export process,
+  benchmarks/otlp_metrics_cost.py). So the reader (:class:`_Reader`) adds to each collection the
+  histogram points built from the Prometheus children's buckets and sum (:class:`HistogramPoints`), in
+  the temporality the exporter asks of histograms (delta: the difference from the previous collection,
+  series without observations left out, as the SDK does), with each series' min and max and exemplars.
 
-Exemplars: the SDK's trace-based exemplar filter and its default reservoirs (explicit-bucket
-histograms: one exemplar per bucket, reset at every collection; sums: one per series). The span of an
-observation is handed in as the measurement's context (a non-recording span with the range's ids), and
-only for observations ``StepMetrics`` picked (the first in its bucket in the exemplar window).
+Exemplars: the trace-based filter's rule (only sampled spans' ids) is ours: ``StepMetrics`` offers an
+observation's span only for the first observation in its bucket (counter: series) in the exemplar window.
+Counters hand the SDK's reservoir the latest offered per series (the observation's context: a
+non-recording span with the range's ids); histograms carry the latest offered per bucket since the
+previous collection, as the SDK's bucket-aligned reservoir would.
 
 A collector that is down or slow: the reader exports on its own thread, one export at a time, each
 bounded by the exporter's timeout; what fails is counted (``failed_exports``, reported in
@@ -27,19 +34,31 @@ import os
 import socket
 import threading
 
+import time
+
 from opentelemetry.context import Context
 from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import (
     AlwaysOffExemplarFilter,
+    Exemplar,
     MeterProvider,
     TraceBasedExemplarFilter,
 )
+from opentelemetry.sdk.metrics import Histogram as SdkHistogram
 from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
     MetricExporter,
     MetricExportResult,
+    MetricsData,
     PeriodicExportingMetricReader,
+    ResourceMetrics,
+    ScopeMetrics,
 )
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -124,6 +143,97 @@ def resource() -> Resource:
     return Resource(attrs, base.schema_url)
 
 
+SCOPE = "vllm_w2ext"
+
+
+class HistogramPoints:
+    """The histogram points of one collection, from the Prometheus model (``metrics._Instrument`` of each
+    histogram row). ``delta``: each point is the difference from the previous collection's (its start is
+    that collection's time) and a series with no observation since is left out; else cumulative from the
+    first collection. Min and max: since the previous collection (delta) or ever (cumulative), from the
+    range the model kept; a series whose range was lost to a race with the swap falls back to its lifetime
+    range, or to none (OTLP makes them optional)."""
+
+    def __init__(self, delta: bool):
+        self.delta = delta
+        self.instruments: list = []         # metrics._Instrument of each histogram row
+        self._start = time.time_ns()
+        self._last: dict = {}               # (key, labels) -> (time ns, bucket counts, sum) at the last collection
+        self._life: dict = {}               # (key, labels) -> [min, max] ever
+
+    def metrics(self) -> list[Metric]:
+        now = time.time_ns()
+        out = []
+        for inst in self.instruments:
+            spec, points = inst.spec, []
+            bounds = [float(b) for b in spec.buckets]
+            for lab, attrs, counts, total, rng, ex in inst.histogram_points():
+                key = (spec.key, lab)
+                life = self._life.get(key)
+                if rng:
+                    life = self._life[key] = [min(life[0], rng[0]), max(life[1], rng[1])] if life else list(rng)
+                start = self._start
+                if self.delta:
+                    prev = self._last.get(key)
+                    self._last[key] = (now, counts, total)
+                    if prev is not None:
+                        start = prev[0]
+                        counts = [a - b for a, b in zip(counts, prev[1])]
+                        total -= prev[2]
+                    if not any(counts):
+                        continue
+                    rng = rng or life
+                else:
+                    rng = life
+                points.append(HistogramDataPoint(
+                    attributes=attrs, start_time_unix_nano=start, time_unix_nano=now, count=sum(counts), sum=total,
+                    bucket_counts=counts, explicit_bounds=bounds, min=rng[0] if rng else None,
+                    max=rng[1] if rng else None,
+                    exemplars=[Exemplar({}, v, t, span_id=ids[1], trace_id=ids[0])
+                               for _, (v, t, ids) in sorted(ex.items())] if ex else []))
+            if points:
+                temporality = AggregationTemporality.DELTA if self.delta else AggregationTemporality.CUMULATIVE
+                out.append(Metric(spec.otel, spec.doc, spec.unit, Histogram(points, temporality)))
+        return out
+
+    def add_to(self, data: MetricsData, resource: Resource) -> MetricsData:
+        """``data`` (the SDK's collection) with this collection's histograms in the plugin's scope."""
+        hist = self.metrics()
+        if not hist:
+            return data
+        scope = InstrumentationScope(SCOPE, __version__)
+        rms = list(data.resource_metrics) or [ResourceMetrics(resource, [], resource.schema_url)]
+        rm = rms[0]
+        sms = list(rm.scope_metrics)
+        at = next((i for i, sm in enumerate(sms) if sm.scope.name == SCOPE), None)
+        if at is None:
+            sms.append(ScopeMetrics(scope, hist, ""))
+        else:
+            sms[at] = ScopeMetrics(sms[at].scope, [*sms[at].metrics, *hist], sms[at].schema_url)
+        rms[0] = ResourceMetrics(rm.resource, sms, rm.schema_url)
+        return MetricsData(rms)
+
+
+class _Reader(PeriodicExportingMetricReader):
+    """The SDK's periodic reader (its thread, interval, timeouts, flush and shutdown), each collection
+    completed with the histogram points before it goes to the exporter."""
+
+    def __init__(self, exporter: MetricExporter, export_interval_millis: float, histograms: HistogramPoints,
+                 resource: Resource):
+        super().__init__(exporter, export_interval_millis=export_interval_millis)
+        self.histograms = histograms
+        self.resource = resource
+        self._failed = False
+
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs) -> None:
+        try:
+            metrics_data = self.histograms.add_to(metrics_data, self.resource)
+        except Exception as e:          # noqa: BLE001 - the other instruments still go out
+            if not self._failed:
+                self._failed = True
+                log.warning("vllm_w2ext, pid %s: OTLP histogram points could not be built: %r (not logged "
+                            "again)", os.getpid(), e)
+        super()._receive_metrics(metrics_data, timeout_millis=timeout_millis, **kwargs)
 
 
 def _bounded(fn, timeout_s: float, name: str) -> None:
@@ -141,32 +251,28 @@ class OtlpMetrics:
                  exemplars: bool = True):
         self.exporter = CountingExporter(exporter or make_exporter())
         self.interval_ms = export_interval_ms if export_interval_ms is not None else interval_ms()
-        self.reader = PeriodicExportingMetricReader(self.exporter, export_interval_millis=self.interval_ms)
+        delta = (self.exporter._preferred_temporality or {}).get(SdkHistogram) == AggregationTemporality.DELTA
+        self.histograms = HistogramPoints(delta)
+        res = resource()
+        self.reader = _Reader(self.exporter, self.interval_ms, self.histograms, res)
         self.provider = MeterProvider(
-            metric_readers=[self.reader], resource=resource(), shutdown_on_exit=False,
+            metric_readers=[self.reader], resource=res, shutdown_on_exit=False,
             exemplar_filter=TraceBasedExemplarFilter() if exemplars else AlwaysOffExemplarFilter())
-        self.meter = self.provider.get_meter("vllm_w2ext", __version__)
+        self.meter = self.provider.get_meter(SCOPE, __version__)
         self._closed = False
 
-    def bind(self, model: dict) -> dict:
-        """Create the OTel instrument of every ``INSTRUMENTS`` row over ``model`` (key -> an object with
-        ``values()``: metrics._Instrument). Histograms are synchronous (the caller records each
-        observation: the SDK keeps the buckets, per-export exemplar reservoirs and delta state);
-        counters and gauges are observable: the SDK reads the model's cumulative values at collection
-        (no per-observation cost; the SDK derives deltas), with the exemplar the model kept for the
-        series, if any. Returns key -> the synchronous instrument or None."""
-        out = {}
+    def bind(self, model: dict) -> None:
+        """OTLP instruments over ``model`` (key -> ``metrics._Instrument``), one per ``INSTRUMENTS`` row:
+        counters and gauges are observable (the SDK reads the model's cumulative values at collection and
+        derives deltas itself, with the exemplar the model kept for the series, if any); histograms are
+        read by ``HistogramPoints`` at each collection."""
         for spec in INSTRUMENTS:
-            kw = {"unit": spec.unit, "description": spec.doc}
             if spec.kind == HISTOGRAM:
-                out[spec.key] = self.meter.create_histogram(
-                    spec.otel, explicit_bucket_boundaries_advisory=[float(b) for b in spec.buckets], **kw)
+                self.histograms.instruments.append(model[spec.key])
                 continue
             create = self.meter.create_observable_counter if spec.kind == COUNTER else \
                 self.meter.create_observable_gauge
-            create(spec.otel, callbacks=[self._callback(model[spec.key])], **kw)
-            out[spec.key] = None
-        return out
+            create(spec.otel, callbacks=[self._callback(model[spec.key])], unit=spec.unit, description=spec.doc)
 
     def _callback(self, inst):
         context_of = self.context_of
