@@ -34,23 +34,29 @@ def _reader(stream, q: queue.Queue) -> None:
     q.put(None)
 
 
-def leave_pinned_cores() -> None:
-    """Run on the cores vLLM did not pin its process to. vLLM binds CPU workers to cores (and GPU
-    workers to their NUMA node's); a child inherits that mask, so the export process would share the
-    worker's core with its busy-polling main thread and fall minutes behind (seen on the 2-core CPU
-    build: a worker's trace file written only after the run ended). Where the parent is not pinned
-    this changes nothing; where no other core is allowed, the inherited mask stays."""
+def unpin() -> None:
+    """Run wherever the kernel finds room: every core, not the parent's pinned set. vLLM binds CPU workers
+    to cores (GPU workers to their NUMA node's); a child inherits that mask, so the export process would
+    share its worker's core with the worker's busy-polling main thread and fall minutes behind (seen on the
+    2-core CPU build: a worker's trace file written only after the run ended).
+
+    Every core, not only the cores the parent is not pinned to (as before): vLLM's readers spin on
+    ``sched_yield`` for up to 1 s after each read, and on this machine's kernel (6.18) a spinner pinned to a
+    core starved every other task placed there for 5-60 s (export processes runnable but not run, per
+    /proc/PID/schedstat, while the other core idled; the kernel's own workers too: "workqueue lockup").
+    Confined to the one core that is not its parent's, the export process cannot escape a spinner there;
+    allowed on every core, the kernel's load balancing moves a waiting task to an idle one. Where no other
+    core is allowed (a cpuset), the inherited mask stays."""
     try:
-        pinned = os.sched_getaffinity(0)
         every = set(range(os.cpu_count() or 1))
-        if pinned != every:
-            os.sched_setaffinity(0, (every - pinned) or every)
-    except (AttributeError, OSError):      # no affinity API, or the cpuset allows no other core
+        if os.sched_getaffinity(0) != every:
+            os.sched_setaffinity(0, every)
+    except (AttributeError, OSError):      # no affinity API, or the cpuset allows fewer cores: keep the mask
         pass
 
 
 def main() -> int:
-    leave_pinned_cores()
+    unpin()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(asctime)s vllm_w2ext export process %(process)d: %(message)s")
     settings = config.load()
