@@ -106,6 +106,8 @@ def tree(root: int, procs: dict[int, tuple[int, str, str]]) -> list[tuple[int, s
             r = ""
         elif "EngineCor" in comm or "EngineCore" in cmd:
             r = "engine"
+        elif "VLLM::Worker" in comm or "VLLM::Worker" in cmd:
+            r = "worker"
         else:
             r = "child-" + re.sub(r"[^A-Za-z0-9]+", "-", comm).strip("-")
         role[pid] = r or "skip"

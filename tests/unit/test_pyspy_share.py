@@ -52,6 +52,8 @@ def test_process_tree_roles():
              5: (4, "python3", "python3 -m vllm_w2ext.export_child"),
              6: (2, "python3", "python3 -c from multiprocessing.resource_tracker import main;main(8)"),
              7: (1, "sleep", "sleep 1"),
-             8: (2, "VLLM::EngineCor", "VLLM::EngineCore")}
+             8: (2, "VLLM::EngineCor", "VLLM::EngineCore"),
+             9: (8, "VLLM::Worker", "VLLM::Worker")}
     got = {pid: role for pid, role, _ in pyspy_share.tree(1, procs)}
-    assert got == {2: "front", 3: "export-of-front", 4: "child-python3", 5: "export-of-child-python3", 8: "engine"}
+    assert got == {2: "front", 3: "export-of-front", 4: "child-python3", 5: "export-of-child-python3", 8: "engine",
+                   9: "worker"}
