@@ -20,7 +20,7 @@ same children at each collection (``otlp_metrics.py``): counters and gauges as t
 instruments (``_Instrument.values``), histograms as points built from the children's buckets and sum
 (``_Instrument.histogram_points``); an observation only keeps its series' min and max for it. So no
 observation is recorded twice (the SDK's ``Histogram.record`` cost ~13 us per observation on the 2-core
-CPU machine, ~110 us per engine step in the export process: benchmarks/otlp_metrics_cost.py). Exemplars
+CPU machine, ~130 us per engine step in the export process: benchmarks/otlp_metrics_cost.py). Exemplars
 are chosen here, once for both: an observation offers its span's ``trace_id``/``span_id`` only if
 its bucket (a histogram's ``le`` bucket; a counter's series) has had none in the current exemplar
 window, so at most one exemplar per bucket per window reaches either back end (the OTLP side keeps the

@@ -9,7 +9,7 @@ the Prometheus aggregation runs (the export process by default) and reads that m
 - counters and gauges are the SDK's observable instruments over the model's values (an SDK ``add``
   costs ~7.5 us of Python);
 - histograms: the Python SDK has neither an observable histogram nor a metric producer (1.45), and its
-  ``Histogram.record`` costs ~13 us per observation (~110 us per engine step in the export process,
+  ``Histogram.record`` costs ~13 us per observation (~130 us per engine step in the export process,
   benchmarks/otlp_metrics_cost.py). So the reader (:class:`_Reader`) adds to each collection the
   histogram points built from the Prometheus children's buckets and sum (:class:`HistogramPoints`), in
   the temporality the exporter asks of histograms (delta: the difference from the previous collection,
