@@ -132,8 +132,6 @@ def main() -> int:
         return 0
     doc = {}
     for p in sorted(a.dir.glob("*_*.txt")):
-        if p.name.endswith(".spy.log"):
-            continue
         s = doc[p.stem] = share(read(p), a.top)
         print(f"{p.stem}{' (EngineCore busy loop)' if s['engine_core'] else ''}: {s['samples']} samples, plugin {s['plugin_samples']} = {s['plugin_pct']} %")
         for t, v in list(s.get("threads", {}).items())[:4]:

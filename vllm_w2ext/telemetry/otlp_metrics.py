@@ -33,7 +33,6 @@ import logging
 import os
 import socket
 import threading
-
 import time
 
 from opentelemetry.context import Context
