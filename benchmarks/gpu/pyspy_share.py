@@ -9,11 +9,24 @@ frame: a hook's ``pre`` and ``post`` and everything they call outside vLLM count
 under our wrapper (``hooked`` -> ``EngineCore.step`` -> ...) does not. A plugin frame that calls back into
 vLLM (none on the step path does) would be counted as vLLM's: the share is a lower bound by that much.
 For an export process every sample is the plugin's; its samples per second are the CPU it takes.
+
+A hand-off is not the plugin's either: a sample whose innermost frame is a hook wrapper at the line that
+calls vLLM's method (``fn(instance, *args, **kwargs)``, ``HANDOFF_LINES``). CPython moves its current
+frame back to the caller before it frees a returning frame's locals, so vLLM's own work of tearing down
+its method's frame (its scheduler output, its batch) is sampled in the caller, which under a hook is the
+wrapper's call line; stock vLLM pays it in its own caller. Counted apart (``handoff_samples``): on the
+H200, 4-layer model, batch 1, they were ~60 % of what the first version of this rule called the plugin's.
+
+With the run's record and the sampling window (``window.json``, written by pyspy_share.sh), each share is
+also put in µs per engine step: plugin samples / py-spy's samples (``Samples:`` in ``<name>.spy.log``)
+x the wall time of one step in that window (a latency window: avg latency / output length; a throughput
+window: the throughput phase's time / its engine steps, from the plugin's metrics).
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import gzip
 import json
 import re
 from pathlib import Path
@@ -22,6 +35,22 @@ THEIRS = re.compile(r"(^|[ (/])(vllm|torch)/")     # a frame in vLLM's or torch'
 # Innermost frames of a thread that waits: py-spy's --nonblocking idle test misses some of these (a Python
 # wait in a lock), so they are left out of every count, as the idle samples are.
 WAITS = ("Event.wait", "Condition.wait", "Queue.get", "SimpleQueue.get", "select", "poll", "sleep", "accept")
+RUNNER = Path(__file__).resolve().parents[2] / "vllm_w2ext" / "hooks" / "runner.py"
+RUNNER_REL = "vllm_w2ext/hooks/runner.py"
+
+
+def handoff_lines(source: str) -> frozenset[int]:
+    """The lines of the hook runner that call the wrapped vLLM method (the sampled run's tree is this one)."""
+    return frozenset(i for i, line in enumerate(source.splitlines(), 1)
+                     if "fn(instance, *args, **kwargs)" in line or "wrapped(*args, **kwargs)" in line)
+
+
+HANDOFF_LINES = handoff_lines(RUNNER.read_text()) if RUNNER.exists() else frozenset()
+
+
+def is_handoff(frames: list[str], lines: frozenset[int] = HANDOFF_LINES) -> bool:
+    m = re.search(r"\(" + re.escape(RUNNER_REL) + r":(\d+)\)$", frames[-1])
+    return bool(m) and int(m.group(1)) in lines
 
 
 def waiting(frames: list[str]) -> bool:
@@ -30,25 +59,32 @@ def waiting(frames: list[str]) -> bool:
 
 def read(path: Path) -> list[tuple[list[str], int]]:
     out = []
-    for line in path.read_text().splitlines():
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    for line in text.splitlines():
         stack, _, n = line.rpartition(" ")
         if stack and n.isdigit():
             out.append((stack.split(";"), int(n)))
     return out
 
 
-def is_plugin(frames: list[str]) -> bool:
-    ours = [i for i, f in enumerate(frames) if "vllm_w2ext" in f]
-    return bool(ours) and not any(THEIRS.search(f) for f in frames[ours[-1] + 1:])
+def _ours(frame: str) -> bool:
+    """A frame of the plugin; the lab's engine driver (``vllm_w2ext/lab/``) is the application that drives
+    vLLM in these runs, as a user's script would, and is not the plugin."""
+    return "vllm_w2ext" in frame and "vllm_w2ext/lab/" not in frame
 
 
-def share(stacks: list[tuple[list[str], int]], top: int = 12) -> dict:
+def is_plugin(frames: list[str], lines: frozenset[int] = HANDOFF_LINES) -> bool:
+    ours = [i for i, f in enumerate(frames) if _ours(f)]
+    return bool(ours) and not any(THEIRS.search(f) for f in frames[ours[-1] + 1:]) and not is_handoff(frames, lines)
+
+
+def share(stacks: list[tuple[list[str], int]], top: int = 12, lines: frozenset[int] = HANDOFF_LINES) -> dict:
     """Samples, the plugin's samples and where they are (the innermost plugin frame with one frame either
     side); with py-spy's ``--threads`` (a ``thread (0x..)`` outermost frame), the same per thread too."""
-    total = plugin = 0
+    total = plugin = handoff = 0
     engine_core = False
     where: collections.Counter = collections.Counter()
-    threads: dict = collections.defaultdict(lambda: [0, 0])
+    threads: dict = collections.defaultdict(lambda: [0, 0, 0])
     for frames, n in stacks:
         if waiting(frames):
             continue
@@ -56,15 +92,19 @@ def share(stacks: list[tuple[list[str], int]], top: int = 12) -> dict:
         engine_core = engine_core or any("run_busy_loop" in f and "v1/engine/core.py" in f for f in frames)
         thread = frames[0] if frames[0].startswith("thread ") else ""
         threads[thread][0] += n
-        if is_plugin(frames):
+        if is_handoff(frames, lines):
+            handoff += n
+            threads[thread][2] += n
+        elif is_plugin(frames, lines):
             plugin += n
             threads[thread][1] += n
-            last = max(i for i, f in enumerate(frames) if "vllm_w2ext" in f)
+            last = max(i for i, f in enumerate(frames) if _ours(f))
             where[" > ".join(f.split(" (")[0] for f in frames[max(last - 1, 0):last + 2])] += n
-    out = {"engine_core": engine_core, "samples": total, "plugin_samples": plugin, "plugin_pct": _pct(plugin, total), "top": where.most_common(top)}
+    out = {"engine_core": engine_core, "samples": total, "plugin_samples": plugin, "plugin_pct": _pct(plugin, total),
+           "handoff_samples": handoff, "top": where.most_common(top)}
     if len(threads) > 1 or "" not in threads:
-        out["threads"] = {t: {"samples": a, "plugin_samples": b, "plugin_pct": _pct(b, a)}
-                          for t, (a, b) in sorted(threads.items(), key=lambda kv: -kv[1][0])}
+        out["threads"] = {t: {"samples": a, "plugin_samples": b, "plugin_pct": _pct(b, a), "handoff_samples": c}
+                          for t, (a, b, c) in sorted(threads.items(), key=lambda kv: -kv[1][0])}
     return out
 
 
@@ -130,16 +170,86 @@ def main() -> int:
         for pid, role, comm in tree(a.tree, procs):
             print(pid, role, comm)
         return 0
-    doc = {}
-    for p in sorted(a.dir.glob("*_*.txt")):
-        s = doc[p.stem] = share(read(p), a.top)
-        print(f"{p.stem}{' (EngineCore busy loop)' if s['engine_core'] else ''}: {s['samples']} samples, plugin {s['plugin_samples']} = {s['plugin_pct']} %")
+    window = json.loads((a.dir / "window.json").read_text()) if (a.dir / "window.json").exists() else None
+    run = run_record(a.dir, window)
+    step = step_seconds(run, window) if run and window else None
+    doc: dict = {"window": window, "run": run and run["run"], "step": step and {"seconds": step[0], "phase": step[1]}}
+    for p in sorted([*a.dir.glob("*_*.txt"), *a.dir.glob("*_*.txt.gz")]):
+        name = p.name.split(".txt")[0]
+        s = doc[name] = share(read(p), a.top)
+        spy = a.dir / f"{name}.spy.log"
+        s["spy_errors"], s["spy_samples"] = spy_counts(spy.read_text() if spy.exists() else "")
+        if step:
+            busiest = max((v["samples"] for v in s.get("threads", {}).values()), default=s["samples"])
+            ticks = ticks_ok(window, name, s["spy_errors"], busiest)
+            s["us_per_step"] = per_step_us(s["plugin_samples"], ticks, step[0])
+            s["handoff_us_per_step"] = per_step_us(s["handoff_samples"], ticks, step[0])
+            for v in s.get("threads", {}).values():
+                v["us_per_step"] = per_step_us(v["plugin_samples"], ticks, step[0])
+        per = f", {s['us_per_step']} us per {step[1]} step" if step else ""
+        print(f"{name}{' (EngineCore busy loop)' if s['engine_core'] else ''}: {s['samples']} samples, plugin "
+              f"{s['plugin_samples']} = {s['plugin_pct']} %{per}; hand-offs {s['handoff_samples']}; py-spy errors {s['spy_errors']}")
         for t, v in list(s.get("threads", {}).items())[:4]:
-            print(f"  {t}: {v['samples']} samples, plugin {v['plugin_samples']} = {v['plugin_pct']} %")
+            print(f"  {t}: {v['samples']} samples, plugin {v['plugin_samples']} = {v['plugin_pct']} %"
+                  + (f", {v['us_per_step']} us per step" if step else ""))
         for k, v in s["top"]:
             print(f"    {v:6d}  {k}")
+    if step:
+        ours = [v for k, v in doc.items() if isinstance(v, dict) and "us_per_step" in v and not k.startswith("export-of")]
+        doc["vllm_processes_us_per_step"] = round(sum(v["us_per_step"] for v in ours), 2)
+        print(f"vLLM's processes together: {doc['vllm_processes_us_per_step']} us of plugin work per engine step"
+              f" ({step[1]} window, {step[0] * 1e3:.3f} ms per step)")
     (a.json or a.dir / "share.json").write_text(json.dumps(doc, indent=1))
     return 0
+
+
+def spy_counts(log: str) -> tuple[int | None, int | None]:
+    """(errors, samples) from py-spy's closing line ``... Samples: N Errors: M``."""
+    m = re.search(r"Samples: (\d+) Errors: (\d+)", log)
+    return (int(m.group(2)), int(m.group(1))) if m else (None, None)
+
+
+def run_record(d: Path, window: dict | None) -> dict | None:
+    """The record of the run the window sampled: overhead_run's ``*_plugin.json`` in D that started last before
+    the window (a reused run folder can leave older records beside it)."""
+    recs = [json.loads(p.read_text()) for p in d.glob("*_plugin.json")]
+    if window:
+        recs = [r for r in recs if r.get("started", 0) <= window["start"]]
+    return max(recs, key=lambda r: r.get("started", 0), default=None)
+
+
+def step_seconds(run: dict, window: dict) -> tuple[float, str] | None:
+    """Wall seconds of one engine step in the window: a latency window (inside the latency task) takes the
+    average latency over the output length; a throughput window (after the latency task) the throughput
+    task's time over its engine steps (the plugin's counter at the end less the count at the latency task's
+    end, whose last scrape lags: the latency steps after that scrape are taken off at the latency step rate)."""
+    res, lat_task = run.get("results", {}), next((t for t in run.get("tasks", []) if t["kind"] == "latency"), None)
+    lat, thr = res.get("latency"), res.get("throughput")
+    if not lat or not lat_task:
+        return None
+    lat_step = lat["value"] / lat_task["output_len"]
+    if window["end"] <= lat["done_t"]:
+        return lat_step, "latency"
+    sc = run.get("self_cost") or {}
+    if thr and window["start"] >= lat["done_t"] and "at_latency_done" in sc:
+        steps = (sum(sc["final"].get("engine_steps", {}).values()) - sum(sc["at_latency_done"].get("engine_steps", {}).values())
+                 - max(lat["done_t"] - sc["at_latency_done_t"], 0) / lat_step)
+        return ((thr["done_t"] - lat["done_t"]) / steps, "throughput") if steps > 0 else None
+    return None
+
+
+def ticks_ok(window: dict, name: str, errors: int | None, busiest: int) -> float:
+    """py-spy's ticks in the window that gave a stack: rate x the process's sampled seconds (to its own end,
+    ``window["ends"]``, where it exited early), less the failed ones (``Errors``, one per failed tick), and
+    never fewer than the busiest thread's samples (one per tick at most): where a window's end is only
+    known roughly, the EngineCore's main thread, on CPU ~97 % of the ticks in its busy loop, is the clock."""
+    end = window.get("ends", {}).get(name, window["end"])
+    return max(window["rate"] * (end - window["start"]) - (errors or 0), busiest)
+
+
+def per_step_us(plugin_samples: int, ticks: float, step_s: float) -> float | None:
+    """The plugin's wall time per engine step on the sampled thread(s): its share of the ticks x one step."""
+    return round(1e6 * plugin_samples / ticks * step_s, 2) if ticks > 0 else None
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@
 # (WAIT_S after the run starts: front end ~20 s, engine ~25 s on the H200), py-spy samples every process of
 # the run's tree (``pyspy_share.py --tree``: named by role) for DUR_S seconds
 # (``--nonblocking``: the sampled process is never stopped; idle samples left out, so the samples are CPU).
-# Raw stacks (py-spy's collapsed format) go to $OUT/pyspy/<sample>/<role>_<pid>.txt and the run's record
+# Raw stacks (py-spy's collapsed format) go to pyspy/<sample>/<role>_<pid>.txt in $OUT/pyspy.tgz, the run's record
 # beside them; benchmarks/gpu/pyspy_share.py reads them.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,18 +26,30 @@ chmod +x "$SPY" 2>/dev/null
 { cat /proc/sys/kernel/yama/ptrace_scope 2>/dev/null; id; nproc; } > "$OUT/pyspy_host.txt" 2>&1
 
 for S in $SAMPLES; do
-  D="$OUT/pyspy/s$S"; R=/tmp/w2ext-pyspy/s$S; mkdir -p "$D" "$R"
+  D="$OUT/pyspy/s$S"; R=/tmp/w2ext-pyspy/s$S; rm -rf "$R"; mkdir -p "$D" "$R"
   python3 benchmarks/gpu/overhead_run.py --model "$MODEL" --pair 1 --arm plugin --sample "$S" --dir "$R" \
     --timeout 400 > "$D/run.log" 2>&1 &
   RUN=$!
   sleep "$WAIT_S"
   python3 benchmarks/gpu/pyspy_share.py --tree "$RUN" > "$D/processes.txt"
+  T0=$(date +%s.%N)
   while read -r p role _; do
-    "$SPY" record --nonblocking --threads -r "$RATE" -d "$DUR_S" --pid "$p" -f raw -o "$D/${role}_$p.txt" \
-      > "$D/${role}_$p.spy.log" 2>&1 &
+    { "$SPY" record --nonblocking --threads -r "$RATE" -d "$DUR_S" --pid "$p" -f raw -o "$D/${role}_$p.txt" \
+        > "$D/${role}_$p.spy.log" 2>&1; date +%s.%N > "$D/${role}_$p.end"; } &
   done < "$D/processes.txt"
   sleep $((DUR_S + 3)); wait "$RUN"
+  # the window, for the step-rate conversion (pyspy_share.py): start, nominal end, rate, each sampler's end
+  python3 - "$D" "$T0" "$DUR_S" "$RATE" <<'PY'
+import json, sys
+from pathlib import Path
+d, t0, dur, rate = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+ends = {p.stem: min(float(p.read_text()), t0 + dur) for p in d.glob("*.end")}
+(d / "window.json").write_text(json.dumps({"start": t0, "end": t0 + dur, "rate": rate, "ends": ends}))
+PY
   cp "$R"/runs/*.json "$D/" 2>/dev/null
   python3 benchmarks/gpu/pyspy_share.py "$D" > "$D/share.txt" 2>&1
   cat "$D/share.txt"
 done
+# the device call brings back a limited number of files: one archive, the summaries beside it
+tar czf "$OUT/pyspy.tgz" -C "$OUT" pyspy && for d in "$OUT"/pyspy/s*; do cp "$d/share.txt" "$OUT/share_$(basename "$d").txt"; done \
+  && rm -rf "$OUT/pyspy"

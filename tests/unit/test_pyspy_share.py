@@ -37,7 +37,7 @@ def test_per_thread():
     main, other = "thread (0x1)", "thread (0x2)"
     s = pyspy_share.share([([main, WRAP, "_step_pre (vllm_w2ext/hooks/engine_core.py:150)"], 1),
                            ([main, WRAP, STEP], 3), ([other, "busy_loop (vllm/v1/engine/core.py:5)"], 4)])
-    assert s["threads"][main] == {"samples": 4, "plugin_samples": 1, "plugin_pct": 25.0}
+    assert s["threads"][main] == {"samples": 4, "plugin_samples": 1, "plugin_pct": 25.0, "handoff_samples": 0}
     assert s["threads"][other]["plugin_samples"] == 0 and s["plugin_pct"] == 12.5
 
 
@@ -57,3 +57,58 @@ def test_process_tree_roles():
     got = {pid: role for pid, role, _ in pyspy_share.tree(1, procs)}
     assert got == {2: "front", 3: "export-of-front", 4: "child-python3", 5: "export-of-child-python3", 8: "engine",
                    9: "worker"}
+
+
+def test_handoff_is_vllms():
+    """A sample whose innermost frame is the wrapper's call into vLLM's method (CPython frees the returning
+    frame's locals after moving back to the caller) is vLLM's work, counted apart; the wrapper's own lines,
+    and the lab's engine driver (the application, not the plugin), are told apart the same way."""
+    lines = pyspy_share.handoff_lines("def hooked(instance):\n    pre()\n    result = fn(instance, *args, **kwargs)\n")
+    assert lines == {3}
+    call = "hooked (vllm_w2ext/hooks/runner.py:3)"
+    own = "hooked (vllm_w2ext/hooks/runner.py:2)"
+    loop = "run_busy_loop (vllm/v1/engine/core.py:900)"
+    stacks = [([loop, call], 7), ([loop, own], 2), ([loop, call, STEP], 30),
+              (["<module> (vllm_w2ext/lab/engine_driver.py:139)", "main (vllm_w2ext/lab/engine_driver.py:118)"], 5)]
+    s = pyspy_share.share(stacks, lines=lines)
+    assert (s["samples"], s["plugin_samples"], s["handoff_samples"]) == (44, 2, 7)
+    # the real runner: every line that calls the wrapped method is a hand-off line, and only those
+    src = pyspy_share.RUNNER.read_text().splitlines()
+    assert pyspy_share.HANDOFF_LINES and all("fn(instance" in src[n - 1] or "wrapped(*args" in src[n - 1]
+                                            for n in pyspy_share.HANDOFF_LINES)
+
+
+def _run(lat_done, thr_done, steps_at_lat, scrape_t, steps_final):
+    return {"started": 0.0, "run": "l4_p1_plugin",
+            "tasks": [{"kind": "latency", "output_len": 128}, {"kind": "throughput"}],
+            "results": {"latency": {"value": 0.256, "done_t": lat_done}, "throughput": {"done_t": thr_done}},
+            "self_cost": {"final": {"engine_steps": {"engine_core": steps_final}}, "at_latency_done_t": scrape_t,
+                          "at_latency_done": {"engine_steps": {"engine_core": steps_at_lat}}}}
+
+
+def test_step_seconds_by_window():
+    """A window inside the latency task: avg latency / output length (0.256 / 128 = 2 ms); after it: the
+    throughput task's time over its steps, less the latency steps run after the lagging scrape (0.5 s at
+    500 steps per second = 250); a window across the boundary gets no conversion."""
+    run = _run(lat_done=100.0, thr_done=140.0, steps_at_lat=1000, scrape_t=99.5, steps_final=3250)
+    assert pyspy_share.step_seconds(run, {"start": 60.0, "end": 80.0}) == (0.002, "latency")
+    sec, phase = pyspy_share.step_seconds(run, {"start": 110.0, "end": 125.0})
+    assert phase == "throughput" and abs(sec - 40.0 / 2000) < 1e-12
+    assert pyspy_share.step_seconds(run, {"start": 90.0, "end": 110.0}) is None
+
+
+def test_per_step_conversion():
+    """400 Hz for 20 s less 2,000 failed ticks = 6,000 ticks; 60 plugin samples of them x a 2 ms step = 20 µs;
+    a process that exited early is counted to its own end, and never below its busiest thread's samples."""
+    w = {"start": 0.0, "end": 20.0, "rate": 400, "ends": {"engine_1": 20.0, "front_2": 10.0}}
+    ticks = pyspy_share.ticks_ok(w, "engine_1", 2000, 5800)
+    assert ticks == 6000 and pyspy_share.per_step_us(60, ticks, 0.002) == 20.0
+    assert pyspy_share.ticks_ok(w, "front_2", 0, 100) == 4000
+    assert pyspy_share.ticks_ok(w, "front_2", 3000, 2500) == 2500
+
+
+def test_reads_gzipped_stacks(tmp_path):
+    import gzip
+    p = tmp_path / "engine_1.txt.gz"
+    p.write_bytes(gzip.compress(f"a (x.py:1);{WRAP} 3\n".encode()))
+    assert pyspy_share.read(p) == [(["a (x.py:1)", WRAP], 3)]
