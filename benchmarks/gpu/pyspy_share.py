@@ -34,7 +34,8 @@ from pathlib import Path
 THEIRS = re.compile(r"(^|[ (/])(vllm|torch)/")     # a frame in vLLM's or torch's files ("vllm_w2ext/" is not)
 # Innermost frames of a thread that waits: py-spy's --nonblocking idle test misses some of these (a Python
 # wait in a lock), so they are left out of every count, as the idle samples are.
-WAITS = ("Event.wait", "Condition.wait", "Queue.get", "SimpleQueue.get", "select", "poll", "sleep", "accept")
+WAITS = ("Event.wait", "Condition.wait", "Queue.get", "SimpleQueue.get", "select", "poll", "sleep", "accept",
+         "Popen.wait", "Popen._wait", "Popen._try_wait", "Thread.join", "Thread._wait_for_tstate_lock")
 RUNNER = Path(__file__).resolve().parents[2] / "vllm_w2ext" / "hooks" / "runner.py"
 RUNNER_REL = "vllm_w2ext/hooks/runner.py"
 

@@ -20,6 +20,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-out}; SPY=${SPY:-.gpu/tools/py-spy}
 MODEL=${MODEL:-l4}; SAMPLES=${SAMPLES:-"64 1"}; WAIT_S=${WAIT_S:-65}; DUR_S=${DUR_S:-20}; RATE=${RATE:-400}
+SPY_FLAGS=${SPY_FLAGS---nonblocking}   # "" samples with the process stopped for each stack: no failed ticks, a slower run
 export OVERHEAD_MODELS_DIR=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models} PYTHONUNBUFFERED=1
 export LAT_ITERS=${LAT_ITERS:-300} THR_PROMPTS=${THR_PROMPTS:-100}
 chmod +x "$SPY" 2>/dev/null
@@ -34,7 +35,7 @@ for S in $SAMPLES; do
   python3 benchmarks/gpu/pyspy_share.py --tree "$RUN" > "$D/processes.txt"
   T0=$(date +%s.%N)
   while read -r p role _; do
-    { "$SPY" record --nonblocking --threads -r "$RATE" -d "$DUR_S" --pid "$p" -f raw -o "$D/${role}_$p.txt" \
+    { "$SPY" record $SPY_FLAGS --threads -r "$RATE" -d "$DUR_S" --pid "$p" -f raw -o "$D/${role}_$p.txt" \
         > "$D/${role}_$p.spy.log" 2>&1; date +%s.%N > "$D/${role}_$p.end"; } &
   done < "$D/processes.txt"
   sleep $((DUR_S + 3)); wait "$RUN"
