@@ -174,10 +174,16 @@ def main() -> int:
     window = json.loads((a.dir / "window.json").read_text()) if (a.dir / "window.json").exists() else None
     run = run_record(a.dir, window)
     step = step_seconds(run, window) if run and window else None
+    shares = {p.name.split(".txt")[0]: share(read(p), a.top)
+              for p in sorted([*a.dir.glob("*_*.txt"), *a.dir.glob("*_*.txt.gz")])}
+    if step and not any(s["engine_core"] for s in shares.values()):
+        # no sample of the EngineCore's busy loop: the engine was not stepping yet (a cold machine compiles
+        # kernels well into the first latency iterations), so a step rate would not describe the samples
+        print("no EngineCore busy loop in the samples: the window is not steady stepping; no per-step figures")
+        step = None
     doc: dict = {"window": window, "run": run and run["run"], "step": step and {"seconds": step[0], "phase": step[1]}}
-    for p in sorted([*a.dir.glob("*_*.txt"), *a.dir.glob("*_*.txt.gz")]):
-        name = p.name.split(".txt")[0]
-        s = doc[name] = share(read(p), a.top)
+    for name, s in shares.items():
+        doc[name] = s
         spy = a.dir / f"{name}.spy.log"
         s["spy_errors"], s["spy_samples"] = spy_counts(spy.read_text() if spy.exists() else "")
         if step:
