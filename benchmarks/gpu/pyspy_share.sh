@@ -16,6 +16,13 @@
 # (``--nonblocking``: the sampled process is never stopped; idle samples left out, so the samples are CPU).
 # Raw stacks (py-spy's collapsed format) go to pyspy/<sample>/<role>_<pid>.txt in $OUT/pyspy.tgz, the run's record
 # beside them; benchmarks/gpu/pyspy_share.py reads them.
+#
+# A throughput window (~850 requests per step on the H200's 4-layer model):
+#   LAT_ITERS=10 THR_PROMPTS=6000 WAIT_S=75 DUR_S=15 bash benchmarks/gpu/pyspy_share.sh
+# On a fresh machine the first engine run compiles its kernels well into the latency task (results/h200/pyspy:
+# the EngineCore still compiling Triton kernels at +65 s): WARMUP=1 runs the engine once, unsampled, first.
+# On the 2-core CPU machine the sampler itself can be starved until vLLM's readers stop spinning (seen: the
+# window began when the latency task ended); window.json records where it really fell.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-out}; SPY=${SPY:-.gpu/tools/py-spy}
@@ -26,6 +33,10 @@ export LAT_ITERS=${LAT_ITERS:-300} THR_PROMPTS=${THR_PROMPTS:-100}
 chmod +x "$SPY" 2>/dev/null
 { cat /proc/sys/kernel/yama/ptrace_scope 2>/dev/null; id; nproc; } > "$OUT/pyspy_host.txt" 2>&1
 
+if [ "${WARMUP:-0}" = 1 ]; then     # fill the kernel caches: an unsampled run, its output discarded
+  python3 benchmarks/gpu/overhead_run.py --model "$MODEL" --pair 0 --arm plugin --dir /tmp/w2ext-pyspy/warmup \
+    --timeout 400 > "$OUT/warmup.log" 2>&1
+fi
 for S in $SAMPLES; do
   D="$OUT/pyspy/s$S"; R=/tmp/w2ext-pyspy/s$S; rm -rf "$R"; mkdir -p "$D" "$R"
   python3 benchmarks/gpu/overhead_run.py --model "$MODEL" --pair 1 --arm plugin --sample "$S" --dir "$R" \
