@@ -18,8 +18,8 @@ wrapper's call line; stock vLLM pays it in its own caller. Counted apart (``hand
 H200, 4-layer model, batch 1, they were ~60 % of what the first version of this rule called the plugin's.
 
 With the run's record and the sampling window (``window.json``, written by pyspy_share.sh), each share is
-also put in µs per engine step: plugin samples / py-spy's samples (``Samples:`` in ``<name>.spy.log``)
-x the wall time of one step in that window (a latency window: avg latency / output length; a throughput
+also put in µs per engine step: plugin samples / py-spy's good ticks (rate x the sampled seconds, less the
+failed ticks, ``Errors:`` in ``<name>.spy.log``; ``ticks_ok``) x the wall time of one step in that window (a latency window: avg latency / output length; a throughput
 window: the throughput phase's time / its engine steps, from the plugin's metrics).
 """
 from __future__ import annotations
@@ -36,8 +36,9 @@ THEIRS = re.compile(r"(^|[ (/])(vllm|torch)/")     # a frame in vLLM's or torch'
 # wait in a lock), so they are left out of every count, as the idle samples are.
 WAITS = ("Event.wait", "Condition.wait", "Queue.get", "SimpleQueue.get", "select", "poll", "sleep", "accept",
          "Popen.wait", "Popen._wait", "Popen._try_wait", "Thread.join", "Thread._wait_for_tstate_lock")
-RUNNER = Path(__file__).resolve().parents[2] / "vllm_w2ext" / "hooks" / "runner.py"
 RUNNER_REL = "vllm_w2ext/hooks/runner.py"
+RUNNER = Path(__file__).resolve().parents[2] / RUNNER_REL
+RUNNER_FRAME = re.compile(r"\(" + re.escape(RUNNER_REL) + r":(\d+)\)$")   # a frame of the runner, its line
 
 
 def handoff_lines(source: str) -> frozenset[int]:
@@ -50,7 +51,7 @@ HANDOFF_LINES = handoff_lines(RUNNER.read_text()) if RUNNER.exists() else frozen
 
 
 def is_handoff(frames: list[str], lines: frozenset[int] = HANDOFF_LINES) -> bool:
-    m = re.search(r"\(" + re.escape(RUNNER_REL) + r":(\d+)\)$", frames[-1])
+    m = RUNNER_FRAME.search(frames[-1])
     return bool(m) and int(m.group(1)) in lines
 
 
@@ -74,9 +75,16 @@ def _ours(frame: str) -> bool:
     return "vllm_w2ext" in frame and "vllm_w2ext/lab/" not in frame
 
 
+def _plugin_frame(frames: list[str]) -> int | None:
+    """The index of the innermost plugin frame when no frame of vLLM or torch lies deeper, else None."""
+    last = next((i for i in range(len(frames) - 1, -1, -1) if _ours(frames[i])), None)
+    if last is None or any(THEIRS.search(f) for f in frames[last + 1:]):
+        return None
+    return last
+
+
 def is_plugin(frames: list[str], lines: frozenset[int] = HANDOFF_LINES) -> bool:
-    ours = [i for i, f in enumerate(frames) if _ours(f)]
-    return bool(ours) and not any(THEIRS.search(f) for f in frames[ours[-1] + 1:]) and not is_handoff(frames, lines)
+    return _plugin_frame(frames) is not None and not is_handoff(frames, lines)
 
 
 def share(stacks: list[tuple[list[str], int]], top: int = 12, lines: frozenset[int] = HANDOFF_LINES) -> dict:
@@ -96,10 +104,9 @@ def share(stacks: list[tuple[list[str], int]], top: int = 12, lines: frozenset[i
         if is_handoff(frames, lines):
             handoff += n
             threads[thread][2] += n
-        elif is_plugin(frames, lines):
+        elif (last := _plugin_frame(frames)) is not None:
             plugin += n
             threads[thread][1] += n
-            last = max(i for i, f in enumerate(frames) if _ours(f))
             where[" > ".join(f.split(" (")[0] for f in frames[max(last - 1, 0):last + 2])] += n
     out = {"engine_core": engine_core, "samples": total, "plugin_samples": plugin, "plugin_pct": _pct(plugin, total),
            "handoff_samples": handoff, "top": where.most_common(top)}
@@ -202,8 +209,8 @@ def main() -> int:
         for k, v in s["top"]:
             print(f"    {v:6d}  {k}")
     if step:
-        ours = [v for k, v in doc.items() if isinstance(v, dict) and "us_per_step" in v and not k.startswith("export-of")]
-        doc["vllm_processes_us_per_step"] = round(sum(v["us_per_step"] for v in ours), 2)
+        doc["vllm_processes_us_per_step"] = round(sum(v["us_per_step"] for k, v in shares.items()
+                                                      if not k.startswith("export-of")), 2)
         print(f"vLLM's processes together: {doc['vllm_processes_us_per_step']} us of plugin work per engine step"
               f" ({step[1]} window, {step[0] * 1e3:.3f} ms per step)")
     (a.json or a.dir / "share.json").write_text(json.dumps(doc, indent=1))
