@@ -20,6 +20,9 @@ earlier version that reached the EngineCore through ``collective_rpc`` with a pi
 What "paused" still has: the plugin's idle threads and export processes, and one attribute test per
 hooked call. What it measures: hooks, recording, the export thread's and export process's work, i.e.
 the per-step cost the issue is about. The separate-run A/B (overhead_models.sh) covers the rest.
+``--exporters none``: the plugin with no exporter configured (no OTLP endpoint, span files or metrics
+endpoint): hooks, recording and the export thread, without the export processes' work; beside a run with
+every exporter on, it splits the cost between vLLM's processes and the export side's load on the host.
 
 Workloads (vLLM's bench semantics, ``ignore_eos``, prefix caching off): ``lat1`` / ``lat32`` batch 1 / 32,
 512 in, 128 out, LAT_ITERS iterations (mean s); ``thr`` random 256 in / 256 out x THR_PROMPTS (total tok/s).
@@ -229,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blocks", type=int, default=8)
     ap.add_argument("--sample", type=int, default=1, help="VLLM_W2EXT_SAMPLE of the plugin (1: every step)")
     ap.add_argument("--workloads", default="lat1,thr")
+    ap.add_argument("--exporters", choices=("all", "none"), default="all",
+                    help="plugin arms: every exporter on (default), or none (hooks, recording and the export "
+                         "thread only: no OTLP, span files or metrics endpoint, so no export process)")
     ap.add_argument("--tag", default="", help="appended to the file names (runs of one model in one folder)")
     ap.add_argument("--lat-iters", type=int, default=int(os.environ.get("LAT_ITERS", "5")))
     ap.add_argument("--thr-prompts", type=int, default=int(os.environ.get("THR_PROMPTS", "500")))
@@ -247,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     d.mkdir(parents=True, exist_ok=True)
     tp = f"_tp{a.tp}" if a.tp > 1 else ""
     tp += f"_s{a.sample}" if a.sample > 1 else ""
+    tp += "_noexp" if a.exporters == "none" else ""
     tp += f"_{a.tag}" if a.tag else ""
     name = f"toggle_{a.model}{tp}" if a.arm == "toggle" else f"{a.model}{tp}_p{a.pair}_{a.arm}"
     folder, layers = orun.model_folder(a.model, a.models_dir.resolve())
@@ -259,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     trace_dir.mkdir(parents=True)
     t_start = time.time()
     spec = {"arm": a.arm, "engine": kw, "workloads": a.workloads.split(","), "blocks": a.blocks, "lat_iters": a.lat_iters,
-            "thr_prompts": a.thr_prompts, "sample": a.sample, "deadline": t_start + a.timeout - 60, "out": str(d / f"{name}.json")}
+            "thr_prompts": a.thr_prompts, "sample": a.sample, "exporters": a.exporters, "deadline": t_start + a.timeout - 60, "out": str(d / f"{name}.json")}
     spec_path = d / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec, indent=1))
 
@@ -269,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     scrape_path = d / f"{name}.prom"
     rx = scr = None
-    if a.arm != "stock":
+    if a.arm != "stock" and a.exporters == "none":
+        env["VLLM_W2EXT"] = "1"
+        if a.sample > 1:
+            env["VLLM_W2EXT_SAMPLE"] = str(a.sample)
+    elif a.arm != "stock":
         from vllm_w2ext.receiver import OTLPReceiver
         rx = OTLPReceiver().start()
         port = orun.free_port()
