@@ -101,7 +101,7 @@ class Instrumentor:
         """Unwrap every method and unregister the native observer (post-import hooks stay registered
         with wrapt, which has no way to remove them; they do nothing while inactive)."""
         self.active = False
-        GATE.use(())                               # every gated hook back in its class, then forgotten
+        GATE.use(())                               # every gated hook switched on again, then forgotten
         native.uninstall()
         control.detach()
         for h in self.hooks:

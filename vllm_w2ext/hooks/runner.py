@@ -13,8 +13,10 @@ recorded step).
 
 A runner is ``active`` unless its hook failed, is paused (``Instrumentor.set_active``) or is gated
 (``StepGate``: a ``recorded_only`` hook while the EngineCore runs a step it does not record); the hot path
-reads that one flag. A gated hook is also taken out of its class while the gate is shut (vLLM's own method
-put back), so vLLM calls it with no frame of ours at all; the flag still covers a copy vLLM bound earlier.
+reads that one flag. Nothing here assigns to a vLLM class after the hooks are attached: an assignment to
+a class attribute invalidates every attribute load CPython has specialized for that class's instances
+(vLLM's Scheduler, Worker, model runner: their ``self.x`` loads), and from Python 3.12 a class assigned to
+about a thousand times is never specialized again (``benchmarks/gpu/type_version_check.py``).
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ def injected(name: str, fault: str) -> bool:
 
 class HookRunner:
     __slots__ = ("spec", "pre", "post", "active", "failed", "paused", "gated", "calls", "next_at", "timed_call",
-                 "timed_weight", "slot")
+                 "timed_weight")
 
     def __init__(self, spec: Hook, fault: str = ""):
         self.spec = spec
@@ -69,7 +71,6 @@ class HookRunner:
         self.calls = 0
         self.next_at = _gap()                   # the next timed call
         self.timed_call = self.timed_weight = 0  # the last timed call, and the calls it stands for (the gap to it)
-        self.slot = None                        # (class, name, ours, vLLM's): set by wrapping.attach for bind()
 
     def _raise(self, instance, args, kwargs):
         raise InjectedFault(f"injected fault in {self.spec.name}")
@@ -83,15 +84,10 @@ class HookRunner:
         self._set(self.failed and not on, not on, self.gated)
 
     def gate(self, shut: bool) -> None:
-        """Shut: off, and vLLM's own method back in the class (if ours is still the one there); open: ours
-        back (if vLLM's is still there: nothing else wrapped it meanwhile)."""
+        """Shut: off (vLLM's method called straight through, one flag test); open: on again. The flag only,
+        never the class: see the module docstring (a shut gate used to put vLLM's own method back in its
+        class, twice per hook in every N steps, and cost vLLM's own code more than the frame it saved)."""
         self._set(self.failed, self.paused, shut)
-        slot = self.slot
-        if slot is not None:
-            cls, name, ours, theirs = slot
-            now, want = (ours, theirs) if shut else (theirs, ours)
-            if cls.__dict__.get(name) is now:
-                setattr(cls, name, want)
 
     def fail(self, exc: BaseException) -> None:
         """A fault inside the plugin: count it, switch this hook off, say so once."""
@@ -219,12 +215,10 @@ class HookRunner:
 
 class StepGate:
     """Switches the ``recorded_only`` hooks off while the EngineCore runs a step it does not record
-    (``VLLM_W2EXT_SAMPLE``; ``hooks.engine_core`` shuts and opens it), in the EngineCore's process: there vLLM
-    then calls its own methods (``HookRunner.gate`` takes ours out of the class; a copy bound earlier costs
-    one attribute test) instead of their ``pre``, which would only find the step unrecorded (the worker at
-    TP=1 on the GPU runs in that process). Two class attribute swaps per hook per shut and open: with
-    ``VLLM_W2EXT_SAMPLE=N`` at most twice in N steps, against a wrapper frame on each of the N - 2 light
-    steps. Workers in processes of their own keep it open and tell from the missing stamp. ``on_shut``
+    (``VLLM_W2EXT_SAMPLE``; ``hooks.engine_core`` shuts and opens it), in the EngineCore's process: there the
+    wrapper then calls vLLM's method straight through after one flag test, instead of running their ``pre``,
+    which would only find the step unrecorded (the worker at TP=1 on the GPU runs in that process). Workers
+    in processes of their own keep it open and tell from the missing stamp. ``on_shut``
     callbacks run once per shut: what a gated ``pre`` would have done on the first unrecorded step (the
     worker forgets its last execution)."""
 
@@ -235,7 +229,7 @@ class StepGate:
 
     def use(self, runners) -> None:
         """The runners of this process's instrumentation (the gated ones kept), the gate open (the previous
-        runners' hooks back in their classes first)."""
+        runners switched on again first)."""
         if self.shut:
             self.open()
         self.runners = [r for r in runners if r.spec.recorded_only]

@@ -43,7 +43,6 @@ def attach(runner: HookRunner, module) -> bool:
     cls = getattr(module, runner.spec.cls_name)
     ours = type(fn)(hooked) if isinstance(fn, (staticmethod, classmethod)) else hooked
     setattr(cls, runner.spec.method, ours)
-    runner.slot = (cls, runner.spec.method, ours, fn)     # the StepGate swaps between the two
     return True
 
 
