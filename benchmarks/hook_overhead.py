@@ -139,7 +139,8 @@ def build(hooked: bool, so, path: str = "multiproc"):
             if cls in PATHS[path]:
                 continue
             c = classes[cls]
-            runner = runner_mod.HookRunner(by[hname])
+            sampled = {"sampled": int(os.environ.get("VLLM_W2EXT_SAMPLE", "1")) > 1}
+            runner = runner_mod.HookRunner(by[hname], **(sampled if "sampled" in runner_mod.HookRunner.__slots__ else {}))
             runners.append(runner)
             if hasattr(runner, "slot"):
                 from vllm_w2ext.hooks.wrapping import attach

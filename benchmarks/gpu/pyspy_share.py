@@ -50,9 +50,13 @@ def handoff_lines(source: str) -> frozenset[int]:
 HANDOFF_LINES = handoff_lines(RUNNER.read_text()) if RUNNER.exists() else frozenset()
 
 
+# a gated hook's front (hooks/runner.py: FRONT_FILE, FRONT_HANDOFF_LINE) at its call into vLLM's method
+FRONT_HANDOFF = re.compile(r"\(<vllm_w2ext gated front>:4\)$")
+
+
 def is_handoff(frames: list[str], lines: frozenset[int] = HANDOFF_LINES) -> bool:
     m = RUNNER_FRAME.search(frames[-1])
-    return bool(m) and int(m.group(1)) in lines
+    return (bool(m) and int(m.group(1)) in lines) or bool(FRONT_HANDOFF.search(frames[-1]))
 
 
 def waiting(frames: list[str]) -> bool:

@@ -78,6 +78,32 @@ def test_handoff_is_vllms():
                                             for n in pyspy_share.HANDOFF_LINES)
 
 
+def test_gated_front_handoff():
+    """A gated hook's front (hooks/runner.py: code made from the method's signature) calls vLLM's method on
+    line FRONT_HANDOFF_LINE of FRONT_FILE: a sample there is vLLM's; its other lines are the plugin's. The
+    line is checked on a real front: vLLM's method raising while the hook is off is seen on that line."""
+    import traceback
+
+    from vllm_w2ext.hooks.runner import FRONT_FILE, FRONT_HANDOFF_LINE, HookRunner
+    from vllm_w2ext.hooks.spec import Hook
+
+    def method(self, so):
+        raise KeyError(so)
+
+    r = HookRunner(Hook("t.m", "m", "C.m", lambda o, a, k: 1, None, recorded_only=True), sampled=True)
+    front = r.bind(method)
+    r.gate(True)
+    try:
+        front(object(), 1)
+    except KeyError as e:
+        where = [(f.filename, f.lineno) for f in traceback.extract_tb(e.__traceback__)]
+    assert (FRONT_FILE, FRONT_HANDOFF_LINE) in where
+    loop = "run_busy_loop (vllm/v1/engine/core.py:900)"
+    stacks = [([loop, f"front ({FRONT_FILE}:{FRONT_HANDOFF_LINE})"], 3), ([loop, f"front ({FRONT_FILE}:2)"], 1)]
+    s = pyspy_share.share(stacks, lines=frozenset())
+    assert (s["plugin_samples"], s["handoff_samples"]) == (1, 3)
+
+
 def _run(lat_done, thr_done, steps_at_lat, scrape_t, steps_final):
     return {"started": 0.0, "run": "l4_p1_plugin",
             "tasks": [{"kind": "latency", "output_len": 128}, {"kind": "throughput"}],

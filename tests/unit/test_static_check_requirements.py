@@ -92,7 +92,7 @@ def test_plugin_registration_logs_it(monkeypatch, caplog):
     for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "VLLM_W2EXT_TRACE_DIR"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setattr(config, "_current", None)
-    monkeypatch.setattr(INSTRUMENTOR, "instrument", lambda fault="": None)
+    monkeypatch.setattr(INSTRUMENTOR, "instrument", lambda fault="", sampled=False: None)
     monkeypatch.setattr(export_process, "prestart", lambda settings: None)
     with caplog.at_level(logging.WARNING, logger="vllm_w2ext"):
         plugin.register()

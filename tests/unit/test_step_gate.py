@@ -162,3 +162,60 @@ def test_gate_never_assigns_to_vllms_class():
     assert vars(Target)["f"] is ours and assigned == ["f"]          # attached once, never assigned again
     assert Target().f(3) == 4 and calls == [(3,)]
     gate.use(())
+
+
+def test_gated_hook_has_the_methods_own_parameters():
+    """A gated hook's function copies the method's parameters (no packing on the light steps' path): off, it
+    calls vLLM's method with the caller's values, ``pre`` untouched; on, ``pre`` sees the required parameters
+    positionally and the defaulted ones by keyword, however the caller passed them. A decorator's
+    ``(*args, **kwargs)`` is seen through; a signature it cannot copy keeps the generic function."""
+    import functools
+    import inspect
+
+    seen = []
+
+    def pre(o, a, k):
+        seen.append((a, dict(k)))
+        return 1
+
+    def deco(f):
+        @functools.wraps(f)
+        def inner(*args, **kwargs):
+            return f(*args, **kwargs)
+        return inner
+
+    class Target:
+        def f(self, so, out=None, *, flag=False):
+            return (so, out, flag)
+
+        @deco
+        def g(self, so):
+            return so
+
+        def h(self, *items):
+            return items
+
+        def k(self, so, x=None, **extra):
+            return (so, x, extra)
+
+    runners = {}
+    for name in ("f", "g", "h", "k"):
+        r = runners[name] = HookRunner(Hook(f"t.{name}", "m", f"Target.{name}", pre, lambda s, res, e: None,
+                                            recorded_only=True), sampled=True)
+        setattr(Target, name, r.bind(vars(Target)[name]))
+    assert list(inspect.signature(Target.f).parameters) == ["self", "so", "out", "flag"]
+    assert Target.f.__w2ext_runner__ is runners["f"] and Target.f.__wrapped__ is not None
+    t = Target()
+    for r in runners.values():
+        r.gate(True)
+    assert t.f(1) == (1, None, False) and t.f(so=2, flag=True) == (2, None, True) and t.g(5) == 5
+    assert t.h(1, 2) == (1, 2) and t.k(1, y=2) == (1, None, {"y": 2}) and seen == []
+    for r in runners.values():
+        r.gate(False)
+    assert t.f(so=3, out=4) == (3, 4, False) and t.g(6) == 6 and t.h(7) == (7,)
+    assert t.k(8, y=9) == (8, None, {"y": 9})
+    assert seen == [((3,), {"out": 4, "flag": False}), ((6,), {}), ((7,), {}), ((8,), {"x": None, "y": 9})]
+    assert list(inspect.signature(Target.k).parameters) == ["self", "so", "x", "extra"]
+    assert "*" in str(inspect.signature(Target.h, follow_wrapped=False))       # generic: (instance, *args, ...)
+    plain = HookRunner(Hook("t.f", "m", "Target.f", pre, None, recorded_only=True)).bind(vars(Target)["f"].__wrapped__)
+    assert "*args" in str(inspect.signature(plain, follow_wrapped=False))   # fully traced: no front, no extra call

@@ -16,11 +16,14 @@ A runner is ``active`` unless its hook failed, is paused (``Instrumentor.set_act
 reads that one flag. Nothing here assigns to a vLLM class after the hooks are attached: an assignment to
 a class attribute invalidates every attribute load CPython has specialized for that class's instances
 (vLLM's Scheduler, Worker, model runner: their ``self.x`` loads), and from Python 3.12 a class assigned to
-about a thousand times is never specialized again (``benchmarks/gpu/type_version_check.py``).
+about a thousand times is never specialized again (``benchmarks/gpu/type_version_check.py``). With
+``VLLM_W2EXT_SAMPLE`` > 1 a gated hook's function is a front with the method's own parameters
+(``_exact_front``), so a light step's call costs a flag test and a plain call, no argument packing.
 """
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import time
 
@@ -60,10 +63,13 @@ def injected(name: str, fault: str) -> bool:
 
 class HookRunner:
     __slots__ = ("spec", "pre", "post", "active", "failed", "paused", "gated", "calls", "next_at", "timed_call",
-                 "timed_weight")
+                 "timed_weight", "sampled")
 
-    def __init__(self, spec: Hook, fault: str = ""):
+    def __init__(self, spec: Hook, fault: str = "", sampled: bool = False):
+        """``sampled``: ``VLLM_W2EXT_SAMPLE`` > 1, the step gate will shut (``bind`` gives a gated hook a front
+        with the method's own parameters; fully traced, that front would only add a call)."""
         self.spec = spec
+        self.sampled = sampled
         self.pre = self._raise if injected(spec.name, fault) else spec.pre
         self.post = spec.post
         self.active = True                      # = not (failed or paused or gated): the one flag the hot path reads
@@ -179,6 +185,9 @@ class HookRunner:
                 runner.fail(e)
             return result
 
+        outer = _exact_front(hooked, fn, runner) if self.spec.recorded_only and self.sampled else None
+        if outer is not None:
+            hooked = outer
         functools.update_wrapper(hooked, fn)
         hooked.__w2ext_runner__ = self
         return hooked
@@ -211,6 +220,58 @@ class HookRunner:
             raise
         self.exit(state, result, None)
         return result
+
+
+_PLAIN = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+_FORWARDING = [inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD]
+# The gated front's code, as stack samplers show it: ``front (<vllm_w2ext gated front>:4)``; its line 4 is the
+# call into vLLM's method (``benchmarks/gpu/pyspy_share.py`` counts samples there as vLLM's, as it does on the
+# generic wrapper's ``fn(instance, *args, **kwargs)`` lines).
+FRONT_FILE = "<vllm_w2ext gated front>"
+FRONT_HANDOFF_LINE = 4
+
+
+def _exact_front(hooked, fn, runner):
+    """For a gated hook: a function with ``fn``'s own parameters (same names, same default objects) that
+    calls ``fn`` straight through while the runner is off, else ``hooked``. Off is every light step of a
+    sampled run, and ``hooked(instance, *args, **kwargs)`` would pack and unpack its arguments there:
+    ~1.9k instructions per call against a few hundred (``benchmarks/hook_instructions.sh``). Required
+    parameters reach ``pre`` positionally and the defaulted ones by keyword, whichever way the caller passed
+    them; a ``**kwargs`` is passed on as it is. None (use ``hooked`` itself) for a signature this does not
+    copy: positional-only parameters, ``*args``, or a name of its own."""
+    try:
+        params = list(inspect.signature(fn, follow_wrapped=False).parameters.values())
+        if getattr(fn, "__wrapped__", None) is not None and [p.kind for p in params] == _FORWARDING:
+            params = list(inspect.signature(fn).parameters.values())   # a decorator's (*args, **kwargs):
+    except (TypeError, ValueError):                                     # its function's own parameters
+        return None
+    var_kw = params.pop() if params and params[-1].kind is inspect.Parameter.VAR_KEYWORD else None
+    if not params or any(p.kind not in _PLAIN or p.name.startswith("_w2_") for p in params):
+        return None
+    head, call, defaults = [], [], {}
+    star = False
+    for i, p in enumerate(params):
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and not star:
+            head.append("*")
+            star = True
+        if p.default is inspect.Parameter.empty:
+            head.append(p.name)
+            call.append(p.name if p.kind is not inspect.Parameter.KEYWORD_ONLY else f"{p.name}={p.name}")
+        else:
+            defaults[f"_w2_d{i}"] = p.default
+            head.append(f"{p.name}=_w2_d{i}")
+            call.append(f"{p.name}={p.name}")
+    if var_kw is not None:
+        head.append(f"**{var_kw.name}")
+        call.append(f"**{var_kw.name}")
+    args = ", ".join(call)
+    src = (f"def front({', '.join(head)}):\n"
+           f"    if _w2_runner.active:\n"
+           f"        return _w2_hooked({args})\n"
+           f"    return _w2_fn({args})\n")
+    ns = {"_w2_runner": runner, "_w2_hooked": hooked, "_w2_fn": fn, **defaults}
+    exec(compile(src, FRONT_FILE, "exec"), ns)
+    return ns["front"]
 
 
 class StepGate:
