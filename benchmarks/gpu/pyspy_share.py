@@ -12,7 +12,8 @@ For an export process every sample is the plugin's; its samples per second are t
 
 A hand-off is not the plugin's either: a sample whose innermost frame is a hook wrapper at the line that
 calls vLLM's method (``fn(instance, *args, **kwargs)``: ``handoff_lines`` of the sampled tree's
-``hooks/runner.py``, which pyspy_share.sh copies into DIR; this tree's if DIR has none). CPython moves its current
+``hooks/runner.py``, which pyspy_share.sh copies into DIR as runner.py.txt (or one in DIR's parent);
+this tree's if there is none). CPython moves its current
 frame back to the caller before it frees a returning frame's locals, so vLLM's own work of tearing down
 its method's frame (its scheduler output, its batch) is sampled in the caller, which under a hook is the
 wrapper's call line; stock vLLM pays it in its own caller. Counted apart (``handoff_samples``): on the
@@ -49,6 +50,7 @@ def handoff_lines(source: str) -> frozenset[int]:
 
 
 HANDOFF_LINES = handoff_lines(RUNNER.read_text()) if RUNNER.exists() else frozenset()
+SAMPLED_RUNNER = "runner.py.txt"     # the sampled tree's hooks/runner.py, kept with its stacks (pyspy_share.sh)
 
 
 # a gated hook's front (hooks/runner.py: FRONT_FILE, FRONT_HANDOFF_LINE) at its call into vLLM's method
@@ -186,10 +188,10 @@ def main() -> int:
     window = json.loads((a.dir / "window.json").read_text()) if (a.dir / "window.json").exists() else None
     run = run_record(a.dir, window)
     step = step_seconds(run, window) if run and window else None
-    # the hand-off lines of the runner that was sampled (pyspy_share.sh keeps a copy beside the stacks):
-    # any edit to hooks/runner.py since moves them
-    sampled = a.dir / "runner.py"
-    lines = handoff_lines(sampled.read_text()) if sampled.exists() else HANDOFF_LINES
+    # the hand-off lines of the runner that was sampled (pyspy_share.sh keeps a copy beside the stacks; runs
+    # of one tree may share one in the folder above): any edit to hooks/runner.py since moves them
+    sampled = next((d / SAMPLED_RUNNER for d in (a.dir, a.dir.parent) if (d / SAMPLED_RUNNER).exists()), None)
+    lines = handoff_lines(sampled.read_text()) if sampled else HANDOFF_LINES
     shares = {p.name.split(".txt")[0]: share(read(p), a.top, lines)
               for p in sorted([*a.dir.glob("*_*.txt"), *a.dir.glob("*_*.txt.gz")])}
     if step and not any(s["engine_core"] for s in shares.values()):
@@ -198,7 +200,8 @@ def main() -> int:
         print("no EngineCore busy loop in the samples: the window is not steady stepping; no per-step figures")
         step = None
     doc: dict = {"window": window, "run": run and run["run"], "step": step and {"seconds": step[0], "phase": step[1]},
-                 "handoff_lines": sorted(lines), "handoff_lines_from": "runner.py" if sampled.exists() else "this tree"}
+                 "handoff_lines": sorted(lines),
+                 "handoff_lines_from": str(sampled.relative_to(a.dir.parent)) if sampled else "this tree"}
     for name, s in shares.items():
         doc[name] = s
         spy = a.dir / f"{name}.spy.log"

@@ -59,7 +59,7 @@ ends = {p.stem: min(float(p.read_text()), t0 + dur) for p in d.glob("*.end")}
 (d / "window.json").write_text(json.dumps({"start": t0, "end": t0 + dur, "rate": rate, "ends": ends}))
 PY
   cp "$R"/runs/*.json "$D/" 2>/dev/null
-  cp vllm_w2ext/hooks/runner.py "$D/runner.py"     # the sampled runner: its hand-off lines (pyspy_share.py)
+  cp vllm_w2ext/hooks/runner.py "$D/runner.py.txt"     # the sampled runner: its hand-off lines (pyspy_share.py)
   python3 benchmarks/gpu/pyspy_share.py "$D" > "$D/share.txt" 2>&1
   cat "$D/share.txt"
 done

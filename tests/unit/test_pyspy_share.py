@@ -145,11 +145,11 @@ def test_reads_gzipped_stacks(tmp_path):
 def test_handoff_lines_come_from_the_sampled_runner(tmp_path, monkeypatch):
     """A folder carries the runner it sampled (pyspy_share.sh copies hooks/runner.py into it): its hand-off
     lines are that file's, not this tree's, whose lines any later edit moves."""
-    (tmp_path / "runner.py").write_text("def hooked(instance):\n    return fn(instance, *args, **kwargs)\n")
+    (tmp_path / "runner.py.txt").write_text("def hooked(instance):\n    return fn(instance, *args, **kwargs)\n")
     frame = "hooked (vllm_w2ext/hooks/runner.py:2)"
     (tmp_path / "front_1.txt").write_text(f"main (x.py:1);{frame} 5\nmain (x.py:1);other (vllm_w2ext/y.py:3) 2\n")
     monkeypatch.setattr("sys.argv", ["pyspy_share.py", str(tmp_path)])
     assert pyspy_share.main() == 0
     doc = json.loads((tmp_path / "share.json").read_text())
-    assert doc["handoff_lines"] == [2] and doc["handoff_lines_from"] == "runner.py"
+    assert doc["handoff_lines"] == [2] and doc["handoff_lines_from"] == f"{tmp_path.name}/runner.py.txt"
     assert (doc["front_1"]["handoff_samples"], doc["front_1"]["plugin_samples"]) == (5, 2)
