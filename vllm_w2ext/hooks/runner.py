@@ -92,7 +92,8 @@ class HookRunner:
     def gate(self, shut: bool) -> None:
         """Shut: off (vLLM's method called straight through, one flag test); open: on again. The flag only,
         never the class: see the module docstring (a shut gate used to put vLLM's own method back in its
-        class, twice per hook in every N steps, and cost vLLM's own code more than the frame it saved)."""
+        class, twice per hook in every N steps, invalidating CPython's specialization of vLLM's classes to
+        save one frame; ``benchmarks/results/h200/gate_flags``)."""
         self._set(self.failed, self.paused, shut)
 
     def fail(self, exc: BaseException) -> None:
