@@ -101,6 +101,9 @@ def test_gated_front_handoff():
         where = [(f.filename, f.lineno) for f in traceback.extract_tb(e.__traceback__)]
     assert (FRONT_FILE, FRONT_HANDOFF_LINE) in where
     loop = "run_busy_loop (vllm/v1/engine/core.py:900)"
+    # the rule reads the runner's own constants (from the sampled tree's copy, as the runner lines are)
+    assert pyspy_share.FRONT_FRAME == f"({FRONT_FILE}:{FRONT_HANDOFF_LINE})"
+    assert pyspy_share.front_frame("def hooked(instance):\n    return fn(instance, *args, **kwargs)\n") is None
     stacks = [([loop, f"front ({FRONT_FILE}:{FRONT_HANDOFF_LINE})"], 3), ([loop, f"front ({FRONT_FILE}:2)"], 1)]
     s = pyspy_share.share(stacks, lines=frozenset())
     assert (s["plugin_samples"], s["handoff_samples"]) == (1, 3)
