@@ -132,15 +132,17 @@ def build(hooked: bool, so, path: str = "multiproc"):
     from types import SimpleNamespace
     classes = {c.__name__: c for c in stand_ins(so)}
     if hooked:
+        from vllm_w2ext import config
         from vllm_w2ext.hooks import all_hooks, runner as runner_mod
         by = {h.name: h for h in all_hooks()}
+        # as plugin.register passes it (trees from before the gated front take no such argument)
+        sampled = {"sampled": config.current().sample > 1} if "sampled" in runner_mod.HookRunner.__slots__ else {}
         runners = []
         for (cls, meth), hname in HOOKED.items():
             if cls in PATHS[path]:
                 continue
             c = classes[cls]
-            sampled = {"sampled": int(os.environ.get("VLLM_W2EXT_SAMPLE", "1")) > 1}
-            runner = runner_mod.HookRunner(by[hname], **(sampled if "sampled" in runner_mod.HookRunner.__slots__ else {}))
+            runner = runner_mod.HookRunner(by[hname], **sampled)
             runners.append(runner)
             if hasattr(runner, "slot"):
                 from vllm_w2ext.hooks.wrapping import attach

@@ -276,19 +276,17 @@ def main(argv: list[str] | None = None) -> int:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     scrape_path = d / f"{name}.prom"
     rx = scr = None
-    if a.arm != "stock" and a.exporters == "none":
+    if a.arm != "stock":
         env["VLLM_W2EXT"] = "1"
         if a.sample > 1:
             env["VLLM_W2EXT_SAMPLE"] = str(a.sample)
-    elif a.arm != "stock":
+    if a.arm != "stock" and a.exporters == "all":
         from vllm_w2ext.receiver import OTLPReceiver
         rx = OTLPReceiver().start()
         port = orun.free_port()
-        env.update({"VLLM_W2EXT": "1", "VLLM_W2EXT_METRICS_PORT": str(port),
+        env.update({"VLLM_W2EXT_METRICS_PORT": str(port),
                     "VLLM_W2EXT_TRACE_DIR": str(trace_dir), "OTEL_SERVICE_NAME": f"w2ext-{name}", **rx.env("grpc"),
                     **rx.metrics_env("grpc", interval_ms=5000)})
-        if a.sample > 1:
-            env["VLLM_W2EXT_SAMPLE"] = str(a.sample)
         scr = subprocess.Popen([sys.executable, "-m", "vllm_w2ext.lab.scrape", f"http://127.0.0.1:{port}/metrics",
                                 str(scrape_path), "--interval", "1"], cwd=ROOT)
     log = d / f"{name}.log"
