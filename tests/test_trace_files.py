@@ -1,11 +1,13 @@
 """Per-process Perfetto trace files (VLLM_W2EXT_TRACE_DIR) from a real offline vLLM run: one file per
 process, every span of the run as a begin/end slice pair, step ids attached, and a file cut at any
-byte (as SIGKILL can leave it) still yields every packet written before the cut."""
+byte (as SIGKILL can leave it) still yields every packet written before the cut. What else the run
+leaves on disk: nothing (the metrics folder the plugin made for its processes goes when the run ends)."""
 from __future__ import annotations
 
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from conftest import clean_env
@@ -46,6 +48,12 @@ def test_one_file_per_process_with_every_span(traced_run):
     assert begins == Counter(s.name for s in ss.spans)     # the same ranges the OTLP receiver got
     assert ends == sum(begins.values())
     assert sorted(steps) == sorted(s.step for s in ss.steps())
+
+
+def test_the_metrics_folder_it_made_is_gone(stock_full_run):
+    made = stock_full_run[0]["metrics_dir"]                 # the run set a metrics port, no folder
+    assert made and Path(made).name.startswith("vllm-w2ext-metrics-")
+    assert not Path(made).exists()
 
 
 def test_cut_file_keeps_complete_packets(traced_run):

@@ -14,8 +14,6 @@ before anything is launched. Processes that already have a folder (an explicit
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 
 import wrapt
 
@@ -32,11 +30,7 @@ def share_metrics_dir() -> str | None:
     if not config.current().metrics_port:
         return None
     from vllm_w2ext.telemetry import metrics_server
-    d = metrics_server.metrics_dir()
-    if not d:
-        d = tempfile.mkdtemp(prefix="vllm-w2ext-metrics-")
-        os.environ[metrics_server.DIR_ENV] = d
-    return d
+    return metrics_server.shared_dir()
 
 
 def _on_launcher_import(module) -> None:

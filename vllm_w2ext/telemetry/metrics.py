@@ -329,10 +329,18 @@ def exemplar_labels(ids: tuple[int, int]) -> dict[str, str]:
 
 
 def write_snapshot(directory: str, data: bytes) -> None:
+    """This process's snapshot in ``directory``, replaced atomically. Nothing when the folder is gone: the
+    process that made it has exited (``metrics_server.shared_dir``), so no endpoint is left to read it; a
+    process of the instance may still be flushing its last snapshot at shutdown."""
     path = os.path.join(directory, f"{os.getpid()}.prom")
     tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    except FileNotFoundError:
+        if not os.path.isdir(directory):
+            return
+        raise
     os.replace(tmp, path)
 
 

@@ -7,9 +7,11 @@ OpenMetrics parser, so the exemplars of every process survive the merge: a scrap
 A snapshot is parsed once per version (its size and modification time), not once per scrape."""
 from __future__ import annotations
 
+import atexit
 import glob
 import logging
 import os
+import shutil
 import tempfile
 import threading
 
@@ -30,6 +32,25 @@ def metrics_dir() -> str | None:
     """Folder shared by the processes of one vLLM instance (set by the front end for its children).
     The one reader of it in vLLM's processes; an export process is told it in its identity frame."""
     return config.current().metrics_dir or os.environ.get(DIR_ENV) or None
+
+
+def shared_dir() -> str:
+    """The instance's metrics folder: the one set (``VLLM_W2EXT_METRICS_DIR``, or inherited from the
+    front end), else a new temporary folder that the processes this one starts inherit through the
+    environment, and that this process, which made it, removes when it exits (not a forked child of it:
+    it inherits the exit handler, not the folder)."""
+    d = metrics_dir()
+    if d:
+        return d
+    d = tempfile.mkdtemp(prefix="vllm-w2ext-metrics-")
+    os.environ[DIR_ENV] = d
+    atexit.register(_remove_made_dir, d, os.getpid())
+    return d
+
+
+def _remove_made_dir(directory: str, maker_pid: int) -> None:
+    if os.getpid() == maker_pid:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def parse_snapshot(text: str) -> list:
@@ -94,10 +115,8 @@ def ensure_started(own, delegate=None) -> None:
         if _state["started"]:
             return
         _state["started"] = True
-        d = metrics_dir()
-        if d is None:
-            d = tempfile.mkdtemp(prefix="vllm-w2ext-metrics-")
-        os.makedirs(d, exist_ok=True)
+        d = shared_dir()
+        os.makedirs(d, exist_ok=True)          # a folder named by the setting may not exist yet
         os.environ[DIR_ENV] = d            # spawned EngineCore/workers inherit it
         _state["dir"] = d
         if own is None and delegate is not None and delegate(s.metrics_port, s.metrics_host, d):
