@@ -23,6 +23,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -170,6 +171,7 @@ def main() -> int:
               ", ".join(f"{k} {v['us_per_step']}" for k, v in list(hooks.items())[:5]), flush=True)
     import vllm
     device = _device_check(llm, trace_dir)
+    shutil.rmtree(trace_dir, ignore_errors=True)   # read back by explain above; nothing else needs it
     doc = {"what": __doc__.split("\n\n")[0], "machine": {"cpu": _cpu(), "python": platform.python_version(),
                                                          "vllm": vllm.__version__, "cores": os.cpu_count()},
            "model": Path(a.model).name, "engine": {k: v for k, v in kw.items() if k != "model"},

@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import statistics
+import shutil
 import sys
 import tempfile
 import time
@@ -274,6 +275,7 @@ def main() -> None:
                         for b in a.batches.split(",")]}
     from vllm_w2ext.telemetry import pipeline
     pipeline.get().shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)     # the trace file and snapshots are not read: the cost is the measure
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1)
