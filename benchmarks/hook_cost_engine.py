@@ -101,6 +101,11 @@ def main() -> int:
     ap.add_argument("--cpu", action="store_true", help="the CPU build: float32, eager, 1 GiB KV cache")
     ap.add_argument("--engine-json", default="{}", help="extra LLM kwargs (JSON)")
     ap.add_argument("--out", default="benchmarks/results/cpu/hook_cost_engine.json")
+    ap.add_argument("--churn", action="store_true",
+                    help="requests come and go in every step, as in serving: each round sends 2 x batch requests "
+                         "with output lengths spread over 0.5-1.5 x --max-tokens to an engine that runs at most "
+                         "batch at once (max_num_seqs; one batch size), so requests finish and join all through "
+                         "the round (the steady decode figure then has no meaning)")
     ap.add_argument("--steady-skip", type=int, default=4,
                     help="engine steps left out at each end of a round for the steady decode figure")
     a = ap.parse_args()
@@ -124,6 +129,10 @@ def main() -> int:
     if a.cpu:
         kw.update(dtype="float32", enforce_eager=True)
     kw.update(json.loads(a.engine_json))
+    if a.churn:                                    # at most the batch at once: vLLM's own bound
+        if "," in a.batches:
+            ap.error("--churn runs one batch size (--batches N): it sets the engine's max_num_seqs to it")
+        kw["max_num_seqs"] = int(a.batches)
     llm = LLM(**kw)
     sp = SamplingParams(max_tokens=a.max_tokens, ignore_eos=True, temperature=1.0)
     prompt = TokensPrompt(prompt_token_ids=[10 + (i * 31) % 9000 for i in range(a.prompt_len)])
@@ -137,9 +146,16 @@ def main() -> int:
         selfcost.hook_cpu_ns[0] = selfcost.hook_wall_ns[0] = 0
         export0 = _export_thread()
         t0 = time.perf_counter()
+        if a.churn:
+            n = 2 * bs
+            params = [SamplingParams(max_tokens=max(1, a.max_tokens // 2 + (i * 37) % (a.max_tokens + 1)),
+                                     ignore_eos=True, temperature=1.0) for i in range(n)]
         for _ in range(a.rounds):
             window.new_round()
-            llm.generate([prompt] * bs, sp, use_tqdm=False)
+            if a.churn:
+                llm.generate([prompt] * n, params, use_tqdm=False)
+            else:
+                llm.generate([prompt] * bs, sp, use_tqdm=False)
         window.new_round()
         wall = time.perf_counter() - t0
         steps = acc.get("engine.step.pre", [0])[0] or acc.get("engine.step_with_batch_queue.pre", [0])[0]
@@ -176,7 +192,7 @@ def main() -> int:
                                                          "vllm": vllm.__version__, "cores": os.cpu_count()},
            "model": Path(a.model).name, "engine": {k: v for k, v in kw.items() if k != "model"},
            "sample": int(os.environ.get("VLLM_W2EXT_SAMPLE", "1")),
-           "rounds": a.rounds, "max_tokens": a.max_tokens, "prompt_len": a.prompt_len, "per_batch": rows,
+           "rounds": a.rounds, "max_tokens": a.max_tokens, "prompt_len": a.prompt_len, "churn": a.churn, "per_batch": rows,
            "device_timeline": device}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(doc, indent=1))

@@ -3,8 +3,8 @@
 the first of each a prefill of the prompt and the rest one decode token each.
 
 With sampling on, the EngineCore records two consecutive steps in every N (and every step that changes
-a request) and only counts the others: the step and token counters must still be exact, each request's
-span complete (its steps, tokens, first token), the workers must record exactly the recorded steps,
+a request, as a bare step span) and only counts the others: the step and token counters must still be exact,
+each request's span complete (its steps, tokens, first token), the workers must record exactly the pairs,
 the second step of each pair must carry its scheduler gap and device idle, and explain must say what
 share of the steps it saw."""
 from __future__ import annotations
@@ -16,9 +16,13 @@ from conftest import clean_env, run_offline
 
 from vllm_w2ext.analysis.explain.report import explain
 from vllm_w2ext.analysis.explain.timeline import load
+from vllm_w2ext.steps.facts import sampled_out
 from vllm_w2ext.vocab import Attr
 
-EVERY, TOKENS, RUNS = 8, 48, 2
+# Steps 1-45 serve the first request; the second one's 45 steps follow an empty step or two. The first
+# request's finish (step 45), the second one's arrival and its finish fall outside the pairs (steps n with
+# n % 8 in (0, 1)): they are recorded as bare step spans.
+EVERY, TOKENS, RUNS = 8, 45, 2
 
 
 def _metric(text: str, name: str, **labels) -> float:
@@ -64,13 +68,24 @@ def test_request_spans_complete(sampled_run):
         assert r.args[Attr.PREFILL_S] > 0 and r.args[Attr.DECODE_S] > 0
 
 
+def test_request_changes_off_the_pairs_are_bare_steps(sampled_run):
+    _, traces = sampled_run
+    tl = load(str(traces))
+    recorded = {s.step for ss in tl.engine_steps.values() for s in ss}
+    by_workers = {e.step for exs in tl.executions.values() for e in exs}
+    bare = {k for k in recorded if sampled_out(k, EVERY)}
+    assert TOKENS in bare and len(bare) == 3, sorted(recorded)     # a finish, an arrival, a finish
+    assert not bare & by_workers                                   # the EngineCore's span alone
+
+
 def test_workers_record_the_recorded_steps_and_measure_pairs(sampled_run):
     _, traces = sampled_run
     tl = load(str(traces))
     recorded = {s.step for ss in tl.engine_steps.values() for s in ss}
     steps = {s.step for ss in tl.engine_steps.values() for s in ss if s.args.get(Attr.MODEL_EXECUTED)}
     execs = sorted((e for exs in tl.executions.values() for e in exs), key=lambda e: e.step)
-    assert {e.step for e in execs} == steps                        # the decision travelled on the stamp
+    pairs = {k for k in steps if not sampled_out(k, EVERY)}        # two in every N; the rest bare or counted
+    assert {e.step for e in execs} == pairs                        # the decision travelled on the stamp
     assert all(e.busy_s is not None for e in execs)
 
     def after_recorded(i: int) -> bool:

@@ -123,10 +123,11 @@ SETTINGS: tuple[Setting, ...] = (
             "(costs about 5 us of export-thread CPU per link; see benchmarks/results). `none`."),
     Setting("SAMPLE", "1", _int_range(1, 1_000_000),
             "Engine steps recorded in full: `1` every step (full tracing); N: two consecutive steps in every N "
-            "(so 2 is also every step), plus every step that starts, preempts, resumes or finishes a request or runs a prefill (request "
-            "lifecycles stay complete). Other steps are only counted (the step and token counters stay exact); "
-            "spans, scheduler gaps and device idle come from the recorded steps. Decided by the EngineCore and "
-            "carried to the workers on the step's stamp."),
+            "(so 2 is also every step). A step that starts, preempts, resumes or finishes a request or runs a "
+            "prefill is recorded too, as its `engine.step` span with its batch facts alone (no phases, no worker "
+            "spans), so request lifecycles stay complete. Other steps are only counted (the step and token "
+            "counters stay exact); phases, scheduler gaps and device idle come from the pairs. Decided by the "
+            "EngineCore and carried to the workers on the step's stamp."),
     Setting("MAX_LINKS", "512", _int_range(0, 100_000),
             "Most request links one step span carries."),
     Setting("METRICS_PORT", "", _port,

@@ -233,8 +233,8 @@ def _sampling(tl: Timeline) -> Sampling | None:
 
 def _sampling_note(smp: Sampling) -> str:
     return (f"sampled run (VLLM_W2EXT_SAMPLE={smp.every}): {smp.recorded} of {smp.steps} engine steps recorded "
-            "(pairs of steps, and every step that changed a request); the device's time between forwards "
-            "(busy and idle by cause) is scaled up from the forwards whose idle was measured (each device's "
+            "(pairs of steps in full, and every step that changed a request as a bare step); the device's time "
+            "between forwards (busy and idle by cause) is scaled up from the forwards whose idle was measured (each device's "
             "`scale`), the head and tail are as measured, the requests' figures are complete")
 
 
