@@ -38,7 +38,7 @@ def shared_dir() -> str:
     """The instance's metrics folder: the one set (``VLLM_W2EXT_METRICS_DIR``, or inherited from the
     front end), else a new temporary folder that the processes this one starts inherit through the
     environment, and that this process, which made it, removes when it exits (not a forked child of it:
-    it inherits the exit handler, not the folder)."""
+    it inherits the exit handler, not the folder). A process that is killed (SIGKILL) leaves it behind."""
     d = metrics_dir()
     if d:
         return d
