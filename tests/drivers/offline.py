@@ -112,7 +112,7 @@ if __name__ == "__main__":
     n, max_tokens = params.get("prompts", 6), params.get("max_tokens", 6)
     prompts = [" ".join(f"t{(7 * i + j) % 9000 + 10}" for j in range(5 + i)) for i in range(n)]
     sp = SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0)
-    result = {"phases": [], "metrics_dir": os.environ.get("VLLM_W2EXT_METRICS_DIR")}   # the plugin's, if it made one
+    result = {"phases": [], "metrics_dir": os.environ.get("VLLM_W2EXT_METRICS_DIR")}   # the plugin made it if unset
     t0 = time.time()
     if params.get("profile_dir"):
         llm.start_profile()

@@ -106,7 +106,7 @@ class Unscannable(list):
 
 def test_light_steps_scan_per_request_lists_only_while_a_request_could_be_found(engine):
     """A request whose prompt ends in a one-token chunk shows it only in its output count (every request
-    got one token): the light step is upgraded while the request is known to be prefilling; once its first
+    got one token): the light step is recorded while the request is known to be prefilling; once its first
     token is recorded, and with nothing preempted, steady decode steps never scan the batch's lists."""
     rec, sched = engine
     first = output(new=["a", "b"])

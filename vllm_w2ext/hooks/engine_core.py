@@ -46,7 +46,7 @@ class _State:
     update_batch = -1                      # the step whose output update_from_output is taking in
     prev_step_end = 0
     sample = 1                             # VLLM_W2EXT_SAMPLE
-    light = False                          # the open step is only counted (see _step_pre)
+    light = False                          # the open step is not recorded in full: counted, or bare at its end
     t0 = 0                                 # a light step's start (ns), should it need recording after all
     light_so = None                        # the light step's SchedulerOutput (None: nothing scheduled)
     skipped = (0, 0, 0)                    # light steps since the last recorded one: SkippedSteps
