@@ -1,20 +1,34 @@
-"""hooks.gpu_timing: vLLM's thread only records events; the export thread resolves finished pairs into
-DeviceSamples (busy = start->end, idle = previous end -> start), recycles events, and restarts the idle
-chain after steps were dropped. Stand-in events with planted GPU timestamps (no torch, no GPU)."""
+"""hooks.gpu_timing: vLLM's thread records one end event per step; the export thread places the end events on
+the wall clock through its anchors (events on a stream of its own, run at once) and turns them into
+DeviceSamples (idle = launch - previous end when the GPU had finished it, busy = end - max(launch, previous
+end)), recycles events, and restarts the idle chain after steps were dropped or a pause. Stand-in events with
+planted GPU timestamps and a planted wall clock (no torch, no GPU)."""
 from collections import deque
+
+import pytest
 
 from vllm_w2ext.hooks import gpu_timing
 from vllm_w2ext.hooks.gpu_timing import GpuTimer
 from vllm_w2ext.steps.facts import DeviceSample
 
+WALL0 = 10**15            # the wall clock (ns) when the GPU clock reads 0 ms
+MS = 1_000_000
+
+
+def at(ms: float) -> int:
+    """Wall clock (ns) of a GPU time (ms)."""
+    return WALL0 + round(ms * MS)
+
 
 class FakeGpu:
-    """A stream whose events complete when the test says, at planted GPU times (ms)."""
+    """vLLM's stream, whose events complete when the test says, at planted GPU times (ms); the timer's own
+    stream runs its events at once, at the GPU's current time ``now``."""
 
     def __init__(self):
+        self.now = 0.0
         self.created = 0
-        self.records = []
-        self.stream_lookups = []
+        self.records = []                 # (event, stream) on vLLM's stream
+        self.anchors = 0
         self.queue = []                   # recorded events the GPU has not reached, in stream order
 
     def event(self, enable_timing):
@@ -34,12 +48,15 @@ class FakeGpu:
         return Ev()
 
     def record(self, e, stream):
+        if stream == "anchor stream":
+            e.done, e.t = True, self.now
+            self.anchors += 1
+            return
         e.done, e.t = False, None
         self.records.append((e, stream))
         self.queue.append(e)
 
     def current(self, device):
-        self.stream_lookups.append(device)
         return (7, device, 1)
 
     def finish(self, *times_ms):
@@ -49,67 +66,85 @@ class FakeGpu:
             e.done, e.t = True, t
 
 
-def make():
-    gpu = FakeGpu()
-    return gpu, GpuTimer((gpu.event, gpu.record, lambda e: e.query(), gpu.current, lambda **ids: ("stream", ids), 0))
+@pytest.fixture
+def gpu(monkeypatch):
+    g = FakeGpu()
+    monkeypatch.setattr(gpu_timing, "_wall", lambda: at(g.now))     # the record returns as the GPU runs it
+    return g
 
 
-def test_poll_resolves_finished_steps_with_busy_and_idle():
-    gpu, timer = make()
-    s1 = timer.start()
-    timer.stop(s1, 1, 100)
-    gpu.finish(0.0, 2.0)                                        # step 1: 0-2 ms; the GPU is idle after it
-    s2 = timer.start()                                          # so step 2 records its own start event
-    timer.stop(s2, 2, 200)
-    assert s2 is not s1 and len(gpu.records) == 4
-    assert timer.poll()[0][:2] == (1, 100)
-    gpu.finish(2.5, 4.5)                                        # step 2: 2.5-4.5 ms (0.5 ms idle before it)
-    got = [DeviceSample._make(x) for x in timer.poll()]
-    assert [(x.step, x.launch_ns) for x in got] == [(2, 200)]
-    assert got[0].busy_s == 2e-3 and abs(got[0].idle_s - 0.5e-3) < 1e-12
-    timer.stop(timer.start(), 3, 300)                           # step 2 done: step 3 records its start
-    gpu.finish(5.0, 5.5)                                        # 0.5 ms idle again, 0.5 ms busy
-    (x,) = timer.poll()
-    assert x[0] == 3 and abs(x[3] - 0.5e-3) < 1e-12 and x[2] == 0.5e-3
-    # the stream is looked up by id each time but built once; events are recycled through the pool
-    assert {id(s) for _, s in gpu.records} == {id(gpu.records[0][1])}
+def make(gpu):
+    return GpuTimer((gpu.event, gpu.record, gpu.current, lambda **ids: ("stream", ids), lambda: "anchor stream", 0))
+
+
+def samples(timer):
+    return [DeviceSample._make(x) for x in timer.poll()]
+
+
+def close(a, b):
+    return abs(a - b) < 1e-12
+
+
+def test_idle_and_busy_from_one_end_event_per_step(gpu):
+    """A CPU-bound engine: the GPU finishes each step before the next one starts."""
+    timer = make(gpu)
+    gpu.now = 99.0
+    timer.stop(1, at(100.0))                      # no anchor yet: vLLM's thread records the first
+    gpu.finish(102.0)                             # step 1 ends at 102 ms
+    gpu.now = 104.0
+    timer.stop(2, at(105.0))
+    gpu.finish(107.5)
+    gpu.now = 108.0
+    got = samples(timer)
+    assert [(x.step, x.launch_ns) for x in got] == [(1, at(100.0)), (2, at(105.0))]
+    assert close(got[0].busy_s, 2e-3) and got[0].idle_s == 0.0          # the first: no previous step
+    assert close(got[1].busy_s, 2.5e-3) and close(got[1].idle_s, 3e-3)  # 102 -> 105 ms idle, 105 -> 107.5 busy
+    # one record per step on vLLM's stream, whose Stream object is built once
+    assert len(gpu.records) == 2 and {id(s) for _, s in gpu.records} == {id(gpu.records[0][1])}
+    assert gpu.anchors == 2                       # the first (vLLM's thread) and the poll's
+    timer.stop(3, at(109.0))                      # the anchor of the poll places step 3
+    gpu.finish(110.0)
+    (x,) = samples(timer)
+    assert close(x.idle_s, 1.5e-3) and close(x.busy_s, 1e-3)
     created = gpu.created
-    timer.stop(timer.start(), 4, 400)
-    assert gpu.created == created                               # step 4 reused two pooled events
+    timer.stop(4, at(111.0))
+    assert gpu.created == created                 # step 4's end event came from the pool
 
 
-def test_a_step_queued_behind_the_previous_one_reuses_its_end_event():
-    """Async scheduling: step 2 starts while the GPU still runs step 1, so step 1's end event is step 2's start
-    (no record; idle 0); its busy time runs from step 1's end. Each event goes back to the pool once."""
-    gpu, timer = make()
-    timer.stop(timer.start(), 1, 100)
-    s2 = timer.start()                                          # step 1's end has not run on the GPU yet
-    assert s2 is gpu.records[1][0] and len(gpu.records) == 2    # reused, nothing recorded
-    timer.stop(s2, 2, 200)
-    s3 = timer.start()
-    timer.stop(s3, 3, 300)
-    assert len(gpu.records) == 4                                # s1, e1 = s2, e2 = s3, e3
-    gpu.finish(0.0, 2.0, 4.0, 7.0)
-    got = [DeviceSample._make(x) for x in timer.poll()]
-    assert [(x.step, x.busy_s, x.idle_s) for x in got] == [(1, 2e-3, 0.0), (2, 2e-3, 0.0), (3, 3e-3, 0.0)]
-    assert len(timer.pool) == len({id(e) for e in timer.pool}) == 3    # s1, e1, e2 once each; e3 kept
-    assert timer.prev_end is gpu.records[3][0]
-    gpu.finish()
-    timer.stop(timer.start(), 4, 400)                           # e3 done: a new start, from the pool
-    assert gpu.created == 4
+def test_a_step_queued_behind_the_previous_one_has_no_idle(gpu):
+    """Async scheduling: step 2 is launched while the GPU still runs step 1, so its work runs after step 1's:
+    idle 0, busy from step 1's end."""
+    timer = make(gpu)
+    timer.stop(1, at(100.0))
+    timer.stop(2, at(101.0))                      # step 1 ends on the GPU at 102 ms, after step 2's launch
+    timer.stop(3, at(103.0))
+    gpu.finish(102.0, 104.0, 107.0)
+    gpu.now = 108.0
+    got = samples(timer)
+    assert [(x.step, round(x.busy_s * 1e3, 9), x.idle_s) for x in got] == [(1, 2.0, 0.0), (2, 2.0, 0.0),
+                                                                            (3, 3.0, 0.0)]
+    assert timer.prev_end == at(107.0)
 
 
-def test_dropped_steps_restart_the_idle_chain(monkeypatch):
+def test_an_unfinished_step_waits_for_a_later_poll(gpu):
+    timer = make(gpu)
+    timer.stop(1, at(100.0))
+    assert samples(timer) == []
+    gpu.finish(101.0)
+    assert [x.step for x in samples(timer)] == [1]
+
+
+def test_dropped_steps_restart_the_idle_chain(gpu, monkeypatch):
     monkeypatch.setattr(gpu_timing, "MAX_PENDING", 2)
-    gpu, timer = make()
-    for step in (1, 2, 3):                                      # step 1 is dropped: no one polled
-        timer.stop(timer.start(), step, step * 100)
-        gpu.finish(step * 10.0, step * 10.0 + 1)                # each step finished before the next started
-    assert timer.dropped == 1 and [p[2] for p in timer.pending] == [2, 3]
-    got = timer.poll()
-    assert [x[0] for x in got] == [2, 3]
-    assert got[0][3] == 0.0                                     # no idle across the dropped step
-    assert abs(got[1][3] - 9e-3) < 1e-12                        # 21 -> 30 ms
+    timer = make(gpu)
+    for step in (1, 2, 3):                        # step 1 is dropped: no one polled
+        timer.stop(step, at(step * 10.0))
+        gpu.finish(step * 10.0 + 1)               # each step finished before the next started
+    assert timer.dropped == 1 and [p[1] for p in timer.pending] == [2, 3]
+    got = samples(timer)
+    assert [x.step for x in got] == [2, 3]
+    assert got[0].idle_s == 0.0                   # no idle across the dropped step
+    assert close(got[1].idle_s, 9e-3)             # 21 -> 30 ms
 
 
 class RacingDeque:
@@ -129,38 +164,35 @@ class RacingDeque:
     def popleft(self):
         if not self.raced:
             self.raced = True
-            self.items.popleft()                                # the drop, on vLLM's thread
+            self.items.popleft()                  # the drop, on vLLM's thread
         return self.items.popleft()
 
     def appendleft(self, x):
         self.items.appendleft(x)
 
 
-def test_a_head_dropped_while_polling_is_not_resolved_unfinished():
-    gpu, timer = make()
-    timer.stop(timer.start(), 1, 100)
-    gpu.finish(0.0, 1.0)                                        # step 1 finished on the GPU, step 2 not yet
-    timer.stop(timer.start(), 2, 200)
+def test_a_head_dropped_while_polling_is_not_resolved_unfinished(gpu):
+    timer = make(gpu)
+    timer.stop(1, at(100.0))
+    gpu.finish(101.0)                             # step 1 finished on the GPU, step 2 not yet
+    timer.stop(2, at(102.0))
     timer.pending = RacingDeque(timer.pending)
-    assert timer.poll() == ()                                   # step 2 unfinished: no elapsed_time on it
-    assert [p[2] for p in timer.pending.items] == [2] and timer.prev_end is None
+    assert timer.poll() == ()                     # step 2 unfinished: no elapsed_time on it
+    assert [p[1] for p in timer.pending.items] == [2] and timer.prev_end is None
 
 
-def test_a_resume_does_not_reuse_an_event_from_before_the_pause():
+def test_no_idle_is_measured_across_a_pause(gpu):
     """hooks.control resumed the hooks: the paused steps ran unrecorded, so the first step after the resume
-    records its own start even though the last recorded end is still pending. Its sample's idle spans the
-    pause (1000 ms here); the export side drops it, because the step's execution record has no previous end
-    (test_steps_assembly.test_gpu_no_idle_measured_across_a_pause)."""
-    gpu, timer = make()
-    timer.stop(timer.start(), 1, 100)
-    timer.forget_previous()                                     # pause ... resume
-    s9 = timer.start()                                          # step 1's end still pending, but not reused
-    assert s9 is not gpu.records[1][0]                          # across the pause
-    timer.stop(s9, 9, 900)
-    gpu.finish(0.0, 1.0, 1001.0, 1002.0)
-    timer.stop(timer.start(), 10, 1000)
-    gpu.finish(1003.0, 1004.0)
-    got = [DeviceSample._make(x) for x in timer.poll()]
-    assert [x.step for x in got] == [1, 9, 10] and got[1].busy_s == 1e-3
-    assert abs(got[1].idle_s - 1.0) < 1e-12                     # 1 -> 1001 ms, across the pause
-    assert abs(got[2].idle_s - 1e-3) < 1e-12                    # 1002 -> 1003 ms
+    has no previous one: idle 0 (the export side also drops it: its execution record has no previous end,
+    test_steps_assembly.test_gpu_no_idle_measured_across_a_pause); the chain goes on from it."""
+    timer = make(gpu)
+    timer.stop(1, at(100.0))
+    timer.forget_previous()                       # pause ... resume
+    timer.stop(9, at(1000.0))
+    timer.stop(10, at(1003.0))
+    gpu.finish(101.0, 1002.0, 1004.0)
+    gpu.now = 1005.0
+    got = samples(timer)
+    assert [x.step for x in got] == [1, 9, 10]
+    assert got[1].idle_s == 0.0 and close(got[1].busy_s, 2e-3)
+    assert close(got[2].idle_s, 1e-3) and close(got[2].busy_s, 1e-3)

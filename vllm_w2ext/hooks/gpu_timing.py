@@ -1,91 +1,106 @@
 """GPU time of each step and GPU idle between steps, from CUDA events read without syncing.
 
-An event is recorded on the current stream when ``Worker.execute_model`` starts and when the step's
-sampling has been launched. That is all vLLM's thread does (at most two ``cudaEventRecord`` per step, on a stream
-looked up once and kept while its id stays the same, through torch's C method: on the H200 host
-``torch.cuda.Event.record()`` costs 11.7 us against 3.9 us with the stream passed, because it builds a
-Python ``Stream`` each time; ``benchmarks/gpu/cuda_event_cost.py``). Pairs are resolved on the plugin's
-export thread (``poll``: ``Event.query()``, non-blocking, then ``elapsed_time``), which hands the samples
-to the export side as one record per interval: forward time = start->end, idle gap = previous end ->
-start, both on the GPU's own timeline, so under async scheduling they say what the GPU saw, not when the
-CPU launched. Events come from a pool: creating a CUDA event costs more than recording one.
+vLLM's thread records ONE event per step, on the current stream, once the step's sampling has been
+launched (its end): one ``cudaEventRecord``, through torch's C method on a stream looked up by id and
+rebuilt only when the id changes (``torch.cuda.Event.record()`` builds a Python ``Stream`` on every call:
+11.7 us against 3.9 us on the H200 host, ``benchmarks/gpu/cuda_event_cost.py``). Every CUDA call on that
+thread is dear inside vLLM, whose own threads are in the driver too: the previous design also recorded a
+start event and queried the previous end event at ``Worker.execute_model``, and that hook took a median
+23.2 us per step on the H200 host (4-layer model, batch 1, fully traced) against 6.8 us with this one
+(five interleaved runs each, ``benchmarks/results/h200/device_timing``).
 
-A step that starts while the GPU still runs the previous one (async scheduling keeps the GPU a step
-ahead) records no start event: the previous step's end event is still pending (``query()``, 1.4 us on
-the H200 host), so everything this step enqueues runs after it, and that end event is this step's start
-(idle 0, as a start event recorded there would have measured). ``cudaEventRecord`` behind a deep queue costs
-20-35 us of CPU on that host (``benchmarks/gpu/cuda_event_cost.py``), so the GPU-bound steps save the most.
+The export thread places those end events on the wall clock: on each poll it records an *anchor*, an
+event on a stream of its own that nothing else uses, so the GPU runs it as soon as it is submitted, and
+takes the wall clock right after the record returns. An end event recorded after that anchor ends
+``anchor wall + elapsed(anchor, end)``: no clock sync, no second event per step. Then, with ``launch``
+the wall clock when the step's ``Worker.execute_model`` started:
 
-Placing the idle time on the wall clock needs no clock sync: when the GPU was idle before a step, it
-ran that step's start event as soon as it was recorded, so the idle time ended at the recording
-(``launch_ns``, taken by the caller) and began ``idle_s`` before it."""
+- idle before the step = ``launch - previous end`` when the GPU had finished the previous step by then,
+  else 0 (async scheduling keeps the GPU a step ahead: the step's work queued behind the previous one);
+- busy = ``end - max(launch, previous end)``.
+
+That is what a start event recorded at ``launch`` measured (it ran at once on an idle GPU, or right
+after the previous step on a busy one), so the samples mean what they meant. The anchor's error is the
+time between the record call's return and the GPU running it on an otherwise idle stream: not measured
+on its own; with this timing, explain still finds the H200's planted scheduler sleep at 38.4 % of the wall
+time against 36.1 % planted (``benchmarks/results/h200/device_timing/explain``). End events are resolved
+on the export thread (``poll``: ``Event.query()``, non-blocking, then ``elapsed_time``), which hands the
+samples to the export side as one record per interval. Events come from a pool: creating a CUDA event
+costs more than recording one."""
 from __future__ import annotations
 
+import time
 from collections import deque
 
 
 MAX_PENDING = 4096        # steps recorded and not yet resolved (about 20 s at 5 ms steps); beyond: drop the oldest
+_wall = time.time_ns
 
 
 class GpuTimer:
-    """Two halves on two threads: ``start``/``stop`` on vLLM's thread, ``poll`` on the export thread. They
-    share the ``pending`` deque (append / popleft are atomic) and the event ``pool`` (list append / pop)."""
+    """Two halves on two threads: ``stop`` on vLLM's thread, ``poll`` (and the anchors) on the export thread.
+    They share the ``pending`` deque (append / popleft are atomic), the event ``pool`` (list append / pop) and
+    ``anchor`` (one attribute, replaced whole)."""
 
     def __init__(self, cuda=None) -> None:
-        """``cuda``: (new event, record(event, stream), query(event), current stream id tuple(device),
-        Stream(**ids), device); torch's by default (tests pass stand-ins)."""
+        """``cuda``: (new event, record(event, stream), current stream id tuple(device), Stream(**ids), new
+        stream(), device); torch's by default (tests pass stand-ins)."""
         if cuda is None:
             import torch
+            device = torch.cuda.current_device()
             cuda = (torch.cuda.Event, torch._C._CudaEventBase.record,    # Event.record without its wrapper
-                    torch._C._CudaEventBase.query,
                     torch._C._cuda_getCurrentStream,                      # (stream id, device index, type)
-                    torch.cuda.Stream, torch.cuda.current_device())
-        new_event, self._record, self._query, self._current, self._stream_of, self._device = cuda
+                    torch.cuda.Stream, lambda: torch.cuda.Stream(device=device), device)
+        new_event, self._record, self._current, self._stream_of, self._new_stream, self._device = cuda
         self._event = lambda: new_event(enable_timing=True)
         self._sid = None
         self._stream = None
+        self._anchor_stream = None
+        self.anchor = None                      # (event, wall ns): the newest anchor
         self.pool: list = []
         self.pending: deque = deque()
-        self.prev_end = None                    # export thread: the last resolved step's end event
-        self.last_end = None                    # vLLM's thread: the last recorded end event (see start)
+        self.prev_end = None                    # export thread: the last resolved step's end (wall ns)
+        self.fresh = True                       # vLLM's thread: the next step has no previous one (see stop)
         self.dropped = 0                        # steps dropped unresolved (vLLM's thread counts, poll reads)
         self._dropped_seen = 0
 
-    def _now(self):
+    def stop(self, step: int, launch_ns: int) -> None:
+        """vLLM's thread, once the step's last work is launched: its end event."""
         sid = self._current(self._device)
         if sid != self._sid:                    # the first call, or vLLM switched streams
             self._stream = self._stream_of(stream_id=sid[0], device_index=sid[1], device_type=sid[2])
             self._sid = sid
+        anchor = self.anchor
+        if anchor is None:                      # before the export thread's first poll: one of its own
+            anchor = self.new_anchor()
         pool = self.pool
         e = pool.pop() if pool else self._event()
         self._record(e, self._stream)
-        return e
-
-    def start(self):
-        """This step's start event: the previous step's end event while the GPU has not reached it (no
-        idle can come between them), else a new one."""
-        last = self.last_end
-        if last is not None and not self._query(last):
-            return last
-        return self._now()
-
-    def stop(self, start_evt, step: int, launch_ns: int) -> None:
-        e = self.last_end = self._now()
         pending = self.pending
         if len(pending) >= MAX_PENDING:         # the export thread is not polling: stay bounded
             pending.popleft()
             self.dropped += 1
-        pending.append((start_evt, e, step, launch_ns))
+        pending.append((e, step, launch_ns, anchor, self.fresh))
+        self.fresh = False
 
     def forget_previous(self) -> None:
-        """The hooks were paused: the paused steps ran unrecorded, so the next step must not take the last
-        recorded end event as its start. (Its idle sample spans the pause; the export side ignores it, as the
-        step's execution record says it has no previous one: ``steps.idle.Execution.first``.)"""
-        self.last_end = None
+        """The hooks were paused: the paused steps ran unrecorded, so the next step must not measure its idle
+        time from the last recorded one (its sample says idle 0; the export side also knows from the
+        step's execution record that it has no previous one: ``steps.idle.Execution.first``)."""
+        self.fresh = True
+
+    def new_anchor(self) -> tuple:
+        """Record an anchor on the timer's own stream (idle: the GPU runs it at once); (event, wall ns)."""
+        if self._anchor_stream is None:
+            self._anchor_stream = self._new_stream()
+        e = self._event()
+        self._record(e, self._anchor_stream)
+        self.anchor = a = (e, _wall())
+        return a
 
     def poll(self) -> tuple:
         """A DeviceSample tuple per step finished on the GPU since the last call (idle 0 for the first one,
-        and after steps were dropped); export thread only."""
+        after a pause and after steps were dropped), then a new anchor; export thread only."""
         pending = self.pending
         out = []
         pool = self.pool
@@ -94,22 +109,24 @@ class GpuTimer:
             self.prev_end = None
         while pending:
             head = pending[0]
-            if not head[1].query():
+            if not head[0].query() or not head[3][0].query():
                 break
             item = pending.popleft()
             if item is not head:                # vLLM's thread dropped the head meanwhile (queue full):
                 pending.appendleft(item)        # look again at the new head, with no idle across the gap
                 self.prev_end = None
                 continue
-            s, e, step, launch = item
-            prev = self.prev_end
-            idle = 0.0
-            if prev is not None and prev is not s:    # s is prev: started behind it, no idle
-                idle = prev.elapsed_time(s) / 1e3
-                pool.append(prev)
-            out.append((step, launch, s.elapsed_time(e) / 1e3, idle))          # steps.facts.DeviceSample
-            pool.append(s)                            # (once, also when it was the previous end)
-            self.prev_end = e
+            e, step, launch, (anchor, anchor_wall), fresh = item
+            end = anchor_wall + round(anchor.elapsed_time(e) * 1e6)
+            prev = None if fresh else self.prev_end
+            if prev is None or prev >= launch:  # no previous step, or the GPU still ran it at launch
+                idle, start = 0, launch if prev is None else prev
+            else:
+                idle, start = launch - prev, launch
+            out.append((step, launch, max(0, end - start) / 1e9, idle / 1e9))   # steps.facts.DeviceSample
+            pool.append(e)
+            self.prev_end = end
+        self.new_anchor()
         return tuple(out)
 
 

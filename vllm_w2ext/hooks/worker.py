@@ -28,8 +28,7 @@ class _State:
     last_end = 0                     # ns: end of the last model execution (sample or execute)
     identity_done = False
     timer = None                     # GpuTimer on CUDA workers
-    gpu_start = None                 # CUDA event of the step being executed
-    gpu_step = (0, 0)                # (step, wall clock ns) when that event was recorded
+    gpu_step = None                  # (step, wall clock ns at its execute_model) of the step awaiting its end event
     open = None                      # the worker.execute_model range being recorded (forward's parent)
 
 
@@ -111,11 +110,10 @@ def _execute_pre(worker, args, kwargs):
     step = stamp[STAMP_STEP]
     r = recorder().begin(Span.WORKER_EXECUTE, WORKER, parent=(stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID]), step=step,
                          attrs=attrs)
-    timer = S.timer
-    if timer is not None:
-        S.gpu_start = timer.start()
+    timed = S.timer is not None
+    if timed:
         S.gpu_step = (step, r[START])
-    r[DATA] = (stamp, S.last_end, getattr(so, DISPATCH, 0), timer is not None)      # ExecutionRecord
+    r[DATA] = (stamp, S.last_end, getattr(so, DISPATCH, 0), timed)      # ExecutionRecord
     S.open = r
     return r
 
@@ -126,9 +124,9 @@ def _execute_post(r, result, error):
     S.open = None
     recorder().end(r, error)
     S.last_end = r[END]
-    if result is not None and S.timer is not None and S.gpu_start is not None:   # nothing left to sample
-        S.timer.stop(S.gpu_start, *S.gpu_step)
-        S.gpu_start = None
+    if result is not None and S.gpu_step is not None:   # nothing left to sample: the step's end
+        S.timer.stop(*S.gpu_step)
+        S.gpu_step = None
 
 
 def _sample_pre(worker, args, kwargs):
@@ -144,9 +142,9 @@ def _sample_post(t0, result, error):
     stamp = S.last
     S.last_end = recorder().phase_end(t0, Span.WORKER_SAMPLE, WORKER, stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID],
                                       stamp[STAMP_STEP], error)[IV_END]
-    if S.timer is not None and S.gpu_start is not None:
-        S.timer.stop(S.gpu_start, *S.gpu_step)
-        S.gpu_start = None
+    if S.gpu_step is not None:
+        S.timer.stop(*S.gpu_step)
+        S.gpu_step = None
 
 
 def _phase_in_execution(name):

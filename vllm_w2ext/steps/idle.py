@@ -6,13 +6,13 @@ resolved by the worker's export thread and carried in ``Span.DEVICE_SAMPLES`` re
 on the CPU build, the worker's own forward spans (the thread that launches a forward runs it).
 
 The idle window before step s's forward is placed on the wall clock (GPU: it ends when the step's
-first event was recorded, see ``hooks/gpu_timing.py``; CPU: between the two forward spans) and split
+``Worker.execute_model`` started, see ``hooks/gpu_timing.py``; CPU: between the two forward spans) and split
 by what the critical path was doing then, from the intervals the worker and the EngineCore recorded
 (the EngineCore's arrive in the step's ``Stamp``). Where several apply, the first cause of
 ``vocab.IDLE_CAUSES`` wins:
 
 - ``prepare_inputs``: the worker between ``execute_model``'s start and the forward (CPU build; on
-  CUDA input preparation runs after the step's first event and counts as the step's device time);
+  CUDA input preparation runs after the idle window's end and counts as the step's device time);
 - ``ipc``: the step on its way from the EngineCore's dispatch to the worker, and the previous step's
   output on its way back (worker done -> ``update_from_output`` starts);
 - ``schedule``, ``update_from_output``: the EngineCore's scheduler calls;
