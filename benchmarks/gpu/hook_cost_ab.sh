@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Two versions of the plugin, interleaved in one session on the H200 host (issue #19): every hook's cost inside
+# a real engine (`benchmarks/hook_cost_engine.py`) on the 4-layer Llama-3.1-8B-shaped model (dummy weights).
+# Each arm is a folder holding a `vllm_w2ext` package (put first on PYTHONPATH; untracked copies made for the
+# call); the benchmark script is the tree's:
+#
+#   git worktree add /tmp/wt_a <commit> && cp -r /tmp/wt_a/vllm_w2ext ab_old/ && cp -r vllm_w2ext ab_new/
+#   (device, after staging)  source .gpu/p2/env.sh && ARMS="ab_old ab_new" bash benchmarks/gpu/hook_cost_ab.sh
+#
+# NAME (result folder, default hook_cost_ab), BATCHES (default 512), CHURN (1: `--churn`, requests join and
+# finish all through each round, one batch size; 0: steady rounds), PAIRS (2), SAMPLE (VLLM_W2EXT_SAMPLE, 64),
+# ROUNDS (3), MAX_TOKENS (64), EACH_S (timeout per run, 200). Results: $OUT/$NAME/<arm>_<pair>.json and logs.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-out}; R=$OUT/${NAME:-hook_cost_ab}; mkdir -p "$R"
+export OVERHEAD_MODELS_DIR=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models} PYTHONUNBUFFERED=1
+M=$OVERHEAD_MODELS_DIR/llama31-8b-shaped
+[ -f $M/tokenizer.json ] || python3 -m vllm_w2ext.lab.model_folders llama31-8b-shaped $M >/dev/null
+OV='{"hf_overrides": {"num_hidden_layers": 4}}'
+ARMS=${ARMS:-"ab_old ab_new"}; BATCHES=${BATCHES:-512}; PAIRS=${PAIRS:-2}; SAMPLE=${SAMPLE:-64}
+CH=""; [ "${CHURN:-1}" = 1 ] && CH=--churn
+{ nvidia-smi -L; lscpu | grep -E 'Model name|^CPU\(s\)'; python3 -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+  echo "BATCHES=$BATCHES CHURN=${CHURN:-1} SAMPLE=$SAMPLE PAIRS=$PAIRS"
+  for a in $ARMS; do echo "$a: $(cat $a/vllm_w2ext/hooks/*.py | md5sum)"; done; } > "$R/env.txt" 2>&1
+T0=$(date +%s)
+for p in $(seq 1 "$PAIRS"); do
+  for arm in $ARMS; do
+    name=${arm#ab_}_$p
+    PYTHONPATH="$arm:$PYTHONPATH" VLLM_W2EXT_SAMPLE=$SAMPLE timeout ${EACH_S:-200} python3 benchmarks/hook_cost_engine.py \
+      "$M" $CH --batches "$BATCHES" --rounds "${ROUNDS:-3}" --max-tokens "${MAX_TOKENS:-64}" --engine-json "$OV" \
+      --out "$R/$name.json" > "$R/$name.log" 2>&1
+    echo "$name rc=$? ($(( $(date +%s) - T0 )) s): $(grep '^batch' "$R/$name.log" | cut -c1-200 | tr '\n' ' ')"
+  done
+done
