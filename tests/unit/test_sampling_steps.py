@@ -2,6 +2,7 @@
 schedule -> update_from_output -> free_request), on scheduler outputs with planted request changes.
 Known answers: which steps are recorded (two in every N, plus the steps that change a request), what
 the recorded steps carry for the steps only counted, and that only the pairs reach the workers."""
+import enum
 from types import SimpleNamespace as NS
 
 import pytest
@@ -14,6 +15,12 @@ from vllm_w2ext.steps.facts import SkippedSteps, step_record
 from vllm_w2ext.telemetry.recording import Recorder
 from vllm_w2ext.telemetry.wire import DATA, RangeRecord
 from vllm_w2ext.vocab import Span
+
+
+class RequestStatus(enum.IntEnum):
+    """vLLM's kind of status (an IntEnum): the hook reads its member's name."""
+    FINISHED_LENGTH_CAPPED = 8
+
 
 EVERY = 8
 
@@ -50,7 +57,7 @@ def run_steps(rec, sched, outputs, freed_in: dict):
         engine_core._schedule_post(t, so, None)
         u = engine_core._update_pre(sched, (so,), {})
         for rid in freed_in.get(k, ()):
-            engine_core._free_request_pre(sched, (NS(request_id=rid, status=NS(name="FINISHED_LENGTH_CAPPED"),
+            engine_core._free_request_pre(sched, (NS(request_id=rid, status=RequestStatus.FINISHED_LENGTH_CAPPED,
                                                      num_output_tokens=5),), {})
         if u is not None:
             engine_core._update_post(u, None, None)

@@ -8,7 +8,7 @@ from vllm_w2ext.steps.facts import DeviceSample, ExecutionRecord, Finished, NewR
 from vllm_w2ext.steps.gaps import gap_attrs, overlap
 from vllm_w2ext.steps.idle import attribute
 from vllm_w2ext.telemetry.ranges import Range
-from vllm_w2ext.vocab import ENGINE, WORKER, Attr, Event, Span, device_idle_attr
+from vllm_w2ext.vocab import ENGINE, FRONT, WORKER, Attr, Event, Span, device_idle_attr
 
 MS = 1_000_000
 
@@ -81,6 +81,20 @@ def test_all_links_mode_links_every_scheduled_request():
     out = a([step_range(1, StepRecord(facts(2, new=new), True, (), 2)),
              step_range(2, StepRecord(facts(2, scheduled=("a", "b")), True, (), 2))])
     assert out[1].links == [(1, 99), (2, 99)]
+
+
+def test_the_front_end_request_carries_its_input_processing():
+    """The front end records one range per request; the end of its input processing (its data) becomes the
+    ``front.add_request`` child, from the request's start; a request range without it gets none."""
+    a = make()
+    req = Range(Span.REQUEST, FRONT, 5, 6, 0, 10 * MS, 90 * MS, {Attr.REQUEST_ID: "q"}, data=12 * MS)
+    bare = Range(Span.REQUEST, FRONT, 7, 8, 0, 20 * MS, 80 * MS)
+    out = a([req, bare])
+    adds = [r for r in out if r.name == Span.ADD_REQUEST]
+    assert len(adds) == 1 and req.data is None
+    (add,) = adds
+    assert (add.trace_id, add.parent_id, add.start_ns, add.end_ns, add.role) == (5, 6, 10 * MS, 12 * MS, FRONT)
+    assert add.span_id not in (6, 8) and {r.name for r in out} == {Span.REQUEST, Span.ADD_REQUEST}
 
 
 def test_request_without_context_gets_its_own_trace():

@@ -93,9 +93,10 @@ def _read_facts(so) -> tuple:
 
 def _forget(finished) -> None:
     """Finished requests (Finished tuples) can no longer resume or complete a prompt."""
-    ids = [f[0] for f in finished]
-    S.prefilling.difference_update(ids)
-    S.preempted.difference_update(ids)
+    if S.prefilling or S.preempted:
+        ids = [f[0] for f in finished]
+        S.prefilling.difference_update(ids)
+        S.preempted.difference_update(ids)
 
 
 def _changes_requests(so) -> bool:
@@ -220,7 +221,9 @@ def _update_post(t0, result, error):
 
 def _free_request_pre(sched, args, kwargs):
     request = args[0] if args else kwargs["request"]
-    S.finished.append((request.request_id, request.status.name, request.num_output_tokens))   # Finished
+    # Finished; the status's name through its ``_name_`` (an enum member's own attribute: ``.name`` is a
+    # property, a Python call per request)
+    S.finished.append((request.request_id, request.status._name_, request.num_output_tokens))
     return None
 
 

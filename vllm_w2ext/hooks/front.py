@@ -16,7 +16,7 @@ from vllm_w2ext.steps.facts import sampled_out
 from vllm_w2ext.telemetry import identity, propagation
 from vllm_w2ext.telemetry.pipeline import recorder
 from vllm_w2ext.telemetry.recording import ROOT, context
-from vllm_w2ext.telemetry.wire import ATTRS, LINKS, SPAN_ID, START, TRACE_ID
+from vllm_w2ext.telemetry.wire import ATTRS, DATA, LINKS, SPAN_ID, START, TRACE_ID
 from vllm_w2ext.vocab import FRONT, Attr, Span
 
 # Incoming W3C headers and add_request start time of the request being added in this task/thread.
@@ -26,6 +26,7 @@ _open: dict[str, list] = {}           # request id -> open request range
 _generate: list[list] = []              # open LLM.generate ranges (offline), innermost last
 _identity_done = [False]
 _sample = [1]                           # VLLM_W2EXT_SAMPLE (read with the identity)
+_capture = [False]                      # VLLM_W2EXT_CAPTURE_CONTENT (read with the identity)
 _front_steps = [0]                      # LLMEngine.step calls so far
 _open_step: list = [None]               # the front.step range being recorded (process_outputs' parent)
 
@@ -33,7 +34,9 @@ _open_step: list = [None]               # the front.step range being recorded (p
 def _ensure_identity() -> None:
     if not _identity_done[0]:
         identity.set_role(FRONT)
-        _sample[0] = config.current().sample
+        settings = config.current()
+        _sample[0] = settings.sample
+        _capture[0] = settings.capture_content
         _identity_done[0] = True
 
 
@@ -100,18 +103,22 @@ def _front_step_post(r, result, error):
 def _add_request_pre(engine, args, kwargs):
     """LLMEngine.add_request / AsyncLLM.add_request: remember when input processing started and
     the W3C headers the caller passed (vLLM drops them when its own tracing is off)."""
-    _ensure_identity()
+    if not _identity_done[0]:
+        _ensure_identity()
     headers = kwargs.get("trace_headers")
-    pending = [time.time_ns(), propagation.header_subset(headers) or _incoming.get(), None]
+    pending = [time.time_ns(), (headers and propagation.header_subset(headers)) or _incoming.get(), None]
     return _pending.set(pending), pending
 
 
 def _add_request_post(state, result, error):
+    """Input processing is over: its end goes into the request's range, whose start is its start; the
+    export side makes the ``front.add_request`` span of it (``steps.assemble``), so a request costs the
+    front end one record, not two."""
     token, pending = state
     _pending.reset(token)
     req: list | None = pending[2]
     if req is not None:
-        recorder().emit(Span.ADD_REQUEST, FRONT, context(req), pending[0], time.time_ns())
+        req[DATA] = time.time_ns()             # steps.assemble: the add_request span's end
 
 
 def _output_add_request_pre(proc, args, kwargs):
@@ -120,9 +127,19 @@ def _output_add_request_pre(proc, args, kwargs):
     if rid in _open:                     # streaming-input continuation of a known request
         return None
     pending = _pending.get()
-    own = propagation.header_subset(getattr(request, "trace_headers", None))
-    parent = (propagation.extract(own) or (propagation.extract(pending[1]) if pending else None)
-              or propagation.extract(_incoming.get()) or propagation.ambient())
+    theirs = getattr(request, "trace_headers", None)
+    own = propagation.header_subset(theirs) if theirs else {}
+    # the parent: the request's own traceparent, the one add_request was given, the HTTP request's, or the
+    # caller's active span (each looked at only where there is one: this runs once per request)
+    parent = propagation.extract(own) if own else None
+    if parent is None and pending is not None and pending[1]:
+        parent = propagation.extract(pending[1])
+    if parent is None:
+        incoming = _incoming.get()
+        if incoming:
+            parent = propagation.extract(incoming)
+        if parent is None:
+            parent = propagation.ambient()
     rec = recorder()
     r = rec.begin(Span.REQUEST, FRONT, parent=parent or ROOT, nested=False)
     if pending is not None:
@@ -155,7 +172,7 @@ def _finish_request_pre(proc, args, kwargs):
         out_ids = getattr(detok, "output_token_ids", None)
         if out_ids is not None:
             r[ATTRS][Attr.COMPLETION_TOKENS] = len(out_ids)
-        if config.current().capture_content and getattr(req_state, "prompt", None):
+        if _capture[0] and getattr(req_state, "prompt", None):
             r[ATTRS][Attr.PROMPT] = str(req_state.prompt)
         recorder().end(r)
     return None

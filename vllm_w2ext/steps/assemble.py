@@ -2,7 +2,8 @@
 
 An ``engine.step`` range arrives with a :class:`StepRecord` (its batch facts, finished requests); a
 ``worker.execute_model`` range with an :class:`ExecutionRecord` (the step's stamp), both as plain
-tuples read back here. Here they get their
+tuples read back here; the front end's ``vllm.request`` range with the end of its input processing (ns),
+which becomes its ``front.add_request`` child (from the request's start). Here they get their
 attributes and links, and each finished request becomes an ``engine.request`` span. Runs in the export
 process (or on the export thread with ``VLLM_W2EXT_EXPORT_PROCESS=off``), never on vLLM's threads."""
 from __future__ import annotations
@@ -12,7 +13,7 @@ from vllm_w2ext.steps.gaps import gap_attrs
 from vllm_w2ext.steps.idle import DeviceIdle
 from vllm_w2ext.steps.requests import RequestIndex
 from vllm_w2ext.telemetry.ranges import Range
-from vllm_w2ext.vocab import ENGINE, Attr, Span
+from vllm_w2ext.vocab import ENGINE, FRONT, Attr, Span
 
 
 class Assembler:
@@ -38,6 +39,10 @@ class Assembler:
                     attrs = r.attrs if r.attrs is not None else {}
                     attrs.update(gap_attrs(d.prev_end, r.start_ns, d.stamp))
                     r.attrs = attrs
+            elif r.name == Span.REQUEST and r.role == FRONT:
+                r.data = None
+                extra.append(Range(Span.ADD_REQUEST, FRONT, r.trace_id, self.new_span_id(), r.span_id, r.start_ns,
+                                   d, nested=False))
         return self.device(ranges + extra if extra else ranges)
 
     def drain(self) -> list[Range]:
