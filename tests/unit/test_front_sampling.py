@@ -1,7 +1,8 @@
-"""The front end's per-iteration hooks (offline: LLMEngine.step around OutputProcessor.process_outputs).
-Known answers: process_outputs is recorded on every iteration (explain reads it as front-end work) as a
-child of the front.step recorded around it, or of the LLM.generate call when VLLM_W2EXT_SAMPLE left that
-step unrecorded; front.step is recorded on 2 in every N iterations."""
+"""The front end's per-iteration hooks (offline: LLMEngine.step around OutputProcessor.process_outputs) and its
+per-request records. Known answers: process_outputs is recorded on every iteration (explain reads it as front-end
+work) as a child of the front.step recorded around it, or of the LLM.generate call when VLLM_W2EXT_SAMPLE left that
+step unrecorded; front.step is recorded on 2 in every N iterations; a request is one record, its input processing
+a child the export side makes."""
 import pytest
 
 from vllm_w2ext.hooks import front
@@ -58,3 +59,46 @@ def test_process_outputs_every_iteration_under_its_step_or_the_generate_call(rec
         else:                                                  # the step was sampled out
             assert every > 2 and k % every >= 2
             assert (iv.trace_id, iv.parent_id) == (gen.trace_id, gen.span_id)
+
+
+class _Params:
+    max_tokens = 8
+
+
+class _Request:
+    def __init__(self, rid):
+        self.request_id, self.sampling_params, self.prompt_token_ids, self.trace_headers = rid, _Params(), [1, 2], None
+
+
+class _State:
+    def __init__(self, rid):
+        self.request_id, self.detokenizer, self.prompt = rid, None, None
+
+
+def test_a_request_is_one_record_and_its_input_processing_a_child_made_on_the_export_side(rec, monkeypatch):
+    """LLMEngine/AsyncLLM.add_request around OutputProcessor.add_request, then the request's finish: one record
+    per request, carrying the end of its input processing; the export side makes the front.add_request child
+    (start: the request's start). A request that finished before add_request returned (served) gets its
+    front.add_request as a record of its own."""
+    from vllm_w2ext.steps.assemble import Assembler
+    from vllm_w2ext.telemetry.ranges import Range
+    monkeypatch.setattr(front, "_open", {})
+    for rid, finish_first in (("a", False), ("b", True)):
+        state = front._add_request_pre(None, (), {})
+        front._output_add_request_pre(None, (_Request(rid),), {})
+        if finish_first:
+            front._finish_request_pre(None, (_State(rid),), {})
+        front._add_request_post(state, None, None)
+        if not finish_first:
+            front._finish_request_pre(None, (_State(rid),), {})
+    records = rec.take()
+    assert [r[0] for r in records] == [Span.REQUEST, Span.REQUEST, Span.ADD_REQUEST]
+    ranges = Assembler(lambda h: None, iter(range(100, 200)).__next__, lambda: 7)(
+        [Range.from_record(r) for r in records])
+    reqs = {r.attrs[Attr.REQUEST_ID]: r for r in ranges if r.name == Span.REQUEST}
+    adds = [r for r in ranges if r.name == Span.ADD_REQUEST]
+    assert len(adds) == 2 and {a.parent_id for a in adds} == {reqs["a"].span_id, reqs["b"].span_id}
+    for a in adds:
+        req = reqs["a"] if a.parent_id == reqs["a"].span_id else reqs["b"]
+        assert a.trace_id == req.trace_id and a.start_ns == req.start_ns <= a.end_ns and a.role == req.role
+    assert all(r.data is None for r in ranges)

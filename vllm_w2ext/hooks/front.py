@@ -16,7 +16,7 @@ from vllm_w2ext.steps.facts import sampled_out
 from vllm_w2ext.telemetry import identity, propagation
 from vllm_w2ext.telemetry.pipeline import recorder
 from vllm_w2ext.telemetry.recording import ROOT, context
-from vllm_w2ext.telemetry.wire import ATTRS, DATA, LINKS, SPAN_ID, START, TRACE_ID
+from vllm_w2ext.telemetry.wire import ATTRS, DATA, END, LINKS, SPAN_ID, START, TRACE_ID
 from vllm_w2ext.vocab import FRONT, Attr, Span
 
 # Incoming W3C headers and add_request start time of the request being added in this task/thread.
@@ -117,7 +117,11 @@ def _add_request_post(state, result, error):
     token, pending = state
     _pending.reset(token)
     req: list | None = pending[2]
-    if req is not None:
+    if req is None:
+        return
+    if req[END]:        # served: the request finished (and went out) before add_request returned
+        recorder().emit(Span.ADD_REQUEST, FRONT, context(req), pending[0], time.time_ns())
+    else:
         req[DATA] = time.time_ns()             # steps.assemble: the add_request span's end
 
 
