@@ -29,17 +29,21 @@ class FakeGpu:
         self.created = 0
         self.records = []                 # (event, stream) on vLLM's stream
         self.anchors = 0
+        self.anchor_queries = 0
         self.queue = []                   # recorded events the GPU has not reached, in stream order
 
     def event(self, enable_timing):
         assert enable_timing
         self.created += 1
+        gpu = self
 
         class Ev:
             t = None
             done = False
+            anchor = False
 
             def query(self):
+                gpu.anchor_queries += self.anchor
                 return self.done
 
             def elapsed_time(self, other):
@@ -49,7 +53,7 @@ class FakeGpu:
 
     def record(self, e, stream):
         if stream == "anchor stream":
-            e.done, e.t = True, self.now
+            e.done, e.t, e.anchor = True, self.now, True
             self.anchors += 1
             return
         e.done, e.t = False, None
@@ -102,6 +106,7 @@ def test_idle_and_busy_from_one_end_event_per_step(gpu):
     # one record per step on vLLM's stream, whose Stream object is built once
     assert len(gpu.records) == 2 and {id(s) for _, s in gpu.records} == {id(gpu.records[0][1])}
     assert gpu.anchors == 2                       # the first (vLLM's thread) and the poll's
+    assert gpu.anchor_queries == 1                # both steps placed by the first: asked once whether it ran
     timer.stop(3, at(109.0))                      # the anchor of the poll places step 3
     gpu.finish(110.0)
     (x,) = samples(timer)

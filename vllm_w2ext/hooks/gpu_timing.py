@@ -57,6 +57,7 @@ class GpuTimer:
         self._stream = None
         self._anchor_stream = None
         self.anchor = None                      # (event, wall ns): the newest anchor
+        self._ran = None                        # export thread: the newest anchor seen run (queried once)
         self.pool: list = []
         self.pending: deque = deque()
         self.prev_end = None                    # export thread: the last resolved step's end (wall ns)
@@ -109,8 +110,10 @@ class GpuTimer:
             self.prev_end = None
         while pending:
             head = pending[0]
-            if not head[0].query() or not head[3][0].query():
+            ref = head[3]
+            if not head[0].query() or (ref is not self._ran and not ref[0].query()):
                 break
+            self._ran = ref                     # the steps that follow share their anchor: not queried again
             item = pending.popleft()
             if item is not head:                # vLLM's thread dropped the head meanwhile (queue full):
                 pending.appendleft(item)        # look again at the new head, with no idle across the gap
