@@ -201,7 +201,7 @@ ROWS: list[tuple[str, list[P]]] = [
     ]),
     ("Worker", [
         P("Worker phase time p50 / p90", pq(PHASE, WK, by="phase"), traces=True, exemplars=True,
-          description="Worker execute_model / sample_tokens and the runner forward (inside execute_model)."),
+          description="Worker execute_model / sample_tokens and the V1 runner's forward (inside execute_model; the V2 runner has no separate forward: its execute_model is the forward)."),
         P("Worker mean phase time (stacked) vs forward", [
             Q(mean(PHASE, WK, 'phase!="forward"', by="phase"), "{{phase}}"),
             Q(mean(PHASE, WK, 'phase="forward"'), "forward (inside execute_model)"),

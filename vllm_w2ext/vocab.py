@@ -30,7 +30,9 @@ class Span:
     WORKER_EXECUTE = "worker.execute_model"
     WORKER_SAMPLE = "worker.sample_tokens"
     FORWARD = "worker.forward"                              # V1 runner's _model_forward
-    RUNNER_EXECUTE = "worker.model_runner.execute_model"    # V2 runner: prepare + forward
+    # V2 runner's execute_model (prepare + forward): no longer recorded (it repeated worker.execute_model);
+    # still read in span files and profiler traces of earlier versions
+    RUNNER_EXECUTE = "worker.model_runner.execute_model"
     # internal record, never exported: the CUDA-event samples a worker's export thread resolved
     # (``hooks.gpu_timing``), carried to the export side (``steps.idle``) in its data
     DEVICE_SAMPLES = "w2ext.device_samples"

@@ -67,7 +67,6 @@ PARAMS: dict[str, tuple[Param, ...]] = {
     "engine.execute_model.*": _SCHEDULER_OUTPUT_ARG,       # one hook per executor class
     "worker.execute_model": _SCHEDULER_OUTPUT_ARG,
     "worker.profile": (Param("is_start", 0),),
-    "worker.runner_execute_v2": (Param("dummy_run", None, soft=True),),
     "front.async_llm_init": (Param("client_index", None, soft=True), Param("client_count", None, soft=True)),
     "front.llm_engine_add_request": (Param("trace_headers", None, soft=True),),
     "front.async_add_request": (Param("trace_headers", None, soft=True),),
@@ -101,7 +100,6 @@ INHERITED_BY: dict[str, tuple[tuple[str, str], ...]] = {
 ONE_OF: dict[str, tuple[str, ...]] = {
     "client traceparent of served requests": ("front.http_trace_headers", "front.http_trace_headers_generate",
                                               "front.http_trace_headers_pooling"),
-    "model forward span": ("worker.forward_v1", "worker.runner_execute_v2"),
 }
 
 

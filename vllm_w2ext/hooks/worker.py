@@ -1,6 +1,9 @@
 """Worker hooks: ``Worker.execute_model`` / ``sample_tokens`` (shared by the V1 and V2 runners and
-by ``CPUWorker``) and the runner's forward: ``_model_forward`` in the V1 runner, ``execute_model`` of
-the V2 runner (it has no separate forward). Spans are parented on the step context stamped on the
+by ``CPUWorker``) and the V1 runner's forward (``_model_forward``). The V2 runner has no separate forward:
+its ``execute_model`` (prepare + forward) is all that ``Worker.execute_model`` runs at PP=1, so a range of
+its own would repeat ``worker.execute_model`` at two more hooked calls per step (it was recorded until the
+fourteenth session: 7.6 us per step of the worker's hooks on the H200 host). Spans are parented on the
+step context stamped on the
 ``SchedulerOutput`` by the EngineCore; calls without a stamp (warm-up, profiling, dummy runs) are
 not recorded.
 
@@ -147,29 +150,17 @@ def _sample_post(t0, result, error):
         S.gpu_step = None
 
 
-def _phase_in_execution(name):
-    """A phase of the model execution being recorded (the runner's forward): an Interval under it."""
-    def pre(runner, args, kwargs):
-        r = S.open
-        if r is None:                  # not inside a recorded worker step (warm-up, profiling, dummy runs)
-            return None
-        return r, recorder().phase_begin(name, WORKER, r[STEP])
-
-    def post(state, result, error):
-        if state is not None:
-            r, t0 = state
-            recorder().phase_end(t0, name, WORKER, r[TRACE_ID], r[SPAN_ID], r[STEP], error)
-    return pre, post
-
-
-_forward_pre, _forward_post = _phase_in_execution(Span.FORWARD)
-_runner_execute_pre, _runner_execute_post = _phase_in_execution(Span.RUNNER_EXECUTE)
-
-
-def _v2_execute_pre(runner, args, kwargs):
-    if kwargs.get("dummy_run"):
+def _forward_pre(runner, args, kwargs):
+    """The runner's forward, a phase of the model execution being recorded: an Interval under it."""
+    r = S.open
+    if r is None:                      # not inside a recorded worker step (warm-up, profiling, dummy runs)
         return None
-    return _runner_execute_pre(runner, args, kwargs)
+    return r, recorder().phase_begin(Span.FORWARD, WORKER, r[STEP])
+
+
+def _forward_post(state, result, error):
+    r, t0 = state
+    recorder().phase_end(t0, Span.FORWARD, WORKER, r[TRACE_ID], r[SPAN_ID], r[STEP], error)
 
 
 def _profile_pre(worker, args, kwargs):
@@ -187,7 +178,4 @@ HOOKS: list[Hook] = [
          "torch profiler start/stop: ranges also become record_function annotations"),
     Hook("worker.forward_v1", "vllm.v1.worker.gpu_model_runner", "GPUModelRunner._model_forward",
          _forward_pre, _forward_post, WORKER, "V1 runner forward (0.32 CPU)", optional=True, recorded_only=True),
-    Hook("worker.runner_execute_v2", "vllm.v1.worker.gpu.model_runner", "GPUModelRunner.execute_model",
-         _v2_execute_pre, _runner_execute_post, WORKER, "V2 runner prepare + forward (0.26 H100)", optional=True,
-         recorded_only=True),
 ]

@@ -133,7 +133,7 @@ class DeviceIdle:
         for sample in samples:                        # their executions were recorded before them
             self._gpu(sample)
         for r in out:
-            if r.name in (Span.FORWARD, Span.RUNNER_EXECUTE):
+            if r.name == Span.FORWARD:
                 ex = self.runs.get(r.step)
                 if ex is None:                        # its execute_model is in a later batch
                     self.early_forwards[r.step] = (r.start_ns, r.end_ns)

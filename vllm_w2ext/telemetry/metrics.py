@@ -72,7 +72,7 @@ from vllm_w2ext.vocab import (
 PHASES = {   # span name -> phase label
     Span.STEP: "step", Span.SCHEDULE: "schedule", Span.EXECUTE: "execute_model", Span.SAMPLE: "sample_tokens",
     Span.UPDATE: "update_from_output", Span.WORKER_EXECUTE: "execute_model", Span.WORKER_SAMPLE: "sample_tokens",
-    Span.FORWARD: "forward", Span.RUNNER_EXECUTE: "forward", Span.PROCESS_OUTPUTS: "process_outputs",
+    Span.FORWARD: "forward", Span.PROCESS_OUTPUTS: "process_outputs",
     Span.ADD_REQUEST: "add_request", Span.FRONT_STEP: "step",
 }
 GPU_WINDOW_S = 10.0
