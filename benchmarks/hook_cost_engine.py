@@ -14,7 +14,9 @@ the steady decode steps alone (``steady_decode``: each round's steps 5 to max_to
 starts or ends; the all-steps figure also holds the per-request work, which short rounds of a large batch
 spread over few steps).
 
-The timing wrapper itself adds two clock reads per call (about 0.1 us each); the numbers include them.
+The timing wrapper itself adds two clock reads per call (about 0.1 us each); the numbers include them. The hook
+runner's own function around ``pre`` and ``post`` (the flag test, the call into vLLM's method, argument handling)
+is outside them: ``benchmarks/hook_instructions.sh`` counts the whole (``results/cpu/hook_fronts``).
 """
 from __future__ import annotations
 

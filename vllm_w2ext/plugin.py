@@ -21,7 +21,7 @@ def register() -> None:
     if settings.trace_dir:
         _check_trace_dir(settings.trace_dir)
     from vllm_w2ext.hooks import INSTRUMENTOR
-    INSTRUMENTOR.instrument(fault=settings.fault_inject, sampled=settings.sample > 1)
+    INSTRUMENTOR.instrument(fault=settings.fault_inject)
     from vllm_w2ext.compat import rust_frontend
     rust_frontend.note_at_startup()      # VLLM_USE_RUST_FRONTEND=1: one line on the front-end spans missing
     from vllm_w2ext.telemetry import export_process

@@ -49,23 +49,26 @@ def handoff_lines(source: str) -> frozenset[int]:
                      if "fn(instance, *args, **kwargs)" in line or "wrapped(*args, **kwargs)" in line)
 
 
-def front_frame(source: str) -> str | None:
-    """How a gated hook's front looks at its call into vLLM's method, ``(FILE:LINE)``, from the runner's own
-    ``FRONT_FILE`` and ``FRONT_HANDOFF_LINE``; None for a runner that makes no fronts."""
+def front_frames(source: str) -> tuple[str, ...]:
+    """How a hook's front looks at its calls into vLLM's method, ``(FILE:LINE)`` each, from the runner's own
+    ``FRONT_FILE`` and ``FRONT_HANDOFF_LINES`` (a runner of before the fourteenth session: gated hooks only,
+    ``FRONT_HANDOFF_LINE``, one line); () for a runner that makes no fronts."""
     f = re.search(r'^FRONT_FILE = "([^"]+)"', source, re.M)
-    n = re.search(r"^FRONT_HANDOFF_LINE = (\d+)", source, re.M)
-    return f"({f.group(1)}:{n.group(1)})" if f and n else None
+    many = re.search(r"^FRONT_HANDOFF_LINES = \(([\d, ]+)\)", source, re.M)
+    one = re.search(r"^FRONT_HANDOFF_LINE = (\d+)", source, re.M)
+    lines = [int(x) for x in many.group(1).split(",") if x.strip()] if many else [int(one.group(1))] if one else []
+    return tuple(f"({f.group(1)}:{n})" for n in lines) if f else ()
 
 
 RUNNER_SOURCE = RUNNER.read_text() if RUNNER.exists() else ""
 HANDOFF_LINES = handoff_lines(RUNNER_SOURCE)
-FRONT_FRAME = front_frame(RUNNER_SOURCE)
+FRONT_FRAMES = front_frames(RUNNER_SOURCE)
 SAMPLED_RUNNER = "runner.py.txt"     # the sampled tree's hooks/runner.py, kept with its stacks (pyspy_share.sh)
 
 
-def is_handoff(frames: list[str], lines: frozenset[int] = HANDOFF_LINES, front: str | None = FRONT_FRAME) -> bool:
+def is_handoff(frames: list[str], lines: frozenset[int] = HANDOFF_LINES, fronts: tuple[str, ...] = FRONT_FRAMES) -> bool:
     m = RUNNER_FRAME.search(frames[-1])
-    return (bool(m) and int(m.group(1)) in lines) or (front is not None and frames[-1].endswith(front))
+    return (bool(m) and int(m.group(1)) in lines) or frames[-1].endswith(fronts)
 
 
 def waiting(frames: list[str]) -> bool:
@@ -96,12 +99,12 @@ def _plugin_frame(frames: list[str]) -> int | None:
     return last
 
 
-def is_plugin(frames: list[str], lines: frozenset[int] = HANDOFF_LINES, front: str | None = FRONT_FRAME) -> bool:
-    return _plugin_frame(frames) is not None and not is_handoff(frames, lines, front)
+def is_plugin(frames: list[str], lines: frozenset[int] = HANDOFF_LINES, fronts: tuple[str, ...] = FRONT_FRAMES) -> bool:
+    return _plugin_frame(frames) is not None and not is_handoff(frames, lines, fronts)
 
 
 def share(stacks: list[tuple[list[str], int]], top: int = 12, lines: frozenset[int] = HANDOFF_LINES,
-          front: str | None = FRONT_FRAME) -> dict:
+          fronts: tuple[str, ...] = FRONT_FRAMES) -> dict:
     """Samples, the plugin's samples and where they are (the innermost plugin frame with one frame either
     side); with py-spy's ``--threads`` (a ``thread (0x..)`` outermost frame), the same per thread too."""
     total = plugin = handoff = 0
@@ -115,7 +118,7 @@ def share(stacks: list[tuple[list[str], int]], top: int = 12, lines: frozenset[i
         engine_core = engine_core or any("run_busy_loop" in f and "v1/engine/core.py" in f for f in frames)
         thread = frames[0] if frames[0].startswith("thread ") else ""
         threads[thread][0] += n
-        if is_handoff(frames, lines, front):
+        if is_handoff(frames, lines, fronts):
             handoff += n
             threads[thread][2] += n
         elif (last := _plugin_frame(frames)) is not None:
@@ -199,8 +202,8 @@ def main() -> int:
     # of one tree may share one in the folder above): any edit to hooks/runner.py since moves them
     sampled = next((d / SAMPLED_RUNNER for d in (a.dir, a.dir.parent) if (d / SAMPLED_RUNNER).exists()), None)
     source = sampled.read_text() if sampled else RUNNER_SOURCE
-    lines, front = handoff_lines(source), front_frame(source)
-    shares = {p.name.split(".txt")[0]: share(read(p), a.top, lines, front)
+    lines, fronts = handoff_lines(source), front_frames(source)
+    shares = {p.name.split(".txt")[0]: share(read(p), a.top, lines, fronts)
               for p in sorted([*a.dir.glob("*_*.txt"), *a.dir.glob("*_*.txt.gz")])}
     if step and not any(s["engine_core"] for s in shares.values()):
         # no sample of the EngineCore's busy loop: the engine was not stepping yet (a cold machine compiles
@@ -208,7 +211,7 @@ def main() -> int:
         print("no EngineCore busy loop in the samples: the window is not steady stepping; no per-step figures")
         step = None
     doc: dict = {"window": window, "run": run and run["run"], "step": step and {"seconds": step[0], "phase": step[1]},
-                 "handoff_lines": sorted(lines), "front_handoff": front,
+                 "handoff_lines": sorted(lines), "front_handoff": list(fronts),
                  "handoff_lines_from": str(sampled.relative_to(a.dir.parent)) if sampled else "this tree"}
     for name, s in shares.items():
         doc[name] = s

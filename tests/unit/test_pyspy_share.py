@@ -80,31 +80,52 @@ def test_handoff_is_vllms():
                                             for n in pyspy_share.HANDOFF_LINES)
 
 
-def test_gated_front_handoff():
-    """A gated hook's front (hooks/runner.py: code made from the method's signature) calls vLLM's method on
-    line FRONT_HANDOFF_LINE of FRONT_FILE: a sample there is vLLM's; its other lines are the plugin's. The
-    line is checked on a real front: vLLM's method raising while the hook is off is seen on that line."""
+def test_front_handoffs():
+    """A hook's front (hooks/runner.py: code made from the method's signature) calls vLLM's method on the lines
+    FRONT_HANDOFF_LINES of FRONT_FILE: a sample there is vLLM's; its other lines are the plugin's. Each line is
+    checked on a real front: vLLM's method raising is seen there in each of the front's four ways through (off,
+    pre failed, pre recorded nothing, recorded)."""
     import traceback
 
-    from vllm_w2ext.hooks.runner import FRONT_FILE, FRONT_HANDOFF_LINE, HookRunner
+    from vllm_w2ext.hooks.runner import FRONT_FILE, FRONT_HANDOFF_LINES, HookRunner
     from vllm_w2ext.hooks.spec import Hook
 
     def method(self, so):
         raise KeyError(so)
 
-    r = HookRunner(Hook("t.m", "m", "C.m", lambda o, a, k: 1, None, recorded_only=True), sampled=True)
-    front = r.bind(method)
-    r.gate(True)
-    try:
-        front(object(), 1)
-    except KeyError as e:
-        where = [(f.filename, f.lineno) for f in traceback.extract_tb(e.__traceback__)]
-    assert (FRONT_FILE, FRONT_HANDOFF_LINE) in where
+    def line_of(runner, front):
+        runner.next_at = -1                  # not the timed call
+        try:
+            front(object(), 1)
+        except KeyError as e:
+            return [f.lineno for f in traceback.extract_tb(e.__traceback__) if f.filename == FRONT_FILE]
+
+    def failing_pre(o, a, k):
+        raise RuntimeError("pre")
+
+    class Quiet(HookRunner):                 # a fault switches the hook off, without reporting it anywhere
+        __slots__ = ()
+
+        def fail(self, exc):
+            self._set(True, self.paused, self.gated)
+
+    seen = set()
+    for pre, off in ((lambda o, a, k: 1, True), (failing_pre, False), (lambda o, a, k: None, False),
+                     (lambda o, a, k: 1, False)):
+        r = Quiet(Hook("t.m", "m", "C.m", pre, lambda s, res, err: None))
+        front = r.bind(method)
+        assert front.__code__.co_filename == FRONT_FILE
+        if off:
+            r.pause(False)
+        seen.update(line_of(r, front))
+    assert seen == set(FRONT_HANDOFF_LINES)
     loop = "run_busy_loop (vllm/v1/engine/core.py:900)"
     # the rule reads the runner's own constants (from the sampled tree's copy, as the runner lines are)
-    assert pyspy_share.FRONT_FRAME == f"({FRONT_FILE}:{FRONT_HANDOFF_LINE})"
-    assert pyspy_share.front_frame("def hooked(instance):\n    return fn(instance, *args, **kwargs)\n") is None
-    stacks = [([loop, f"front ({FRONT_FILE}:{FRONT_HANDOFF_LINE})"], 3), ([loop, f"front ({FRONT_FILE}:2)"], 1)]
+    assert pyspy_share.FRONT_FRAMES == tuple(f"({FRONT_FILE}:{n})" for n in FRONT_HANDOFF_LINES)
+    assert pyspy_share.front_frames("def hooked(instance):\n    return fn(instance, *args, **kwargs)\n") == ()
+    # a runner of before the fourteenth session: one hand-off line, gated fronts only
+    assert pyspy_share.front_frames('FRONT_FILE = "<g>"\nFRONT_HANDOFF_LINE = 4\n') == ("(<g>:4)",)
+    stacks = [([loop, f"front ({FRONT_FILE}:{FRONT_HANDOFF_LINES[-1]})"], 3), ([loop, f"front ({FRONT_FILE}:2)"], 1)]
     s = pyspy_share.share(stacks, lines=frozenset())
     assert (s["plugin_samples"], s["handoff_samples"]) == (1, 3)
 

@@ -164,15 +164,16 @@ def test_gate_never_assigns_to_vllms_class():
     gate.use(())
 
 
-def test_gated_hook_has_the_methods_own_parameters():
-    """A gated hook's function copies the method's parameters (no packing on the light steps' path): off, it
+def test_hook_has_the_methods_own_parameters():
+    """A hook's function copies the method's parameters (no argument packing, fully traced or sampled): off, it
     calls vLLM's method with the caller's values, ``pre`` untouched; on, ``pre`` sees the required parameters
-    positionally and the defaulted ones by keyword, however the caller passed them. A decorator's
-    ``(*args, **kwargs)`` is seen through; a signature it cannot copy keeps the generic function."""
+    positionally and the defaulted ones by keyword, however the caller passed them, and ``post`` the method's
+    result. A decorator's ``(*args, **kwargs)`` is seen through; a signature it cannot copy keeps the generic
+    function, and so does a constructor."""
     import functools
     import inspect
 
-    seen = []
+    seen, results = [], []
 
     def pre(o, a, k):
         seen.append((a, dict(k)))
@@ -200,8 +201,9 @@ def test_gated_hook_has_the_methods_own_parameters():
 
     runners = {}
     for name in ("f", "g", "h", "k"):
-        r = runners[name] = HookRunner(Hook(f"t.{name}", "m", f"Target.{name}", pre, lambda s, res, e: None,
-                                            recorded_only=True), sampled=True)
+        r = runners[name] = HookRunner(Hook(f"t.{name}", "m", f"Target.{name}", pre,
+                                            lambda s, res, e: results.append(res), recorded_only=True))
+        r.next_at = -1                 # no timed call (it goes through the generic halves)
         setattr(Target, name, r.bind(vars(Target)[name]))
     assert list(inspect.signature(Target.f).parameters) == ["self", "so", "out", "flag"]
     assert Target.f.__w2ext_runner__ is runners["f"] and Target.f.__wrapped__ is not None
@@ -216,6 +218,7 @@ def test_gated_hook_has_the_methods_own_parameters():
     assert t.k(8, y=9) == (8, None, {"y": 9})
     assert seen == [((3,), {"out": 4, "flag": False}), ((6,), {}), ((7,), {}), ((8,), {"x": None, "y": 9})]
     assert list(inspect.signature(Target.k).parameters) == ["self", "so", "x", "extra"]
+    assert results == [(3, 4, False), 6, (7,), (8, None, {"y": 9})]
     assert "*" in str(inspect.signature(Target.h, follow_wrapped=False))       # generic: (instance, *args, ...)
-    plain = HookRunner(Hook("t.f", "m", "Target.f", pre, None, recorded_only=True)).bind(vars(Target)["f"].__wrapped__)
-    assert "*args" in str(inspect.signature(plain, follow_wrapped=False))   # fully traced: no front, no extra call
+    init = HookRunner(Hook("t.i", "m", "Target.__init__", pre, None)).bind(vars(Target)["f"].__wrapped__)
+    assert "*args" in str(inspect.signature(init, follow_wrapped=False))   # a constructor: the generic function

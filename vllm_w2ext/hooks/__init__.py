@@ -36,7 +36,7 @@ class Instrumentor:
         self._registered: set = set()          # module names (hooks) and ("control", module name)
         self.native: set[str] = set()      # hooks run by vLLM's step observers (hooks/native.py)
 
-    def instrument(self, fault: str = "", sampled: bool = False) -> None:
+    def instrument(self, fault: str = "") -> None:
         if self.active:
             return
         self.active = True
@@ -44,7 +44,7 @@ class Instrumentor:
         instance.install()                         # the instance's metrics folder, before engines start
         from vllm_w2ext.telemetry import selfcost
         selfcost.register(h.name for h in self.hooks)
-        self.runners = {h.name: HookRunner(h, fault, sampled) for h in self.hooks}
+        self.runners = {h.name: HookRunner(h, fault) for h in self.hooks}
         GATE.use(self.runners.values())
         self.native = native.install(list(self.runners.values()))
         by_module: dict[str, list[HookRunner]] = defaultdict(list)

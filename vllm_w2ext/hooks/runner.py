@@ -16,9 +16,10 @@ A runner is ``active`` unless its hook failed, is paused (``Instrumentor.set_act
 reads that one flag. Nothing here assigns to a vLLM class after the hooks are attached: an assignment to
 a class attribute invalidates every attribute load CPython has specialized for that class's instances
 (vLLM's Scheduler, Worker, model runner: their ``self.x`` loads), and from Python 3.12 a class assigned to
-about a thousand times is never specialized again (``benchmarks/gpu/type_version_check.py``). With
-``VLLM_W2EXT_SAMPLE`` > 1 a gated hook's function is a front with the method's own parameters
-(``_exact_front``), so a light step's call costs a flag test and a plain call, no argument packing.
+about a thousand times is never specialized again (``benchmarks/gpu/type_version_check.py``). A sync
+hook's function is written for the method's own parameters (``_exact_front``): no call packs its arguments
+into a tuple and a dict and unpacks them again, and a light step's call to a gated hook costs a flag test and a
+plain call.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import functools
 import inspect
 import logging
 import time
+import types
 
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.telemetry import selfcost
@@ -63,13 +65,10 @@ def injected(name: str, fault: str) -> bool:
 
 class HookRunner:
     __slots__ = ("spec", "pre", "post", "active", "failed", "paused", "gated", "calls", "next_at", "timed_call",
-                 "timed_weight", "sampled")
+                 "timed_weight")
 
-    def __init__(self, spec: Hook, fault: str = "", sampled: bool = False):
-        """``sampled``: ``VLLM_W2EXT_SAMPLE`` > 1, the step gate will shut (``bind`` gives a gated hook a front
-        with the method's own parameters; fully traced, that front would only add a call)."""
+    def __init__(self, spec: Hook, fault: str = ""):
         self.spec = spec
-        self.sampled = sampled
         self.pre = self._raise if injected(spec.name, fault) else spec.pre
         self.post = spec.post
         self.active = True                      # = not (failed or paused or gated): the one flag the hot path reads
@@ -154,9 +153,11 @@ class HookRunner:
     # -- the sync path: a plain function in place of vLLM's method ---------------------------------
     def bind(self, fn):
         """A plain function that calls ``fn`` (an unbound method) through this runner, to be set on the
-        class in its place. Written out rather than a ``wrapt.FunctionWrapper``: a closure with the
-        runner's halves inlined costs about half as much per call (``benchmarks/hook_overhead.py``:
-        0.4 against 0.8 µs for an empty hook on the 2-core CPU machine), and these run on every step."""
+        class in its place: ``_exact_front``'s, made for ``fn``'s parameters, or where it cannot copy them
+        ``hooked`` below (the same steps through ``*args, **kwargs``). Written out rather than a
+        ``wrapt.FunctionWrapper``: a closure with the runner's halves inlined costs about half as much per call
+        (``benchmarks/hook_overhead.py``: 0.4 against 0.8 µs for an empty hook on the 2-core CPU machine), and
+        these run on every step."""
         runner, pre, post = self, self.pre, self.post
 
         def hooked(instance, *args, **kwargs):
@@ -186,9 +187,9 @@ class HookRunner:
                 runner.fail(e)
             return result
 
-        outer = _exact_front(hooked, fn, runner) if self.spec.recorded_only and self.sampled else None
-        if outer is not None:
-            hooked = outer
+        front = _exact_front(fn, runner) if self.spec.target.rpartition(".")[2] != "__init__" else None
+        if front is not None:
+            hooked = front
         functools.update_wrapper(hooked, fn)
         hooked.__w2ext_runner__ = self
         return hooked
@@ -225,21 +226,51 @@ class HookRunner:
 
 _PLAIN = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 _FORWARDING = [inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD]
-# The gated front's code, as stack samplers show it: ``front (<vllm_w2ext gated front>:4)``; its line 4 is the
-# call into vLLM's method (``benchmarks/gpu/pyspy_share.py`` counts samples there as vLLM's, as it does on the
-# generic wrapper's ``fn(instance, *args, **kwargs)`` lines).
-FRONT_FILE = "<vllm_w2ext gated front>"
-FRONT_HANDOFF_LINE = 4
+# A front's code, as stack samplers show it: ``front (<vllm_w2ext hook front>:N)``; its lines
+# FRONT_HANDOFF_LINES are the calls into vLLM's method (``benchmarks/gpu/pyspy_share.py`` counts samples there as
+# vLLM's, as it does on the generic wrapper's ``fn(instance, *args, **kwargs)`` lines). _FRONT_SOURCE's layout
+# fixes them: a test checks each on a real front.
+FRONT_FILE = "<vllm_w2ext hook front>"
+FRONT_HANDOFF_LINES = (3, 11, 13, 15)
+_FRONT_SOURCE = """def front({head}):
+    if not _w2_runner.active:
+        return _w2_fn({call})
+    _w2_n = _w2_runner.calls = _w2_runner.calls + 1
+    if _w2_n == _w2_runner.next_at:
+        return _w2_runner._timed(_w2_fn, {self}, {args}, {kwargs})
+    try:
+        _w2_state = _w2_pre({self}, {args}, {kwargs})
+    except Exception as _w2_e:
+        _w2_runner.fail(_w2_e)
+        return _w2_fn({call})
+    if _w2_state is None or _w2_post is None:
+        return _w2_fn({call})
+    try:
+        _w2_result = _w2_fn({call})
+    except BaseException as _w2_e:
+        try:
+            _w2_post(_w2_state, None, _w2_e)
+        except Exception as _w2_e2:
+            _w2_runner.fail(_w2_e2)
+        raise
+    try:
+        _w2_post(_w2_state, _w2_result, None)
+    except Exception as _w2_e:
+        _w2_runner.fail(_w2_e)
+    return _w2_result
+"""
 
 
-def _exact_front(hooked, fn, runner):
-    """For a gated hook: a function with ``fn``'s own parameters (same names, same default objects) that
-    calls ``fn`` straight through while the runner is off, else ``hooked``. Off is every light step of a
-    sampled run, and ``hooked(instance, *args, **kwargs)`` would pack and unpack its arguments there:
-    ~1.9k instructions per call against a few hundred (``benchmarks/hook_instructions.sh``). Required
-    parameters reach ``pre`` positionally and the defaulted ones by keyword, whichever way the caller passed
-    them; a ``**kwargs`` is passed on as it is. None (use ``hooked`` itself) for a signature this does not
-    copy: positional-only parameters, ``*args``, or a name of its own."""
+def _exact_front(fn, runner):
+    """``HookRunner.bind``'s wrapper written for ``fn``'s own parameters (same names, same default objects),
+    so that no call packs and unpacks its arguments: the generic ``hooked(instance, *args, **kwargs)`` builds a
+    tuple and a dict per call and calls vLLM's method through them again, ~1.9k instructions per call against a
+    few hundred (``benchmarks/hook_instructions.sh``), on every hooked call of every step. The same steps as
+    ``hooked`` (off: a flag test and a plain call; the timed call; faults contained; ``post`` only after a
+    ``pre`` that recorded something). Required parameters reach ``pre`` positionally and the defaulted ones by
+    keyword, whichever way the caller passed them; a ``**kwargs`` is passed on as it is. None (use ``hooked``)
+    for a signature this does not copy: positional-only parameters, ``*args``, or a name of its own. Not used
+    for constructors (``bind``): they run once, and a ``pre`` may tell whether a parameter was passed at all."""
     try:
         params = list(inspect.signature(fn, follow_wrapped=False).parameters.values())
         if getattr(fn, "__wrapped__", None) is not None and [p.kind for p in params] == _FORWARDING:
@@ -249,7 +280,7 @@ def _exact_front(hooked, fn, runner):
     var_kw = params.pop() if params and params[-1].kind is inspect.Parameter.VAR_KEYWORD else None
     if not params or any(p.kind not in _PLAIN or p.name.startswith("_w2_") for p in params):
         return None
-    head, call, defaults = [], [], {}
+    head, call, positional, keyword, defaults = [], [], [], [], {}
     star = False
     for i, p in enumerate(params):
         if p.kind is inspect.Parameter.KEYWORD_ONLY and not star:
@@ -258,21 +289,28 @@ def _exact_front(hooked, fn, runner):
         if p.default is inspect.Parameter.empty:
             head.append(p.name)
             call.append(p.name if p.kind is not inspect.Parameter.KEYWORD_ONLY else f"{p.name}={p.name}")
+            if i:
+                positional.append(p.name)
         else:
             defaults[f"_w2_d{i}"] = p.default
             head.append(f"{p.name}=_w2_d{i}")
             call.append(f"{p.name}={p.name}")
+            keyword.append(f"{p.name!r}: {p.name}")
     if var_kw is not None:
         head.append(f"**{var_kw.name}")
         call.append(f"**{var_kw.name}")
-    args = ", ".join(call)
-    src = (f"def front({', '.join(head)}):\n"
-           f"    if _w2_runner.active:\n"
-           f"        return _w2_hooked({args})\n"
-           f"    return _w2_fn({args})\n")
-    ns = {"_w2_runner": runner, "_w2_hooked": hooked, "_w2_fn": fn, **defaults}
+        keyword.append(f"**{var_kw.name}")
+    src = _FRONT_SOURCE.format(
+        head=", ".join(head), call=", ".join(call), self=params[0].name,
+        args="(" + "".join(f"{a}, " for a in positional) + ")",
+        kwargs="{" + ", ".join(keyword) + "}" if keyword else "_w2_no_kwargs")
+    ns = {"_w2_runner": runner, "_w2_fn": fn, "_w2_pre": runner.pre, "_w2_post": runner.post,
+          "_w2_no_kwargs": _NO_KWARGS, **defaults}
     exec(compile(src, FRONT_FILE, "exec"), ns)
     return ns["front"]
+
+
+_NO_KWARGS = types.MappingProxyType({})    # what ``pre`` gets as kwargs from a method without defaulted parameters
 
 
 class StepGate:
