@@ -1,9 +1,10 @@
 """Every sync hook's function is written for the vLLM method's own parameters (``hooks.runner._exact_front``),
 so no hooked call packs its arguments into a tuple and a dict and unpacks them again, and a light step calls a
-gated method after one flag test. A signature the front cannot copy falls back to the generic wrapper silently;
-this checks on the installed vLLM that none of the hooked methods does (known answer: every sync hook but the
-constructors gets a front, the V1 runner's ``**model_kwargs`` included), with the method's parameter names and
-default objects (what a front hands ``pre``: tests/unit/test_step_gate.py)."""
+gated method after one flag test. A signature the front cannot copy falls back to the generic front (through
+``(instance, *args, **kwargs)``) silently; this checks on the installed vLLM that none of the hooked methods
+does (known answer: every sync hook but the constructors gets an exact front, the V1 runner's ``**model_kwargs``
+included), with the method's parameter names and default objects (what a front hands ``pre``:
+tests/unit/test_step_gate.py)."""
 from __future__ import annotations
 
 import importlib
@@ -24,9 +25,10 @@ def test_every_sync_vllm_method_gets_a_front():
         if inspect.iscoroutinefunction(inspect.unwrap(fn)):
             continue                                   # coroutines: wrapt (hooks/wrapping.py)
         front = HookRunner(h).bind(fn)
-        seen[h.name] = front.__code__.co_filename == FRONT_FILE
+        assert front.__code__.co_filename == FRONT_FILE, h.name
+        seen[h.name] = not front.__code__.co_flags & inspect.CO_VARARGS      # exact: no (instance, *args, ...)
         if h.method == "__init__":
-            assert not seen[h.name], h.name          # constructors keep the generic wrapper (bind's docstring)
+            assert not seen[h.name], h.name          # constructors get the generic front (bind's docstring)
             continue
         ours, theirs = inspect.signature(front, follow_wrapped=False), inspect.signature(fn)
         assert [(p.name, p.kind, p.default) for p in ours.parameters.values()] == \

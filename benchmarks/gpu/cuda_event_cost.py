@@ -34,6 +34,16 @@ import torch
 N = 2000
 
 
+def python_bursts(stop: threading.Event) -> None:
+    """A thread's loop of Python work in bursts (50 us busy, 100 us asleep) until ``stop``: vLLM's IO threads,
+    the plugin's export thread, anything that wants the GIL back while a CUDA call has released it."""
+    while not stop.is_set():
+        t = time.perf_counter() + 50e-6
+        while time.perf_counter() < t:
+            pass
+        time.sleep(100e-6)
+
+
 def timeit(fn, n: int = N) -> dict:
     cpu, wall = time.thread_time_ns, time.perf_counter_ns
     c0, w0 = cpu(), wall()
@@ -136,11 +146,7 @@ def main() -> int:
             e.synchronize()
 
     def py_loop():
-        while not stop.is_set():
-            t = time.perf_counter() + 50e-6
-            while time.perf_counter() < t:
-                pass
-            time.sleep(100e-6)
+        python_bursts(stop)
 
     for setting in ("idle", "busy", "busy+sync", "busy+py"):
         torch.cuda.synchronize()

@@ -137,13 +137,8 @@ def run_one(candidate: str) -> dict:
         stop = threading.Event()
         th = None
         if setting == "py":
-            def py_loop():
-                while not stop.is_set():
-                    t = time.perf_counter() + 50e-6
-                    while time.perf_counter() < t:
-                        pass
-                    time.sleep(100e-6)
-            th = threading.Thread(target=py_loop, daemon=True)
+            from cuda_event_cost import python_bursts       # (benchmarks/gpu on sys.path: this file's folder)
+            th = threading.Thread(target=python_bursts, args=(stop,), daemon=True)
             th.start()
         torch.cuda.synchronize()
         c_tot = w_tot = 0

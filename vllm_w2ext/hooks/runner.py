@@ -153,46 +153,15 @@ class HookRunner:
     # -- the sync path: a plain function in place of vLLM's method ---------------------------------
     def bind(self, fn):
         """A plain function that calls ``fn`` (an unbound method) through this runner, to be set on the
-        class in its place: ``_exact_front``'s, made for ``fn``'s parameters, or where it cannot copy them
-        ``hooked`` below (the same steps through ``*args, **kwargs``). Written out rather than a
-        ``wrapt.FunctionWrapper``: a closure with the runner's halves inlined costs about half as much per call
-        (``benchmarks/hook_overhead.py``: 0.4 against 0.8 µs for an empty hook on the 2-core CPU machine), and
-        these run on every step."""
-        runner, pre, post = self, self.pre, self.post
-
-        def hooked(instance, *args, **kwargs):
-            if not runner.active:
-                return fn(instance, *args, **kwargs)
-            n = runner.calls = runner.calls + 1
-            if n == runner.next_at:           # the sampled call: timed through enter/exit
-                return runner._timed(fn, instance, args, kwargs)
-            try:
-                state = pre(instance, args, kwargs)
-            except Exception as e:
-                runner.fail(e)
-                return fn(instance, *args, **kwargs)
-            if state is SKIP or post is None:   # pre recorded nothing, so there is nothing to close
-                return fn(instance, *args, **kwargs)
-            try:
-                result = fn(instance, *args, **kwargs)
-            except BaseException as e:
-                try:
-                    post(state, None, e)
-                except Exception as e2:
-                    runner.fail(e2)
-                raise
-            try:
-                post(state, result, None)
-            except Exception as e:
-                runner.fail(e)
-            return result
-
-        front = _exact_front(fn, runner) if self.spec.target.rpartition(".")[2] != "__init__" else None
-        if front is not None:
-            hooked = front
-        functools.update_wrapper(hooked, fn)
-        hooked.__w2ext_runner__ = self
-        return hooked
+        class in its place (``_front``): written for ``fn``'s own parameters where ``_exact_front`` can copy them,
+        else through ``(instance, *args, **kwargs)``. Written out rather than a ``wrapt.FunctionWrapper``: the
+        runner's halves inlined cost about half as much per call (``benchmarks/hook_overhead.py``: 0.4 against
+        0.8 µs for an empty hook on the 2-core CPU machine), and these run on every step."""
+        exact = _exact_front(fn) if self.spec.target.rpartition(".")[2] != "__init__" else None
+        front = _front(fn, self, *(exact or _GENERIC))
+        functools.update_wrapper(front, fn)
+        front.__w2ext_runner__ = self
+        return front
 
     def _timed(self, fn, instance, args, kwargs):
         self.calls -= 1                       # enter() counts this call again
@@ -228,7 +197,7 @@ _PLAIN = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONL
 _FORWARDING = [inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD]
 # A front's code, as stack samplers show it: ``front (<vllm_w2ext hook front>:N)``; its lines
 # FRONT_HANDOFF_LINES are the calls into vLLM's method (``benchmarks/gpu/pyspy_share.py`` counts samples there as
-# vLLM's, as it does on the generic wrapper's ``fn(instance, *args, **kwargs)`` lines). _FRONT_SOURCE's layout
+# vLLM's, as it does on ``_timed``'s ``fn(instance, *args, **kwargs)`` lines in this file). _FRONT_SOURCE's layout
 # fixes them: a test checks each on a real front.
 FRONT_FILE = "<vllm_w2ext hook front>"
 FRONT_HANDOFF_LINES = (3, 11, 13, 15)
@@ -261,16 +230,15 @@ _FRONT_SOURCE = """def front({head}):
 """
 
 
-def _exact_front(fn, runner):
-    """``HookRunner.bind``'s wrapper written for ``fn``'s own parameters (same names, same default objects),
-    so that no call packs and unpacks its arguments: the generic ``hooked(instance, *args, **kwargs)`` builds a
-    tuple and a dict per call and calls vLLM's method through them again, ~1.9k instructions per call against a
-    few hundred (``benchmarks/hook_instructions.sh``), on every hooked call of every step. The same steps as
-    ``hooked`` (off: a flag test and a plain call; the timed call; faults contained; ``post`` only after a
-    ``pre`` that recorded something). Required parameters reach ``pre`` positionally and the defaulted ones by
-    keyword, whichever way the caller passed them; a ``**kwargs`` is passed on as it is. None (use ``hooked``)
-    for a signature this does not copy: positional-only parameters, ``*args``, or a name of its own. Not used
-    for constructors (``bind``): they run once, and a ``pre`` may tell whether a parameter was passed at all."""
+def _exact_front(fn):
+    """The parts of ``_FRONT_SOURCE`` for ``fn``'s own parameters (same names, same default objects), so that no
+    call packs and unpacks its arguments: through ``(instance, *args, **kwargs)`` each call builds a tuple and a
+    dict and calls vLLM's method through them again, ~1.9k instructions per call against a few hundred
+    (``benchmarks/hook_instructions.sh``), on every hooked call of every step. Required parameters reach ``pre``
+    positionally and the defaulted ones by keyword, whichever way the caller passed them; a ``**kwargs`` is
+    passed on as it is. None (the generic parts) for a signature this does not copy: positional-only parameters,
+    ``*args``, or a name of its own. Not used for constructors (``bind``): they run once, and a ``pre`` may tell
+    whether a parameter was passed at all."""
     try:
         params = list(inspect.signature(fn, follow_wrapped=False).parameters.values())
         if getattr(fn, "__wrapped__", None) is not None and [p.kind for p in params] == _FORWARDING:
@@ -300,10 +268,17 @@ def _exact_front(fn, runner):
         head.append(f"**{var_kw.name}")
         call.append(f"**{var_kw.name}")
         keyword.append(f"**{var_kw.name}")
-    src = _FRONT_SOURCE.format(
-        head=", ".join(head), call=", ".join(call), self=params[0].name,
-        args="(" + "".join(f"{a}, " for a in positional) + ")",
-        kwargs="{" + ", ".join(keyword) + "}" if keyword else "_w2_no_kwargs")
+    return (", ".join(head), ", ".join(call), params[0].name, "(" + "".join(f"{a}, " for a in positional) + ")",
+            "{" + ", ".join(keyword) + "}" if keyword else "_w2_no_kwargs", defaults)
+
+
+# the parts for any signature: (instance, *args, **kwargs), handed to pre as they came
+_GENERIC = ("_w2_self, *_w2_args, **_w2_kwargs", "_w2_self, *_w2_args, **_w2_kwargs", "_w2_self", "_w2_args",
+            "_w2_kwargs", {})
+
+
+def _front(fn, runner, head: str, call: str, instance: str, args: str, kwargs: str, defaults: dict):
+    src = _FRONT_SOURCE.format(head=head, call=call, self=instance, args=args, kwargs=kwargs)
     ns = {"_w2_runner": runner, "_w2_fn": fn, "_w2_pre": runner.pre, "_w2_post": runner.post,
           "_w2_no_kwargs": _NO_KWARGS, **defaults}
     exec(compile(src, FRONT_FILE, "exec"), ns)
