@@ -199,6 +199,9 @@ def test_hook_has_the_methods_own_parameters():
         def k(self, so, x=None, **extra):
             return (so, x, extra)
 
+        def q(self, so, *, must):
+            return (so, must)
+
     runners = {}
     for name in ("f", "g", "h", "k"):
         r = runners[name] = HookRunner(Hook(f"t.{name}", "m", f"Target.{name}", pre,
@@ -219,6 +222,12 @@ def test_hook_has_the_methods_own_parameters():
     assert seen == [((3,), {"out": 4, "flag": False}), ((6,), {}), ((7,), {}), ((8,), {"x": None, "y": 9})]
     assert list(inspect.signature(Target.k).parameters) == ["self", "so", "x", "extra"]
     assert results == [(3, 4, False), 6, (7,), (8, None, {"y": 9})]
+    # a required keyword-only parameter: by keyword to pre, and the timed call (the generic halves) gets it so too
+    r = HookRunner(Hook("t.q", "m", "Target.q", pre, lambda s, res, e: results.append(res)))
+    Target.q = r.bind(vars(Target)["q"])
+    r.next_at = r.calls + 2
+    assert t.q(1, must=2) == (1, 2) and t.q(so=3, must=4) == (3, 4)           # the second call is the timed one
+    assert seen[-2:] == [((1,), {"must": 2}), ((3,), {"must": 4})] and results[-2:] == [(1, 2), (3, 4)]
     generic = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS                    # (instance, *args, **kwargs)
     assert Target.h.__code__.co_flags & generic == generic
     init = HookRunner(Hook("t.i", "m", "Target.__init__", pre, None)).bind(vars(Target)["f"].__wrapped__)

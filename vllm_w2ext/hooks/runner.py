@@ -235,8 +235,8 @@ def _exact_front(fn):
     call packs and unpacks its arguments: through ``(instance, *args, **kwargs)`` each call builds a tuple and a
     dict and calls vLLM's method through them again, ~1.9k instructions per call against a few hundred
     (``benchmarks/hook_instructions.sh``), on every hooked call of every step. Required parameters reach ``pre``
-    positionally and the defaulted ones by keyword, whichever way the caller passed them; a ``**kwargs`` is
-    passed on as it is. None (the generic parts) for a signature this does not copy: positional-only parameters,
+    positionally (keyword-only ones by keyword) and the defaulted ones by keyword, whichever way the caller
+    passed them; a ``**kwargs`` is passed on as it is. None (the generic parts) for a signature this does not copy: positional-only parameters,
     ``*args``, or a name of its own. Not used for constructors (``bind``): they run once, and a ``pre`` may tell
     whether a parameter was passed at all."""
     try:
@@ -256,9 +256,13 @@ def _exact_front(fn):
             star = True
         if p.default is inspect.Parameter.empty:
             head.append(p.name)
-            call.append(p.name if p.kind is not inspect.Parameter.KEYWORD_ONLY else f"{p.name}={p.name}")
-            if i:
-                positional.append(p.name)
+            if p.kind is inspect.Parameter.KEYWORD_ONLY:     # a required keyword-only one: by keyword too
+                call.append(f"{p.name}={p.name}")
+                keyword.append(f"{p.name!r}: {p.name}")
+            else:
+                call.append(p.name)
+                if i:
+                    positional.append(p.name)
         else:
             defaults[f"_w2_d{i}"] = p.default
             head.append(f"{p.name}=_w2_d{i}")
