@@ -66,7 +66,8 @@ FRONT_FRAMES = front_frames(RUNNER_SOURCE)
 SAMPLED_RUNNER = "runner.py.txt"     # the sampled tree's hooks/runner.py, kept with its stacks (pyspy_share.sh)
 
 
-def is_handoff(frames: list[str], lines: frozenset[int] = HANDOFF_LINES, fronts: tuple[str, ...] = FRONT_FRAMES) -> bool:
+def is_handoff(frames: list[str], lines: frozenset[int] = HANDOFF_LINES,
+               fronts: tuple[str, ...] = FRONT_FRAMES) -> bool:
     m = RUNNER_FRAME.search(frames[-1])
     return (bool(m) and int(m.group(1)) in lines) or frames[-1].endswith(fronts)
 
@@ -99,7 +100,8 @@ def _plugin_frame(frames: list[str]) -> int | None:
     return last
 
 
-def is_plugin(frames: list[str], lines: frozenset[int] = HANDOFF_LINES, fronts: tuple[str, ...] = FRONT_FRAMES) -> bool:
+def is_plugin(frames: list[str], lines: frozenset[int] = HANDOFF_LINES,
+              fronts: tuple[str, ...] = FRONT_FRAMES) -> bool:
     return _plugin_frame(frames) is not None and not is_handoff(frames, lines, fronts)
 
 

@@ -157,7 +157,7 @@ class HookRunner:
         else through ``(instance, *args, **kwargs)``. Written out rather than a ``wrapt.FunctionWrapper``: the
         runner's halves inlined cost about half as much per call (``benchmarks/hook_overhead.py``: 0.4 against
         0.8 µs for an empty hook on the 2-core CPU machine), and these run on every step."""
-        exact = _exact_front(fn) if self.spec.target.rpartition(".")[2] != "__init__" else None
+        exact = _exact_front(fn) if self.spec.method != "__init__" else None
         front = _front(fn, self, *(exact or _GENERIC))
         functools.update_wrapper(front, fn)
         front.__w2ext_runner__ = self
@@ -236,9 +236,9 @@ def _exact_front(fn):
     dict and calls vLLM's method through them again, ~1.9k instructions per call against a few hundred
     (``benchmarks/hook_instructions.sh``), on every hooked call of every step. Required parameters reach ``pre``
     positionally (keyword-only ones by keyword) and the defaulted ones by keyword, whichever way the caller
-    passed them; a ``**kwargs`` is passed on as it is. None (the generic parts) for a signature this does not copy: positional-only parameters,
-    ``*args``, or a name of its own. Not used for constructors (``bind``): they run once, and a ``pre`` may tell
-    whether a parameter was passed at all."""
+    passed them; a ``**kwargs`` is passed on as it is. None (the generic parts) for a signature this does not
+    copy: positional-only parameters, ``*args``, or a name of its own. Not used for constructors (``bind``):
+    they run once, and a ``pre`` may tell whether a parameter was passed at all."""
     try:
         params = list(inspect.signature(fn, follow_wrapped=False).parameters.values())
         if getattr(fn, "__wrapped__", None) is not None and [p.kind for p in params] == _FORWARDING:

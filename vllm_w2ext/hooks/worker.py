@@ -3,9 +3,8 @@ by ``CPUWorker``) and the V1 runner's forward (``_model_forward``). The V2 runne
 its ``execute_model`` (prepare + forward) is all that ``Worker.execute_model`` runs at PP=1, so a range of
 its own would repeat ``worker.execute_model`` at two more hooked calls per step (it was recorded until the
 fourteenth session: 7.6 us per step of the worker's hooks on the H200 host). Spans are parented on the
-step context stamped on the
-``SchedulerOutput`` by the EngineCore; calls without a stamp (warm-up, profiling, dummy runs) are
-not recorded.
+step context stamped on the ``SchedulerOutput`` by the EngineCore; calls without a stamp (warm-up,
+profiling, dummy runs) are not recorded.
 
 The scheduler gap is measured here, on the model-execution timeline: from the end of one step's
 execution (sample_tokens, or execute_model when nothing is sampled) to the start of the next
