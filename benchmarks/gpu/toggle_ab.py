@@ -59,6 +59,32 @@ WORKLOADS = {
 
 
 # ---- inside the engine process ----------------------------------------------------------------------
+def time_engine_steps(engine) -> list[int]:
+    """When each of the front end's ``LLMEngine.step()`` calls returned (perf_counter ns), appended to the
+    list returned; the caller clears it. Set on the engine INSTANCE (vLLM's offline loop calls
+    ``self.llm_engine.step()``), the same in every arm and state: one clock read and one append per step."""
+    returns: list[int] = []
+    step, now, add = engine.step, time.perf_counter_ns, returns.append
+
+    def timed_step():
+        out = step()
+        add(now())
+        return out
+
+    engine.step = timed_step
+    return returns
+
+
+def step_intervals_us(t0: int, returns: list[int]) -> list[int]:
+    """Time between successive step returns (µs), the first one from the call's start (``t0``): the first
+    holds the request's admission and prefill, the others one engine step each (batch 1: one token)."""
+    prev, out = t0, []
+    for t in returns:
+        out.append(round((t - prev) / 1000))
+        prev = t
+    return out
+
+
 def inner(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     import numpy as np
@@ -75,17 +101,22 @@ def inner(spec_path: str) -> int:
     def prompts(n, length):
         return [TokensPrompt(prompt_token_ids=rng.integers(10, 10000, size=length).tolist()) for _ in range(n)]
 
+    returns = time_engine_steps(llm.llm_engine)
+
     def measure(key: str) -> dict:
         w = WORKLOADS[key]
         sp = SamplingParams(n=1, temperature=1.0, top_p=1.0, ignore_eos=True, max_tokens=w["out"], detokenize=False)
         if w["kind"] == "latency":
             ps = prompts(w["batch"], w["in"])
-            times = []
+            times, steps, starts = [], [], []
             for _ in range(lat_iters):
-                t0 = time.perf_counter()
+                returns.clear()
+                starts.append(time.time())
+                t0 = time.perf_counter_ns()
                 llm.generate(ps, sp, use_tqdm=False)
-                times.append(time.perf_counter() - t0)
-            return {"value": statistics.fmean(times), "unit": "s", "iters": times}
+                times.append((time.perf_counter_ns() - t0) / 1e9)
+                steps.append(step_intervals_us(t0, returns))
+            return {"value": statistics.fmean(times), "unit": "s", "iters": times, "steps_us": steps, "starts": starts}
         ps = prompts(thr_n, w["in"])
         t0 = time.perf_counter()
         outs = llm.generate(ps, sp, use_tqdm=False)
@@ -111,6 +142,8 @@ def inner(spec_path: str) -> int:
         for key in spec["workloads"]:
             doc["warmup"].append(dict(measure(key), workload=key, on=on))
     save()
+    if spec.get("start_at"):                   # runs side by side (concurrent_ab.sh): measure from the same moment
+        time.sleep(max(0.0, spec["start_at"] - time.time()))
     for b in range(spec["blocks"]):
         for on in (((True, False) if b % 2 == 0 else (False, True)) if toggle else (arm_on,)):
             if toggle:
@@ -152,7 +185,7 @@ def summarize(doc: dict) -> dict:
                     "cost_pct": cost, "median_cost_pct": statistics.median(cost),
                     "mean_cost_pct": statistics.fmean(cost),
                     "off_spread_pct": (max(offs) - min(offs)) / statistics.median(offs) * 100,
-                    **quantile_cost(wms)}
+                    **quantile_cost(wms), **step_cost(wms)}
     out["switches_checked"] = check_switches(doc.get("switches", []))
     return out
 
@@ -170,15 +203,20 @@ def _quantile(v: list[float], q: float) -> float:
     return statistics.quantiles(v, n=100, method="inclusive")[round(q * 100) - 1] if len(v) > 1 else v[0]
 
 
-def quantile_cost(ms: list[dict], q: float = QUANTILE, seed: int = 0) -> dict:
+def _decode_steps(m: dict) -> list[int]:
+    """A latency measure's engine steps after the first of each iteration (admission + prefill): µs each."""
+    return [t for it in m.get("steps_us") or () for t in it[1:]]
+
+
+def quantile_cost(ms: list[dict], q: float = QUANTILE, seed: int = 0, times=_times, key: str = "quantile") -> dict:
     """The cost read from a low quantile of every timed unit, resumed against paused, with a 90 % interval
     from resampling whole blocks (the unit of interleaving). Why a low quantile: the H200 host's slow
     episodes (the vCPU runs ~1.5x slower for 0.1-1 s; benchmarks/results/h200/noise) only ever add time,
     and one such episode in a block of 5 iterations moves that block's mean by 10-40 %; the fast quarter
     of the iterations is what both states run at when the host leaves them alone."""
     blocks = sorted({m["block"] for m in ms if isinstance(m["block"], int)})
-    by = {b: ([t for m in ms if m["block"] == b and m["on"] for t in _times(m)],
-              [t for m in ms if m["block"] == b and not m["on"] for t in _times(m)]) for b in blocks}
+    by = {b: ([t for m in ms if m["block"] == b and m["on"] for t in times(m)],
+              [t for m in ms if m["block"] == b and not m["on"] for t in times(m)]) for b in blocks}
     blocks = [b for b in blocks if by[b][0] and by[b][1]]
     if not blocks:
         return {}
@@ -190,9 +228,37 @@ def quantile_cost(ms: list[dict], q: float = QUANTILE, seed: int = 0) -> dict:
 
     rng = random.Random(seed)
     boot = sorted(cost([rng.choice(blocks) for _ in blocks]) for _ in range(BOOTSTRAP))
-    return {"quantile": q, "units": sum(len(by[b][0]) + len(by[b][1]) for b in blocks),
-            "quantile_cost_pct": cost(blocks),
-            "quantile_cost_90pct": [boot[int(0.05 * (BOOTSTRAP - 1))], boot[int(0.95 * (BOOTSTRAP - 1))]]}
+    return {key: q, ("units" if key == "quantile" else f"{key}_units"): sum(len(by[b][0]) + len(by[b][1]) for b in blocks),
+            f"{key}_cost_pct": cost(blocks),
+            f"{key}_cost_90pct": [boot[int(0.05 * (BOOTSTRAP - 1))], boot[int(0.95 * (BOOTSTRAP - 1))]]}
+
+
+def step_levels(ms: list[dict]) -> dict:
+    """The decode steps' lower quartile and median (µs) over the given measures; {} without step times."""
+    steps = [t for m in ms for t in _decode_steps(m)]
+    if len(steps) < 2:
+        return {}
+    return {"decode_steps": len(steps), "step_p25_us": _quantile(steps, 0.25), "step_p50_us": _quantile(steps, 0.5)}
+
+
+def run_levels(doc: dict) -> dict:
+    """A stock or plugin run (no toggle): per workload, its decode steps' levels (``step_levels``)."""
+    ms = doc.get("measures", [])
+    return {key: step_levels([m for m in ms if m["workload"] == key]) for key in dict.fromkeys(m["workload"] for m in ms)}
+
+
+def step_cost(ms: list[dict], seed: int = 0) -> dict:
+    """The cost read from the engine's decode steps themselves (``time_engine_steps``): their lower quartile
+    and median, resumed against paused, each with a 90 % interval from resampling whole blocks. A step at
+    batch 1 lasts a few ms, the host's slow episodes 0.1-1 s: they slow runs of consecutive steps, which
+    land above the fast steps' quartile and median as long as they cover less than a quarter (half) of the
+    time, so thousands of steps per state read the fast steps' own time closely. Empty when the measures
+    carry no step times (throughput, or records from before they were taken)."""
+    if not any(_decode_steps(m) for m in ms):
+        return {}
+    return {**quantile_cost(ms, 0.25, seed, _decode_steps, "step_p25"),
+            **quantile_cost(ms, 0.5, seed, _decode_steps, "step_p50"),
+            "steps_on": step_levels([m for m in ms if m["on"]]), "steps_off": step_levels([m for m in ms if not m["on"]])}
 
 
 def _first_per_pid(counts: dict) -> list:
@@ -239,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lat-iters", type=int, default=int(os.environ.get("LAT_ITERS", "5")))
     ap.add_argument("--thr-prompts", type=int, default=int(os.environ.get("THR_PROMPTS", "500")))
     ap.add_argument("--timeout", type=float, default=400.0, help="seconds for the engine process")
+    ap.add_argument("--start-at", type=float, default=0.0,
+                    help="epoch seconds: after the warm-up, wait until then to measure (runs side by side)")
     ap.add_argument("--models-dir", type=Path, default=Path(os.environ.get("OVERHEAD_MODELS_DIR", "/tmp/w2ext-models")))
     ap.add_argument("--engine-json", default="{}", help="extra LLM kwargs (JSON), e.g. the CPU smoke check's")
     a = ap.parse_args(argv)
@@ -266,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     trace_dir.mkdir(parents=True)
     t_start = time.time()
     spec = {"arm": a.arm, "engine": kw, "workloads": a.workloads.split(","), "blocks": a.blocks, "lat_iters": a.lat_iters,
-            "thr_prompts": a.thr_prompts, "sample": a.sample, "exporters": a.exporters, "deadline": t_start + a.timeout - 60, "out": str(d / f"{name}.json")}
+            "thr_prompts": a.thr_prompts, "sample": a.sample, "start_at": a.start_at, "exporters": a.exporters, "deadline": t_start + a.timeout - 60, "out": str(d / f"{name}.json")}
     spec_path = d / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec, indent=1))
 
@@ -329,13 +397,20 @@ def main(argv: list[str] | None = None) -> int:
                wall_s=round(time.time() - t_start, 1), spans=spans, gpu_before=gpu_before, gpu_after=orun.gpu_state(),
                hook_faults=[ln for ln in text.splitlines() if "is now disabled" in ln][:5],
                trace_bytes=sum(f.stat().st_size for f in trace_dir.rglob("*") if f.is_file()))
-    doc["summary"] = summarize(doc) if a.arm == "toggle" else {}
+    doc["summary"] = summarize(doc) if a.arm == "toggle" else run_levels(doc)
     orun._atomic_json(rp, json.loads(orun.scrub(json.dumps(doc, default=str), named)))
     spec_path.write_text(orun.scrub(spec_path.read_text(), named))
     shutil.rmtree(trace_dir, ignore_errors=True)
     s = doc["summary"]
     for key, v in s.items():
-        if key != "switches_checked":
+        if "step_p25_cost_pct" in v:
+            print(f"[toggle_ab] {a.model} {key}: decode steps p25 cost {v['step_p25_cost_pct']:+.2f} % "
+                  f"[{v['step_p25_cost_90pct'][0]:+.2f}, {v['step_p25_cost_90pct'][1]:+.2f}], p50 cost "
+                  f"{v['step_p50_cost_pct']:+.2f} % [{v['step_p50_cost_90pct'][0]:+.2f}, "
+                  f"{v['step_p50_cost_90pct'][1]:+.2f}]; on {v['steps_on']}, off {v['steps_off']}")
+        if a.arm != "toggle":
+            print(f"[toggle_ab] {name} {key}: {v}")
+        elif key != "switches_checked":
             print(f"[toggle_ab] {a.model} {key}: {v['pairs']} blocks, median cost {v['median_cost_pct']:+.2f} % "
                   f"(per block {', '.join(f'{c:+.2f}' for c in v['cost_pct'])}), paused spread {v['off_spread_pct']:.2f} %, "
                   f"p25 cost {v['quantile_cost_pct']:+.2f} % (90 %: {v['quantile_cost_90pct'][0]:+.2f} .. "

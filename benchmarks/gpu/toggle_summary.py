@@ -21,6 +21,18 @@ import overhead_run as orun  # same folder: scrape parsing
 import toggle_ab
 
 
+STEP_KEYS = ("step_p25_cost_pct", "step_p25_cost_90pct", "step_p50_cost_pct", "step_p50_cost_90pct", "steps_on",
+             "steps_off")
+
+
+def _interval(v: dict, key: str) -> str:
+    """``+c [lo, hi]`` of a cost read by toggle_ab.quantile_cost under ``key``; ``-`` where absent."""
+    if f"{key}_cost_pct" not in v:
+        return "-"
+    lo, hi = v[f"{key}_cost_90pct"]
+    return f"{v[f'{key}_cost_pct']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
 def self_cost_per_step(prom: Path) -> dict:
     scrapes = [(t, s) for t, s in orun.read_scrapes(prom) if "vllm_w2ext_" in s]
     if not scrapes:
@@ -44,6 +56,8 @@ def main() -> int:
                        "mean % | paused spread % | p25 cost % [90 %] | switches ok |"), "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     cost_lines = ["| run | engine steps | hook self µs/step | export thread CPU µs/step | export process CPU µs/step |",
                   "|---|---|---|---|---|"]
+    step_lines = ["| run | workload | decode steps paused / resumed | p25 µs paused / resumed | p25 cost % [90 %] | "
+                  "p50 µs paused / resumed | p50 cost % [90 %] |", "|---|---|---|---|---|---|---|"]
     for i, p in enumerate(a.runs):
         doc = json.loads(p.read_text())
         name = f"{p.stem}_{i + 1}" if sum(q.stem == p.stem for q in a.runs) > 1 else p.stem
@@ -67,9 +81,14 @@ def main() -> int:
                          "paused_spread_pct": v["off_spread_pct"], "quantile": v.get("quantile"),
                          "quantile_cost_pct": v.get("quantile_cost_pct"),
                          "quantile_cost_90pct": v.get("quantile_cost_90pct"),
+                         **{k: v[k] for k in STEP_KEYS if k in v},
                          "switches_ok": s["switches_checked"]["ok"]})
-            qc = (f"{v['quantile_cost_pct']:+.2f} [{v['quantile_cost_90pct'][0]:+.2f}, {v['quantile_cost_90pct'][1]:+.2f}]"
-                  if "quantile_cost_pct" in v else "-")
+            qc = _interval(v, "quantile")
+            if "step_p25_cost_pct" in v:
+                step_lines.append(f"| {name} | {key} | {v['steps_off']['decode_steps']} / {v['steps_on']['decode_steps']} | "
+                                  f"{v['steps_off']['step_p25_us']:.0f} / {v['steps_on']['step_p25_us']:.0f} | "
+                                  f"{_interval(v, 'step_p25')} | {v['steps_off']['step_p50_us']:.0f} / "
+                                  f"{v['steps_on']['step_p50_us']:.0f} | {_interval(v, 'step_p50')} |")
             lines.append(f"| {name} | {doc.get('model')} | {doc.get('layers')} | {key} ({v['unit']}) | {v['pairs']} | "
                          f"{' / '.join(map(f, v['off']))} | {' / '.join(map(f, v['on']))} | "
                          f"{' / '.join(f'{c:+.2f}' for c in v['cost_pct'])} | {v['median_cost_pct']:+.2f} | "
@@ -81,8 +100,9 @@ def main() -> int:
                               f"{g('export_thread_cpu_us_per_step')} | {g('export_process_cpu_us_per_step')} |")
             rows.append({"run": name, "self_cost_per_step": cost})
     (a.out / "summary.json").write_text(json.dumps(rows, indent=1))
-    (a.out / "summary.md").write_text("\n".join(lines) + "\n\n" + "\n".join(cost_lines) + "\n")
-    print("\n".join(lines) + "\n\n" + "\n".join(cost_lines))
+    text = "\n".join(lines) + "\n\n" + ("\n".join(step_lines) + "\n\n" if len(step_lines) > 2 else "") + "\n".join(cost_lines)
+    (a.out / "summary.md").write_text(text + "\n")
+    print(text)
     return 0
 
 

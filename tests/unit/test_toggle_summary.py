@@ -78,3 +78,43 @@ def test_quantile_cost_of_throughput_is_read_as_time_per_token():
           for b in range(4) for on in (True, False)]
     s = toggle_ab.summarize({"measures": ms, "switches": []})["thr"]
     assert round(s["quantile_cost_pct"], 6) == round((100 / 98 - 1) * 100, 6)    # fewer tok/s = positive cost
+
+
+def _iteration_steps(rng, factor: float, slow_runs: int) -> list[int]:
+    """One latency iteration's step intervals (µs): a prefill step, then 127 decode steps of ~2,200 µs with
+    +-2 % jitter, times ``factor``; ``slow_runs`` host episodes each make 40 consecutive steps 1.5x slower."""
+    steps = [2200 * factor * rng.uniform(0.98, 1.02) for _ in range(127)]
+    for _ in range(slow_runs):
+        at = rng.randrange(0, 127 - 40)
+        steps[at:at + 40] = [t * 1.5 for t in steps[at:at + 40]]
+    return [9000] + [round(t) for t in steps]
+
+
+def test_step_cost_reads_the_planted_cost_through_slow_episodes():
+    """Planted: resumed steps take 1.5 % longer; slow host episodes (1.5x for 40 steps) land at random, 0 or 1 per
+    iteration in either state (a sixth of the steps on average). Whole iterations swing with the episodes (a block's cost goes negative); the decode
+    steps' quartile and median stay at the planted 1.5 % within their intervals, and each state's levels come out."""
+    import random
+    rng = random.Random(7)
+    ms = []
+    for b in range(16):
+        for on in (True, False):
+            its = [_iteration_steps(rng, 1.015 if on else 1.0, rng.randrange(0, 2)) for _ in range(2)]
+            lat = [sum(it) / 1e6 for it in its]
+            ms.append({"workload": "lat1", "unit": "s", "block": b, "on": on, "value": sum(lat) / 2, "iters": lat,
+                       "steps_us": its})
+    s = toggle_ab.summarize({"measures": ms, "switches": []})["lat1"]
+    for key in ("step_p25", "step_p50"):
+        lo, hi = s[f"{key}_cost_90pct"]
+        assert abs(s[f"{key}_cost_pct"] - 1.5) < 0.3 and lo < 1.5 < hi and hi - lo < 1.0, (key, s[f"{key}_cost_pct"], lo, hi)
+    assert min(s["cost_pct"]) < -5                               # a block's mean saw the episodes
+    assert s["steps_on"]["decode_steps"] == s["steps_off"]["decode_steps"] == 16 * 2 * 127
+    assert 2150 < s["steps_off"]["step_p25_us"] < s["steps_on"]["step_p25_us"] < 2300
+
+
+def test_a_stock_or_plugin_run_reports_its_step_levels():
+    its = [[9000] + [2000 + i for i in range(100)]]
+    doc = {"measures": [{"workload": "lat1", "unit": "s", "block": 0, "on": True, "value": 0.2, "iters": [0.2],
+                         "steps_us": its}]}
+    lv = toggle_ab.run_levels(doc)["lat1"]
+    assert lv["decode_steps"] == 100 and lv["step_p50_us"] == 2049.5 and lv["step_p25_us"] < lv["step_p50_us"]
