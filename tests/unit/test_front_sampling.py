@@ -15,6 +15,7 @@ from vllm_w2ext.vocab import Attr, Span
 def rec(monkeypatch):
     r = Recorder(1 << 16, None)
     monkeypatch.setattr(front, "recorder", lambda: r)
+    monkeypatch.setattr(front, "RECORDER", [r])     # the hooks read RECORDER[0] first
     monkeypatch.setattr(front, "_identity_done", [True])
     monkeypatch.setattr(front, "_front_steps", [0])
     monkeypatch.setattr(front, "_open_step", [None])

@@ -44,6 +44,7 @@ def engine(monkeypatch):
     rec = Recorder(1 << 16, None)
     monkeypatch.setattr(engine_core, "S", st)
     monkeypatch.setattr(engine_core, "recorder", lambda: rec)
+    monkeypatch.setattr(engine_core, "RECORDER", [rec])     # the hooks read RECORDER[0] first
     reqs = {r: NS(num_prompt_tokens=12, trace_headers=None, arrival_time=0.0) for r in ("a", "b", "c")}
     sched = NS(requests=reqs, running=[], waiting=[])
     return rec, sched

@@ -66,6 +66,7 @@ def loop(monkeypatch):
     for mod, st in ((engine_core, es), (worker, ws)):
         monkeypatch.setattr(mod, "S", st)
         monkeypatch.setattr(mod, "recorder", lambda: rec)
+        monkeypatch.setattr(mod, "RECORDER", [rec])     # the hooks read RECORDER[0] first
     specs = {h.name: h for h in engine_core.HOOKS + worker.HOOKS}
     targets = {"engine.step": (Core, "step"), "engine.schedule": (Scheduler, "schedule"),
                "engine.update_from_output": (Scheduler, "update_from_output"),

@@ -19,8 +19,8 @@ from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.steps.facts import (FACTS_FIRST, FACTS_NEW, FACTS_PREEMPTED, FACTS_RESUMED, STAMP_STEP, read_step,
                                     sampled_out)
 from vllm_w2ext.telemetry import identity
-from vllm_w2ext.telemetry.pipeline import recorder
-from vllm_w2ext.telemetry.recording import new_span_id, new_trace_id
+from vllm_w2ext.telemetry.pipeline import RECORDER, recorder
+from vllm_w2ext.telemetry.recording import PHASE_MARKS, new_span_id, new_trace_id
 from vllm_w2ext.telemetry.wire import DATA, END, IV_END, IV_START, SPAN_ID, START, TRACE_ID, open_range
 from vllm_w2ext.vocab import ENGINE, Attr, Span
 
@@ -146,7 +146,7 @@ def _step_pre(core, args, kwargs):
     if GATE.shut:
         GATE.open()
     S.light = False
-    r = S.current = recorder().begin(Span.STEP, ENGINE, step=n)
+    r = S.current = (RECORDER[0] or recorder()).begin(Span.STEP, ENGINE, step=n)
     return r
 
 
@@ -171,7 +171,7 @@ def _step_post(r, result, error):
     S.pending = len(sched.running) + len(sched.waiting) if sched is not None else 1
     r[DATA] = (S.facts, executed, finished, S.pending, S.skipped)   # StepRecord
     S.skipped = (0, 0, 0)
-    recorder().end(r, error)
+    (RECORDER[0] or recorder()).end(r, error)
     S.prev_step_end = r[END]
 
 
@@ -179,7 +179,9 @@ def _schedule_pre(sched, args, kwargs):
     S.sched = sched
     if S.light:
         return _now()
-    return recorder().phase_begin(Span.SCHEDULE, ENGINE, S.step)
+    if PHASE_MARKS[0]:
+        return (RECORDER[0] or recorder()).phase_begin(Span.SCHEDULE, ENGINE, S.step)
+    return _now()
 
 
 def _schedule_post(t0, so, error):
@@ -192,9 +194,9 @@ def _schedule_post(t0, so, error):
         return
     step = S.current
     if step is None:                               # scheduled outside a recorded step
-        recorder().phase_end(t0, Span.SCHEDULE, ENGINE, 0, 0, -1, error)
+        (RECORDER[0] or recorder()).phase_end(t0, Span.SCHEDULE, ENGINE, 0, 0, -1, error)
         return
-    iv = recorder().phase_end(t0, Span.SCHEDULE, ENGINE, step[TRACE_ID], step[SPAN_ID], S.step, error)
+    iv = (RECORDER[0] or recorder()).phase_end(t0, Span.SCHEDULE, ENGINE, step[TRACE_ID], step[SPAN_ID], S.step, error)
     if so is None:
         return
     setattr(so, STAMP, (step[TRACE_ID], step[SPAN_ID], S.step, iv[IV_START], iv[IV_END], *S.last_update,   # Stamp
@@ -208,14 +210,17 @@ def _update_pre(sched, args, kwargs):
     so = args[0] if args else kwargs.get("scheduler_output")
     stamp = getattr(so, STAMP, None)
     S.update_batch = stamp[STAMP_STEP] if stamp is not None else -1
-    return recorder().phase_begin(Span.UPDATE, ENGINE, S.step)
+    if PHASE_MARKS[0]:
+        return (RECORDER[0] or recorder()).phase_begin(Span.UPDATE, ENGINE, S.step)
+    return _now()
 
 
 def _update_post(t0, result, error):
     step = S.current
     batch = S.update_batch
-    iv = recorder().phase_end(t0, Span.UPDATE, ENGINE, step[TRACE_ID] if step else 0, step[SPAN_ID] if step else 0,
-                              S.step if step else -1, error, {Attr.STEP_BATCH_ID: batch} if batch >= 0 else None)
+    iv = (RECORDER[0] or recorder()).phase_end(t0, Span.UPDATE, ENGINE, step[TRACE_ID] if step else 0,
+                                               step[SPAN_ID] if step else 0, S.step if step else -1, error,
+                                               {Attr.STEP_BATCH_ID: batch} if batch >= 0 else None)
     S.last_update = (iv[IV_START], iv[IV_END])
 
 
@@ -232,7 +237,8 @@ def _executor_pre(name, dispatch: bool):
         step = S.current
         if step is None:
             return None
-        r = recorder().begin(name, ENGINE, parent=(step[TRACE_ID], step[SPAN_ID]), step=S.step, nested=False)
+        r = (RECORDER[0] or recorder()).begin(name, ENGINE, parent=(step[TRACE_ID], step[SPAN_ID]), step=S.step,
+                                              nested=False)
         if dispatch and args:                      # execute_model(scheduler_output, ...)
             setattr(args[0], DISPATCH, r[START])
         return r
@@ -242,7 +248,7 @@ def _executor_pre(name, dispatch: bool):
 def _executor_post(r: list | None, result, error):
     if r is None:
         return
-    rec = recorder()
+    rec = (RECORDER[0] or recorder())
     if error is None and isinstance(result, Future) and not result.done():
         result.add_done_callback(lambda f, r=r, rec=rec: rec.end(r, f.exception()))
     else:

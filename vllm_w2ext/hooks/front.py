@@ -14,10 +14,12 @@ from vllm_w2ext import config
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.steps.facts import sampled_out
 from vllm_w2ext.telemetry import identity, propagation
-from vllm_w2ext.telemetry.pipeline import recorder
-from vllm_w2ext.telemetry.recording import ROOT, context
+from vllm_w2ext.telemetry.pipeline import RECORDER, recorder
+from vllm_w2ext.telemetry.recording import PHASE_MARKS, ROOT, context
 from vllm_w2ext.telemetry.wire import ATTRS, DATA, END, LINKS, SPAN_ID, START, TRACE_ID
 from vllm_w2ext.vocab import FRONT, Attr, Span
+
+_now = time.time_ns
 
 # Incoming W3C headers and add_request start time of the request being added in this task/thread.
 _incoming: contextvars.ContextVar[dict | None] = contextvars.ContextVar("w2ext_incoming", default=None)
@@ -70,7 +72,7 @@ def _start_metrics_endpoint() -> None:
 # -- offline: LLM.generate and LLMEngine.step -------------------------------------------------------
 def _generate_pre(llm, args, kwargs):
     _ensure_identity()
-    r = recorder().begin(Span.GENERATE, FRONT)
+    r = (RECORDER[0] or recorder()).begin(Span.GENERATE, FRONT)
     _generate.append(r)
     return r
 
@@ -80,7 +82,7 @@ def _generate_post(r, result, error):
         _generate.pop()
     if result is not None:
         r[ATTRS] = {Attr.NUM_OUTPUTS: len(result)}
-    recorder().end(r, error)
+    (RECORDER[0] or recorder()).end(r, error)
 
 
 def _front_step_pre(engine, args, kwargs):
@@ -90,13 +92,13 @@ def _front_step_pre(engine, args, kwargs):
     _front_steps[0] = n = _front_steps[0] + 1
     if sampled_out(n, _sample[0]):
         return None
-    r = _open_step[0] = recorder().begin(Span.FRONT_STEP, FRONT)
+    r = _open_step[0] = (RECORDER[0] or recorder()).begin(Span.FRONT_STEP, FRONT)
     return r
 
 
 def _front_step_post(r, result, error):
     _open_step[0] = None
-    recorder().end(r, error)
+    (RECORDER[0] or recorder()).end(r, error)
 
 
 # -- request lifecycle -------------------------------------------------------------------------------
@@ -120,7 +122,7 @@ def _add_request_post(state, result, error):
     if req is None:
         return
     if req[END]:        # served: the request finished (and went out) before add_request returned
-        recorder().emit(Span.ADD_REQUEST, FRONT, context(req), pending[0], time.time_ns())
+        (RECORDER[0] or recorder()).emit(Span.ADD_REQUEST, FRONT, context(req), pending[0], time.time_ns())
     else:
         req[DATA] = time.time_ns()             # steps.assemble: the add_request span's end
 
@@ -144,7 +146,7 @@ def _output_add_request_pre(proc, args, kwargs):
             parent = propagation.extract(incoming)
         if parent is None:
             parent = propagation.ambient()
-    rec = recorder()
+    rec = (RECORDER[0] or recorder())
     r = rec.begin(Span.REQUEST, FRONT, parent=parent or ROOT, nested=False)
     if pending is not None:
         r[START] = pending[0]
@@ -178,7 +180,7 @@ def _finish_request_pre(proc, args, kwargs):
             r[ATTRS][Attr.COMPLETION_TOKENS] = len(out_ids)
         if _capture[0] and getattr(req_state, "prompt", None):
             r[ATTRS][Attr.PROMPT] = str(req_state.prompt)
-        recorder().end(r)
+        (RECORDER[0] or recorder()).end(r)
     return None
 
 
@@ -188,7 +190,7 @@ def _abort_post(state, result, error):
         r = _open.pop(rid, None)
         if r is not None:
             r[ATTRS][Attr.REQUEST_ABORTED] = True
-            recorder().end(r, error or RequestAborted())
+            (RECORDER[0] or recorder()).end(r, error or RequestAborted())
 
 
 class RequestAborted(Exception):
@@ -207,12 +209,14 @@ def _process_outputs_pre(proc, args, kwargs):
     explain reads it as front-end work."""
     outs = args[0] if args else kwargs.get("engine_core_outputs", ())
     parent = _open_step[0] or (_generate[-1] if _generate else None)
-    return recorder().phase_begin(Span.PROCESS_OUTPUTS, FRONT, -1), len(outs), parent
+    if PHASE_MARKS[0]:
+        return (RECORDER[0] or recorder()).phase_begin(Span.PROCESS_OUTPUTS, FRONT, -1), len(outs), parent
+    return _now(), len(outs), parent
 
 
 def _process_outputs_post(state, result, error):
     t0, n, parent = state
-    recorder().phase_end(t0, Span.PROCESS_OUTPUTS, FRONT, parent[TRACE_ID] if parent else 0,
+    (RECORDER[0] or recorder()).phase_end(t0, Span.PROCESS_OUTPUTS, FRONT, parent[TRACE_ID] if parent else 0,
                          parent[SPAN_ID] if parent else 0, -1, error, {Attr.NUM_OUTPUTS: n})
 
 

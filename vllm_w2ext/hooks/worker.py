@@ -12,6 +12,8 @@ execute_model; the export side splits it by the engine intervals carried in the 
 (``steps.gaps``). On CUDA, ``gpu_timing`` adds the GPU's own view."""
 from __future__ import annotations
 
+import time
+
 from vllm_w2ext import config
 from vllm_w2ext.hooks.engine_core import DISPATCH, STAMP
 from vllm_w2ext.hooks.gpu_timing import make_timer
@@ -19,10 +21,12 @@ from vllm_w2ext.hooks.runner import GATE
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.steps.facts import STAMP_SPAN_ID, STAMP_STEP, STAMP_TRACE_ID
 from vllm_w2ext.telemetry import identity, pipeline
-from vllm_w2ext.telemetry.pipeline import recorder
-from vllm_w2ext.telemetry.recording import annotate_profiler
+from vllm_w2ext.telemetry.pipeline import RECORDER, recorder
+from vllm_w2ext.telemetry.recording import PHASE_MARKS, annotate_profiler
 from vllm_w2ext.telemetry.wire import DATA, END, IV_END, SPAN_ID, START, STEP, TRACE_ID
 from vllm_w2ext.vocab import WORKER, Attr, Span
+
+_now = time.time_ns
 
 
 class _State:
@@ -81,6 +85,7 @@ def _engine_index(worker) -> int:
 
 
 def _ensure_identity(worker) -> None:
+    """Once per process, by the first recorded step (the caller tests ``S.identity_done``: no call per step)."""
     if not S.identity_done:
         engine = _engine_index(worker)
         identity.set_role(WORKER, rank=getattr(worker, "rank", 0), local_rank=getattr(worker, "local_rank", 0),
@@ -106,12 +111,13 @@ def _execute_pre(worker, args, kwargs):
         if S.last is not None:
             _unrecorded_step()
         return None
-    _ensure_identity(worker)
+    if not S.identity_done:
+        _ensure_identity(worker)
     S.last = stamp
     attrs = {Attr.WORKER_TOKENS: so.total_num_scheduled_tokens}
     step = stamp[STAMP_STEP]
-    r = recorder().begin(Span.WORKER_EXECUTE, WORKER, parent=(stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID]), step=step,
-                         attrs=attrs)
+    r = (RECORDER[0] or recorder()).begin(Span.WORKER_EXECUTE, WORKER, step=step, attrs=attrs,
+                                          parent=(stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID]))
     timed = S.timer is not None
     if timed:
         S.gpu_step = (step, r[START])
@@ -124,7 +130,7 @@ def _execute_post(r, result, error):
     if r is None:
         return
     S.open = None
-    recorder().end(r, error)
+    (RECORDER[0] or recorder()).end(r, error)
     S.last_end = r[END]
     if result is not None and S.gpu_step is not None:   # nothing left to sample: the step's end
         S.timer.stop(*S.gpu_step)
@@ -135,15 +141,17 @@ def _sample_pre(worker, args, kwargs):
     stamp = S.last
     if stamp is None:
         return None
-    return recorder().phase_begin(Span.WORKER_SAMPLE, WORKER, stamp[STAMP_STEP])
+    if PHASE_MARKS[0]:
+        return (RECORDER[0] or recorder()).phase_begin(Span.WORKER_SAMPLE, WORKER, stamp[STAMP_STEP])
+    return _now()
 
 
 def _sample_post(t0, result, error):
     if t0 is None:
         return
     stamp = S.last
-    S.last_end = recorder().phase_end(t0, Span.WORKER_SAMPLE, WORKER, stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID],
-                                      stamp[STAMP_STEP], error)[IV_END]
+    S.last_end = (RECORDER[0] or recorder()).phase_end(t0, Span.WORKER_SAMPLE, WORKER, stamp[STAMP_TRACE_ID],
+                                                       stamp[STAMP_SPAN_ID], stamp[STAMP_STEP], error)[IV_END]
     if S.gpu_step is not None:
         S.timer.stop(*S.gpu_step)
         S.gpu_step = None
@@ -154,12 +162,14 @@ def _forward_pre(runner, args, kwargs):
     r = S.open
     if r is None:                      # not inside a recorded worker step (warm-up, profiling, dummy runs)
         return None
-    return r, recorder().phase_begin(Span.FORWARD, WORKER, r[STEP])
+    if PHASE_MARKS[0]:
+        return r, (RECORDER[0] or recorder()).phase_begin(Span.FORWARD, WORKER, r[STEP])
+    return r, _now()
 
 
 def _forward_post(state, result, error):
     r, t0 = state
-    recorder().phase_end(t0, Span.FORWARD, WORKER, r[TRACE_ID], r[SPAN_ID], r[STEP], error)
+    (RECORDER[0] or recorder()).phase_end(t0, Span.FORWARD, WORKER, r[TRACE_ID], r[SPAN_ID], r[STEP], error)
 
 
 def _profile_pre(worker, args, kwargs):

@@ -70,14 +70,6 @@ class Finished(NamedTuple):
     output_tokens: int
 
 
-def _resumed_ids(cached) -> tuple:
-    ids = getattr(cached, "resumed_req_ids", None)          # vLLM >= 0.27: a set of ids
-    if ids is not None:
-        return tuple(ids)
-    flags = getattr(cached, "resumed_from_preemption", None)  # 0.26: one bool per cached request
-    return tuple(compress(cached.req_ids, flags)) if flags else ()
-
-
 def _prompt_done(reqs: dict, rid: str, computed: int, scheduled: int) -> bool:
     r = reqs.get(rid)
     return r is not None and computed + scheduled >= r.num_prompt_tokens
@@ -98,7 +90,12 @@ def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool, prefill
     get = nst.__getitem__
     new_reqs = so.scheduled_new_reqs
     cached = so.scheduled_cached_reqs
-    resumed = _resumed_ids(cached)
+    resumed = getattr(cached, "resumed_req_ids", None)      # vLLM >= 0.27: a set of ids
+    if resumed is not None:
+        resumed = tuple(resumed)
+    else:                                                    # 0.26: one bool per cached request
+        flags = getattr(cached, "resumed_from_preemption", None)
+        resumed = tuple(compress(cached.req_ids, flags)) if flags else ()
     out_toks = getattr(cached, "num_output_tokens", None)
     total = so.total_num_scheduled_tokens
     first: list[str] = []

@@ -160,6 +160,9 @@ class Pipeline:
 
 _pipeline: Pipeline | None = None
 _pipeline_lock = threading.Lock()
+# The process's recorder once its pipeline is built (None before, and again in a forked child): the hooks read
+# ``RECORDER[0] or recorder()``, a list load instead of a Python call, several times per engine step.
+RECORDER: list[Recorder | None] = [None]
 
 
 def get() -> Pipeline:
@@ -179,6 +182,7 @@ def _build() -> Pipeline:
         p.connect()
         p.start()
         _pipeline = p
+        RECORDER[0] = p.recorder
         return p
 
 
@@ -197,6 +201,7 @@ def _after_fork_in_child() -> None:
     # Threads and exporters of the parent do not exist in a forked child; start afresh there.
     global _pipeline
     old, _pipeline = _pipeline, None
+    RECORDER[0] = None
     if old is not None:
         for target in (old.remote, old.chain):
             if target is not None:
