@@ -26,7 +26,7 @@ class FakeNvtx:
 
 @pytest.fixture
 def marks(monkeypatch):
-    """PHASE_MARKS and the NVTX flag as the test leaves them are put back (they are process-wide)."""
+    """PHASE_MARKS, the NVTX flag and the profiler annotation are restored after the test (they are process-wide)."""
     saved = recording.PHASE_MARKS[0], recording._nvtx_on[0], recording.PROFILER_ANNOTATION[0]
     recording.PHASE_MARKS[0] = recording._nvtx_on[0] = False
     st = engine_core._State()

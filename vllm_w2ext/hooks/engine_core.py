@@ -248,7 +248,7 @@ def _executor_pre(name, dispatch: bool):
 def _executor_post(r: list | None, result, error):
     if r is None:
         return
-    rec = (RECORDER[0] or recorder())
+    rec = RECORDER[0] or recorder()
     if error is None and isinstance(result, Future) and not result.done():
         result.add_done_callback(lambda f, r=r, rec=rec: rec.end(r, f.exception()))
     else:

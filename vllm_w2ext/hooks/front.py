@@ -146,7 +146,7 @@ def _output_add_request_pre(proc, args, kwargs):
             parent = propagation.extract(incoming)
         if parent is None:
             parent = propagation.ambient()
-    rec = (RECORDER[0] or recorder())
+    rec = RECORDER[0] or recorder()
     r = rec.begin(Span.REQUEST, FRONT, parent=parent or ROOT, nested=False)
     if pending is not None:
         r[START] = pending[0]
