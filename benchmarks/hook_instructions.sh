@@ -4,7 +4,9 @@
 # Environment: SAMPLES="1 16" (VLLM_W2EXT_SAMPLE values; default 1: every step recorded), PATHS="multiproc
 # in_process" (default multiproc), BATCHES="1 500", SAME_HARNESS=1 (REF runs this tree's
 # benchmarks/hook_overhead.py stand-ins too: for a REF that has the same hook runner, so only the plugin
-# differs; default: REF's own).
+# differs; default: REF's own), SEEDS="0 1 2" (PYTHONHASHSEED values, default "0": the count moves by ~3k per step
+# fully traced with Python's string hashing, so each figure is the mean over the seeds, which are listed with
+# their own counts).
 set -euo pipefail
 REF=${1:-0cd4bd7}; PY=${PYTHON:-python3}
 SAMPLES=${SAMPLES:-1}; PATHS=${PATHS:-multiproc}; BATCHES=${BATCHES:-1 500}
@@ -13,9 +15,10 @@ git archive "$REF" vllm_w2ext benchmarks/hook_overhead.py | tar -x -C "$old"
 cp benchmarks/hook_instructions.py "$old/benchmarks/"
 [ "${SAME_HARNESS:-0}" = 1 ] && cp benchmarks/hook_overhead.py "$old/benchmarks/"
 N=1000
-count() {  # tree batch sample flags... -> instructions of N steps
+SEEDS=${SEEDS:-0}
+count() {  # tree batch sample flags... -> instructions of N steps (with PYTHONHASHSEED=$seed)
   local tree=$1 b=$2 s=$3; shift 3
-  (cd "$tree" && PYTHONPATH="$tree" VLLM_W2EXT_SAMPLE=$s valgrind --tool=callgrind --instr-atstart=no \
+  (cd "$tree" && PYTHONHASHSEED=$seed PYTHONPATH="$tree" VLLM_W2EXT_SAMPLE=$s valgrind --tool=callgrind --instr-atstart=no \
      --callgrind-out-file=/dev/null $PY benchmarks/hook_instructions.py $N "$b" "$@" 2>&1 \
      | sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
 }
@@ -27,8 +30,13 @@ for path in $PATHS; do
     for b in $BATCHES; do
       for tree in "$PWD" "$old"; do
         name=$([ "$tree" = "$PWD" ] && echo this || echo "$REF")
-        h=$(count "$tree" $b $s $path); p=$(count "$tree" $b $s plain $path)
-        echo "  \"${name}_batch$b$ssuffix$suffix\": {\"hooked_per_step\": $(( h / N )), \"plain_per_step\": $(( p / N )), \"added_per_step\": $(( (h - p) / N ))},"
+        H=0; P=0; per=""
+        for seed in $SEEDS; do
+          h=$(count "$tree" $b $s $path); p=$(count "$tree" $b $s plain $path)
+          H=$((H + h)); P=$((P + p)); per="$per${per:+, }\"$seed\": $(( (h - p) / N ))"
+        done
+        k=$(echo $SEEDS | wc -w)
+        echo "  \"${name}_batch$b$ssuffix$suffix\": {\"hooked_per_step\": $(( H / k / N )), \"plain_per_step\": $(( P / k / N )), \"added_per_step\": $(( (H - P) / k / N )), \"added_by_hash_seed\": {$per}},"
       done
     done
   done
