@@ -5,7 +5,7 @@ drift taken out (issue #19).
     python3 benchmarks/gpu/concurrent_ab.py A.json B.json [--window 1.0]     # the summary of one pair
 
 Why: on the H200 host the speed of vLLM's own CPU work drifts by 20-50 % over seconds (the engine's decode
-step at batch 1 is CPU-bound: ~2.0-2.8 ms against well under 1 ms of GPU work for the 4-layer model), in
+step at batch 1, ~2.0-2.8 ms for the 4-layer model, is CPU-bound: its length follows that drift), in
 runs and within one engine alike (``results/h200/noise``, and the in-engine toggles' paused blocks). Runs one
 after the other, or states switched block by block, see different hosts. Two engines that run at the same
 time see the same host, if its slow spells are the host's and not one vCPU's: ``stock:stock`` tells which
