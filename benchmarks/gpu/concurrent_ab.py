@@ -24,9 +24,11 @@ import argparse
 import json
 import random
 import statistics
+import sys
 from pathlib import Path
 
-BOOTSTRAP = 2000
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from toggle_ab import BOOTSTRAP, interval_90  # same folder: the block toggle's bootstrap
 
 
 def step_times(doc: dict) -> list[tuple[float, int]]:
@@ -71,11 +73,11 @@ def windowed_cost(a: list[tuple[float, int]], b: list[tuple[float, int]], window
     rng = random.Random(seed)
     boot = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(BOOTSTRAP))
     a_med = statistics.median(us for w in ba for us in ba[w])
+    a_windows = [statistics.median(v) for v in ba.values()]
     return {"windows": len(ratios), "window_s": window_s, "common_s": round(t1 - t0, 1),
             "cost_pct": (statistics.median(ratios) - 1) * 100,
-            "cost_90pct": [(boot[int(0.05 * (BOOTSTRAP - 1))] - 1) * 100, (boot[int(0.95 * (BOOTSTRAP - 1))] - 1) * 100],
-            "a_median_step_us": a_med, "a_window_medians_spread_pct":
-                (max(statistics.median(v) for v in ba.values()) / min(statistics.median(v) for v in ba.values()) - 1) * 100,
+            "cost_90pct": [(r - 1) * 100 for r in interval_90(boot)],
+            "a_median_step_us": a_med, "a_window_medians_spread_pct": (max(a_windows) / min(a_windows) - 1) * 100,
             "ratio_quartiles": statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3,
             # do the two engines slow down together? (near 1: the host's spells are shared and cancel)
             "window_median_correlation": statistics.correlation(ma, mb) if len(ratios) > 2 else None}

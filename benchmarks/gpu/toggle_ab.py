@@ -194,6 +194,11 @@ QUANTILE = 0.25          # of per-iteration times (latency) or per-measure times
 BOOTSTRAP = 2000
 
 
+def interval_90(boot: list[float]) -> list[float]:
+    """The 90 % interval of a sorted list of bootstrap estimates: its 5th and 95th percentiles."""
+    return [boot[int(0.05 * (len(boot) - 1))], boot[int(0.95 * (len(boot) - 1))]]
+
+
 def _times(m: dict) -> list[float]:
     """A measure as times: its latency iterations, or seconds per token of a throughput run."""
     return list(m["iters"]) if m.get("iters") else [1.0 / m["value"]] if m["unit"] == "tok/s" else [m["value"]]
@@ -230,7 +235,7 @@ def quantile_cost(ms: list[dict], q: float = QUANTILE, seed: int = 0, times=_tim
     boot = sorted(cost([rng.choice(blocks) for _ in blocks]) for _ in range(BOOTSTRAP))
     return {key: q, ("units" if key == "quantile" else f"{key}_units"): sum(len(by[b][0]) + len(by[b][1]) for b in blocks),
             f"{key}_cost_pct": cost(blocks),
-            f"{key}_cost_90pct": [boot[int(0.05 * (BOOTSTRAP - 1))], boot[int(0.95 * (BOOTSTRAP - 1))]]}
+            f"{key}_cost_90pct": interval_90(boot)}
 
 
 def step_levels(ms: list[dict]) -> dict:
