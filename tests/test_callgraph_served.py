@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 from callgraph_checks import check_processes, check_requests, check_steps
 from conftest import ROOT, clean_env
-from support.vllm_server import vllm_serve
+from support.vllm_server import tracebacks, vllm_serve
 
 from vllm_w2ext.analysis.spans.tree import SpanSet
 
@@ -69,4 +69,4 @@ def test_served_tree_continues_client_trace(served):
     adds = [k for r in reqs for k in ss.kids(r) if k.name == "front.add_request"]
     assert len(adds) == len(reqs)
     assert ss.named("front.process_outputs")
-    assert "Traceback" not in log
+    assert not tracebacks(log)

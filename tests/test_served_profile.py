@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, clean_env
-from support.vllm_server import vllm_serve
+from support.vllm_server import tracebacks, vllm_serve
 
 from vllm_w2ext.analysis.readers.kineto_raw import KinetoRawReader
 
@@ -101,7 +101,7 @@ def test_served_requests_complete(served):
     assert len(answers) == 1 + len(PROMPTS)
     assert all(a["usage"]["completion_tokens"] == MAX_TOKENS for a in answers)
     assert all(a["choices"][0]["finish_reason"] == "length" for a in answers)
-    assert "Traceback" not in served["log"]
+    assert not tracebacks(served["log"])
 
 
 def test_worker_step_annotations_in_the_served_profiler_trace(served):

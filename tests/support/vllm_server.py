@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -40,6 +41,34 @@ def vllm_serve(model: Path, env: dict, log: Path, cwd: Path, *extra: str):
     if not env.get("VLLM_W2EXT_FAULT_INJECT"):      # a hook that raised disables itself silently: not here
         faults = [line for line in log.read_text(errors="replace").splitlines() if "and is now disabled" in line]
         assert not faults, "a hook raised: " + "\n".join(faults[:5])
+
+
+_PREFIX = re.compile(r"^(.*?)Traceback \(most recent call last\):")
+
+
+def tracebacks(log: str) -> list[str]:
+    """Each traceback a server's log holds, less vLLM's own shutdown race.
+
+    vLLM 0.32's ``AsyncLLM.shutdown`` cancels the task that reads the EngineCore's socket (which then
+    queues ``EngineDeadError``) before it cancels the output handler; when the handler runs between the
+    two it logs "AsyncLLM output_handler failed." with that error. Stock vLLM does this too, after the
+    server was asked to stop. A traceback is the lines that follow it with the same log prefix
+    (process, level, time, source line): an EngineCore traceback, or any other, is kept."""
+    lines, found = log.splitlines(), []
+    for i, line in enumerate(lines):
+        m = _PREFIX.match(line)
+        if not m:
+            continue
+        prefix, block = m.group(1), [line]
+        for nxt in lines[i + 1:]:
+            if prefix and not nxt.startswith(prefix):
+                break
+            block.append(nxt)
+        shutdown_race = ("[async_llm.py:" in prefix and "EngineDeadError" in block[-1]
+                         and "output_handler" in "\n".join(block))
+        if not shutdown_race:
+            found.append("\n".join(block))
+    return found
 
 
 class CliLoop:
