@@ -1,16 +1,20 @@
 """``recording.PHASE_MARKS``: while no NVTX domain is attached and vLLM's profiler is not recording, a hook takes
 a phase's start with the clock alone; once either is on, phases go through ``Recorder.phase_begin`` and their
 marks are pushed and popped around the call. Known answers on the EngineCore's schedule phase, driven as vLLM
-calls it: what pre returns, which NVTX calls were made, and that the recorded interval is the same either way."""
+calls it: what pre returns, which NVTX calls were made, and that the recorded interval is the same either way.
+The step's own range is pushed on the thread's stack only while marks are on (``wire.ON_THREAD`` otherwise), and
+is drawn on the thread's track either way."""
 from types import SimpleNamespace as NS
 
 import pytest
 
 from vllm_w2ext.hooks import engine_core
 from vllm_w2ext.telemetry import recording
+from vllm_w2ext.telemetry.ranges import Range
 from vllm_w2ext.telemetry.recording import Recorder
-from vllm_w2ext.telemetry.wire import Interval
-from vllm_w2ext.vocab import Span
+from vllm_w2ext.telemetry.trace_file import TraceFileSink
+from vllm_w2ext.telemetry.wire import END, NESTED, ON_THREAD, PARENT_ID, START, Interval
+from vllm_w2ext.vocab import ENGINE, Span
 
 
 class FakeNvtx:
@@ -83,3 +87,27 @@ def test_the_profiler_turns_marks_on_and_off(marks, monkeypatch):
     assert not recording.PHASE_MARKS[0] and recording.PROFILER_ANNOTATION[0] is None
     state, _ = schedule(Recorder(64, None), monkeypatch)
     assert type(state) is int
+
+
+def run_step(rec, monkeypatch) -> tuple:
+    """One EngineCore step through its hooks: the thread's stack while it runs, and its recorded range."""
+    monkeypatch.setattr(engine_core, "RECORDER", [rec])
+    r = engine_core._step_pre(NS(engine_index=0), (), {})
+    during = list(rec._local.s)
+    engine_core._step_post(r, None, None)
+    return during, [x for x in rec.take() if x[0] == Span.STEP]
+
+
+def test_without_marks_the_step_stays_off_the_stack_on_its_threads_track(marks, monkeypatch, tmp_path):
+    during, (r,) = run_step(Recorder(64, None), monkeypatch)
+    assert during == [] and r[NESTED] is ON_THREAD and r[END] >= r[START] > 0 and r[PARENT_ID] == 0
+    sink = TraceFileSink(str(tmp_path), 1 << 20, pid=1)
+    thread_range = Range("engine.phase", ENGINE, 1, 2, 0, 1, 2, nested=True)
+    assert sink._track_for(Range.from_record(r), bytearray()) == sink._track_for(thread_range, bytearray())
+
+
+def test_with_nvtx_the_step_is_pushed_and_popped(marks, monkeypatch):
+    nv = FakeNvtx()
+    during, (r,) = run_step(Recorder(64, nv), monkeypatch)
+    assert [x[0] for x in during] == [Span.STEP] and r[NESTED] is True
+    assert nv.calls == [("push", Span.STEP), ("pop",)]

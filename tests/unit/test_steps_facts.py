@@ -84,3 +84,24 @@ def test_without_output_counts_new_requests_are_the_prefill():
             scheduled_spec_decode_tokens={}, preempted_req_ids=None, finished_req_ids=set())
     f = read_step(so, {"n": NS(num_prompt_tokens=8, arrival_time=0.0)}, 2, 0, False)
     assert (f.prefill_tokens, f.decode_tokens, f.preempted) == (8, 1, ())
+
+
+def test_steady_decode_answered_early_as_the_full_reading_answers_it():
+    """Told no request can be preempted: the early answer of a one-token-each step equals the full reading's,
+    for both field sets, with finished requests counted and every id shipped when asked."""
+    for fields in ({"resumed_set": set()}, {"resumed_flags": [False, False, False]}):
+        so = output([], ["a", "b", "c"], [5, 9, 2], {"a": 1, "b": 1, "c": 1}, finished=["x", "y"], **fields)
+        for all_ids in (False, True):
+            early = read_step(so, reqs(), 3, 2, all_ids, False, False)
+            assert early == read_step(so, reqs(), 3, 2, all_ids, False, True)
+            assert early == StepFacts(3, 0, 3, (), (), 0, 2, (), (), ("a", "b", "c") if all_ids else None, 3, 2)
+
+
+def test_no_early_answer_while_a_request_may_resume_or_a_step_preempts():
+    # "r" was preempted before and comes back for one token (its prompt cached but one): only the full reading
+    # finds it; a step that preempts "p" reports it
+    so = output([], ["a", "r"], [2, 7], {"a": 1, "r": 1}, resumed_set={"r"})
+    f = read_step(so, reqs(), 2, 0, False, False, True)
+    assert (f.prefill_tokens, f.resumed, f.resumed_tokens) == (1, ("r",), 1)
+    so = output([], ["a"], [2], {"a": 1}, resumed_set=set(), preempted=["p"])
+    assert read_step(so, reqs(), 1, 1, False, False, False).preempted == ("p",)

@@ -20,8 +20,8 @@ from vllm_w2ext.steps.facts import (FACTS_FIRST, FACTS_NEW, FACTS_PREEMPTED, FAC
                                     sampled_out)
 from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.pipeline import RECORDER, recorder
-from vllm_w2ext.telemetry.recording import PHASE_MARKS, new_span_id, new_trace_id
-from vllm_w2ext.telemetry.wire import DATA, END, IV_END, IV_START, SPAN_ID, START, TRACE_ID, open_range
+from vllm_w2ext.telemetry.recording import PHASE_MARKS, ROOT, new_span_id, new_trace_id
+from vllm_w2ext.telemetry.wire import DATA, END, IV_END, IV_START, ON_THREAD, SPAN_ID, START, TRACE_ID, open_range
 from vllm_w2ext.vocab import ENGINE, Attr, Span
 
 # Attributes set on SchedulerOutput, read by the workers: the step's steps.facts.Stamp (a plain tuple in
@@ -80,7 +80,8 @@ def _read_facts(so) -> tuple:
     """The StepFacts of a scheduled batch (``read_step`` with the scheduler's state); keeps the requests
     still prefilling and those preempted (work proportional to the requests that changed)."""
     sched = S.sched
-    facts = read_step(so, sched.requests, len(sched.running), len(sched.waiting), S.all_links, bool(S.prefilling))
+    facts = read_step(so, sched.requests, len(sched.running), len(sched.waiting), S.all_links, bool(S.prefilling),
+                      bool(S.preempted))
     preempted, resumed, new, first = facts[FACTS_PREEMPTED], facts[FACTS_RESUMED], facts[FACTS_NEW], facts[FACTS_FIRST]
     if preempted or resumed:
         S.preempted.update(preempted)
@@ -119,9 +120,9 @@ def _changes_requests(so) -> bool:
 
 def _record_light_step() -> list:
     """The light step recorded at its end after all: its range opened back at its start (off the thread's
-    stack: nothing was nested in it). The gate stays as it is: the next step sets it."""
+    stack, on its track: nothing was nested in it). The gate stays as it is: the next step sets it."""
     S.light = False
-    return open_range(Span.STEP, ENGINE, new_trace_id(), new_span_id(), 0, S.t0, S.step, None, False)
+    return open_range(Span.STEP, ENGINE, new_trace_id(), new_span_id(), 0, S.t0, S.step, None, ON_THREAD)
 
 
 # -- the hooks -------------------------------------------------------------------------------------
@@ -146,7 +147,8 @@ def _step_pre(core, args, kwargs):
     if GATE.shut:
         GATE.open()
     S.light = False
-    r = S.current = (RECORDER[0] or recorder()).begin(Span.STEP, ENGINE, step=n)
+    r = S.current = (RECORDER[0] or recorder()).begin(Span.STEP, ENGINE, ROOT, None, n,
+                                                               True if PHASE_MARKS[0] else ON_THREAD)
     return r
 
 

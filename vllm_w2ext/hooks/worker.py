@@ -23,7 +23,7 @@ from vllm_w2ext.steps.facts import STAMP_SPAN_ID, STAMP_STEP, STAMP_TRACE_ID
 from vllm_w2ext.telemetry import identity, pipeline
 from vllm_w2ext.telemetry.pipeline import RECORDER, recorder
 from vllm_w2ext.telemetry.recording import PHASE_MARKS, annotate_profiler
-from vllm_w2ext.telemetry.wire import DATA, END, IV_END, SPAN_ID, START, STEP, TRACE_ID
+from vllm_w2ext.telemetry.wire import DATA, END, IV_END, ON_THREAD, SPAN_ID, START, STEP, TRACE_ID
 from vllm_w2ext.vocab import WORKER, Attr, Span
 
 _now = time.time_ns
@@ -116,8 +116,8 @@ def _execute_pre(worker, args, kwargs):
     S.last = stamp
     attrs = {Attr.WORKER_TOKENS: so.total_num_scheduled_tokens}
     step = stamp[STAMP_STEP]
-    r = (RECORDER[0] or recorder()).begin(Span.WORKER_EXECUTE, WORKER, step=step, attrs=attrs,
-                                          parent=(stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID]))
+    r = (RECORDER[0] or recorder()).begin(Span.WORKER_EXECUTE, WORKER, (stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID]),
+                                          attrs, step, True if PHASE_MARKS[0] else ON_THREAD)
     timed = S.timer is not None
     if timed:
         S.gpu_step = (step, r[START])

@@ -75,10 +75,17 @@ def _prompt_done(reqs: dict, rid: str, computed: int, scheduled: int) -> bool:
     return r is not None and computed + scheduled >= r.num_prompt_tokens
 
 
-def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool, prefilling: bool = False) -> tuple:
+def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool, prefilling: bool = False,
+              preempted: bool = True) -> tuple:
     """Facts of a ``SchedulerOutput`` as a StepFacts-ordered tuple; ``reqs``: the scheduler's request
     id -> Request; ``prefilling``: a request scheduled before may still be short of its prompt (the
-    EngineCore keeps track), so a batch of one token each is looked through for a last prompt token.
+    EngineCore keeps track), so a batch of one token each is looked through for a last prompt token;
+    ``preempted``: a request may be preempted now, so one may resume in this step (the EngineCore keeps
+    track; False: none can).
+
+    The steady decode step (no new request, none prefilling, none preempted now or before, one token each)
+    is answered first, from three attribute reads and a length: every request decodes one token. It is
+    most steps of any run, and this runs on each one (``benchmarks/hook_instructions.sh``).
 
     Decode tokens: one per cached request that already has output tokens and was not resumed (vLLM
     schedules a decoding request for exactly one token), counted with ``list.count`` unless every request
@@ -87,8 +94,12 @@ def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool, prefill
     (new requests, chunked prefills, recomputed resumed requests). Per-request work only for new,
     resumed and still-prefilling requests."""
     nst: dict = so.num_scheduled_tokens
-    get = nst.__getitem__
+    total = so.total_num_scheduled_tokens
     new_reqs = so.scheduled_new_reqs
+    if not (new_reqs or prefilling or preempted or so.preempted_req_ids) and total == len(nst):
+        return (total, 0, total, (), (), 0, len(so.finished_req_ids), (), (),   # StepFacts (total = len(nst))
+                tuple(nst) if all_ids else None, running, waiting)
+    get = nst.__getitem__
     cached = so.scheduled_cached_reqs
     resumed = getattr(cached, "resumed_req_ids", None)      # vLLM >= 0.27: a set of ids
     if resumed is not None:
@@ -97,7 +108,6 @@ def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool, prefill
         flags = getattr(cached, "resumed_from_preemption", None)
         resumed = tuple(compress(cached.req_ids, flags)) if flags else ()
     out_toks = getattr(cached, "num_output_tokens", None)
-    total = so.total_num_scheduled_tokens
     first: list[str] = []
     new = []
     for n in new_reqs:

@@ -149,12 +149,15 @@ class Recorder:
         self._annotations: dict[int, object] = {}  # id(range) -> open record_function
 
     # -- hot path ----------------------------------------------------------------------------
-    def begin(self, name: str, role: str, *, parent: tuple | None = None, attrs: dict | None = None,
+    def begin(self, name: str, role: str, parent: tuple | None = None, attrs: dict | None = None,
               step: int = -1, nested: bool = True) -> list:
         """Open a range (parent: the innermost open range of this thread unless given; ``ROOT`` for
-        none). ``nested``: on this thread's stack (NVTX push/pop); otherwise a free-standing interval
-        that may end on another thread (NVTX start/end)."""
-        stack = self._local.s if nested or parent is None else None
+        none). ``nested``: True, on this thread's stack (NVTX push/pop); False, a free-standing interval that
+        may end on another thread (NVTX start/end); ``wire.ON_THREAD``, on the thread's track but off its stack.
+        The step's hooks pass their arguments by position (a call by keyword costs more) and ``ON_THREAD``
+        unless ``PHASE_MARKS[0]``: nothing nests in their ranges implicitly (every child names its parent), so
+        only NVTX and the profiler's annotations need the stack."""
+        stack = self._local.s if nested is True or parent is None else None
         if parent is ROOT:
             parent = None
         elif parent is None and stack:
@@ -170,7 +173,7 @@ class Recorder:
             r = [name, role, parent[0], _getrandbits(64) or 1, parent[1], _now(), 0, step, attrs, None, None,
                  nested, None]
         nv = self.nvtx
-        if nested:
+        if nested is True:
             stack.append(r)
             if nv is not None:
                 nv.push(name, role, step)
@@ -186,7 +189,7 @@ class Recorder:
         r[END] = _now()
         if error is not None:
             r[ERROR] = type(error).__name__
-        if r[NESTED]:
+        if r[NESTED] is True:
             if self._annotations:
                 self._close_annotation(r)
             stack = self._local.s

@@ -31,9 +31,15 @@ class RangeRecord(NamedTuple):
     attrs: dict | None        # plain values only (they are pickled)
     links: list | None        # [(trace_id, span_id), ...]
     error: str | None         # exception type name
-    nested: bool              # pushed on its thread's stack (True) or a free-standing interval
+    nested: bool | int        # on its thread's track: pushed on the thread's stack (True), or not (ON_THREAD);
+                              # False: a free-standing interval
     data: Any                 # a hook's raw facts for the export side to assemble (plain tuples), or None
 
+
+# RangeRecord.nested of a range that belongs to its thread's track (the trace file draws it there, as a True one)
+# but was never pushed on the thread's stack of open ranges: nothing nests in it implicitly and it has no NVTX
+# push or profiler annotation (recording.Recorder.begin). Truthy, and not ``True``: ``nested is True`` tells them apart.
+ON_THREAD = 1
 
 # Positions of RangeRecord's fields in the hot path's open-range lists (derived, never written twice).
 NAME, ROLE, TRACE_ID, SPAN_ID, PARENT_ID, START, END, STEP, ATTRS, LINKS, ERROR, NESTED, DATA = \
