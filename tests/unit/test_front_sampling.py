@@ -7,7 +7,7 @@ import pytest
 
 from vllm_w2ext.hooks import front
 from vllm_w2ext.telemetry.recording import Recorder
-from vllm_w2ext.telemetry.wire import Interval, RangeRecord
+from vllm_w2ext.telemetry.wire import ON_THREAD, Interval, RangeRecord
 from vllm_w2ext.vocab import Attr, Span
 
 
@@ -60,6 +60,20 @@ def test_process_outputs_every_iteration_under_its_step_or_the_generate_call(rec
         else:                                                  # the step was sampled out
             assert every > 2 and k % every >= 2
             assert (iv.trace_id, iv.parent_id) == (gen.trace_id, gen.span_id)
+
+
+def test_front_step_under_the_generate_call_off_the_stack_and_a_root_without_one(rec):
+    iterations(2)
+    _, ranges = split(rec)
+    gen = next(r for r in ranges.values() if r.name == Span.GENERATE)
+    steps = [r for r in ranges.values() if r.name == Span.FRONT_STEP]
+    assert len(steps) == 2 and all((r.trace_id, r.parent_id, r.nested) == (gen.trace_id, gen.span_id, ON_THREAD)
+                                   for r in steps)
+    assert rec._local.s == []
+    s = front._front_step_pre(None, (), {})            # LLMEngine.step driven without LLM.generate
+    front._front_step_post(s, None, None)
+    (alone,) = split(rec)[1].values()
+    assert alone.parent_id == 0 and alone.trace_id not in (gen.trace_id, 0)
 
 
 class _Params:

@@ -16,7 +16,7 @@ from vllm_w2ext.steps.facts import sampled_out
 from vllm_w2ext.telemetry import identity, propagation
 from vllm_w2ext.telemetry.pipeline import RECORDER, recorder
 from vllm_w2ext.telemetry.recording import PHASE_MARKS, ROOT, context
-from vllm_w2ext.telemetry.wire import ATTRS, DATA, END, LINKS, SPAN_ID, START, TRACE_ID
+from vllm_w2ext.telemetry.wire import ATTRS, DATA, END, LINKS, ON_THREAD, SPAN_ID, START, TRACE_ID
 from vllm_w2ext.vocab import FRONT, Attr, Span
 
 _now = time.time_ns
@@ -92,7 +92,11 @@ def _front_step_pre(engine, args, kwargs):
     _front_steps[0] = n = _front_steps[0] + 1
     if sampled_out(n, _sample[0]):
         return None
-    r = _open_step[0] = (RECORDER[0] or recorder()).begin(Span.FRONT_STEP, FRONT)
+    # under the LLM.generate call, if any (the thread's stack would say the same: nothing else nests there),
+    # on the thread's track and off its stack unless marked (Recorder.begin)
+    r = _open_step[0] = (RECORDER[0] or recorder()).begin(Span.FRONT_STEP, FRONT,
+                                                          context(_generate[-1]) if _generate else ROOT, None, -1,
+                                                          True if PHASE_MARKS[0] else ON_THREAD)
     return r
 
 
