@@ -26,6 +26,14 @@ def check_processes(ss: SpanSet, service: str) -> dict[str, int]:
     return one
 
 
+def workers_caught_up(spans) -> bool:
+    """Has every step that ran the model its worker spans yet? The worker's export process sends them a
+    little after the EngineCore's sends the step: wait for this, not for the first worker span."""
+    ss = SpanSet(spans)
+    executed = [s for s in ss.steps() if s.attrs.get("vllm.step.model_executed")]
+    return bool(executed) and all(any(k.name == "worker.sample_tokens" for k in ss.kids(s)) for s in executed)
+
+
 def check_steps(ss: SpanSet, links_mode: str = "all") -> list:
     steps = ss.steps()
     assert steps, "no engine.step spans"

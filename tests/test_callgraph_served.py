@@ -6,7 +6,7 @@ import json
 import urllib.request
 
 import pytest
-from callgraph_checks import check_processes, check_requests, check_steps
+from callgraph_checks import check_processes, check_requests, check_steps, workers_caught_up
 from conftest import ROOT, clean_env
 from support.vllm_server import tracebacks, vllm_serve
 
@@ -37,11 +37,12 @@ def served(tiny_model, otlp_receiver, tmp_path_factory):
                                     {"traceparent": f"00-{tid}-{sid}-01"}))
         answers.append(complete(port, "tiny", "t40 t41"))           # no client context: a new trace
         # spans are exported while the server runs (not only at shutdown): wait for them, then stop
-        # (front end and EngineCore export from different processes: wait for both sides' request spans)
+        # (front end, EngineCore and worker export from different processes: wait for both sides' request spans
+        # and for the worker's spans of every step)
         spans = otlp_receiver.wait_for(
             lambda s: len([x for x in s if x.name == "engine.request"]) >= len(answers)
             and len([x for x in s if x.name == "vllm.request"]) >= len(answers)
-            and any(x.role == "worker" for x in s), timeout=30)
+            and workers_caught_up(s), timeout=30)
     return answers, spans, log.read_text()
 
 
