@@ -51,9 +51,9 @@ def tracebacks(log: str) -> list[str]:
 
     vLLM 0.32's ``AsyncLLM.shutdown`` cancels the task that reads the EngineCore's socket (which then
     queues ``EngineDeadError``) before it cancels the output handler; when the handler runs between the
-    two it logs "AsyncLLM output_handler failed." with that error. Stock vLLM does this too, after the
-    server was asked to stop. A traceback is the lines that follow it with the same log prefix
-    (process, level, time, source line): an EngineCore traceback, or any other, is kept."""
+    two it logs "AsyncLLM output_handler failed." with that error, during a graceful stop: vLLM issue #48745
+    (a flag set first in ``shutdown`` is proposed in PR #49000, open). A traceback is the lines that follow it with
+    the same log prefix (process, level, time, source line): an EngineCore traceback, or any other, is kept."""
     lines, found = log.splitlines(), []
     for i, line in enumerate(lines):
         m = _PREFIX.match(line)
