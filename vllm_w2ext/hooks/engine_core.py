@@ -147,8 +147,7 @@ def _step_pre(core, args, kwargs):
     if GATE.shut:
         GATE.open()
     S.light = False
-    r = S.current = (RECORDER[0] or recorder()).begin(Span.STEP, ENGINE, ROOT, None, n,
-                                                               True if PHASE_MARKS[0] else ON_THREAD)
+    r = S.current = (RECORDER[0] or recorder()).begin(Span.STEP, ENGINE, ROOT, None, n, ON_THREAD)
     return r
 
 

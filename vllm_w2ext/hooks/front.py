@@ -96,7 +96,7 @@ def _front_step_pre(engine, args, kwargs):
     # on the thread's track and off its stack unless marked (Recorder.begin)
     r = _open_step[0] = (RECORDER[0] or recorder()).begin(Span.FRONT_STEP, FRONT,
                                                           context(_generate[-1]) if _generate else ROOT, None, -1,
-                                                          True if PHASE_MARKS[0] else ON_THREAD)
+                                                          ON_THREAD)
     return r
 
 

@@ -117,7 +117,7 @@ def _execute_pre(worker, args, kwargs):
     attrs = {Attr.WORKER_TOKENS: so.total_num_scheduled_tokens}
     step = stamp[STAMP_STEP]
     r = (RECORDER[0] or recorder()).begin(Span.WORKER_EXECUTE, WORKER, (stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID]),
-                                          attrs, step, True if PHASE_MARKS[0] else ON_THREAD)
+                                          attrs, step, ON_THREAD)
     timed = S.timer is not None
     if timed:
         S.gpu_step = (step, r[START])

@@ -16,7 +16,7 @@ import random
 import threading
 import time
 
-from vllm_w2ext.telemetry.wire import DATA, END, ERROR, NESTED, SPAN_ID, STEP, TRACE_ID, open_range
+from vllm_w2ext.telemetry.wire import DATA, END, ERROR, NESTED, ON_THREAD, SPAN_ID, STEP, TRACE_ID, open_range
 from vllm_w2ext.vocab import ENGINE, FRONT, WORKER, profiler_annotation
 
 
@@ -153,10 +153,12 @@ class Recorder:
               step: int = -1, nested: bool = True) -> list:
         """Open a range (parent: the innermost open range of this thread unless given; ``ROOT`` for
         none). ``nested``: True, on this thread's stack (NVTX push/pop); False, a free-standing interval that
-        may end on another thread (NVTX start/end); ``wire.ON_THREAD``, on the thread's track but off its stack.
-        The step's hooks pass their arguments by position (a call by keyword costs more) and ``ON_THREAD``
-        unless ``PHASE_MARKS[0]``: nothing nests in their ranges implicitly (every child names its parent), so
-        only NVTX and the profiler's annotations need the stack."""
+        may end on another thread (NVTX start/end); ``wire.ON_THREAD``, on the thread's track, and on its stack
+        only while ``PHASE_MARKS[0]`` (NVTX or the profiler's annotations want marks): for ranges nothing nests in
+        implicitly (every child names its parent). The step's hooks pass it, and their arguments by position (a
+        call by keyword costs more)."""
+        if nested is ON_THREAD and PHASE_MARKS[0]:
+            nested = True
         stack = self._local.s if nested is True or parent is None else None
         if parent is ROOT:
             parent = None

@@ -37,8 +37,9 @@ class RangeRecord(NamedTuple):
 
 
 # RangeRecord.nested of a range that belongs to its thread's track (the trace file draws it there, as a True one)
-# but was never pushed on the thread's stack of open ranges: nothing nests in it implicitly and it has no NVTX
-# push or profiler annotation (recording.Recorder.begin). Truthy, and not ``True``: ``nested is True`` tells them apart.
+# but was not pushed on the thread's stack of open ranges: nothing nests in it implicitly and it has no NVTX
+# push or profiler annotation. Passed to recording.Recorder.begin, it becomes True while marks are wanted.
+# Truthy, and not ``True``: ``nested is True`` tells them apart.
 ON_THREAD = 1
 
 # Positions of RangeRecord's fields in the hot path's open-range lists (derived, never written twice).
