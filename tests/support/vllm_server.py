@@ -64,10 +64,10 @@ def tracebacks(log: str) -> list[str]:
             if prefix and not nxt.startswith(prefix):
                 break
             block.append(nxt)
-        shutdown_race = ("[async_llm.py:" in prefix and "EngineDeadError" in block[-1]
-                         and "output_handler" in "\n".join(block))
+        text = "\n".join(block)
+        shutdown_race = "[async_llm.py:" in prefix and "EngineDeadError" in block[-1] and "output_handler" in text
         if not shutdown_race:
-            found.append("\n".join(block))
+            found.append(text)
     return found
 
 
