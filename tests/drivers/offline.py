@@ -138,8 +138,9 @@ if __name__ == "__main__":
                                  if port else ""})
     hold = params.get("hold_file")
     if hold:
-        with open(out + ".ready", "w") as f:
+        with open(out + ".ready.part", "w") as f:
             json.dump(result, f)
+        os.replace(out + ".ready.part", out + ".ready")     # atomic: the test polls for .ready and reads it at once
         deadline = time.time() + 120
         while not os.path.exists(hold) and time.time() < deadline:
             time.sleep(0.2)
