@@ -6,7 +6,9 @@
 # benchmarks/hook_overhead.py stand-ins too: for a REF that has the same hook runner, so only the plugin
 # differs; default: REF's own), SEEDS="0 1 2" (PYTHONHASHSEED values, default "0": the count moves by ~3k per step
 # fully traced with Python's string hashing, so each figure is the mean over the seeds, which are listed with
-# their own counts).
+# their own counts). Only the calling thread is counted (callgrind --separate-threads, thread 1: the thread that
+# runs the steps, vLLM's in the engine): the export thread wakes in some runs and not in others while the steps
+# are counted, ~3M instructions when it does, which used to add 0 or ~3k per step at random.
 set -euo pipefail
 REF=${1:-0cd4bd7}; PY=${PYTHON:-python3}
 SAMPLES=${SAMPLES:-1}; PATHS=${PATHS:-multiproc}; BATCHES=${BATCHES:-1 500}
@@ -16,11 +18,13 @@ cp benchmarks/hook_instructions.py "$old/benchmarks/"
 [ "${SAME_HARNESS:-0}" = 1 ] && cp benchmarks/hook_overhead.py "$old/benchmarks/"
 N=1000
 SEEDS=${SEEDS:-0}
-count() {  # tree batch sample flags... -> instructions of N steps (with PYTHONHASHSEED=$seed)
-  local tree=$1 b=$2 s=$3; shift 3
+count() {  # tree batch sample flags... -> instructions of N steps on the stepping thread (PYTHONHASHSEED=$seed)
+  local tree=$1 b=$2 s=$3 cg; shift 3
+  cg=$(mktemp -d)
   (cd "$tree" && PYTHONHASHSEED=$seed PYTHONPATH="$tree" VLLM_W2EXT_SAMPLE=$s valgrind --tool=callgrind --instr-atstart=no \
-     --callgrind-out-file=/dev/null $PY benchmarks/hook_instructions.py $N "$b" "$@" 2>&1 \
-     | sed -n 's/.*Collected : \([0-9]*\).*/\1/p')
+     --separate-threads=yes --callgrind-out-file="$cg/out" $PY benchmarks/hook_instructions.py $N "$b" "$@" >/dev/null 2>&1)
+  sed -n 's/^totals: \([0-9]*\)/\1/p' "$cg"/out-01
+  rm -rf "$cg"
 }
 echo "{"
 for path in $PATHS; do
