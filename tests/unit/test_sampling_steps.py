@@ -40,7 +40,8 @@ def output(new=(), decoding=(), prefilling=(), finished=()) -> NS:
 @pytest.fixture
 def engine(monkeypatch):
     st = engine_core._State()
-    st.finished, st.identity_done, st.sample = [], True, EVERY
+    st.finished, st.identity_done = [], True
+    st.set_sample(EVERY)
     rec = Recorder(1 << 16, None)
     monkeypatch.setattr(engine_core, "S", st)
     monkeypatch.setattr(engine_core, "recorder", lambda: rec)
@@ -92,7 +93,7 @@ def test_pairs_and_request_changes_recorded_the_rest_counted(engine):
 
 def test_every_step_recorded_by_default(engine, monkeypatch):
     rec, sched = engine
-    engine_core.S.sample = 1
+    engine_core.S.set_sample(1)
     steps = run_steps(rec, sched, [output(new=["a"])] + [output(decoding=["a"])] * 9, {})
     assert [RangeRecord._make(r).step for r in steps] == list(range(1, 11))
     assert all(step_record(r[DATA]).skipped == SkippedSteps(0, 0, 0) for r in steps)

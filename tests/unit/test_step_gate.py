@@ -60,7 +60,8 @@ class Core:
 def loop(monkeypatch):
     """A Core whose methods go through the runners of the real hook specs, the gate in use."""
     es, ws = engine_core._State(), worker._State()
-    es.finished, es.identity_done, es.sample = [], True, EVERY
+    es.finished, es.identity_done = [], True
+    es.set_sample(EVERY)
     ws.identity_done = True
     rec = Recorder(1 << 16, None)
     for mod, st in ((engine_core, es), (worker, ws)):

@@ -16,8 +16,8 @@ from concurrent.futures import Future
 from vllm_w2ext import config
 from vllm_w2ext.hooks.runner import GATE
 from vllm_w2ext.hooks.spec import Hook
-from vllm_w2ext.steps.facts import (FACTS_FIRST, FACTS_NEW, FACTS_PREEMPTED, FACTS_RESUMED, STAMP_STEP, read_step,
-                                    sampled_out)
+from vllm_w2ext.steps.facts import (FACTS_FIRST, FACTS_NEW, FACTS_PREEMPTED, FACTS_RESUMED, STAMP_STEP, light_steps,
+                                    read_step)
 from vllm_w2ext.telemetry import identity
 from vllm_w2ext.telemetry.pipeline import RECORDER, recorder
 from vllm_w2ext.telemetry.recording import PHASE_MARKS, ROOT, new_span_id, new_trace_id
@@ -42,10 +42,11 @@ class _State:
     pending = 0                            # requests running or waiting when the previous step ended
     identity_done = False
     all_links = False                      # VLLM_W2EXT_STEP_LINKS=all: ship every scheduled id
-    last_update = (0, 0)                   # last update_from_output interval (ns)
+    update_start = update_end = 0          # last update_from_output interval (ns)
     update_batch = -1                      # the step whose output update_from_output is taking in
     prev_step_end = 0
-    sample = 1                             # VLLM_W2EXT_SAMPLE
+    sample = 1                             # VLLM_W2EXT_SAMPLE (set_sample)
+    light_at = (False,)                    # facts.light_steps(sample): light_at[n % sample], is step n light
     light = False                          # the open step is not recorded in full: counted, or bare at its end
     t0 = 0                                 # a light step's start (ns), should it need recording after all
     light_so = None                        # the light step's SchedulerOutput (None: nothing scheduled)
@@ -56,6 +57,10 @@ class _State:
         # kept from the recorded steps' facts (every step that changes a request is recorded):
         self.prefilling: set = set()       # first scheduled with part of their prompt, no first token yet
         self.preempted: set = set()        # preempted, not resumed yet
+
+    def set_sample(self, every: int) -> None:
+        """VLLM_W2EXT_SAMPLE=every: the step number's modulus and which remainders are light steps."""
+        self.sample, self.light_at = every, light_steps(every)
 
 
 S = _State()
@@ -80,8 +85,8 @@ def _read_facts(so) -> tuple:
     """The StepFacts of a scheduled batch (``read_step`` with the scheduler's state); keeps the requests
     still prefilling and those preempted (work proportional to the requests that changed)."""
     sched = S.sched
-    facts = read_step(so, sched.requests, len(sched.running), len(sched.waiting), S.all_links, bool(S.prefilling),
-                      bool(S.preempted))
+    facts = read_step(so, sched.requests, len(sched.running), len(sched.waiting), S.all_links, S.prefilling,
+                      S.preempted)
     preempted, resumed, new, first = facts[FACTS_PREEMPTED], facts[FACTS_RESUMED], facts[FACTS_NEW], facts[FACTS_FIRST]
     if preempted or resumed:
         S.preempted.update(preempted)
@@ -132,11 +137,11 @@ def _step_pre(core, args, kwargs):
         identity.set_role(ENGINE, engine_index=engine, dp_rank=engine)
         settings = config.current()
         S.all_links = settings.step_links == "all"
-        S.sample = settings.sample
+        S.set_sample(settings.sample)
         S.identity_done = True
     S.step = n = S.step + 1
     S.facts = None
-    if sampled_out(n, S.sample):
+    if S.light_at[n % S.sample]:
         if not GATE.shut:
             GATE.close()
         S.light = True
@@ -194,13 +199,19 @@ def _schedule_post(t0, so, error):
             S.facts = _read_facts(so)
         return
     step = S.current
+    rec = RECORDER[0] or recorder()
     if step is None:                               # scheduled outside a recorded step
-        (RECORDER[0] or recorder()).phase_end(t0, Span.SCHEDULE, ENGINE, 0, 0, -1, error)
+        rec.phase_end(t0, Span.SCHEDULE, ENGINE, 0, 0, -1, error)
         return
-    iv = (RECORDER[0] or recorder()).phase_end(t0, Span.SCHEDULE, ENGINE, step[TRACE_ID], step[SPAN_ID], S.step, error)
-    if so is None:
-        return
-    setattr(so, STAMP, (step[TRACE_ID], step[SPAN_ID], S.step, iv[IV_START], iv[IV_END], *S.last_update,   # Stamp
+    if so is None or type(t0) is not int:          # failed, or marks to close: the recorder's full path
+        iv = rec.phase_end(t0, Span.SCHEDULE, ENGINE, step[TRACE_ID], step[SPAN_ID], S.step, error)
+        if so is None:
+            return
+        t0, end = iv[IV_START], iv[IV_END]
+    else:                                          # no marks: wire.Interval appended here (Recorder.phase_end)
+        end = _now()
+        rec.buf.append((Span.SCHEDULE, ENGINE, step[TRACE_ID], step[SPAN_ID], t0, end, S.step, None, None))
+    setattr(so, STAMP, (step[TRACE_ID], step[SPAN_ID], S.step, t0, end, S.update_start, S.update_end,   # Stamp
                         S.prev_step_end, step[START], S.pending))
     S.facts = _read_facts(so)
 
@@ -219,10 +230,15 @@ def _update_pre(sched, args, kwargs):
 def _update_post(t0, result, error):
     step = S.current
     batch = S.update_batch
-    iv = (RECORDER[0] or recorder()).phase_end(t0, Span.UPDATE, ENGINE, step[TRACE_ID] if step else 0,
-                                               step[SPAN_ID] if step else 0, S.step if step else -1, error,
-                                               {Attr.STEP_BATCH_ID: batch} if batch >= 0 else None)
-    S.last_update = (iv[IV_START], iv[IV_END])
+    rec = RECORDER[0] or recorder()
+    if step is None or error is not None or type(t0) is not int:      # the recorder's full path
+        iv = rec.phase_end(t0, Span.UPDATE, ENGINE, step[TRACE_ID] if step else 0, step[SPAN_ID] if step else 0,
+                           S.step if step else -1, error, {Attr.STEP_BATCH_ID: batch} if batch >= 0 else None)
+        S.update_start, S.update_end = iv[IV_START], iv[IV_END]
+        return
+    S.update_start, S.update_end = t0, end = t0, _now()     # no marks: wire.Interval appended here (phase_end)
+    rec.buf.append((Span.UPDATE, ENGINE, step[TRACE_ID], step[SPAN_ID], t0, end, S.step,
+                    {Attr.STEP_BATCH_ID: batch} if batch >= 0 else None, None))
 
 
 def _free_request_pre(sched, args, kwargs):

@@ -150,8 +150,14 @@ def _sample_post(t0, result, error):
     if t0 is None:
         return
     stamp = S.last
-    S.last_end = (RECORDER[0] or recorder()).phase_end(t0, Span.WORKER_SAMPLE, WORKER, stamp[STAMP_TRACE_ID],
-                                                       stamp[STAMP_SPAN_ID], stamp[STAMP_STEP], error)[IV_END]
+    rec = RECORDER[0] or recorder()
+    if error is None and type(t0) is int:
+        S.last_end = end = _now()
+        rec.buf.append((Span.WORKER_SAMPLE, WORKER, stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID], t0, end,
+                        stamp[STAMP_STEP], None, None))       # no marks: wire.Interval appended here (phase_end)
+    else:
+        S.last_end = rec.phase_end(t0, Span.WORKER_SAMPLE, WORKER, stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID],
+                                   stamp[STAMP_STEP], error)[IV_END]
     if S.gpu_step is not None:
         S.timer.stop(*S.gpu_step)
         S.gpu_step = None
@@ -169,7 +175,11 @@ def _forward_pre(runner, args, kwargs):
 
 def _forward_post(state, result, error):
     r, t0 = state
-    (RECORDER[0] or recorder()).phase_end(t0, Span.FORWARD, WORKER, r[TRACE_ID], r[SPAN_ID], r[STEP], error)
+    if error is None and type(t0) is int:     # no marks: wire.Interval appended here (Recorder.phase_end)
+        (RECORDER[0] or recorder()).buf.append((Span.FORWARD, WORKER, r[TRACE_ID], r[SPAN_ID], t0, _now(), r[STEP],
+                                                None, None))
+    else:
+        (RECORDER[0] or recorder()).phase_end(t0, Span.FORWARD, WORKER, r[TRACE_ID], r[SPAN_ID], r[STEP], error)
 
 
 def _profile_pre(worker, args, kwargs):

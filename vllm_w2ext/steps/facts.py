@@ -75,13 +75,13 @@ def _prompt_done(reqs: dict, rid: str, computed: int, scheduled: int) -> bool:
     return r is not None and computed + scheduled >= r.num_prompt_tokens
 
 
-def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool, prefilling: bool = False,
-              preempted: bool = True) -> tuple:
+def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool, prefilling=False,
+              preempted=True) -> tuple:
     """Facts of a ``SchedulerOutput`` as a StepFacts-ordered tuple; ``reqs``: the scheduler's request
-    id -> Request; ``prefilling``: a request scheduled before may still be short of its prompt (the
-    EngineCore keeps track), so a batch of one token each is looked through for a last prompt token;
-    ``preempted``: a request may be preempted now, so one may resume in this step (the EngineCore keeps
-    track; False: none can).
+    id -> Request; ``prefilling`` (truthy, e.g. a non-empty set of ids): a request scheduled before may still
+    be short of its prompt (the EngineCore keeps track), so a batch of one token each is looked through for a
+    last prompt token; ``preempted`` (truthy): a request may be preempted now, so one may resume in this step
+    (the EngineCore keeps track; falsy: none can). Only their truth is read: the EngineCore passes its sets.
 
     The steady decode step (no new request, none prefilling, none preempted now or before, one token each)
     is answered first, from three attribute reads and a length: every request decodes one token. It is
@@ -149,8 +149,14 @@ def sampled(every: int) -> bool:
 
 def sampled_out(n: int, every: int) -> bool:
     """Is the n-th step left unrecorded by VLLM_W2EXT_SAMPLE=every (all but two consecutive in every N)?
-    Runs on every step: the test of ``sampled`` written out."""
+    Runs on every request of the front end: the test of ``sampled`` written out."""
     return every > SAMPLE_PAIR and n % every >= SAMPLE_PAIR
+
+
+def light_steps(every: int) -> tuple:
+    """``sampled_out`` of each step number modulo ``every``: the EngineCore tests step n with
+    ``light_steps(every)[n % every]``, a tuple index instead of a Python call on every step."""
+    return tuple(sampled_out(i, every) for i in range(max(every, 1)))
 
 
 class SkippedSteps(NamedTuple):
