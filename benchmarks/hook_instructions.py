@@ -9,8 +9,10 @@ plugin's real hooks - with a SchedulerOutput-shaped object, so neither vLLM nor 
 Instrumentation is switched on (``callgrind_control -i on``) only around the N steps, after 50 warm-up
 steps, so the total is the steps' alone. ``plain``: the stand-ins without hooks; ``in_process``: no
 executor hooks (the worker inside the EngineCore, the GPU's TP=1 layout). ``VLLM_W2EXT_SAMPLE`` applies as
-in vLLM (light steps). ``benchmarks/hook_instructions.sh`` does that for this tree and an older commit,
-hooked and plain.
+in vLLM (light steps). ``nogc``: Python's cyclic collector off from the warm-up on, so the count leaves out
+the collections that the records the hooks keep (until the export thread takes them) set off on the stepping
+thread; hooked with and without it is the collector's share (``benchmarks/hook_allocations.py`` counts those
+records). ``benchmarks/hook_instructions.sh`` does that for this tree and an older commit, hooked and plain.
 """
 import os
 import sys
@@ -37,6 +39,9 @@ def main() -> None:
     import hook_overhead
     import subprocess
     step = hook_overhead.build(hooked, scheduler_output(batch), "in_process" if "in_process" in flags else "multiproc")
+    if "nogc" in flags:
+        import gc
+        gc.disable()
     for _ in range(50):
         step()
     subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)

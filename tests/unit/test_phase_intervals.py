@@ -13,7 +13,7 @@ from vllm_w2ext.hooks.engine_core import STAMP
 from vllm_w2ext.steps.facts import Stamp
 from vllm_w2ext.telemetry import recording
 from vllm_w2ext.telemetry.recording import Recorder
-from vllm_w2ext.telemetry.wire import Interval, RangeRecord
+from vllm_w2ext.telemetry.wire import ATTRS, Interval, RangeRecord
 from vllm_w2ext.vocab import ENGINE, WORKER, Attr, Span
 
 
@@ -147,3 +147,21 @@ def test_a_full_buffer_keeps_the_first_records_and_counts_the_rest(hooks):
     assert [r[0] for r in rec.take()] == [Span.SCHEDULE, Span.FORWARD, Span.WORKER_EXECUTE, Span.WORKER_SAMPLE]
     step()                                           # taken: room again
     assert [r[0] for r in rec.buf] == [Span.SCHEDULE, Span.FORWARD, Span.WORKER_EXECUTE, Span.WORKER_SAMPLE]
+
+
+def test_the_worker_span_gets_its_token_count_on_the_export_side(hooks):
+    """The hook carries the step's scheduled tokens in the execution record (no attribute dict on vLLM's thread);
+    assembly makes it the span's vllm.worker.num_tokens."""
+    import itertools
+
+    from vllm_w2ext.steps.assemble import Assembler
+    from vllm_w2ext.telemetry.ranges import Range
+
+    rec = hooks(Recorder(64, None))
+    step()                                             # one request decoding: 1 token
+    raw = [r for r in rec.take() if type(r) is list]
+    assert next(r for r in raw if r[0] == Span.WORKER_EXECUTE)[ATTRS] is None
+    ids = itertools.count(1)
+    out = Assembler(lambda h: None, lambda: next(ids), lambda: next(ids))([Range.from_record(r) for r in raw])
+    ex = next(r for r in out if r.name == Span.WORKER_EXECUTE)
+    assert ex.attrs[Attr.WORKER_TOKENS] == 1

@@ -24,7 +24,7 @@ from vllm_w2ext.telemetry import identity, pipeline
 from vllm_w2ext.telemetry.pipeline import RECORDER, recorder
 from vllm_w2ext.telemetry.recording import PHASE_MARKS, annotate_profiler
 from vllm_w2ext.telemetry.wire import DATA, END, IV_END, ON_THREAD, SPAN_ID, START, STEP, TRACE_ID
-from vllm_w2ext.vocab import WORKER, Attr, Span
+from vllm_w2ext.vocab import WORKER, Span
 
 _now = time.time_ns
 
@@ -114,14 +114,14 @@ def _execute_pre(worker, args, kwargs):
     if not S.identity_done:
         _ensure_identity(worker)
     S.last = stamp
-    attrs = {Attr.WORKER_TOKENS: so.total_num_scheduled_tokens}
     step = stamp[STAMP_STEP]
     r = (RECORDER[0] or recorder()).begin(Span.WORKER_EXECUTE, WORKER, (stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID]),
-                                          attrs, step, ON_THREAD)
+                                          None, step, ON_THREAD)
     timed = S.timer is not None
     if timed:
         S.gpu_step = (step, r[START])
-    r[DATA] = (stamp, S.last_end, getattr(so, DISPATCH, 0), timed)      # ExecutionRecord
+    # ExecutionRecord: the token count too, made an attribute on the export side (no dict per step here)
+    r[DATA] = (stamp, S.last_end, getattr(so, DISPATCH, 0), timed, so.total_num_scheduled_tokens)
     S.open = r
     return r
 

@@ -35,10 +35,12 @@ class Assembler:
                 extra += self.step(r, step_record(d))
             elif r.name == Span.WORKER_EXECUTE:
                 r.data = d = execution_record(d)
+                attrs = r.attrs if r.attrs is not None else {}
+                if d.tokens >= 0:
+                    attrs[Attr.WORKER_TOKENS] = d.tokens
                 if d.prev_end:
-                    attrs = r.attrs if r.attrs is not None else {}
                     attrs.update(gap_attrs(d.prev_end, r.start_ns, d.stamp))
-                    r.attrs = attrs
+                r.attrs = attrs or r.attrs
             elif r.name == Span.REQUEST and r.role == FRONT:
                 r.data = None
                 extra.append(Range(Span.ADD_REQUEST, FRONT, r.trace_id, self.new_span_id(), r.span_id, r.start_ns,

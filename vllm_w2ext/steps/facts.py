@@ -195,6 +195,7 @@ class ExecutionRecord(NamedTuple):
     prev_end: int
     dispatch_ns: int
     cuda: bool                # the worker times its steps with CUDA events (device samples follow)
+    tokens: int = -1          # tokens scheduled in the step (the span's vllm.worker.num_tokens); -1: not known
 
 
 # -- the export side: wire tuples back to named records (NamedTuples pass through unchanged) ----------
@@ -209,8 +210,8 @@ def step_record(t: tuple) -> StepRecord:
 
 
 def execution_record(t: tuple) -> ExecutionRecord:
-    stamp, prev_end, dispatch, cuda = t
-    return ExecutionRecord(Stamp._make(stamp), prev_end, dispatch, cuda)
+    stamp, prev_end, dispatch, cuda, tokens = t
+    return ExecutionRecord(Stamp._make(stamp), prev_end, dispatch, cuda, tokens)
 
 
 def device_samples(t: tuple) -> tuple:
