@@ -1,19 +1,22 @@
 """A recorded step's four phases (schedule, forward, the worker's sample, update), driven through the EngineCore's
-and the worker's hooks as vLLM's sync step calls them (the worker inside the EngineCore's process). Without marks
-the hooks append each phase's ``wire.Interval`` to the recorder's buffer themselves; with marks (NVTX) they go
-through ``Recorder.phase_end``. Known answers: the same intervals either way (names, parents, step, attributes), the
-stamp carries the schedule interval's bounds, a failed phase names its error, and a full buffer keeps the first
-records in order and counts the rest dropped, phases appended unchecked included."""
+and the worker's hooks as vLLM's sync step calls them (the worker inside the EngineCore's process), then assembled
+as the export side assembles them. Without marks the EngineCore's hooks keep the schedule and update bounds in the
+step's record (``StepRecord``) and the worker's append their ``wire.Interval`` to the recorder's buffer themselves;
+with marks (NVTX) every phase goes through ``Recorder.phase_end``. Known answers: the same spans either way
+(names, parents, step, attributes), the stamp carries the schedule's bounds, a failed phase names its error, and a
+full buffer keeps the first records in order and counts the rest dropped, phases appended unchecked included."""
+import itertools
 from types import SimpleNamespace as NS
 
 import pytest
 
 from vllm_w2ext.hooks import engine_core, worker
 from vllm_w2ext.hooks.engine_core import STAMP
+from vllm_w2ext.steps.assemble import Assembler
 from vllm_w2ext.steps.facts import Stamp
 from vllm_w2ext.telemetry import recording
+from vllm_w2ext.telemetry.ranges import Range
 from vllm_w2ext.telemetry.recording import Recorder
-from vllm_w2ext.telemetry.wire import ATTRS, Interval, RangeRecord
 from vllm_w2ext.vocab import ENGINE, WORKER, Attr, Span
 
 
@@ -71,97 +74,92 @@ def step(forward_error=None):
     return so
 
 
-def recorded(rec) -> tuple[dict, dict]:
-    """(ranges by name, intervals by name) of what the recorder holds."""
-    out = rec.take()
-    ranges = {r[0]: RangeRecord._make(r) for r in out if type(r) is list}
-    ivs = {r[0]: Interval._make(r) for r in out if type(r) is tuple}
-    return ranges, ivs
+def spans(rec, records=None) -> dict:
+    """The recorder's records (or ``records``) assembled as the export side does: spans by name."""
+    ids = itertools.count(1)
+    raw = rec.take() if records is None else records
+    return {r.name: r for r in Assembler(lambda h: None, lambda: next(ids), lambda: next(ids))(
+        [Range.from_record(x) for x in raw])}
 
 
-def shape(ranges, ivs) -> dict:
-    """Each phase's parent (by the range's name), step, attributes and error: what must not depend on marks."""
-    by_id = {r.span_id: name for name, r in ranges.items()}
-    assert {iv.trace_id for iv in ivs.values()} == {ranges[Span.STEP].trace_id}
-    return {name: (by_id[iv.parent_id], iv.step, iv.attrs, iv.error) for name, iv in ivs.items()}
+def shape(got: dict) -> dict:
+    """Each phase's parent (by the span's name), step, attributes and error: what must not depend on marks."""
+    by_id = {r.span_id: name for name, r in got.items()}
+    assert {got[n].trace_id for n in PHASES} == {got[Span.STEP].trace_id}
+    return {n: (by_id[got[n].parent_id], got[n].step, got[n].attrs, got[n].error) for n in PHASES}
 
 
+PHASES = (Span.SCHEDULE, Span.FORWARD, Span.WORKER_SAMPLE, Span.UPDATE)
 EXPECTED = {Span.SCHEDULE: (Span.STEP, 1, None, None),
             Span.FORWARD: (Span.WORKER_EXECUTE, 1, None, None),
             Span.WORKER_SAMPLE: (Span.STEP, 1, None, None),
             Span.UPDATE: (Span.STEP, 1, {Attr.STEP_BATCH_ID: 1}, None)}
 
 
-def test_the_four_phases_without_marks_are_appended_by_the_hooks(hooks):
+def test_the_four_phases_without_marks(hooks):
     rec = hooks(Recorder(64, None))
     so = step()
-    ranges, ivs = recorded(rec)
-    assert shape(ranges, ivs) == EXPECTED
-    assert all(iv.role == (ENGINE if n in (Span.SCHEDULE, Span.UPDATE) else WORKER) for n, iv in ivs.items())
-    assert all(0 < iv.start_ns <= iv.end_ns for iv in ivs.values())
+    raw = list(rec.buf)
+    assert {r[0] for r in raw} == {Span.FORWARD, Span.WORKER_EXECUTE, Span.WORKER_SAMPLE, Span.STEP}   # kept
+    got = spans(rec)
+    assert shape(got) == EXPECTED
+    assert all(got[n].role == (ENGINE if n in (Span.SCHEDULE, Span.UPDATE) else WORKER) for n in PHASES)
+    assert all(0 < got[n].start_ns <= got[n].end_ns and got[n].nested is True for n in PHASES)
     stamp = Stamp._make(getattr(so, STAMP))
-    sched = ivs[Span.SCHEDULE]
+    sched = got[Span.SCHEDULE]
     assert (stamp.schedule_start, stamp.schedule_end) == (sched.start_ns, sched.end_ns)
     # the forward inside the worker's execution, the sample after it, the update after the sample
-    ex = ranges[Span.WORKER_EXECUTE]
-    assert ex.start_ns <= ivs[Span.FORWARD].start_ns <= ivs[Span.FORWARD].end_ns <= ex.end_ns
-    assert ex.end_ns <= ivs[Span.WORKER_SAMPLE].start_ns and ivs[Span.WORKER_SAMPLE].end_ns <= ivs[Span.UPDATE].start_ns
-    # the next step's stamp carries this update's bounds
+    ex, fw, sa, up = got[Span.WORKER_EXECUTE], got[Span.FORWARD], got[Span.WORKER_SAMPLE], got[Span.UPDATE]
+    assert sched.end_ns <= ex.start_ns <= fw.start_ns <= fw.end_ns <= ex.end_ns <= sa.start_ns <= sa.end_ns
+    assert sa.end_ns <= up.start_ns <= up.end_ns <= got[Span.STEP].end_ns
+    # the next step's stamp carries this update's bounds; its record has its own phases only
     so2 = step()
     stamp2 = Stamp._make(getattr(so2, STAMP))
-    assert (stamp2.update_start, stamp2.update_end) == (ivs[Span.UPDATE].start_ns, ivs[Span.UPDATE].end_ns)
+    assert (stamp2.update_start, stamp2.update_end) == (up.start_ns, up.end_ns)
+    got2 = spans(rec)
+    assert got2[Span.SCHEDULE].start_ns > up.end_ns and got2[Span.UPDATE].step == 2
 
 
-def test_with_marks_the_same_intervals_through_phase_end_and_marks_balanced(hooks):
+def test_with_marks_the_same_spans_through_phase_end_and_marks_balanced(hooks):
     nv = FakeNvtx()
     rec = hooks(Recorder(64, nv))
     so = step()
-    ranges, ivs = recorded(rec)
-    assert shape(ranges, ivs) == EXPECTED
+    assert {r[0] for r in rec.buf if type(r) is tuple} == set(PHASES)       # each an Interval of its own
+    got = spans(rec)
+    assert shape(got) == EXPECTED
     stamp = Stamp._make(getattr(so, STAMP))
-    assert (stamp.schedule_start, stamp.schedule_end) == (ivs[Span.SCHEDULE].start_ns, ivs[Span.SCHEDULE].end_ns)
+    assert (stamp.schedule_start, stamp.schedule_end) == (got[Span.SCHEDULE].start_ns, got[Span.SCHEDULE].end_ns)
     pushed = [c[1] for c in nv.calls if c[0] == "push"]
-    assert sorted(pushed) == sorted([Span.STEP, Span.SCHEDULE, Span.WORKER_EXECUTE, Span.FORWARD,
-                                     Span.WORKER_SAMPLE, Span.UPDATE])
+    assert sorted(pushed) == sorted([Span.STEP, Span.WORKER_EXECUTE, *PHASES])
     assert len(pushed) == nv.calls.count(("pop",))
 
 
 def test_a_failed_phase_names_its_error_without_marks_too(hooks):
     rec = hooks(Recorder(64, None))
     step(forward_error=RuntimeError("boom"))
-    ranges, ivs = recorded(rec)
-    assert shape(ranges, ivs)[Span.FORWARD] == (Span.WORKER_EXECUTE, 1, None, "RuntimeError")
-
-
-def test_a_full_buffer_keeps_the_first_records_and_counts_the_rest(hooks):
-    """Capacity 4, six records per step (schedule, forward, execute, sample, update, step): the first four are
-    kept, in order; the update (appended unchecked) and the step are dropped at the step's end, and every later
-    record too. Nothing is lost uncounted."""
-    rec = hooks(Recorder(4, None))
-    step()
-    assert [r[0] for r in rec.buf] == [Span.SCHEDULE, Span.FORWARD, Span.WORKER_EXECUTE, Span.WORKER_SAMPLE]
-    assert rec.dropped == 2
-    step()
-    step()
-    assert len(rec.buf) == 4 and rec.dropped == 2 + 6 + 6
-    assert [r[0] for r in rec.take()] == [Span.SCHEDULE, Span.FORWARD, Span.WORKER_EXECUTE, Span.WORKER_SAMPLE]
-    step()                                           # taken: room again
-    assert [r[0] for r in rec.buf] == [Span.SCHEDULE, Span.FORWARD, Span.WORKER_EXECUTE, Span.WORKER_SAMPLE]
+    assert shape(spans(rec))[Span.FORWARD] == (Span.WORKER_EXECUTE, 1, None, "RuntimeError")
 
 
 def test_the_worker_span_gets_its_token_count_on_the_export_side(hooks):
     """The hook carries the step's scheduled tokens in the execution record (no attribute dict on vLLM's thread);
     assembly makes it the span's vllm.worker.num_tokens."""
-    import itertools
-
-    from vllm_w2ext.steps.assemble import Assembler
-    from vllm_w2ext.telemetry.ranges import Range
-
     rec = hooks(Recorder(64, None))
     step()                                             # one request decoding: 1 token
-    raw = [r for r in rec.take() if type(r) is list]
-    assert next(r for r in raw if r[0] == Span.WORKER_EXECUTE)[ATTRS] is None
-    ids = itertools.count(1)
-    out = Assembler(lambda h: None, lambda: next(ids), lambda: next(ids))([Range.from_record(r) for r in raw])
-    ex = next(r for r in out if r.name == Span.WORKER_EXECUTE)
-    assert ex.attrs[Attr.WORKER_TOKENS] == 1
+    assert next(r for r in rec.buf if r[0] == Span.WORKER_EXECUTE)[8] is None      # RangeRecord.attrs
+    assert spans(rec)[Span.WORKER_EXECUTE].attrs[Attr.WORKER_TOKENS] == 1
+
+
+def test_a_full_buffer_keeps_the_first_records_and_counts_the_rest(hooks):
+    """Capacity 3, four records per step (forward, execute, sample, step): the first three are kept, in order;
+    the step is dropped at its end, and every later record too, the sample appended unchecked included. Nothing
+    is lost uncounted."""
+    rec = hooks(Recorder(3, None))
+    step()
+    assert [r[0] for r in rec.buf] == [Span.FORWARD, Span.WORKER_EXECUTE, Span.WORKER_SAMPLE]
+    assert rec.dropped == 1
+    step()
+    step()
+    assert len(rec.buf) == 3 and rec.dropped == 1 + 4 + 4
+    assert [r[0] for r in rec.take()] == [Span.FORWARD, Span.WORKER_EXECUTE, Span.WORKER_SAMPLE]
+    step()                                           # taken: room again
+    assert [r[0] for r in rec.buf] == [Span.FORWARD, Span.WORKER_EXECUTE, Span.WORKER_SAMPLE]

@@ -44,6 +44,10 @@ class _State:
     all_links = False                      # VLLM_W2EXT_STEP_LINKS=all: ship every scheduled id
     update_start = update_end = 0          # last update_from_output interval (ns)
     update_batch = -1                      # the step whose output update_from_output is taking in
+    # the open step's phases kept for its StepRecord (no marks, no error): schedule bounds (start 0: none),
+    # and whether S.update_start/update_end/update_batch are this step's update
+    schedule_start = schedule_end = 0
+    update_kept = False
     prev_step_end = 0
     sample = 1                             # VLLM_W2EXT_SAMPLE (set_sample)
     light_at = (False,)                    # facts.light_steps(sample): light_at[n % sample], is step n light
@@ -175,7 +179,13 @@ def _step_post(r, result, error):
         _forget(finished)
     sched = S.sched
     S.pending = len(sched.running) + len(sched.waiting) if sched is not None else 1
-    r[DATA] = (S.facts, executed, finished, S.pending, S.skipped)   # StepRecord
+    if S.update_kept:
+        S.update_kept = False
+        r[DATA] = (S.facts, executed, finished, S.pending, S.skipped, S.schedule_start, S.schedule_end,  # StepRecord
+                   S.update_start, S.update_end, S.update_batch)
+    else:
+        r[DATA] = (S.facts, executed, finished, S.pending, S.skipped, S.schedule_start, S.schedule_end, 0, 0, -1)
+    S.schedule_start = 0
     S.skipped = (0, 0, 0)
     (RECORDER[0] or recorder()).end(r, error)
     S.prev_step_end = r[END]
@@ -199,18 +209,19 @@ def _schedule_post(t0, so, error):
             S.facts = _read_facts(so)
         return
     step = S.current
-    rec = RECORDER[0] or recorder()
     if step is None:                               # scheduled outside a recorded step
-        rec.phase_end(t0, Span.SCHEDULE, ENGINE, 0, 0, -1, error)
+        (RECORDER[0] or recorder()).phase_end(t0, Span.SCHEDULE, ENGINE, 0, 0, -1, error)
         return
-    if so is None or type(t0) is not int:          # failed, or marks to close: the recorder's full path
-        iv = rec.phase_end(t0, Span.SCHEDULE, ENGINE, step[TRACE_ID], step[SPAN_ID], S.step, error)
+    if so is not None and type(t0) is int:         # no marks: kept for the step's StepRecord, no Interval
+        end = _now()
+        S.schedule_start = t0
+        S.schedule_end = end
+    else:                                          # failed, or marks to close: an Interval of its own
+        iv = (RECORDER[0] or recorder()).phase_end(t0, Span.SCHEDULE, ENGINE, step[TRACE_ID], step[SPAN_ID], S.step,
+                                                   error)
         if so is None:
             return
         t0, end = iv[IV_START], iv[IV_END]
-    else:                                          # no marks: wire.Interval appended here (Recorder.phase_end)
-        end = _now()
-        rec.buf.append((Span.SCHEDULE, ENGINE, step[TRACE_ID], step[SPAN_ID], t0, end, S.step, None, None))
     setattr(so, STAMP, (step[TRACE_ID], step[SPAN_ID], S.step, t0, end, S.update_start, S.update_end,   # Stamp
                         S.prev_step_end, step[START], S.pending))
     S.facts = _read_facts(so)
@@ -229,16 +240,16 @@ def _update_pre(sched, args, kwargs):
 
 def _update_post(t0, result, error):
     step = S.current
-    batch = S.update_batch
-    rec = RECORDER[0] or recorder()
-    if step is None or error is not None or type(t0) is not int:      # the recorder's full path
-        iv = rec.phase_end(t0, Span.UPDATE, ENGINE, step[TRACE_ID] if step else 0, step[SPAN_ID] if step else 0,
-                           S.step if step else -1, error, {Attr.STEP_BATCH_ID: batch} if batch >= 0 else None)
-        S.update_start, S.update_end = iv[IV_START], iv[IV_END]
+    if step is not None and error is None and type(t0) is int:   # no marks: kept for the step's StepRecord (vLLM's
+        S.update_start = t0                                      # step functions update at most once per step)
+        S.update_end = _now()
+        S.update_kept = True
         return
-    S.update_start, S.update_end = t0, end = t0, _now()     # no marks: wire.Interval appended here (phase_end)
-    rec.buf.append((Span.UPDATE, ENGINE, step[TRACE_ID], step[SPAN_ID], t0, end, S.step,
-                    {Attr.STEP_BATCH_ID: batch} if batch >= 0 else None, None))
+    batch = S.update_batch                                       # outside a recorded step, failed, or marks to
+    iv = (RECORDER[0] or recorder()).phase_end(                  # close: an Interval of its own
+        t0, Span.UPDATE, ENGINE, step[TRACE_ID] if step else 0, step[SPAN_ID] if step else 0,
+        S.step if step else -1, error, {Attr.STEP_BATCH_ID: batch} if batch >= 0 else None)
+    S.update_start, S.update_end = iv[IV_START], iv[IV_END]
 
 
 def _free_request_pre(sched, args, kwargs):

@@ -69,6 +69,13 @@ class Assembler:
             r.links = self.index.on_step(r.step, r.context, r.start_ns, r.end_ns, f)
         r.attrs = attrs if r.attrs is None else {**r.attrs, **attrs}
         out = []
+        if d.schedule_start:       # phases the hooks kept in the step's record: the step's children
+            out.append(Range(Span.SCHEDULE, ENGINE, r.trace_id, self.new_span_id(), r.span_id, d.schedule_start,
+                             d.schedule_end, None, r.step, nested=True))
+        if d.update_start:
+            out.append(Range(Span.UPDATE, ENGINE, r.trace_id, self.new_span_id(), r.span_id, d.update_start,
+                             d.update_end, {Attr.STEP_BATCH_ID: d.update_batch} if d.update_batch >= 0 else None,
+                             r.step, nested=True))
         for fin in d.finished:
             fields = self.index.finish(fin, r.step, r.context, r.end_ns)
             if fields is None:

@@ -171,12 +171,21 @@ NO_SKIPPED = SkippedSteps(0, 0, 0)
 
 
 class StepRecord(NamedTuple):
-    """The raw facts an ``engine.step`` range carries to the export side."""
+    """The raw facts an ``engine.step`` range carries to the export side, its schedule and update phases
+    included: without marks to close or an error to name the hooks keep their bounds here instead of
+    appending an Interval each, and the export side makes them the step's ``engine.schedule`` and
+    ``engine.update_from_output`` spans (``steps.assemble``). Start 0: not kept here (not run in this step, or
+    recorded as an Interval of its own)."""
     facts: StepFacts | None       # None: nothing was scheduled in this step, or it was recorded at its end
     model_executed: bool
     finished: tuple               # Finished of each request freed during this step
     pending: int                  # requests running or waiting when the step ended
     skipped: SkippedSteps = NO_SKIPPED   # steps only counted before this one (sampling)
+    schedule_start: int = 0       # Scheduler.schedule in this step (ns)
+    schedule_end: int = 0
+    update_start: int = 0         # Scheduler.update_from_output in this step (ns)
+    update_end: int = 0
+    update_batch: int = -1        # the step whose output that update took in (vllm.step.batch_id); -1: unknown
 
 
 class DeviceSample(NamedTuple):
@@ -204,9 +213,9 @@ def step_facts(t: tuple) -> StepFacts:
 
 
 def step_record(t: tuple) -> StepRecord:
-    facts, executed, finished, pending, skipped = t
+    facts, executed, finished, pending, skipped, *phases = t
     return StepRecord(None if facts is None else step_facts(facts), executed,
-                      tuple(Finished._make(f) for f in finished), pending, SkippedSteps._make(skipped))
+                      tuple(Finished._make(f) for f in finished), pending, SkippedSteps._make(skipped), *phases)
 
 
 def execution_record(t: tuple) -> ExecutionRecord:
