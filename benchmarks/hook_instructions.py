@@ -12,7 +12,9 @@ executor hooks (the worker inside the EngineCore, the GPU's TP=1 layout). ``VLLM
 in vLLM (light steps). ``nogc``: Python's cyclic collector off from the warm-up on, so the count leaves out
 the collections that the records the hooks keep (until the export thread takes them) set off on the stepping
 thread; hooked with and without it is the collector's share (``benchmarks/hook_allocations.py`` counts those
-records). ``benchmarks/hook_instructions.sh`` does that for this tree and an older commit, hooked and plain.
+records). ``export``: the N steps run uncounted, then one ``Pipeline.flush_once`` of their records is counted on
+this thread: the export thread's work per step on vLLM's GIL (take, encode, write to the export process's pipe).
+``benchmarks/hook_instructions.sh`` does that for this tree and an older commit, hooked and plain.
 """
 import os
 import sys
@@ -44,6 +46,17 @@ def main() -> None:
         gc.disable()
     for _ in range(50):
         step()
+    if "export" in flags:            # count the export thread's share instead: one flush of the N steps' records
+        from vllm_w2ext.telemetry import pipeline
+        p = pipeline.get()
+        p.flush_once()
+        for _ in range(n):
+            step()
+        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)
+        sent = p.flush_once()
+        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True, capture_output=True)
+        print(f"records flushed: {sent}", file=sys.stderr)
+        os._exit(0)
     subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)
     for _ in range(n):
         step()
