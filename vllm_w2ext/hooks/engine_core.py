@@ -5,8 +5,9 @@
 (dispatch until the output future is done, so under async scheduling they may end in a later step)
 and ``engine.update_from_output``. The scheduler output is stamped with the step's context so worker
 processes parent their spans on it. The hot path takes timestamps and the step's counts
-(``steps.facts.read_step``: work proportional to the requests that changed, not to the batch);
-attributes, links and request spans are assembled on the export side (``steps.assemble``).
+(``steps.facts.read_step``: work proportional to the requests that changed, not to the batch), and keeps
+the schedule's and update's bounds in the step's record (``StepRecord``) rather than a record each;
+attributes, links, those two phase spans and request spans are assembled on the export side (``steps.assemble``).
 """
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 
 A range is a plain list in :class:`~vllm_w2ext.telemetry.wire.RangeRecord` field order; ``end`` stamps
 it and appends it to a buffer that the export thread swaps out whole. A phase inside a range (schedule,
-update, sample, forward) is cheaper still: ``phase_begin`` returns its start time, ``phase_end`` appends
-an :class:`~vllm_w2ext.telemetry.wire.Interval` (bounds and parent; no span id, no thread stack). Spans, attributes that need
+update, sample, forward) is cheaper still: its start is a clock read, and its end appends an
+:class:`~vllm_w2ext.telemetry.wire.Interval` (bounds and parent; no span id, no thread stack), or, for the
+EngineCore's schedule and update, two fields of the step's record (``phase_end`` says when). Spans, attributes that need
 lookups, links, trace-file packets and metrics are all built later from these records, in the export
 process by default (see ``pipeline.py``). NVTX ranges use the domain handle with one pre-built
 ``EventAttributes`` per name (a registered string), and cost nothing when no NVTX tool is attached.
@@ -240,10 +241,12 @@ class Recorder:
         """Record the phase begun with ``state`` as a child of (trace_id, parent_id); its Interval tuple
         (bounds at ``wire.IV_START`` / ``wire.IV_END``).
 
-        The step's hooks call this only for a phase with marks to close or an error to name. Otherwise
-        (``state`` an int: no marks) they append the Interval tuple to ``buf`` themselves, without this call
-        and without a capacity check (together ~1.2k instructions per phase, four phases per step: about 7 %
-        of a fully traced step, ``benchmarks/hook_instructions.sh``); ``end`` bounds the buffer for them."""
+        The step's hooks call this only for a phase with marks to close or an error to name, or outside a
+        recorded step. Otherwise (``state`` an int: no marks) the worker's hooks append the Interval tuple to
+        ``buf`` themselves, without this call and without a capacity check (``end`` bounds the buffer for
+        them), and the EngineCore's keep the schedule and update bounds in the step's ``StepRecord``; each
+        Python call and each record left alive for the collector counts on a step's budget
+        (``benchmarks/hook_instructions.sh``, ``benchmarks/hook_allocations.py``)."""
         end = _now()
         if type(state) is tuple:
             state, annotation = state

@@ -3,8 +3,10 @@
 
 - :class:`RangeRecord`: one finished range as the hot path leaves it (a plain list in this field order,
   so recording costs one list build and one append); the export side reads it with ``RangeRecord._make``.
-- :class:`Interval`: a phase inside a range (schedule, update, sample, forward), recorded as a plain tuple
-  of its bounds and parent; the export side gives it a span id and reads it as a RangeRecord.
+- :class:`Interval`: a phase inside a range (the worker's sample and forward; the EngineCore's schedule and
+  update when they have marks or an error, else their bounds travel in the step's ``steps.facts.StepRecord``),
+  recorded as a plain tuple of its bounds and parent; the export side gives it a span id and reads it as a
+  RangeRecord.
 Records built on every step are plain lists and tuples, never NamedTuple instances: those pickle
 through a Python-level ``__reduce__`` and marshal refuses them; plain ones go through ``marshal`` at C speed.
 - :class:`SelfCost`: the plugin's cumulative counters about itself, sent from a vLLM process to its
