@@ -9,6 +9,7 @@ import itertools
 from types import SimpleNamespace as NS
 
 import pytest
+from nvtx_calls import FakeNvtx
 
 from vllm_w2ext.hooks import engine_core, worker
 from vllm_w2ext.hooks.engine_core import STAMP
@@ -18,17 +19,6 @@ from vllm_w2ext.telemetry import recording
 from vllm_w2ext.telemetry.ranges import Range
 from vllm_w2ext.telemetry.recording import Recorder
 from vllm_w2ext.vocab import ENGINE, WORKER, Attr, Span
-
-
-class FakeNvtx:
-    def __init__(self):
-        self.calls = []
-
-    def push(self, name, role, step):
-        self.calls.append(("push", name))
-
-    def pop(self):
-        self.calls.append(("pop",))
 
 
 def decode_output() -> NS:

@@ -7,6 +7,7 @@ is drawn on the thread's track either way."""
 from types import SimpleNamespace as NS
 
 import pytest
+from nvtx_calls import FakeNvtx
 
 from vllm_w2ext.hooks import engine_core
 from vllm_w2ext.telemetry import recording
@@ -15,17 +16,6 @@ from vllm_w2ext.telemetry.recording import Recorder
 from vllm_w2ext.telemetry.trace_file import TraceFileSink
 from vllm_w2ext.telemetry.wire import END, NESTED, ON_THREAD, PARENT_ID, START, Interval
 from vllm_w2ext.vocab import ENGINE, Span
-
-
-class FakeNvtx:
-    def __init__(self):
-        self.calls = []
-
-    def push(self, name, role, step):
-        self.calls.append(("push", name))
-
-    def pop(self):
-        self.calls.append(("pop",))
 
 
 @pytest.fixture
