@@ -5,6 +5,7 @@ step's record (``StepRecord``) and the worker's append their ``wire.Interval`` t
 with marks (NVTX) every phase goes through ``Recorder.phase_end``. Known answers: the same spans either way
 (names, parents, step, attributes), the stamp carries the schedule's bounds, a failed phase names its error, and a
 full buffer keeps the first records in order and counts the rest dropped, phases appended unchecked included."""
+import collections
 import itertools
 from types import SimpleNamespace as NS
 
@@ -153,3 +154,35 @@ def test_a_full_buffer_keeps_the_first_records_and_counts_the_rest(hooks):
     assert [r[0] for r in rec.take()] == [Span.FORWARD, Span.WORKER_EXECUTE, Span.WORKER_SAMPLE]
     step()                                           # taken: room again
     assert [r[0] for r in rec.buf] == [Span.FORWARD, Span.WORKER_EXECUTE, Span.WORKER_SAMPLE]
+
+
+class TrimmedWhileTaken(collections.deque):
+    """A buffer that vLLM's thread trims (``Recorder._full``: from the right, down to the capacity) while the
+    export thread takes it: the trim runs after each pop from the left."""
+    capacity = 0
+
+    def popleft(self):
+        item = super().popleft()
+        while len(self) > self.capacity:
+            super().pop()
+        return item
+
+
+class TakenWhileTrimmed(collections.deque):
+    """A buffer emptied between ``_full``'s length read and its pop (cannot happen with ``take``; defensive)."""
+    def pop(self):
+        self.clear()
+        return super().pop()
+
+
+def test_take_and_trim_racing_neither_raises():
+    """The hot path may pop from the right while the export thread pops from the left: take pops at most the
+    capacity (always there) and leaves the rest for the next take; a trim that finds the buffer empty stops.
+    Nothing raises on either thread (a raise in a hook's post would switch the hook off)."""
+    rec = Recorder(2, None)
+    rec.buf = TrimmedWhileTaken(["a", "b", "c", "d"])      # two phases appended unchecked beyond the capacity
+    rec.buf.capacity = 2
+    assert rec.take() == ["a", "b"] and list(rec.buf) == ["c"] and rec.recorded == 2
+    rec.buf = TakenWhileTrimmed(["a", "b", "c", "d"])
+    rec.end(["x", "engine", 1, 2, 0, 0, 0, 1, None, None, None, False, None])
+    assert rec.dropped == 1 and len(rec.buf) == 0

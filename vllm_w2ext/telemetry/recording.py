@@ -224,9 +224,12 @@ class Recorder:
         ``phase_end``): every range's end bounds them, the newest dropped first."""
         buf = self.buf
         self.dropped += 1
-        while len(buf) > self.capacity:
-            buf.pop()
-            self.dropped += 1
+        try:                     # take() leaves more than ``capacity`` - 1 here; defensive all the same: a
+            while len(buf) > self.capacity:     # raise here would switch the hook off
+                buf.pop()
+                self.dropped += 1
+        except IndexError:
+            pass
 
     def phase_begin(self, name: str, role: str, step: int):
         """Start of a phase: its wall-clock start (ns), or ``(start, annotation)`` while NVTX or profiler
@@ -299,6 +302,8 @@ class Recorder:
         """Everything recorded so far (the export thread's only touch of the buffer)."""
         q = self.buf
         pop = q.popleft
-        out = [pop() for _ in range(len(q))]
+        # At most ``capacity``: vLLM's thread may trim a full buffer meanwhile (``_full``, from the right, never
+        # below ``capacity``), so that many are always there to pop; the rest go with the next take.
+        out = [pop() for _ in range(min(len(q), self.capacity))]
         self.recorded += len(out)
         return out
