@@ -17,6 +17,7 @@ this thread: the export thread's work per step on vLLM's GIL (take, encode, writ
 ``benchmarks/hook_instructions.sh`` does that for this tree and an older commit, hooked and plain.
 """
 import os
+import subprocess
 import sys
 from types import SimpleNamespace as NS
 
@@ -39,7 +40,6 @@ def main() -> None:
     flags = sys.argv[3:]
     hooked = "plain" not in flags
     import hook_overhead
-    import subprocess
     step = hook_overhead.build(hooked, scheduler_output(batch), "in_process" if "in_process" in flags else "multiproc")
     if "nogc" in flags:
         import gc
@@ -52,16 +52,21 @@ def main() -> None:
         p.flush_once()
         for _ in range(n):
             step()
-        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)
+        instrument("on")
         sent = p.flush_once()
-        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True, capture_output=True)
+        instrument("off")
         print(f"records flushed: {sent}", file=sys.stderr)
         os._exit(0)
-    subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)
+    instrument("on")
     for _ in range(n):
         step()
-    subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True, capture_output=True)
+    instrument("off")
     os._exit(0)          # no atexit flush: only the steps are counted
+
+
+def instrument(state: str) -> None:
+    """Switch callgrind's counting ``on`` or ``off`` for this process."""
+    subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], check=True, capture_output=True)
 
 
 if __name__ == "__main__":

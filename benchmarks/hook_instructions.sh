@@ -4,11 +4,11 @@
 # Environment: SAMPLES="1 16" (VLLM_W2EXT_SAMPLE values; default 1: every step recorded), PATHS="multiproc
 # in_process" (default multiproc), BATCHES="1 500", SAME_HARNESS=1 (REF runs this tree's
 # benchmarks/hook_overhead.py stand-ins too: for a REF that has the same hook runner, so only the plugin
-# differs; default: REF's own), SEEDS="0 1 2" (PYTHONHASHSEED values, default "0": the count moves by ~3k per step
-# fully traced with Python's string hashing, so each figure is the mean over the seeds, which are listed with
-# their own counts). Only the calling thread is counted (callgrind --separate-threads, thread 1: the thread that
-# runs the steps, vLLM's in the engine): the export thread wakes in some runs and not in others while the steps
-# are counted, ~3M instructions when it does, which used to add 0 or ~3k per step at random.
+# differs; default: REF's own), SEEDS="0 1 2" (PYTHONHASHSEED values, default "0": each figure is the mean over
+# the seeds, which are listed with their own counts). Only the calling thread is counted (callgrind
+# --separate-threads, thread 1: the thread that runs the steps, vLLM's in the engine): the export thread wakes in
+# some runs and not in others while the steps are counted, ~3M instructions when it does, which used to add 0 or
+# ~3k per step at random (earlier sessions put that ~3k down to the hash seed).
 set -euo pipefail
 REF=${1:-0cd4bd7}; PY=${PYTHON:-python3}
 SAMPLES=${SAMPLES:-1}; PATHS=${PATHS:-multiproc}; BATCHES=${BATCHES:-1 500}
