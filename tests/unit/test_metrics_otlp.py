@@ -4,6 +4,7 @@ real gRPC and HTTP, in both temporalities; the Prometheus side's snapshots and t
 carry the same exemplars. The real-vLLM runs are in tests/test_otlp_metrics.py."""
 from __future__ import annotations
 
+import bisect
 import glob
 import os
 import time
@@ -425,6 +426,46 @@ def test_histogram_points_from_the_model_planted():
             assert p.start_time_unix_nano == pa.start_time_unix_nano and set(by) == {"0", "1"}
             assert by["1"].count == 1 and not by["1"].exemplars  # exemplars go out once
             assert second.data.aggregation_temporality == 2      # CUMULATIVE
+
+
+def test_a_collection_racing_an_observation_has_its_count_and_range_together():
+    """Planted race: the OTLP reader collects while an observation sits between Prometheus's count and the
+    range the OTLP side keeps. The collection waits for it, so its point has both the count and the range
+    of that value, and the next collection has neither (without ``otel_lock`` the first point had the
+    count with no range and the second the range without the count: CI saw a min above its bucket)."""
+    import threading
+
+    from vllm_w2ext.telemetry.otlp_metrics import HistogramPoints
+
+    class NoSdk:
+        def __init__(self, points):
+            self.points = points
+
+        def bind(self, model):
+            self.points.instruments.append(model["gap"])
+
+    m = StepMetrics(exemplars=False)
+    points = HistogramPoints(delta=True)
+    m.attach_otel(NoSdk(points))
+    lab = ("worker", "0", "0", "0", "0")
+    child = m.gap.child(lab)
+    collected: list = []
+    reader = threading.Thread(target=lambda: collected.extend(points.metrics()))
+    counted = child.observe
+
+    def count_then_let_the_reader_in(value, *a):
+        counted(value, *a)
+        reader.start()
+        reader.join(0.3)                  # the reader's turn, between the count and the range
+
+    child.observe = count_then_let_the_reader_in
+    m.gap.observe(lab, 7e-4)
+    reader.join(10)
+    (first,) = [p for x in collected for p in x.data.data_points]
+    assert (first.count, first.min, first.max) == (1, 7e-4, 7e-4)
+    bounds = list(first.explicit_bounds)
+    assert first.bucket_counts[bisect.bisect_left(bounds, 7e-4)] == 1
+    assert points.metrics() == []        # delta: nothing new, no point
 
 
 @pytest.mark.parametrize("temporality", ["cumulative", "delta"])

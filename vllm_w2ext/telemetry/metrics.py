@@ -103,16 +103,18 @@ class _Instrument:
             c = self._children[lab] = self.prom.labels(*lab)
         return c
 
-    def histogram_points(self):
+    def histogram_points(self) -> list[tuple]:
         """(label values, attributes, bucket counts, sum, [min, max] since the last call or None, exemplars
         {bucket: (value, time ns, (trace id, span id))} or None) of every series of a histogram: what the
         OTLP side exports at each collection, read from the Prometheus children (called on the reader's
-        thread; an observation racing the swap may miss the range and exemplar of its interval)."""
-        rng, self.otel_range = self.otel_range, {}
-        ex, self.otel_exemplars = self.otel_exemplars, {}
-        for lab, c in list(self._children.items()):
-            yield (lab, self.attrs(lab), [int(b.get()) for b in c._buckets], c._sum.get(),
-                   rng.get(lab) if rng else None, ex.get(lab) if ex else None)
+        thread). Under the owner's ``otel_lock``, which ``observe`` holds from count to range: each
+        observation is in the counts and the range of the same collection."""
+        with self.owner.otel_lock:
+            rng, self.otel_range = self.otel_range, {}
+            ex, self.otel_exemplars = self.otel_exemplars, {}
+            return [(lab, self.attrs(lab), [int(b.get()) for b in c._buckets], c._sum.get(),
+                     rng.get(lab) if rng else None, ex.get(lab) if ex else None)
+                    for lab, c in list(self._children.items())]
 
     def values(self):
         """(attributes, current value, exemplar ids or None) of every series: what the OTel SDK's
@@ -144,12 +146,18 @@ class _Instrument:
     def observe(self, lab: tuple, value: float, ids=None) -> None:
         ex = self._exemplar(lab, value, ids) if ids is not None else None
         c = self._children.get(lab) or self.child(lab)
-        if ex is None:
-            c.observe(value)
-        else:
-            c.observe(value, exemplar_labels(ex))
-        rng = self.otel_range
-        if rng is not None:            # OTLP on: a range and the exemplar kept; the counts are Prometheus's
+        if self.otel_range is None:    # Prometheus only
+            if ex is None:
+                c.observe(value)
+            else:
+                c.observe(value, exemplar_labels(ex))
+            return
+        with self.owner.otel_lock:     # OTLP on: the count, the range and the exemplar in one collection
+            if ex is None:
+                c.observe(value)
+            else:
+                c.observe(value, exemplar_labels(ex))
+            rng = self.otel_range
             r = rng.get(lab)
             if r is None:
                 rng[lab] = [value, value]
@@ -184,6 +192,7 @@ class StepMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.exemplars = exemplars
         self.exemplar_seen: set = set()
+        self.otel_lock = threading.Lock()   # histograms' observe vs the OTLP reader's collection (histogram_points)
         self.instruments: dict[str, _Instrument] = {}
         for spec in INSTRUMENTS:
             inst = self.instruments[spec.key] = _Instrument(spec, self.registry, self)

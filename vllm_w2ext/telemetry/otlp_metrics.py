@@ -150,8 +150,8 @@ class HistogramPoints:
     histogram row). ``delta``: each point is the difference from the previous collection's (its start is
     that collection's time) and a series with no observation since is left out; else cumulative from the
     first collection. Min and max: since the previous collection (delta) or ever (cumulative), from the
-    range the model kept; a series whose range was lost to a race with the swap falls back to its lifetime
-    range, or to none (OTLP makes them optional)."""
+    range the model kept (an observation's count and range fall in the same collection: the model's
+    ``otel_lock``)."""
 
     def __init__(self, delta: bool):
         self.delta = delta
@@ -181,7 +181,6 @@ class HistogramPoints:
                         total -= prev[2]
                     if not any(counts):
                         continue
-                    rng = rng or life
                 else:
                     rng = life
                 points.append(HistogramDataPoint(
