@@ -182,6 +182,8 @@ class HistogramPoints:
                     if not any(counts):
                         continue
                 else:
+                    if not any(counts):     # a series whose first observation is still on its way (observe
+                        continue            # makes the Prometheus child before it takes otel_lock)
                     rng = life
                 points.append(HistogramDataPoint(
                     attributes=attrs, start_time_unix_nano=start, time_unix_nano=now, count=sum(counts), sum=total,
