@@ -34,6 +34,16 @@ def workers_caught_up(spans) -> bool:
     return bool(executed) and all(any(k.name == "worker.sample_tokens" for k in ss.kids(s)) for s in executed)
 
 
+def run_complete(requests: int):
+    """A wait predicate for an offline run of ``requests`` requests: both sides' request spans of every
+    request, and the worker's spans of every step that ran the model (the front end, the EngineCore and the
+    worker export from three processes; one role's first span says nothing of the others' last)."""
+    def done(spans) -> bool:
+        return len([x for x in spans if x.name == "engine.request"]) >= requests and \
+            len([x for x in spans if x.name == "vllm.request"]) >= requests and workers_caught_up(spans)
+    return done
+
+
 def check_steps(ss: SpanSet, links_mode: str = "all") -> list:
     steps = ss.steps()
     assert steps, "no engine.step spans"

@@ -22,6 +22,7 @@ CACHE = TESTS / ".cache"
 sys.path.insert(0, str(TESTS))
 
 from support import nvtx_recorder  # noqa: E402
+
 from vllm_w2ext.receiver import OTLPReceiver  # noqa: E402
 
 # Environment every vLLM subprocess gets (CPU build, small KV cache, quiet logs).
@@ -208,7 +209,8 @@ def full_run(model: Path, rx: OTLPReceiver, tmp: Path, nvtx_lib: Path, pythonpat
                     **nvtx_recorder.recorder_env(nvtx_lib, rec_file), **extra)
     result = run_offline(model, env, tmp / "out.json", prompts=FULL_RUN_PROMPTS, max_tokens=FULL_RUN_TOKENS,
                          metrics_port=port, phases=[{"rounds": 1}])
-    spans = rx.wait_for(lambda s: {x.role for x in s} >= {"frontend", "engine_core", "worker"}, timeout=20)
+    from callgraph_checks import run_complete
+    spans = rx.wait_for(run_complete(2 * FULL_RUN_PROMPTS), timeout=30)     # generate + one phase round
     return (result, SpanSet(spans), nvtx_recorder.parse_records(rec_file),
             sorted((tmp / "traces").glob("w2ext-*.pftrace")))
 

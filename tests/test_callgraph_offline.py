@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from callgraph_checks import check_processes, check_requests, check_steps
+from callgraph_checks import check_processes, check_requests, check_steps, run_complete
 from conftest import clean_env, concurrently, run_offline
 from support import nvtx_recorder
 
@@ -20,7 +20,7 @@ def _run(tiny_model, rx, tmp, protocol, **extra_env):
     rx.clear()
     env = clean_env(VLLM_W2EXT="1", OTEL_SERVICE_NAME=f"w2ext-test-{protocol}", **rx.env(protocol), **extra_env)
     result = run_offline(tiny_model, env, tmp / "out.json", prompts=N, max_tokens=MAX_TOKENS)
-    spans = rx.wait_for(lambda s: {x.role for x in s} >= {"frontend", "engine_core", "worker"}, timeout=20)
+    spans = rx.wait_for(run_complete(N), timeout=30)
     return result, spans
 
 

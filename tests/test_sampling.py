@@ -16,6 +16,7 @@ from conftest import clean_env, run_offline
 
 from vllm_w2ext.analysis.explain.report import explain
 from vllm_w2ext.analysis.explain.timeline import load
+from vllm_w2ext.lab import free_port
 from vllm_w2ext.steps.facts import sampled_out
 from vllm_w2ext.vocab import Attr
 
@@ -36,9 +37,10 @@ def _metric(text: str, name: str, **labels) -> float:
 @pytest.fixture(scope="module")
 def sampled_run(tiny_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sampled")
+    port = free_port()
     env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_SAMPLE=str(EVERY), VLLM_W2EXT_TRACE_DIR=str(tmp / "traces"),
-                    VLLM_W2EXT_METRICS_PORT="9481", VLLM_W2EXT_METRICS_INTERVAL_MS="200")
-    result = run_offline(tiny_model, env, tmp / "out.json", prompts=1, max_tokens=TOKENS, metrics_port=9481,
+                    VLLM_W2EXT_METRICS_PORT=str(port), VLLM_W2EXT_METRICS_INTERVAL_MS="200")
+    result = run_offline(tiny_model, env, tmp / "out.json", prompts=1, max_tokens=TOKENS, metrics_port=port,
                          phases=[{"rounds": 1}])
     return result, tmp / "traces"
 

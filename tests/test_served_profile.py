@@ -58,12 +58,21 @@ def wait_profiler_traces(folder: Path, timeout: float = 120) -> list[Path]:
     raise AssertionError(f"no complete worker profiler trace in {folder}: {list(folder.rglob('*'))}")
 
 
-def wait_span_files(folder: Path, n: int, timeout: float = 60) -> None:
+def wait_span_files(folder: Path, n: int, requests: int, timeout: float = 60) -> None:
+    """``n`` span files holding both sides' request spans of ``requests`` requests and a worker span for
+    each of their steps (a file with something in it says nothing of its last packets)."""
+    from vllm_w2ext.analysis.readers.pftrace import read_span_file
     deadline = time.monotonic() + timeout
+    names: Counter = Counter()
     while time.monotonic() < deadline:
-        if len([f for f in folder.glob("w2ext-*.pftrace") if f.stat().st_size > 0]) >= n:
-            return
+        files = [f for f in folder.glob("w2ext-*.pftrace") if f.stat().st_size > 0]
+        if len(files) >= n:
+            names = Counter(s.name for f in files for s in read_span_file(str(f)).slices)
+            if names["vllm.request"] >= requests and names["engine.request"] >= requests and \
+                    names["worker.execute_model"] >= requests * MAX_TOKENS:
+                return
         time.sleep(0.5)
+    raise AssertionError(f"span files did not catch up in {timeout} s: {len(files)} files, {dict(names)}")
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +93,7 @@ def served(tiny_model, tmp_path_factory):
         # Span files are written by each process's export process, a little behind vLLM; vLLM's
         # shutdown kills the EngineCore's process tree (workers and their export processes with it),
         # so let the three files catch up before stopping the server.
-        wait_span_files(tmp / "spans", 3)
+        wait_span_files(tmp / "spans", 3, len(answers))
     served_s = time.monotonic() - t0
     out = tmp / "merged.json.gz"
     p = subprocess.run([sys.executable, "-m", "vllm_w2ext.cli", "merge", "--out", str(out), str(tmp)],

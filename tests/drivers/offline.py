@@ -7,8 +7,8 @@ the first generate), tensor_parallel_size, distributed_executor_backend ("mp", "
 "spawn": vLLM's CPU default), and for metrics runs:
   metrics_port  scrape our own endpoint after each phase (text kept in the output)
   settle_s      the scrape waits until the counters it watches have not moved for this long (1.5)
-  scrape_steps  the scrape also waits for the step counter and the worker's phases (true; false when the
-                hooks record nothing)
+  scrape_steps  the scrape also waits for the step counter, every worker rank's phases and the decode
+                tokens of every generate call so far (true; false when the hooks record nothing)
   phases        [{"slow": bool, "rounds": n, "pause_s": s}]: generate `rounds` times per phase, pausing
                 `pause_s` after each; "slow" creates the flag file of tests/drivers/slow_scheduler.py
                 for that phase
@@ -32,24 +32,35 @@ def _fetch(port: int) -> str:
         return r.read().decode()
 
 
-def scrape(port: int, settle_s: float = 1.5, steps: bool = True, timeout_s: float = 30.0) -> str:
+def _decode_tokens(lines: list[str]) -> float:
+    return sum(float(x.rsplit(" ", 1)[1]) for x in lines
+               if x.startswith("vllm_w2ext_batch_tokens_total{") and 'kind="decode"' in x)
+
+
+def scrape(port: int, settle_s: float = 1.5, steps: bool = True, timeout_s: float = 30.0, workers: int = 1,
+           decode_tokens: int = 0) -> str:
     """The endpoint's text once every process's counters have caught up with the work just done:
     the step and gap counts unchanged for ``settle_s`` (> VLLM_W2EXT_METRICS_INTERVAL_MS). Metrics
     travel worker -> export process -> snapshot file -> endpoint; a fixed sleep is not enough on a
-    loaded 2-core machine. ``steps``: wait for the EngineCore's step counter and the worker's phases
-    too (False for runs whose hooks record nothing)."""
+    loaded 2-core machine. ``steps``: wait for the EngineCore's step counter, the phases of each of
+    ``workers`` worker ranks and at least ``decode_tokens`` decode tokens too (the work done so far: a
+    quiet spell alone can end before a starved export process's last snapshot; False for runs whose hooks
+    record nothing)."""
     deadline = time.monotonic() + timeout_s
     last, since = None, time.monotonic()
     while True:
         text = _fetch(port)
         key = [line for line in text.splitlines() if line.startswith((
             "vllm_w2ext_engine_steps_total", "vllm_w2ext_scheduler_gap_seconds_count",
-            "vllm_w2ext_phase_duration_seconds_count", "vllm_w2ext_hook_errors_total"))]
+            "vllm_w2ext_phase_duration_seconds_count", "vllm_w2ext_hook_errors_total",
+            "vllm_w2ext_batch_tokens_total"))]
         now = time.monotonic()
         # every role's series must be there before "unchanged" means settled: on a loaded machine the
         # front end's lines can stand still for settle_s while the EngineCore's first snapshot is on its way
         complete = not steps or any(k.startswith("vllm_w2ext_engine_steps_total") for k in key) and \
-            any(k.startswith("vllm_w2ext_phase_duration_seconds_count") and 'role="worker"' in k for k in key)
+            all(any(k.startswith("vllm_w2ext_phase_duration_seconds_count") and 'role="worker"' in k
+                    and f'rank="{r}"' in k for k in key) for r in range(workers)) and \
+            _decode_tokens(key) >= decode_tokens
         if key != last or not complete:
             last, since = key, now
         if (complete and now - since >= settle_s) or now > deadline:
@@ -122,6 +133,7 @@ if __name__ == "__main__":
     result.update(num_outputs=len(outs), tokens=[len(o.outputs[0].token_ids) for o in outs],
                   elapsed_s=time.time() - t0)
     port = params.get("metrics_port")
+    calls = 1                               # generate calls so far: each one n x (max_tokens - 1) decode tokens
     for ph in params.get("phases", []):
         flag = params.get("slow_flag")
         if ph.get("slow") and flag:
@@ -129,12 +141,15 @@ if __name__ == "__main__":
         start = time.time_ns()
         for _ in range(ph.get("rounds", 1)):
             llm.generate(prompts, sp, use_tqdm=False)
+            calls += 1
             time.sleep(ph.get("pause_s", 0))
         end = time.time_ns()
         if flag and os.path.exists(flag):
             os.remove(flag)
         result["phases"].append({"slow": bool(ph.get("slow")), "start_ns": start, "end_ns": end,
-                                 "metrics": scrape(port, params.get("settle_s", 1.5), params.get("scrape_steps", True))
+                                 "metrics": scrape(port, params.get("settle_s", 1.5), params.get("scrape_steps", True),
+                                                   workers=params.get("tensor_parallel_size") or 1,
+                                                   decode_tokens=calls * n * (max_tokens - 1))
                                  if port else ""})
     hold = params.get("hold_file")
     if hold:
@@ -152,7 +167,11 @@ if __name__ == "__main__":
             llm.generate(prompts, sp, use_tqdm=False)
         checks.append({"on": None, "counts": control.set_everywhere(llm, True)})
         result["pause_check"] = checks
+        calls += 1                          # the resumed generate (the paused one records nothing)
     if params.get("kill_workers") is not None:
+        if port and params.get("scrape_steps", True):   # what the workers recorded has reached the endpoint
+            scrape(port, params.get("settle_s", 1.5), True, workers=params.get("tensor_parallel_size") or 1,
+                   decode_tokens=calls * n * (max_tokens - 1))
         result["killed_workers"] = kill_workers(float(params["kill_workers"]))
     llm.llm_engine.engine_core.shutdown()      # EngineCore + worker flush their spans on shutdown
     with open(out, "w") as f:
