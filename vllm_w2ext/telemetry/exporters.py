@@ -57,8 +57,10 @@ class ExportChain:
     def counters(self) -> tuple[SelfCost, float]:
         """The self-cost counters: the vLLM process's, plus this chain's own losses and failures."""
         c = self.parent_cost
-        dropped = c.dropped + sum(s.dropped for s in self.sinks)
+        # failures before drops: a sink counts a failed batch's drops first (no lock here), so a failure seen
+        # has its drops seen too
         errors = c.errors + self.errors + sum(s.failed_batches for s in self.sinks)
+        dropped = c.dropped + sum(s.dropped for s in self.sinks)
         return c._replace(dropped=dropped, errors=errors), time.process_time() if self.in_export_process else 0.0
 
     def _trace_sink(self) -> None:

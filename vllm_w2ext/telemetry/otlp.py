@@ -152,8 +152,8 @@ class OtlpSink(Sink):
                     ok = False
                 with self._cv:
                     if not ok:
+                        self.dropped += len(batch)       # before the failure: counters() reads it after
                         self.failed_batches += 1
-                        self.dropped += len(batch)
                     self._in_flight = 0
                     self._cv.notify_all()
 
