@@ -1,9 +1,30 @@
 """The lab: model folders, benchmark drivers and their environment capture."""
 
 
+def _ephemeral_low() -> int:
+    """The low end of the kernel's range for ``bind(0)`` (Linux; 0 where it cannot be read)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (for the local servers the lab and the tests start)."""
+    """A free TCP port on 127.0.0.1 (for the local servers the lab and the tests start), from below the kernel's
+    ephemeral range where there is room: the server binds it seconds later, and in between another program's
+    ``bind(0)`` (vLLM's own ``get_open_port``, gloo, a receiver) is never handed a port from outside that range."""
+    import random
     import socket
+    low = _ephemeral_low()
+    for _ in range(64 if low > 12000 else 0):
+        port = random.randrange(10000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
