@@ -160,3 +160,23 @@ def test_cpu_only_profile_is_a_note(folder, tmp_path):
     r = explain(str(folder), profile=str(prof))
     assert not [f for f in r["findings"] if f["id"] == "kernel_mix"]
     assert any("no GPU kernels" in n for n in r["notes"])
+
+
+def test_worker_spans_without_device_attributes_say_why(tmp_path):
+    """The worker spans carry no vllm.device.* (device timing off with vLLM's V2 runner, whose forward is not
+    hooked, or an older plugin): explain names both causes and breaks nothing down."""
+    run = Run()
+    run.generate(0, 105)
+    steady(run, 10, busy=2, causes={"schedule": 8}, t0=2)
+    for s in run.workers[0]:
+        for k in [k for k in s.args if k.startswith("vllm.device.")]:
+            del s.args[k]
+    d = tmp_path / "trace"
+    d.mkdir()
+    write_span_file(d, 100, "frontend", run.front)
+    write_span_file(d, 200, "engine_core", run.engine)
+    write_span_file(d, 300, "worker", run.workers[0])
+    r = explain(str(d))
+    assert any("VLLM_W2EXT_DEVICE_TIMING=off" in n and "V2" in n for n in r["notes"]), r["notes"]
+    assert r["verdict"].startswith("the worker spans carry no device attributes")
+    assert not [f for f in r["findings"] if f["id"].startswith("device_idle.")]

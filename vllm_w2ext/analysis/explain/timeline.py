@@ -212,8 +212,10 @@ def build(files: list[tuple[Process, list[Slice]]], path: str = "") -> Timeline:
     if tl.sampling is not None:
         tl.notes.append(_sampling_note(tl.sampling))
     if tl.executions and not tl.has_device_attrs:
-        tl.notes.append("the worker spans carry no device attributes (vllm.device.*): a plugin older than "
-                        "device-idle attribution wrote this folder; device idle is not broken down by cause")
+        tl.notes.append("the worker spans carry no device attributes (vllm.device.*): device timing was off "
+                        "(VLLM_W2EXT_DEVICE_TIMING=off) with a model runner whose forward is not hooked (vLLM's V2 "
+                        "runner), or a plugin older than device-idle attribution wrote this folder; device idle is "
+                        "not broken down by cause")
     return tl
 
 
