@@ -35,7 +35,7 @@ def workers_caught_up(spans) -> bool:
 
 
 def run_complete(requests: int):
-    """A wait predicate for an offline run of ``requests`` requests: both sides' request spans of every
+    """A wait predicate for a run of ``requests`` requests (offline or served): both sides' request spans of every
     request, and the worker's spans of every step that ran the model (the front end, the EngineCore and the
     worker export from three processes; one role's first span says nothing of the others' last)."""
     def done(spans) -> bool:

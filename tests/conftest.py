@@ -22,7 +22,6 @@ CACHE = TESTS / ".cache"
 sys.path.insert(0, str(TESTS))
 
 from support import nvtx_recorder  # noqa: E402
-
 from vllm_w2ext.receiver import OTLPReceiver  # noqa: E402
 
 # Environment every vLLM subprocess gets (CPU build, small KV cache, quiet logs).

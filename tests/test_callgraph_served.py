@@ -6,7 +6,7 @@ import json
 import urllib.request
 
 import pytest
-from callgraph_checks import check_processes, check_requests, check_steps, workers_caught_up
+from callgraph_checks import check_processes, check_requests, check_steps, run_complete
 from conftest import ROOT, clean_env
 from support.vllm_server import tracebacks, vllm_serve
 
@@ -39,10 +39,7 @@ def served(tiny_model, otlp_receiver, tmp_path_factory):
         # spans are exported while the server runs (not only at shutdown): wait for them, then stop
         # (front end, EngineCore and worker export from different processes: wait for both sides' request spans
         # and for the worker's spans of every step)
-        spans = otlp_receiver.wait_for(
-            lambda s: len([x for x in s if x.name == "engine.request"]) >= len(answers)
-            and len([x for x in s if x.name == "vllm.request"]) >= len(answers)
-            and workers_caught_up(s), timeout=30)
+        spans = otlp_receiver.wait_for(run_complete(len(answers)), timeout=30)
     return answers, spans, log.read_text()
 
 

@@ -134,6 +134,11 @@ if __name__ == "__main__":
                   elapsed_s=time.time() - t0)
     port = params.get("metrics_port")
     calls = 1                               # generate calls so far: each one n x (max_tokens - 1) decode tokens
+
+    def settled_scrape(steps: bool) -> str:
+        """The endpoint once it holds every TP rank's worker phases and the decode tokens of ``calls`` generates."""
+        return scrape(port, params.get("settle_s", 1.5), steps, workers=params.get("tensor_parallel_size") or 1,
+                      decode_tokens=calls * n * (max_tokens - 1))
     for ph in params.get("phases", []):
         flag = params.get("slow_flag")
         if ph.get("slow") and flag:
@@ -147,10 +152,7 @@ if __name__ == "__main__":
         if flag and os.path.exists(flag):
             os.remove(flag)
         result["phases"].append({"slow": bool(ph.get("slow")), "start_ns": start, "end_ns": end,
-                                 "metrics": scrape(port, params.get("settle_s", 1.5), params.get("scrape_steps", True),
-                                                   workers=params.get("tensor_parallel_size") or 1,
-                                                   decode_tokens=calls * n * (max_tokens - 1))
-                                 if port else ""})
+                                 "metrics": settled_scrape(params.get("scrape_steps", True)) if port else ""})
     hold = params.get("hold_file")
     if hold:
         with open(out + ".ready.part", "w") as f:
@@ -170,8 +172,7 @@ if __name__ == "__main__":
         calls += 1                          # the resumed generate (the paused one records nothing)
     if params.get("kill_workers") is not None:
         if port and params.get("scrape_steps", True):   # what the workers recorded has reached the endpoint
-            scrape(port, params.get("settle_s", 1.5), True, workers=params.get("tensor_parallel_size") or 1,
-                   decode_tokens=calls * n * (max_tokens - 1))
+            settled_scrape(True)
         result["killed_workers"] = kill_workers(float(params["kill_workers"]))
     llm.llm_engine.engine_core.shutdown()      # EngineCore + worker flush their spans on shutdown
     with open(out, "w") as f:

@@ -381,22 +381,25 @@ def test_forked_child_never_resends_the_parents_numbers(receiver, monkeypatch, a
 
 # --- histogram points read from the Prometheus model -------------------------------------------------
 
+class NoSdk:
+    """What ``StepMetrics.attach_otel`` needs of OtlpMetrics (``bind``): the model's histograms ``keys`` go to
+    ``points`` (an ``otlp_metrics.HistogramPoints``), with no SDK and no exporter."""
+    def __init__(self, points, *keys):
+        self.points, self.keys = points, keys
+
+    def bind(self, model):
+        self.points.instruments += [model[k] for k in self.keys]
+
+
 def test_histogram_points_from_the_model_planted():
     """Known observations, two collections: counts per bucket, sum, min and max, exemplars, in both
     temporalities; delta leaves out a series with nothing new and starts where the last point ended."""
     from vllm_w2ext.telemetry.otlp_metrics import HistogramPoints
 
-    class NoSdk:                       # what attach_otel needs of OtlpMetrics: bind
-        def __init__(self, points):
-            self.points = points
-
-        def bind(self, model):
-            self.points.instruments += [model["gap"], model["batch"]]
-
     for delta in (False, True):
         m = StepMetrics(exemplars=True)
         points = HistogramPoints(delta)
-        m.attach_otel(NoSdk(points))
+        m.attach_otel(NoSdk(points, "gap", "batch"))
         a, b = ("worker", "0", "0", "0", "0"), ("worker", "0", "1", "1", "0")
         for v, ids in ((0.003, (1, 11)), (0.02, (2, 12)), (0.02, (3, 13))):
             m.gap.observe(a, v, ids)
@@ -437,16 +440,9 @@ def test_a_collection_racing_an_observation_has_its_count_and_range_together():
 
     from vllm_w2ext.telemetry.otlp_metrics import HistogramPoints
 
-    class NoSdk:
-        def __init__(self, points):
-            self.points = points
-
-        def bind(self, model):
-            self.points.instruments.append(model["gap"])
-
     m = StepMetrics(exemplars=False)
     points = HistogramPoints(delta=True)
-    m.attach_otel(NoSdk(points))
+    m.attach_otel(NoSdk(points, "gap"))
     lab = ("worker", "0", "0", "0", "0")
     child = m.gap.child(lab)
     collected: list = []

@@ -146,17 +146,12 @@ class _Instrument:
     def observe(self, lab: tuple, value: float, ids=None) -> None:
         ex = self._exemplar(lab, value, ids) if ids is not None else None
         c = self._children.get(lab) or self.child(lab)
+        labels = None if ex is None else exemplar_labels(ex)
         if self.otel_range is None:    # Prometheus only
-            if ex is None:
-                c.observe(value)
-            else:
-                c.observe(value, exemplar_labels(ex))
+            c.observe(value, labels)
             return
         with self.owner.otel_lock:     # OTLP on: the count, the range and the exemplar in one collection
-            if ex is None:
-                c.observe(value)
-            else:
-                c.observe(value, exemplar_labels(ex))
+            c.observe(value, labels)
             rng = self.otel_range
             r = rng.get(lab)
             if r is None:

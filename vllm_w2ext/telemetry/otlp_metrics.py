@@ -179,12 +179,10 @@ class HistogramPoints:
                         start = prev[0]
                         counts = [a - b for a, b in zip(counts, prev[1])]
                         total -= prev[2]
-                    if not any(counts):
-                        continue
                 else:
-                    if not any(counts):     # a series whose first observation is still on its way (observe
-                        continue            # makes the Prometheus child before it takes otel_lock)
                     rng = life
+                if not any(counts):         # delta: nothing new; cumulative: the first observation is still
+                    continue                # on its way (observe makes the Prometheus child before otel_lock)
                 points.append(HistogramDataPoint(
                     attributes=attrs, start_time_unix_nano=start, time_unix_nano=now, count=sum(counts), sum=total,
                     bucket_counts=counts, explicit_bounds=bounds, min=rng[0] if rng else None,
