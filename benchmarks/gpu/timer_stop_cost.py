@@ -2,7 +2,9 @@
 after a small kernel launch (a stand-in step), with and without the export thread's `poll` running beside it
 (every 200 ms, as the pipeline does) and with a thread copying each step's output to the host and waiting for it as
 vLLM's async output does, and its parts alone: the current-stream lookup and the event record.
-torch only (no vLLM, no plugin dependencies). Prints one JSON object (µs per call: median, p90, mean).
+torch only (no vLLM, no plugin dependencies). Its twin, `cuda_event_cost.py`, times torch's raw event calls in
+idle / busy / syncing / Python-thread settings; this one times the plugin's own `GpuTimer.stop` (the two belong
+in one script: left for the next device session, since the committed results came from each as it stands). Prints one JSON object (µs per call: median, p90, mean).
 
     python3 benchmarks/gpu/timer_stop_cost.py > timer_stop_cost.json
 """
