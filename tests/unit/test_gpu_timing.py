@@ -29,31 +29,33 @@ class FakeGpu:
         self.created = 0
         self.records = []                 # (event, stream) on vLLM's stream
         self.anchors = 0
-        self.anchor_queries = 0
+        self.elapsed_calls = 0
+        self.device_uses = 0
         self.queue = []                   # recorded events the GPU has not reached, in stream order
 
     def event(self, enable_timing):
         assert enable_timing
         self.created += 1
-        gpu = self
 
         class Ev:
             t = None
             done = False
-            anchor = False
-
-            def query(self):
-                gpu.anchor_queries += self.anchor
-                return self.done
-
-            def elapsed_time(self, other):
-                return other.t - self.t
 
         return Ev()
 
+    def elapsed(self, start, end):
+        """The runtime's cudaEventElapsedTime: ms, or None (not ready) while either event has not run."""
+        self.elapsed_calls += 1
+        if not (start.done and end.done):
+            return None
+        return end.t - start.t
+
+    def use_device(self):
+        self.device_uses += 1
+
     def record(self, e, stream):
         if stream == "anchor stream":
-            e.done, e.t, e.anchor = True, self.now, True
+            e.done, e.t = True, self.now
             self.anchors += 1
             return
         e.done, e.t = False, None
@@ -78,7 +80,8 @@ def gpu(monkeypatch):
 
 
 def make(gpu):
-    return GpuTimer((gpu.event, gpu.record, gpu.current, lambda **ids: ("stream", ids), lambda: "anchor stream", 0))
+    return GpuTimer((gpu.event, gpu.record, gpu.current, lambda **ids: ("stream", ids), lambda: "anchor stream", 0,
+                     gpu.elapsed, gpu.use_device))
 
 
 def samples(timer):
@@ -106,7 +109,8 @@ def test_idle_and_busy_from_one_end_event_per_step(gpu):
     # one record per step on vLLM's stream, whose Stream object is built once
     assert len(gpu.records) == 2 and {id(s) for _, s in gpu.records} == {id(gpu.records[0][1])}
     assert gpu.anchors == 2                       # the first (vLLM's thread) and the poll's
-    assert gpu.anchor_queries == 1                # both steps placed by the first: asked once whether it ran
+    assert gpu.elapsed_calls == 2                 # one runtime call per step: no query of its own
+    assert gpu.device_uses == 1                   # the events' device made current once per poll
     timer.stop(3, at(109.0))                      # the anchor of the poll places step 3
     gpu.finish(110.0)
     (x,) = samples(timer)
@@ -201,3 +205,82 @@ def test_no_idle_is_measured_across_a_pause(gpu):
     assert [x.step for x in got] == [1, 9, 10]
     assert got[1].idle_s == 0.0 and close(got[1].busy_s, 2e-3)
     assert close(got[2].idle_s, 1e-3) and close(got[2].busy_s, 1e-3)
+
+
+class FakeRuntime:
+    """The CUDA runtime's two calls as ctypes would call them: ``cudaEventElapsedTime(byref(float), start, end)``
+    answering the planted code (and ms), ``cudaGetLastError`` counted."""
+
+    def __init__(self, rc: int, ms: float = 0.0):
+        self.rc, self.ms, self.cleared, self.handles = rc, ms, 0, []
+        outer = self
+
+        class Fn:
+            argtypes = restype = None
+
+            def __call__(self, out, start, end):
+                outer.handles.append((start, end))
+                if outer.rc == 0:
+                    out._obj.value = outer.ms           # byref's target: the float the caller reads
+                return outer.rc
+
+        class Clear(Fn):
+            def __call__(self):
+                outer.cleared += 1
+                return outer.rc
+
+        self.cudaEventElapsedTime, self.cudaGetLastError = Fn(), Clear()
+
+
+class Handle:
+    def __init__(self, h):
+        self.cuda_event = h
+
+
+@pytest.mark.parametrize("rc, want, cleared", [(0, 2.5, 0), (gpu_timing.NOT_READY, None, 1)])
+def test_the_runtime_call_reads_elapsed_or_not_ready(monkeypatch, rc, want, cleared):
+    """One cudaEventElapsedTime per step, on the events' raw handles: its ms, or None while not ready (the
+    runtime's last error cleared, as torch does after a query that is not ready)."""
+    import ctypes
+    fake = FakeRuntime(rc, 2.5)
+    monkeypatch.setattr(ctypes, "PyDLL", lambda path: fake)
+    elapsed = gpu_timing.runtime_elapsed("libcudart.so.13")
+    assert elapsed(Handle(11), Handle(22)) == want
+    assert fake.handles == [(11, 22)] and fake.cleared == cleared
+
+
+def test_a_runtime_error_is_raised_with_its_code(monkeypatch):
+    """Any other code is a fault: raised (the pipeline drops a poller that raises, with one log line)."""
+    import ctypes
+    fake = FakeRuntime(400)
+    monkeypatch.setattr(ctypes, "PyDLL", lambda path: fake)
+    with pytest.raises(RuntimeError, match="returned 400"):
+        gpu_timing.runtime_elapsed("libcudart.so.13")(Handle(1), Handle(2))
+    assert fake.cleared == 1
+
+
+def test_without_a_loaded_runtime_torch_calls_are_the_fallback(monkeypatch):
+    monkeypatch.setattr(gpu_timing, "loaded_cudart", lambda: None)
+    assert gpu_timing.runtime_elapsed() is None
+
+    class Ev:
+        def __init__(self, done, t):
+            self.done, self.t = done, t
+
+        def query(self):
+            return self.done
+
+        def elapsed_time(self, other):
+            return other.t - self.t
+    assert gpu_timing.torch_elapsed(Ev(True, 1.0), Ev(True, 3.5)) == 2.5
+    assert gpu_timing.torch_elapsed(Ev(True, 1.0), Ev(False, None)) is None
+    assert gpu_timing.torch_elapsed(Ev(False, None), Ev(True, 3.5)) is None
+
+
+def test_the_loaded_runtime_is_found_in_the_process_maps(monkeypatch, tmp_path):
+    maps = tmp_path / "maps"
+    maps.write_text("7f00-7f01 r-xp 0 08:01 1 /usr/lib/libc.so.6\n"
+                    "7f02-7f03 r-xp 0 08:01 2 /site/nvidia/cu13/lib/libcudart.so.13\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: real_open(maps if p == "/proc/self/maps" else p, *a, **k))
+    assert gpu_timing.loaded_cudart() == "/site/nvidia/cu13/lib/libcudart.so.13"

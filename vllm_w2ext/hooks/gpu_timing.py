@@ -24,17 +24,71 @@ after the previous step on a busy one), so the samples mean what they meant. The
 time between the record call's return and the GPU running it on an otherwise idle stream: not measured
 on its own; with this timing, explain still finds the H200's planted scheduler sleep at 38.4 % of the wall
 time against 36.1 % planted (``benchmarks/results/h200/device_timing/explain``). End events are resolved
-on the export thread (``poll``: ``Event.query()``, non-blocking, then ``elapsed_time``), which hands the
-samples to the export side as one record per interval. Events come from a pool: creating a CUDA event
+on the export thread (``poll``), which hands the samples to the export side as one record per interval: one
+``cudaEventElapsedTime`` per step through the CUDA runtime torch loaded (ctypes, the GIL held: a non-blocking
+call; "not ready" means the step has not finished), where torch's way takes an ``Event.query()`` of the end event
+and an ``elapsed_time`` call, each through its device guard: 7-8.6 µs of the export thread's CPU per resolved step
+on the H200 host (``benchmarks/results/h200/event_cost``). Events come from a pool: creating a CUDA event
 costs more than recording one."""
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 
 
 MAX_PENDING = 4096        # steps recorded and not yet resolved (about 20 s at 5 ms steps); beyond: drop the oldest
 _wall = time.time_ns
+NOT_READY = 600           # cudaErrorNotReady
+
+
+def loaded_cudart() -> str | None:
+    """The path of the CUDA runtime library this process has loaded (torch's), from /proc/self/maps; None if none
+    is (a static runtime, or no /proc)."""
+    try:
+        with open("/proc/self/maps") as f:
+            for ln in f:
+                path = ln.rsplit(None, 1)[-1]
+                if os.path.basename(path).startswith("libcudart.so"):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def runtime_elapsed(path: str | None = None):
+    """``elapsed(start, end)``: milliseconds from one recorded torch event to another, or None while either has not
+    run; ``cudaEventElapsedTime`` of the loaded CUDA runtime through ctypes with the GIL held (``PyDLL``: a
+    non-blocking call of about a microsecond, not worth a GIL hand-off). The calling thread must have the events'
+    device current. None when no runtime library is found (``torch_elapsed`` then)."""
+    import ctypes
+    path = path or loaded_cudart()
+    if path is None:
+        return None
+    lib = ctypes.PyDLL(path)
+    fn, clear = lib.cudaEventElapsedTime, lib.cudaGetLastError
+    fn.argtypes = [ctypes.POINTER(ctypes.c_float), ctypes.c_void_p, ctypes.c_void_p]
+    fn.restype = clear.restype = ctypes.c_int
+    clear.argtypes = []
+    ms = ctypes.c_float()
+    out = ctypes.byref(ms)
+
+    def elapsed(start, end):
+        rc = fn(out, start.cuda_event, end.cuda_event)
+        if rc == 0:
+            return ms.value
+        clear()                                 # the runtime keeps the code as this thread's last error (torch
+        if rc == NOT_READY:                     # clears it the same way after a query that is not ready)
+            return None
+        raise RuntimeError(f"cudaEventElapsedTime returned {rc}")
+    return elapsed
+
+
+def torch_elapsed(start, end):
+    """``runtime_elapsed``'s fallback through torch's calls: a query of each event, then ``elapsed_time``."""
+    if not end.query() or not start.query():
+        return None
+    return start.elapsed_time(end)
 
 
 class GpuTimer:
@@ -44,20 +98,22 @@ class GpuTimer:
 
     def __init__(self, cuda=None) -> None:
         """``cuda``: (new event, record(event, stream), current stream id tuple(device), Stream(**ids), new
-        stream(), device); torch's by default (tests pass stand-ins)."""
+        stream(), device, elapsed(start, end) -> ms or None, use_device() on the polling thread); torch's and the
+        CUDA runtime's by default (tests pass stand-ins)."""
         if cuda is None:
             import torch
             device = torch.cuda.current_device()
             cuda = (torch.cuda.Event, torch._C._CudaEventBase.record,    # Event.record without its wrapper
                     torch._C._cuda_getCurrentStream,                      # (stream id, device index, type)
-                    torch.cuda.Stream, lambda: torch.cuda.Stream(device=device), device)
-        new_event, self._record, self._current, self._stream_of, self._new_stream, self._device = cuda
+                    torch.cuda.Stream, lambda: torch.cuda.Stream(device=device), device,
+                    runtime_elapsed() or torch_elapsed, lambda: torch.cuda.set_device(device))
+        (new_event, self._record, self._current, self._stream_of, self._new_stream, self._device, self._elapsed,
+         self._use_device) = cuda
         self._event = lambda: new_event(enable_timing=True)
         self._sid = None
         self._stream = None
         self._anchor_stream = None
         self.anchor = None                      # (event, wall ns): the newest anchor
-        self._ran = None                        # export thread: the newest anchor seen run (queried once)
         self.pool: list = []
         self.pending: deque = deque()
         self.prev_end = None                    # export thread: the last resolved step's end (wall ns)
@@ -105,22 +161,24 @@ class GpuTimer:
         pending = self.pending
         out = []
         pool = self.pool
+        elapsed = self._elapsed
         if self.dropped != self._dropped_seen:
             self._dropped_seen = self.dropped
             self.prev_end = None
+        if pending:
+            self._use_device()                  # the events' device current on this thread (the runtime's call)
         while pending:
             head = pending[0]
-            ref = head[3]
-            if not head[0].query() or (ref is not self._ran and not ref[0].query()):
+            ms = elapsed(head[3][0], head[0])   # from its anchor; None: the step (or the anchor) has not run
+            if ms is None:
                 break
-            self._ran = ref                     # the steps that follow share their anchor: not queried again
             item = pending.popleft()
             if item is not head:                # vLLM's thread dropped the head meanwhile (queue full):
                 pending.appendleft(item)        # look again at the new head, with no idle across the gap
                 self.prev_end = None
                 continue
             e, step, launch, (anchor, anchor_wall), fresh = item
-            end = anchor_wall + round(anchor.elapsed_time(e) * 1e6)
+            end = anchor_wall + round(ms * 1e6)
             prev = None if fresh else self.prev_end
             if prev is None or prev >= launch:  # no previous step, or the GPU still ran it at launch
                 idle, start = 0, launch if prev is None else prev
