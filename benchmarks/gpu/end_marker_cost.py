@@ -137,7 +137,7 @@ def run_one(candidate: str) -> dict:
         stop = threading.Event()
         th = None
         if setting == "py":
-            from cuda_event_cost import python_bursts       # (benchmarks/gpu on sys.path: this file's folder)
+            from event_cost import python_bursts           # (benchmarks/gpu on sys.path: this file's folder)
             th = threading.Thread(target=python_bursts, args=(stop,), daemon=True)
             th.start()
         torch.cuda.synchronize()
