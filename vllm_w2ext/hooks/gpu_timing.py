@@ -3,7 +3,7 @@
 vLLM's thread records ONE event per step, on the current stream, once the step's sampling has been
 launched (its end): one ``cudaEventRecord``, through torch's C method on a stream looked up by id and
 rebuilt only when the id changes (``torch.cuda.Event.record()`` builds a Python ``Stream`` on every call:
-11.7 us against 3.9 us on the H200 host, ``benchmarks/gpu/cuda_event_cost.py``). Every CUDA call on that
+11.7 us against 3.9 us on the H200 host, ``benchmarks/gpu/event_cost.py``, part ``raw``). Every CUDA call on that
 thread is dear inside vLLM, whose own threads are in the driver too: the previous design also recorded a
 start event and queried the previous end event at ``Worker.execute_model``, and that hook took a median
 23.2 us per step on the H200 host (4-layer model, batch 1, fully traced) against 6.8 us with this one
