@@ -190,3 +190,21 @@ def test_sampled_run_scales_the_time_between_forwards_to_every_step():
     f = _by_id(r)["device_idle.schedule"]
     assert f["seconds"] == pytest.approx(0.330) and f["evidence"]["scale"] == 11.0
     assert "scaled x11.0 to the run's 66 steps" in f["evidence"]["text"]
+
+
+def test_a_run_whose_n_the_cost_budget_moved_says_so():
+    """VLLM_W2EXT_COST_BUDGET: the first steps recorded in full (no N on their spans), then pairs with N 4 and
+    later 8; the note gives the range and the cause, and the step count adds what was only counted (6 recorded
+    + 2 counted)."""
+    run = Run()
+    run.generate(0, 200)
+    t = 2.0
+    for step, args in ((1, {}), (2, {}), (3, {Attr.SAMPLE_EVERY: 4}), (4, {Attr.SAMPLE_EVERY: 4}),
+                       (9, {Attr.SAMPLE_EVERY: 8, Attr.SKIPPED_STEPS: 2, Attr.SKIPPED_IDLE_STEPS: 0}),
+                       (10, {Attr.SAMPLE_EVERY: 8})):
+        run.step(step, t, 2, {"schedule": 1} if step > 1 else None, engine_args=args)
+        t += 3
+    tl = run.timeline()
+    assert (tl.sampling.least, tl.sampling.every, tl.sampling.recorded, tl.sampling.steps) == (1, 8, 6, 8)
+    note = next(n for n in tl.notes if n.startswith("sampled run"))
+    assert note.startswith("sampled run (VLLM_W2EXT_SAMPLE from 1 to 8, moved by VLLM_W2EXT_COST_BUDGET): 6 of 8 ")

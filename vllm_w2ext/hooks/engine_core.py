@@ -11,15 +11,17 @@ attributes, links, those two phase spans and request spans are assembled on the 
 """
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import Future
 
 from vllm_w2ext import config
+from vllm_w2ext.hooks.cost_budget import CostBudget
 from vllm_w2ext.hooks.runner import GATE
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.steps.facts import (FACTS_FIRST, FACTS_NEW, FACTS_PREEMPTED, FACTS_RESUMED, STAMP_STEP, light_steps,
                                     read_step)
-from vllm_w2ext.telemetry import identity
+from vllm_w2ext.telemetry import identity, pipeline, selfcost
 from vllm_w2ext.telemetry.pipeline import RECORDER, recorder
 from vllm_w2ext.telemetry.recording import PHASE_MARKS, ROOT, new_span_id, new_trace_id
 from vllm_w2ext.telemetry.wire import DATA, END, IV_END, IV_START, ON_THREAD, SPAN_ID, START, TRACE_ID, open_range
@@ -32,6 +34,7 @@ STAMP = "_w2ext_ctx"
 DISPATCH = "_w2ext_dispatch"
 LIGHT = object()                           # step pre's state for a light step (sampling)
 _now = time.time_ns
+log = logging.getLogger("vllm_w2ext")
 
 
 class _State:
@@ -51,6 +54,7 @@ class _State:
     update_kept = False
     prev_step_end = 0
     sample = 1                             # VLLM_W2EXT_SAMPLE (set_sample)
+    want = 1                               # the N the cost budget asks for (export thread); taken at a recorded step's end
     light_at = (False,)                    # facts.light_steps(sample): light_at[n % sample], is step n light
     light = False                          # the open step is not recorded in full: counted, or bare at its end
     t0 = 0                                 # a light step's start (ns), should it need recording after all
@@ -66,6 +70,7 @@ class _State:
     def set_sample(self, every: int) -> None:
         """VLLM_W2EXT_SAMPLE=every: the step number's modulus and which remainders are light steps."""
         self.sample, self.light_at = every, light_steps(every)
+        self.want = every
 
 
 S = _State()
@@ -135,6 +140,25 @@ def _record_light_step() -> list:
     return open_range(Span.STEP, ENGINE, new_trace_id(), new_span_id(), 0, S.t0, S.step, None, ON_THREAD)
 
 
+def _watch_cost(budget: CostBudget) -> None:
+    """VLLM_W2EXT_COST_BUDGET: on the export thread, after each window, the N that keeps this process's plugin
+    cost (hooks' time + export thread's CPU, ``hooks.cost_budget``) under the budget; vLLM's thread takes it at
+    its next recorded step's end. A log line per change: the first a warning (tracing thins out from there), the
+    others at info level."""
+    p = pipeline.get()
+    changes = [0]
+
+    def poll(rec) -> None:
+        n = budget.update(time.monotonic(), selfcost.hook_wall_ns[0] / 1e9 + p.export_cpu_s, S.step)
+        if n is not None:
+            S.want = n
+            changes[0] += 1
+            (log.warning if changes[0] == 1 else log.info)(
+                "vllm_w2ext: the plugin took %.2f %% of the EngineCore's time (budget %.2f %%): recording %s",
+                budget.share * 100, budget.budget * 100, "every step" if n <= 2 else f"2 steps in every {n}")
+    p.add_poller(poll)
+
+
 # -- the hooks -------------------------------------------------------------------------------------
 def _step_pre(core, args, kwargs):
     if not S.identity_done:
@@ -143,6 +167,8 @@ def _step_pre(core, args, kwargs):
         settings = config.current()
         S.all_links = settings.step_links == "all"
         S.set_sample(settings.sample)
+        if settings.cost_budget > 0:
+            _watch_cost(CostBudget(settings.cost_budget, settings.sample))
         S.identity_done = True
     S.step = n = S.step + 1
     S.facts = None
@@ -183,13 +209,16 @@ def _step_post(r, result, error):
     if S.update_kept:
         S.update_kept = False
         r[DATA] = (S.facts, executed, finished, S.pending, S.skipped, S.schedule_start, S.schedule_end,  # StepRecord
-                   S.update_start, S.update_end, S.update_batch)
+                   S.update_start, S.update_end, S.update_batch, S.sample)
     else:
-        r[DATA] = (S.facts, executed, finished, S.pending, S.skipped, S.schedule_start, S.schedule_end, 0, 0, -1)
+        r[DATA] = (S.facts, executed, finished, S.pending, S.skipped, S.schedule_start, S.schedule_end, 0, 0, -1,
+                   S.sample)
     S.schedule_start = 0
     S.skipped = (0, 0, 0)
     (RECORDER[0] or recorder()).end(r, error)
     S.prev_step_end = r[END]
+    if S.want != S.sample:                         # the cost budget moved N: from the next step on
+        S.set_sample(S.want)
 
 
 def _schedule_pre(sched, args, kwargs):

@@ -58,8 +58,9 @@ class Assembler:
             attrs.update({Attr.SKIPPED_STEPS: skipped.executed, Attr.SKIPPED_IDLE_STEPS: skipped.idle,
                           Attr.SKIPPED_DECODE_TOKENS: skipped.decode_tokens})
             self.index.scheduled_steps += skipped.executed      # decode-only steps: no request changed in them
-        if sampled(self.sample_every):
-            attrs[Attr.SAMPLE_EVERY] = self.sample_every
+        every = d.every or self.sample_every
+        if sampled(every):
+            attrs[Attr.SAMPLE_EVERY] = every
         f = d.facts
         if f is not None:
             attrs.update({Attr.RUNNING: f.running, Attr.WAITING: f.waiting, Attr.NUM_REQS: f.num_reqs,

@@ -69,6 +69,8 @@ class Sampling:
     recorded: int                                # engine steps recorded, every engine
     steps: int                                   # engine steps run, the ones only counted included
     executed: dict[str, int] = field(default_factory=dict)   # engine -> steps that ran the model, counted ones too
+    least: int = 0                               # the smallest N of a step (1: recorded fully traced); below
+                                                 # ``every`` when VLLM_W2EXT_COST_BUDGET moved N during the run
 
 
 @dataclass
@@ -222,10 +224,11 @@ def build(files: list[tuple[Process, list[Slice]]], path: str = "") -> Timeline:
 def _sampling(tl: Timeline) -> Sampling | None:
     """The step spans of a sampled run carry N and, on each recorded step, the steps only counted before it."""
     steps = [s for ss in tl.engine_steps.values() for s in ss]
-    every = max((_num(s.args, Attr.SAMPLE_EVERY, 0) for s in steps), default=0)
-    if not every:
+    ns = [int(_num(s.args, Attr.SAMPLE_EVERY, 1)) for s in steps]      # no attribute: recorded in full (N 1)
+    every = max(ns, default=1)
+    if every <= 1:
         return None
-    smp = Sampling(every, len(steps), len(steps))
+    smp = Sampling(every, len(steps), len(steps), least=min(ns))
     for engine, ss in tl.engine_steps.items():
         counted = sum(_num(s.args, Attr.SKIPPED_STEPS, 0) for s in ss)
         smp.steps += counted + sum(_num(s.args, Attr.SKIPPED_IDLE_STEPS, 0) for s in ss)
@@ -234,7 +237,9 @@ def _sampling(tl: Timeline) -> Sampling | None:
 
 
 def _sampling_note(smp: Sampling) -> str:
-    return (f"sampled run (VLLM_W2EXT_SAMPLE={smp.every}): {smp.recorded} of {smp.steps} engine steps recorded "
+    n = (f"VLLM_W2EXT_SAMPLE={smp.every}" if smp.least == smp.every else
+         f"VLLM_W2EXT_SAMPLE from {smp.least} to {smp.every}, moved by VLLM_W2EXT_COST_BUDGET")
+    return (f"sampled run ({n}): {smp.recorded} of {smp.steps} engine steps recorded "
             "(pairs of steps in full, and every step that changed a request as a bare step); the device's time "
             "between forwards (busy and idle by cause) is scaled up from the forwards whose idle was measured (each device's "
             "`scale`), the head and tail are as measured, the requests' figures are complete")

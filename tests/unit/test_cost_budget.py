@@ -1,0 +1,84 @@
+"""hooks.cost_budget: the N that keeps the plugin's measured share of the wall time under VLLM_W2EXT_COST_BUDGET,
+from planted (time, cumulative cost) readings: doubled after a window over the budget (never 2), held inside
+the band, halved back to the configured SAMPLE after windows under 0.4x the budget, capped, one decision per
+window, none while the engine is idle."""
+import pytest
+
+from vllm_w2ext.hooks.cost_budget import LOWER, MAX_EVERY, WINDOW_S, CostBudget
+
+
+class Run:
+    """A CostBudget fed one reading per window, each window's cost the planted share of it."""
+
+    def __init__(self, budget: float, base: int = 1):
+        self.b = CostBudget(budget, base)
+        self.t, self.c, self.steps = 100.0, 0.0, 0
+        self.b.update(self.t, self.c, self.steps)
+
+    def windows(self, shares: list[float], steps: int = 500) -> list:
+        """The decisions (None: no change), one per window of ``steps`` engine steps."""
+        out = []
+        for share in shares:
+            self.t += WINDOW_S
+            self.c += share * WINDOW_S
+            self.steps += steps
+            out.append(self.b.update(self.t, self.c, self.steps))
+        return out
+
+
+def test_over_the_budget_doubles_n_skipping_two():
+    r = Run(1.0)                                          # 1 % of the wall time
+    assert r.windows([0.02, 0.02, 0.015]) == [4, 8, 16]
+    assert r.b.every == 16 and r.b.share == pytest.approx(0.015)
+
+
+def test_inside_the_band_n_holds():
+    r = Run(1.0)
+    r.windows([0.02, 0.02])                               # N = 8
+    assert r.windows([0.009, 0.005, LOWER * 0.01 + 1e-6]) == [None, None, None]
+    assert r.b.every == 8
+
+
+def test_well_under_the_budget_n_falls_back_to_the_setting():
+    r = Run(1.0)
+    r.windows([0.02, 0.02, 0.02])                         # N = 16
+    assert r.windows([0.001, 0.001, 0.001, 0.001]) == [8, 4, 1, None]
+
+
+def test_the_configured_sample_is_the_floor_and_the_first_step_up_doubles_it():
+    r = Run(0.5, base=10)
+    assert r.windows([0.001]) == [None]                   # under the budget at the floor: stays
+    assert r.windows([0.01, 0.01]) == [20, 40]
+    assert r.windows([0.0, 0.0, 0.0]) == [20, 10, None]
+
+
+def test_n_is_capped():
+    r = Run(0.0001)
+    got = r.windows([1.0] * 12)
+    assert r.b.every == MAX_EVERY and got[-1] is None
+    assert [n for n in got if n] == [4, 8, 16, 32, 64, 128, 256, 512, 1024]
+
+
+def test_one_decision_per_window_whatever_the_polling_rate():
+    """The export thread polls every 200 ms: readings inside a window decide nothing; the window's share is its
+    cost over its whole length."""
+    b = CostBudget(1.0)
+    b.update(0.0, 0.0, 0)
+    assert [b.update(t, t * 0.05, int(t * 500)) for t in (0.2, 0.4, 0.6, 0.8)] == [None] * 4
+    assert b.update(1.0, 0.05, 500) == 4 and b.share == pytest.approx(0.05)
+    assert b.update(1.2, 0.06, 600) is None
+
+
+def test_an_idle_engine_keeps_its_n_for_the_next_burst():
+    """No step in a window: nothing to measure (the share reads ~0 only because nothing ran); N holds, and the
+    next busy window decides again."""
+    r = Run(1.0)
+    r.windows([0.02, 0.02])                               # N = 8
+    assert r.windows([0.0001, 0.0001, 0.0001], steps=0) == [None, None, None]
+    assert r.b.every == 8
+    assert r.windows([0.0001]) == [4]
+
+
+def test_a_budget_must_be_positive():
+    with pytest.raises(ValueError):
+        CostBudget(0.0)
