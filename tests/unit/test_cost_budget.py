@@ -4,7 +4,7 @@ the band, halved back to the configured SAMPLE after windows under 0.4x the budg
 window, none while the engine is idle."""
 import pytest
 
-from vllm_w2ext.hooks.cost_budget import LOWER, MAX_EVERY, WINDOW_S, CostBudget
+from vllm_w2ext.hooks.cost_budget import LOWER, MAX_EVERY, WINDOW_S, CostBudget, effective_share
 
 
 class Run:
@@ -12,17 +12,20 @@ class Run:
 
     def __init__(self, budget: float, base: int = 1):
         self.b = CostBudget(budget, base)
-        self.t, self.c, self.steps = 100.0, 0.0, 0
-        self.b.update(self.t, self.c, self.steps)
+        self.t, self.c, self.steps, self.device = 100.0, 0.0, 0, (0, 0)
+        self.b.update(self.t, self.c, self.steps, self.device)
 
-    def windows(self, shares: list[float], steps: int = 500) -> list:
-        """The decisions (None: no change), one per window of ``steps`` engine steps."""
+    def windows(self, shares: list[float], steps: int = 500, idle: float | None = None) -> list:
+        """The decisions (None: no change), one per window of ``steps`` engine steps; ``idle``: the device's
+        planted idle share of its measured stepping time in each (None: no device timeline)."""
         out = []
         for share in shares:
             self.t += WINDOW_S
             self.c += share * WINDOW_S
             self.steps += steps
-            out.append(self.b.update(self.t, self.c, self.steps))
+            if idle is not None:                          # 1 s of measured stepping, ns
+                self.device = (self.device[0] + round(idle * 1e9), self.device[1] + round((1 - idle) * 1e9))
+            out.append(self.b.update(self.t, self.c, self.steps, self.device))
         return out
 
 
@@ -67,6 +70,26 @@ def test_one_decision_per_window_whatever_the_polling_rate():
     assert [b.update(t, t * 0.05, int(t * 500)) for t in (0.2, 0.4, 0.6, 0.8)] == [None] * 4
     assert b.update(1.0, 0.05, 500) == 4 and b.share == pytest.approx(0.05)
     assert b.update(1.2, 0.06, 600) is None
+
+
+def test_a_device_that_never_waits_keeps_full_tracing():
+    """A GPU-bound engine under async scheduling (the H200's 8B at batch 1: the plugin 1.78 % of the EngineCore's
+    time, the device busy 99.99 %): the plugin's time does not delay the device, so a 1 % budget keeps every
+    step; a CPU-bound one (4 layers: 3 % cost, the device idle 9 %) is thinned as without a device timeline."""
+    gpu_bound = Run(1.0)
+    assert gpu_bound.windows([0.0178] * 4, idle=0.0001) == [None] * 4
+    assert gpu_bound.b.every == 1 and gpu_bound.b.cost_share == pytest.approx(0.0178)
+    assert gpu_bound.b.idle_share == pytest.approx(0.0001) and gpu_bound.b.share == pytest.approx(0.0001)
+    cpu_bound = Run(1.0)
+    assert cpu_bound.windows([0.03, 0.03], idle=0.09) == [4, 8]
+    assert cpu_bound.b.share == pytest.approx(0.03)
+
+
+def test_the_cost_share_stands_alone_without_a_device_timeline():
+    assert effective_share(0.02, None) == 0.02
+    assert effective_share(0.02, 0.5) == 0.02 and effective_share(0.02, 0.001) == 0.001
+    r = Run(1.0)
+    assert r.windows([0.02]) == [4] and r.b.idle_share is None
 
 
 def test_an_idle_engine_keeps_its_n_for_the_next_burst():

@@ -284,3 +284,18 @@ def test_the_loaded_runtime_is_found_in_the_process_maps(monkeypatch, tmp_path):
     real_open = open
     monkeypatch.setattr("builtins.open", lambda p, *a, **k: real_open(maps if p == "/proc/self/maps" else p, *a, **k))
     assert gpu_timing.loaded_cudart() == "/site/nvidia/cu13/lib/libcudart.so.13"
+
+
+def test_only_measured_idle_goes_into_the_process_totals(gpu, monkeypatch):
+    """The cost budget's device bound (gpu_timing.MEASURED): idle and busy of the steps whose idle was measured;
+    a first step (or the first after a pause) says idle 0 without having measured it and stays out."""
+    monkeypatch.setattr(gpu_timing, "MEASURED", [0, 0])
+    timer = make(gpu)
+    timer.stop(1, at(100.0))
+    timer.stop(2, at(105.0))
+    timer.forget_previous()                       # pause ... resume
+    timer.stop(9, at(200.0))
+    gpu.finish(102.0, 107.5, 201.0)
+    gpu.now = 202.0
+    samples(timer)
+    assert gpu_timing.MEASURED == [3 * MS, round(2.5 * MS)]      # step 2 alone: 102 -> 105 idle, 105 -> 107.5 busy

@@ -16,6 +16,7 @@ import time
 from concurrent.futures import Future
 
 from vllm_w2ext import config
+from vllm_w2ext.hooks import gpu_timing
 from vllm_w2ext.hooks.cost_budget import CostBudget
 from vllm_w2ext.hooks.runner import GATE
 from vllm_w2ext.hooks.spec import Hook
@@ -142,20 +143,24 @@ def _record_light_step() -> list:
 
 def _watch_cost(budget: CostBudget) -> None:
     """VLLM_W2EXT_COST_BUDGET: on the export thread, after each window, the N that keeps this process's plugin
-    cost (hooks' time + export thread's CPU, ``hooks.cost_budget``) under the budget; vLLM's thread takes it at
+    cost (hooks' time + export thread's CPU, bounded by the device's idle share where the worker's timer runs in
+    this process: ``hooks.cost_budget``) under the budget; vLLM's thread takes it at
     its next recorded step's end. A log line per change: the first a warning (tracing thins out from there), the
     others at info level."""
     p = pipeline.get()
     changes = [0]
 
     def poll(rec) -> None:
-        n = budget.update(time.monotonic(), selfcost.hook_wall_ns[0] / 1e9 + p.export_cpu_s, S.step)
+        n = budget.update(time.monotonic(), selfcost.hook_wall_ns[0] / 1e9 + p.export_cpu_s, S.step,
+                          tuple(gpu_timing.MEASURED))
         if n is not None:
             S.want = n
             changes[0] += 1
+            idle = budget.idle_share
             (log.warning if changes[0] == 1 else log.info)(
-                "vllm_w2ext: the plugin took %.2f %% of the EngineCore's time (budget %.2f %%): recording %s",
-                budget.share * 100, budget.budget * 100, "every step" if n <= 2 else f"2 steps in every {n}")
+                "vllm_w2ext: the plugin took %.2f %% of the EngineCore's time%s (budget %.2f %%): recording %s",
+                budget.cost_share * 100, "" if idle is None else f", the device idled {idle * 100:.2f} %",
+                budget.budget * 100, "every step" if n <= 2 else f"2 steps in every {n}")
     p.add_poller(poll)
 
 

@@ -40,6 +40,9 @@ from collections import deque
 MAX_PENDING = 4096        # steps recorded and not yet resolved (about 20 s at 5 ms steps); beyond: drop the oldest
 _wall = time.time_ns
 NOT_READY = 600           # cudaErrorNotReady
+# Device idle and busy time (ns) of the steps whose idle was measured (a recorded predecessor), every timer of the
+# process together, since it started: the cost budget's bound on what the plugin can delay (hooks.cost_budget).
+MEASURED = [0, 0]
 
 
 def loaded_cudart() -> str | None:
@@ -162,6 +165,7 @@ class GpuTimer:
         out = []
         pool = self.pool
         elapsed = self._elapsed
+        measured = MEASURED
         if self.dropped != self._dropped_seen:
             self._dropped_seen = self.dropped
             self.prev_end = None
@@ -184,7 +188,11 @@ class GpuTimer:
                 idle, start = 0, launch if prev is None else prev
             else:
                 idle, start = launch - prev, launch
-            out.append((step, launch, max(0, end - start) / 1e9, idle / 1e9))   # steps.facts.DeviceSample
+            busy = max(0, end - start)
+            out.append((step, launch, busy / 1e9, idle / 1e9))   # steps.facts.DeviceSample
+            if prev is not None:                # its idle measured: into the process's totals
+                measured[0] += idle
+                measured[1] += busy
             pool.append(e)
             self.prev_end = end
         self.new_anchor()
