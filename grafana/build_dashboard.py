@@ -279,6 +279,13 @@ ROWS: list[tuple[str, list[P]]] = [
             Q(rate("vllm_w2ext_export_errors_total", by="role"), "export {{role}}"),
             Q(rate("vllm_w2ext_hook_errors_total", by="hook"), "hook {{hook}}"),
         ], unit="suffix: /s", w=4),
+        P("Steps recorded: 2 in every N", [
+            Q(gauge("vllm_w2ext_sample_every", agg="max"), "N, engine {{engine}}"),
+        ], unit="short", w=8,
+          description="VLLM_W2EXT_SAMPLE's N at each EngineCore's last recorded step: 1 (or 2) is full tracing; "
+                      "above it, two consecutive steps in every N are recorded in full, every step that changes a "
+                      "request as a bare step, and the rest only counted. VLLM_W2EXT_COST_BUDGET raises N while "
+                      "the plugin's cost in the EngineCore is over the budget."),
     ]),
     (ROW_VLLM, [
         P("E2E request latency p50 / p99", [

@@ -52,6 +52,9 @@ def test_counters_and_the_request_stay_exact(budget_run):
     text = result["phases"][0]["metrics"]
     assert _metric(text, "vllm_w2ext_engine_steps_total", executed="true") == RUNS * TOKENS
     assert _metric(text, "vllm_w2ext_batch_tokens_total", kind="decode") == RUNS * (TOKENS - 1)
+    steps = [s for ss in tl.engine_steps.values() for s in ss]
+    last = max(steps, key=lambda s: s.step).args.get(Attr.SAMPLE_EVERY, 1)
+    assert _metric(text, "vllm_w2ext_sample_every") == last >= 8    # the gauge: the last recorded step's N
     assert len(tl.requests) == RUNS
     for _, req in tl.requests:
         assert req.args[Attr.NUM_STEPS] == TOKENS and req.args[Attr.OUTPUT_TOKENS] == TOKENS

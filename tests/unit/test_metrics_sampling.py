@@ -44,3 +44,15 @@ def test_counted_steps_and_unmeasured_executions():
     assert busy == 0.004                         # the two measured steps; with the unmeasured ones: 0.008
     gpu_busy, gpu_idle = total(text, "vllm_w2ext_gpu_busy_seconds_total"), total(text, "vllm_w2ext_gpu_idle_seconds_total")
     assert (gpu_busy, gpu_idle) == (0.004, 0.012) and gpu_busy / (gpu_busy + gpu_idle) == 0.25
+
+
+def test_the_n_gauge_follows_the_last_recorded_step():
+    """vllm_w2ext_sample_every: the N on the last recorded step's span (the cost budget moves it), 1 for a step
+    recorded without one (full tracing)."""
+    m = StepMetrics(exemplars=False)
+    full = step(1)
+    del full.attrs[Attr.SAMPLE_EVERY]
+    m.consume([full])
+    assert total(m.exposition().decode(), "vllm_w2ext_sample_every") == 1
+    m.consume([step(2), step(17)])
+    assert total(m.exposition().decode(), "vllm_w2ext_sample_every") == 16

@@ -81,6 +81,9 @@ INSTRUMENTS: tuple[Instrument, ...] = (
        "{request}", "Waiting requests after scheduling"),
     _i("preempt", COUNTER, "vllm_w2ext_preemptions", "vllm_w2ext.preemptions", "{preemption}",
        "Preempted requests"),
+    _i("sample_every", GAUGE, "vllm_w2ext_sample_every", "vllm_w2ext.sample.every", "{step}",
+       "N of VLLM_W2EXT_SAMPLE at the last recorded engine step: two steps in every N recorded in full (1: every "
+       "step; VLLM_W2EXT_COST_BUDGET moves it)"),
     # -- the worker's CPU timeline ------------------------------------------------------------------
     _i("gap", HISTOGRAM, "vllm_w2ext_scheduler_gap_seconds", "vllm_w2ext.scheduler.gap", S,
        "CPU wall time between the end of one model execution and the start of the next", (), TIME_BUCKETS,

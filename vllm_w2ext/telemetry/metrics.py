@@ -249,6 +249,7 @@ class StepMetrics:
     def _step(self, lab, r: Range, a) -> None:
         executed = bool(a.get(Attr.MODEL_EXECUTED))
         self.steps.inc(lab + ("true" if executed else "false",), 1)
+        self.sample_every.set(lab, a.get(Attr.SAMPLE_EVERY, 1))
         skipped = a.get(Attr.SKIPPED_STEPS)
         if skipped is not None:                # steps only counted before this one (VLLM_W2EXT_SAMPLE)
             self.steps.inc(lab + ("true",), skipped)
