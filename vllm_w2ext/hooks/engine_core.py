@@ -73,6 +73,12 @@ class _State:
         self.sample, self.light_at = every, light_steps(every)
         self.want = every
 
+    def take_want(self) -> None:
+        """vLLM's thread: run from the next step on at the N the cost budget asked for (``want`` is only read
+        here: a write of the export thread's in between is taken at the next recorded step)."""
+        every = self.want
+        self.sample, self.light_at = every, light_steps(every)
+
 
 S = _State()
 
@@ -223,7 +229,7 @@ def _step_post(r, result, error):
     (RECORDER[0] or recorder()).end(r, error)
     S.prev_step_end = r[END]
     if S.want != S.sample:                         # the cost budget moved N: from the next step on
-        S.set_sample(S.want)
+        S.take_want()
 
 
 def _schedule_pre(sched, args, kwargs):
