@@ -17,10 +17,8 @@ from vllm_w2ext.vocab import ENGINE, FRONT, Attr, Span
 
 
 class Assembler:
-    def __init__(self, extract_parent, new_span_id, new_trace_id, links: str = "boundary", max_links: int = 512,
-                 sample_every: int = 1):
+    def __init__(self, extract_parent, new_span_id, new_trace_id, links: str = "boundary", max_links: int = 512):
         self.index = RequestIndex(extract_parent, links, max_links)
-        self.sample_every = sample_every
         self.device = DeviceIdle()
         self.new_span_id, self.new_trace_id = new_span_id, new_trace_id
 
@@ -58,7 +56,7 @@ class Assembler:
             attrs.update({Attr.SKIPPED_STEPS: skipped.executed, Attr.SKIPPED_IDLE_STEPS: skipped.idle,
                           Attr.SKIPPED_DECODE_TOKENS: skipped.decode_tokens})
             self.index.scheduled_steps += skipped.executed      # decode-only steps: no request changed in them
-        every = d.every or self.sample_every
+        every = d.every                 # the N the EngineCore ran this step at (not the setting: the budget moves it)
         if sampled(every):
             attrs[Attr.SAMPLE_EVERY] = every
         f = d.facts
@@ -92,5 +90,4 @@ class Assembler:
 def for_settings(settings) -> Assembler:
     from vllm_w2ext.telemetry import propagation
     from vllm_w2ext.telemetry.recording import new_span_id, new_trace_id
-    return Assembler(propagation.extract, new_span_id, new_trace_id, settings.step_links, settings.max_links,
-                     settings.sample)
+    return Assembler(propagation.extract, new_span_id, new_trace_id, settings.step_links, settings.max_links)

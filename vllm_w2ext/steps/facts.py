@@ -186,7 +186,7 @@ class StepRecord(NamedTuple):
     update_start: int = 0         # Scheduler.update_from_output in this step (ns)
     update_end: int = 0
     update_batch: int = -1        # the step whose output that update took in (vllm.step.batch_id); -1: unknown
-    every: int = 0                # VLLM_W2EXT_SAMPLE's N in effect (the cost budget moves it); 0: the setting's
+    every: int = 1                # VLLM_W2EXT_SAMPLE's N in effect for this step (the cost budget moves it)
 
 
 class DeviceSample(NamedTuple):
