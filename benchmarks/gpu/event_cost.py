@@ -195,19 +195,28 @@ def copy_to_host(x, stop: threading.Event, go: threading.Event) -> None:
         e.synchronize()
 
 
+def start_poller(timer, stop: threading.Event, polls: list | None = None) -> threading.Thread:
+    """The export thread's side: ``timer.poll()`` every 200 ms until ``stop``; each poll's (wall ns, thread CPU ns,
+    steps resolved) appended to ``polls`` when given."""
+    def poller():
+        cpu, wall = time.thread_time_ns, time.perf_counter_ns
+        while not stop.wait(0.2):
+            c0, w0 = cpu(), wall()
+            n = len(timer.poll())
+            if polls is not None:
+                polls.append((wall() - w0, cpu() - c0, n))
+    th = threading.Thread(target=poller, daemon=True)
+    th.start()
+    return th
+
+
 def timed_stops(timer, x, poll: bool, copier: bool = False) -> list[int]:
     """``timer.stop`` timed over STEPS stand-in steps (a kernel launch, then ~0.2 ms without the GIL); ``poll``:
     the export thread's poll every 200 ms beside it."""
     stop, go = threading.Event(), threading.Event()
     if copier:
         threading.Thread(target=copy_to_host, args=(x, stop, go), daemon=True).start()
-
-    def poller():
-        while not stop.wait(0.2):
-            timer.poll()
-    th = threading.Thread(target=poller, daemon=True)
-    if poll:
-        th.start()
+    th = start_poller(timer, stop) if poll else None
     out = []
     for i in range(STEPS):
         x.mul_(1.0)                               # the step's last launch
@@ -222,7 +231,7 @@ def timed_stops(timer, x, poll: bool, copier: bool = False) -> list[int]:
             torch.cuda.synchronize()
         time.sleep(0.0002)                        # the rest of a CPU-bound step (no GIL held)
     stop.set()
-    if poll:
+    if th is not None:
         th.join()
     return out
 
@@ -260,15 +269,7 @@ def poll_once(timer, x, steps: int = 1500) -> dict:
     kernel launch, ``stop``, then the rest of the step without the GIL): per poll and per resolved step."""
     polls: list = []
     stop = threading.Event()
-
-    def poller():
-        cpu, wall = time.thread_time_ns, time.perf_counter_ns
-        while not stop.wait(0.2):
-            c0, w0 = cpu(), wall()
-            n = len(timer.poll())
-            polls.append((wall() - w0, cpu() - c0, n))
-    th = threading.Thread(target=poller, daemon=True)
-    th.start()
+    th = start_poller(timer, stop, polls)
     for i in range(steps):
         x.mul_(1.0)
         timer.stop(i, time.time_ns())
@@ -284,12 +285,13 @@ def poll_once(timer, x, steps: int = 1500) -> dict:
 
 def poll_part(timer, x) -> dict:
     """The poll resolving each step through the CUDA runtime (one ``cudaEventElapsedTime``, the plugin's way
-    when the runtime library is found) against torch's calls (``torch_elapsed``: two queries and ``elapsed_time``),
+    when the runtime library is found) against torch's calls (``torch_elapsed``: a query of the step's event, of its anchor once, and
+    ``elapsed_time``),
     interleaved twice; and whether the two read the same times on the same events."""
     runtime = timer._elapsed
-    res: dict = {"runtime_found": runtime is not _gpu_timing.torch_elapsed, "runs": []}
+    res: dict = {"runtime_found": _gpu_timing.loaded_cudart() is not None, "runs": []}
     for rnd in range(2):
-        for name, fn in (("runtime", runtime), ("torch", _gpu_timing.torch_elapsed)):
+        for name, fn in (("runtime", runtime), ("torch", _gpu_timing.torch_elapsed())):
             timer._elapsed = fn
             res["runs"].append({"way": name, "round": rnd + 1, **poll_once(timer, x)})
     timer._elapsed = runtime

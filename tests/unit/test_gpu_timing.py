@@ -265,25 +265,34 @@ def test_without_a_loaded_runtime_torch_calls_are_the_fallback(monkeypatch):
 
     class Ev:
         def __init__(self, done, t):
-            self.done, self.t = done, t
+            self.done, self.t, self.queries = done, t, 0
 
         def query(self):
+            self.queries += 1
             return self.done
 
         def elapsed_time(self, other):
             return other.t - self.t
-    assert gpu_timing.torch_elapsed(Ev(True, 1.0), Ev(True, 3.5)) == 2.5
-    assert gpu_timing.torch_elapsed(Ev(True, 1.0), Ev(False, None)) is None
-    assert gpu_timing.torch_elapsed(Ev(False, None), Ev(True, 3.5)) is None
+    elapsed = gpu_timing.torch_elapsed()
+    late_anchor = Ev(False, None)
+    assert elapsed(late_anchor, Ev(True, 3.5)) is None           # the anchor has not run
+    anchor = Ev(True, 1.0)
+    assert elapsed(anchor, Ev(False, None)) is None              # the step has not finished
+    assert anchor.queries == 0                                   # (its end is asked first)
+    assert [elapsed(anchor, Ev(True, t)) for t in (3.5, 4.0, 6.0)] == [2.5, 3.0, 5.0]
+    assert anchor.queries == 1                                   # an anchor found done is not asked again
 
 
 def test_the_loaded_runtime_is_found_in_the_process_maps(monkeypatch, tmp_path):
     maps = tmp_path / "maps"
     maps.write_text("7f00-7f01 r-xp 0 08:01 1 /usr/lib/libc.so.6\n"
-                    "7f02-7f03 r-xp 0 08:01 2 /site/nvidia/cu13/lib/libcudart.so.13\n")
+                    "7f02-7f03 r-xp 0 08:01 2 /site/nvidia/cu13/lib/libcudart.so.13\n"
+                    "7f04-7f05 r-xp 0 08:01 3 /usr/local/nvidia/lib64/libcuda.so.580.159.04\n")
     real_open = open
     monkeypatch.setattr("builtins.open", lambda p, *a, **k: real_open(maps if p == "/proc/self/maps" else p, *a, **k))
     assert gpu_timing.loaded_cudart() == "/site/nvidia/cu13/lib/libcudart.so.13"
+    assert gpu_timing.loaded_library("libcuda.so") == "/usr/local/nvidia/lib64/libcuda.so.580.159.04"   # not cudart
+    assert gpu_timing.loaded_library("libnvToolsExt.so") is None
 
 
 def test_only_measured_idle_goes_into_the_process_totals(gpu, monkeypatch):

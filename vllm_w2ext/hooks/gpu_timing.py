@@ -45,18 +45,24 @@ NOT_READY = 600           # cudaErrorNotReady
 MEASURED = [0, 0]
 
 
-def loaded_cudart() -> str | None:
-    """The path of the CUDA runtime library this process has loaded (torch's), from /proc/self/maps; None if none
-    is (a static runtime, or no /proc)."""
+def loaded_library(prefix: str) -> str | None:
+    """The path of the first shared library this process has loaded whose file name starts with ``prefix``
+    (``libcudart.so``: torch's CUDA runtime), from /proc/self/maps; None if none is (a static runtime, or no
+    /proc)."""
     try:
         with open("/proc/self/maps") as f:
             for ln in f:
                 path = ln.rsplit(None, 1)[-1]
-                if os.path.basename(path).startswith("libcudart.so"):
+                if os.path.basename(path).startswith(prefix):
                     return path
     except OSError:
         pass
     return None
+
+
+def loaded_cudart() -> str | None:
+    """The CUDA runtime library this process has loaded (``loaded_library``)."""
+    return loaded_library("libcudart.so")
 
 
 def runtime_elapsed(path: str | None = None):
@@ -87,11 +93,21 @@ def runtime_elapsed(path: str | None = None):
     return elapsed
 
 
-def torch_elapsed(start, end):
-    """``runtime_elapsed``'s fallback through torch's calls: a query of each event, then ``elapsed_time``."""
-    if not end.query() or not start.query():
-        return None
-    return start.elapsed_time(end)
+def torch_elapsed():
+    """``runtime_elapsed``'s fallback through torch's calls: ``elapsed(start, end)`` queries the end event, the start
+    event only until it has once been found done (``start`` is the poll's anchor, shared by the steps recorded
+    after it), then ``elapsed_time``."""
+    done = [None]                               # the last start event found done
+
+    def elapsed(start, end):
+        if not end.query():
+            return None
+        if start is not done[0]:
+            if not start.query():
+                return None
+            done[0] = start
+        return start.elapsed_time(end)
+    return elapsed
 
 
 class GpuTimer:
@@ -109,7 +125,7 @@ class GpuTimer:
             cuda = (torch.cuda.Event, torch._C._CudaEventBase.record,    # Event.record without its wrapper
                     torch._C._cuda_getCurrentStream,                      # (stream id, device index, type)
                     torch.cuda.Stream, lambda: torch.cuda.Stream(device=device), device,
-                    runtime_elapsed() or torch_elapsed, lambda: torch.cuda.set_device(device))
+                    runtime_elapsed() or torch_elapsed(), lambda: torch.cuda.set_device(device))
         (new_event, self._record, self._current, self._stream_of, self._new_stream, self._device, self._elapsed,
          self._use_device) = cuda
         self._event = lambda: new_event(enable_timing=True)
