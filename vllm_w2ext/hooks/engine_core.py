@@ -39,30 +39,34 @@ log = logging.getLogger("vllm_w2ext")
 
 
 class _State:
-    step = 0
-    current: list | None = None            # open engine.step range (None: none, or a light step)
-    facts = None                           # StepFacts of the open step (None: nothing scheduled)
-    finished: list = []                    # Finished of each request freed since the last step ended
-    sched = None                           # the Scheduler (queue lengths at step end)
-    pending = 0                            # requests running or waiting when the previous step ended
-    identity_done = False
-    all_links = False                      # VLLM_W2EXT_STEP_LINKS=all: ship every scheduled id
-    update_start = update_end = 0          # last update_from_output interval (ns)
-    update_batch = -1                      # the step whose output update_from_output is taking in
-    # the open step's phases kept for its StepRecord (no marks, no error): schedule bounds (start 0: none),
-    # and whether S.update_start/update_end/update_batch are this step's update
-    schedule_start = schedule_end = 0
-    update_kept = False
-    prev_step_end = 0
-    sample = 1                             # VLLM_W2EXT_SAMPLE (set_sample)
-    want = 1                               # the N the cost budget asks for (export thread); taken at a recorded step's end
-    light_at = (False,)                    # facts.light_steps(sample): light_at[n % sample], is step n light
-    light = False                          # the open step is not recorded in full: counted, or bare at its end
-    t0 = 0                                 # a light step's start (ns), should it need recording after all
-    light_so = None                        # the light step's SchedulerOutput (None: nothing scheduled)
-    skipped = (0, 0, 0)                    # light steps since the last recorded one: SkippedSteps
+    """The EngineCore hooks' state, one instance (``S``). Every attribute is set in ``__init__``, none on the
+    class: CPython (3.11, 3.12) does not specialize an instance's attribute load or store when its class has a
+    plain attribute of the same name, so class-level defaults made each of the ~30 reads and writes per step a
+    generic lookup through the instance's and the class's dicts (``benchmarks/results/cpu/state_attrs``)."""
 
     def __init__(self) -> None:
+        self.step = 0
+        self.current: list | None = None   # open engine.step range (None: none, or a light step)
+        self.facts = None                  # StepFacts of the open step (None: nothing scheduled)
+        self.finished: list = []           # Finished of each request freed since the last step ended
+        self.sched = None                  # the Scheduler (queue lengths at step end)
+        self.pending = 0                   # requests running or waiting when the previous step ended
+        self.identity_done = False
+        self.all_links = False             # VLLM_W2EXT_STEP_LINKS=all: ship every scheduled id
+        self.update_start = self.update_end = 0   # last update_from_output interval (ns)
+        self.update_batch = -1             # the step whose output update_from_output is taking in
+        # the open step's phases kept for its StepRecord (no marks, no error): schedule bounds (start 0: none),
+        # and whether S.update_start/update_end/update_batch are this step's update
+        self.schedule_start = self.schedule_end = 0
+        self.update_kept = False
+        self.prev_step_end = 0
+        self.sample = 1                    # VLLM_W2EXT_SAMPLE (set_sample)
+        self.want = 1                      # the N the cost budget asks for (export thread); taken at a recorded step's end
+        self.light_at = (False,)           # facts.light_steps(sample): light_at[n % sample], is step n light
+        self.light = False                 # the open step is not recorded in full: counted, or bare at its end
+        self.t0 = 0                        # a light step's start (ns), should it need recording after all
+        self.light_so = None               # the light step's SchedulerOutput (None: nothing scheduled)
+        self.skipped = (0, 0, 0)           # light steps since the last recorded one: SkippedSteps
         # Requests that may still change in a step that shows no other sign of it (see _changes_requests),
         # kept from the recorded steps' facts (every step that changes a request is recorded):
         self.prefilling: set = set()       # first scheduled with part of their prompt, no first token yet

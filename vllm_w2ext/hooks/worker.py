@@ -30,12 +30,16 @@ _now = time.time_ns
 
 
 class _State:
-    last = None                      # stamp of the last executed step
-    last_end = 0                     # ns: end of the last model execution (sample or execute)
-    identity_done = False
-    timer = None                     # GpuTimer on CUDA workers
-    gpu_step = None                  # (step, wall clock ns at its execute_model) of the step awaiting its end event
-    open = None                      # the worker.execute_model range being recorded (forward's parent)
+    """The worker hooks' state, one instance (``S``); every attribute set in ``__init__``, none on the class (see
+    ``engine_core._State``: class-level defaults keep CPython from specializing the per-step reads and writes)."""
+
+    def __init__(self) -> None:
+        self.last = None             # stamp of the last executed step
+        self.last_end = 0            # ns: end of the last model execution (sample or execute)
+        self.identity_done = False
+        self.timer = None            # GpuTimer on CUDA workers
+        self.gpu_step = None         # (step, wall clock ns at its execute_model) of the step awaiting its end event
+        self.open = None             # the worker.execute_model range being recorded (forward's parent)
 
 
 S = _State()
