@@ -94,7 +94,7 @@ def test_front_handoffs():
         raise KeyError(so)
 
     def line_of(runner, front):
-        runner.next_at = -1                  # not the timed call
+        runner.left = -1                  # not the timed call
         try:
             front(object(), 1)
         except KeyError as e:

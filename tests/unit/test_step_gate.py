@@ -208,7 +208,7 @@ def test_hook_has_the_methods_own_parameters():
     for name in ("f", "g", "h", "k"):
         r = runners[name] = HookRunner(Hook(f"t.{name}", "m", f"Target.{name}", pre,
                                             lambda s, res, e: results.append(res), recorded_only=True))
-        r.next_at = -1                 # no timed call (it goes through the generic halves)
+        r.left = -1                 # no timed call (it goes through the generic halves)
         setattr(Target, name, r.bind(vars(Target)[name]))
     assert list(inspect.signature(Target.f).parameters) == ["self", "so", "out", "flag"]
     assert Target.f.__w2ext_runner__ is runners["f"] and Target.f.__wrapped__ is not None
@@ -227,7 +227,7 @@ def test_hook_has_the_methods_own_parameters():
     # a required keyword-only parameter: by keyword to pre, and the timed call (the generic halves) gets it so too
     r = HookRunner(Hook("t.q", "m", "Target.q", pre, lambda s, res, e: results.append(res)))
     Target.q = r.bind(vars(Target)["q"])
-    r.next_at = r.calls + 2
+    r.left = 2                                                               # the timed call: the second
     assert t.q(1, must=2) == (1, 2) and t.q(so=3, must=4) == (3, 4)           # the second call is the timed one
     assert seen[-2:] == [((1,), {"must": 2}), ((3,), {"must": 4})] and results[-2:] == [(1, 2), (3, 4)]
     generic = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS                    # (instance, *args, **kwargs)
