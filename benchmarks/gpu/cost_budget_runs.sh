@@ -11,7 +11,7 @@
 #                 `vllm-w2ext explain` of its span files: the N range, steps recorded, the device's busy share.
 # batch:          ~500 requests per step, the 4-layer model: cost_budget_engine.py with 512 requests of 256 tokens
 #                 (+ explain), and hook_cost_engine.py --batches 512,512 (the second phase at the settled N).
-# BUDGET (percent, default 1). Results in $OUT/cost_budget/{in_process,engine_process}.
+# BUDGET (percent, default 1). Results in $OUT/cost_budget/{in_process,engine_process,batch}.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-out}; R=$OUT/cost_budget

@@ -285,9 +285,9 @@ def poll_once(timer, x, steps: int = 1500) -> dict:
 
 def poll_part(timer, x) -> dict:
     """The poll resolving each step through the CUDA runtime (one ``cudaEventElapsedTime``, the plugin's way
-    when the runtime library is found) against torch's calls (``torch_elapsed``: a query of the step's event, of its anchor once, and
-    ``elapsed_time``),
-    interleaved twice; and whether the two read the same times on the same events."""
+    when the runtime library is found) against torch's calls (``torch_elapsed``: a query of the step's event, of its
+    anchor once, and ``elapsed_time``), interleaved twice; and whether the two read the same times on the same
+    events."""
     runtime = timer._elapsed
     res: dict = {"runtime_found": _gpu_timing.loaded_cudart() is not None, "runs": []}
     for rnd in range(2):

@@ -1,7 +1,7 @@
 """The hooks' per-step state objects keep every attribute on the instance, none on the class.
 
-Known answer: CPython (3.11, 3.12) does not specialize an attribute load or store on an instance when its class has
-a plain attribute of the same name, so each of the hooks' ~30 reads and writes per step of such a state object is a
+Known answer: CPython 3.12 and 3.13 (not 3.11) do not specialize an attribute load or store on an instance when its
+class has a plain attribute of the same name, so each of the hooks' ~30 reads and writes per step of such a state object is a
 generic lookup through two dicts (``benchmarks/attr_specialization.py``; before/after in
 ``benchmarks/results/cpu/state_attrs``). A class-level default added later would silently bring that back."""
 import pytest
@@ -9,11 +9,14 @@ import pytest
 from vllm_w2ext.hooks import engine_core, gpu_timing, runner, worker
 
 
+def _class_data(cls) -> set:
+    """A class's plain (non-callable, non-descriptor, non-dunder) attributes."""
+    return {k for k, v in vars(cls).items() if not k.startswith("__") and not callable(v) and not hasattr(v, "__get__")}
+
+
 def _shadowed(obj) -> set:
-    """Instance attributes that a plain (non-callable, non-descriptor) class attribute shadows."""
-    cls_attrs = {k for k, v in vars(type(obj)).items()
-                 if not k.startswith("__") and not callable(v) and not hasattr(v, "__get__")}
-    return cls_attrs & set(vars(obj))
+    """Instance attributes that a plain class attribute shadows."""
+    return _class_data(type(obj)) & set(vars(obj))
 
 
 @pytest.mark.parametrize("make", [engine_core._State, worker._State, runner.StepGate,
@@ -23,8 +26,7 @@ def test_no_class_level_defaults_under_instance_attributes(make):
     obj = make()
     assert vars(obj), "the state lives on the instance"
     assert _shadowed(obj) == set()
-    assert not [k for k, v in vars(type(obj)).items() if not k.startswith("__") and not callable(v)
-                and not hasattr(v, "__get__")], "class-level data on a hot-path state class"
+    assert _class_data(type(obj)) == set(), "class-level data on a hot-path state class"
 
 
 def test_the_check_finds_a_class_default():

@@ -40,8 +40,8 @@ log = logging.getLogger("vllm_w2ext")
 
 class _State:
     """The EngineCore hooks' state, one instance (``S``). Every attribute is set in ``__init__``, none on the
-    class: CPython (3.11, 3.12) does not specialize an instance's attribute load or store when its class has a
-    plain attribute of the same name, so class-level defaults made each of the ~30 reads and writes per step a
+    class: CPython 3.12 and 3.13 (not 3.11) do not specialize an instance's attribute load or store when its class
+    has a plain attribute of the same name, so class-level defaults made each of the ~30 reads and writes per step a
     generic lookup through the instance's and the class's dicts (``benchmarks/results/cpu/state_attrs``)."""
 
     def __init__(self) -> None:
