@@ -1,9 +1,9 @@
 """What the device timeline's CUDA events cost, call by call (issue #19). torch only: no vLLM, no plugin dependencies
 (the plugin's ``gpu_timing.py`` is loaded by its path).
 
-    python3 benchmarks/gpu/event_cost.py --out DIR [--parts raw,timer,poll]   # on the GPU machine
+    python3 benchmarks/gpu/event_cost.py --out DIR [--parts raw,timer,poll,record]   # on the GPU machine
 
-Three parts, one JSON file (``DIR/event_cost.json``; each part is printed as it ends):
+Four parts, one JSON file (``DIR/event_cost.json``; each part is printed as it ends):
 
 - ``raw``: torch's own event calls (``Event.record()``, ``record(stream)`` with the stream looked up once,
   ``torch.cuda.current_stream()``, ``Event.query()``, ``Event.elapsed_time()``), per call with the wall clock and the
@@ -19,6 +19,10 @@ Three parts, one JSON file (``DIR/event_cost.json``; each part is printed as it 
 - ``poll``: the export thread's side, ``GpuTimer.poll`` per step it resolves, wall and thread CPU, for a poll every
   200 ms over 2 ms stand-in steps: through the CUDA runtime (the plugin's way) against torch's calls, interleaved,
   and whether both read the same times.
+- ``record``: the end event's record alone, torch's ``record(event, stream)`` (the GIL released around it) against
+  the runtime's ``cudaEventRecord`` through ctypes (the GIL held), alternated step by step in stand-in steps of
+  vLLM's shapes (a CUDA graph replay, or ten launched matmuls; then Python work on the thread; the CPU at most two
+  steps ahead), alone, beside a thread running Python in bursts, and beside a thread copying output to the host.
 
 Folded from ``cuda_event_cost.py`` (the ``raw`` part) and ``timer_stop_cost.py`` (``timer``) of earlier sessions;
 their results (``benchmarks/results/h200/end_marker``, ``device_timing_cost``) came from those scripts as they were
@@ -308,13 +312,133 @@ def poll_part(timer, x) -> dict:
     return res
 
 
+# -- record: vLLM's thread's end-event record, torch's way against the runtime's -------------------------------------
+def step_graph(x):
+    """A CUDA graph of a few small matmuls, replayed once per step: vLLM's decode at a small batch (one launch)."""
+    a = torch.randn(1024, 1024, device="cuda", dtype=torch.bfloat16)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            a @ a
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        y = a
+        for _ in range(8):
+            y = y @ a
+    return g.replay, (a, g, y)
+
+
+def step_matmuls():
+    """Ten matmuls launched one by one per step (an eager forward)."""
+    a = torch.randn(2048, 2048, device="cuda", dtype=torch.bfloat16)
+
+    def launch():
+        for _ in range(10):
+            a @ a
+    return launch, a
+
+
+def python_rest(n: int = 3000) -> int:
+    """The rest of a CPU-bound step on vLLM's thread: Python work that holds the GIL and fills the caches."""
+    d = {}
+    for i in range(n):
+        d[i] = (i, str(i))
+    return len(d)
+
+
+class RuntimeRecord:
+    """``cudaEventRecord`` of the CUDA runtime torch loaded, through ctypes with the GIL held (``PyDLL``), on raw
+    handles passed as ``c_void_p`` objects without ``argtypes`` (ctypes passes them as they are): the way
+    ``gpu_timing.CudaRuntime`` recorded vLLM's end events at 218ac06 (reverted: dearer in the engine)."""
+
+    def __init__(self, path: str) -> None:
+        import ctypes
+        lib = ctypes.PyDLL(path)
+        self._c = ctypes
+        self.record = lib.cudaEventRecord
+        self.record.restype = ctypes.c_int
+        self._create = lib.cudaEventCreateWithFlags
+        self._create.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_uint]
+        self._create.restype = ctypes.c_int
+
+    def handle(self, value: int):
+        return self._c.c_void_p(value)
+
+    def new_event(self):
+        h = self._c.c_void_p()
+        if self._create(self._c.byref(h), 0):
+            raise RuntimeError("cudaEventCreateWithFlags failed")
+        return h
+
+
+def record_steps(launch, steps: int, rt, background) -> dict:
+    """``steps`` stand-in steps (launch, the end event's record timed, the rest of the step in Python, the CPU at most
+    two steps ahead), the two ways alternated step by step: torch's ``_CudaEventBase.record(event, stream)`` (the GIL
+    released around it) and the runtime's ``cudaEventRecord`` (``RuntimeRecord``, the GIL held)."""
+    s = torch.cuda.current_stream()
+    raw = rt.handle(s.cuda_stream)
+    tev = [torch.cuda.Event(enable_timing=True) for _ in range(8)]
+    hev = [rt.new_event() for _ in range(8)]
+    gate = [torch.cuda.Event() for _ in range(steps)]
+    rec = torch._C._CudaEventBase.record
+    cpu, wall = time.thread_time_ns, time.perf_counter_ns
+    times = {"torch": ([], []), "runtime": ([], [])}
+    stop, go = threading.Event(), threading.Event()
+    th = None
+    if background == "python":
+        th = threading.Thread(target=python_bursts, args=(stop,), daemon=True)
+    elif background == "copy":
+        th = threading.Thread(target=copy_to_host, args=(torch.ones(4096, device="cuda"), stop, go), daemon=True)
+    if th is not None:
+        th.start()
+    for i in range(steps):
+        launch()
+        way = "torch" if i % 2 == 0 else "runtime"
+        c0, w0 = cpu(), wall()
+        if way == "torch":
+            rec(tev[i % 8], s)
+        elif rt.record(hev[i % 8], raw):
+            raise RuntimeError("cudaEventRecord failed")
+        w1, c1 = wall(), cpu()
+        times[way][0].append(w1 - w0)
+        times[way][1].append(c1 - c0)
+        gate[i].record(s)
+        go.set()
+        python_rest()
+        if i >= 2:
+            gate[i - 2].synchronize()
+    torch.cuda.synchronize()
+    stop.set()
+    if th is not None:
+        th.join(5)
+    return {way: {"wall": stats(w), "cpu": stats(c)} for way, (w, c) in times.items()}
+
+
+def record_part(x) -> dict:
+    path = _gpu_timing.loaded_cudart()
+    if path is None:
+        return {"runtime_found": False}
+    rt = RuntimeRecord(path)
+    res: dict = {"runtime_found": True, "steps": STEPS}
+    for shape, (launch, keep) in (("graph", step_graph(x)), ("matmuls", step_matmuls())):
+        launch()
+        torch.cuda.synchronize()
+        for background in ("none", "python", "copy"):
+            res[f"{shape}, {background}"] = record_steps(launch, STEPS, rt, background)
+            print("record", shape, background, json.dumps(res[f"{shape}, {background}"]), flush=True)
+        del keep
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="out")
-    ap.add_argument("--parts", default="raw,timer,poll", help="comma-separated: raw, timer, poll")
+    ap.add_argument("--parts", default="raw,timer,poll", help="comma-separated: raw, timer, poll, record")
     a = ap.parse_args()
     parts = a.parts.split(",")
-    if unknown := set(parts) - {"raw", "timer", "poll"}:
+    if unknown := set(parts) - {"raw", "timer", "poll", "record"}:
         ap.error(f"--parts: unknown {sorted(unknown)}")
     torch.cuda.init()
     x = torch.ones(1024, device="cuda")
@@ -326,6 +450,8 @@ def main() -> int:
     for part in parts:
         if part == "raw":
             res["raw"] = raw_part()
+        elif part == "record":
+            res["record"] = record_part(x)
         else:
             if timer is None:
                 timer = GpuTimer()

@@ -8,7 +8,7 @@ from collections import deque
 import pytest
 
 from vllm_w2ext.hooks import gpu_timing
-from vllm_w2ext.hooks.gpu_timing import CudaCalls, GpuTimer
+from vllm_w2ext.hooks.gpu_timing import GpuTimer
 from vllm_w2ext.steps.facts import DeviceSample
 
 WALL0 = 10**15            # the wall clock (ns) when the GPU clock reads 0 ms
@@ -32,8 +32,6 @@ class FakeGpu:
         self.elapsed_calls = 0
         self.device_uses = 0
         self.queue = []                   # recorded events the GPU has not reached, in stream order
-        self.refuse = 0                   # the runtime's code for the next record on vLLM's stream (0: done)
-        self.cleared = 0
 
     def event(self, enable_timing):
         assert enable_timing
@@ -59,21 +57,10 @@ class FakeGpu:
         if stream == "anchor stream":
             e.done, e.t = True, self.now
             self.anchors += 1
-            return 0
-        if self.refuse:
-            return self.refuse
+            return
         e.done, e.t = False, None
         self.records.append((e, stream))
         self.queue.append(e)
-        return 0
-
-    def anchor(self):
-        e = self.event(True)
-        self.record(e, "anchor stream")
-        return e, e
-
-    def clear(self):
-        self.cleared += 1
 
     def current(self, device):
         return (7, device, 1)
@@ -93,8 +80,8 @@ def gpu(monkeypatch):
 
 
 def make(gpu):
-    return GpuTimer(CudaCalls(lambda: gpu.event(True), gpu.record, gpu.clear, gpu.current, lambda sid: ("stream", sid),
-                              0, gpu.elapsed, gpu.use_device, gpu.anchor))
+    return GpuTimer((gpu.event, gpu.record, gpu.current, lambda **ids: ("stream", ids), lambda: "anchor stream", 0,
+                     gpu.elapsed, gpu.use_device))
 
 
 def samples(timer):
@@ -123,7 +110,7 @@ def test_idle_and_busy_from_one_end_event_per_step(gpu):
     assert len(gpu.records) == 2 and {id(s) for _, s in gpu.records} == {id(gpu.records[0][1])}
     assert gpu.anchors == 2                       # the first (vLLM's thread) and the poll's
     assert gpu.elapsed_calls == 2                 # one runtime call per step: no query of its own
-    assert gpu.device_uses == 1                   # the events' device made current on the polling thread
+    assert gpu.device_uses == 1                   # the events' device made current once per poll
     timer.stop(3, at(109.0))                      # the anchor of the poll places step 3
     gpu.finish(110.0)
     (x,) = samples(timer)
@@ -131,28 +118,6 @@ def test_idle_and_busy_from_one_end_event_per_step(gpu):
     created = gpu.created
     timer.stop(4, at(111.0))
     assert gpu.created == created                 # step 4's end event came from the pool
-    gpu.finish(112.0)
-    samples(timer)
-    assert gpu.device_uses == 1                   # once for the thread, not once per poll
-
-
-def test_a_record_the_runtime_refuses_is_not_timed(gpu):
-    """A record the runtime refuses (an error code, not an exception: vLLM's thread goes on): the thread's last
-    error cleared (torch checks it after its launches there), the event back in the pool, the step not timed, and
-    the next step measures no idle across it."""
-    timer = make(gpu)
-    timer.stop(1, at(100.0))
-    gpu.finish(101.0)
-    gpu.refuse = 400
-    timer.stop(2, at(102.0))
-    assert gpu.cleared == 1 and timer.failed == 1 and len(timer.pool) == 1 and len(timer.pending) == 1
-    gpu.refuse = 0
-    timer.stop(3, at(104.0))
-    gpu.finish(105.0)
-    gpu.now = 106.0
-    got = samples(timer)
-    assert [x.step for x in got] == [1, 3]
-    assert got[1].idle_s == 0.0                   # no idle measured across the untimed step 2
 
 
 def test_a_step_queued_behind_the_previous_one_has_no_idle(gpu):
@@ -243,33 +208,20 @@ def test_no_idle_is_measured_across_a_pause(gpu):
 
 
 class FakeRuntime:
-    """The CUDA runtime's calls as ctypes would call them, answering the planted code: ``cudaEventElapsedTime
-    (byref(float), start, end)`` (and ms), ``cudaEventCreateWithFlags(byref(handle), flags)``, ``cudaEventRecord
-    (event, stream)``; ``cudaGetLastError`` counted."""
+    """The CUDA runtime's two calls as ctypes would call them: ``cudaEventElapsedTime(byref(float), start, end)``
+    answering the planted code (and ms), ``cudaGetLastError`` counted."""
 
     def __init__(self, rc: int, ms: float = 0.0):
-        self.rc, self.ms, self.cleared, self.handles, self.created = rc, ms, 0, [], []
+        self.rc, self.ms, self.cleared, self.handles = rc, ms, 0, []
         outer = self
 
         class Fn:
             argtypes = restype = None
 
             def __call__(self, out, start, end):
-                outer.handles.append((start.value, end.value))
+                outer.handles.append((start, end))
                 if outer.rc == 0:
                     out._obj.value = outer.ms           # byref's target: the float the caller reads
-                return outer.rc
-
-        class Create(Fn):
-            def __call__(self, out, flags):
-                outer.created.append(flags)
-                if outer.rc == 0:
-                    out._obj.value = 0x7f00
-                return outer.rc
-
-        class Record(Fn):
-            def __call__(self, event, stream):
-                outer.handles.append((event.value, stream.value))
                 return outer.rc
 
         class Clear(Fn):
@@ -278,51 +230,38 @@ class FakeRuntime:
                 return outer.rc
 
         self.cudaEventElapsedTime, self.cudaGetLastError = Fn(), Clear()
-        self.cudaEventCreateWithFlags, self.cudaEventRecord = Create(), Record()
 
 
-def runtime(monkeypatch, fake):
-    import ctypes
-    monkeypatch.setattr(ctypes, "PyDLL", lambda path: fake)
-    return gpu_timing.CudaRuntime("libcudart.so.13")
+class Handle:
+    def __init__(self, h):
+        self.cuda_event = h
 
 
 @pytest.mark.parametrize("rc, want, cleared", [(0, 2.5, 0), (gpu_timing.NOT_READY, None, 1)])
 def test_the_runtime_call_reads_elapsed_or_not_ready(monkeypatch, rc, want, cleared):
     """One cudaEventElapsedTime per step, on the events' raw handles: its ms, or None while not ready (the
     runtime's last error cleared, as torch does after a query that is not ready)."""
+    import ctypes
     fake = FakeRuntime(rc, 2.5)
-    rt = runtime(monkeypatch, fake)
-    assert rt.elapsed(rt.handle(11), rt.handle(22)) == want
+    monkeypatch.setattr(ctypes, "PyDLL", lambda path: fake)
+    elapsed = gpu_timing.runtime_elapsed("libcudart.so.13")
+    assert elapsed(Handle(11), Handle(22)) == want
     assert fake.handles == [(11, 22)] and fake.cleared == cleared
 
 
 def test_a_runtime_error_is_raised_with_its_code(monkeypatch):
     """Any other code is a fault: raised (the pipeline drops a poller that raises, with one log line)."""
+    import ctypes
     fake = FakeRuntime(400)
+    monkeypatch.setattr(ctypes, "PyDLL", lambda path: fake)
     with pytest.raises(RuntimeError, match="returned 400"):
-        rt = runtime(monkeypatch, fake)
-        rt.elapsed(rt.handle(1), rt.handle(2))
-    assert fake.cleared == 1
-
-
-def test_the_runtime_makes_timing_events_and_records_them_by_handle(monkeypatch):
-    """Events for vLLM's stream: timing events (flags 0, cudaEventDefault) made through the runtime; the record is
-    the runtime's own function, called with the event's and the stream's handles and answering its code."""
-    fake = FakeRuntime(0)
-    rt = runtime(monkeypatch, fake)
-    e = rt.new_event()
-    assert e.value == 0x7f00 and fake.created == [0]
-    assert rt.record(e, rt.handle(0x5000)) == 0 and fake.handles == [(0x7f00, 0x5000)]
-    fake.rc = 2
-    with pytest.raises(RuntimeError, match="cudaEventCreateWithFlags returned 2"):
-        rt.new_event()
+        gpu_timing.runtime_elapsed("libcudart.so.13")(Handle(1), Handle(2))
     assert fake.cleared == 1
 
 
 def test_without_a_loaded_runtime_torch_calls_are_the_fallback(monkeypatch):
     monkeypatch.setattr(gpu_timing, "loaded_cudart", lambda: None)
-    assert gpu_timing.CudaRuntime.load() is None
+    assert gpu_timing.runtime_elapsed() is None
 
     class Ev:
         def __init__(self, done, t):

@@ -20,7 +20,7 @@ def _shadowed(obj) -> set:
 
 
 @pytest.mark.parametrize("make", [engine_core._State, worker._State, runner.StepGate,
-                                  lambda: gpu_timing.GpuTimer(gpu_timing.CudaCalls(*(None,) * 9))],
+                                  lambda: gpu_timing.GpuTimer(cuda=(None,) * 8)],
                          ids=["engine_core.S", "worker.S", "runner.GATE", "GpuTimer"])
 def test_no_class_level_defaults_under_instance_attributes(make):
     obj = make()

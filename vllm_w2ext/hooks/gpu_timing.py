@@ -7,7 +7,9 @@ rebuilt only when the id changes (``torch.cuda.Event.record()`` builds a Python 
 thread is dear inside vLLM, whose own threads are in the driver too: the previous design also recorded a
 start event and queried the previous end event at ``Worker.execute_model``, and that hook took a median
 23.2 us per step on the H200 host (4-layer model, batch 1, fully traced) against 6.8 us with this one
-(five interleaved runs each, ``benchmarks/results/h200/device_timing``).
+(five interleaved runs each, ``benchmarks/results/h200/device_timing``). torch's record releases the GIL around the
+call; recording through the CUDA runtime with the GIL held (ctypes, as ``poll`` resolves them) was tried and costs
+~3 µs more per step in the engine (``benchmarks/results/h200/event_record``).
 
 The export thread places those end events on the wall clock: on each poll it records an *anchor*, an
 event on a stream of its own that nothing else uses, so the GPU runs it as soon as it is submitted, and
@@ -35,7 +37,6 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from typing import Any, Callable, NamedTuple
 
 
 MAX_PENDING = 4096        # steps recorded and not yet resolved (about 20 s at 5 ms steps); beyond: drop the oldest
@@ -66,64 +67,38 @@ def loaded_cudart() -> str | None:
     return loaded_library("libcudart.so")
 
 
-class CudaRuntime:
-    """The CUDA runtime torch loaded (``loaded_cudart``), called through ctypes with the GIL held (``PyDLL``): the
-    event calls the timer makes, on raw event and stream handles. None of them blocks (about a microsecond each), so
-    none is worth a GIL hand-off: torch's ``Event.record`` releases the GIL around its record, and vLLM's thread
-    then waits to get it back behind whatever thread took it meanwhile (vLLM's output threads, the export thread):
-    p90 61 µs against 10 µs this way beside a thread running Python (``benchmarks/results/h200/event_record``).
-    Handles are ``c_void_p`` objects and the two per-step calls have no ``argtypes``: ctypes then passes them as
-    they are, a third cheaper than converting Python ints. The calling thread must have the events' device current
-    (vLLM's thread has; the export thread makes it so, ``GpuTimer.poll``)."""
+def runtime_elapsed(path: str | None = None):
+    """``elapsed(start, end)``: milliseconds from one recorded torch event to another, or None while either has not
+    run; ``cudaEventElapsedTime`` of the loaded CUDA runtime through ctypes with the GIL held (``PyDLL``: a
+    non-blocking call of about a microsecond, not worth a GIL hand-off). The calling thread must have the events'
+    device current. None when no runtime library is found (``torch_elapsed`` then)."""
+    import ctypes
+    path = path or loaded_cudart()
+    if path is None:
+        return None
+    lib = ctypes.PyDLL(path)
+    fn, clear = lib.cudaEventElapsedTime, lib.cudaGetLastError
+    fn.argtypes = [ctypes.POINTER(ctypes.c_float), ctypes.c_void_p, ctypes.c_void_p]
+    fn.restype = clear.restype = ctypes.c_int
+    clear.argtypes = []
+    ms = ctypes.c_float()
+    out = ctypes.byref(ms)
 
-    def __init__(self, path: str) -> None:
-        import ctypes
-        lib = ctypes.PyDLL(path)
-        self._ctypes = ctypes
-        self._create, self.record, self._elapsed_fn, self.clear = (
-            lib.cudaEventCreateWithFlags, lib.cudaEventRecord, lib.cudaEventElapsedTime, lib.cudaGetLastError)
-        self._create.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_uint]
-        self.clear.argtypes = []
-        for fn in (self._create, self.record, self._elapsed_fn, self.clear):
-            fn.restype = ctypes.c_int
-        self._ms = ctypes.c_float()
-        self._ms_ref = ctypes.byref(self._ms)
-
-    @classmethod
-    def load(cls, path: str | None = None) -> "CudaRuntime | None":
-        """The loaded runtime's calls; None when none is found (a static runtime, or no /proc): torch's calls then."""
-        path = path or loaded_cudart()
-        return cls(path) if path is not None else None
-
-    def handle(self, value: int):
-        """A raw handle (a stream's ``cuda_stream``, an event's ``cuda_event``) as ``record`` and ``elapsed`` take it."""
-        return self._ctypes.c_void_p(value)
-
-    def new_event(self):
-        """A timing event (``cudaEventDefault``) on the current device: its handle. Never destroyed: the timer
-        keeps its events in a pool for the life of the process."""
-        h = self._ctypes.c_void_p()
-        rc = self._create(self._ctypes.byref(h), 0)
-        if rc:
-            self.clear()
-            raise RuntimeError(f"cudaEventCreateWithFlags returned {rc}")
-        return h
-
-    def elapsed(self, start, end) -> float | None:
-        """Milliseconds from one recorded event to another (handles), or None while either has not run."""
-        rc = self._elapsed_fn(self._ms_ref, start, end)
+    def elapsed(start, end):
+        rc = fn(out, start.cuda_event, end.cuda_event)
         if rc == 0:
-            return self._ms.value
-        self.clear()                            # the runtime keeps the code as this thread's last error (torch
+            return ms.value
+        clear()                                 # the runtime keeps the code as this thread's last error (torch
         if rc == NOT_READY:                     # clears it the same way after a query that is not ready)
             return None
         raise RuntimeError(f"cudaEventElapsedTime returned {rc}")
+    return elapsed
 
 
 def torch_elapsed():
-    """The fallback through torch's calls (no runtime library found): ``elapsed(start, end)`` of two torch events
-    queries the end event, the start event only until it has once been found done (``start`` is the poll's anchor,
-    shared by the steps recorded after it), then ``elapsed_time``."""
+    """``runtime_elapsed``'s fallback through torch's calls: ``elapsed(start, end)`` queries the end event, the start
+    event only until it has once been found done (``start`` is the poll's anchor, shared by the steps recorded
+    after it), then ``elapsed_time``."""
     done = [None]                               # the last start event found done
 
     def elapsed(start, end):
@@ -137,120 +112,54 @@ def torch_elapsed():
     return elapsed
 
 
-class CudaCalls(NamedTuple):
-    """What a ``GpuTimer`` calls: the CUDA runtime's (``runtime_calls``) or torch's (``torch_calls``); tests pass
-    stand-ins."""
-    new_event: Callable[[], Any]                # a timing event for vLLM's stream (a handle, or a torch Event)
-    record: Callable[[Any, Any], Any]           # record(event, stream): an error code (0: done), or None
-    clear: Callable[[], Any]                    # after a failed record: clear the thread's last error
-    current: Callable[[int], tuple]             # the current stream's ids (stream id, device index, device type)
-    stream: Callable[[tuple], Any]              # what ``record`` takes for the stream of those ids
-    device: int
-    elapsed: Callable[[Any, Any], float | None]   # ms from an anchor to an end event, None while not run
-    use_device: Callable[[], None]              # the events' device made current on the polling thread
-    anchor: Callable[[], tuple]                 # record an anchor on the timer's own stream: (for elapsed, keep)
-
-
-def _torch_stream(torch, device: int):
-    """The timer's own stream for anchors (idle: the GPU runs them at once), made on first use."""
-    made = []
-
-    def stream():
-        if not made:
-            made.append(torch.cuda.Stream(device=device))
-        return made[0]
-    return stream
-
-
-def runtime_calls(rt: CudaRuntime, device: int) -> CudaCalls:
-    """vLLM's thread records its end events through the runtime (the GIL held); anchors stay torch events (one per
-    poll, on the export thread: torch frees them once no pending step refers to them), read by their handle."""
-    import torch
-    own = _torch_stream(torch, device)
-
-    def anchor() -> tuple:
-        e = torch.cuda.Event(enable_timing=True)
-        e.record(own())
-        return rt.handle(e.cuda_event), e
-
-    def stream(sid: tuple):
-        return rt.handle(torch.cuda.Stream(stream_id=sid[0], device_index=sid[1], device_type=sid[2]).cuda_stream)
-    return CudaCalls(rt.new_event, rt.record, rt.clear, torch._C._cuda_getCurrentStream, stream, device, rt.elapsed,
-                     lambda: torch.cuda.set_device(device), anchor)
-
-
-def torch_calls(device: int) -> CudaCalls:
-    """torch's calls throughout (no runtime library found): ``Event.record`` without its Python wrapper, on a
-    stream rebuilt only when its id changes (``Event.record()`` builds a Python ``Stream`` on every call)."""
-    import torch
-    own = _torch_stream(torch, device)
-
-    def anchor() -> tuple:
-        e = torch.cuda.Event(enable_timing=True)
-        e.record(own())
-        return e, e
-    return CudaCalls(lambda: torch.cuda.Event(enable_timing=True), torch._C._CudaEventBase.record, lambda: None,
-                     torch._C._cuda_getCurrentStream,
-                     lambda sid: torch.cuda.Stream(stream_id=sid[0], device_index=sid[1], device_type=sid[2]),
-                     device, torch_elapsed(), lambda: torch.cuda.set_device(device), anchor)
-
-
 class GpuTimer:
     """Two halves on two threads: ``stop`` on vLLM's thread, ``poll`` (and the anchors) on the export thread.
     They share the ``pending`` deque (append / popleft are atomic), the event ``pool`` (list append / pop) and
     ``anchor`` (one attribute, replaced whole)."""
 
-    def __init__(self, cuda: CudaCalls | None = None) -> None:
-        """``cuda``: the CUDA runtime's calls when torch's runtime library is found, else torch's (tests pass
-        stand-ins)."""
+    def __init__(self, cuda=None) -> None:
+        """``cuda``: (new event, record(event, stream), current stream id tuple(device), Stream(**ids), new
+        stream(), device, elapsed(start, end) -> ms or None, use_device() on the polling thread); torch's and the
+        CUDA runtime's by default (tests pass stand-ins)."""
         if cuda is None:
             import torch
             device = torch.cuda.current_device()
-            rt = CudaRuntime.load()
-            cuda = runtime_calls(rt, device) if rt is not None else torch_calls(device)
-        self.calls = cuda
-        self._event, self._record, self._clear, self._current = cuda.new_event, cuda.record, cuda.clear, cuda.current
-        self._device, self._elapsed = cuda.device, cuda.elapsed
+            cuda = (torch.cuda.Event, torch._C._CudaEventBase.record,    # Event.record without its wrapper
+                    torch._C._cuda_getCurrentStream,                      # (stream id, device index, type)
+                    torch.cuda.Stream, lambda: torch.cuda.Stream(device=device), device,
+                    runtime_elapsed() or torch_elapsed(), lambda: torch.cuda.set_device(device))
+        (new_event, self._record, self._current, self._stream_of, self._new_stream, self._device, self._elapsed,
+         self._use_device) = cuda
+        self._event = lambda: new_event(enable_timing=True)
         self._sid = None
         self._stream = None
-        self._device_set = False                # the export thread has made the events' device current
-        self.anchor = None                      # (for elapsed, wall ns, keep): the newest anchor
+        self._anchor_stream = None
+        self.anchor = None                      # (event, wall ns): the newest anchor
         self.pool: list = []
         self.pending: deque = deque()
         self.prev_end = None                    # export thread: the last resolved step's end (wall ns)
         self.fresh = True                       # vLLM's thread: the next step has no previous one (see stop)
         self.dropped = 0                        # steps dropped unresolved (vLLM's thread counts, poll reads)
         self._dropped_seen = 0
-        self.failed = 0                         # records the runtime refused (not timed; vLLM's thread counts)
 
     def stop(self, step: int, launch_ns: int) -> None:
         """vLLM's thread, once the step's last work is launched: its end event."""
         sid = self._current(self._device)
         if sid != self._sid:                    # the first call, or vLLM switched streams
-            self._stream = self.calls.stream(sid)
+            self._stream = self._stream_of(stream_id=sid[0], device_index=sid[1], device_type=sid[2])
             self._sid = sid
         anchor = self.anchor
         if anchor is None:                      # before the export thread's first poll: one of its own
             anchor = self.new_anchor()
         pool = self.pool
         e = pool.pop() if pool else self._event()
-        if self._record(e, self._stream):       # the runtime's error code (torch's record returns None or raises)
-            self._refused(e)
-            return
+        self._record(e, self._stream)
         pending = self.pending
         if len(pending) >= MAX_PENDING:         # the export thread is not polling: stay bounded
-            pool.append(pending.popleft()[0])
+            pending.popleft()
             self.dropped += 1
         pending.append((e, step, launch_ns, anchor, self.fresh))
         self.fresh = False
-
-    def _refused(self, e) -> None:
-        """The runtime refused the record: the thread's last error cleared (torch checks it after launches on
-        vLLM's thread), the event back in the pool, the step not timed (the next has no previous one)."""
-        self._clear()
-        self.pool.append(e)
-        self.failed += 1
-        self.fresh = True
 
     def forget_previous(self) -> None:
         """The hooks were paused: the paused steps ran unrecorded, so the next step must not measure its idle
@@ -259,10 +168,12 @@ class GpuTimer:
         self.fresh = True
 
     def new_anchor(self) -> tuple:
-        """Record an anchor on the timer's own stream (idle: the GPU runs it at once); (for elapsed, wall ns,
-        keep)."""
-        h, keep = self.calls.anchor()
-        self.anchor = a = (h, _wall(), keep)
+        """Record an anchor on the timer's own stream (idle: the GPU runs it at once); (event, wall ns)."""
+        if self._anchor_stream is None:
+            self._anchor_stream = self._new_stream()
+        e = self._event()
+        self._record(e, self._anchor_stream)
+        self.anchor = a = (e, _wall())
         return a
 
     def poll(self) -> tuple:
@@ -276,9 +187,8 @@ class GpuTimer:
         if self.dropped != self._dropped_seen:
             self._dropped_seen = self.dropped
             self.prev_end = None
-        if not self._device_set:                # the events' device current on this thread, for good
-            self.calls.use_device()
-            self._device_set = True
+        if pending:
+            self._use_device()                  # the events' device current on this thread (the runtime's call)
         while pending:
             head = pending[0]
             ms = elapsed(head[3][0], head[0])   # from its anchor; None: the step (or the anchor) has not run
@@ -289,7 +199,7 @@ class GpuTimer:
                 pending.appendleft(item)        # look again at the new head, with no idle across the gap
                 self.prev_end = None
                 continue
-            e, step, launch, (_, anchor_wall, _), fresh = item
+            e, step, launch, (anchor, anchor_wall), fresh = item
             end = anchor_wall + round(ms * 1e6)
             prev = None if fresh else self.prev_end
             if prev is None or prev >= launch:  # no previous step, or the GPU still ran it at launch
