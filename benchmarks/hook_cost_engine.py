@@ -9,7 +9,10 @@ real engine: front end, EngineCore and worker in ONE process (``VLLM_ENABLE_V1_M
 ``uni`` executor: the GPU's TP=1 layout without the front end's IPC), the plugin on with its trace folder.
 Each batch size runs ``--rounds`` generate calls of ``--max-tokens`` tokens after one warm-up call; the
 counters are reset between batch sizes. Per step = total / engine steps (``engine.step`` calls). Beside
-them: the export thread's CPU (and waiting) time per step over the same window, and the hooks per step over
+them: the export thread's CPU (and waiting) time per step over the same window, by part (``parts``: each poller,
+the send, the own counters: ``Pipeline.export_cpu_parts``); Python's cyclic collections over the window by the
+thread they ran on (``gc_by_thread``: a collection runs on whichever thread's allocation sets it off, and counts
+in that thread's clock, the export thread's too, whoever made the garbage); and the hooks per step over
 the steady decode steps alone (``steady_decode``: each round's steps 5 to max_tokens - 4, where no request
 starts or ends; the all-steps figure also holds the per-request work, which short rounds of a large batch
 spread over few steps).
@@ -26,8 +29,10 @@ import json
 import os
 import platform
 import shutil
+import gc
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -147,6 +152,8 @@ def main() -> int:
             v[:] = [0, 0]
         selfcost.hook_cpu_ns[0] = selfcost.hook_wall_ns[0] = 0
         export0 = _export_thread()
+        parts0 = _export_parts()
+        GC.clear()
         t0 = time.perf_counter()
         if a.churn:
             n = 2 * bs
@@ -170,6 +177,9 @@ def main() -> int:
             by_role[role] = round(by_role.get(role, 0.0) + v["us_per_step"], 2)
         total = round(sum(v["us_per_step"] for v in hooks.values()), 2)
         export = [round((b - a) / steps * 1e6, 2) if steps else None for a, b in zip(export0, _export_thread())]
+        parts = {k: round((v - parts0.get(k, 0.0)) / steps * 1e6, 2) for k, v in _export_parts().items()} if steps else {}
+        collections = {t: {"collections": n, "gen2": g2, "us_per_step": round(s / steps * 1e6, 2) if steps else None,
+                           "max_ms": round(mx * 1e3, 2)} for t, (n, g2, s, mx) in sorted(GC.items())}
         # with VLLM_W2EXT_SAMPLE the EngineCore gates the worker's hooks off on the steps it does not record:
         # their pre runs on the recorded executions only
         recorded = acc.get("worker.execute_model.pre", [0])[0]
@@ -179,13 +189,14 @@ def main() -> int:
                    "hook_wall_us_per_step": round(selfcost.hook_wall_ns[0] / steps / 1e3, 2) if steps else None}
         rows.append({"batch": bs, "engine_steps": steps, "recorded_executions": recorded, "wall_s": round(wall, 3),
                      "us_per_step": total, "selfcost_sampled": sampled, "us_per_step_by_role": by_role,
-                     "export_thread_us_per_step": {"cpu": export[0], "wait": export[1]},
+                     "export_thread_us_per_step": {"cpu": export[0], "wait": export[1], "parts": parts},
+                     "gc_by_thread": collections,
                      "steady_decode": _steady(steady),
                      "step_ms": round(wall / steps * 1e3, 3) if steps else None, "hooks": hooks})
         st = rows[-1]["steady_decode"]
         print(f"batch {bs}: {steps} steps ({recorded} executions recorded), hooks {total} us per step ({by_role}); "
               f"steady decode {st.get('us_per_step')} us per step over {st['steps']} steps ({st.get('by_role')}); "
-              f"export thread {export[0]} us CPU per step; sampled counter {sampled}; top: " +
+              f"export thread {export[0]} us CPU per step {parts}; gc {collections}; sampled counter {sampled}; top: " +
               ", ".join(f"{k} {v['us_per_step']}" for k, v in list(hooks.items())[:5]), flush=True)
     import vllm
     device = _device_check(llm, trace_dir)
@@ -199,6 +210,35 @@ def main() -> int:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(doc, indent=1))
     return 0
+
+
+GC: dict = {}                   # thread name -> [collections, gen2 collections, seconds, longest]
+_gc_start = threading.local()
+
+
+def _on_gc(phase: str, info: dict) -> None:
+    """gc.callbacks: time each collection on the thread it runs on."""
+    if phase == "start":
+        _gc_start.t = time.perf_counter()
+        return
+    t0 = getattr(_gc_start, "t", None)
+    if t0 is None:
+        return
+    dt = time.perf_counter() - t0
+    row = GC.setdefault(threading.current_thread().name, [0, 0, 0.0, 0.0])
+    row[0] += 1
+    row[1] += info.get("generation") == 2
+    row[2] += dt
+    row[3] = max(row[3], dt)
+
+
+gc.callbacks.append(_on_gc)
+
+
+def _export_parts() -> dict:
+    from vllm_w2ext.telemetry import pipeline
+    p = pipeline._pipeline
+    return dict(p.export_cpu_parts) if p is not None else {}
 
 
 def _export_thread() -> tuple[float, float]:

@@ -20,13 +20,37 @@ def test_pollers_run_before_the_take_and_a_faulty_one_is_dropped(caplog):
         calls.append("bad")
         raise RuntimeError("planted")
 
-    p.add_poller(bad)
-    p.add_poller(good)
+    p.add_poller(bad, "bad")
+    p.add_poller(good, "good")
     with caplog.at_level(logging.ERROR, logger="vllm_w2ext"):
         assert p.flush_once() == 1                  # good's record was taken in the same flush
         assert p.flush_once() == 1
     assert calls == ["bad", "good", "good"]
     assert sum("planted" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_export_threads_cpu_is_split_by_part(monkeypatch):
+    """export_cpu_parts: each poller under its name, the send and the own counters; together no more than the
+    export thread's CPU (the rest is the flush's own bookkeeping). A planted thread CPU clock that moves 1 s per
+    reading, 5 s in the poller."""
+    from vllm_w2ext.telemetry import pipeline
+    clock = [0.0]
+
+    def tick():
+        clock[0] += 1.0
+        return clock[0]
+    monkeypatch.setattr(pipeline.time, "thread_time", tick)
+    p = Pipeline(config.Settings())
+
+    def slow(rec):
+        clock[0] += 5.0
+    p.add_poller(slow, "device")
+    p.flush_once()
+    parts = p.export_cpu_parts
+    assert set(parts) == {"device", "send", "stats"}
+    assert parts["device"] == 6.0                    # its 5 s and the clock's own step
+    assert parts["send"] == 1.0 and parts["stats"] == 1.0
+    assert sum(parts.values()) <= p.export_cpu_s == 9.0
 
 
 class _Remote:

@@ -171,7 +171,7 @@ def _watch_cost(budget: CostBudget) -> None:
                 "vllm_w2ext: the plugin took %.2f %% of the EngineCore's time%s (budget %.2f %%): recording %s",
                 budget.cost_share * 100, "" if idle is None else f", the device idled {idle * 100:.2f} %",
                 budget.budget * 100, "every step" if n <= 2 else f"2 steps in every {n}")
-    p.add_poller(poll)
+    p.add_poller(poll, "cost_budget")
 
 
 # -- the hooks -------------------------------------------------------------------------------------

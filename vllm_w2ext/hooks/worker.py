@@ -97,7 +97,7 @@ def _ensure_identity(worker) -> None:
                           pp_rank=_group_rank("get_pp_group"), dp_rank=engine)
         S.timer = make_timer(worker) if config.current().device_timing == "on" else None
         if S.timer is not None:
-            pipeline.get().add_poller(_poll_device)
+            pipeline.get().add_poller(_poll_device, "device")
         S.identity_done = True
 
 

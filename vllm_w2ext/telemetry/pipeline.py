@@ -34,6 +34,9 @@ class Pipeline:
         self.chain = None                  # the in-process export chain (no export process)
         self.export_cpu_s = 0.0            # CPU time of the export thread
         self.export_wait_s = 0.0           # wall minus CPU time of its work sections
+        # export_cpu_s by part (seconds): each poller by its name, "send" (take the records, serialize, write them
+        # on), "stats" (the plugin's own counters; the in-process chain's tick); the rest is the flush's bookkeeping
+        self.export_cpu_parts: dict[str, float] = {"send": 0.0, "stats": 0.0}
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -69,18 +72,28 @@ class Pipeline:
                         selfcost.hook_cpu_ns[0] / 1e9, max(0, selfcost.hook_wall_ns[0] - selfcost.hook_cpu_ns[0]) / 1e9,
                         dict(selfcost.hook_errors))
 
-    def add_poller(self, poll) -> None:
+    def add_poller(self, poll, name: str) -> None:
         """Run ``poll(recorder)`` on the export thread before each take: work a hook would otherwise do on
-        vLLM's thread (resolving CUDA events). A poller that raises is dropped, with one log line."""
-        self._pollers.append(poll)
+        vLLM's thread (resolving CUDA events). Its thread CPU goes to ``export_cpu_parts[name]``. A poller that
+        raises is dropped, with one log line."""
+        self.export_cpu_parts.setdefault(name, 0.0)
+        self._pollers.append((poll, name))
 
-    def _poll(self) -> None:
-        for poll in list(self._pollers):
+    def _poll(self) -> float:
+        """Run the pollers; the thread CPU clock after the last one."""
+        parts = self.export_cpu_parts
+        c0 = time.thread_time()
+        for item in list(self._pollers):
+            poll, name = item
             try:
                 poll(self.recorder)
             except Exception as e:
-                self._pollers.remove(poll)
+                self._pollers.remove(item)
                 log.error("vllm_w2ext: %r raised %r on the export thread and is now disabled", poll, e)
+            c1 = time.thread_time()
+            parts[name] += c1 - c0
+            c0 = c1
+        return c0
 
     # -- export thread -----------------------------------------------------------------------
     def _run(self) -> None:
@@ -96,8 +109,8 @@ class Pipeline:
         seconds, and building and sending them is a fixed cost per interval on vLLM's GIL)."""
         with self._lock:
             w0, c0 = time.perf_counter(), time.thread_time()
-            if self._pollers:
-                self._poll()
+            parts = self.export_cpu_parts
+            c1 = self._poll() if self._pollers else c0
             batch = self.recorder.take()
             remote, chain = self.remote, self.chain
             if remote is not None:
@@ -108,6 +121,8 @@ class Pipeline:
                 elif chain is not None:
                     chain.consume(batch[i:i + CHUNK])
                 time.sleep(0)
+            c2 = time.thread_time()
+            parts["send"] += c2 - c1
             if stats or w0 >= self._stats_due or selfcost.faults[0] != self._faults_sent:
                 self._stats_due, self._faults_sent = w0 + STATS_EVERY_S, selfcost.faults[0]
                 cost = self.self_cost()               # the plugin's own counters, when they moved
@@ -119,7 +134,9 @@ class Pipeline:
                         chain.parent_cost = cost
             if chain is not None:
                 chain.tick()
-            cpu = time.thread_time() - c0
+            c3 = time.thread_time()
+            parts["stats"] += c3 - c2
+            cpu = c3 - c0
             self.export_cpu_s += cpu
             self.export_wait_s += max(0.0, time.perf_counter() - w0 - cpu)
             return len(batch)
