@@ -5,7 +5,12 @@ result folders): per run, the steady decode's hook time per engine step by role,
 The host's speed drifts between runs (the same arm reads 20-40 % apart), and the hooks' cost moves with it; the
 share of the step (EngineCore + worker µs per ms of step) is the figure that compares arms across host states.
 
-    python3 benchmarks/gpu/hook_cost_table.py benchmarks/results/h200/<folder>/<sub> ...
+    python3 benchmarks/gpu/hook_cost_table.py [--parts] benchmarks/results/h200/<folder>/<sub> ...
+
+``--parts``: a second table per phase of each run, for runs that report them (``hook_cost_engine.py`` from 95c9add):
+the export thread's CPU by part (µs per engine step), the device poller's CPU per poll (the phase's wall time over
+``--interval-ms``, the export interval, 200 by default), Python's collections on vLLM's thread, and EngineCore +
+worker + export thread per step (target 1 counts the export thread).
 """
 from __future__ import annotations
 
@@ -27,7 +32,42 @@ def rows(folder: Path):
                    "step_ms": b["step_ms"], "share": ew / (b["step_ms"] * 1000) * 100}
 
 
-def main(folders: list[str]) -> None:
+def part_rows(folder: Path, interval_ms: float):
+    for f in sorted(folder.glob("*.json")):
+        d = json.loads(f.read_text())
+        for i, b in enumerate(d["per_batch"]):
+            e = b["export_thread_us_per_step"]
+            parts = e.get("parts")
+            if parts is None:
+                continue
+            role, steps = b["steady_decode"]["by_role"], b["engine_steps"]
+            polls = b["wall_s"] * 1000 / interval_ms
+            ew = role.get("engine", 0.0) + role.get("worker", 0.0)
+            gc = b.get("gc_by_thread", {}).get("MainThread", {})
+            yield (f"| {folder.name} | {f.stem} | {i + 1} | {b['batch']} | {b['recorded_executions']} of {steps} "
+                   f"| {e['cpu']:.2f} | {parts.get('send', 0):.2f} | {parts.get('device', 0):.2f} "
+                   f"| {parts.get('cost_budget', 0):.2f} | {parts.get('stats', 0):.2f} "
+                   f"| {parts.get('device', 0) * steps / polls:.0f} | {gc.get('us_per_step', 0) or 0:.2f} "
+                   f"| {ew:.2f} | {ew + e['cpu']:.2f} | {b['step_ms']:.3f} |")
+
+
+def main(args: list[str]) -> None:
+    if "--parts" in args:
+        args = [a for a in args if a != "--parts"]
+        interval = 200.0
+        if "--interval-ms" in args:
+            i = args.index("--interval-ms")
+            interval = float(args[i + 1])
+            del args[i:i + 2]
+        print("| folder | run | phase | batch | executions recorded | export thread CPU | send | device poller "
+              "| cost budget poller | own counters | device poller µs per poll | Python collections on vLLM's thread "
+              "| EngineCore + worker (steady) | E + W + export thread | step ms |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for f in args:
+            for line in part_rows(Path(f), interval):
+                print(line)
+        return
+    folders = args
     all_rows = [r for f in folders for r in rows(Path(f))]
     print("| folder | run | batch | SAMPLE | EngineCore | worker | front end | EngineCore + worker | export thread CPU "
           "| step ms | E+W share of the step % |")

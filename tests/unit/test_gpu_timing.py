@@ -108,16 +108,39 @@ def test_idle_and_busy_from_one_end_event_per_step(gpu):
     assert close(got[1].busy_s, 2.5e-3) and close(got[1].idle_s, 3e-3)  # 102 -> 105 ms idle, 105 -> 107.5 busy
     # one record per step on vLLM's stream, whose Stream object is built once
     assert len(gpu.records) == 2 and {id(s) for _, s in gpu.records} == {id(gpu.records[0][1])}
-    assert gpu.anchors == 2                       # the first (vLLM's thread) and the poll's
+    assert gpu.anchors == 1                       # vLLM's thread's first; 9 ms old at the poll: kept
     assert gpu.elapsed_calls == 2                 # one runtime call per step: no query of its own
-    assert gpu.device_uses == 1                   # the events' device made current once per poll
-    timer.stop(3, at(109.0))                      # the anchor of the poll places step 3
+    assert gpu.device_uses == 1                   # the events' device made current on the polling thread
+    timer.stop(3, at(109.0))                      # the same anchor places step 3
     gpu.finish(110.0)
     (x,) = samples(timer)
     assert close(x.idle_s, 1.5e-3) and close(x.busy_s, 1e-3)
     created = gpu.created
     timer.stop(4, at(111.0))
     assert gpu.created == created                 # step 4's end event came from the pool
+    assert gpu.device_uses == 1                   # once for the thread, not once per poll
+
+
+def test_a_poll_records_a_new_anchor_once_the_last_is_a_second_old(gpu):
+    """Anchors cost the export thread more than the steps they place: a poll makes one only once the current
+    one is ANCHOR_EVERY_NS old; steps recorded after the new one are placed from it, those before from theirs."""
+    timer = make(gpu)
+    gpu.now = 100.0
+    timer.stop(1, at(100.0))                      # anchor 1 at 100 ms
+    gpu.now = 600.0
+    assert samples(timer) == [] and gpu.anchors == 1          # step 1 unfinished; anchor 500 ms old: kept
+    gpu.now = 1100.0
+    samples(timer)
+    assert gpu.anchors == 2                       # 1,000 ms old: a new one (at 1,100 ms)
+    first, second = timer.pending[0][3], timer.anchor
+    timer.stop(2, at(1150.0))
+    assert timer.pending[1][3] is second and first is not second
+    gpu.finish(1120.0, 1160.0)
+    gpu.now = 1170.0
+    got = samples(timer)
+    assert [x.step for x in got] == [1, 2]
+    assert close(got[1].busy_s, 10e-3) and close(got[1].idle_s, 30e-3)   # 1,120 -> 1,150 idle, -> 1,160 busy
+    assert gpu.anchors == 2
 
 
 def test_a_step_queued_behind_the_previous_one_has_no_idle(gpu):

@@ -11,9 +11,9 @@ start event and queried the previous end event at ``Worker.execute_model``, and 
 call; recording through the CUDA runtime with the GIL held (ctypes, as ``poll`` resolves them) was tried and costs
 ~3 µs more per step in the engine (``benchmarks/results/h200/event_record``).
 
-The export thread places those end events on the wall clock: on each poll it records an *anchor*, an
-event on a stream of its own that nothing else uses, so the GPU runs it as soon as it is submitted, and
-takes the wall clock right after the record returns. An end event recorded after that anchor ends
+The export thread places those end events on the wall clock: it records an *anchor* (on a poll, once the last
+one is a second old), an event on a stream of its own that nothing else uses, so the GPU runs it as soon as it is
+submitted, and takes the wall clock right after the record returns. An end event recorded after that anchor ends
 ``anchor wall + elapsed(anchor, end)``: no clock sync, no second event per step. Then, with ``launch``
 the wall clock when the step's ``Worker.execute_model`` started:
 
@@ -40,6 +40,11 @@ from collections import deque
 
 
 MAX_PENDING = 4096        # steps recorded and not yet resolved (about 20 s at 5 ms steps); beyond: drop the oldest
+# A poll records a new anchor only once the current one is this old (ns). Each anchor costs the export thread an
+# event made, recorded and later freed, ~100 µs a poll inside the engine with the rest of the poll's fixed work
+# (``benchmarks/results/h200/export_parts``); an older anchor places end events as well: the elapsed time is a
+# float32 of ms, whose step at 1,200 ms is 0.12 µs (CUDA's event resolution is about 0.5 µs).
+ANCHOR_EVERY_NS = 1_000_000_000
 _wall = time.time_ns
 NOT_READY = 600           # cudaErrorNotReady
 # Device idle and busy time (ns) of the steps whose idle was measured (a recorded predecessor), every timer of the
@@ -141,6 +146,7 @@ class GpuTimer:
         self.fresh = True                       # vLLM's thread: the next step has no previous one (see stop)
         self.dropped = 0                        # steps dropped unresolved (vLLM's thread counts, poll reads)
         self._dropped_seen = 0
+        self._device_set = False                # the polling thread has the events' device current
 
     def stop(self, step: int, launch_ns: int) -> None:
         """vLLM's thread, once the step's last work is launched: its end event."""
@@ -178,7 +184,8 @@ class GpuTimer:
 
     def poll(self) -> tuple:
         """A DeviceSample tuple per step finished on the GPU since the last call (idle 0 for the first one,
-        after a pause and after steps were dropped), then a new anchor; export thread only."""
+        after a pause and after steps were dropped), then a new anchor if the current one is ``ANCHOR_EVERY_NS``
+        old; export thread only (the events' device is made current on it once)."""
         pending = self.pending
         out = []
         pool = self.pool
@@ -187,8 +194,9 @@ class GpuTimer:
         if self.dropped != self._dropped_seen:
             self._dropped_seen = self.dropped
             self.prev_end = None
-        if pending:
+        if pending and not self._device_set:
             self._use_device()                  # the events' device current on this thread (the runtime's call)
+            self._device_set = True
         while pending:
             head = pending[0]
             ms = elapsed(head[3][0], head[0])   # from its anchor; None: the step (or the anchor) has not run
@@ -213,7 +221,9 @@ class GpuTimer:
                 measured[1] += busy
             pool.append(e)
             self.prev_end = end
-        self.new_anchor()
+        anchor = self.anchor
+        if anchor is None or _wall() - anchor[1] >= ANCHOR_EVERY_NS:
+            self.new_anchor()
         return tuple(out)
 
 
