@@ -29,12 +29,12 @@ import json
 import os
 import platform
 import shutil
-import gc
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from gc_by_thread import CollectionTimer
 
 
 STEP_PRES = ("engine.step.pre", "engine.step_with_batch_queue.pre")
@@ -178,8 +178,7 @@ def main() -> int:
         total = round(sum(v["us_per_step"] for v in hooks.values()), 2)
         export = [round((b - a) / steps * 1e6, 2) if steps else None for a, b in zip(export0, _export_thread())]
         parts = {k: round((v - parts0.get(k, 0.0)) / steps * 1e6, 2) for k, v in _export_parts().items()} if steps else {}
-        collections = {t: {"collections": n, "gen2": g2, "us_per_step": round(s / steps * 1e6, 2) if steps else None,
-                           "max_ms": round(mx * 1e3, 2)} for t, (n, g2, s, mx) in sorted(GC.items())}
+        collections = GC.by_thread(steps)
         # with VLLM_W2EXT_SAMPLE the EngineCore gates the worker's hooks off on the steps it does not record:
         # their pre runs on the recorded executions only
         recorded = acc.get("worker.execute_model.pre", [0])[0]
@@ -212,27 +211,8 @@ def main() -> int:
     return 0
 
 
-GC: dict = {}                   # thread name -> [collections, gen2 collections, seconds, longest]
-_gc_start = threading.local()
-
-
-def _on_gc(phase: str, info: dict) -> None:
-    """gc.callbacks: time each collection on the thread it runs on."""
-    if phase == "start":
-        _gc_start.t = time.perf_counter()
-        return
-    t0 = getattr(_gc_start, "t", None)
-    if t0 is None:
-        return
-    dt = time.perf_counter() - t0
-    row = GC.setdefault(threading.current_thread().name, [0, 0, 0.0, 0.0])
-    row[0] += 1
-    row[1] += info.get("generation") == 2
-    row[2] += dt
-    row[3] = max(row[3], dt)
-
-
-gc.callbacks.append(_on_gc)
+GC = CollectionTimer()
+GC.start()
 
 
 def _export_parts() -> dict:

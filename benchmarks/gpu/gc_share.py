@@ -19,28 +19,13 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-GC: dict = {}                   # thread name -> {generation: [collections, seconds, longest]}
-_start = threading.local()
-
-
-def _on_gc(phase: str, info: dict) -> None:
-    if phase == "start":
-        _start.t = time.perf_counter()
-        return
-    t0 = getattr(_start, "t", None)
-    if t0 is None:
-        return
-    dt = time.perf_counter() - t0
-    row = GC.setdefault(threading.current_thread().name, {}).setdefault(info.get("generation"), [0, 0.0, 0.0])
-    row[0] += 1
-    row[1] += dt
-    row[2] = max(row[2], dt)
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gc_by_thread import CollectionTimer  # noqa: E402  (benchmarks/, beside hook_cost_engine.py)
 
 def count_steps() -> list:
     """A counter of engine steps around both of EngineCore's step functions (whichever vLLM binds)."""
@@ -83,20 +68,17 @@ def main() -> int:
     sp = SamplingParams(max_tokens=a.max_tokens, ignore_eos=True, temperature=1.0)
     prompt = TokensPrompt(prompt_token_ids=[10 + (i * 31) % 9000 for i in range(a.prompt_len)])
     llm.generate([prompt], sp, use_tqdm=False)
-    gc.callbacks.append(_on_gc)
+    timer = CollectionTimer()
+    timer.start()
     steps[0] = 0
     t0 = time.perf_counter()
     for _ in range(a.rounds):
         llm.generate([prompt] * a.batch, sp, use_tqdm=False)
     wall = time.perf_counter() - t0
-    gc.callbacks.remove(_on_gc)
+    timer.stop()
     n = steps[0]
-    by_thread = {t: {str(g): {"collections": c, "us_per_step": round(s / n * 1e6, 2) if n else None,
-                              "max_ms": round(mx * 1e3, 2)} for g, (c, s, mx) in sorted(gens.items())}
-                 for t, gens in sorted(GC.items())}
-    total = {t: {"collections": sum(v[0] for v in gens.values()),
-                 "us_per_step": round(sum(v[1] for v in gens.values()) / n * 1e6, 2) if n else None}
-             for t, gens in GC.items()}
+    by_thread = timer.by_generation(n)
+    total = {t: {"collections": v["collections"], "us_per_step": v["us_per_step"]} for t, v in timer.by_thread(n).items()}
     import vllm
     doc = {"what": __doc__.split("\n\n")[0], "plugin": plugin,
            "settings": {k: v for k, v in os.environ.items() if k.startswith("VLLM_W2EXT") and k != "VLLM_W2EXT_TRACE_DIR"},
