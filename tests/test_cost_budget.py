@@ -15,7 +15,7 @@ from vllm_w2ext.analysis.explain.timeline import load
 from vllm_w2ext.lab import free_port
 from vllm_w2ext.vocab import Attr
 
-TOKENS, RUNS = 400, 2  # one request generated twice: ~6 s of decode on the CI machine, several one-second windows
+TOKENS, RUNS = 400, 2  # one request generated twice: 1.4-6 s of decode on the CI machines, one-second windows
 
 
 def _metric(text: str, name: str, **labels) -> float:
@@ -44,7 +44,12 @@ def test_n_rises_from_full_tracing_and_each_step_says_its_n(budget_run):
     assert every == sorted(every), every                         # a budget always exceeded: N never falls
     assert set(every) - {1} <= {4, 8, 16, 32, 64, 128, 256, 512, 1024} and 2 not in every
     assert max(every) >= 8, every                                # it moved more than once
-    assert len(steps) < RUNS * TOKENS // 2                       # most steps were only counted
+    # once N is 8 or more, most steps are only counted: at most 2 in every N recorded (and the few that start or end
+    # a request). Counted from there, not over the run: the first second is fully traced, and how many steps that is
+    # depends on the machine's speed (a fast CI machine ran all 800 in 1.4 s: 528 recorded, more than half)
+    k = every.index(next(n for n in every if n >= 8))
+    later, span = len(steps) - k - 1, RUNS * TOKENS - steps[k].step   # recorded after step k; engine steps after it
+    assert span > 0 and later <= span // 2, (later, span)
 
 
 def test_counters_and_the_request_stay_exact(budget_run):
