@@ -152,7 +152,6 @@ def main() -> int:
             v[:] = [0, 0]
         selfcost.hook_cpu_ns[0] = selfcost.hook_wall_ns[0] = 0
         export0 = _export_thread()
-        parts0 = _export_parts()
         GC.clear()
         t0 = time.perf_counter()
         if a.churn:
@@ -176,8 +175,9 @@ def main() -> int:
             role = k.split(".")[0]
             by_role[role] = round(by_role.get(role, 0.0) + v["us_per_step"], 2)
         total = round(sum(v["us_per_step"] for v in hooks.values()), 2)
-        export = [round((b - a) / steps * 1e6, 2) if steps else None for a, b in zip(export0, _export_thread())]
-        parts = {k: round((v - parts0.get(k, 0.0)) / steps * 1e6, 2) for k, v in _export_parts().items()} if steps else {}
+        export1 = _export_thread()
+        export = [round((b - a) / steps * 1e6, 2) if steps else None for a, b in zip(export0[:2], export1[:2])]
+        parts = {k: round((v - export0[2].get(k, 0.0)) / steps * 1e6, 2) for k, v in export1[2].items()} if steps else {}
         collections = GC.by_thread(steps)
         # with VLLM_W2EXT_SAMPLE the EngineCore gates the worker's hooks off on the steps it does not record:
         # their pre runs on the recorded executions only
@@ -215,17 +215,12 @@ GC = CollectionTimer()
 GC.start()
 
 
-def _export_parts() -> dict:
+def _export_thread() -> tuple[float, float, dict]:
+    """CPU and waiting seconds of this process's export thread so far (one process: the whole engine's), and its CPU
+    by part (``Pipeline.export_cpu_parts``)."""
     from vllm_w2ext.telemetry import pipeline
     p = pipeline._pipeline
-    return dict(p.export_cpu_parts) if p is not None else {}
-
-
-def _export_thread() -> tuple[float, float]:
-    """CPU and waiting seconds of this process's export thread so far (one process: the whole engine's)."""
-    from vllm_w2ext.telemetry import pipeline
-    p = pipeline._pipeline
-    return (p.export_cpu_s, p.export_wait_s) if p is not None else (0.0, 0.0)
+    return (p.export_cpu_s, p.export_wait_s, dict(p.export_cpu_parts)) if p is not None else (0.0, 0.0, {})
 
 
 def _device_check(llm, trace_dir: str) -> dict:

@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gc_by_thread import CollectionTimer  # noqa: E402  (benchmarks/, beside hook_cost_engine.py)
 
+
 def count_steps() -> list:
     """A counter of engine steps around both of EngineCore's step functions (whichever vLLM binds)."""
     from vllm.v1.engine import core
@@ -77,7 +78,7 @@ def main() -> int:
     wall = time.perf_counter() - t0
     timer.stop()
     n = steps[0]
-    by_thread = timer.by_generation(n)
+    by_generation = timer.by_generation(n)
     total = {t: {"collections": v["collections"], "us_per_step": v["us_per_step"]} for t, v in timer.by_thread(n).items()}
     import vllm
     doc = {"what": __doc__.split("\n\n")[0], "plugin": plugin,
@@ -86,7 +87,7 @@ def main() -> int:
                        "vllm": vllm.__version__, "cores": os.cpu_count()},
            "model": Path(a.model).name, "engine": {k: v for k, v in kw.items() if k != "model"}, "batch": a.batch,
            "rounds": a.rounds, "max_tokens": a.max_tokens, "engine_steps": n, "wall_s": round(wall, 3),
-           "step_ms": round(wall / n * 1e3, 3) if n else None, "gc_total_by_thread": total, "gc_by_thread": by_thread,
+           "step_ms": round(wall / n * 1e3, 3) if n else None, "gc_total_by_thread": total, "gc_by_thread": by_generation,
            "gc_threshold": gc.get_threshold(), "gc_frozen": gc.get_freeze_count()}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(doc, indent=1))

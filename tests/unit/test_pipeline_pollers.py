@@ -30,9 +30,8 @@ def test_pollers_run_before_the_take_and_a_faulty_one_is_dropped(caplog):
 
 
 def test_the_export_threads_cpu_is_split_by_part(monkeypatch):
-    """export_cpu_parts: each poller under its name, the send and the own counters; together no more than the
-    export thread's CPU (the rest is the flush's own bookkeeping). A planted thread CPU clock that moves 1 s per
-    reading, 5 s in the poller."""
+    """export_cpu_parts: each poller under its name, the send and the own counters; together the export thread's
+    CPU. A planted thread CPU clock that moves 1 s per reading, 5 s in the poller."""
     from vllm_w2ext.telemetry import pipeline
     clock = [0.0]
 
@@ -50,7 +49,7 @@ def test_the_export_threads_cpu_is_split_by_part(monkeypatch):
     assert set(parts) == {"device", "send", "stats"}
     assert parts["device"] == 6.0                    # its 5 s and the clock's own step
     assert parts["send"] == 1.0 and parts["stats"] == 1.0
-    assert sum(parts.values()) <= p.export_cpu_s == 9.0
+    assert sum(parts.values()) == p.export_cpu_s == 8.0     # four readings: before, after the poller, send, stats
 
 
 class _Remote:

@@ -34,8 +34,8 @@ class Pipeline:
         self.chain = None                  # the in-process export chain (no export process)
         self.export_cpu_s = 0.0            # CPU time of the export thread
         self.export_wait_s = 0.0           # wall minus CPU time of its work sections
-        # export_cpu_s by part (seconds): each poller by its name, "send" (take the records, serialize, write them
-        # on), "stats" (the plugin's own counters; the in-process chain's tick); the rest is the flush's bookkeeping
+        # export_cpu_s by part (seconds; together, all of it): each poller by its name, "send" (take the records,
+        # serialize, write them on), "stats" (the plugin's own counters; the in-process chain's tick)
         self.export_cpu_parts: dict[str, float] = {"send": 0.0, "stats": 0.0}
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -79,10 +79,9 @@ class Pipeline:
         self.export_cpu_parts.setdefault(name, 0.0)
         self._pollers.append((poll, name))
 
-    def _poll(self) -> float:
-        """Run the pollers; the thread CPU clock after the last one."""
+    def _poll(self, c0: float) -> float:
+        """Run the pollers, the thread CPU clock read ``c0`` before them; its reading after the last one."""
         parts = self.export_cpu_parts
-        c0 = time.thread_time()
         for item in list(self._pollers):
             poll, name = item
             try:
@@ -110,7 +109,7 @@ class Pipeline:
         with self._lock:
             w0, c0 = time.perf_counter(), time.thread_time()
             parts = self.export_cpu_parts
-            c1 = self._poll() if self._pollers else c0
+            c1 = self._poll(c0) if self._pollers else c0
             batch = self.recorder.take()
             remote, chain = self.remote, self.chain
             if remote is not None:
