@@ -45,6 +45,7 @@ MODELS = {
 }
 SELF_RE = re.compile(r"self|cpu")
 STEPS = "vllm_w2ext_engine_steps_total"
+SAMPLE_EVERY = "vllm_w2ext_sample_every"      # VLLM_W2EXT_SAMPLE's N at the last recorded step (the budget moves it)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -138,18 +139,21 @@ def self_cost(text: str) -> dict:
     by_name: dict[str, dict[str, float]] = {}
     steps: dict[str, float] = {}
     steps_all: dict[str, float] = {}
+    every = None
     for name, labels, v in parse_prom(text):
         if not name.startswith("vllm_w2ext_") or name.endswith(("_created", "_bucket")):
             continue
         role = labels.get("role", "-")
-        if name == STEPS:
+        if name == SAMPLE_EVERY:
+            every = max(every or 0, v)
+        elif name == STEPS:
             steps_all[role] = steps_all.get(role, 0.0) + v
             if labels.get("executed", "true") == "true":
                 steps[role] = steps.get(role, 0.0) + v
         elif SELF_RE.search(name[len("vllm_w2ext_"):]):
             d = by_name.setdefault(name, {})
             d[role] = d.get(role, 0.0) + v
-    return {"series": by_name, "engine_steps": steps, "engine_steps_all": steps_all}
+    return {"series": by_name, "engine_steps": steps, "engine_steps_all": steps_all, "sample_every": every}
 
 
 def scrape_self_cost(path: Path, split_at: float | None) -> dict | None:
@@ -254,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pair", type=int, required=True)
     ap.add_argument("--arm", required=True, choices=("stock", "plugin"))
     ap.add_argument("--sample", type=int, default=1, help="VLLM_W2EXT_SAMPLE of the plugin arm (1: every step)")
+    ap.add_argument("--cost-budget", type=float, default=None,
+                    help="VLLM_W2EXT_COST_BUDGET of the plugin arm (default: the plugin's own default; 0: off)")
     ap.add_argument("--position", type=int, default=0, help="1 or 2: which run of its pair this is")
     ap.add_argument("--dir", required=True, type=Path, help="the runs folder (kept between calls)")
     ap.add_argument("--models-dir", type=Path, default=Path(os.environ.get("OVERHEAD_MODELS_DIR", "/tmp/w2ext-models")))
@@ -298,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
                       "OTEL_SERVICE_NAME": f"w2ext-overhead-{name}", **rx.env("grpc")}
         if a.sample > 1:
             plugin_env["VLLM_W2EXT_SAMPLE"] = str(a.sample)
+        # the budget in effect, written out even when it is the default (the record says what ran)
+        from vllm_w2ext import config
+        budget = config.load({"VLLM_W2EXT": "1"}).cost_budget if a.cost_budget is None else a.cost_budget
+        plugin_env["VLLM_W2EXT_COST_BUDGET"] = f"{budget:g}"
         env.update(plugin_env)
         scr = subprocess.Popen([sys.executable, "-m", "vllm_w2ext.lab.scrape", f"http://127.0.0.1:{port}/metrics",
                                 str(scrape_path), "--interval", str(a.scrape_interval)], cwd=ROOT)

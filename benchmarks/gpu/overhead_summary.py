@@ -114,8 +114,41 @@ def summary(records: list[dict]) -> list[dict]:
             sample = plugin_sample(g["plugin_records"])
             if sample > 1:                   # the plugin arm recorded 2 steps in every N (VLLM_W2EXT_SAMPLE)
                 row["plugin_sample"] = sample
+            budget = plugin_budget(g["plugin_records"])
+            if budget is not None:           # VLLM_W2EXT_COST_BUDGET (percent; 0: off)
+                row["plugin_cost_budget"] = budget
             out.append(row)
     return out
+
+
+def plugin_budget(plugin_records: list[dict]) -> str | None:
+    """VLLM_W2EXT_COST_BUDGET of the plugin runs as their records say (None: records from before it was written
+    out, when the default was 0: off)."""
+    vals = {(r.get("plugin_env") or {}).get("VLLM_W2EXT_COST_BUDGET") for r in plugin_records} - {None}
+    return ", ".join(sorted(vals)) if vals else None
+
+
+PROCESS_SERIES = (("hooks", "vllm_w2ext_hook_self_seconds_total"), ("export thread", "vllm_w2ext_export_thread_cpu_seconds_total"))
+
+
+def by_process(plugin_records: list[dict], part: str) -> dict:
+    """Issue #19's target 1 in the real layout: per executed engine step (µs, median over the runs), the plugin's
+    hooks (sampled wall time) and its export thread's CPU in each process (role: ``engine_core``, the EngineCore with
+    the worker inside it at TP=1, and ``frontend``); and the N each run ended on (``vllm_w2ext_sample_every``)."""
+    vals: dict[tuple, list[float]] = {}
+    every = []
+    for rec in plugin_records:
+        sc = rec.get("self_cost") or {}
+        seg = _segment(sc, part)
+        n = _steps(seg) if seg else 0
+        if not n:
+            continue
+        for label, name in PROCESS_SERIES:
+            for role, v in (seg["series"].get(name) or {}).items():
+                vals.setdefault((role, label), []).append(1e6 * v / n)
+        if (sc.get("final") or {}).get("sample_every") is not None:
+            every.append(int(sc["final"]["sample_every"]))
+    return {"us_per_step": {k: statistics.median(v) for k, v in sorted(vals.items())}, "sample_every": every}
 
 
 def plugin_sample(plugin_records: list[dict]) -> int:
@@ -219,7 +252,9 @@ def markdown(records: list[dict], envs: list[dict]) -> str:
           "- Latency: `avg_latency` (s) of batch 1; throughput: total tok/s of `bench throughput`.",
           *[f"- Plugin runs of {g['model']} ({g['layers']} layers) with `VLLM_W2EXT_SAMPLE={n}` (2 steps in every "
             f"{n} recorded)" for g in gs if g["kind"] == WORKLOAD_ORDER[0]
-            for n in [plugin_sample(g["plugin_records"])] if n > 1], "",
+            for n in [plugin_sample(g["plugin_records"])] if n > 1],
+          *[f"- Plugin runs of {g['model']} ({g['layers']} layers) with `VLLM_W2EXT_COST_BUDGET={b}`"
+            for g in gs if g["kind"] == WORKLOAD_ORDER[0] for b in [plugin_budget(g["plugin_records"])] if b], "",
           "| model | layers | workload | pairs | stock | plugin | cost per pair % | median cost % | stock spread % "
           "| limit % | within |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for g in gs:
@@ -267,6 +302,29 @@ def markdown(records: list[dict], envs: list[dict]) -> str:
               "self time is on vLLM's threads, export CPU runs off them)", "",
               "| model | layers | workload | runs | engine steps | µs per step | hook self % of a stock step |",
               "|---|---|---|---|---|---|---|", *rows]
+    rows = []
+    for g, part, label, recs in parts:
+        bp = by_process(recs, part)
+        if not bp["us_per_step"]:
+            continue
+        u = bp["us_per_step"]
+
+        def cell(role: str, what: str) -> str:
+            v = u.get((role, what))
+            return "-" if v is None else f"{v:.1f}"
+        core = [u.get(("engine_core", w)) for w, _ in PROCESS_SERIES]
+        total = f"{sum(core):.1f}" if None not in core else "-"
+        rows.append(f"| {g['model']} | {g['layers']} | {label} | {cell('engine_core', 'hooks')} | "
+                    f"{cell('engine_core', 'export thread')} | **{total}** | {cell('frontend', 'hooks')} | "
+                    f"{cell('frontend', 'export thread')} | {' / '.join(map(str, bp['sample_every'])) or '-'} |")
+    if rows:
+        L += ["", "By process, per executed engine step (µs, median over plugin runs, same scrapes as above): the "
+              "EngineCore process (TP=1: the worker runs inside it) and the front end apart; hooks = their sampled "
+              "wall time on vLLM's threads, export thread = its CPU (issue #19's target 1 counts both); N = "
+              "`vllm_w2ext_sample_every` at each run's last scrape", "",
+              "| model | layers | workload | EngineCore hooks | EngineCore export thread | EngineCore total | "
+              "front-end hooks | front-end export thread | N per run |", "|---|---|---|---|---|---|---|---|---|",
+              *rows]
     L += ["", "Runs", "", "| run | position | status | wall s | latency s | throughput tok/s | spans | trace MB |",
           "|---|---|---|---|---|---|---|---|"]
     for rec in sorted(records, key=lambda r: (_model_key(r), r["pair"], r.get("position", 0))):

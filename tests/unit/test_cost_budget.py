@@ -105,3 +105,27 @@ def test_an_idle_engine_keeps_its_n_for_the_next_burst():
 def test_a_budget_must_be_positive():
     with pytest.raises(ValueError):
         CostBudget(0.0)
+
+
+@pytest.mark.parametrize("env, budget", [({}, 0.01), ({"VLLM_W2EXT_COST_BUDGET": "0"}, None),
+                                         ({"VLLM_W2EXT_COST_BUDGET": "2.5", "VLLM_W2EXT_SAMPLE": "8"}, 0.025)])
+def test_the_engine_runs_a_budget_of_one_percent_unless_told_otherwise(monkeypatch, env, budget):
+    """The EngineCore's first step starts the budget's watcher: 1 % of its wall time when nothing is set, none at
+    ``0``, the setting's share otherwise, with VLLM_W2EXT_SAMPLE as its floor."""
+    from vllm_w2ext import config
+    from vllm_w2ext.hooks import engine_core
+    from vllm_w2ext.telemetry.recording import Recorder
+    started = []
+    rec = Recorder(1 << 10, None)
+    monkeypatch.setattr(engine_core, "S", engine_core._State())
+    monkeypatch.setattr(engine_core, "RECORDER", [rec])
+    monkeypatch.setattr(engine_core, "_watch_cost", started.append)
+    monkeypatch.setattr(engine_core.identity, "set_role", lambda *a, **k: None)
+    monkeypatch.setattr(config, "current", lambda: config.load({"VLLM_W2EXT": "1", **env}))
+    engine_core._step_pre(None, (), {})
+    engine_core._step_pre(None, (), {})
+    if budget is None:
+        assert started == []
+    else:
+        assert len(started) == 1 and started[0].budget == pytest.approx(budget)
+        assert started[0].base == started[0].every == int(env.get("VLLM_W2EXT_SAMPLE", 1))
