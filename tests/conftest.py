@@ -30,10 +30,6 @@ BASE_ENV = {
     "VLLM_LOGGING_LEVEL": "WARNING",
     "TOKENIZERS_PARALLELISM": "false",
     "PYTHONUNBUFFERED": "1",
-    # Every step recorded: the suite's answers are per step (a planted gap in one step, every step's record). The
-    # default budget of 1 % would thin a CPU-bound tiny model's steps out after the first second, by how fast the
-    # machine runs; the budget is tested in test_cost_budget.py, its default in unit/test_cost_budget.py.
-    "VLLM_W2EXT_COST_BUDGET": "0",
 }
 
 

@@ -130,16 +130,16 @@ SETTINGS: tuple[Setting, ...] = (
             "spans), so request lifecycles stay complete. Other steps are only counted (the step and token "
             "counters stay exact); phases, scheduler gaps and device idle come from the pairs. Decided by the "
             "EngineCore and carried to the workers on the step's stamp."),
-    Setting("COST_BUDGET", "1", _float_range(0.0, 100.0),
-            "Cost cap, in percent of the EngineCore process's wall time (default `1`; `0`: off, every step "
-            "recorded as `VLLM_W2EXT_SAMPLE` says). The EngineCore measures the plugin's cost in its process every "
+    Setting("COST_BUDGET", "0", _float_range(0.0, 100.0),
+            "Opt-in cost cap, in percent of the EngineCore process's wall time (e.g. `1`). `0` (default): off, "
+            "`VLLM_W2EXT_SAMPLE` as set. Above 0: the EngineCore measures the plugin's cost in its process every "
             "second (its hooks' time, sampled, plus its export thread's CPU; with the worker in the process, no more "
             "than the GPU's idle share, since time the GPU does not wait for costs no throughput) and, while it "
             "is over the budget, "
             "doubles `VLLM_W2EXT_SAMPLE`'s N (4, 8, ... up to 1024; the setting is the floor), halving it again "
             "once under 0.4x the budget: full tracing where it is cheap (GPU-bound models), a thinner sample "
-            "where it is not (CPU-bound ones; the first second of a run is always fully traced). Each step span "
-            "carries the N in effect (`vllm_w2ext.sample.every`); a log line names each change."),
+            "where it is not (CPU-bound ones). Each step span carries the N in effect "
+            "(`vllm_w2ext.sample.every`); a log line names each change."),
     Setting("MAX_LINKS", "512", _int_range(0, 100_000),
             "Most request links one step span carries."),
     Setting("METRICS_PORT", "", _port,
@@ -182,7 +182,7 @@ class Settings:
     export_process: str = "on"
     step_links: str = "boundary"
     sample: int = 1
-    cost_budget: float = 1.0
+    cost_budget: float = 0.0
     max_links: int = 512
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"

@@ -26,6 +26,7 @@
 #            there (FORCE=1 reruns it)                                           default /tmp/w2ext-overhead
 #   TAG      name of this call's tarball, $OUT/overhead-$TAG.tar.gz                default models + pairs
 #   SAMPLE   VLLM_W2EXT_SAMPLE of the plugin runs (1: every step recorded)     default 1
+#   COST_BUDGET  VLLM_W2EXT_COST_BUDGET of the plugin runs (percent; unset: the plugin's default, 0: off)
 #   LAT_ITERS LAT_WARMUP LAT_IN LAT_OUT LAT_BS THR_PROMPTS THR_IN THR_OUT: workload sizes (smoke check only)
 # Output: $OUT/overhead-$TAG.tar.gz (everything in KEEP: runs/ raw/ logs/ metrics/ specs/ env/ + summary.md),
 # rewritten after every run, so a call cut short still returns what finished; $OUT/summary.md too.
@@ -99,7 +100,7 @@ for m in $MODELS; do
       if [ $to -lt 30 ]; then stopped="$stopped $name"; continue; fi
       echo "overhead: $name (position $pos, timeout ${to}s, ${L}s left)"
       $PY benchmarks/gpu/overhead_run.py --model "$m" --pair "$i" --arm "$arm" --position $pos \
-        --dir "$KEEP" --timeout "$to" --sample "${SAMPLE:-1}"
+        --dir "$KEEP" --timeout "$to" --sample "${SAMPLE:-1}" ${COST_BUDGET:+--cost-budget "$COST_BUDGET"}
       pack
     done
   done

@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arm", required=True, choices=("stock", "plugin"))
     ap.add_argument("--sample", type=int, default=1, help="VLLM_W2EXT_SAMPLE of the plugin arm (1: every step)")
     ap.add_argument("--cost-budget", type=float, default=None,
-                    help="VLLM_W2EXT_COST_BUDGET of the plugin arm (default: the plugin's own default; 0: off)")
+                    help="VLLM_W2EXT_COST_BUDGET of the plugin arm, percent (default: the plugin's own default, 0: off)")
     ap.add_argument("--position", type=int, default=0, help="1 or 2: which run of its pair this is")
     ap.add_argument("--dir", required=True, type=Path, help="the runs folder (kept between calls)")
     ap.add_argument("--models-dir", type=Path, default=Path(os.environ.get("OVERHEAD_MODELS_DIR", "/tmp/w2ext-models")))

@@ -128,6 +128,10 @@ def plugin_budget(plugin_records: list[dict]) -> str | None:
     return ", ".join(sorted(vals)) if vals else None
 
 
+def budget_on(budget: str | None) -> bool:
+    return budget is not None and any(float(b) > 0 for b in budget.split(", "))
+
+
 PROCESS_SERIES = (("hooks", "vllm_w2ext_hook_self_seconds_total"), ("export thread", "vllm_w2ext_export_thread_cpu_seconds_total"))
 
 
@@ -254,7 +258,8 @@ def markdown(records: list[dict], envs: list[dict]) -> str:
             f"{n} recorded)" for g in gs if g["kind"] == WORKLOAD_ORDER[0]
             for n in [plugin_sample(g["plugin_records"])] if n > 1],
           *[f"- Plugin runs of {g['model']} ({g['layers']} layers) with `VLLM_W2EXT_COST_BUDGET={b}`"
-            for g in gs if g["kind"] == WORKLOAD_ORDER[0] for b in [plugin_budget(g["plugin_records"])] if b], "",
+            for g in gs if g["kind"] == WORKLOAD_ORDER[0] for b in [plugin_budget(g["plugin_records"])]
+            if budget_on(b)], "",
           "| model | layers | workload | pairs | stock | plugin | cost per pair % | median cost % | stock spread % "
           "| limit % | within |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for g in gs:

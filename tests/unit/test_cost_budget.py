@@ -107,11 +107,12 @@ def test_a_budget_must_be_positive():
         CostBudget(0.0)
 
 
-@pytest.mark.parametrize("env, budget", [({}, 0.01), ({"VLLM_W2EXT_COST_BUDGET": "0"}, None),
+@pytest.mark.parametrize("env, budget", [({}, None), ({"VLLM_W2EXT_COST_BUDGET": "0"}, None),
+                                         ({"VLLM_W2EXT_COST_BUDGET": "1"}, 0.01),
                                          ({"VLLM_W2EXT_COST_BUDGET": "2.5", "VLLM_W2EXT_SAMPLE": "8"}, 0.025)])
-def test_the_engine_runs_a_budget_of_one_percent_unless_told_otherwise(monkeypatch, env, budget):
-    """The EngineCore's first step starts the budget's watcher: 1 % of its wall time when nothing is set, none at
-    ``0``, the setting's share otherwise, with VLLM_W2EXT_SAMPLE as its floor."""
+def test_the_engine_runs_a_budget_only_when_asked(monkeypatch, env, budget):
+    """The EngineCore's first step starts the budget's watcher when one is set (its share of the wall time, with
+    VLLM_W2EXT_SAMPLE as its floor), and none by default or at ``0``: full tracing is the default."""
     from vllm_w2ext import config
     from vllm_w2ext.hooks import engine_core
     from vllm_w2ext.telemetry.recording import Recorder

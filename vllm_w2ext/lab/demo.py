@@ -155,9 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, VLLM_W2EXT="1", OTEL_SERVICE_NAME="vllm-w2ext-demo", VLLM_W2EXT_METRICS_PORT=str(mport),
                VLLM_W2EXT_METRICS_INTERVAL_MS="250", VLLM_W2EXT_TRACE_DIR=str(trace_dir), **(rx.env("grpc") if rx else {}))
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    # every step traced, as the report reads it: the default budget (1 % of the EngineCore's time) would record 2 steps
-    # in every N of this CPU-bound tiny model after the first second
-    env.setdefault("VLLM_W2EXT_COST_BUDGET", "0")
     if (os.cpu_count() or 1) <= 4:
         # a small machine: torch's threads in the worker on all cores but one, so the EngineCore, the
         # front end and the plugin's export processes are not starved (and the metrics keep up)
