@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Issue #19, target 1 in the layout users run (front end here, EngineCore + worker in a process of their own, TP=1):
+# the plugin's cost per executed engine step, round by round, read from its own metrics endpoint
+# (cost_budget_engine.py), with the default VLLM_W2EXT_COST_BUDGET (1 %) and with it off (0: every step recorded).
+# The 4-layer Llama-3.1-8B-shaped model (dummy weights), batch 1 (ROUNDS x 1500 tokens) and 512 requests per step
+# (512 x 256 tokens). Trace files and the metrics endpoint on (the exporters run in the export processes; OTLP off).
+#   after staging:  source .gpu/p2/env.sh && bash benchmarks/gpu/budget_settled.sh      -> $OUT/budget_settled/
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-out}; R=$OUT/budget_settled; mkdir -p $R
+export OVERHEAD_MODELS_DIR=/tmp/w2ext-models PYTHONUNBUFFERED=1
+export M=$OVERHEAD_MODELS_DIR/llama31-8b-shaped
+[ -f $M/tokenizer.json ] || python3 -m vllm_w2ext.lab.model_folders llama31-8b-shaped $M >/dev/null
+{ nvidia-smi -L; lscpu | grep -E 'Model name|^CPU\(s\)'; python3 -c "import vllm, torch, sys; print('vllm', vllm.__version__, 'torch', torch.__version__, 'python', sys.version.split()[0])"
+  md5sum vllm_w2ext/hooks/*.py vllm_w2ext/telemetry/*.py | md5sum; } > $R/env.txt 2>&1
+for spec in ${RUNS:-"b1_default 1 1500 1 6" "b1_off 0 1500 1 4" "b512_default 1 256 512 5" "b512_off 0 256 512 3"}; do
+  set -- $spec
+  name=$1; budget=$2; shift 2
+  [ $budget = 1 ] && unset VLLM_W2EXT_COST_BUDGET || export VLLM_W2EXT_COST_BUDGET=$budget
+  rm -rf /tmp/tr_$name
+  VLLM_W2EXT=1 VLLM_W2EXT_TRACE_DIR=/tmp/tr_$name VLLM_W2EXT_METRICS_PORT=9466 VLLM_W2EXT_METRICS_INTERVAL_MS=500 \
+    timeout ${EACH_S:-150} python3 benchmarks/gpu/cost_budget_engine.py $name 4 "$@" > $R/$name.log 2>&1
+  echo "$name rc=$?"; grep '^{' $R/$name.log > $R/$name.jsonl
+  gzip -f $R/$name.log
+done
+unset VLLM_W2EXT_COST_BUDGET

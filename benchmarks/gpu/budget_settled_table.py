@@ -1,0 +1,35 @@
+"""The table of ``budget_settled.sh``'s runs (the JSON lines ``cost_budget_engine.py`` prints): per round, the
+plugin's cost per executed engine step in the EngineCore process (hooks' sampled wall time + export thread CPU, the
+worker's included: TP=1) and in the front end, and the N the budget had reached.
+
+    python3 benchmarks/gpu/budget_settled_table.py benchmarks/results/h200/budget_settled/*.jsonl
+"""
+import json
+import sys
+from pathlib import Path
+
+HOOKS, EXPORT = "hook_self_seconds_total", "export_thread_cpu_seconds_total"
+ENGINE_CORE = ("engine_core", "worker")        # the EngineCore's process: its role, and the worker's inside it
+
+
+def row(d: dict) -> list:
+    def total(series: str, roles) -> float:
+        return sum(d.get(f"{series}:{r}") or 0.0 for r in roles)
+    hooks, export = total(HOOKS, ENGINE_CORE), total(EXPORT, ENGINE_CORE)
+    return [d["round"], d["wall_s"], int(d["steps"]), int(d["sample_every"] or 0), f"{hooks:.1f}", f"{export:.1f}",
+            f"**{hooks + export:.1f}**", f"{total(HOOKS, ('frontend',)):.1f}", f"{total(EXPORT, ('frontend',)):.1f}"]
+
+
+def main(paths: list[str]) -> None:
+    print("| run | round | wall s | engine steps | N at the end | EngineCore hooks | EngineCore export thread | "
+          "EngineCore total | front-end hooks | front-end export thread |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for p in paths:
+        for ln in Path(p).read_text().splitlines():
+            d = json.loads(ln)
+            if "round" in d:
+                print("| " + " | ".join(map(str, [d["name"], *row(d)])) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
