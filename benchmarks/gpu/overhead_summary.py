@@ -132,7 +132,8 @@ def budget_on(budget: str | None) -> bool:
     return budget is not None and any(float(b) > 0 for b in budget.split(", "))
 
 
-PROCESS_SERIES = (("hooks", "vllm_w2ext_hook_self_seconds_total"), ("export thread", "vllm_w2ext_export_thread_cpu_seconds_total"))
+PROCESS_SERIES = (("hooks", "vllm_w2ext_hook_self_seconds_total"),
+                  ("export thread", "vllm_w2ext_export_thread_cpu_seconds_total"))
 
 
 def by_process(plugin_records: list[dict], part: str) -> dict:

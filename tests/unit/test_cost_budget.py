@@ -115,11 +115,13 @@ def test_the_engine_runs_a_budget_only_when_asked(monkeypatch, env, budget):
     VLLM_W2EXT_SAMPLE as its floor), and none by default or at ``0``: full tracing is the default."""
     from vllm_w2ext import config
     from vllm_w2ext.hooks import engine_core
+    from vllm_w2ext.hooks.runner import StepGate
     from vllm_w2ext.telemetry.recording import Recorder
     started = []
     rec = Recorder(1 << 10, None)
     monkeypatch.setattr(engine_core, "S", engine_core._State())
     monkeypatch.setattr(engine_core, "RECORDER", [rec])
+    monkeypatch.setattr(engine_core, "GATE", StepGate())        # a light step shuts the gate: not the process's one
     monkeypatch.setattr(engine_core, "_watch_cost", started.append)
     monkeypatch.setattr(engine_core.identity, "set_role", lambda *a, **k: None)
     monkeypatch.setattr(config, "current", lambda: config.load({"VLLM_W2EXT": "1", **env}))
