@@ -13,10 +13,11 @@ export M=$OVERHEAD_MODELS_DIR/llama31-8b-shaped
 [ -f $M/tokenizer.json ] || python3 -m vllm_w2ext.lab.model_folders llama31-8b-shaped $M >/dev/null
 { nvidia-smi -L; lscpu | grep -E 'Model name|^CPU\(s\)'; python3 -c "import vllm, torch, sys; print('vllm', vllm.__version__, 'torch', torch.__version__, 'python', sys.version.split()[0])"
   md5sum vllm_w2ext/hooks/*.py vllm_w2ext/telemetry/*.py | md5sum; } > $R/env.txt 2>&1
-for spec in ${RUNS:-"b1_default 1 1500 1 6" "b1_off 0 1500 1 4" "b512_default 1 256 512 5" "b512_off 0 256 512 3"}; do
+# name budget(%) tokens batch rounds; the committed runs were named b1_default / b512_default: the budget at 1 % was
+# the default then (79ca738), set here by leaving the variable unset
+for spec in ${RUNS:-"b1_budget 1 1500 1 6" "b1_off 0 1500 1 4" "b512_budget 1 256 512 5" "b512_off 0 256 512 3"}; do
   set -- $spec
-  name=$1; budget=$2; shift 2
-  [ $budget = 1 ] && unset VLLM_W2EXT_COST_BUDGET || export VLLM_W2EXT_COST_BUDGET=$budget
+  name=$1; export VLLM_W2EXT_COST_BUDGET=$2; shift 2
   rm -rf /tmp/tr_$name
   VLLM_W2EXT=1 VLLM_W2EXT_TRACE_DIR=/tmp/tr_$name VLLM_W2EXT_METRICS_PORT=9466 VLLM_W2EXT_METRICS_INTERVAL_MS=500 \
     timeout ${EACH_S:-150} python3 benchmarks/gpu/cost_budget_engine.py $name 4 "$@" > $R/$name.log 2>&1
