@@ -8,7 +8,7 @@ between calls the "engine" walks ``--pollute`` objects (vLLM's own work, cooling
 ``--wall-only`` times the sampled calls with the wall clock alone (the thread clock is a system call): to see whether
 reading it is what moves the counter.
 
-    python benchmarks/selfcost_bias.py [--pollute 0,2000,20000] [--calls 20000] [--blocks 12] [--wall-only]
+    python benchmarks/selfcost_bias.py [--pollute 0,500] [--calls 20000] [--blocks 30] [--wall-only] [--out FILE]
 """
 from __future__ import annotations
 
@@ -90,9 +90,9 @@ def measure(pollute: int, calls: int, blocks: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--pollute", default="0,2000,20000")
+    ap.add_argument("--pollute", default="0,500")      # the committed runs (results/cpu/selfcost_bias)
     ap.add_argument("--calls", type=int, default=20000)
-    ap.add_argument("--blocks", type=int, default=12)
+    ap.add_argument("--blocks", type=int, default=30)
     ap.add_argument("--wall-only", action="store_true")
     ap.add_argument("--out")
     a = ap.parse_args()

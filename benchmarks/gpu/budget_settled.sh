@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue #19, target 1 in the layout users run (front end here, EngineCore + worker in a process of their own, TP=1):
 # the plugin's cost per executed engine step, round by round, read from its own metrics endpoint
-# (cost_budget_engine.py), with the default VLLM_W2EXT_COST_BUDGET (1 %) and with it off (0: every step recorded).
+# (cost_budget_engine.py), with VLLM_W2EXT_COST_BUDGET at 1 % and off (0, the default: every step recorded).
 # The 4-layer Llama-3.1-8B-shaped model (dummy weights), batch 1 (ROUNDS x 1500 tokens) and 512 requests per step
 # (512 x 256 tokens). Trace files and the metrics endpoint on (the exporters run in the export processes; OTLP off).
 #   after staging:  source .gpu/p2/env.sh && bash benchmarks/gpu/budget_settled.sh      -> $OUT/budget_settled/

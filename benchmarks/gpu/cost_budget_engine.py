@@ -18,6 +18,7 @@ from vllm import LLM, SamplingParams
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead_run import self_cost  # noqa: E402  (the overhead runs' reading of the same series)
+from overhead_summary import _steps, reading_delta  # noqa: E402  (and their difference of two readings)
 
 name, layers, tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 batch = int(sys.argv[4]) if len(sys.argv) > 4 else 1
@@ -49,13 +50,14 @@ def reading() -> dict | None:
 
 
 def per_step(a: dict | None, b: dict) -> dict:
-    """µs per executed engine step between two readings, by series and role; the steps; the N at the end."""
-    steps = sum(b["engine_steps"].values()) - (sum(a["engine_steps"].values()) if a else 0)
+    """µs per executed engine step between two readings (``a`` None: since the start), by series and role; the
+    steps; the N at the end."""
+    seg = b if a is None else reading_delta(b, a)
+    steps = _steps(seg)
     out = {"steps": steps, "sample_every": b.get("sample_every")}
-    for series, roles in b["series"].items():
+    for series, roles in seg["series"].items():
         for role, v in roles.items():
-            prev = ((a or {}).get("series", {}).get(series) or {}).get(role, 0.0)
-            out[f"{series.removeprefix('vllm_w2ext_')}:{role}"] = round(1e6 * (v - prev) / steps, 2) if steps else None
+            out[f"{series.removeprefix('vllm_w2ext_')}:{role}"] = round(1e6 * v / steps, 2) if steps else None
     return out
 
 

@@ -142,17 +142,13 @@ def by_process(plugin_records: list[dict], part: str) -> dict:
     the worker inside it at TP=1, and ``frontend``); and the N each run ended on (``vllm_w2ext_sample_every``)."""
     vals: dict[tuple, list[float]] = {}
     every = []
-    for rec in plugin_records:
-        sc = rec.get("self_cost") or {}
-        seg = _segment(sc, part)
-        n = _steps(seg) if seg else 0
-        if not n:
-            continue
+    for rec, seg, n in _runs(plugin_records, part):
         for label, name in PROCESS_SERIES:
             for role, v in (seg["series"].get(name) or {}).items():
                 vals.setdefault((role, label), []).append(1e6 * v / n)
-        if (sc.get("final") or {}).get("sample_every") is not None:
-            every.append(int(sc["final"]["sample_every"]))
+        last = rec["self_cost"].get("final") or {}
+        if last.get("sample_every") is not None:
+            every.append(int(last["sample_every"]))
     return {"us_per_step": {k: statistics.median(v) for k, v in sorted(vals.items())}, "sample_every": every}
 
 
@@ -194,15 +190,31 @@ def _segment(sc: dict, kind: str) -> dict | None:
     if kind == "latency":
         return mid
     if kind == "throughput" and fin and mid:
-        return {"series": {n: {r: v - mid["series"].get(n, {}).get(r, 0.0) for r, v in roles.items()}
-                           for n, roles in fin["series"].items()},
-                "engine_steps": {r: v - mid["engine_steps"].get(r, 0.0) for r, v in fin["engine_steps"].items()}}
+        return reading_delta(fin, mid)
     return None
 
 
+def reading_delta(later: dict, earlier: dict) -> dict:
+    """What happened between two self-cost readings (``overhead_run.self_cost``): each series and the executed
+    engine steps, per role, later minus earlier."""
+    return {"series": {n: {r: v - earlier["series"].get(n, {}).get(r, 0.0) for r, v in roles.items()}
+                       for n, roles in later["series"].items()},
+            "engine_steps": {r: v - earlier["engine_steps"].get(r, 0.0) for r, v in later["engine_steps"].items()}}
+
+
 def _steps(seg: dict) -> float:
+    """The executed engine steps of a reading: the EngineCore's count (any role's where it has none)."""
     st = seg.get("engine_steps") or {}
     return st.get("engine_core") or max(st.values(), default=0.0)
+
+
+def _runs(plugin_records: list[dict], part: str):
+    """(record, its reading of ``part``, executed engine steps) of each plugin run that stepped in that part."""
+    for rec in plugin_records:
+        seg = _segment(rec.get("self_cost") or {}, part)
+        n = _steps(seg) if seg else 0
+        if n:
+            yield rec, seg, n
 
 
 def per_step(plugin_records: list[dict], part: str) -> dict:
@@ -211,11 +223,7 @@ def per_step(plugin_records: list[dict], part: str) -> dict:
     steps per run."""
     vals: dict[str, list[float]] = {}
     steps = []
-    for rec in plugin_records:
-        seg = _segment(rec.get("self_cost") or {}, part)
-        n = _steps(seg) if seg else 0
-        if not n:
-            continue
+    for _, seg, n in _runs(plugin_records, part):
         steps.append(n)
         for name, roles in seg["series"].items():
             vals.setdefault(name, []).append(1e6 * sum(roles.values()) / n)
