@@ -7,6 +7,10 @@ share of the step (EngineCore + worker µs per ms of step) is the figure that co
 
     python3 benchmarks/gpu/hook_cost_table.py [--parts] benchmarks/results/h200/<folder>/<sub> ...
 
+``--counter-ratio FOLDER...``: the plugin's sampled hook counter (``selfcost_sampled``) over the direct timing of the
+hooks (``us_per_step``) in every batch of every ``hook_cost_engine.py`` JSON under the folders: how far the counter the
+metrics export reads from the hooks' own times, in the same process.
+
 ``--parts``: a second table per phase of each run, for runs that report them (``hook_cost_engine.py`` from 95c9add):
 the export thread's CPU by part (µs per engine step), the device poller's CPU per poll (the phase's wall time over
 ``--interval-ms``, the export interval, 200 by default), Python's collections on vLLM's thread, and EngineCore +
@@ -51,7 +55,29 @@ def part_rows(folder: Path, interval_ms: float):
                    f"| {ew:.2f} | {ew + e['cpu']:.2f} | {b['step_ms']:.3f} |")
 
 
+def counter_ratios(folders: list[str]) -> list[float]:
+    """Sampled hook wall time over the directly timed hook time, per engine step, one per batch of each run."""
+    out = []
+    for folder in folders:
+        for f in sorted(Path(folder).rglob("*.json")):
+            try:
+                d = json.loads(f.read_text())
+            except (ValueError, UnicodeDecodeError):
+                continue
+            for b in (d.get("per_batch") or []) if isinstance(d, dict) else []:
+                sampled = (b.get("selfcost_sampled") or {}).get("hook_wall_us_per_step")
+                if sampled and b.get("us_per_step"):
+                    out.append(sampled / b["us_per_step"])
+    return sorted(out)
+
+
 def main(args: list[str]) -> None:
+    if args[:1] == ["--counter-ratio"]:
+        r = counter_ratios(args[1:])
+        q = statistics.quantiles(r, n=10)
+        print(f"{len(r)} batches: sampled counter / direct timing min {r[0]:.2f}, p10 {q[0]:.2f}, median "
+              f"{statistics.median(r):.2f}, p90 {q[-1]:.2f}, max {r[-1]:.2f}")
+        return
     if "--parts" in args:
         args = [a for a in args if a != "--parts"]
         interval = 200.0
