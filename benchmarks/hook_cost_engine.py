@@ -198,6 +198,7 @@ def main() -> int:
               f"export thread {export[0]} us CPU per step {parts}; gc {collections}; sampled counter {sampled}; top: " +
               ", ".join(f"{k} {v['us_per_step']}" for k, v in list(hooks.items())[:5]), flush=True)
     import vllm
+    end = _end_event()
     device = _device_check(llm, trace_dir)
     shutil.rmtree(trace_dir, ignore_errors=True)   # read back by explain above; nothing else needs it
     doc = {"what": __doc__.split("\n\n")[0], "machine": {"cpu": _cpu(), "python": platform.python_version(),
@@ -205,7 +206,7 @@ def main() -> int:
            "model": Path(a.model).name, "engine": {k: v for k, v in kw.items() if k != "model"},
            "sample": int(os.environ.get("VLLM_W2EXT_SAMPLE", "1")),
            "rounds": a.rounds, "max_tokens": a.max_tokens, "prompt_len": a.prompt_len, "churn": a.churn, "per_batch": rows,
-           "device_timeline": device}
+           "device_timeline": device, "end_event": end}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(doc, indent=1))
     return 0
@@ -221,6 +222,17 @@ def _export_thread() -> tuple[float, float, dict]:
     from vllm_w2ext.telemetry import pipeline
     p = pipeline._pipeline
     return (p.export_cpu_s, p.export_wait_s, dict(p.export_cpu_parts)) if p is not None else (0.0, 0.0, {})
+
+
+def _end_event() -> dict:
+    """Whose events ended the steps (``hooks/end_event.py``): the class vLLM's event was borrowed from (None: the
+    plugin recorded its own), whether the timer still borrows, and the events the timer made of its own (its pool)."""
+    from vllm_w2ext.hooks import worker
+    S = worker.S
+    carrier = getattr(S, "borrow", None)
+    timer = S.timer
+    return {"carrier": getattr(carrier, "__name__", None), "borrowing": getattr(timer, "borrow", None),
+            "own_events": len(timer.pool) if timer is not None else None}
 
 
 def _device_check(llm, trace_dir: str) -> dict:

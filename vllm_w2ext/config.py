@@ -107,7 +107,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NVTX_DOMAIN", "vllm_w2ext", _text, "NVTX domain name of the plugin's ranges."),
     Setting("DEVICE_TIMING", "on", _choice("on", "off"),
             "CUDA events around each step on GPU workers: the GPU's busy and idle time (device idle by cause). "
-            "`off`: no events (about 11 us per step less on vLLM's thread on the H200 host); the device "
+            "With vLLM's V2 runner the plugin borrows the event vLLM records at each step's end (made a timing "
+            "event); elsewhere it records its own. `off`: no events (on the H200 host, 4-5 us per step less on "
+            "vLLM's thread with the V2 runner, about 11 with an event of the plugin's own); the device "
             "timeline is then the workers' forward spans (CPU clock) where the runner's forward is hooked (the V1 "
             "runner, as on the CPU build), and there is none with the V2 runner (vLLM 0.26 on the GPU)."),
     Setting("QUEUE_SIZE", "65536", _int_range(1024, 10_000_000),

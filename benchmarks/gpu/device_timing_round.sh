@@ -5,13 +5,15 @@
 #      (VLLM_W2EXT_SAMPLE=1), batch 1 and 64 (hook_cost_ab.sh; each run's device timeline read back by explain);
 #   2. the planted causes (explain_planted.py, 8B-shaped model) with the new timing, checked by explain_check.py:
 #      the device idle explain attributes must still find what was planted.
-#   source .gpu/p2/env.sh && bash benchmarks/gpu/device_timing_round.sh      (results: $OUT/device_timing.tgz)
+#   source .gpu/p2/env.sh && bash benchmarks/gpu/device_timing_round.sh      (results: $OUT/$NAME.tgz)
+# NAME (default device_timing), BATCHES (default 1,64), PAIRS (2): later rounds of a timing change reuse it.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-out}; T0=$(date +%s); BUDGET_S=${BUDGET_S:-420}
 left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
-pack() { (cd "$OUT" && tar czf .dt.tmp device_timing explain planted_*.log 2>/dev/null; mv .dt.tmp device_timing.tgz); }
-NAME=device_timing ARMS="ab_old ab_new" BATCHES=1,64 CHURN=0 SAMPLE=1 PAIRS=${PAIRS:-2} EACH_S=110 \
+NAME=${NAME:-device_timing}
+pack() { (cd "$OUT" && tar czf .dt.tmp "$NAME" explain planted_*.log 2>/dev/null; mv .dt.tmp "$NAME.tgz"); }
+NAME=$NAME ARMS="ab_old ab_new" BATCHES=${BATCHES:-1,64} CHURN=0 SAMPLE=1 PAIRS=${PAIRS:-2} EACH_S=110 \
   bash benchmarks/gpu/hook_cost_ab.sh; pack
 M=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models}/llama31-8b-shaped; P=/tmp/w2ext-planted; rm -rf $P
 for c in schedule default prefill; do

@@ -179,6 +179,68 @@ def test_dropped_steps_restart_the_idle_chain(gpu, monkeypatch):
     assert close(got[1].idle_s, 9e-3)             # 21 -> 30 ms
 
 
+def vllm_event(gpu, timing=True):
+    """An event vLLM recorded on its own stream at the step's end (end_event): the GPU reaches it in stream order."""
+    e = gpu.event(True)
+    e.timing = timing
+    gpu.queue.append(e)
+    return e
+
+
+def test_a_borrowed_end_event_is_placed_like_an_own_one_with_no_record(gpu):
+    """vLLM's V2 runner hands over its step-end event: vLLM's thread makes no CUDA call of the plugin's (no
+    record, no stream look-up), the step is placed from the same anchor, and the event never enters the pool
+    (vLLM's object, not the timer's)."""
+    timer = make(gpu)
+    gpu.now = 99.0
+    timer.stop(1, at(100.0), vllm_event(gpu))
+    gpu.finish(102.0)
+    gpu.now = 104.0
+    timer.stop(2, at(105.0), vllm_event(gpu))
+    gpu.finish(107.5)
+    gpu.now = 108.0
+    got = samples(timer)
+    assert gpu.records == [] and gpu.anchors == 1             # the anchor is the timer's; no record on vLLM's
+    assert close(got[0].busy_s, 2e-3) and got[0].idle_s == 0.0
+    assert close(got[1].busy_s, 2.5e-3) and close(got[1].idle_s, 3e-3)
+    assert timer.pool == []
+    assert len(timer.spent) == 2                  # resolved, kept for vLLM's thread to free (not the export
+    timer.stop(3, at(109.0), vllm_event(gpu))     # thread: freeing takes the driver's lock), at its next stop
+    assert timer.spent == []
+    timer.stop(4, at(111.0))                      # nothing handed over (the V1 runner): its own, as before
+    assert len(gpu.records) == 1
+
+
+def test_a_borrowed_event_the_runtime_cannot_time_turns_borrowing_off(gpu, monkeypatch):
+    """vLLM made a plain event after all (the runtime refuses to time it): that step is dropped, the next one
+    measures no idle across it, and vLLM's thread records its own events from then on. An own event that
+    fails is the plugin's fault: it still raises (the pipeline drops the poller)."""
+    elapsed = gpu.elapsed
+
+    def refusing(start, end):
+        if not getattr(end, "timing", True):
+            raise RuntimeError("cudaEventElapsedTime returned 400")
+        return elapsed(start, end)
+    gpu.elapsed = refusing
+    timer = make(gpu)
+    timer.stop(1, at(100.0), vllm_event(gpu))
+    timer.stop(2, at(103.0), vllm_event(gpu, timing=False))
+    gpu.finish(101.0, 104.0)
+    timer.stop(3, at(105.0), vllm_event(gpu))     # handed over, but borrowing is still on: taken
+    gpu.finish(106.0)
+    gpu.now = 107.0
+    got = samples(timer)
+    assert [x.step for x in got] == [1, 3] and got[1].idle_s == 0.0     # no idle across the dropped step 2
+    assert timer.borrow is False
+    timer.stop(4, at(108.0), vllm_event(gpu))
+    assert len(gpu.records) == 1 and timer.pending[-1][5] is True      # its own event now
+    timer.pending[-1][0].timing = False
+    gpu.queue.pop(0)                              # vLLM's event of step 4, never reached: only the own one runs
+    gpu.finish(109.0)
+    with pytest.raises(RuntimeError):
+        timer.poll()
+
+
 class RacingDeque:
     """A pending deque whose first popleft loses a race: vLLM's thread drops the head (queue full) between the
     export thread's look at it and its take."""

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import wrapt
 
-from vllm_w2ext.hooks import control, native
+from vllm_w2ext.hooks import control, end_event, native
 from vllm_w2ext.hooks.runner import GATE, HookRunner
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.hooks.wrapping import attach, detach, is_wrapped, resolve
@@ -57,6 +57,15 @@ class Instrumentor:
                     lambda m, c=cls_name: control.attach(m, c) if self.active else None, mod_name)
             elif mod_name in sys.modules:
                 control.attach(sys.modules[mod_name], cls_name)
+        from vllm_w2ext import config
+        if config.current().device_timing == "on":  # vLLM's step-end event, timed (hooks/end_event.py)
+            for mod_name, _, _ in end_event.SOURCES:
+                if ("end_event", mod_name) not in self._registered:
+                    self._registered.add(("end_event", mod_name))
+                    wrapt.register_post_import_hook(lambda m: end_event.on_import(m) if self.active else None,
+                                                    mod_name)
+                elif mod_name in sys.modules:
+                    end_event.on_import(sys.modules[mod_name])
         for mod_name, runners in by_module.items():
             if mod_name not in self._registered:   # runs at once if the module is imported already
                 self._registered.add(mod_name)
@@ -104,6 +113,7 @@ class Instrumentor:
         GATE.use(())                               # every gated hook switched on again, then forgotten
         native.uninstall()
         control.detach()
+        end_event.detach()
         for h in self.hooks:
             mod = sys.modules.get(h.module)
             if mod is not None:

@@ -3,8 +3,9 @@
 vLLM's thread records ONE event per step, on the current stream, once the step's sampling has been
 launched (its end): one ``cudaEventRecord``, through torch's C method on a stream looked up by id and
 rebuilt only when the id changes (``torch.cuda.Event.record()`` builds a Python ``Stream`` on every call:
-11.7 us against 3.9 us on the H200 host, ``benchmarks/gpu/event_cost.py``, part ``raw``). Every CUDA call on that
-thread is dear inside vLLM, whose own threads are in the driver too: the previous design also recorded a
+11.7 us against 3.9 us on the H200 host, ``benchmarks/gpu/event_cost.py``, part ``raw``). With vLLM's V2
+runner it records none: the worker hook hands over the timing event vLLM records once the sampled tokens' copy
+is queued (``end_event``). Every CUDA call on that thread is dear inside vLLM, whose own threads are in the driver too: the previous design also recorded a
 start event and queried the previous end event at ``Worker.execute_model``, and that hook took a median
 23.2 us per step on the H200 host (4-layer model, batch 1, fully traced) against 6.8 us with this one
 (five interleaved runs each, ``benchmarks/results/h200/device_timing``). torch's record releases the GIL around the
@@ -34,9 +35,12 @@ on the H200 host (``benchmarks/results/h200/event_cost``). Events come from a po
 costs more than recording one."""
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
+
+log = logging.getLogger("vllm_w2ext")
 
 
 MAX_PENDING = 4096        # steps recorded and not yet resolved (about 20 s at 5 ms steps); beyond: drop the oldest
@@ -145,26 +149,38 @@ class GpuTimer:
         self.prev_end = None                    # export thread: the last resolved step's end (wall ns)
         self.fresh = True                       # vLLM's thread: the next step has no previous one (see stop)
         self.dropped = 0                        # steps dropped unresolved (vLLM's thread counts, poll reads)
+        self.borrow = True                      # take the end events vLLM hands over (poll turns it off)
+        # Borrowed events the export thread has resolved: the last reference, dropped by vLLM's thread at its next
+        # stop. Freeing a CUDA event takes the driver's lock; on the export thread, beside vLLM's launches, it
+        # cost ~3-12 µs of that thread's CPU per step on the H200 host (benchmarks/results/h200/end_event).
+        self.spent: list = []
         self._dropped_seen = 0
         self._device_set = False                # the polling thread has the events' device current
 
-    def stop(self, step: int, launch_ns: int) -> None:
-        """vLLM's thread, once the step's last work is launched: its end event."""
-        sid = self._current(self._device)
-        if sid != self._sid:                    # the first call, or vLLM switched streams
-            self._stream = self._stream_of(stream_id=sid[0], device_index=sid[1], device_type=sid[2])
-            self._sid = sid
+    def stop(self, step: int, launch_ns: int, event=None) -> None:
+        """vLLM's thread, once the step's last work is launched: its end event. ``event``: a timing event vLLM
+        recorded there itself (``end_event``), taken as it is while ``borrow`` holds: no CUDA call here."""
         anchor = self.anchor
         if anchor is None:                      # before the export thread's first poll: one of its own
             anchor = self.new_anchor()
-        pool = self.pool
-        e = pool.pop() if pool else self._event()
-        self._record(e, self._stream)
+        if event is not None and self.borrow:
+            e, own = event, False
+            if self.spent:                      # borrowed events resolved since: freed here, as vLLM frees its own
+                self.spent.clear()
+        else:
+            sid = self._current(self._device)
+            if sid != self._sid:                # the first call, or vLLM switched streams
+                self._stream = self._stream_of(stream_id=sid[0], device_index=sid[1], device_type=sid[2])
+                self._sid = sid
+            pool = self.pool
+            e = pool.pop() if pool else self._event()
+            self._record(e, self._stream)
+            own = True
         pending = self.pending
         if len(pending) >= MAX_PENDING:         # the export thread is not polling: stay bounded
             pending.popleft()
             self.dropped += 1
-        pending.append((e, step, launch_ns, anchor, self.fresh))
+        pending.append((e, step, launch_ns, anchor, self.fresh, own))
         self.fresh = False
 
     def forget_previous(self) -> None:
@@ -172,6 +188,17 @@ class GpuTimer:
         time from the last recorded one (its sample says idle 0; the export side also knows from the
         step's execution record that it has no previous one: ``steps.idle.Execution.first``)."""
         self.fresh = True
+
+    def _refused(self, head) -> None:
+        """The runtime would not time a borrowed end event (not a timing event after all): that step is dropped,
+        the next one measures no idle across it, and vLLM's thread records its own events from now on."""
+        if self.pending and self.pending[0] is head:
+            self.pending.popleft()
+        self.prev_end = None
+        if self.borrow:
+            self.borrow = False
+            log.warning(
+                "vllm_w2ext: vLLM's step-end event could not be timed; the plugin records its own from now on")
 
     def new_anchor(self) -> tuple:
         """Record an anchor on the timer's own stream (idle: the GPU runs it at once); (event, wall ns)."""
@@ -189,6 +216,7 @@ class GpuTimer:
         pending = self.pending
         out = []
         pool = self.pool
+        spent = self.spent
         elapsed = self._elapsed
         measured = MEASURED
         if self.dropped != self._dropped_seen:
@@ -199,7 +227,13 @@ class GpuTimer:
             self._device_set = True
         while pending:
             head = pending[0]
-            ms = elapsed(head[3][0], head[0])   # from its anchor; None: the step (or the anchor) has not run
+            try:
+                ms = elapsed(head[3][0], head[0])   # from its anchor; None: the step (or the anchor) has not run
+            except RuntimeError:
+                if head[5]:
+                    raise
+                self._refused(head)             # a borrowed event the runtime cannot time: own events from now
+                continue
             if ms is None:
                 break
             item = pending.popleft()
@@ -207,7 +241,7 @@ class GpuTimer:
                 pending.appendleft(item)        # look again at the new head, with no idle across the gap
                 self.prev_end = None
                 continue
-            e, step, launch, (anchor, anchor_wall), fresh = item
+            e, step, launch, (anchor, anchor_wall), fresh, own = item
             end = anchor_wall + round(ms * 1e6)
             prev = None if fresh else self.prev_end
             if prev is None or prev >= launch:  # no previous step, or the GPU still ran it at launch
@@ -219,7 +253,10 @@ class GpuTimer:
             if prev is not None:                # its idle measured: into the process's totals
                 measured[0] += idle
                 measured[1] += busy
-            pool.append(e)
+            if own:
+                pool.append(e)
+            else:
+                spent.append(e)
             self.prev_end = end
         anchor = self.anchor
         if anchor is None or _wall() - anchor[1] >= ANCHOR_EVERY_NS:

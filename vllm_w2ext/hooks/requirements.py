@@ -55,6 +55,9 @@ SCHEDULER_QUEUES = Attrs(SCHEDULER, "Scheduler", ("requests", "running", "waitin
 # Front end: the request given to OutputProcessor.add_request, and its per-request state.
 ENGINE_CORE_REQUEST = Attrs("vllm.v1.engine", "EngineCoreRequest", ("request_id", "trace_headers"),
                             soft=("sampling_params", "prompt_token_ids"))
+# The worker's sample_tokens takes the step's end event from the V2 runner's output (hooks/end_event.SOURCES):
+# without it, the plugin records its own (soft).
+ASYNC_OUTPUT = Attrs("vllm.v1.worker.gpu.async_utils", "AsyncOutput", soft=("copy_event",))
 REQUEST_STATE = Attrs("vllm.v1.engine.output_processor", "RequestState", ("request_id",),
                       soft=("detokenizer", "prompt"))
 
@@ -86,6 +89,7 @@ ATTRS: dict[str, tuple[Attrs, ...]] = {
     "engine.free_request": (REQUEST_FREED,),
     "front.request_start": (ENGINE_CORE_REQUEST,),
     "front.request_finish": (REQUEST_STATE,),
+    "worker.sample_tokens": (ASYNC_OUTPUT,),
 }
 
 # hook name -> subclasses (module, class) that must inherit the wrapped method, not override it: the

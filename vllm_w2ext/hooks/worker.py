@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 
 from vllm_w2ext import config
+from vllm_w2ext.hooks.end_event import CARRIER
 from vllm_w2ext.hooks.engine_core import DISPATCH, STAMP
 from vllm_w2ext.hooks.gpu_timing import make_timer
 from vllm_w2ext.hooks.runner import GATE
@@ -39,6 +40,7 @@ class _State:
         self.identity_done = False
         self.timer = None            # GpuTimer on CUDA workers
         self.gpu_step = None         # (step, wall clock ns at its execute_model) of the step awaiting its end event
+        self.borrow = None           # the class whose sample_tokens results carry vLLM's timing end event (end_event)
         self.open = None             # the worker.execute_model range being recorded (forward's parent)
 
 
@@ -98,7 +100,13 @@ def _ensure_identity(worker) -> None:
         S.timer = make_timer(worker) if config.current().device_timing == "on" else None
         if S.timer is not None:
             pipeline.get().add_poller(_poll_device, "device")
+            if _speculative_config(worker) is None:   # else the drafter's GPU work runs after vLLM's event
+                S.borrow = CARRIER[0]
         S.identity_done = True
+
+
+def _speculative_config(worker):
+    return getattr(getattr(worker, "vllm_config", None), "speculative_config", None)
 
 
 def _poll_device(rec) -> None:
@@ -163,8 +171,12 @@ def _sample_post(t0, result, error):
         S.last_end = rec.phase_end(t0, Span.WORKER_SAMPLE, WORKER, stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID],
                                    stamp[STAMP_STEP], error)[IV_END]
     if S.gpu_step is not None:
-        S.timer.stop(*S.gpu_step)
+        step, launch = S.gpu_step
         S.gpu_step = None
+        if type(result) is S.borrow:            # vLLM recorded the step's end: its event (end_event)
+            S.timer.stop(step, launch, CARRIER[1](result))
+        else:
+            S.timer.stop(step, launch)
 
 
 def _forward_pre(runner, args, kwargs):
