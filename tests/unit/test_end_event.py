@@ -1,6 +1,6 @@
 """hooks.end_event: vLLM's step-end event made a timing event in the one constructor that makes it, and nowhere
-else; put back on detach. A stand-in ``torch`` (no GPU) planted in a module shaped like vLLM's (the installed vLLM's own class:
-tests/test_hook_fronts.py)."""
+else; put back on detach. A stand-in ``torch`` (no GPU) planted in a module shaped like vLLM's (the installed
+vLLM's own class: tests/test_hook_fronts.py)."""
 import sys
 import textwrap
 import types

@@ -5,7 +5,8 @@ launched (its end): one ``cudaEventRecord``, through torch's C method on a strea
 rebuilt only when the id changes (``torch.cuda.Event.record()`` builds a Python ``Stream`` on every call:
 11.7 us against 3.9 us on the H200 host, ``benchmarks/gpu/event_cost.py``, part ``raw``). With vLLM's V2
 runner it records none: the worker hook hands over the timing event vLLM records once the sampled tokens' copy
-is queued (``end_event``). Every CUDA call on that thread is dear inside vLLM, whose own threads are in the driver too: the previous design also recorded a
+is queued (``end_event``), and vLLM's thread frees those events again once resolved (``spent``). Every CUDA call
+on that thread is dear inside vLLM, whose own threads are in the driver too: the previous design also recorded a
 start event and queried the previous end event at ``Worker.execute_model``, and that hook took a median
 23.2 us per step on the H200 host (4-layer model, batch 1, fully traced) against 6.8 us with this one
 (five interleaved runs each, ``benchmarks/results/h200/device_timing``). torch's record releases the GIL around the
