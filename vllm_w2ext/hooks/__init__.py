@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-from collections import defaultdict
 
 import wrapt
 
@@ -33,7 +32,7 @@ class Instrumentor:
         self.hooks = all_hooks() if hooks is None else hooks
         self.runners: dict[str, HookRunner] = {}
         self.active = False
-        self._registered: set = set()          # module names (hooks) and ("control", module name)
+        self._registered: set = set()          # (kind, module name) with a post-import hook (_when_imported)
         self.native: set[str] = set()      # hooks run by vLLM's step observers (hooks/native.py)
 
     def instrument(self, fault: str = "") -> None:
@@ -47,36 +46,28 @@ class Instrumentor:
         self.runners = {h.name: HookRunner(h, fault) for h in self.hooks}
         GATE.use(self.runners.values())
         self.native = native.install(list(self.runners.values()))
-        by_module: dict[str, list[HookRunner]] = defaultdict(list)
-        for r in self.runners.values():
-            by_module[r.spec.module].append(r)
         for mod_name, cls_name in control.TARGETS:   # the pause/resume method (hooks/control.py)
-            if ("control", mod_name) not in self._registered:
-                self._registered.add(("control", mod_name))
-                wrapt.register_post_import_hook(
-                    lambda m, c=cls_name: control.attach(m, c) if self.active else None, mod_name)
-            elif mod_name in sys.modules:
-                control.attach(sys.modules[mod_name], cls_name)
+            self._when_imported("control", mod_name, lambda m, c=cls_name: control.attach(m, c))
         from vllm_w2ext import config
         if config.current().device_timing == "on":  # vLLM's step-end event, timed (hooks/end_event.py)
             for mod_name, _, _ in end_event.SOURCES:
-                if ("end_event", mod_name) not in self._registered:
-                    self._registered.add(("end_event", mod_name))
-                    wrapt.register_post_import_hook(lambda m: end_event.on_import(m) if self.active else None,
-                                                    mod_name)
-                elif mod_name in sys.modules:
-                    end_event.on_import(sys.modules[mod_name])
-        for mod_name, runners in by_module.items():
-            if mod_name not in self._registered:   # runs at once if the module is imported already
-                self._registered.add(mod_name)
-                wrapt.register_post_import_hook(lambda m, name=mod_name: self._on_import_named(m, name),
-                                                mod_name)
-            elif mod_name in sys.modules:          # instrumented again after uninstrument()
-                self._on_import(sys.modules[mod_name], runners)
+                self._when_imported("end_event", mod_name, end_event.on_import)
+        for mod_name in dict.fromkeys(r.spec.module for r in self.runners.values()):
+            self._when_imported("hooks", mod_name, lambda m, name=mod_name: self._on_import_named(m, name))
+
+    def _when_imported(self, kind: str, mod_name: str, fn) -> None:
+        """``fn(module)`` once vLLM imports ``mod_name`` (at once if it is imported already), while instrumented.
+        wrapt cannot unregister a post-import hook: each (kind, module) registers once, and instrumenting again
+        after ``uninstrument()`` calls ``fn`` itself for a module already imported."""
+        if (kind, mod_name) not in self._registered:
+            self._registered.add((kind, mod_name))
+            wrapt.register_post_import_hook(lambda m: fn(m) if self.active else None, mod_name)
+        elif mod_name in sys.modules:
+            fn(sys.modules[mod_name])
 
     def _on_import_named(self, module, mod_name: str) -> None:
-        if self.active:
-            self._on_import(module, [r for r in self.runners.values() if r.spec.module == mod_name])
+        """The current runners (a later instrumentation's after uninstrument()) whose class is in ``mod_name``."""
+        self._on_import(module, [r for r in self.runners.values() if r.spec.module == mod_name])
 
     def _on_import(self, module, runners: list[HookRunner]) -> None:
         for r in runners:
