@@ -25,7 +25,10 @@ endpoint): hooks, recording and the export thread, without the export processes'
 every exporter on, it splits the cost between vLLM's processes and the export side's load on the host.
 
 Workloads (vLLM's bench semantics, ``ignore_eos``, prefix caching off): ``lat1`` / ``lat32`` batch 1 / 32,
-512 in, 128 out, LAT_ITERS iterations (mean s); ``thr`` random 256 in / 256 out x THR_PROMPTS (total tok/s).
+512 in, 128 out, LAT_ITERS iterations (mean s); ``thr`` random 256 in / 256 out x THR_PROMPTS (total tok/s);
+``flip1`` / ``flip256``: one long decode of batch 1 / 256 per generate with the plugin switched every few steps
+while it runs (``flip_steps.py``: a real flip and an A/A one in turn, ``--flip-gens`` generates), run after the
+blocks of the others and summarized from the steps alone.
 Writes DIR/toggle_<model>.json (rewritten after every block, so a call cut short keeps what finished),
 DIR/toggle_<model>.log.gz and DIR/toggle_<model>.prom.gz (the scrapes). Models: overhead_run.MODELS.
 """
@@ -49,32 +52,21 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
 
+import flip_steps  # same folder: the switched-in-flight A/B (workloads of kind "flip")
 import overhead_run as orun  # same folder: models, plumbing, scrape parsing
 
 WORKLOADS = {
     "lat1": {"kind": "latency", "batch": 1, "in": 512, "out": 128},
     "lat32": {"kind": "latency", "batch": 32, "in": 512, "out": 128},
     "thr": {"kind": "throughput", "in": 256, "out": 256},
+    # flip_steps.py: the plugin switched every ``every`` steps inside one long decode, FLIP_GENS generates
+    # alternating a real flip and an A/A one (FLIP_OUT overrides ``out``, FLIP_EVERY ``every``)
+    "flip1": {"kind": "flip", "batch": 1, "in": 512, "out": 3000, "every": 64},
+    "flip256": {"kind": "flip", "batch": 256, "in": 256, "out": 1536, "every": 48},
 }
 
 
 # ---- inside the engine process ----------------------------------------------------------------------
-def time_engine_steps(engine) -> list[int]:
-    """When each of the front end's ``LLMEngine.step()`` calls returned (perf_counter ns), appended to the
-    list returned; the caller clears it. Set on the engine INSTANCE (vLLM's offline loop calls
-    ``self.llm_engine.step()``), the same in every arm and state: one clock read and one append per step."""
-    returns: list[int] = []
-    step, now, add = engine.step, time.perf_counter_ns, returns.append
-
-    def timed_step():
-        out = step()
-        add(now())
-        return out
-
-    engine.step = timed_step
-    return returns
-
-
 def step_intervals_us(t0: int, returns: list[int]) -> list[int]:
     """Time between successive step returns (µs), the first one from the call's start (``t0``): the first
     holds the request's admission and prefill, the others one engine step each (batch 1: one token)."""
@@ -101,11 +93,32 @@ def inner(spec_path: str) -> int:
     def prompts(n, length):
         return [TokensPrompt(prompt_token_ids=rng.integers(10, 10000, size=length).tolist()) for _ in range(n)]
 
-    returns = time_engine_steps(llm.llm_engine)
+    def set_state(on: bool) -> dict:
+        return control.set_everywhere(llm, on)
+
+    flipper = flip_steps.Flipper(llm.llm_engine, set_state)
+    returns = flipper.returns
+
+    def flip(key: str, real: bool, on: bool) -> dict:
+        """One long generate of a flip workload, the plugin switched every ``every`` steps (A/A: the same
+        calls, all to "on"), starting in ``on``."""
+        w = {**WORKLOADS[key], **spec.get("flip", {})}
+        sp = SamplingParams(n=1, temperature=1.0, top_p=1.0, ignore_eos=True, max_tokens=w["out"], detokenize=False)
+        ps = prompts(w["batch"], w["in"])
+        set_state(on if real else True)
+        t0 = flipper.begin(w["every"], real, on)
+        llm.generate(ps, sp, use_tqdm=False)
+        gen = flipper.end(t0)
+        set_state(True)
+        return dict(gen, workload=key, real=real, start_on=on, every=w["every"], batch=w["batch"], out=w["out"],
+                    t=time.time())
 
     def measure(key: str) -> dict:
         w = WORKLOADS[key]
         sp = SamplingParams(n=1, temperature=1.0, top_p=1.0, ignore_eos=True, max_tokens=w["out"], detokenize=False)
+        if w["kind"] == "flip":                # warm-up only: a short generate of its shape, no switch
+            llm.generate(prompts(w["batch"], w["in"]), SamplingParams(max_tokens=32, ignore_eos=True), use_tqdm=False)
+            return {"value": 0.0, "unit": "-"}
         if w["kind"] == "latency":
             ps = prompts(w["batch"], w["in"])
             times, steps, starts = [], [], []
@@ -124,10 +137,8 @@ def inner(spec_path: str) -> int:
         toks = sum(len(o.prompt_token_ids) + len(o.outputs[0].token_ids) for o in outs)
         return {"value": toks / dt, "unit": "tok/s", "elapsed_s": dt, "tokens": toks}
 
-    def set_state(on: bool) -> dict:
-        return control.set_everywhere(llm, on)
-
-    doc = {"spec": {k: v for k, v in spec.items() if k != "out"}, "switches": [], "measures": [], "warmup": []}
+    doc = {"spec": {k: v for k, v in spec.items() if k != "out"}, "switches": [], "measures": [], "warmup": [],
+           "flips": []}
 
     def save():
         tmp = out.with_suffix(".tmp")
@@ -144,16 +155,27 @@ def inner(spec_path: str) -> int:
     save()
     if spec.get("start_at"):                   # runs side by side (concurrent_ab.sh): measure from the same moment
         time.sleep(max(0.0, spec["start_at"] - time.time()))
-    for b in range(spec["blocks"]):
+    blocked = [k for k in spec["workloads"] if WORKLOADS[k]["kind"] != "flip"]
+    flipped = [k for k in spec["workloads"] if WORKLOADS[k]["kind"] == "flip"] if toggle else []
+    for b in range(spec["blocks"] if blocked else 0):
         for on in (((True, False) if b % 2 == 0 else (False, True)) if toggle else (arm_on,)):
             if toggle:
                 doc["switches"].append({"block": b, "on": on, "counts": set_state(on), "t": time.time()})
-            for key in spec["workloads"]:
+            for key in blocked:
                 doc["measures"].append(dict(measure(key), workload=key, on=on, block=b, t=time.time()))
         save()
         if time.time() > spec["deadline"]:
             doc["stopped_after_block"] = b
             break
+    if flipped:                                # the switch chain: between here and "end" the flips ran hooks
+        doc["switches"].append({"block": "flips", "on": True, "counts": set_state(True), "t": time.time()})
+    for key in flipped:                        # real, A/A, real, ...; the starting state alternates by pair
+        for g in range(spec.get("flip_gens", 4)):
+            if time.time() > spec["deadline"]:
+                doc["flips_stopped"] = f"{key} after {g} generates"
+                break
+            doc["flips"].append(flip(key, real=g % 2 == 0, on=(g // 2) % 2 == 0))
+            save()
     if toggle:
         doc["switches"].append({"block": "end", "on": True, "counts": set_state(True), "t": time.time()})
     doc["done"] = True
@@ -186,8 +208,25 @@ def summarize(doc: dict) -> dict:
                     "mean_cost_pct": statistics.fmean(cost),
                     "off_spread_pct": (max(offs) - min(offs)) / statistics.median(offs) * 100,
                     **quantile_cost(wms), **step_cost(wms)}
+    for key in dict.fromkeys(g["workload"] for g in doc.get("flips", [])):
+        gens = [g for g in doc["flips"] if g["workload"] == key]
+        out[key] = flip_steps.summarize(gens)
+        out[key]["switches_checked"] = check_flip_switches(gens)
     out["switches_checked"] = check_switches(doc.get("switches", []))
     return out
+
+
+def check_flip_switches(gens: list[dict]) -> dict:
+    """``check_switches`` over each real flip's switches (its generate started in ``start_on``); an A/A
+    flip's switches all resume, so every interval must show hooks running."""
+    n, bad = 0, []
+    for g in gens:
+        sw = [{"block": i, "on": s["on"] if g["real"] else True, "counts": s["counts"]}
+              for i, s in enumerate(g["switches"])]
+        c = check_switches(sw)
+        n += c["intervals"]
+        bad += c["bad"]
+    return {"intervals": n, "ok": not bad, "bad": bad[:10]}
 
 
 QUANTILE = 0.25          # of per-iteration times (latency) or per-measure times per token (throughput)
@@ -253,7 +292,7 @@ def run_levels(doc: dict) -> dict:
 
 
 def step_cost(ms: list[dict], seed: int = 0) -> dict:
-    """The cost read from the engine's decode steps themselves (``time_engine_steps``): their lower quartile
+    """The cost read from the engine's decode steps themselves (``flip_steps.Flipper``, not flipping): their lower quartile
     and median, resumed against paused, each with a 90 % interval from resampling whole blocks. A step at
     batch 1 lasts a few ms, the host's slow episodes 0.1-1 s: they slow runs of consecutive steps, which
     land above the fast steps' quartile and median as long as they cover less than a quarter (half) of the
@@ -306,6 +345,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exporters", choices=("all", "none"), default="all",
                     help="plugin arms: every exporter on (default), or none (hooks, recording and the export "
                          "thread only: no OTLP, span files or metrics endpoint, so no export process)")
+    ap.add_argument("--flip-gens", type=int, default=int(os.environ.get("FLIP_GENS", "4")),
+                    help="generates per flip workload, alternating a real flip and an A/A one")
+    ap.add_argument("--flip-every", type=int, default=int(os.environ.get("FLIP_EVERY", "0")),
+                    help="steps per block of the flip workloads (0: each workload's own)")
+    ap.add_argument("--flip-out", type=int, default=int(os.environ.get("FLIP_OUT", "0")),
+                    help="output tokens of a flip workload's generate (0: its own)")
+    ap.add_argument("--export-interval-ms", type=int, default=0,
+                    help="VLLM_W2EXT_EXPORT_INTERVAL_MS of the plugin (0: its default); flip workloads want it well "
+                         "under a block (flip_steps.py)")
     ap.add_argument("--tag", default="", help="appended to the file names (runs of one model in one folder)")
     ap.add_argument("--lat-iters", type=int, default=int(os.environ.get("LAT_ITERS", "5")))
     ap.add_argument("--thr-prompts", type=int, default=int(os.environ.get("THR_PROMPTS", "500")))
@@ -339,7 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     trace_dir.mkdir(parents=True)
     t_start = time.time()
     spec = {"arm": a.arm, "engine": kw, "workloads": a.workloads.split(","), "blocks": a.blocks, "lat_iters": a.lat_iters,
-            "thr_prompts": a.thr_prompts, "sample": a.sample, "start_at": a.start_at, "exporters": a.exporters, "deadline": t_start + a.timeout - 60, "out": str(d / f"{name}.json")}
+            "thr_prompts": a.thr_prompts, "flip_gens": a.flip_gens,
+            "flip": {k: v for k, v in (("every", a.flip_every), ("out", a.flip_out)) if v},
+            "sample": a.sample, "export_interval_ms": a.export_interval_ms, "start_at": a.start_at, "exporters": a.exporters, "deadline": t_start + a.timeout - 60, "out": str(d / f"{name}.json")}
     spec_path = d / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec, indent=1))
 
@@ -353,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         env["VLLM_W2EXT"] = "1"
         if a.sample > 1:
             env["VLLM_W2EXT_SAMPLE"] = str(a.sample)
+        if a.export_interval_ms:
+            env["VLLM_W2EXT_EXPORT_INTERVAL_MS"] = str(a.export_interval_ms)
     if a.arm != "stock" and a.exporters == "all":
         from vllm_w2ext.receiver import OTLPReceiver
         rx = OTLPReceiver().start()
@@ -415,6 +467,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"{v['step_p50_cost_90pct'][1]:+.2f}]; on {v['steps_on']}, off {v['steps_off']}")
         if a.arm != "toggle":
             print(f"[toggle_ab] {name} {key}: {v}")
+        elif "flip" in v or "aa" in v:
+            for kind in ("flip", "aa"):
+                f = v.get(kind, {})
+                if "cost_pct" in f:
+                    print(f"[toggle_ab] {a.model} {key} {kind}: cost {f['cost_pct']:+.2f} % [{f['cost_90pct'][0]:+.2f}, "
+                          f"{f['cost_90pct'][1]:+.2f}] over {f['windows']} windows of {f['generates']} generates ({f['trimmed']} trimmed); "
+                          f"steps on/off {f.get('step_us_on')} / {f.get('step_us_off')} µs, switch {f['switch_ms']:.2f} ms")
+            print(f"[toggle_ab] {a.model} {key}: switches ok {v['switches_checked']['ok']}")
         elif key != "switches_checked":
             print(f"[toggle_ab] {a.model} {key}: {v['pairs']} blocks, median cost {v['median_cost_pct']:+.2f} % "
                   f"(per block {', '.join(f'{c:+.2f}' for c in v['cost_pct'])}), paused spread {v['off_spread_pct']:.2f} %, "

@@ -1,0 +1,167 @@
+"""The plugin switched every few engine steps inside ONE running generate, and its cost read from the steps
+(issue #19, target 2). Used by ``toggle_ab.py`` (workloads of kind ``flip``); pure apart from ``Flipper``,
+which only calls what it is handed.
+
+Why: on the H200 host vLLM's own CPU work drifts by 20-50 % over seconds (``results/h200/step_toggle``), so
+blocks of whole latency iterations (0.6 s and more, with their admissions and prefills) move as a whole and
+no statistic of their steps resolves 1 %. Here the state changes every ``every`` decode steps (about a tenth
+of a second) in the middle of a long decode, and the cost is the alternating part of the blocks' levels, read
+through five blocks at a time (``window_costs``): a drift that is a polynomial up to a cubic over those five
+cancels exactly, a slower one nearly so, and windows hit by one of the host's slow spells are trimmed. The steps
+are the front end's ``LLMEngine.step()`` returns (the same timing in both states), the switch is
+``control.set_everywhere`` (the front end, the EngineCore by a utility call, the workers), made between two
+steps while the EngineCore keeps decoding; the first ``settle`` steps of each block are left out (the round
+trip's catch-up), and so is the first block (admission and prefill).
+
+A/A: the same generate with the same switch calls, every one of them to "on": the labels alternate, the state
+does not. Its estimate is the method's own error on this host, the stated stock spread of this A/B.
+
+What a block of "on" does not hold: records of it that the export thread sends after the switch are sent in
+the next block, so that part of the export thread's work is read as the paused state's (the estimate is low by
+it). With blocks of length L and an export interval I < L, about I / 2L of a block's records go out after it:
+run with an interval well under the block (``toggle_ab.py --export-interval-ms``); the export thread's CPU per
+step (``hook_cost_engine.py``: 13-15 µs at batch 1 on the H200 host) bounds what is moved.
+"""
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import time
+
+SETTLE = 8           # steps left out after each switch
+ORDER = 4            # window_costs: drifts up to a cubic over 5 blocks cancel
+CHUNK = 4            # consecutive windows resampled together (neighbouring windows share blocks)
+TRIM = 4.0           # trimmed_mean: robust deviations kept
+BOOTSTRAP = 2000
+
+
+class Flipper:
+    """Times the front end's ``LLMEngine.step()`` calls (set on the engine INSTANCE: vLLM's offline loop calls
+    ``self.llm_engine.step()``) and, while ``every`` > 0, calls ``switch(on)`` after every ``every``-th step
+    of the current generate: ``on`` alternates for a real flip, and is always True for an A/A one. Each
+    switch's result (the hook counts of every process) is kept with the step count it came after."""
+
+    def __init__(self, engine, switch) -> None:
+        self.returns: list[int] = []
+        self.switches: list[dict] = []
+        self.every = 0
+        self.real = True
+        self.on = True
+        step, now, add = engine.step, time.perf_counter_ns, self.returns.append
+
+        def timed_step():
+            out = step()
+            add(now())
+            n = len(self.returns)
+            if self.every and n % self.every == 0:
+                self.on = not self.on
+                t = now()
+                counts = switch(self.on if self.real else True)
+                self.switches.append({"after": n, "on": self.on, "ms": (now() - t) / 1e6, "counts": counts})
+            return out
+
+        engine.step = timed_step
+
+    def begin(self, every: int, real: bool, on: bool) -> int:
+        """A new generate: switch every ``every`` steps (0: never), starting in ``on``; its start (ns)."""
+        self.returns.clear()
+        self.switches = []
+        self.every, self.real, self.on = every, real, on
+        return time.perf_counter_ns()
+
+    def end(self, t0: int) -> dict:
+        """The generate begun at ``t0``: its step intervals (µs) and switches; flipping stops."""
+        self.every = 0
+        steps, prev = [], t0
+        for t in self.returns:
+            steps.append(round((t - prev) / 1000))
+            prev = t
+        return {"steps_us": steps, "switches": self.switches}
+
+
+def block_levels(steps_us: list[int], after: list[int], start_on: bool, settle: int = SETTLE) -> list[tuple]:
+    """(on, median step µs, steps) of each block after the first: block k runs from the k-th switch (after that
+    many steps) to the next, its first ``settle`` steps left out; ``on`` alternates from ``start_on``. A block
+    with fewer than 4 steps left has no level (None)."""
+    bounds = [0, *after, len(steps_us)]
+    out = []
+    for k in range(1, len(bounds) - 1):
+        seg = steps_us[bounds[k] + settle:bounds[k + 1]]
+        on = start_on if k % 2 == 0 else not start_on
+        out.append((on, statistics.median(seg) if len(seg) >= 4 else None, len(seg)))
+    return out
+
+
+def window_costs(levels: list[tuple], order: int = ORDER) -> list[float]:
+    """Cost (%) read from each run of ``order`` + 1 consecutive blocks: the blocks' log levels weighted by the
+    binomial high-pass (1 - z)^order / 2^order, whose output is the alternating part (the states alternate
+    block by block) at gain 1 and zero for a drift that is a polynomial of degree below ``order`` over the run
+    (order 2: the middle block against its two neighbours' mean; 4: a drift with curvature cancels too). Positive
+    when "on" is slower. A run with a block without a level is skipped."""
+    w = [math.comb(order, j) * (-1) ** j / 2 ** order for j in range(order + 1)]
+    out = []
+    for k in range(len(levels) - order):
+        run = levels[k:k + order + 1]
+        if any(x is None for _, x, _ in run):
+            continue
+        a = sum(wj * math.log(x) for wj, (_, x, _) in zip(w, run))
+        out.append(math.expm1(2 * a if run[0][0] else -2 * a) * 100)
+    return out
+
+
+def _interval_90(boot: list[float]) -> list[float]:
+    boot = sorted(boot)
+    return [boot[int(0.05 * (len(boot) - 1))], boot[int(0.95 * (len(boot) - 1))]]
+
+
+def trimmed_mean(costs: list[float]) -> tuple[float, int]:
+    """The mean of the costs within ``TRIM`` robust deviations (1.4826 x the median absolute deviation) of
+    their median, and how many were left out: a slow spell of the host (~1.5x for 0.1-1 s) that covers most of
+    one block moves every window holding it by tens of percent, a cost the alternation does not carry."""
+    med = statistics.median(costs)
+    mad = statistics.median(abs(c - med) for c in costs) * 1.4826
+    kept = [c for c in costs if abs(c - med) <= TRIM * mad] or costs
+    return statistics.fmean(kept), len(costs) - len(kept)
+
+
+def estimate(per_gen: list[list[float]], seed: int = 0) -> dict:
+    """The trimmed mean of every generate's window costs (``trimmed_mean``) and their median, with a 90 %
+    interval of the trimmed mean from a moving-block bootstrap: runs of ``CHUNK`` consecutive windows of one
+    generate drawn with replacement (neighbouring windows share blocks, so single windows would understate the
+    spread)."""
+    costs = [c for g in per_gen for c in g]
+    if len(costs) < 3:
+        return {"windows": len(costs)}
+    chunks = [g[i:i + CHUNK] for g in per_gen for i in range(0, max(1, len(g) - CHUNK + 1)) if g[i:i + CHUNK]]
+    rng = random.Random(seed)
+    need = max(1, round(len(costs) / CHUNK))
+    boot = [trimmed_mean([c for _ in range(need) for c in rng.choice(chunks)])[0] for _ in range(BOOTSTRAP)]
+    mean, left_out = trimmed_mean(costs)
+    return {"windows": len(costs), "cost_pct": mean, "cost_90pct": _interval_90(boot), "trimmed": left_out,
+            "median_cost_pct": statistics.median(costs)}
+
+
+def gen_costs(gen: dict, settle: int = SETTLE) -> list[float]:
+    return window_costs(block_levels(gen["steps_us"], [s["after"] for s in gen["switches"]], gen["start_on"], settle))
+
+
+def summarize(gens: list[dict], settle: int = SETTLE) -> dict:
+    """Real flips and A/A flips of one workload: each one's estimate, the steps' median in each state (real
+    flips), the switches' round trip (ms, median) and how many steps a generate had."""
+    out = {}
+    for kind, real in (("flip", True), ("aa", False)):
+        gs = [g for g in gens if g["real"] is real]
+        if not gs:
+            continue
+        levels = [block_levels(g["steps_us"], [s["after"] for s in g["switches"]], g["start_on"], settle) for g in gs]
+        out[kind] = {"generates": len(gs), "blocks": sum(len(lv) for lv in levels),
+                     **estimate([window_costs(lv) for lv in levels])}
+        if real:
+            for state in (True, False):
+                ls = [lv[1] for g in levels for lv in g if lv[0] is state and lv[1] is not None]
+                out[kind]["step_us_" + ("on" if state else "off")] = statistics.median(ls) if ls else None
+        ms = [s["ms"] for g in gs for s in g["switches"]]
+        out[kind]["switch_ms"] = statistics.median(ms) if ms else None
+        out[kind]["steps_per_generate"] = statistics.median(len(g["steps_us"]) for g in gs)
+    return out

@@ -1,0 +1,111 @@
+"""The switched-in-flight A/B's arithmetic (benchmarks/gpu/flip_steps.py) on planted step times: a known cost
+under the H200 host's kind of drift (20-50 % over seconds), slow spells and the catch-up after each switch is
+found within a fraction of a percent, an A/A run reads zero, and the naive on-vs-off comparison of the same
+steps would not."""
+import math
+import random
+import statistics
+
+from gpu_scripts import load
+
+flip_steps = load("flip_steps")
+
+
+def planted(cost_pct: float, real: bool, start_on: bool, seed: int, steps: int = 3000, every: int = 64,
+            drift: float = 0.35, catch_up: bool = True) -> dict:
+    """A generate of ``steps`` decode steps of ~2 ms: the host's speed swings by ``drift`` over ~3 s and
+    wanders, a 1.5x slow spell of 0.1-0.4 s about once a second, 4 % noise per step; every ``every`` steps a switch,
+    after which 3 steps come fast (outputs buffered during the round trip). Steps in an "on" block of a real
+    flip take ``cost_pct`` % longer."""
+    rng = random.Random(seed)
+    out, t, walk, on, switches, spell = [], 0.0, 0.0, start_on, [], 0
+    for i in range(steps):
+        if i and i % every == 0:
+            on = not on
+            switches.append({"after": i, "on": on, "ms": 1.0, "counts": None})
+        walk += rng.gauss(0, 0.001)
+        base = 2000 * (1 + drift * math.sin(2 * math.pi * t / 3.0) + walk)
+        if not spell and rng.random() < 0.0005:
+            spell = rng.randint(50, 200)
+        if spell:
+            spell -= 1
+            base *= 1.5
+        x = base * (1 + (cost_pct / 100 if (on and real) else 0)) * (1 + rng.gauss(0, 0.04))
+        if catch_up and switches and i - switches[-1]["after"] < 3:
+            x = 150
+        out.append(round(x))
+        t += x / 1e6
+    return {"steps_us": out, "switches": switches, "real": real, "start_on": start_on}
+
+
+def gens(cost_pct: float, n: int = 8, **kw) -> list:
+    return [planted(cost_pct, real=g % 2 == 0, start_on=(g // 2) % 2 == 0, seed=g, **kw) for g in range(n)]
+
+
+def test_a_planted_cost_is_found_under_drift_and_the_aa_reads_zero():
+    s = flip_steps.summarize(gens(2.0))
+    lo, hi = s["flip"]["cost_90pct"]
+    assert abs(s["flip"]["cost_pct"] - 2.0) < 0.5 and lo < 2.0 < hi and hi - lo < 1.5
+    lo, hi = s["aa"]["cost_90pct"]
+    assert abs(s["aa"]["cost_pct"]) < 0.5 and lo < 0 < hi
+    assert s["flip"]["generates"] == 4 and s["flip"]["windows"] > 60
+    # the naive comparison of the same blocks' levels (on against off, no neighbours) is at the drift's mercy
+    levels = [lv for g in gens(2.0) if g["real"]
+              for lv in flip_steps.block_levels(g["steps_us"], [x["after"] for x in g["switches"]], g["start_on"])]
+    naive = statistics.median(x for on, x, _ in levels if on) / statistics.median(x for on, x, _ in levels if not on)
+    assert abs((naive - 1) * 100 - 2.0) > abs(s["flip"]["cost_pct"] - 2.0)
+
+
+def test_no_cost_reads_zero_and_the_settle_steps_matter():
+    s = flip_steps.summarize(gens(0.0))
+    assert abs(s["flip"]["cost_pct"]) < 0.5
+    # without leaving the catch-up steps out, the fast steps after each switch reach the blocks' levels
+    # only through the median: the estimate stays put, which is why a median and not a mean per block
+    s0 = flip_steps.summarize(gens(0.0), settle=0)
+    assert abs(s0["flip"]["cost_pct"]) < 1.0
+
+
+def test_block_levels_states_and_first_block_dropped():
+    steps = [100] * 10 + [200] * 10 + [300] * 10
+    lv = flip_steps.block_levels(steps, [10, 20], start_on=True, settle=2)
+    assert lv == [(False, 200, 8), (True, 300, 8)]                 # block 0 (prefill) left out
+    assert flip_steps.block_levels(steps, [10, 27], True, settle=2)[1] == (True, None, 1)
+
+
+def test_centred_cost_signs():
+    # off 100 | on 110 | off 100: +10 %; on 110 | off 100 | on 110: +10 % too
+    assert [round(c, 6) for c in flip_steps.window_costs([(False, 100, 9), (True, 110, 9), (False, 100, 9)], 2)] == [10.0]
+    assert [round(c, 6) for c in flip_steps.window_costs([(True, 110, 9), (False, 100, 9), (True, 110, 9)], 2)] == [10.0]
+    # a linear drift cancels: 100, 102, 104 with the middle one "on" and no cost
+    assert [round(c, 6) for c in flip_steps.window_costs([(False, 100, 9), (True, 102, 9), (False, 104.04, 9)], 2)] == [0.0]
+
+
+class _Engine:
+    """An object with a ``step`` method, as the Flipper needs (its own mechanics, no vLLM)."""
+
+    def __init__(self):
+        self.n = 0
+
+    def step(self):
+        self.n += 1
+        return self.n
+
+
+def test_flipper_switches_every_n_steps_and_aa_always_resumes():
+    calls = []
+    eng = _Engine()
+    f = flip_steps.Flipper(eng, lambda on: calls.append(on) or {"on": on})
+    t0 = f.begin(3, real=True, on=True)
+    for _ in range(7):
+        eng.step()
+    g = f.end(t0)
+    assert calls == [False, True] and [s["after"] for s in g["switches"]] == [3, 6]
+    assert [s["on"] for s in g["switches"]] == [False, True] and len(g["steps_us"]) == 7
+    eng.step()                                          # after end(): timed, never switched
+    assert calls == [False, True]
+    calls.clear()
+    t0 = f.begin(2, real=False, on=True)
+    for _ in range(6):
+        eng.step()
+    g = f.end(t0)
+    assert calls == [True, True, True] and [s["on"] for s in g["switches"]] == [False, True, False]
