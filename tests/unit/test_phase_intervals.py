@@ -186,3 +186,38 @@ def test_take_and_trim_racing_neither_raises():
     rec.buf = TakenWhileTrimmed(["a", "b", "c", "d"])
     rec.end(["x", "engine", 1, 2, 0, 0, 0, 1, None, None, None, False, None])
     assert rec.dropped == 1 and len(rec.buf) == 0
+
+
+class _Timer:
+    """Stands for the worker's GpuTimer: what ``stop`` was handed."""
+
+    def __init__(self):
+        self.stops = []
+
+    def stop(self, step, launch, event=None):
+        self.stops.append((step, launch))
+
+
+@pytest.mark.parametrize("runner", ["v2", "v1"])
+def test_the_device_time_starts_at_the_forward_launch(hooks, runner, monkeypatch):
+    """On CUDA the step's device time starts where the forward is launched (the V2 runner's
+    ``EPLBController.prepare_forward``, the V1 runner's forward hook), not at ``execute_model``'s start: the input
+    preparation between them is the GPU idle (benchmarks/results/h200/device_busy). Unrecorded steps are left
+    alone."""
+    hooks(Recorder(100, None))
+    monkeypatch.setattr(worker, "_now", lambda: 5000)   # the worker's own clock reads (the recorder has its own)
+    timer = worker.S.timer = _Timer()
+    so = decode_output()
+    setattr(so, STAMP, Stamp(1, 2, 7, 0, 0, 0, 0, 0, 0, 1))
+    ex = worker._execute_pre(None, (so,), {})
+    start = worker.S.gpu_step[1]
+    if runner == "v2":
+        assert worker._forward_launch_pre(None, (), {}) is None
+    else:
+        worker._forward_post(worker._forward_pre(None, (), {}), None, None)
+    launched = worker.S.gpu_step[1]
+    worker._execute_post(ex, None, None)
+    worker._sample_post(worker._sample_pre(None, (None,), {}), "sampled", None)
+    assert launched == 5000 != start and timer.stops == [(7, 5000)] and worker.S.gpu_step is None
+    worker._forward_launch_pre(None, (), {})            # outside a recorded step (dummy runs, warm-up)
+    assert worker.S.gpu_step is None

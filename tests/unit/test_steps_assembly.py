@@ -189,6 +189,23 @@ def test_gpu_samples_are_placed_at_their_launch_and_held_until_then():
     assert [r.step for r in out] == [1, 2] and [r.step for r in asm.drain()] == [3]
 
 
+def test_gpu_input_preparation_before_the_forward_launch_is_idle_prepare_inputs():
+    # step 2: execute_model starts at 1000, the forward is launched at 1400 (the sample's launch: the V2 runner's
+    # worker.forward_launch), the GPU finished step 1 at 600. Idle 600-1400: the EngineCore's update and
+    # schedule, the dispatch, then 1000-1400 the worker preparing inputs (the GPU ran nothing of the step's forward)
+    asm = make()
+    s1 = Stamp(1, 2, 1, 0, 0, 0, 0, 0, 0, 1)
+    s2 = Stamp(1, 2, 2, 900, 980, 600, 880, 0, 0, 1)
+    asm([execute(1, 0, 50, s1, 0, cuda=True), execute(2, 1000, 1500, s2, 990, prev_end=50, cuda=True)])
+    out = asm([device_samples(DeviceSample(1, 0, 6e-7, 0.0), DeviceSample(2, 1400, 3e-7, 8e-7))])
+    a = next(r for r in out if r.step == 2).attrs
+    assert (a[Attr.DEVICE_IDLE_START], a[Attr.DEVICE_IDLE_END]) == (600, 1400)
+    assert {c: round(a[device_idle_attr(c)] * 1e9) for c in
+            ("update_from_output", "schedule", "ipc", "prepare_inputs", "unattributed")} == \
+        {"update_from_output": 280, "schedule": 80, "ipc": 10, "prepare_inputs": 400, "unattributed": 30}
+    assert a[Attr.DEVICE_IDLE_CAUSE] == "prepare_inputs" and a[Attr.DEVICE_BUSY] == 3e-7
+
+
 def test_worker_execution_gets_gap_attributes():
     stamp = Stamp(1, 2, 3, 150, 170, 90, 120, 170, 180, 1)
     (out,) = make()([execute(3, 200, 300, stamp, 0, prev_end=100)])

@@ -17,14 +17,19 @@ The export thread places those end events on the wall clock: it records an *anch
 one is a second old), an event on a stream of its own that nothing else uses, so the GPU runs it as soon as it is
 submitted, and takes the wall clock right after the record returns. An end event recorded after that anchor ends
 ``anchor wall + elapsed(anchor, end)``: no clock sync, no second event per step. Then, with ``launch``
-the wall clock when the step's ``Worker.execute_model`` started:
+the wall clock when the step's forward was launched (the worker's ``worker.forward_launch`` hook on the V2
+runner, its forward hook on the V1 runner; ``Worker.execute_model``'s start where neither runs):
 
 - idle before the step = ``launch - previous end`` when the GPU had finished the previous step by then,
   else 0 (async scheduling keeps the GPU a step ahead: the step's work queued behind the previous one);
 - busy = ``end - max(launch, previous end)``.
 
 That is what a start event recorded at ``launch`` measured (it ran at once on an idle GPU, or right
-after the previous step on a busy one), so the samples mean what they meant. The anchor's error is the
+after the previous step on a busy one). Until the twenty-fourth session ``launch`` was ``execute_model``'s
+start, so the runner's input preparation on the CPU before the forward read as busy: 2.06 ms per batch-1 decode
+step of the 4-layer 8B-shaped model on the H200 against 0.86 ms of kernels in CUPTI's record of the same steps
+(``benchmarks/results/h200/device_busy``). What can still read busy: the GPU waiting, inside the forward and the
+sampling, for launches the CPU has not made yet (one CUDA graph per decode forward leaves little of that). The anchor's error is the
 time between the record call's return and the GPU running it on an otherwise idle stream: not measured
 on its own; with this timing, explain still finds the H200's planted scheduler sleep at 38.4 % of the wall
 time against 36.1 % planted (``benchmarks/results/h200/device_timing/explain``). End events are resolved

@@ -179,11 +179,28 @@ def _sample_post(t0, result, error):
             S.timer.stop(step, launch)
 
 
+def _forward_launch_pre(eplb, args, kwargs):
+    """The V2 runner is about to launch the forward (``EPLBController.prepare_forward``, its last call before the
+    model runs, in every CUDA graph mode): the step's device time starts here, not at ``execute_model``'s start.
+    Before this the runner prepares the inputs on the CPU, and the GPU, done with the previous step, runs only
+    their copies and small kernels: counted as idle (``prepare_inputs``), not busy. Reading it as busy made the
+    4-layer model's batch-1 decode on the H200 read 2.06 ms busy per step where CUPTI saw 0.86 ms of kernels
+    (``benchmarks/results/h200/device_busy``). One clock read; nothing recorded."""
+    gs = S.gpu_step
+    if gs is not None:
+        S.gpu_step = (gs[0], _now())
+    return None
+
+
 def _forward_pre(runner, args, kwargs):
-    """The runner's forward, a phase of the model execution being recorded: an Interval under it."""
+    """The runner's forward, a phase of the model execution being recorded: an Interval under it (on CUDA, the
+    step's device time starts here too: ``_forward_launch_pre``)."""
     r = S.open
     if r is None:                      # not inside a recorded worker step (warm-up, profiling, dummy runs)
         return None
+    gs = S.gpu_step
+    if gs is not None:
+        S.gpu_step = (gs[0], _now())
     if PHASE_MARKS[0]:
         return r, (RECORDER[0] or recorder()).phase_begin(Span.FORWARD, WORKER, r[STEP])
     return r, _now()
@@ -213,4 +230,7 @@ HOOKS: list[Hook] = [
          "torch profiler start/stop: ranges also become record_function annotations"),
     Hook("worker.forward_v1", "vllm.v1.worker.gpu_model_runner", "GPUModelRunner._model_forward",
          _forward_pre, _forward_post, WORKER, "V1 runner forward (0.32 CPU)", optional=True, recorded_only=True),
+    Hook("worker.forward_launch", "vllm.v1.worker.gpu.eplb_utils", "EPLBController.prepare_forward",
+         _forward_launch_pre, None, WORKER, "V2 runner: the forward's launch, where a step's device time starts",
+         optional=True, recorded_only=True),
 ]

@@ -5,14 +5,15 @@ resolved by the worker's export thread and carried in ``Span.DEVICE_SAMPLES`` re
 ``worker.execute_model`` span is held back until its sample arrives);
 on the CPU build, the worker's own forward spans (the thread that launches a forward runs it).
 
-The idle window before step s's forward is placed on the wall clock (GPU: it ends when the step's
-``Worker.execute_model`` started, see ``hooks/gpu_timing.py``; CPU: between the two forward spans) and split
+The idle window before step s's forward is placed on the wall clock (GPU: it ends at the forward's launch, or
+at ``Worker.execute_model``'s start where the runner has no launch hook, see ``hooks/gpu_timing.py``; CPU:
+between the two forward spans) and split
 by what the critical path was doing then, from the intervals the worker and the EngineCore recorded
 (the EngineCore's arrive in the step's ``Stamp``). Where several apply, the first cause of
 ``vocab.IDLE_CAUSES`` wins:
 
-- ``prepare_inputs``: the worker between ``execute_model``'s start and the forward (CPU build; on
-  CUDA input preparation runs after the idle window's end and counts as the step's device time);
+- ``prepare_inputs``: the worker between ``execute_model``'s start and the forward (its launch on CUDA: the
+  GPU, done with the previous step, runs only the inputs' copies and small kernels then);
 - ``ipc``: the step on its way from the EngineCore's dispatch to the worker, and the previous step's
   output on its way back (worker done -> ``update_from_output`` starts);
 - ``schedule``, ``update_from_output``: the EngineCore's scheduler calls;
@@ -76,15 +77,16 @@ class Execution:
     first: bool = False             # no execution before it to measure from (the first, or after a pause)
 
 
-def segments(cur: Execution, prev: Execution | None, cuda: bool) -> list[tuple[str, int, int]]:
+def segments(cur: Execution, prev: Execution | None, launch: int) -> list[tuple[str, int, int]]:
+    """The causes' intervals around ``cur``'s idle window; ``launch``: where the step's device time starts (the
+    forward span's start on the CPU build, the sample's launch on CUDA), input preparation before it."""
     st = cur.stamp
     out: list[tuple[str, int, int]] = []
 
     def add(cause: str, start: int, end: int) -> None:
         if start and end:                      # 0: not recorded (first step, no update yet)
             out.append((cause, start, end))
-    if not cuda:
-        add("prepare_inputs", cur.start, cur.forward_start)
+    add("prepare_inputs", cur.start, launch)
     add("ipc", cur.dispatch, cur.start)
     if st is not None:
         add("schedule", st.schedule_start, st.schedule_end)
@@ -173,7 +175,7 @@ class DeviceIdle:
             self._set(ex, busy, 0, 0, {}, cuda=False, unknown=prev is not ex)
             return
         a, b = prev.forward_end, ex.forward_start
-        self._set(ex, busy, a, b, attribute(a, b, segments(ex, prev, cuda=False)), cuda=False)
+        self._set(ex, busy, a, b, attribute(a, b, segments(ex, prev, ex.forward_start)), cuda=False)
 
     def _gpu(self, sample) -> None:
         ex = self.runs.get(sample.step)
@@ -182,7 +184,7 @@ class DeviceIdle:
         idle_ns = 0 if ex.first else int(sample.idle_s * 1e9)     # first: nothing recorded before it
         b = sample.launch_ns
         a = b - idle_ns
-        causes = attribute(a, b, segments(ex, self.runs.get(sample.step - 1), cuda=True)) if idle_ns > 0 else {}
+        causes = attribute(a, b, segments(ex, self.runs.get(sample.step - 1), b)) if idle_ns > 0 else {}
         self._set(ex, sample.busy_s, a, b, causes, cuda=True, unknown=ex.first)
 
     @staticmethod

@@ -223,8 +223,10 @@ def _suggestion(cause: str, share: float, per_step_s: float) -> str | None:
         return ("the front end cannot keep up: `vllm serve --api-server-count N` spreads output processing "
                 "over N processes; offline, SamplingParams(detokenize=False) and output_kind=FINAL_ONLY cut "
                 "its work per step")
-    if cause == "prepare_inputs" and per_step_s > 1e-3:
-        return "input preparation dominates: check that CUDA graphs are on (no --enforce-eager)"
+    if cause == "prepare_inputs" and per_step_s > 2e-4:
+        return ("the worker's input preparation (host CPU, before each forward's launch) outlasts the GPU's "
+                "work: more requests per step amortize it (a small model at a small batch is CPU-bound); with "
+                "--enforce-eager, CUDA graphs would also cut the forward's launches")
     return None
 
 
