@@ -8,7 +8,10 @@ first, with its share of the wall time within 25 % of the planted amount where t
   arrivals / wall;
 - (c) long prompts arriving while requests decode: decode slowed by co-batched prefill;
 - (d) a KV cache too small for the batch: preemptions (and the waits the same cache causes);
-- (e) a slowed output processor in the front end: ``frontend``, share ~ the planted sleeps / wall.
+- (e) a slowed output processor in the front end: ``frontend``, share ~ the planted sleeps / wall;
+- (f) the worker's input preparation slowed by a known sleep before each forward: ``prepare_inputs``, share ~
+  sleep x forwards / wall (on CUDA the same cause now holds the V2 runner's preparation before the forward's
+  launch: benchmarks/results/h200/device_busy).
 
 The tiny model serves the overhead-bound cases; (c) and (d) need forwards whose cost grows with the
 tokens, so they use a wider 4-layer model with dummy weights (no download, no weights written)."""
@@ -125,3 +128,14 @@ def test_e_slow_output_processor_is_frontend(tmp_path_factory, tiny_model):
     assert top["cause"] == "frontend", show(r)
     expected = run["planted_s"] / r["wall"]["seconds"]
     assert within(top["share"], expected), (top["share"], expected, show(r))
+
+
+def test_f_slow_input_preparation_is_prepare_inputs(tmp_path_factory, tiny_model):
+    run, r, slices = planted(tmp_path_factory, tiny_model, {"case": "prepare", "sleep_s": 0.02, "prompts": 4,
+                                                            "max_tokens": 16})
+    top = first(r)
+    assert top["cause"] == "prepare_inputs", show(r)
+    lo, hi = r["wall"]["start_ns"], r["wall"]["end_ns"]
+    forwards = sum(1 for s in slices if s.name == Span.FORWARD and lo <= s.start_ns and s.end_ns <= hi)
+    expected = run["sleep_s_per_prepare"] * forwards / r["wall"]["seconds"]
+    assert forwards >= 16 and within(top["share"], expected), (top["share"], expected, forwards, show(r))

@@ -14,6 +14,8 @@ params: case (below), engine (extra engine arguments), and the case's knobs:
                 blocks) cannot hold the batch as it grows
 - slow_outputs  LLM.generate with OutputProcessor.process_outputs slowed by ``sleep_s`` per call
                 (patched in this process before the engine exists, so the plugin's span wraps it)
+- prepare       LLM.generate with the worker's input preparation slowed by ``sleep_s`` per step
+                (slow_prepare.py through vLLM's worker_cls: before each forward, inside execute_model)
 The result: what was planted (counts, seconds) and the driver's own wall time.
 """
 import json
@@ -72,6 +74,15 @@ def case_schedule(model: str, p: dict, out: dict) -> None:
     out["sleep_s_per_schedule"] = p["sleep_s"]
 
 
+def case_prepare(model: str, p: dict, out: dict) -> None:
+    flag = out["_dir"] + "/slow.flag"
+    open(flag, "w").close()
+    os.environ.update(W2EXT_TEST_SLOW_FLAG=flag, W2EXT_TEST_SLOW_S=str(p["sleep_s"]))
+    p.setdefault("engine", {})["worker_cls"] = "slow_prepare.SlowPrepareWorker"
+    generate(model, p, out)
+    out["sleep_s_per_prepare"] = p["sleep_s"]
+
+
 def case_arrivals(model: str, p: dict, out: dict) -> None:
     eng = llm_engine(model, p)
     n, gap = p.get("requests", 4), p["gap_s"]
@@ -121,7 +132,7 @@ def case_slow_outputs(model: str, p: dict, out: dict) -> None:
 
 
 CASES = {"schedule": case_schedule, "arrivals": case_arrivals, "interference": case_interference,
-         "preemption": case_preemption, "slow_outputs": case_slow_outputs}
+         "preemption": case_preemption, "slow_outputs": case_slow_outputs, "prepare": case_prepare}
 
 if __name__ == "__main__":
     model, out_path, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
