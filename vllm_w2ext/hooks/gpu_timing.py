@@ -25,13 +25,13 @@ runner, its forward hook on the V1 runner; ``Worker.execute_model``'s start wher
 - busy = ``end - max(launch, previous end)``.
 
 That is what a start event recorded at ``launch`` measured (it ran at once on an idle GPU, or right
-after the previous step on a busy one). Until the twenty-fourth session ``launch`` was ``execute_model``'s
+after the previous step on a busy one). Before the V2 runner's launch hook ``launch`` was ``execute_model``'s
 start, so the runner's input preparation on the CPU before the forward read as busy: 2.06 ms per batch-1 decode
 step of the 4-layer 8B-shaped model on the H200 against 0.86 ms of kernels in CUPTI's record of the same steps
 (``benchmarks/results/h200/device_busy``). What can still read busy: the GPU waiting, inside the forward and the
-sampling, for launches the CPU has not made yet (one CUDA graph per decode forward leaves little of that). The anchor's error is the
-time between the record call's return and the GPU running it on an otherwise idle stream: not measured
-on its own; with this timing, explain still finds the H200's planted scheduler sleep at 38.4 % of the wall
+sampling, for launches the CPU has not made yet (one CUDA graph per decode forward leaves little of that). The
+anchor's error is the time between the record call's return and the GPU running it on an otherwise idle stream:
+not measured on its own; with this timing, explain still finds the H200's planted scheduler sleep at 38.4 % of the wall
 time against 36.1 % planted (``benchmarks/results/h200/device_timing/explain``). End events are resolved
 on the export thread (``poll``), which hands the samples to the export side as one record per interval: one
 ``cudaEventElapsedTime`` per step through the CUDA runtime torch loaded (ctypes, the GIL held: a non-blocking
