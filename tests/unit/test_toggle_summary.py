@@ -118,3 +118,14 @@ def test_a_stock_or_plugin_run_reports_its_step_levels():
                          "steps_us": its}]}
     lv = toggle_ab.run_levels(doc)["lat1"]
     assert lv["decode_steps"] == 100 and lv["step_p50_us"] == 2049.5 and lv["step_p25_us"] < lv["step_p50_us"]
+
+
+def test_flip_switches_are_checked_per_generate():
+    """A real flip's paused blocks must run no hook; an A/A flip's switches all resume, so its hooks grow."""
+    def gen(real, calls):
+        return {"real": real, "switches": [{"after": 64 * (i + 1), "on": i % 2 == 1, "counts": counts(c, c)}
+                                           for i, c in enumerate(calls)]}
+    assert toggle_ab.check_flip_switches([gen(True, [10, 10, 20, 20]), gen(False, [30, 40, 50])])["ok"]
+    bad = toggle_ab.check_flip_switches([gen(True, [10, 12, 20])])       # hooks ran while paused (10 -> 12)
+    assert not bad["ok"] and bad["bad"][0]["on"] is False and bad["bad"][0]["calls"] == [10, 12]
+    assert not toggle_ab.check_flip_switches([gen(False, [30, 30])])["ok"]   # an A/A block ran no hook
