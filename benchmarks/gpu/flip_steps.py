@@ -142,10 +142,6 @@ def estimate(per_gen: list[list[float]], seed: int = 0) -> dict:
             "median_cost_pct": statistics.median(costs)}
 
 
-def gen_costs(gen: dict, settle: int = SETTLE) -> list[float]:
-    return window_costs(block_levels(gen["steps_us"], [s["after"] for s in gen["switches"]], gen["start_on"], settle))
-
-
 def summarize(gens: list[dict], settle: int = SETTLE) -> dict:
     """Real flips and A/A flips of one workload: each one's estimate, the steps' median in each state (real
     flips), the switches' round trip (ms, median) and how many steps a generate had."""
