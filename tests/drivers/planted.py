@@ -65,22 +65,23 @@ def generate(model: str, p: dict, out: dict) -> None:
     shutdown(m)
 
 
-def case_schedule(model: str, p: dict, out: dict) -> None:
+def generate_slowed(model: str, p: dict, out: dict, engine_arg: str, cls: str) -> None:
+    """``generate`` with one of vLLM's classes replaced through its engine argument by a test class (this
+    folder) that sleeps ``sleep_s`` per call while a flag file exists; the sleep per call goes in the result."""
     flag = out["_dir"] + "/slow.flag"
     open(flag, "w").close()
     os.environ.update(W2EXT_TEST_SLOW_FLAG=flag, W2EXT_TEST_SLOW_S=str(p["sleep_s"]))
-    p.setdefault("engine", {})["scheduler_cls"] = "slow_scheduler.SlowScheduler"
+    p.setdefault("engine", {})[engine_arg] = cls
     generate(model, p, out)
-    out["sleep_s_per_schedule"] = p["sleep_s"]
+    out["sleep_s_per_call"] = p["sleep_s"]
+
+
+def case_schedule(model: str, p: dict, out: dict) -> None:
+    generate_slowed(model, p, out, "scheduler_cls", "slow_scheduler.SlowScheduler")
 
 
 def case_prepare(model: str, p: dict, out: dict) -> None:
-    flag = out["_dir"] + "/slow.flag"
-    open(flag, "w").close()
-    os.environ.update(W2EXT_TEST_SLOW_FLAG=flag, W2EXT_TEST_SLOW_S=str(p["sleep_s"]))
-    p.setdefault("engine", {})["worker_cls"] = "slow_prepare.SlowPrepareWorker"
-    generate(model, p, out)
-    out["sleep_s_per_prepare"] = p["sleep_s"]
+    generate_slowed(model, p, out, "worker_cls", "slow_prepare.SlowPrepareWorker")
 
 
 def case_arrivals(model: str, p: dict, out: dict) -> None:
