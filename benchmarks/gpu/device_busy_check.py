@@ -2,16 +2,16 @@
 
     python3 benchmarks/gpu/device_busy_check.py --model l4 --batch 1 --out DIR/l4_b1.json
 
-The plugin places each step's end event on the wall clock and calls the time from the step's launch (its
-``Worker.execute_model`` start, when the GPU had finished the previous step) to that end *busy*
-(``hooks/gpu_timing.py``). The known answer here is the GPU's own: the union of its kernels, copies and memsets
-as CUPTI records them (``torch.profiler`` with the CUDA activity alone: no CPU op recording, so vLLM's thread runs
-as without it), over the same decode. Front end, EngineCore and worker in ONE process
-(``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so that the worker's timer totals (``gpu_timing.MEASURED``) can be read
-here. Two generates of one request batch after a warm-up: one without the profiler (the plugin's figures alone),
-one under it (both). Per decode step: wall time, the plugin's busy and idle, the GPU's kernel union. A step
-whose GPU work is shorter than vLLM's CPU work in ``execute_model`` (input preparation before the forward's
-launch) reads busy for that CPU time unless the timeline says otherwise.
+The plugin places each step's end event on the wall clock and calls the time from the step's launch (when the GPU
+had finished the previous step) to that end *busy* (``hooks/gpu_timing.py``): until commit 576ec4f the launch was
+``Worker.execute_model``'s start, since then it is the forward's launch. The known answer here is the GPU's own: the
+union of its kernels, copies and memsets as CUPTI records them (``torch.profiler`` with the CUDA activity alone: no
+CPU op recording, so vLLM's thread runs as without it), over the same decode. Front end, EngineCore and worker in
+ONE process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so that the worker's timer totals (``gpu_timing.MEASURED``) can
+be read here. Two generates of one request batch after a warm-up: one without the profiler (the plugin's figures
+alone), one under it (both). Per decode step: wall time, the plugin's busy and idle, the GPU's kernel union. A step
+whose GPU work is shorter than vLLM's CPU work in ``execute_model`` (input preparation before the forward's launch)
+read busy for that CPU time with the old launch.
 """
 from __future__ import annotations
 
@@ -27,24 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks" / "gpu"))
 
+import flip_steps  # same folder: the step timing
 import overhead_run as orun  # same folder: models
 
+from vllm_w2ext.analysis.explain.intervals import Union
+
 GPU_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
-
-
-def union_us(intervals: list[tuple[float, float]]) -> float:
-    """Total length of the union of (start, end) intervals."""
-    total, cur_s, cur_e = 0.0, None, None
-    for s, e in sorted(intervals):
-        if cur_e is None or s > cur_e:
-            if cur_e is not None:
-                total += cur_e - cur_s
-            cur_s, cur_e = s, e
-        elif e > cur_e:
-            cur_e = e
-    if cur_e is not None:
-        total += cur_e - cur_s
-    return total
 
 
 def gpu_activity(trace: dict) -> dict:
@@ -53,7 +41,7 @@ def gpu_activity(trace: dict) -> dict:
           if e.get("ph") == "X" and e.get("cat") in GPU_CATS and "dur" in e]
     if not iv:
         return {"kernels": 0}
-    return {"kernels": len(iv), "union_us": union_us(iv), "span_us": max(e for _, e in iv) - min(s for s, _ in iv)}
+    return {"kernels": len(iv), "union_us": Union(iv).total(), "span_us": max(e for _, e in iv) - min(s for s, _ in iv)}
 
 
 def main() -> int:
@@ -83,16 +71,7 @@ def main() -> int:
     prompts = [TokensPrompt(prompt_token_ids=rng.integers(10, 10000, size=a.prompt_len).tolist())
                for _ in range(a.batch)]
     sp = SamplingParams(temperature=1.0, top_p=1.0, ignore_eos=True, max_tokens=a.out_tokens, detokenize=False)
-    returns: list[int] = []
-    engine = llm.llm_engine
-    step, now = engine.step, time.perf_counter_ns
-
-    def timed_step():
-        out = step()
-        returns.append(now())
-        return out
-
-    engine.step = timed_step
+    steps_of = flip_steps.Flipper(llm.llm_engine, None)     # step timing only: never switches
 
     def settled() -> tuple[int, int]:
         """The worker timer's totals once every step so far is resolved (the export thread polls them)."""
@@ -103,8 +82,7 @@ def main() -> int:
 
     def run(profiled: bool) -> dict:
         idle0, busy0 = settled()
-        returns.clear()
-        t0 = now()
+        t0 = steps_of.begin(0, True, True)
         trace = None
         if profiled:
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -114,11 +92,12 @@ def main() -> int:
             trace = json.loads(path.read_text())
         else:
             llm.generate(prompts, sp, use_tqdm=False)
-        wall_us = (now() - t0) / 1e3
+        wall_us = (time.perf_counter_ns() - t0) / 1e3
+        intervals = steps_of.end(t0)["steps_us"]         # the first from t0: admission and prefill
         idle1, busy1 = settled()
-        steps = len(returns)
-        gaps = [(b - a_) / 1e3 for a_, b in zip(returns, returns[1:])]
-        out = {"steps": steps, "wall_us_per_step": wall_us / steps, "decode_step_us_median": statistics.median(gaps[4:]),
+        steps = len(intervals)
+        out = {"steps": steps, "wall_us_per_step": wall_us / steps,
+               "decode_step_us_median": statistics.median(intervals[5:]),
                "plugin_busy_us_per_step": (busy1 - busy0) / 1e3 / steps,
                "plugin_idle_us_per_step": (idle1 - idle0) / 1e3 / steps}
         b, i = busy1 - busy0, idle1 - idle0

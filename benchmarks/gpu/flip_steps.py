@@ -38,9 +38,10 @@ BOOTSTRAP = 2000
 
 class Flipper:
     """Times the front end's ``LLMEngine.step()`` calls (set on the engine INSTANCE: vLLM's offline loop calls
-    ``self.llm_engine.step()``) and, while ``every`` > 0, calls ``switch(on)`` after every ``every``-th step
-    of the current generate: ``on`` alternates for a real flip, and is always True for an A/A one. Each
-    switch's result (the hook counts of every process) is kept with the step count it came after."""
+    ``self.llm_engine.step()``; ``begin``/``end`` around a generate give its step intervals) and, while ``every`` >
+    0, calls ``switch(on)`` after every ``every``-th step of the current generate: ``on`` alternates for a real
+    flip, and is always True for an A/A one. Each switch's result (the hook counts of every process) is kept with
+    the step count it came after."""
 
     def __init__(self, engine, switch) -> None:
         self.returns: list[int] = []
@@ -73,11 +74,17 @@ class Flipper:
     def end(self, t0: int) -> dict:
         """The generate begun at ``t0``: its step intervals (µs) and switches; flipping stops."""
         self.every = 0
-        steps, prev = [], t0
-        for t in self.returns:
-            steps.append(round((t - prev) / 1000))
-            prev = t
-        return {"steps_us": steps, "switches": self.switches}
+        return {"steps_us": step_intervals_us(t0, self.returns), "switches": self.switches}
+
+
+def step_intervals_us(t0: int, returns: list[int]) -> list[int]:
+    """Time between successive step returns (µs), the first one from the call's start (``t0``): the first
+    holds the request's admission and prefill, the others one engine step each (batch 1: one token)."""
+    prev, out = t0, []
+    for t in returns:
+        out.append(round((t - prev) / 1000))
+        prev = t
+    return out
 
 
 def block_levels(steps_us: list[int], after: list[int], start_on: bool, settle: int = SETTLE) -> list[tuple]:

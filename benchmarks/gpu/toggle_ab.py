@@ -67,16 +67,6 @@ WORKLOADS = {
 
 
 # ---- inside the engine process ----------------------------------------------------------------------
-def step_intervals_us(t0: int, returns: list[int]) -> list[int]:
-    """Time between successive step returns (µs), the first one from the call's start (``t0``): the first
-    holds the request's admission and prefill, the others one engine step each (batch 1: one token)."""
-    prev, out = t0, []
-    for t in returns:
-        out.append(round((t - prev) / 1000))
-        prev = t
-    return out
-
-
 def inner(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     import numpy as np
@@ -97,7 +87,6 @@ def inner(spec_path: str) -> int:
         return control.set_everywhere(llm, on)
 
     flipper = flip_steps.Flipper(llm.llm_engine, set_state)
-    returns = flipper.returns
 
     def flip(key: str, real: bool, on: bool) -> dict:
         """One long generate of a flip workload, the plugin switched every ``every`` steps (A/A: the same
@@ -123,12 +112,11 @@ def inner(spec_path: str) -> int:
             ps = prompts(w["batch"], w["in"])
             times, steps, starts = [], [], []
             for _ in range(lat_iters):
-                returns.clear()
                 starts.append(time.time())
-                t0 = time.perf_counter_ns()
+                t0 = flipper.begin(0, True, True)          # timed, never switched
                 llm.generate(ps, sp, use_tqdm=False)
                 times.append((time.perf_counter_ns() - t0) / 1e9)
-                steps.append(step_intervals_us(t0, returns))
+                steps.append(flipper.end(t0)["steps_us"])
             return {"value": statistics.fmean(times), "unit": "s", "iters": times, "steps_us": steps, "starts": starts}
         ps = prompts(thr_n, w["in"])
         t0 = time.perf_counter()
