@@ -1,14 +1,10 @@
 """A CPU worker whose model runner sleeps before preparing each step's inputs while a flag file exists (test-only,
-loaded by vLLM's own ``worker_cls`` engine argument in the worker's process). The sleep sits in
-``_prepare_inputs``, which the V1 runner's ``execute_model`` calls before its forward: a known cause planted in
-the worker's input preparation, between ``Worker.execute_model``'s start and the forward."""
-import os
-import time
+loaded by vLLM's own ``worker_cls`` engine argument in the worker's process; the sleep: slow_flag.py). The sleep
+sits in ``_prepare_inputs``, which the V1 runner's ``execute_model`` calls before its forward: a known cause
+planted in the worker's input preparation, between ``Worker.execute_model``'s start and the forward."""
+from slow_flag import planted_sleep
 
 from vllm.v1.worker.cpu_worker import CPUWorker
-
-FLAG = os.environ.get("W2EXT_TEST_SLOW_FLAG", "")
-DELAY_S = float(os.environ.get("W2EXT_TEST_SLOW_S", "0.02"))
 
 
 class SlowPrepareWorker(CPUWorker):
@@ -18,8 +14,7 @@ class SlowPrepareWorker(CPUWorker):
         original = runner._prepare_inputs
 
         def slow_prepare_inputs(*args, **kwargs):
-            if FLAG and os.path.exists(FLAG):
-                time.sleep(DELAY_S)
+            planted_sleep()
             return original(*args, **kwargs)
 
         runner._prepare_inputs = slow_prepare_inputs
