@@ -8,6 +8,8 @@ explain.txt, explain.json, run.json and the trace files (xz); OUT/checks.json an
 expected, what explain answered, and whether it matches:
 - ``schedule`` (a known sleep in every ``Scheduler.schedule``, async scheduling off): the first finding is
   ``schedule`` and its share of the wall time is within 25 % of sleep x schedule calls / wall time;
+- ``prepare`` (a known sleep in the worker's input preparation before every forward, async scheduling off):
+  the first finding is ``prepare_inputs`` and its share is within 25 % of sleep x model executions / wall time;
 - ``prefill`` (long prompts added while short requests decode): the first finding is
   ``prefill_interference`` with at least as many mixed steps as long prompts were added;
 - ``default`` (batch-1 decode, nothing planted): no finding above 5 % of the wall time, and the
@@ -46,6 +48,13 @@ def check(run: dict, result: dict, slices: list) -> dict:
         out.update(planted=f"{run['sleep_s_per_schedule'] * 1e3:.1f} ms sleep in each of {calls} schedule calls",
                    expected=f"first cause schedule, share {expected:.3f} +- {TOLERANCE:.0%}",
                    ok=top.get("cause") == "schedule" and abs(top.get("share", 0) - expected) <= TOLERANCE * expected)
+    elif case == "prepare":
+        lo, hi = result["wall"]["start_ns"], result["wall"]["end_ns"]
+        calls = sum(1 for s in slices if s.name == Span.WORKER_EXECUTE and lo <= s.start_ns and s.end_ns <= hi)
+        expected = run["sleep_s_per_call"] * calls / wall
+        out.update(planted=f"{run['sleep_s_per_call'] * 1e3:.1f} ms sleep before each of {calls} forwards",
+                   expected=f"first cause prepare_inputs, share {expected:.3f} +- {TOLERANCE:.0%}",
+                   ok=top.get("cause") == "prepare_inputs" and abs(top.get("share", 0) - expected) <= TOLERANCE * expected)
     elif case == "prefill":
         mixed = (top.get("evidence") or {}).get("mixed_steps", 0)
         out.update(planted=f"{run['long_prompts']} prompts of {run['long_len']} tokens added while "

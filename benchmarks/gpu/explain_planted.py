@@ -6,6 +6,10 @@ CASE:
 - ``schedule``: synchronous stepping (async scheduling off) and ``Scheduler.schedule`` slowed by a
   known sleep per call (tests/drivers/slow_scheduler.py through vLLM's ``scheduler_cls``): explain
   must name ``schedule`` first, its share near the planted sleep x scheduled steps / wall time.
+- ``prepare``: synchronous stepping and the worker's input preparation slowed by a known sleep per call
+  (tests/drivers/slow_prepare.py through vLLM's ``worker_cls``: the V2 runner's ``prepare_inputs``, inside
+  ``Worker.execute_model`` before the forward's launch): explain must name ``prepare_inputs`` first, its share
+  near the planted sleep x model executions / wall time.
 - ``prefill``: decode requests running, then one long prompt added every few steps (through
   ``LLMEngine.add_request`` + ``step``): explain must name decode slowed by co-batched prefill.
 - ``default``: batch-1 decode, no plant (what a healthy run looks like).
@@ -74,6 +78,22 @@ def case_schedule(args) -> dict:
             "requests": len(done)}
 
 
+def case_prepare(args) -> dict:
+    flag = Path(args.out) / "slow.flag"
+    flag.touch()
+    os.environ.update(W2EXT_TEST_SLOW_FLAG=str(flag), W2EXT_TEST_SLOW_S=str(args.sleep_s))
+    sys.path.insert(0, str(ROOT / "tests" / "drivers"))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT / "tests" / "drivers"),
+                                                              os.environ.get("PYTHONPATH"))))
+    worker = "SlowPrepareWorker" if args.cpu else "SlowPrepareGPUWorker"
+    eng = engine(args, worker_cls=f"slow_prepare.{worker}", async_scheduling=False)
+    done: dict = {}
+    t0 = time.time()
+    run(eng, [(f"r{i}", prompt(args.prompt_len, i), params(args.output_len)) for i in range(args.requests)], done)
+    return {"planted": "prepare", "sleep_s_per_call": args.sleep_s, "wall_s": time.time() - t0,
+            "requests": len(done)}
+
+
 def case_prefill(args) -> dict:
     eng = engine(args)
     done: dict = {}
@@ -102,7 +122,7 @@ def case_default(args) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("case", choices=("schedule", "prefill", "default"))
+    ap.add_argument("case", choices=("schedule", "prepare", "prefill", "default"))
     ap.add_argument("--model", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--layers", type=int, default=0)
@@ -120,7 +140,7 @@ def main() -> int:
     out = Path(a.out)
     (out / "traces").mkdir(parents=True, exist_ok=True)
     os.environ.update(VLLM_W2EXT="1", VLLM_W2EXT_TRACE_DIR=str(out / "traces"))
-    res = {"schedule": case_schedule, "prefill": case_prefill, "default": case_default}[a.case](a)
+    res = {"schedule": case_schedule, "prepare": case_prepare, "prefill": case_prefill, "default": case_default}[a.case](a)
     res.update(case=a.case, model=Path(a.model).name, layers=a.layers or None)
     (out / "run.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res))

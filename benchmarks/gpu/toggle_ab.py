@@ -329,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-traces", action="store_true", help="the plugin's trace files as DIR/<run>.traces.tar.xz")
     ap.add_argument("--blocks", type=int, default=8)
     ap.add_argument("--sample", type=int, default=1, help="VLLM_W2EXT_SAMPLE of the plugin (1: every step)")
+    ap.add_argument("--cost-budget", type=float, default=0.0,
+                    help="VLLM_W2EXT_COST_BUDGET of the plugin (percent; 0: off, every step recorded)")
     ap.add_argument("--workloads", default="lat1,thr")
     ap.add_argument("--exporters", choices=("all", "none"), default="all",
                     help="plugin arms: every exporter on (default), or none (hooks, recording and the export "
@@ -362,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     d.mkdir(parents=True, exist_ok=True)
     tp = f"_tp{a.tp}" if a.tp > 1 else ""
     tp += f"_s{a.sample}" if a.sample > 1 else ""
+    tp += f"_b{a.cost_budget:g}" if a.cost_budget > 0 else ""
     tp += "_noexp" if a.exporters == "none" else ""
     tp += f"_{a.tag}" if a.tag else ""
     name = f"toggle_{a.model}{tp}" if a.arm == "toggle" else f"{a.model}{tp}_p{a.pair}_{a.arm}"
@@ -377,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = {"arm": a.arm, "engine": kw, "workloads": a.workloads.split(","), "blocks": a.blocks, "lat_iters": a.lat_iters,
             "thr_prompts": a.thr_prompts, "flip_gens": a.flip_gens,
             "flip": {k: v for k, v in (("every", a.flip_every), ("out", a.flip_out)) if v},
-            "sample": a.sample, "export_interval_ms": a.export_interval_ms, "start_at": a.start_at, "exporters": a.exporters, "deadline": t_start + a.timeout - 60, "out": str(d / f"{name}.json")}
+            "sample": a.sample, "cost_budget": a.cost_budget, "export_interval_ms": a.export_interval_ms, "start_at": a.start_at, "exporters": a.exporters, "deadline": t_start + a.timeout - 60, "out": str(d / f"{name}.json")}
     spec_path = d / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec, indent=1))
 
@@ -391,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         env["VLLM_W2EXT"] = "1"
         if a.sample > 1:
             env["VLLM_W2EXT_SAMPLE"] = str(a.sample)
+        if a.cost_budget > 0:
+            env["VLLM_W2EXT_COST_BUDGET"] = f"{a.cost_budget:g}"
         if a.export_interval_ms:
             env["VLLM_W2EXT_EXPORT_INTERVAL_MS"] = str(a.export_interval_ms)
     if a.arm != "stock" and a.exporters == "all":

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The twenty-fifth session's H200 checks of the device timeline's launch fix (576ec4f) and the cost budget with
+# its corrected idle bound (issue #19), one part per device call after staging:
+#   flip     the plugin's cost per decode step at this commit, fully traced (4-layer model, batch 1,
+#            toggle_ab.py flip1: the forward-launch hook included)
+#   budget   the same switched decode with VLLM_W2EXT_COST_BUDGET=1 (the N it settles on is in the log), then the
+#            device timeline against CUPTI on the 1B-shaped model at batch 1 (device_busy_check.py)
+#   explain  planted causes on the 8B-shaped model with the new timeline (explain_planted.py: prepare, schedule,
+#            default), checked by explain_check.py
+#   source .gpu/p2/env.sh && bash benchmarks/gpu/trust_round.sh PART      (results: $OUT/PART.tgz)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-out}; PART=${1:?flip|budget|explain}; T0=$(date +%s)
+D="$OUT/$PART"; mkdir -p "$D"
+pack() { (cd "$OUT" && tar czf ".$PART.tmp" "$PART" && mv ".$PART.tmp" "$PART.tgz" && rm -rf "$PART"); }
+{ git log -1 --format='%h %s' 2>/dev/null | cut -c1-120; md5sum vllm_w2ext/hooks/*.py | md5sum; nvidia-smi -L;
+  python3 -c 'import vllm, torch, sys; print(vllm.__version__, torch.__version__, sys.version.split()[0])'; } \
+  > "$D/env.txt" 2>&1
+case "$PART" in
+  flip)
+    timeout 300 python3 benchmarks/gpu/toggle_ab.py --model l4 --out "$D" --workloads flip1 --flip-gens 10 \
+      --export-interval-ms 50 --tag head_i50 --timeout 280 2>&1 | grep '^\[toggle_ab\]' | tee "$D/summary.txt" ;;
+  budget)
+    timeout 300 python3 benchmarks/gpu/toggle_ab.py --model l4 --out "$D" --workloads flip1 --flip-gens 10 \
+      --export-interval-ms 50 --cost-budget 1 --tag head_i50 --timeout 280 2>&1 | grep '^\[toggle_ab\]' \
+      | tee "$D/summary.txt"
+    zcat "$D"/*.log.gz | grep -a "vllm_w2ext: the plugin took" > "$D/budget_lines.txt"
+    timeout 200 python3 benchmarks/gpu/device_busy_check.py --model 1b --batch 1 --out-tokens 300 \
+      --out "$D/busy_1b_b1.json" > "$D/busy_1b_b1.log" 2>&1; echo "busy 1b rc=$?" ;;
+  explain)
+    MD=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models}; M=$MD/llama31-8b-shaped; P=/tmp/w2ext-planted; rm -rf $P
+    [ -d "$M" ] || python3 -c "import sys; sys.path.insert(0, 'benchmarks/gpu'); import overhead_run as o; \
+      from pathlib import Path; o.model_folder('l4', Path('$MD'))"
+    for c in prepare schedule default; do
+      timeout 150 python3 benchmarks/gpu/explain_planted.py $c --model $M --out $P/planted_$c \
+        > "$D/planted_$c.log" 2>&1
+      echo "planted $c rc=$? ($(( $(date +%s) - T0 )) s)"
+      gzip -f "$D/planted_$c.log"
+    done
+    python3 benchmarks/gpu/explain_check.py $P/planted_* --out "$D/explain" 2>&1 | tail -6 ;;
+esac
+pack; ls -la "$OUT"
