@@ -77,6 +77,8 @@ class ExportProcessSink(Sink):
             return False
         data = encode_frame(kind, payload)
         with self._lock:
+            if self._dead:                 # shut down meanwhile: the descriptor is closed (its number maybe reused)
+                return False
             try:
                 view = memoryview(data)
                 while view:                # blocks only the export thread, with the GIL released
@@ -129,11 +131,16 @@ class ExportProcessSink(Sink):
                     return
 
     def shutdown(self, timeout_s: float) -> None:
+        """End of input. Sends after this are quiet no-ops: a flush may still come at exit (a one-process
+        engine's ``EngineCore.shutdown`` runs from vLLM's ``weakref.finalize``, after our ``atexit`` handler),
+        and writing to the closed descriptor, whose number another file may have by then, must not happen."""
         deadline = time.monotonic() + timeout_s
-        try:
-            self.proc.stdin.close()        # end of input: the export process flushes and exits
-        except OSError:
-            pass
+        with self._lock:
+            self._dead = True
+            try:
+                self.proc.stdin.close()    # end of input: the export process flushes and exits
+            except OSError:
+                pass
         try:
             self.proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:  # it exits on its own deadline; never hold up vLLM's exit

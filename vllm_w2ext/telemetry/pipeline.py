@@ -149,7 +149,10 @@ class Pipeline:
                                       remote.serve_metrics if remote is not None else None)
 
     def flush(self, timeout_s: float | None = None) -> None:
-        """Export everything recorded so far (engine/worker shutdown), within ``timeout_s``."""
+        """Export everything recorded so far (engine/worker shutdown), within ``timeout_s``. After
+        :meth:`shutdown` (which exported everything) a no-op: its sinks are closed."""
+        if self._closed:
+            return
         timeout_s = self.settings.shutdown_timeout_s if timeout_s is None else timeout_s
         self.flush_once(stats=True)
         target = self.remote or self.chain
