@@ -5,12 +5,13 @@
 #            toggle_ab.py flip1: the forward-launch hook included)
 #   budget   the same switched decode with VLLM_W2EXT_COST_BUDGET=1 (the N it settles on is in the log), then the
 #            device timeline against CUPTI on the 1B-shaped model at batch 1 (device_busy_check.py)
+#   sample   the same switched decode with VLLM_W2EXT_SAMPLE=$N (default 32: the N the budget settled near)
 #   explain  planted causes on the 8B-shaped model with the new timeline (explain_planted.py: prepare, schedule,
 #            default), checked by explain_check.py
 #   source .gpu/p2/env.sh && bash benchmarks/gpu/trust_round.sh PART      (results: $OUT/PART.tgz)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-out}; PART=${1:?flip|budget|explain}; T0=$(date +%s)
+OUT=${OUT:-out}; PART=${1:?flip|budget|sample|explain}; T0=$(date +%s)
 D="$OUT/$PART"; mkdir -p "$D"
 pack() { (cd "$OUT" && tar czf ".$PART.tmp" "$PART" && mv ".$PART.tmp" "$PART.tgz" && rm -rf "$PART"); }
 { git log -1 --format='%h %s' 2>/dev/null | cut -c1-120; md5sum vllm_w2ext/hooks/*.py | md5sum; nvidia-smi -L;
@@ -27,6 +28,10 @@ case "$PART" in
     zcat "$D"/*.log.gz | grep -a "vllm_w2ext: the plugin took" > "$D/budget_lines.txt"
     timeout 200 python3 benchmarks/gpu/device_busy_check.py --model 1b --batch 1 --out-tokens 300 \
       --out "$D/busy_1b_b1.json" > "$D/busy_1b_b1.log" 2>&1; echo "busy 1b rc=$?" ;;
+  sample)
+    timeout 300 python3 benchmarks/gpu/toggle_ab.py --model l4 --out "$D" --workloads flip1 --flip-gens 10 \
+      --export-interval-ms 50 --sample "${N:-32}" --tag head_i50 --timeout 280 2>&1 | grep '^\[toggle_ab\]' \
+      | tee "$D/summary.txt" ;;
   explain)
     MD=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models}; M=$MD/llama31-8b-shaped; P=/tmp/w2ext-planted; rm -rf $P
     [ -d "$M" ] || python3 -c "import sys; sys.path.insert(0, 'benchmarks/gpu'); import overhead_run as o; \
