@@ -7,7 +7,7 @@ and pooled estimates over several runs of one setting (their generates' windows 
 RUN is a ``toggle_*.json`` of toggle_ab.py; a run's name is its folder and file stem (``flip/toggle_l4_i50``),
 so runs of one name in two folders stay apart. Writes DIR/summary.json: each row's cost and A/A cost per decode
 step (% and 90 % interval), windows, generates, the decode steps' medians, the switch round trip, the switch check
-and the plugin's settings (SAMPLE, cost budget, exporters, export interval); with ``--pool``, NAME's pooled
+and the plugin's settings (SAMPLE, cost budget, exporters, export interval, which processes were switched); with ``--pool``, NAME's pooled
 estimate of the runs listed (by name).
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ def rows_of(name: str, doc: dict) -> list[dict]:
         out.append({"run": name, "model": doc.get("model"), "layers": doc.get("layers"), "workload": key,
                     "batch": gens[0].get("batch"), "every_steps": gens[0].get("every"), "out_tokens": gens[0].get("out"),
                     "sample": spec.get("sample", 1), "cost_budget": spec.get("cost_budget", 0.0),
-                    "exporters": spec.get("exporters"), "export_interval_ms": spec.get("export_interval_ms"),
+                    "exporters": spec.get("exporters"), "flip_scope": spec.get("flip_scope", "all"), "export_interval_ms": spec.get("export_interval_ms"),
                     **_cost(flip), **_cost(aa, "aa_"), "generates": flip.get("generates"),
                     "step_us_on": flip.get("step_us_on"), "step_us_off": flip.get("step_us_off"),
                     "switch_ms": _r(flip.get("switch_ms")),

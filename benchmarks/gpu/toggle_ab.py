@@ -29,6 +29,8 @@ Workloads (vLLM's bench semantics, ``ignore_eos``, prefix caching off): ``lat1``
 ``flip1`` / ``flip256``: one long decode of batch 1 / 256 per generate with the plugin switched every few steps
 while it runs (``flip_steps.py``: a real flip and an A/A one in turn, ``--flip-gens`` generates), run after the
 blocks of the others and summarized from the steps alone.
+``--flip-scope engine`` / ``front`` switches one side only (the other stays on), to tell the EngineCore's share of
+the cost from the front end's.
 Writes DIR/toggle_<model>.json (rewritten after every block, so a call cut short keeps what finished),
 DIR/toggle_<model>.log.gz and DIR/toggle_<model>.prom.gz (the scrapes). Models: overhead_run.MODELS.
 """
@@ -83,8 +85,10 @@ def inner(spec_path: str) -> int:
     def prompts(n, length):
         return [TokensPrompt(prompt_token_ids=rng.integers(10, 10000, size=length).tolist()) for _ in range(n)]
 
+    scope = spec.get("flip_scope", "all")
+
     def set_state(on: bool) -> dict:
-        return control.set_everywhere(llm, on)
+        return control.set_everywhere(llm, on, front=scope != "engine", engine=scope != "front")
 
     flipper = flip_steps.Flipper(llm.llm_engine, set_state)
 
@@ -298,7 +302,7 @@ def _first_per_pid(counts: dict) -> list:
     inside the EngineCore, so that pid answers twice: first to the EngineCore's utility call (the moment
     the process switched), then to collective_rpc, by which time a resumed process has already run hooks."""
     seen, out = set(), []
-    for p in [counts["front"], *counts["engine"]]:
+    for p in [*([counts["front"]] if "front" in counts else []), *counts["engine"]]:
         if p["pid"] not in seen:
             seen.add(p["pid"])
             out.append(p)
@@ -341,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="steps per block of the flip workloads (0: each workload's own)")
     ap.add_argument("--flip-out", type=int, default=int(os.environ.get("FLIP_OUT", "0")),
                     help="output tokens of a flip workload's generate (0: its own)")
+    ap.add_argument("--flip-scope", choices=("all", "engine", "front"), default="all",
+                    help="which processes the flips switch: all (default), the engine's alone (EngineCore and "
+                         "workers; the front end stays on) or the front end alone (the engine's stay on)")
     ap.add_argument("--export-interval-ms", type=int, default=0,
                     help="VLLM_W2EXT_EXPORT_INTERVAL_MS of the plugin (0: its default); flip workloads want it well "
                          "under a block (flip_steps.py)")
@@ -365,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     tp = f"_tp{a.tp}" if a.tp > 1 else ""
     tp += f"_s{a.sample}" if a.sample > 1 else ""
     tp += f"_b{a.cost_budget:g}" if a.cost_budget > 0 else ""
+    tp += f"_{a.flip_scope}only" if a.flip_scope != "all" else ""
     tp += "_noexp" if a.exporters == "none" else ""
     tp += f"_{a.tag}" if a.tag else ""
     name = f"toggle_{a.model}{tp}" if a.arm == "toggle" else f"{a.model}{tp}_p{a.pair}_{a.arm}"
@@ -380,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = {"arm": a.arm, "engine": kw, "workloads": a.workloads.split(","), "blocks": a.blocks, "lat_iters": a.lat_iters,
             "thr_prompts": a.thr_prompts, "flip_gens": a.flip_gens,
             "flip": {k: v for k, v in (("every", a.flip_every), ("out", a.flip_out)) if v},
-            "sample": a.sample, "cost_budget": a.cost_budget, "export_interval_ms": a.export_interval_ms, "start_at": a.start_at, "exporters": a.exporters, "deadline": t_start + a.timeout - 60, "out": str(d / f"{name}.json")}
+            "sample": a.sample, "cost_budget": a.cost_budget, "flip_scope": a.flip_scope, "export_interval_ms": a.export_interval_ms, "start_at": a.start_at, "exporters": a.exporters, "deadline": t_start + a.timeout - 60, "out": str(d / f"{name}.json")}
     spec_path = d / f"{name}.spec.json"
     spec_path.write_text(json.dumps(spec, indent=1))
 

@@ -40,3 +40,32 @@ def test_set_everywhere_asks_every_process():
         assert all(not r.active for r in INSTRUMENTOR.runners.values())
     finally:
         INSTRUMENTOR.set_active(True)
+
+
+def test_set_everywhere_one_side_only():
+    """``engine=False`` switches the front end alone, ``front=False`` the engine's processes alone: the side left
+    out is not called and not listed."""
+    calls = []
+
+    class Core:
+        def call_utility(self, method, *args):
+            calls.append("utility")
+            return {"pid": 2, "calls": 7}
+
+    class LLM:
+        llm_engine = types.SimpleNamespace(engine_core=Core())
+
+        def collective_rpc(self, method, args=()):
+            calls.append("rpc")
+            return [{"pid": 3, "calls": 5}]
+
+    try:
+        got = control.set_everywhere(LLM(), False, engine=False)
+        assert calls == [] and got["engine"] == [] and "calls" in got["front"]
+        assert all(not r.active for r in INSTRUMENTOR.runners.values())
+        INSTRUMENTOR.set_active(True)
+        got = control.set_everywhere(LLM(), False, front=False)
+        assert calls == ["utility", "rpc"] and "front" not in got and [p["pid"] for p in got["engine"]] == [2, 3]
+        assert all(r.active for r in INSTRUMENTOR.runners.values())   # this (front-end) process left on
+    finally:
+        INSTRUMENTOR.set_active(True)

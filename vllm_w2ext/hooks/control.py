@@ -36,15 +36,18 @@ def detach() -> None:
             delattr(cls, UTILITY)
 
 
-def set_everywhere(llm, on: bool) -> dict:
+def set_everywhere(llm, on: bool, front: bool = True, engine: bool = True) -> dict:
     """Pause (``False``) or resume every hook of ``llm``'s processes; each one's pid and hook calls:
     ``{"front": {...}, "engine": [{...}, ...]}`` (the EngineCore, then each worker; at TP=1 on the GPU
-    the worker runs inside the EngineCore, so that pid appears twice)."""
+    the worker runs inside the EngineCore, so that pid appears twice). ``front`` / ``engine`` False: that side
+    is left as it is and not listed (``"front"`` absent, ``"engine"`` empty), to tell their costs apart."""
     from vllm_w2ext.hooks import INSTRUMENTOR
-    front = {"pid": os.getpid(), "calls": INSTRUMENTOR.set_active(on)}
-    engine = []
-    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-    if hasattr(core, "call_utility"):            # an EngineCore in its own process
-        engine.append(core.call_utility(UTILITY, on))
-    engine += list(llm.collective_rpc(UTILITY, args=(on,)))
-    return {"front": front, "engine": engine}
+    out: dict = {"engine": []}
+    if front:
+        out["front"] = {"pid": os.getpid(), "calls": INSTRUMENTOR.set_active(on)}
+    if engine:
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if hasattr(core, "call_utility"):            # an EngineCore in its own process
+            out["engine"].append(core.call_utility(UTILITY, on))
+        out["engine"] += list(llm.collective_rpc(UTILITY, args=(on,)))
+    return out
