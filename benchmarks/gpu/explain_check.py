@@ -10,6 +10,8 @@ expected, what explain answered, and whether it matches:
   ``schedule`` and its share of the wall time is within 25 % of sleep x schedule calls / wall time;
 - ``prepare`` (a known sleep in the worker's input preparation before every forward, async scheduling off):
   the first finding is ``prepare_inputs`` and its share is within 25 % of sleep x model executions / wall time;
+  with both slowed cases in one call, each is also read net of the other's time in its cause (the same engine
+  configuration without that plant): ``net_of_twin_s`` against the planted seconds (reported, not a pass test);
 - ``prefill`` (long prompts added while short requests decode): the first finding is
   ``prefill_interference`` with at least as many mixed steps as long prompts were added;
 - ``default`` (batch-1 decode, nothing planted): no finding above 5 % of the wall time, and the
@@ -50,6 +52,9 @@ def check(run: dict, result: dict, slices: list) -> dict:
         lo, hi = result["wall"]["start_ns"], result["wall"]["end_ns"]
         calls = sum(1 for s in slices if s.name == span and lo <= s.start_ns and s.end_ns <= hi)
         expected = run[sleep_key] * calls / wall
+        execs = sum(1 for s in slices if s.name == Span.WORKER_EXECUTE and lo <= s.start_ns and s.end_ns <= hi)
+        out.update(planted_s=round(run[sleep_key] * calls, 4), executions=execs,
+                   idle_s={k: v["seconds"] for k, v in (result.get("device_idle_by_cause") or {}).items()})
         out.update(planted=f"{run[sleep_key] * 1e3:.1f} ms sleep {where.format(calls)}",
                    expected=f"first cause {cause}, share {expected:.3f} +- {TOLERANCE:.0%}",
                    ok=top.get("cause") == cause and abs(top.get("share", 0) - expected) <= TOLERANCE * expected)
@@ -68,6 +73,31 @@ def check(run: dict, result: dict, slices: list) -> dict:
                    findings_above_5pct=big, unattributed_share_of_idle=round(un / total, 4) if total else None,
                    ok=not big and (not total or un / total < 0.10))
     return out
+
+
+def net_of_twins(checks: list[dict]) -> list[str]:
+    """Each slowed-call case's cause net of vLLM's own time in it: the other slowed case ran the same engine
+    configuration without this plant, so its time in this cause per model execution is the baseline (the share
+    check above leaves it in). Adds ``net_of_twin_s`` and ``net_error_pct`` (against the planted seconds) to the
+    check; table lines for checks.md."""
+    slowed = {c["case"]: c for c in checks if c["case"] in SLOWED and c.get("executions")}
+    lines = []
+    for case, c in slowed.items():
+        twin = next((t for k, t in slowed.items() if k != case), None)
+        if twin is None:
+            continue
+        cause = SLOWED[case][0]
+        base = twin["idle_s"].get(cause, 0.0) / twin["executions"] * c["executions"]
+        c["net_of_twin_s"] = round(c["idle_s"].get(cause, 0.0) - base, 4)
+        c["net_error_pct"] = round((c["net_of_twin_s"] - c["planted_s"]) / c["planted_s"] * 100, 2)
+        lines.append(f"| {case} | {cause} | {c['idle_s'].get(cause, 0.0) * 1e3:.1f} | {twin['case']}: "
+                     f"{base * 1e3:.1f} | {c['net_of_twin_s'] * 1e3:.1f} | {c['planted_s'] * 1e3:.1f} | "
+                     f"{c['net_error_pct']:+.1f} |")
+    if lines:
+        lines = ["", "Net of the twin run (the other slowed case, same engine configuration, without this plant):", "",
+                 "| case | cause | explain ms | twin's own ms (per execution x executions) | net ms | planted ms | "
+                 "net - planted % |", "|---|---|---|---|---|---|---|"] + lines
+    return lines
 
 
 def main() -> int:
@@ -92,11 +122,12 @@ def main() -> int:
                 shutil.copyfileobj(fi, fo)
         slices = [s for f in sorted(traces.glob(TRACE_FILE_GLOB)) for s in read_span_file(str(f)).slices]
         checks.append(check(run, json.loads((d / "explain.json").read_text()), slices))
-    (a.out / "checks.json").write_text(json.dumps(checks, indent=1))
     lines = ["| case | planted | expected | explain's first finding | share of wall | ok |", "|---|---|---|---|---|---|"]
     for c in checks:
         lines.append(f"| {c['case']} | {c['planted']} | {c['expected']} | {c['first_finding']} ({c['first_cause']}) | "
                      f"{c['first_share']:.1%} | {'yes' if c['ok'] else 'NO'} |")
+    lines += net_of_twins(checks)
+    (a.out / "checks.json").write_text(json.dumps(checks, indent=1))
     (a.out / "checks.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if all(c["ok"] for c in checks) else 1
