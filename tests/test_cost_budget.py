@@ -15,7 +15,10 @@ from vllm_w2ext.analysis.explain.timeline import load
 from vllm_w2ext.lab import free_port
 from vllm_w2ext.vocab import Attr
 
-TOKENS, RUNS = 400, 2  # one request generated twice: 1.4-6 s of decode on the CI machines, one-second windows
+# One request generated RUNS times. The budget decides once per second, so N reaches 8 only in a run's third window:
+# at two generates (800 steps) a fast CI machine finished in ~1.85 s, still at N = 4 (clean-clone CI, 2026-12-03);
+# slower ones took 1.4-6 s per 800 steps. Four generates give every machine seen at least three windows.
+TOKENS, RUNS = 400, 4
 
 
 def _metric(text: str, name: str, **labels) -> float:
@@ -30,7 +33,7 @@ def budget_run(tiny_model, tmp_path_factory):
     env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_COST_BUDGET="0.0001", VLLM_W2EXT_TRACE_DIR=str(tmp / "traces"),
                     VLLM_W2EXT_METRICS_PORT=str(port), VLLM_W2EXT_METRICS_INTERVAL_MS="200")
     result, log = run_offline(tiny_model, env, tmp / "out.json", with_log=True, prompts=1, max_tokens=TOKENS,
-                              metrics_port=port, phases=[{"rounds": 1}])
+                              metrics_port=port, phases=[{"rounds": RUNS - 1}])
     return result, log, load(str(tmp / "traces")), tmp / "traces"
 
 
