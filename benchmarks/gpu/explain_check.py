@@ -24,6 +24,7 @@ import json
 import lzma
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,9 +51,9 @@ def check(run: dict, result: dict, slices: list) -> dict:
     if case in SLOWED:
         cause, span, sleep_key, where = SLOWED[case]
         lo, hi = result["wall"]["start_ns"], result["wall"]["end_ns"]
-        calls = sum(1 for s in slices if s.name == span and lo <= s.start_ns and s.end_ns <= hi)
+        counts = Counter(s.name for s in slices if lo <= s.start_ns and s.end_ns <= hi)   # spans inside the wall
+        calls, execs = counts[span], counts[Span.WORKER_EXECUTE]
         expected = run[sleep_key] * calls / wall
-        execs = sum(1 for s in slices if s.name == Span.WORKER_EXECUTE and lo <= s.start_ns and s.end_ns <= hi)
         out.update(planted_s=round(run[sleep_key] * calls, 4), executions=execs,
                    idle_s={k: v["seconds"] for k, v in (result.get("device_idle_by_cause") or {}).items()})
         out.update(planted=f"{run[sleep_key] * 1e3:.1f} ms sleep {where.format(calls)}",

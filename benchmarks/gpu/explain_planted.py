@@ -65,33 +65,31 @@ def params(n: int):
     return SamplingParams(max_tokens=n, ignore_eos=True, temperature=1.0)
 
 
-def case_schedule(args) -> dict:
+def run_slowed(args, planted: str, sleep_key: str, **engine_arg) -> dict:
+    """Synchronous stepping (async scheduling off) with one of vLLM's classes replaced through its engine argument
+    by a test class of tests/drivers that sleeps ``--sleep-s`` per call while a flag file exists (slow_flag.py;
+    the folder is on the path of this process and of the ones vLLM starts); the sleep per call goes in the result
+    under ``sleep_key``. The GPU twin of tests/drivers/planted.py's ``generate_slowed``."""
     flag = Path(args.out) / "slow.flag"
     flag.touch()
-    os.environ.update(W2EXT_TEST_SLOW_FLAG=str(flag), W2EXT_TEST_SLOW_S=str(args.sleep_s))
-    sys.path.insert(0, str(ROOT / "tests" / "drivers"))
-    eng = engine(args, scheduler_cls="slow_scheduler.SlowScheduler", async_scheduling=False)
+    drivers = str(ROOT / "tests" / "drivers")
+    os.environ.update(W2EXT_TEST_SLOW_FLAG=str(flag), W2EXT_TEST_SLOW_S=str(args.sleep_s),
+                      PYTHONPATH=os.pathsep.join(filter(None, (drivers, os.environ.get("PYTHONPATH")))))
+    sys.path.insert(0, drivers)
+    eng = engine(args, async_scheduling=False, **engine_arg)
     done: dict = {}
     t0 = time.time()
     run(eng, [(f"r{i}", prompt(args.prompt_len, i), params(args.output_len)) for i in range(args.requests)], done)
-    return {"planted": "schedule", "sleep_s_per_schedule": args.sleep_s, "wall_s": time.time() - t0,
-            "requests": len(done)}
+    return {"planted": planted, sleep_key: args.sleep_s, "wall_s": time.time() - t0, "requests": len(done)}
+
+
+def case_schedule(args) -> dict:
+    return run_slowed(args, "schedule", "sleep_s_per_schedule", scheduler_cls="slow_scheduler.SlowScheduler")
 
 
 def case_prepare(args) -> dict:
-    flag = Path(args.out) / "slow.flag"
-    flag.touch()
-    os.environ.update(W2EXT_TEST_SLOW_FLAG=str(flag), W2EXT_TEST_SLOW_S=str(args.sleep_s))
-    sys.path.insert(0, str(ROOT / "tests" / "drivers"))
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT / "tests" / "drivers"),
-                                                              os.environ.get("PYTHONPATH"))))
     worker = "SlowPrepareWorker" if args.cpu else "SlowPrepareGPUWorker"
-    eng = engine(args, worker_cls=f"slow_prepare.{worker}", async_scheduling=False)
-    done: dict = {}
-    t0 = time.time()
-    run(eng, [(f"r{i}", prompt(args.prompt_len, i), params(args.output_len)) for i in range(args.requests)], done)
-    return {"planted": "prepare", "sleep_s_per_call": args.sleep_s, "wall_s": time.time() - t0,
-            "requests": len(done)}
+    return run_slowed(args, "prepare", "sleep_s_per_call", worker_cls=f"slow_prepare.{worker}")
 
 
 def case_prefill(args) -> dict:
