@@ -53,17 +53,12 @@ def rows_of(name: str, doc: dict) -> list[dict]:
 
 
 def pooled(docs: dict[str, dict], names: list[str]) -> dict:
-    """Every flip workload of the named runs, their generates' windows together."""
+    """Every flip workload of the named runs, their generates read together by ``flip_steps.summarize``."""
     out = {"runs": names}
     gens = [g for n in names for g in docs[n].get("flips", [])]
     for key in dict.fromkeys(g["workload"] for g in gens):
-        per = {}
-        for kind, real in (("flip", True), ("aa", False)):
-            levels = [flip_steps.block_levels(g["steps_us"], [s["after"] for s in g["switches"]], g["start_on"])
-                      for g in gens if g["workload"] == key and g["real"] is real]
-            per.update(_cost(flip_steps.estimate([flip_steps.window_costs(lv) for lv in levels]),
-                             "" if real else "aa_"))
-        out[key] = per
+        s = flip_steps.summarize([g for g in gens if g["workload"] == key])
+        out[key] = {**_cost(s.get("flip", {})), **_cost(s.get("aa", {}), "aa_")}
     return out
 
 
