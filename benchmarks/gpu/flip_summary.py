@@ -1,14 +1,14 @@
 """Summary of the flip runs of ``toggle_ab.py`` (workloads ``flip1`` / ``flip256``): one row per run and workload,
-and pooled estimates over several runs of one setting (their generates' windows read together by
-``flip_steps.estimate``, the same trimmed mean and moving-block bootstrap as one run's).
+and pooled estimates over several runs of one setting (their generates read together by ``flip_steps.summarize``,
+the same trimmed mean and moving-block bootstrap as one run's).
 
     python benchmarks/gpu/flip_summary.py RUN.json... --out DIR [--pool NAME=RUN,RUN ...] [--what TEXT]
 
 RUN is a ``toggle_*.json`` of toggle_ab.py; a run's name is its folder and file stem (``flip/toggle_l4_i50``),
 so runs of one name in two folders stay apart. Writes DIR/summary.json: each row's cost and A/A cost per decode
 step (% and 90 % interval), windows, generates, the decode steps' medians, the switch round trip, the switch check
-and the plugin's settings (SAMPLE, cost budget, exporters, export interval, which processes were switched); with ``--pool``, NAME's pooled
-estimate of the runs listed (by name).
+and the plugin's settings (SAMPLE, cost budget, exporters, export interval, which processes were switched); with
+``--pool``, NAME's pooled estimate of the runs listed (by name).
 """
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def rows_of(name: str, doc: dict) -> list[dict]:
         out.append({"run": name, "model": doc.get("model"), "layers": doc.get("layers"), "workload": key,
                     "batch": gens[0].get("batch"), "every_steps": gens[0].get("every"), "out_tokens": gens[0].get("out"),
                     "sample": spec.get("sample", 1), "cost_budget": spec.get("cost_budget", 0.0),
-                    "exporters": spec.get("exporters"), "flip_scope": spec.get("flip_scope", "all"), "export_interval_ms": spec.get("export_interval_ms"),
+                    "exporters": spec.get("exporters"), "flip_scope": spec.get("flip_scope", "all"),
+                    "export_interval_ms": spec.get("export_interval_ms"),
                     **_cost(flip), **_cost(aa, "aa_"), "generates": flip.get("generates"),
                     "step_us_on": flip.get("step_us_on"), "step_us_off": flip.get("step_us_off"),
                     "switch_ms": _r(flip.get("switch_ms")),
