@@ -8,12 +8,15 @@
 #   sample   the same switched decode with VLLM_W2EXT_SAMPLE=$N (default 32: the N the budget settled near)
 #   scope    where the cost that sampling leaves comes from: the switched decode at VLLM_W2EXT_SAMPLE=$N (default 32)
 #            with only the engine's processes switched (the front end stays on), then only the front end
+#   noexp    the same switched decode at VLLM_W2EXT_SAMPLE=$N (default 32) with no exporter configured
+#            (toggle_ab.py --exporters none: no export process, receiver or scraper), every process switched, then
+#            the front end alone
 #   explain  planted causes on the 8B-shaped model with the new timeline (explain_planted.py: prepare, schedule,
 #            default), checked by explain_check.py
 #   source .gpu/p2/env.sh && bash benchmarks/gpu/trust_round.sh PART      (results: $OUT/PART.tgz)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-out}; PART=${1:?flip|budget|sample|scope|explain}; T0=$(date +%s)
+OUT=${OUT:-out}; PART=${1:?flip|budget|sample|scope|noexp|explain}; T0=$(date +%s)
 D="$OUT/$PART"; mkdir -p "$D"
 pack() { (cd "$OUT" && tar czf ".$PART.tmp" "$PART" && mv ".$PART.tmp" "$PART.tgz" && rm -rf "$PART"); }
 { git log -1 --format='%h %s' 2>/dev/null | cut -c1-120; md5sum vllm_w2ext/hooks/*.py | md5sum; nvidia-smi -L;
@@ -36,8 +39,14 @@ case "$PART" in
       | tee "$D/summary.txt" ;;
   scope)
     for sc in engine front; do
-      timeout 260 python3 benchmarks/gpu/toggle_ab.py --model l4 --out "$D" --workloads flip1 --flip-gens 10 \
-        --export-interval-ms 50 --sample "${N:-32}" --flip-scope $sc --tag head_i50 --timeout 240 2>&1 \
+      timeout 230 python3 benchmarks/gpu/toggle_ab.py --model l4 --out "$D" --workloads flip1 --flip-gens 10 \
+        --export-interval-ms 50 --sample "${N:-32}" --flip-scope $sc --tag head_i50 --timeout 210 2>&1 \
+        | grep '^\[toggle_ab\]' | tee -a "$D/summary.txt"
+    done ;;
+  noexp)
+    for sc in all front; do
+      timeout 230 python3 benchmarks/gpu/toggle_ab.py --model l4 --out "$D" --workloads flip1 --flip-gens 10 \
+        --export-interval-ms 50 --sample "${N:-32}" --flip-scope $sc --exporters none --tag head_i50 --timeout 210 2>&1 \
         | grep '^\[toggle_ab\]' | tee -a "$D/summary.txt"
     done ;;
   explain)
