@@ -19,6 +19,15 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-out}; PART=${1:?flip|budget|sample|scope|noexp|explain}; T0=$(date +%s)
 D="$OUT/$PART"; mkdir -p "$D"
 pack() { (cd "$OUT" && tar czf ".$PART.tmp" "$PART" && mv ".$PART.tmp" "$PART.tgz" && rm -rf "$PART"); }
+# the switched decode at VLLM_W2EXT_SAMPLE=$N (default 32) once per --flip-scope in $1, the other arguments added
+switched_runs() {
+  local scopes=$1; shift
+  for sc in $scopes; do
+    timeout 230 python3 benchmarks/gpu/toggle_ab.py --model l4 --out "$D" --workloads flip1 --flip-gens 10 \
+      --export-interval-ms 50 --sample "${N:-32}" --flip-scope $sc "$@" --tag head_i50 --timeout 210 2>&1 \
+      | grep '^\[toggle_ab\]' | tee -a "$D/summary.txt"
+  done
+}
 { git log -1 --format='%h %s' 2>/dev/null | cut -c1-120; md5sum vllm_w2ext/hooks/*.py | md5sum; nvidia-smi -L;
   python3 -c 'import vllm, torch, sys; print(vllm.__version__, torch.__version__, sys.version.split()[0])'; } \
   > "$D/env.txt" 2>&1
@@ -37,18 +46,8 @@ case "$PART" in
     timeout 300 python3 benchmarks/gpu/toggle_ab.py --model l4 --out "$D" --workloads flip1 --flip-gens 10 \
       --export-interval-ms 50 --sample "${N:-32}" --tag head_i50 --timeout 280 2>&1 | grep '^\[toggle_ab\]' \
       | tee "$D/summary.txt" ;;
-  scope)
-    for sc in engine front; do
-      timeout 230 python3 benchmarks/gpu/toggle_ab.py --model l4 --out "$D" --workloads flip1 --flip-gens 10 \
-        --export-interval-ms 50 --sample "${N:-32}" --flip-scope $sc --tag head_i50 --timeout 210 2>&1 \
-        | grep '^\[toggle_ab\]' | tee -a "$D/summary.txt"
-    done ;;
-  noexp)
-    for sc in all front; do
-      timeout 230 python3 benchmarks/gpu/toggle_ab.py --model l4 --out "$D" --workloads flip1 --flip-gens 10 \
-        --export-interval-ms 50 --sample "${N:-32}" --flip-scope $sc --exporters none --tag head_i50 --timeout 210 2>&1 \
-        | grep '^\[toggle_ab\]' | tee -a "$D/summary.txt"
-    done ;;
+  scope) switched_runs "engine front" ;;
+  noexp) switched_runs "all front" --exporters none ;;
   explain)
     MD=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models}; M=$MD/llama31-8b-shaped; P=/tmp/w2ext-planted; rm -rf $P
     [ -d "$M" ] || python3 -c "import sys; sys.path.insert(0, 'benchmarks/gpu'); import overhead_run as o; \
