@@ -50,7 +50,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 # run after, with no engine of the other worker beside them (tests/README.md, "Where the time goes").
 ALONE = frozenset({
     "test_explain_planted.py",      # explain's shares of the wall time, planted within 25 %
-    "test_otlp_slow.py",            # throughput with a slow collector within noise of no export
+    "test_otlp_slow.py",            # throughput with a slow collector vs what blocking would cost
     "test_metrics_prometheus.py",   # the scheduler gap moves by the injected 50 ms
     "test_shutdown.py",             # exits timed against a bound, the dead engine's included
     "test_served_profile.py",       # the clock offset measured within 5 ms

@@ -97,6 +97,9 @@ for _name in _EXPORTER_LOGGERS:
     logging.getLogger(_name).addFilter(ONCE)
 
 
+BATCH_SIZE = 128     # spans per export RPC; small: encoding holds the GIL vLLM's threads need
+
+
 class OtlpSink(Sink):
     """Bounded queue of finished spans + one sender thread calling the OTLP exporter.
 
@@ -107,7 +110,7 @@ class OtlpSink(Sink):
     name = "otlp"
 
     def __init__(self, exporter: SpanExporter | None = None, delay_ms: int = 200, max_queue: int = 65536,
-                 batch_size: int = 128):   # small batches: encoding holds the GIL vLLM's threads need
+                 batch_size: int = BATCH_SIZE):
         self.exporter = exporter or make_exporter()
         self.delay_s = delay_ms / 1000.0
         self.max_queue, self.batch_size = max_queue, batch_size
