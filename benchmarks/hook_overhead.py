@@ -6,7 +6,8 @@ classes with vLLM's method names, fed a real vLLM ``SchedulerOutput`` of N reque
 methods are no-ops, so every microsecond measured is the plugin's. Each stand-in method is replaced by
 the plugin's real hook runner (``HookRunner.bind``, as on vLLM's classes) with the real hook functions of
 the tables. Path ``in_process`` leaves out the MultiprocExecutor hooks, as on the GPU at TP=1, where the worker
-runs inside the EngineCore (UniProcExecutor, not hooked).
+runs inside the EngineCore (UniProcExecutor, not hooked). Path ``front`` (alone in its run) is the front end's
+offline iteration instead (LLMEngine.step -> OutputProcessor.process_outputs of N outputs), in its own process.
 
 Per step, in the vLLM process (median of interleaved repetitions):
 - ``hooks_us``: the engine thread's added time (runner + hook functions + recording), no export thread;
@@ -126,12 +127,38 @@ HOOKED = {("EngineCore", "step"): "engine.step", ("Scheduler", "schedule"): "eng
 PATHS = {"multiproc": (), "in_process": ("Executor",)}
 
 
+def front_stand_ins(batch: int):
+    """The front end's offline iteration (``LLMEngine.step`` -> ``OutputProcessor.process_outputs`` of one
+    engine step's outputs), with vLLM 0.32's signatures; what vLLM does in them is left out."""
+    outs = [None] * batch
+
+    class OutputProcessor:
+        def process_outputs(self, engine_core_outputs, engine_core_timestamp=None, iteration_stats=None,
+                            weight_version=None):
+            return None
+
+    class LLMEngine:
+        def __init__(self): self.output_processor = OutputProcessor()
+        def step(self):
+            self.output_processor.process_outputs(outs, engine_core_timestamp=0.0, iteration_stats=None,
+                                                  weight_version=None)
+            return []
+
+    return LLMEngine, OutputProcessor
+
+
+FRONT_HOOKED = {("LLMEngine", "step"): "front.engine_step",
+                ("OutputProcessor", "process_outputs"): "front.process_outputs"}
+
+
 def build(hooked: bool, so, path: str = "multiproc"):
     """The stand-in step, its methods attached to the real hook runners as the plugin attaches them
     (``wrapping.attach``), the step gate in use (``VLLM_W2EXT_SAMPLE`` switches the gated hooks off on
     light steps); trees from before those parts get their own way of attaching (before/after runs)."""
     from types import SimpleNamespace
-    classes = {c.__name__: c for c in stand_ins(so)}
+    front = path == "front"          # so: the batch (outputs per front-end iteration)
+    classes = {c.__name__: c for c in (front_stand_ins(so) if front else stand_ins(so))}
+    table = FRONT_HOOKED if front else HOOKED
     if hooked:
         from vllm_w2ext import config
         from vllm_w2ext.hooks import all_hooks, runner as runner_mod
@@ -139,8 +166,8 @@ def build(hooked: bool, so, path: str = "multiproc"):
         # as plugin.register passes it (trees from before the gated front take no such argument)
         sampled = {"sampled": config.current().sample > 1} if "sampled" in runner_mod.HookRunner.__slots__ else {}
         runners = []
-        for (cls, meth), hname in HOOKED.items():
-            if cls in PATHS[path]:
+        for (cls, meth), hname in table.items():
+            if cls in PATHS.get(path, ()):
                 continue
             c = classes[cls]
             runner = runner_mod.HookRunner(by[hname], **sampled)
@@ -155,7 +182,7 @@ def build(hooked: bool, so, path: str = "multiproc"):
                 setattr(c, meth, wrapt.FunctionWrapper(vars(c)[meth], runner.sync))
         if hasattr(runner_mod, "GATE"):
             runner_mod.GATE.use(runners)
-    return classes["EngineCore"]().step
+    return classes["LLMEngine" if front else "EngineCore"]().step
 
 
 def time_steps(fn, n: int) -> float:
@@ -202,8 +229,8 @@ def recording_only(so, n: int) -> float:
 def measure(batch: int, reps: int, n: int, path: str) -> dict:
     from vllm_w2ext.hooks.engine_core import S as engine_state
     from vllm_w2ext.telemetry import pipeline
-    so = make_scheduler_output(batch, new=0)
-    plain, hooked = build(False, so), build(True, so, path)
+    so = batch if path == "front" else make_scheduler_output(batch, new=0)
+    plain, hooked = build(False, so, path), build(True, so, path)
     p = pipeline.get()
     stop_thread(p)
     for f in (plain, hooked):
@@ -221,10 +248,10 @@ def measure(batch: int, reps: int, n: int, path: str) -> dict:
         stop_thread(p, t)
         p.flush_once()
         cpu.append(p.export_cpu_s / n * 1e6)
-    rec = statistics.median(recording_only(so, n) for _ in range(max(3, reps // 2)))
     med = statistics.median
+    rec = None if path == "front" else round(med(recording_only(so, n) for _ in range(max(3, reps // 2))), 2)
     return {"path": path, "batch": batch, "plain_us": round(med(base), 3), "hooks_us": round(med(inst) - med(base), 2),
-            "recording_us": round(rec, 2), "export_thread_cpu_us": round(med(cpu), 2),
+            "recording_us": rec, "export_thread_cpu_us": round(med(cpu), 2),
             "with_export_us": round(med(exp) - med(base), 2),
             "with_export_us_range": [round(min(exp) - med(base), 2), round(max(exp) - med(base), 2)]}
 
@@ -262,8 +289,11 @@ def main() -> None:
     ap.add_argument("--batches", default="1,500")
     ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--paths", default="in_process,multiproc", help=f"of {sorted(PATHS)}")
+    ap.add_argument("--paths", default="in_process,multiproc",
+                    help=f"of {sorted(PATHS)}, or front alone (the process then takes the front end's role)")
     a = ap.parse_args()
+    if "front" in a.paths.split(",") and a.paths != "front":
+        ap.error("--paths front runs alone: the front end's hooks give the process the front end's role")
     # Every exporter's work goes to the export process (a real one: trace file, metrics snapshots); NVTX
     # auto (no tool attached: off), as in a production run.
     tmp = tempfile.mkdtemp(prefix="w2ext-hook-overhead-")
