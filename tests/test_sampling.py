@@ -16,9 +16,10 @@ from conftest import clean_env, run_offline
 
 from vllm_w2ext.analysis.explain.report import explain
 from vllm_w2ext.analysis.explain.timeline import load
+from vllm_w2ext.analysis.readers.pftrace import read_span_file
 from vllm_w2ext.lab import free_port
 from vllm_w2ext.steps.facts import sampled_out
-from vllm_w2ext.vocab import Attr
+from vllm_w2ext.vocab import TRACE_FILE_GLOB, Attr, Span
 
 # Steps 1-45 serve the first request; the second one's 45 steps follow an empty step or two. The first
 # request's finish (step 45), the second one's arrival and its finish fall outside the pairs (steps n with
@@ -102,6 +103,22 @@ def test_workers_record_the_recorded_steps_and_measure_pairs(sampled_run):
             assert not e.idle_known or e is execs[0], e.step           # and marked so (not a zero idle)
     assert all(Attr.GAP_CPU in e.slice.args for e, ok in zip(execs, measured) if ok)
     assert any(e.idle_s > 0 for e in execs)
+
+
+def test_front_end_records_the_recorded_steps_outputs_and_the_finishes(sampled_run):
+    """Offline, OutputProcessor.process_outputs is recorded inside each recorded front.step and in the calls where
+    a request finishes (RUNS of them, in or out of a recorded step); the calls only counted ride on the next
+    recorded one, so together they are every call: one per engine step that made a token, at least."""
+    _, traces = sampled_run
+    slices = [s for f in sorted(traces.glob(TRACE_FILE_GLOB)) for s in read_span_file(str(f)).slices]
+    outs = [s for s in slices if s.name == Span.PROCESS_OUTPUTS]
+    steps = [s for s in slices if s.name == Span.FRONT_STEP]
+    inside = [o for o in outs if any(st.start_ns <= o.start_ns and o.end_ns <= st.end_ns for st in steps)]
+    assert len(inside) == len(steps) > 0
+    assert len(outs) - len(inside) <= RUNS
+    calls = len(outs) + sum(o.args.get(Attr.SKIPPED_CALLS, 0) for o in outs)
+    assert RUNS * TOKENS <= calls <= RUNS * (TOKENS + 4), (calls, len(outs))
+    assert len(outs) <= calls * 2 // EVERY + 2 * RUNS
 
 
 def test_explain_says_what_it_saw(sampled_run):

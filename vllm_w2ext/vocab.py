@@ -74,6 +74,7 @@ class Attr:
     SKIPPED_STEPS = "vllm_w2ext.sample.skipped_steps"              # that scheduled tokens (decode only)
     SKIPPED_IDLE_STEPS = "vllm_w2ext.sample.skipped_idle_steps"    # that scheduled nothing
     SKIPPED_DECODE_TOKENS = "vllm_w2ext.sample.skipped_decode_tokens"
+    SKIPPED_CALLS = "vllm_w2ext.sample.skipped_calls"              # front.process_outputs calls only counted
     # CPU view of the time between two model executions (worker side)
     GAP_CPU = "vllm.gap.cpu_s"
     GAP_SCHEDULE = "vllm.gap.schedule_s"

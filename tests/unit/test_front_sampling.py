@@ -1,8 +1,9 @@
 """The front end's per-iteration hooks (offline: LLMEngine.step around OutputProcessor.process_outputs) and its
-per-request records. Known answers: process_outputs is recorded on every iteration (explain reads it as front-end
-work) as a child of the front.step recorded around it, or of the LLM.generate call when VLLM_W2EXT_SAMPLE left that
-step unrecorded; front.step is recorded on 2 in every N iterations; a request is one record, its input processing
-a child the export side makes."""
+per-request records. Known answers: front.step is recorded on 2 in every N iterations; process_outputs is recorded
+on every iteration fully traced, and under VLLM_W2EXT_SAMPLE=N on the recorded steps' (a child of that front.step),
+on the calls in which a request finishes (a child of the LLM.generate call) and, served (no front.step), on 2 in N
+calls by its own count; the calls only counted go on the next recorded one; a request is one record, its input
+processing a child the export side makes."""
 import pytest
 
 from vllm_w2ext.hooks import front
@@ -23,15 +24,19 @@ def rec(monkeypatch):
     return r
 
 
-def iterations(n: int, outputs: int = 3) -> None:
-    gen = front._generate_pre(None, (), {})
-    for _ in range(n):
-        s = front._front_step_pre(None, (), {})
+def iterations(n: int, outputs: int = 3, finish_at: dict | None = None, offline: bool = True) -> None:
+    """n iterations; ``finish_at``: iteration -> the request id that finishes in its process_outputs."""
+    gen = front._generate_pre(None, (), {}) if offline else None
+    for k in range(1, n + 1):
+        s = front._front_step_pre(None, (), {}) if offline else None
         p = front._process_outputs_pre(None, (list(range(outputs)),), {})
+        if finish_at and k in finish_at:
+            front._finish_request_pre(None, (_State(finish_at[k]),), {})
         front._process_outputs_post(p, None, None)
         if s is not None:
             front._front_step_post(s, None, None)
-    front._generate_post(gen, [], None)
+    if gen is not None:
+        front._generate_post(gen, [], None)
 
 
 def split(rec):
@@ -41,25 +46,47 @@ def split(rec):
     return ivs, ranges
 
 
-@pytest.mark.parametrize("every", [1, 8])
-def test_process_outputs_every_iteration_under_its_step_or_the_generate_call(rec, monkeypatch, every):
-    monkeypatch.setattr(front, "_sample", [every])
+def test_process_outputs_every_iteration_fully_traced_under_its_step(rec, monkeypatch):
+    monkeypatch.setattr(front, "_sample", [1])
     iterations(24)
     ivs, ranges = split(rec)
-    steps = [r for r in ranges.values() if r.name == Span.FRONT_STEP]
+    by_step = {r.span_id: r for r in ranges.values() if r.name == Span.FRONT_STEP}
+    assert len(ivs) == 24 and len(by_step) == 24
+    for iv in ivs:
+        assert iv.name == Span.PROCESS_OUTPUTS and iv.attrs == {Attr.NUM_OUTPUTS: 3}
+        parent = by_step[iv.parent_id]
+        assert parent.start_ns <= iv.start_ns <= iv.end_ns <= parent.end_ns and iv.trace_id == parent.trace_id
+
+
+def test_sampled_process_outputs_follow_the_recorded_steps_and_the_finishes(rec, monkeypatch):
+    """N = 8 over 24 iterations: steps 1, 8, 9, 16, 17, 24 recorded; a request finishes in iteration 12 (a step
+    only counted): recorded too, under the LLM.generate call, carrying the 2 calls counted before it (10, 11)."""
+    monkeypatch.setattr(front, "_sample", [8])
+    monkeypatch.setattr(front, "_outputs_skipped", [0])
+    monkeypatch.setattr(front, "_open", {})
+    front._output_add_request_pre(None, (_Request("r"),), {})
+    iterations(24, finish_at={12: "r"})
+    ivs, ranges = split(rec)
+    steps = {r.span_id: r for r in ranges.values() if r.name == Span.FRONT_STEP}
     gen = next(r for r in ranges.values() if r.name == Span.GENERATE)
-    assert len(ivs) == 24 and all(iv.name == Span.PROCESS_OUTPUTS and iv.attrs == {Attr.NUM_OUTPUTS: 3}
-                                  for iv in ivs)
-    assert len(steps) == (24 if every == 1 else 6)           # 8, 9, 16, 17, 24 and 1
-    by_step = {r.span_id: r for r in steps}
-    for k, iv in enumerate(ivs, start=1):
-        parent = by_step.get(iv.parent_id)
-        if parent is not None:                                 # inside its recorded front.step
-            assert parent.start_ns <= iv.start_ns <= iv.end_ns <= parent.end_ns
-            assert iv.trace_id == parent.trace_id
-        else:                                                  # the step was sampled out
-            assert every > 2 and k % every >= 2
-            assert (iv.trace_id, iv.parent_id) == (gen.trace_id, gen.span_id)
+    assert len(steps) == 6 and len(ivs) == 7
+    under_steps = [iv for iv in ivs if iv.parent_id in steps]
+    (finish,) = [iv for iv in ivs if iv.parent_id not in steps]
+    assert len(under_steps) == 6 and (finish.trace_id, finish.parent_id) == (gen.trace_id, gen.span_id)
+    skipped = [iv.attrs.get(Attr.SKIPPED_CALLS, 0) for iv in ivs]
+    assert skipped == [0, 6, 0, 2, 3, 0, 6]         # calls 2-7; 10-11; 13-15; 18-23 (ivs in call order)
+    assert len(ivs) + sum(skipped) == 24
+
+
+def test_served_process_outputs_sampled_by_their_own_count(rec, monkeypatch):
+    monkeypatch.setattr(front, "_sample", [8])
+    monkeypatch.setattr(front, "_outputs_calls", [0])
+    monkeypatch.setattr(front, "_outputs_skipped", [0])
+    iterations(24, offline=False)
+    ivs, ranges = split(rec)
+    assert not ranges and len(ivs) == 6               # calls 1, 8, 9, 16, 17, 24
+    assert all(iv.parent_id == 0 for iv in ivs)
+    assert [iv.attrs.get(Attr.SKIPPED_CALLS, 0) for iv in ivs] == [0, 6, 0, 6, 0, 6]
 
 
 def test_front_step_under_the_generate_call_off_the_stack_and_a_root_without_one(rec):

@@ -31,6 +31,8 @@ _sample = [1]                           # VLLM_W2EXT_SAMPLE (read with the ident
 _capture = [False]                      # VLLM_W2EXT_CAPTURE_CONTENT (read with the identity)
 _front_steps = [0]                      # LLMEngine.step calls so far
 _open_step: list = [None]               # the front.step range being recorded (process_outputs' parent)
+_outputs_calls = [0]                    # OutputProcessor.process_outputs calls so far (served sampling)
+_outputs_skipped = [0]                  # of them only counted since the last recorded one (VLLM_W2EXT_SAMPLE)
 
 
 def _ensure_identity() -> None:
@@ -87,7 +89,7 @@ def _generate_post(r, result, error):
 
 def _front_step_pre(engine, args, kwargs):
     """Offline, one front-end iteration. With VLLM_W2EXT_SAMPLE=N only 2 in every N are recorded (no analysis
-    reads them; process_outputs inside, what explain reads, is recorded on every iteration)."""
+    reads them; process_outputs inside follows them, see _process_outputs_pre)."""
     _ensure_identity()
     _front_steps[0] = n = _front_steps[0] + 1
     if sampled_out(n, _sample[0]):
@@ -209,19 +211,37 @@ def _abort_pre(proc, args, kwargs):
 
 def _process_outputs_pre(proc, args, kwargs):
     """Detokenize and build RequestOutputs: a phase (timestamps, no thread stack), child of the front.step
-    being recorded or else of the LLM.generate call (offline), a root (served); recorded on every call:
-    explain reads it as front-end work."""
+    being recorded or else of the LLM.generate call (offline), a root (served). explain reads it as front-end
+    work, which matters where the engine may run out of work: when a request finishes.
+
+    Fully traced, every call is recorded. With VLLM_W2EXT_SAMPLE=N (and no NVTX or profiler marks), a call is
+    recorded when the front.step around it is (offline), or 2 in N by its own count (served: no front.step),
+    or when a request finishes in it; the others are only counted, and the count goes on the next recorded
+    call (``vllm_w2ext.sample.skipped_calls``)."""
     outs = args[0] if args else kwargs.get("engine_core_outputs", ())
     parent = _open_step[0] or (_generate[-1] if _generate else None)
     if PHASE_MARKS[0]:
-        return (RECORDER[0] or recorder()).phase_begin(Span.PROCESS_OUTPUTS, FRONT, -1), len(outs), parent
-    return _now(), len(outs), parent
+        return (RECORDER[0] or recorder()).phase_begin(Span.PROCESS_OUTPUTS, FRONT, -1), len(outs), parent, -1
+    if _sample[0] > 1 and _open_step[0] is None:
+        if _front_steps[0]:                   # offline: the front.step around it was only counted
+            return _now(), len(outs), parent, len(_open)
+        _outputs_calls[0] = n = _outputs_calls[0] + 1
+        if sampled_out(n, _sample[0]):
+            return _now(), len(outs), parent, len(_open)
+    return _now(), len(outs), parent, -1
 
 
 def _process_outputs_post(state, result, error):
-    t0, n, parent = state
+    t0, n, parent, open_before = state
+    if open_before >= 0 and error is None and len(_open) >= open_before:
+        _outputs_skipped[0] += 1             # sampled out, and no request finished in it
+        return
+    attrs = {Attr.NUM_OUTPUTS: n}
+    if _outputs_skipped[0]:
+        attrs[Attr.SKIPPED_CALLS] = _outputs_skipped[0]
+        _outputs_skipped[0] = 0
     (RECORDER[0] or recorder()).phase_end(t0, Span.PROCESS_OUTPUTS, FRONT, parent[TRACE_ID] if parent else 0,
-                         parent[SPAN_ID] if parent else 0, -1, error, {Attr.NUM_OUTPUTS: n})
+                                          parent[SPAN_ID] if parent else 0, -1, error, attrs)
 
 
 # -- serving layer: keep the client's traceparent even when vLLM's own tracing is off ------------
