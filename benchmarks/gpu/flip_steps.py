@@ -8,13 +8,23 @@ no statistic of their steps resolves 1 %. Here the state changes every ``every``
 of a second) in the middle of a long decode, and the cost is the alternating part of the blocks' levels, read
 through five blocks at a time (``window_costs``): a drift that is a polynomial up to a cubic over those five
 cancels exactly, a slower one nearly so, and windows hit by one of the host's slow spells are trimmed. The steps
-are the front end's ``LLMEngine.step()`` returns (the same timing in both states), the switch is
+are the front end's ``LLMEngine.step()`` returns (the same timing in both states; the "front" clock), the switch is
 ``control.set_everywhere`` (the front end, the EngineCore by a utility call, the workers), made between two
 steps while the EngineCore keeps decoding; the first ``settle`` steps of each block are left out (the round
 trip's catch-up), and so is the first block (admission and prefill).
 
 A/A: the same generate with the same switch calls, every one of them to "on": the labels alternate, the state
 does not. Its estimate is the method's own error on this host, the stated stock spread of this A/B.
+
+The "engine" clock: the same estimate from the times the EngineCore made each step's outputs
+(``EngineCoreOutputs.timestamp``, vLLM's own ``time.monotonic()`` in the EngineCore process, read as each output
+reaches ``LLMEngine.step()``), so the EngineCore's pace is read apart from the front end's loop. With only the
+front end switched (``toggle_ab.py --flip-scope front``): a cost on the engine clock is the front end slowing the
+EngineCore (host load: the EngineCore never waits for the front end within a decode); a cost on the front clock
+alone is the front end's own loop. ``front_lag_us`` (each step's return minus its output's timestamp, same
+monotonic clock) says whether the front end keeps up: a lag that grows through a generate means its loop, not
+the EngineCore, sets the pace. Block bounds are the front end's step counts on both clocks: an EngineCore ahead by
+more than ``SETTLE`` steps would blur its blocks (the lag says by how much).
 
 What a block of "on" does not hold: records of it that the export thread sends after the switch are sent in
 the next block, so that part of the export thread's work is read as the paused state's (the estimate is low by
@@ -45,11 +55,23 @@ class Flipper:
 
     def __init__(self, engine, switch) -> None:
         self.returns: list[int] = []
+        self.made: list[float] = []           # EngineCoreOutputs.timestamp of each output taken (monotonic s)
         self.switches: list[dict] = []
         self.every = 0
         self.real = True
         self.on = True
-        step, now, add = engine.step, time.perf_counter_ns, self.returns.append
+        step, now, add = engine.step, time.monotonic_ns, self.returns.append
+        core = getattr(engine, "engine_core", None)
+        get_output = getattr(core, "get_output", None)
+        if get_output is not None:             # vLLM's offline loop: one get_output per LLMEngine.step
+            made = self.made.append
+
+            def timed_get_output(*args, **kwargs):
+                outputs = get_output(*args, **kwargs)
+                made(getattr(outputs, "timestamp", 0.0))
+                return outputs
+
+            core.get_output = timed_get_output
 
         def timed_step():
             out = step()
@@ -67,14 +89,21 @@ class Flipper:
     def begin(self, every: int, real: bool, on: bool) -> int:
         """A new generate: switch every ``every`` steps (0: never), starting in ``on``; its start (ns)."""
         self.returns.clear()
+        self.made.clear()
         self.switches = []
         self.every, self.real, self.on = every, real, on
-        return time.perf_counter_ns()
+        return time.monotonic_ns()
 
     def end(self, t0: int) -> dict:
-        """The generate begun at ``t0``: its step intervals (µs) and switches; flipping stops."""
+        """The generate begun at ``t0``: its step intervals (µs) on the front clock and, where every step's output
+        carried its timestamp, on the engine clock with the front end's lag behind it; flipping stops."""
         self.every = 0
-        return {"steps_us": step_intervals_us(t0, self.returns), "switches": self.switches}
+        out = {"steps_us": step_intervals_us(t0, self.returns), "switches": self.switches}
+        made = [round(t * 1e9) for t in self.made]
+        if made and len(made) == len(self.returns) and all(made):
+            out["engine_steps_us"] = step_intervals_us(t0, made)
+            out["front_lag_us"] = [round((r - m) / 1000) for r, m in zip(self.returns, made)]
+        return out
 
 
 def step_intervals_us(t0: int, returns: list[int]) -> list[int]:
@@ -149,15 +178,23 @@ def estimate(per_gen: list[list[float]], seed: int = 0) -> dict:
             "median_cost_pct": statistics.median(costs)}
 
 
-def summarize(gens: list[dict], settle: int = SETTLE) -> dict:
-    """Real flips and A/A flips of one workload: each one's estimate, the steps' median in each state (real
-    flips), the switches' round trip (ms, median) and how many steps a generate had."""
+CLOCKS = {"front": "steps_us", "engine": "engine_steps_us"}
+
+
+def summarize(gens: list[dict], settle: int = SETTLE, clock: str = "front") -> dict:
+    """Real flips and A/A flips of one workload on one clock (``CLOCKS``): each one's estimate, the steps' median in
+    each state (real flips), the switches' round trip (ms, median) and how many steps a generate had; on the engine
+    clock also the front end's lag (µs: median, and its growth from a generate's first to last tenth, median over
+    generates). Empty where a generate lacks that clock."""
     out = {}
+    key = CLOCKS[clock]
+    if not gens or any(key not in g for g in gens):
+        return out
     for kind, real in (("flip", True), ("aa", False)):
         gs = [g for g in gens if g["real"] is real]
         if not gs:
             continue
-        levels = [block_levels(g["steps_us"], [s["after"] for s in g["switches"]], g["start_on"], settle) for g in gs]
+        levels = [block_levels(g[key], [s["after"] for s in g["switches"]], g["start_on"], settle) for g in gs]
         out[kind] = {"generates": len(gs), "blocks": sum(len(lv) for lv in levels),
                      **estimate([window_costs(lv) for lv in levels])}
         if real:
@@ -167,4 +204,15 @@ def summarize(gens: list[dict], settle: int = SETTLE) -> dict:
         ms = [s["ms"] for g in gs for s in g["switches"]]
         out[kind]["switch_ms"] = statistics.median(ms) if ms else None
         out[kind]["steps_per_generate"] = statistics.median(len(g["steps_us"]) for g in gs)
+        if clock == "engine":
+            out[kind]["front_lag_us"] = lag_summary([g["front_lag_us"] for g in gs])
     return out
+
+
+def lag_summary(lags: list[list[int]]) -> dict:
+    """The front end's lag behind the EngineCore's outputs: median over every step after the first tenth of its
+    generate, and the median over generates of the lag's growth (last tenth's median minus first tenth's)."""
+    tenths = [(g[:max(1, len(g) // 10)], g[-max(1, len(g) // 10):]) for g in lags if len(g) >= 10]
+    steady = [x for g in lags for x in g[len(g) // 10:]]
+    return {"median": statistics.median(steady) if steady else None,
+            "growth": statistics.median(statistics.median(b) - statistics.median(a) for a, b in tenths) if tenths else None}

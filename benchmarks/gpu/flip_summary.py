@@ -6,7 +6,8 @@ the same trimmed mean and moving-block bootstrap as one run's).
 
 RUN is a ``toggle_*.json`` of toggle_ab.py; a run's name is its folder and file stem (``flip/toggle_l4_i50``),
 so runs of one name in two folders stay apart. Writes DIR/summary.json: each row's cost and A/A cost per decode
-step (% and 90 % interval), windows, generates, the decode steps' medians, the switch round trip, the switch check
+step (% and 90 % interval) on the front clock and, where the runs have it, the engine clock (``engine_``,
+with the front end's lag: flip_steps.py), windows, generates, the decode steps' medians, the switch round trip, the switch check
 and the plugin's settings (SAMPLE, cost budget, exporters, export interval, which processes were switched); with
 ``--pool``, NAME's pooled estimate of the runs listed (by name).
 """
@@ -41,12 +42,15 @@ def rows_of(name: str, doc: dict) -> list[dict]:
         gens = [g for g in doc["flips"] if g["workload"] == key]
         s = flip_steps.summarize(gens)
         flip, aa = s.get("flip", {}), s.get("aa", {})
+        e = flip_steps.summarize(gens, clock="engine")
+        eng = {**_cost(e.get("flip", {}), "engine_"), **_cost(e.get("aa", {}), "engine_aa_"),
+               "front_lag_us": e.get("flip", {}).get("front_lag_us")} if e else {}
         out.append({"run": name, "model": doc.get("model"), "layers": doc.get("layers"), "workload": key,
                     "batch": gens[0].get("batch"), "every_steps": gens[0].get("every"), "out_tokens": gens[0].get("out"),
                     "sample": spec.get("sample", 1), "cost_budget": spec.get("cost_budget", 0.0),
                     "exporters": spec.get("exporters"), "flip_scope": spec.get("flip_scope", "all"),
                     "export_interval_ms": spec.get("export_interval_ms"),
-                    **_cost(flip), **_cost(aa, "aa_"), "generates": flip.get("generates"),
+                    **_cost(flip), **_cost(aa, "aa_"), **eng, "generates": flip.get("generates"),
                     "step_us_on": flip.get("step_us_on"), "step_us_off": flip.get("step_us_off"),
                     "switch_ms": _r(flip.get("switch_ms")),
                     "switches_ok": toggle_ab.check_flip_switches(gens)["ok"], "spans": (doc.get("spans") or {}).get("total")})
@@ -58,8 +62,10 @@ def pooled(docs: dict[str, dict], names: list[str]) -> dict:
     out = {"runs": names}
     gens = [g for n in names for g in docs[n].get("flips", [])]
     for key in dict.fromkeys(g["workload"] for g in gens):
-        s = flip_steps.summarize([g for g in gens if g["workload"] == key])
-        out[key] = {**_cost(s.get("flip", {})), **_cost(s.get("aa", {}), "aa_")}
+        wg = [g for g in gens if g["workload"] == key]
+        s, e = flip_steps.summarize(wg), flip_steps.summarize(wg, clock="engine")
+        out[key] = {**_cost(s.get("flip", {})), **_cost(s.get("aa", {}), "aa_"),
+                    **_cost(e.get("flip", {}), "engine_"), **_cost(e.get("aa", {}), "engine_aa_")}
     return out
 
 

@@ -203,6 +203,7 @@ def summarize(doc: dict) -> dict:
     for key in dict.fromkeys(g["workload"] for g in doc.get("flips", [])):
         gens = [g for g in doc["flips"] if g["workload"] == key]
         out[key] = flip_steps.summarize(gens)
+        out[key]["engine_clock"] = flip_steps.summarize(gens, clock="engine")
         out[key]["switches_checked"] = check_flip_switches(gens)
     out["switches_checked"] = check_switches(doc.get("switches", []))
     return out
@@ -469,12 +470,13 @@ def main(argv: list[str] | None = None) -> int:
         if a.arm != "toggle":
             print(f"[toggle_ab] {name} {key}: {v}")
         elif "flip" in v or "aa" in v:
-            for kind in ("flip", "aa"):
-                f = v.get(kind, {})
+            for clock, kind, f in [("", k, v.get(k, {})) for k in ("flip", "aa")] + \
+                    [(" engine clock", k, v.get("engine_clock", {}).get(k, {})) for k in ("flip", "aa")]:
                 if "cost_pct" in f:
-                    print(f"[toggle_ab] {a.model} {key} {kind}: cost {f['cost_pct']:+.2f} % [{f['cost_90pct'][0]:+.2f}, "
+                    lag = f"; front lag {f['front_lag_us']}" if "front_lag_us" in f else ""
+                    print(f"[toggle_ab] {a.model} {key} {kind}{clock}: cost {f['cost_pct']:+.2f} % [{f['cost_90pct'][0]:+.2f}, "
                           f"{f['cost_90pct'][1]:+.2f}] over {f['windows']} windows of {f['generates']} generates ({f['trimmed']} trimmed); "
-                          f"steps on/off {f.get('step_us_on')} / {f.get('step_us_off')} µs, switch {f['switch_ms']:.2f} ms")
+                          f"steps on/off {f.get('step_us_on')} / {f.get('step_us_off')} µs, switch {f['switch_ms']:.2f} ms{lag}")
             print(f"[toggle_ab] {a.model} {key}: switches ok {v['switches_checked']['ok']}")
         elif key != "switches_checked":
             print(f"[toggle_ab] {a.model} {key}: {v['pairs']} blocks, median cost {v['median_cost_pct']:+.2f} % "

@@ -109,3 +109,64 @@ def test_flipper_switches_every_n_steps_and_aa_always_resumes():
         eng.step()
     g = f.end(t0)
     assert calls == [True, True, True] and [s["on"] for s in g["switches"]] == [False, True, False]
+
+
+class _Outputs:
+    def __init__(self, timestamp):
+        self.timestamp = timestamp
+
+
+class _Core:
+    """An EngineCore client whose outputs were made ``lag_s`` before they are taken."""
+
+    def __init__(self, lag_s):
+        self.lag_s = lag_s
+
+    def get_output(self):
+        import time
+        return _Outputs(time.monotonic() - self.lag_s)
+
+
+class _OfflineEngine:
+    def __init__(self, lag_s):
+        self.engine_core = _Core(lag_s)
+
+    def step(self):
+        return self.engine_core.get_output()
+
+
+def test_flipper_reads_the_engine_clock_and_the_front_lag():
+    eng = _OfflineEngine(lag_s=0.005)
+    f = flip_steps.Flipper(eng, lambda on: {"on": on})
+    t0 = f.begin(4, real=True, on=True)
+    for _ in range(9):
+        eng.step()
+    g = f.end(t0)
+    assert len(g["engine_steps_us"]) == len(g["front_lag_us"]) == len(g["steps_us"]) == 9
+    assert all(4900 <= x < 50_000 for x in g["front_lag_us"])          # the planted 5 ms, on one clock
+    assert all(x >= 0 for x in g["engine_steps_us"][1:])
+    plain = _Engine()
+    bare = flip_steps.Flipper(plain, lambda on: {"on": on})          # no engine_core: the front clock alone
+    t0 = bare.begin(0, real=True, on=True)
+    plain.step()
+    plain.step()
+    g = bare.end(t0)
+    assert len(g["steps_us"]) == 2 and "engine_steps_us" not in g and "front_lag_us" not in g
+
+
+def test_a_cost_on_the_engine_clock_alone_is_told_from_the_front_clock():
+    """The EngineCore slowed in "on" blocks while the front end's returns are not (planted on separate clocks):
+    the engine clock reads the cost, the front clock zero; the lag's growth is read from a planted ramp."""
+    out = []
+    for g in range(8):
+        front = planted(0.0, real=g % 2 == 0, start_on=(g // 2) % 2 == 0, seed=g)
+        engine = planted(2.0, real=g % 2 == 0, start_on=(g // 2) % 2 == 0, seed=100 + g)
+        n = len(front["steps_us"])
+        out.append(dict(front, engine_steps_us=engine["steps_us"], front_lag_us=[100 + i for i in range(n)]))
+    front_clock, engine_clock = flip_steps.summarize(out), flip_steps.summarize(out, clock="engine")
+    assert abs(front_clock["flip"]["cost_pct"]) < 0.5
+    assert abs(engine_clock["flip"]["cost_pct"] - 2.0) < 0.5 and abs(engine_clock["aa"]["cost_pct"]) < 0.5
+    lag = engine_clock["flip"]["front_lag_us"]
+    assert lag["growth"] == 2700 and 400 < lag["median"] < 3100       # 3000 steps: first tenth ~150, last ~2850
+    assert flip_steps.summarize([{k: v for k, v in g.items() if k != "engine_steps_us"} for g in out],
+                                clock="engine") == {}
