@@ -129,6 +129,9 @@ def test_explain_says_what_it_saw(sampled_run):
     assert m and int(m.group(1)) == EVERY
     assert int(m.group(3)) >= RUNS * TOKENS and int(m.group(2)) < int(m.group(3))
     assert out["requests"]["finished"] == RUNS
+    front = next(n for n in out["notes"] if n.startswith("sampled front end"))
+    m = re.search(r"(\d+) of (\d+) output-processing calls recorded", front)
+    assert m and 0 < int(m.group(1)) < int(m.group(2)) and int(m.group(2)) >= RUNS * TOKENS
     dev = out["devices"][0]                                        # pairs' first steps out of the busy share
     assert dev["steps_idle_unmeasured"] >= RUNS * TOKENS // EVERY - 2 * RUNS
     assert dev["run_steps"] == RUNS * TOKENS                       # every executed step, counted ones included

@@ -173,7 +173,7 @@ def build(files: list[tuple[Process, list[Slice]]], path: str = "") -> Timeline:
     if len(engine_pids) > 1:
         tl.notes.append(f"{len(engine_pids)} EngineCore processes whose span files do not say their engine index: "
                         "engines numbered in pid order; workers in processes of their own are not told apart by engine")
-    front_busy = []
+    front_busy, outputs_calls = [], [0, 0]      # front.process_outputs: recorded, only counted (sampled runs)
     for proc, slices in files:
         forwards = {s.step: s for s in slices if s.name in FORWARD_SPANS and s.step >= 0}
         fallback = proc.engine or (str(engine_pids.index(proc.pid)) if proc.pid in engine_pids else "0")
@@ -195,6 +195,9 @@ def build(files: list[tuple[Process, list[Slice]]], path: str = "") -> Timeline:
             elif s.role == FRONT:
                 if s.name in FRONT_BUSY_SPANS:
                     front_busy.append((s.start_ns, s.end_ns))
+                if s.name == Span.PROCESS_OUTPUTS:
+                    outputs_calls[0] += 1
+                    outputs_calls[1] += int(_num(s.args, Attr.SKIPPED_CALLS, 0))
                 if s.name == Span.ADD_REQUEST:
                     tl.front_adds.append((s.start_ns, s.end_ns))
                 elif s.name == Span.REQUEST:
@@ -213,6 +216,12 @@ def build(files: list[tuple[Process, list[Slice]]], path: str = "") -> Timeline:
     tl.sampling = _sampling(tl)
     if tl.sampling is not None:
         tl.notes.append(_sampling_note(tl.sampling))
+    if outputs_calls[1]:
+        recorded, counted = outputs_calls
+        tl.notes.append(f"sampled front end: {recorded} of {recorded + counted} output-processing calls recorded "
+                        "(those of its recorded iterations and every one in which a request finished, where the "
+                        "engine can run out of work); front-end work is read from those, so a front end lagging "
+                        "behind the engine shows in the tail only through its recorded calls")
     if tl.executions and not tl.has_device_attrs:
         tl.notes.append("the worker spans carry no device attributes (vllm.device.*): device timing was off "
                         "(VLLM_W2EXT_DEVICE_TIMING=off) with a model runner whose forward is not hooked (vLLM's V2 "
