@@ -8,7 +8,8 @@ runs N engine steps (batch of B requests) through ``hook_overhead.build`` - the 
 plugin's real hooks - with a SchedulerOutput-shaped object, so neither vLLM nor torch is imported.
 Instrumentation is switched on (``callgrind_control -i on``) only around the N steps, after 50 warm-up
 steps, so the total is the steps' alone. ``plain``: the stand-ins without hooks; ``in_process``: no
-executor hooks (the worker inside the EngineCore, the GPU's TP=1 layout). ``VLLM_W2EXT_SAMPLE`` applies as
+executor hooks (the worker inside the EngineCore, the GPU's TP=1 layout); ``front``: the front end's offline
+iteration (``hook_overhead.py --paths front``) instead of the engine step, B its outputs per iteration. ``VLLM_W2EXT_SAMPLE`` applies as
 in vLLM (light steps). ``nogc``: Python's cyclic collector off from the warm-up on, so the count leaves out
 the collections that the records the hooks keep (until the export thread takes them) set off on the stepping
 thread; hooked with and without it is the collector's share (``benchmarks/hook_allocations.py`` counts those
@@ -40,7 +41,10 @@ def main() -> None:
     flags = sys.argv[3:]
     hooked = "plain" not in flags
     import hook_overhead
-    step = hook_overhead.build(hooked, scheduler_output(batch), "in_process" if "in_process" in flags else "multiproc")
+    if "front" in flags:             # the front end's offline iteration instead, B outputs per iteration
+        step = hook_overhead.build(hooked, batch, "front")
+    else:
+        step = hook_overhead.build(hooked, scheduler_output(batch), "in_process" if "in_process" in flags else "multiproc")
     if "nogc" in flags:
         import gc
         gc.disable()
