@@ -21,6 +21,8 @@ def rec(monkeypatch):
     monkeypatch.setattr(front, "_front_steps", [0])
     monkeypatch.setattr(front, "_open_step", [None])
     monkeypatch.setattr(front, "_generate", [])
+    monkeypatch.setattr(front, "_sample", [1])
+    monkeypatch.setattr(front, "_light", [(False,)])
     return r
 
 
@@ -47,7 +49,7 @@ def split(rec):
 
 
 def test_process_outputs_every_iteration_fully_traced_under_its_step(rec, monkeypatch):
-    monkeypatch.setattr(front, "_sample", [1])
+    front.use_sample(1)
     iterations(24)
     ivs, ranges = split(rec)
     by_step = {r.span_id: r for r in ranges.values() if r.name == Span.FRONT_STEP}
@@ -61,7 +63,7 @@ def test_process_outputs_every_iteration_fully_traced_under_its_step(rec, monkey
 def test_sampled_process_outputs_follow_the_recorded_steps_and_the_finishes(rec, monkeypatch):
     """N = 8 over 24 iterations: steps 1, 8, 9, 16, 17, 24 recorded; a request finishes in iteration 12 (a step
     only counted): recorded too, under the LLM.generate call, carrying the 2 calls counted before it (10, 11)."""
-    monkeypatch.setattr(front, "_sample", [8])
+    front.use_sample(8)
     monkeypatch.setattr(front, "_outputs_skipped", [0])
     monkeypatch.setattr(front, "_open", {})
     front._output_add_request_pre(None, (_Request("r"),), {})
@@ -79,7 +81,7 @@ def test_sampled_process_outputs_follow_the_recorded_steps_and_the_finishes(rec,
 
 
 def test_served_process_outputs_sampled_by_their_own_count(rec, monkeypatch):
-    monkeypatch.setattr(front, "_sample", [8])
+    front.use_sample(8)
     monkeypatch.setattr(front, "_outputs_calls", [0])
     monkeypatch.setattr(front, "_outputs_skipped", [0])
     iterations(24, offline=False)

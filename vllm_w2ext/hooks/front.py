@@ -12,7 +12,7 @@ import time
 
 from vllm_w2ext import config
 from vllm_w2ext.hooks.spec import Hook
-from vllm_w2ext.steps.facts import sampled_out
+from vllm_w2ext.steps.facts import light_steps
 from vllm_w2ext.telemetry import identity, propagation
 from vllm_w2ext.telemetry.pipeline import RECORDER, recorder
 from vllm_w2ext.telemetry.recording import PHASE_MARKS, ROOT, context
@@ -28,6 +28,7 @@ _open: dict[str, list] = {}           # request id -> open request range
 _generate: list[list] = []              # open LLM.generate ranges (offline), innermost last
 _identity_done = [False]
 _sample = [1]                           # VLLM_W2EXT_SAMPLE (read with the identity)
+_light = [(False,)]                     # light_steps(VLLM_W2EXT_SAMPLE): is call n (mod N) only counted
 _capture = [False]                      # VLLM_W2EXT_CAPTURE_CONTENT (read with the identity)
 _front_steps = [0]                      # LLMEngine.step calls so far
 _open_step: list = [None]               # the front.step range being recorded (process_outputs' parent)
@@ -35,11 +36,16 @@ _outputs_calls = [0]                    # OutputProcessor.process_outputs calls 
 _outputs_skipped = [0]                  # of them only counted since the last recorded one (VLLM_W2EXT_SAMPLE)
 
 
+def use_sample(every: int) -> None:
+    """VLLM_W2EXT_SAMPLE's N for the front end's hooks (read with the identity; tests set it here)."""
+    _sample[0], _light[0] = every, light_steps(every)
+
+
 def _ensure_identity() -> None:
     if not _identity_done[0]:
         identity.set_role(FRONT)
         settings = config.current()
-        _sample[0] = settings.sample
+        use_sample(settings.sample)
         _capture[0] = settings.capture_content
         _identity_done[0] = True
 
@@ -90,9 +96,10 @@ def _generate_post(r, result, error):
 def _front_step_pre(engine, args, kwargs):
     """Offline, one front-end iteration. With VLLM_W2EXT_SAMPLE=N only 2 in every N are recorded (no analysis
     reads them; process_outputs inside follows them, see _process_outputs_pre)."""
-    _ensure_identity()
+    if not _identity_done[0]:
+        _ensure_identity()
     _front_steps[0] = n = _front_steps[0] + 1
-    if sampled_out(n, _sample[0]):
+    if _light[0][n % _sample[0]]:          # steps.facts.sampled_out, a tuple index instead of a call
         return None
     # under the LLM.generate call, if any (the thread's stack would say the same: nothing else nests there),
     # on the thread's track and off its stack unless marked (Recorder.begin)
@@ -226,7 +233,7 @@ def _process_outputs_pre(proc, args, kwargs):
         if _front_steps[0]:                   # offline: the front.step around it was only counted
             return _now(), len(outs), parent, len(_open)
         _outputs_calls[0] = n = _outputs_calls[0] + 1
-        if sampled_out(n, _sample[0]):
+        if _light[0][n % _sample[0]]:
             return _now(), len(outs), parent, len(_open)
     return _now(), len(outs), parent, -1
 

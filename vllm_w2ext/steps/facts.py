@@ -149,7 +149,7 @@ def sampled(every: int) -> bool:
 
 def sampled_out(n: int, every: int) -> bool:
     """Is the n-th step left unrecorded by VLLM_W2EXT_SAMPLE=every (all but two consecutive in every N)?
-    Runs on every request of the front end: the test of ``sampled`` written out."""
+    The test of ``sampled`` written out; the hooks (EngineCore, front end) index ``light_steps`` instead."""
     return every > SAMPLE_PAIR and n % every >= SAMPLE_PAIR
 
 
