@@ -9,12 +9,14 @@ so runs of one name in two folders stay apart. Writes DIR/summary.json: each row
 step (% and 90 % interval) on the front clock and, where the runs have it, the engine clock (``engine_``,
 with the front end's lag: flip_steps.py), windows, generates, the decode steps' medians, the switch round trip, the switch check
 and the plugin's settings (SAMPLE, cost budget, exporters, export interval, which processes were switched); with
-``--pool``, NAME's pooled estimate of the runs listed (by name).
+``--pool``, NAME's pooled estimate of the runs listed (by name) and, beside it, the runs' own estimates taken as
+a sample (``between_runs_*``: mean, SD, Student-t 90 % interval), which also counts the spread between runs.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -57,15 +59,47 @@ def rows_of(name: str, doc: dict) -> list[dict]:
     return out
 
 
+# Student's t, 95th percentile (a two-sided 90 % interval), by degrees of freedom: the standard library has no t
+# distribution and scipy is neither in the unit tier's venv nor on the GPU machine's image
+_T95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833, 10: 1.812,
+        11: 1.796, 12: 1.782, 13: 1.771, 14: 1.761, 15: 1.753, 16: 1.746, 17: 1.740, 18: 1.734, 19: 1.729,
+        20: 1.725, 25: 1.708, 30: 1.697, 40: 1.684, 60: 1.671, 120: 1.658}
+
+
+def t95(df: int) -> float:
+    """Student's t 95th percentile for ``df`` degrees of freedom (the table's next lower entry past 20; the
+    normal 1.645 past 120)."""
+    if df < 1:
+        raise ValueError(f"t95: df must be >= 1, got {df}")
+    return _T95[max(k for k in _T95 if k <= df)] if df <= 120 else 1.645
+
+
+def between_runs(costs: list[float]) -> dict:
+    """The runs' own point estimates as a sample: their mean, SD and a Student-t 90 % interval of the mean. The
+    pooled estimate resamples windows, so it counts only the spread inside runs; this one counts the spread
+    between runs too (machines, host state), which a pooled interval narrower than it has left out."""
+    n = len(costs)
+    if n < 2:
+        return {"n": n}
+    mean, sd = statistics.fmean(costs), statistics.stdev(costs)
+    half = t95(n - 1) * sd / n ** 0.5
+    return {"n": n, "mean_pct": _r(mean), "sd_pct": _r(sd), "mean_90pct": [_r(mean - half), _r(mean + half)]}
+
+
 def pooled(docs: dict[str, dict], names: list[str]) -> dict:
-    """Every flip workload of the named runs, their generates read together by ``flip_steps.summarize``."""
+    """Every flip workload of the named runs, their generates read together by ``flip_steps.summarize``, and
+    the same runs' point estimates taken as a sample (``between_runs``; ``runs`` are the rows of ``rows_of``)."""
     out = {"runs": names}
     gens = [g for n in names for g in docs[n].get("flips", [])]
+    rows = [r for n in names for r in rows_of(n, docs[n])]
     for key in dict.fromkeys(g["workload"] for g in gens):
         wg = [g for g in gens if g["workload"] == key]
         s, e = flip_steps.summarize(wg), flip_steps.summarize(wg, clock="engine")
         out[key] = {**_cost(s.get("flip", {})), **_cost(s.get("aa", {}), "aa_"),
                     **_cost(e.get("flip", {}), "engine_"), **_cost(e.get("aa", {}), "engine_aa_")}
+        for field in ("cost_pct", "aa_cost_pct", "engine_cost_pct", "engine_aa_cost_pct"):
+            costs = [r[field] for r in rows if r["workload"] == key and r.get(field) is not None]
+            out[key]["between_runs_" + field.removesuffix("_pct")] = between_runs(costs)
     return out
 
 

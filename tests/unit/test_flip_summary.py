@@ -1,0 +1,46 @@
+"""Pooling switched-decode runs (benchmarks/gpu/flip_summary.py): beside the windows read together, the runs'
+own estimates taken as a sample, whose interval must count the spread between runs that differ (planted: four
+runs on hosts where the plugin truly costs 0, 1, 2 and 3 %)."""
+import pytest
+
+from gpu_scripts import load
+from test_flip_steps import gens
+
+flip_summary = load("flip_summary")
+
+
+def test_t95_table_and_its_edges():
+    assert flip_summary.t95(1) == 6.314 and flip_summary.t95(2) == 2.920
+    assert flip_summary.t95(22) == flip_summary.t95(20) == 1.725      # the next lower entry past 20
+    assert flip_summary.t95(500) == 1.645
+    with pytest.raises(ValueError, match="df must be >= 1"):
+        flip_summary.t95(0)
+
+
+def test_between_runs_of_known_numbers():
+    b = flip_summary.between_runs([1.0, 2.0, 3.0])
+    # mean 2, SD 1, half width t95(2) * 1 / sqrt(3) = 2.920 / 1.732 = 1.686
+    assert b == {"n": 3, "mean_pct": 2.0, "sd_pct": 1.0, "mean_90pct": [0.31, 3.69]}
+    assert flip_summary.between_runs([1.5]) == {"n": 1}
+
+
+def test_pooled_runs_that_differ_get_the_wider_between_run_interval():
+    docs = {}
+    for i, cost in enumerate((0.0, 1.0, 2.0, 3.0)):
+        runs = gens(cost, n=4)
+        for g in runs:
+            g["workload"] = "flip1"
+            calls = 0                   # one process's hook calls, as each switch returns them: grow while on
+            for sw in g["switches"]:
+                sw["counts"] = {"front": {"pid": 1, "calls": calls}, "engine": []}
+                calls += 10 if sw["on"] else 0
+        docs[f"planted/run{i}"] = {"spec": {"sample": 32}, "flips": runs}
+    p = flip_summary.pooled(docs, list(docs))["flip1"]
+    b = p["between_runs_cost"]
+    assert b["n"] == 4 and abs(b["mean_pct"] - 1.5) < 0.5 and 0.8 < b["sd_pct"] < 1.8
+    lo, hi = b["mean_90pct"]
+    assert lo < 1.5 < hi
+    # the windows read together give about the same point, with an interval that leaves the runs' spread out
+    plo, phi = p["cost_90pct"]
+    assert abs(p["cost_pct"] - 1.5) < 0.5 and phi - plo < hi - lo
+    assert p["between_runs_aa_cost"]["n"] == 4 and abs(p["between_runs_aa_cost"]["mean_pct"]) < 0.5
