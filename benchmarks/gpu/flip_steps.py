@@ -161,24 +161,82 @@ def trimmed_mean(costs: list[float]) -> tuple[float, int]:
     return statistics.fmean(kept), len(costs) - len(kept)
 
 
-def estimate(per_gen: list[list[float]], seed: int = 0) -> dict:
-    """The trimmed mean of every generate's window costs (``trimmed_mean``) and their median, with a 90 %
-    interval of the trimmed mean from a moving-block bootstrap: runs of ``CHUNK`` consecutive windows of one
+def _boot(per_gen: list[list[float]], seed: int) -> list[float]:
+    """``BOOTSTRAP`` trimmed means of a moving-block bootstrap: runs of ``CHUNK`` consecutive windows of one
     generate drawn with replacement (neighbouring windows share blocks, so single windows would understate the
     spread)."""
     costs = [c for g in per_gen for c in g]
-    if len(costs) < 3:
-        return {"windows": len(costs)}
     chunks = [g[i:i + CHUNK] for g in per_gen for i in range(0, max(1, len(g) - CHUNK + 1)) if g[i:i + CHUNK]]
     rng = random.Random(seed)
     need = max(1, round(len(costs) / CHUNK))
-    boot = [trimmed_mean([c for _ in range(need) for c in rng.choice(chunks)])[0] for _ in range(BOOTSTRAP)]
+    return [trimmed_mean([c for _ in range(need) for c in rng.choice(chunks)])[0] for _ in range(BOOTSTRAP)]
+
+
+def estimate(per_gen: list[list[float]], seed: int = 0) -> dict:
+    """The trimmed mean of every generate's window costs (``trimmed_mean``) and their median, with a 90 %
+    interval of the trimmed mean from a moving-block bootstrap (``_boot``)."""
+    costs = [c for g in per_gen for c in g]
+    if len(costs) < 3:
+        return {"windows": len(costs)}
     mean, left_out = trimmed_mean(costs)
-    return {"windows": len(costs), "cost_pct": mean, "cost_90pct": _interval_90(boot), "trimmed": left_out,
-            "median_cost_pct": statistics.median(costs)}
+    return {"windows": len(costs), "cost_pct": mean, "cost_90pct": _interval_90(_boot(per_gen, seed)),
+            "trimmed": left_out, "median_cost_pct": statistics.median(costs)}
 
 
 CLOCKS = {"front": "steps_us", "engine": "engine_steps_us"}
+SCOPES = ("all", "engine", "front")     # toggle_ab.py --flip-scope: which processes a flip switches
+
+
+def scope_groups(gens: list[dict]) -> dict[str, list[dict]]:
+    """A run's flip generates by workload, and by scope where one run rotated several (``toggle_ab.py
+    --flip-scope all,front,engine``): keys ``flip1`` for a run of one scope (generates from before scopes were
+    recorded count as ``all``), ``flip1@front`` etc. for a rotating one."""
+    out: dict[str, list[dict]] = {}
+    for key in dict.fromkeys(g["workload"] for g in gens):
+        wg = [g for g in gens if g["workload"] == key]
+        scopes = list(dict.fromkeys(g.get("scope", "all") for g in wg))
+        if len(scopes) == 1:
+            out[key] = wg
+        else:
+            out.update({f"{key}@{sc}": [g for g in wg if g.get("scope", "all") == sc] for sc in scopes})
+    return out
+
+
+def _window_costs_of(gens: list[dict], clock: str, settle: int = SETTLE) -> list[list[float]]:
+    key = CLOCKS[clock]
+    return [window_costs(block_levels(g[key], [s["after"] for s in g["switches"]], g["start_on"], settle))
+            for g in gens]
+
+
+def scope_gap(by_scope: dict[str, list[dict]], clock: str = "front", seed: int = 0) -> dict:
+    """Whether the shares add up: the cost with every process switched minus the front end's and the engine's
+    each switched alone (``all - front - engine``), from the real flips of one run that rotated the three
+    scopes, so that all three ran on one host in one engine. Zero when each side's cost is its own; above zero
+    when part of the cost comes as soon as either side is on (then each share alone reads the whole of it as
+    the other side's, and the shares add to less than the whole). The 90 % interval adds the three independent
+    bootstraps draw by draw. Empty without the three scopes on that clock."""
+    terms = {"all": 1.0, "front": -1.0, "engine": -1.0}
+    if set(terms) - set(by_scope) or any(CLOCKS[clock] not in g for sc in terms for g in by_scope[sc]):
+        return {}
+    per = {sc: _window_costs_of([g for g in by_scope[sc] if g["real"]], clock) for sc in terms}
+    if any(sum(map(len, per[sc])) < 3 for sc in terms):
+        return {}
+    point = sum(w * trimmed_mean([c for g in per[sc] for c in g])[0] for sc, w in terms.items())
+    boots = [_boot(per[sc], seed + k) for k, sc in enumerate(terms)]
+    draws = [sum(w * b[i] for w, b in zip(terms.values(), boots)) for i in range(BOOTSTRAP)]
+    return {"gap_pct": point, "gap_90pct": _interval_90(draws), "clock": clock}
+
+
+def scope_gaps(groups: dict[str, list[dict]]) -> dict[str, dict]:
+    """``scope_gap`` on both clocks for each workload of ``scope_groups``'s keys that holds the three scopes:
+    ``{"flip1@gap": {"front": {...}, "engine": {...}}}``."""
+    out = {}
+    for key in dict.fromkeys(k.partition("@")[0] for k in groups if "@" in k):
+        by_scope = {k.partition("@")[2]: v for k, v in groups.items() if k.partition("@")[0] == key}
+        gap = {clock: scope_gap(by_scope, clock) for clock in CLOCKS}
+        if any(gap.values()):
+            out[key + "@gap"] = gap
+    return out
 
 
 def summarize(gens: list[dict], settle: int = SETTLE, clock: str = "front") -> dict:

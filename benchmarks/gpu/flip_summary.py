@@ -36,12 +36,26 @@ def _cost(est: dict, prefix: str = "") -> dict:
             prefix + "windows": est["windows"], prefix + "trimmed": est["trimmed"]}
 
 
+def flips_of(doc: dict) -> list[dict]:
+    """A run's flip generates, each with its scope (runs from before generates recorded it: the run's one)."""
+    scope = doc.get("spec", {}).get("flip_scope", "all")
+    return [g if "scope" in g else {**g, "scope": scope} for g in doc.get("flips", [])]
+
+
+def _gaps(groups: dict[str, list[dict]]) -> dict:
+    """``flip_steps.scope_gaps``, rounded."""
+    return {key: {c: {k: (_r(v) if k == "gap_pct" else [_r(x) for x in v] if k == "gap_90pct" else v)
+                      for k, v in g.items()} for c, g in gap.items()}
+            for key, gap in flip_steps.scope_gaps(groups).items()}
+
+
 def rows_of(name: str, doc: dict) -> list[dict]:
-    """One row per flip workload of a run."""
+    """One row per flip workload of a run, and per scope where the run rotated several (``flip1@front``; then
+    also a ``flip1@gap`` row: whether the shares add up, ``flip_steps.scope_gap``)."""
     spec = doc.get("spec", {})
     out = []
-    for key in dict.fromkeys(g["workload"] for g in doc.get("flips", [])):
-        gens = [g for g in doc["flips"] if g["workload"] == key]
+    groups = flip_steps.scope_groups(flips_of(doc))
+    for key, gens in groups.items():
         s = flip_steps.summarize(gens)
         flip, aa = s.get("flip", {}), s.get("aa", {})
         e = flip_steps.summarize(gens, clock="engine")
@@ -50,12 +64,13 @@ def rows_of(name: str, doc: dict) -> list[dict]:
         out.append({"run": name, "model": doc.get("model"), "layers": doc.get("layers"), "workload": key,
                     "batch": gens[0].get("batch"), "every_steps": gens[0].get("every"), "out_tokens": gens[0].get("out"),
                     "sample": spec.get("sample", 1), "cost_budget": spec.get("cost_budget", 0.0),
-                    "exporters": spec.get("exporters"), "flip_scope": spec.get("flip_scope", "all"),
+                    "exporters": spec.get("exporters"), "flip_scope": gens[0]["scope"],
                     "export_interval_ms": spec.get("export_interval_ms"),
                     **_cost(flip), **_cost(aa, "aa_"), **eng, "generates": flip.get("generates"),
                     "step_us_on": flip.get("step_us_on"), "step_us_off": flip.get("step_us_off"),
                     "switch_ms": _r(flip.get("switch_ms")),
                     "switches_ok": toggle_ab.check_flip_switches(gens)["ok"], "spans": (doc.get("spans") or {}).get("total")})
+    out += [{"run": name, "workload": key, **gap} for key, gap in _gaps(groups).items()]
     return out
 
 
@@ -90,16 +105,18 @@ def pooled(docs: dict[str, dict], names: list[str]) -> dict:
     """Every flip workload of the named runs, their generates read together by ``flip_steps.summarize``, and
     the same runs' point estimates taken as a sample (``between_runs``; ``runs`` are the rows of ``rows_of``)."""
     out = {"runs": names}
-    gens = [g for n in names for g in docs[n].get("flips", [])]
+    groups = flip_steps.scope_groups([g for n in names for g in flips_of(docs[n])])
     rows = [r for n in names for r in rows_of(n, docs[n])]
-    for key in dict.fromkeys(g["workload"] for g in gens):
-        wg = [g for g in gens if g["workload"] == key]
+    for key, wg in groups.items():
         s, e = flip_steps.summarize(wg), flip_steps.summarize(wg, clock="engine")
         out[key] = {**_cost(s.get("flip", {})), **_cost(s.get("aa", {}), "aa_"),
                     **_cost(e.get("flip", {}), "engine_"), **_cost(e.get("aa", {}), "engine_aa_")}
         for field in ("cost_pct", "aa_cost_pct", "engine_cost_pct", "engine_aa_cost_pct"):
             costs = [r[field] for r in rows if r["workload"] == key and r.get(field) is not None]
             out[key]["between_runs_" + field.removesuffix("_pct")] = between_runs(costs)
+    for key, gap in _gaps(groups).items():
+        gaps = [r["front"]["gap_pct"] for r in rows if r["workload"] == key and r.get("front")]
+        out[key] = {**gap, "between_runs_front_gap": between_runs(gaps)}
     return out
 
 
@@ -122,6 +139,9 @@ def main() -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     for r in summary["runs"]:
+        if r["workload"].endswith("@gap"):
+            print(f"{r['run']} {r['workload']}: all - front - engine {json.dumps({c: g.get('gap_pct') for c, g in r.items() if isinstance(g, dict)})}")
+            continue
         print(f"{r['run']} {r['workload']}: cost {r.get('cost_pct')} {r.get('cost_90pct')}, A/A {r.get('aa_cost_pct')} "
               f"{r.get('aa_cost_90pct')}, steps on/off {r['step_us_on']} / {r['step_us_off']} µs")
     for k, v in summary.items():

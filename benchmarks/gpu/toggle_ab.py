@@ -30,7 +30,9 @@ Workloads (vLLM's bench semantics, ``ignore_eos``, prefix caching off): ``lat1``
 while it runs (``flip_steps.py``: a real flip and an A/A one in turn, ``--flip-gens`` generates), run after the
 blocks of the others and summarized from the steps alone.
 ``--flip-scope engine`` / ``front`` switches one side only (the other stays on), to tell the EngineCore's share of
-the cost from the front end's.
+the cost from the front end's; ``all,front,engine`` rotates the three through one run's generates (pair by pair;
+``--flip-gens 12`` gives each scope both starting states), so that the shares and the whole are read on one host
+in one engine, and whether they add up (``flip1@gap``: ``flip_steps.scope_gap``).
 Writes DIR/toggle_<model>.json (rewritten after every block, so a call cut short keeps what finished),
 DIR/toggle_<model>.log.gz and DIR/toggle_<model>.prom.gz (the scrapes). Models: overhead_run.MODELS.
 """
@@ -85,16 +87,18 @@ def inner(spec_path: str) -> int:
     def prompts(n, length):
         return [TokensPrompt(prompt_token_ids=rng.integers(10, 10000, size=length).tolist()) for _ in range(n)]
 
-    scope = spec.get("flip_scope", "all")
+    scopes = spec.get("flip_scope", "all").split(",")
+    scope = [scopes[0]]                        # the current generate's (flips rotate through ``scopes``)
 
     def set_state(on: bool) -> dict:
-        return control.set_everywhere(llm, on, front=scope != "engine", engine=scope != "front")
+        return control.set_everywhere(llm, on, front=scope[0] != "engine", engine=scope[0] != "front")
 
     flipper = flip_steps.Flipper(llm.llm_engine, set_state)
 
-    def flip(key: str, real: bool, on: bool) -> dict:
+    def flip(key: str, real: bool, on: bool, which: str) -> dict:
         """One long generate of a flip workload, the plugin switched every ``every`` steps (A/A: the same
-        calls, all to "on"), starting in ``on``."""
+        calls, all to "on"), starting in ``on``, the processes of scope ``which`` switched."""
+        scope[0] = which
         w = {**WORKLOADS[key], **spec.get("flip", {})}
         sp = SamplingParams(n=1, temperature=1.0, top_p=1.0, ignore_eos=True, max_tokens=w["out"], detokenize=False)
         ps = prompts(w["batch"], w["in"])
@@ -104,7 +108,7 @@ def inner(spec_path: str) -> int:
         gen = flipper.end(t0)
         set_state(True)
         return dict(gen, workload=key, real=real, start_on=on, every=w["every"], batch=w["batch"], out=w["out"],
-                    t=time.time())
+                    scope=which, t=time.time())
 
     def measure(key: str) -> dict:
         w = WORKLOADS[key]
@@ -161,12 +165,12 @@ def inner(spec_path: str) -> int:
             break
     if flipped:                                # the switch chain: between here and "end" the flips ran hooks
         doc["switches"].append({"block": "flips", "on": True, "counts": set_state(True), "t": time.time()})
-    for key in flipped:                        # real, A/A, real, ...; the starting state alternates by pair
-        for g in range(spec.get("flip_gens", 4)):
+    for key in flipped:                        # real, A/A, real, ...; the starting state alternates by pair,
+        for g in range(spec.get("flip_gens", 4)):      # and the scope by pair where there are several
             if time.time() > spec["deadline"]:
                 doc["flips_stopped"] = f"{key} after {g} generates"
                 break
-            doc["flips"].append(flip(key, real=g % 2 == 0, on=(g // 2) % 2 == 0))
+            doc["flips"].append(flip(key, real=g % 2 == 0, on=(g // 2) % 2 == 0, which=scopes[(g // 2) % len(scopes)]))
             save()
     if toggle:
         doc["switches"].append({"block": "end", "on": True, "counts": set_state(True), "t": time.time()})
@@ -200,11 +204,12 @@ def summarize(doc: dict) -> dict:
                     "mean_cost_pct": statistics.fmean(cost),
                     "off_spread_pct": (max(offs) - min(offs)) / statistics.median(offs) * 100,
                     **quantile_cost(wms), **step_cost(wms)}
-    for key in dict.fromkeys(g["workload"] for g in doc.get("flips", [])):
-        gens = [g for g in doc["flips"] if g["workload"] == key]
+    groups = flip_steps.scope_groups(doc.get("flips", []))
+    for key, gens in groups.items():
         out[key] = flip_steps.summarize(gens)
         out[key]["engine_clock"] = flip_steps.summarize(gens, clock="engine")
         out[key]["switches_checked"] = check_flip_switches(gens)
+    out.update(flip_steps.scope_gaps(groups))
     out["switches_checked"] = check_switches(doc.get("switches", []))
     return out
 
@@ -322,6 +327,17 @@ def check_switches(switches: list) -> dict:
     return {"intervals": n, "ok": not bad, "bad": bad}
 
 
+def flip_scopes(text: str) -> str:
+    """``--flip-scope``: one of ``flip_steps.SCOPES``, or several comma-separated (no repeats) that the flip
+    generates rotate through pair by pair (a real flip and its A/A one per scope in turn)."""
+    parts = text.split(",")
+    bad = [x for x in parts if x not in flip_steps.SCOPES]
+    if bad or len(set(parts)) != len(parts):
+        raise argparse.ArgumentTypeError(
+            f"--flip-scope {text!r}: want one or more of {', '.join(flip_steps.SCOPES)}, comma-separated, no repeats")
+    return text
+
+
 # ---- outside: plugin environment, receiver, scraper ---------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -346,9 +362,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="steps per block of the flip workloads (0: each workload's own)")
     ap.add_argument("--flip-out", type=int, default=int(os.environ.get("FLIP_OUT", "0")),
                     help="output tokens of a flip workload's generate (0: its own)")
-    ap.add_argument("--flip-scope", choices=("all", "engine", "front"), default="all",
+    ap.add_argument("--flip-scope", type=flip_scopes, default="all",
                     help="which processes the flips switch: all (default), the engine's alone (EngineCore and "
-                         "workers; the front end stays on) or the front end alone (the engine's stay on)")
+                         "workers; the front end stays on) or the front end alone (the engine's stay on); several, "
+                         "comma-separated (all,front,engine): rotated pair by pair through one run's generates")
     ap.add_argument("--export-interval-ms", type=int, default=0,
                     help="VLLM_W2EXT_EXPORT_INTERVAL_MS of the plugin (0: its default); flip workloads want it well "
                          "under a block (flip_steps.py)")
@@ -373,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
     tp = f"_tp{a.tp}" if a.tp > 1 else ""
     tp += f"_s{a.sample}" if a.sample > 1 else ""
     tp += f"_b{a.cost_budget:g}" if a.cost_budget > 0 else ""
-    tp += f"_{a.flip_scope}only" if a.flip_scope != "all" else ""
+    tp += "" if a.flip_scope == "all" else f"_{a.flip_scope}only" if "," not in a.flip_scope else \
+        "_scopes_" + a.flip_scope.replace(",", "_")
     tp += "_noexp" if a.exporters == "none" else ""
     tp += f"_{a.tag}" if a.tag else ""
     name = f"toggle_{a.model}{tp}" if a.arm == "toggle" else f"{a.model}{tp}_p{a.pair}_{a.arm}"
@@ -469,6 +487,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{v['step_p50_cost_90pct'][1]:+.2f}]; on {v['steps_on']}, off {v['steps_off']}")
         if a.arm != "toggle":
             print(f"[toggle_ab] {name} {key}: {v}")
+        elif key.endswith("@gap"):
+            for clock, g in v.items():
+                if g:
+                    print(f"[toggle_ab] {a.model} {key} ({clock} clock): all - front - engine {g['gap_pct']:+.2f} % "
+                          f"[{g['gap_90pct'][0]:+.2f}, {g['gap_90pct'][1]:+.2f}]")
         elif "flip" in v or "aa" in v:
             for clock, kind, f in [("", k, v.get(k, {})) for k in ("flip", "aa")] + \
                     [(" engine clock", k, v.get("engine_clock", {}).get(k, {})) for k in ("flip", "aa")]:

@@ -14,12 +14,16 @@
 #   cut1, cut2  after the front end's sampled process_outputs (3c63f4a): the switched decode at
 #            VLLM_W2EXT_SAMPLE=$N (default 32), front end alone / every process, alternating (cut1: front all front,
 #            cut2: all front all; run i of a part is tagged _i)
+#   rot      whether the shares add up (results/h200/cut: front end +0.22, engine +0.13, every process +1.18 %):
+#            $RUNS (default 3: fits a call with staging; 4 in a later call) runs that each rotate the three scopes through 12 generates (toggle_ab.py
+#            --flip-scope all,front,engine), so the whole and both shares are read on one host in one engine;
+#            flip_summary.py pools their gaps (all - front - engine) between runs. ~110 s a run.
 #   explain  planted causes on the 8B-shaped model with the new timeline (explain_planted.py: prepare, schedule,
 #            default), checked by explain_check.py
 #   source .gpu/p2/env.sh && bash benchmarks/gpu/trust_round.sh PART      (results: $OUT/PART.tgz)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-out}; PART=${1:?flip|budget|sample|scope|noexp|cut1|cut2|explain}; T0=$(date +%s)
+OUT=${OUT:-out}; PART=${1:?flip|budget|sample|scope|noexp|cut1|cut2|rot|explain}; T0=$(date +%s)
 D="$OUT/$PART"; mkdir -p "$D"
 pack() { (cd "$OUT" && tar czf ".$PART.tmp" "$PART" && mv ".$PART.tmp" "$PART.tgz" && rm -rf "$PART"); }
 # the switched decode at VLLM_W2EXT_SAMPLE=$N (default 32) once per --flip-scope in $1, the other arguments added
@@ -27,8 +31,8 @@ switched_runs() {     # SCOPES [ARGS]; with INDEX=1 run i is tagged _i (a scope 
   local scopes=$1 i=0; shift
   for sc in $scopes; do
     i=$((i + 1))
-    timeout 230 python3 benchmarks/gpu/toggle_ab.py --model l4 --out "$D" --workloads flip1 --flip-gens 10 \
-      --export-interval-ms 50 --sample "${N:-32}" --flip-scope $sc "$@" --tag "head_i50${INDEX:+_$i}" --timeout 210 2>&1 \
+    timeout $(( ${TO:-210} + 20 )) python3 benchmarks/gpu/toggle_ab.py --model l4 --out "$D" --workloads flip1 --flip-gens 10 \
+      --export-interval-ms 50 --sample "${N:-32}" --flip-scope $sc "$@" --tag "head_i50${INDEX:+_$i}" --timeout ${TO:-210} 2>&1 \
       | grep '^\[toggle_ab\]' | tee -a "$D/summary.txt"
   done
 }
@@ -54,6 +58,7 @@ case "$PART" in
   noexp) switched_runs "all front" --exporters none ;;
   cut1) INDEX=1 switched_runs "front all front" ;;
   cut2) INDEX=1 switched_runs "all front all" ;;
+  rot) TO=260 INDEX=1 switched_runs "$(printf 'all,front,engine %.0s' $(seq "${RUNS:-3}"))" --flip-gens 12 ;;
   explain)
     MD=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models}; M=$MD/llama31-8b-shaped; P=/tmp/w2ext-planted; rm -rf $P
     [ -d "$M" ] || python3 -c "import sys; sys.path.insert(0, 'benchmarks/gpu'); import overhead_run as o; \

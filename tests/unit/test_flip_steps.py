@@ -170,3 +170,42 @@ def test_a_cost_on_the_engine_clock_alone_is_told_from_the_front_clock():
     assert lag["growth"] == 2700 and 400 < lag["median"] < 3100       # 3000 steps: first tenth ~150, last ~2850
     assert flip_steps.summarize([{k: v for k, v in g.items() if k != "engine_steps_us"} for g in out],
                                 clock="engine") == {}
+
+
+def _scoped(scope: str, cost_pct: float, seed0: int, n: int = 8) -> list:
+    out = []
+    for g in range(n):
+        gen = planted(cost_pct, real=g % 2 == 0, start_on=(g // 2) % 2 == 0, seed=seed0 + g)
+        out.append(dict(gen, workload="flip1", scope=scope))
+    return out
+
+
+def test_scope_gap_reads_a_cost_that_either_side_brings_alone():
+    # planted: the front end's own 0.3 %, the engine's own 0.2 %, and 0.8 % that comes as soon as either side is
+    # on. Switched alone, each side reads only its own (the other side keeps the shared 0.8 on); every process
+    # switched reads all of it: 1.3 %.
+    by_scope = {"all": _scoped("all", 1.3, 0), "front": _scoped("front", 0.3, 100), "engine": _scoped("engine", 0.2, 200)}
+    g = flip_steps.scope_gap(by_scope)
+    lo, hi = g["gap_90pct"]
+    assert abs(g["gap_pct"] - 0.8) < 0.5 and lo < 0.8 < hi and g["clock"] == "front"
+    # additive costs: the gap reads zero
+    by_scope["all"] = _scoped("all", 0.5, 0)
+    g = flip_steps.scope_gap(by_scope)
+    lo, hi = g["gap_90pct"]
+    assert abs(g["gap_pct"]) < 0.5 and lo < 0 < hi
+    # without one of the three scopes, or without the clock's record: nothing
+    assert flip_steps.scope_gap({"all": by_scope["all"], "front": by_scope["front"]}) == {}
+    assert flip_steps.scope_gap(by_scope, clock="engine") == {}
+
+
+def test_scope_groups_split_a_rotating_run_only():
+    one = _scoped("front", 0.0, 0, n=2)
+    assert list(flip_steps.scope_groups(one)) == ["flip1"]
+    legacy = [{k: v for k, v in g.items() if k != "scope"} for g in one]          # from before scopes were kept
+    assert list(flip_steps.scope_groups(legacy)) == ["flip1"]
+    rot = _scoped("all", 0.0, 0, n=2) + one + _scoped("engine", 0.0, 0, n=2)
+    groups = flip_steps.scope_groups(rot)
+    assert list(groups) == ["flip1@all", "flip1@front", "flip1@engine"]
+    assert all(len(v) == 2 for v in groups.values())
+    gaps = flip_steps.scope_gaps(groups)
+    assert list(gaps) == ["flip1@gap"] and gaps["flip1@gap"]["engine"] == {}

@@ -4,9 +4,10 @@ runs on hosts where the plugin truly costs 0, 1, 2 and 3 %)."""
 import pytest
 
 from gpu_scripts import load
-from test_flip_steps import gens
+from test_flip_steps import _scoped, gens
 
 flip_summary = load("flip_summary")
+toggle_ab = load("toggle_ab")
 
 
 def test_t95_table_and_its_edges():
@@ -24,16 +25,39 @@ def test_between_runs_of_known_numbers():
     assert flip_summary.between_runs([1.5]) == {"n": 1}
 
 
+def _counted(runs: list) -> list:
+    """Switch records as each switch returns them: one process whose hook calls grow while on (an A/A flip's
+    switches all resume)."""
+    for g in runs:
+        g.setdefault("workload", "flip1")
+        calls = 0
+        for sw in g["switches"]:
+            sw["counts"] = {"front": {"pid": 1, "calls": calls}, "engine": []}
+            calls += 10 if sw["on"] or not g["real"] else 0
+    return runs
+
+
+def test_a_rotating_run_gets_a_row_per_scope_and_the_gap():
+    flips = _counted(_scoped("all", 1.3, 0, n=4) + _scoped("front", 0.3, 100, n=4) + _scoped("engine", 0.2, 200, n=4))
+    doc = {"spec": {"sample": 32, "flip_scope": "all,front,engine"}, "flips": flips}
+    rows = flip_summary.rows_of("planted/rot", doc)
+    assert [r["workload"] for r in rows] == ["flip1@all", "flip1@front", "flip1@engine", "flip1@gap"]
+    assert [r["flip_scope"] for r in rows[:3]] == ["all", "front", "engine"] and all(r["switches_ok"] for r in rows[:3])
+    assert abs(rows[3]["front"]["gap_pct"] - 0.8) < 0.7 and rows[3]["engine"] == {}
+    # toggle_ab's own summary of the same run: the same groups and gap
+    s = toggle_ab.summarize(doc)
+    assert {"flip1@all", "flip1@front", "flip1@engine", "flip1@gap"} <= set(s)
+    assert s["flip1@gap"]["front"]["gap_pct"] == pytest.approx(rows[3]["front"]["gap_pct"], abs=0.01)
+    # a pool of such runs reads each run's gap as a sample too
+    p = flip_summary.pooled({"planted/rot": doc, "planted/rot2": doc}, ["planted/rot", "planted/rot2"])
+    assert p["flip1@gap"]["between_runs_front_gap"]["n"] == 2
+
+
 def test_pooled_runs_that_differ_get_the_wider_between_run_interval():
     docs = {}
     for i, cost in enumerate((0.0, 1.0, 2.0, 3.0)):
         runs = gens(cost, n=4)
-        for g in runs:
-            g["workload"] = "flip1"
-            calls = 0                   # one process's hook calls, as each switch returns them: grow while on
-            for sw in g["switches"]:
-                sw["counts"] = {"front": {"pid": 1, "calls": calls}, "engine": []}
-                calls += 10 if sw["on"] else 0
+        _counted(runs)
         docs[f"planted/run{i}"] = {"spec": {"sample": 32}, "flips": runs}
     p = flip_summary.pooled(docs, list(docs))["flip1"]
     b = p["between_runs_cost"]

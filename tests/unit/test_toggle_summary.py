@@ -1,5 +1,7 @@
 """The in-engine A/B's arithmetic (benchmarks/gpu/toggle_ab.py) on planted records: the cost per block, its
 sign for latency and throughput, and the switch check that proves the paused blocks ran no hook."""
+import pytest
+
 from gpu_scripts import load
 
 toggle_ab = load("toggle_ab")
@@ -129,3 +131,12 @@ def test_flip_switches_are_checked_per_generate():
     bad = toggle_ab.check_flip_switches([gen(True, [10, 12, 20])])       # hooks ran while paused (10 -> 12)
     assert not bad["ok"] and bad["bad"][0]["on"] is False and bad["bad"][0]["calls"] == [10, 12]
     assert not toggle_ab.check_flip_switches([gen(False, [30, 30])])["ok"]   # an A/A block ran no hook
+
+
+def test_flip_scope_setting_names_itself_on_bad_input():
+    import argparse
+    assert toggle_ab.flip_scopes("all,front,engine") == "all,front,engine"
+    assert toggle_ab.flip_scopes("front") == "front"
+    for bad in ("al", "all,all", "front,,engine"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--flip-scope"):
+            toggle_ab.flip_scopes(bad)
