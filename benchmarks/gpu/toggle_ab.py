@@ -164,6 +164,7 @@ def inner(spec_path: str) -> int:
             doc["stopped_after_block"] = b
             break
     if flipped:                                # the switch chain: between here and "end" the flips ran hooks
+        scope[0] = "all"                       # the chain's own switches list every process
         doc["switches"].append({"block": "flips", "on": True, "counts": set_state(True), "t": time.time()})
     for key in flipped:                        # real, A/A, real, ...; the starting state alternates by pair,
         for g in range(spec.get("flip_gens", 4)):      # and the scope by pair where there are several
@@ -173,6 +174,7 @@ def inner(spec_path: str) -> int:
             doc["flips"].append(flip(key, real=g % 2 == 0, on=(g // 2) % 2 == 0, which=scopes[(g // 2) % len(scopes)]))
             save()
     if toggle:
+        scope[0] = "all"
         doc["switches"].append({"block": "end", "on": True, "counts": set_state(True), "t": time.time()})
     doc["done"] = True
     save()
@@ -319,7 +321,11 @@ def check_switches(switches: list) -> dict:
     """Between one switch and the next, each process's hook calls must stay put if paused and grow if on."""
     bad, n = [], 0
     for a, b in itertools.pairwise(switches):
-        for pa, pb in zip(_first_per_pid(a["counts"]), _first_per_pid(b["counts"])):
+        later = {p["pid"]: p for p in _first_per_pid(b["counts"])}
+        for pa in _first_per_pid(a["counts"]):         # each process against itself (a scope lists fewer)
+            pb = later.get(pa["pid"])
+            if pb is None:
+                continue
             n += 1
             grew = pb["calls"] > pa["calls"]
             if grew != a["on"]:

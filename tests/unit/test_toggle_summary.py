@@ -140,3 +140,17 @@ def test_flip_scope_setting_names_itself_on_bad_input():
     for bad in ("al", "all,all", "front,,engine"):
         with pytest.raises(argparse.ArgumentTypeError, match="--flip-scope"):
             toggle_ab.flip_scopes(bad)
+
+
+def test_switch_check_compares_each_process_with_itself_when_a_scope_lists_fewer():
+    # every process listed, then only the engine's (a rotating run's switch of scope "engine"): the EngineCore
+    # (pid 2) did not grow while on, which the check must catch; pairing by position would have compared the
+    # front end's 10 with the EngineCore's 20 and called it grown
+    every = {"front": {"pid": 1, "calls": 10}, "engine": [{"pid": 2, "calls": 20}]}
+    engine_only = {"engine": [{"pid": 2, "calls": 20}]}
+    c = toggle_ab.check_switches([{"block": 0, "on": True, "counts": every},
+                                  {"block": 1, "on": True, "counts": engine_only}])
+    assert c["intervals"] == 1 and not c["ok"] and c["bad"][0]["pid"] == 2
+    grown = {"engine": [{"pid": 2, "calls": 25}]}
+    c = toggle_ab.check_switches([{"block": 0, "on": True, "counts": every}, {"block": 1, "on": True, "counts": grown}])
+    assert c == {"intervals": 1, "ok": True, "bad": []}
