@@ -48,6 +48,7 @@ class Run:
     killed: tuple = ()
     exported_by_ns: int = 0     # served: spans collected at this time, before the shutdown (0: after exit)
     pause_check: tuple = ()     # offline TP=2: per-process hook calls at each pause/resume switch
+    pause_scoped: tuple = ()    # the same with one side paused: the front end, then the engine's processes
 
 
 def _plugin_spans(spans) -> list:
@@ -140,7 +141,7 @@ def _tp2(tiny_model, otlp_receiver, tmp) -> Run:
     spans = _settled(otlp_receiver, lambda s: set(_by_pid(s, WORKER)) >= set(killed) and _by_pid(s, ENGINE)
                      and _by_pid(s, FRONT))
     return Run(spans, _files(tmp / "traces"), result["phases"][-1]["metrics"], tmp / "traces", log, killed,
-               pause_check=tuple(result["pause_check"]))
+               pause_check=tuple(result["pause_check"]), pause_scoped=tuple(result["pause_scoped"]))
 
 
 def test_tp2_spans_say_engine_and_ranks(tp2):
@@ -185,6 +186,22 @@ def test_tp2_pause_reaches_every_process(tp2):
     paused, resumed = zip(procs[0], procs[1]), zip(procs[1], procs[2])
     assert all(b["calls"] == a["calls"] for a, b in paused), procs
     assert all(b["calls"] > a["calls"] for a, b in resumed), procs
+
+
+def test_tp2_pause_of_one_side_leaves_the_other_running(tp2):
+    """control.set_everywhere's front= / engine= (what toggle_ab.py --flip-scope switches): with the front end
+    paused over a generate, its hook calls stay put while the EngineCore's and both workers' grow; with the
+    engine's processes paused, theirs stay put while the front end's grow."""
+    (front, engine) = tp2.pause_scoped
+    assert front["paused"] == "front" and engine["paused"] == "engine"
+    for check, stays, grows in ((front, ["front"], ["engine"]), (engine, ["engine"], ["front"])):
+        before, after = check["before"], check["after"]
+        pair = {"front": [(before["front"], after["front"])],
+                "engine": list(zip(before["engine"], after["engine"]))}
+        assert len(pair["engine"]) == 3 and len({b["pid"] for b, _ in pair["engine"]}) == 3, check
+        assert all(a["pid"] == b["pid"] for side in pair.values() for b, a in side), check
+        assert all(a["calls"] == b["calls"] for side in stays for b, a in pair[side]), check
+        assert all(a["calls"] > b["calls"] for side in grows for b, a in pair[side]), check
 
 
 def test_tp2_metrics_every_rank(tp2):

@@ -15,7 +15,9 @@ the first generate), tensor_parallel_size, distributed_executor_backend ("mp", "
   slow_flag     the flag file path
   hold_file     after the phases, keep the engine (and metrics endpoint) up until this file exists
   pause_check   after the phases: pause every hook in every process (vllm_w2ext.hooks.control), generate,
-                resume, generate; each switch's per-process hook-call counts go into "pause_check"
+                resume, generate; each switch's per-process hook-call counts go into "pause_check"; then the
+                front end alone paused, generate, and the engine's processes alone, generate ("pause_scoped":
+                each one's counts before and after)
   kill_workers  seconds: after the phases, wait that long, then SIGKILL the worker processes before
                 shutting the engine down (what vLLM's executor does to workers that do not exit in time:
                 no atexit, no shutdown hook); their pids go into the output as "killed_workers"
@@ -170,6 +172,16 @@ if __name__ == "__main__":
         checks.append({"on": None, "counts": control.set_everywhere(llm, True)})
         result["pause_check"] = checks
         calls += 1                          # the resumed generate (the paused one records nothing)
+        scoped = []                         # one side paused, the other on (toggle_ab.py --flip-scope front/engine)
+        for side in ("front", "engine"):
+            paused = control.set_everywhere(llm, False, front=side == "front", engine=side == "engine")
+            running = control.set_everywhere(llm, True, front=side != "front", engine=side != "engine")
+            llm.generate(prompts, sp, use_tqdm=False)
+            scoped.append({"paused": side, "before": {"front": paused.get("front") or running.get("front"),
+                                                      "engine": paused["engine"] or running["engine"]},
+                           "after": control.set_everywhere(llm, True)})
+        result["pause_scoped"] = scoped
+        calls += 1                          # the front-paused generate: the engine's processes recorded it
     if params.get("kill_workers") is not None:
         if port and params.get("scrape_steps", True):   # what the workers recorded has reached the endpoint
             settled_scrape(True)
