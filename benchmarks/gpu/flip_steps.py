@@ -202,10 +202,9 @@ def scope_groups(gens: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def _window_costs_of(gens: list[dict], clock: str, settle: int = SETTLE) -> list[list[float]]:
-    key = CLOCKS[clock]
-    return [window_costs(block_levels(g[key], [s["after"] for s in g["switches"]], g["start_on"], settle))
-            for g in gens]
+def generate_levels(g: dict, clock: str = "front", settle: int = SETTLE) -> list[tuple]:
+    """``block_levels`` of one generate on ``clock`` (``CLOCKS``), its blocks bounded by its switches."""
+    return block_levels(g[CLOCKS[clock]], [s["after"] for s in g["switches"]], g["start_on"], settle)
 
 
 def scope_gap(by_scope: dict[str, list[dict]], clock: str = "front", seed: int = 0) -> dict:
@@ -218,7 +217,7 @@ def scope_gap(by_scope: dict[str, list[dict]], clock: str = "front", seed: int =
     terms = {"all": 1.0, "front": -1.0, "engine": -1.0}
     if set(terms) - set(by_scope) or any(CLOCKS[clock] not in g for sc in terms for g in by_scope[sc]):
         return {}
-    per = {sc: _window_costs_of([g for g in by_scope[sc] if g["real"]], clock) for sc in terms}
+    per = {sc: [window_costs(generate_levels(g, clock)) for g in by_scope[sc] if g["real"]] for sc in terms}
     if any(sum(map(len, per[sc])) < 3 for sc in terms):
         return {}
     point = sum(w * trimmed_mean([c for g in per[sc] for c in g])[0] for sc, w in terms.items())
@@ -252,7 +251,7 @@ def summarize(gens: list[dict], settle: int = SETTLE, clock: str = "front") -> d
         gs = [g for g in gens if g["real"] is real]
         if not gs:
             continue
-        levels = [block_levels(g[key], [s["after"] for s in g["switches"]], g["start_on"], settle) for g in gs]
+        levels = [generate_levels(g, clock, settle) for g in gs]
         out[kind] = {"generates": len(gs), "blocks": sum(len(lv) for lv in levels),
                      **estimate([window_costs(lv) for lv in levels])}
         if real:
