@@ -137,3 +137,21 @@ def test_light_steps_scan_per_request_lists_only_while_a_request_could_be_found(
     records = {RangeRecord._make(r).step: step_record(r[DATA]) for r in steps}
     assert records[4].facts.first_tokens == ("b",) and records[4].facts.prefill_tokens == 1
     assert not engine_core.S.prefilling and not engine_core.S.preempted
+
+
+def test_light_steps_that_schedule_nothing_are_counted_idle(engine):
+    """Light steps that schedule no tokens (vLLM waits on the batch queue, or has nothing to run) are counted as
+    idle, by difference from the step numbers; the others as executed with their tokens, a light step recorded at
+    its end (its update freed a request) in neither."""
+    rec, sched = engine
+    empty = output()
+    outs = [output(new=["a"])] + [output(decoding=["a"]) for _ in range(2, 17)]
+    for k in (3, 4, 11):
+        outs[k - 1] = empty
+    steps = run_steps(rec, sched, outs, freed_in={12: ["c"]})
+    records = {RangeRecord._make(r).step: step_record(r[DATA]) for r in steps}
+    assert sorted(records) == [1, 8, 9, 12, 16]
+    assert records[8].skipped == SkippedSteps(4, 2, 4)                 # 2..7: 3 and 4 idle
+    assert records[12].skipped == SkippedSteps(1, 1, 1)                # 10, 11 (idle); 12 recorded itself
+    assert records[12].facts.decode_tokens == 1
+    assert records[16].skipped == SkippedSteps(3, 0, 3)                # 13, 14, 15

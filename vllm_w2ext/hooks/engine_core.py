@@ -46,8 +46,8 @@ class _State:
 
     def __init__(self) -> None:
         self.step = 0
-        self.current: list | None = None   # open engine.step range (None: none, or a light step)
-        self.facts = None                  # StepFacts of the open step (None: nothing scheduled)
+        self.current: list | None = None   # open engine.step range (None: none, or a light step; None after every step)
+        self.facts = None                  # StepFacts of the open step (None: nothing scheduled; None after every step)
         self.finished: list = []           # Finished of each request freed since the last step ended
         self.sched = None                  # the Scheduler (queue lengths at step end)
         self.pending = 0                   # requests running or waiting when the previous step ended
@@ -66,7 +66,10 @@ class _State:
         self.light = False                 # the open step is not recorded in full: counted, or bare at its end
         self.t0 = 0                        # a light step's start (ns), should it need recording after all
         self.light_so = None               # the light step's SchedulerOutput (None: nothing scheduled)
-        self.skipped = (0, 0, 0)           # light steps since the last recorded one: SkippedSteps
+        # light steps since the last recorded one (its SkippedSteps, the idle ones by difference): the step number
+        # recorded last, and the light steps that scheduled tokens and their tokens (counted at scheduling)
+        self.last_recorded = 0
+        self.light_executed = self.light_tokens = 0
         # Requests that may still change in a step that shows no other sign of it (see _changes_requests),
         # kept from the recorded steps' facts (every step that changes a request is recorded):
         self.prefilling: set = set()       # first scheduled with part of their prompt, no first token yet
@@ -126,22 +129,18 @@ def _forget(finished) -> None:
         S.preempted.difference_update(ids)
 
 
-def _changes_requests(so) -> bool:
-    """Does this batch start, preempt, resume or finish a request, or carry prefill tokens? Attribute
-    checks, and a C-level scan of a per-request list only while a request could be found by it (one still
-    prefilling, or preempted; vLLM 0.26 flags resumed requests in a list): the steady decode of any batch
-    costs the same."""
-    if so.scheduled_new_reqs or so.preempted_req_ids or so.finished_req_ids or S.finished:
-        return True
-    cached = so.scheduled_cached_reqs
+def _resumes_or_completes_prompt(cached) -> bool:
+    """Does a batch's scheduled_cached_reqs resume a preempted request, or carry the last prompt chunk of one
+    still prefilling (it may be one token: only its output count says)? A C-level scan of a per-request list,
+    run only while a request could be found by it (vLLM 0.26 flags resumed requests in a list)."""
     if S.preempted and (getattr(cached, "resumed_req_ids", None) or
                         True in (getattr(cached, "resumed_from_preemption", None) or ())):
         return True
-    if S.prefilling:                            # its last prompt chunk may be one token: only its count says
+    if S.prefilling:
         out = getattr(cached, "num_output_tokens", None)
         if out is None or 0 in out:
             return True
-    return so.total_num_scheduled_tokens != len(so.num_scheduled_tokens) and not so.scheduled_spec_decode_tokens
+    return False
 
 
 def _record_light_step() -> list:
@@ -186,12 +185,10 @@ def _step_pre(core, args, kwargs):
             _watch_cost(CostBudget(settings.cost_budget, settings.sample))
         S.identity_done = True
     S.step = n = S.step + 1
-    S.facts = None
-    if S.light_at[n % S.sample]:
+    if S.light_at[n % S.sample]:                   # S.current and S.facts are None (every step's post leaves them so)
         if not GATE.shut:
             GATE.close()
         S.light = True
-        S.current = None
         S.light_so = None
         S.t0 = _now()
         return LIGHT
@@ -204,14 +201,13 @@ def _step_pre(core, args, kwargs):
 
 def _step_post(r, result, error):
     if r is LIGHT:
-        so = S.light_so
-        if S.facts is None and not S.finished and error is None:     # changed no request: counted
-            executed, idle, toks = S.skipped
-            S.skipped = ((executed + 1, idle, toks + so.total_num_scheduled_tokens) if so is not None else
-                         (executed, idle + 1, toks))                                      # SkippedSteps
+        if S.facts is None and not S.finished and error is None:     # changed no request: counted (at scheduling)
             return
         r = _record_light_step()                   # it changed a request (or failed): recorded, alone
-        if S.facts is None and so is not None:     # requests freed in its update: the batch read now
+        so = S.light_so
+        if S.facts is None and so is not None:     # requests freed in its update (or failed): scheduling counted
+            S.light_executed -= 1                  # it as light; the batch read now
+            S.light_tokens -= so.total_num_scheduled_tokens
             S.facts = _read_facts(so)
     executed = bool(result[1]) if result is not None else False
     S.current = None
@@ -221,15 +217,19 @@ def _step_post(r, result, error):
         _forget(finished)
     sched = S.sched
     S.pending = len(sched.running) + len(sched.waiting) if sched is not None else 1
+    light = S.light_executed
+    skipped = (light, S.step - S.last_recorded - 1 - light, S.light_tokens)                   # SkippedSteps
+    S.last_recorded = S.step
+    S.light_executed = S.light_tokens = 0
     if S.update_kept:
         S.update_kept = False
-        r[DATA] = (S.facts, executed, finished, S.pending, S.skipped, S.schedule_start, S.schedule_end,  # StepRecord
+        r[DATA] = (S.facts, executed, finished, S.pending, skipped, S.schedule_start, S.schedule_end,  # StepRecord
                    S.update_start, S.update_end, S.update_batch, S.sample)
     else:
-        r[DATA] = (S.facts, executed, finished, S.pending, S.skipped, S.schedule_start, S.schedule_end, 0, 0, -1,
+        r[DATA] = (S.facts, executed, finished, S.pending, skipped, S.schedule_start, S.schedule_end, 0, 0, -1,
                    S.sample)
     S.schedule_start = 0
-    S.skipped = (0, 0, 0)
+    S.facts = None
     (RECORDER[0] or recorder()).end(r, error)
     S.prev_step_end = r[END]
     if S.want != S.sample:                         # the cost budget moved N: from the next step on
@@ -247,11 +247,21 @@ def _schedule_pre(sched, args, kwargs):
 
 def _schedule_post(t0, so, error):
     if S.light:
-        if so is None or not so.total_num_scheduled_tokens:
+        if so is None:
+            return
+        tokens = so.total_num_scheduled_tokens
+        if not tokens:
             return
         S.light_so = so
-        if _changes_requests(so):                  # recorded at the step's end (see above): its facts now
-            S.facts = _read_facts(so)
+        # Does it start, preempt, resume or finish a request, or carry prefill tokens? Attribute checks (the
+        # steady decode of any batch costs the same), written out here: this runs on most steps
+        if (so.scheduled_new_reqs or so.preempted_req_ids or so.finished_req_ids or S.finished
+                or (tokens != len(so.num_scheduled_tokens) and not so.scheduled_spec_decode_tokens)
+                or ((S.preempted or S.prefilling) and _resumes_or_completes_prompt(so.scheduled_cached_reqs))):
+            S.facts = _read_facts(so)              # recorded at the step's end (see above): its facts now
+            return
+        S.light_executed += 1                      # counted (SkippedSteps), unless its update frees a request
+        S.light_tokens += tokens
         return
     step = S.current
     if step is None:                               # scheduled outside a recorded step
