@@ -8,17 +8,21 @@
 # Python call, so totals read higher than `hook_instructions.sh` (CPython 3.11, no trampolines): use this for
 # where the instructions go, that one for how many. PYTHON needs the plugin's pure-Python dependencies (wrapt,
 # opentelemetry-sdk, prometheus-client); neither vLLM nor torch is imported. VLLM_W2EXT_SAMPLE applies.
+# EVENT=DLmr (or DLmw, ILmr: callgrind's simulated last-level cache misses, data reads / writes / instruction
+# fetches) counts those instead of instructions; with hook_instructions.py's ``evict`` flag among the flags, the
+# cache lines each function touches that vLLM's own work between two steps would have evicted. N: steps (1000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3.12}; B=${1:-1}; shift || true; N=1000
+PY=${PYTHON:-python3.12}; B=${1:-1}; shift || true; N=${N:-1000}; EVENT=${EVENT:-Ir}
+CACHE=(); [ "$EVENT" = Ir ] || CACHE=(--cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL=2097152,16,64)
 out=$(mktemp); log=$(mktemp); trap 'rm -f "$out" "$log"' EXIT
-PYTHONPATH="$PWD" PYTHONHASHSEED=${SEED:-0} valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
-  "$PY" -X perf benchmarks/hook_instructions.py $N "$B" "${@:-in_process}" > "$log" 2>&1
+PYTHONPATH="$PWD" PYTHONHASHSEED=${SEED:-0} valgrind --tool=callgrind "${CACHE[@]}" --instr-atstart=no \
+  --callgrind-out-file="$out" "$PY" -X perf benchmarks/hook_instructions.py $N "$B" "${@:-in_process}" > "$log" 2>&1
 pid=$(sed -n 's/^==\([0-9]*\)==.*/\1/p' "$log" | head -1)
-echo "# $($PY --version), batch $B, flags: ${*:-in_process}, VLLM_W2EXT_SAMPLE=${VLLM_W2EXT_SAMPLE:-1}, PYTHONHASHSEED=${SEED:-0}"
-echo "# total per step: $(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$log" | awk -v n=$N '{print int($1 / n)}')"
-echo "# inclusive instructions per step, by function (trampoline-inflated; nested calls counted in each caller)"
-callgrind_annotate --inclusive=yes --threshold=100 "$out" | "$PY" -c '
+echo "# $($PY --version), batch $B, flags: ${*:-in_process}, VLLM_W2EXT_SAMPLE=${VLLM_W2EXT_SAMPLE:-1}, PYTHONHASHSEED=${SEED:-0}, event $EVENT"
+echo "# total per step: $(callgrind_annotate --show=$EVENT "$out" | sed -n 's/^ *\([0-9,]*\) .*PROGRAM TOTALS.*/\1/p' | tr -d , | awk -v n=$N '{print int($1 / n)}')"
+echo "# inclusive $EVENT per step, by function (trampoline-inflated; nested calls counted in each caller)"
+callgrind_annotate --inclusive=yes --threshold=100 --show=$EVENT --sort=$EVENT "$out" | "$PY" -c '
 import bisect, re, sys, sysconfig
 stdlib = sysconfig.get_paths()["stdlib"] + "/"
 spans = sorted((int(a, 16), int(s, 16), n.strip()) for a, s, n in (l.split(" ", 2) for l in open(sys.argv[1])))

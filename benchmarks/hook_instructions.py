@@ -15,6 +15,7 @@ the collections that the records the hooks keep (until the export thread takes t
 thread; hooked with and without it is the collector's share (``benchmarks/hook_allocations.py`` counts those
 records). ``export``: the N steps run uncounted, then one ``Pipeline.flush_once`` of their records is counted on
 this thread: the export thread's work per step on vLLM's GIL (take, encode, write to the export process's pipe).
+``evict``: each step after a scan of a buffer larger than the simulated last-level cache (see ``EVICT_BYTES``).
 ``benchmarks/hook_instructions.sh`` does that for this tree and an older commit, hooked and plain.
 """
 import os
@@ -62,10 +63,23 @@ def main() -> None:
         print(f"records flushed: {sent}", file=sys.stderr)
         os._exit(0)
     instrument("on")
-    for _ in range(n):
-        step()
+    if "evict" in flags:             # each step after a scan of EVICT_BYTES (counted too, the same in plain runs)
+        scan = bytes(EVICT_BYTES).find
+        for _ in range(n):
+            scan(b"\x01")
+            step()
+    else:
+        for _ in range(n):
+            step()
     instrument("off")
     os._exit(0)          # no atexit flush: only the steps are counted
+
+
+# ``evict``: what vLLM's own work between two steps does to the hooks' cache lines, modelled as a scan of a buffer
+# twice the size of the last-level cache that callgrind simulates (``--cache-sim=yes --LL=2097152,16,64`` in
+# ``hook_cache_lines.sh``): every step then starts with the hooks' data out of the cache, and the simulated misses
+# the hooks add per step count the cache lines they touch (on the GPU host, each such miss is a trip to DRAM)
+EVICT_BYTES = 4 << 20
 
 
 def instrument(state: str) -> None:
