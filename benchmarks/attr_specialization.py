@@ -32,7 +32,7 @@ def main() -> None:
         ec._schedule_post(ec._schedule_pre(sched, (), {}), so, None)
         ec._step_post(r, ({}, True), None)
     out = {"python": sys.version.split()[0], "sample": int(os.environ["VLLM_W2EXT_SAMPLE"])}
-    for f in (ec._step_pre, ec._schedule_pre, ec._schedule_post, ec._changes_requests, ec._step_post):
+    for f in (ec._step_pre, ec._schedule_pre, ec._schedule_post, ec._resumes_or_completes_prompt, ec._step_post):
         specialized, generic = {}, []
         for ins in dis.get_instructions(f, adaptive=True):
             if ins.opname in ("LOAD_ATTR", "STORE_ATTR"):

@@ -76,8 +76,8 @@ def main() -> None:
 
 
 # ``evict``: what vLLM's own work between two steps does to the hooks' cache lines, modelled as a scan of a buffer
-# twice the size of the last-level cache that callgrind simulates (``--cache-sim=yes --LL=2097152,16,64`` in
-# ``hook_cache_lines.sh``): every step then starts with the hooks' data out of the cache, and the simulated misses
+# twice the size of the last-level cache that callgrind simulates (``--cache-sim=yes --LL=2097152,16,64``, as
+# ``hook_functions.sh`` runs it with EVENT=DLmr): every step then starts with the hooks' data out of the cache, and the simulated misses
 # the hooks add per step count the cache lines they touch (on the GPU host, each such miss is a trip to DRAM)
 EVICT_BYTES = 4 << 20
 

@@ -70,7 +70,7 @@ class _State:
         # recorded last, and the light steps that scheduled tokens and their tokens (counted at scheduling)
         self.last_recorded = 0
         self.light_executed = self.light_tokens = 0
-        # Requests that may still change in a step that shows no other sign of it (see _changes_requests),
+        # Requests that may still change in a step that shows no other sign of it (see _resumes_or_completes_prompt),
         # kept from the recorded steps' facts (every step that changes a request is recorded):
         self.prefilling: set = set()       # first scheduled with part of their prompt, no first token yet
         self.preempted: set = set()        # preempted, not resumed yet
