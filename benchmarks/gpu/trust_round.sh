@@ -18,21 +18,27 @@
 #            $RUNS (default 3: fits a call with staging; 4 in a later call) runs that each rotate the three scopes through 12 generates (toggle_ab.py
 #            --flip-scope all,front,engine), so the whole and both shares are read on one host in one engine;
 #            flip_summary.py pools their gaps (all - front - engine) between runs. ~110 s a run.
+#   t2       target 2 beyond the 4-layer model at batch 1 (results/h200/rot): the switched decode at
+#            VLLM_W2EXT_SAMPLE=$N (default 32), every process switched, on MODEL (l4|1b, default 1b) with workload
+#            WL (flip1: batch 1; flip256: 256 requests per step), $RUNS runs (default 3) of 10 generates, read
+#            between runs by flip_summary.py. ~110 s a run at batch 1, ~170 s at 256.
 #   explain  planted causes on the 8B-shaped model with the new timeline (explain_planted.py: prepare, schedule,
 #            default), checked by explain_check.py
-#   source .gpu/p2/env.sh && bash benchmarks/gpu/trust_round.sh PART      (results: $OUT/PART.tgz)
+#   source .gpu/p2/env.sh && bash benchmarks/gpu/trust_round.sh PART      (results: $OUT/PART.tgz; t2: $OUT/t2_MODEL_WL.tgz)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-out}; PART=${1:?flip|budget|sample|scope|noexp|cut1|cut2|rot|explain}; T0=$(date +%s)
-D="$OUT/$PART"; mkdir -p "$D"
-pack() { (cd "$OUT" && tar czf ".$PART.tmp" "$PART" && mv ".$PART.tmp" "$PART.tgz" && rm -rf "$PART"); }
+OUT=${OUT:-out}; PART=${1:?flip|budget|sample|scope|noexp|cut1|cut2|rot|t2|explain}; T0=$(date +%s)
+NAME=$PART; [ "$PART" = t2 ] && NAME="t2_${MODEL:-1b}_${WL:-flip1}"
+D="$OUT/$NAME"; mkdir -p "$D"
+pack() { (cd "$OUT" && tar czf ".$NAME.tmp" "$NAME" && mv ".$NAME.tmp" "$NAME.tgz" && rm -rf "$NAME"); }
 # the switched decode at VLLM_W2EXT_SAMPLE=$N (default 32) once per --flip-scope in $1, the other arguments added
 switched_runs() {     # SCOPES [ARGS]; with INDEX=1 run i is tagged _i (a scope may then come twice)
   local scopes=$1 i=0; shift
   for sc in $scopes; do
     i=$((i + 1))
-    timeout $(( ${TO:-210} + 20 )) python3 benchmarks/gpu/toggle_ab.py --model l4 --out "$D" --workloads flip1 --flip-gens 10 \
-      --export-interval-ms 50 --sample "${N:-32}" --flip-scope $sc "$@" --tag "head_i50${INDEX:+_$i}" --timeout ${TO:-210} 2>&1 \
+    timeout $(( ${TO:-210} + 20 )) python3 benchmarks/gpu/toggle_ab.py --model "${MODEL:-l4}" --out "$D" \
+      --workloads "${WL:-flip1}" --flip-gens 10 --export-interval-ms 50 --sample "${N:-32}" --flip-scope $sc "$@" \
+      --tag "${TAG:-head}_i50${INDEX:+_$i}" --timeout ${TO:-210} 2>&1 \
       | grep '^\[toggle_ab\]' | tee -a "$D/summary.txt"
   done
 }
@@ -59,6 +65,8 @@ case "$PART" in
   cut1) INDEX=1 switched_runs "front all front" ;;
   cut2) INDEX=1 switched_runs "all front all" ;;
   rot) TO=260 INDEX=1 switched_runs "$(printf 'all,front,engine %.0s' $(seq "${RUNS:-3}"))" --flip-gens 12 ;;
+  t2) MODEL=${MODEL:-1b} TAG="${WL:-flip1}" INDEX=1 TO=${TO:-240} \
+        switched_runs "$(printf 'all %.0s' $(seq "${RUNS:-3}"))" ;;
   explain)
     MD=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models}; M=$MD/llama31-8b-shaped; P=/tmp/w2ext-planted; rm -rf $P
     [ -d "$M" ] || python3 -c "import sys; sys.path.insert(0, 'benchmarks/gpu'); import overhead_run as o; \
