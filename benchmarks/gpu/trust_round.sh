@@ -20,8 +20,10 @@
 #            flip_summary.py pools their gaps (all - front - engine) between runs. ~110 s a run.
 #   t2       target 2 beyond the 4-layer model at batch 1 (results/h200/rot): the switched decode at
 #            VLLM_W2EXT_SAMPLE=$N (default 32), every process switched, on MODEL (l4|1b, default 1b) with workload
-#            WL (flip1: batch 1; flip256: 256 requests per step), $RUNS runs (default 3) of 10 generates, read
-#            between runs by flip_summary.py. ~110 s a run at batch 1, ~170 s at 256.
+#            WL (flip1: batch 1; flip256: 256 requests per step), $RUNS runs (default 3) of $GENS generates
+#            (default 10), read between runs by flip_summary.py. ~105-150 s a run of 10 at batch 1 (1B), ~105-120 s
+#            at 256: there 10 generates hold only 81-108 windows and runs spread by 2-3 % (results/h200/t2), so
+#            more generates (GENS=20) or more runs are what resolves 1 %.
 #   explain  planted causes on the 8B-shaped model with the new timeline (explain_planted.py: prepare, schedule,
 #            default), checked by explain_check.py
 #   source .gpu/p2/env.sh && bash benchmarks/gpu/trust_round.sh PART      (results: $OUT/PART.tgz; t2: $OUT/t2_MODEL_WL.tgz)
@@ -66,7 +68,7 @@ case "$PART" in
   cut2) INDEX=1 switched_runs "all front all" ;;
   rot) TO=260 INDEX=1 switched_runs "$(printf 'all,front,engine %.0s' $(seq "${RUNS:-3}"))" --flip-gens 12 ;;
   t2) MODEL=${MODEL:-1b} TAG="${WL:-flip1}" INDEX=1 TO=${TO:-240} \
-        switched_runs "$(printf 'all %.0s' $(seq "${RUNS:-3}"))" ;;
+        switched_runs "$(printf 'all %.0s' $(seq "${RUNS:-3}"))" --flip-gens "${GENS:-10}" ;;
   explain)
     MD=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models}; M=$MD/llama31-8b-shaped; P=/tmp/w2ext-planted; rm -rf $P
     [ -d "$M" ] || python3 -c "import sys; sys.path.insert(0, 'benchmarks/gpu'); import overhead_run as o; \
