@@ -19,7 +19,10 @@ spread over few steps).
 
 The timing wrapper itself adds two clock reads per call (about 0.1 us each); the numbers include them. The hook
 runner's own function around ``pre`` and ``post`` (the flag test, the call into vLLM's method, argument handling)
-is outside them: ``benchmarks/hook_instructions.sh`` counts the whole (``results/cpu/hook_fronts``).
+is outside them: ``benchmarks/hook_instructions.sh`` counts the whole (``results/cpu/hook_fronts``). The
+plugin's own sampled counter (``selfcost_sampled``) times the runner's call of ``pre``/``post``, which is this
+wrapper in a timed run, so there it reads the wrapper too (~0.5 µs a call warm on the 2-core CPU machine);
+``--counter-only`` runs the hooks unwrapped and reads the counter alone (``results/cpu/selfcost_vs_direct``).
 """
 from __future__ import annotations
 
@@ -83,6 +86,17 @@ def timed(acc: dict, steady: dict, window: Window, name: str, fn):
     return run
 
 
+def counted(acc: dict, window: Window, name: str, fn):
+    """``--counter-only``: a step hook's ``pre`` that counts its calls (the engine steps) and times nothing."""
+    rec = acc.setdefault(name, [0, 0, 0])
+
+    def run(*a):
+        window.step()
+        rec[0] += 1
+        return fn(*a)
+    return run
+
+
 def _steady(steady: dict) -> dict:
     """Hooks per steady decode step, in all and by role."""
     steps = sum(steady.get(k, (0, 0))[0] for k in STEP_PRES)
@@ -113,6 +127,13 @@ def main() -> int:
                          "with output lengths spread over 0.5-1.5 x --max-tokens to an engine that runs at most "
                          "batch at once (max_num_seqs; one batch size), so requests finish and join all through "
                          "the round (the steady decode figure then has no meaning)")
+    ap.add_argument("--counter-only", action="store_true",
+                    help="time no hook here: only the step hooks' calls are counted (one increment), so the plugin's "
+                         "own sampled counter (selfcost_sampled) reads the hooks without this script's timing "
+                         "wrapper inside its timed sections; the direct figures are then absent")
+    ap.add_argument("--sample-every", type=int, default=0,
+                    help="selfcost.SAMPLE_EVERY for this run (0: the plugin's default): more timed calls, a "
+                         "steadier counter")
     ap.add_argument("--steady-skip", type=int, default=4,
                     help="engine steps left out at each end of a round for the steady decode figure")
     a = ap.parse_args()
@@ -126,9 +147,15 @@ def main() -> int:
     acc: dict = {}
     steady: dict = {}
     window = Window(a.steady_skip, a.max_tokens)
-    INSTRUMENTOR.hooks = [dataclasses.replace(h, pre=timed(acc, steady, window, h.name + ".pre", h.pre),
-                                              post=timed(acc, steady, window, h.name + ".post", h.post))
-                          for h in INSTRUMENTOR.hooks]
+    if a.sample_every:
+        selfcost.SAMPLE_EVERY = a.sample_every
+    if a.counter_only:
+        INSTRUMENTOR.hooks = [dataclasses.replace(h, pre=counted(acc, window, h.name + ".pre", h.pre))
+                              if h.name + ".pre" in STEP_PRES else h for h in INSTRUMENTOR.hooks]
+    else:
+        INSTRUMENTOR.hooks = [dataclasses.replace(h, pre=timed(acc, steady, window, h.name + ".pre", h.pre),
+                                                  post=timed(acc, steady, window, h.name + ".post", h.post))
+                              for h in INSTRUMENTOR.hooks]
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
     kw = {"model": a.model, "max_model_len": 2048, "enable_prefix_caching": False, "distributed_executor_backend": "uni",
