@@ -6,8 +6,9 @@ Each sample is corrected for the clock reads inside it (a thread-clock read is a
 the H200 host, more with cold caches): the runner times an empty section right after the hook's and
 subtracts it, so the correction is measured in the same cache state. What stays in a sample is the hook
 and the runner around it (its checks, try blocks and calls): inside a real engine on the CI machine the
-counter reads about 1.5x the sum of the hooks' own ``pre``/``post`` times (``benchmarks/hook_cost_engine.py``
-sets the two side by side), the runner's share included.
+counter reads about 1.2x the sum of the hooks' own ``pre``/``post`` times, the runner's share included
+(``benchmarks/hook_cost_engine.py --counter-only`` against its timed runs: with its timing wrapper inside the
+counter's sections, as in its timed runs, the counter read ~1.8x; ``benchmarks/results/cpu/selfcost_vs_direct``).
 """
 from __future__ import annotations
 
