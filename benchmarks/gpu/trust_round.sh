@@ -24,12 +24,17 @@
 #            (default 10), read between runs by flip_summary.py. ~105-150 s a run of 10 at batch 1 (1B), ~105-120 s
 #            at 256: there 10 generates hold only 81-108 windows and runs spread by 2-3 % (results/h200/t2), so
 #            more generates (GENS=20) or more runs are what resolves 1 %.
+#   ratio    the plugin's self-cost counter against hook_cost_engine.py's direct timing on this host
+#            (results/cpu/selfcost_vs_direct): $PAIRS (default 3) pairs of a timed run and a --counter-only run,
+#            fully traced, 4-layer model, batch 1, the order alternating; selfcost_shares.py reads them. ~40 s a run.
+#            RATIO_ARGS: more hook_cost_engine.py arguments, ENGINE_JSON: its --engine-json (the CPU smoke:
+#            RATIO_ARGS=--cpu ENGINE_JSON={} with OVERHEAD_MODELS_DIR holding the tiny model as llama31-8b-shaped).
 #   explain  planted causes on the 8B-shaped model with the new timeline (explain_planted.py: prepare, schedule,
 #            default), checked by explain_check.py
 #   source .gpu/p2/env.sh && bash benchmarks/gpu/trust_round.sh PART      (results: $OUT/PART.tgz; t2: $OUT/t2_MODEL_WL.tgz)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-out}; PART=${1:?flip|budget|sample|scope|noexp|cut1|cut2|rot|t2|explain}; T0=$(date +%s)
+OUT=${OUT:-out}; PART=${1:?flip|budget|sample|scope|noexp|cut1|cut2|rot|t2|ratio|explain}; T0=$(date +%s)
 NAME=$PART; [ "$PART" = t2 ] && NAME="t2_${MODEL:-1b}_${WL:-flip1}"
 D="$OUT/$NAME"; mkdir -p "$D"
 pack() { (cd "$OUT" && tar czf ".$NAME.tmp" "$NAME" && mv ".$NAME.tmp" "$NAME.tgz" && rm -rf "$NAME"); }
@@ -69,6 +74,21 @@ case "$PART" in
   rot) TO=260 INDEX=1 switched_runs "$(printf 'all,front,engine %.0s' $(seq "${RUNS:-3}"))" --flip-gens 12 ;;
   t2) MODEL=${MODEL:-1b} TAG="${WL:-flip1}" INDEX=1 TO=${TO:-240} \
         switched_runs "$(printf 'all %.0s' $(seq "${RUNS:-3}"))" --flip-gens "${GENS:-10}" ;;
+  ratio)
+    M=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models}/llama31-8b-shaped
+    [ -f $M/tokenizer.json ] || python3 -m vllm_w2ext.lab.model_folders llama31-8b-shaped $M >/dev/null
+    OV='{"hf_overrides": {"num_hidden_layers": 4}}'; EJ=${ENGINE_JSON:-$OV}
+    for p in $(seq "${PAIRS:-3}"); do
+      order="timed counter"; [ $((p % 2)) = 0 ] && order="counter timed"
+      for m in $order; do
+        f=""; [ $m = counter ] && f=--counter-only
+        VLLM_W2EXT_SAMPLE=1 timeout 150 python3 benchmarks/hook_cost_engine.py "$M" --batches 1 --rounds 6 \
+          --max-tokens 256 --engine-json "$EJ" --sample-every 8 $f ${RATIO_ARGS:-} \
+          --out "$D/${m}_$p.json" > "$D/${m}_$p.log" 2>&1
+        echo "$m $p rc=$? ($(( $(date +%s) - T0 )) s)"; gzip -f "$D/${m}_$p.log"
+      done
+    done
+    python3 benchmarks/selfcost_shares.py "$D" | tee "$D/shares.md" | tail -1 ;;
   explain)
     MD=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models}; M=$MD/llama31-8b-shaped; P=/tmp/w2ext-planted; rm -rf $P
     [ -d "$M" ] || python3 -c "import sys; sys.path.insert(0, 'benchmarks/gpu'); import overhead_run as o; \
