@@ -1,6 +1,7 @@
 """A Markdown table of `hook_cost_ab.sh` runs (the `benchmarks/hook_cost_engine.py` JSON files of one or more
-result folders): per run, the steady decode's hook time per engine step by role, the EngineCore + worker sum
-(target 1 of issue #19), the export thread's CPU, the step's wall time and the hooks' share of it.
+result folders): per run, the steady decode's hook time per engine step by role (over all steps for a ``--churn``
+run, whose steady window still has requests joining and finishing), the EngineCore + worker sum (target 1 of issue
+#19), the export thread's CPU, the step's wall time and the hooks' share of it.
 
 The host's speed drifts between runs (the same arm reads 20-40 % apart), and the hooks' cost moves with it; the
 share of the step (EngineCore + worker µs per ms of step) is the figure that compares arms across host states.
@@ -9,7 +10,9 @@ share of the step (EngineCore + worker µs per ms of step) is the figure that co
 
 ``--counter-ratio FOLDER...``: the plugin's sampled hook counter (``selfcost_sampled``) over the direct timing of the
 hooks (``us_per_step``) in every batch of every ``hook_cost_engine.py`` JSON under the folders: how far the counter the
-metrics export reads from the hooks' own times, in the same process.
+metrics export reads from the hooks' own times, in the same process. The script's timing wrapper runs inside the
+counter's timed sections, so this ratio reads the wrapper too; ``benchmarks/selfcost_shares.py`` compares the counter
+of ``--counter-only`` runs instead (``results/cpu/selfcost_vs_direct``: ~1.2x against ~1.8x).
 
 ``--parts``: a second table per phase of each run, for runs that report them (``hook_cost_engine.py`` from 95c9add):
 the export thread's CPU by part (µs per engine step), the device poller's CPU per poll (the phase's wall time over
@@ -24,11 +27,16 @@ import sys
 from pathlib import Path
 
 
+def by_role(d: dict, b: dict) -> dict:
+    """A batch's hook µs per engine step by role: the steady decode window's, or all steps' for a churn run."""
+    return b["us_per_step_by_role"] if d.get("churn") else b["steady_decode"]["by_role"]
+
+
 def rows(folder: Path):
     for f in sorted(folder.glob("*.json"), key=lambda p: (p.stem.split("_")[-1], p.stem)):
         d = json.loads(f.read_text())
         for b in d["per_batch"]:
-            role = b["steady_decode"]["by_role"]
+            role = by_role(d, b)
             ew = role.get("engine", 0.0) + role.get("worker", 0.0)
             yield {"folder": folder.name, "run": f.stem, "arm": f.stem.rsplit("_", 1)[0], "batch": b["batch"],
                    "sample": d["sample"], "engine": role.get("engine", 0.0), "worker": role.get("worker", 0.0),
@@ -44,7 +52,7 @@ def part_rows(folder: Path, interval_ms: float):
             parts = e.get("parts")
             if parts is None:
                 continue
-            role, steps = b["steady_decode"]["by_role"], b["engine_steps"]
+            role, steps = by_role(d, b), b["engine_steps"]
             polls = b["wall_s"] * 1000 / interval_ms
             ew = role.get("engine", 0.0) + role.get("worker", 0.0)
             gc = b.get("gc_by_thread", {}).get("MainThread", {})
@@ -87,7 +95,7 @@ def main(args: list[str]) -> None:
             del args[i:i + 2]
         print("| folder | run | phase | batch | executions recorded | export thread CPU | send | device poller "
               "| cost budget poller | own counters | device poller µs per poll | Python collections on vLLM's thread "
-              "| EngineCore + worker (steady) | E + W + export thread | step ms |")
+              "| EngineCore + worker (steady; churn: all steps) | E + W + export thread | step ms |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for f in args:
             for line in part_rows(Path(f), interval):

@@ -1,0 +1,25 @@
+"""hook_cost_table.py (benchmarks/gpu) reads a run's hooks per step from the steady decode window, and from all
+steps for a ``--churn`` run, whose window still has requests joining and finishing (planted: the two figures differ,
+and each run must take its own)."""
+import json
+
+from gpu_scripts import load
+
+table = load("hook_cost_table")
+
+
+def _run(churn: bool) -> dict:
+    batch = {"batch": 512, "engine_steps": 100, "recorded_executions": 100, "wall_s": 1.0, "step_ms": 10.0,
+             "us_per_step_by_role": {"engine": 30.0, "worker": 20.0, "front": 5.0},
+             "steady_decode": {"steps": 40, "by_role": {"engine": 35.0, "worker": 25.0, "front": 6.0}},
+             "export_thread_us_per_step": {"cpu": 10.0, "wait": 1.0, "parts": {"send": 6.0, "device": 4.0}}}
+    return {"sample": 1, "churn": churn, "per_batch": [batch]}
+
+
+def test_steady_window_unless_churn(tmp_path):
+    for name, churn in (("steady_1", False), ("churn_1", True)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(_run(churn)))
+    got = {r["run"]: r["ew"] for r in table.rows(tmp_path)}
+    assert got == {"steady_1": 60.0, "churn_1": 50.0}
+    parts = {line.split(" | ")[1]: line for line in table.part_rows(tmp_path, 200.0)}
+    assert "| 60.00 | 70.00 |" in parts["steady_1"] and "| 50.00 | 60.00 |" in parts["churn_1"]
