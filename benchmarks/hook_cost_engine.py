@@ -209,6 +209,8 @@ def main() -> int:
         # with VLLM_W2EXT_SAMPLE the EngineCore gates the worker's hooks off on the steps it does not record:
         # their pre runs on the recorded executions only
         recorded = acc.get("worker.execute_model.pre", [0])[0]
+        if a.counter_only:                         # nothing timed, the worker's hooks not counted: no direct figures
+            hooks, by_role, total, recorded = {}, {}, None, None
         # the plugin's own sampled estimate over the same window (1 call in SAMPLE_EVERY timed, scaled up):
         # set beside the exact sum above, it says whether the dashboard's self-cost counter is biased
         sampled = {"hook_cpu_us_per_step": round(selfcost.hook_cpu_ns[0] / steps / 1e3, 2) if steps else None,
