@@ -31,10 +31,10 @@ def pair_row(timed: dict, counter: dict) -> dict:
             "counter_pct": 100 * c_counter["hook_wall_us_per_step"] / c_step}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dir", type=Path)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     rows = []
     n = 1
     while (a.dir / f"timed_{n}.json").exists() and (a.dir / f"counter_{n}.json").exists():

@@ -3,7 +3,6 @@ figure is read as a share of its own run's step, so a host state that slows one 
 doubled here) leaves the shares and the ratio as planted."""
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,11 +29,7 @@ def test_shares_of_each_runs_own_step(tmp_path, capsys):
     row = shares.pair_row(runs["timed_2"]["per_batch"][0], runs["counter_2"]["per_batch"][0])
     assert row["direct_pct"] == pytest.approx(1.0) and row["timed_counter_pct"] == pytest.approx(1.8)
     assert row["counter_pct"] == pytest.approx(1.2)
-    argv, sys.argv = sys.argv, ["selfcost_shares.py", str(tmp_path)]
-    try:
-        assert shares.main() == 0
-    finally:
-        sys.argv = argv
+    assert shares.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "medians over 2 pairs: direct 1.00 %, timed run's counter 1.80 %, counter-only 1.20 %" in out
     assert "counter-only / direct 1.20x, timed counter / direct 1.80x" in out
@@ -42,9 +37,5 @@ def test_shares_of_each_runs_own_step(tmp_path, capsys):
 
 
 def test_a_folder_without_pairs_is_refused(tmp_path):
-    argv, sys.argv = sys.argv, ["selfcost_shares.py", str(tmp_path)]
-    try:
-        with pytest.raises(SystemExit):
-            shares.main()
-    finally:
-        sys.argv = argv
+    with pytest.raises(SystemExit):
+        shares.main([str(tmp_path)])
