@@ -1,0 +1,60 @@
+"""The plugin's own self-cost counters in ``toggle_ab.py`` runs (issue #19, target 1 where users run it: the
+EngineCore in a process of its own): from each run's last scrape of the metrics endpoint (``RUN.prom.gz``), µs per
+executed engine step of the hooks' sampled wall time (``hook_self_seconds``) and the export thread's CPU, in the
+EngineCore's process (role ``engine_core``, the worker inside it at TP=1) and in the front end.
+
+    python3 benchmarks/gpu/toggle_counters.py results/h200/t2b/t2_*/toggle_*_[0-9].prom.gz
+
+What the figures are: the hooks' counter is the hook runner's sampled timing (``telemetry/selfcost.py``), which
+reads ~1.2x ``hook_cost_engine.py``'s direct timing (``results/cpu/selfcost_vs_direct``, ``results/h200/t2b/ratio``);
+the export thread's is its thread clock, read per interval. In a flip run the plugin is paused for half of the
+real generates' blocks: paused steps are not counted, and neither is their hook time, but the export thread keeps
+its interval, so its figure per counted step is high by up to the paused share of the run.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import overhead_run  # same folder
+
+SERIES = (("hooks", "vllm_w2ext_hook_self_seconds_total"),
+          ("export thread", "vllm_w2ext_export_thread_cpu_seconds_total"))
+ROLES = ("engine_core", "worker", "frontend")     # a worker has a role of its own where it has a process (TP > 1)
+
+
+def per_step_us(final: dict) -> dict[str, float]:
+    """``{"engine_core hooks": µs, ...}`` per executed EngineCore step, for each role that one scrape's
+    ``overhead_run.self_cost`` holds."""
+    steps = final["engine_steps"].get("engine_core") or 0.0
+    roles = {r for roles in final["series"].values() for r in roles}
+    if not steps:
+        return {}
+    return {f"{role} {label}": 1e6 * (final["series"].get(name) or {}).get(role, 0.0) / steps
+            for role in ROLES if role in roles for label, name in SERIES}
+
+
+def rows(paths: list[str]) -> list[tuple[str, int, dict[str, float]]]:
+    """(run, executed EngineCore steps, ``per_step_us``) of each run's last scrape (no scrape: 0 and {})."""
+    out = []
+    for p in paths:
+        sc = overhead_run.scrape_self_cost(Path(p), None)
+        final = sc["final"] if sc else {"engine_steps": {}, "series": {}}
+        out.append((Path(p).name.removesuffix(".prom.gz"), int(final["engine_steps"].get("engine_core", 0)),
+                    per_step_us(final)))
+    return out
+
+
+def main(paths: list[str]) -> int:
+    got = rows(paths)
+    cols = [f"{r} {label}" for r in ROLES for label, _ in SERIES if any(f"{r} {label}" in us for *_, us in got)]
+    print("| run | executed engine steps | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 2) + "|")
+    for name, steps, us in got:
+        print(f"| {name} | {steps} | " + " | ".join(f"{us[c]:.1f}" if c in us else "-" for c in cols) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

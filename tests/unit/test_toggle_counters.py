@@ -1,0 +1,41 @@
+"""toggle_counters.py (benchmarks/gpu) reads the plugin's self-cost counters from a flip run's LAST scrape, per
+executed EngineCore step (planted: an earlier scrape with other values, steps that did not execute, and a worker
+role that only some runs have)."""
+import gzip
+
+from gpu_scripts import load
+
+counters = load("toggle_counters")
+
+
+def _scrape(t: float, hooks_ec: float, hooks_fe: float, export_ec: float, steps: int, worker: bool) -> str:
+    lab = 'engine="0",pp_rank="na",rank="na",tp_rank="na"'
+    lines = [f"# SCRAPE {t}",
+             f'vllm_w2ext_hook_self_seconds_total{{{lab},role="engine_core"}} {hooks_ec}',
+             f'vllm_w2ext_hook_self_seconds_total{{{lab},role="frontend"}} {hooks_fe}',
+             f'vllm_w2ext_export_thread_cpu_seconds_total{{{lab},role="engine_core"}} {export_ec}',
+             f'vllm_w2ext_export_thread_cpu_seconds_total{{{lab},role="frontend"}} 0.002',
+             f'vllm_w2ext_engine_steps_total{{{lab},executed="true",role="engine_core"}} {steps}',
+             f'vllm_w2ext_engine_steps_total{{{lab},executed="false",role="engine_core"}} 500',
+             f'vllm_w2ext_engine_steps_created{{{lab},executed="true",role="engine_core"}} 1.7e9']
+    if worker:
+        lines.append(f'vllm_w2ext_hook_self_seconds_total{{{lab},role="worker"}} 0.004')
+    return "\n".join(lines) + "\n"
+
+
+def test_last_scrape_per_executed_step(tmp_path, capsys):
+    a, b = tmp_path / "toggle_a_1.prom.gz", tmp_path / "toggle_b_1.prom.gz"
+    with gzip.open(a, "wt") as f:
+        f.write(_scrape(1.0, 0.5, 0.5, 0.5, 10, False) + _scrape(2.0, 0.015, 0.009, 0.006, 1000, False))
+    with gzip.open(b, "wt") as f:
+        f.write(_scrape(2.0, 0.030, 0.010, 0.020, 2000, True))
+    got = {name: (steps, {k: round(v, 6) for k, v in us.items()}) for name, steps, us in counters.rows([a, b])}
+    assert got["toggle_a_1"] == (1000, {"engine_core hooks": 15.0, "engine_core export thread": 6.0,
+                                        "frontend hooks": 9.0, "frontend export thread": 2.0})
+    assert got["toggle_b_1"][0] == 2000
+    assert got["toggle_b_1"][1]["engine_core hooks"] == 15.0 and got["toggle_b_1"][1]["worker hooks"] == 2.0
+    counters.main([str(a), str(b)])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split(" | ")[2:] == ["engine_core hooks", "engine_core export thread", "worker hooks",
+                                       "worker export thread", "frontend hooks", "frontend export thread |"]
+    assert out[2].endswith("| 15.0 | 6.0 | - | - | 9.0 | 2.0 |")
