@@ -21,9 +21,9 @@
 #   t2       target 2 beyond the 4-layer model at batch 1 (results/h200/rot): the switched decode at
 #            VLLM_W2EXT_SAMPLE=$N (default 32), every process switched, on MODEL (l4|1b, default 1b) with workload
 #            WL (flip1: batch 1; flip256: 256 requests per step), $RUNS runs (default 3) of $GENS generates
-#            (default 10), read between runs by flip_summary.py. ~105-150 s a run of 10 at batch 1 (1B), ~105-120 s
-#            at 256: there 10 generates hold only 81-108 windows and runs spread by 2-3 % (results/h200/t2), so
-#            more generates (GENS=20) or more runs are what resolves 1 %.
+#            (default 10), read between runs by flip_summary.py. ~90-150 s a run of 10 at batch 1 (1B). At 256 a
+#            generate takes ~10 s and a run stops at its deadline (TO less 60 s from its start): GENS=16 TO=290,
+#            two runs a call, ~210-230 s a run (results/h200/t2b; t2's runs there stopped after 5-8 generates).
 #   ratio    the plugin's self-cost counter against hook_cost_engine.py's direct timing on this host
 #            (results/cpu/selfcost_vs_direct): $PAIRS (default 3) pairs of a timed run and a --counter-only run,
 #            fully traced, 4-layer model, batch 1, the order alternating; selfcost_shares.py reads them. ~40 s a run.
