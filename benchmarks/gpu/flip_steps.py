@@ -26,11 +26,15 @@ monotonic clock) says whether the front end keeps up: a lag that grows through a
 the EngineCore, sets the pace. Block bounds are the front end's step counts on both clocks: an EngineCore ahead by
 more than ``SETTLE`` steps would blur its blocks (the lag says by how much).
 
-What a block of "on" does not hold: records of it that the export thread sends after the switch are sent in
-the next block, so that part of the export thread's work is read as the paused state's (the estimate is low by
-it). With blocks of length L and an export interval I < L, about I / 2L of a block's records go out after it:
-run with an interval well under the block (``toggle_ab.py --export-interval-ms``); the export thread's CPU per
-step (``hook_cost_engine.py``: 13-15 µs at batch 1 on the H200 host) bounds what is moved.
+What a block of "on" does not hold: records of it that the export thread sends after the switch. Before
+``Pipeline.set_running`` (the thirty-first session) they went out at the next export interval, inside the paused
+block, so that part of the export thread's work was read as the paused state's (the estimate low by it; about
+I / 2L of a block's records with blocks of length L and an export interval I < L, hence
+``toggle_ab.py --export-interval-ms`` well under the block), and a paused export thread still woke every interval,
+a fixed cost per wake (``results/cpu/export_interval``) in both states and so in neither estimate. Since, a pause
+sends what is left at once, during the paused block's first ``settle`` steps (left out, not read as paused), and
+the paused thread sleeps until resumed. The export thread's CPU per step (``hook_cost_engine.py``: 13-15 µs fully
+traced at batch 1 on the H200 host) bounds what either moved.
 """
 from __future__ import annotations
 

@@ -19,7 +19,10 @@ earlier version that reached the EngineCore through ``collective_rpc`` with a pi
 
 What "paused" still has: the plugin's idle threads and export processes, and one attribute test per
 hooked call. What it measures: hooks, recording, the export thread's and export process's work, i.e.
-the per-step cost the issue is about. The separate-run A/B (overhead_models.sh) covers the rest.
+the per-step cost the issue is about. The separate-run A/B (overhead_models.sh) covers the rest. Until
+the thirty-first session's change (``Pipeline.set_running``) a paused process's export thread still woke every
+interval, and a wake has a fixed cost with nothing to send (``results/cpu/export_interval``): runs before it
+(``results/h200/t2``, ``t2b`` and earlier) read that part in both states, so their estimates leave it out.
 ``--exporters none``: the plugin with no exporter configured (no OTLP endpoint, span files or metrics
 endpoint): hooks, recording and the export thread, without the export processes' work; beside a run with
 every exporter on, it splits the cost between vLLM's processes and the export side's load on the host.

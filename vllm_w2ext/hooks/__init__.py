@@ -89,12 +89,15 @@ class Instrumentor:
         at start-up (``EngineCore.step_fn``) keep the wrapper, so pausing reaches them where
         ``uninstrument()`` does not. Resuming also re-enables hooks a fault switched off. Call it
         between steps (with no request in flight), as ``benchmarks/gpu/toggle_ab.py`` does. Returns the
-        hook calls counted so far in this process (they do not grow while paused)."""
+        hook calls counted so far in this process (they do not grow while paused). The export thread sleeps
+        while paused (``Pipeline.set_running``)."""
+        from vllm_w2ext.telemetry import pipeline
         if on:                      # the paused steps ran unrecorded: no gap or idle measured across them
             from vllm_w2ext.hooks import worker
             worker.forget_previous_step()
         for r in self.runners.values():
             r.pause(on)
+        pipeline.set_running(on)
         return sum(r.calls for r in self.runners.values())
 
     def uninstrument(self) -> None:

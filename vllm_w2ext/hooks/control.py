@@ -5,7 +5,8 @@ directly, the EngineCore through a utility call (``EngineCoreClient.call_utility
 of that name on the EngineCore) and the workers through ``LLM.collective_rpc`` by method name (no pickled
 callable, so no ``VLLM_ALLOW_INSECURE_SERIALIZATION``). For that, ``instrument()`` adds one method,
 ``w2ext_set_active``, to vLLM's ``EngineCore`` and ``WorkerBase`` classes (``uninstrument()`` removes it).
-Each process answers with its pid and its hook-call count, which does not grow while paused: the in-engine
+Each process answers with its pid, its hook-call count, which does not grow while paused, and how often its
+export thread has woken (``export_wakes``: it sleeps while paused, ``Pipeline.set_running``): the in-engine
 A/B (``benchmarks/gpu/toggle_ab.py``) and tests/test_parallel_engines.py check that. Call it with no request
 in flight.
 """
@@ -20,7 +21,8 @@ TARGETS = (("vllm.v1.engine.core", "EngineCore"), ("vllm.v1.worker.worker_base",
 
 def _set_active(self, on: bool) -> dict:
     from vllm_w2ext.hooks import INSTRUMENTOR
-    return {"pid": os.getpid(), "calls": INSTRUMENTOR.set_active(bool(on))}
+    from vllm_w2ext.telemetry import pipeline
+    return {"pid": os.getpid(), "calls": INSTRUMENTOR.set_active(bool(on)), "export_wakes": pipeline.export_wakes()}
 
 
 def attach(module, cls_name: str) -> None:
@@ -37,14 +39,13 @@ def detach() -> None:
 
 
 def set_everywhere(llm, on: bool, front: bool = True, engine: bool = True) -> dict:
-    """Pause (``False``) or resume every hook of ``llm``'s processes; each one's pid and hook calls:
+    """Pause (``False``) or resume every hook of ``llm``'s processes; each one's pid, hook calls and export wakes:
     ``{"front": {...}, "engine": [{...}, ...]}`` (the EngineCore, then each worker; at TP=1 on the GPU
     the worker runs inside the EngineCore, so that pid appears twice). ``front`` / ``engine`` False: that side
     is left as it is and not listed (``"front"`` absent, ``"engine"`` empty), to tell their costs apart."""
-    from vllm_w2ext.hooks import INSTRUMENTOR
     out: dict = {"engine": []}
     if front:
-        out["front"] = {"pid": os.getpid(), "calls": INSTRUMENTOR.set_active(on)}
+        out["front"] = _set_active(None, on)
     if engine:
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if hasattr(core, "call_utility"):            # an EngineCore in its own process

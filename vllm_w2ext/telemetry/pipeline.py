@@ -46,6 +46,8 @@ class Pipeline:
         self._stats_due = 0.0              # perf_counter time the own counters are next sent
         self._faults_sent = 0              # selfcost.faults when they were last sent (a new fault goes at once)
         self._pollers: list = []           # called on the export thread before each take (poll(recorder))
+        self._running = True               # False while this process's hooks are paused (set_running)
+        self.wakes = 0                     # times the export thread woke (each interval, or when woken)
 
     def connect(self) -> None:
         """Where records go: the export process if wanted and it starts, else the in-process chain."""
@@ -98,9 +100,18 @@ class Pipeline:
     def _run(self) -> None:
         interval = self.settings.export_interval_ms / 1000.0
         while not self._stop.is_set():
-            self._wake.wait(interval)
+            self._wake.wait(interval if self._running else None)
             self._wake.clear()
+            self.wakes += 1
             self.flush_once()
+
+    def set_running(self, on: bool) -> None:
+        """This process's hooks were paused (``False``) or resumed. Paused, nothing is recorded, so the export
+        thread sends what is left at once and then sleeps until resumed instead of waking every interval: a wake
+        has a fixed cost on vLLM's GIL even with nothing to send (``benchmarks/results/cpu/export_interval``),
+        which a paused plugin should not keep. Resumed, it flushes at once and wakes every interval again."""
+        self._running = bool(on)
+        self._wake.set()
 
     def flush_once(self, stats: bool = False) -> int:
         """Hand everything recorded so far on, in chunks with a GIL release between them; the plugin's own
@@ -203,6 +214,19 @@ def _build() -> Pipeline:
         _pipeline = p
         RECORDER[0] = p.recorder
         return p
+
+
+def set_running(on: bool) -> None:
+    """``Pipeline.set_running`` of this process's pipeline, if it has one."""
+    p = _pipeline
+    if p is not None:
+        p.set_running(on)
+
+
+def export_wakes() -> int | None:
+    """How often this process's export thread has woken (None: no pipeline here)."""
+    p = _pipeline
+    return None if p is None else p.wakes
 
 
 def flush_if_started(timeout_s: float | None = None) -> None:
