@@ -180,16 +180,16 @@ def test_tp2_trace_files_forked_and_killed_workers(tp2):
 def test_tp2_pause_reaches_every_process(tp2):
     """hooks/control.py at TP=2: paused, no hook runs in the front end, the EngineCore or either worker
     (their call counts stay put over a whole generate); resumed, every one of them runs hooks again. Their export
-    threads too: over a paused generate and 0.6 s (three of the default 200 ms intervals) each woke at most once
-    (the pause's own flush); resumed, over as long, at least twice."""
+    threads too: over a paused generate and 1 s (five of the default 200 ms intervals) each woke at most twice (the
+    pause's own flush, and a timer wake that raced it); resumed, over as long, at least three times."""
     checks = tp2.pause_check
     procs = [[c["counts"]["front"], *c["counts"]["engine"]] for c in checks]
     assert len({p["pid"] for p in procs[0]}) == 4, procs[0]          # front end, EngineCore, two workers
     paused, resumed = list(zip(procs[0], procs[1])), list(zip(procs[1], procs[2]))
     assert all(b["calls"] == a["calls"] for a, b in paused), procs
     assert all(b["calls"] > a["calls"] for a, b in resumed), procs
-    assert all(b["export_wakes"] - a["export_wakes"] <= 1 for a, b in paused), procs
-    assert all(b["export_wakes"] - a["export_wakes"] >= 2 for a, b in resumed), procs
+    assert all(b["export_wakes"] - a["export_wakes"] <= 2 for a, b in paused), procs
+    assert all(b["export_wakes"] - a["export_wakes"] >= 3 for a, b in resumed), procs
 
 
 def test_tp2_pause_of_one_side_leaves_the_other_running(tp2):

@@ -320,8 +320,13 @@ def _first_per_pid(counts: dict) -> list:
     return out
 
 
+PAUSED_WAKES = 2     # export-thread wakes a paused interval may hold: the pause's own flush, a timer wake racing it
+
+
 def check_switches(switches: list) -> dict:
-    """Between one switch and the next, each process's hook calls must stay put if paused and grow if on."""
+    """Between one switch and the next, each process's hook calls must stay put if paused and grow if on, and
+    its export thread must not wake more than ``PAUSED_WAKES`` times while paused (answers that carry
+    ``export_wakes``: plugin code from 7e1d092 on, whose paused export thread sleeps)."""
     bad, n = [], 0
     for a, b in itertools.pairwise(switches):
         later = {p["pid"]: p for p in _first_per_pid(b["counts"])}
@@ -331,8 +336,11 @@ def check_switches(switches: list) -> dict:
                 continue
             n += 1
             grew = pb["calls"] > pa["calls"]
-            if grew != a["on"]:
-                bad.append({"from_block": a["block"], "on": a["on"], "pid": pa["pid"], "calls": [pa["calls"], pb["calls"]]})
+            wakes = [pa.get("export_wakes"), pb.get("export_wakes")]
+            woke = None if None in wakes else wakes[1] - wakes[0]
+            if grew != a["on"] or (not a["on"] and woke is not None and woke > PAUSED_WAKES):
+                bad.append({"from_block": a["block"], "on": a["on"], "pid": pa["pid"],
+                            "calls": [pa["calls"], pb["calls"]], "export_wakes": wakes})
     return {"intervals": n, "ok": not bad, "bad": bad}
 
 

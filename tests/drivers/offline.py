@@ -15,7 +15,7 @@ the first generate), tensor_parallel_size, distributed_executor_backend ("mp", "
   slow_flag     the flag file path
   hold_file     after the phases, keep the engine (and metrics endpoint) up until this file exists
   pause_check   after the phases: pause every hook in every process (vllm_w2ext.hooks.control), generate,
-                wait 0.6 s, resume, generate, wait 0.6 s; each switch's per-process hook-call counts and export
+                wait 1 s, resume, generate, wait 1 s; each switch's per-process hook-call counts and export
                 thread wakes go into "pause_check"; then the
                 front end alone paused, generate, and the engine's processes alone, generate ("pause_scoped":
                 each one's counts before and after)
@@ -170,7 +170,7 @@ if __name__ == "__main__":
         for on in (False, True):
             checks.append({"on": on, "counts": control.set_everywhere(llm, on)})
             llm.generate(prompts, sp, use_tqdm=False)
-            time.sleep(0.6)                 # 3 export intervals: a running export thread wakes, a paused one not
+            time.sleep(1.0)                 # 5 export intervals: a running export thread wakes, a paused one not
         checks.append({"on": None, "counts": control.set_everywhere(llm, True)})
         result["pause_check"] = checks
         calls += 1                          # the resumed generate (the paused one records nothing)

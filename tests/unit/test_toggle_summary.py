@@ -154,3 +154,22 @@ def test_switch_check_compares_each_process_with_itself_when_a_scope_lists_fewer
     grown = {"engine": [{"pid": 2, "calls": 25}]}
     c = toggle_ab.check_switches([{"block": 0, "on": True, "counts": every}, {"block": 1, "on": True, "counts": grown}])
     assert c == {"intervals": 1, "ok": True, "bad": []}
+
+
+def test_an_export_thread_waking_while_paused_is_caught():
+    """Answers with ``export_wakes`` (7e1d092 on): a paused interval may hold the pause's own flush and one timer
+    wake racing it, not the export thread's every interval; answers without the field (older runs) are not judged
+    on it."""
+    def c(calls, wakes):
+        return {"front": {"pid": 1, "calls": calls, "export_wakes": wakes}, "engine": []}
+    def sw(paused_wakes):
+        return [{"block": 0, "on": True, "counts": c(0, 0)}, {"block": 1, "on": False, "counts": c(10, 5)},
+                {"block": 2, "on": True, "counts": c(10, 5 + paused_wakes)}, {"block": "end", "on": True, "counts": c(20, 30)}]
+    assert toggle_ab.check_switches(sw(2))["ok"]
+    bad = toggle_ab.check_switches(sw(6))["bad"]
+    assert len(bad) == 1 and bad[0]["from_block"] == 1 and bad[0]["export_wakes"] == [5, 11]
+    old = sw(6)
+    for x in old:
+        del x["counts"]["front"]["export_wakes"]
+    assert toggle_ab.check_switches(old)["ok"]
+

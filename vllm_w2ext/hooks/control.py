@@ -20,9 +20,12 @@ TARGETS = (("vllm.v1.engine.core", "EngineCore"), ("vllm.v1.worker.worker_base",
 
 
 def _set_active(self, on: bool) -> dict:
+    """Switch this process; its pid, hook calls, and export-thread wakes read before the switch (so a pause's own
+    flush counts in the paused interval, a resume's in the running one)."""
     from vllm_w2ext.hooks import INSTRUMENTOR
     from vllm_w2ext.telemetry import pipeline
-    return {"pid": os.getpid(), "calls": INSTRUMENTOR.set_active(bool(on)), "export_wakes": pipeline.export_wakes()}
+    wakes = pipeline.export_wakes()
+    return {"pid": os.getpid(), "calls": INSTRUMENTOR.set_active(bool(on)), "export_wakes": wakes}
 
 
 def attach(module, cls_name: str) -> None:
