@@ -29,12 +29,17 @@
 #            fully traced, 4-layer model, batch 1, the order alternating; selfcost_shares.py reads them. ~40 s a run.
 #            RATIO_ARGS: more hook_cost_engine.py arguments, ENGINE_JSON: its --engine-json (the CPU smoke:
 #            RATIO_ARGS=--cpu ENGINE_JSON={} with OVERHEAD_MODELS_DIR holding the tiny model as llama31-8b-shaped).
+#   served   target 1 where users run it, at the plugin's defaults (export interval 200 ms): one engine on MODEL
+#            (default 1b) with the plugin on and never switched (toggle_ab.py --arm plugin), workload WL (default
+#            lat1: batch 1, 512 in, 128 out), $BLOCKS (16) x $ITERS (10) iterations, once per VLLM_W2EXT_SAMPLE in
+#            $SAMPLES (default "32 1"); toggle_counters.py reads each run's last scrape (counters.md). No paused
+#            steps, so unlike the flip runs' the export thread's figure is not inflated. ~60-90 s a run.
 #   explain  planted causes on the 8B-shaped model with the new timeline (explain_planted.py: prepare, schedule,
 #            default), checked by explain_check.py
 #   source .gpu/p2/env.sh && bash benchmarks/gpu/trust_round.sh PART      (results: $OUT/PART.tgz; t2: $OUT/t2_MODEL_WL.tgz)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-out}; PART=${1:?flip|budget|sample|scope|noexp|cut1|cut2|rot|t2|ratio|explain}; T0=$(date +%s)
+OUT=${OUT:-out}; PART=${1:?flip|budget|sample|scope|noexp|cut1|cut2|rot|t2|ratio|served|explain}; T0=$(date +%s)
 NAME=$PART; [ "$PART" = t2 ] && NAME="t2_${MODEL:-1b}_${WL:-flip1}"
 D="$OUT/$NAME"; mkdir -p "$D"
 pack() { (cd "$OUT" && tar czf ".$NAME.tmp" "$NAME" && mv ".$NAME.tmp" "$NAME.tgz" && rm -rf "$NAME"); }
@@ -89,6 +94,13 @@ case "$PART" in
       done
     done
     python3 benchmarks/selfcost_shares.py "$D" | tee "$D/shares.md" | tail -1 ;;
+  served)
+    for s in ${SAMPLES:-32 1}; do
+      timeout 300 python3 benchmarks/gpu/toggle_ab.py --arm plugin --model "${MODEL:-1b}" --out "$D" \
+        --workloads "${WL:-lat1}" --blocks "${BLOCKS:-16}" --lat-iters "${ITERS:-10}" --sample "$s" --tag served \
+        --timeout 280 2>&1 | grep '^\[toggle_ab\]' | tee -a "$D/summary.txt"
+    done
+    python3 benchmarks/gpu/toggle_counters.py "$D"/*.prom.gz | tee "$D/counters.md" ;;
   explain)
     MD=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models}; M=$MD/llama31-8b-shaped; P=/tmp/w2ext-planted; rm -rf $P
     [ -d "$M" ] || python3 -c "import sys; sys.path.insert(0, 'benchmarks/gpu'); import overhead_run as o; \
