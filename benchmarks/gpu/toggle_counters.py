@@ -1,7 +1,8 @@
 """The plugin's own self-cost counters in ``toggle_ab.py`` runs (issue #19, target 1 where users run it: the
-EngineCore in a process of its own): from each run's last scrape of the metrics endpoint (``RUN.prom.gz``), µs per
+EngineCore in a process of its own): from each run's last full scrape of the metrics endpoint (``RUN.prom.gz``), µs per
 executed engine step of the hooks' sampled wall time (``hook_self_seconds``) and the export thread's CPU, in the
 EngineCore's process (role ``engine_core``, the worker inside it at TP=1) and in the front end.
+The scrape read is the last one with the most executed EngineCore steps (``last_full_scrape``).
 
     python3 benchmarks/gpu/toggle_counters.py results/h200/t2b/t2_*/toggle_*_[0-9].prom.gz
 
@@ -35,12 +36,21 @@ def per_step_us(final: dict) -> dict[str, float]:
             for role in ROLES if role in roles for label, name in SERIES}
 
 
+def last_full_scrape(path: Path) -> dict:
+    """``overhead_run.self_cost`` of the run's last scrape with the most executed EngineCore steps: a scrape taken
+    while the engine shut down can lack its series (a short run's last one read 0 or a few steps)."""
+    costs = [overhead_run.self_cost(text) for _, text in overhead_run.read_scrapes(path) if "vllm_w2ext_" in text]
+    if not costs:
+        return {"engine_steps": {}, "series": {}}
+    most = max(c["engine_steps"].get("engine_core", 0.0) for c in costs)
+    return [c for c in costs if c["engine_steps"].get("engine_core", 0.0) == most][-1]
+
+
 def rows(paths: list[str]) -> list[tuple[str, int, dict[str, float]]]:
-    """(run, executed EngineCore steps, ``per_step_us``) of each run's last scrape (no scrape: 0 and {})."""
+    """(run, executed EngineCore steps, ``per_step_us``) of each run's ``last_full_scrape`` (no scrape: 0, {})."""
     out = []
     for p in paths:
-        sc = overhead_run.scrape_self_cost(Path(p), None)
-        final = sc["final"] if sc else {"engine_steps": {}, "series": {}}
+        final = last_full_scrape(Path(p))
         out.append((Path(p).name.removesuffix(".prom.gz"), int(final["engine_steps"].get("engine_core", 0)),
                     per_step_us(final)))
     return out

@@ -1,6 +1,6 @@
-"""toggle_counters.py (benchmarks/gpu) reads the plugin's self-cost counters from a flip run's LAST scrape, per
-executed EngineCore step (planted: an earlier scrape with other values, steps that did not execute, and a worker
-role that only some runs have)."""
+"""toggle_counters.py (benchmarks/gpu) reads the plugin's self-cost counters from a run's last full scrape, per
+executed EngineCore step (planted: an earlier scrape with other values, a later one taken as the engine shut down
+that lost its steps, steps that did not execute, and a worker role that only some runs have)."""
 import gzip
 
 from gpu_scripts import load
@@ -23,10 +23,11 @@ def _scrape(t: float, hooks_ec: float, hooks_fe: float, export_ec: float, steps:
     return "\n".join(lines) + "\n"
 
 
-def test_last_scrape_per_executed_step(tmp_path, capsys):
+def test_last_full_scrape_per_executed_step(tmp_path, capsys):
     a, b = tmp_path / "toggle_a_1.prom.gz", tmp_path / "toggle_b_1.prom.gz"
-    with gzip.open(a, "wt") as f:
-        f.write(_scrape(1.0, 0.5, 0.5, 0.5, 10, False) + _scrape(2.0, 0.015, 0.009, 0.006, 1000, False))
+    with gzip.open(a, "wt") as f:       # an early scrape, the full one, and one taken as the engine shut down
+        f.write(_scrape(1.0, 0.5, 0.5, 0.5, 10, False) + _scrape(2.0, 0.015, 0.009, 0.006, 1000, False)
+                + _scrape(3.0, 0.0, 0.0, 0.0, 0, False))
     with gzip.open(b, "wt") as f:
         f.write(_scrape(2.0, 0.030, 0.010, 0.020, 2000, True))
     got = {name: (steps, {k: round(v, 6) for k, v in us.items()}) for name, steps, us in counters.rows([a, b])}
