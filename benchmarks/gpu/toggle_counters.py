@@ -1,8 +1,8 @@
-"""The plugin's own self-cost counters in ``toggle_ab.py`` runs (issue #19, target 1 where users run it: the
-EngineCore in a process of its own): from each run's last full scrape of the metrics endpoint (``RUN.prom.gz``), µs per
+"""The plugin's own self-cost counters in ``toggle_ab.py`` runs (issue #19, target 1 where users run it: the EngineCore
+in a process of its own): from each run's last full scrape of the metrics endpoint (``RUN.prom.gz``), µs per
 executed engine step of the hooks' sampled wall time (``hook_self_seconds``) and the export thread's CPU, in the
-EngineCore's process (role ``engine_core``, the worker inside it at TP=1) and in the front end.
-The scrape read is the last one with the most executed EngineCore steps (``last_full_scrape``).
+EngineCore's process (role ``engine_core``, the worker inside it at TP=1) and in the front end. The scrape read is
+the last one with the most executed EngineCore steps (``last_full_scrape``).
 
     python3 benchmarks/gpu/toggle_counters.py results/h200/t2b/t2_*/toggle_*_[0-9].prom.gz
 
