@@ -37,8 +37,8 @@ def per_step_us(final: dict) -> dict[str, float]:
 
 
 def last_full_scrape(path: Path) -> dict:
-    """``overhead_run.self_cost`` of the run's last scrape with the most executed EngineCore steps: a scrape taken
-    while the engine shut down can lack its series (a short run's last one read 0 or a few steps)."""
+    """``overhead_run.self_cost`` of the run's last scrape with the most executed EngineCore steps: the counters
+    only grow, so a later scrape with fewer is an incomplete one (one taken as the processes shut down)."""
     costs = [overhead_run.self_cost(text) for _, text in overhead_run.read_scrapes(path) if "vllm_w2ext_" in text]
     if not costs:
         return {"engine_steps": {}, "series": {}}
