@@ -12,18 +12,6 @@ from vllm_w2ext.telemetry.pipeline import Pipeline
 from vllm_w2ext.vocab import FRONT, Span
 
 
-def _counting(p: Pipeline) -> list:
-    wakes = []
-    real = p.flush_once
-
-    def flush_once(stats: bool = False) -> int:
-        wakes.append(len(p.recorder.buf))
-        return real(stats)
-
-    p.flush_once = flush_once
-    return wakes
-
-
 def _wait_for(cond, timeout: float = 2.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -33,22 +21,20 @@ def _wait_for(cond, timeout: float = 2.0) -> bool:
     return cond()
 
 
-def test_paused_export_thread_sleeps_and_resumes(tmp_path):
+def test_paused_export_thread_sleeps_and_resumes():
     p = Pipeline(config.Settings(export_interval_ms=10, export_process="off"))
-    wakes = _counting(p)
     p.start()
     try:
         time.sleep(0.3)
-        running = len(wakes)
-        assert running >= 10
+        assert p.wakes >= 10
         p.recorder.end(p.recorder.begin(Span.GENERATE, FRONT))    # recorded just before the pause
         p.set_running(False)
         assert _wait_for(lambda: len(p.recorder.buf) == 0)         # sent at once, not at the next interval
-        paused_from = len(wakes)
+        paused_from = p.wakes
         time.sleep(0.3)
-        assert len(wakes) - paused_from <= 1                      # at most the pause's own flush, still running
+        assert p.wakes - paused_from <= 1                         # at most the pause's own flush, still running
         p.set_running(True)
-        assert _wait_for(lambda: len(wakes) >= paused_from + 10)  # woken at once, then every interval again
+        assert _wait_for(lambda: p.wakes >= paused_from + 10)     # woken at once, then every interval again
     finally:
         p.shutdown()
 
