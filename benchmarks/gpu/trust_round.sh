@@ -32,7 +32,7 @@
 #   served   target 1 where users run it, at the plugin's defaults (export interval 200 ms): one engine on MODEL
 #            (default 1b) with the plugin on and never switched (toggle_ab.py --arm plugin), workload WL (default
 #            lat1: batch 1, 512 in, 128 out), $BLOCKS (16) x $ITERS (10) iterations, once per VLLM_W2EXT_SAMPLE in
-#            $SAMPLES (default "32 1"); toggle_counters.py reads each run's last scrape (counters.md). No paused
+#            $SAMPLES (default "32 1"); toggle_counters.py reads each run's last full scrape (counters.md). No paused
 #            steps, so unlike the flip runs' the export thread's figure is not inflated. ~60-90 s a run.
 #   explain  planted causes on the 8B-shaped model with the new timeline (explain_planted.py: prepare, schedule,
 #            default), checked by explain_check.py
