@@ -156,18 +156,25 @@ def self_cost(text: str) -> dict:
     return {"series": by_name, "engine_steps": steps, "engine_steps_all": steps_all, "sample_every": every}
 
 
+def last_full(costs: list[tuple[float, dict]]) -> tuple[float, dict]:
+    """The last of (time, ``self_cost``) scrapes with the most executed EngineCore steps: the counters only grow,
+    so a later scrape with fewer is an incomplete one (taken as the processes shut down, some of them gone)."""
+    most = max(c["engine_steps"].get("engine_core", 0.0) for _, c in costs)
+    return [(t, c) for t, c in costs if c["engine_steps"].get("engine_core", 0.0) == most][-1]
+
+
 def scrape_self_cost(path: Path, split_at: float | None) -> dict | None:
-    """Self-cost from the last scrape, and from the last scrape before ``split_at`` (the latency task's
-    end: that one covers the latency workload, final minus it the throughput workload)."""
-    scrapes = [(t, s) for t, s in read_scrapes(path) if "vllm_w2ext_" in s]
-    if not scrapes:
+    """Self-cost from the last full scrape (``last_full``), and from the last full one before ``split_at`` (the
+    latency task's end: that one covers the latency workload, final minus it the throughput workload)."""
+    costs = [(t, self_cost(s)) for t, s in read_scrapes(path) if "vllm_w2ext_" in s]
+    if not costs:
         return None
-    out = {"n_scrapes": len(scrapes), "final_t": scrapes[-1][0], "final": self_cost(scrapes[-1][1])}
+    final_t, final = last_full(costs)
+    out = {"n_scrapes": len(costs), "final_t": final_t, "final": final}
     if split_at is not None:
-        before = [(t, s) for t, s in scrapes if t <= split_at]
+        before = [(t, c) for t, c in costs if t <= split_at]
         if before:
-            out["at_latency_done_t"] = before[-1][0]
-            out["at_latency_done"] = self_cost(before[-1][1])
+            out["at_latency_done_t"], out["at_latency_done"] = last_full(before)
     return out
 
 

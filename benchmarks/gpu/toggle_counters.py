@@ -37,13 +37,10 @@ def per_step_us(final: dict) -> dict[str, float]:
 
 
 def last_full_scrape(path: Path) -> dict:
-    """``overhead_run.self_cost`` of the run's last scrape with the most executed EngineCore steps: the counters
-    only grow, so a later scrape with fewer is an incomplete one (one taken as the processes shut down)."""
-    costs = [overhead_run.self_cost(text) for _, text in overhead_run.read_scrapes(path) if "vllm_w2ext_" in text]
-    if not costs:
-        return {"engine_steps": {}, "series": {}}
-    most = max(c["engine_steps"].get("engine_core", 0.0) for c in costs)
-    return [c for c in costs if c["engine_steps"].get("engine_core", 0.0) == most][-1]
+    """``overhead_run.self_cost`` of the run's last full scrape (``overhead_run.last_full``, the rule
+    ``overhead_run.scrape_self_cost`` reads its runs by)."""
+    got = overhead_run.scrape_self_cost(path, None)
+    return got["final"] if got else {"engine_steps": {}, "series": {}}
 
 
 def rows(paths: list[str]) -> list[tuple[str, int, dict[str, float]]]:

@@ -155,6 +155,21 @@ def test_scrape_self_cost_and_per_step(tmp_path):
     assert S.per_step(plug, "run")["runs"] == 1
 
 
+def test_scrape_self_cost_skips_a_later_incomplete_scrape(tmp_path):
+    """The counters only grow: a scrape after the last full one with fewer engine steps (taken as the processes
+    shut down, the EngineCore's export process already gone) is not the run's final reading, before the latency
+    task's end or after it."""
+    partial = "vllm_w2ext_hook_self_seconds_total{role=\"frontend\",engine=\"0\",rank=\"na\"} 0.5\n"
+    path = tmp_path / "s.prom.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("# SCRAPE 100.0\n" + PROM_MID + "# SCRAPE 101.0\n" + partial + "# SCRAPE 105.0\n" + PROM_END
+                + "# SCRAPE 106.0\n" + partial)
+    got = R.scrape_self_cost(path, split_at=102.5)
+    assert got["n_scrapes"] == 4
+    assert got["final_t"] == 105.0 and got["final"]["engine_steps"] == {"engine_core": 3000}
+    assert got["at_latency_done_t"] == 100.0 and got["at_latency_done"]["engine_steps"] == {"engine_core": 1000}
+
+
 def test_scrub_machine_paths():
     text = f"model {R.ROOT}/x at /tmp/runs/logs/a.log and /tmp/models/llama"
     got = R.scrub(text, [("/tmp/runs", "<runs>"), ("/tmp/models", "<models>")])
