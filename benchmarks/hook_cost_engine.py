@@ -203,8 +203,8 @@ def main() -> int:
             by_role[role] = round(by_role.get(role, 0.0) + v["us_per_step"], 2)
         total = round(sum(v["us_per_step"] for v in hooks.values()), 2)
         export1 = _export_thread()
-        export = [round((b - a) / steps * 1e6, 2) if steps else None for a, b in zip(export0[:2], export1[:2])]
-        parts = {k: round((v - export0[2].get(k, 0.0)) / steps * 1e6, 2) for k, v in export1[2].items()} if steps else {}
+        export = [round((b - a) / steps * 1e6, 2) if steps else None for a, b in zip(export0[:3], export1[:3])]
+        parts = {k: round((v - export0[3].get(k, 0.0)) / steps * 1e6, 2) for k, v in export1[3].items()} if steps else {}
         collections = GC.by_thread(steps)
         # with VLLM_W2EXT_SAMPLE the EngineCore gates the worker's hooks off on the steps it does not record:
         # their pre runs on the recorded executions only
@@ -217,7 +217,8 @@ def main() -> int:
                    "hook_wall_us_per_step": round(selfcost.hook_wall_ns[0] / steps / 1e3, 2) if steps else None}
         rows.append({"batch": bs, "engine_steps": steps, "recorded_executions": recorded, "wall_s": round(wall, 3),
                      "us_per_step": total, "selfcost_sampled": sampled, "us_per_step_by_role": by_role,
-                     "export_thread_us_per_step": {"cpu": export[0], "wait": export[1], "parts": parts},
+                     "export_thread_us_per_step": {"cpu": export[0], "wait": export[1], "gil_hold": export[2],
+                                                   "parts": parts},
                      "gc_by_thread": collections,
                      "steady_decode": _steady(steady),
                      "step_ms": round(wall / steps * 1e3, 3) if steps else None, "hooks": hooks})
@@ -245,12 +246,13 @@ GC = CollectionTimer()
 GC.start()
 
 
-def _export_thread() -> tuple[float, float, dict]:
-    """CPU and waiting seconds of this process's export thread so far (one process: the whole engine's), and its CPU
-    by part (``Pipeline.export_cpu_parts``)."""
+def _export_thread() -> tuple[float, float, float, dict]:
+    """CPU, waiting and GIL-holding seconds of this process's export thread so far (one process: the whole engine's),
+    and its CPU by part (``Pipeline.export_cpu_parts``)."""
     from vllm_w2ext.telemetry import pipeline
     p = pipeline._pipeline
-    return (p.export_cpu_s, p.export_wait_s, dict(p.export_cpu_parts)) if p is not None else (0.0, 0.0, {})
+    return ((p.export_cpu_s, p.export_wait_s, p.export_hold_s, dict(p.export_cpu_parts)) if p is not None
+            else (0.0, 0.0, 0.0, {}))
 
 
 def _end_event() -> dict:

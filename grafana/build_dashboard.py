@@ -258,11 +258,14 @@ ROWS: list[tuple[str, list[P]]] = [
             Q(per_step("vllm_w2ext_hook_cpu_seconds_total"), "hooks, CPU"),
             Q(per_step("vllm_w2ext_hook_gil_wait_seconds_total"), "hooks, waiting (GIL)"),
             Q(per_step("vllm_w2ext_export_thread_cpu_seconds_total"), "export thread, CPU"),
+            Q(per_step("vllm_w2ext_export_thread_gil_hold_seconds_total"), "export thread, GIL held"),
         ], unit="s", w=6,
           description="What the plugin adds to vLLM's processes per executed engine step, all roles summed: "
                       "time inside its hooks (CPU, and wall minus CPU: waiting for the GIL; one hook call in 64 "
-                      "is timed) and its export thread's CPU. The export processes' own CPU is not on vLLM's "
-                      "threads and is not counted here. Compare with the step time in the rows above."),
+                      "is timed), its export thread's CPU, and how long that thread held the GIL (wall time "
+                      "between its calls that release it: an upper bound on how long it kept vLLM's threads "
+                      "waiting). The export processes' own CPU is not on vLLM's threads and is not counted here. "
+                      "Compare with the step time in the rows above."),
         P("Hook time, share of each vLLM thread", [
             Q(rate("vllm_w2ext_hook_self_seconds_total", by="role"), "{{role}}"),
         ], unit="percentunit", w=6,

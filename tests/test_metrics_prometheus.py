@@ -63,6 +63,11 @@ def test_one_endpoint_serves_all_processes(offline_metrics):
                         ("worker", "forward"), ("worker", "execute_model"), ("frontend", "process_outputs")):
         assert metric_sum(text, "vllm_w2ext_phase_duration_seconds_count", role=role, phase=phase) > 0
     assert "vllm:" not in text        # vLLM's own registry is not mixed in (it stays on vLLM's /metrics)
+    for role in roles:                # each export thread's GIL hold: some, and within its wall time (CPU + wait)
+        hold = metric_sum(text, "vllm_w2ext_export_thread_gil_hold_seconds_total", role=role)
+        wall = sum(metric_sum(text, f"vllm_w2ext_export_thread_{m}_seconds_total", role=role)
+                   for m in ("cpu", "gil_wait"))
+        assert 0 < hold <= wall + 1e-6, (role, hold, wall)
     dec = metric_sum(text, "vllm_w2ext_batch_tokens_total", kind="decode")
     assert dec == 7 * 4 * 7           # 7 generate calls x 4 requests x (8 - 1) decode tokens
 

@@ -15,7 +15,8 @@ counter's timed sections, so this ratio reads the wrapper too; ``benchmarks/self
 of ``--counter-only`` runs instead (``results/cpu/selfcost_vs_direct``: ~1.2x against ~1.8x).
 
 ``--parts``: a second table per phase of each run, for runs that report them (``hook_cost_engine.py`` from 95c9add):
-the export thread's CPU by part (µs per engine step), the device poller's CPU per poll (the phase's wall time over
+the export thread's CPU, its GIL hold (``Pipeline.export_hold_s``; "-" for runs from before it was measured) and
+its CPU by part (µs per engine step), the device poller's CPU per poll (the phase's wall time over
 ``--interval-ms``, the export interval, 200 by default), Python's collections on vLLM's thread, and EngineCore +
 worker + export thread per step (target 1 counts the export thread).
 """
@@ -56,8 +57,10 @@ def part_rows(folder: Path, interval_ms: float):
             polls = b["wall_s"] * 1000 / interval_ms
             ew = role.get("engine", 0.0) + role.get("worker", 0.0)
             gc = b.get("gc_by_thread", {}).get("MainThread", {})
+            hold = e.get("gil_hold")                 # runs from before the GIL hold was measured: none
             yield (f"| {folder.name} | {f.stem} | {i + 1} | {b['batch']} | {b['recorded_executions']} of {steps} "
-                   f"| {e['cpu']:.2f} | {parts.get('send', 0):.2f} | {parts.get('device', 0):.2f} "
+                   f"| {e['cpu']:.2f} | {'-' if hold is None else f'{hold:.2f}'} | {parts.get('send', 0):.2f} "
+                   f"| {parts.get('device', 0):.2f} "
                    f"| {parts.get('cost_budget', 0):.2f} | {parts.get('stats', 0):.2f} "
                    f"| {parts.get('device', 0) * steps / polls:.0f} | {gc.get('us_per_step', 0) or 0:.2f} "
                    f"| {ew:.2f} | {ew + e['cpu']:.2f} | {b['step_ms']:.3f} |")
@@ -93,10 +96,11 @@ def main(args: list[str]) -> None:
             i = args.index("--interval-ms")
             interval = float(args[i + 1])
             del args[i:i + 2]
-        print("| folder | run | phase | batch | executions recorded | export thread CPU | send | device poller "
+        print("| folder | run | phase | batch | executions recorded | export thread CPU | its GIL hold | send "
+              "| device poller "
               "| cost budget poller | own counters | device poller µs per poll | Python collections on vLLM's thread "
               "| EngineCore + worker (steady; churn: all steps) | E + W + export thread | step ms |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for f in args:
             for line in part_rows(Path(f), interval):
                 print(line)

@@ -43,7 +43,7 @@ MODELS = {
     "tiny-l1": {"model": "tiny-llama", "folder": "tiny", "cpu": True, "hf_overrides": {"num_hidden_layers": 1},
                 "dummy": True},        # dummy weights: the folder's real ones have 2 layers
 }
-SELF_RE = re.compile(r"self|cpu")
+SELF_RE = re.compile(r"self|cpu|gil")
 STEPS = "vllm_w2ext_engine_steps_total"
 SAMPLE_EVERY = "vllm_w2ext_sample_every"      # VLLM_W2EXT_SAMPLE's N at the last recorded step (the budget moves it)
 
@@ -134,8 +134,9 @@ def read_scrapes(path: Path) -> list[tuple[float, str]]:
 
 
 def self_cost(text: str) -> dict:
-    """Every ``vllm_w2ext_*`` series whose name says self or cpu (hook self time, export thread/process
-    CPU; names may change, so read generically), summed per role, plus executed engine steps per role."""
+    """Every ``vllm_w2ext_*`` series whose name says self, cpu or gil (hook self time, export thread/process
+    CPU, the GIL waits, the export thread's GIL hold; names may change, so read generically), summed per role,
+    plus executed engine steps per role."""
     by_name: dict[str, dict[str, float]] = {}
     steps: dict[str, float] = {}
     steps_all: dict[str, float] = {}

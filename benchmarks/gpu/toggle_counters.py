@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import overhead_run  # same folder
 
 SERIES = (("hooks", "vllm_w2ext_hook_self_seconds_total"),
-          ("export thread", "vllm_w2ext_export_thread_cpu_seconds_total"))
+          ("export thread", "vllm_w2ext_export_thread_cpu_seconds_total"),
+          ("export thread GIL hold", "vllm_w2ext_export_thread_gil_hold_seconds_total"))   # runs from 2026-12-05 on
 ROLES = ("engine_core", "worker", "frontend")     # a worker has a role of its own where it has a process (TP > 1)
 
 
@@ -32,8 +33,8 @@ def per_step_us(final: dict) -> dict[str, float]:
     roles = {r for roles in final["series"].values() for r in roles}
     if not steps:
         return {}
-    return {f"{role} {label}": 1e6 * (final["series"].get(name) or {}).get(role, 0.0) / steps
-            for role in ROLES if role in roles for label, name in SERIES}
+    return {f"{role} {label}": 1e6 * final["series"][name].get(role, 0.0) / steps
+            for role in ROLES if role in roles for label, name in SERIES if name in final["series"]}
 
 
 def last_full_scrape(path: Path) -> dict:

@@ -23,3 +23,9 @@ def test_steady_window_unless_churn(tmp_path):
     assert got == {"steady_1": 60.0, "churn_1": 50.0}
     parts = {line.split(" | ")[1]: line for line in table.part_rows(tmp_path, 200.0)}
     assert "| 60.00 | 70.00 |" in parts["steady_1"] and "| 50.00 | 60.00 |" in parts["churn_1"]
+    assert "| 10.00 | - | 6.00 |" in parts["steady_1"]           # no GIL hold in this run's JSON
+    run = _run(False)
+    run["per_batch"][0]["export_thread_us_per_step"]["gil_hold"] = 7.5
+    (tmp_path / "steady_1.json").write_text(json.dumps(run))
+    held = {line.split(" | ")[1]: line for line in table.part_rows(tmp_path, 200.0)}
+    assert "| 10.00 | 7.50 | 6.00 |" in held["steady_1"]

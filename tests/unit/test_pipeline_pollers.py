@@ -5,6 +5,7 @@ import logging
 
 from vllm_w2ext import config
 from vllm_w2ext.telemetry.pipeline import Pipeline
+from vllm_w2ext.telemetry.sink import Sink
 from vllm_w2ext.vocab import WORKER, Span
 
 
@@ -52,10 +53,8 @@ def test_the_export_threads_cpu_is_split_by_part(monkeypatch):
     assert sum(parts.values()) == p.export_cpu_s == 8.0     # four readings: before, after the poller, send, stats
 
 
-class _Remote:
+class _Remote(Sink):
     """The export process's side of the pipe, as the export thread sees it."""
-
-    dropped = failed_batches = 0
 
     def __init__(self):
         self.stats, self.identities = [], []

@@ -8,7 +8,8 @@ from gpu_scripts import load
 counters = load("toggle_counters")
 
 
-def _scrape(t: float, hooks_ec: float, hooks_fe: float, export_ec: float, steps: int, worker: bool) -> str:
+def _scrape(t: float, hooks_ec: float, hooks_fe: float, export_ec: float, steps: int, worker: bool,
+            hold_ec: float | None = None) -> str:
     lab = 'engine="0",pp_rank="na",rank="na",tp_rank="na"'
     lines = [f"# SCRAPE {t}",
              f'vllm_w2ext_hook_self_seconds_total{{{lab},role="engine_core"}} {hooks_ec}',
@@ -20,6 +21,8 @@ def _scrape(t: float, hooks_ec: float, hooks_fe: float, export_ec: float, steps:
              f'vllm_w2ext_engine_steps_created{{{lab},executed="true",role="engine_core"}} 1.7e9']
     if worker:
         lines.append(f'vllm_w2ext_hook_self_seconds_total{{{lab},role="worker"}} 0.004')
+    if hold_ec is not None:      # runs from before the export thread's GIL hold was measured have no such series
+        lines.append(f'vllm_w2ext_export_thread_gil_hold_seconds_total{{{lab},role="engine_core"}} {hold_ec}')
     return "\n".join(lines) + "\n"
 
 
@@ -29,14 +32,18 @@ def test_last_full_scrape_per_executed_step(tmp_path, capsys):
         f.write(_scrape(1.0, 0.5, 0.5, 0.5, 10, False) + _scrape(2.0, 0.015, 0.009, 0.006, 1000, False)
                 + _scrape(3.0, 0.0, 0.0, 0.0, 0, False))
     with gzip.open(b, "wt") as f:
-        f.write(_scrape(2.0, 0.030, 0.010, 0.020, 2000, True))
+        f.write(_scrape(2.0, 0.030, 0.010, 0.020, 2000, True, hold_ec=0.016))
     got = {name: (steps, {k: round(v, 6) for k, v in us.items()}) for name, steps, us in counters.rows([a, b])}
     assert got["toggle_a_1"] == (1000, {"engine_core hooks": 15.0, "engine_core export thread": 6.0,
                                         "frontend hooks": 9.0, "frontend export thread": 2.0})
     assert got["toggle_b_1"][0] == 2000
     assert got["toggle_b_1"][1]["engine_core hooks"] == 15.0 and got["toggle_b_1"][1]["worker hooks"] == 2.0
+    assert got["toggle_b_1"][1]["engine_core export thread GIL hold"] == 8.0
     counters.main([str(a), str(b)])
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split(" | ")[2:] == ["engine_core hooks", "engine_core export thread", "worker hooks",
-                                       "worker export thread", "frontend hooks", "frontend export thread |"]
-    assert out[2].endswith("| 15.0 | 6.0 | - | - | 9.0 | 2.0 |")
+    hold = "export thread GIL hold"
+    assert out[0].split(" | ")[2:] == ["engine_core hooks", "engine_core export thread", f"engine_core {hold}",
+                                       "worker hooks", "worker export thread", f"worker {hold}",
+                                       "frontend hooks", "frontend export thread", f"frontend {hold} |"]
+    assert out[2].endswith("| 15.0 | 6.0 | - | - | - | - | 9.0 | 2.0 | - |")
+    assert out[3].endswith("| 15.0 | 10.0 | 8.0 | 2.0 | 0.0 | 0.0 | 5.0 | 1.0 | 0.0 |")

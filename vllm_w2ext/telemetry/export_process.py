@@ -79,6 +79,7 @@ class ExportProcessSink(Sink):
         with self._lock:
             if self._dead:                 # shut down meanwhile: the descriptor is closed (its number maybe reused)
                 return False
+            t0 = time.perf_counter()
             try:
                 view = memoryview(data)
                 while view:                # blocks only the export thread, with the GIL released
@@ -89,6 +90,8 @@ class ExportProcessSink(Sink):
                 log.warning("vllm_w2ext: the export process (pid %s) is gone (%r); spans and metrics of this "
                             "process are dropped from now on", self.proc.pid, e)
                 return False
+            finally:                       # the writes, GIL released (and taken back): not held (Pipeline)
+                self.released_s += time.perf_counter() - t0
 
     def sync_identity(self, metrics_dir: str | None) -> None:
         """Tell the export process who this process is, when that changed (a role's ranks, the metrics folder)."""

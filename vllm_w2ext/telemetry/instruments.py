@@ -130,6 +130,9 @@ INSTRUMENTS: tuple[Instrument, ...] = (
        "CPU time of the plugin's export thread inside the vLLM process"),
     _i("export_wait", COUNTER, "vllm_w2ext_export_thread_gil_wait_seconds", "vllm_w2ext.export_thread.gil_wait", S,
        "Wall minus CPU time of the export thread's work in the vLLM process (waiting for the GIL or the pipe)"),
+    _i("export_hold", COUNTER, "vllm_w2ext_export_thread_gil_hold_seconds", "vllm_w2ext.export_thread.gil_hold", S,
+       "Wall time the export thread held the GIL in the vLLM process (its work between the calls that release "
+       "it): an upper bound on how long it kept vLLM's threads from the GIL"),
     _i("hook_self", COUNTER, "vllm_w2ext_hook_self_seconds", "vllm_w2ext.hook.self", S,
        "Wall time inside the plugin's hooks on vLLM's threads (sampled)"),
     _i("hook_cpu", COUNTER, "vllm_w2ext_hook_cpu_seconds", "vllm_w2ext.hook.cpu", S,

@@ -306,6 +306,7 @@ class StepMetrics:
                                ("errors", cost.errors, self.export_errors),
                                ("export_cpu", cost.export_cpu_s, self.export_cpu),
                                ("export_wait", cost.export_gil_wait_s, self.export_wait),
+                               ("export_hold", cost.export_gil_hold_s, self.export_hold),
                                ("hook_wall", cost.hook_cpu_s + cost.hook_gil_wait_s, self.hook_self),
                                ("hook_cpu", cost.hook_cpu_s, self.hook_cpu),
                                ("hook_wait", cost.hook_gil_wait_s, self.hook_wait),

@@ -4,8 +4,14 @@ export thread, and where its records go - the export process (default) or, with
 
 Created lazily on first use in a process (and again in a forked child), flushed at exit within
 ``VLLM_W2EXT_SHUTDOWN_TIMEOUT_S``. With the export process, the export thread's whole job per
-interval is: take the buffered records, serialize them (C code), write them to a pipe; its CPU and its
-waits are measured and reported as the plugin's own cost (``SelfCost``).
+interval is: take the buffered records, serialize them (C code), write them to a pipe; its CPU, its
+waits and how long it held the GIL are measured and reported as the plugin's own cost (``SelfCost``).
+
+The GIL hold is the wall time of the thread's work between the calls that release the GIL: the pipe writes
+(``Sink.released_s``) and the ``time.sleep(0)`` between chunks. Wall, not CPU: a thread descheduled while holding
+the GIL keeps vLLM's threads from it all the same. An upper bound: a release inside a poller (torch's record of
+the device timer's anchor event, once a second) or a forced switch (after ``sys.getswitchinterval()`` of running)
+counts as held.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ class Pipeline:
         self.chain = None                  # the in-process export chain (no export process)
         self.export_cpu_s = 0.0            # CPU time of the export thread
         self.export_wait_s = 0.0           # wall minus CPU time of its work sections
+        self.export_hold_s = 0.0           # wall time of those sections with the GIL held (module docstring)
         # export_cpu_s by part (seconds; together, all of it): each poller by its name, "send" (take the records,
         # serialize, write them on), "stats" (the plugin's own counters; the in-process chain's tick)
         self.export_cpu_parts: dict[str, float] = {"send": 0.0, "stats": 0.0}
@@ -70,7 +77,7 @@ class Pipeline:
         rec = self.recorder
         dropped = rec.dropped + (self.remote.dropped if self.remote else 0)
         errors = self.remote.failed_batches if self.remote else 0
-        return SelfCost(rec.recorded, dropped, errors, self.export_cpu_s, self.export_wait_s,
+        return SelfCost(rec.recorded, dropped, errors, self.export_cpu_s, self.export_wait_s, self.export_hold_s,
                         selfcost.hook_cpu_ns[0] / 1e9, max(0, selfcost.hook_wall_ns[0] - selfcost.hook_cpu_ns[0]) / 1e9,
                         dict(selfcost.hook_errors))
 
@@ -123,6 +130,7 @@ class Pipeline:
             c1 = self._poll(c0) if self._pollers else c0
             batch = self.recorder.take()
             remote, chain = self.remote, self.chain
+            released = -remote.released_s if remote is not None else 0.0   # GIL released: the writes, the yields
             if remote is not None:
                 remote.sync_identity(metrics_server.metrics_dir())
             for i in range(0, len(batch), CHUNK):
@@ -130,7 +138,9 @@ class Pipeline:
                     remote.consume(batch[i:i + CHUNK])
                 elif chain is not None:
                     chain.consume(batch[i:i + CHUNK])
+                y0 = time.perf_counter()
                 time.sleep(0)
+                released += time.perf_counter() - y0
             c2 = time.thread_time()
             parts["send"] += c2 - c1
             if stats or w0 >= self._stats_due or selfcost.faults[0] != self._faults_sent:
@@ -147,8 +157,12 @@ class Pipeline:
             c3 = time.thread_time()
             parts["stats"] += c3 - c2
             cpu = c3 - c0
+            wall = time.perf_counter() - w0
+            if remote is not None:
+                released += remote.released_s
             self.export_cpu_s += cpu
-            self.export_wait_s += max(0.0, time.perf_counter() - w0 - cpu)
+            self.export_wait_s += max(0.0, wall - cpu)
+            self.export_hold_s += max(0.0, wall - released)
             return len(batch)
 
     def start_metrics_endpoint(self) -> None:

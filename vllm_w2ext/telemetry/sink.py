@@ -7,6 +7,7 @@ class Sink:
     name = "sink"
     dropped = 0               # ranges this sink lost (queue full, write failed, peer gone)
     failed_batches = 0        # batches it could not deliver
+    released_s = 0.0          # wall time the caller spent in its calls with the GIL released (blocking writes)
 
     def consume(self, ranges: list) -> None:
         """Take a batch of finished ranges (export thread or export process only)."""

@@ -84,12 +84,13 @@ class SelfCost(NamedTuple):
     errors: int               # sink / assembly failures
     export_cpu_s: float       # CPU time of the plugin's export thread(s) in this process
     export_gil_wait_s: float  # wall minus CPU time of the export thread's work sections (GIL waits, I/O)
+    export_gil_hold_s: float  # wall time of those sections between the calls that release the GIL (Pipeline)
     hook_cpu_s: float         # CPU time inside hooks on vLLM's threads (sampled, scaled)
     hook_gil_wait_s: float    # wall minus CPU time inside hooks (sampled, scaled)
     hook_errors: dict         # hook name -> faults
 
 
-ZERO_COST = SelfCost(0, 0, 0, 0.0, 0.0, 0.0, 0.0, {})
+ZERO_COST = SelfCost(0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, {})
 
 
 class Frame:

@@ -1,0 +1,79 @@
+"""The export thread's GIL hold (``Pipeline.export_hold_s``, ``vllm_w2ext_export_thread_gil_hold_seconds``): the wall
+time of its work between the calls that release the GIL. Planted: Python work of a known length holding the GIL
+(a poller that spins), a pipe write that blocks for a known time (an export process that reads late), and a
+second Python thread that takes the GIL at every yield between chunks."""
+import subprocess
+import sys
+import threading
+import time
+
+from vllm_w2ext import config
+from vllm_w2ext.telemetry.export_process import ExportProcessSink
+from vllm_w2ext.telemetry.pipeline import CHUNK, Pipeline
+from vllm_w2ext.vocab import WORKER, Span
+
+SPIN_S = 0.06          # the poller's Python work, GIL held
+LATE_S = 0.4           # the export process starts reading this late: the write blocks, GIL released
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _late_reader() -> subprocess.Popen:
+    code = f"import sys, time; time.sleep({LATE_S}); sys.stdin.buffer.read()"
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+
+def test_hold_counts_work_with_the_gil_and_not_a_blocked_write():
+    p = Pipeline(config.Settings())
+    proc = _late_reader()
+    p.remote = ExportProcessSink(proc)
+    try:
+        p.add_poller(lambda rec: _spin(SPIN_S), "device")
+        # ~4 MB in one frame: far beyond the pipe's 64 KiB, so the write waits for the late reader
+        p.recorder.emit(Span.DEVICE_SAMPLES, WORKER, None, 0, 0, data=b"x" * (4 << 20))
+        t0 = time.perf_counter()
+        assert p.flush_once() == 1
+        wall = time.perf_counter() - t0
+    finally:
+        p.remote.shutdown(5.0)
+    assert p.remote.released_s >= LATE_S / 2           # the write did block, with the GIL released
+    assert wall >= SPIN_S + LATE_S / 2
+    assert SPIN_S * 0.95 <= p.export_hold_s <= SPIN_S + 0.05      # the spin, not the blocked write
+    assert p.export_hold_s <= wall - p.remote.released_s + 1e-6
+    cost = p.self_cost()
+    assert cost.export_gil_hold_s == p.export_hold_s
+
+
+def test_yields_to_a_busy_thread_are_not_counted_as_held():
+    """Between chunks the export thread yields the GIL (``time.sleep(0)``); a busy Python thread then keeps it for a
+    switch interval. That wait is the export thread's, not time it held the GIL."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    stop = threading.Event()
+
+    def spin_until_stopped():
+        while not stop.is_set():
+            pass
+    busy = threading.Thread(target=spin_until_stopped, daemon=True)
+    p = Pipeline(config.Settings())
+    chunks = 12
+    for i in range(chunks * CHUNK):
+        p.recorder.emit(Span.DEVICE_SAMPLES, WORKER, None, i, i + 1)
+    p.chain = type("Chain", (), {"consume": lambda self, batch: None, "tick": lambda self: None,
+                                 "parent_cost": None})()
+    busy.start()
+    try:
+        time.sleep(0.02)
+        t0 = time.perf_counter()
+        p.flush_once()
+        wall = time.perf_counter() - t0
+    finally:
+        stop.set()
+        busy.join()
+        sys.setswitchinterval(old)
+    assert wall >= chunks * 0.005 * 0.5                # most yields waited about a switch interval
+    assert p.export_hold_s <= wall / 3
