@@ -18,7 +18,7 @@ of ``--counter-only`` runs instead (``results/cpu/selfcost_vs_direct``: ~1.2x ag
 the export thread's CPU, its GIL hold (``Pipeline.export_hold_s``; "-" for runs from before it was measured) and
 its CPU by part (µs per engine step), the device poller's CPU per poll (the phase's wall time over
 ``--interval-ms``, the export interval, 200 by default), Python's collections on vLLM's thread, and EngineCore +
-worker + export thread per step (target 1 counts the export thread).
+worker + export thread per step (target 1 counts the export thread), by its CPU and by its GIL hold.
 """
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def part_rows(folder: Path, interval_ms: float):
                    f"| {parts.get('device', 0):.2f} "
                    f"| {parts.get('cost_budget', 0):.2f} | {parts.get('stats', 0):.2f} "
                    f"| {parts.get('device', 0) * steps / polls:.0f} | {gc.get('us_per_step', 0) or 0:.2f} "
-                   f"| {ew:.2f} | {ew + e['cpu']:.2f} | {b['step_ms']:.3f} |")
+                   f"| {ew:.2f} | {ew + e['cpu']:.2f} | {'-' if hold is None else f'{ew + hold:.2f}'} "
+                   f"| {b['step_ms']:.3f} |")
 
 
 def counter_ratios(folders: list[str]) -> list[float]:
@@ -99,8 +100,9 @@ def main(args: list[str]) -> None:
         print("| folder | run | phase | batch | executions recorded | export thread CPU | its GIL hold | send "
               "| device poller "
               "| cost budget poller | own counters | device poller µs per poll | Python collections on vLLM's thread "
-              "| EngineCore + worker (steady; churn: all steps) | E + W + export thread | step ms |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "| EngineCore + worker (steady; churn: all steps) | E + W + export thread | E + W + its GIL hold "
+              "| step ms |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for f in args:
             for line in part_rows(Path(f), interval):
                 print(line)
