@@ -40,12 +40,35 @@ def test_hold_counts_work_with_the_gil_and_not_a_blocked_write():
         wall = time.perf_counter() - t0
     finally:
         p.remote.shutdown(5.0)
-    assert p.remote.released_s >= LATE_S / 2           # the write did block, with the GIL released
+    assert p.remote.released_here() >= LATE_S / 2      # the write did block, with the GIL released
     assert wall >= SPIN_S + LATE_S / 2
     assert SPIN_S * 0.95 <= p.export_hold_s <= SPIN_S + 0.05      # the spin, not the blocked write
-    assert p.export_hold_s <= wall - p.remote.released_s + 1e-6
+    assert p.export_hold_s <= wall - p.remote.released_here() + 1e-6
     cost = p.self_cost()
     assert cost.export_gil_hold_s == p.export_hold_s
+
+
+def test_another_threads_blocked_write_is_not_the_export_threads():
+    """A write blocked on another thread (vLLM's thread flushing at shutdown) meanwhile: its released time is that
+    thread's, and the export thread's hold stays its own work."""
+    p = Pipeline(config.Settings())
+    proc = _late_reader()
+    p.remote = remote = ExportProcessSink(proc)
+    try:
+        remote.sync_identity(None)              # sent now, while the pipe is free: not again in the flush below
+        p._stats_due = float("inf")             # no counters frame either: the flush writes nothing
+        other = threading.Thread(target=remote.consume, args=([b"x" * (4 << 20)],))
+        other.start()
+        time.sleep(0.05)                        # its write is blocked on the late reader now
+        spin = LATE_S + 0.3                     # and ends inside this flush's spin
+        p.add_poller(lambda rec: _spin(spin), "device")
+        p.flush_once()
+        assert not other.is_alive()
+        other.join()
+    finally:
+        remote.shutdown(5.0)
+    assert remote.released_here() < 0.01                       # its one write (the identity), to a free pipe
+    assert spin * 0.95 <= p.export_hold_s <= spin + 0.05
 
 
 def test_yields_to_a_busy_thread_are_not_counted_as_held():

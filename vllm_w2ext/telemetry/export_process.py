@@ -68,6 +68,10 @@ class ExportProcessSink(Sink):
         self._seq = 0
         self._dead = False
         self._lock = threading.Lock()
+        self._released: dict[int, float] = {}      # thread id -> wall seconds in the writes (released_here)
+
+    def released_here(self) -> float:
+        return self._released.get(threading.get_ident(), 0.0)
 
     def close_in_forked_child(self) -> None:
         _close_pipes(self.proc)
@@ -91,7 +95,8 @@ class ExportProcessSink(Sink):
                             "process are dropped from now on", self.proc.pid, e)
                 return False
             finally:                       # the writes, GIL released (and taken back): not held (Pipeline)
-                self.released_s += time.perf_counter() - t0
+                tid = threading.get_ident()
+                self._released[tid] = self._released.get(tid, 0.0) + time.perf_counter() - t0
 
     def sync_identity(self, metrics_dir: str | None) -> None:
         """Tell the export process who this process is, when that changed (a role's ranks, the metrics folder)."""

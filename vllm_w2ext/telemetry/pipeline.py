@@ -8,7 +8,7 @@ interval is: take the buffered records, serialize them (C code), write them to a
 waits and how long it held the GIL are measured and reported as the plugin's own cost (``SelfCost``).
 
 The GIL hold is the wall time of the thread's work between the calls that release the GIL: the pipe writes
-(``Sink.released_s``) and the ``time.sleep(0)`` between chunks. Wall, not CPU: a thread descheduled while holding
+(``Sink.released_here``) and the ``time.sleep(0)`` between chunks. Wall, not CPU: a thread descheduled while holding
 the GIL keeps vLLM's threads from it all the same. An upper bound: a release inside a poller (torch's record of
 the device timer's anchor event, once a second) or a forced switch (after ``sys.getswitchinterval()`` of running)
 counts as held.
@@ -130,7 +130,7 @@ class Pipeline:
             c1 = self._poll(c0) if self._pollers else c0
             batch = self.recorder.take()
             remote, chain = self.remote, self.chain
-            released = -remote.released_s if remote is not None else 0.0   # GIL released: the writes, the yields
+            released = -remote.released_here() if remote is not None else 0.0   # GIL released: writes, yields
             if remote is not None:
                 remote.sync_identity(metrics_server.metrics_dir())
             for i in range(0, len(batch), CHUNK):
@@ -159,7 +159,7 @@ class Pipeline:
             cpu = c3 - c0
             wall = time.perf_counter() - w0
             if remote is not None:
-                released += remote.released_s
+                released += remote.released_here()
             self.export_cpu_s += cpu
             self.export_wait_s += max(0.0, wall - cpu)
             self.export_hold_s += max(0.0, wall - released)

@@ -7,7 +7,6 @@ class Sink:
     name = "sink"
     dropped = 0               # ranges this sink lost (queue full, write failed, peer gone)
     failed_batches = 0        # batches it could not deliver
-    released_s = 0.0          # wall time the caller spent in its calls with the GIL released (blocking writes)
 
     def consume(self, ranges: list) -> None:
         """Take a batch of finished ranges (export thread or export process only)."""
@@ -20,6 +19,11 @@ class Sink:
 
     def shutdown(self, timeout_s: float) -> None:
         """Flush and release resources, within ``timeout_s``."""
+
+    def released_here(self) -> float:
+        """Wall seconds the calling thread has spent so far inside this sink's calls with the GIL released (its
+        blocking writes): ``Pipeline`` takes them out of the export thread's GIL hold."""
+        return 0.0
 
     def close_in_forked_child(self) -> None:
         """In a forked child: drop what belongs to the parent (pipes, threads) without using it."""
