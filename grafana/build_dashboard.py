@@ -268,9 +268,12 @@ ROWS: list[tuple[str, list[P]]] = [
                       "Compare with the step time in the rows above."),
         P("Hook time, share of each vLLM thread", [
             Q(rate("vllm_w2ext_hook_self_seconds_total", by="role"), "{{role}}"),
+            Q(rate("vllm_w2ext_export_thread_gil_hold_seconds_total", by="role"), "{{role}} export thread GIL hold"),
         ], unit="percentunit", w=6,
           description="Time spent inside the plugin's hooks per second, by role: for engine_core it is the "
-                      "plugin's share of the EngineCore's busy-loop thread (with the worker inside it at TP=1)."),
+                      "plugin's share of the EngineCore's busy-loop thread (with the worker inside it at TP=1). "
+                      "Beside it, the share of time the same process's export thread held the GIL, which that "
+                      "thread then could not have (an upper bound)."),
         P("Export thread CPU (share of a core)", [
             Q(rate("vllm_w2ext_export_thread_cpu_seconds_total", by="role"), "{{role}}"),
         ], unit="percentunit", w=4),
