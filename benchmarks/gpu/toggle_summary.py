@@ -34,10 +34,11 @@ def _interval(v: dict, key: str) -> str:
 
 
 def self_cost_per_step(prom: Path) -> dict:
-    scrapes = [(t, s) for t, s in orun.read_scrapes(prom) if "vllm_w2ext_" in s]
-    if not scrapes:
+    """The plugin's self-cost counters per engine step, from the run's last full scrape (``orun.last_full``)."""
+    got = orun.scrape_self_cost(prom, None)
+    if got is None:
         return {}
-    c = orun.self_cost(scrapes[-1][1])
+    c = got["final"]
     steps = sum(c["engine_steps"].values())
     out = {"engine_steps": steps}
     for name, by_role in c["series"].items():

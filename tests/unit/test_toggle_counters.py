@@ -47,3 +47,15 @@ def test_last_full_scrape_per_executed_step(tmp_path, capsys):
                                        "frontend hooks", "frontend export thread", f"frontend {hold} |"]
     assert out[2].endswith("| 15.0 | 6.0 | - | - | - | - | 9.0 | 2.0 | - |")
     assert out[3].endswith("| 15.0 | 10.0 | 8.0 | 2.0 | 0.0 | 0.0 | 5.0 | 1.0 | 0.0 |")
+
+
+def test_toggle_summary_reads_the_same_scrape(tmp_path):
+    """toggle_summary.py's per-step self-cost reads the run's last full scrape too (not a later incomplete one)."""
+    summary = load("toggle_summary")
+    a = tmp_path / "toggle_a_1.prom.gz"
+    with gzip.open(a, "wt") as f:
+        f.write(_scrape(1.0, 0.5, 0.5, 0.5, 10, False) + _scrape(2.0, 0.015, 0.009, 0.006, 1000, False)
+                + _scrape(3.0, 0.0, 0.0, 0.0, 0, False))
+    got = summary.self_cost_per_step(a)
+    assert got["engine_steps"] == 1000
+    assert got["hook_self_us_per_step"] == {"engine_core": 15.0, "frontend": 9.0}
