@@ -67,9 +67,11 @@ WORKLOADS = {
     "lat32": {"kind": "latency", "batch": 32, "in": 512, "out": 128},
     "thr": {"kind": "throughput", "in": 256, "out": 256},
     # flip_steps.py: the plugin switched every ``every`` steps inside one long decode, FLIP_GENS generates
-    # alternating a real flip and an A/A one (FLIP_OUT overrides ``out``, FLIP_EVERY ``every``)
+    # alternating a real flip and an A/A one (FLIP_OUT overrides ``out``, FLIP_EVERY ``every``). flip256's blocks
+    # were 48 steps (~0.3 s) until the thirty-third session: the runs of results/h200/t2 and t2b, re-cut into blocks
+    # of 24 (``flip_power.py``, results/h200/flip_power), spread about half as much between runs
     "flip1": {"kind": "flip", "batch": 1, "in": 512, "out": 3000, "every": 64},
-    "flip256": {"kind": "flip", "batch": 256, "in": 256, "out": 1536, "every": 48},
+    "flip256": {"kind": "flip", "batch": 256, "in": 256, "out": 1536, "every": 24},
 }
 
 
