@@ -179,6 +179,25 @@ def scrape_self_cost(path: Path, split_at: float | None) -> dict | None:
     return out
 
 
+def pack_final_snapshots(folder: Path, out: Path) -> bool:
+    """The run's last metric snapshots as one scrape: ``folder`` is the run's ``VLLM_W2EXT_METRICS_DIR``, where the
+    export process of every vLLM process (the front end's too) rewrites its own snapshot each second and a last time
+    at its shutdown, after its vLLM process's final counters. Their texts together, under one ``# SCRAPE <time>``
+    line (the newest snapshot's), gzipped at ``out`` (``read_scrapes`` reads it as a file of one scrape, which
+    ``self_cost`` sums per role as it does the endpoint's merge); the folder is removed. Unlike the endpoint's
+    scrapes it does not depend on the endpoint answering while the engine runs (on the 2-core CPU machine it
+    answered 1.8-10.8 s late under load: ``results/cpu/endpoint_starved``). False when the folder holds none."""
+    snaps = sorted(folder.glob("*.prom")) if folder.is_dir() else []
+    if snaps:
+        newest = max(f.stat().st_mtime for f in snaps)
+        with gzip.open(out, "wt", compresslevel=9) as fo:
+            fo.write(f"# SCRAPE {newest:.3f}\n")
+            for f in snaps:
+                fo.write(f.read_text(errors="replace").rstrip("\n") + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    return bool(snaps)
+
+
 # ---- plumbing -----------------------------------------------------------------------------------
 def scrub(text: str, named: list[tuple[str, str]]) -> str:
     """Machine paths out of committed text: the given (path, label) pairs, the repository as ``.``, the

@@ -37,7 +37,8 @@ the cost from the front end's; ``all,front,engine`` rotates the three through on
 ``--flip-gens 12`` gives each scope both starting states), so that the shares and the whole are read on one host
 in one engine, and whether they add up (``flip1@gap``: ``flip_steps.scope_gap``).
 Writes DIR/toggle_<model>.json (rewritten after every block, so a call cut short keeps what finished),
-DIR/toggle_<model>.log.gz and DIR/toggle_<model>.prom.gz (the scrapes). Models: overhead_run.MODELS.
+DIR/toggle_<model>.log.gz, DIR/toggle_<model>.prom.gz (the scrapes) and DIR/toggle_<model>.final.prom.gz (each
+process's last metric snapshot, as one scrape: ``overhead_run.pack_final_snapshots``). Models: overhead_run.MODELS.
 """
 from __future__ import annotations
 
@@ -435,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     if orun.MODELS[a.model].get("cpu"):
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     scrape_path = d / f"{name}.prom"
+    metrics_dir = d / f"{name}.metrics"         # each process's last snapshot, kept: DIR/<name>.final.prom.gz
     rx = scr = None
     if a.arm != "stock":
         env["VLLM_W2EXT"] = "1"
@@ -448,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
         from vllm_w2ext.receiver import OTLPReceiver
         rx = OTLPReceiver().start()
         port = orun.free_port()
-        env.update({"VLLM_W2EXT_METRICS_PORT": str(port),
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env.update({"VLLM_W2EXT_METRICS_PORT": str(port), "VLLM_W2EXT_METRICS_DIR": str(metrics_dir),
                     "VLLM_W2EXT_TRACE_DIR": str(trace_dir), "OTEL_SERVICE_NAME": f"w2ext-{name}", **rx.env("grpc"),
                     **rx.metrics_env("grpc", interval_ms=5000)})
         scr = subprocess.Popen([sys.executable, "-m", "vllm_w2ext.lab.scrape", f"http://127.0.0.1:{port}/metrics",
@@ -483,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(scrape_path, "rb") as fi, gzip.open(str(scrape_path) + ".gz", "wb", compresslevel=9) as fo:
             shutil.copyfileobj(fi, fo)
         scrape_path.unlink()
+    orun.pack_final_snapshots(metrics_dir, d / f"{name}.final.prom.gz")
     rp = d / f"{name}.json"
     doc = json.loads(rp.read_text()) if rp.exists() else {}
     if a.keep_traces and a.arm != "stock":

@@ -6,6 +6,11 @@ the last one with the most executed EngineCore steps (``last_full_scrape``).
 
     python3 benchmarks/gpu/toggle_counters.py results/h200/t2b/t2_*/toggle_*_[0-9].prom.gz
 
+Runs from the thirty-third session on also keep ``RUN.final.prom.gz``: every process's last metric snapshot, written
+at its shutdown, as one scrape (``overhead_run.pack_final_snapshots``). Given beside the scrapes (``*.prom.gz``) it
+gets a row of its own, ``RUN.final``: the whole run's counters, whether or not the endpoint answered late in the run
+(on the 2-core CPU machine it answers seconds late under load, ``results/cpu/endpoint_starved``).
+
 What the figures are: the hooks' counter is the hook runner's sampled timing (``telemetry/selfcost.py``), which
 reads ~1.2x ``hook_cost_engine.py``'s direct timing (``results/cpu/selfcost_vs_direct``, ``results/h200/t2b/ratio``);
 the export thread's is its thread clock, read per interval. In a flip run the plugin is paused for half of the

@@ -59,3 +59,41 @@ def test_toggle_summary_reads_the_same_scrape(tmp_path):
     got = summary.self_cost_per_step(a)
     assert got["engine_steps"] == 1000
     assert got["hook_self_us_per_step"] == {"engine_core": 15.0, "frontend": 9.0}
+
+
+def test_final_snapshots_read_as_one_full_scrape(tmp_path, monkeypatch):
+    """A run's metrics folder as its processes leave it (each export process's snapshot, written by the plugin's own
+    ``write_snapshot``, a half-written ``.tmp`` beside them) packs into one scrape that reads the whole run, where the
+    endpoint's last answered scrape held part of it; the folder goes, and an empty one packs nothing."""
+    import os
+
+    from vllm_w2ext.telemetry.metrics import write_snapshot
+    orun = load("overhead_run")
+    lab = 'engine="0",pp_rank="na",rank="na",tp_rank="na"'
+    engine = "\n".join([f'vllm_w2ext_hook_self_seconds_total{{{lab},role="engine_core"}} 0.030',
+                        f'vllm_w2ext_export_thread_cpu_seconds_total{{{lab},role="engine_core"}} 0.012',
+                        f'vllm_w2ext_engine_steps_total{{{lab},executed="true",role="engine_core"}} 2000']) + "\n"
+    front = "\n".join(["# HELP vllm_w2ext_hook_self_seconds hooks", "# TYPE vllm_w2ext_hook_self_seconds counter",
+                       f'vllm_w2ext_hook_self_seconds_total{{{lab},role="frontend"}} 0.010',
+                       f'vllm_w2ext_export_thread_cpu_seconds_total{{{lab},role="frontend"}} 0.004']) + "\n"
+    folder = tmp_path / "toggle_x_1.metrics"
+    folder.mkdir()
+    for pid, text in ((101, engine), (102, front)):
+        monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)   # the file is named after the writing process
+        write_snapshot(str(folder), text.encode())
+    monkeypatch.undo()
+    (folder / "103.prom.tmp").write_text("vllm_w2ext_hook_self_seconds_total{role=\"engine_core\"} 99\n")
+    scrapes = tmp_path / "toggle_x_1.prom.gz"     # the endpoint answered once, early in the run
+    with gzip.open(scrapes, "wt") as f:
+        f.write(_scrape(1.0, 0.003, 0.001, 0.001, 200, False))
+    final = tmp_path / "toggle_x_1.final.prom.gz"
+    assert orun.pack_final_snapshots(folder, final) and not folder.exists()
+    got = {name: (steps, {k: round(v, 6) for k, v in us.items()}) for name, steps, us in counters.rows([scrapes, final])}
+    assert got["toggle_x_1"][0] == 200
+    assert got["toggle_x_1.final"] == (2000, {"engine_core hooks": 15.0, "engine_core export thread": 6.0,
+                                              "frontend hooks": 5.0, "frontend export thread": 2.0})
+    empty = tmp_path / "empty.metrics"
+    empty.mkdir()
+    assert not orun.pack_final_snapshots(empty, tmp_path / "empty.final.prom.gz")
+    assert not (tmp_path / "empty.final.prom.gz").exists() and not empty.exists()
+    assert not orun.pack_final_snapshots(tmp_path / "missing", tmp_path / "missing.final.prom.gz")
