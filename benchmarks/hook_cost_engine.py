@@ -17,6 +17,10 @@ the steady decode steps alone (``steady_decode``: each round's steps 5 to max_to
 starts or ends; the all-steps figure also holds the per-request work, which short rounds of a large batch
 spread over few steps).
 
+On CUDA, ``event_free``: of the worker's ``sample_tokens`` post, the time spent freeing the step-end events vLLM
+made and the plugin borrowed (``TimedFrees``): vLLM frees one such event per step without the plugin too, so that
+part of the hook's figure is vLLM's own work moved into the hook, not work the plugin adds.
+
 The timing wrapper itself adds two clock reads per call (about 0.1 us each); the numbers include them. The hook
 runner's own function around ``pre`` and ``post`` (the flag test, the call into vLLM's method, argument handling)
 is outside them: ``benchmarks/hook_instructions.sh`` counts the whole (``results/cpu/hook_fronts``). The
@@ -84,6 +88,47 @@ def timed(acc: dict, steady: dict, window: Window, name: str, fn):
                 srec[0] += 1
                 srec[1] += d
     return run
+
+
+class TimedFrees(list):
+    """Stands for ``GpuTimer.spent`` (``hooks/gpu_timing.py``): the borrowed end events the export thread resolved,
+    whose last reference vLLM's thread drops in the worker's ``sample_tokens`` post (``GpuTimer.stop``), freeing the
+    CUDA events there. vLLM makes one such event per step (``AsyncOutput.copy_event``) and frees it on its own thread
+    without the plugin too; the plugin moves the free into its hook. ``clear`` is timed, so the hook's figure can
+    say how much of it is that free (``event_free`` in the output; already inside the hook's own time)."""
+
+    def __init__(self, window: Window):
+        super().__init__()
+        self.window = window
+        self.ns = self.calls = self.freed = self.steady_ns = 0
+
+    def clear(self) -> None:
+        n = len(self)
+        t = time.perf_counter_ns()
+        super().clear()
+        d = time.perf_counter_ns() - t
+        self.ns += d
+        self.calls += 1
+        self.freed += n
+        if self.window.on:
+            self.steady_ns += d
+
+    def take(self) -> tuple[int, int, int, int]:
+        got = (self.ns, self.calls, self.freed, self.steady_ns)
+        self.ns = self.calls = self.freed = self.steady_ns = 0
+        return got
+
+
+def _timed_frees(window: Window) -> TimedFrees | None:
+    """Put a ``TimedFrees`` in place of the worker timer's ``spent`` list (None: no timer here, as on the CPU)."""
+    from vllm_w2ext.hooks import worker
+    timer = worker.S.timer
+    if timer is None:
+        return None
+    frees = TimedFrees(window)
+    frees.extend(timer.spent)
+    timer.spent = frees
+    return frees
 
 
 def counted(acc: dict, window: Window, name: str, fn):
@@ -171,6 +216,7 @@ def main() -> int:
     sp = SamplingParams(max_tokens=a.max_tokens, ignore_eos=True, temperature=1.0)
     prompt = TokensPrompt(prompt_token_ids=[10 + (i * 31) % 9000 for i in range(a.prompt_len)])
     llm.generate([prompt], sp, use_tqdm=False)
+    frees = None if a.counter_only else _timed_frees(window)
     rows = []
     for bs in (int(b) for b in a.batches.split(",")):
         for v in acc.values():
@@ -178,6 +224,8 @@ def main() -> int:
         for v in steady.values():
             v[:] = [0, 0]
         selfcost.hook_cpu_ns[0] = selfcost.hook_wall_ns[0] = 0
+        if frees is not None:
+            frees.take()
         export0 = _export_thread()
         GC.clear()
         t0 = time.perf_counter()
@@ -215,7 +263,16 @@ def main() -> int:
         # set beside the exact sum above, it says whether the dashboard's self-cost counter is biased
         sampled = {"hook_cpu_us_per_step": round(selfcost.hook_cpu_ns[0] / steps / 1e3, 2) if steps else None,
                    "hook_wall_us_per_step": round(selfcost.hook_wall_ns[0] / steps / 1e3, 2) if steps else None}
+        # of the worker's sample_tokens post: freeing the resolved end events vLLM made (``TimedFrees``)
+        if frees is not None and steps:
+            ns, calls, freed, steady_ns = frees.take()
+            st_steps = sum(steady.get(k, (0, 0))[0] for k in STEP_PRES)
+            event_free = {"us_per_step": round(ns / steps / 1e3, 2), "calls": calls, "events": freed,
+                          "steady_us_per_step": round(steady_ns / st_steps / 1e3, 2) if st_steps else None}
+        else:
+            event_free = None
         rows.append({"batch": bs, "engine_steps": steps, "recorded_executions": recorded, "wall_s": round(wall, 3),
+                     "event_free": event_free,
                      "us_per_step": total, "selfcost_sampled": sampled, "us_per_step_by_role": by_role,
                      "export_thread_us_per_step": {"cpu": export[0], "wait": export[1], "gil_hold": export[2],
                                                    "parts": parts},

@@ -18,7 +18,10 @@ of ``--counter-only`` runs instead (``results/cpu/selfcost_vs_direct``: ~1.2x ag
 the export thread's CPU, its GIL hold (``Pipeline.export_hold_s``; "-" for runs from before it was measured) and
 its CPU by part (µs per engine step), the device poller's CPU per poll (the phase's wall time over
 ``--interval-ms``, the export interval, 200 by default), Python's collections on vLLM's thread, and EngineCore +
-worker + export thread per step (target 1 counts the export thread), by its CPU and by its GIL hold.
+worker + export thread per step (target 1 counts the export thread), by its CPU and by its GIL hold. Beside the
+EngineCore + worker figure: how much of it the worker's ``sample_tokens`` post spent freeing the step-end events vLLM
+made (``hook_cost_engine.py``'s ``event_free``, on CUDA with a borrowed event; "-" where not measured): vLLM frees
+one per step without the plugin too.
 """
 from __future__ import annotations
 
@@ -58,12 +61,14 @@ def part_rows(folder: Path, interval_ms: float):
             ew = role.get("engine", 0.0) + role.get("worker", 0.0)
             gc = b.get("gc_by_thread", {}).get("MainThread", {})
             hold = e.get("gil_hold")                 # runs from before the GIL hold was measured: none
+            free = (b.get("event_free") or {}).get("us_per_step" if d.get("churn") else "steady_us_per_step")
             yield (f"| {folder.name} | {f.stem} | {i + 1} | {b['batch']} | {b['recorded_executions']} of {steps} "
                    f"| {e['cpu']:.2f} | {'-' if hold is None else f'{hold:.2f}'} | {parts.get('send', 0):.2f} "
                    f"| {parts.get('device', 0):.2f} "
                    f"| {parts.get('cost_budget', 0):.2f} | {parts.get('stats', 0):.2f} "
                    f"| {parts.get('device', 0) * steps / polls:.0f} | {gc.get('us_per_step', 0) or 0:.2f} "
-                   f"| {ew:.2f} | {ew + e['cpu']:.2f} | {'-' if hold is None else f'{ew + hold:.2f}'} "
+                   f"| {ew:.2f} | {'-' if free is None else f'{free:.2f}'} | {ew + e['cpu']:.2f} "
+                   f"| {'-' if hold is None else f'{ew + hold:.2f}'} "
                    f"| {b['step_ms']:.3f} |")
 
 
@@ -100,9 +105,9 @@ def main(args: list[str]) -> None:
         print("| folder | run | phase | batch | executions recorded | export thread CPU | its GIL hold | send "
               "| device poller "
               "| cost budget poller | own counters | device poller µs per poll | Python collections on vLLM's thread "
-              "| EngineCore + worker (steady; churn: all steps) | E + W + export thread | E + W + its GIL hold "
-              "| step ms |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "| EngineCore + worker (steady; churn: all steps) | of which freeing vLLM's end events "
+              "| E + W + export thread | E + W + its GIL hold | step ms |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for f in args:
             for line in part_rows(Path(f), interval):
                 print(line)

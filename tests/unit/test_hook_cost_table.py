@@ -22,10 +22,21 @@ def test_steady_window_unless_churn(tmp_path):
     got = {r["run"]: r["ew"] for r in table.rows(tmp_path)}
     assert got == {"steady_1": 60.0, "churn_1": 50.0}
     parts = {line.split(" | ")[1]: line for line in table.part_rows(tmp_path, 200.0)}
-    assert "| 60.00 | 70.00 |" in parts["steady_1"] and "| 50.00 | 60.00 |" in parts["churn_1"]
+    assert "| 60.00 | - | 70.00 |" in parts["steady_1"] and "| 50.00 | - | 60.00 |" in parts["churn_1"]
     assert "| 10.00 | - | 6.00 |" in parts["steady_1"]           # no GIL hold in this run's JSON
     run = _run(False)
     run["per_batch"][0]["export_thread_us_per_step"]["gil_hold"] = 7.5
     (tmp_path / "steady_1.json").write_text(json.dumps(run))
     held = {line.split(" | ")[1]: line for line in table.part_rows(tmp_path, 200.0)}
-    assert "| 10.00 | 7.50 | 6.00 |" in held["steady_1"] and held["steady_1"].endswith("| 60.00 | 70.00 | 67.50 | 10.000 |")
+    assert "| 10.00 | 7.50 | 6.00 |" in held["steady_1"] and held["steady_1"].endswith("| 60.00 | - | 70.00 | 67.50 | 10.000 |")
+
+
+def test_the_freed_end_events_beside_the_hooks(tmp_path):
+    """A CUDA run's ``event_free`` (the worker's sample_tokens post freeing vLLM's end events): the steady window's
+    figure for a steady run, all steps' for a churn run, inside the EngineCore + worker sum, not added to it."""
+    for name, churn in (("steady_1", False), ("churn_1", True)):
+        run = _run(churn)
+        run["per_batch"][0]["event_free"] = {"us_per_step": 3.0, "steady_us_per_step": 4.0, "calls": 99, "events": 99}
+        (tmp_path / f"{name}.json").write_text(json.dumps(run))
+    parts = {line.split(" | ")[1]: line for line in table.part_rows(tmp_path, 200.0)}
+    assert "| 60.00 | 4.00 | 70.00 |" in parts["steady_1"] and "| 50.00 | 3.00 | 60.00 |" in parts["churn_1"]

@@ -1,0 +1,43 @@
+"""benchmarks/hook_cost_engine.py's ``TimedFrees`` in place of the GPU timer's ``spent`` list: the borrowed end events
+the export thread resolved are freed at vLLM's thread's next ``stop`` (inside the worker's sample_tokens post), and
+the stand-in times that free, counts the events, and starts afresh at ``take`` (stand-in GPU of test_gpu_timing)."""
+import importlib.util
+import sys
+from pathlib import Path
+
+from test_gpu_timing import at, gpu, make, samples, vllm_event  # noqa: F401  (gpu: the fixture)
+
+_path = Path(__file__).resolve().parents[2] / "benchmarks" / "hook_cost_engine.py"
+
+
+def _engine_script():
+    sys.path.insert(0, str(_path.parent))          # its own imports (gc_by_thread) sit beside it
+    try:
+        spec = importlib.util.spec_from_file_location("_w2ext_hook_cost_engine", _path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(_path.parent))
+    mod.GC.stop()                                  # it times collections from import on: not in this test process
+    return mod
+
+
+def test_the_free_of_resolved_end_events_is_timed_where_vllm_thread_does_it(gpu):  # noqa: F811
+    hce = _engine_script()
+    timer = make(gpu)
+    window = hce.Window(0, 100)
+    window.on = True
+    frees = hce.TimedFrees(window)
+    timer.spent = frees
+    gpu.now = 99.0
+    timer.stop(1, at(100.0), vllm_event(gpu))
+    timer.stop(2, at(101.0), vllm_event(gpu))
+    gpu.finish(100.5, 101.5)
+    gpu.now = 102.0
+    assert len(samples(timer)) == 2 and len(frees) == 2 and frees.calls == 0   # resolved on the export thread
+    timer.stop(3, at(103.0), vllm_event(gpu))      # vLLM's thread: the two freed here, timed
+    assert len(frees) == 0 and frees.calls == 1 and frees.freed == 2 and frees.ns > 0 and frees.steady_ns == frees.ns
+    timer.stop(4, at(104.0), vllm_event(gpu))      # nothing resolved since: no free, no call
+    assert frees.calls == 1
+    ns, calls, freed, steady_ns = frees.take()
+    assert (calls, freed) == (1, 2) and ns == steady_ns > 0 and frees.take() == (0, 0, 0, 0)
