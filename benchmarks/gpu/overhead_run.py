@@ -179,14 +179,31 @@ def scrape_self_cost(path: Path, split_at: float | None) -> dict | None:
     return out
 
 
-def pack_final_snapshots(folder: Path, out: Path) -> bool:
+def _snapshot_state(folder: Path) -> list:
+    try:
+        return sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in folder.iterdir())
+    except OSError:
+        return []
+
+
+def pack_final_snapshots(folder: Path, out: Path, quiet_s: float = 1.0, max_wait_s: float = 15.0) -> bool:
     """The run's last metric snapshots as one scrape: ``folder`` is the run's ``VLLM_W2EXT_METRICS_DIR``, where the
     export process of every vLLM process (the front end's too) rewrites its own snapshot each second and a last time
     at its shutdown, after its vLLM process's final counters. Their texts together, under one ``# SCRAPE <time>``
     line (the newest snapshot's), gzipped at ``out`` (``read_scrapes`` reads it as a file of one scrape, which
     ``self_cost`` sums per role as it does the endpoint's merge); the folder is removed. Unlike the endpoint's
     scrapes it does not depend on the endpoint answering while the engine runs (on the 2-core CPU machine it
-    answered 1.8-10.8 s late under load: ``results/cpu/endpoint_starved``). False when the folder holds none."""
+    answered 1.8-10.8 s late under load: ``results/cpu/endpoint_starved``). The export processes run in sessions of
+    their own and may still be writing their last snapshot once the engine has exited: the folder is read once it
+    has not changed for ``quiet_s`` (at most ``max_wait_s``). False when it holds none."""
+    deadline = time.monotonic() + max_wait_s
+    state = _snapshot_state(folder)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = _snapshot_state(folder)
+        if now == state:
+            break
+        state = now
     snaps = sorted(folder.glob("*.prom")) if folder.is_dir() else []
     if snaps:
         newest = max(f.stat().st_mtime for f in snaps)

@@ -64,8 +64,10 @@ def test_toggle_summary_reads_the_same_scrape(tmp_path):
 def test_final_snapshots_read_as_one_full_scrape(tmp_path, monkeypatch):
     """A run's metrics folder as its processes leave it (each export process's snapshot, written by the plugin's own
     ``write_snapshot``, a half-written ``.tmp`` beside them) packs into one scrape that reads the whole run, where the
-    endpoint's last answered scrape held part of it; the folder goes, and an empty one packs nothing."""
+    endpoint's last answered scrape held part of it, once a snapshot still being written has landed; the folder goes,
+    and an empty one packs nothing."""
     import os
+    import threading
 
     from vllm_w2ext.telemetry.metrics import write_snapshot
     orun = load("overhead_run")
@@ -78,22 +80,25 @@ def test_final_snapshots_read_as_one_full_scrape(tmp_path, monkeypatch):
                        f'vllm_w2ext_export_thread_cpu_seconds_total{{{lab},role="frontend"}} 0.004']) + "\n"
     folder = tmp_path / "toggle_x_1.metrics"
     folder.mkdir()
-    for pid, text in ((101, engine), (102, front)):
+    for pid, text in ((102, front), (101, engine)):
         monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)   # the file is named after the writing process
         write_snapshot(str(folder), text.encode())
-    monkeypatch.undo()
     (folder / "103.prom.tmp").write_text("vllm_w2ext_hook_self_seconds_total{role=\"engine_core\"} 99\n")
     scrapes = tmp_path / "toggle_x_1.prom.gz"     # the endpoint answered once, early in the run
     with gzip.open(scrapes, "wt") as f:
         f.write(_scrape(1.0, 0.003, 0.001, 0.001, 200, False))
     final = tmp_path / "toggle_x_1.final.prom.gz"
-    assert orun.pack_final_snapshots(folder, final) and not folder.exists()
+    late = threading.Timer(0.1, write_snapshot, (str(folder), engine.replace(" 2000", " 3000").encode()))
+    late.start()                                   # an export process still writing its last snapshot: waited for
+    assert orun.pack_final_snapshots(folder, final, quiet_s=1.0) and not folder.exists()
+    late.join()
+    monkeypatch.undo()
     got = {name: (steps, {k: round(v, 6) for k, v in us.items()}) for name, steps, us in counters.rows([scrapes, final])}
     assert got["toggle_x_1"][0] == 200
-    assert got["toggle_x_1.final"] == (2000, {"engine_core hooks": 15.0, "engine_core export thread": 6.0,
-                                              "frontend hooks": 5.0, "frontend export thread": 2.0})
+    assert got["toggle_x_1.final"] == (3000, {"engine_core hooks": 10.0, "engine_core export thread": 4.0,
+                                              "frontend hooks": 3.333333, "frontend export thread": 1.333333})
     empty = tmp_path / "empty.metrics"
     empty.mkdir()
-    assert not orun.pack_final_snapshots(empty, tmp_path / "empty.final.prom.gz")
+    assert not orun.pack_final_snapshots(empty, tmp_path / "empty.final.prom.gz", quiet_s=0.01)
     assert not (tmp_path / "empty.final.prom.gz").exists() and not empty.exists()
-    assert not orun.pack_final_snapshots(tmp_path / "missing", tmp_path / "missing.final.prom.gz")
+    assert not orun.pack_final_snapshots(tmp_path / "missing", tmp_path / "missing.final.prom.gz", quiet_s=0.01)
