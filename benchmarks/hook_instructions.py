@@ -2,12 +2,13 @@
 instructions, not seconds: the same on a busy or an idle machine, so before/after compare exactly).
 
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/dev/null \
-        python benchmarks/hook_instructions.py N B [plain] [in_process]
+        python benchmarks/hook_instructions.py N B [plain] [in_process | engine_only]
 
 runs N engine steps (batch of B requests) through ``hook_overhead.build`` - the stand-in step with the
 plugin's real hooks - with a SchedulerOutput-shaped object, so neither vLLM nor torch is imported.
 Instrumentation is switched on (``callgrind_control -i on``) only around the N steps, after 50 warm-up
-steps, so the total is the steps' alone. ``plain``: the stand-ins without hooks; ``in_process``: no
+steps, so the total is the steps' alone. ``plain``: the stand-ins without hooks; ``engine_only``: the EngineCore's
+hooks alone (``in_process`` less it: the worker hooks' share); ``in_process``: no
 executor hooks (the worker inside the EngineCore, the GPU's TP=1 layout); ``front``: the front end's offline
 iteration (``hook_overhead.py --paths front``) instead of the engine step, B its outputs per iteration. ``VLLM_W2EXT_SAMPLE`` applies as
 in vLLM (light steps). ``nogc``: Python's cyclic collector off from the warm-up on, so the count leaves out
@@ -45,7 +46,8 @@ def main() -> None:
     if "front" in flags:             # the front end's offline iteration instead, B outputs per iteration
         step = hook_overhead.build(hooked, batch, "front")
     else:
-        step = hook_overhead.build(hooked, scheduler_output(batch), "in_process" if "in_process" in flags else "multiproc")
+        path = next((f for f in ("in_process", "engine_only") if f in flags), "multiproc")
+        step = hook_overhead.build(hooked, scheduler_output(batch), path)
     if "nogc" in flags:
         import gc
         gc.disable()

@@ -123,8 +123,12 @@ HOOKED = {("EngineCore", "step"): "engine.step", ("Scheduler", "schedule"): "eng
 
 
 # The executor hooks run only where workers are separate processes (MultiprocExecutor); on the GPU at
-# TP=1 the worker runs inside the EngineCore (UniProcExecutor, not hooked).
-PATHS = {"multiproc": (), "in_process": ("Executor",)}
+# TP=1 the worker runs inside the EngineCore (UniProcExecutor, not hooked). ``engine_only``: the EngineCore's own
+# hooks alone (no executor or worker hooks), so that the in-process path less it is the worker hooks' share.
+PATHS = {"multiproc": (), "in_process": ("Executor",), "engine_only": ("Executor", "Worker", "Runner")}
+# Stand-in methods left unhooked on any path ("Class.method,...": a hook's marginal share, the path less it; a
+# worker hook's ``pre`` and ``post`` that read what ``Worker.execute_model``'s left then find nothing)
+SKIP = tuple(x for x in os.environ.get("HOOK_OVERHEAD_SKIP", "").split(",") if x)
 
 
 def front_stand_ins(batch: int):
@@ -167,7 +171,7 @@ def build(hooked: bool, so, path: str = "multiproc"):
         sampled = {"sampled": config.current().sample > 1} if "sampled" in runner_mod.HookRunner.__slots__ else {}
         runners = []
         for (cls, meth), hname in table.items():
-            if cls in PATHS.get(path, ()):
+            if cls in PATHS.get(path, ()) or f"{cls}.{meth}" in SKIP:
                 continue
             c = classes[cls]
             runner = runner_mod.HookRunner(by[hname], **sampled)
