@@ -179,6 +179,9 @@ def scrape_self_cost(path: Path, split_at: float | None) -> dict | None:
     return out
 
 
+_sleep = time.sleep                 # pack_final_snapshots' wait (tests write a late snapshot in it)
+
+
 def _snapshot_state(folder: Path) -> list:
     try:
         return sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in folder.iterdir())
@@ -199,7 +202,7 @@ def pack_final_snapshots(folder: Path, out: Path, quiet_s: float = 1.0, max_wait
     deadline = time.monotonic() + max_wait_s
     state = _snapshot_state(folder)
     while time.monotonic() < deadline:
-        time.sleep(quiet_s)
+        _sleep(quiet_s)
         now = _snapshot_state(folder)
         if now == state:
             break

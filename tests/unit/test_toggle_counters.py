@@ -67,7 +67,6 @@ def test_final_snapshots_read_as_one_full_scrape(tmp_path, monkeypatch):
     endpoint's last answered scrape held part of it, once a snapshot still being written has landed; the folder goes,
     and an empty one packs nothing."""
     import os
-    import threading
 
     from vllm_w2ext.telemetry.metrics import write_snapshot
     orun = load("overhead_run")
@@ -88,10 +87,15 @@ def test_final_snapshots_read_as_one_full_scrape(tmp_path, monkeypatch):
     with gzip.open(scrapes, "wt") as f:
         f.write(_scrape(1.0, 0.003, 0.001, 0.001, 200, False))
     final = tmp_path / "toggle_x_1.final.prom.gz"
-    late = threading.Timer(0.1, write_snapshot, (str(folder), engine.replace(" 2000", " 3000").encode()))
-    late.start()                                   # an export process still writing its last snapshot: waited for
+    waits = []
+
+    def wait(s):                                   # an export process still writing its last snapshot during the
+        if not waits:                              # first quiet interval: waited for, read once it is quiet
+            write_snapshot(str(folder), engine.replace(" 2000", " 3000").encode())
+        waits.append(s)
+    monkeypatch.setattr(orun, "_sleep", wait)
     assert orun.pack_final_snapshots(folder, final, quiet_s=1.0) and not folder.exists()
-    late.join()
+    assert waits == [1.0, 1.0]
     monkeypatch.undo()
     got = {name: (steps, {k: round(v, 6) for k, v in us.items()}) for name, steps, us in counters.rows([scrapes, final])}
     assert got["toggle_x_1"][0] == 200
