@@ -205,7 +205,8 @@ def test_the_device_time_starts_at_the_forward_launch(hooks, runner, monkeypatch
     preparation between them is the GPU idle (benchmarks/results/h200/device_busy). Unrecorded steps are left
     alone."""
     hooks(Recorder(100, None))
-    monkeypatch.setattr(worker, "_now", lambda: 5000)   # the worker's own clock reads (the recorder has its own)
+    ticks = iter(range(1000, 10**9, 1000))              # the worker's own clock reads: each one later
+    monkeypatch.setattr(worker, "_now", lambda: next(ticks))
     timer = worker.S.timer = _Timer()
     so = decode_output()
     setattr(so, STAMP, Stamp(1, 2, 7, 0, 0, 0, 0, 0, 0, 1))
@@ -218,6 +219,6 @@ def test_the_device_time_starts_at_the_forward_launch(hooks, runner, monkeypatch
     launched = worker.S.gpu_step[1]
     worker._execute_post(ex, None, None)
     worker._sample_post(worker._sample_pre(None, (None,), {}), "sampled", None)
-    assert launched == 5000 != start and timer.stops == [(7, 5000)] and worker.S.gpu_step is None
+    assert launched > start and timer.stops == [(7, launched)] and worker.S.gpu_step is None
     worker._forward_launch_pre(None, (), {})            # outside a recorded step (dummy runs, warm-up)
     assert worker.S.gpu_step is None

@@ -33,6 +33,9 @@ def fork_safe_random() -> random.Random:
 
 _getrandbits = fork_safe_random().getrandbits          # span and trace ids
 _now = time.time_ns
+# The same generator's getrandbits, for a hook that writes a range's list out itself (``Recorder.begin``'s list,
+# without the call): a span id is ``span_bits(64) or 1``.
+span_bits = _getrandbits
 
 ROOT: tuple = ()     # pass as ``parent`` to start a new trace even inside another range
 # torch.profiler.record_function while vLLM's torch profiler is recording (set by the worker hook),
