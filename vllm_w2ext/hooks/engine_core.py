@@ -24,8 +24,9 @@ from vllm_w2ext.steps.facts import (FACTS_FIRST, FACTS_NEW, FACTS_PREEMPTED, FAC
                                     read_step)
 from vllm_w2ext.telemetry import identity, pipeline, selfcost
 from vllm_w2ext.telemetry.pipeline import RECORDER, recorder
-from vllm_w2ext.telemetry.recording import PHASE_MARKS, ROOT, new_span_id, new_trace_id
-from vllm_w2ext.telemetry.wire import DATA, END, IV_END, IV_START, ON_THREAD, SPAN_ID, START, TRACE_ID, open_range
+from vllm_w2ext.telemetry.recording import PHASE_MARKS, ROOT, new_span_id, new_trace_id, span_bits
+from vllm_w2ext.telemetry.wire import (DATA, END, IV_END, IV_START, NESTED, ON_THREAD, SPAN_ID, START, TRACE_ID,
+                                       open_range)
 from vllm_w2ext.vocab import ENGINE, Attr, Span
 
 # Attributes set on SchedulerOutput, read by the workers: the step's steps.facts.Stamp (a plain tuple in
@@ -195,7 +196,11 @@ def _step_pre(core, args, kwargs):
     if GATE.shut:
         GATE.open()
     S.light = False
-    r = S.current = (RECORDER[0] or recorder()).begin(Span.STEP, ENGINE, ROOT, None, n, ON_THREAD)
+    if PHASE_MARKS[0]:                             # marks to push (NVTX, the profiler's annotations): the recorder's
+        r = S.current = (RECORDER[0] or recorder()).begin(Span.STEP, ENGINE, ROOT, None, n, ON_THREAD)
+    else:                                          # none: Recorder.begin's list for a root written out (a call less)
+        r = S.current = [Span.STEP, ENGINE, span_bits(128) or 1, span_bits(64) or 1, 0, _now(), 0, n, None, None, None,
+                         ON_THREAD, None]
     return r
 
 
@@ -230,8 +235,14 @@ def _step_post(r, result, error):
                    S.sample)
     S.schedule_start = 0
     S.facts = None
-    (RECORDER[0] or recorder()).end(r, error)
-    S.prev_step_end = r[END]
+    rec = RECORDER[0] or recorder()
+    buf = rec.buf
+    if error is None and r[NESTED] is not True and len(buf) < rec.capacity:   # Recorder.end written out: no marks
+        r[END] = S.prev_step_end = _now()                                      # to close, room in the buffer
+        buf.append(r)
+    else:
+        rec.end(r, error)
+        S.prev_step_end = r[END]
     if S.want != S.sample:                         # the cost budget moved N: from the next step on
         S.take_want()
 
