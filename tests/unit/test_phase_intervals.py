@@ -222,3 +222,27 @@ def test_the_device_time_starts_at_the_forward_launch(hooks, runner, monkeypatch
     assert launched > start and timer.stops == [(7, launched)] and worker.S.gpu_step is None
     worker._forward_launch_pre(None, (), {})            # outside a recorded step (dummy runs, warm-up)
     assert worker.S.gpu_step is None
+
+
+def test_the_ranges_the_hooks_write_out_are_the_recorders(hooks):
+    """Without marks ``engine.step`` and ``worker.execute_model`` build their range's list themselves (a Python call
+    less each): field for field what ``Recorder.begin`` and ``Recorder.end`` make of the same range, ids and clock
+    readings apart (a root's new trace, the step's trace for the worker, a span id of its own)."""
+    from vllm_w2ext.telemetry.recording import ROOT
+    from vllm_w2ext.telemetry.wire import END, ON_THREAD, SPAN_ID, START, TRACE_ID
+    rec = hooks(Recorder(64, None))
+    step()
+    got = {r[0]: r for r in rec.buf if type(r) is list}
+    st, ex = got[Span.STEP], got[Span.WORKER_EXECUTE]
+    ref_step = rec.begin(Span.STEP, ENGINE, ROOT, None, 1, ON_THREAD)
+    ref_step[-1] = st[-1]                                # the step's record, the hook's own
+    rec.end(ref_step)
+    ref_ex = rec.begin(Span.WORKER_EXECUTE, WORKER, (st[TRACE_ID], st[SPAN_ID]), None, 1, ON_THREAD)
+    ref_ex[-1] = ex[-1]                                  # the execution record, the hook's own
+    rec.end(ref_ex)
+    ids = (TRACE_ID, SPAN_ID, START, END)
+    for mine, ref in ((st, ref_step), (ex, ref_ex)):
+        assert len(mine) == len(ref)
+        assert [v for i, v in enumerate(mine) if i not in ids] == [v for i, v in enumerate(ref) if i not in ids]
+        assert all(type(mine[i]) is int and mine[i] > 0 for i in ids) and mine[START] <= mine[END]
+    assert ex[TRACE_ID] == st[TRACE_ID] and ex[SPAN_ID] != st[SPAN_ID] and st[TRACE_ID].bit_length() > 64
