@@ -199,6 +199,8 @@ def pack_final_snapshots(folder: Path, out: Path, quiet_s: float = 1.0, max_wait
     answered 1.8-10.8 s late under load: ``results/cpu/endpoint_starved``). The export processes run in sessions of
     their own and may still be writing their last snapshot once the engine has exited: the folder is read once it
     has not changed for ``quiet_s`` (at most ``max_wait_s``). False when it holds none."""
+    if not folder.is_dir():                     # no metrics folder (a stock run, no exporters): nothing to wait for
+        return False
     deadline = time.monotonic() + max_wait_s
     state = _snapshot_state(folder)
     while time.monotonic() < deadline:
@@ -207,7 +209,7 @@ def pack_final_snapshots(folder: Path, out: Path, quiet_s: float = 1.0, max_wait
         if now == state:
             break
         state = now
-    snaps = sorted(folder.glob("*.prom")) if folder.is_dir() else []
+    snaps = sorted(folder.glob("*.prom"))
     if snaps:
         newest = max(f.stat().st_mtime for f in snaps)
         with gzip.open(out, "wt", compresslevel=9) as fo:

@@ -3,6 +3,8 @@ executed EngineCore step (planted: an earlier scrape with other values, a later 
 that lost its steps, steps that did not execute, and a worker role that only some runs have)."""
 import gzip
 
+import pytest
+
 from gpu_scripts import load
 
 counters = load("toggle_counters")
@@ -105,4 +107,5 @@ def test_final_snapshots_read_as_one_full_scrape(tmp_path, monkeypatch):
     empty.mkdir()
     assert not orun.pack_final_snapshots(empty, tmp_path / "empty.final.prom.gz", quiet_s=0.01)
     assert not (tmp_path / "empty.final.prom.gz").exists() and not empty.exists()
-    assert not orun.pack_final_snapshots(tmp_path / "missing", tmp_path / "missing.final.prom.gz", quiet_s=0.01)
+    monkeypatch.setattr(orun, "_sleep", lambda s: pytest.fail("waited for a folder that is not there"))
+    assert not orun.pack_final_snapshots(tmp_path / "missing", tmp_path / "missing.final.prom.gz")
