@@ -17,8 +17,8 @@ and once with a cost planted (each "on" block's steps ``--plant`` % longer). Per
 - ``runs_for_half``: runs whose mean has a 90 % half-width of ``--half`` at that SD (normal approximation,
   ``ceil((1.645 SD / half)^2)``; Student's t for few runs asks for one or two more).
 
-What this does not see: the real switch calls between the new boundaries (only one boundary in ``every / new``
-carries one), and the part of an "on" block's records whose export lands in the next block's settle steps (left
+What this does not see: a run made at the new length switches at every boundary, where the re-cut blocks carry a
+real switch at one boundary in (the run's length / the new length); and the part of an "on" block's records whose export lands in the next block's settle steps (left
 out of both states; about ``I / 2L`` of them for an export interval I under a block of length L). Both grow as the
 blocks shorten.
 """
@@ -43,6 +43,8 @@ def recut(g: dict, every: int) -> list[int]:
     own = g.get("every") or (g["switches"][0]["after"] if g["switches"] else 0)
     if not own or every <= 0 or own % every:
         raise ValueError(f"--every {every}: must divide the generate's own block length ({own} steps)")
+    if not g["switches"]:                       # stopped before its first switch: no block to read
+        return []
     first = g["switches"][0]["after"]
     return list(range(first, len(g["steps_us"]), every))
 

@@ -22,6 +22,7 @@ def test_recut_keeps_every_real_switch_as_a_boundary_and_starts_at_the_first():
         flip_power.recut(g, 24)
     with pytest.raises(ValueError, match="--every 0"):
         flip_power.recut(g, 0)
+    assert flip_power.recut(dict(g, switches=[], every=64), 16) == []     # stopped before its first switch
 
 
 def test_planted_steps_lengthen_the_on_blocks_only():
