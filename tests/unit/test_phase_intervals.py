@@ -246,3 +246,28 @@ def test_the_ranges_the_hooks_write_out_are_the_recorders(hooks):
         assert [v for i, v in enumerate(mine) if i not in ids] == [v for i, v in enumerate(ref) if i not in ids]
         assert all(type(mine[i]) is int and mine[i] > 0 for i in ids) and mine[START] <= mine[END]
     assert ex[TRACE_ID] == st[TRACE_ID] and ex[SPAN_ID] != st[SPAN_ID] and st[TRACE_ID].bit_length() > 64
+
+
+def test_the_first_step_makes_the_recorder_and_gets_its_marks(hooks, monkeypatch):
+    """A process's first recorded step finds no recorder yet: making it attaches NVTX (and sets the marks), so that
+    step's ranges go through the recorder and are pushed like every later one's, not written out unmarked (caught
+    end to end by tests/test_callgraph_offline.py's NVTX check: one engine.step without its range)."""
+    hooks(None)
+    made = []
+
+    def make():
+        rec = Recorder(64, FakeNvtx())                 # as pipeline.recorder() makes it: NVTX sets the marks
+        for mod in (engine_core, worker):
+            mod.RECORDER[0] = rec
+        made.append(rec)
+        return rec
+    for mod in (engine_core, worker):
+        monkeypatch.setattr(mod, "RECORDER", [None])
+        monkeypatch.setattr(mod, "recorder", make)
+    assert recording.PHASE_MARKS[0] is False
+    step()
+    step()
+    assert len(made) == 1
+    pushed = [c[1] for c in made[0].nvtx.calls if c[0] == "push"]
+    assert sorted(pushed) == sorted([Span.STEP, Span.WORKER_EXECUTE, *PHASES] * 2)
+    assert len(pushed) == made[0].nvtx.calls.count(("pop",))

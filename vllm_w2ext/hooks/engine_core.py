@@ -196,11 +196,12 @@ def _step_pre(core, args, kwargs):
     if GATE.shut:
         GATE.open()
     S.light = False
-    if PHASE_MARKS[0]:                             # marks to push (NVTX, the profiler's annotations): the recorder's
-        r = S.current = (RECORDER[0] or recorder()).begin(Span.STEP, ENGINE, ROOT, None, n, ON_THREAD)
-    else:                                          # none: Recorder.begin's list for a root written out (a call less)
+    rec = RECORDER[0]
+    if rec is None or PHASE_MARKS[0]:              # the process's first step (making the recorder attaches NVTX,
+        r = S.current = (rec or recorder()).begin(Span.STEP, ENGINE, ROOT, None, n, ON_THREAD)   # which sets the
+    else:                                          # marks), or marks to push: the recorder's; else Recorder.begin's
         r = S.current = [Span.STEP, ENGINE, span_bits(128) or 1, span_bits(64) or 1, 0, _now(), 0, n, None, None, None,
-                         ON_THREAD, None]
+                         ON_THREAD, None]          # list for a root written out (a Python call less)
     return r
 
 

@@ -130,9 +130,10 @@ def _execute_pre(worker, args, kwargs):
     timed = S.timer is not None
     # ExecutionRecord: the token count too, made an attribute on the export side (no dict per step here)
     data = (stamp, S.last_end, getattr(so, DISPATCH, 0), timed, so.total_num_scheduled_tokens)
-    if PHASE_MARKS[0]:                 # marks to push (NVTX, the profiler's annotations): through the recorder
-        r = (RECORDER[0] or recorder()).begin(Span.WORKER_EXECUTE, WORKER,
-                                              (stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID]), None, step, ON_THREAD)
+    rec = RECORDER[0]
+    if rec is None or PHASE_MARKS[0]:  # the process's first (making the recorder attaches NVTX, which sets the
+        r = (rec or recorder()).begin(Span.WORKER_EXECUTE, WORKER,     # marks), or marks to push: the recorder's
+                                      (stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID]), None, step, ON_THREAD)
         r[DATA] = data
     else:                              # none: Recorder.begin's list for it written out, a Python call less per step
         r = [Span.WORKER_EXECUTE, WORKER, stamp[STAMP_TRACE_ID], span_bits(64) or 1, stamp[STAMP_SPAN_ID], _now(), 0,
