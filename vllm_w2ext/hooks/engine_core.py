@@ -196,12 +196,14 @@ def _step_pre(core, args, kwargs):
     if GATE.shut:
         GATE.open()
     S.light = False
+    # Through the recorder on the process's first step (making the recorder attaches NVTX, which sets the marks)
+    # and while there are marks to push; else Recorder.begin's list for a root written out, a Python call less.
     rec = RECORDER[0]
-    if rec is None or PHASE_MARKS[0]:              # the process's first step (making the recorder attaches NVTX,
-        r = S.current = (rec or recorder()).begin(Span.STEP, ENGINE, ROOT, None, n, ON_THREAD)   # which sets the
-    else:                                          # marks), or marks to push: the recorder's; else Recorder.begin's
+    if rec is None or PHASE_MARKS[0]:
+        r = S.current = (rec or recorder()).begin(Span.STEP, ENGINE, ROOT, None, n, ON_THREAD)
+    else:
         r = S.current = [Span.STEP, ENGINE, span_bits(128) or 1, span_bits(64) or 1, 0, _now(), 0, n, None, None, None,
-                         ON_THREAD, None]          # list for a root written out (a Python call less)
+                         ON_THREAD, None]
     return r
 
 
@@ -236,10 +238,11 @@ def _step_post(r, result, error):
                    S.sample)
     S.schedule_start = 0
     S.facts = None
+    # Recorder.end written out when there are no marks to close and the buffer has room; else through it
     rec = RECORDER[0] or recorder()
     buf = rec.buf
-    if error is None and r[NESTED] is not True and len(buf) < rec.capacity:   # Recorder.end written out: no marks
-        r[END] = S.prev_step_end = _now()                                      # to close, room in the buffer
+    if error is None and r[NESTED] is not True and len(buf) < rec.capacity:
+        r[END] = S.prev_step_end = _now()
         buf.append(r)
     else:
         rec.end(r, error)

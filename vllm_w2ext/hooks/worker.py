@@ -130,12 +130,14 @@ def _execute_pre(worker, args, kwargs):
     timed = S.timer is not None
     # ExecutionRecord: the token count too, made an attribute on the export side (no dict per step here)
     data = (stamp, S.last_end, getattr(so, DISPATCH, 0), timed, so.total_num_scheduled_tokens)
+    # Through the recorder on the process's first execution (making the recorder attaches NVTX, which sets the
+    # marks) and while there are marks to push; else Recorder.begin's list for it written out, a Python call less.
     rec = RECORDER[0]
-    if rec is None or PHASE_MARKS[0]:  # the process's first (making the recorder attaches NVTX, which sets the
-        r = (rec or recorder()).begin(Span.WORKER_EXECUTE, WORKER,     # marks), or marks to push: the recorder's
-                                      (stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID]), None, step, ON_THREAD)
+    if rec is None or PHASE_MARKS[0]:
+        r = (rec or recorder()).begin(Span.WORKER_EXECUTE, WORKER, (stamp[STAMP_TRACE_ID], stamp[STAMP_SPAN_ID]),
+                                      None, step, ON_THREAD)
         r[DATA] = data
-    else:                              # none: Recorder.begin's list for it written out, a Python call less per step
+    else:
         r = [Span.WORKER_EXECUTE, WORKER, stamp[STAMP_TRACE_ID], span_bits(64) or 1, stamp[STAMP_SPAN_ID], _now(), 0,
              step, None, None, None, ON_THREAD, data]
     if timed:
@@ -148,10 +150,11 @@ def _execute_post(r, result, error):
     if r is None:
         return
     S.open = None
+    # Recorder.end written out when there are no marks to close and the buffer has room; else through it
     rec = RECORDER[0] or recorder()
     buf = rec.buf
-    if error is None and r[NESTED] is not True and len(buf) < rec.capacity:   # Recorder.end written out: no marks
-        r[END] = end = _now()                                                  # to close, room in the buffer
+    if error is None and r[NESTED] is not True and len(buf) < rec.capacity:
+        r[END] = end = _now()
         buf.append(r)
     else:
         rec.end(r, error)
