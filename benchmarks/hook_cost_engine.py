@@ -263,10 +263,11 @@ def main() -> int:
         # set beside the exact sum above, it says whether the dashboard's self-cost counter is biased
         sampled = {"hook_cpu_us_per_step": round(selfcost.hook_cpu_ns[0] / steps / 1e3, 2) if steps else None,
                    "hook_wall_us_per_step": round(selfcost.hook_wall_ns[0] / steps / 1e3, 2) if steps else None}
+        steady_decode = _steady(steady)
         # of the worker's sample_tokens post: freeing the resolved end events vLLM made (``TimedFrees``)
         if frees is not None and steps:
             ns, calls, freed, steady_ns = frees.take()
-            st_steps = sum(steady.get(k, (0, 0))[0] for k in STEP_PRES)
+            st_steps = steady_decode["steps"]
             event_free = {"us_per_step": round(ns / steps / 1e3, 2), "calls": calls, "events": freed,
                           "steady_us_per_step": round(steady_ns / st_steps / 1e3, 2) if st_steps else None}
         else:
@@ -277,7 +278,7 @@ def main() -> int:
                      "export_thread_us_per_step": {"cpu": export[0], "wait": export[1], "gil_hold": export[2],
                                                    "parts": parts},
                      "gc_by_thread": collections,
-                     "steady_decode": _steady(steady),
+                     "steady_decode": steady_decode,
                      "step_ms": round(wall / steps * 1e3, 3) if steps else None, "hooks": hooks})
         st = rows[-1]["steady_decode"]
         print(f"batch {bs}: {steps} steps ({recorded} executions recorded), hooks {total} us per step ({by_role}); "

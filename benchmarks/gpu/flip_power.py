@@ -18,9 +18,9 @@ and once with a cost planted (each "on" block's steps ``--plant`` % longer). Per
   ``ceil((1.645 SD / half)^2)``; Student's t for few runs asks for one or two more).
 
 What this does not see: a run made at the new length switches at every boundary, where the re-cut blocks carry a
-real switch at one boundary in (the run's length / the new length); and the part of an "on" block's records whose export lands in the next block's settle steps (left
-out of both states; about ``I / 2L`` of them for an export interval I under a block of length L). Both grow as the
-blocks shorten.
+real switch at one boundary in (the run's length / the new length); and the part of an "on" block's records whose
+export lands in the next block's settle steps (left out of both states; about ``I / 2L`` of them for an export
+interval I under a block of length L). Both grow as the blocks shorten.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def planted_steps(steps: list[int], after: list[int], start_on: bool, pct: float
     out = list(steps)
     bounds = [0, *after, len(steps)]
     for k in range(1, len(bounds) - 1):
-        if (start_on if k % 2 == 0 else not start_on):
+        if flip_steps.block_on(k, start_on):
             for i in range(bounds[k], bounds[k + 1]):
                 out[i] = steps[i] * (1 + pct / 100)
     return out

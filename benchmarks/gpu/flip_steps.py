@@ -120,6 +120,11 @@ def step_intervals_us(t0: int, returns: list[int]) -> list[int]:
     return out
 
 
+def block_on(k: int, start_on: bool) -> bool:
+    """The state of block k (block 0 runs until the first switch) of a generate that started in ``start_on``."""
+    return start_on if k % 2 == 0 else not start_on
+
+
 def block_levels(steps_us: list[int], after: list[int], start_on: bool, settle: int = SETTLE) -> list[tuple]:
     """(on, median step µs, steps) of each block after the first: block k runs from the k-th switch (after that
     many steps) to the next, its first ``settle`` steps left out; ``on`` alternates from ``start_on``. A block
@@ -128,7 +133,7 @@ def block_levels(steps_us: list[int], after: list[int], start_on: bool, settle: 
     out = []
     for k in range(1, len(bounds) - 1):
         seg = steps_us[bounds[k] + settle:bounds[k + 1]]
-        on = start_on if k % 2 == 0 else not start_on
+        on = block_on(k, start_on)
         out.append((on, statistics.median(seg) if len(seg) >= 4 else None, len(seg)))
     return out
 
