@@ -271,3 +271,39 @@ def test_the_first_step_makes_the_recorder_and_gets_its_marks(hooks, monkeypatch
     pushed = [c[1] for c in made[0].nvtx.calls if c[0] == "push"]
     assert sorted(pushed) == sorted([Span.STEP, Span.WORKER_EXECUTE, *PHASES] * 2)
     assert len(pushed) == made[0].nvtx.calls.count(("pop",))
+
+
+@pytest.mark.parametrize("case", ["steady", "finished", "all_links", "prefilling", "preempted_before", "new",
+                                  "preempted_now", "two_tokens"])
+def test_the_steady_decode_facts_kept_at_scheduling_are_read_steps(hooks, case):
+    """``engine.schedule``'s post answers the steady decode step itself (read_step's first case, written out): the
+    facts it keeps are, field for field, ``read_step``'s of the same batch and state, on that path and off it."""
+    from vllm_w2ext.steps.facts import read_step
+    hooks(Recorder(64, None))
+    sched = NS(requests={"a": NS(num_prompt_tokens=4), "b": NS(num_prompt_tokens=9, trace_headers=None,
+                                                              arrival_time=1.5)},
+               running=["a"], waiting=["w"])
+    so = decode_output()
+    st = engine_core.S
+    if case == "finished":
+        so.finished_req_ids = {"x", "y"}
+    elif case == "all_links":
+        st.all_links = True
+    elif case == "prefilling":
+        st.prefilling = {"a"}
+    elif case == "preempted_before":
+        st.preempted = {"z"}
+    elif case == "new":
+        so.scheduled_new_reqs = [NS(req_id="b", num_computed_tokens=0)]
+        so.num_scheduled_tokens = {"a": 1, "b": 9}
+        so.total_num_scheduled_tokens = 10
+    elif case == "preempted_now":
+        so.preempted_req_ids = {"q"}
+    elif case == "two_tokens":
+        so.num_scheduled_tokens, so.total_num_scheduled_tokens = {"a": 2}, 2
+    want = read_step(so, sched.requests, len(sched.running), len(sched.waiting), st.all_links, set(st.prefilling),
+                     set(st.preempted))
+    state = engine_core._step_pre(None, (), {})
+    engine_core._schedule_post(engine_core._schedule_pre(sched, (), {}), so, None)
+    assert st.facts == want
+    engine_core._step_post(state, ({}, True), None)

@@ -294,7 +294,17 @@ def _schedule_post(t0, so, error):
         t0, end = iv[IV_START], iv[IV_END]
     setattr(so, STAMP, (step[TRACE_ID], step[SPAN_ID], S.step, t0, end, S.update_start, S.update_end,   # Stamp
                         S.prev_step_end, step[START], S.pending))
-    S.facts = _read_facts(so)
+    # The steady decode step (nothing new, prefilling or preempted; one token each) answered here, as read_step's
+    # first case answers it, without the two Python calls to get there (~2.4k instructions of a recorded step)
+    nst = so.num_scheduled_tokens
+    total = so.total_num_scheduled_tokens
+    if (total == len(nst) and not (so.scheduled_new_reqs or S.prefilling or S.preempted or so.preempted_req_ids
+                                   or S.all_links)):
+        sched = S.sched
+        S.facts = (total, 0, total, (), (), 0, len(so.finished_req_ids), (), (), None, len(sched.running),  # StepFacts
+                   len(sched.waiting))
+    else:
+        S.facts = _read_facts(so)
 
 
 def _update_pre(sched, args, kwargs):
