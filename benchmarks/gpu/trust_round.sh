@@ -25,6 +25,8 @@
 #            generate takes ~10 s and a run stops at its deadline (TO less 60 s from its start): GENS=16 TO=290,
 #            two runs a call, ~210-230 s a run (results/h200/t2b; t2's runs there stopped after 5-8 generates).
 #            flip256 switches every 24 steps since the thirty-third session (was 48: results/h200/flip_power).
+#            Keep TO at 240 or more for flip1: a run stops at TO less 60 s, and TO=150 stopped the first run
+#            (it compiles the model) after 1 of 10 generates and the others after 7 and 9 (results/h200/t2c).
 #   ratio    the plugin's self-cost counter against hook_cost_engine.py's direct timing on this host
 #            (results/cpu/selfcost_vs_direct): $PAIRS (default 3) pairs of a timed run and a --counter-only run,
 #            fully traced, 4-layer model, batch 1, the order alternating; selfcost_shares.py reads them. ~40 s a run.
