@@ -183,4 +183,5 @@ def test_no_line_per_span(slow_vs_none):
     # the overflow is said once per process that dropped, the exporter's own trouble once more at most
     assert any("span queue" in line and "is full" in line for line in lines), lines[:10]
     pids = re.findall(r"vllm_w2ext, pid (\d+)", "\n".join(lines))
-    assert len(pids) == len(lines) <= 6 and all(pids.count(p) <= 2 for p in set(pids)), lines[:10]
+    # the lines whole in the message (a list's repr is cut short): one CI run failed on a fourth line unseen
+    assert len(pids) == len(lines) <= 6 and all(pids.count(p) <= 2 for p in set(pids)), "\n".join(lines[:10])
