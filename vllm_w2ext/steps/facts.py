@@ -85,7 +85,9 @@ def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool, prefill
 
     The steady decode step (no new request, none prefilling, none preempted now or before, one token each)
     is answered first, from three attribute reads and a length: every request decodes one token. It is
-    most steps of any run, and this runs on each one (``benchmarks/hook_instructions.sh``).
+    most steps of any run, so on a recorded step ``hooks.engine_core``'s schedule hook answers it itself without
+    calling this (its twin, held to this case field for field by ``tests/unit/test_phase_intervals.py``); a change
+    here goes there too.
 
     Decode tokens: one per cached request that already has output tokens and was not resumed (vLLM
     schedules a decoding request for exactly one token), counted with ``list.count`` unless every request
