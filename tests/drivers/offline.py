@@ -19,6 +19,7 @@ the first generate), tensor_parallel_size, distributed_executor_backend ("mp", "
                 thread wakes go into "pause_check"; then the
                 front end alone paused, generate, and the engine's processes alone, generate ("pause_scoped":
                 each one's counts before and after)
+  (with VLLM_ENABLE_V1_MULTIPROCESSING=0, the output's "bounds" says which hooks ran as bounds hooks)
   kill_workers  seconds: after the phases, wait that long, then SIGKILL the worker processes before
                 shutting the engine down (what vLLM's executor does to workers that do not exit in time:
                 no atexit, no shutdown hook); their pids go into the output as "killed_workers"
@@ -188,6 +189,10 @@ if __name__ == "__main__":
         if port and params.get("scrape_steps", True):   # what the workers recorded has reached the endpoint
             settled_scrape(True)
         result["killed_workers"] = kill_workers(float(params["kill_workers"]))
+    if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0":   # the engine and the worker in this process
+        from vllm_w2ext.hooks import INSTRUMENTOR, bounds
+        result["bounds"] = {"in_process": bounds.MODE.in_process,
+                            "on": sorted(n for n, r in INSTRUMENTOR.runners.items() if r.bounds_on)}
     llm.llm_engine.engine_core.shutdown()      # EngineCore + worker flush their spans on shutdown
     with open(out, "w") as f:
         json.dump(result, f)

@@ -12,8 +12,9 @@ from types import SimpleNamespace as NS
 import pytest
 from nvtx_calls import FakeNvtx
 
-from vllm_w2ext.hooks import engine_core, worker
+from vllm_w2ext.hooks import bounds, engine_core, worker
 from vllm_w2ext.hooks.engine_core import STAMP
+from vllm_w2ext.hooks.runner import HookRunner
 from vllm_w2ext.steps.assemble import Assembler
 from vllm_w2ext.steps.facts import Stamp
 from vllm_w2ext.telemetry import recording
@@ -40,6 +41,7 @@ def hooks(monkeypatch):
     est.finished = []
     monkeypatch.setattr(engine_core, "S", est)
     monkeypatch.setattr(worker, "S", wst)
+    bounds.clear()
 
     def use(rec):
         for mod in (engine_core, worker):
@@ -50,6 +52,15 @@ def hooks(monkeypatch):
     recording.PHASE_MARKS[0], recording._nvtx_on[0], recording.PROFILER_ANNOTATION[0] = saved
 
 
+def through_runner(name: str, instance, args: tuple, result, error=None) -> None:
+    """A call of a bounds hook as the runner drives it (``enter``/``exit``, as on a timed call or from vLLM's native
+    observers): its Bounds noted without marks, its ``pre`` and ``post`` with them (hooks/bounds.py)."""
+    r = HookRunner(next(h for h in engine_core.HOOKS + worker.HOOKS if h.name == name))
+    state = r.enter(instance, args, {})
+    if r.needs_exit(state):
+        r.exit(state, result, error)
+
+
 def step(forward_error=None):
     """One sync step: schedule, the worker's execute_model (its forward inside), sample_tokens, update."""
     sched = NS(requests={"a": NS(num_prompt_tokens=4)}, running=["a"], waiting=[])
@@ -57,10 +68,10 @@ def step(forward_error=None):
     state = engine_core._step_pre(None, (), {})
     engine_core._schedule_post(engine_core._schedule_pre(sched, (), {}), so, None)
     ex = worker._execute_pre(None, (so,), {})
-    worker._forward_post(worker._forward_pre(None, (), {}), None, forward_error)
+    through_runner("worker.forward_v1", None, (), None, forward_error)
     worker._execute_post(ex, None, None)
     worker._sample_post(worker._sample_pre(None, (None,), {}), "sampled", None)
-    engine_core._update_post(engine_core._update_pre(sched, (so, None), {}), {}, None)
+    through_runner("engine.update_from_output", sched, (so, None), {})
     engine_core._step_post(state, ({}, True), None)
     return so
 
@@ -212,16 +223,18 @@ def test_the_device_time_starts_at_the_forward_launch(hooks, runner, monkeypatch
     setattr(so, STAMP, Stamp(1, 2, 7, 0, 0, 0, 0, 0, 0, 1))
     ex = worker._execute_pre(None, (so,), {})
     start = worker.S.gpu_step[1]
-    if runner == "v2":
+    if runner == "v2":                                  # noted for the execution's post, as the bounds front does
         assert worker._forward_launch_pre(None, (), {}) is None
+        launched = worker.LAUNCHES[-1][0]
     else:
-        worker._forward_post(worker._forward_pre(None, (), {}), None, None)
-    launched = worker.S.gpu_step[1]
-    worker._execute_post(ex, None, None)
+        through_runner("worker.forward_v1", None, (), None)
+        launched = worker.FORWARDS[-1][0]
+    worker._execute_post(ex, None, None)                # reads it
+    assert worker.S.gpu_step == (7, launched) and not worker.LAUNCHES and not worker.FORWARDS
     worker._sample_post(worker._sample_pre(None, (None,), {}), "sampled", None)
     assert launched > start and timer.stops == [(7, launched)] and worker.S.gpu_step is None
     worker._forward_launch_pre(None, (), {})            # outside a recorded step (dummy runs, warm-up)
-    assert worker.S.gpu_step is None
+    assert worker.S.gpu_step is None and not worker.LAUNCHES
 
 
 def test_the_ranges_the_hooks_write_out_are_the_recorders(hooks):

@@ -83,11 +83,12 @@ def test_handoff_is_vllms():
 def test_front_handoffs():
     """A hook's front (hooks/runner.py: code made from the method's signature) calls vLLM's method on the lines
     FRONT_HANDOFF_LINES of FRONT_FILE: a sample there is vLLM's; its other lines are the plugin's. Each line is
-    checked on a real front: vLLM's method raising is seen there in each of the front's four ways through (off,
-    pre failed, pre recorded nothing, recorded)."""
+    checked on a real front: vLLM's method raising is seen there in each of the front's five ways through (off,
+    pre failed, pre recorded nothing, recorded, a bounds hook's)."""
     import traceback
 
     from vllm_w2ext.hooks.runner import FRONT_FILE, FRONT_HANDOFF_LINES, HookRunner
+    from vllm_w2ext.hooks.bounds import buffer as bounds_buffer
     from vllm_w2ext.hooks.spec import Hook
 
     def method(self, so):
@@ -110,14 +111,16 @@ def test_front_handoffs():
             self._set(True, self.paused, self.gated)
 
     seen = set()
-    for pre, off in ((lambda o, a, k: 1, True), (failing_pre, False), (lambda o, a, k: None, False),
-                     (lambda o, a, k: 1, False)):
-        r = Quiet(Hook("t.m", "m", "C.m", pre, lambda s, res, err: None))
+    for pre, off, bounds in ((lambda o, a, k: 1, True, None), (failing_pre, False, None),
+                             (lambda o, a, k: None, False, None), (lambda o, a, k: 1, False, None),
+                             (lambda o, a, k: 1, False, bounds_buffer())):
+        r = Quiet(Hook("t.m", "m", "C.m", pre, lambda s, res, err: None, bounds=bounds))
         front = r.bind(method)
         assert front.__code__.co_filename == FRONT_FILE
         if off:
             r.pause(False)
         seen.update(line_of(r, front))
+        assert bounds is None or len(bounds) == 1          # the bounds front's way through: it noted the call
     assert seen == set(FRONT_HANDOFF_LINES)
     loop = "run_busy_loop (vllm/v1/engine/core.py:900)"
     # the rule reads the runner's own constants (from the sampled tree's copy, as the runner lines are)

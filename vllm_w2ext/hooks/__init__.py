@@ -14,7 +14,7 @@ import sys
 
 import wrapt
 
-from vllm_w2ext.hooks import control, end_event, native
+from vllm_w2ext.hooks import bounds, control, end_event, native
 from vllm_w2ext.hooks.runner import GATE, HookRunner
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.hooks.wrapping import attach, detach, is_wrapped, resolve
@@ -45,6 +45,7 @@ class Instrumentor:
         selfcost.register(h.name for h in self.hooks)
         self.runners = {h.name: HookRunner(h, fault) for h in self.hooks}
         GATE.use(self.runners.values())
+        bounds.MODE.use(self.runners.values())
         self.native = native.install(list(self.runners.values()))
         for mod_name, cls_name in control.TARGETS:   # the pause/resume method (hooks/control.py)
             self._when_imported("control", mod_name, lambda m, c=cls_name: control.attach(m, c))
@@ -105,6 +106,7 @@ class Instrumentor:
         with wrapt, which has no way to remove them; they do nothing while inactive)."""
         self.active = False
         GATE.use(())                               # every gated hook switched on again, then forgotten
+        bounds.MODE.use(())
         native.uninstall()
         control.detach()
         end_event.detach()

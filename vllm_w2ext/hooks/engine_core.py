@@ -8,6 +8,8 @@ processes parent their spans on it. The hot path takes timestamps and the step's
 (``steps.facts.read_step``: work proportional to the requests that changed, not to the batch), and keeps
 the schedule's and update's bounds in the step's record (``StepRecord``) rather than a record each;
 attributes, links, those two phase spans and request spans are assembled on the export side (``steps.assemble``).
+``update_from_output`` is a bounds hook (``hooks/bounds.py``): the step's post reads its bounds. Where the worker
+runs in this thread, the step's post also takes the worker's execution raw into the StepRecord (``_worker_bounds``).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from concurrent.futures import Future
 
 from vllm_w2ext import config
 from vllm_w2ext.hooks import gpu_timing
+from vllm_w2ext.hooks.bounds import EXECUTIONS, FORWARDS, LAUNCHES, MODE, SAMPLES, UPDATES
 from vllm_w2ext.hooks.cost_budget import CostBudget
 from vllm_w2ext.hooks.runner import GATE
 from vllm_w2ext.hooks.spec import Hook
@@ -55,11 +58,11 @@ class _State:
         self.identity_done = False
         self.all_links = False             # VLLM_W2EXT_STEP_LINKS=all: ship every scheduled id
         self.update_start = self.update_end = 0   # last update_from_output interval (ns)
-        self.update_batch = -1             # the step whose output update_from_output is taking in
-        # the open step's phases kept for its StepRecord (no marks, no error): schedule bounds (start 0: none),
-        # and whether S.update_start/update_end/update_batch are this step's update
+        self.update_batch = -1             # with marks: the step whose output update_from_output is taking in
+        # the open step's schedule bounds kept for its StepRecord (no marks, no error; start 0: none); its update's
+        # are in bounds.UPDATES
         self.schedule_start = self.schedule_end = 0
-        self.update_kept = False
+        self.stamp = None                  # the open step's Stamp (None: nothing scheduled in it; None after every step)
         self.prev_step_end = 0
         self.sample = 1                    # VLLM_W2EXT_SAMPLE (set_sample)
         self.want = 1                      # the N the cost budget asks for (export thread); taken at a recorded step's end
@@ -174,6 +177,71 @@ def _watch_cost(budget: CostBudget) -> None:
     p.add_poller(poll, "cost_budget")
 
 
+def _record_update(step: list, start: int, end: int, batch: int, error: BaseException) -> None:
+    """A failed update_from_output of the step ``step``: an Interval of its own that names the error (a
+    StepRecord's update bounds carry none)."""
+    rec = RECORDER[0] or recorder()
+    if len(rec.buf) < rec.capacity:
+        rec.buf.append((Span.UPDATE, ENGINE, step[TRACE_ID], step[SPAN_ID], start, end, S.step,   # wire.Interval
+                        {Attr.STEP_BATCH_ID: batch} if batch >= 0 else None, type(error).__name__))
+    else:
+        rec.dropped += 1
+
+
+def _worker_bounds() -> tuple | None:
+    """Where the worker runs on this thread (``bounds.MODE``): this step's execution as its bounds hooks left it, a
+    ``WorkerBounds`` the export side makes the worker's spans of (``steps.assemble``); the GPU timer stopped as the
+    worker's posts stop it. None: nothing executed in this step. Each buffer holds one call per step (vLLM's step
+    functions execute, sample and launch once per step); ``pop`` takes it, and any older ones go."""
+    ex = EXECUTIONS
+    if not ex:
+        if SAMPLES:                                # a sample with no execution before it: not recorded (as the
+            SAMPLES.clear()                        # worker's sample hook finds no execution to parent it on)
+        return None
+    e0, e1, so, e_err = ex.pop()
+    if ex:
+        ex.clear()
+    launch, f0, f1, f_err = e0, 0, 0, None
+    if FORWARDS:                                   # V1: the forward; on CUDA the device time starts there
+        f0, f1, _, f_err = FORWARDS.pop()
+        launch = f0
+        if FORWARDS:
+            FORWARDS.clear()
+    if LAUNCHES:                                   # V2: the forward's launch
+        launch = LAUNCHES.pop()[0]
+        if LAUNCHES:
+            LAUNCHES.clear()
+    s0 = s1 = 0
+    s_err = result = None
+    if SAMPLES:
+        s0, s1, result, s_err = SAMPLES.pop()
+        if SAMPLES:
+            SAMPLES.clear()
+    stamp = S.stamp                                # the step's own: the worker executes what this step scheduled
+    if stamp is None or e_err is not None or s_err is not None:
+        return _worker_bounds_unusual(stamp, so, e0, e1, e_err, f0, f1, f_err, s0, s1, s_err)
+    prev = MODE.last_end
+    MODE.last_end = s1 if s0 else e1
+    stop = MODE.device_stop
+    if stop is not None:                           # as the worker's posts stop it
+        stop(stamp[STAMP_STEP], launch, result)
+    return (stamp, prev, stop is not None, so.total_num_scheduled_tokens, e0, e1, None, f0, f1,   # WorkerBounds
+            None if f_err is None else type(f_err).__name__, s0, s1, None)
+
+
+def _worker_bounds_unusual(stamp, so, e0, e1, e_err, f0, f1, f_err, s0, s1, s_err) -> tuple | None:
+    """``_worker_bounds`` for an execution with nothing stamped (not a step the EngineCore recorded: as the worker's
+    hooks skip it) or one that failed (named; the GPU timer not stopped, as the worker's posts leave it)."""
+    if stamp is None:
+        MODE.forget()
+        return None
+    prev = MODE.last_end
+    MODE.last_end = s1 if s0 else e1
+    return (stamp, prev, MODE.device_stop is not None, so.total_num_scheduled_tokens, e0, e1,   # WorkerBounds
+            None if e_err is None else type(e_err).__name__, f0, f1, None if f_err is None else type(f_err).__name__,
+            s0, s1, None if s_err is None else type(s_err).__name__)
+
+
 # -- the hooks -------------------------------------------------------------------------------------
 def _step_pre(core, args, kwargs):
     if not S.identity_done:
@@ -185,6 +253,7 @@ def _step_pre(core, args, kwargs):
         if settings.cost_budget > 0:
             _watch_cost(CostBudget(settings.cost_budget, settings.sample))
         S.identity_done = True
+        MODE.arrive(engine=True)
     S.step = n = S.step + 1
     if S.light_at[n % S.sample]:                   # S.current and S.facts are None (every step's post leaves them so)
         if not GATE.shut:
@@ -229,15 +298,24 @@ def _step_post(r, result, error):
     skipped = (light, S.step - S.last_recorded - 1 - light, S.light_tokens)                   # SkippedSteps
     S.last_recorded = S.step
     S.light_executed = S.light_tokens = 0
-    if S.update_kept:
-        S.update_kept = False
-        r[DATA] = (S.facts, executed, finished, S.pending, skipped, S.schedule_start, S.schedule_end,  # StepRecord
-                   S.update_start, S.update_end, S.update_batch, S.sample)
-    else:
-        r[DATA] = (S.facts, executed, finished, S.pending, skipped, S.schedule_start, S.schedule_end, 0, 0, -1,
-                   S.sample)
+    u0 = u1 = 0
+    batch = -1
+    ups = UPDATES
+    if ups:                                        # this step's update (from its bounds front, or its post)
+        u0, u1, so, failed = ups.pop()
+        if ups:
+            ups.clear()
+        S.update_start, S.update_end = u0, u1
+        stamp = getattr(so, STAMP, None)
+        batch = stamp[STAMP_STEP] if stamp is not None else -1
+        if failed is not None:                     # an Interval of its own, naming its error
+            _record_update(r, u0, u1, batch, failed)
+            u0 = u1 = 0
+            batch = -1
+    r[DATA] = (S.facts, executed, finished, S.pending, skipped, S.schedule_start, S.schedule_end, u0, u1, batch,  # StepRecord
+               S.sample, _worker_bounds() if MODE.in_process else None)
     S.schedule_start = 0
-    S.facts = None
+    S.facts = S.stamp = None
     # Recorder.end written out when there are no marks to close and the buffer has room; else through it
     rec = RECORDER[0] or recorder()
     buf = rec.buf
@@ -249,6 +327,8 @@ def _step_post(r, result, error):
         S.prev_step_end = r[END]
     if S.want != S.sample:                         # the cost budget moved N: from the next step on
         S.take_want()
+    if MODE.ready:                                 # the worker runs on this thread: its bounds from the next step
+        MODE.start()
 
 
 def _schedule_pre(sched, args, kwargs):
@@ -292,8 +372,9 @@ def _schedule_post(t0, so, error):
         if so is None:
             return
         t0, end = iv[IV_START], iv[IV_END]
-    setattr(so, STAMP, (step[TRACE_ID], step[SPAN_ID], S.step, t0, end, S.update_start, S.update_end,   # Stamp
-                        S.prev_step_end, step[START], S.pending))
+    S.stamp = stamp = (step[TRACE_ID], step[SPAN_ID], S.step, t0, end, S.update_start, S.update_end,   # Stamp
+                       S.prev_step_end, step[START], S.pending)
+    setattr(so, STAMP, stamp)
     # The steady decode step (nothing new, prefilling or preempted; one token each) answered here, as read_step's
     # first case answers it, without the two Python calls to get there (~2.4k instructions of a recorded step)
     nst = so.num_scheduled_tokens
@@ -308,25 +389,20 @@ def _schedule_post(t0, so, error):
 
 
 def _update_pre(sched, args, kwargs):
+    """A bounds hook: its front notes its calls' bounds (hooks/bounds.py). This and ``_update_post`` run where marks
+    are wanted: the batch it takes in, its mark, and an Interval of its own."""
     if S.light:
         return None                                # nothing to close: post does not run
     so = args[0] if args else kwargs.get("scheduler_output")
     stamp = getattr(so, STAMP, None)
     S.update_batch = stamp[STAMP_STEP] if stamp is not None else -1
-    if PHASE_MARKS[0]:
-        return (RECORDER[0] or recorder()).phase_begin(Span.UPDATE, ENGINE, S.step)
-    return _now()
+    return (RECORDER[0] or recorder()).phase_begin(Span.UPDATE, ENGINE, S.step)
 
 
 def _update_post(t0, result, error):
     step = S.current
-    if step is not None and error is None and type(t0) is int:   # no marks: kept for the step's StepRecord (vLLM's
-        S.update_start = t0                                      # step functions update at most once per step)
-        S.update_end = _now()
-        S.update_kept = True
-        return
-    batch = S.update_batch                                       # outside a recorded step, failed, or marks to
-    iv = (RECORDER[0] or recorder()).phase_end(                  # close: an Interval of its own
+    batch = S.update_batch
+    iv = (RECORDER[0] or recorder()).phase_end(
         t0, Span.UPDATE, ENGINE, step[TRACE_ID] if step else 0, step[SPAN_ID] if step else 0,
         S.step if step else -1, error, {Attr.STEP_BATCH_ID: batch} if batch >= 0 else None)
     S.update_start, S.update_end = iv[IV_START], iv[IV_END]
@@ -376,7 +452,8 @@ HOOKS: list[Hook] = [
     Hook("engine.schedule", "vllm.v1.core.sched.scheduler", "Scheduler.schedule", _schedule_pre,
          _schedule_post, ENGINE, "scheduling; stamps the SchedulerOutput with the step context"),
     Hook("engine.update_from_output", "vllm.v1.core.sched.scheduler", "Scheduler.update_from_output",
-         _update_pre, _update_post, ENGINE, "turn model output into EngineCoreOutputs", recorded_only=True),
+         _update_pre, _update_post, ENGINE, "turn model output into EngineCoreOutputs", recorded_only=True,
+         bounds=UPDATES, bounds_keep="arg"),
     Hook("engine.free_request", "vllm.v1.core.sched.scheduler", "Scheduler._free_request",
          _free_request_pre, None, ENGINE, "request finished: closes its engine-side summary span"),
 ] + [

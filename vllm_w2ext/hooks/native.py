@@ -13,7 +13,7 @@ import os
 
 import wrapt
 
-from vllm_w2ext.hooks.runner import SKIP, HookRunner
+from vllm_w2ext.hooks.runner import HookRunner
 
 log = logging.getLogger("vllm_w2ext")
 
@@ -74,7 +74,7 @@ class HookObserver:
         if r is None:
             return None
         state = r.enter(obj, args, kwargs)
-        return (r, state) if state is not SKIP and r.post is not None else None
+        return (r, state) if r.needs_exit(state) else None
 
     def on_end(self, point, token, result, error):
         if token is not None:

@@ -11,6 +11,10 @@ each sample weighs the gap before it): a fixed period would alias with anything 
 (``VLLM_W2EXT_SAMPLE`` records 2 steps in every N, and a timed call every 64th would always land on a
 recorded step).
 
+A bounds hook (``hooks/bounds.py``) whose runner is ``bounds_on`` notes its call's start, end and what it keeps
+in its buffer where no marks are wanted, in the front itself and in ``enter``/``exit``, instead of running ``pre``
+and ``post``: two Python calls less per call, for the enclosing hook to read.
+
 A runner is ``active`` unless its hook failed, is paused (``Instrumentor.set_active``) or is gated
 (``StepGate``: a ``recorded_only`` hook while the EngineCore runs a step it does not record); the hot path
 reads that one flag. Nothing here assigns to a vLLM class after the hooks are attached: an assignment to
@@ -31,7 +35,7 @@ import types
 
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.telemetry import selfcost
-from vllm_w2ext.telemetry.recording import fork_safe_random
+from vllm_w2ext.telemetry.recording import PHASE_MARKS, fork_safe_random
 
 log = logging.getLogger("vllm_w2ext")
 # enter's result when post must not run: the hook is off, pre failed, or pre recorded nothing (returned None,
@@ -40,6 +44,7 @@ SKIP = None
 _randrange = fork_safe_random().randrange           # a forked child times other calls than its parent
 _cpu = time.thread_time_ns
 _wall = time.perf_counter_ns
+_time_ns = time.time_ns
 
 
 def _gap() -> int:
@@ -63,14 +68,26 @@ def injected(name: str, fault: str) -> bool:
     return bool(fault) and (fault == "all" or name in fault.split(","))
 
 
+class _BoundsCall:
+    """``enter``'s state for a bounds hook's call (hooks/bounds.py): its start and what it keeps."""
+    __slots__ = ("start", "kept")
+
+    def __init__(self, start: int, kept) -> None:
+        self.start, self.kept = start, kept
+
+
 class HookRunner:
     __slots__ = ("spec", "pre", "post", "active", "failed", "paused", "gated", "left", "gap", "counted",
-                 "timed_weight")
+                 "timed_weight", "bounds_on")
 
     def __init__(self, spec: Hook, fault: str = ""):
         self.spec = spec
         self.pre = self._raise if injected(spec.name, fault) else spec.pre
         self.post = spec.post
+        # a bounds hook noting its calls' bounds instead of running pre/post (hooks/bounds.py): from the start where
+        # its consumer always runs in its process, else once bounds.MODE finds the worker in the EngineCore's
+        # thread; never for an injected fault (its pre must raise)
+        self.bounds_on = self.can_bound and not spec.in_process_bounds
         self.active = True                      # = not (failed or paused or gated): the one flag the hot path reads
         self.failed = self.paused = self.gated = False
         # The next timed call is a countdown (``left`` calls to go, the timed one at 0) rather than a call number
@@ -80,6 +97,14 @@ class HookRunner:
         self.gap = self.left = _gap()           # this gap's length (the calls its timed call stands for), calls to go
         self.counted = 0                        # calls in the gaps before this one
         self.timed_weight = 0                   # the calls the last timed call stands for
+
+    @property
+    def can_bound(self) -> bool:
+        return self.spec.bounds is not None and self.pre is self.spec.pre
+
+    def needs_exit(self, state) -> bool:
+        """Must ``exit`` run after a call ``enter`` returned ``state`` for?"""
+        return state is not SKIP and (self.post is not None or type(state) is _BoundsCall)
 
     @property
     def calls(self) -> int:
@@ -114,6 +139,8 @@ class HookRunner:
             pipeline.get()
         except Exception:  # pragma: no cover - reporting must not raise either
             pass
+        from vllm_w2ext.hooks.bounds import MODE
+        MODE.failed(self)
         if not self.failed:
             self._set(True, self.paused, self.gated)
             s = self.spec
@@ -122,43 +149,54 @@ class HookRunner:
 
     # -- the two halves, shared by every way of driving a hook ---------------------------------------
     def enter(self, instance, args, kwargs):
-        """Run ``pre``; its state, or SKIP."""
+        """Run ``pre`` (a bounds hook's start, while ``bounds_on`` and no marks); its state, or SKIP."""
         if not self.active:
             return SKIP
         self.left = left = self.left - 1
         if left:
-            try:
-                return self.pre(instance, args, kwargs)
-            except Exception as e:
-                self.fail(e)
-                return SKIP
+            return self._pre(instance, args, kwargs)
         self.timed_weight = gap = self.gap
         self.counted += gap
         self.gap = self.left = _gap()
         c0, w0 = _cpu(), _wall()
         try:
+            return self._pre(instance, args, kwargs)
+        finally:
+            _sample(c0, w0, self.timed_weight)
+
+    def _pre(self, instance, args, kwargs):
+        if self.bounds_on and not PHASE_MARKS[0]:
+            return _BoundsCall(_time_ns(), self._kept_arg(args, kwargs) if self.spec.bounds_keep == "arg" else None)
+        try:
             return self.pre(instance, args, kwargs)
         except Exception as e:
             self.fail(e)
             return SKIP
-        finally:
-            _sample(c0, w0, self.timed_weight)
+
+    @staticmethod
+    def _kept_arg(args, kwargs):
+        return args[0] if args else next(iter(kwargs.values()), None)
 
     def exit(self, state, result, error) -> None:
         """Run ``post`` (after ``enter`` returned ``state``, not SKIP); timed if no call came since the timed one."""
         if self.left != self.gap:
-            try:
-                self.post(state, result, error)
-            except Exception as e:
-                self.fail(e)
+            self._post(state, result, error)
             return
         c0, w0 = _cpu(), _wall()
+        try:
+            self._post(state, result, error)
+        finally:
+            _sample(c0, w0, self.timed_weight)
+
+    def _post(self, state, result, error) -> None:
+        if type(state) is _BoundsCall:            # what the bounds front appends (hooks/bounds.py)
+            kept = result if self.spec.bounds_keep == "result" and error is None else state.kept
+            self.spec.bounds.append((state.start, _time_ns(), kept, error))
+            return
         try:
             self.post(state, result, error)
         except Exception as e:
             self.fail(e)
-        finally:
-            _sample(c0, w0, self.timed_weight)
 
     # -- the sync path: a plain function in place of vLLM's method ---------------------------------
     def bind(self, fn):
@@ -176,7 +214,7 @@ class HookRunner:
     def _timed(self, fn, instance, args, kwargs):
         self.left += 1                        # enter() counts this call again
         state = self.enter(instance, args, kwargs)
-        if state is SKIP or self.post is None:
+        if not self.needs_exit(state):
             return fn(instance, *args, **kwargs)
         try:
             result = fn(instance, *args, **kwargs)
@@ -210,13 +248,24 @@ _FORWARDING = [inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD]
 # vLLM's, as it does on ``_timed``'s ``fn(instance, *args, **kwargs)`` lines in this file). _FRONT_SOURCE's layout
 # fixes them: a test checks each on a real front.
 FRONT_FILE = "<vllm_w2ext hook front>"
-FRONT_HANDOFF_LINES = (3, 11, 13, 15)
+FRONT_HANDOFF_LINES = (3, 10, 20, 22, 24)
+# Lines 7-15 are a bounds hook's way through while ``bounds_on`` and no marks (hooks/bounds.py; ``bounds_on`` is
+# False in every other runner): ``{kept}`` is what its Bounds keep, ``{kept_error}`` the same when vLLM's method raised.
 _FRONT_SOURCE = """def front({head}):
     if not _w2_runner.active:
         return _w2_fn({call})
     _w2_left = _w2_runner.left = _w2_runner.left - 1
     if not _w2_left:
         return _w2_runner._timed(_w2_fn, {self}, {args}, {kwargs})
+    if _w2_runner.bounds_on and not _w2_marks[0]:
+        _w2_t0 = _w2_now()
+        try:
+            _w2_result = _w2_fn({call})
+        except BaseException as _w2_e:
+            _w2_into((_w2_t0, _w2_now(), {kept_error}, _w2_e))
+            raise
+        _w2_into((_w2_t0, _w2_now(), {kept}, None))
+        return _w2_result
     try:
         _w2_state = _w2_pre({self}, {args}, {kwargs})
     except Exception as _w2_e:
@@ -283,18 +332,28 @@ def _exact_front(fn):
         call.append(f"**{var_kw.name}")
         keyword.append(f"**{var_kw.name}")
     return (", ".join(head), ", ".join(call), params[0].name, "(" + "".join(f"{a}, " for a in positional) + ")",
-            "{" + ", ".join(keyword) + "}" if keyword else "_w2_no_kwargs", defaults)
+            "{" + ", ".join(keyword) + "}" if keyword else "_w2_no_kwargs", defaults,
+            params[1].name if len(params) > 1 else "None")
 
 
 # the parts for any signature: (instance, *args, **kwargs), handed to pre as they came
 _GENERIC = ("_w2_self, *_w2_args, **_w2_kwargs", "_w2_self, *_w2_args, **_w2_kwargs", "_w2_self", "_w2_args",
-            "_w2_kwargs", {})
+            "_w2_kwargs", {}, None)
 
 
-def _front(fn, runner, head: str, call: str, instance: str, args: str, kwargs: str, defaults: dict):
-    src = _FRONT_SOURCE.format(head=head, call=call, self=instance, args=args, kwargs=kwargs)
+def _front(fn, runner, head: str, call: str, instance: str, args: str, kwargs: str, defaults: dict,
+           first: str | None):
+    """The front's code for these parts (``first``: the name of the method's first argument, None in the
+    generic parts)."""
+    spec = runner.spec
+    keep = spec.bounds_keep if spec.bounds is not None else ""
+    kept_arg = first or "_w2_runner._kept_arg(_w2_args, _w2_kwargs)"
+    kept = {"arg": kept_arg, "result": "_w2_result"}.get(keep, "None")
+    src = _FRONT_SOURCE.format(head=head, call=call, self=instance, args=args, kwargs=kwargs, kept=kept,
+                               kept_error=kept_arg if keep == "arg" else "None")
     ns = {"_w2_runner": runner, "_w2_fn": fn, "_w2_pre": runner.pre, "_w2_post": runner.post,
-          "_w2_no_kwargs": _NO_KWARGS, **defaults}
+          "_w2_no_kwargs": _NO_KWARGS, "_w2_marks": PHASE_MARKS, "_w2_now": time.time_ns,
+          "_w2_into": spec.bounds.append if spec.bounds is not None else None, **defaults}
     exec(compile(src, FRONT_FILE, "exec"), ns)
     return ns["front"]
 

@@ -3,10 +3,13 @@
 ``pre(instance, args, kwargs) -> state`` runs before the method, ``post(state, result, error)`` after
 it (``post`` may be None; it does not run when ``pre`` returned None: nothing was recorded).
 Specs are immutable declarations in the tables of ``front``, ``engine_core``,
-``worker`` and ``lifecycle``; what changes at run time (on/off, calls, faults) lives in the runner."""
+``worker`` and ``lifecycle``; what changes at run time (on/off, calls, faults) lives in the runner.
+
+A bounds hook (``bounds``: its buffer) is one whose front notes its calls' bounds instead of running ``pre`` and
+``post`` where that is all they would do (``hooks/bounds.py``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 Pre = Callable[[Any, tuple, dict], Any]
@@ -25,6 +28,9 @@ class Hook:
     optional: bool = False          # absent in some supported versions: skip quietly (doctor shows it)
     recorded_only: bool = False     # records nothing on a step the EngineCore does not record (sampling):
                                     # switched off while one runs in its process (runner.StepGate)
+    bounds: Any = field(default=None, compare=False)   # a bounds hook's buffer (hooks/bounds.py); None: not one
+    bounds_keep: str = ""           # what its Bounds keep: "arg" (the method's first argument), "result", "" nothing
+    in_process_bounds: bool = False  # a bounds hook only where the worker runs in the EngineCore's thread
 
     @property
     def cls_name(self) -> str:

@@ -6,6 +6,10 @@ fourteenth session: 7.6 us per step of the worker's hooks on the H200 host). Spa
 step context stamped on the ``SchedulerOutput`` by the EngineCore; calls without a stamp (warm-up,
 profiling, dummy runs) are not recorded.
 
+Where the worker runs in the EngineCore's thread (TP=1 on the GPU), its hooks become bounds hooks after its first
+recorded execution (``hooks/bounds.py``): the engine step's post reads their bounds, and the export side makes the
+same spans of them (``steps.assemble``); the functions below then run only where marks are wanted.
+
 The scheduler gap is measured here, on the model-execution timeline: from the end of one step's
 execution (sample_tokens, or execute_model when nothing is sampled) to the start of the next
 execute_model; the export side splits it by the engine intervals carried in the stamp
@@ -15,6 +19,7 @@ from __future__ import annotations
 import time
 
 from vllm_w2ext import config
+from vllm_w2ext.hooks.bounds import EXECUTIONS, FORWARDS, LAUNCHES, MODE, SAMPLES
 from vllm_w2ext.hooks.end_event import CARRIER
 from vllm_w2ext.hooks.engine_core import DISPATCH, STAMP
 from vllm_w2ext.hooks.gpu_timing import make_timer
@@ -51,6 +56,7 @@ def forget_previous_step() -> None:
     """After a pause (hooks.control): the next execution has no previous one to measure a gap or device
     idle from; the paused steps ran unrecorded in between."""
     S.last_end = 0
+    MODE.forget()
     if S.timer is not None:
         S.timer.forget_previous()
 
@@ -65,6 +71,7 @@ def _unrecorded_step() -> None:
 
 
 GATE.on_shut(_unrecorded_step)
+GATE.on_shut(MODE.forget)          # where the worker's executions are read from bounds (its S.last is not kept)
 
 
 def _group_rank(getter: str) -> int | None:
@@ -102,7 +109,18 @@ def _ensure_identity(worker) -> None:
             pipeline.get().add_poller(_poll_device, "device")
             if _speculative_config(worker) is None:   # else the drafter's GPU work runs after vLLM's event
                 S.borrow = CARRIER[0]
+            MODE.device_stop = _device_stop
         S.identity_done = True
+        MODE.arrive(worker=lambda: S.last_end)
+
+
+def _device_stop(step: int, launch: int, result) -> None:
+    """The GPU timer's stop for an execution read from bounds (``bounds.MODE``), as the worker's posts stop it:
+    vLLM's end event where its sample's result carries one."""
+    if type(result) is S.borrow:
+        S.timer.stop(step, launch, CARRIER[1](result))
+    else:
+        S.timer.stop(step, launch)
 
 
 def _speculative_config(worker):
@@ -125,6 +143,9 @@ def _execute_pre(worker, args, kwargs):
         return None
     if not S.identity_done:
         _ensure_identity(worker)
+    if FORWARDS or LAUNCHES:
+        FORWARDS.clear()
+        LAUNCHES.clear()
     S.last = stamp
     step = stamp[STAMP_STEP]
     timed = S.timer is not None
@@ -150,9 +171,21 @@ def _execute_post(r, result, error):
     if r is None:
         return
     S.open = None
-    # Recorder.end written out when there are no marks to close and the buffer has room; else through it
     rec = RECORDER[0] or recorder()
     buf = rec.buf
+    if LAUNCHES:                                   # V2: the device time starts at the forward's launch
+        launch = LAUNCHES.pop()[0]
+        LAUNCHES.clear()
+        if S.gpu_step is not None:
+            S.gpu_step = (S.gpu_step[0], launch)
+    if FORWARDS:                                   # V1: the forward, an Interval under this execution (as
+        f0, f1, _, failed = FORWARDS.pop()         # Recorder.phase_end makes it), appended unchecked
+        FORWARDS.clear()
+        if S.gpu_step is not None:                 # on CUDA the device time starts there too
+            S.gpu_step = (S.gpu_step[0], f0)
+        buf.append((Span.FORWARD, WORKER, r[TRACE_ID], r[SPAN_ID], f0, f1, r[STEP], None,   # wire.Interval
+                    None if failed is None else type(failed).__name__))
+    # Recorder.end written out when there are no marks to close and the buffer has room; else through it
     if error is None and r[NESTED] is not True and len(buf) < rec.capacity:
         r[END] = end = _now()
         buf.append(r)
@@ -201,34 +234,30 @@ def _forward_launch_pre(eplb, args, kwargs):
     Before this the runner prepares the inputs on the CPU, and the GPU, done with the previous step, runs only
     their copies and small kernels: counted as idle (``prepare_inputs``), not busy. Reading it as busy made the
     4-layer model's batch-1 decode on the H200 read 2.06 ms busy per step where CUPTI saw 0.86 ms of kernels
-    (``benchmarks/results/h200/device_busy``). One clock read; nothing recorded."""
-    gs = S.gpu_step
-    if gs is not None:
-        S.gpu_step = (gs[0], _now())
+    (``benchmarks/results/h200/device_busy``). A bounds hook: its front notes the launch in LAUNCHES, as this does
+    where the front does not (with marks, on a timed call); the execution's post reads it. Nothing recorded."""
+    if S.open is not None:
+        t = _now()
+        LAUNCHES.append((t, t, None, None))
     return None
 
 
 def _forward_pre(runner, args, kwargs):
     """The runner's forward, a phase of the model execution being recorded: an Interval under it (on CUDA, the
-    step's device time starts here too: ``_forward_launch_pre``)."""
+    step's device time starts here too). A bounds hook: its front notes its calls' bounds for the execution's post
+    (hooks/bounds.py); this and ``_forward_post`` run where marks are wanted."""
     r = S.open
     if r is None:                      # not inside a recorded worker step (warm-up, profiling, dummy runs)
         return None
     gs = S.gpu_step
     if gs is not None:
         S.gpu_step = (gs[0], _now())
-    if PHASE_MARKS[0]:
-        return r, (RECORDER[0] or recorder()).phase_begin(Span.FORWARD, WORKER, r[STEP])
-    return r, _now()
+    return r, (RECORDER[0] or recorder()).phase_begin(Span.FORWARD, WORKER, r[STEP])
 
 
 def _forward_post(state, result, error):
     r, t0 = state
-    if error is None and type(t0) is int:     # no marks: wire.Interval appended here (Recorder.phase_end)
-        (RECORDER[0] or recorder()).buf.append((Span.FORWARD, WORKER, r[TRACE_ID], r[SPAN_ID], t0, _now(), r[STEP],
-                                                None, None))
-    else:
-        (RECORDER[0] or recorder()).phase_end(t0, Span.FORWARD, WORKER, r[TRACE_ID], r[SPAN_ID], r[STEP], error)
+    (RECORDER[0] or recorder()).phase_end(t0, Span.FORWARD, WORKER, r[TRACE_ID], r[SPAN_ID], r[STEP], error)
 
 
 def _profile_pre(worker, args, kwargs):
@@ -239,14 +268,16 @@ def _profile_pre(worker, args, kwargs):
 
 HOOKS: list[Hook] = [
     Hook("worker.execute_model", "vllm.v1.worker.gpu_worker", "Worker.execute_model", _execute_pre,
-         _execute_post, WORKER, "both runners; CPUWorker inherits it", recorded_only=True),
+         _execute_post, WORKER, "both runners; CPUWorker inherits it", recorded_only=True, bounds=EXECUTIONS,
+         bounds_keep="arg", in_process_bounds=True),
     Hook("worker.sample_tokens", "vllm.v1.worker.gpu_worker", "Worker.sample_tokens", _sample_pre, _sample_post,
-         WORKER, "both runners", recorded_only=True),
+         WORKER, "both runners", recorded_only=True, bounds=SAMPLES, bounds_keep="result", in_process_bounds=True),
     Hook("worker.profile", "vllm.v1.worker.gpu_worker", "Worker.profile", _profile_pre, None, WORKER,
          "torch profiler start/stop: ranges also become record_function annotations"),
     Hook("worker.forward_v1", "vllm.v1.worker.gpu_model_runner", "GPUModelRunner._model_forward",
-         _forward_pre, _forward_post, WORKER, "V1 runner forward (0.32 CPU)", optional=True, recorded_only=True),
+         _forward_pre, _forward_post, WORKER, "V1 runner forward (0.32 CPU)", optional=True, recorded_only=True,
+         bounds=FORWARDS),
     Hook("worker.forward_launch", "vllm.v1.worker.gpu.eplb_utils", "EPLBController.prepare_forward",
          _forward_launch_pre, None, WORKER, "V2 runner: the forward's launch, where a step's device time starts",
-         optional=True, recorded_only=True),
+         optional=True, recorded_only=True, bounds=LAUNCHES),
 ]

@@ -8,12 +8,14 @@ attributes and links, and each finished request becomes an ``engine.request`` sp
 process (or on the export thread with ``VLLM_W2EXT_EXPORT_PROCESS=off``), never on vLLM's threads."""
 from __future__ import annotations
 
-from vllm_w2ext.steps.facts import NO_SKIPPED, StepRecord, execution_record, sampled, step_record
+from vllm_w2ext.steps.facts import (NO_SKIPPED, ExecutionRecord, StepRecord, WorkerBounds, execution_record, sampled,
+                                    step_record)
 from vllm_w2ext.steps.gaps import gap_attrs
 from vllm_w2ext.steps.idle import DeviceIdle
 from vllm_w2ext.steps.requests import RequestIndex
 from vllm_w2ext.telemetry.ranges import Range
-from vllm_w2ext.vocab import ENGINE, FRONT, Attr, Span
+from vllm_w2ext.telemetry.wire import ON_THREAD
+from vllm_w2ext.vocab import ENGINE, FRONT, WORKER, Attr, Span
 
 
 class Assembler:
@@ -32,18 +34,43 @@ class Assembler:
                 r.data = None
                 extra += self.step(r, step_record(d))
             elif r.name == Span.WORKER_EXECUTE:
-                r.data = d = execution_record(d)
-                attrs = r.attrs if r.attrs is not None else {}
-                if d.tokens >= 0:
-                    attrs[Attr.WORKER_TOKENS] = d.tokens
-                if d.prev_end:
-                    attrs.update(gap_attrs(d.prev_end, r.start_ns, d.stamp))
-                r.attrs = attrs or r.attrs
+                r.data = execution_record(d)
+                self.execution(r)
             elif r.name == Span.REQUEST and r.role == FRONT:
                 r.data = None
                 extra.append(Range(Span.ADD_REQUEST, FRONT, r.trace_id, self.new_span_id(), r.span_id, r.start_ns,
                                    d, nested=False))
         return self.device(ranges + extra if extra else ranges)
+
+    @staticmethod
+    def execution(r: Range) -> None:
+        """A worker execution's attributes from its ExecutionRecord (``r.data``): tokens, and the gap before it."""
+        d = r.data
+        attrs = r.attrs if r.attrs is not None else {}
+        if d.tokens >= 0:
+            attrs[Attr.WORKER_TOKENS] = d.tokens
+        if d.prev_end:
+            attrs.update(gap_attrs(d.prev_end, r.start_ns, d.stamp))
+        r.attrs = attrs or r.attrs
+
+    def worker(self, w: WorkerBounds) -> list[Range]:
+        """The worker's spans of an execution read from its bounds hooks (the worker on the EngineCore's thread,
+        ``hooks/bounds.py``), as its hooks record them elsewhere: the execution under the step that scheduled it,
+        with its ExecutionRecord (device samples find it as theirs), its forward under it, its sample under the
+        step."""
+        st = w.stamp
+        ex = Range(Span.WORKER_EXECUTE, WORKER, st.trace_id, self.new_span_id(), st.span_id, w.execute_start,
+                   w.execute_end, None, st.step, error=w.execute_error, nested=ON_THREAD,
+                   data=ExecutionRecord(st, w.prev_end, 0, w.cuda, w.tokens))
+        self.execution(ex)
+        out = [ex]
+        if w.forward_start:
+            out.append(Range(Span.FORWARD, WORKER, st.trace_id, self.new_span_id(), ex.span_id, w.forward_start,
+                             w.forward_end, None, st.step, error=w.forward_error, nested=True))
+        if w.sample_start:
+            out.append(Range(Span.WORKER_SAMPLE, WORKER, st.trace_id, self.new_span_id(), st.span_id, w.sample_start,
+                             w.sample_end, None, st.step, error=w.sample_error, nested=True))
+        return out
 
     def drain(self) -> list[Range]:
         """Ranges still held (execute spans waiting for a device sample that will not come)."""
@@ -75,6 +102,8 @@ class Assembler:
             out.append(Range(Span.UPDATE, ENGINE, r.trace_id, self.new_span_id(), r.span_id, d.update_start,
                              d.update_end, {Attr.STEP_BATCH_ID: d.update_batch} if d.update_batch >= 0 else None,
                              r.step, nested=True))
+        if d.worker is not None:
+            out += self.worker(d.worker)
         for fin in d.finished:
             fields = self.index.finish(fin, r.step, r.context, r.end_ns)
             if fields is None:

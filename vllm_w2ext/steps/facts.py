@@ -189,6 +189,27 @@ class StepRecord(NamedTuple):
     update_end: int = 0
     update_batch: int = -1        # the step whose output that update took in (vllm.step.batch_id); -1: unknown
     every: int = 1                # VLLM_W2EXT_SAMPLE's N in effect for this step (the cost budget moves it)
+    worker: "WorkerBounds | None" = None   # the worker's execution in this step, where it runs on this thread
+
+
+class WorkerBounds(NamedTuple):
+    """Where the worker runs in the EngineCore's thread (TP=1 on the GPU, ``hooks/bounds.py``), its execution
+    in a step as its bounds hooks noted it: what the worker's hooks record elsewhere as a ``worker.execute_model``
+    range (with an ExecutionRecord) and its forward and sample intervals, which the export side makes of it.
+    Errors by their type's name; a phase's start 0: it did not run."""
+    stamp: Stamp                  # the executed SchedulerOutput's
+    prev_end: int                 # end of the previous execution read from bounds (0: none to measure from)
+    cuda: bool                    # timed with CUDA events (device samples follow)
+    tokens: int
+    execute_start: int
+    execute_end: int
+    execute_error: str | None
+    forward_start: int            # the V1 runner's forward
+    forward_end: int
+    forward_error: str | None
+    sample_start: int
+    sample_end: int
+    sample_error: str | None
 
 
 class DeviceSample(NamedTuple):
@@ -217,8 +238,10 @@ def step_facts(t: tuple) -> StepFacts:
 
 def step_record(t: tuple) -> StepRecord:
     facts, executed, finished, pending, skipped, *phases = t
-    return StepRecord(None if facts is None else step_facts(facts), executed,
-                      tuple(Finished._make(f) for f in finished), pending, SkippedSteps._make(skipped), *phases)
+    rec = StepRecord(None if facts is None else step_facts(facts), executed,
+                     tuple(Finished._make(f) for f in finished), pending, SkippedSteps._make(skipped), *phases)
+    w = rec.worker
+    return rec if w is None else rec._replace(worker=WorkerBounds(Stamp._make(w[0]), *w[1:]))
 
 
 def execution_record(t: tuple) -> ExecutionRecord:

@@ -1,0 +1,267 @@
+"""Bounds hooks (spec.Hook.bounds): where no marks are wanted their front takes the call's two clock readings
+itself and appends ``spec.Bounds`` for the enclosing hook that reads them, instead of calling ``pre`` and
+``post``. Known answers: the entry (start, end, first argument, error) of a call, the error re-raised as it was;
+``pre``/``post`` in its place with marks, on a timed call and for an injected fault; nothing while off; and on the
+real hooks (update_from_output read by the step's post, the V1 forward by the execution's post) the same spans
+through the front as through ``pre``/``post``."""
+import dataclasses
+import itertools
+from types import SimpleNamespace as NS
+
+import pytest
+
+from vllm_w2ext.hooks import bounds, engine_core, worker
+from vllm_w2ext.hooks.bounds import Bounds
+from vllm_w2ext.hooks.bounds import buffer as bounds_buffer
+from vllm_w2ext.hooks.runner import GATE, HookRunner
+from vllm_w2ext.hooks.spec import Hook
+from vllm_w2ext.steps.assemble import Assembler
+from vllm_w2ext.telemetry import recording
+from vllm_w2ext.telemetry.ranges import Range
+from vllm_w2ext.telemetry.recording import Recorder
+from vllm_w2ext.vocab import Attr, Span
+
+
+class Target:
+    def method(self, so, out=None):
+        if so == "raise":
+            raise KeyError(so)
+        return ("ran", so, out)
+
+
+@pytest.fixture
+def marks():
+    saved = recording.PHASE_MARKS[0]
+    recording.PHASE_MARKS[0] = False
+    yield recording.PHASE_MARKS
+    recording.PHASE_MARKS[0] = saved
+
+
+def bound(calls: list, keep="arg", fault=""):
+    """A bounds hook on Target.method (pre and post note their calls), its buffer and its front."""
+    buf = bounds_buffer()
+
+    def pre(instance, args, kwargs):
+        calls.append(("pre", args, dict(kwargs)))
+        return [0, args[0]]
+
+    def post(state, result, error):
+        calls.append(("post", result, error))
+        buf.append((state[0], 1, state[1], error))
+
+    r = HookRunner(Hook("t.bounds", "m", "Target.method", pre, post, bounds=buf, bounds_keep=keep), fault)
+    r.left = 1 << 30                                  # no timed call unless a test asks for one
+    return r, buf, r.bind(vars(Target)["method"])
+
+
+def test_a_call_leaves_its_bounds_and_no_pre_or_post(marks):
+    calls = []
+    r, buf, front = bound(calls)
+    assert front(Target(), "so-1", out=3) == ("ran", "so-1", 3)
+    assert front(Target(), so="so-2") == ("ran", "so-2", None)           # the first argument by keyword too
+    assert calls == [] and len(buf) == 2
+    first, second = (Bounds._make(b) for b in buf)
+    assert first.kept == "so-1" and second.kept == "so-2" and first.error is None is second.error
+    assert 0 < first.start <= first.end <= second.start <= second.end
+    _, buf2, front2 = bound(calls, keep="")
+    front2(Target(), "so-3")
+    assert buf2[0][2] is None
+    _, buf3, front3 = bound(calls, keep="result")
+    front3(Target(), "so-4")
+    assert buf3[0][2] == ("ran", "so-4", None) and calls == []
+
+
+def test_the_error_is_noted_and_re_raised(marks):
+    calls = []
+    _, buf, front = bound(calls)
+    with pytest.raises(KeyError) as info:
+        front(Target(), "raise")
+    b = Bounds._make(buf[-1])
+    assert b.error is info.value and b.kept == "raise" and b.start <= b.end and calls == []
+
+
+def test_with_marks_pre_and_post_run_instead(marks):
+    calls = []
+    _, buf, front = bound(calls)
+    marks[0] = True
+    assert front(Target(), "so") == ("ran", "so", None)
+    assert [c[0] for c in calls] == ["pre", "post"] and calls[0][1] == ("so",)
+    assert list(buf) == [(0, 1, "so", None)]          # what this test's post appends, not the front
+
+
+def test_a_timed_call_notes_the_same_through_enter_and_exit(marks):
+    """The timed call (selfcost) goes through the runner's enter/exit, as the native observers do: the same
+    Bounds, no pre or post."""
+    for keep, kept in (("arg", "so"), ("result", ("ran", "so", None)), ("", None)):
+        calls = []
+        r, buf, front = bound(calls, keep=keep)
+        r.left = 1                                    # this call is the timed one
+        assert front(Target(), "so") == ("ran", "so", None)
+        b = Bounds._make(buf[-1])
+        assert calls == [] and b.kept == kept and b.error is None and 0 < b.start <= b.end
+        r.left = 1
+        with pytest.raises(KeyError):
+            front(Target(), "raise")
+        assert isinstance(buf[-1][3], KeyError) and buf[-1][2] == ("raise" if keep == "arg" else None)
+
+
+def test_an_injected_fault_reaches_pre_and_off_notes_nothing(marks):
+    calls = []
+    r, buf, front = bound(calls, fault="t.bounds")
+    assert front(Target(), "so") == ("ran", "so", None)
+    assert r.failed and not r.active and len(buf) == 0
+    r2, buf2, front2 = bound(calls)
+    r2.gate(True)                                     # a light step (VLLM_W2EXT_SAMPLE)
+    front2(Target(), "so")
+    r2.gate(False)
+    r2.pause(False)
+    front2(Target(), "so")
+    assert len(buf2) == 0 and calls == []
+
+
+# -- the real hooks ------------------------------------------------------------------------------------
+class Runner:
+    def _model_forward(self, x=None):
+        return None
+
+
+class Worker:
+    def __init__(self):
+        self.model_runner = Runner()
+
+    def execute_model(self, so):
+        return self.model_runner._model_forward()
+
+    def sample_tokens(self, grammar):
+        return "sampled"
+
+
+class Scheduler:
+    def __init__(self):
+        self.requests = {"a": NS(num_prompt_tokens=12, trace_headers=None, arrival_time=0.0)}
+        self.running, self.waiting = ["a"], []
+
+    def schedule(self):
+        cached = NS(req_ids=["a"], resumed_req_ids=set(), num_output_tokens=[3], num_computed_tokens=[8])
+        return NS(scheduled_new_reqs=[], scheduled_cached_reqs=cached, num_scheduled_tokens={"a": 1},
+                  total_num_scheduled_tokens=1, preempted_req_ids=set(), finished_req_ids=set(),
+                  scheduled_spec_decode_tokens={})
+
+    def update_from_output(self, so, out):
+        return {}
+
+
+class Core:
+    def __init__(self):
+        self.scheduler, self.worker = Scheduler(), Worker()
+
+    def step(self):
+        so = self.scheduler.schedule()
+        self.worker.execute_model(so)
+        out = self.worker.sample_tokens(None)
+        return self.scheduler.update_from_output(so, out), True
+
+
+TARGETS = {"engine.step": (Core, "step"), "engine.schedule": (Scheduler, "schedule"),
+           "engine.update_from_output": (Scheduler, "update_from_output"),
+           "worker.execute_model": (Worker, "execute_model"), "worker.sample_tokens": (Worker, "sample_tokens"),
+           "worker.forward_v1": (Runner, "_model_forward")}
+
+
+class Timer:
+    """Stands for the worker's GpuTimer: what ``stop`` was handed."""
+
+    def __init__(self):
+        self.stops = []
+
+    def stop(self, step, launch, event=None):
+        self.stops.append((step, launch))
+
+    def forget_previous(self):
+        self.stops.append("forget")
+
+
+def run_steps(monkeypatch, in_process: bool, n: int = 3, every: int = 1) -> tuple:
+    """``n`` sync steps through runners of the real specs, the worker in the EngineCore's process: its hooks as
+    bounds hooks read by the step's post (``in_process``: bounds.MODE started), or every hook through pre/post
+    (their bounds taken off the spec). The spans assembled, and the GPU timer's stops."""
+    es, ws = engine_core._State(), worker._State()
+    es.finished, es.identity_done, ws.identity_done = [], True, True
+    es.set_sample(every)
+    ws.timer = Timer()
+    rec = Recorder(1 << 12, None)
+    for mod, st in ((engine_core, es), (worker, ws)):
+        monkeypatch.setattr(mod, "S", st)
+        monkeypatch.setattr(mod, "recorder", lambda: rec)
+        monkeypatch.setattr(mod, "RECORDER", [rec])
+    bounds.clear()
+    specs = {h.name: h for h in engine_core.HOOKS + worker.HOOKS}
+    runners = []
+    for name, (cls, method) in TARGETS.items():
+        spec = specs[name] if in_process else dataclasses.replace(specs[name], bounds=None)
+        r = HookRunner(spec)
+        r.left = 1 << 30
+        runners.append(r)
+        monkeypatch.setattr(cls, method, r.bind(vars(cls)[method].__dict__.get("__wrapped__", vars(cls)[method])))
+    bounds.MODE.use(runners)
+    GATE.use(runners)
+    monkeypatch.setattr(bounds.MODE, "device_stop", worker._device_stop)
+    if in_process:
+        bounds.MODE.arrive(engine=True, worker=lambda: 0)
+        bounds.MODE.start()
+    assert [r.bounds_on for r in runners] == [in_process and specs[n].bounds is not None for n in TARGETS]
+    core = Core()
+    for _ in range(n):
+        core.step()
+    bounds.MODE.use(())
+    GATE.use(())
+    assert not any(bounds.ALL)                       # every bounds entry read in its own step
+    ids = itertools.count(1)
+    assemble = Assembler(lambda h: None, lambda: next(ids), lambda: next(ids))
+    spans = assemble([Range.from_record(x) for x in rec.take()])
+    spans += assemble.drain()                       # executions held for device samples that will not come
+    by_id = {s.span_id: s for s in spans}
+    return ({(s.name, s.step): (by_id[s.parent_id].name if s.parent_id in by_id else None, untimed(s.attrs), s.error,
+                                s.start_ns, s.end_ns, s.role, s.nested, Attr.GAP_CPU in (s.attrs or {}))
+             for s in spans}, ws.timer.stops)
+
+
+def untimed(attrs: dict | None) -> dict | None:
+    """The attributes that are not timings (the gap's and the device's, which these runs' clocks set, down to
+    which causes of idle time appear at all)."""
+    return attrs and {k: v for k, v in attrs.items() if not k.startswith(("vllm.gap.", "vllm.device."))}
+
+
+def test_the_worker_on_the_engine_thread_gets_the_same_spans_from_its_bounds(monkeypatch, marks):
+    """Known answer: the spans the worker's hooks record through pre/post. Read from bounds, the execution, its
+    forward and its sample come out with the same names, parents, steps, attributes (timings aside), roles and
+    tracks; the update's batch is its step; the GPU timer stops once per step at the forward's start; the gap
+    before each execution after the first is measured."""
+    bounded, bounded_stops = run_steps(monkeypatch, True)
+    plain, plain_stops = run_steps(monkeypatch, False)
+    assert sorted(bounded) == sorted(plain)
+    for key in bounded:
+        assert bounded[key][:3] + bounded[key][5:] == plain[key][:3] + plain[key][5:], key
+    for k in (1, 2, 3):
+        parent, attrs, error, start, end, *_ = bounded[(Span.UPDATE, k)]
+        assert parent == Span.STEP and attrs == {Attr.STEP_BATCH_ID: k} and error is None
+        ex, fwd, sa = (bounded[(n, k)] for n in (Span.WORKER_EXECUTE, Span.FORWARD, Span.WORKER_SAMPLE))
+        assert ex[0] == sa[0] == Span.STEP and fwd[0] == Span.WORKER_EXECUTE
+        assert ex[3] <= fwd[3] <= fwd[4] <= ex[4] <= sa[3] <= sa[4] <= start <= end
+        assert (k, fwd[3]) in bounded_stops
+        assert ex[7] is (k > 1)                     # the gap before it measured (the same in both: compared above)
+    assert bounded_stops == [s for s in bounded_stops if s != "forget"]
+    assert [s for s, _ in bounded_stops] == [s for s, _ in plain_stops] == [1, 2, 3]
+
+
+def test_sampled_steps_read_from_bounds_measure_gaps_after_a_recorded_one_only(monkeypatch, marks):
+    """VLLM_W2EXT_SAMPLE=8: two consecutive steps in eight recorded, the worker's hooks off on the others (the
+    gate). Read from bounds as through pre/post: an execution span on the recorded steps only, a gap measured on
+    the second step of each pair only, the timer stopped on recorded steps only."""
+    recorded = [k for k in range(1, 41) if k % 8 in (0, 1)]
+    for in_process in (True, False):
+        got, stops = run_steps(monkeypatch, in_process, 40, every=8)
+        executed = sorted(k for (name, k) in got if name == Span.WORKER_EXECUTE)
+        assert executed == recorded, in_process
+        assert [k for k in executed if got[(Span.WORKER_EXECUTE, k)][7]] == [k for k in recorded if k - 1 in recorded]
+        assert [s[0] for s in stops if s != "forget"] == recorded

@@ -1,0 +1,111 @@
+"""Bounds hooks: calls whose only work on a recorded step without marks is to note when they began and ended.
+
+Their front (``runner._FRONT_SOURCE``, while ``HookRunner.bounds_on``) takes the call's two clock readings itself
+and appends a ``Bounds`` tuple to the hook's buffer here, instead of calling the hook's ``pre`` and ``post``: two
+Python calls less per hooked call, and nothing interpreted on vLLM's thread. The timed calls (``selfcost``) and the
+native observers append the same through ``HookRunner.enter``/``exit``. Where marks are wanted (NVTX, vLLM's
+profiler) the hook's ``pre`` and ``post`` run as everywhere else.
+
+- ``engine.update_from_output`` always: the step's post reads UPDATES (its bounds and batch into the StepRecord).
+- The worker's ``execute_model``, ``sample_tokens``, V1 forward and V2 forward launch only where the worker runs in
+  the EngineCore's thread (TP=1 on the GPU: ``MODE.in_process``), once the worker has set its identity there:
+  the engine step's post takes their bounds raw into the StepRecord (``steps.facts.WorkerBounds``), and the export
+  side makes the worker's spans of them as the worker's hooks make them elsewhere (``steps.assemble``). Elsewhere
+  those hooks run their ``pre``/``post`` (the worker's post reads FORWARDS and LAUNCHES itself).
+
+Each buffer is a bounded deque: its consumer reads the last entry once per call it encloses and clears it, and
+calls no consumer reads (warm-up, dummy runs, a consumer switched off) cannot pile up.
+"""
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Any, NamedTuple
+
+
+class Bounds(NamedTuple):
+    """One call of a bounds hook (a plain tuple in this order on the hot path)."""
+    start: int                      # ns (time.time_ns) before the call
+    end: int                        # ns after it
+    kept: Any                       # the method's first argument or its result (``Hook.bounds``), else None
+    error: BaseException | None     # what the method raised (the front re-raises it)
+
+
+def buffer() -> deque:
+    return deque(maxlen=4)
+
+
+UPDATES = buffer()      # engine.update_from_output, its SchedulerOutput kept
+EXECUTIONS = buffer()   # worker.execute_model, its SchedulerOutput kept
+SAMPLES = buffer()      # worker.sample_tokens, its result kept (vLLM's step-end event rides on it)
+FORWARDS = buffer()     # worker.forward_v1 (V1 runner)
+LAUNCHES = buffer()     # worker.forward_launch (V2 runner): its start is the forward's launch
+ALL = (UPDATES, EXECUTIONS, SAMPLES, FORWARDS, LAUNCHES)
+
+
+class Mode:
+    """Where the worker's hooks run as bounds hooks (this process runs the EngineCore's step and the worker's
+    hooks on one thread), and the worker's state its consumer carries from step to step there."""
+
+    def __init__(self) -> None:
+        self.runners: list = []        # runners of the hooks that are bounds hooks only in_process
+        self.engine_here = False       # the EngineCore's step hook recorded a step in this process
+        self.worker_here = False       # the worker set its identity in this process
+        self.in_process = False
+        self.ready = False             # both seen, not started yet
+        self.last_end = 0              # ns: end of the last execution read from bounds (0: none to measure from)
+        self.device_stop = None        # the worker's GPU timer (stop(step, launch, result)); None: not timed
+        self._worker_last_end = int    # () -> the end of the worker's last execution its own hooks recorded
+
+    def use(self, runners) -> None:
+        """The runners of this process's instrumentation: the always-on bounds hooks switched on, the
+        in-process ones kept for ``arrive``."""
+        runners = list(runners)
+        self.leave()
+        self.runners = [r for r in runners if r.spec.bounds is not None and r.spec.in_process_bounds]
+        for r in runners:
+            r.bounds_on = r.can_bound and not r.spec.in_process_bounds
+
+    def arrive(self, engine: bool = False, worker=None) -> None:
+        """The EngineCore's step (``engine``) or the worker set its identity in this process (``worker``: a callable,
+        the end of its last execution, where its hooks keep it); both: ``ready``, and the engine step's post calls
+        ``start`` at its end."""
+        self.engine_here |= engine
+        if worker is not None:
+            self.worker_here = True
+            self._worker_last_end = worker
+        self.ready = self.engine_here and self.worker_here and not self.in_process
+
+    def start(self) -> None:
+        """Between two steps: the worker's hooks become bounds hooks (the next execution has no previous one read
+        from bounds to measure its gap from)."""
+        self.ready = False
+        self.in_process = True
+        self.last_end = self._worker_last_end()     # the gap before the first execution read from bounds too
+        clear()
+        for r in self.runners:
+            r.bounds_on = r.can_bound
+
+    def forget(self) -> None:
+        """Unrecorded steps ran (pause, gate, dummy runs): the next execution has no previous one to measure from."""
+        self.last_end = 0
+
+    def failed(self, runner) -> None:
+        """A hook fault: the engine step's hook, the consumer of the worker's bounds, switched off means the worker's
+        hooks must record their own spans again."""
+        if self.in_process and runner.spec.name.startswith("engine.step"):
+            self.leave()
+
+    def leave(self) -> None:
+        self.in_process = self.engine_here = self.worker_here = self.ready = False
+        for r in self.runners:
+            r.bounds_on = False
+
+
+MODE = Mode()
+os.register_at_fork(after_in_child=MODE.leave)      # a forked child is neither until it says so itself
+
+
+def clear() -> None:
+    for b in ALL:
+        b.clear()
