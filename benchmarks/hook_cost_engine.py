@@ -27,6 +27,12 @@ is outside them: ``benchmarks/hook_instructions.sh`` counts the whole (``results
 plugin's own sampled counter (``selfcost_sampled``) times the runner's call of ``pre``/``post``, which is this
 wrapper in a timed run, so there it reads the wrapper too (~0.5 µs a call warm on the 2-core CPU machine);
 ``--counter-only`` runs the hooks unwrapped and reads the counter alone (``results/cpu/selfcost_vs_direct``).
+
+Bounds hooks (``hooks/bounds.py``; here, in one process, the worker's hooks after its first execution and
+``engine.update_from_output``) run no ``pre`` or ``post``: their fronts note each call's bounds, and the engine
+step's post reads them (in its figure). The fronts' own work (two clock reads and an append per call) is in none of
+the per-hook figures; the sampled counter times it on its timed calls, and ``benchmarks/hook_instructions.py``
+counts it (``results/cpu/bounds_hooks``). ``bounds_hooks`` lists them per batch.
 """
 from __future__ import annotations
 
@@ -227,6 +233,7 @@ def main() -> int:
         if frees is not None:
             frees.take()
         export0 = _export_thread()
+        executions0 = _executions()
         GC.clear()
         t0 = time.perf_counter()
         if a.churn:
@@ -254,9 +261,10 @@ def main() -> int:
         export = [round((b - a) / steps * 1e6, 2) if steps else None for a, b in zip(export0[:3], export1[:3])]
         parts = {k: round((v - export0[3].get(k, 0.0)) / steps * 1e6, 2) for k, v in export1[3].items()} if steps else {}
         collections = GC.by_thread(steps)
-        # with VLLM_W2EXT_SAMPLE the EngineCore gates the worker's hooks off on the steps it does not record:
-        # their pre runs on the recorded executions only
-        recorded = acc.get("worker.execute_model.pre", [0])[0]
+        # with VLLM_W2EXT_SAMPLE the EngineCore gates the worker's hooks off on the steps it does not record: the
+        # recorded executions are its runner's calls (through pre, or as a bounds hook)
+        recorded = _executions() - executions0
+        bounds_on = sorted(n for n, r in INSTRUMENTOR.runners.items() if r.bounds_on)
         if a.counter_only:                         # nothing timed, the worker's hooks not counted: no direct figures
             hooks, by_role, total, recorded = {}, {}, None, None
         # the plugin's own sampled estimate over the same window (1 call in SAMPLE_EVERY timed, scaled up):
@@ -272,7 +280,8 @@ def main() -> int:
                           "steady_us_per_step": round(steady_ns / st_steps / 1e3, 2) if st_steps else None}
         else:
             event_free = None
-        rows.append({"batch": bs, "engine_steps": steps, "recorded_executions": recorded, "wall_s": round(wall, 3),
+        rows.append({"batch": bs, "engine_steps": steps, "recorded_executions": recorded, "bounds_hooks": bounds_on,
+                     "wall_s": round(wall, 3),
                      "event_free": event_free,
                      "us_per_step": total, "selfcost_sampled": sampled, "us_per_step_by_role": by_role,
                      "export_thread_us_per_step": {"cpu": export[0], "wait": export[1], "gil_hold": export[2],
@@ -302,6 +311,14 @@ def main() -> int:
 
 GC = CollectionTimer()
 GC.start()
+
+
+def _executions() -> int:
+    """The worker's recorded executions so far: its ``execute_model`` runner's calls (through ``pre``, or noted as a
+    bounds hook's), 0 before it is made."""
+    from vllm_w2ext.hooks import INSTRUMENTOR
+    r = INSTRUMENTOR.runners.get("worker.execute_model")
+    return r.calls if r is not None else 0
 
 
 def _export_thread() -> tuple[float, float, float, dict]:

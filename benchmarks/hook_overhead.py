@@ -186,6 +186,11 @@ def build(hooked: bool, so, path: str = "multiproc"):
                 setattr(c, meth, wrapt.FunctionWrapper(vars(c)[meth], runner.sync))
         if hasattr(runner_mod, "GATE"):
             runner_mod.GATE.use(runners)
+        try:                                     # bounds hooks (trees from the thirty-fifth session on)
+            from vllm_w2ext.hooks import bounds
+            bounds.MODE.use(runners)
+        except ImportError:
+            pass
     return classes["LLMEngine" if front else "EngineCore"]().step
 
 
