@@ -31,8 +31,9 @@ wrapper in a timed run, so there it reads the wrapper too (~0.5 µs a call warm 
 Bounds hooks (``hooks/bounds.py``; here, in one process, the worker's hooks after its first execution and
 ``engine.update_from_output``) run no ``pre`` or ``post``: their fronts note each call's bounds, and the engine
 step's post reads them (in its figure). The fronts' own work (two clock reads and an append per call) is in none of
-the per-hook figures; the sampled counter times it on its timed calls, and ``benchmarks/hook_instructions.py``
-counts it (``results/cpu/bounds_hooks``). ``bounds_hooks`` lists them per batch.
+the ``pre``/``post`` figures: ``NAME.front`` times it (``timed_bounds_fronts``); the sampled counter times it on its
+timed calls, and ``benchmarks/hook_instructions.py`` counts it (``results/cpu/bounds_hooks``). ``bounds_hooks``
+lists them per batch.
 """
 from __future__ import annotations
 
@@ -94,6 +95,67 @@ def timed(acc: dict, steady: dict, window: Window, name: str, fn):
                 srec[0] += 1
                 srec[1] += d
     return run
+
+
+def timed_bounds_fronts(acc: dict, steady: dict, window: Window) -> dict:
+    """Time the fronts of the bounds hooks, which run no ``pre`` or ``post`` to time (``hooks/bounds.py``): each
+    front is wrapped (the time of the whole call) and so is vLLM's method inside it (``_w2_fn`` in the front's
+    namespace), and the front's own time, ``NAME.front``, is the difference less what the two wrappers add around
+    an empty method (measured here, warm: ``wrappers_ns``, so cold it is an underestimate). vLLM looks these methods
+    up on their class at every call (the step's own, bound at start-up, is not one of them). The hooks set up here
+    at the time of the call (once the engine runs); the names of those wrapped and the calibration are returned."""
+    import sys
+
+    from vllm_w2ext.hooks import INSTRUMENTOR
+    clock = time.perf_counter_ns
+    wrapped = []
+
+    def pair(name, front, fn):
+        rec = acc.setdefault(name + ".front", [0, 0, 0])
+        srec = steady.setdefault(name + ".front", [0, 0])
+        inside = [0]
+
+        def inner(*a, **k):
+            t = clock()
+            try:
+                return fn(*a, **k)
+            finally:
+                inside[0] += clock() - t
+
+        def outer(*a, **k):
+            before = inside[0]
+            t = clock()
+            try:
+                return front(*a, **k)
+            finally:
+                d = clock() - t - (inside[0] - before) - overhead[0]
+                rec[0] += 1
+                rec[1] += d
+                rec[2] = max(rec[2], d)
+                if window.on:
+                    srec[0] += 1
+                    srec[1] += d
+        return inner, outer
+
+    overhead = [0]
+    inner, outer = pair("calibration", lambda: inner(), lambda: None)
+    for _ in range(20000):
+        outer()
+    n, ns, _ = acc.pop("calibration.front")
+    steady.pop("calibration.front")
+    overhead[0] = ns // n
+    for r in INSTRUMENTOR.runners.values():
+        spec = r.spec
+        cls = getattr(sys.modules.get(spec.module), spec.cls_name, None)
+        front = vars(cls).get(spec.method) if cls is not None else None
+        if getattr(spec, "bounds", None) is None or getattr(front, "__w2ext_runner__", None) is not r:
+            continue
+        ns = front.__globals__
+        inner, outer = pair(spec.name, front, ns["_w2_fn"])
+        ns["_w2_fn"] = inner
+        setattr(cls, spec.method, outer)
+        wrapped.append(spec.name)
+    return {"wrapped": wrapped, "wrappers_ns": overhead[0]}
 
 
 class TimedFrees(list):
@@ -223,6 +285,7 @@ def main() -> int:
     prompt = TokensPrompt(prompt_token_ids=[10 + (i * 31) % 9000 for i in range(a.prompt_len)])
     llm.generate([prompt], sp, use_tqdm=False)
     frees = None if a.counter_only else _timed_frees(window)
+    bounds_fronts = None if a.counter_only else timed_bounds_fronts(acc, steady, window)
     rows = []
     for bs in (int(b) for b in a.batches.split(",")):
         for v in acc.values():
@@ -264,7 +327,8 @@ def main() -> int:
         # with VLLM_W2EXT_SAMPLE the EngineCore gates the worker's hooks off on the steps it does not record: the
         # recorded executions are its runner's calls (through pre, or as a bounds hook)
         recorded = _executions() - executions0
-        bounds_on = sorted(n for n, r in INSTRUMENTOR.runners.items() if r.bounds_on)
+        bounds_on = sorted(n for n, r in INSTRUMENTOR.runners.items() if getattr(r, "bounds_on", False))   # (older
+        # trees in A/B arms have none)
         if a.counter_only:                         # nothing timed, the worker's hooks not counted: no direct figures
             hooks, by_role, total, recorded = {}, {}, None, None
         # the plugin's own sampled estimate over the same window (1 call in SAMPLE_EVERY timed, scaled up):
@@ -303,7 +367,7 @@ def main() -> int:
            "model": Path(a.model).name, "engine": {k: v for k, v in kw.items() if k != "model"},
            "sample": int(os.environ.get("VLLM_W2EXT_SAMPLE", "1")),
            "rounds": a.rounds, "max_tokens": a.max_tokens, "prompt_len": a.prompt_len, "churn": a.churn, "per_batch": rows,
-           "device_timeline": device, "end_event": end}
+           "device_timeline": device, "end_event": end, "bounds_fronts": bounds_fronts}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(doc, indent=1))
     return 0

@@ -195,6 +195,7 @@ def run_steps(monkeypatch, in_process: bool, n: int = 3, every: int = 1) -> tupl
         monkeypatch.setattr(mod, "recorder", lambda: rec)
         monkeypatch.setattr(mod, "RECORDER", [rec])
     bounds.clear()
+    bounds.MODE.leave()                              # a process where neither has been seen yet
     specs = {h.name: h for h in engine_core.HOOKS + worker.HOOKS}
     runners = []
     for name, (cls, method) in TARGETS.items():
@@ -214,6 +215,7 @@ def run_steps(monkeypatch, in_process: bool, n: int = 3, every: int = 1) -> tupl
     for _ in range(n):
         core.step()
     bounds.MODE.use(())
+    bounds.MODE.leave()
     GATE.use(())
     assert not any(bounds.ALL)                       # every bounds entry read in its own step
     ids = itertools.count(1)
@@ -265,3 +267,35 @@ def test_sampled_steps_read_from_bounds_measure_gaps_after_a_recorded_one_only(m
         assert executed == recorded, in_process
         assert [k for k in executed if got[(Span.WORKER_EXECUTE, k)][7]] == [k for k in recorded if k - 1 in recorded]
         assert [s[0] for s in stops if s != "forget"] == recorded
+
+
+def test_the_worker_becomes_a_bounds_hook_once_both_are_seen_and_back_if_the_step_hook_fails():
+    """bounds.MODE: the in-process bounds hooks switch on at ``start`` (the engine step's post, once the engine step
+    and the worker have set their identity in the process), never for an injected fault; a failed step hook (their
+    consumer) switches them off again; instrumenting anew in a process already seen makes it ready again."""
+    mode = bounds.MODE
+    mode.leave()
+    specs = {h.name: h for h in engine_core.HOOKS + worker.HOOKS}
+    update, execute, sample = (HookRunner(specs[n]) for n in ("engine.update_from_output", "worker.execute_model",
+                                                               "worker.sample_tokens"))
+    faulty = HookRunner(specs["worker.forward_v1"], "worker.forward_v1")
+    mode.use([update, execute, sample, faulty])
+    try:
+        assert (update.bounds_on, execute.bounds_on, sample.bounds_on, faulty.bounds_on) == (True, False, False, False)
+        mode.arrive(engine=True)
+        assert not mode.ready
+        mode.arrive(worker=lambda: 7)
+        assert mode.ready and not execute.bounds_on
+        mode.start()
+        assert mode.in_process and mode.last_end == 7 and execute.bounds_on and sample.bounds_on
+        assert not faulty.bounds_on and not mode.ready
+        mode.failed(HookRunner(specs["engine.update_from_output"]))     # not the consumer: nothing changes
+        assert execute.bounds_on
+        mode.failed(HookRunner(specs["engine.step"]))
+        assert not mode.in_process and not execute.bounds_on and update.bounds_on
+        mode.arrive(engine=True, worker=lambda: 0)
+        mode.use([update, execute, sample])                              # instrumented again
+        assert mode.ready and not execute.bounds_on
+    finally:
+        mode.use(())
+        mode.leave()

@@ -58,13 +58,14 @@ class Mode:
         self._worker_last_end = int    # () -> the end of the worker's last execution its own hooks recorded
 
     def use(self, runners) -> None:
-        """The runners of this process's instrumentation: the always-on bounds hooks switched on, the
-        in-process ones kept for ``arrive``."""
+        """The runners of this process's instrumentation: the always-on bounds hooks switched on, the in-process ones
+        kept for ``start``."""
         runners = list(runners)
-        self.leave()
+        self._off()
         self.runners = [r for r in runners if r.spec.bounds is not None and r.spec.in_process_bounds]
         for r in runners:
             r.bounds_on = r.can_bound and not r.spec.in_process_bounds
+        self.ready = self.engine_here and self.worker_here     # instrumented again in a process already seen
 
     def arrive(self, engine: bool = False, worker=None) -> None:
         """The EngineCore's step (``engine``) or the worker set its identity in this process (``worker``: a callable,
@@ -77,8 +78,8 @@ class Mode:
         self.ready = self.engine_here and self.worker_here and not self.in_process
 
     def start(self) -> None:
-        """Between two steps: the worker's hooks become bounds hooks (the next execution has no previous one read
-        from bounds to measure its gap from)."""
+        """Between two steps: the worker's hooks become bounds hooks (the gap before the next execution measured from
+        the last one its own hooks recorded)."""
         self.ready = False
         self.in_process = True
         self.last_end = self._worker_last_end()     # the gap before the first execution read from bounds too
@@ -97,7 +98,12 @@ class Mode:
             self.leave()
 
     def leave(self) -> None:
-        self.in_process = self.engine_here = self.worker_here = self.ready = False
+        """Neither seen (a forked child), or the consumer gone: the worker's hooks record their own spans again."""
+        self.engine_here = self.worker_here = False
+        self._off()
+
+    def _off(self) -> None:
+        self.in_process = self.ready = False
         for r in self.runners:
             r.bounds_on = False
 
