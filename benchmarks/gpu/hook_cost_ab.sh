@@ -21,7 +21,8 @@ ARMS=${ARMS:-"ab_old ab_new"}; BATCHES=${BATCHES:-512}; PAIRS=${PAIRS:-2}; SAMPL
 CH=""; [ "${CHURN:-1}" = 1 ] && CH=--churn
 { nvidia-smi -L; lscpu | grep -E 'Model name|^CPU\(s\)'; python3 -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
   echo "BATCHES=$BATCHES CHURN=${CHURN:-1} SAMPLE=$SAMPLE PAIRS=$PAIRS"
-  for a in $ARMS; do echo "$a: $(cat $a/vllm_w2ext/hooks/*.py | md5sum)"; done; } > "$R/env.txt" 2>&1
+  for a in $ARMS; do echo "$a:"; (cd $a && LC_ALL=C md5sum vllm_w2ext/hooks/*.py vllm_w2ext/steps/*.py); done; } \
+  > "$R/env.txt" 2>&1
 T0=$(date +%s)
 for p in $(seq 1 "$PAIRS"); do
   for arm in $ARMS; do

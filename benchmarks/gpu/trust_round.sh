@@ -57,7 +57,8 @@ switched_runs() {     # SCOPES [ARGS]; with INDEX=1 run i is tagged _i (a scope 
       | grep '^\[toggle_ab\]' | tee -a "$D/summary.txt"
   done
 }
-{ git log -1 --format='%h %s' 2>/dev/null | cut -c1-120; md5sum vllm_w2ext/hooks/*.py | md5sum; nvidia-smi -L;
+# provenance: the device copy's git metadata can be stale (results/h200/t2c); each file's sum, in a fixed order, is not
+{ git log -1 --format='%h %s' 2>/dev/null | cut -c1-120; LC_ALL=C md5sum vllm_w2ext/hooks/*.py vllm_w2ext/steps/*.py; nvidia-smi -L;
   python3 -c 'import vllm, torch, sys; print(vllm.__version__, torch.__version__, sys.version.split()[0])'; } \
   > "$D/env.txt" 2>&1
 case "$PART" in
