@@ -72,11 +72,26 @@ class Window:
         self.on = self.skip < self.k <= self.last
 
 
+def tally(acc: dict, steady: dict, window: Window, name: str):
+    """``add(ns)``: one timed call of ``name`` into ``acc`` (calls, ns, max ns) and, inside the steady window,
+    ``steady`` (calls, ns)."""
+    rec = acc.setdefault(name, [0, 0, 0])
+    srec = steady.setdefault(name, [0, 0])
+
+    def add(d: int) -> None:
+        rec[0] += 1
+        rec[1] += d
+        rec[2] = max(rec[2], d)
+        if window.on:
+            srec[0] += 1
+            srec[1] += d
+    return add
+
+
 def timed(acc: dict, steady: dict, window: Window, name: str, fn):
     if fn is None:
         return None
-    rec = acc.setdefault(name, [0, 0, 0])          # calls, ns, max ns
-    srec = steady.setdefault(name, [0, 0])         # calls, ns inside the steady window
+    add = tally(acc, steady, window, name)
     clock = time.perf_counter_ns
     starts_step = name in STEP_PRES
 
@@ -87,13 +102,7 @@ def timed(acc: dict, steady: dict, window: Window, name: str, fn):
         try:
             return fn(*a)
         finally:
-            d = clock() - t
-            rec[0] += 1
-            rec[1] += d
-            rec[2] = max(rec[2], d)
-            if window.on:
-                srec[0] += 1
-                srec[1] += d
+            add(clock() - t)
     return run
 
 
@@ -111,8 +120,7 @@ def timed_bounds_fronts(acc: dict, steady: dict, window: Window) -> dict:
     wrapped = []
 
     def pair(name, front, fn):
-        rec = acc.setdefault(name + ".front", [0, 0, 0])
-        srec = steady.setdefault(name + ".front", [0, 0])
+        add = tally(acc, steady, window, name + ".front")
         inside = [0]
 
         def inner(*a, **k):
@@ -128,13 +136,7 @@ def timed_bounds_fronts(acc: dict, steady: dict, window: Window) -> dict:
             try:
                 return front(*a, **k)
             finally:
-                d = clock() - t - (inside[0] - before) - overhead[0]
-                rec[0] += 1
-                rec[1] += d
-                rec[2] = max(rec[2], d)
-                if window.on:
-                    srec[0] += 1
-                    srec[1] += d
+                add(clock() - t - (inside[0] - before) - overhead[0])
         return inner, outer
 
     overhead = [0]
