@@ -153,8 +153,14 @@ class HookRunner:
         if not self.active:
             return SKIP
         self.left = left = self.left - 1
-        if left:
-            return self._pre(instance, args, kwargs)
+        if left:                                  # _pre written out: the native observers call this on every call
+            if self.bounds_on and not PHASE_MARKS[0]:
+                return _BoundsCall(_time_ns(), self._kept_arg(args, kwargs) if self.spec.bounds_keep == "arg" else None)
+            try:
+                return self.pre(instance, args, kwargs)
+            except Exception as e:
+                self.fail(e)
+                return SKIP
         self.timed_weight = gap = self.gap
         self.counted += gap
         self.gap = self.left = _gap()
@@ -180,7 +186,13 @@ class HookRunner:
     def exit(self, state, result, error) -> None:
         """Run ``post`` (after ``enter`` returned ``state``, not SKIP); timed if no call came since the timed one."""
         if self.left != self.gap:
-            self._post(state, result, error)
+            if type(state) is _BoundsCall:
+                self._post(state, result, error)
+                return
+            try:                                  # _post written out, as in enter
+                self.post(state, result, error)
+            except Exception as e:
+                self.fail(e)
             return
         c0, w0 = _cpu(), _wall()
         try:
