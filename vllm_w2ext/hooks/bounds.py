@@ -6,12 +6,14 @@ Python calls less per hooked call, and nothing interpreted on vLLM's thread. The
 native observers append the same through ``HookRunner.enter``/``exit``. Where marks are wanted (NVTX, vLLM's
 profiler) the hook's ``pre`` and ``post`` run as everywhere else.
 
-- ``engine.update_from_output`` always: the step's post reads UPDATES (its bounds and batch into the StepRecord).
-- The worker's ``execute_model``, ``sample_tokens``, V1 forward and V2 forward launch only where the worker runs in
-  the EngineCore's thread (TP=1 on the GPU: ``MODE.in_process``), once the worker has set its identity there:
-  the engine step's post takes their bounds raw into the StepRecord (``steps.facts.WorkerBounds``), and the export
-  side makes the worker's spans of them as the worker's hooks make them elsewhere (``steps.assemble``). Elsewhere
-  those hooks run their ``pre``/``post`` (the worker's post reads FORWARDS and LAUNCHES itself).
+- Everywhere: ``engine.update_from_output`` (the step's post reads UPDATES: its bounds and batch into the
+  StepRecord), and the worker's V1 forward and V2 forward launch (read by the execution's post, or by the engine
+  step's post where that reads the execution too).
+- The worker's ``execute_model`` and ``sample_tokens`` only where the worker runs on the EngineCore's thread (TP=1
+  on the GPU: ``MODE.in_process``), from the step after both have set their identity there: the engine step's post
+  takes the execution's bounds raw into the StepRecord (``steps.facts.WorkerBounds``), and the export side makes
+  the worker's spans of them as the worker's hooks make them elsewhere (``steps.assemble``). Elsewhere those two
+  run their ``pre``/``post``.
 
 Each buffer is a bounded deque: its consumer reads the last entry once per call it encloses and clears it, and
 calls no consumer reads (warm-up, dummy runs, a consumer switched off) cannot pile up.
@@ -27,7 +29,7 @@ class Bounds(NamedTuple):
     """One call of a bounds hook (a plain tuple in this order on the hot path)."""
     start: int                      # ns (time.time_ns) before the call
     end: int                        # ns after it
-    kept: Any                       # the method's first argument or its result (``Hook.bounds``), else None
+    kept: Any                       # its first argument or its result (``Hook.bounds_keep``), else None
     error: BaseException | None     # what the method raised (the front re-raises it)
 
 
