@@ -218,26 +218,15 @@ def _worker_bounds() -> tuple | None:
         if SAMPLES:
             SAMPLES.clear()
     stamp = S.stamp                                # the step's own: the worker executes what this step scheduled
-    if stamp is None or e_err is not None or s_err is not None:
-        return _worker_bounds_unusual(stamp, so, e0, e1, e_err, f0, f1, f_err, s0, s1, s_err)
-    prev = MODE.last_end
-    MODE.last_end = s1 if s0 else e1
-    stop = MODE.device_stop
-    if stop is not None:                           # as the worker's posts stop it
-        stop(stamp[STAMP_STEP], launch, result)
-    return (stamp, prev, stop is not None, so.total_num_scheduled_tokens, e0, e1, None, f0, f1,   # WorkerBounds
-            None if f_err is None else type(f_err).__name__, s0, s1, None)
-
-
-def _worker_bounds_unusual(stamp, so, e0, e1, e_err, f0, f1, f_err, s0, s1, s_err) -> tuple | None:
-    """``_worker_bounds`` for an execution with nothing stamped (not a step the EngineCore recorded: as the worker's
-    hooks skip it) or one that failed (named; the GPU timer not stopped, as the worker's posts leave it)."""
-    if stamp is None:
+    if stamp is None:                              # not a step the EngineCore recorded (as the worker's hooks skip it)
         MODE.forget()
         return None
     prev = MODE.last_end
     MODE.last_end = s1 if s0 else e1
-    return (stamp, prev, MODE.device_stop is not None, so.total_num_scheduled_tokens, e0, e1,   # WorkerBounds
+    stop = MODE.device_stop
+    if stop is not None and e_err is None and s_err is None:   # as the worker's posts stop it (not after a failure)
+        stop(stamp[STAMP_STEP], launch, result)
+    return (stamp, prev, stop is not None, so.total_num_scheduled_tokens, e0, e1,        # WorkerBounds
             None if e_err is None else type(e_err).__name__, f0, f1, None if f_err is None else type(f_err).__name__,
             s0, s1, None if s_err is None else type(s_err).__name__)
 
