@@ -46,6 +46,7 @@ import shutil
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 from gc_by_thread import CollectionTimer
@@ -119,9 +120,10 @@ def timed_bounds_fronts(acc: dict, steady: dict, window: Window) -> dict:
     clock = time.perf_counter_ns
     wrapped = []
 
-    def pair(name, front, fn):
+    def pair(name, front, fn, runner=None):
         add = tally(acc, steady, window, name + ".front")
         inside = [0]
+        windowed = WINDOWED.setdefault(name, [0])
 
         def inner(*a, **k):
             t = clock()
@@ -131,6 +133,8 @@ def timed_bounds_fronts(acc: dict, steady: dict, window: Window) -> dict:
                 inside[0] += clock() - t
 
         def outer(*a, **k):
+            if runner is not None and runner.active and getattr(runner, "windowed", False):
+                windowed[0] += 1            # a call its runner does not count (see _executions)
             before = inside[0]
             t = clock()
             try:
@@ -140,11 +144,12 @@ def timed_bounds_fronts(acc: dict, steady: dict, window: Window) -> dict:
         return inner, outer
 
     overhead = [0]
-    inner, outer = pair("calibration", lambda: inner(), lambda: None)
+    inner, outer = pair("calibration", lambda: inner(), lambda: None, types.SimpleNamespace(active=True, windowed=False))
     for _ in range(20000):
         outer()
     n, ns, _ = acc.pop("calibration.front")
     steady.pop("calibration.front")
+    WINDOWED.pop("calibration")
     overhead[0] = ns // n
     for r in INSTRUMENTOR.runners.values():
         spec = r.spec
@@ -153,7 +158,7 @@ def timed_bounds_fronts(acc: dict, steady: dict, window: Window) -> dict:
         if getattr(spec, "bounds", None) is None or getattr(front, "__w2ext_runner__", None) is not r:
             continue
         ns = front.__globals__
-        inner, outer = pair(spec.name, front, ns["_w2_fn"])
+        inner, outer = pair(spec.name, front, ns["_w2_fn"], r)
         ns["_w2_fn"] = inner
         setattr(cls, spec.method, outer)
         wrapped.append(spec.name)
@@ -379,12 +384,18 @@ GC = CollectionTimer()
 GC.start()
 
 
+# calls of each wrapped bounds front while its runner was on and timed in its clock's windows (``hooks/bounds.py``):
+# calls the runner does not count down (``HookRunner.calls``)
+WINDOWED: dict = {}
+
+
 def _executions() -> int:
     """The worker's recorded executions so far: its ``execute_model`` runner's calls (through ``pre``, or noted as a
-    bounds hook's), 0 before it is made."""
+    bounds hook's), 0 before it is made; with the bounds hooks timed in their clock's windows, the calls of its front
+    while on (the engine gates it off on steps it does not record) are added from ``WINDOWED``."""
     from vllm_w2ext.hooks import INSTRUMENTOR
     r = INSTRUMENTOR.runners.get("worker.execute_model")
-    return r.calls if r is not None else 0
+    return (r.calls if r is not None else 0) + WINDOWED.get("worker.execute_model", [0])[0]
 
 
 def _export_thread() -> tuple[float, float, float, dict]:

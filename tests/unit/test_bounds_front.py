@@ -10,7 +10,7 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from vllm_w2ext.hooks import bounds, engine_core, worker
+from vllm_w2ext.hooks import bounds, engine_core, runner, worker
 from vllm_w2ext.hooks.bounds import Bounds
 from vllm_w2ext.hooks.bounds import buffer as bounds_buffer
 from vllm_w2ext.hooks.runner import GATE, HookRunner
@@ -50,7 +50,7 @@ def bound(calls: list, keep="arg", fault=""):
         buf.append((state[0], 1, state[1], error))
 
     r = HookRunner(Hook("t.bounds", "m", "Target.method", pre, post, bounds=buf, bounds_keep=keep), fault)
-    r.left = 1 << 30                                  # no timed call unless a test asks for one
+    r.set_bounds(True, True)                          # as bounds.Mode makes it under the engine step's clock
     return r, buf, r.bind(vars(Target)["method"])
 
 
@@ -89,20 +89,69 @@ def test_with_marks_pre_and_post_run_instead(marks):
     assert list(buf) == [(0, 1, "so", None)]          # what this test's post appends, not the front
 
 
-def test_a_timed_call_notes_the_same_through_enter_and_exit(marks):
-    """The timed call (selfcost) goes through the runner's enter/exit, as the native observers do: the same
-    Bounds, no pre or post."""
+def test_a_timed_call_notes_the_same_through_enter_and_exit(marks, monkeypatch):
+    """A call inside its clock's timed call (a window open) is timed through the runner's enter/exit, as the native
+    observers drive it: the same Bounds, no pre or post, both halves standing for the window's calls; its own
+    countdown untouched."""
+    weights = []
+    monkeypatch.setattr(runner, "_sample", lambda c0, w0, weight: weights.append(weight))
     for keep, kept in (("arg", "so"), ("result", ("ran", "so", None)), ("", None)):
         calls = []
         r, buf, front = bound(calls, keep=keep)
-        r.left = 1                                    # this call is the timed one
+        left = r.left
+        r.set_window(5)                               # the clock's timed call, standing for 5 calls, is open
+        assert not r.fast
         assert front(Target(), "so") == ("ran", "so", None)
         b = Bounds._make(buf[-1])
         assert calls == [] and b.kept == kept and b.error is None and 0 < b.start <= b.end
-        r.left = 1
         with pytest.raises(KeyError):
             front(Target(), "raise")
         assert isinstance(buf[-1][3], KeyError) and buf[-1][2] == ("raise" if keep == "arg" else None)
+        assert weights == [5, 5, 5, 5] and r.left == left
+        weights.clear()
+        r.set_window(0)
+        assert r.fast
+        front(Target(), "so")
+        assert weights == [] and len(buf) == 3
+
+
+def test_the_clock_times_the_bounds_hooks_inside_its_timed_calls_and_the_estimate_is_unbiased(marks, monkeypatch):
+    """Known answer: a clock (the engine step) whose every call holds 3 calls of a bounds hook. The clock counts its
+    calls down as any hook does; each timed call opens a window, and the bounds hook's calls in it are timed with the
+    clock call's weight. Over the run the weights of the bounds hook's timed halves sum to exactly 3 x 2 x the clock
+    calls counted up to its last timed one, as the clock's own do to 2 x those calls; none of its calls outside a
+    window is timed, and its countdown never moves."""
+    samples = []
+    monkeypatch.setattr(runner, "_sample", lambda c0, w0, weight: samples.append((who[0], weight)))
+    who = ["clock"]
+    _, buf, inner = bound([])
+    inner_runner = inner.__w2ext_runner__
+
+    class Clock:
+        def step(self):
+            who[0] = "bounds"
+            for _ in range(3):
+                inner(Target(), "so")
+            who[0] = "clock"
+            return 1
+
+    clock = HookRunner(Hook("engine.step", "m", "Clock.step", lambda i, a, k: 0, lambda st, res, err: None,
+                            clock="engine"))
+    step = clock.bind(vars(Clock)["step"])
+    saved = bounds.MODE.bounded, bounds.MODE.clock
+    bounds.MODE.bounded, bounds.MODE.clock = [inner_runner], "engine"
+    left = inner_runner.left
+    try:
+        for _ in range(5000):
+            step(Clock())
+    finally:
+        bounds.MODE.bounded, bounds.MODE.clock = saved
+    assert bounds.MODE.window == 0 and inner_runner.fast and inner_runner.left == left
+    counted = clock.counted                           # clock calls up to (and with) its last timed one
+    assert 5000 - 2 * 64 < counted <= 5000
+    by = {w: sum(x for k, x in samples if k == w) for w in ("clock", "bounds")}
+    assert by == {"clock": 2 * counted, "bounds": 3 * 2 * counted}
+    assert len(buf) == 4                              # a bounded deque: no consumer here
 
 
 def test_an_injected_fault_reaches_pre_and_off_notes_nothing(marks):
@@ -195,7 +244,7 @@ def run_steps(monkeypatch, in_process: bool, n: int = 3, every: int = 1) -> tupl
         monkeypatch.setattr(mod, "recorder", lambda: rec)
         monkeypatch.setattr(mod, "RECORDER", [rec])
     bounds.clear()
-    bounds.MODE.leave()                              # a process where neither has been seen yet
+    bounds.MODE.reset()                              # a process where neither has been seen yet
     specs = {h.name: h for h in engine_core.HOOKS + worker.HOOKS}
     runners = []
     for name, (cls, method) in TARGETS.items():
@@ -215,7 +264,7 @@ def run_steps(monkeypatch, in_process: bool, n: int = 3, every: int = 1) -> tupl
     for _ in range(n):
         core.step()
     bounds.MODE.use(())
-    bounds.MODE.leave()
+    bounds.MODE.reset()
     GATE.use(())
     assert not any(bounds.ALL)                       # every bounds entry read in its own step
     ids = itertools.count(1)
@@ -272,9 +321,11 @@ def test_sampled_steps_read_from_bounds_measure_gaps_after_a_recorded_one_only(m
 def test_the_worker_becomes_a_bounds_hook_once_both_are_seen_and_back_if_the_step_hook_fails():
     """bounds.MODE: the in-process bounds hooks switch on at ``start`` (the engine step's post, once the engine step
     and the worker have set their identity in the process), never for an injected fault; a failed step hook (their
-    consumer) switches them off again; instrumenting anew in a process already seen makes it ready again."""
+    consumer) switches them off again; instrumenting anew in a process already seen makes it ready again. The clock
+    (self-cost, ``Mode.clock``): the worker's execution until the engine step runs in the process, then the step for
+    every bounds hook; the worker's again once the step hook fails (the update then counts its own calls down)."""
     mode = bounds.MODE
-    mode.leave()
+    mode.reset()
     specs = {h.name: h for h in engine_core.HOOKS + worker.HOOKS}
     update, execute, sample = (HookRunner(specs[n]) for n in ("engine.update_from_output", "worker.execute_model",
                                                                "worker.sample_tokens"))
@@ -282,8 +333,12 @@ def test_the_worker_becomes_a_bounds_hook_once_both_are_seen_and_back_if_the_ste
     mode.use([update, execute, sample, faulty])
     try:
         assert (update.bounds_on, execute.bounds_on, sample.bounds_on, faulty.bounds_on) == (True, False, False, False)
+        assert mode.clock == "worker" and [r.windowed for r in (update, execute, sample, faulty)] == [
+            False, False, False, True]                                  # the forward runs inside the execution
+        assert not update.fast
         mode.arrive(engine=True)
         assert not mode.ready
+        assert mode.clock == "engine" and all(r.windowed for r in (update, execute, sample, faulty)) and update.fast
         mode.arrive(worker=lambda: 7)
         assert mode.ready and not execute.bounds_on
         mode.start()
@@ -291,11 +346,14 @@ def test_the_worker_becomes_a_bounds_hook_once_both_are_seen_and_back_if_the_ste
         assert not faulty.bounds_on and not mode.ready
         mode.failed(HookRunner(specs["engine.update_from_output"]))     # not the consumer: nothing changes
         assert execute.bounds_on
-        mode.failed(HookRunner(specs["engine.step"]))
+        assert mode.open_window(9) and not mode.open_window(3) and update.window == 9 and not update.fast
+        mode.failed(HookRunner(specs["engine.step"]))                   # in its timed call: its window closes
         assert not mode.in_process and not execute.bounds_on and update.bounds_on
+        assert mode.window == 0 == update.window and mode.clock == "worker" and not update.windowed
+        assert faulty.windowed and not update.fast
         mode.arrive(engine=True, worker=lambda: 0)
         mode.use([update, execute, sample])                              # instrumented again
         assert mode.ready and not execute.bounds_on
     finally:
         mode.use(())
-        mode.leave()
+        mode.reset()

@@ -42,7 +42,7 @@ def hooks(monkeypatch):
     monkeypatch.setattr(engine_core, "S", est)
     monkeypatch.setattr(worker, "S", wst)
     bounds.clear()
-    bounds.MODE.leave()                 # the worker's hooks record through pre/post here (not read from bounds)
+    bounds.MODE.reset()                 # the worker's hooks record through pre/post here (not read from bounds)
 
     def use(rec):
         for mod in (engine_core, worker):

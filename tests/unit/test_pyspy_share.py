@@ -115,6 +115,8 @@ def test_front_handoffs():
                              (lambda o, a, k: None, False, None), (lambda o, a, k: 1, False, None),
                              (lambda o, a, k: 1, False, bounds_buffer())):
         r = Quiet(Hook("t.m", "m", "C.m", pre, lambda s, res, err: None, bounds=bounds))
+        if bounds is not None:
+            r.set_bounds(True, True)         # timed in its clock's windows (bounds.Mode): its front's own way
         front = r.bind(method)
         assert front.__code__.co_filename == FRONT_FILE
         if off:

@@ -7,12 +7,12 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from vllm_w2ext.hooks import engine_core, worker
+from vllm_w2ext.hooks import bounds, engine_core, worker
 from vllm_w2ext.hooks.runner import GATE, HookRunner
 from vllm_w2ext.hooks.spec import Hook
-from vllm_w2ext.steps.facts import STAMP_STEP
+from vllm_w2ext.steps.facts import STAMP_STEP, StepRecord
 from vllm_w2ext.telemetry.recording import Recorder
-from vllm_w2ext.telemetry.wire import RangeRecord
+from vllm_w2ext.telemetry.wire import Interval, RangeRecord
 from vllm_w2ext.vocab import Span
 
 EVERY = 8
@@ -77,8 +77,12 @@ def loop(monkeypatch):
         runners[name] = r = HookRunner(specs[name])
         monkeypatch.setattr(cls, method, r.bind(vars(cls)[method]))
     GATE.use(runners.values())
+    bounds.MODE.use(runners.values())
+    bounds.MODE.arrive(engine=True)                   # as the first step's pre does (the step is the clock)
     yield Core(Scheduler(), Worker()), runners, rec
     GATE.use(())
+    bounds.MODE.use(())
+    bounds.MODE.reset()
 
 
 def test_gated_hooks_run_only_on_recorded_steps(loop):
@@ -91,9 +95,15 @@ def test_gated_hooks_run_only_on_recorded_steps(loop):
     executions = [RangeRecord._make(r) for r in records if r[0] == Span.WORKER_EXECUTE]
     assert steps == recorded
     assert [e.data[0][STAMP_STEP] for e in executions] == recorded
-    # the gated hooks' pre ran on the recorded steps only; the step and scheduler hooks on every step
-    for name in ("engine.update_from_output", "worker.execute_model", "worker.sample_tokens"):
-        assert runners[name].calls == len(recorded), name
+    # the gated hooks ran on the recorded steps only, the step and scheduler hooks on every step. The gated ones are
+    # timed in the step's windows (bounds.Mode: the step is this process's clock) and count no calls down: what they
+    # recorded says where they ran. The update, a bounds hook, noted its bounds on the recorded steps only: each
+    # recorded step's record holds them, and none is left over
+    samples = [Interval._make(r).step for r in records if r[0] == Span.WORKER_SAMPLE]
+    assert samples == recorded
+    assert runners["worker.execute_model"].windowed and runners["worker.sample_tokens"].windowed
+    updates = [RangeRecord._make(r).data for r in records if r[0] == Span.STEP]
+    assert all(StepRecord._make(d).update_start for d in updates) and not bounds.UPDATES
     assert runners["engine.step"].calls == runners["engine.schedule"].calls == 40
     # a gap is measured from a recorded predecessor only: the second step of each pair
     last_end = {e.data[0][STAMP_STEP]: e.data[1] for e in executions}

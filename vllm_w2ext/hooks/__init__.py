@@ -90,7 +90,8 @@ class Instrumentor:
         at start-up (``EngineCore.step_fn``) keep the wrapper, so pausing reaches them where
         ``uninstrument()`` does not. Resuming also re-enables hooks a fault switched off. Call it
         between steps (with no request in flight), as ``benchmarks/gpu/toggle_ab.py`` does. Returns the
-        hook calls counted so far in this process (they do not grow while paused). The export thread sleeps
+        hook calls counted so far in this process (``HookRunner.calls``: they do not grow while paused, and the
+        bounds hooks timed in their clock's windows count none). The export thread sleeps
         while paused (``Pipeline.set_running``)."""
         from vllm_w2ext.telemetry import pipeline
         if on:                      # the paused steps ran unrecorded: no gap or idle measured across them

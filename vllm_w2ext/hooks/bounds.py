@@ -17,12 +17,21 @@ profiler) the hook's ``pre`` and ``post`` run as everywhere else.
 
 Each buffer is a bounded deque: its consumer reads the last entry once per call it encloses and clears it, and
 calls no consumer reads (warm-up, dummy runs, a consumer switched off) cannot pile up.
+
+Self-cost: a bounds hook counts no calls down to its next timed one (``runner.HookRunner``). Its calls all run inside
+calls of its process's **clock** (``Mode.clock``): the EngineCore's step where one runs in the process (every bounds
+hook is inside it), else the worker's ``execute_model`` (the forward and its launch are inside it). A timed call of
+the clock opens a window (``Mode.open_window``): the bounds hooks' calls inside it are timed too, each standing for as
+many calls as the clock's call does, so the estimate stays unbiased and their fronts do nothing else. Calls outside
+any call of the clock (the worker's warm-up and dummy runs before the first step) are not timed.
 """
 from __future__ import annotations
 
 import os
 from collections import deque
 from typing import Any, NamedTuple
+
+from vllm_w2ext.vocab import WORKER
 
 
 class Bounds(NamedTuple):
@@ -51,6 +60,9 @@ class Mode:
 
     def __init__(self) -> None:
         self.runners: list = []        # runners of the hooks that are bounds hooks only in_process
+        self.bounded: list = []        # runners of every bounds hook (their windows)
+        self.clock = "worker"          # this process's clock: "engine" once the EngineCore's step ran here
+        self.window = 0                # the weight of the clock's timed call open now (0: none)
         self.engine_here = False       # the EngineCore's step hook recorded a step in this process
         self.worker_here = False       # the worker set its identity in this process
         self.in_process = False
@@ -64,15 +76,48 @@ class Mode:
         kept for ``start``."""
         runners = list(runners)
         self._off()
-        self.runners = [r for r in runners if r.spec.bounds is not None and r.spec.in_process_bounds]
-        for r in runners:
-            r.bounds_on = r.can_bound and not r.spec.in_process_bounds
+        self.bounded = [r for r in runners if r.spec.bounds is not None]
+        self.runners = [r for r in self.bounded if r.spec.in_process_bounds]
+        self.window = 0
+        for r in self.bounded:
+            r.set_window(0)
+            r.set_bounds(not r.spec.in_process_bounds, self.windowed(r))
         self.ready = self.engine_here and self.worker_here     # instrumented again in a process already seen
+
+    def windowed(self, r) -> bool:
+        """Are all of ``r``'s calls inside calls of this process's clock? The engine step encloses every bounds hook;
+        the worker's execution encloses the worker's that are bounds hooks in every process (the forward, its
+        launch)."""
+        return self.clock == "engine" or (r.spec.role == WORKER and not r.spec.in_process_bounds)
+
+    def _set_clock(self, clock: str) -> None:
+        self.clock = clock
+        for r in self.bounded:
+            r.set_bounds(r.bounds_on, self.windowed(r))
+
+    def open_window(self, weight: int) -> bool:
+        """The clock's timed call (standing for ``weight`` calls) begins: the bounds hooks' calls are timed until it
+        ends (``close_window``). False: one is open already (nothing to close after this call)."""
+        if self.window:
+            return False
+        self.window = weight
+        for r in self.bounded:          # HookRunner.set_window written out (once per timed step of the clock's, light
+            r.window = weight           # steps included)
+            r.fast = False
+        return True
+
+    def close_window(self) -> None:
+        self.window = 0
+        for r in self.bounded:
+            r.window = 0
+            r.fast = r.active and r.bounds_on and r.windowed
 
     def arrive(self, engine: bool = False, worker=None) -> None:
         """The EngineCore's step (``engine``) or the worker set its identity in this process (``worker``: a callable,
         the end of its last execution, where its hooks keep it); both: ``ready``, and the engine step's post calls
         ``start`` at its end."""
+        if engine and self.clock != "engine":      # the step encloses every bounds hook's call from here on
+            self._set_clock("engine")
         self.engine_here |= engine
         if worker is not None:
             self.worker_here = True
@@ -87,7 +132,7 @@ class Mode:
         self.last_end = self._worker_last_end()     # the gap before the first execution read from bounds too
         clear()
         for r in self.runners:
-            r.bounds_on = r.can_bound
+            r.set_bounds(True, self.windowed(r))
 
     def forget(self) -> None:
         """Unrecorded steps ran (pause, gate, dummy runs): the next execution has no previous one to measure from."""
@@ -96,22 +141,34 @@ class Mode:
     def failed(self, runner) -> None:
         """A hook fault: the engine step's hook, the consumer of the worker's bounds, switched off means the worker's
         hooks must record their own spans again."""
-        if self.in_process and runner.spec.name.startswith("engine.step"):
-            self.leave()
+        if runner.spec.name.startswith("engine.step"):
+            if self.window:                        # its timed call's window (a fault in its post)
+                self.close_window()
+            if self.in_process:
+                self.leave()
+            self._set_clock("worker")              # nothing times the bounds hooks' calls in its windows now
 
     def leave(self) -> None:
         """Neither seen (a forked child), or the consumer gone: the worker's hooks record their own spans again."""
         self.engine_here = self.worker_here = False
         self._off()
 
+    def reset(self) -> None:
+        """As in a new process (a forked child): neither seen, no window open, and the clock the worker's until an
+        engine step runs here."""
+        self.leave()
+        if self.window:
+            self.close_window()
+        self._set_clock("worker")
+
     def _off(self) -> None:
         self.in_process = self.ready = False
         for r in self.runners:
-            r.bounds_on = False
+            r.set_bounds(False, self.windowed(r))
 
 
 MODE = Mode()
-os.register_at_fork(after_in_child=MODE.leave)      # a forked child is neither until it says so itself
+os.register_at_fork(after_in_child=MODE.reset)      # a forked child is neither until it says so itself
 
 
 def clear() -> None:

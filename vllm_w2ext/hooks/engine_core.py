@@ -435,9 +435,9 @@ _EXEC_MODULES = (("vllm.v1.executor.multiproc_executor", "MultiprocExecutor"),)
 
 HOOKS: list[Hook] = [
     Hook("engine.step", "vllm.v1.engine.core", "EngineCore.step", _step_pre, _step_post, ENGINE,
-         "sync scheduling (vLLM 0.32 CPU)"),
+         "sync scheduling (vLLM 0.32 CPU)", clock="engine"),
     Hook("engine.step_with_batch_queue", "vllm.v1.engine.core", "EngineCore.step_with_batch_queue",
-         _step_pre, _step_post, ENGINE, "async scheduling / PP (vLLM 0.26 H100)"),
+         _step_pre, _step_post, ENGINE, "async scheduling / PP (vLLM 0.26 H100)", clock="engine"),
     Hook("engine.schedule", "vllm.v1.core.sched.scheduler", "Scheduler.schedule", _schedule_pre,
          _schedule_post, ENGINE, "scheduling; stamps the SchedulerOutput with the step context"),
     Hook("engine.update_from_output", "vllm.v1.core.sched.scheduler", "Scheduler.update_from_output",

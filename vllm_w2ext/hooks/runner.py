@@ -13,7 +13,11 @@ recorded step).
 
 A bounds hook (``hooks/bounds.py``) whose runner is ``bounds_on`` notes its call's start, end and what it keeps
 in its buffer where no marks are wanted, in the front itself and in ``enter``/``exit``, instead of running ``pre``
-and ``post``: two Python calls less per call, for the enclosing hook to read.
+and ``post``: two Python calls less per call, for the enclosing hook to read. Its calls all run inside calls of
+its process's clock hook (the engine step, or the worker's execution where no engine step runs in the process:
+``bounds.Mode.clock``), so it is timed inside the clock's timed calls (their window: each of its calls there
+stands for as many calls as the clock's does) and counts no calls down itself: while ``fast`` (active, a bounds
+hook, no window open) its front's way through is two clock readings and an append, nothing else.
 
 A runner is ``active`` unless its hook failed, is paused (``Instrumentor.set_active``) or is gated
 (``StepGate``: a ``recorded_only`` hook while the EngineCore runs a step it does not record); the hot path
@@ -33,6 +37,7 @@ import logging
 import time
 import types
 
+from vllm_w2ext.hooks.bounds import MODE
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.telemetry import selfcost
 from vllm_w2ext.telemetry.recording import PHASE_MARKS, fork_safe_random
@@ -78,7 +83,7 @@ class _BoundsCall:
 
 class HookRunner:
     __slots__ = ("spec", "pre", "post", "active", "failed", "paused", "gated", "left", "gap", "counted",
-                 "timed_weight", "bounds_on")
+                 "timed_weight", "bounds_on", "windowed", "window", "fast", "opened")
 
     def __init__(self, spec: Hook, fault: str = ""):
         self.spec = spec
@@ -90,6 +95,13 @@ class HookRunner:
         self.bounds_on = self.can_bound and not spec.in_process_bounds
         self.active = True                      # = not (failed or paused or gated): the one flag the hot path reads
         self.failed = self.paused = self.gated = False
+        # timed only inside its process's clock's timed calls (bounds.Mode.clock); the weight of the one open now
+        # (0: none); fast: a bounds hook's front takes its way through (active, bounds_on, windowed, no window)
+        self.windowed = spec.bounds is not None and MODE.windowed(self)
+        self.window = 0
+        self.fast = False
+        self.opened = False                     # a clock whose timed call opened the window now open
+        self._refresh()
         # The next timed call is a countdown (``left`` calls to go, the timed one at 0) rather than a call number
         # compared with a running count: the count passes 256 at once, and from there each increment makes a new
         # int object and frees the old one (~300 more instructions per hooked call, CPython 3.12); a countdown of
@@ -108,7 +120,8 @@ class HookRunner:
 
     @property
     def calls(self) -> int:
-        """Calls that ran ``pre`` (or would have) so far: not those while the hook was off."""
+        """Calls counted down so far (that ran ``pre``, or would have): not those while the hook was off, nor a
+        windowed hook's (a bounds hook timed in its clock's windows counts none)."""
         return self.counted + self.gap - self.left
 
     def _raise(self, instance, args, kwargs):
@@ -116,7 +129,24 @@ class HookRunner:
 
     def _set(self, failed: bool, paused: bool, gated: bool) -> None:
         self.failed, self.paused, self.gated = failed, paused, gated
-        self.active = not (failed or paused or gated)
+        self.active = active = not (failed or paused or gated)
+        self.fast = active and self.bounds_on and self.windowed and not self.window     # _refresh (the gate runs
+                                                                                       # this twice in N steps)
+
+    def _refresh(self) -> None:
+        self.fast = self.active and self.bounds_on and self.windowed and not self.window
+
+    def set_bounds(self, on: bool, windowed: bool) -> None:
+        """A bounds hook noting its calls' bounds (``on``; never an injected fault's), timed in its clock's windows
+        (``windowed``): ``bounds.Mode``."""
+        self.bounds_on = on and self.can_bound
+        self.windowed = windowed
+        self._refresh()
+
+    def set_window(self, weight: int) -> None:
+        """A clock's timed call opened (``weight``: the calls it stands for) or closed (0) a window."""
+        self.window = weight
+        self._refresh()
 
     def pause(self, on: bool) -> None:
         """Pause (``on`` False) or resume; resuming also re-enables a hook a fault switched off."""
@@ -152,6 +182,10 @@ class HookRunner:
         """Run ``pre`` (a bounds hook's start, while ``bounds_on`` and no marks); its state, or SKIP."""
         if not self.active:
             return SKIP
+        if self.windowed:                         # timed in its clock's windows only, never counted down
+            if self.window:
+                return self._timed_half(self.window, instance, args, kwargs)
+            return self._pre(instance, args, kwargs)
         self.left = left = self.left - 1
         if left:                                  # _pre written out: the native observers call this on every call
             if self.bounds_on and not PHASE_MARKS[0]:
@@ -166,9 +200,21 @@ class HookRunner:
         self.gap = self.left = _gap()
         c0, w0 = _cpu(), _wall()
         try:
-            return self._pre(instance, args, kwargs)
+            state = self._pre(instance, args, kwargs)
+            # the process's clock: the bounds hooks' calls inside this one are timed too, standing for as many
+            if state is not SKIP and self.post is not None and self.spec.clock and self.spec.clock == MODE.clock:
+                self.opened = MODE.open_window(gap)
+            return state
         finally:
             _sample(c0, w0, self.timed_weight)
+
+    def _timed_half(self, weight: int, instance, args, kwargs):
+        """``_pre`` timed, standing for ``weight`` calls (a windowed hook's call inside its clock's timed one)."""
+        c0, w0 = _cpu(), _wall()
+        try:
+            return self._pre(instance, args, kwargs)
+        finally:
+            _sample(c0, w0, weight)
 
     def _pre(self, instance, args, kwargs):
         if self.bounds_on and not PHASE_MARKS[0]:
@@ -184,7 +230,14 @@ class HookRunner:
         return args[0] if args else next(iter(kwargs.values()), None)
 
     def exit(self, state, result, error) -> None:
-        """Run ``post`` (after ``enter`` returned ``state``, not SKIP); timed if no call came since the timed one."""
+        """Run ``post`` (after ``enter`` returned ``state``, not SKIP); timed if no call came since the timed one (a
+        windowed hook's: if its clock's window is open)."""
+        if self.windowed:
+            if self.window:
+                self._timed_post(self.window, state, result, error)
+            else:
+                self._post(state, result, error)
+            return
         if self.left != self.gap:
             if type(state) is _BoundsCall:
                 self._post(state, result, error)
@@ -194,11 +247,17 @@ class HookRunner:
             except Exception as e:
                 self.fail(e)
             return
+        if self.opened:                           # this clock's call ends: its window closes
+            self.opened = False
+            MODE.close_window()
+        self._timed_post(self.timed_weight, state, result, error)
+
+    def _timed_post(self, weight: int, state, result, error) -> None:
         c0, w0 = _cpu(), _wall()
         try:
             self._post(state, result, error)
         finally:
-            _sample(c0, w0, self.timed_weight)
+            _sample(c0, w0, weight)
 
     def _post(self, state, result, error) -> None:
         if type(state) is _BoundsCall:            # what the bounds front appends (hooks/bounds.py)
@@ -222,6 +281,20 @@ class HookRunner:
         functools.update_wrapper(front, fn)
         front.__w2ext_runner__ = self
         return front
+
+    def _windowed(self, fn, instance, args, kwargs):
+        """A windowed hook's call its front does not take its own way through: through ``enter`` and ``exit`` (timed
+        if its clock's window is open; ``pre``/``post`` where marks are wanted or it is not a bounds hook now)."""
+        state = self.enter(instance, args, kwargs)
+        if not self.needs_exit(state):
+            return fn(instance, *args, **kwargs)
+        try:
+            result = fn(instance, *args, **kwargs)
+        except BaseException as e:
+            self.exit(state, None, e)
+            raise
+        self.exit(state, result, None)
+        return result
 
     def _timed(self, fn, instance, args, kwargs):
         self.left += 1                        # enter() counts this call again
@@ -257,19 +330,18 @@ _PLAIN = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONL
 _FORWARDING = [inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD]
 # A front's code, as stack samplers show it: ``front (<vllm_w2ext hook front>:N)``; its lines
 # FRONT_HANDOFF_LINES are the calls into vLLM's method (``benchmarks/gpu/pyspy_share.py`` counts samples there as
-# vLLM's, as it does on ``_timed``'s ``fn(instance, *args, **kwargs)`` lines in this file). _FRONT_SOURCE's layout
-# fixes them: a test checks each on a real front.
+# vLLM's, as it does on ``_timed``'s and ``_windowed``'s ``fn(instance, *args, **kwargs)`` lines in this file).
+# _FRONT_SOURCE's layout fixes them: a test checks each on a real front.
 FRONT_FILE = "<vllm_w2ext hook front>"
-FRONT_HANDOFF_LINES = (3, 10, 20, 22, 24)
-# Lines 7-15 are a bounds hook's way through while ``bounds_on`` and no marks (hooks/bounds.py; ``bounds_on`` is
-# False in every other runner): ``{kept}`` is what its Bounds keep, ``{kept_error}`` the same when vLLM's method raised.
+FRONT_HANDOFF_LINES = (3, 7, 22, 24, 26)
+# Lines 4-12 are a bounds hook's way through while ``fast`` and no marks (hooks/bounds.py), lines 13-14 a windowed
+# hook's other calls (timed in its clock's windows, never counted down): ``{bounds}`` is ``if`` for a bounds hook's
+# front and ``if False and`` (no code at all) for any other; ``{kept}`` is what its Bounds keep, ``{kept_error}``
+# the same when vLLM's method raised.
 _FRONT_SOURCE = """def front({head}):
     if not _w2_runner.active:
         return _w2_fn({call})
-    _w2_left = _w2_runner.left = _w2_runner.left - 1
-    if not _w2_left:
-        return _w2_runner._timed(_w2_fn, {self}, {args}, {kwargs})
-    if _w2_runner.bounds_on and not _w2_marks[0]:
+    {bounds} _w2_runner.fast and not _w2_marks[0]:
         _w2_t0 = _w2_now()
         try:
             _w2_result = _w2_fn({call})
@@ -278,6 +350,11 @@ _FRONT_SOURCE = """def front({head}):
             raise
         _w2_into((_w2_t0, _w2_now(), {kept}, None))
         return _w2_result
+    {bounds} _w2_runner.windowed:
+        return _w2_runner._windowed(_w2_fn, {self}, {args}, {kwargs})
+    _w2_left = _w2_runner.left = _w2_runner.left - 1
+    if not _w2_left:
+        return _w2_runner._timed(_w2_fn, {self}, {args}, {kwargs})
     try:
         _w2_state = _w2_pre({self}, {args}, {kwargs})
     except Exception as _w2_e:
@@ -362,7 +439,8 @@ def _front(fn, runner, head: str, call: str, instance: str, args: str, kwargs: s
     kept_arg = first or "_w2_runner._kept_arg(_w2_args, _w2_kwargs)"
     kept = {"arg": kept_arg, "result": "_w2_result"}.get(keep, "None")
     src = _FRONT_SOURCE.format(head=head, call=call, self=instance, args=args, kwargs=kwargs, kept=kept,
-                               kept_error=kept_arg if keep == "arg" else "None")
+                               kept_error=kept_arg if keep == "arg" else "None",
+                               bounds="if" if spec.bounds is not None else "if False and")
     ns = {"_w2_runner": runner, "_w2_fn": fn, "_w2_pre": runner.pre, "_w2_post": runner.post,
           "_w2_no_kwargs": _NO_KWARGS, "_w2_marks": PHASE_MARKS, "_w2_now": time.time_ns,
           "_w2_into": spec.bounds.append if spec.bounds is not None else None, **defaults}

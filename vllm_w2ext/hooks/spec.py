@@ -6,7 +6,7 @@ Specs are immutable declarations in the tables of ``front``, ``engine_core``,
 ``worker`` and ``lifecycle``; what changes at run time (on/off, calls, faults) lives in the runner.
 
 A bounds hook (``bounds``: its buffer) is one whose front notes its calls' bounds instead of running ``pre`` and
-``post`` where that is all they would do (``hooks/bounds.py``)."""
+``post`` where that is all they would do (``hooks/bounds.py``); a clock hook's timed calls time them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,6 +31,8 @@ class Hook:
     bounds: Any = field(default=None, compare=False)   # a bounds hook's buffer (hooks/bounds.py); None: not one
     bounds_keep: str = ""           # what its Bounds keep: "arg" (the method's first argument), "result", "" nothing
     in_process_bounds: bool = False  # a bounds hook only where the worker runs in the EngineCore's thread
+    clock: str = ""                 # "engine" or "worker": the hook whose timed calls time the bounds hooks' calls
+                                    # inside them, where it is its process's clock (bounds.Mode.clock)
 
     @property
     def cls_name(self) -> str:

@@ -269,7 +269,7 @@ def _profile_pre(worker, args, kwargs):
 HOOKS: list[Hook] = [
     Hook("worker.execute_model", "vllm.v1.worker.gpu_worker", "Worker.execute_model", _execute_pre,
          _execute_post, WORKER, "both runners; CPUWorker inherits it", recorded_only=True, bounds=EXECUTIONS,
-         bounds_keep="arg", in_process_bounds=True),
+         bounds_keep="arg", in_process_bounds=True, clock="worker"),
     Hook("worker.sample_tokens", "vllm.v1.worker.gpu_worker", "Worker.sample_tokens", _sample_pre, _sample_post,
          WORKER, "both runners", recorded_only=True, bounds=SAMPLES, bounds_keep="result", in_process_bounds=True),
     Hook("worker.profile", "vllm.v1.worker.gpu_worker", "Worker.profile", _profile_pre, None, WORKER,

@@ -1,6 +1,8 @@
 """The plugin's cost to vLLM's threads, as the hook runner measures it (one call in SAMPLE_EVERY per
-hook on average is timed, at random gaps, each sample weighted by the calls it stands for): CPU time of the calling thread and wall time, whose difference is time the
-thread was not running while inside the plugin (waiting for the GIL, or descheduled).
+hook on average is timed, at random gaps, each sample weighted by the calls it stands for; a bounds hook's calls are
+timed inside its clock's timed calls instead, standing for as many: ``hooks/bounds.py``): CPU time of the calling
+thread and wall time, whose difference is time the thread was not running while inside the plugin (waiting for the
+GIL, or descheduled).
 
 Each sample is corrected for the clock reads inside it (a thread-clock read is a system call: 0.56 us on
 the H200 host, more with cold caches): the runner times an empty section right after the hook's and
