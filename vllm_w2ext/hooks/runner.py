@@ -282,9 +282,10 @@ class HookRunner:
         front.__w2ext_runner__ = self
         return front
 
-    def _windowed(self, fn, instance, args, kwargs):
-        """A windowed hook's call its front does not take its own way through: through ``enter`` and ``exit`` (timed
-        if its clock's window is open; ``pre``/``post`` where marks are wanted or it is not a bounds hook now)."""
+    def _through(self, fn, instance, args, kwargs):
+        """A call through ``enter`` and ``exit``: a windowed hook's where its front does not take its own way (timed
+        if its clock's window is open; ``pre``/``post`` where marks are wanted or it is not a bounds hook now), and
+        the timed call of any other (``_timed``)."""
         state = self.enter(instance, args, kwargs)
         if not self.needs_exit(state):
             return fn(instance, *args, **kwargs)
@@ -298,16 +299,7 @@ class HookRunner:
 
     def _timed(self, fn, instance, args, kwargs):
         self.left += 1                        # enter() counts this call again
-        state = self.enter(instance, args, kwargs)
-        if not self.needs_exit(state):
-            return fn(instance, *args, **kwargs)
-        try:
-            result = fn(instance, *args, **kwargs)
-        except BaseException as e:
-            self.exit(state, None, e)
-            raise
-        self.exit(state, result, None)
-        return result
+        return self._through(fn, instance, args, kwargs)
 
     # -- the async path: a wrapt wrapper (the front end's coroutines) --------------------------------
     def async_(self, wrapped, instance, args, kwargs):
@@ -330,7 +322,7 @@ _PLAIN = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONL
 _FORWARDING = [inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD]
 # A front's code, as stack samplers show it: ``front (<vllm_w2ext hook front>:N)``; its lines
 # FRONT_HANDOFF_LINES are the calls into vLLM's method (``benchmarks/gpu/pyspy_share.py`` counts samples there as
-# vLLM's, as it does on ``_timed``'s and ``_windowed``'s ``fn(instance, *args, **kwargs)`` lines in this file).
+# vLLM's, as it does on ``_through``'s ``fn(instance, *args, **kwargs)`` lines in this file).
 # _FRONT_SOURCE's layout fixes them: a test checks each on a real front.
 FRONT_FILE = "<vllm_w2ext hook front>"
 FRONT_HANDOFF_LINES = (3, 7, 22, 24, 26)
@@ -351,7 +343,7 @@ _FRONT_SOURCE = """def front({head}):
         _w2_into((_w2_t0, _w2_now(), {kept}, None))
         return _w2_result
     {bounds} _w2_runner.windowed:
-        return _w2_runner._windowed(_w2_fn, {self}, {args}, {kwargs})
+        return _w2_runner._through(_w2_fn, {self}, {args}, {kwargs})
     _w2_left = _w2_runner.left = _w2_runner.left - 1
     if not _w2_left:
         return _w2_runner._timed(_w2_fn, {self}, {args}, {kwargs})
