@@ -201,8 +201,9 @@ class HookRunner:
         c0, w0 = _cpu(), _wall()
         try:
             state = self._pre(instance, args, kwargs)
-            # the process's clock: the bounds hooks' calls inside this one are timed too, standing for as many
-            if state is not SKIP and self.post is not None and self.spec.clock and self.spec.clock == MODE.clock:
+            # the process's clock: the bounds hooks' calls inside this one are timed too, standing for as many, until
+            # its exit (which runs wherever needs_exit says so) closes the window
+            if self.spec.clock == MODE.clock and self.needs_exit(state):
                 self.opened = MODE.open_window(gap)
             return state
         finally:
