@@ -117,6 +117,8 @@ def timed_bounds_fronts(acc: dict, steady: dict, window: Window) -> dict:
     import sys
 
     from vllm_w2ext.hooks import INSTRUMENTOR
+    from vllm_w2ext.hooks import runner as runner_mod
+    python_front = getattr(runner_mod, "python_front", lambda front: front)     # trees before the C front
     clock = time.perf_counter_ns
     wrapped = []
 
@@ -158,9 +160,12 @@ def timed_bounds_fronts(acc: dict, steady: dict, window: Window) -> dict:
         front = vars(cls).get(spec.method) if cls is not None else None
         if getattr(spec, "bounds", None) is None or getattr(front, "__w2ext_runner__", None) is not r:
             continue
-        ns = front.__globals__
+        slow = python_front(front)                  # a C front hands the other calls to it (hooks/_cfront.c)
+        ns = slow.__globals__
         inner, outer = pair(spec.name, front, ns["_w2_fn"], r)
         ns["_w2_fn"] = inner
+        if slow is not front:
+            front.__w2ext_fn__ = inner
         setattr(cls, spec.method, outer)
         wrapped.append(spec.name)
     return {"wrapped": wrapped, "wrappers_ns": overhead[0]}

@@ -2,7 +2,7 @@
 # Two versions of the plugin, interleaved in one session on the H200 host (issue #19): every hook's cost inside
 # a real engine (`benchmarks/hook_cost_engine.py`) on the 4-layer Llama-3.1-8B-shaped model (dummy weights).
 # Each arm is a folder holding a `vllm_w2ext` package (put first on PYTHONPATH; untracked copies made for the
-# call); the benchmark script is the tree's:
+# call; an arm's C front, if it has one, is built in place below); the benchmark script is the tree's:
 #
 #   git worktree add /tmp/wt_a <commit> && cp -r /tmp/wt_a/vllm_w2ext ab_old/ && cp -r vllm_w2ext ab_new/
 #   (device, after staging)  source .gpu/p2/env.sh && ARMS="ab_old ab_new" bash benchmarks/gpu/hook_cost_ab.sh
@@ -23,6 +23,16 @@ CH=""; [ "${CHURN:-1}" = 1 ] && CH=--churn
   echo "BATCHES=$BATCHES CHURN=${CHURN:-1} SAMPLE=$SAMPLE PAIRS=$PAIRS"
   for a in $ARMS; do echo "$a:"; (cd $a && LC_ALL=C md5sum vllm_w2ext/hooks/*.py vllm_w2ext/steps/*.py); done; } \
   > "$R/env.txt" 2>&1
+# An arm whose package has the bounds hooks' C front (hooks/_cfront.c) gets it built in place; env.txt says which
+# front each arm runs (BoundsFront None: the Python fronts)
+for a in $ARMS; do
+  if [ -f $a/vllm_w2ext/hooks/_cfront.c ] && ! ls $a/vllm_w2ext/hooks/_cfront*.so >/dev/null 2>&1; then
+    (cd $a && python3 -c 'from setuptools import Extension, setup; setup(name="arm", ext_modules=[
+      Extension("vllm_w2ext.hooks._cfront", ["vllm_w2ext/hooks/_cfront.c"])])' build_ext --inplace) > "$R/build_$a.log" 2>&1
+  fi
+  echo "$a: BoundsFront $(PYTHONPATH="$a:$PYTHONPATH" python3 -c \
+    'import vllm_w2ext.hooks.runner as r; print(getattr(r, "BoundsFront", None))' 2>&1 | tail -1)" >> "$R/env.txt"
+done
 T0=$(date +%s)
 for p in $(seq 1 "$PAIRS"); do
   for arm in $ARMS; do

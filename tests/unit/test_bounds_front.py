@@ -29,6 +29,25 @@ class Target:
         return ("ran", so, out)
 
 
+FRONT = ["c"]                  # which front ``bind_front`` hands out: the C one where built, or the Python one
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def front_kind(request):
+    """Every test here twice: through the C front (``hooks/_cfront.c``) and through the Python front alone (where
+    the extension is not built; also every C front's way for calls that are not fast)."""
+    if request.param == "c" and runner.BoundsFront is None:
+        pytest.skip("the C front is not built here")
+    FRONT[0] = request.param
+    yield request.param
+    FRONT[0] = "c"
+
+
+def bind_front(r: HookRunner, fn):
+    front = r.bind(fn)
+    return runner.python_front(front) if FRONT[0] == "python" else front
+
+
 @pytest.fixture
 def marks():
     saved = recording.PHASE_MARKS[0]
@@ -51,7 +70,7 @@ def bound(calls: list, keep="arg", fault=""):
 
     r = HookRunner(Hook("t.bounds", "m", "Target.method", pre, post, bounds=buf, bounds_keep=keep), fault)
     r.set_bounds(True, True)                          # as bounds.Mode makes it under the engine step's clock
-    return r, buf, r.bind(vars(Target)["method"])
+    return r, buf, bind_front(r, vars(Target)["method"])
 
 
 def test_a_call_leaves_its_bounds_and_no_pre_or_post(marks):
@@ -252,7 +271,8 @@ def run_steps(monkeypatch, in_process: bool, n: int = 3, every: int = 1) -> tupl
         r = HookRunner(spec)
         r.left = 1 << 30
         runners.append(r)
-        monkeypatch.setattr(cls, method, r.bind(vars(cls)[method].__dict__.get("__wrapped__", vars(cls)[method])))
+        monkeypatch.setattr(cls, method, bind_front(r, vars(cls)[method].__dict__.get("__wrapped__",
+                                                                                     vars(cls)[method])))
     bounds.MODE.use(runners)
     GATE.use(runners)
     monkeypatch.setattr(bounds.MODE, "device_stop", worker._device_stop)

@@ -17,7 +17,9 @@ and ``post``: two Python calls less per call, for the enclosing hook to read. It
 its process's clock hook (the engine step, or the worker's execution where no engine step runs in the process:
 ``bounds.Mode.clock``), so it is timed inside the clock's timed calls (their window: each of its calls there
 stands for as many calls as the clock's does) and counts no calls down itself: while ``fast`` (active, a bounds
-hook, no window open) its front's way through is two clock readings and an append, nothing else.
+hook, no window open) its front's way through is two clock readings and an append, nothing else. Where the C
+extension was built (``hooks/_cfront.c``), a bounds hook's front is a ``BoundsFront`` that takes that way itself,
+with no Python frame, and hands every other call to the Python front (``python_front``).
 
 A runner is ``active`` unless its hook failed, is paused (``Instrumentor.set_active``) or is gated
 (``StepGate``: a ``recorded_only`` hook while the EngineCore runs a step it does not record); the hot path
@@ -42,7 +44,13 @@ from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.telemetry import selfcost
 from vllm_w2ext.telemetry.recording import PHASE_MARKS, fork_safe_random
 
+try:
+    from vllm_w2ext.hooks._cfront import BoundsFront    # a bounds hook's front in C, where it was built
+except ImportError:                                     # pragma: no cover - the Python front alone
+    BoundsFront = None
+
 log = logging.getLogger("vllm_w2ext")
+_KEEP = {"": 0, "arg": 1, "result": 2}                  # Hook.bounds_keep as BoundsFront takes it
 # enter's result when post must not run: the hook is off, pre failed, or pre recorded nothing (returned None,
 # the same signal, so every driver tests one value)
 SKIP = None
@@ -276,9 +284,16 @@ class HookRunner:
         class in its place (``_front``): written for ``fn``'s own parameters where ``_exact_front`` can copy them,
         else through ``(instance, *args, **kwargs)``. Written out rather than a ``wrapt.FunctionWrapper``: the
         runner's halves inlined cost about half as much per call (``benchmarks/hook_overhead.py``: 0.4 against
-        0.8 µs for an empty hook on the 2-core CPU machine), and these run on every step."""
+        0.8 µs for an empty hook on the 2-core CPU machine), and these run on every step. A bounds hook's is a C
+        ``BoundsFront`` around that function where the extension was built (copied parameters only: it finds the
+        first argument by position or by the name the copy gives it)."""
         exact = _exact_front(fn) if self.spec.method != "__init__" else None
         front = _front(fn, self, *(exact or _GENERIC))
+        if BoundsFront is not None and self.spec.bounds is not None and exact is not None:
+            functools.update_wrapper(front, fn)
+            front.__w2ext_runner__ = self
+            front = BoundsFront(fn, front, self, "fast", PHASE_MARKS, self.spec.bounds.append,
+                                _KEEP[self.spec.bounds_keep], exact[-1] if exact[-1] != "None" else None)
         functools.update_wrapper(front, fn)
         front.__w2ext_runner__ = self
         return front
@@ -439,6 +454,12 @@ def _front(fn, runner, head: str, call: str, instance: str, args: str, kwargs: s
           "_w2_into": spec.bounds.append if spec.bounds is not None else None, **defaults}
     exec(compile(src, FRONT_FILE, "exec"), ns)
     return ns["front"]
+
+
+def python_front(front):
+    """The Python front of a front ``bind`` made: itself, or the one a C front (``BoundsFront``) hands its calls that
+    are not fast to."""
+    return getattr(front, "__w2ext_slow__", front)
 
 
 _NO_KWARGS = types.MappingProxyType({})    # what ``pre`` gets as kwargs from a method without defaulted parameters
