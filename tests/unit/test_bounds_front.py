@@ -36,7 +36,7 @@ FRONT = ["c"]                  # which front ``bind_front`` hands out: the C one
 def front_kind(request):
     """Every test here twice: through the C front (``hooks/_cfront.c``) and through the Python front alone (where
     the extension is not built; also every C front's way for calls that are not fast)."""
-    if request.param == "c" and runner.BoundsFront is None:
+    if request.param == "c" and runner.CFront is None:
         pytest.skip("the C front is not built here")
     FRONT[0] = request.param
     yield request.param

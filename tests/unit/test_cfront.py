@@ -1,9 +1,10 @@
-"""The C front of a bounds hook (``hooks/_cfront.c``): what makes it a drop-in for the Python front on vLLM's class.
-Known answers: a method call through an instance, the class and ``super()``; the same signature, and vLLM's function
-back on detach; a fast call notes (start, end, first argument by position or by name, error) and runs no ``pre`` or
-``post``, any other call goes through them; the error re-raised with vLLM's frames in its traceback; no reference
-kept or lost per call. (``test_bounds_front.py`` runs every bounds-hook test through both fronts.) CI builds the
-extension (``W2EXT_REQUIRE_C_FRONT=1`` in ``.ci/test``): there its absence is a failure, not a skip."""
+"""The C front (``hooks/_cfront.c``): what makes it a drop-in for the Python front on vLLM's class. Known answers: a
+method call through an instance, the class and ``super()``; the same signature, and vLLM's function back on detach;
+a bounds hook's fast call notes (start, end, first argument by position or by name, error) and runs no ``pre`` or
+``post``, any other call goes through them; the error re-raised with vLLM's frames in its traceback; any other hook's
+calls see, call for call, what the Python front's see (``pre``'s arguments, ``post``'s, the countdown, faults, the
+timed call); no reference kept or lost per call. (``test_bounds_front.py`` runs every bounds-hook test through both
+fronts.) CI builds the extension (``W2EXT_REQUIRE_C_FRONT=1`` in ``.ci/test``): there its absence is a failure."""
 import gc
 import inspect
 import os
@@ -22,10 +23,10 @@ from vllm_w2ext.telemetry import recording
 
 def test_built_where_ci_asks_for_it():
     if os.environ.get("W2EXT_REQUIRE_C_FRONT") == "1":
-        assert runner.BoundsFront is not None, "the C extension vllm_w2ext.hooks._cfront was not built"
+        assert runner.CFront is not None, "the C extension vllm_w2ext.hooks._cfront was not built"
 
 
-needs_c = pytest.mark.skipif(runner.BoundsFront is None, reason="the C front is not built here")
+needs_c = pytest.mark.skipif(runner.CFront is None, reason="the C front is not built here")
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ def make(keep="arg"):
 def test_a_method_on_the_class(marks):
     module, Scheduler, Child, own, r, buf, calls = make()
     front = vars(Scheduler)["update"]
-    assert type(front) is runner.BoundsFront and wrapping.is_wrapped(Scheduler, "update")
+    assert type(front) is runner.CFront and wrapping.is_wrapped(Scheduler, "update")
     assert Scheduler.update is front and front.__wrapped__ is own and front.__w2ext_runner__ is r
     assert front.__name__ == "update" and front.__qualname__ == own.__qualname__
     assert inspect.signature(Scheduler.update) == inspect.signature(own)
@@ -141,13 +142,131 @@ def test_no_reference_kept_or_lost_per_call(marks):
 @needs_c
 def test_bad_arguments_name_what_is_wrong():
     r = HookRunner(Hook("t.x", "m", "C.x", lambda i, a, k: None, bounds=bounds_buffer()))
-    args = (lambda self: None, lambda self: None, r)
-    with pytest.raises(TypeError, match="'nope' is not a slot"):
-        runner.BoundsFront(*args, "nope", recording.PHASE_MARKS, [].append, 0, None)
+    fn = lambda self: None                                                  # noqa: E731
+    marks = recording.PHASE_MARKS
+
+    def make_front(runner_=r, keep=0, layout=None):
+        return runner.CFront(fn, fn, runner_, marks, [].append, keep, None, fn, None, layout, {})
+    with pytest.raises(TypeError, match="has no slot active"):
+        make_front(runner_=object())
     with pytest.raises(ValueError, match="keep is 0, 1 or 2"):
-        runner.BoundsFront(*args, "fast", recording.PHASE_MARKS, [].append, 3, None)
-    front = runner.BoundsFront(*args, "fast", recording.PHASE_MARKS, [].append, 0, None)
+        make_front(keep=3)
+    with pytest.raises(ValueError, match="layout is"):
+        make_front(layout=(0, (), ()))
+    with pytest.raises(ValueError, match="layout is"):
+        make_front(layout=(1, ("a",), ()))
+    front = make_front()
     with pytest.raises(TypeError, match="must be a callable"):
         front.__w2ext_fn__ = 1
     front.__w2ext_fn__ = print
     assert front.__w2ext_fn__ is print
+
+
+# -- any other hook: call for call what the Python front does -------------------------------------------------
+class Quiet(HookRunner):
+    """A runner whose faults are only noted (no process-wide reporting in a unit test)."""
+    __slots__ = ("faults",)
+
+    def fail(self, exc):
+        self.faults.append(repr(exc))
+        self._set(True, self.paused, self.gated)
+
+
+def traced(kind: str, monkeypatch):
+    """A hook on ``Engine.schedule(self, so, budget=4)`` through the C front or the Python front alone: what its pre,
+    post and the method saw, its runner, and the front. The timed call's halves are noted (``_sample``)."""
+    seen = []
+    monkeypatch.setattr(runner, "_sample", lambda c0, w0, weight: seen.append(("timed", weight)))
+
+    def pre(instance, args, kwargs):
+        seen.append(("pre", type(instance).__name__, args, dict(kwargs)))
+        if args and args[0] == "pre-fails":
+            raise ValueError("pre")
+        return None if args and args[0] == "skip" else len(seen)
+
+    def post(state, result, error):
+        seen.append(("post", state, result, repr(error)))
+        if result == ("ran", "post-fails", 4):
+            raise ValueError("post")
+
+    class Engine:
+        def schedule(self, so, budget=4):
+            seen.append(("method", so, budget))
+            if so == "raise":
+                raise KeyError(so)
+            return ("ran", so, budget)
+
+    r = Quiet(Hook("t.schedule", "m", "Engine.schedule", pre, post))
+    r.faults = []
+    front = r.bind(vars(Engine)["schedule"])
+    if kind == "python":
+        front = runner.python_front(front)
+    else:
+        assert type(front) is runner.CFront
+    Engine.schedule = front
+    return Engine, r, seen
+
+
+CALLS = [(("a",), {}), (("b", 7), {}), (("c",), {"budget": 2}), ((), {"so": "d"}), (("skip",), {}),
+         (("raise",), {}), (("pre-fails",), {})]
+
+
+def drive(Engine, r):
+    """Every kind of call, then the countdown run down to a timed call, then a post that fails (the hook off after
+    it), then a call while off."""
+    e, out = Engine(), []
+    for args, kwargs in CALLS:
+        r.pause(True)                                      # on again (a failing pre switched it off)
+        try:
+            out.append(e.schedule(*args, **kwargs))
+        except KeyError as err:
+            out.append(repr(err))
+    r.pause(True)
+    r.left = 3
+    for so in ("t1", "t2", "t3", "t4"):
+        out.append(e.schedule(so))
+    out.append(e.schedule("post-fails"))
+    out.append(e.schedule("off"))
+    return out, r.left, r.gap, r.failed, list(r.faults)
+
+
+@needs_c
+def test_any_other_hook_sees_what_the_python_front_shows_it(marks, monkeypatch):
+    """Known answer: the Python front's record of the same calls. Positional and defaulted arguments (pre gets the
+    required ones as a tuple and the defaulted ones by name, given or not), keywords (handed to the Python front),
+    a pre that records nothing, a method that raises (post sees it, it is raised again), a pre that fails (the
+    method still runs), the countdown to the timed call (timed through the Python front, the count the same), a
+    post that fails, and a call while the hook is off."""
+    monkeypatch.setattr(runner, "_gap", lambda: 2)         # the same countdown in both
+    got = {}
+    for kind in ("python", "c"):
+        Engine, r, seen = traced(kind, monkeypatch)
+        got[kind] = drive(Engine, r), seen
+    assert got["c"] == got["python"]
+    (out, left, gap, failed, faults), seen = got["c"]
+    assert out[:3] == [("ran", "a", 4), ("ran", "b", 7), ("ran", "c", 2)] and faults == [
+        "ValueError('pre')", "ValueError('post')"] and failed
+    assert ("pre", "Engine", ("b",), {"budget": 7}) in seen and ("pre", "Engine", ("a",), {"budget": 4}) in seen
+    assert ("timed", 2) in seen and ("post", 5, None, "KeyError('raise')") not in seen      # states count calls
+    assert [x for x in seen if x[0] == "method"][-1] == ("method", "off", 4)
+
+
+@needs_c
+def test_no_reference_kept_or_lost_per_hooked_call(marks, monkeypatch):
+    Engine, r, seen = traced("c", monkeypatch)
+    e, so, budget = Engine(), object(), object()
+    r.left = 1 << 20                                       # no timed call
+    e.schedule(so, budget)
+    seen.clear()
+    gc.collect()
+    before = sys.getrefcount(so), sys.getrefcount(budget), sys.getrefcount(e)
+    for _ in range(300):
+        e.schedule(so, budget)
+        try:
+            e.schedule("raise", budget)
+        except KeyError:
+            pass
+        seen.clear()
+    gc.collect()
+    assert (sys.getrefcount(so), sys.getrefcount(budget), sys.getrefcount(e)) == before
+    assert r.left == (1 << 20) - 601 and not r.failed

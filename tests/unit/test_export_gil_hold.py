@@ -82,21 +82,26 @@ def test_yields_to_a_busy_thread_are_not_counted_as_held():
         while not stop.is_set():
             pass
     busy = threading.Thread(target=spin_until_stopped, daemon=True)
-    p = Pipeline(config.Settings())
     chunks = 12
-    for i in range(chunks * CHUNK):
-        p.recorder.emit(Span.DEVICE_SAMPLES, WORKER, None, i, i + 1)
-    p.chain = type("Chain", (), {"consume": lambda self, batch: None, "tick": lambda self: None,
-                                 "parent_cost": None})()
     busy.start()
     try:
         time.sleep(0.02)
-        t0 = time.perf_counter()
-        p.flush_once()
-        wall = time.perf_counter() - t0
+        # The busy thread must hold the GIL at the yields: on a loaded machine the kernel may not run it then (the
+        # export thread takes the GIL straight back), so up to three flushes, the first where most yields waited.
+        for _ in range(3):
+            p = Pipeline(config.Settings())
+            for i in range(chunks * CHUNK):
+                p.recorder.emit(Span.DEVICE_SAMPLES, WORKER, None, i, i + 1)
+            p.chain = type("Chain", (), {"consume": lambda self, batch: None, "tick": lambda self: None,
+                                         "parent_cost": None})()
+            t0 = time.perf_counter()
+            p.flush_once()
+            wall = time.perf_counter() - t0
+            if wall >= chunks * 0.005 * 0.5:           # most yields waited about a switch interval
+                break
     finally:
         stop.set()
         busy.join()
         sys.setswitchinterval(old)
-    assert wall >= chunks * 0.005 * 0.5                # most yields waited about a switch interval
+    assert wall >= chunks * 0.005 * 0.5
     assert p.export_hold_s <= wall / 3

@@ -1,18 +1,26 @@
-/* A bounds hook's front in C (hooks/bounds.py, runner._FRONT_SOURCE): the same way through as the Python front's
- * lines 4-12, with no Python frame of its own.
+/* A hook's front in C (runner._FRONT_SOURCE, the Python front): the same ways through, with no Python frame of its own.
  *
- * BoundsFront(fn, slow, runner, flag, marks, into, keep, first) is set on vLLM's class in place of the method. A call
- * reads the runner's ``flag`` slot (``HookRunner.fast``) and ``marks[0]`` (``recording.PHASE_MARKS``); while the flag
- * is True and no marks are wanted it takes the wall clock (``time.time_ns``'s: CLOCK_REALTIME), calls ``fn``, takes
- * the clock again and hands ``into`` (the hook's buffer's ``append``) the Bounds tuple ``(start, end, kept, error)``
- * the Python front makes: ``kept`` is the method's first argument after self (``keep`` 1; by position or by its name
- * ``first``), its result (``keep`` 2; None when it raised) or None (``keep`` 0), ``error`` what it raised (raised
- * again). Any other call goes to ``slow``, the Python front, with the same arguments. A failure to note the bounds
- * (no memory) drops them: vLLM's call and its result or exception are never touched by it.
+ * Front(fn, slow, runner, marks, into, keep, first, pre, post, layout) is set on vLLM's class in place of the method.
+ * It reads its runner's slots ``active``, ``left`` and ``fast`` (``HookRunner``) directly, and ``marks[0]``
+ * (``recording.PHASE_MARKS``).
+ *
+ * - A bounds hook (``into``: its buffer's ``append``; hooks/bounds.py): while ``fast`` is True and no marks are wanted
+ *   it takes the wall clock (``time.time_ns``'s: CLOCK_REALTIME), calls ``fn``, takes the clock again and appends the
+ *   Bounds tuple ``(start, end, kept, error)`` the Python front makes: ``kept`` is the method's first argument after
+ *   self (``keep`` 1; by position or by its name ``first``), its result (``keep`` 2; None when it raised) or None
+ *   (``keep`` 0), ``error`` what it raised (raised again). A failure to note the bounds (no memory) drops them.
+ * - Any other hook with a ``layout`` ((required positional parameters, self included; the names of the defaulted
+ *   ones; their defaults): a method whose parameters are all positional-or-keyword): off, vLLM's method alone; on,
+ *   its countdown to the next timed call, ``pre(instance, args, kwargs)`` with the arguments the Python front hands
+ *   it (the required ones after self as a tuple, the defaulted ones by name, or ``_NO_KWARGS``), the method, ``post``;
+ *   a fault in ``pre`` or ``post`` goes to ``runner.fail`` and never reaches the call, as there.
+ * - Every other call (the timed one, marks, a bounds hook not fast, arguments by keyword) goes to ``slow``, the Python
+ *   front, with the same arguments.
  *
  * Why by hand: a Python front is a frame of its own (~2.2k instructions per call above a plain call under callgrind,
- * CPython 3.11, against ~1.1k here: benchmarks/results/cpu/c_front). No library makes a callable that times a call
- * and appends to a buffer without a Python frame (wrapt's C wrapper calls a Python wrapper). */
+ * CPython 3.11, against ~1.1k here for a bounds hook: benchmarks/results/cpu/c_front). No library makes a callable
+ * that runs two Python callables around a call without a Python frame of its own (wrapt's C wrapper calls a Python
+ * wrapper). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
@@ -21,16 +29,25 @@
 typedef struct {
     PyObject_HEAD
     PyObject *fn;          /* vLLM's method (a plain function) */
-    PyObject *slow;        /* the Python front: every call that is not a fast one */
-    PyObject *runner;      /* the HookRunner: its ``flag`` slot read at each call */
-    Py_ssize_t flag_offset;
+    PyObject *slow;        /* the Python front: every call not taken here */
+    PyObject *runner;      /* the HookRunner, its slots read at each call */
+    Py_ssize_t active_off, left_off, fast_off;
     PyObject *marks;       /* a list: marks wanted while marks[0] is true */
-    PyObject *into;        /* the buffer's append */
+    PyObject *into;        /* a bounds hook's buffer's append; NULL: not a bounds hook */
     int keep;              /* 0 nothing, 1 the first argument after self, 2 the result */
     PyObject *first;       /* the first argument's name (str), for a call that passes it by keyword */
+    PyObject *pre, *post;  /* the runner's pre and post (post None: none) */
+    Py_ssize_t required;   /* positional parameters without a default, self included; -1: no layout */
+    PyObject *kw_names;    /* tuple: the defaulted parameters' names, in order */
+    PyObject *kw_defaults; /* tuple: their defaults */
+    PyObject *no_kwargs;   /* what pre gets as kwargs when the method has no defaulted parameter */
     PyObject *dict;        /* __dict__ (functools.update_wrapper, __w2ext_runner__) */
     vectorcallfunc vectorcall;
-} BoundsFront;
+} Front;
+
+static PyObject *FAIL;     /* "fail" */
+
+#define SLOT(self, off) (*(PyObject **)((char *)(self)->runner + (off)))
 
 static inline PyObject *
 now_ns(void)
@@ -42,7 +59,7 @@ now_ns(void)
 }
 
 static PyObject *
-kept_arg(BoundsFront *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+kept_arg(Front *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     if (nargs >= 2)
         return args[1];
@@ -66,7 +83,7 @@ kept_arg(BoundsFront *self, PyObject *const *args, Py_ssize_t nargs, PyObject *k
 
 /* Append (t0, now, kept, error) to the buffer; steals t0. Any failure is cleared (the call's own outcome stands). */
 static void
-note(BoundsFront *self, PyObject *t0, PyObject *kept, PyObject *error)
+note(Front *self, PyObject *t0, PyObject *kept, PyObject *error)
 {
     PyObject *t1 = t0 != NULL ? now_ns() : NULL;
     PyObject *tup = t1 != NULL ? PyTuple_New(4) : NULL;
@@ -91,23 +108,10 @@ note(BoundsFront *self, PyObject *t0, PyObject *kept, PyObject *error)
 }
 
 static PyObject *
-front_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+bounds_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    BoundsFront *self = (BoundsFront *)op;
-    PyObject *flag = *(PyObject **)((char *)self->runner + self->flag_offset);
-    if (flag != Py_True)
+    if (SLOT(self, self->fast_off) != Py_True)
         return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
-    if (PyList_GET_SIZE(self->marks) > 0) {
-        PyObject *m = PyList_GET_ITEM(self->marks, 0);
-        if (m != Py_False && m != Py_None) {
-            int on = PyObject_IsTrue(m);
-            if (on != 0) {
-                if (on < 0)
-                    PyErr_Clear();
-                return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
-            }
-        }
-    }
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *kept = self->keep == 1 ? kept_arg(self, args, nargs, kwnames) : Py_None;
     Py_INCREF(kept);                  /* the call may drop the caller's last reference to it */
@@ -134,6 +138,159 @@ front_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *k
     return result;
 }
 
+/* The raised exception (an Exception: the caller checked) to runner.fail, as the Python front's ``except Exception``
+ * does; -1 if fail itself raised (it then propagates, as there). */
+static int
+fail_current(Front *self)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL)
+        PyException_SetTraceback(value, tb);
+    PyObject *r = PyObject_CallMethodOneArg(self->runner, FAIL, value != NULL ? value : Py_None);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* pre's (args, kwargs) for a call of ``nargs`` positional arguments (the layout's range, checked by the caller). */
+static int
+pre_arguments(Front *self, PyObject *const *args, Py_ssize_t nargs, PyObject **pargs, PyObject **pkw)
+{
+    Py_ssize_t req = self->required;
+    PyObject *t = PyTuple_New(req - 1);
+    if (t == NULL)
+        return -1;
+    for (Py_ssize_t i = 1; i < req; i++) {
+        Py_INCREF(args[i]);
+        PyTuple_SET_ITEM(t, i - 1, args[i]);
+    }
+    Py_ssize_t n_kw = PyTuple_GET_SIZE(self->kw_names);
+    if (n_kw == 0) {
+        Py_INCREF(self->no_kwargs);
+        *pargs = t;
+        *pkw = self->no_kwargs;
+        return 0;
+    }
+    PyObject *d = PyDict_New();
+    if (d == NULL) {
+        Py_DECREF(t);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n_kw; i++) {
+        PyObject *v = req + i < nargs ? args[req + i] : PyTuple_GET_ITEM(self->kw_defaults, i);
+        if (PyDict_SetItem(d, PyTuple_GET_ITEM(self->kw_names, i), v) < 0) {
+            Py_DECREF(t);
+            Py_DECREF(d);
+            return -1;
+        }
+    }
+    *pargs = t;
+    *pkw = d;
+    return 0;
+}
+
+static PyObject *
+hook_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (SLOT(self, self->active_off) != Py_True)          /* off: vLLM's method alone */
+        return PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject *left_obj = SLOT(self, self->left_off);
+    if (kwnames != NULL || nargs < self->required || nargs > self->required + PyTuple_GET_SIZE(self->kw_names)
+            || left_obj == NULL || !PyLong_CheckExact(left_obj))
+        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    long left = PyLong_AsLong(left_obj);
+    if (left <= 1) {                  /* the Python front counts this one down to its timed call */
+        if (left == -1 && PyErr_Occurred())
+            PyErr_Clear();
+        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    }
+    PyObject *now_left = PyLong_FromLong(left - 1);
+    if (now_left == NULL)
+        return NULL;
+    SLOT(self, self->left_off) = now_left;
+    Py_DECREF(left_obj);
+    PyObject *pargs, *pkw;
+    if (pre_arguments(self, args, nargs, &pargs, &pkw) < 0)
+        return NULL;
+    PyObject *pre_args[3] = {args[0], pargs, pkw};
+    PyObject *state = PyObject_Vectorcall(self->pre, pre_args, 3, NULL);
+    Py_DECREF(pargs);
+    Py_DECREF(pkw);
+    if (state == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception) || fail_current(self) < 0)
+            return NULL;
+        return PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
+    }
+    if (state == Py_None || self->post == Py_None) {
+        Py_DECREF(state);
+        return PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
+    }
+    PyObject *result = PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
+    if (result == NULL) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (tb != NULL && value != NULL)
+            PyException_SetTraceback(value, tb);
+        PyObject *post_args[3] = {state, Py_None, value != NULL ? value : Py_None};
+        PyObject *r = PyObject_Vectorcall(self->post, post_args, 3, NULL);
+        Py_DECREF(state);
+        if (r == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception) || fail_current(self) < 0) {
+                Py_XDECREF(type);            /* post's (or fail's) own exception propagates, as there */
+                Py_XDECREF(value);
+                Py_XDECREF(tb);
+                return NULL;
+            }
+        } else {
+            Py_DECREF(r);
+        }
+        PyErr_Restore(type, value, tb);
+        return NULL;
+    }
+    PyObject *post_args[3] = {state, result, Py_None};
+    PyObject *r = PyObject_Vectorcall(self->post, post_args, 3, NULL);
+    Py_DECREF(state);
+    if (r == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception) || fail_current(self) < 0) {
+            Py_DECREF(result);
+            return NULL;
+        }
+    } else {
+        Py_DECREF(r);
+    }
+    return result;
+}
+
+static PyObject *
+front_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Front *self = (Front *)op;
+    if (PyList_GET_SIZE(self->marks) > 0) {
+        PyObject *m = PyList_GET_ITEM(self->marks, 0);
+        if (m != Py_False && m != Py_None) {
+            int on = PyObject_IsTrue(m);
+            if (on != 0) {            /* marks wanted: the Python front's ways (pre and post push and pop them) */
+                if (on < 0)
+                    PyErr_Clear();
+                return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+            }
+        }
+    }
+    if (self->into != NULL)
+        return bounds_call(self, args, nargsf, kwnames);
+    if (self->required > 0)
+        return hook_call(self, args, nargsf, kwnames);
+    return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+}
+
 static PyObject *
 front_call(PyObject *op, PyObject *args, PyObject *kwargs)
 {
@@ -151,7 +308,7 @@ front_descr_get(PyObject *op, PyObject *obj, PyObject *type)
 }
 
 static int
-front_traverse(BoundsFront *self, visitproc visit, void *arg)
+front_traverse(Front *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->fn);
     Py_VISIT(self->slow);
@@ -159,12 +316,17 @@ front_traverse(BoundsFront *self, visitproc visit, void *arg)
     Py_VISIT(self->marks);
     Py_VISIT(self->into);
     Py_VISIT(self->first);
+    Py_VISIT(self->pre);
+    Py_VISIT(self->post);
+    Py_VISIT(self->kw_names);
+    Py_VISIT(self->kw_defaults);
+    Py_VISIT(self->no_kwargs);
     Py_VISIT(self->dict);
     return 0;
 }
 
 static int
-front_clear(BoundsFront *self)
+front_clear(Front *self)
 {
     Py_CLEAR(self->fn);
     Py_CLEAR(self->slow);
@@ -172,30 +334,39 @@ front_clear(BoundsFront *self)
     Py_CLEAR(self->marks);
     Py_CLEAR(self->into);
     Py_CLEAR(self->first);
+    Py_CLEAR(self->pre);
+    Py_CLEAR(self->post);
+    Py_CLEAR(self->kw_names);
+    Py_CLEAR(self->kw_defaults);
+    Py_CLEAR(self->no_kwargs);
     Py_CLEAR(self->dict);
     return 0;
 }
 
 static void
-front_dealloc(BoundsFront *self)
+front_dealloc(Front *self)
 {
     PyObject_GC_UnTrack(self);
     front_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* The offset of ``name``'s slot in ``runner``'s type (a __slots__ member holding an object), or -1 with an error. */
+/* The offset of slot ``name`` in ``runner``'s type (a __slots__ member holding an object), or -1 with an error. */
 static Py_ssize_t
-slot_offset(PyObject *runner, PyObject *name)
+slot_offset(PyObject *runner, const char *name)
 {
-    PyObject *d = _PyType_Lookup(Py_TYPE(runner), name);
+    PyObject *key = PyUnicode_InternFromString(name);
+    if (key == NULL)
+        return -1;
+    PyObject *d = _PyType_Lookup(Py_TYPE(runner), key);
+    Py_DECREF(key);
     if (d == NULL || !PyObject_TypeCheck(d, &PyMemberDescr_Type)) {
-        PyErr_Format(PyExc_TypeError, "BoundsFront: %R is not a slot of %R", name, Py_TYPE(runner));
+        PyErr_Format(PyExc_TypeError, "Front: the runner's type %R has no slot %s", Py_TYPE(runner), name);
         return -1;
     }
     PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
     if (m->type != T_OBJECT_EX && m->type != T_OBJECT) {
-        PyErr_Format(PyExc_TypeError, "BoundsFront: slot %R does not hold an object", name);
+        PyErr_Format(PyExc_TypeError, "Front: the runner's slot %s does not hold an object", name);
         return -1;
     }
     return m->offset;
@@ -204,58 +375,79 @@ slot_offset(PyObject *runner, PyObject *name)
 static PyObject *
 front_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *names[] = {"fn", "slow", "runner", "flag", "marks", "into", "keep", "first", NULL};
-    PyObject *fn, *slow, *runner, *flag, *marks, *into, *first;
+    static char *names[] = {"fn", "slow", "runner", "marks", "into", "keep", "first", "pre", "post", "layout",
+                            "no_kwargs", NULL};
+    PyObject *fn, *slow, *runner, *marks, *into, *first, *pre, *post, *layout, *no_kwargs;
     int keep;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOUO!OiO:BoundsFront", names, &fn, &slow, &runner, &flag,
-                                     &PyList_Type, &marks, &into, &keep, &first))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOO!OiOOOOO:Front", names, &fn, &slow, &runner, &PyList_Type,
+                                     &marks, &into, &keep, &first, &pre, &post, &layout, &no_kwargs))
         return NULL;
     if (keep < 0 || keep > 2 || (first != Py_None && !PyUnicode_Check(first))) {
-        PyErr_SetString(PyExc_ValueError, "BoundsFront: keep is 0, 1 or 2 and first a str or None");
+        PyErr_SetString(PyExc_ValueError, "Front: keep is 0, 1 or 2 and first a str or None");
         return NULL;
     }
-    Py_ssize_t offset = slot_offset(runner, flag);
-    if (offset < 0)
+    Py_ssize_t required = -1;
+    PyObject *kw_names = NULL, *kw_defaults = NULL;
+    if (layout != Py_None) {
+        if (!PyArg_ParseTuple(layout, "nO!O!:Front layout", &required, &PyTuple_Type, &kw_names, &PyTuple_Type,
+                              &kw_defaults))
+            return NULL;
+        if (required < 1 || PyTuple_GET_SIZE(kw_names) != PyTuple_GET_SIZE(kw_defaults)) {
+            PyErr_SetString(PyExc_ValueError, "Front: layout is (required >= 1, names, defaults of as many)");
+            return NULL;
+        }
+    }
+    Py_ssize_t active_off, left_off, fast_off;
+    if ((active_off = slot_offset(runner, "active")) < 0 || (left_off = slot_offset(runner, "left")) < 0 ||
+            (fast_off = slot_offset(runner, "fast")) < 0)
         return NULL;
-    BoundsFront *self = (BoundsFront *)type->tp_alloc(type, 0);
+    Front *self = (Front *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
+    self->active_off = active_off;
+    self->left_off = left_off;
+    self->fast_off = fast_off;
+    self->keep = keep;
+    self->required = required;
     Py_INCREF(fn); self->fn = fn;
     Py_INCREF(slow); self->slow = slow;
     Py_INCREF(runner); self->runner = runner;
-    self->flag_offset = offset;
     Py_INCREF(marks); self->marks = marks;
-    Py_INCREF(into); self->into = into;
-    self->keep = keep;
-    if (first != Py_None) {
-        Py_INCREF(first);
-        PyUnicode_InternInPlace(&first);
-    } else {
-        Py_INCREF(first);
+    if (into != Py_None) {
+        Py_INCREF(into);
+        self->into = into;
     }
+    Py_INCREF(first);
+    if (first != Py_None)
+        PyUnicode_InternInPlace(&first);
     self->first = first;
+    Py_INCREF(pre); self->pre = pre;
+    Py_INCREF(post); self->post = post;
+    Py_XINCREF(kw_names); self->kw_names = kw_names;
+    Py_XINCREF(kw_defaults); self->kw_defaults = kw_defaults;
+    Py_INCREF(no_kwargs); self->no_kwargs = no_kwargs;
     self->vectorcall = front_vectorcall;
     return (PyObject *)self;
 }
 
 static PyMemberDef front_members[] = {
-    {"__w2ext_slow__", T_OBJECT, offsetof(BoundsFront, slow), READONLY, "the Python front"},
+    {"__w2ext_slow__", T_OBJECT, offsetof(Front, slow), READONLY, "the Python front"},
     {NULL}
 };
 
 static PyObject *
-get_fn(BoundsFront *self, void *closure)
+get_fn(Front *self, void *closure)
 {
     Py_INCREF(self->fn);
     return self->fn;
 }
 
-/* The method a fast call calls (benchmarks/hook_cost_engine.py times it from a wrapper in its place). */
+/* The method the front calls (benchmarks/hook_cost_engine.py times it from a wrapper in its place). */
 static int
-set_fn(BoundsFront *self, PyObject *value, void *closure)
+set_fn(Front *self, PyObject *value, void *closure)
 {
     if (value == NULL || !PyCallable_Check(value)) {
-        PyErr_SetString(PyExc_TypeError, "BoundsFront.__w2ext_fn__ must be a callable");
+        PyErr_SetString(PyExc_TypeError, "Front.__w2ext_fn__ must be a callable");
         return -1;
     }
     Py_INCREF(value);
@@ -265,24 +457,24 @@ set_fn(BoundsFront *self, PyObject *value, void *closure)
 
 static PyGetSetDef front_getset[] = {
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict},
-    {"__w2ext_fn__", (getter)get_fn, (setter)set_fn, "the method a fast call calls (vLLM's)"},
+    {"__w2ext_fn__", (getter)get_fn, (setter)set_fn, "the method the front calls (vLLM's)"},
     {NULL}
 };
 
-static PyTypeObject BoundsFrontType = {
+static PyTypeObject FrontType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "vllm_w2ext.hooks._cfront.BoundsFront",
-    .tp_doc = "A bounds hook's front without a Python frame (hooks/_cfront.c).",
-    .tp_basicsize = sizeof(BoundsFront),
+    .tp_name = "vllm_w2ext.hooks._cfront.Front",
+    .tp_doc = "A hook's front without a Python frame (hooks/_cfront.c).",
+    .tp_basicsize = sizeof(Front),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
     .tp_new = front_new,
     .tp_dealloc = (destructor)front_dealloc,
     .tp_traverse = (traverseproc)front_traverse,
     .tp_clear = (inquiry)front_clear,
     .tp_call = front_call,
-    .tp_vectorcall_offset = offsetof(BoundsFront, vectorcall),
+    .tp_vectorcall_offset = offsetof(Front, vectorcall),
     .tp_descr_get = front_descr_get,
-    .tp_dictoffset = offsetof(BoundsFront, dict),
+    .tp_dictoffset = offsetof(Front, dict),
     .tp_getattro = PyObject_GenericGetAttr,
     .tp_setattro = PyObject_GenericSetAttr,
     .tp_members = front_members,
@@ -291,20 +483,21 @@ static PyTypeObject BoundsFrontType = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "vllm_w2ext.hooks._cfront",
-    "A bounds hook's front without a Python frame (see _cfront.c).", -1, NULL,
+    "A hook's front without a Python frame (see _cfront.c).", -1, NULL,
 };
 
 PyMODINIT_FUNC
 PyInit__cfront(void)
 {
-    if (PyType_Ready(&BoundsFrontType) < 0)
+    FAIL = PyUnicode_InternFromString("fail");
+    if (FAIL == NULL || PyType_Ready(&FrontType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&BoundsFrontType);
-    if (PyModule_AddObject(m, "BoundsFront", (PyObject *)&BoundsFrontType) < 0) {
-        Py_DECREF(&BoundsFrontType);
+    Py_INCREF(&FrontType);
+    if (PyModule_AddObject(m, "Front", (PyObject *)&FrontType) < 0) {
+        Py_DECREF(&FrontType);
         Py_DECREF(m);
         return NULL;
     }

@@ -17,9 +17,11 @@ and ``post``: two Python calls less per call, for the enclosing hook to read. It
 its process's clock hook (the engine step, or the worker's execution where no engine step runs in the process:
 ``bounds.Mode.clock``), so it is timed inside the clock's timed calls (their window: each of its calls there
 stands for as many calls as the clock's does) and counts no calls down itself: while ``fast`` (active, a bounds
-hook, no window open) its front's way through is two clock readings and an append, nothing else. Where the C
-extension was built (``hooks/_cfront.c``), a bounds hook's front is a ``BoundsFront`` that takes that way itself,
-with no Python frame, and hands every other call to the Python front (``python_front``).
+hook, no window open) its front's way through is two clock readings and an append, nothing else.
+
+Where the C extension was built (``hooks/_cfront.c``), the front on vLLM's class is a C ``Front`` with no Python frame
+of its own: a bounds hook's fast calls, and any other hook's calls that are not timed, take their way in C (the same
+``pre``, ``post``, countdown and fault handling); it hands every other call to the Python front (``python_front``).
 
 A runner is ``active`` unless its hook failed, is paused (``Instrumentor.set_active``) or is gated
 (``StepGate``: a ``recorded_only`` hook while the EngineCore runs a step it does not record); the hot path
@@ -45,12 +47,12 @@ from vllm_w2ext.telemetry import selfcost
 from vllm_w2ext.telemetry.recording import PHASE_MARKS, fork_safe_random
 
 try:
-    from vllm_w2ext.hooks._cfront import BoundsFront    # a bounds hook's front in C, where it was built
-except ImportError:                                     # pragma: no cover - the Python front alone
-    BoundsFront = None
+    from vllm_w2ext.hooks._cfront import Front as CFront    # the front in C, where it was built
+except ImportError:                                         # pragma: no cover - the Python front alone
+    CFront = None
 
 log = logging.getLogger("vllm_w2ext")
-_KEEP = {"": 0, "arg": 1, "result": 2}                  # Hook.bounds_keep as BoundsFront takes it
+_KEEP = {"": 0, "arg": 1, "result": 2}                  # Hook.bounds_keep as CFront takes it
 # enter's result when post must not run: the hook is off, pre failed, or pre recorded nothing (returned None,
 # the same signal, so every driver tests one value)
 SKIP = None
@@ -284,16 +286,20 @@ class HookRunner:
         class in its place (``_front``): written for ``fn``'s own parameters where ``_exact_front`` can copy them,
         else through ``(instance, *args, **kwargs)``. Written out rather than a ``wrapt.FunctionWrapper``: the
         runner's halves inlined cost about half as much per call (``benchmarks/hook_overhead.py``: 0.4 against
-        0.8 µs for an empty hook on the 2-core CPU machine), and these run on every step. A bounds hook's is a C
-        ``BoundsFront`` around that function where the extension was built (copied parameters only: it finds the
-        first argument by position or by the name the copy gives it)."""
+        0.8 µs for an empty hook on the 2-core CPU machine), and these run on every step. Where the extension was
+        built, a C ``CFront`` around that function: for a bounds hook with copied parameters (it finds the first
+        argument by position or by the name the copy gives it), and for any other hook whose parameters are all
+        positional-or-keyword (``_c_layout``)."""
         exact = _exact_front(fn) if self.spec.method != "__init__" else None
         front = _front(fn, self, *(exact or _GENERIC))
-        if BoundsFront is not None and self.spec.bounds is not None and exact is not None:
+        bounds = self.spec.bounds
+        layout = _c_layout(fn) if CFront is not None and exact is not None and bounds is None else None
+        if CFront is not None and exact is not None and (bounds is not None or layout is not None):
             functools.update_wrapper(front, fn)
             front.__w2ext_runner__ = self
-            front = BoundsFront(fn, front, self, "fast", PHASE_MARKS, self.spec.bounds.append,
-                                _KEEP[self.spec.bounds_keep], exact[-1] if exact[-1] != "None" else None)
+            front = CFront(fn, front, self, PHASE_MARKS, bounds.append if bounds is not None else None,
+                           _KEEP[self.spec.bounds_keep], exact[-1] if exact[-1] != "None" else None, self.pre,
+                           self.post, layout, _NO_KWARGS)
         functools.update_wrapper(front, fn)
         front.__w2ext_runner__ = self
         return front
@@ -433,6 +439,21 @@ def _exact_front(fn):
             params[1].name if len(params) > 1 else "None")
 
 
+def _c_layout(fn) -> tuple | None:
+    """How the C front hands ``pre`` a call's arguments as the exact front does (``_exact_front``: the required ones
+    after self as a tuple, the defaulted ones by name): (required parameters, self included; the defaulted ones'
+    names; their defaults). None where a parameter is keyword-only or the method takes ``**kwargs`` (the Python
+    front then takes every call). Called only where ``_exact_front`` copied the signature."""
+    sig = inspect.signature(fn, follow_wrapped=False)
+    params = list(sig.parameters.values())
+    if getattr(fn, "__wrapped__", None) is not None and [p.kind for p in params] == _FORWARDING:
+        params = list(inspect.signature(fn).parameters.values())
+    if any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params):
+        return None
+    defaulted = [p for p in params if p.default is not inspect.Parameter.empty]
+    return (len(params) - len(defaulted), tuple(p.name for p in defaulted), tuple(p.default for p in defaulted))
+
+
 # the parts for any signature: (instance, *args, **kwargs), handed to pre as they came
 _GENERIC = ("_w2_self, *_w2_args, **_w2_kwargs", "_w2_self, *_w2_args, **_w2_kwargs", "_w2_self", "_w2_args",
             "_w2_kwargs", {}, None)
@@ -457,8 +478,8 @@ def _front(fn, runner, head: str, call: str, instance: str, args: str, kwargs: s
 
 
 def python_front(front):
-    """The Python front of a front ``bind`` made: itself, or the one a C front (``BoundsFront``) hands its calls that
-    are not fast to."""
+    """The Python front of a front ``bind`` made: itself, or the one a C front (``CFront``) hands the calls it does
+    not take to."""
     return getattr(front, "__w2ext_slow__", front)
 
 

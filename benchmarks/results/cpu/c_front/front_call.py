@@ -25,7 +25,7 @@ class Scheduler:
 
 
 if kind != "plain":
-    if kind == "c" and runner.BoundsFront is None:
+    if kind == "c" and runner.CFront is None:
         sys.exit("the C front is not built here")
     r = runner.HookRunner(Hook("t.update", "m", "Scheduler.update_from_output", lambda i, a, k: None,
                                lambda s, res, err: None, bounds=buf, bounds_keep="arg"))
