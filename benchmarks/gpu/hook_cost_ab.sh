@@ -30,9 +30,9 @@ for a in $ARMS; do
     (cd $a && python3 -c 'from setuptools import Extension, setup; setup(name="arm", ext_modules=[
       Extension("vllm_w2ext.hooks._cfront", ["vllm_w2ext/hooks/_cfront.c"])])' build_ext --inplace) > "$R/build_$a.log" 2>&1
   fi
-  echo "$a: C front $(PYTHONPATH="$a:$PYTHONPATH" python3 -c \
+  echo "$a: C front $(cd "$a" && python3 -c \
     'import vllm_w2ext.hooks.runner as r; print(getattr(r, "CFront", getattr(r, "BoundsFront", None)))' 2>&1 \
-    | tail -1)" >> "$R/env.txt"
+    | tail -1)" >> "$R/env.txt"      # from the arm's folder: the repository's own package would shadow it
 done
 T0=$(date +%s)
 for p in $(seq 1 "$PAIRS"); do
