@@ -16,7 +16,6 @@ from vllm_w2ext.hooks.bounds import buffer as bounds_buffer
 from vllm_w2ext.hooks.runner import GATE, HookRunner
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.steps.assemble import Assembler
-from vllm_w2ext.telemetry import recording
 from vllm_w2ext.telemetry.ranges import Range
 from vllm_w2ext.telemetry.recording import Recorder
 from vllm_w2ext.vocab import Attr, Span
@@ -49,11 +48,8 @@ def bind_front(r: HookRunner, fn):
 
 
 @pytest.fixture
-def marks():
-    saved = recording.PHASE_MARKS[0]
-    recording.PHASE_MARKS[0] = False
-    yield recording.PHASE_MARKS
-    recording.PHASE_MARKS[0] = saved
+def marks(no_marks):
+    return no_marks
 
 
 def bound(calls: list, keep="arg", fault=""):

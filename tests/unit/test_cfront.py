@@ -30,11 +30,8 @@ needs_c = pytest.mark.skipif(runner.CFront is None, reason="the C front is not b
 
 
 @pytest.fixture
-def marks():
-    saved = recording.PHASE_MARKS[0]
-    recording.PHASE_MARKS[0] = False
-    yield recording.PHASE_MARKS
-    recording.PHASE_MARKS[0] = saved
+def marks(no_marks):
+    return no_marks
 
 
 def make(keep="arg"):
@@ -123,20 +120,27 @@ def test_the_error_is_noted_and_re_raised_with_its_traceback(marks):
 def test_no_reference_kept_or_lost_per_call(marks):
     _, Scheduler, _, _, r, buf, _ = make(keep="result")
     s, so, out = Scheduler(), object(), object()
-    s.update(so, out)
-    buf.clear()
+    assert_no_reference_kept_or_lost(s.update, so, out, buf.clear)
+
+
+def assert_no_reference_kept_or_lost(method, so, arg, forget) -> None:
+    """300 calls of ``method(so, arg)`` and as many that raise (``method("raise", arg)``), ``forget()`` after each:
+    the references to both arguments and to the method's instance are as many as before."""
+    method(so, arg)
+    forget()
     gc.collect()
-    before = sys.getrefcount(so), sys.getrefcount(out), sys.getrefcount(s)
-    for _ in range(1000):
-        s.update(so, out)
-        buf.clear()
+    objs = (so, arg, method.__self__)
+    before = [sys.getrefcount(o) for o in objs]
+    for _ in range(300):
+        method(so, arg)
+        forget()
         try:
-            s.update("raise", out)
+            method("raise", arg)
         except KeyError:
             pass
-        buf.clear()
+        forget()
     gc.collect()
-    assert (sys.getrefcount(so), sys.getrefcount(out), sys.getrefcount(s)) == before
+    assert [sys.getrefcount(o) for o in objs] == before
 
 
 @needs_c
@@ -254,19 +258,6 @@ def test_any_other_hook_sees_what_the_python_front_shows_it(marks, monkeypatch):
 @needs_c
 def test_no_reference_kept_or_lost_per_hooked_call(marks, monkeypatch):
     Engine, r, seen = traced("c", monkeypatch)
-    e, so, budget = Engine(), object(), object()
     r.left = 1 << 20                                       # no timed call
-    e.schedule(so, budget)
-    seen.clear()
-    gc.collect()
-    before = sys.getrefcount(so), sys.getrefcount(budget), sys.getrefcount(e)
-    for _ in range(300):
-        e.schedule(so, budget)
-        try:
-            e.schedule("raise", budget)
-        except KeyError:
-            pass
-        seen.clear()
-    gc.collect()
-    assert (sys.getrefcount(so), sys.getrefcount(budget), sys.getrefcount(e)) == before
+    assert_no_reference_kept_or_lost(Engine().schedule, object(), object(), seen.clear)
     assert r.left == (1 << 20) - 601 and not r.failed

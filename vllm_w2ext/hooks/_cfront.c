@@ -107,6 +107,16 @@ note(Front *self, PyObject *t0, PyObject *kept, PyObject *error)
         Py_DECREF(r);
 }
 
+/* The exception being raised, taken (the error indicator cleared), as an instance with its traceback on it. */
+static void
+fetch_exception(PyObject **type, PyObject **value, PyObject **tb)
+{
+    PyErr_Fetch(type, value, tb);
+    PyErr_NormalizeException(type, value, tb);
+    if (*tb != NULL && *value != NULL)
+        PyException_SetTraceback(*value, *tb);
+}
+
 static PyObject *
 bounds_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -121,10 +131,7 @@ bounds_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames
     PyObject *result = PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
     if (result == NULL) {
         PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        if (tb != NULL && value != NULL)
-            PyException_SetTraceback(value, tb);
+        fetch_exception(&type, &value, &tb);
         if (value != NULL)
             note(self, t0, self->keep == 1 ? kept : Py_None, value);
         else
@@ -144,10 +151,7 @@ static int
 fail_current(Front *self)
 {
     PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL && value != NULL)
-        PyException_SetTraceback(value, tb);
+    fetch_exception(&type, &value, &tb);
     PyObject *r = PyObject_CallMethodOneArg(self->runner, FAIL, value != NULL ? value : Py_None);
     Py_XDECREF(type);
     Py_XDECREF(value);
@@ -235,10 +239,7 @@ hook_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
     PyObject *result = PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
     if (result == NULL) {
         PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        if (tb != NULL && value != NULL)
-            PyException_SetTraceback(value, tb);
+        fetch_exception(&type, &value, &tb);
         PyObject *post_args[3] = {state, Py_None, value != NULL ? value : Py_None};
         PyObject *r = PyObject_Vectorcall(self->post, post_args, 3, NULL);
         Py_DECREF(state);
@@ -307,39 +308,25 @@ front_descr_get(PyObject *op, PyObject *obj, PyObject *type)
     return PyMethod_New(op, obj);
 }
 
+/* Every object a Front holds: one list for the collector's traverse and clear. */
+#define FRONT_OBJECTS(X) X(fn) X(slow) X(runner) X(marks) X(into) X(first) X(pre) X(post) X(kw_names) \
+    X(kw_defaults) X(no_kwargs) X(dict)
+
 static int
 front_traverse(Front *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->fn);
-    Py_VISIT(self->slow);
-    Py_VISIT(self->runner);
-    Py_VISIT(self->marks);
-    Py_VISIT(self->into);
-    Py_VISIT(self->first);
-    Py_VISIT(self->pre);
-    Py_VISIT(self->post);
-    Py_VISIT(self->kw_names);
-    Py_VISIT(self->kw_defaults);
-    Py_VISIT(self->no_kwargs);
-    Py_VISIT(self->dict);
+#define VISIT(field) Py_VISIT(self->field);
+    FRONT_OBJECTS(VISIT)
+#undef VISIT
     return 0;
 }
 
 static int
 front_clear(Front *self)
 {
-    Py_CLEAR(self->fn);
-    Py_CLEAR(self->slow);
-    Py_CLEAR(self->runner);
-    Py_CLEAR(self->marks);
-    Py_CLEAR(self->into);
-    Py_CLEAR(self->first);
-    Py_CLEAR(self->pre);
-    Py_CLEAR(self->post);
-    Py_CLEAR(self->kw_names);
-    Py_CLEAR(self->kw_defaults);
-    Py_CLEAR(self->no_kwargs);
-    Py_CLEAR(self->dict);
+#define CLEAR(field) Py_CLEAR(self->field);
+    FRONT_OBJECTS(CLEAR)
+#undef CLEAR
     return 0;
 }
 
