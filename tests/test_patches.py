@@ -139,6 +139,13 @@ def test_doctor_reports_the_active_path(patched_site):
     assert others and all(r["wrapped"] and not r["native"] for r in others)
     assert stock["path"] == WRAPT_PATH
     assert all(r["wrapped"] and not r["native"] for r in stock["hooks"] if r["attaches"])
+    # which front stands in each method's place: where CI built the C extension, the step loop's hooks' is the C one
+    fronts = {r["hook"]: r["front"] for r in stock["hooks"] if r["attaches"]}
+    assert set(fronts.values()) <= {"C", "python", "wrapt"} and fronts["front.async_add_request"] == "wrapt"
+    if os.environ.get("W2EXT_REQUIRE_C_FRONT") == "1":
+        assert stock["fronts"].startswith("C extension built")
+        assert all(fronts[h] == "C" for h in ("engine.step", "engine.schedule", "engine.update_from_output",
+                                              "worker.execute_model", "worker.sample_tokens")), fronts
 
 
 def shape(ss: SpanSet) -> dict:

@@ -39,6 +39,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from vllm_w2ext import __version__, config
     from vllm_w2ext.hooks import INSTRUMENTOR, doctor_rows
     from vllm_w2ext.hooks.native import hook_path
+    from vllm_w2ext.hooks.runner import FRONTS
     from vllm_w2ext.telemetry.identity import vllm_version
     try:
         settings = config.load()
@@ -52,16 +53,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     rust = _installed_rust_frontend()
     if args.format == "json":
         print(json.dumps({"vllm_version": vllm_version(), "vllm_w2ext_version": __version__,
-                          "settings": settings_line, "path": native, "rust_frontend": rust, "hooks": rows},
+                          "settings": settings_line, "path": native, "fronts": FRONTS, "rust_frontend": rust,
+                          "hooks": rows},
                          indent=2))
     else:
         print(f"vllm-w2ext {__version__}   vLLM {vllm_version()}   hook path: {native}")
+        print(f"hook fronts: {FRONTS}")
         print(f"settings: {settings_line}; enabled={config.is_enabled()}"
               + (f" otlp={settings.otlp_enabled}" if settings else ""))
         w = max(len(r["target"]) for r in rows)
         for r in rows:
             state = "attaches" if r["attaches"] else ("absent (optional)" if r["optional"] else "MISSING")
-            wrapped = " native" if r["native"] else (" wrapped" if r["wrapped"] else "")
+            wrapped = " native" if r["native"] else (f" wrapped ({r['front']})" if r["wrapped"] else "")
             print(f"  {r['role']:<12} {r['target']:<{w}}  {state}{wrapped}   {r['note']}")
         print("Rust front end: " + ("unknown" if rust is None else rust["state"]
                                     + (f". {rust['message']}" if rust["present"] else "")))

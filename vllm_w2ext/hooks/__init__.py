@@ -15,7 +15,7 @@ import sys
 import wrapt
 
 from vllm_w2ext.hooks import bounds, control, end_event, native
-from vllm_w2ext.hooks.runner import GATE, HookRunner
+from vllm_w2ext.hooks.runner import GATE, HookRunner, front_kind
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.hooks.wrapping import attach, detach, is_wrapped, resolve
 
@@ -134,8 +134,10 @@ def doctor_rows(import_modules: bool = True) -> list[dict]:
                 err = f"{type(e).__name__}: {e}"
         found = mod is not None and resolve(h, mod) is not None
         cls = getattr(mod, h.cls_name, None) if mod is not None else None
+        wrapped = bool(cls is not None and is_wrapped(cls, h.method))
         rows.append({"hook": h.name, "role": h.role, "target": f"{h.module}.{h.target}",
-                     "attaches": found, "wrapped": bool(cls is not None and is_wrapped(cls, h.method)),
+                     "attaches": found, "wrapped": wrapped,
+                     "front": front_kind(vars(cls)[h.method]) if wrapped else "",
                      "native": via_native and h.name in native.POINTS,
                      "optional": h.optional, "note": h.note, "import_error": err})
     return rows

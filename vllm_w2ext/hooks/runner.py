@@ -477,6 +477,20 @@ def _front(fn, runner, head: str, call: str, instance: str, args: str, kwargs: s
     return ns["front"]
 
 
+def front_kind(front) -> str:
+    """What stands in a vLLM method's place, for the doctor: "C" (``CFront``), "python" (the Python front: the
+    extension was not built, or the signature is not one the C front takes) or "wrapt" (a coroutine's wrapper)."""
+    raw = getattr(front, "__func__", front)                 # a staticmethod's or classmethod's function
+    if CFront is not None and type(raw) is CFront:
+        return "C"
+    return "python" if hasattr(raw, "__w2ext_runner__") else "wrapt"
+
+
+FRONTS = ("C extension built (vllm_w2ext.hooks._cfront)" if CFront is not None else
+          "Python only: the C extension vllm_w2ext.hooks._cfront was not built (no compiler or Python headers at "
+          "install), so each hooked call costs more")
+
+
 def python_front(front):
     """The Python front of a front ``bind`` made: itself, or the one a C front (``CFront``) hands the calls it does
     not take to."""
