@@ -23,12 +23,11 @@ CH=""; [ "${CHURN:-1}" = 1 ] && CH=--churn
   echo "BATCHES=$BATCHES CHURN=${CHURN:-1} SAMPLE=$SAMPLE PAIRS=$PAIRS"
   for a in $ARMS; do echo "$a:"; (cd $a && LC_ALL=C md5sum vllm_w2ext/hooks/*.py vllm_w2ext/steps/*.py); done; } \
   > "$R/env.txt" 2>&1
-# An arm whose package has the bounds hooks' C front (hooks/_cfront.c) gets it built in place; env.txt says which
-# front each arm runs (None: the Python fronts)
+# An arm whose package has the hooks' C front (hooks/_cfront.c) gets it built in place by the tree's setup.py; env.txt
+# says which front each arm runs (None: the Python fronts)
 for a in $ARMS; do
   if [ -f $a/vllm_w2ext/hooks/_cfront.c ] && ! ls $a/vllm_w2ext/hooks/_cfront*.so >/dev/null 2>&1; then
-    (cd $a && python3 -c 'from setuptools import Extension, setup; setup(name="arm", ext_modules=[
-      Extension("vllm_w2ext.hooks._cfront", ["vllm_w2ext/hooks/_cfront.c"])])' build_ext --inplace) > "$R/build_$a.log" 2>&1
+    (cd $a && python3 "$OLDPWD/setup.py" build_ext --inplace) > "$R/build_$a.log" 2>&1
   fi
   echo "$a: C front $(cd "$a" && python3 -c \
     'import vllm_w2ext.hooks.runner as r; print(getattr(r, "CFront", getattr(r, "BoundsFront", None)))' 2>&1 \

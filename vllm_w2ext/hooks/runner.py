@@ -392,6 +392,14 @@ _FRONT_SOURCE = """def front({head}):
 """
 
 
+def _parameters(fn) -> list:
+    """``fn``'s parameters; for a decorator's ``(*args, **kwargs)`` wrapper, its function's own."""
+    params = list(inspect.signature(fn, follow_wrapped=False).parameters.values())
+    if getattr(fn, "__wrapped__", None) is not None and [p.kind for p in params] == _FORWARDING:
+        params = list(inspect.signature(fn).parameters.values())
+    return params
+
+
 def _exact_front(fn):
     """The parts of ``_FRONT_SOURCE`` for ``fn``'s own parameters (same names, same default objects), so that no
     call packs and unpacks its arguments: through ``(instance, *args, **kwargs)`` each call builds a tuple and a
@@ -402,10 +410,8 @@ def _exact_front(fn):
     copy: positional-only parameters, ``*args``, or a name of its own. Not used for constructors (``bind``):
     they run once, and a ``pre`` may tell whether a parameter was passed at all."""
     try:
-        params = list(inspect.signature(fn, follow_wrapped=False).parameters.values())
-        if getattr(fn, "__wrapped__", None) is not None and [p.kind for p in params] == _FORWARDING:
-            params = list(inspect.signature(fn).parameters.values())   # a decorator's (*args, **kwargs):
-    except (TypeError, ValueError):                                     # its function's own parameters
+        params = _parameters(fn)
+    except (TypeError, ValueError):
         return None
     var_kw = params.pop() if params and params[-1].kind is inspect.Parameter.VAR_KEYWORD else None
     if not params or any(p.kind not in _PLAIN or p.name.startswith("_w2_") for p in params):
@@ -444,10 +450,7 @@ def _c_layout(fn) -> tuple | None:
     after self as a tuple, the defaulted ones by name): (required parameters, self included; the defaulted ones'
     names; their defaults). None where a parameter is keyword-only or the method takes ``**kwargs`` (the Python
     front then takes every call). Called only where ``_exact_front`` copied the signature."""
-    sig = inspect.signature(fn, follow_wrapped=False)
-    params = list(sig.parameters.values())
-    if getattr(fn, "__wrapped__", None) is not None and [p.kind for p in params] == _FORWARDING:
-        params = list(inspect.signature(fn).parameters.values())
+    params = _parameters(fn)
     if any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params):
         return None
     defaulted = [p for p in params if p.default is not inspect.Parameter.empty]
