@@ -21,19 +21,20 @@ On CUDA, ``event_free``: of the worker's ``sample_tokens`` post, the time spent 
 made and the plugin borrowed (``TimedFrees``): vLLM frees one such event per step without the plugin too, so that
 part of the hook's figure is vLLM's own work moved into the hook, not work the plugin adds.
 
-The timing wrapper itself adds two clock reads per call (about 0.1 us each); the numbers include them. The hook
-runner's own function around ``pre`` and ``post`` (the flag test, the call into vLLM's method, argument handling)
-is outside them: ``benchmarks/hook_instructions.sh`` counts the whole (``results/cpu/hook_fronts``). The
+The timing wrapper itself adds two clock reads per call (about 0.1 us each); the numbers include them. The
 plugin's own sampled counter (``selfcost_sampled``) times the runner's call of ``pre``/``post``, which is this
 wrapper in a timed run, so there it reads the wrapper too (~0.5 µs a call warm on the 2-core CPU machine);
 ``--counter-only`` runs the hooks unwrapped and reads the counter alone (``results/cpu/selfcost_vs_direct``).
 
-Bounds hooks (``hooks/bounds.py``; here, in one process, the worker's hooks after its first execution and
-``engine.update_from_output``) run no ``pre`` or ``post``: their fronts note each call's bounds, and the engine
-step's post reads them (in its figure). The fronts' own work (two clock reads and an append per call) is in none of
-the ``pre``/``post`` figures: ``NAME.front`` times it (``timed_bounds_fronts``); the sampled counter times it on its
-timed calls, and ``benchmarks/hook_instructions.py`` counts it (``results/cpu/bounds_hooks``). ``bounds_hooks``
-lists them per batch.
+The fronts (what ``bind`` set in vLLM's method's place: C or Python, ``hooks/runner.py``) are timed too,
+``NAME.front`` (``timed_fronts``): the whole call less vLLM's method and the hook's own ``pre``/``post``. That is the
+flag test, the countdown, the calls into ``pre``/``post`` and argument handling of every hooked call, and all a bounds
+hook's fast call costs (``hooks/bounds.py``; here, in one process, the worker's hooks after its first execution and
+``engine.update_from_output``: they run no ``pre`` or ``post``, their fronts note each call's bounds and the engine
+step's post reads them, in its figure). Before this script timed every front (commit 22a7d7b and older results) only
+the bounds hooks' fronts were in its figures. ``benchmarks/hook_instructions.py`` counts the same work in
+instructions (``results/cpu/hook_fronts``, ``results/cpu/bounds_hooks``). ``bounds_hooks`` lists the bounds hooks per
+batch.
 """
 from __future__ import annotations
 
@@ -90,9 +91,12 @@ def tally(acc: dict, steady: dict, window: Window, name: str):
 
 
 def timed(acc: dict, steady: dict, window: Window, name: str, fn):
+    """``fn`` (a hook's ``pre`` or ``post``) timed into ``name``; its time also goes to its hook's ``INSIDE`` (ns,
+    calls), which ``timed_fronts`` takes out of the hook's front."""
     if fn is None:
         return None
     add = tally(acc, steady, window, name)
+    inside = INSIDE.setdefault(name.rsplit(".", 1)[0], [0, 0])
     clock = time.perf_counter_ns
     starts_step = name in STEP_PRES
 
@@ -103,17 +107,30 @@ def timed(acc: dict, steady: dict, window: Window, name: str, fn):
         try:
             return fn(*a)
         finally:
-            add(clock() - t)
+            d = clock() - t
+            inside[0] += d
+            inside[1] += 1
+            add(d)
     return run
 
 
-def timed_bounds_fronts(acc: dict, steady: dict, window: Window) -> dict:
-    """Time the fronts of the bounds hooks, which run no ``pre`` or ``post`` to time (``hooks/bounds.py``): each
-    front is wrapped (the time of the whole call) and so is vLLM's method inside it (``_w2_fn`` in the front's
-    namespace), and the front's own time, ``NAME.front``, is the difference less what the two wrappers add around
-    an empty method (measured here, warm: ``wrappers_ns``, so cold it is an underestimate). vLLM looks these methods
-    up on their class at every call (the step's own, bound at start-up, is not one of them). The hooks set up here
-    at the time of the call (once the engine runs); the names of those wrapped and the calibration are returned."""
+# the time of each hook's timed pre and post (ns) and their calls: inside its front's time, not the front's own
+INSIDE: dict = {}
+
+
+def timed_fronts(acc: dict, steady: dict, window: Window, holders=()) -> dict:
+    """Time the front of every hook that ``bind`` set on vLLM's classes (its C or its Python front, ``hooks/runner.py``;
+    not the coroutine hooks' wrapt wrappers, whose ``pre``/``post`` alone are timed): each front is wrapped (the time
+    of the whole call), and so is vLLM's method inside it (``_w2_fn`` in the Python front's namespace, and the C
+    front's ``__w2ext_fn__``). The front's own time, ``NAME.front``, is the whole call less vLLM's method, less the
+    hook's ``pre`` and ``post`` as timed (``INSIDE``), less what the wrappers add around empty calls (measured here,
+    warm: ``wrappers_ns`` per front call and ``pre_post_wrapper_ns`` per timed ``pre``/``post``; cold they add more,
+    so the front's figure is an underestimate by that much). For a bounds hook on its fast way that is all of its
+    cost (it runs no ``pre``/``post``); for any other, its countdown, the calls into ``pre``/``post`` and the runner's
+    timed call (``HookRunner._timed``). vLLM looks most of these methods up on their class at every call; a method
+    bound once at start-up (the EngineCore's ``step_fn``) is swapped on the instances in ``holders`` that hold it.
+    Set up at the time of the call (once the engine runs); the names of those wrapped and the calibration are
+    returned."""
     import sys
 
     from vllm_w2ext.hooks import INSTRUMENTOR
@@ -125,6 +142,7 @@ def timed_bounds_fronts(acc: dict, steady: dict, window: Window) -> dict:
     def pair(name, front, fn, runner):
         add = tally(acc, steady, window, name + ".front")
         inside = [0]
+        hooks_inside = INSIDE.setdefault(name, [0, 0])
         windowed = WINDOWED.setdefault(name, [0])
 
         def inner(*a, **k):
@@ -137,15 +155,23 @@ def timed_bounds_fronts(acc: dict, steady: dict, window: Window) -> dict:
         def outer(*a, **k):
             if runner.active and getattr(runner, "windowed", False):
                 windowed[0] += 1            # a call its runner does not count (see _executions)
-            before = inside[0]
+            before, ns0, n0 = inside[0], hooks_inside[0], hooks_inside[1]
             t = clock()
             try:
                 return front(*a, **k)
             finally:
-                add(clock() - t - (inside[0] - before) - overhead[0])
+                d = clock() - t
+                add(d - (inside[0] - before) - (hooks_inside[0] - ns0) - (hooks_inside[1] - n0) * overhead[1]
+                    - overhead[0])
         return inner, outer
 
-    overhead = [0]
+    overhead = [0, 0]
+    # a timed pre/post: what its wrapper adds beyond the time it records
+    probe = timed({}, {}, Window(0, 0), "calibration.pre", lambda *a: None)
+    t = clock()
+    for _ in range(20000):
+        probe()
+    overhead[1] = (clock() - t - INSIDE.pop("calibration")[0]) // 20000
     inner, outer = pair("calibration", lambda: inner(), lambda: None,    # a runner on but not windowed: the
                         types.SimpleNamespace(active=True, windowed=False))  # same tests as a real front's
     for _ in range(20000):
@@ -153,12 +179,13 @@ def timed_bounds_fronts(acc: dict, steady: dict, window: Window) -> dict:
     n, ns, _ = acc.pop("calibration.front")
     steady.pop("calibration.front")
     WINDOWED.pop("calibration")
+    INSIDE.pop("calibration")
     overhead[0] = ns // n
     for r in INSTRUMENTOR.runners.values():
         spec = r.spec
         cls = getattr(sys.modules.get(spec.module), spec.cls_name, None)
         front = vars(cls).get(spec.method) if cls is not None else None
-        if getattr(spec, "bounds", None) is None or getattr(front, "__w2ext_runner__", None) is not r:
+        if getattr(front, "__w2ext_runner__", None) is not r:      # a wrapt wrapper, a static method, not attached
             continue
         slow = python_front(front)                  # a C front hands the other calls to it (hooks/_cfront.c)
         ns = slow.__globals__
@@ -167,8 +194,46 @@ def timed_bounds_fronts(acc: dict, steady: dict, window: Window) -> dict:
         if slow is not front:
             front.__w2ext_fn__ = inner
         setattr(cls, spec.method, outer)
+        for obj in holders:                         # a bound method of the front kept at start-up
+            for attr, value in list(vars(obj).items()):
+                if getattr(value, "__func__", None) is front and getattr(value, "__self__", None) is obj:
+                    setattr(obj, attr, types.MethodType(outer, obj))
         wrapped.append(spec.name)
-    return {"wrapped": wrapped, "wrappers_ns": overhead[0]}
+    null = _null_front(pair)
+    return {"wrapped": wrapped, "wrappers_ns": overhead[0], "pre_post_wrapper_ns": overhead[1], "null": null}
+
+
+# A method of vLLM's that no hook wraps, called once per engine step (0.26 to 0.32): ``null.front`` wraps it as the
+# fronts are wrapped, around a Python function of a hook's shape whose ``pre`` and ``post`` do nothing (timed as
+# theirs are). What that reads per call is what the wrappers add in place (cold, between vLLM's work) beyond the warm
+# calibration, plus that function's own frame and two empty calls: how high a front's figure can read for work that
+# is not the front's.
+NULL_TARGET = ("vllm.v1.core.sched.scheduler", "Scheduler", "get_grammar_bitmask")
+
+
+def _null_front(pair) -> str | None:
+    """Wrap ``NULL_TARGET`` (its name, or None where vLLM has no such method or a hook wraps it)."""
+    import importlib
+    mod, cls_name, method = NULL_TARGET
+    try:
+        cls = getattr(importlib.import_module(mod), cls_name)
+    except (ImportError, AttributeError):
+        return None
+    fn = vars(cls).get(method)
+    if not isinstance(fn, types.FunctionType) or hasattr(fn, "__w2ext_runner__"):
+        return None
+
+    pre = timed({}, {}, Window(0, 0), "null.pre", lambda *a: True)
+    post = timed({}, {}, Window(0, 0), "null.post", lambda *a: None)
+
+    def front(*a, **k):                         # a hook's shape: pre, vLLM's method, post, each doing nothing
+        state = pre(a[0], a[1:], k)
+        result = inner(*a, **k)
+        post(state, result, None)
+        return result
+    inner, outer = pair("null", front, fn, types.SimpleNamespace(active=True, windowed=False))
+    setattr(cls, method, outer)
+    return ".".join(NULL_TARGET[1:])
 
 
 class TimedFrees(list):
@@ -298,7 +363,8 @@ def main() -> int:
     prompt = TokensPrompt(prompt_token_ids=[10 + (i * 31) % 9000 for i in range(a.prompt_len)])
     llm.generate([prompt], sp, use_tqdm=False)
     frees = None if a.counter_only else _timed_frees(window)
-    bounds_fronts = None if a.counter_only else timed_bounds_fronts(acc, steady, window)
+    core = getattr(getattr(llm.llm_engine, "engine_core", None), "engine_core", None)   # in-process: the EngineCore
+    fronts = None if a.counter_only else timed_fronts(acc, steady, window, [core] if core is not None else [])
     rows = []
     for bs in (int(b) for b in a.batches.split(",")):
         for v in acc.values():
@@ -380,7 +446,7 @@ def main() -> int:
            "model": Path(a.model).name, "engine": {k: v for k, v in kw.items() if k != "model"},
            "sample": int(os.environ.get("VLLM_W2EXT_SAMPLE", "1")),
            "rounds": a.rounds, "max_tokens": a.max_tokens, "prompt_len": a.prompt_len, "churn": a.churn, "per_batch": rows,
-           "device_timeline": device, "end_event": end, "bounds_fronts": bounds_fronts}
+           "device_timeline": device, "end_event": end, "fronts": fronts}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(doc, indent=1))
     return 0
