@@ -25,6 +25,7 @@
 #            generate takes ~10 s and a run stops at its deadline (TO less 60 s from its start): GENS=16 TO=290,
 #            two runs a call, ~210-230 s a run (results/h200/t2b; t2's runs there stopped after 5-8 generates).
 #            flip256 switches every 24 steps since the thirty-third session (was 48: results/h200/flip_power).
+#            INTERVAL: the export interval in ms (default 50, as all runs before; the plugin's default is 200).
 #            Keep TO at 240 or more for flip1: a run stops at TO less 60 s, and TO=150 stopped the first run
 #            (it compiles the model) after 1 of 10 generates and the others after 7 and 9 (results/h200/t2c).
 #   ratio    the plugin's self-cost counter against hook_cost_engine.py's direct timing on this host
@@ -52,8 +53,8 @@ switched_runs() {     # SCOPES [ARGS]; with INDEX=1 run i is tagged _i (a scope 
   for sc in $scopes; do
     i=$((i + 1))
     timeout $(( ${TO:-210} + 20 )) python3 benchmarks/gpu/toggle_ab.py --model "${MODEL:-l4}" --out "$D" \
-      --workloads "${WL:-flip1}" --flip-gens 10 --export-interval-ms 50 --sample "${N:-32}" --flip-scope $sc "$@" \
-      --tag "${TAG:-head}_i50${INDEX:+_$i}" --timeout ${TO:-210} 2>&1 \
+      --workloads "${WL:-flip1}" --flip-gens 10 --export-interval-ms "${INTERVAL:-50}" --sample "${N:-32}" \
+      --flip-scope $sc "$@" --tag "${TAG:-head}_i${INTERVAL:-50}${INDEX:+_$i}" --timeout ${TO:-210} 2>&1 \
       | grep '^\[toggle_ab\]' | tee -a "$D/summary.txt"
   done
 }
