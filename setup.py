@@ -1,6 +1,9 @@
-"""The package's metadata is in pyproject.toml; this adds its one C extension, the hooks' front
-(``vllm_w2ext/hooks/_cfront.c``). Optional: where it cannot be built (no compiler or no Python headers) the
-install goes on and the hooks use the Python front (``hooks/runner.py``), which does the same, slower."""
+"""The package's metadata is in pyproject.toml; this adds its C extensions: the hooks' front
+(``vllm_w2ext/hooks/_cfront.c``) and the device timer's end events timed with the GIL released
+(``vllm_w2ext/hooks/_event_times.c``). Optional: where they cannot be built (no compiler or no Python headers) the
+install goes on and the plugin uses its Python code (``hooks/runner.py``'s front, ``hooks/gpu_timing.py``'s
+per-step ctypes call), which does the same, slower."""
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("vllm_w2ext.hooks._cfront", ["vllm_w2ext/hooks/_cfront.c"], optional=True)])
+setup(ext_modules=[Extension("vllm_w2ext.hooks._cfront", ["vllm_w2ext/hooks/_cfront.c"], optional=True),
+                   Extension("vllm_w2ext.hooks._event_times", ["vllm_w2ext/hooks/_event_times.c"], optional=True)])

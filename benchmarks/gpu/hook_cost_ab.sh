@@ -31,7 +31,9 @@ for a in $ARMS; do
   fi
   echo "$a: C front $(cd "$a" && python3 -c \
     'import vllm_w2ext.hooks.runner as r; print(getattr(r, "CFront", getattr(r, "BoundsFront", None)))' 2>&1 \
-    | tail -1)" >> "$R/env.txt"      # from the arm's folder: the repository's own package would shadow it
+    | tail -1); end events timed in one C call: $(cd "$a" && python3 -c \
+    'import importlib.util as u; print(u.find_spec("vllm_w2ext.hooks._event_times") is not None)' 2>&1 | tail -1)" \
+    >> "$R/env.txt"      # from the arm's folder: the repository's own package would shadow it
 done
 T0=$(date +%s)
 for p in $(seq 1 "$PAIRS"); do

@@ -48,6 +48,22 @@ def test_hold_counts_work_with_the_gil_and_not_a_blocked_write():
     assert cost.export_gil_hold_s == p.export_hold_s
 
 
+def test_a_pollers_released_time_is_not_held():
+    """A poller that says how long it ran with the GIL released (the device timer's end events timed in one C call,
+    ``hooks/_event_times.c``): that time is out of the hold, its Python work in it."""
+    p = Pipeline(config.Settings())
+    released = 0.2
+
+    def poll(rec):
+        _spin(SPIN_S)
+        time.sleep(released)                    # the runtime's calls, the GIL let go
+        return released
+    p.add_poller(poll, "device")
+    assert p.flush_once() == 0
+    assert p.poll_released_s == released
+    assert SPIN_S * 0.95 <= p.export_hold_s <= SPIN_S + 0.05
+
+
 def test_another_threads_blocked_write_is_not_the_export_threads():
     """A write blocked on another thread (vLLM's thread flushing at shutdown) meanwhile: its released time is that
     thread's, and the export thread's hold stays its own work."""

@@ -2,7 +2,11 @@
 the wall clock through its anchors (events on a stream of its own, run at once) and turns them into
 DeviceSamples (idle = launch - previous end when the GPU had finished it, busy = end - max(launch, previous
 end)), recycles events, and restarts the idle chain after steps were dropped or a pause. Stand-in events with
-planted GPU timestamps and a planted wall clock (no torch, no GPU)."""
+planted GPU timestamps and a planted wall clock (no torch, no GPU). Every timer test runs both ways of timing the
+end events: one call per step (``elapsed``), and every pending step in one call of the C extension
+(``_event_times.resolve``, the GIL released) through a ctypes function that stands for ``cudaEventElapsedTime``."""
+import ctypes
+import os
 from collections import deque
 
 import pytest
@@ -20,11 +24,29 @@ def at(ms: float) -> int:
     return WALL0 + round(ms * MS)
 
 
+try:
+    from vllm_w2ext.hooks import _event_times
+except ImportError:                       # not built here: the batch way's tests are skipped
+    _event_times = None
+
+
+def test_built_where_ci_asks_for_it():
+    if os.environ.get("W2EXT_REQUIRE_C_FRONT") == "1":
+        assert _event_times is not None, "the C extension vllm_w2ext.hooks._event_times was not built"
+
+
+ELAPSED = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_float), ctypes.c_void_p, ctypes.c_void_p)
+CLEAR = ctypes.CFUNCTYPE(ctypes.c_int)
+
+
 class FakeGpu:
     """vLLM's stream, whose events complete when the test says, at planted GPU times (ms); the timer's own
-    stream runs its events at once, at the GPU's current time ``now``."""
+    stream runs its events at once, at the GPU's current time ``now``. Each event has a handle (``cuda_event``)."""
 
-    def __init__(self):
+    def __init__(self, way="per_step"):
+        self.way = way
+        self.events = {}                  # handle -> event
+        self.cleared = 0
         self.now = 0.0
         self.created = 0
         self.records = []                 # (event, stream) on vLLM's stream
@@ -40,8 +62,30 @@ class FakeGpu:
         class Ev:
             t = None
             done = False
+            cuda_event = self.created
 
-        return Ev()
+        e = Ev()
+        self.events[e.cuda_event] = e
+        return e
+
+    def runtime(self):
+        """The runtime's two functions as C function pointers over ``elapsed`` (which a test may replace): its ms
+        and 0, 600 when not ready, the code a RuntimeError names."""
+        def elapsed(out, start, end):
+            try:
+                ms = self.elapsed(self.events[start], self.events[end])
+            except RuntimeError as e:
+                return int(str(e).rsplit(" ", 1)[-1])
+            if ms is None:
+                return gpu_timing.NOT_READY
+            out[0] = ms
+            return 0
+
+        def clear():
+            self.cleared += 1
+            return 0
+        self._keep = (ELAPSED(elapsed), CLEAR(clear))        # alive while the timer may call them
+        return [ctypes.cast(f, ctypes.c_void_p).value for f in self._keep]
 
     def elapsed(self, start, end):
         """The runtime's cudaEventElapsedTime: ms, or None (not ready) while either event has not run."""
@@ -72,16 +116,24 @@ class FakeGpu:
             e.done, e.t = True, t
 
 
-@pytest.fixture
-def gpu(monkeypatch):
-    g = FakeGpu()
+@pytest.fixture(params=["per_step", "batch"])
+def gpu(monkeypatch, request):
+    if request.param == "batch" and _event_times is None:
+        pytest.skip("the C extension _event_times is not built here")
+    g = FakeGpu(request.param)
     monkeypatch.setattr(gpu_timing, "_wall", lambda: at(g.now))     # the record returns as the GPU runs it
     return g
 
 
 def make(gpu):
+    resolve = None
+    if gpu.way == "batch":
+        elapsed, clear = gpu.runtime()
+
+        def resolve(items):
+            return _event_times.resolve(elapsed, clear, items)
     return GpuTimer((gpu.event, gpu.record, gpu.current, lambda **ids: ("stream", ids), lambda: "anchor stream", 0,
-                     gpu.elapsed, gpu.use_device))
+                     lambda start, end: gpu.elapsed(start, end), gpu.use_device, resolve))
 
 
 def samples(timer):
@@ -393,3 +445,61 @@ def test_only_measured_idle_goes_into_the_process_totals(gpu, monkeypatch):
     gpu.now = 202.0
     samples(timer)
     assert gpu_timing.MEASURED == [3 * MS, round(2.5 * MS)]      # step 2 alone: 102 -> 105 idle, 105 -> 107.5 busy
+
+
+needs_batch = pytest.mark.skipif(_event_times is None, reason="the C extension _event_times is not built here")
+
+
+@needs_batch
+def test_one_c_call_times_the_pending_steps_up_to_the_first_unfinished():
+    """``_event_times.resolve``: each item's end event from its anchor, in order, until a call is not 0: the times
+    of the prefix and that code, the runtime's last error cleared after it (as a per-step call clears it)."""
+    g = FakeGpu("batch")
+    anchor = g.event(True)
+    anchor.done, anchor.t = True, 1.0
+    ends = [g.event(True) for _ in range(3)]
+    for e, t in zip(ends[:2], (3.5, 4.0)):
+        e.done, e.t = True, t
+    items = [(e, n, 0, (anchor, 0), False, True) for n, e in enumerate(ends)]
+    elapsed, clear = g.runtime()
+    times, code, released = _event_times.resolve(elapsed, clear, items)
+    assert (times, code) == ([2.5, 3.0], gpu_timing.NOT_READY) and released > 0   # the GIL let go meanwhile
+    assert g.elapsed_calls == 3 and g.cleared == 1
+    assert _event_times.resolve(elapsed, clear, items[:2])[:2] == ([2.5, 3.0], 0)
+    assert g.cleared == 1                               # nothing to clear after an all-zero pass
+    assert _event_times.resolve(elapsed, clear, ())[:2] == ([], 0)
+
+
+@needs_batch
+def test_the_c_call_names_what_is_wrong_with_its_arguments():
+    g = FakeGpu("batch")
+    elapsed, clear = g.runtime()
+    with pytest.raises(ValueError, match="cudaEventElapsedTime"):
+        _event_times.resolve(0, clear, ())
+    with pytest.raises(TypeError, match="anchor event"):
+        _event_times.resolve(elapsed, clear, [(g.event(True), 1)])
+    with pytest.raises(AttributeError, match="cuda_event"):
+        _event_times.resolve(elapsed, clear, [(object(), 1, 0, (object(),), False, True)])
+
+
+@needs_batch
+def test_the_runtime_resolver_calls_the_loaded_runtime_by_address(monkeypatch):
+    """``runtime_resolve`` hands the C call the loaded runtime's cudaEventElapsedTime and cudaGetLastError."""
+    g = FakeGpu("batch")
+    calls = []
+
+    def elapsed(out, start, end):
+        calls.append((start, end))
+        out[0] = 2.0
+        return 0
+
+    class Lib:
+        cudaEventElapsedTime = ELAPSED(elapsed)
+        cudaGetLastError = CLEAR(lambda: 0)
+    monkeypatch.setattr(ctypes, "CDLL", lambda path: Lib)
+    resolve = gpu_timing.runtime_resolve("libcudart.so.13")
+    anchor, end = g.event(True), g.event(True)
+    assert resolve([(end, 1, 0, (anchor, 0), False, True)])[:2] == ([2.0], 0)
+    assert calls == [(anchor.cuda_event, end.cuda_event)]
+    monkeypatch.setattr(gpu_timing, "loaded_cudart", lambda: None)
+    assert gpu_timing.runtime_resolve() is None

@@ -34,11 +34,13 @@ anchor's error is the time between the record call's return and the GPU running 
 not measured on its own; with this timing, explain still finds the H200's planted scheduler sleep at 38.4 % of the wall
 time against 36.1 % planted (``benchmarks/results/h200/device_timing/explain``). End events are resolved
 on the export thread (``poll``), which hands the samples to the export side as one record per interval: one
-``cudaEventElapsedTime`` per step through the CUDA runtime torch loaded (ctypes, the GIL held: a non-blocking
-call; "not ready" means the step has not finished), where torch's way takes an ``Event.query()`` of the end event
-and an ``elapsed_time`` call, each through its device guard: 7-8.6 µs of the export thread's CPU per resolved step
-on the H200 host (``benchmarks/results/h200/event_cost``). Events come from a pool: creating a CUDA event
-costs more than recording one."""
+``cudaEventElapsedTime`` per step through the CUDA runtime torch loaded (a non-blocking call; "not ready" means the
+step has not finished), where torch's way takes an ``Event.query()`` of the end event and an ``elapsed_time`` call,
+each through its device guard: 7-8.6 µs of the export thread's CPU per resolved step on the H200 host against
+4.7-5.1 through the runtime (``benchmarks/results/h200/event_cost``). Where the C extension ``_event_times`` was
+built, every pending step's call is made in one C call that releases the GIL once around them (``runtime_resolve``):
+the driver's time is then spent beside vLLM's thread, not on its GIL; else through ctypes with the GIL held, one
+call per step (``runtime_elapsed``). Events come from a pool: creating a CUDA event costs more than recording one."""
 from __future__ import annotations
 
 import logging
@@ -110,6 +112,28 @@ def runtime_elapsed(path: str | None = None):
     return elapsed
 
 
+def runtime_resolve(path: str | None = None):
+    """``resolve(items) -> (times, code, released_ns)``: the pending steps' end events timed from their anchors in one
+    call, the GIL released around the loaded CUDA runtime's ``cudaEventElapsedTime`` calls (the C extension
+    ``_event_times``; ``code``: 0, or the return code of the call that stopped it, 600 for a step not run yet;
+    ``released_ns``: how long the GIL was let go). None where the
+    extension was not built or no runtime library is found (``runtime_elapsed`` then, one call per step)."""
+    try:
+        from vllm_w2ext.hooks._event_times import resolve
+    except ImportError:                         # pragma: no cover - the extension not built
+        return None
+    import ctypes
+    path = path or loaded_cudart()
+    if path is None:
+        return None
+    lib = ctypes.CDLL(path)                     # only for the two functions' addresses
+
+    def address(fn) -> int:
+        return ctypes.cast(fn, ctypes.c_void_p).value
+    elapsed, clear = address(lib.cudaEventElapsedTime), address(lib.cudaGetLastError)
+    return lambda items: resolve(elapsed, clear, items)
+
+
 def torch_elapsed():
     """``runtime_elapsed``'s fallback through torch's calls: ``elapsed(start, end)`` queries the end event, the start
     event only until it has once been found done (``start`` is the poll's anchor, shared by the steps recorded
@@ -134,17 +158,21 @@ class GpuTimer:
 
     def __init__(self, cuda=None) -> None:
         """``cuda``: (new event, record(event, stream), current stream id tuple(device), Stream(**ids), new
-        stream(), device, elapsed(start, end) -> ms or None, use_device() on the polling thread); torch's and the
-        CUDA runtime's by default (tests pass stand-ins)."""
+        stream(), device, elapsed(start, end) -> ms or None, use_device() on the polling thread[, resolve(items) ->
+        (times, code, released_ns) or None]); torch's and the CUDA runtime's by default (tests pass stand-ins). ``resolve``
+        times every pending step in one call (``runtime_resolve``); without it, ``elapsed`` one step at a time."""
         if cuda is None:
             import torch
             device = torch.cuda.current_device()
+            elapsed = runtime_elapsed()
             cuda = (torch.cuda.Event, torch._C._CudaEventBase.record,    # Event.record without its wrapper
                     torch._C._cuda_getCurrentStream,                      # (stream id, device index, type)
                     torch.cuda.Stream, lambda: torch.cuda.Stream(device=device), device,
-                    runtime_elapsed() or torch_elapsed(), lambda: torch.cuda.set_device(device))
+                    elapsed or torch_elapsed(), lambda: torch.cuda.set_device(device),
+                    runtime_resolve() if elapsed is not None else None)
         (new_event, self._record, self._current, self._stream_of, self._new_stream, self._device, self._elapsed,
-         self._use_device) = cuda
+         self._use_device) = cuda[:8]
+        self._resolve = cuda[8] if len(cuda) > 8 else None
         self._event = lambda: new_event(enable_timing=True)
         self._sid = None
         self._stream = None
@@ -162,6 +190,7 @@ class GpuTimer:
         self.spent: list = []
         self._dropped_seen = 0
         self._device_set = False                # the polling thread has the events' device current
+        self.released_ns = 0                    # export thread: wall time polls ran with the GIL released (resolve)
 
     def stop(self, step: int, launch_ns: int, event=None) -> None:
         """vLLM's thread, once the step's last work is launched: its end event. ``event``: a timing event vLLM
@@ -231,39 +260,55 @@ class GpuTimer:
         if pending and not self._device_set:
             self._use_device()                  # the events' device current on this thread (the runtime's call)
             self._device_set = True
+        resolve = self._resolve
         while pending:
-            head = pending[0]
-            try:
-                ms = elapsed(head[3][0], head[0])   # from its anchor; None: the step (or the anchor) has not run
-            except RuntimeError:
-                if head[5]:
-                    raise
-                self._refused(head)             # a borrowed event the runtime cannot time: own events from now
-                continue
-            if ms is None:
-                break
-            item = pending.popleft()
-            if item is not head:                # vLLM's thread dropped the head meanwhile (queue full):
-                pending.appendleft(item)        # look again at the new head, with no idle across the gap
-                self.prev_end = None
-                continue
-            e, step, launch, (anchor, anchor_wall), fresh, own = item
-            end = anchor_wall + round(ms * 1e6)
-            prev = None if fresh else self.prev_end
-            if prev is None or prev >= launch:  # no previous step, or the GPU still ran it at launch
-                idle, start = 0, launch if prev is None else prev
+            if resolve is None:                 # one runtime (or torch) call per step, the GIL held
+                head = pending[0]
+                try:
+                    ms = elapsed(head[3][0], head[0])   # from its anchor; None: the step (or the anchor) has not run
+                except RuntimeError:
+                    if head[5]:
+                        raise
+                    self._refused(head)         # a borrowed event the runtime cannot time: own events from now
+                    continue
+                if ms is None:
+                    break
+                batch, times, code = (head,), (ms,), 0
+            else:                               # every pending step in one C call, the GIL released around the
+                batch = tuple(pending)          # runtime's (_event_times.c); the times of a prefix of them
+                times, code, released = resolve(batch)
+                self.released_ns += released
+            for head, ms in zip(batch, times):
+                item = pending.popleft()
+                if item is not head:            # vLLM's thread dropped the head meanwhile (queue full):
+                    pending.appendleft(item)    # look again at the new head, with no idle across the gap
+                    self.prev_end = None
+                    break
+                e, step, launch, (anchor, anchor_wall), fresh, own = item
+                end = anchor_wall + round(ms * 1e6)
+                prev = None if fresh else self.prev_end
+                if prev is None or prev >= launch:  # no previous step, or the GPU still ran it at launch
+                    idle, start = 0, launch if prev is None else prev
+                else:
+                    idle, start = launch - prev, launch
+                busy = max(0, end - start)
+                out.append((step, launch, busy / 1e9, idle / 1e9))   # steps.facts.DeviceSample
+                if prev is not None:            # its idle measured: into the process's totals
+                    measured[0] += idle
+                    measured[1] += busy
+                if own:
+                    pool.append(e)
+                else:
+                    spent.append(e)
+                self.prev_end = end
             else:
-                idle, start = launch - prev, launch
-            busy = max(0, end - start)
-            out.append((step, launch, busy / 1e9, idle / 1e9))   # steps.facts.DeviceSample
-            if prev is not None:                # its idle measured: into the process's totals
-                measured[0] += idle
-                measured[1] += busy
-            if own:
-                pool.append(e)
-            else:
-                spent.append(e)
-            self.prev_end = end
+                if code == NOT_READY:           # that step (or its anchor) has not run yet
+                    break
+                if code:                        # the runtime would not time the step after the last one timed
+                    head = batch[len(times)]
+                    if head[5]:
+                        raise RuntimeError(f"cudaEventElapsedTime returned {code}")
+                    self._refused(head)         # a borrowed event the runtime cannot time: own events from now
         anchor = self.anchor
         if anchor is None or _wall() - anchor[1] >= ANCHOR_EVERY_NS:
             self.new_anchor()

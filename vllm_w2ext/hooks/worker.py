@@ -127,11 +127,15 @@ def _speculative_config(worker):
     return getattr(getattr(worker, "vllm_config", None), "speculative_config", None)
 
 
-def _poll_device(rec) -> None:
-    """On the export thread: resolve the CUDA events of finished steps, hand them to the export side."""
-    samples = S.timer.poll()
+def _poll_device(rec) -> float:
+    """On the export thread: resolve the CUDA events of finished steps, hand them to the export side; the seconds it
+    ran with the GIL released (``Pipeline.add_poller``)."""
+    timer = S.timer
+    released = timer.released_ns
+    samples = timer.poll()
     if samples:
         rec.emit(Span.DEVICE_SAMPLES, WORKER, None, 0, 0, data=samples)
+    return (timer.released_ns - released) / 1e9
 
 
 def _execute_pre(worker, args, kwargs):

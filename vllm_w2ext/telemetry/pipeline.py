@@ -8,8 +8,9 @@ interval is: take the buffered records, serialize them (C code), write them to a
 waits and how long it held the GIL are measured and reported as the plugin's own cost (``SelfCost``).
 
 The GIL hold is the wall time of the thread's work between the calls that release the GIL: the pipe writes
-(``Sink.released_here``) and the ``time.sleep(0)`` between chunks. Wall, not CPU: a thread descheduled while holding
-the GIL keeps vLLM's threads from it all the same. An upper bound: a release inside a poller (torch's record of
+(``Sink.released_here``), the ``time.sleep(0)`` between chunks and what a poller reports it ran released (the device
+timer's end events, timed in one C call: ``hooks/_event_times.c``). Wall, not CPU: a thread descheduled while holding
+the GIL keeps vLLM's threads from it all the same. An upper bound: another release inside a poller (torch's record of
 the device timer's anchor event, once a second) or a forced switch (after ``sys.getswitchinterval()`` of running)
 counts as held.
 """
@@ -41,6 +42,7 @@ class Pipeline:
         self.export_cpu_s = 0.0            # CPU time of the export thread
         self.export_wait_s = 0.0           # wall minus CPU time of its work sections
         self.export_hold_s = 0.0           # wall time of those sections with the GIL held (module docstring)
+        self.poll_released_s = 0.0         # of those sections, what pollers ran with the GIL released (add_poller)
         # export_cpu_s by part (seconds; together, all of it): each poller by its name, "send" (take the records,
         # serialize, write them on), "stats" (the plugin's own counters; the in-process chain's tick)
         self.export_cpu_parts: dict[str, float] = {"send": 0.0, "stats": 0.0}
@@ -83,8 +85,9 @@ class Pipeline:
 
     def add_poller(self, poll, name: str) -> None:
         """Run ``poll(recorder)`` on the export thread before each take: work a hook would otherwise do on
-        vLLM's thread (resolving CUDA events). Its thread CPU goes to ``export_cpu_parts[name]``. A poller that
-        raises is dropped, with one log line."""
+        vLLM's thread (resolving CUDA events). Its thread CPU goes to ``export_cpu_parts[name]``; what it returns,
+        if anything, is the seconds it ran with the GIL released (out of ``export_hold_s``). A poller that raises is
+        dropped, with one log line."""
         self.export_cpu_parts.setdefault(name, 0.0)
         self._pollers.append((poll, name))
 
@@ -94,7 +97,9 @@ class Pipeline:
         for item in list(self._pollers):
             poll, name = item
             try:
-                poll(self.recorder)
+                released = poll(self.recorder)
+                if released:
+                    self.poll_released_s += released
             except Exception as e:
                 self._pollers.remove(item)
                 log.error("vllm_w2ext: %r raised %r on the export thread and is now disabled", poll, e)
@@ -127,10 +132,13 @@ class Pipeline:
         with self._lock:
             w0, c0 = time.perf_counter(), time.thread_time()
             parts = self.export_cpu_parts
+            p0 = self.poll_released_s
             c1 = self._poll(c0) if self._pollers else c0
             batch = self.recorder.take()
             remote, chain = self.remote, self.chain
-            released = -remote.released_here() if remote is not None else 0.0   # GIL released: writes, yields
+            released = self.poll_released_s - p0        # GIL released: in the pollers, the writes, the yields
+            if remote is not None:
+                released -= remote.released_here()
             if remote is not None:
                 remote.sync_identity(metrics_server.metrics_dir())
             for i in range(0, len(batch), CHUNK):
