@@ -1,5 +1,5 @@
 """The package's metadata is in pyproject.toml; this adds its C extensions: the hooks' front
-(``vllm_w2ext/hooks/_cfront.c``) and the device timer's end events timed with the GIL released
+(``vllm_w2ext/hooks/_cfront.c``) and the device timer's poll, its CUDA runtime calls with the GIL released
 (``vllm_w2ext/hooks/_event_times.c``). Optional: where they cannot be built (no compiler or no Python headers) the
 install goes on and the plugin uses its Python code (``hooks/runner.py``'s front, ``hooks/gpu_timing.py``'s
 per-step ctypes call), which does the same, slower."""

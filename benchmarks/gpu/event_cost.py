@@ -1,5 +1,5 @@
-"""What the device timeline's CUDA events cost, call by call (issue #19). torch only: no vLLM, no plugin dependencies
-(the plugin's ``gpu_timing.py`` is loaded by its path).
+"""What the device timeline's CUDA events cost, call by call (issue #19). No vLLM (the plugin's ``gpu_timing.py`` is
+loaded by its path; the ``poll`` part's C way imports the repository's package, with the plugin's dependencies).
 
     python3 benchmarks/gpu/event_cost.py --out DIR [--parts raw,timer,poll,record]   # on the GPU machine
 
@@ -17,8 +17,8 @@ Four parts, one JSON file (``DIR/event_cost.json``; each part is printed as it e
   pipeline does), and with a thread copying each step's output to the host and waiting for it (vLLM's async
   output); its parts alone: the current-stream lookup and the event record (timing and plain events).
 - ``poll``: the export thread's side, ``GpuTimer.poll`` per step it resolves, wall and thread CPU, for a poll every
-  200 ms over 2 ms stand-in steps: through the CUDA runtime (the plugin's way) against torch's calls, interleaved,
-  and whether both read the same times.
+  200 ms over 2 ms stand-in steps: its loop in C (the plugin's way where ``_event_times`` was built), through the
+  CUDA runtime per step, and torch's calls, interleaved, and whether the runtime and torch read the same times.
 - ``record``: the end event's record alone, torch's ``record(event, stream)`` (the GIL released around it) against
   the runtime's ``cudaEventRecord`` through ctypes (the GIL held), alternated step by step in stand-in steps of
   vLLM's shapes (a CUDA graph replay, or ten launched matmuls; then Python work on the thread; the CPU at most two
@@ -35,6 +35,7 @@ import importlib.util
 import json
 import platform
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
@@ -43,6 +44,9 @@ import torch
 
 N = 2000            # calls per figure (raw)
 STEPS = 4000        # stand-in steps (timer)
+# the poll's loop in C (vllm_w2ext.hooks._event_times, where it was built in place: ``python3 setup.py build_ext
+# --inplace``) is imported by gpu_timing.runtime_resolve from the repository's package
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 _spec = importlib.util.spec_from_file_location(
     "gpu_timing", Path(__file__).resolve().parents[2] / "vllm_w2ext" / "hooks" / "gpu_timing.py")
 _gpu_timing = importlib.util.module_from_spec(_spec)
@@ -288,17 +292,22 @@ def poll_once(timer, x, steps: int = 1500) -> dict:
 
 
 def poll_part(timer, x) -> dict:
-    """The poll resolving each step through the CUDA runtime (one ``cudaEventElapsedTime``, the plugin's way
-    when the runtime library is found) against torch's calls (``torch_elapsed``: a query of the step's event, of its
-    anchor once, and ``elapsed_time``), interleaved twice; and whether the two read the same times on the same
-    events."""
+    """The poll three ways, interleaved twice: its loop in C with the GIL released around the CUDA runtime's calls
+    (``runtime_resolve``, the plugin's way where the extension was built; ``c``), one ``cudaEventElapsedTime`` per step
+    through ctypes (``runtime``, its way without the extension) and torch's calls (``torch_elapsed``: a query of the
+    step's event, of its anchor once, and ``elapsed_time``); and whether the runtime and torch read the same times on
+    the same events."""
     runtime = timer._elapsed
-    res: dict = {"runtime_found": _gpu_timing.loaded_cudart() is not None, "runs": []}
+    resolve = _gpu_timing.runtime_resolve()
+    res: dict = {"runtime_found": _gpu_timing.loaded_cudart() is not None, "c_built": resolve is not None,
+                 "runs": []}
+    ways = ([("c", runtime, resolve)] if resolve is not None else []) + [
+        ("runtime", runtime, None), ("torch", _gpu_timing.torch_elapsed(), None)]
     for rnd in range(2):
-        for name, fn in (("runtime", runtime), ("torch", _gpu_timing.torch_elapsed())):
-            timer._elapsed = fn
+        for name, fn, c in ways:
+            timer._elapsed, timer._resolve = fn, c
             res["runs"].append({"way": name, "round": rnd + 1, **poll_once(timer, x)})
-    timer._elapsed = runtime
+    timer._elapsed, timer._resolve = runtime, resolve
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     diffs = []
     for _ in range(50):

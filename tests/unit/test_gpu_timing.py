@@ -130,8 +130,8 @@ def make(gpu):
     if gpu.way == "batch":
         elapsed, clear = gpu.runtime()
 
-        def resolve(items):
-            return _event_times.resolve(elapsed, clear, items)
+        def resolve(*state):
+            return _event_times.resolve(elapsed, clear, *state)
     return GpuTimer((gpu.event, gpu.record, gpu.current, lambda **ids: ("stream", ids), lambda: "anchor stream", 0,
                      lambda start, end: gpu.elapsed(start, end), gpu.use_device, resolve))
 
@@ -452,22 +452,33 @@ needs_batch = pytest.mark.skipif(_event_times is None, reason="the C extension _
 
 @needs_batch
 def test_one_c_call_times_the_pending_steps_up_to_the_first_unfinished():
-    """``_event_times.resolve``: each item's end event from its anchor, in order, until a call is not 0: the times
-    of the prefix and that code, the runtime's last error cleared after it (as a per-step call clears it)."""
+    """``_event_times.resolve``: each pending step's end event from its anchor, in order, until a call is not 0; the
+    steps timed taken off and placed (samples, totals, events), the runtime's last error cleared after the call that
+    stopped (as a per-step call clears it)."""
     g = FakeGpu("batch")
     anchor = g.event(True)
     anchor.done, anchor.t = True, 1.0
     ends = [g.event(True) for _ in range(3)]
     for e, t in zip(ends[:2], (3.5, 4.0)):
         e.done, e.t = True, t
-    items = [(e, n, 0, (anchor, 0), False, True) for n, e in enumerate(ends)]
+    wall = 10**15
+    pending = deque((e, n, wall + n * MS, (anchor, wall), n == 0, n != 1) for n, e in enumerate(ends))
+    pool, spent, measured, out = [], [], [0, 0], []
     elapsed, clear = g.runtime()
-    times, code, released = _event_times.resolve(elapsed, clear, items)
-    assert (times, code) == ([2.5, 3.0], gpu_timing.NOT_READY) and released > 0   # the GIL let go meanwhile
+    prev, code, released, head = _event_times.resolve(elapsed, clear, pending, None, pool, spent, measured, out)
+    assert code == gpu_timing.NOT_READY and head is pending[0] and head[0] is ends[2] and released > 0
+    assert prev == wall + 3 * MS                  # step 1 ended 3 ms after the anchor
+    # step 0: fresh, so no idle; busy from its launch (the anchor's wall) to its end at +2.5 ms. Step 1: launched at
+    # +1 ms while step 0 still ran (till +2.5 ms): queued behind it, idle 0, busy 0.5 ms
+    assert out == [(0, wall, 2.5e-3, 0.0), (1, wall + MS, 0.5e-3, 0.0)]
+    assert measured == [0, MS // 2]               # step 1's (measured: it had a previous step)
+    assert pool == [ends[0]] and spent == [ends[1]]    # own / borrowed
     assert g.elapsed_calls == 3 and g.cleared == 1
-    assert _event_times.resolve(elapsed, clear, items[:2])[:2] == ([2.5, 3.0], 0)
-    assert g.cleared == 1                               # nothing to clear after an all-zero pass
-    assert _event_times.resolve(elapsed, clear, ())[:2] == ([], 0)
+    ends[2].done, ends[2].t = True, 9.0
+    prev, code, _, head = _event_times.resolve(elapsed, clear, pending, prev, pool, spent, measured, out)
+    assert (code, head, len(pending)) == (0, None, 0) and g.cleared == 1    # nothing to clear after an all-zero pass
+    assert out[-1] == (2, wall + 2 * MS, 5e-3, 0.0) and prev == wall + 8 * MS   # idle 0: step 1 ran till +3 ms
+    assert _event_times.resolve(elapsed, clear, pending, prev, pool, spent, measured, out)[:2] == (prev, 0)
 
 
 @needs_batch
@@ -475,11 +486,14 @@ def test_the_c_call_names_what_is_wrong_with_its_arguments():
     g = FakeGpu("batch")
     elapsed, clear = g.runtime()
     with pytest.raises(ValueError, match="cudaEventElapsedTime"):
-        _event_times.resolve(0, clear, ())
-    with pytest.raises(TypeError, match="anchor event"):
-        _event_times.resolve(elapsed, clear, [(g.event(True), 1)])
+        _event_times.resolve(0, clear, deque(), None, [], [], [0, 0], [])
+    with pytest.raises(TypeError, match="anchor"):
+        _event_times.resolve(elapsed, clear, deque([(g.event(True), 1)]), None, [], [], [0, 0], [])
     with pytest.raises(AttributeError, match="cuda_event"):
-        _event_times.resolve(elapsed, clear, [(object(), 1, 0, (object(),), False, True)])
+        _event_times.resolve(elapsed, clear, deque([(object(), 1, 0, (object(), 0), False, True)]), None, [], [],
+                             [0, 0], [])
+    with pytest.raises(ValueError, match="measured"):
+        _event_times.resolve(elapsed, clear, deque(), None, [], [], [0], [])
 
 
 @needs_batch
@@ -499,7 +513,38 @@ def test_the_runtime_resolver_calls_the_loaded_runtime_by_address(monkeypatch):
     monkeypatch.setattr(ctypes, "CDLL", lambda path: Lib)
     resolve = gpu_timing.runtime_resolve("libcudart.so.13")
     anchor, end = g.event(True), g.event(True)
-    assert resolve([(end, 1, 0, (anchor, 0), False, True)])[:2] == ([2.0], 0)
-    assert calls == [(anchor.cuda_event, end.cuda_event)]
+    out = []
+    assert resolve(deque([(end, 1, 0, (anchor, 0), True, True)]), None, [], [], [0, 0], out)[:2] == (2 * MS, 0)
+    assert calls == [(anchor.cuda_event, end.cuda_event)] and out == [(1, 0, 2e-3, 0.0)]
     monkeypatch.setattr(gpu_timing, "loaded_cudart", lambda: None)
     assert gpu_timing.runtime_resolve() is None
+
+
+@needs_batch
+def test_the_c_call_keeps_and_loses_no_reference():
+    """Over 300 polls (each step placed, an unfinished one left, a race, a refused event): the events, the step
+    objects and the anchor hold as many references after as before, beyond those the lists it filled hold."""
+    import sys
+    g = FakeGpu("batch")
+    elapsed, clear = g.runtime()
+    anchor = g.event(True)
+    anchor.done, anchor.t = True, 0.0
+    step, launch, wall = object(), 10**15 + 1, 10**15
+    ev = g.event(True)
+    ev.done, ev.t = True, 1.0
+    late = g.event(True)
+    objs = [anchor, step, ev, late]
+    before = [sys.getrefcount(o) for o in objs]
+    for _ in range(300):
+        pool, spent, out = [], [], []
+        pending = deque([(ev, step, launch, (anchor, wall), False, True), (late, step, launch, (anchor, wall), True,
+                                                                          False)])
+        _event_times.resolve(elapsed, clear, pending, wall, pool, spent, [0, 0], out)
+        racing = RacingDeque([(ev, step, launch, (anchor, wall), False, True) for _ in range(2)])
+        _event_times.resolve(elapsed, clear, racing, None, pool, spent, [0, 0], out)
+        g.elapsed = lambda s, e: (_ for _ in ()).throw(RuntimeError("returned 400"))
+        _event_times.resolve(elapsed, clear, deque([(ev, step, launch, (anchor, wall), False, True)]), None, pool,
+                             spent, [0, 0], out)
+        g.elapsed = FakeGpu.elapsed.__get__(g)
+        del pool, spent, out, pending, racing
+    assert [sys.getrefcount(o) for o in objs] == before

@@ -1,32 +1,41 @@
-/* The device timer's end events timed in one pass with the GIL released (hooks/gpu_timing.py, GpuTimer.poll).
+/* The device timer's poll in C (hooks/gpu_timing.py, GpuTimer.poll): its pending steps' end events timed in one pass
+ * with the GIL released, then turned into samples as the Python loop there does.
  *
- * resolve(elapsed, clear, items) -> (times, code, released_ns)
+ * resolve(elapsed, clear, pending, prev_end, pool, spent, measured, out) -> (prev_end, code, released_ns, head)
  *
- * ``items``: the timer's pending steps in order, each a tuple whose item 0 is the step's end event and item 3 its
- * anchor (a tuple whose item 0 is the anchor event); an event is any object whose ``cuda_event`` is its handle (an int:
- * torch's ``Event.cuda_event``). ``elapsed`` is the address of ``cudaEventElapsedTime(float *ms, event start, event
- * end)`` and ``clear`` that of ``cudaGetLastError()`` (the loaded CUDA runtime's, through ctypes; or any function of the
- * same signature). The handles are read first, with the GIL; then, with the GIL released once for all of them,
- * ``elapsed(&ms, anchor, end)`` is called for each item in order until one returns non-zero. ``times``: the
- * milliseconds of the items timed (a prefix of ``items``); ``code``: 0 when every item was timed, else the return code
- * of the call that stopped it (600, cudaErrorNotReady: that step has not run yet), after which ``clear`` was called
- * (the runtime keeps the code as the thread's last error, as torch clears it after a query that is not ready).
- * ``released_ns``: the wall time (CLOCK_MONOTONIC) from the GIL's release to its return, the wait to take it back
- * included (the export thread's GIL hold leaves it out: ``Pipeline.export_hold_s``).
+ * ``pending``: the timer's deque of steps, each ``(end event, step, launch ns, (anchor event, anchor wall ns), fresh,
+ * own)``; an event is any object whose ``cuda_event`` is its handle (an int: torch's ``Event.cuda_event``).
+ * ``elapsed`` is the address of ``cudaEventElapsedTime(float *ms, event start, event end)`` and ``clear`` that of
+ * ``cudaGetLastError()`` (the loaded CUDA runtime's, through ctypes; or any function of the same signature).
  *
- * Why: one ``cudaEventElapsedTime`` per step through ctypes holds the GIL for the whole driver call (~4-5 µs a step
- * of the export thread's CPU on the H200 host, results/h200/event_cost), on the GIL that vLLM's thread schedules and
- * launches with. Here the driver calls run beside vLLM's thread; what still holds the GIL is reading the handles and
- * the Python loop that turns the times into samples. ctypes releases the GIL around each call only (``CDLL``): a GIL
- * hand-off per step, each a wait for vLLM's thread to let go of it. */
+ * 1. With the GIL: the pending steps as they are now, and their two handles each.
+ * 2. With the GIL released once for all of them: ``elapsed(&ms, anchor, end)`` for each in order until one returns
+ *    non-zero, then ``clear`` (the runtime keeps the code as the thread's last error, as torch clears it after a query
+ *    that is not ready). ``released_ns``: the wall time (CLOCK_MONOTONIC) from the release to its return, the wait to
+ *    take the GIL back included (the export thread's GIL hold leaves it out: ``Pipeline.export_hold_s``).
+ * 3. With the GIL: each step timed, taken off ``pending`` (``popleft``) and placed exactly as ``GpuTimer.poll``'s loop
+ *    places it: end = anchor wall + ms (rounded to the ns, ties to even, as ``round``); idle and busy from
+ *    ``prev_end`` (None: none) unless the step is ``fresh``; a ``DeviceSample`` tuple appended to ``out``; idle and busy
+ *    added to ``measured`` where the idle was measured; its event appended to ``pool`` (``own``) or ``spent``.
+ *
+ * ``code``: 0 when every step was timed; the code of the call that stopped (600, cudaErrorNotReady: that step has not
+ * run yet; any other: ``head`` is that step, which the runtime would not time); -1 when vLLM's thread dropped the head
+ * of ``pending`` meanwhile (queue full): the step taken off is put back, ``prev_end`` is None, and the caller looks
+ * again.
+ *
+ * Why: through ctypes one ``cudaEventElapsedTime`` per step holds the GIL for the driver's call (``PyDLL``) or hands
+ * it off once per step (``CDLL``), and the loop around it is ~40 bytecodes per step: 5.2-8.9 µs of the export thread's
+ * CPU per step on an H100 host, nearly all of it with the GIL held (results/h100/event_times), the GIL that vLLM's
+ * thread schedules and launches with. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <time.h>
 
 typedef int (*elapsed_fn)(float *, void *, void *);
 typedef int (*clear_fn)(void);
 
-static PyObject *CUDA_EVENT;   /* "cuda_event" */
+static PyObject *CUDA_EVENT, *POPLEFT, *APPENDLEFT;   /* "cuda_event", "popleft", "appendleft" */
 
 static int
 handle_of(PyObject *event, void **out)
@@ -42,9 +51,10 @@ handle_of(PyObject *event, void **out)
 static int
 handles(PyObject *item, void **anchor, void **end)
 {
-    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 4 || !PyTuple_Check(PyTuple_GET_ITEM(item, 3)) ||
-        PyTuple_GET_SIZE(PyTuple_GET_ITEM(item, 3)) < 1) {
-        PyErr_SetString(PyExc_TypeError, "resolve: an item is (end event, _, _, (anchor event, ...), ...)");
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 6 || !PyTuple_Check(PyTuple_GET_ITEM(item, 3)) ||
+        PyTuple_GET_SIZE(PyTuple_GET_ITEM(item, 3)) < 2) {
+        PyErr_SetString(PyExc_TypeError,
+                        "resolve: a pending step is (end event, step, launch, (anchor event, anchor wall), fresh, own)");
         return -1;
     }
     if (handle_of(PyTuple_GET_ITEM(item, 0), end) < 0)
@@ -52,12 +62,77 @@ handles(PyObject *item, void **anchor, void **end)
     return handle_of(PyTuple_GET_ITEM(PyTuple_GET_ITEM(item, 3), 0), anchor);
 }
 
+static int
+add_to(PyObject *list, Py_ssize_t i, long long ns)
+{
+    PyObject *n = PyLong_FromLongLong(ns);
+    if (n == NULL)
+        return -1;
+    PyObject *sum = PyNumber_Add(PyList_GET_ITEM(list, i), n);
+    Py_DECREF(n);
+    if (sum == NULL)
+        return -1;
+    return PyList_SetItem(list, i, sum);         /* steals sum */
+}
+
+/* Step 3 for one step taken off pending: its sample, its event, its totals into totals[2] (idle, busy: added to
+ * ``measured`` once per call); *prev_end and *has_prev updated. */
+static int
+place(PyObject *item, float ms, long long *prev_end, int *has_prev, PyObject *pool, PyObject *spent,
+      long long *totals, PyObject *out)
+{
+    PyObject *launch_obj = PyTuple_GET_ITEM(item, 2);
+    long long launch = PyLong_AsLongLong(launch_obj);
+    long long anchor_wall = PyLong_AsLongLong(PyTuple_GET_ITEM(PyTuple_GET_ITEM(item, 3), 1));
+    int fresh = PyObject_IsTrue(PyTuple_GET_ITEM(item, 4));
+    int own = PyObject_IsTrue(PyTuple_GET_ITEM(item, 5));
+    if (PyErr_Occurred() || fresh < 0 || own < 0)
+        return -1;
+    long long end = anchor_wall + (long long)nearbyint((double)ms * 1e6);
+    int prev = *has_prev && !fresh;
+    long long idle, start;
+    if (!prev || *prev_end >= launch) {          /* no previous step, or the GPU still ran it at launch */
+        idle = 0;
+        start = prev ? *prev_end : launch;
+    }
+    else {
+        idle = launch - *prev_end;
+        start = launch;
+    }
+    long long busy = end - start > 0 ? end - start : 0;
+    PyObject *busy_s = PyFloat_FromDouble((double)busy / 1e9), *idle_s = PyFloat_FromDouble((double)idle / 1e9);
+    PyObject *sample = busy_s && idle_s ? PyTuple_Pack(4, PyTuple_GET_ITEM(item, 1), launch_obj, busy_s, idle_s)
+                                        : NULL;    /* steps.facts.DeviceSample */
+    Py_XDECREF(busy_s);
+    Py_XDECREF(idle_s);
+    if (sample == NULL)
+        return -1;
+    int failed = PyList_Append(out, sample);
+    Py_DECREF(sample);
+    if (failed < 0)
+        return -1;
+    if (prev) {
+        totals[0] += idle;
+        totals[1] += busy;
+    }
+    if (PyList_Append(own ? pool : spent, PyTuple_GET_ITEM(item, 0)) < 0)
+        return -1;
+    *prev_end = end;
+    *has_prev = 1;
+    return 0;
+}
+
 static PyObject *
 resolve(PyObject *self, PyObject *args)
 {
-    PyObject *elapsed_addr, *clear_addr, *items;
-    if (!PyArg_ParseTuple(args, "OOO:resolve", &elapsed_addr, &clear_addr, &items))
+    PyObject *elapsed_addr, *clear_addr, *pending, *prev_obj, *pool, *spent, *measured, *out;
+    if (!PyArg_ParseTuple(args, "OOOOO!O!O!O!:resolve", &elapsed_addr, &clear_addr, &pending, &prev_obj,
+                          &PyList_Type, &pool, &PyList_Type, &spent, &PyList_Type, &measured, &PyList_Type, &out))
         return NULL;
+    if (PyList_GET_SIZE(measured) != 2) {
+        PyErr_SetString(PyExc_ValueError, "resolve: measured is [idle ns, busy ns]");
+        return NULL;
+    }
     elapsed_fn elapsed = (elapsed_fn)PyLong_AsVoidPtr(elapsed_addr);
     if (elapsed == NULL) {
         if (!PyErr_Occurred())
@@ -70,19 +145,23 @@ resolve(PyObject *self, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "resolve: clear is the address of cudaGetLastError, not 0");
         return NULL;
     }
-    PyObject *seq = PySequence_Fast(items, "resolve: items is a sequence");
-    if (seq == NULL)
+    long long prev_end = 0;
+    int has_prev = prev_obj != Py_None;
+    if (has_prev && (prev_end = PyLong_AsLongLong(prev_obj)) == -1 && PyErr_Occurred())
         return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *snap = PySequence_List(pending);
+    if (snap == NULL)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(snap);
     void **h = PyMem_Malloc(sizeof(void *) * 2 * (n ? n : 1));
     float *ms = PyMem_Malloc(sizeof(float) * (n ? n : 1));
-    PyObject *times = NULL;
+    PyObject *result = NULL;
     if (h == NULL || ms == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++)
-        if (handles(PySequence_Fast_GET_ITEM(seq, i), &h[2 * i], &h[2 * i + 1]) < 0)
+        if (handles(PyList_GET_ITEM(snap, i), &h[2 * i], &h[2 * i + 1]) < 0)
             goto done;
     Py_ssize_t got = 0;
     int code = 0;
@@ -99,42 +178,61 @@ resolve(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     clock_gettime(CLOCK_MONOTONIC, &t1);
     long long released = (long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
-    PyObject *list = PyList_New(got);
-    if (list == NULL)
-        goto done;
+    PyObject *head = got < n ? PyList_GET_ITEM(snap, got) : Py_None;
+    long long totals[2] = {0, 0};
     for (Py_ssize_t i = 0; i < got; i++) {
-        PyObject *f = PyFloat_FromDouble((double)ms[i]);
-        if (f == NULL) {
-            Py_DECREF(list);
+        PyObject *item = PyObject_CallMethodNoArgs(pending, POPLEFT);
+        if (item == NULL)
             goto done;
+        if (item != PyList_GET_ITEM(snap, i)) {   /* vLLM's thread dropped the head meanwhile (queue full): */
+            PyObject *r = PyObject_CallMethodOneArg(pending, APPENDLEFT, item);   /* the new head back */
+            Py_DECREF(item);
+            if (r == NULL)
+                goto done;
+            Py_DECREF(r);
+            has_prev = 0;
+            code = -1;
+            head = Py_None;
+            break;
         }
-        PyList_SET_ITEM(list, i, f);
+        int failed = place(item, ms[i], &prev_end, &has_prev, pool, spent, totals, out);
+        Py_DECREF(item);
+        if (failed < 0)
+            goto done;                           /* raised: the poller is dropped (Pipeline.add_poller) */
     }
-    times = Py_BuildValue("(NiL)", list, code, released);
+    if ((totals[0] || totals[1]) && (add_to(measured, 0, totals[0]) < 0 || add_to(measured, 1, totals[1]) < 0))
+        goto done;
+    if (has_prev)
+        result = Py_BuildValue("(LiLO)", prev_end, code, released, head);
+    else
+        result = Py_BuildValue("(OiLO)", Py_None, code, released, head);
 done:
     PyMem_Free(h);
     PyMem_Free(ms);
-    Py_DECREF(seq);
-    return times;
+    Py_DECREF(snap);
+    return result;
 }
 
 static PyMethodDef methods[] = {
     {"resolve", resolve, METH_VARARGS,
-     "resolve(elapsed, clear, items) -> (times, code, released_ns): the items' end events timed from their anchors, the GIL "
-     "released (see _event_times.c)."},
+     "resolve(elapsed, clear, pending, prev_end, pool, spent, measured, out) -> (prev_end, code, released_ns, head): "
+     "the pending steps' end events timed with the GIL released and placed as GpuTimer.poll does (see "
+     "_event_times.c)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "vllm_w2ext.hooks._event_times",
-    "The device timer's end events timed with the GIL released (see _event_times.c).", -1, methods,
+    "The device timer's poll: end events timed with the GIL released, placed in C (see _event_times.c).", -1, methods,
 };
 
 PyMODINIT_FUNC
 PyInit__event_times(void)
 {
     CUDA_EVENT = PyUnicode_InternFromString("cuda_event");
-    if (CUDA_EVENT == NULL)
+    POPLEFT = PyUnicode_InternFromString("popleft");
+    APPENDLEFT = PyUnicode_InternFromString("appendleft");
+    if (CUDA_EVENT == NULL || POPLEFT == NULL || APPENDLEFT == NULL)
         return NULL;
     return PyModule_Create(&module);
 }

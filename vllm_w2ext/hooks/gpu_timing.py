@@ -38,9 +38,11 @@ on the export thread (``poll``), which hands the samples to the export side as o
 step has not finished), where torch's way takes an ``Event.query()`` of the end event and an ``elapsed_time`` call,
 each through its device guard: 7-8.6 µs of the export thread's CPU per resolved step on the H200 host against
 4.7-5.1 through the runtime (``benchmarks/results/h200/event_cost``). Where the C extension ``_event_times`` was
-built, every pending step's call is made in one C call that releases the GIL once around them (``runtime_resolve``):
-the driver's time is then spent beside vLLM's thread, not on its GIL; else through ctypes with the GIL held, one
-call per step (``runtime_elapsed``). Events come from a pool: creating a CUDA event costs more than recording one."""
+built, the whole poll loop is one C call (``runtime_resolve``): every pending step's runtime call with the GIL released
+once around them (the driver's time is spent beside vLLM's thread, not on its GIL), then each step placed as the
+Python loop places it (0.27 against 1.5 µs per step around the driver's call on the 2-core CPU machine,
+``benchmarks/results/cpu/event_times``); else through ctypes with the GIL held, one call per step
+(``runtime_elapsed``), and the Python loop. Events come from a pool: creating a CUDA event costs more than recording one."""
 from __future__ import annotations
 
 import logging
@@ -59,6 +61,7 @@ MAX_PENDING = 4096        # steps recorded and not yet resolved (about 20 s at 5
 ANCHOR_EVERY_NS = 1_000_000_000
 _wall = time.time_ns
 NOT_READY = 600           # cudaErrorNotReady
+RACED = -1                # _event_times.resolve: vLLM's thread dropped the head meanwhile; look again
 # Device idle and busy time (ns) of the steps whose idle was measured (a recorded predecessor), every timer of the
 # process together, since it started: the cost budget's bound on what the plugin can delay (hooks.cost_budget).
 MEASURED = [0, 0]
@@ -113,10 +116,11 @@ def runtime_elapsed(path: str | None = None):
 
 
 def runtime_resolve(path: str | None = None):
-    """``resolve(items) -> (times, code, released_ns)``: the pending steps' end events timed from their anchors in one
-    call, the GIL released around the loaded CUDA runtime's ``cudaEventElapsedTime`` calls (the C extension
-    ``_event_times``; ``code``: 0, or the return code of the call that stopped it, 600 for a step not run yet;
-    ``released_ns``: how long the GIL was let go). None where the
+    """``resolve(pending, prev_end, pool, spent, measured, out) -> (prev_end, code, released_ns, head)``:
+    ``GpuTimer.poll``'s loop in C (the extension ``_event_times``): the pending steps' end events timed from their
+    anchors in one pass, the GIL released around the loaded CUDA runtime's ``cudaEventElapsedTime`` calls, then placed
+    as the loop places them (``code``: 0; 600 for a step not run yet; ``RACED``; or the code of the call the runtime
+    refused, for ``head``; ``released_ns``: how long the GIL was let go). None where the
     extension was not built or no runtime library is found (``runtime_elapsed`` then, one call per step)."""
     try:
         from vllm_w2ext.hooks._event_times import resolve
@@ -131,7 +135,7 @@ def runtime_resolve(path: str | None = None):
     def address(fn) -> int:
         return ctypes.cast(fn, ctypes.c_void_p).value
     elapsed, clear = address(lib.cudaEventElapsedTime), address(lib.cudaGetLastError)
-    return lambda items: resolve(elapsed, clear, items)
+    return lambda *state: resolve(elapsed, clear, *state)
 
 
 def torch_elapsed():
@@ -158,9 +162,9 @@ class GpuTimer:
 
     def __init__(self, cuda=None) -> None:
         """``cuda``: (new event, record(event, stream), current stream id tuple(device), Stream(**ids), new
-        stream(), device, elapsed(start, end) -> ms or None, use_device() on the polling thread[, resolve(items) ->
-        (times, code, released_ns) or None]); torch's and the CUDA runtime's by default (tests pass stand-ins). ``resolve``
-        times every pending step in one call (``runtime_resolve``); without it, ``elapsed`` one step at a time."""
+        stream(), device, elapsed(start, end) -> ms or None, use_device() on the polling thread[, resolve or None]);
+        torch's and the CUDA runtime's by default (tests pass stand-ins). ``resolve`` (``runtime_resolve``) is the
+        poll's loop in C; without it, ``elapsed`` one step at a time in Python."""
         if cuda is None:
             import torch
             device = torch.cuda.current_device()
@@ -262,53 +266,50 @@ class GpuTimer:
             self._device_set = True
         resolve = self._resolve
         while pending:
-            if resolve is None:                 # one runtime (or torch) call per step, the GIL held
-                head = pending[0]
-                try:
-                    ms = elapsed(head[3][0], head[0])   # from its anchor; None: the step (or the anchor) has not run
-                except RuntimeError:
-                    if head[5]:
-                        raise
-                    self._refused(head)         # a borrowed event the runtime cannot time: own events from now
+            if resolve is not None:             # in C: every pending step timed in one pass with the GIL released
+                self.prev_end, code, released, head = resolve(pending, self.prev_end, pool, spent, measured, out)
+                self.released_ns += released    # and placed as below (_event_times.c)
+                if code == RACED:
                     continue
-                if ms is None:
+                if code == NOT_READY:
                     break
-                batch, times, code = (head,), (ms,), 0
-            else:                               # every pending step in one C call, the GIL released around the
-                batch = tuple(pending)          # runtime's (_event_times.c); the times of a prefix of them
-                times, code, released = resolve(batch)
-                self.released_ns += released
-            for head, ms in zip(batch, times):
-                item = pending.popleft()
-                if item is not head:            # vLLM's thread dropped the head meanwhile (queue full):
-                    pending.appendleft(item)    # look again at the new head, with no idle across the gap
-                    self.prev_end = None
-                    break
-                e, step, launch, (anchor, anchor_wall), fresh, own = item
-                end = anchor_wall + round(ms * 1e6)
-                prev = None if fresh else self.prev_end
-                if prev is None or prev >= launch:  # no previous step, or the GPU still ran it at launch
-                    idle, start = 0, launch if prev is None else prev
-                else:
-                    idle, start = launch - prev, launch
-                busy = max(0, end - start)
-                out.append((step, launch, busy / 1e9, idle / 1e9))   # steps.facts.DeviceSample
-                if prev is not None:            # its idle measured: into the process's totals
-                    measured[0] += idle
-                    measured[1] += busy
-                if own:
-                    pool.append(e)
-                else:
-                    spent.append(e)
-                self.prev_end = end
-            else:
-                if code == NOT_READY:           # that step (or its anchor) has not run yet
-                    break
-                if code:                        # the runtime would not time the step after the last one timed
-                    head = batch[len(times)]
+                if code:
                     if head[5]:
                         raise RuntimeError(f"cudaEventElapsedTime returned {code}")
                     self._refused(head)         # a borrowed event the runtime cannot time: own events from now
+                continue
+            head = pending[0]                   # one runtime (or torch) call per step, the GIL held
+            try:
+                ms = elapsed(head[3][0], head[0])   # from its anchor; None: the step (or the anchor) has not run
+            except RuntimeError:
+                if head[5]:
+                    raise
+                self._refused(head)             # a borrowed event the runtime cannot time: own events from now
+                continue
+            if ms is None:
+                break
+            item = pending.popleft()
+            if item is not head:                # vLLM's thread dropped the head meanwhile (queue full):
+                pending.appendleft(item)        # look again at the new head, with no idle across the gap
+                self.prev_end = None
+                continue
+            e, step, launch, (anchor, anchor_wall), fresh, own = item
+            end = anchor_wall + round(ms * 1e6)
+            prev = None if fresh else self.prev_end
+            if prev is None or prev >= launch:  # no previous step, or the GPU still ran it at launch
+                idle, start = 0, launch if prev is None else prev
+            else:
+                idle, start = launch - prev, launch
+            busy = max(0, end - start)
+            out.append((step, launch, busy / 1e9, idle / 1e9))   # steps.facts.DeviceSample
+            if prev is not None:                # its idle measured: into the process's totals
+                measured[0] += idle
+                measured[1] += busy
+            if own:
+                pool.append(e)
+            else:
+                spent.append(e)
+            self.prev_end = end
         anchor = self.anchor
         if anchor is None or _wall() - anchor[1] >= ANCHOR_EVERY_NS:
             self.new_anchor()
