@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vllm_w2ext.hooks import gpu_timing  # noqa: E402
+from vllm_w2ext.lab.lab_env import cpu_model  # noqa: E402
 
 STAND_IN = """
 int cudaEventElapsedTime(float *ms, void *start, void *end)
@@ -68,16 +69,6 @@ def per_step_us(lib: str, way: str, steps: int, polls: int) -> float:
     return statistics.median(per)
 
 
-def cpu_name() -> str:
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                return ln.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="benchmarks/results/cpu/event_times/poll_loop_cost.json")
@@ -94,7 +85,7 @@ def main() -> int:
                 us = per_step_us(lib, way, a.steps, a.polls)
                 rows.append({"round": r + 1, "way": way, "us_per_step": round(us, 3)})
                 print(f"round {r + 1} {way}: {us:.3f} µs per step", flush=True)
-    doc = {"what": __doc__.split("\n\n")[0], "machine": {"cpu": cpu_name(),
+    doc = {"what": __doc__.split("\n\n")[0], "machine": {"cpu": cpu_model(),
                                                          "python": platform.python_version(), "cores": os.cpu_count()},
            "steps_per_poll": a.steps, "polls": a.polls, "rows": rows,
            "median_us_per_step": {w: statistics.median(x["us_per_step"] for x in rows if x["way"] == w)
