@@ -144,6 +144,7 @@ def test_doctor_reports_the_active_path(patched_site):
     assert set(fronts.values()) <= {"C", "python", "wrapt"} and fronts["front.async_add_request"] == "wrapt"
     if os.environ.get("W2EXT_REQUIRE_C_FRONT") == "1":
         assert stock["fronts"].startswith("C extension built")
+        assert stock["device_poll"].startswith("C extension built")
         assert all(fronts[h] == "C" for h in ("engine.step", "engine.schedule", "engine.update_from_output",
                                               "worker.execute_model", "worker.sample_tokens")), fronts
 

@@ -38,6 +38,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return cmd_doctor_static(args)
     from vllm_w2ext import __version__, config
     from vllm_w2ext.hooks import INSTRUMENTOR, doctor_rows
+    from vllm_w2ext.hooks.gpu_timing import POLL
     from vllm_w2ext.hooks.native import hook_path
     from vllm_w2ext.hooks.runner import FRONTS
     from vllm_w2ext.telemetry.identity import vllm_version
@@ -53,12 +54,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     rust = _installed_rust_frontend()
     if args.format == "json":
         print(json.dumps({"vllm_version": vllm_version(), "vllm_w2ext_version": __version__,
-                          "settings": settings_line, "path": native, "fronts": FRONTS, "rust_frontend": rust,
+                          "settings": settings_line, "path": native, "fronts": FRONTS, "device_poll": POLL,
+                          "rust_frontend": rust,
                           "hooks": rows},
                          indent=2))
     else:
         print(f"vllm-w2ext {__version__}   vLLM {vllm_version()}   hook path: {native}")
         print(f"hook fronts: {FRONTS}")
+        print(f"device timer's poll: {POLL}")
         print(f"settings: {settings_line}; enabled={config.is_enabled()}"
               + (f" otlp={settings.otlp_enabled}" if settings else ""))
         w = max(len(r["target"]) for r in rows)

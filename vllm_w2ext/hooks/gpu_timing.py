@@ -138,6 +138,18 @@ def runtime_resolve(path: str | None = None):
     return lambda *state: resolve(elapsed, clear, *state)
 
 
+def _poll_way() -> str:
+    try:
+        from vllm_w2ext.hooks import _event_times  # noqa: F401
+    except ImportError:                         # pragma: no cover - the extension not built
+        return ("Python only: the C extension vllm_w2ext.hooks._event_times was not built, so the export thread "
+                "holds the GIL through each step's CUDA runtime call")
+    return "C extension built (vllm_w2ext.hooks._event_times): the CUDA runtime's calls with the GIL released"
+
+
+POLL = _poll_way()        # the device timer's poll, for the doctor
+
+
 def torch_elapsed():
     """``runtime_elapsed``'s fallback through torch's calls: ``elapsed(start, end)`` queries the end event, the start
     event only until it has once been found done (``start`` is the poll's anchor, shared by the steps recorded
