@@ -1,7 +1,10 @@
 """A Markdown table of `hook_cost_ab.sh` runs (the `benchmarks/hook_cost_engine.py` JSON files of one or more
 result folders): per run, the steady decode's hook time per engine step by role (over all steps for a ``--churn``
 run, whose steady window still has requests joining and finishing), the EngineCore + worker sum (target 1 of issue
-#19), the export thread's CPU, the step's wall time and the hooks' share of it.
+#19), of which the fronts (where every front was timed: ``hook_cost_engine.py`` from a9ee581; before, only the
+bounds hooks' were, and the E+W figure has the others' fronts left out) and one null front's call (the timing
+wrappers' own cost in place: an upper bound on how much of a front's figure is theirs), the export thread's CPU,
+the step's wall time and the hooks' share of it.
 
 The host's speed drifts between runs (the same arm reads 20-40 % apart), and the hooks' cost moves with it; the
 share of the step (EngineCore + worker µs per ms of step) is the figure that compares arms across host states.
@@ -36,16 +39,32 @@ def by_role(d: dict, b: dict) -> dict:
     return b["us_per_step_by_role"] if d.get("churn") else b["steady_decode"]["by_role"]
 
 
+def fronts(d: dict, b: dict) -> tuple[float | None, float | None]:
+    """The EngineCore and worker hooks' fronts (µs per step; in the E+W figure) and one null front's call, for runs
+    that time every front (``hook_cost_engine.py`` from a9ee581; None before: only the bounds hooks' were timed)."""
+    if not (d.get("fronts") or {}).get("wrapped"):
+        return None, None
+    steps = b["engine_steps"] if d.get("churn") else b["steady_decode"]["steps"]
+    hooks = b["hooks"] if d.get("churn") else b["steady_decode"]["hooks"]
+    if not steps:
+        return None, None
+    own = sum(v["us_per_step"] for k, v in hooks.items()
+              if k.endswith(".front") and k.split(".")[0] in ("engine", "worker"))
+    null = hooks.get("null.front")
+    return own, (None if null is None else null["us_per_step"] * steps / max(null["calls"], 1))
+
+
 def rows(folder: Path):
     for f in sorted(folder.glob("*.json"), key=lambda p: (p.stem.split("_")[-1], p.stem)):
         d = json.loads(f.read_text())
         for b in d["per_batch"]:
             role = by_role(d, b)
             ew = role.get("engine", 0.0) + role.get("worker", 0.0)
+            own, null = fronts(d, b)
             yield {"folder": folder.name, "run": f.stem, "arm": f.stem.rsplit("_", 1)[0], "batch": b["batch"],
                    "sample": d["sample"], "engine": role.get("engine", 0.0), "worker": role.get("worker", 0.0),
                    "front": role.get("front", 0.0), "ew": ew, "export_cpu": b["export_thread_us_per_step"]["cpu"],
-                   "step_ms": b["step_ms"], "share": ew / (b["step_ms"] * 1000) * 100}
+                   "step_ms": b["step_ms"], "share": ew / (b["step_ms"] * 1000) * 100, "fronts": own, "null": null}
 
 
 def part_rows(folder: Path, interval_ms: float):
@@ -88,6 +107,10 @@ def counter_ratios(folders: list[str]) -> list[float]:
     return sorted(out)
 
 
+def _f(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def main(args: list[str]) -> None:
     if args[:1] == ["--counter-ratio"]:
         r = counter_ratios(args[1:])
@@ -114,12 +137,13 @@ def main(args: list[str]) -> None:
         return
     folders = args
     all_rows = [r for f in folders for r in rows(Path(f))]
-    print("| folder | run | batch | SAMPLE | EngineCore | worker | front end | EngineCore + worker | export thread CPU "
-          "| step ms | E+W share of the step % |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| folder | run | batch | SAMPLE | EngineCore | worker | front end | EngineCore + worker | of which fronts "
+          "| null front µs per call | export thread CPU | step ms | E+W share of the step % |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in all_rows:
         print(f"| {r['folder']} | {r['run']} | {r['batch']} | {r['sample']} | {r['engine']:.2f} | {r['worker']:.2f} "
-              f"| {r['front']:.2f} | {r['ew']:.2f} | {r['export_cpu']:.2f} | {r['step_ms']:.3f} | {r['share']:.2f} |")
+              f"| {r['front']:.2f} | {r['ew']:.2f} | {_f(r['fronts'])} | {_f(r['null'])} | {r['export_cpu']:.2f} "
+              f"| {r['step_ms']:.3f} | {r['share']:.2f} |")
     groups: dict = {}
     for r in all_rows:
         groups.setdefault((r["arm"], r["batch"], r["sample"]), []).append(r)
