@@ -91,8 +91,13 @@ class ExportProcessSink(Sink):
                 return True
             except OSError as e:           # BrokenPipeError: the export process is gone
                 self._dead = True
-                log.warning("vllm_w2ext: the export process (pid %s) is gone (%r); spans and metrics of this "
-                            "process are dropped from now on", self.proc.pid, e)
+                code = self.proc.poll()
+                # killed by a signal: at shutdown vLLM force-kills what is left of a process that is slow to exit,
+                # its children with it (its process manager, by process tree: our own session does not shield
+                # it); that process is being killed too, so this is no news to its user. Any other end is.
+                (log.info if code is not None and code < 0 else log.warning)(
+                    "vllm_w2ext: the export process (pid %s) is gone (%r%s); spans and metrics of this process "
+                    "are dropped from now on", self.proc.pid, e, "" if code is None else f", exit code {code}")
                 return False
             finally:                       # the writes, GIL released (and taken back): not held (Pipeline)
                 tid = threading.get_ident()
