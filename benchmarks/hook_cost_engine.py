@@ -125,7 +125,7 @@ def timed_fronts(acc: dict, steady: dict, window: Window, holders=()) -> dict:
     front's ``__w2ext_fn__``). The front's own time, ``NAME.front``, is the whole call less vLLM's method, less the
     hook's ``pre`` and ``post`` as timed (``INSIDE``), less what the wrappers add around empty calls (measured here,
     warm: ``wrappers_ns`` per front call and ``pre_post_wrapper_ns`` per timed ``pre``/``post``; cold they add more,
-    so the front's figure is an underestimate by that much). For a bounds hook on its fast way that is all of its
+    and the front's figure reads high by that much: ``null.front`` shows how high). For a bounds hook on its fast way that is all of its
     cost (it runs no ``pre``/``post``); for any other, its countdown, the calls into ``pre``/``post`` and the runner's
     timed call (``HookRunner._timed``). vLLM looks most of these methods up on their class at every call; a method
     bound once at start-up (the EngineCore's ``step_fn``) is swapped on the instances in ``holders`` that hold it.

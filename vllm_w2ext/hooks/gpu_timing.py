@@ -50,6 +50,11 @@ import os
 import time
 from collections import deque
 
+try:
+    from vllm_w2ext.hooks._event_times import resolve as _c_resolve    # the poll's loop in C, where it was built
+except ImportError:                                                    # pragma: no cover - the Python loop alone
+    _c_resolve = None
+
 log = logging.getLogger("vllm_w2ext")
 
 
@@ -122,9 +127,8 @@ def runtime_resolve(path: str | None = None):
     as the loop places them (``code``: 0; 600 for a step not run yet; ``RACED``; or the code of the call the runtime
     refused, for ``head``; ``released_ns``: how long the GIL was let go). None where the
     extension was not built or no runtime library is found (``runtime_elapsed`` then, one call per step)."""
-    try:
-        from vllm_w2ext.hooks._event_times import resolve
-    except ImportError:                         # pragma: no cover - the extension not built
+    resolve = _c_resolve
+    if resolve is None:                         # pragma: no cover - the extension not built
         return None
     import ctypes
     path = path or loaded_cudart()
@@ -138,16 +142,11 @@ def runtime_resolve(path: str | None = None):
     return lambda *state: resolve(elapsed, clear, *state)
 
 
-def _poll_way() -> str:
-    try:
-        from vllm_w2ext.hooks import _event_times  # noqa: F401
-    except ImportError:                         # pragma: no cover - the extension not built
-        return ("Python only: the C extension vllm_w2ext.hooks._event_times was not built, so the export thread "
-                "holds the GIL through each step's CUDA runtime call")
-    return "C extension built (vllm_w2ext.hooks._event_times): the CUDA runtime's calls with the GIL released"
-
-
-POLL = _poll_way()        # the device timer's poll, for the doctor
+# the device timer's poll, for the doctor
+POLL = ("C extension built (vllm_w2ext.hooks._event_times): the CUDA runtime's calls with the GIL released"
+        if _c_resolve is not None else
+        "Python only: the C extension vllm_w2ext.hooks._event_times was not built, so the export thread holds the "
+        "GIL through each step's CUDA runtime call")
 
 
 def torch_elapsed():
@@ -180,12 +179,13 @@ class GpuTimer:
         if cuda is None:
             import torch
             device = torch.cuda.current_device()
-            elapsed = runtime_elapsed()
+            path = loaded_cudart()              # read from /proc/self/maps once for both ways
+            elapsed = runtime_elapsed(path) if path is not None else None
             cuda = (torch.cuda.Event, torch._C._CudaEventBase.record,    # Event.record without its wrapper
                     torch._C._cuda_getCurrentStream,                      # (stream id, device index, type)
                     torch.cuda.Stream, lambda: torch.cuda.Stream(device=device), device,
                     elapsed or torch_elapsed(), lambda: torch.cuda.set_device(device),
-                    runtime_resolve() if elapsed is not None else None)
+                    runtime_resolve(path) if path is not None else None)
         (new_event, self._record, self._current, self._stream_of, self._new_stream, self._device, self._elapsed,
          self._use_device) = cuda[:8]
         self._resolve = cuda[8] if len(cuda) > 8 else None

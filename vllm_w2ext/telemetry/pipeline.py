@@ -139,7 +139,6 @@ class Pipeline:
             released = self.poll_released_s - p0        # GIL released: in the pollers, the writes, the yields
             if remote is not None:
                 released -= remote.released_here()
-            if remote is not None:
                 remote.sync_identity(metrics_server.metrics_dir())
             for i in range(0, len(batch), CHUNK):
                 if remote is not None:
