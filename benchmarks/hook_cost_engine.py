@@ -10,7 +10,7 @@ real engine: front end, EngineCore and worker in ONE process (``VLLM_ENABLE_V1_M
 Each batch size runs ``--rounds`` generate calls of ``--max-tokens`` tokens after one warm-up call; the
 counters are reset between batch sizes. Per step = total / engine steps (``engine.step`` calls). Beside
 them: the export thread's CPU (and waiting) time per step over the same window, by part (``parts``: each poller,
-the send, the own counters: ``Pipeline.export_cpu_parts``); Python's cyclic collections over the window by the
+the send by its parts (take, encode, deliver), the own counters: ``Pipeline.export_cpu_parts``); Python's cyclic collections over the window by the
 thread they ran on (``gc_by_thread``: a collection runs on whichever thread's allocation sets it off, and counts
 in that thread's clock, the export thread's too, whoever made the garbage); and the hooks per step over
 the steady decode steps alone (``steady_decode``: each round's steps 5 to max_tokens - 4, where no request
@@ -402,6 +402,8 @@ def main() -> int:
         export1 = _export_thread()
         export = [round((b - a) / steps * 1e6, 2) if steps else None for a, b in zip(export0[:3], export1[:3])]
         parts = {k: round((v - export0[3].get(k, 0.0)) / steps * 1e6, 2) for k, v in export1[3].items()} if steps else {}
+        from vllm_w2ext.telemetry import pipeline
+        send_parts = [k for k in getattr(pipeline, "SEND_PARTS", ("send",)) if k in parts]   # (older trees: "send")
         collections = GC.by_thread(steps)
         # with VLLM_W2EXT_SAMPLE the EngineCore gates the worker's hooks off on the steps it does not record: the
         # recorded executions are its runner's calls (through pre, or as a bounds hook)
@@ -428,7 +430,8 @@ def main() -> int:
                      "event_free": event_free,
                      "us_per_step": total, "selfcost_sampled": sampled, "us_per_step_by_role": by_role,
                      "export_thread_us_per_step": {"cpu": export[0], "wait": export[1], "gil_hold": export[2],
-                                                   "parts": parts},
+                                                   "parts": parts, "send_parts": send_parts,
+                                                   "send": round(sum(parts[k] for k in send_parts), 2)},
                      "gc_by_thread": collections,
                      "steady_decode": steady_decode,
                      "step_ms": round(wall / steps * 1e3, 3) if steps else None, "hooks": hooks})

@@ -19,7 +19,8 @@ of ``--counter-only`` runs instead (``results/cpu/selfcost_vs_direct``: ~1.2x ag
 
 ``--parts``: a second table per phase of each run, for runs that report them (``hook_cost_engine.py`` from 95c9add):
 the export thread's CPU, its GIL hold (``Pipeline.export_hold_s``; "-" for runs from before it was measured) and
-its CPU by part (µs per engine step), the device poller's CPU per poll (the phase's wall time over
+its CPU by part (µs per engine step; the send also by its own parts where the run has them: take, encode, deliver,
+``Pipeline.export_cpu_parts``), the device poller's CPU per poll (the phase's wall time over
 ``--interval-ms``, the export interval, 200 by default), Python's collections on vLLM's thread, and EngineCore +
 worker + export thread per step (target 1 counts the export thread), by its CPU and by its GIL hold. Beside the
 EngineCore + worker figure: how much of it the worker's ``sample_tokens`` post spent freeing the step-end events vLLM
@@ -81,8 +82,10 @@ def part_rows(folder: Path, interval_ms: float):
             gc = b.get("gc_by_thread", {}).get("MainThread", {})
             hold = e.get("gil_hold")                 # runs from before the GIL hold was measured: none
             free = (b.get("event_free") or {}).get("us_per_step" if d.get("churn") else "steady_us_per_step")
+            send = e.get("send", parts.get("send", 0.0))      # (runs from before the send was split: "send" alone)
+            split = " / ".join(f"{k} {parts[k]:.2f}" for k in e.get("send_parts", ()) if k != "send") or "-"
             yield (f"| {folder.name} | {f.stem} | {i + 1} | {b['batch']} | {b['recorded_executions']} of {steps} "
-                   f"| {e['cpu']:.2f} | {'-' if hold is None else f'{hold:.2f}'} | {parts.get('send', 0):.2f} "
+                   f"| {e['cpu']:.2f} | {'-' if hold is None else f'{hold:.2f}'} | {send:.2f} | {split} "
                    f"| {parts.get('device', 0):.2f} "
                    f"| {parts.get('cost_budget', 0):.2f} | {parts.get('stats', 0):.2f} "
                    f"| {parts.get('device', 0) * steps / polls:.0f} | {gc.get('us_per_step', 0) or 0:.2f} "
@@ -126,11 +129,12 @@ def main(args: list[str]) -> None:
             interval = float(args[i + 1])
             del args[i:i + 2]
         print("| folder | run | phase | batch | executions recorded | export thread CPU | its GIL hold | send "
+              "| the send's parts "
               "| device poller "
               "| cost budget poller | own counters | device poller µs per poll | Python collections on vLLM's thread "
               "| EngineCore + worker (steady; churn: all steps) | of which freeing vLLM's end events "
               "| E + W + export thread | E + W + its GIL hold | step ms |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for f in args:
             for line in part_rows(Path(f), interval):
                 print(line)

@@ -40,3 +40,17 @@ def test_the_freed_end_events_beside_the_hooks(tmp_path):
         (tmp_path / f"{name}.json").write_text(json.dumps(run))
     parts = {line.split(" | ")[1]: line for line in table.part_rows(tmp_path, 200.0)}
     assert "| 60.00 | 4.00 | 70.00 |" in parts["steady_1"] and "| 50.00 | 3.00 | 60.00 |" in parts["churn_1"]
+
+
+def test_the_send_by_its_parts_where_the_run_has_them(tmp_path):
+    """A run whose export thread's send is split (``hook_cost_engine.py``'s ``send`` and ``send_parts``): its total
+    in the send column and its parts beside it; a run from before the split: its ``send`` and "-"."""
+    run = _run(False)
+    run["per_batch"][0]["export_thread_us_per_step"] = {
+        "cpu": 10.0, "wait": 1.0, "parts": {"take": 1.5, "encode": 3.0, "deliver": 0.5, "device": 4.0},
+        "send_parts": ["take", "encode", "deliver"], "send": 5.0}
+    (tmp_path / "split_1.json").write_text(json.dumps(run))
+    (tmp_path / "old_1.json").write_text(json.dumps(_run(False)))
+    rows = {line.split(" | ")[1]: line for line in table.part_rows(tmp_path, 200.0)}
+    assert "| 10.00 | - | 5.00 | take 1.50 / encode 3.00 / deliver 0.50 | 4.00 |" in rows["split_1"]
+    assert "| 10.00 | - | 6.00 | - | 4.00 |" in rows["old_1"]

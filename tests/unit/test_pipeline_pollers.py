@@ -31,8 +31,9 @@ def test_pollers_run_before_the_take_and_a_faulty_one_is_dropped(caplog):
 
 
 def test_the_export_threads_cpu_is_split_by_part(monkeypatch):
-    """export_cpu_parts: each poller under its name, the send and the own counters; together the export thread's
-    CPU. A planted thread CPU clock that moves 1 s per reading, 5 s in the poller."""
+    """export_cpu_parts: each poller under its name, the send's take and delivery (no export process: nothing
+    encoded) and the own counters; together the export thread's CPU. A planted thread CPU clock that moves 1 s per
+    reading, 5 s in the poller."""
     from vllm_w2ext.telemetry import pipeline
     clock = [0.0]
 
@@ -47,10 +48,47 @@ def test_the_export_threads_cpu_is_split_by_part(monkeypatch):
     p.add_poller(slow, "device")
     p.flush_once()
     parts = p.export_cpu_parts
-    assert set(parts) == {"device", "send", "stats"}
+    assert set(parts) == {"device", "take", "encode", "deliver", "stats"}
     assert parts["device"] == 6.0                    # its 5 s and the clock's own step
-    assert parts["send"] == 1.0 and parts["stats"] == 1.0
-    assert sum(parts.values()) == p.export_cpu_s == 8.0     # four readings: before, after the poller, send, stats
+    assert parts["take"] == parts["deliver"] == parts["stats"] == 1.0 and parts["encode"] == 0.0
+    assert sum(parts.values()) == p.export_cpu_s == 9.0     # five readings: before, after the poller, the take,
+    #                                                         the send, the own counters
+
+
+def test_the_send_is_split_into_take_encode_and_deliver(monkeypatch):
+    """With an export process, the thread CPU its sink says it spent encoding the frames is the send's ``encode``
+    and the rest of the send is ``deliver``. Planted: a thread CPU clock moving 1 s per reading; each chunk's
+    consume spends 7 s, 4 of them encoding (as the sink's ``encode_cpu_here`` says); the take 2 s."""
+    from vllm_w2ext.telemetry import pipeline
+    clock = [0.0]
+
+    def tick():
+        clock[0] += 1.0
+        return clock[0]
+    monkeypatch.setattr(pipeline.time, "thread_time", tick)
+
+    class Encoding(_Remote):
+        encoded = 0.0
+
+        def encode_cpu_here(self):
+            return self.encoded
+
+        def consume(self, records):
+            clock[0] += 7.0
+            self.encoded += 4.0
+
+    p = Pipeline(config.Settings())
+    p.remote = Encoding()
+    take = p.recorder.take
+    p.recorder.take = lambda: (clock.__setitem__(0, clock[0] + 2.0), take())[1]
+    for i in range(pipeline.CHUNK + 1):                  # two chunks
+        p.recorder.emit(Span.DEVICE_SAMPLES, WORKER, None, i, i)
+    assert p.flush_once() == pipeline.CHUNK + 1
+    parts = p.export_cpu_parts
+    assert parts["take"] == 3.0                      # its 2 s and the reading after it
+    assert parts["encode"] == 8.0                    # 4 s in each of the two chunks
+    assert parts["deliver"] == 7.0                   # the chunks' other 3 s each and the reading after the send
+    assert sum(parts.values()) == p.export_cpu_s
 
 
 class _Remote(Sink):

@@ -69,9 +69,13 @@ class ExportProcessSink(Sink):
         self._dead = False
         self._lock = threading.Lock()
         self._released: dict[int, float] = {}      # thread id -> wall seconds in the writes (released_here)
+        self._encoding: dict[int, float] = {}      # thread id -> thread CPU seconds in encode_frame (encode_cpu_here)
 
     def released_here(self) -> float:
         return self._released.get(threading.get_ident(), 0.0)
+
+    def encode_cpu_here(self) -> float:
+        return self._encoding.get(threading.get_ident(), 0.0)
 
     def close_in_forked_child(self) -> None:
         _close_pipes(self.proc)
@@ -79,7 +83,10 @@ class ExportProcessSink(Sink):
     def _send(self, kind: str, payload) -> bool:
         if self._dead:
             return False
+        c0 = time.thread_time()
         data = encode_frame(kind, payload)
+        tid = threading.get_ident()
+        self._encoding[tid] = self._encoding.get(tid, 0.0) + time.thread_time() - c0
         with self._lock:
             if self._dead:                 # shut down meanwhile: the descriptor is closed (its number maybe reused)
                 return False
@@ -100,7 +107,6 @@ class ExportProcessSink(Sink):
                     "are dropped from now on", self.proc.pid, e, "" if code is None else f", exit code {code}")
                 return False
             finally:                       # the writes, GIL released (and taken back): not held (Pipeline)
-                tid = threading.get_ident()
                 self._released[tid] = self._released.get(tid, 0.0) + time.perf_counter() - t0
 
     def sync_identity(self, metrics_dir: str | None) -> None:

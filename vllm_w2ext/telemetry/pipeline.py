@@ -28,6 +28,7 @@ from vllm_w2ext.telemetry.recording import Nvtx, Recorder
 from vllm_w2ext.telemetry.wire import SelfCost
 
 log = logging.getLogger("vllm_w2ext")
+SEND_PARTS = ("take", "encode", "deliver")     # export_cpu_parts of the send (Pipeline.__init__)
 CHUNK = 256          # records per pipe frame (in-process chain: per batch) between two GIL releases
 STATS_EVERY_S = 1.0  # the plugin's own counters go on at most this often (and at every explicit flush)
 
@@ -43,9 +44,12 @@ class Pipeline:
         self.export_wait_s = 0.0           # wall minus CPU time of its work sections
         self.export_hold_s = 0.0           # wall time of those sections with the GIL held (module docstring)
         self.poll_released_s = 0.0         # of those sections, what pollers ran with the GIL released (add_poller)
-        # export_cpu_s by part (seconds; together, all of it): each poller by its name, "send" (take the records,
-        # serialize, write them on), "stats" (the plugin's own counters; the in-process chain's tick)
-        self.export_cpu_parts: dict[str, float] = {"send": 0.0, "stats": 0.0}
+        # export_cpu_s by part (seconds; together, all of it): each poller by its name; the send in three: "take" (the
+        # records off the recorder's buffer), "encode" (serializing the frames for the export process: the sink's
+        # ``encode_cpu_here``), "deliver" (the rest: writing the frames to the pipe, the yields between chunks; with
+        # no export process, the in-process chain's assembling and exporting); "stats" (the plugin's own counters;
+        # the in-process chain's tick)
+        self.export_cpu_parts: dict[str, float] = dict.fromkeys(SEND_PARTS + ("stats",), 0.0)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -135,10 +139,13 @@ class Pipeline:
             p0 = self.poll_released_s
             c1 = self._poll(c0) if self._pollers else c0
             batch = self.recorder.take()
+            ct = time.thread_time()
+            parts["take"] += ct - c1
             remote, chain = self.remote, self.chain
             released = self.poll_released_s - p0        # GIL released: in the pollers, the writes, the yields
             if remote is not None:
                 released -= remote.released_here()
+                e0 = remote.encode_cpu_here()
                 remote.sync_identity(metrics_server.metrics_dir())
             for i in range(0, len(batch), CHUNK):
                 if remote is not None:
@@ -149,7 +156,9 @@ class Pipeline:
                 time.sleep(0)
                 released += time.perf_counter() - y0
             c2 = time.thread_time()
-            parts["send"] += c2 - c1
+            encode = remote.encode_cpu_here() - e0 if remote is not None else 0.0
+            parts["encode"] += encode
+            parts["deliver"] += c2 - ct - encode
             if stats or w0 >= self._stats_due or selfcost.faults[0] != self._faults_sent:
                 self._stats_due, self._faults_sent = w0 + STATS_EVERY_S, selfcost.faults[0]
                 cost = self.self_cost()               # the plugin's own counters, when they moved

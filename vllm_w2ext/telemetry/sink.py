@@ -25,5 +25,10 @@ class Sink:
         blocking writes): ``Pipeline`` takes them out of the export thread's GIL hold."""
         return 0.0
 
+    def encode_cpu_here(self) -> float:
+        """Thread CPU seconds the calling thread has spent so far serializing this sink's frames (its ``encode``
+        part): ``Pipeline`` splits the export thread's send into taking, encoding and writing with it."""
+        return 0.0
+
     def close_in_forked_child(self) -> None:
         """In a forked child: drop what belongs to the parent (pipes, threads) without using it."""
