@@ -11,6 +11,14 @@ with the front end's lag: flip_steps.py), windows, generates, the decode steps' 
 and the plugin's settings (SAMPLE, cost budget, exporters, export interval, which processes were switched); with
 ``--pool``, NAME's pooled estimate of the runs listed (by name) and, beside it, the runs' own estimates taken as
 a sample (``between_runs_*``: mean, SD, Student-t 90 % interval), which also counts the spread between runs.
+
+``--issue-format PATH``: also the list issue #19's target 2 asks for (``{"model", "layers", "workload", "stock":
+[...], "plugin": [...]}``, in pair order; ``issue_rows``), one entry per model and flip workload, the runs' real
+flips (every process switched) taken in the order given. A pair is two neighbouring blocks of one generate, the
+plugin switched off (its hooks paused: vLLM's own methods run) in one and on in the other; each block's level is
+its steps' median (the first ``SETTLE`` after a switch left out). Seconds per decode step at batch 1, output tokens
+per second (batch / step) above it. The pairs are raw: the entry's ``cost_pct`` is ``flip_steps``' estimate of
+the same generates (neighbouring blocks' drift cancelled, slow spells trimmed), not a mean of the pairs.
 """
 from __future__ import annotations
 
@@ -120,11 +128,44 @@ def pooled(docs: dict[str, dict], names: list[str]) -> dict:
     return out
 
 
+def issue_rows(docs: dict[str, dict]) -> list[dict]:
+    """Issue #19's summary format from flip runs (module docstring, ``--issue-format``): per model and workload,
+    the off / on block levels of every real flip with every process switched, pair by pair, and the pooled
+    estimate of those generates."""
+    groups: dict[tuple, dict] = {}
+    for name, doc in docs.items():
+        for g in flips_of(doc):
+            if not g["real"] or g.get("scope", "all") != "all":
+                continue
+            key = (doc.get("model"), doc.get("layers"), g["workload"])
+            e = groups.setdefault(key, {"batch": g.get("batch"), "runs": [], "gens": [], "stock": [], "plugin": []})
+            if name not in e["runs"]:
+                e["runs"].append(name)
+            e["gens"].append(g)
+            batch = g.get("batch") or 1
+            levels = flip_steps.generate_levels(g)
+            for a, b in zip(levels[0::2], levels[1::2]):
+                if a[1] is None or b[1] is None:
+                    continue
+                on, off = (a, b) if a[0] else (b, a)
+                for side, level in (("stock", off[1]), ("plugin", on[1])):
+                    e[side].append(round(level / 1e6, 7) if batch == 1 else round(batch * 1e6 / level, 1))
+    out = []
+    for (model, layers, workload), e in groups.items():
+        est = flip_steps.summarize(e["gens"]).get("flip", {})
+        out.append({"model": model, "layers": layers, "workload": workload, "batch": e["batch"],
+                    "unit": "s per decode step" if e["batch"] == 1 else "output tok/s", "runs": e["runs"],
+                    "pairs": len(e["stock"]), "stock": e["stock"], "plugin": e["plugin"],
+                    **_cost(est)})
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--pool", action="append", default=[], help="NAME=RUN,RUN: a pooled estimate of those runs")
+    ap.add_argument("--issue-format", type=Path, help="also write issue #19's list of stock/plugin pairs here")
     ap.add_argument("--what", default="the plugin's cost per decode step, switched every few steps inside one "
                                       "running decode (toggle_ab.py flip workloads, flip_steps.py)")
     a = ap.parse_args()
@@ -138,6 +179,9 @@ def main() -> int:
         summary["pooled_" + name] = pooled(docs, runs.split(","))
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if a.issue_format:
+        a.issue_format.parent.mkdir(parents=True, exist_ok=True)
+        a.issue_format.write_text(json.dumps(issue_rows(docs), indent=1) + "\n")
     for r in summary["runs"]:
         if r["workload"].endswith("@gap"):
             print(f"{r['run']} {r['workload']}: all - front - engine {json.dumps({c: g.get('gap_pct') for c, g in r.items() if isinstance(g, dict)})}")

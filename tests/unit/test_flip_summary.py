@@ -7,6 +7,7 @@ from gpu_scripts import load
 from test_flip_steps import _scoped, gens
 
 flip_summary = load("flip_summary")
+flip_steps = load("flip_steps")
 toggle_ab = load("toggle_ab")
 
 
@@ -68,3 +69,34 @@ def test_pooled_runs_that_differ_get_the_wider_between_run_interval():
     plo, phi = p["cost_90pct"]
     assert abs(p["cost_pct"] - 1.5) < 0.5 and phi - plo < hi - lo
     assert p["between_runs_aa_cost"]["n"] == 4 and abs(p["between_runs_aa_cost"]["mean_pct"]) < 0.5
+
+
+def test_issue_format_pairs_each_on_block_with_its_off_neighbour():
+    """Issue #19's list (``issue_rows``): planted runs where the plugin costs 2 % per step. Every real flip's blocks
+    become (off, on) pairs in order, each side in its unit (seconds per step at batch 1, tok/s at 256); the A/A
+    flips and the runs that switched only one side stay out; the entry's cost is flip_steps' estimate of the same
+    generates."""
+    import statistics
+    b1 = gens(2.0, n=4)
+    b256 = gens(2.0, n=4)
+    for g in b256:
+        g.update(workload="flip256", batch=256)
+    front = _scoped("front", 2.0, 300, n=2)
+    for g in b1 + front:
+        g.update(workload="flip1", batch=1)
+    docs = {"r/one": {"model": "M", "layers": 4, "flips": b1 + front}, "r/two": {"model": "M", "layers": 4,
+                                                                             "flips": b256}}
+    rows = {r["workload"]: r for r in flip_summary.issue_rows(docs)}
+    assert set(rows) == {"flip1", "flip256"}
+    one, two = rows["flip1"], rows["flip256"]
+    assert one["runs"] == ["r/one"] and one["unit"] == "s per decode step" and two["unit"] == "output tok/s"
+    real = [g for g in b1 if g["real"]]
+    pairs = sum(len(flip_steps.generate_levels(g)) // 2 for g in real)     # every block has a level here
+    assert one["pairs"] == len(one["stock"]) == len(one["plugin"]) == pairs > 40
+    ratio = statistics.median(p / s for s, p in zip(one["stock"], one["plugin"]))
+    assert 1.01 < ratio < 1.03                         # on is the slower side, pair by pair
+    assert all(0.001 < x < 0.005 for x in one["stock"])     # ~2 ms steps, in seconds
+    tok = statistics.median(s / p for s, p in zip(two["stock"], two["plugin"]))
+    assert 1.01 < tok < 1.03 and all(50_000 < x < 250_000 for x in two["stock"])   # 256 per ~2 ms step, in tok/s
+    est = flip_steps.summarize(real)["flip"]
+    assert one["cost_pct"] == round(est["cost_pct"], 2) and abs(one["cost_pct"] - 2.0) < 0.5
