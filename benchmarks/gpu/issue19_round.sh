@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# What issue #19 still needs from an H200, one part per device call after staging (split_stage.sh one, then two in
+# the call of the first part), most needed first. Each part writes its archives to $OUT as each run ends, so a call
+# cut short returns what finished; a part starts a run only if BUDGET_S (default 540) leaves it TO_* seconds.
+#
+#   lat   target 2 at batch 1, fully traced at the plugin's defaults (VLLM_W2EXT_SAMPLE=1, every exporter on, export
+#         interval 200 ms): the switched decode (trust_round.sh t2, toggle_ab.py flip1: every process switched every
+#         64 decode steps inside one running decode) on each model of MODELS (default "l4 1b"), one run each
+#         (10 generates: 5 switched, 5 A/A; ~130-200 s a run). $OUT/t2_<model>_flip1.tgz
+#   spy   target 1's breakdown without a timing harness: py-spy's stack samples of every process of a fully traced
+#         4-layer engine at batch 1 (pyspy_share.sh SAMPLES=1: hooks, recording and the export thread by function,
+#         ~110 s; py-spy at .gpu/tools/py-spy, carried with part two), then hook_cost_engine.py on the same model at
+#         batch 1 (every hook timed, the export thread's CPU and GIL hold, its send by take / encode / deliver;
+#         ~60 s). $OUT/pyspy.tgz, $OUT/hook_cost_l4_b1.tgz
+#   thr   target 2 at 256 requests per step: trust_round.sh t2 with WL=flip256 (16 generates, ~210-230 s a run) on
+#         each model of MODELS. $OUT/t2_<model>_flip256.tgz
+#   big   the 8B-shaped model (target 2: its numbers stay within 0.5 %): flip1 as in lat. $OUT/t2_8b_flip1.tgz
+#
+#   call 1:  bash benchmarks/gpu/split_stage.sh one                     (carry .gpu/p1a)
+#   call 2:  bash benchmarks/gpu/split_stage.sh two && source .gpu/p2/env.sh && python3 setup.py build_ext --inplace \
+#              && bash benchmarks/gpu/issue19_round.sh lat               (carry .gpu/p1b .gpu/p2 .gpu/tools)
+#   later:   bash .gpu/p2/stage.sh && source .gpu/p2/env.sh && bash benchmarks/gpu/issue19_round.sh spy   (etc.)
+# Then here: unpack the t2 archives under benchmarks/results/h200/<folder>/ and read them with
+#   python3 benchmarks/gpu/flip_summary.py <folder>/toggle_*.json --out <folder> --issue-format <folder>/issue.json
+# (issue #19's {"model", "layers", "workload", "stock", "plugin"} list, pair by pair; flip_summary.py says how).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export PYTHONUNBUFFERED=1 OUT=${OUT:-out} OVERHEAD_MODELS_DIR=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models}
+PART=${1:?usage: $0 lat|spy|thr|big}; T0=$(date +%s); BUDGET_S=${BUDGET_S:-540}; mkdir -p "$OUT"
+left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
+t2() {     # MODEL WL TO [GENS]: one fully traced switched-decode run at the defaults, if the budget leaves TO
+  local m=$1 wl=$2 to=$3 gens=${4:-10}
+  if [ "$(left)" -lt $((to + 25)) ]; then echo "not started: $m $wl ($(left) s left)"; return; fi
+  MODEL=$m WL=$wl N=1 RUNS=1 TO=$to GENS=$gens INTERVAL=200 bash benchmarks/gpu/trust_round.sh t2
+  echo "$m $wl done ($(( $(date +%s) - T0 )) s)"
+}
+case "$PART" in
+  lat) for m in ${MODELS:-l4 1b}; do t2 "$m" flip1 "${TO_LAT:-220}"; done ;;
+  thr) for m in ${MODELS:-l4 1b}; do t2 "$m" flip256 "${TO_THR:-290}" 16; done ;;
+  big) t2 8b flip1 "${TO_LAT:-220}" ;;
+  spy)
+    if [ "$(left)" -lt 150 ]; then echo "not started: py-spy ($(left) s left)"; else
+      MODEL=l4 SAMPLES=1 bash benchmarks/gpu/pyspy_share.sh; echo "py-spy done ($(( $(date +%s) - T0 )) s)"; fi
+    D="$OUT/hook_cost_l4_b1"; M=$OVERHEAD_MODELS_DIR/llama31-8b-shaped
+    to=$(( $(left) - 15 )); [ $to -gt 150 ] && to=150
+    if [ $to -lt 60 ]; then echo "not started: hook_cost_engine ($(left) s left)"; else
+      mkdir -p "$D"
+      [ -f $M/tokenizer.json ] || python3 -m vllm_w2ext.lab.model_folders llama31-8b-shaped $M > /dev/null
+      VLLM_W2EXT_SAMPLE=1 timeout $to python3 benchmarks/hook_cost_engine.py $M --batches 1 --rounds 6 --max-tokens 256 \
+        --engine-json '{"hf_overrides": {"num_hidden_layers": 4}}' --out "$D/s1_b1.json" > "$D/s1_b1.log" 2>&1
+      echo "hook_cost_engine rc=$? ($(( $(date +%s) - T0 )) s)"; grep '^batch' "$D/s1_b1.log" | cut -c1-400
+      { git log -1 --format='%h %s' 2>/dev/null | cut -c1-120; LC_ALL=C md5sum vllm_w2ext/hooks/*.py; nvidia-smi -L; } \
+        > "$D/env.txt" 2>&1
+      gzip -f "$D/s1_b1.log"; tar czf "$OUT/hook_cost_l4_b1.tgz" -C "$OUT" hook_cost_l4_b1 && rm -rf "$D"
+    fi ;;
+  *) echo "unknown part: $PART (lat|spy|thr|big)"; exit 2 ;;
+esac
+ls -la "$OUT"
