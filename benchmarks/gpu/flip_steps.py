@@ -35,6 +35,15 @@ a fixed cost per wake (``results/cpu/export_interval``) in both states and so in
 sends what is left at once, during the paused block's first ``settle`` steps (left out, not read as paused), and
 the paused thread sleeps until resumed. The export thread's CPU per step (``hook_cost_engine.py``: 13-15 µs fully
 traced at batch 1 on the H200 host) bounds what either moved.
+
+Tails: a block's level is its steps' median, which a cost landing on a few steps hardly moves. The export thread
+wakes once per export interval (200 ms by default) and then holds the GIL for its whole batch (~1 ms on a GPU host,
+fully traced, less the yields between chunks): where vLLM's thread wants the GIL meanwhile, one step in ~100 runs
+that much longer, and the estimate above reads none of it. ``block_tails`` reads it apart: each block's excess
+over its median (the steps' time above it; steps over ``TAIL_CAP`` medians left out as the host's), per step, on
+blocks against off blocks (``summarize``'s ``tail_us``: their means over generates, and each generate's on less
+off). A cost's mean is its median's plus the excess, so ``tail_us.diff`` over the off blocks' step adds to the
+estimate's cost. Its noise is the host's long steps, which come in both states: read it between generates.
 """
 from __future__ import annotations
 
@@ -48,6 +57,7 @@ ORDER = 4            # window_costs: drifts up to a cubic over 5 blocks cancel
 CHUNK = 4            # consecutive windows resampled together (neighbouring windows share blocks)
 TRIM = 4.0           # trimmed_mean: robust deviations kept
 BOOTSTRAP = 2000
+TAIL_CAP = 3.0       # block_tails: steps longer than this many block medians are the host's, left out
 
 
 class Flipper:
@@ -136,6 +146,34 @@ def block_levels(steps_us: list[int], after: list[int], start_on: bool, settle: 
         on = block_on(k, start_on)
         out.append((on, statistics.median(seg) if len(seg) >= 4 else None, len(seg)))
     return out
+
+
+def block_tails(steps_us: list[int], after: list[int], start_on: bool, settle: int = SETTLE,
+                cap: float = TAIL_CAP) -> list[tuple]:
+    """(on, excess µs, steps) of each block after the first, as ``block_levels`` cuts them: the excess is the sum of
+    its steps' time above the block's median, steps over ``cap`` times the median left out (the host's hiccups of
+    several steps' length, which come in both states). What the median leaves out: a cost that lands on a few steps
+    (module docstring, "tails")."""
+    bounds = [0, *after, len(steps_us)]
+    out = []
+    for k in range(1, len(bounds) - 1):
+        seg = steps_us[bounds[k] + settle:bounds[k + 1]]
+        if len(seg) < 4:
+            continue
+        med = statistics.median(seg)
+        kept = [x for x in seg if x <= cap * med]
+        out.append((block_on(k, start_on), sum(x - med for x in kept if x > med), len(kept)))
+    return out
+
+
+def tail_diff_us(tails: list[tuple]) -> tuple[float, float, float] | None:
+    """One generate's blocks (``block_tails``): the mean excess per step over the "on" blocks' steps, over the
+    "off" blocks', and on less off (µs per step); None without steps in both states."""
+    n = {s: sum(k for on, _, k in tails if on is s) for s in (True, False)}
+    if not n[True] or not n[False]:
+        return None
+    on, off = (sum(x for o, x, _ in tails if o is s) / n[s] for s in (True, False))
+    return on, off, on - off
 
 
 def window_costs(levels: list[tuple], order: int = ORDER) -> list[float]:
@@ -267,6 +305,12 @@ def summarize(gens: list[dict], settle: int = SETTLE, clock: str = "front") -> d
             for state in (True, False):
                 ls = [lv[1] for g in levels for lv in g if lv[0] is state and lv[1] is not None]
                 out[kind]["step_us_" + ("on" if state else "off")] = statistics.median(ls) if ls else None
+        tails = [t for t in (tail_diff_us(block_tails(g[key], [s["after"] for s in g["switches"]], g["start_on"],
+                                                      settle)) for g in gs) if t is not None]
+        if tails:
+            out[kind]["tail_us"] = {"on": statistics.fmean(t[0] for t in tails),
+                                    "off": statistics.fmean(t[1] for t in tails),
+                                    "diff": statistics.fmean(t[2] for t in tails), "per_generate": [t[2] for t in tails]}
         ms = [s["ms"] for g in gs for s in g["switches"]]
         out[kind]["switch_ms"] = statistics.median(ms) if ms else None
         out[kind]["steps_per_generate"] = statistics.median(len(g["steps_us"]) for g in gs)

@@ -7,7 +7,8 @@ the same trimmed mean and moving-block bootstrap as one run's).
 RUN is a ``toggle_*.json`` of toggle_ab.py; a run's name is its folder and file stem (``flip/toggle_l4_i50``),
 so runs of one name in two folders stay apart. Writes DIR/summary.json: each row's cost and A/A cost per decode
 step (% and 90 % interval) on the front clock and, where the runs have it, the engine clock (``engine_``,
-with the front end's lag: flip_steps.py), windows, generates, the decode steps' medians, the switch round trip, the switch check
+with the front end's lag: flip_steps.py), the tails the blocks' medians leave out (``tail_*``: flip_steps.py), windows,
+generates, the decode steps' medians, the switch round trip, the switch check
 and the plugin's settings (SAMPLE, cost budget, exporters, export interval, which processes were switched); with
 ``--pool``, NAME's pooled estimate of the runs listed (by name) and, beside it, the runs' own estimates taken as
 a sample (``between_runs_*``: mean, SD, Student-t 90 % interval), which also counts the spread between runs.
@@ -74,7 +75,8 @@ def rows_of(name: str, doc: dict) -> list[dict]:
                     "sample": spec.get("sample", 1), "cost_budget": spec.get("cost_budget", 0.0),
                     "exporters": spec.get("exporters"), "flip_scope": gens[0]["scope"],
                     "export_interval_ms": spec.get("export_interval_ms"),
-                    **_cost(flip), **_cost(aa, "aa_"), **eng, "generates": flip.get("generates"),
+                    **_cost(flip), **_cost(aa, "aa_"), **_tail(flip, flip.get("step_us_off")),
+                    **_tail(aa, flip.get("step_us_off"), "aa_"), **eng, "generates": flip.get("generates"),
                     "step_us_on": flip.get("step_us_on"), "step_us_off": flip.get("step_us_off"),
                     "switch_ms": _r(flip.get("switch_ms")),
                     "switches_ok": toggle_ab.check_flip_switches(gens)["ok"], "spans": (doc.get("spans") or {}).get("total")})
@@ -97,16 +99,39 @@ def t95(df: int) -> float:
     return _T95[max(k for k in _T95 if k <= df)] if df <= 120 else 1.645
 
 
+def mean_interval(xs: list[float]) -> tuple[float, float, list[float]] | None:
+    """A sample's mean, SD and Student-t 90 % interval of the mean; None below two values."""
+    n = len(xs)
+    if n < 2:
+        return None
+    mean, sd = statistics.fmean(xs), statistics.stdev(xs)
+    half = t95(n - 1) * sd / n ** 0.5
+    return mean, sd, [mean - half, mean + half]
+
+
 def between_runs(costs: list[float]) -> dict:
     """The runs' own point estimates as a sample: their mean, SD and a Student-t 90 % interval of the mean. The
     pooled estimate resamples windows, so it counts only the spread inside runs; this one counts the spread
     between runs too (machines, host state), which a pooled interval narrower than it has left out."""
-    n = len(costs)
-    if n < 2:
-        return {"n": n}
-    mean, sd = statistics.fmean(costs), statistics.stdev(costs)
-    half = t95(n - 1) * sd / n ** 0.5
-    return {"n": n, "mean_pct": _r(mean), "sd_pct": _r(sd), "mean_90pct": [_r(mean - half), _r(mean + half)]}
+    m = mean_interval(costs)
+    if m is None:
+        return {"n": len(costs)}
+    mean, sd, (lo, hi) = m
+    return {"n": len(costs), "mean_pct": _r(mean), "sd_pct": _r(sd), "mean_90pct": [_r(lo), _r(hi)]}
+
+
+def _tail(est: dict, step_us: float | None, prefix: str = "") -> dict:
+    """What the blocks' medians leave out (``flip_steps`` "tails"): the excess per step on less off (µs), its 90 %
+    interval between generates, and the same as % of the off blocks' median step (it adds to ``cost_pct``)."""
+    t = est.get("tail_us")
+    if not t:
+        return {}
+    m = mean_interval(t["per_generate"])
+    out = {prefix + "tail_diff_us": _r(t["diff"]), prefix + "tail_on_us": _r(t["on"]), prefix + "tail_off_us": _r(t["off"]),
+           prefix + "tail_diff_90us": None if m is None else [_r(v) for v in m[2]]}
+    if step_us:
+        out[prefix + "tail_cost_pct"] = _r(t["diff"] / step_us * 100)
+    return out
 
 
 def pooled(docs: dict[str, dict], names: list[str]) -> dict:
@@ -117,8 +142,11 @@ def pooled(docs: dict[str, dict], names: list[str]) -> dict:
     rows = [r for n in names for r in rows_of(n, docs[n])]
     for key, wg in groups.items():
         s, e = flip_steps.summarize(wg), flip_steps.summarize(wg, clock="engine")
+        step = s.get("flip", {}).get("step_us_off")
         out[key] = {**_cost(s.get("flip", {})), **_cost(s.get("aa", {}), "aa_"),
-                    **_cost(e.get("flip", {}), "engine_"), **_cost(e.get("aa", {}), "engine_aa_")}
+                    **_cost(e.get("flip", {}), "engine_"), **_cost(e.get("aa", {}), "engine_aa_"),
+                    **_tail(s.get("flip", {}), step), **_tail(s.get("aa", {}), step, "aa_"),
+                    **_tail(e.get("flip", {}), e.get("flip", {}).get("step_us_off"), "engine_")}
         for field in ("cost_pct", "aa_cost_pct", "engine_cost_pct", "engine_aa_cost_pct"):
             costs = [r[field] for r in rows if r["workload"] == key and r.get(field) is not None]
             out[key]["between_runs_" + field.removesuffix("_pct")] = between_runs(costs)
@@ -187,7 +215,8 @@ def main() -> int:
             print(f"{r['run']} {r['workload']}: all - front - engine {json.dumps({c: g.get('gap_pct') for c, g in r.items() if isinstance(g, dict)})}")
             continue
         print(f"{r['run']} {r['workload']}: cost {r.get('cost_pct')} {r.get('cost_90pct')}, A/A {r.get('aa_cost_pct')} "
-              f"{r.get('aa_cost_90pct')}, steps on/off {r['step_us_on']} / {r['step_us_off']} µs")
+              f"{r.get('aa_cost_90pct')}, steps on/off {r['step_us_on']} / {r['step_us_off']} µs, tails on - off "
+              f"{r.get('tail_diff_us')} µs per step {r.get('tail_diff_90us')} (A/A {r.get('aa_tail_diff_us')})")
     for k, v in summary.items():
         if k.startswith("pooled_"):
             print(k, json.dumps(v))

@@ -12,9 +12,9 @@ flip_steps = load("flip_steps")
 
 
 def planted(cost_pct: float, real: bool, start_on: bool, seed: int, steps: int = 3000, every: int = 64,
-            drift: float = 0.35, catch_up: bool = True) -> dict:
+            drift: float = 0.35, catch_up: bool = True, spell_rate: float = 0.0005) -> dict:
     """A generate of ``steps`` decode steps of ~2 ms: the host's speed swings by ``drift`` over ~3 s and
-    wanders, a 1.5x slow spell of 0.1-0.4 s about once a second, 4 % noise per step; every ``every`` steps a switch,
+    wanders, a 1.5x slow spell of 0.1-0.4 s about once a second (``spell_rate`` per step), 4 % noise per step; every ``every`` steps a switch,
     after which 3 steps come fast (outputs buffered during the round trip). Steps in an "on" block of a real
     flip take ``cost_pct`` % longer."""
     rng = random.Random(seed)
@@ -25,7 +25,7 @@ def planted(cost_pct: float, real: bool, start_on: bool, seed: int, steps: int =
             switches.append({"after": i, "on": on, "ms": 1.0, "counts": None})
         walk += rng.gauss(0, 0.001)
         base = 2000 * (1 + drift * math.sin(2 * math.pi * t / 3.0) + walk)
-        if not spell and rng.random() < 0.0005:
+        if not spell and rng.random() < spell_rate:
             spell = rng.randint(50, 200)
         if spell:
             spell -= 1
@@ -209,3 +209,41 @@ def test_scope_groups_split_a_rotating_run_only():
     assert all(len(v) == 2 for v in groups.values())
     gaps = flip_steps.scope_gaps(groups)
     assert list(gaps) == ["flip1@gap"] and gaps["flip1@gap"]["engine"] == {}
+
+
+def _with_bursts(g: dict, every: int, extra_us: int) -> dict:
+    """``g`` with one step in every ``every`` made ``extra_us`` longer wherever the plugin runs (an export thread
+    that holds the GIL once per interval): in a real flip's "on" blocks, in every block of an A/A one."""
+    bounds = [0, *[s["after"] for s in g["switches"]], len(g["steps_us"])]
+    steps = list(g["steps_us"])
+    for k in range(len(bounds) - 1):
+        if g["real"] and not flip_steps.block_on(k, g["start_on"]):
+            continue
+        for i in range(bounds[k], bounds[k + 1]):
+            if i % every == every // 2:
+                steps[i] += extra_us
+    return dict(g, steps_us=steps)
+
+
+def test_a_cost_on_few_steps_is_missed_by_the_median_and_read_by_the_tails():
+    # planted: no per-step cost, but one step in 125 takes 1.2 ms longer while the plugin is on: 9.6 µs per step,
+    # ~0.5 % of these ~2 ms steps. The blocks' medians do not see it; their tails do, and the A/A's tails read zero.
+    # A host that drifts and wanders but has no slow spells (those are the tails' noise: read between generates)
+    bursty = [_with_bursts(g, 125, 1200) for g in gens(0.0, n=12, spell_rate=0.0)]
+    s = flip_steps.summarize(bursty)
+    assert abs(s["flip"]["cost_pct"]) < 0.3
+    tail = s["flip"]["tail_us"]
+    assert abs(tail["diff"] - 9.6) < 2.5 and len(tail["per_generate"]) == 6     # (6 generates' noise: ~1.6 µs each)
+    assert tail["on"] > tail["off"] > 0
+    assert abs(s["aa"]["tail_us"]["diff"]) < 2.5
+    # without the bursts the tails read no difference either way
+    quiet = flip_steps.summarize(gens(0.0, n=12, spell_rate=0.0))
+    assert abs(quiet["flip"]["tail_us"]["diff"]) < 2.5
+
+
+def test_block_tails_of_known_steps():
+    steps = [100] * 10 + [100] * 8 + [150, 400] + [100] * 10
+    tails = flip_steps.block_tails(steps, [10, 20], start_on=True, settle=2, cap=3.0)
+    assert tails == [(False, 50, 7), (True, 0, 8)]       # block 1: 150 above its median by 50, 400 (> 3x) left out
+    assert flip_steps.tail_diff_us(tails) == (0.0, 50 / 7, -50 / 7)
+    assert flip_steps.tail_diff_us([(True, 5, 4)]) is None
