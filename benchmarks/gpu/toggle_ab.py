@@ -521,9 +521,10 @@ def main(argv: list[str] | None = None) -> int:
                     [(" engine clock", k, v.get("engine_clock", {}).get(k, {})) for k in ("flip", "aa")]:
                 if "cost_pct" in f:
                     lag = f"; front lag {f['front_lag_us']}" if "front_lag_us" in f else ""
+                    tail = f"; tails on - off {f['tail_us']['diff']:+.1f} µs per step" if "tail_us" in f else ""
                     print(f"[toggle_ab] {a.model} {key} {kind}{clock}: cost {f['cost_pct']:+.2f} % [{f['cost_90pct'][0]:+.2f}, "
                           f"{f['cost_90pct'][1]:+.2f}] over {f['windows']} windows of {f['generates']} generates ({f['trimmed']} trimmed); "
-                          f"steps on/off {f.get('step_us_on')} / {f.get('step_us_off')} µs, switch {f['switch_ms']:.2f} ms{lag}")
+                          f"steps on/off {f.get('step_us_on')} / {f.get('step_us_off')} µs, switch {f['switch_ms']:.2f} ms{lag}{tail}")
             print(f"[toggle_ab] {a.model} {key}: switches ok {v['switches_checked']['ok']}")
         elif key != "switches_checked":
             print(f"[toggle_ab] {a.model} {key}: {v['pairs']} blocks, median cost {v['median_cost_pct']:+.2f} % "
