@@ -285,6 +285,15 @@ ROWS: list[tuple[str, list[P]]] = [
             Q(rate("vllm_w2ext_export_errors_total", by="role"), "export {{role}}"),
             Q(rate("vllm_w2ext_hook_errors_total", by="hook"), "hook {{hook}}"),
         ], unit="suffix: /s", w=4),
+        P("Export thread: GIL held per flush p50 / p99", [
+            Q(quantile(0.5, "vllm_w2ext_export_thread_gil_hold_per_flush_seconds", by="role"), "{{role}} p50"),
+            Q(quantile(0.99, "vllm_w2ext_export_thread_gil_hold_per_flush_seconds", by="role"), "{{role}} p99"),
+        ], w=8,
+          description="How long the export thread held the GIL in one flush (once per export interval: its batch "
+                      "of records taken, encoded and written, less the calls that release the GIL), by role. That "
+                      "long at most, vLLM's thread in the same process may wait at once for it: a step that took "
+                      "this much longer than its neighbours. The per-step figures beside it average it out; this "
+                      "is the stall's size."),
         P("Steps recorded: 2 in every N", [
             Q(gauge("vllm_w2ext_sample_every", agg="max"), "N, engine {{engine}}"),
         ], unit="short", w=8,

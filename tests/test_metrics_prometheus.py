@@ -68,6 +68,10 @@ def test_one_endpoint_serves_all_processes(offline_metrics):
         wall = sum(metric_sum(text, f"vllm_w2ext_export_thread_{m}_seconds_total", role=role)
                    for m in ("cpu", "gil_wait"))
         assert 0 < hold <= wall + 1e-6, (role, hold, wall)
+        # its flushes one by one (the last ones of each report): some, each a part of that hold
+        flushes = metric_sum(text, "vllm_w2ext_export_thread_gil_hold_per_flush_seconds_count", role=role)
+        held = metric_sum(text, "vllm_w2ext_export_thread_gil_hold_per_flush_seconds_sum", role=role)
+        assert flushes > 0 and 0 < held <= hold + 1e-6, (role, flushes, held, hold)
     dec = metric_sum(text, "vllm_w2ext_batch_tokens_total", kind="decode")
     assert dec == 7 * 4 * 7           # 7 generate calls x 4 requests x (8 - 1) decode tokens
 

@@ -133,6 +133,11 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     _i("export_hold", COUNTER, "vllm_w2ext_export_thread_gil_hold_seconds", "vllm_w2ext.export_thread.gil_hold", S,
        "Wall time the export thread held the GIL in the vLLM process (its work between the calls that release "
        "it): an upper bound on how long it kept vLLM's threads from the GIL"),
+    _i("export_hold_h", HISTOGRAM, "vllm_w2ext_export_thread_gil_hold_per_flush_seconds",
+       "vllm_w2ext.export_thread.gil_hold_per_flush", S,
+       "The export thread's GIL hold in one flush (one wake: its batch taken, encoded and written, less the calls "
+       "that release the GIL): how long it can have kept vLLM's threads waiting at once (an upper bound: several "
+       "chunks count as one). Up to the last 64 flushes between two reports of the own counters", (), TIME_BUCKETS),
     _i("hook_self", COUNTER, "vllm_w2ext_hook_self_seconds", "vllm_w2ext.hook.self", S,
        "Wall time inside the plugin's hooks on vLLM's threads (sampled)"),
     _i("hook_cpu", COUNTER, "vllm_w2ext_hook_cpu_seconds", "vllm_w2ext.hook.cpu", S,

@@ -316,6 +316,12 @@ class StepMetrics:
             if delta > 0:
                 inst.inc(lab, delta)
                 self._seen[key] = val
+        self.export_hold_h.child(lab)
+        new = cost.export_flushes - self._seen.get("flushes", 0)     # flushes since the last report seen here
+        if new > 0:                                 # (their holds, as many as the report kept)
+            for hold in cost.export_holds[-new:]:
+                self.export_hold_h.observe(lab, hold)
+            self._seen["flushes"] = cost.export_flushes
         for hook, n in cost.hook_errors.items():
             self.hook_errors.child(lab + (hook,))      # every known hook's series exists at 0
             delta = n - self._hook_errors.get(hook, 0)

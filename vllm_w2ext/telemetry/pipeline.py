@@ -17,6 +17,7 @@ counts as held.
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
 import os
 import threading
@@ -29,6 +30,7 @@ from vllm_w2ext.telemetry.wire import SelfCost
 
 log = logging.getLogger("vllm_w2ext")
 SEND_PARTS = ("take", "encode", "deliver")     # export_cpu_parts of the send (Pipeline.__init__)
+HOLDS_KEPT = 64      # SelfCost.export_holds: the last flushes' GIL holds sent with the own counters (~1 s apart)
 CHUNK = 256          # records per pipe frame (in-process chain: per batch) between two GIL releases
 STATS_EVERY_S = 1.0  # the plugin's own counters go on at most this often (and at every explicit flush)
 
@@ -44,6 +46,8 @@ class Pipeline:
         self.export_wait_s = 0.0           # wall minus CPU time of its work sections
         self.export_hold_s = 0.0           # wall time of those sections with the GIL held (module docstring)
         self.poll_released_s = 0.0         # of those sections, what pollers ran with the GIL released (add_poller)
+        self.flushes = 0                   # flush_once calls so far
+        self.holds: collections.deque = collections.deque(maxlen=HOLDS_KEPT)   # each flush's GIL hold (s), the last
         # export_cpu_s by part (seconds; together, all of it): each poller by its name; the send in three: "take" (the
         # records off the recorder's buffer), "encode" (serializing the frames for the export process: the sink's
         # ``encode_cpu_here``), "deliver" (the rest: writing the frames to the pipe, the yields between chunks; with
@@ -85,7 +89,7 @@ class Pipeline:
         errors = self.remote.failed_batches if self.remote else 0
         return SelfCost(rec.recorded, dropped, errors, self.export_cpu_s, self.export_wait_s, self.export_hold_s,
                         selfcost.hook_cpu_ns[0] / 1e9, max(0, selfcost.hook_wall_ns[0] - selfcost.hook_cpu_ns[0]) / 1e9,
-                        dict(selfcost.hook_errors))
+                        dict(selfcost.hook_errors), self.flushes, tuple(self.holds))
 
     def add_poller(self, poll, name: str) -> None:
         """Run ``poll(recorder)`` on the export thread before each take: work a hook would otherwise do on
@@ -178,7 +182,10 @@ class Pipeline:
                 released += remote.released_here()
             self.export_cpu_s += cpu
             self.export_wait_s += max(0.0, wall - cpu)
-            self.export_hold_s += max(0.0, wall - released)
+            hold = max(0.0, wall - released)
+            self.export_hold_s += hold
+            self.flushes += 1
+            self.holds.append(hold)
             return len(batch)
 
     def start_metrics_endpoint(self) -> None:

@@ -88,6 +88,9 @@ class SelfCost(NamedTuple):
     hook_cpu_s: float         # CPU time inside hooks on vLLM's threads (sampled, scaled)
     hook_gil_wait_s: float    # wall minus CPU time inside hooks (sampled, scaled)
     hook_errors: dict         # hook name -> faults
+    export_flushes: int = 0   # the export thread's flushes (wakes and explicit flushes) so far
+    export_holds: tuple = ()  # the GIL hold of each of the last flushes (s, at most Pipeline.HOLDS_KEPT, the last one
+                              # the export_flushes-th): the longest stalls it can have imposed at once
 
 
 ZERO_COST = SelfCost(0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, {})
