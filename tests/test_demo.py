@@ -47,6 +47,8 @@ def test_demo_report_has_explain_and_panels(demo, tmp_path):
     assert "requests outside it" in explain               # the wall window covers the engine-driven phases
     html = (out / "report.html").read_text()
     assert "Findings, by time lost" in html and "panels_demo.png" in html and "vllm-w2ext view" in html
+    # the plugin's cost in words: per engine step, and the EngineCore export thread's stall per flush
+    assert "µs per executed engine step" in html and "ms per flush at the median" in html
     shot = screenshot(out / "report.html", tmp_path / "report.png", width=1400, height=900)
     assert shot["title"] == "vllm-w2ext demo"
     with gzip.open(out / "trace.json.gz", "rt") as f:

@@ -136,7 +136,8 @@ def test_each_flushs_hold_goes_out_with_the_own_counters_and_is_observed_once():
     p.flush_once()
     cost = p.self_cost()
     assert cost.export_flushes == 2 and len(cost.export_holds) == 2
-    assert 0.02 <= cost.export_holds[0] < 0.03 and 0.005 <= cost.export_holds[1] < 0.015
+    assert cost.export_holds[0] >= 0.02 and cost.export_holds[1] >= 0.005     # each flush's spin, held (a busy
+    assert max(cost.export_holds) < 0.5                                       # machine may stretch them, never shorten)
     assert abs(sum(cost.export_holds) - p.export_hold_s) < 1e-9
     m = StepMetrics()
     m.self_cost("engine_core", cost)

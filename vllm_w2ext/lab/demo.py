@@ -27,7 +27,7 @@ from vllm_w2ext.analysis.explain.render import render as render_explain
 from vllm_w2ext.analysis.explain.report import explain
 from vllm_w2ext.analysis.merge.merger import merge
 from vllm_w2ext.analysis.metrics.charts import render
-from vllm_w2ext.analysis.metrics.report import run_summary
+from vllm_w2ext.analysis.metrics.report import run_summary, self_cost_text
 from vllm_w2ext.analysis.metrics.scrapes import read_scrapes
 from vllm_w2ext.analysis.readers.pftrace import read_span_file
 from vllm_w2ext.analysis.spans.records import SpanRecord, write_jsonl
@@ -89,7 +89,7 @@ def blocks(bench: dict, phases: list[dict], report: dict, explain_text: str, png
                     f"{g['p90_ms']} ms over {g['count']:.0f} gaps; split (s): "
                     + ", ".join(f"{k} {v}" for k, v in g["parts_s"].items()) + "."),
               ("p", "Mean phase time (ms): " + ", ".join(f"{k} {v}" for k, v in m["phase_mean_ms"].items()) + "."),
-              ("p", f"Plugin self-cost: {m['self_cost']}.")]
+              ("p", self_cost_text(m["self_cost"]))]
     else:
         b += [("p", "(no metrics scraped)")]
     b += [("h2", "The Perfetto trace"),

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from vllm_w2ext.analysis.metrics.scrapes import quantile, read_scrapes, samples, total
+from vllm_w2ext.analysis.metrics.scrapes import quantile, read_scrapes, samples, self_cost, total
 from vllm_w2ext.vocab import ENGINE, FRONT, WORKER
 
 
@@ -77,11 +77,8 @@ def run_summary(run_dir: str, name: str) -> dict:
                 "gap_p50_ms": _ms(quantile(ss, "vllm_w2ext_gpu_gap_seconds", 0.5)),
                 "gap_p90_ms": _ms(quantile(ss, "vllm_w2ext_gpu_gap_seconds", 0.9))},
         "phase_mean_ms": {},
-        "self_cost": {"hook_self_s": round(total(ss, "vllm_w2ext_hook_self_seconds_total"), 4),
-                      "export_thread_cpu_s": round(total(ss, "vllm_w2ext_export_thread_cpu_seconds_total"), 3),
-                      "spans_recorded": total(ss, "vllm_w2ext_spans_recorded_total"),
-                      "spans_dropped": total(ss, "vllm_w2ext_spans_dropped_total"),
-                      "hook_errors": total(ss, "vllm_w2ext_hook_errors_total")},
+        "self_cost": self_cost(lambda name, **lab: total(ss, name, **lab),
+                               total(ss, "vllm_w2ext_engine_steps_total", executed="true"), ss),
     }
     for role, phase in ((ENGINE, "step"), (ENGINE, "schedule"), (ENGINE, "update_from_output"),
                         (WORKER, "execute_model"), (WORKER, "sample_tokens"), (WORKER, "forward"),
@@ -98,6 +95,20 @@ def run_summary(run_dir: str, name: str) -> dict:
         # only the scrape intervals in which engine steps ran (no start-up, compile, warm-up gaps)
         out["nvml_while_stepping"] = nvml_stats(nv, stepping_intervals(scrapes))
     return out
+
+
+def self_cost_text(c: dict) -> str:
+    """The plugin's cost to this run, in words (``analysis.metrics.scrapes.self_cost``)."""
+    per, flush = c.get("us_per_step"), c.get("engine_core_gil_hold_per_flush_ms")
+    out = "Plugin self-cost, from its own metrics (every process): "
+    if per:
+        out += (f"its hooks took {per['hooks']:.1f} µs per executed engine step (sampled), its export threads "
+                f"{per['export_thread_cpu']:.1f} µs of CPU, holding the GIL for {per['export_thread_gil_hold']:.1f} µs. ")
+    if flush:
+        out += (f"The EngineCore's export thread held the GIL {flush['p50']:.2f} ms per flush at the median and "
+                f"{flush['p99']:.2f} ms at p99 ({flush['flushes']:.0f} flushes): how long one step can have waited for it at once. ")
+    return out + (f"{c['spans_recorded']:.0f} spans recorded, {c['spans_dropped']:.0f} dropped, "
+                  f"{c['hook_errors']:.0f} hook faults.")
 
 
 def _ms(v: float | None) -> float | None:

@@ -1,11 +1,15 @@
 """Scrape files (``lab/scrape.py`` output: ``# SCRAPE <unix time>`` then the exposition text, one
 block per scrape) read back, and the few PromQL-like queries the reports need over one scrape's
-samples: a labelled sum and a histogram quantile."""
+samples: a labelled sum and a histogram quantile; the plugin's own cost from its self-cost metrics."""
 from __future__ import annotations
 
 import gzip
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from vllm_w2ext.vocab import ENGINE
+
+HOLD_PER_FLUSH = "vllm_w2ext_export_thread_gil_hold_per_flush_seconds"
 
 
 def read_scrapes(path: str) -> list[tuple[float, str]]:
@@ -53,3 +57,26 @@ def quantile(ss, name: str, q: float, **labels) -> float | None:
             return prev_le + (le - prev_le) * (rank - prev_c) / max(b[le] - prev_c, 1e-12)
         prev_le, prev_c = le, b[le]
     return les[-2] if len(les) > 1 else None
+
+
+def self_cost(value, steps: float, ss=None) -> dict:
+    """The plugin's cost to vLLM's processes, read from its own metrics: totals over every role, the same per
+    executed engine step (µs, as the dashboard's "Plugin time per engine step" sums them), and, given the samples
+    ``ss`` of a scrape, the size of the EngineCore export thread's single stalls (its GIL hold per flush: p50 and
+    p99, ms). ``value(name, **labels)``: a counter's total in one scrape, or its growth between two."""
+    hooks = value("vllm_w2ext_hook_self_seconds_total")
+    cpu = value("vllm_w2ext_export_thread_cpu_seconds_total")
+    hold = value("vllm_w2ext_export_thread_gil_hold_seconds_total")
+    out = {"hook_self_s": round(hooks, 4), "export_thread_cpu_s": round(cpu, 4), "export_thread_gil_hold_s": round(hold, 4),
+           "spans_recorded": value("vllm_w2ext_spans_recorded_total"),
+           "spans_dropped": value("vllm_w2ext_spans_dropped_total"), "hook_errors": value("vllm_w2ext_hook_errors_total")}
+    if steps:
+        out["us_per_step"] = {"hooks": round(hooks / steps * 1e6, 2), "export_thread_cpu": round(cpu / steps * 1e6, 2),
+                              "export_thread_gil_hold": round(hold / steps * 1e6, 2)}
+    if ss is not None:
+        p50, p99 = (quantile(ss, HOLD_PER_FLUSH, q, role=ENGINE) for q in (0.5, 0.99))
+        if p50 is not None:
+            out["engine_core_gil_hold_per_flush_ms"] = {
+                "p50": round(p50 * 1e3, 3), "p99": round(p99 * 1e3, 3),
+                "flushes": total(ss, HOLD_PER_FLUSH + "_count", role=ENGINE)}
+    return out

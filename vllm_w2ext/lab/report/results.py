@@ -9,7 +9,7 @@ import json
 import os
 import statistics
 
-from vllm_w2ext.analysis.metrics.scrapes import quantile, read_scrapes, samples, total
+from vllm_w2ext.analysis.metrics.scrapes import quantile, read_scrapes, samples, self_cost, total
 from vllm_w2ext.vocab import ENGINE, FRONT, GAP_PARTS, IDLE_CAUSES, WORKER
 
 DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2, "fp8": 1}
@@ -107,9 +107,7 @@ def scrape_delta(path: str) -> dict:
             "model_execution_s": round(d("vllm_w2ext_model_execution_seconds_total", **w), 4),
             "gpu_busy_ratio": round(busy / (busy + idle), 4) if busy + idle else None,
             "phases": phases,
-            "self_cost": {"hook_self_s": round(d("vllm_w2ext_hook_self_seconds_total"), 4),
-                          "export_thread_cpu_s": round(d("vllm_w2ext_export_thread_cpu_seconds_total"), 4),
-                          "spans_dropped": d("vllm_w2ext_spans_dropped_total")}}
+            "self_cost": self_cost(d, steps, sb)}
 
 
 def _ms(v):
