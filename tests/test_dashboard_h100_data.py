@@ -50,7 +50,8 @@ NEWER_THAN_H100_DATA = ("vllm_w2ext_device_idle_seconds_total", "vllm_w2ext_devi
                         "vllm_w2ext_request_preemptions_total", "vllm_w2ext_hook_cpu_seconds_total",
                         "vllm_w2ext_hook_gil_wait_seconds_total", "vllm_w2ext_export_thread_gil_wait_seconds_total",
                         "vllm_w2ext_export_process_cpu_seconds_total", "vllm_w2ext_sample_every",
-                        "vllm_w2ext_export_thread_gil_hold_seconds_total")
+                        "vllm_w2ext_export_thread_gil_hold_seconds_total",
+                        "vllm_w2ext_export_thread_gil_hold_per_flush_seconds")
 
 
 def _newer(expr: str) -> bool:
