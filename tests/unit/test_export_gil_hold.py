@@ -127,7 +127,7 @@ def test_each_flushs_hold_goes_out_with_the_own_counters_and_is_observed_once():
     """``SelfCost.export_flushes`` / ``export_holds``: each flush's hold, the last ``HOLDS_KEPT`` of them; the metrics
     histogram observes every flush since the last report it saw once, whatever the number of reports of the same
     counters. Planted: flushes whose pollers spin 20 ms and 5 ms (held), then a report lost in between."""
-    from vllm_w2ext.telemetry import pipeline
+    from vllm_w2ext.telemetry import wire
     from vllm_w2ext.telemetry.metrics import StepMetrics
     p = Pipeline(config.Settings())
     spins = [0.02, 0.005]
@@ -146,10 +146,10 @@ def test_each_flushs_hold_goes_out_with_the_own_counters_and_is_observed_once():
     count = {s.name: s.value for s in fam.samples if s.name.endswith("_count")}
     total = {s.name: s.value for s in fam.samples if s.name.endswith("_sum")}
     assert list(count.values()) == [2] and abs(list(total.values())[0] - sum(cost.export_holds)) < 1e-9
-    for _ in range(pipeline.HOLDS_KEPT + 10):       # more flushes than one report keeps: the last HOLDS_KEPT counted
+    for _ in range(wire.HOLDS_KEPT + 10):       # more flushes than one report keeps: the last HOLDS_KEPT counted
         p.flush_once()
     later = p.self_cost()
-    assert later.export_flushes == pipeline.HOLDS_KEPT + 12 and len(later.export_holds) == pipeline.HOLDS_KEPT
+    assert later.export_flushes == wire.HOLDS_KEPT + 12 and len(later.export_holds) == wire.HOLDS_KEPT
     m.self_cost("engine_core", later)
     fam = {f.name: f for f in m.registry.collect()}["vllm_w2ext_export_thread_gil_hold_per_flush_seconds"]
-    assert [s.value for s in fam.samples if s.name.endswith("_count")] == [2 + pipeline.HOLDS_KEPT]
+    assert [s.value for s in fam.samples if s.name.endswith("_count")] == [2 + wire.HOLDS_KEPT]

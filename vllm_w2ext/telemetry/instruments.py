@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from vllm_w2ext.telemetry.wire import HOLDS_KEPT
+
 # Sub-millisecond to multi-second steps.
 TIME_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0,
                 2.5, 5.0)
@@ -137,7 +139,8 @@ INSTRUMENTS: tuple[Instrument, ...] = (
        "vllm_w2ext.export_thread.gil_hold_per_flush", S,
        "The export thread's GIL hold in one flush (one wake: its batch taken, encoded and written, less the calls "
        "that release the GIL): how long it can have kept vLLM's threads waiting at once (an upper bound: several "
-       "chunks count as one). Up to the last 64 flushes between two reports of the own counters", (), TIME_BUCKETS),
+       f"chunks count as one). Up to the last {HOLDS_KEPT} flushes between two reports of the own counters", (),
+       TIME_BUCKETS),
     _i("hook_self", COUNTER, "vllm_w2ext_hook_self_seconds", "vllm_w2ext.hook.self", S,
        "Wall time inside the plugin's hooks on vLLM's threads (sampled)"),
     _i("hook_cpu", COUNTER, "vllm_w2ext_hook_cpu_seconds", "vllm_w2ext.hook.cpu", S,

@@ -26,11 +26,10 @@ import time
 from vllm_w2ext import config
 from vllm_w2ext.telemetry import export_process, identity, metrics_server, selfcost
 from vllm_w2ext.telemetry.recording import Nvtx, Recorder
-from vllm_w2ext.telemetry.wire import SelfCost
+from vllm_w2ext.telemetry.wire import HOLDS_KEPT, SelfCost
 
 log = logging.getLogger("vllm_w2ext")
 SEND_PARTS = ("take", "encode", "deliver")     # export_cpu_parts of the send (Pipeline.__init__)
-HOLDS_KEPT = 64      # SelfCost.export_holds: the last flushes' GIL holds sent with the own counters (~1 s apart)
 CHUNK = 256          # records per pipe frame (in-process chain: per batch) between two GIL releases
 STATS_EVERY_S = 1.0  # the plugin's own counters go on at most this often (and at every explicit flush)
 

@@ -89,10 +89,11 @@ class SelfCost(NamedTuple):
     hook_gil_wait_s: float    # wall minus CPU time inside hooks (sampled, scaled)
     hook_errors: dict         # hook name -> faults
     export_flushes: int = 0   # the export thread's flushes (wakes and explicit flushes) so far
-    export_holds: tuple = ()  # the GIL hold of each of the last flushes (s, at most Pipeline.HOLDS_KEPT, the last one
-                              # the export_flushes-th): the longest stalls it can have imposed at once
+    export_holds: tuple = ()  # the GIL hold of each of the last flushes (s, at most HOLDS_KEPT, the last one the
+                              # export_flushes-th): the longest stalls it can have imposed at once
 
 
+HOLDS_KEPT = 64               # SelfCost.export_holds: the last flushes' holds sent with the own counters (~1 s apart)
 ZERO_COST = SelfCost(0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, {})
 
 
