@@ -135,34 +135,33 @@ def block_on(k: int, start_on: bool) -> bool:
     return start_on if k % 2 == 0 else not start_on
 
 
-def block_levels(steps_us: list[int], after: list[int], start_on: bool, settle: int = SETTLE) -> list[tuple]:
-    """(on, median step µs, steps) of each block after the first: block k runs from the k-th switch (after that
-    many steps) to the next, its first ``settle`` steps left out; ``on`` alternates from ``start_on``. A block
-    with fewer than 4 steps left has no level (None)."""
+def blocks(steps_us: list[int], after: list[int], start_on: bool, settle: int = SETTLE) -> list[tuple]:
+    """(on, steps) of each block after the first: block k runs from the k-th switch (after that many steps) to the
+    next, its first ``settle`` steps left out; ``on`` alternates from ``start_on``."""
     bounds = [0, *after, len(steps_us)]
-    out = []
-    for k in range(1, len(bounds) - 1):
-        seg = steps_us[bounds[k] + settle:bounds[k + 1]]
-        on = block_on(k, start_on)
-        out.append((on, statistics.median(seg) if len(seg) >= 4 else None, len(seg)))
-    return out
+    return [(block_on(k, start_on), steps_us[bounds[k] + settle:bounds[k + 1]]) for k in range(1, len(bounds) - 1)]
+
+
+def block_levels(steps_us: list[int], after: list[int], start_on: bool, settle: int = SETTLE) -> list[tuple]:
+    """(on, median step µs, steps) of each block after the first (``blocks``). A block with fewer than 4 steps left
+    has no level (None)."""
+    return [(on, statistics.median(seg) if len(seg) >= 4 else None, len(seg))
+            for on, seg in blocks(steps_us, after, start_on, settle)]
 
 
 def block_tails(steps_us: list[int], after: list[int], start_on: bool, settle: int = SETTLE,
                 cap: float = TAIL_CAP) -> list[tuple]:
-    """(on, excess µs, steps) of each block after the first, as ``block_levels`` cuts them: the excess is the sum of
-    its steps' time above the block's median, steps over ``cap`` times the median left out (the host's hiccups of
+    """(on, excess µs, steps) of each block after the first with a level (``block_levels``): the excess is the sum
+    of its steps' time above the block's median, steps over ``cap`` times the median left out (the host's hiccups of
     several steps' length, which come in both states). What the median leaves out: a cost that lands on a few steps
     (module docstring, "tails")."""
-    bounds = [0, *after, len(steps_us)]
     out = []
-    for k in range(1, len(bounds) - 1):
-        seg = steps_us[bounds[k] + settle:bounds[k + 1]]
+    for on, seg in blocks(steps_us, after, start_on, settle):
         if len(seg) < 4:
             continue
         med = statistics.median(seg)
         kept = [x for x in seg if x <= cap * med]
-        out.append((block_on(k, start_on), sum(x - med for x in kept if x > med), len(kept)))
+        out.append((on, sum(x - med for x in kept if x > med), len(kept)))
     return out
 
 
