@@ -4,7 +4,8 @@
 # $OUT/round-<stage>.tar.gz after every job, so a call cut short returns what finished.
 #
 #   cost    every hook's cost inside a real engine on the GPU (benchmarks/hook_cost_engine.py: the 4-layer and
-#           the 8B model, each with a VLLM_W2EXT_SAMPLE (COST_RUNS="l4:1 8b:16": model:sample), batch 1 / 64 / 256), with the plugin's own sampled self-cost counter
+#           the 8B model, each with a VLLM_W2EXT_SAMPLE (COST_RUNS="l4:1 8b:16": model:sample), batch 1 / 64 / 256;
+#           COST_ARGS replaces "--batches 1,64,256"), with the plugin's own sampled self-cost counter
 #           beside it and the run read back by `vllm-w2ext explain` (device timeline check)
 #   toggle  the in-engine hook toggle A/B (benchmarks/gpu/toggle_ab.py; every exporter on, OTLP metrics included),
 #           one run per entry of TOGGLE_RUNS="model:sample:workloads ..." (default "8b:1:lat1,thr"; TOGGLE_BLOCKS,
@@ -24,7 +25,8 @@ pack() { tar -C /tmp -czf "$OUT/.round-$STAGE.tmp" w2ext-round/$STAGE && mv "$OU
 M=$OVERHEAD_MODELS_DIR/llama31-8b-shaped
 [ -f $M/tokenizer.json ] || python3 -m vllm_w2ext.lab.model_folders llama31-8b-shaped $M >/dev/null
 { nvidia-smi; python3 -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__, torch.cuda.device_count(), 'GPUs')"
-  lscpu | head -20; git log -1 --format=%H 2>/dev/null || echo "${LAB_GIT_COMMIT:-}"; } > $R/$STAGE/env.txt 2>&1
+  lscpu | head -20; git log -1 --format=%H 2>/dev/null || echo "${LAB_GIT_COMMIT:-}"
+  LC_ALL=C md5sum vllm_w2ext/hooks/*.py; } > $R/$STAGE/env.txt 2>&1     # (the device copy's git metadata can be stale)
 T=$R/$STAGE
 case $STAGE in
   cost)
@@ -33,7 +35,7 @@ case $STAGE in
       ov='{}'; [ $m = l4 ] && ov='{"hf_overrides": {"num_hidden_layers": 4}}'
       to=$(( $(left) - 15 )); [ $to -gt 220 ] && to=220
       [ $to -lt 60 ] && { echo "not started: $name (budget)"; continue; }
-      VLLM_W2EXT_SAMPLE=$s timeout $to python3 benchmarks/hook_cost_engine.py $M --batches 1,64,256 \
+      VLLM_W2EXT_SAMPLE=$s timeout $to python3 benchmarks/hook_cost_engine.py $M ${COST_ARGS:---batches 1,64,256} \
         --engine-json "$ov" --out $T/$name.json > $T/$name.log 2>&1
       echo "$name rc=$? ($(( $(date +%s) - T0 )) s)"; grep '^batch' $T/$name.log | cut -c1-300; pack
     done ;;

@@ -10,8 +10,8 @@
 #   spy   target 1's breakdown without a timing harness: py-spy's stack samples of every process of a fully traced
 #         4-layer engine at batch 1 (pyspy_share.sh SAMPLES=1: hooks, recording and the export thread by function,
 #         ~110 s; py-spy at .gpu/tools/py-spy, carried with part two), then hook_cost_engine.py on the same model at
-#         batch 1 (every hook timed, the export thread's CPU and GIL hold, its send by take / encode / deliver;
-#         ~60 s). $OUT/pyspy.tgz, $OUT/hook_cost_l4_b1.tgz
+#         batch 1 through h200_round.sh cost (every hook timed, the export thread's CPU and GIL hold, its send by
+#         take / encode / deliver; ~60 s). $OUT/pyspy.tgz, $OUT/round-cost.tar.gz
 #   thr   target 2 at 256 requests per step: trust_round.sh t2 with WL=flip256 (16 generates, ~210-230 s a run) on
 #         each model of MODELS. $OUT/t2_<model>_flip256.tgz
 #   big   the 8B-shaped model (target 2: its numbers stay within 0.5 %): flip1 as in lat. $OUT/t2_8b_flip1.tgz
@@ -41,18 +41,8 @@ case "$PART" in
   spy)
     if [ "$(left)" -lt 150 ]; then echo "not started: py-spy ($(left) s left)"; else
       MODEL=l4 SAMPLES=1 bash benchmarks/gpu/pyspy_share.sh; echo "py-spy done ($(( $(date +%s) - T0 )) s)"; fi
-    D="$OUT/hook_cost_l4_b1"; M=$OVERHEAD_MODELS_DIR/llama31-8b-shaped
-    to=$(( $(left) - 15 )); [ $to -gt 150 ] && to=150
-    if [ $to -lt 60 ]; then echo "not started: hook_cost_engine ($(left) s left)"; else
-      mkdir -p "$D"
-      [ -f $M/tokenizer.json ] || python3 -m vllm_w2ext.lab.model_folders llama31-8b-shaped $M > /dev/null
-      VLLM_W2EXT_SAMPLE=1 timeout $to python3 benchmarks/hook_cost_engine.py $M --batches 1 --rounds 6 --max-tokens 256 \
-        --engine-json '{"hf_overrides": {"num_hidden_layers": 4}}' --out "$D/s1_b1.json" > "$D/s1_b1.log" 2>&1
-      echo "hook_cost_engine rc=$? ($(( $(date +%s) - T0 )) s)"; grep '^batch' "$D/s1_b1.log" | cut -c1-400
-      { git log -1 --format='%h %s' 2>/dev/null | cut -c1-120; LC_ALL=C md5sum vllm_w2ext/hooks/*.py; nvidia-smi -L; } \
-        > "$D/env.txt" 2>&1
-      gzip -f "$D/s1_b1.log"; tar czf "$OUT/hook_cost_l4_b1.tgz" -C "$OUT" hook_cost_l4_b1 && rm -rf "$D"
-    fi ;;
+    COST_RUNS=l4:1 COST_ARGS="--batches 1 --rounds 6 --max-tokens 256" BUDGET_S=$(left) \
+      bash benchmarks/gpu/h200_round.sh cost ;;
   *) echo "unknown part: $PART (lat|spy|thr|big)"; exit 2 ;;
 esac
 ls -la "$OUT"
