@@ -262,20 +262,31 @@ def step_seconds(run: dict, window: dict) -> tuple[float, str] | None:
     """Wall seconds of one engine step in the window: a latency window (inside the latency task) takes the
     average latency over the output length; a throughput window (after the latency task) the throughput
     task's time over its engine steps (the plugin's counter at the end less the count at the latency task's
-    end, whose last scrape lags: the latency steps after that scrape are taken off at the latency step rate)."""
+    end, whose last scrape lags: the latency steps after that scrape are taken off at the latency step rate).
+    A window across the latency task's end (a faster host than ``WAIT_S`` was set for) takes its seconds over
+    the steps it holds: the latency steps up to that end at the latency rate, then the throughput task's in
+    proportion to the part of it inside the window; the phase names the window's latency share, as its
+    per-step figures average a batch-1 step with the throughput task's larger ones."""
     res, lat_task = run.get("results", {}), next((t for t in run.get("tasks", []) if t["kind"] == "latency"), None)
     lat, thr = res.get("latency"), res.get("throughput")
     if not lat or not lat_task:
         return None
-    lat_step = lat["value"] / lat_task["output_len"]
-    if window["end"] <= lat["done_t"]:
+    lat_step, lat_done = lat["value"] / lat_task["output_len"], lat["done_t"]
+    start, end = window["start"], window["end"]
+    if end <= lat_done:
         return lat_step, "latency"
     sc = run.get("self_cost") or {}
-    if thr and window["start"] >= lat["done_t"] and "at_latency_done" in sc:
-        steps = (sum(sc["final"].get("engine_steps", {}).values()) - sum(sc["at_latency_done"].get("engine_steps", {}).values())
-                 - max(lat["done_t"] - sc["at_latency_done_t"], 0) / lat_step)
-        return ((thr["done_t"] - lat["done_t"]) / steps, "throughput") if steps > 0 else None
-    return None
+    if not thr or "at_latency_done" not in sc or thr["done_t"] <= lat_done:
+        return None
+    thr_steps = (sum(sc["final"].get("engine_steps", {}).values()) - sum(sc["at_latency_done"].get("engine_steps", {}).values())
+                 - max(lat_done - sc["at_latency_done_t"], 0) / lat_step)
+    if thr_steps <= 0:
+        return None
+    if start >= lat_done:
+        return (thr["done_t"] - lat_done) / thr_steps, "throughput"
+    lat_part = (lat_done - start) / lat_step
+    thr_part = thr_steps * (min(end, thr["done_t"]) - lat_done) / (thr["done_t"] - lat_done)
+    return (end - start) / (lat_part + thr_part), f"mixed ({100 * (lat_done - start) / (end - start):.0f} % latency)"
 
 
 def ticks_ok(window: dict, name: str, errors: int | None, busiest: int) -> float:

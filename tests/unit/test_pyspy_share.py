@@ -146,12 +146,15 @@ def _run(lat_done, thr_done, steps_at_lat, scrape_t, steps_final):
 def test_step_seconds_by_window():
     """A window inside the latency task: avg latency / output length (0.256 / 128 = 2 ms); after it: the
     throughput task's time over its steps, less the latency steps run after the lagging scrape (0.5 s at
-    500 steps per second = 250); a window across the boundary gets no conversion."""
+    500 steps per second = 250); a window across the boundary: its seconds over its steps, 5,000 latency steps
+    (10 s at 2 ms) and a quarter of the throughput task's 2,000 (the window holds 10 of its 40 s): 500."""
     run = _run(lat_done=100.0, thr_done=140.0, steps_at_lat=1000, scrape_t=99.5, steps_final=3250)
     assert pyspy_share.step_seconds(run, {"start": 60.0, "end": 80.0}) == (0.002, "latency")
     sec, phase = pyspy_share.step_seconds(run, {"start": 110.0, "end": 125.0})
     assert phase == "throughput" and abs(sec - 40.0 / 2000) < 1e-12
-    assert pyspy_share.step_seconds(run, {"start": 90.0, "end": 110.0}) is None
+    sec, phase = pyspy_share.step_seconds(run, {"start": 90.0, "end": 110.0})
+    assert phase == "mixed (50 % latency)" and abs(sec - 20.0 / (5000 + 500)) < 1e-12
+    assert pyspy_share.step_seconds({**run, "self_cost": {}}, {"start": 90.0, "end": 110.0}) is None
 
 
 def test_per_step_conversion():
