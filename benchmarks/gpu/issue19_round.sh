@@ -15,6 +15,10 @@
 #   thr   target 2 at 256 requests per step: trust_round.sh t2 with WL=flip256 (16 generates, ~210-230 s a run) on
 #         each model of MODELS. $OUT/t2_<model>_flip256.tgz
 #   big   the 8B-shaped model (target 2: its numbers stay within 0.5 %): flip1 as in lat. $OUT/t2_8b_flip1.tgz
+#   hi    target 1 at ~500 requests per step, fully traced: py-spy's stack samples in a throughput window
+#         (pyspy_share.sh's recipe: 10 latency iterations, then 6,000 prompts; ~850 requests per step on the H200's
+#         4-layer model, ~130 s), then hook_cost_engine.py at batch 512 with churn (requests finishing and joining
+#         all through; ~90 s). $OUT/pyspy.tgz, $OUT/round-cost.tar.gz
 #
 #   call 1:  bash benchmarks/gpu/split_stage.sh one                     (carry .gpu/p1a)
 #   call 2:  bash benchmarks/gpu/split_stage.sh two && source .gpu/p2/env.sh && python3 setup.py build_ext --inplace \
@@ -26,7 +30,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1 OUT=${OUT:-out} OVERHEAD_MODELS_DIR=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models}
-PART=${1:?usage: $0 lat|spy|thr|big}; T0=$(date +%s); BUDGET_S=${BUDGET_S:-540}; mkdir -p "$OUT"
+PART=${1:?usage: $0 lat|spy|thr|big|hi}; T0=$(date +%s); BUDGET_S=${BUDGET_S:-540}; mkdir -p "$OUT"
 left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
 t2() {     # MODEL WL TO [GENS]: one fully traced switched-decode run at the defaults, if the budget leaves TO
   local m=$1 wl=$2 to=$3 gens=${4:-10}
@@ -43,6 +47,12 @@ case "$PART" in
       MODEL=l4 SAMPLES=1 bash benchmarks/gpu/pyspy_share.sh; echo "py-spy done ($(( $(date +%s) - T0 )) s)"; fi
     COST_RUNS=l4:1 COST_ARGS="--batches 1 --rounds 6 --max-tokens 256" BUDGET_S=$(left) \
       bash benchmarks/gpu/h200_round.sh cost ;;
-  *) echo "unknown part: $PART (lat|spy|thr|big)"; exit 2 ;;
+  hi)
+    if [ "$(left)" -lt 170 ]; then echo "not started: py-spy ($(left) s left)"; else
+      MODEL=l4 SAMPLES=1 LAT_ITERS=10 THR_PROMPTS=6000 WAIT_S=75 DUR_S=15 bash benchmarks/gpu/pyspy_share.sh
+      echo "py-spy done ($(( $(date +%s) - T0 )) s)"; fi
+    COST_RUNS=l4:1 COST_ARGS="--batches 512 --rounds 3 --max-tokens 128 --churn" BUDGET_S=$(left) \
+      bash benchmarks/gpu/h200_round.sh cost ;;
+  *) echo "unknown part: $PART (lat|spy|thr|big|hi)"; exit 2 ;;
 esac
 ls -la "$OUT"
