@@ -30,7 +30,7 @@ MODEL=${MODEL:-l4}; SAMPLES=${SAMPLES:-"64 1"}; WAIT_S=${WAIT_S:-65}; DUR_S=${DU
 SPY_FLAGS=${SPY_FLAGS---nonblocking}   # "" samples with the process stopped for each stack: no failed ticks, a slower run
 export OVERHEAD_MODELS_DIR=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models} PYTHONUNBUFFERED=1
 # 400 latency iterations: the 4-layer model's latency task then outlasts the window on an H100 host too (300 ended
-# 2 s inside it there, at 0.19 s an iteration: results/h100/defaults_round; pyspy_share.py reads such a window as mixed)
+# 2 s inside it there, at 0.19 s an iteration: results/h100/issue19_defaults; pyspy_share.py reads such a window as mixed)
 export LAT_ITERS=${LAT_ITERS:-400} THR_PROMPTS=${THR_PROMPTS:-100}
 chmod +x "$SPY" 2>/dev/null
 { cat /proc/sys/kernel/yama/ptrace_scope 2>/dev/null; id; nproc; } > "$OUT/pyspy_host.txt" 2>&1
