@@ -38,21 +38,19 @@ t2() {     # MODEL WL TO [GENS]: one fully traced switched-decode run at the def
   MODEL=$m WL=$wl N=1 RUNS=1 TO=$to GENS=$gens INTERVAL=200 bash benchmarks/gpu/trust_round.sh t2
   echo "$m $wl done ($(( $(date +%s) - T0 )) s)"
 }
+spy_cost() {  # MIN_S COST_ARGS [VAR=value ...]: py-spy's samples of a fully traced 4-layer engine (pyspy_share.sh, its
+              # settings as given) if the budget leaves MIN_S, then hook_cost_engine.py through h200_round.sh cost
+  local min=$1 cost=$2; shift 2
+  if [ "$(left)" -lt "$min" ]; then echo "not started: py-spy ($(left) s left)"; else
+    env MODEL=l4 SAMPLES=1 "$@" bash benchmarks/gpu/pyspy_share.sh; echo "py-spy done ($(( $(date +%s) - T0 )) s)"; fi
+  COST_RUNS=l4:1 COST_ARGS="$cost" BUDGET_S=$(left) bash benchmarks/gpu/h200_round.sh cost
+}
 case "$PART" in
   lat) for m in ${MODELS:-l4 1b}; do t2 "$m" flip1 "${TO_LAT:-220}"; done ;;
   thr) for m in ${MODELS:-l4 1b}; do t2 "$m" flip256 "${TO_THR:-290}" 16; done ;;
   big) t2 8b flip1 "${TO_LAT:-220}" ;;
-  spy)
-    if [ "$(left)" -lt 150 ]; then echo "not started: py-spy ($(left) s left)"; else
-      MODEL=l4 SAMPLES=1 bash benchmarks/gpu/pyspy_share.sh; echo "py-spy done ($(( $(date +%s) - T0 )) s)"; fi
-    COST_RUNS=l4:1 COST_ARGS="--batches 1 --rounds 6 --max-tokens 256" BUDGET_S=$(left) \
-      bash benchmarks/gpu/h200_round.sh cost ;;
-  hi)
-    if [ "$(left)" -lt 170 ]; then echo "not started: py-spy ($(left) s left)"; else
-      MODEL=l4 SAMPLES=1 LAT_ITERS=10 THR_PROMPTS=6000 WAIT_S=75 DUR_S=15 bash benchmarks/gpu/pyspy_share.sh
-      echo "py-spy done ($(( $(date +%s) - T0 )) s)"; fi
-    COST_RUNS=l4:1 COST_ARGS="--batches 512 --rounds 3 --max-tokens 128 --churn" BUDGET_S=$(left) \
-      bash benchmarks/gpu/h200_round.sh cost ;;
+  spy) spy_cost 150 "--batches 1 --rounds 6 --max-tokens 256" ;;
+  hi) spy_cost 170 "--batches 512 --rounds 3 --max-tokens 128 --churn" LAT_ITERS=10 THR_PROMPTS=6000 WAIT_S=75 DUR_S=15 ;;
   *) echo "unknown part: $PART (lat|spy|thr|big|hi)"; exit 2 ;;
 esac
 ls -la "$OUT"
