@@ -22,7 +22,8 @@ H200, 4-layer model, batch 1, they were ~60 % of what the first version of this 
 With the run's record and the sampling window (``window.json``, written by pyspy_share.sh), each share is
 also put in µs per engine step: plugin samples / py-spy's good ticks (rate x the sampled seconds, less the
 failed ticks, ``Errors:`` in ``<name>.spy.log``; ``ticks_ok``) x the wall time of one step in that window (a latency window: avg latency / output length; a throughput
-window: the throughput phase's time / its engine steps, from the plugin's metrics).
+window: the throughput phase's time / its engine steps, from the plugin's metrics; a window across the latency
+task's end: its seconds over the steps of both it holds, ``step_seconds``).
 """
 from __future__ import annotations
 

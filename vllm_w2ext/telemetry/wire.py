@@ -90,7 +90,7 @@ class SelfCost(NamedTuple):
     hook_errors: dict         # hook name -> faults
     export_flushes: int = 0   # the export thread's flushes (wakes and explicit flushes) so far
     export_holds: tuple = ()  # the GIL hold of each of the last flushes (s, at most HOLDS_KEPT, the last one the
-                              # export_flushes-th): the longest stalls it can have imposed at once
+                              # export_flushes-th): upper bounds of the stalls it imposed at once
 
 
 HOLDS_KEPT = 64               # SelfCost.export_holds: the last flushes' holds sent with the own counters (~1 s apart)

@@ -106,7 +106,7 @@ def self_cost_text(c: dict) -> str:
                 f"{per['export_thread_cpu']:.1f} µs of CPU, holding the GIL for {per['export_thread_gil_hold']:.1f} µs. ")
     if flush:
         out += (f"The EngineCore's export thread held the GIL {flush['p50']:.2f} ms per flush at the median and "
-                f"{flush['p99']:.2f} ms at p99 ({flush['flushes']:.0f} flushes): how long one step can have waited for it at once. ")
+                f"{flush['p99']:.2f} ms at p99 ({flush['flushes']:.0f} flushes): at most how long one step waited for it at once. ")
     return out + (f"{c['spans_recorded']:.0f} spans recorded, {c['spans_dropped']:.0f} dropped, "
                   f"{c['hook_errors']:.0f} hook faults.")
 
