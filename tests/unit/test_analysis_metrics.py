@@ -7,7 +7,8 @@ import gzip
 import pytest
 
 from vllm_w2ext.analysis.metrics.openmetrics import scrapes_to_openmetrics
-from vllm_w2ext.analysis.metrics.scrapes import quantile, read_scrapes, samples, total
+from vllm_w2ext.analysis.metrics.report import run_summary
+from vllm_w2ext.analysis.metrics.scrapes import final_scrape, run_scrapes, quantile, read_scrapes, samples, total
 
 EXPOSITION = """# HELP steps_total Engine steps.
 # TYPE steps_total counter
@@ -33,6 +34,31 @@ def test_read_scrapes_plain_and_gzip(tmp_path):
         got = read_scrapes(str(path))
         assert [t for t, _ in got] == [100.5, 101.0]
         assert got[0][1] == EXPOSITION and got[1][1] == "steps_total 1.0\n"
+
+
+def _engine_scrape(steps: float, hook_s: float) -> str:
+    return ("# TYPE vllm_w2ext_engine_steps_total counter\n"
+            f'vllm_w2ext_engine_steps_total{{executed="true",role="engine_core"}} {steps}\n'
+            "# TYPE vllm_w2ext_hook_self_seconds_total counter\n"
+            f'vllm_w2ext_hook_self_seconds_total{{role="engine_core"}} {hook_s}\n'
+            "# TYPE vllm_w2ext_spans_recorded_total counter\n"
+            'vllm_w2ext_spans_recorded_total{role="front_end"} 7.0\n')
+
+
+def test_a_run_is_read_from_its_last_complete_scrape(tmp_path):
+    # Planted: at shutdown the endpoint answered once more after the EngineCore's snapshot was gone
+    # (the front end removes the metrics folder on exit): that scrape has the front end's series only.
+    gone = '# TYPE vllm_w2ext_spans_recorded_total counter\nvllm_w2ext_spans_recorded_total{role="front_end"} 9.0\n'
+    scrapes = [(100.0, _engine_scrape(50, 0.001)), (101.0, _engine_scrape(200, 0.004)),
+               (102.0, _engine_scrape(200, 0.004)), (103.0, gone)]
+    assert final_scrape(scrapes)[0] == 102.0          # the latest of the scrapes at the counter's maximum
+    assert [t for t, _ in run_scrapes(scrapes)] == [100.0, 101.0, 102.0]     # the charts' rows end there too
+    assert final_scrape([(5.0, gone)])[0] == 5.0      # no step counter anywhere: the last scrape
+    assert final_scrape([]) is None
+    (tmp_path / "scrape_run.prom").write_text("".join(f"# SCRAPE {t}\n{x}" for t, x in scrapes))
+    got = run_summary(str(tmp_path), "run")
+    assert got["engine_steps"] == 200 and got["window_s"] == 2.0
+    assert got["self_cost"]["us_per_step"]["hooks"] == 20.0     # 4 ms over 200 steps
 
 
 def test_total_and_quantile():

@@ -1,4 +1,4 @@
-"""``--metrics``: a Prometheus text scrape (or a ``lab/scrape.py`` file of several; the last is used)
+"""``--metrics``: a Prometheus text scrape (or a ``lab/scrape.py`` file of several; the last complete one is used)
 read for the plugin's device counters: ``vllm_w2ext_device_idle_seconds_total{engine, rank, cause}``
 (and ``vllm_w2ext_device_busy_seconds_total`` where present). Counters cover the processes' lifetime,
 warm-up included, so they are a cross-check of the span folder, or its stand-in when the spans carry no
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gzip
 
-from vllm_w2ext.analysis.metrics.scrapes import read_scrapes, samples
+from vllm_w2ext.analysis.metrics.scrapes import final_scrape, read_scrapes, samples
 from vllm_w2ext.vocab import IDLE_CAUSES
 
 IDLE = "vllm_w2ext_device_idle_seconds_total"
@@ -20,7 +20,7 @@ def _text(path: str) -> str:
         text = f.read()
     if text.startswith("# SCRAPE "):
         scrapes = read_scrapes(path)
-        return scrapes[-1][1] if scrapes else ""
+        return final_scrape(scrapes)[1] if scrapes else ""
     return text
 
 

@@ -15,7 +15,7 @@ import math
 import os
 import sys
 
-from vllm_w2ext.analysis.metrics.scrapes import read_scrapes, samples, total
+from vllm_w2ext.analysis.metrics.scrapes import read_scrapes, run_scrapes, samples, total
 from vllm_w2ext.vocab import ENGINE, GAP_PARTS, IDLE_CAUSES, WORKER
 
 ENGINE_PHASES = ("schedule", "execute_model", "sample_tokens", "update_from_output")
@@ -65,7 +65,7 @@ def render(run_dir: str, name: str, marks: list[tuple[str, float, float]] | None
     path = next(iter(glob.glob(os.path.join(run_dir, f"scrape_{name}.prom*"))), None)
     if path is None:
         return None
-    rows = series(read_scrapes(path))
+    rows = series(run_scrapes(read_scrapes(path)))
     first = next((i for i, r in enumerate(rows) if r["step_n"] > 0), None)
     if first is None:
         return None

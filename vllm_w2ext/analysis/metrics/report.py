@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from vllm_w2ext.analysis.metrics.scrapes import quantile, read_scrapes, samples, self_cost, total
+from vllm_w2ext.analysis.metrics.scrapes import final_scrape, quantile, read_scrapes, samples, self_cost, total
 from vllm_w2ext.vocab import ENGINE, FRONT, WORKER
 
 
@@ -52,7 +52,7 @@ def run_summary(run_dir: str, name: str) -> dict:
     if not scrapes:
         return {"error": "no scrape reached the endpoint"}
     t_first, first_text = scrapes[0]
-    t_last, text = scrapes[-1]
+    t_last, text = final_scrape(scrapes)
     ss = samples(text)
     w = {"role": WORKER}
     gap_n = total(ss, "vllm_w2ext_scheduler_gap_seconds_count", **w)

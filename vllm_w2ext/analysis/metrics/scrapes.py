@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from vllm_w2ext.vocab import ENGINE
 
 HOLD_PER_FLUSH = "vllm_w2ext_export_thread_gil_hold_per_flush_seconds"
+STEPS = "vllm_w2ext_engine_steps_total"
 
 
 def read_scrapes(path: str) -> list[tuple[float, str]]:
@@ -26,6 +27,25 @@ def read_scrapes(path: str) -> list[tuple[float, str]]:
     if cur is not None:
         out.append((cur, "".join(buf)))
     return out
+
+
+def run_scrapes(scrapes: list[tuple[float, str]]) -> list[tuple[float, str]]:
+    """The scrapes up to the one that holds a run's end state: the last whose executed-step counter is at
+    its maximum. As vLLM shuts down, the endpoint can still answer after the other processes' snapshots
+    are gone (the front end removes the metrics folder on exit); such scrapes lack the EngineCore's and
+    workers' series, and would read as counters falling to zero. Counters only go up, so the drop marks
+    them. Without a step counter in any scrape, all of them."""
+    steps = [total(samples(text), STEPS, executed="true") for _, text in scrapes]
+    if not any(steps):
+        return scrapes
+    top = max(steps)
+    return scrapes[:max(i for i, n in enumerate(steps) if n == top) + 1]
+
+
+def final_scrape(scrapes: list[tuple[float, str]]) -> tuple[float, str] | None:
+    """The last of ``run_scrapes``: the run's end state (None without scrapes)."""
+    kept = run_scrapes(scrapes)
+    return kept[-1] if kept else None
 
 
 def samples(text: str) -> list[tuple[str, dict, float]]:

@@ -9,7 +9,7 @@ import json
 import os
 import statistics
 
-from vllm_w2ext.analysis.metrics.scrapes import quantile, read_scrapes, samples, self_cost, total
+from vllm_w2ext.analysis.metrics.scrapes import final_scrape, quantile, read_scrapes, samples, self_cost, total
 from vllm_w2ext.vocab import ENGINE, FRONT, GAP_PARTS, IDLE_CAUSES, WORKER
 
 DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2, "fp8": 1}
@@ -73,7 +73,7 @@ def scrape_delta(path: str) -> dict:
     sc = read_scrapes(path)
     if len(sc) < 2:
         return {"scrapes": len(sc)}
-    (t0, a), (t1, b) = sc[0], sc[-1]
+    (t0, a), (t1, b) = sc[0], final_scrape(sc)
     sa, sb = samples(a), samples(b)
     d = lambda name, **lab: total(sb, name, **lab) - total(sa, name, **lab)  # noqa: E731
     w = {"role": WORKER}
