@@ -48,6 +48,20 @@ def test_chunked_prefill_counts_as_prefill_and_its_first_token_comes_with_the_la
     assert read_step(so, reqs(), 2, 0, False).first_tokens == ()      # 68 of 100: not yet
 
 
+def test_several_chunked_prefills_in_a_batch_first_and_last_places_included():
+    # "c" first, "r" last, both short of their first token; "c" completes now (36 + 64 of 100), "r" does not
+    so = output([], ["c", "a", "b", "r"], [0, 3, 7, 0], {"c": 64, "a": 1, "b": 1, "r": 8}, resumed_set=set(),
+                computed=[36, 20, 20, 8])
+    f = read_step(so, reqs(), 4, 0, False)
+    assert (f.num_reqs, f.prefill_tokens, f.decode_tokens, f.first_tokens) == (4, 72, 2, ("c",))
+
+
+def test_zero_positions():
+    from vllm_w2ext.steps.facts import _zero_positions
+    assert _zero_positions([0, 3, 0, 0, 5, 0]) == [0, 2, 3, 5]
+    assert _zero_positions((4, 1)) == [] and _zero_positions([]) == []
+
+
 def test_a_last_prompt_chunk_of_one_token_is_prefill_when_a_request_may_be_prefilling():
     # "c" has 99 of 100 prompt tokens: every request gets one token, only its output count tells
     so = output([], ["a", "c"], [3, 0], {"a": 1, "c": 1}, resumed_set=set(), computed=[20, 99])

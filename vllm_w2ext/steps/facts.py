@@ -2,7 +2,7 @@
 
 Work here is proportional to the requests that *changed* in this step (new, preempted, resumed,
 finished), never to the batch: token counts come from ``total_num_scheduled_tokens`` and the few
-requests whose tokens are prefill, found with C-level iteration (``map``/``compress``), not a Python
+requests whose tokens are prefill, found with C-level scans (``list.index``, ``compress``), not a Python
 loop over the batch. Duck-typed on the output's attributes, so it serves vLLM 0.26 to 0.33."""
 from __future__ import annotations
 
@@ -70,6 +70,19 @@ class Finished(NamedTuple):
     output_tokens: int
 
 
+def _zero_positions(counts) -> list[int]:
+    """Where a per-request list of counts holds 0: one C-level scan (``list.index`` from each hit on), not a
+    Python call per request as ``compress(range(n), map((0).__eq__, counts))`` makes. The zeros are few
+    (requests still short of their first token), the list is the batch (``benchmarks/read_step_cost.py``)."""
+    out, i, at = [], -1, counts.index
+    try:
+        while True:
+            i = at(0, i + 1)
+            out.append(i)
+    except ValueError:
+        return out
+
+
 def _prompt_done(reqs: dict, rid: str, computed: int, scheduled: int) -> bool:
     r = reqs.get(rid)
     return r is not None and computed + scheduled >= r.num_prompt_tokens
@@ -90,8 +103,9 @@ def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool, prefill
     here goes there too.
 
     Decode tokens: one per cached request that already has output tokens and was not resumed (vLLM
-    schedules a decoding request for exactly one token), counted with ``list.count`` unless every request
-    got one token and none can be prefilling (nothing to count: the steady decode state costs O(1)); with
+    schedules a decoding request for exactly one token): the cached requests less those with none (found with
+    ``list.index``) and the resumed, unless every request got one token and none can be prefilling (nothing to
+    count: the steady decode state costs O(1)); with
     speculative decoding their scheduled tokens are summed instead (drafts count as decode). Prefill: the rest
     (new requests, chunked prefills, recomputed resumed requests). Per-request work only for new,
     resumed and still-prefilling requests."""
@@ -124,15 +138,15 @@ def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool, prefill
     elif not new and total == len(nst) and not resumed and not prefilling:
         prefill = 0                             # one token each, no prompt unfinished: all decoding (O(1))
     else:
-        zeros = out_toks.count(0)               # requests still prefilling (no output token yet)
+        zeros = _zero_positions(out_toks)       # requests still prefilling (no output token yet)
         if so.scheduled_spec_decode_tokens:
             decode = sum(map(get, compress(cached.req_ids, out_toks))) - sum(map(get, resumed))
             prefill = total - decode
         else:
-            prefill = total - (len(out_toks) - zeros - len(resumed))
+            prefill = total - (len(out_toks) - len(zeros) - len(resumed))
         if zeros:                               # chunked prefills going on: which complete now
             ids, computed = cached.req_ids, cached.num_computed_tokens
-            for i in compress(range(len(out_toks)), map((0).__eq__, out_toks)):
+            for i in zeros:
                 if _prompt_done(reqs, ids[i], computed[i], nst[ids[i]]):
                     first.append(ids[i])
     preempted = tuple(so.preempted_req_ids or ())
