@@ -16,29 +16,37 @@ from vllm_w2ext.receiver import OTLPReceiver
 N, MAX_TOKENS = 6, 6
 
 
-def _run(tiny_model, rx, tmp, protocol, **extra_env):
+CHUNK = 16       # the chunked run's token budget per step: its prompts (40 tokens and more) take three steps or more
+
+
+def _run(tiny_model, rx, tmp, protocol, params=None, service=None, **extra_env):
     rx.clear()
-    env = clean_env(VLLM_W2EXT="1", OTEL_SERVICE_NAME=f"w2ext-test-{protocol}", **rx.env(protocol), **extra_env)
-    result = run_offline(tiny_model, env, tmp / "out.json", prompts=N, max_tokens=MAX_TOKENS)
+    env = clean_env(VLLM_W2EXT="1", OTEL_SERVICE_NAME=service or f"w2ext-test-{protocol}", **rx.env(protocol),
+                    **extra_env)
+    result = run_offline(tiny_model, env, tmp / "out.json", prompts=N, max_tokens=MAX_TOKENS, **(params or {}))
     spans = rx.wait_for(run_complete(N), timeout=30)
     return result, spans
 
 
 @pytest.fixture(scope="module")
 def runs(tiny_model, otlp_receiver, nvtx_recorder_lib, tmp_path_factory):
-    """The gRPC run (NVTX recorded, every step linked) and the HTTP/protobuf run, side by side, each
-    exporting to its own receiver: the checks are on structure only, not on timing."""
-    grpc_tmp, http_tmp = tmp_path_factory.mktemp("offline-grpc"), tmp_path_factory.mktemp("offline-http")
+    """The gRPC run (NVTX recorded, every step linked), the HTTP/protobuf run and the chunked-prefill run (gRPC,
+    every step linked, a token budget of CHUNK per step), side by side, each exporting to its own receiver: the
+    checks are on structure and counts only, not on timing."""
+    grpc_tmp, http_tmp, chunk_tmp = (tmp_path_factory.mktemp(f"offline-{x}") for x in ("grpc", "http", "chunked"))
     rec_file = grpc_tmp / "nvtx.tsv"
-    http_rx = OTLPReceiver().start()
+    http_rx, chunk_rx = OTLPReceiver().start(), OTLPReceiver().start()
     try:
-        grpc, http = concurrently(
+        grpc, http, chunked = concurrently(
             lambda: _run(tiny_model, otlp_receiver, grpc_tmp, "grpc", VLLM_W2EXT_STEP_LINKS="all",
                          **nvtx_recorder.recorder_env(nvtx_recorder_lib, rec_file)),
-            lambda: _run(tiny_model, http_rx, http_tmp, "http"))
+            lambda: _run(tiny_model, http_rx, http_tmp, "http"),
+            lambda: _run(tiny_model, chunk_rx, chunk_tmp, "grpc", {"max_num_batched_tokens": CHUNK, "prompt_words": 40},
+                         "w2ext-test-chunked", VLLM_W2EXT_STEP_LINKS="all"))
     finally:
         http_rx.stop()
-    return (*grpc, nvtx_recorder.parse_records(rec_file)), http
+        chunk_rx.stop()
+    return (*grpc, nvtx_recorder.parse_records(rec_file)), http, chunked
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +57,39 @@ def grpc_run(runs):
 @pytest.fixture(scope="module")
 def http_run(runs):
     return runs[1]
+
+
+@pytest.fixture(scope="module")
+def chunked_run(runs):
+    return runs[2]
+
+
+def test_chunked_prefill_counts_and_first_tokens(chunked_run):
+    """Planted: a token budget of CHUNK per step, below every prompt's length, so each prompt is prefilled in
+    chunks over several steps while others decode. Known in advance: the prefill tokens of all steps add up to
+    the prompts' tokens (counted by the front end), the decode tokens to N x (MAX_TOKENS - 1); no step schedules
+    more than CHUNK; and each request's first token comes at the end of the step that completes its prompt,
+    after which exactly MAX_TOKENS - 1 steps schedule it (one decode token each)."""
+    result, spans = chunked_run
+    assert result["tokens"] == [MAX_TOKENS] * N
+    ss = SpanSet(spans)
+    executed = [s for s in ss.steps() if s.attrs.get("vllm.step.model_executed")]
+    prompts = {(r.trace_id, r.span_id): r.attrs["gen_ai.usage.prompt_tokens"] for r in ss.named("vllm.request")}
+    assert len(prompts) == N and min(prompts.values()) > CHUNK
+    pre = [s.attrs["vllm.batch.prefill_tokens"] for s in executed]
+    dec = [s.attrs["vllm.batch.decode_tokens"] for s in executed]
+    assert sum(pre) == sum(prompts.values()) and sum(dec) == N * (MAX_TOKENS - 1)
+    assert max(p + d for p, d in zip(pre, dec)) <= CHUNK
+    assert sum(1 for p, d in zip(pre, dec) if p and d) >= 1, "no step mixed a prefill chunk with decodes"
+    eng = {e.parent_id: e for e in ss.named("engine.request")}
+    for key, prompt in prompts.items():
+        e = eng[key[1]]
+        linking = [s for s in executed if key in {tuple(x) for x in s.links}]     # the steps scheduling it
+        first_token_end = e.start_ns + round(e.attrs["vllm.request.prefill_s"] * 1e9)
+        at = min(range(len(linking)), key=lambda i: abs(linking[i].end_ns - first_token_end))
+        assert abs(linking[at].end_ns - first_token_end) < 1000, "first token not at a step's end"
+        assert at + 1 >= -(-prompt // CHUNK), "a prompt completed in fewer steps than its chunks"
+        assert len(linking) - at - 1 == MAX_TOKENS - 1, (prompt, [s.step for s in linking], linking[at].step)
 
 
 def test_grpc_tree(grpc_run):

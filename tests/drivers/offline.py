@@ -1,9 +1,10 @@
 """Offline driver for the tests: LLM.generate on a model, then a clean engine shutdown.
 
 usage: offline.py MODEL OUT_JSON PARAMS_JSON
-params: prompts, max_tokens, max_num_seqs, scheduler_cls, profile_dir (vLLM's torch profiler around
-the first generate), tensor_parallel_size, distributed_executor_backend ("mp", "ray"), start_method
-("fork": the workers are forked, as in GPU library use, although the CPU platform asks for spawn;
+params: prompts, max_tokens, max_num_seqs, prompt_words (the first prompt's words; each next one has one
+more), max_num_batched_tokens (vLLM's token budget per step: below a prompt's length its prefill is chunked),
+scheduler_cls, profile_dir (vLLM's torch profiler around the first generate), tensor_parallel_size,
+distributed_executor_backend ("mp", "ray"), start_method ("fork": the workers are forked, as in GPU library use, although the CPU platform asks for spawn;
 "spawn": vLLM's CPU default), and for metrics runs:
   metrics_port  scrape our own endpoint after each phase (text kept in the output)
   settle_s      the scrape waits until the counters it watches have not moved for this long (1.5)
@@ -113,7 +114,7 @@ if __name__ == "__main__":
     from vllm import LLM, SamplingParams
 
     kw = {"scheduler_cls": params["scheduler_cls"]} if params.get("scheduler_cls") else {}
-    for key in ("tensor_parallel_size", "distributed_executor_backend"):
+    for key in ("tensor_parallel_size", "distributed_executor_backend", "max_num_batched_tokens"):
         if params.get(key):
             kw[key] = params[key]
     if params.get("start_method") == "fork":
@@ -125,7 +126,8 @@ if __name__ == "__main__":
     llm = LLM(model, dtype="float32", max_model_len=512, enforce_eager=True,
               max_num_seqs=params.get("max_num_seqs", 8), seed=0, **kw)
     n, max_tokens = params.get("prompts", 6), params.get("max_tokens", 6)
-    prompts = [" ".join(f"t{(7 * i + j) % 9000 + 10}" for j in range(5 + i)) for i in range(n)]
+    words = params.get("prompt_words", 5)
+    prompts = [" ".join(f"t{(7 * i + j) % 9000 + 10}" for j in range(words + i)) for i in range(n)]
     sp = SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0)
     result = {"phases": [], "metrics_dir": os.environ.get("VLLM_W2EXT_METRICS_DIR")}   # the plugin made it if unset
     t0 = time.time()
