@@ -4,8 +4,8 @@ usage: offline.py MODEL OUT_JSON PARAMS_JSON
 params: prompts, max_tokens, max_num_seqs, prompt_words (the first prompt's words; each next one has one
 more), max_num_batched_tokens (vLLM's token budget per step: below a prompt's length its prefill is chunked),
 scheduler_cls, profile_dir (vLLM's torch profiler around the first generate), tensor_parallel_size,
-distributed_executor_backend ("mp", "ray"), start_method ("fork": the workers are forked, as in GPU library use, although the CPU platform asks for spawn;
-"spawn": vLLM's CPU default), and for metrics runs:
+distributed_executor_backend ("mp", "ray"), start_method ("fork": the workers are forked, as in GPU library
+use, although the CPU platform asks for spawn; "spawn": vLLM's CPU default), and for metrics runs:
   metrics_port  scrape our own endpoint after each phase (text kept in the output)
   settle_s      the scrape waits until the counters it watches have not moved for this long (1.5)
   scrape_steps  the scrape also waits for the step counter, every worker rank's phases and the decode

@@ -10,7 +10,8 @@ import json
 import os
 import sys
 
-from vllm_w2ext.analysis.metrics.scrapes import final_scrape, quantile, read_scrapes, samples, self_cost, total
+from vllm_w2ext.analysis.metrics.scrapes import (STEPS, executed_steps, final_scrape, quantile, read_scrapes, samples,
+                                                 self_cost, total)
 from vllm_w2ext.vocab import ENGINE, FRONT, WORKER
 
 
@@ -37,7 +38,7 @@ def stepping_intervals(scrapes: list[tuple[float, str]]) -> list[tuple[float, fl
     """Scrape intervals (t_i, t_i+1) during which the executed-step counter went up."""
     out, prev = [], None
     for t, text in scrapes:
-        n = total(samples(text), "vllm_w2ext_engine_steps_total", executed="true")
+        n = executed_steps(text)
         if prev is not None and n > prev[1]:
             out.append((prev[0], t))
         prev = (t, n)
@@ -63,7 +64,7 @@ def run_summary(run_dir: str, name: str) -> dict:
     idle = total(ss, "vllm_w2ext_gpu_idle_seconds_total")
     out = {
         "scrapes": len(scrapes), "window_s": round(t_last - t_first, 2),
-        "engine_steps": total(ss, "vllm_w2ext_engine_steps_total", executed="true"),
+        "engine_steps": total(ss, STEPS, executed="true"),
         "prefill_tokens": total(ss, "vllm_w2ext_batch_tokens_total", kind="prefill"),
         "decode_tokens": total(ss, "vllm_w2ext_batch_tokens_total", kind="decode"),
         "scheduler_gap": {"count": gap_n, "mean_ms": round(1e3 * gap_sum / gap_n, 3) if gap_n else None,
@@ -78,7 +79,7 @@ def run_summary(run_dir: str, name: str) -> dict:
                 "gap_p90_ms": _ms(quantile(ss, "vllm_w2ext_gpu_gap_seconds", 0.9))},
         "phase_mean_ms": {},
         "self_cost": self_cost(lambda name, **lab: total(ss, name, **lab),
-                               total(ss, "vllm_w2ext_engine_steps_total", executed="true"), ss),
+                               total(ss, STEPS, executed="true"), ss),
     }
     for role, phase in ((ENGINE, "step"), (ENGINE, "schedule"), (ENGINE, "update_from_output"),
                         (WORKER, "execute_model"), (WORKER, "sample_tokens"), (WORKER, "forward"),

@@ -35,14 +35,14 @@ def run_scrapes(scrapes: list[tuple[float, str]]) -> list[tuple[float, str]]:
     are gone (the front end removes the metrics folder on exit); such scrapes lack the EngineCore's and
     workers' series, and would read as counters falling to zero. Counters only go up, so the drop marks
     them. Without a step counter in any scrape, all of them."""
-    steps = [_executed_steps(text) for _, text in scrapes]
+    steps = [executed_steps(text) for _, text in scrapes]
     if not any(steps):
         return scrapes
     top = max(steps)
     return scrapes[:max(i for i, n in enumerate(steps) if n == top) + 1]
 
 
-def _executed_steps(text: str) -> float:
+def executed_steps(text: str) -> float:
     """The executed-step counter of one scrape, its own lines parsed (not the whole exposition: a lab run's
     file holds hundreds of scrapes)."""
     lines = [line for line in text.splitlines() if line.startswith(STEPS)]

@@ -9,7 +9,7 @@ import json
 import os
 import statistics
 
-from vllm_w2ext.analysis.metrics.scrapes import final_scrape, quantile, read_scrapes, samples, self_cost, total
+from vllm_w2ext.analysis.metrics.scrapes import STEPS, final_scrape, quantile, read_scrapes, samples, self_cost, total
 from vllm_w2ext.vocab import ENGINE, FRONT, GAP_PARTS, IDLE_CAUSES, WORKER
 
 DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2, "fp8": 1}
@@ -77,7 +77,7 @@ def scrape_delta(path: str) -> dict:
     sa, sb = samples(a), samples(b)
     d = lambda name, **lab: total(sb, name, **lab) - total(sa, name, **lab)  # noqa: E731
     w = {"role": WORKER}
-    steps = d("vllm_w2ext_engine_steps_total", executed="true")
+    steps = d(STEPS, executed="true")
     gap_n, gap_s = d("vllm_w2ext_scheduler_gap_seconds_count", **w), d("vllm_w2ext_scheduler_gap_seconds_sum", **w)
     busy, idle = d("vllm_w2ext_gpu_busy_seconds_total"), d("vllm_w2ext_gpu_idle_seconds_total")
     req_n, req_s = d("vllm_w2ext_batch_requests_count"), d("vllm_w2ext_batch_requests_sum")
