@@ -14,11 +14,14 @@
 # (WAIT_S after the run starts: front end ~20 s, engine ~25 s on the H200), py-spy samples every process of
 # the run's tree (``pyspy_share.py --tree``: named by role) for DUR_S seconds
 # (``--nonblocking``: the sampled process is never stopped; idle samples left out, so the samples are CPU).
-# Raw stacks (py-spy's collapsed format) go to pyspy/<sample>/<role>_<pid>.txt in $OUT/pyspy.tgz, the run's record
+# Raw stacks (py-spy's collapsed format) go to pyspy/<sample>/<role>_<pid>.txt in $OUT/pyspy.tgz (packed once the
+# window ends and again at the end), the run's record
 # beside them; benchmarks/gpu/pyspy_share.py reads them.
 #
-# A throughput window (~850 requests per step on the H200's 4-layer model):
-#   LAT_ITERS=10 THR_PROMPTS=6000 WAIT_S=75 DUR_S=15 bash benchmarks/gpu/pyspy_share.sh
+# A throughput window (~850 requests per step on the H200's 4-layer model), timed from the latency task's end:
+#   LAT_ITERS=10 THR_PROMPTS=10000 AFTER_LATENCY=1 WAIT_S=8 DUR_S=15 bash benchmarks/gpu/pyspy_share.sh
+# (a fixed WAIT_S=75 from the run's start missed it on an H100 host: its 6,000 prompts were done at +64 s;
+# results/h100/issue19_current).
 # On a fresh machine the first engine run compiles its kernels well into the latency task (results/h200/pyspy:
 # the EngineCore still compiling Triton kernels at +65 s): WARMUP=1 runs the engine once, unsampled, first.
 # On the 2-core CPU machine the sampler itself can be starved until vLLM's readers stop spinning (seen: the
@@ -26,6 +29,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-out}; SPY=${SPY:-.gpu/tools/py-spy}
+# The stacks are kept outside $OUT and only their archive goes there: a device call brings back a limited number of
+# files (a call cut short after the window once brought back 8 of 14 loose files and no window)
+KEEP=/tmp/w2ext-pyspy/keep; rm -rf "$KEEP"; mkdir -p "$OUT"
+pack() { tar czf "$OUT/pyspy.tgz.part" -C "$KEEP" pyspy && mv "$OUT/pyspy.tgz.part" "$OUT/pyspy.tgz"; }
 MODEL=${MODEL:-l4}; SAMPLES=${SAMPLES:-"64 1"}; WAIT_S=${WAIT_S:-65}; DUR_S=${DUR_S:-20}; RATE=${RATE:-400}
 SPY_FLAGS=${SPY_FLAGS---nonblocking}   # "" samples with the process stopped for each stack: no failed ticks, a slower run
 export OVERHEAD_MODELS_DIR=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models} PYTHONUNBUFFERED=1
@@ -40,10 +47,14 @@ if [ "${WARMUP:-0}" = 1 ]; then     # fill the kernel caches: an unsampled run, 
     --timeout 400 > "$OUT/warmup.log" 2>&1
 fi
 for S in $SAMPLES; do
-  D="$OUT/pyspy/s$S"; R=/tmp/w2ext-pyspy/s$S; rm -rf "$R"; mkdir -p "$D" "$R"
+  D="$KEEP/pyspy/s$S"; R=/tmp/w2ext-pyspy/s$S; rm -rf "$R" "$D"; mkdir -p "$D" "$R"
   python3 benchmarks/gpu/overhead_run.py --model "$MODEL" --pair 1 --arm plugin --sample "$S" --dir "$R" \
     --timeout 400 > "$D/run.log" 2>&1 &
   RUN=$!
+  if [ "${AFTER_LATENCY:-0}" = 1 ]; then    # the window WAIT_S after the latency task's JSON appears (up to 300 s)
+    for _ in $(seq 600); do ls "$R"/raw/*.latency.json > /dev/null 2>&1 && break; kill -0 "$RUN" 2>/dev/null || break
+      sleep 0.5; done
+  fi
   sleep "$WAIT_S"
   python3 benchmarks/gpu/pyspy_share.py --tree "$RUN" > "$D/processes.txt"
   T0=$(date +%s.%N)
@@ -51,7 +62,7 @@ for S in $SAMPLES; do
     { "$SPY" record $SPY_FLAGS --threads -r "$RATE" -d "$DUR_S" --pid "$p" -f raw -o "$D/${role}_$p.txt" \
         > "$D/${role}_$p.spy.log" 2>&1; date +%s.%N > "$D/${role}_$p.end"; } &
   done < "$D/processes.txt"
-  sleep $((DUR_S + 3)); wait "$RUN"
+  sleep $((DUR_S + 3)); SAMPLERS=$(jobs -p | grep -vx "$RUN"); [ -z "$SAMPLERS" ] || wait $SAMPLERS
   # the window, for the step-rate conversion (pyspy_share.py): start, nominal end, rate, each sampler's end
   python3 - "$D" "$T0" "$DUR_S" "$RATE" <<'PY'
 import json, sys
@@ -60,11 +71,12 @@ d, t0, dur, rate = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), fl
 ends = {p.stem: min(float(p.read_text()), t0 + dur) for p in d.glob("*.end")}
 (d / "window.json").write_text(json.dumps({"start": t0, "end": t0 + dur, "rate": rate, "ends": ends}))
 PY
+  pack      # the stacks and their window now: a call cut short while the run goes on still brings them back
+  wait "$RUN"
   cp "$R"/runs/*.json "$D/" 2>/dev/null
   cp vllm_w2ext/hooks/runner.py "$D/runner.py.txt"     # the sampled runner: its hand-off lines (pyspy_share.py)
   python3 benchmarks/gpu/pyspy_share.py "$D" > "$D/share.txt" 2>&1
   cat "$D/share.txt"
 done
 # the device call brings back a limited number of files: one archive, the summaries beside it
-tar czf "$OUT/pyspy.tgz" -C "$OUT" pyspy && for d in "$OUT"/pyspy/s*; do cp "$d/share.txt" "$OUT/share_$(basename "$d").txt"; done \
-  && rm -rf "$OUT/pyspy"
+pack && for d in "$KEEP"/pyspy/s*; do cp "$d/share.txt" "$OUT/share_$(basename "$d").txt"; done
