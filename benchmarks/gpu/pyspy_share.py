@@ -19,6 +19,14 @@ its method's frame (its scheduler output, its batch) is sampled in the caller, w
 wrapper's call line; stock vLLM pays it in its own caller. Counted apart (``handoff_samples``): on the
 H200, 4-layer model, batch 1, they were ~60 % of what the first version of this rule called the plugin's.
 
+A torn stack is not the plugin's either (``torn``, counted apart as ``torn_samples``): py-spy reads a running
+thread's frames (``--nonblocking``), and a frame slot that a returned hook used is soon reused by vLLM's next call.
+On the EngineCore's thread that call is the step's outputs put on a queue, so a sample may show a plugin frame
+directly under a frame of the standard library's ``queue`` module (which never calls back) or directly over one at
+a line that does not name the queue's method: 31 of 66 plugin samples on the main thread of a 4-layer engine at
+batch 1 (``results/h100/issue19_current``). The line's text comes from the sampled tree (``--source``, default this
+tree: pyspy_share.sh runs this on the device, in the tree it sampled); a line it cannot read is not called torn.
+
 With the run's record and the sampling window (``window.json``, written by pyspy_share.sh), each share is
 also put in µs per engine step: plugin samples / py-spy's good ticks (rate x the sampled seconds, less the
 failed ticks, ``Errors:`` in ``<name>.spy.log``; ``ticks_ok``) x the wall time of one step in that window (a latency window: avg latency / output length; a throughput
@@ -93,6 +101,37 @@ def _ours(frame: str) -> bool:
     return "vllm_w2ext" in frame and "vllm_w2ext/lab/" not in frame
 
 
+QUEUE_FRAME = re.compile(r"\((?:[^()]*/)?queue\.py:\d+\)$")     # a frame of the standard library's queue module
+FRAME_AT = re.compile(r"^(?P<fn>.+) \((?P<file>[^()]+):(?P<line>\d+)\)$")
+
+
+def source_lines(root: Path):
+    """``line(file, n)``: the text of a plugin file's line n in the tree at ``root``, or None."""
+    cache: dict = {}
+
+    def line(file: str, n: int) -> str | None:
+        if file not in cache:
+            path = root / file
+            cache[file] = path.read_text().splitlines() if path.is_file() else None
+        text = cache[file]
+        return text[n - 1] if text is not None and 0 < n <= len(text) else None
+    return line
+
+
+def torn(frames: list[str], line) -> bool:
+    """A plugin frame next to a queue frame where it cannot be: under it, or over it at a line that does not name
+    the queue's method (``line``: ``source_lines``)."""
+    for a, b in zip(frames, frames[1:]):
+        if QUEUE_FRAME.search(a) and _ours(b):
+            return True
+        if _ours(a) and QUEUE_FRAME.search(b) and (m := FRAME_AT.match(a)):
+            text = line(m["file"], int(m["line"]))
+            method = b.split(" (")[0].rsplit(".", 1)[-1]
+            if text is not None and not re.search(rf"\b{re.escape(method)}\b", text):
+                return True
+    return False
+
+
 def _plugin_frame(frames: list[str]) -> int | None:
     """The index of the innermost plugin frame when no frame of vLLM or torch lies deeper, else None."""
     last = next((i for i in range(len(frames) - 1, -1, -1) if _ours(frames[i])), None)
@@ -107,13 +146,14 @@ def is_plugin(frames: list[str], lines: frozenset[int] = HANDOFF_LINES,
 
 
 def share(stacks: list[tuple[list[str], int]], top: int = 12, lines: frozenset[int] = HANDOFF_LINES,
-          fronts: tuple[str, ...] = FRONT_FRAMES) -> dict:
+          fronts: tuple[str, ...] = FRONT_FRAMES, source=None) -> dict:
     """Samples, the plugin's samples and where they are (the innermost plugin frame with one frame either
-    side); with py-spy's ``--threads`` (a ``thread (0x..)`` outermost frame), the same per thread too."""
-    total = plugin = handoff = 0
+    side); with py-spy's ``--threads`` (a ``thread (0x..)`` outermost frame), the same per thread too.
+    ``source``: ``source_lines`` of the sampled tree, to tell torn stacks (None: none is)."""
+    total = plugin = handoff = torn_n = 0
     engine_core = False
     where: collections.Counter = collections.Counter()
-    threads: dict = collections.defaultdict(lambda: [0, 0, 0])
+    threads: dict = collections.defaultdict(lambda: [0, 0, 0, 0])
     for frames, n in stacks:
         if waiting(frames):
             continue
@@ -124,15 +164,19 @@ def share(stacks: list[tuple[list[str], int]], top: int = 12, lines: frozenset[i
         if is_handoff(frames, lines, fronts):
             handoff += n
             threads[thread][2] += n
-        elif (last := _plugin_frame(frames)) is not None:
+        elif (last := _plugin_frame(frames)) is not None and source is not None and torn(frames, source):
+            torn_n += n
+            threads[thread][3] += n
+        elif last is not None:
             plugin += n
             threads[thread][1] += n
             where[" > ".join(f.split(" (")[0] for f in frames[max(last - 1, 0):last + 2])] += n
     out = {"engine_core": engine_core, "samples": total, "plugin_samples": plugin, "plugin_pct": _pct(plugin, total),
-           "handoff_samples": handoff, "top": where.most_common(top)}
+           "handoff_samples": handoff, "torn_samples": torn_n, "top": where.most_common(top)}
     if len(threads) > 1 or "" not in threads:
-        out["threads"] = {t: {"samples": a, "plugin_samples": b, "plugin_pct": _pct(b, a), "handoff_samples": c}
-                          for t, (a, b, c) in sorted(threads.items(), key=lambda kv: -kv[1][0])}
+        out["threads"] = {t: {"samples": a, "plugin_samples": b, "plugin_pct": _pct(b, a), "handoff_samples": c,
+                              "torn_samples": d}
+                          for t, (a, b, c, d) in sorted(threads.items(), key=lambda kv: -kv[1][0])}
     return out
 
 
@@ -192,6 +236,8 @@ def main() -> int:
                     help="print 'pid role comm' for each process under PID worth sampling (pyspy_share.sh)")
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--source", type=Path, default=Path(__file__).resolve().parents[2],
+                    help="the sampled tree's root, for the lines torn stacks are told by (default: this tree)")
     a = ap.parse_args()
     if a.tree is not None:
         procs = {int(d.name): p for d in Path("/proc").iterdir() if d.name.isdigit() and (p := _proc(int(d.name)))}
@@ -206,7 +252,8 @@ def main() -> int:
     sampled = next((d / SAMPLED_RUNNER for d in (a.dir, a.dir.parent) if (d / SAMPLED_RUNNER).exists()), None)
     source = sampled.read_text() if sampled else RUNNER_SOURCE
     lines, fronts = handoff_lines(source), front_frames(source)
-    shares = {p.name.split(".txt")[0]: share(read(p), a.top, lines, fronts)
+    src = source_lines(a.source)
+    shares = {p.name.split(".txt")[0]: share(read(p), a.top, lines, fronts, src)
               for p in sorted([*a.dir.glob("*_*.txt"), *a.dir.glob("*_*.txt.gz")])}
     if step and not any(s["engine_core"] for s in shares.values()):
         # no sample of the EngineCore's busy loop: the engine was not stepping yet (a cold machine compiles
@@ -215,7 +262,8 @@ def main() -> int:
         step = None
     doc: dict = {"window": window, "run": run and run["run"], "step": step and {"seconds": step[0], "phase": step[1]},
                  "handoff_lines": sorted(lines), "front_handoff": list(fronts),
-                 "handoff_lines_from": str(sampled.relative_to(a.dir.parent)) if sampled else "this tree"}
+                 "handoff_lines_from": str(sampled.relative_to(a.dir.parent)) if sampled else "this tree",
+                 "torn_lines_from": "this tree" if a.source == Path(__file__).resolve().parents[2] else "--source"}
     for name, s in shares.items():
         doc[name] = s
         spy = a.dir / f"{name}.spy.log"
@@ -229,7 +277,8 @@ def main() -> int:
                 v["us_per_step"] = per_step_us(v["plugin_samples"], ticks, step[0])
         per = f", {s['us_per_step']} us per {step[1]} step" if step else ""
         print(f"{name}{' (EngineCore busy loop)' if s['engine_core'] else ''}: {s['samples']} samples, plugin "
-              f"{s['plugin_samples']} = {s['plugin_pct']} %{per}; hand-offs {s['handoff_samples']}; py-spy errors {s['spy_errors']}")
+              f"{s['plugin_samples']} = {s['plugin_pct']} %{per}; hand-offs {s['handoff_samples']}; torn "
+              f"{s['torn_samples']}; py-spy errors {s['spy_errors']}")
         for t, v in list(s.get("threads", {}).items())[:4]:
             print(f"  {t}: {v['samples']} samples, plugin {v['plugin_samples']} = {v['plugin_pct']} %"
                   + (f", {v['us_per_step']} us per step" if step else ""))

@@ -39,7 +39,8 @@ def test_per_thread():
     main, other = "thread (0x1)", "thread (0x2)"
     s = pyspy_share.share([([main, WRAP, "_step_pre (vllm_w2ext/hooks/engine_core.py:150)"], 1),
                            ([main, WRAP, STEP], 3), ([other, "busy_loop (vllm/v1/engine/core.py:5)"], 4)])
-    assert s["threads"][main] == {"samples": 4, "plugin_samples": 1, "plugin_pct": 25.0, "handoff_samples": 0}
+    assert s["threads"][main] == {"samples": 4, "plugin_samples": 1, "plugin_pct": 25.0, "handoff_samples": 0,
+                                  "torn_samples": 0}
     assert s["threads"][other]["plugin_samples"] == 0 and s["plugin_pct"] == 12.5
 
 
@@ -185,3 +186,33 @@ def test_handoff_lines_come_from_the_sampled_runner(tmp_path, monkeypatch):
     doc = json.loads((tmp_path / "share.json").read_text())
     assert doc["handoff_lines"] == [2] and doc["handoff_lines_from"] == f"{tmp_path.name}/runner.py.txt"
     assert (doc["front_1"]["handoff_samples"], doc["front_1"]["plugin_samples"]) == (5, 2)
+
+
+def test_torn_stacks_are_not_the_plugins():
+    """Planted: vLLM's thread putting the step's outputs on a queue, read by py-spy with a returned hook's frame
+    still in the slots (over the put at a line that names no put; under put_nowait, which never calls back) is
+    torn; the export thread's reader putting a frame on its queue at a line that does is the plugin's; without the
+    sampled tree's lines nothing is called torn."""
+    loop = "EngineCoreProc._process_engine_step (vllm/v1/engine/core.py:1403)"
+    over = [loop, "_step_pre (vllm_w2ext/hooks/engine_core.py:263)", "Queue.put (queue.py:133)",
+            "Condition.notify (threading.py:410)"]
+    under = [loop, "Queue.put_nowait (queue.py:191)", "_worker_bounds (vllm_w2ext/hooks/engine_core.py:228)"]
+    reader = ["Thread.run (threading.py:1010)", "_reader (vllm_w2ext/telemetry/export_process.py:50)",
+              "Queue.put (queue.py:133)"]
+    own = [loop, "_step_post (vllm_w2ext/hooks/engine_core.py:300)"]
+    text = {("vllm_w2ext/hooks/engine_core.py", 263): "        r = S.current = [Span.STEP, ENGINE, span_bits(128)]",
+            ("vllm_w2ext/telemetry/export_process.py", 50): "            q.put(frame)"}
+    stacks = [(over, 20), (under, 11), (reader, 5), (own, 7)]
+    s = pyspy_share.share(stacks, source=lambda f, n: text.get((f, n)))
+    assert (s["plugin_samples"], s["torn_samples"]) == (12, 31)
+    assert pyspy_share.share(stacks)["plugin_samples"] == 43          # no lines: as before
+    unknown = pyspy_share.share([(over, 3)], source=lambda f, n: None)  # a line it cannot read: not torn
+    assert (unknown["plugin_samples"], unknown["torn_samples"]) == (3, 0)
+
+
+def test_source_lines(tmp_path):
+    (tmp_path / "vllm_w2ext").mkdir()
+    (tmp_path / "vllm_w2ext" / "a.py").write_text("x = 1\nq.put(y)\n")
+    line = pyspy_share.source_lines(tmp_path)
+    assert line("vllm_w2ext/a.py", 2) == "q.put(y)"
+    assert line("vllm_w2ext/a.py", 9) is None and line("vllm_w2ext/b.py", 1) is None
