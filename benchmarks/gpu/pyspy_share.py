@@ -119,8 +119,9 @@ def source_lines(root: Path):
 
 
 def torn(frames: list[str], line) -> bool:
-    """A plugin frame next to a queue frame where it cannot be: under it, or over it at a line that does not name
-    the queue's method (``line``: ``source_lines``)."""
+    """A plugin frame next to a queue frame where it cannot be: under it (a queue calls back only into a subclass's
+    methods, and the plugin subclasses no queue), or over it at a line that does not name the queue's method
+    (``line``: ``source_lines``)."""
     for a, b in zip(frames, frames[1:]):
         if QUEUE_FRAME.search(a) and _ours(b):
             return True
