@@ -17,8 +17,9 @@
 #   big   the 8B-shaped model (target 2: its numbers stay within 0.5 %): flip1 as in lat. $OUT/t2_8b_flip1.tgz
 #   hi    target 1 at ~500 requests per step, fully traced: py-spy's stack samples in a throughput window
 #         (pyspy_share.sh's recipe: 10 latency iterations, then 10,000 prompts, the window 8 s after the latency
-#         task's end; ~850 requests per step on the H200's 4-layer model, ~130 s), then hook_cost_engine.py at batch 512 with churn (requests finishing and joining
-#         all through; ~90 s). $OUT/pyspy.tgz, $OUT/round-cost.tar.gz
+#         task's end; ~850 requests per step on the H200's 4-layer model, ~130 s), then hook_cost_engine.py at
+#         batch 512 with churn (requests finishing and joining all through; ~90 s). $OUT/pyspy.tgz,
+#         $OUT/round-cost.tar.gz
 #
 #   call 1:  bash benchmarks/gpu/split_stage.sh one                     (carry .gpu/p1a)
 #   call 2:  bash benchmarks/gpu/split_stage.sh two && source .gpu/p2/env.sh && python3 setup.py build_ext --inplace \

@@ -48,7 +48,8 @@ THEIRS = re.compile(r"(^|[ (/])(vllm|torch)/")     # a frame in vLLM's or torch'
 WAITS = ("Event.wait", "Condition.wait", "Queue.get", "SimpleQueue.get", "select", "poll", "sleep", "accept",
          "Popen.wait", "Popen._wait", "Popen._try_wait", "Thread.join", "Thread._wait_for_tstate_lock")
 RUNNER_REL = "vllm_w2ext/hooks/runner.py"
-RUNNER = Path(__file__).resolve().parents[2] / RUNNER_REL
+ROOT = Path(__file__).resolve().parents[2]      # this tree
+RUNNER = ROOT / RUNNER_REL
 RUNNER_FRAME = re.compile(r"\(" + re.escape(RUNNER_REL) + r":(\d+)\)$")   # a frame of the runner, its line
 
 
@@ -139,11 +140,6 @@ def _plugin_frame(frames: list[str]) -> int | None:
     if last is None or any(THEIRS.search(f) for f in frames[last + 1:]):
         return None
     return last
-
-
-def is_plugin(frames: list[str], lines: frozenset[int] = HANDOFF_LINES,
-              fronts: tuple[str, ...] = FRONT_FRAMES) -> bool:
-    return _plugin_frame(frames) is not None and not is_handoff(frames, lines, fronts)
 
 
 def share(stacks: list[tuple[list[str], int]], top: int = 12, lines: frozenset[int] = HANDOFF_LINES,
@@ -237,7 +233,7 @@ def main() -> int:
                     help="print 'pid role comm' for each process under PID worth sampling (pyspy_share.sh)")
     ap.add_argument("--top", type=int, default=12)
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--source", type=Path, default=Path(__file__).resolve().parents[2],
+    ap.add_argument("--source", type=Path, default=ROOT,
                     help="the sampled tree's root, for the lines torn stacks are told by (default: this tree)")
     a = ap.parse_args()
     if a.tree is not None:
@@ -264,7 +260,7 @@ def main() -> int:
     doc: dict = {"window": window, "run": run and run["run"], "step": step and {"seconds": step[0], "phase": step[1]},
                  "handoff_lines": sorted(lines), "front_handoff": list(fronts),
                  "handoff_lines_from": str(sampled.relative_to(a.dir.parent)) if sampled else "this tree",
-                 "torn_lines_from": "this tree" if a.source == Path(__file__).resolve().parents[2] else "--source"}
+                 "torn_lines_from": "this tree" if a.source == ROOT else "--source"}
     for name, s in shares.items():
         doc[name] = s
         spy = a.dir / f"{name}.spy.log"
