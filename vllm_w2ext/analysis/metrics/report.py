@@ -62,9 +62,10 @@ def run_summary(run_dir: str, name: str) -> dict:
              for p in ("schedule", "update", "engine_idle", "other")}
     busy = total(ss, "vllm_w2ext_gpu_busy_seconds_total")
     idle = total(ss, "vllm_w2ext_gpu_idle_seconds_total")
+    steps = total(ss, STEPS, executed="true")
     out = {
         "scrapes": len(scrapes), "window_s": round(t_last - t_first, 2),
-        "engine_steps": total(ss, STEPS, executed="true"),
+        "engine_steps": steps,
         "prefill_tokens": total(ss, "vllm_w2ext_batch_tokens_total", kind="prefill"),
         "decode_tokens": total(ss, "vllm_w2ext_batch_tokens_total", kind="decode"),
         "scheduler_gap": {"count": gap_n, "mean_ms": round(1e3 * gap_sum / gap_n, 3) if gap_n else None,
@@ -78,8 +79,7 @@ def run_summary(run_dir: str, name: str) -> dict:
                 "gap_p50_ms": _ms(quantile(ss, "vllm_w2ext_gpu_gap_seconds", 0.5)),
                 "gap_p90_ms": _ms(quantile(ss, "vllm_w2ext_gpu_gap_seconds", 0.9))},
         "phase_mean_ms": {},
-        "self_cost": self_cost(lambda name, **lab: total(ss, name, **lab),
-                               total(ss, STEPS, executed="true"), ss),
+        "self_cost": self_cost(lambda name, **lab: total(ss, name, **lab), steps, ss),
     }
     for role, phase in ((ENGINE, "step"), (ENGINE, "schedule"), (ENGINE, "update_from_output"),
                         (WORKER, "execute_model"), (WORKER, "sample_tokens"), (WORKER, "forward"),
