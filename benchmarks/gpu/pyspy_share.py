@@ -31,7 +31,9 @@ With the run's record and the sampling window (``window.json``, written by pyspy
 also put in µs per engine step: plugin samples / py-spy's good ticks (rate x the sampled seconds, less the
 failed ticks, ``Errors:`` in ``<name>.spy.log``; ``ticks_ok``) x the wall time of one step in that window (a latency window: avg latency / output length; a throughput
 window: the throughput phase's time / its engine steps, from the plugin's metrics; a window across the latency
-task's end: its seconds over the steps of both it holds, ``step_seconds``).
+task's end: its seconds over the steps of both it holds, ``step_seconds``). Where the run's scrape file lies in DIR
+(``*.prom.gz``, pyspy_share.sh copies it there), the window's own steps are read from it instead
+(``window_steps``): its seconds over the executed steps inside it, and the requests per step there.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ import collections
 import gzip
 import json
 import re
+import sys
 from pathlib import Path
 
 THEIRS = re.compile(r"(^|[ (/])(vllm|torch)/")     # a frame in vLLM's or torch's files ("vllm_w2ext/" is not)
@@ -243,7 +246,9 @@ def main() -> int:
         return 0
     window = json.loads((a.dir / "window.json").read_text()) if (a.dir / "window.json").exists() else None
     run = run_record(a.dir, window)
-    step = step_seconds(run, window) if run and window else None
+    scrape = next(iter(sorted(a.dir.glob("*.prom.gz"))), None)
+    inside = window_steps(scrape, window) if scrape and window else None
+    step = (inside[0], "window") if inside else step_seconds(run, window) if run and window else None
     # the hand-off lines of the runner that was sampled (pyspy_share.sh keeps a copy beside the stacks; runs
     # of one tree may share one in the folder above): any edit to hooks/runner.py since moves them
     sampled = next((d / SAMPLED_RUNNER for d in (a.dir, a.dir.parent) if (d / SAMPLED_RUNNER).exists()), None)
@@ -257,7 +262,9 @@ def main() -> int:
         # kernels well into the first latency iterations), so a step rate would not describe the samples
         print("no EngineCore busy loop in the samples: the window is not steady stepping; no per-step figures")
         step = None
-    doc: dict = {"window": window, "run": run and run["run"], "step": step and {"seconds": step[0], "phase": step[1]},
+    doc: dict = {"window": window, "run": run and run["run"],
+                 "step": step and {"seconds": step[0], "phase": step[1],
+                                   "requests_per_step": inside[1] if inside else None},
                  "handoff_lines": sorted(lines), "front_handoff": list(fronts),
                  "handoff_lines_from": str(sampled.relative_to(a.dir.parent)) if sampled else "this tree",
                  "torn_lines_from": "this tree" if a.source == ROOT else "--source"}
@@ -284,8 +291,10 @@ def main() -> int:
     if step:
         doc["vllm_processes_us_per_step"] = round(sum(v["us_per_step"] for k, v in shares.items()
                                                       if not k.startswith("export-of")), 2)
+        where = "the window's own steps" if inside else f"{step[1]} window"
+        reqs = f", {inside[1]:.0f} requests per step" if inside and inside[1] is not None else ""
         print(f"vLLM's processes together: {doc['vllm_processes_us_per_step']} us of plugin work per engine step"
-              f" ({step[1]} window, {step[0] * 1e3:.3f} ms per step)")
+              f" ({where}, {step[0] * 1e3:.3f} ms per step{reqs})")
     (a.json or a.dir / "share.json").write_text(json.dumps(doc, indent=1))
     return 0
 
@@ -334,6 +343,38 @@ def step_seconds(run: dict, window: dict) -> tuple[float, str] | None:
     lat_part = (lat_done - start) / lat_step
     thr_part = thr_steps * (min(end, thr["done_t"]) - lat_done) / (thr["done_t"] - lat_done)
     return (end - start) / (lat_part + thr_part), f"mixed ({100 * (lat_done - start) / (end - start):.0f} % latency)"
+
+
+def window_steps(scrape: Path, window: dict) -> tuple[float, float | None] | None:
+    """(wall seconds per engine step, requests per step) inside the window, from the run's scrape file: the
+    executed-step counter and the requests-per-step histogram's sum and count, each read at the window's start and
+    end by linear interpolation between the scrapes around it. None where the scrapes do not span the window or no
+    step ran in it; requests None where the histogram counted none there."""
+    sys.path.insert(0, str(ROOT))
+    from vllm_w2ext.analysis.metrics.scrapes import STEPS, read_scrapes, run_scrapes, samples, total
+    names = (STEPS, BATCH_REQUESTS + "_sum", BATCH_REQUESTS + "_count")
+    points = []
+    for t, text in run_scrapes(read_scrapes(str(scrape))):
+        ss = samples("\n".join(ln for ln in text.splitlines() if ln.startswith(names)) + "\n")
+        points.append((t, total(ss, STEPS, executed="true"), total(ss, names[1]), total(ss, names[2])))
+    start, end = (at(points, window[k]) for k in ("start", "end"))
+    if start is None or end is None or end[0] <= start[0]:
+        return None
+    counted = end[2] - start[2]
+    return (window["end"] - window["start"]) / (end[0] - start[0]), (end[1] - start[1]) / counted if counted > 0 else None
+
+
+BATCH_REQUESTS = "vllm_w2ext_batch_requests"      # the EngineCore's requests-per-step histogram
+
+
+def at(points: list[tuple], t: float) -> tuple | None:
+    """The counters of ``points`` ([(time, counter, ...)] in time order) at time ``t``, linear between the two
+    points around it; None outside them."""
+    for (t0, *c0), (t1, *c1) in zip(points, points[1:]):
+        if t0 <= t <= t1:
+            f = (t - t0) / (t1 - t0) if t1 > t0 else 0.0
+            return tuple(a + f * (b - a) for a, b in zip(c0, c1))
+    return None
 
 
 def ticks_ok(window: dict, name: str, errors: int | None, busiest: int) -> float:

@@ -73,7 +73,7 @@ ends = {p.stem: min(float(p.read_text()), t0 + dur) for p in d.glob("*.end")}
 PY
   pack      # the stacks and their window now: a call cut short while the run goes on still brings them back
   wait "$RUN"
-  cp "$R"/runs/*.json "$D/" 2>/dev/null
+  cp "$R"/runs/*.json "$R"/metrics/*.prom.gz "$D/" 2>/dev/null   # the record; the scrapes: the window's own steps
   cp vllm_w2ext/hooks/runner.py "$D/runner.py.txt"     # the sampled runner: its hand-off lines (pyspy_share.py)
   python3 benchmarks/gpu/pyspy_share.py "$D" > "$D/share.txt" 2>&1
   cat "$D/share.txt"

@@ -216,3 +216,28 @@ def test_source_lines(tmp_path):
     line = pyspy_share.source_lines(tmp_path)
     assert line("vllm_w2ext/a.py", 2) == "q.put(y)"
     assert line("vllm_w2ext/a.py", 9) is None and line("vllm_w2ext/b.py", 1) is None
+
+
+def _scrape(t: float, steps: float, reqs_sum: float, reqs_count: float) -> str:
+    lab = 'engine="0",role="engine_core"'
+    return (f"# SCRAPE {t}\n"
+            f'vllm_w2ext_engine_steps_total{{{lab},executed="true"}} {steps}\n'
+            f'vllm_w2ext_engine_steps_total{{{lab},executed="false"}} 7\n'
+            f"vllm_w2ext_batch_requests_sum{{{lab}}} {reqs_sum}\n"
+            f"vllm_w2ext_batch_requests_count{{{lab}}} {reqs_count}\n")
+
+
+def test_window_steps_planted(tmp_path):
+    """A window from t=10.25 to 12.5 over scrapes 1 s apart: 40 steps a second of 100 requests each from t=10 on
+    (before that 10 a second of 1). Its own steps: 90 in 2.25 s, read between the scrapes around its ends."""
+    import gzip
+    rows = [(9, 100, 100, 100), (10, 110, 110, 110), (11, 150, 4110, 150), (12, 190, 8110, 190),
+            (13, 230, 12110, 230)]
+    path = tmp_path / "run.prom.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("".join(_scrape(*r) for r in rows))
+    sec, reqs = pyspy_share.window_steps(path, {"start": 10.25, "end": 12.5})
+    assert abs(sec - 2.25 / 90) < 1e-9 and abs(reqs - 100) < 1e-9
+    # a window past the last scrape: no reading (the caller falls back to the run's average step)
+    assert pyspy_share.window_steps(path, {"start": 12.5, "end": 14}) is None
+    assert pyspy_share.at([(0, 0.0), (2, 10.0)], 0.5) == (2.5,)
