@@ -14,7 +14,9 @@ Writes under RUNS_DIR (paths inside are relative to it, machine paths scrubbed):
   raw/<run>.<workload>.json the engine driver's bench-style JSON
   logs/<run>.log.gz         the engine's log;  metrics/<run>.prom.gz  every scrape;  specs/<run>.json
 Workload sizes come from the environment (the CPU smoke check makes them small): LAT_BS, LAT_IN, LAT_OUT,
-LAT_WARMUP, LAT_ITERS, THR_IN, THR_OUT, THR_PROMPTS. Imports neither vLLM nor torch.
+LAT_WARMUP, LAT_ITERS, THR_IN, THR_OUT, THR_PROMPTS; MAX_NUM_SEQS caps the engine's batch (vLLM's
+``max_num_seqs``; unset: vLLM's default, 1,024 on the H100 host, results/h100/issue19_hi). Imports neither vLLM
+nor torch.
 """
 from __future__ import annotations
 
@@ -91,6 +93,8 @@ def engine_kwargs(key: str, folder: Path, max_model_len: int | None) -> dict:
               "enable_prefix_caching": False, "load_format": "dummy"}
     if m.get("hf_overrides"):
         kw["hf_overrides"] = dict(m["hf_overrides"])
+    if os.environ.get("MAX_NUM_SEQS"):
+        kw["max_num_seqs"] = _env_int("MAX_NUM_SEQS", 0)
     return kw
 
 
