@@ -241,3 +241,55 @@ def test_window_steps_planted(tmp_path):
     # a window past the last scrape: no reading (the caller falls back to the run's average step)
     assert pyspy_share.window_steps(path, {"start": 12.5, "end": 14}) is None
     assert pyspy_share.at([(0, 0.0), (2, 10.0)], 0.5) == (2.5,)
+
+
+CORE = '''def stream(a, b):
+    yield
+
+
+class Core:
+    def step(self, so):
+        with stream(so, so):
+            pass
+        outputs = self.step_fn()
+        fut = self.model_executor.execute_model(so)
+        if so is None:
+            return fut
+        return run(len(so))
+
+
+def run(n):
+    return n
+'''
+
+
+def _calls(tmp_path):
+    (tmp_path / "vllm").mkdir()
+    (tmp_path / "vllm" / "core.py").write_text(CORE)
+    return pyspy_share.CallLines([tmp_path], pyspy_share.reach_names())
+
+
+def test_call_lines_planted(tmp_path):
+    """Which vLLM lines can call which plugin function: a line calling only the file's own functions, or nothing,
+    cannot; an attribute not named like a hooked method may be an alias of one (self.step_fn); a call named like a
+    hooked method reaches that method's hooks and no other's; a file not in the roots is never judged."""
+    calls = _calls(tmp_path)
+    f = "vllm/core.py"
+    assert calls.cannot_reach(f, 7, "timing_event.<locals>.event")       # with stream(...): the file's own
+    assert not calls.cannot_reach(f, 9, "_step_post")                    # self.step_fn(): an alias
+    assert calls.cannot_reach(f, 10, "_schedule_post")                   # execute_model(): not schedule's
+    assert not calls.cannot_reach(f, 10, "_execute_pre")                 # ... but Worker.execute_model's pre
+    assert calls.cannot_reach(f, 11, "_step_post")                       # if so is None: no call
+    assert calls.cannot_reach(f, 13, "HookRunner._through")              # run(len(so)): own + inert builtin
+    assert not calls.cannot_reach("vllm/other.py", 3, "_step_post")       # no source: not judged
+
+
+def test_torn_by_caller_line(tmp_path):
+    """A plugin frame under a vLLM frame at a line that cannot call it is a stale read: not the plugin's."""
+    calls = _calls(tmp_path)
+    stale = (["Core.step (vllm/core.py:7)", "timing_event.<locals>.event (vllm_w2ext/hooks/end_event.py:59)"], 3)
+    live = (["Core.step (vllm/core.py:9)", "_step_post (vllm_w2ext/hooks/engine_core.py:300)"], 2)
+    s = pyspy_share.share([stale, live], source=lambda file, n: None, calls=calls)
+    assert s["plugin_samples"] == 2 and s["torn_samples"] == 3
+    s = pyspy_share.share([stale, live], source=lambda file, n: None)            # without the rule: both count
+    assert s["plugin_samples"] == 5 and s["torn_samples"] == 0
