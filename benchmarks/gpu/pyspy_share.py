@@ -26,11 +26,6 @@ directly under a frame of the standard library's ``queue`` module (which never c
 a line that does not name the queue's method: 31 of 66 plugin samples on the main thread of a 4-layer engine at
 batch 1 (``results/h100/issue19_current``). The line's text comes from the sampled tree (``--source``, default this
 tree: pyspy_share.sh runs this on the device, in the tree it sampled); a line it cannot read is not called torn.
-The caller-line rule (``CallLines``, with ``--vllm-source`` and ``--stdlib-source``, the sampled vLLM's and
-interpreter's sources) covers any caller. A plugin frame directly under a frame of vLLM's or the standard library's
-is stale when that frame's line calls nothing that can reach it. Examples: 9 of the EngineCore main thread's 92 plugin
-samples at 510 requests per step were the plugin's event constructor under ``AsyncOutput.__init__``'s
-``with stream(...)`` line (``results/h100/issue19_hi``).
 
 With the run's record and the sampling window (``window.json``, written by pyspy_share.sh), each share is
 also put in µs per engine step: plugin samples / py-spy's good ticks (rate x the sampled seconds, less the
@@ -43,7 +38,6 @@ task's end: its seconds over the steps of both it holds, ``step_seconds``). Wher
 from __future__ import annotations
 
 import argparse
-import ast
 import collections
 import gzip
 import json
@@ -128,16 +122,11 @@ def source_lines(root: Path):
     return line
 
 
-def torn(frames: list[str], line, calls: CallLines | None = None) -> bool:
+def torn(frames: list[str], line) -> bool:
     """A plugin frame next to a queue frame where it cannot be: under it (a queue calls back only into a subclass's
     methods, and the plugin subclasses no queue), or over it at a line that does not name the queue's method
-    (``line``: ``source_lines``). With ``calls``: also a plugin frame under a frame of vLLM's or the standard library's
-    at a line that calls nothing that can reach the plugin (``CallLines``): the thread was in that frame, and the
-    frames read under it are a returned call's, read stale."""
+    (``line``: ``source_lines``)."""
     for a, b in zip(frames, frames[1:]):
-        if calls is not None and _ours(b) and not _ours(a) and (m := FRAME_AT.match(a)) \
-                and calls.cannot_reach(m["file"], int(m["line"]), b.split(" (")[0]):
-            return True
         if QUEUE_FRAME.search(a) and _ours(b):
             return True
         if _ours(a) and QUEUE_FRAME.search(b) and (m := FRAME_AT.match(a)):
@@ -146,76 +135,6 @@ def torn(frames: list[str], line, calls: CallLines | None = None) -> bool:
             if text is not None and not re.search(rf"\b{re.escape(method)}\b", text):
                 return True
     return False
-
-
-# Builtins that never call back into Python code they are handed (a call of one can reach no plugin frame)
-INERT_BUILTINS = frozenset({"len", "isinstance", "issubclass", "type", "id", "int", "float", "bool", "str", "repr",
-                            "hash", "abs", "round", "divmod", "callable", "super"})
-
-
-def reach_names() -> dict[str, frozenset[str]]:
-    """The names through which vLLM's code calls into the plugin directly: each hooked method's name and its class's
-    (a hooked ``__init__`` runs when the class is called), and the names the plugin rebinds in vLLM's functions
-    (``hooks/end_event.py``: ``torch.cuda.Event``), from this tree's hook tables. Keyed by the function py-spy names
-    (its qualified name): a hook's ``pre`` or ``post`` is reached through its own hooks' names; ``""``: all of them,
-    for any other plugin function (the runner, the fronts, callbacks)."""
-    sys.path.insert(0, str(ROOT))
-    from vllm_w2ext.hooks import engine_core, front, lifecycle, worker
-    by_fn: dict[str, set] = {"timing_event.<locals>.event": {"Event"}}
-    for mod in (engine_core, front, lifecycle, worker):
-        for h in mod.HOOKS:
-            for fn in (h.pre, h.post):
-                if fn is not None:
-                    by_fn.setdefault(fn.__qualname__, set()).update(h.target.split("."))
-    every = frozenset().union(*by_fn.values())
-    return {"": every, **{k: frozenset(v) for k, v in by_fn.items()}}
-
-
-class CallLines:
-    """What a line of a non-plugin source file can call, for the caller-line rule of ``torn``: the sampled vLLM tree
-    and the sampled interpreter's standard library (roots holding ``vllm/...`` and ``queue.py``-style paths as py-spy
-    names them). A line can reach a plugin function if a call overlapping it calls one of the names that reach that
-    function (``reach_names``) or anything this cannot resolve: an attribute not named like a hooked method (an alias
-    of one, ``self.step_fn()``), a local, a parameter, an import, a call's result. Resolved are calls of the file's
-    own module-level functions and classes, of ``INERT_BUILTINS``, and of attributes named like a hooked method (a
-    call named ``execute_model`` is taken for that method: it reaches the plugin through that method's hooks only)."""
-
-    def __init__(self, roots, reach: dict[str, frozenset[str]]):
-        self.roots = [Path(r) for r in roots if r]
-        self.reach = reach
-        self._files: dict = {}
-
-    def cannot_reach(self, file: str, line: int, fn: str) -> bool:
-        """Does the line certainly call nothing that reaches the plugin function ``fn`` (py-spy's name for it)?
-        False where its source is not known."""
-        if file not in self._files:
-            self._files[file] = self._load(file)
-        calls = self._files[file]
-        if calls is None:
-            return False
-        resolved, unresolved = calls.get(line, ((), False))
-        return not unresolved and not (self.reach.get(fn, self.reach[""]) & set(resolved))
-
-    def _load(self, file: str) -> dict | None:
-        path = next((r / file for r in self.roots if (r / file).is_file()), None)
-        try:
-            tree = ast.parse(path.read_text()) if path else None
-        except (SyntaxError, ValueError, OSError):
-            tree = None
-        if tree is None:
-            return None
-        own = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
-        lines: dict = {}
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Call):
-                continue
-            fn = node.func
-            name = (fn.id if isinstance(fn, ast.Name) and (fn.id in own or fn.id in INERT_BUILTINS) else
-                    fn.attr if isinstance(fn, ast.Attribute) and fn.attr in self.reach[""] else None)
-            for n in range(node.lineno, (node.end_lineno or node.lineno) + 1):
-                resolved, unresolved = lines.get(n, ((), False))
-                lines[n] = (resolved + (name,), unresolved) if name else (resolved, True)
-        return lines
 
 
 def _plugin_frame(frames: list[str]) -> int | None:
@@ -227,11 +146,10 @@ def _plugin_frame(frames: list[str]) -> int | None:
 
 
 def share(stacks: list[tuple[list[str], int]], top: int = 12, lines: frozenset[int] = HANDOFF_LINES,
-          fronts: tuple[str, ...] = FRONT_FRAMES, source=None, calls: CallLines | None = None) -> dict:
+          fronts: tuple[str, ...] = FRONT_FRAMES, source=None) -> dict:
     """Samples, the plugin's samples and where they are (the innermost plugin frame with one frame either
     side); with py-spy's ``--threads`` (a ``thread (0x..)`` outermost frame), the same per thread too.
-    ``source``: ``source_lines`` of the sampled tree, to tell torn stacks (None: none is); ``calls``: ``CallLines``
-    for the caller-line rule of ``torn`` (None: not applied)."""
+    ``source``: ``source_lines`` of the sampled tree, to tell torn stacks (None: none is)."""
     total = plugin = handoff = torn_n = 0
     engine_core = False
     where: collections.Counter = collections.Counter()
@@ -246,7 +164,7 @@ def share(stacks: list[tuple[list[str], int]], top: int = 12, lines: frozenset[i
         if is_handoff(frames, lines, fronts):
             handoff += n
             threads[thread][2] += n
-        elif (last := _plugin_frame(frames)) is not None and source is not None and torn(frames, source, calls):
+        elif (last := _plugin_frame(frames)) is not None and source is not None and torn(frames, source):
             torn_n += n
             threads[thread][3] += n
         elif last is not None:
@@ -320,10 +238,6 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--source", type=Path, default=ROOT,
                     help="the sampled tree's root, for the lines torn stacks are told by (default: this tree)")
-    ap.add_argument("--vllm-source", type=Path, default=None,
-                    help="the folder holding the sampled vLLM's package (vllm/...), for the caller-line rule")
-    ap.add_argument("--stdlib-source", type=Path, default=None,
-                    help="the sampled interpreter's standard library folder, for the caller-line rule")
     a = ap.parse_args()
     if a.tree is not None:
         procs = {int(d.name): p for d in Path("/proc").iterdir() if d.name.isdigit() and (p := _proc(int(d.name)))}
@@ -341,9 +255,7 @@ def main() -> int:
     source = sampled.read_text() if sampled else RUNNER_SOURCE
     lines, fronts = handoff_lines(source), front_frames(source)
     src = source_lines(a.source)
-    roots = [r for r in (a.vllm_source, a.stdlib_source) if r]
-    calls = CallLines(roots, reach_names()) if roots else None
-    shares = {p.name.split(".txt")[0]: share(read(p), a.top, lines, fronts, src, calls)
+    shares = {p.name.split(".txt")[0]: share(read(p), a.top, lines, fronts, src)
               for p in sorted([*a.dir.glob("*_*.txt"), *a.dir.glob("*_*.txt.gz")])}
     if step and not any(s["engine_core"] for s in shares.values()):
         # no sample of the EngineCore's busy loop: the engine was not stepping yet (a cold machine compiles
@@ -355,8 +267,7 @@ def main() -> int:
                                    "requests_per_step": inside[1] if inside else None},
                  "handoff_lines": sorted(lines), "front_handoff": list(fronts),
                  "handoff_lines_from": str(sampled.relative_to(a.dir.parent)) if sampled else "this tree",
-                 "torn_lines_from": "this tree" if a.source == ROOT else "--source",
-                 "caller_lines_from": [k for k, r in (("vllm", a.vllm_source), ("stdlib", a.stdlib_source)) if r]}
+                 "torn_lines_from": "this tree" if a.source == ROOT else "--source"}
     for name, s in shares.items():
         doc[name] = s
         spy = a.dir / f"{name}.spy.log"
@@ -450,8 +361,7 @@ def window_steps(scrape: Path, window: dict) -> tuple[float, float | None] | Non
     if start is None or end is None or end[0] <= start[0]:
         return None
     counted = end[2] - start[2]
-    seconds = (window["end"] - window["start"]) / (end[0] - start[0])
-    return seconds, (end[1] - start[1]) / counted if counted > 0 else None
+    return (window["end"] - window["start"]) / (end[0] - start[0]), (end[1] - start[1]) / counted if counted > 0 else None
 
 
 BATCH_REQUESTS = "vllm_w2ext_batch_requests"      # the EngineCore's requests-per-step histogram

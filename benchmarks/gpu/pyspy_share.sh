@@ -40,9 +40,6 @@ export OVERHEAD_MODELS_DIR=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models} PYTHONUNBUF
 # 2 s inside it there, at 0.19 s an iteration: results/h100/issue19_defaults; pyspy_share.py reads such a window as mixed)
 export LAT_ITERS=${LAT_ITERS:-400} THR_PROMPTS=${THR_PROMPTS:-100}
 chmod +x "$SPY" 2>/dev/null
-# the sampled vLLM's and interpreter's sources, for pyspy_share.py's caller-line rule (torn stacks)
-SOURCES=$(python3 -c 'import importlib.util as u, os, sysconfig; s = u.find_spec("vllm")
-print("--stdlib-source", sysconfig.get_path("stdlib"), *(("--vllm-source", os.path.dirname(os.path.dirname(s.origin))) if s else ()))')
 { cat /proc/sys/kernel/yama/ptrace_scope 2>/dev/null; id; nproc; } > "$OUT/pyspy_host.txt" 2>&1
 
 if [ "${WARMUP:-0}" = 1 ]; then     # fill the kernel caches: an unsampled run, its output discarded
@@ -78,7 +75,7 @@ PY
   wait "$RUN"
   cp "$R"/runs/*.json "$R"/metrics/*.prom.gz "$D/" 2>/dev/null   # the record; the scrapes: the window's own steps
   cp vllm_w2ext/hooks/runner.py "$D/runner.py.txt"     # the sampled runner: its hand-off lines (pyspy_share.py)
-  python3 benchmarks/gpu/pyspy_share.py "$D" $SOURCES > "$D/share.txt" 2>&1
+  python3 benchmarks/gpu/pyspy_share.py "$D" > "$D/share.txt" 2>&1
   cat "$D/share.txt"
 done
 # the device call brings back a limited number of files: one archive, the summaries beside it
