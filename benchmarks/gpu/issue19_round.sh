@@ -16,8 +16,8 @@
 #         each model of MODELS. $OUT/t2_<model>_flip256.tgz
 #   big   the 8B-shaped model (target 2: its numbers stay within 0.5 %): flip1 as in lat. $OUT/t2_8b_flip1.tgz
 #   hi    target 1 at ~500 requests per step, fully traced: py-spy's stack samples in a throughput window
-#         (pyspy_share.sh's recipe: 10 latency iterations, then 10,000 prompts, a 30 s window at 1000 Hz 8 s after
-#         the latency task's end; the engine's batch capped at MAX_NUM_SEQS=512, vLLM's default 1,024 filled it on
+#         (pyspy_share.sh's recipe: 10 latency iterations, then 10,000 prompts, a 40 s window at 400 Hz 8 s after
+#         the latency task's end, the process stopped for each stack; the engine's batch capped at MAX_NUM_SEQS=512, vLLM's default 1,024 filled it on
 #         an H100 host: results/h100/issue19_hi; ~150 s), then hook_cost_engine.py at
 #         batch 512 with churn (requests finishing and joining all through; ~90 s). $OUT/pyspy.tgz,
 #         $OUT/round-cost.tar.gz
@@ -53,7 +53,7 @@ case "$PART" in
   big) t2 8b flip1 "${TO_LAT:-220}" ;;
   spy) spy_cost 150 "--batches 1 --rounds 6 --max-tokens 256" ;;
   hi) spy_cost 170 "--batches 512 --rounds 3 --max-tokens 128 --churn" LAT_ITERS=10 THR_PROMPTS=10000 AFTER_LATENCY=1 \
-       WAIT_S=8 DUR_S=30 RATE=1000 MAX_NUM_SEQS=${MAX_NUM_SEQS:-512} ;;
+       WAIT_S=8 DUR_S=40 RATE=400 MAX_NUM_SEQS=${MAX_NUM_SEQS:-512} ;;
   *) echo "unknown part: $PART (lat|spy|thr|big|hi)"; exit 2 ;;
 esac
 ls -la "$OUT"

@@ -13,7 +13,7 @@
 # latency batch 1, LAT_ITERS iterations, then the throughput workload); once the latency phase is warm
 # (WAIT_S after the run starts: front end ~20 s, engine ~25 s on the H200), py-spy samples every process of
 # the run's tree (``pyspy_share.py --tree``: named by role) for DUR_S seconds
-# (``--nonblocking``: the sampled process is never stopped; idle samples left out, so the samples are CPU).
+# (the process stopped for each stack, ``SPY_FLAGS`` below; idle samples left out, so the samples are CPU).
 # Raw stacks (py-spy's collapsed format) go to pyspy/<sample>/<role>_<pid>.txt in $OUT/pyspy.tgz (packed once the
 # window ends and again at the end), the run's record
 # beside them; benchmarks/gpu/pyspy_share.py reads them.
@@ -34,7 +34,9 @@ OUT=${OUT:-out}; SPY=${SPY:-.gpu/tools/py-spy}
 KEEP=/tmp/w2ext-pyspy/keep; rm -rf "$KEEP"; mkdir -p "$OUT"
 pack() { tar czf "$OUT/pyspy.tgz.part" -C "$KEEP" pyspy && mv "$OUT/pyspy.tgz.part" "$OUT/pyspy.tgz"; }
 MODEL=${MODEL:-l4}; SAMPLES=${SAMPLES:-"64 1"}; WAIT_S=${WAIT_S:-65}; DUR_S=${DUR_S:-20}; RATE=${RATE:-400}
-SPY_FLAGS=${SPY_FLAGS---nonblocking}   # "" samples with the process stopped for each stack: no failed ticks, a slower run
+# Default: the process stopped for each stack, a consistent read. --nonblocking read a short, frequent plugin call's
+# share 4-10x too low on a planted case (results/cpu/pyspy_torn_check); it stays available as SPY_FLAGS=--nonblocking
+SPY_FLAGS=${SPY_FLAGS-}
 export OVERHEAD_MODELS_DIR=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models} PYTHONUNBUFFERED=1
 # 400 latency iterations: the 4-layer model's latency task then outlasts the window on an H100 host too (300 ended
 # 2 s inside it there, at 0.19 s an iteration: results/h100/issue19_defaults; pyspy_share.py reads such a window as mixed)

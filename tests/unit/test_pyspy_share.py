@@ -189,10 +189,11 @@ def test_handoff_lines_come_from_the_sampled_runner(tmp_path, monkeypatch):
 
 
 def test_torn_stacks_are_not_the_plugins():
-    """Planted: vLLM's thread putting the step's outputs on a queue, read by py-spy with a returned hook's frame
-    still in the slots (over the put at a line that names no put; under put_nowait, which never calls back) is
-    torn; the export thread's reader putting a frame on its queue at a line that does is the plugin's; without the
-    sampled tree's lines nothing is called torn."""
+    """Planted: vLLM's thread putting the step's outputs on a queue, read by py-spy with the next hook's frame
+    already in its caller's slot (over the put at a line that names no put) is torn. A hook's frame under
+    put_nowait was read first and is the plugin's (py-spy reads the innermost frame first). The export thread's
+    reader putting a frame on its queue at a line that does name it is the plugin's. Without the sampled tree's
+    lines nothing is called torn."""
     loop = "EngineCoreProc._process_engine_step (vllm/v1/engine/core.py:1403)"
     over = [loop, "_step_pre (vllm_w2ext/hooks/engine_core.py:263)", "Queue.put (queue.py:133)",
             "Condition.notify (threading.py:410)"]
@@ -204,7 +205,7 @@ def test_torn_stacks_are_not_the_plugins():
             ("vllm_w2ext/telemetry/export_process.py", 50): "            q.put(frame)"}
     stacks = [(over, 20), (under, 11), (reader, 5), (own, 7)]
     s = pyspy_share.share(stacks, source=lambda f, n: text.get((f, n)))
-    assert (s["plugin_samples"], s["torn_samples"]) == (12, 31)
+    assert (s["plugin_samples"], s["torn_samples"]) == (23, 20)
     assert pyspy_share.share(stacks)["plugin_samples"] == 43          # no lines: as before
     unknown = pyspy_share.share([(over, 3)], source=lambda f, n: None)  # a line it cannot read: not torn
     assert (unknown["plugin_samples"], unknown["torn_samples"]) == (3, 0)
