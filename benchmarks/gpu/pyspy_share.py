@@ -28,9 +28,9 @@ first hook reuses that slot. So a sample may show a plugin frame directly over a
 (``--source``, default this tree: pyspy_share.sh runs this on the device, in the tree it sampled); a line it cannot
 read is not called torn. The converse, a plugin frame under a queue frame (11 samples there), is the plugin's: its
 frame was read first. The first version of this rule took those out too.
-A planted check of ``--nonblocking`` against sampling with the process stopped (``benchmarks/pyspy_torn_check.py``)
-reads a short, frequent plugin call's share several times too low or a little too high. The shares are rough at
-that size.
+On a planted case, ``--nonblocking`` read a short, frequent plugin call's share 4-10x too low, against sampling
+with the process stopped (``benchmarks/pyspy_torn_check.py``, ``results/cpu/pyspy_torn_check``). pyspy_share.sh now
+stops the process for each stack, which reads consistent stacks: none of them is torn.
 
 With the run's record and the sampling window (``window.json``, written by pyspy_share.sh), each share is
 also put in µs per engine step: plugin samples / py-spy's good ticks (rate x the sampled seconds, less the
