@@ -17,10 +17,10 @@
 #   big   the 8B-shaped model (target 2: its numbers stay within 0.5 %): flip1 as in lat. $OUT/t2_8b_flip1.tgz
 #   hi    target 1 at ~500 requests per step, fully traced: py-spy's stack samples in a throughput window
 #         (pyspy_share.sh's recipe: 10 latency iterations, then 10,000 prompts, a 40 s window at 400 Hz 8 s after
-#         the latency task's end, the process stopped for each stack; the engine's batch capped at MAX_NUM_SEQS=512, vLLM's default 1,024 filled it on
-#         an H100 host: results/h100/issue19_hi; ~150 s), then hook_cost_engine.py at
-#         batch 512 with churn (requests finishing and joining all through; ~90 s). $OUT/pyspy.tgz,
-#         $OUT/round-cost.tar.gz
+#         the latency task's end, the process stopped for each stack; the engine's batch capped at
+#         MAX_NUM_SEQS=512, as vLLM's default 1,024 filled it on an H100 host: results/h100/issue19_hi; ~160 s),
+#         then hook_cost_engine.py at batch 512 with churn (requests finishing and joining all through; ~90 s).
+#         $OUT/pyspy.tgz, $OUT/round-cost.tar.gz
 #
 #   call 1:  bash benchmarks/gpu/split_stage.sh one                     (carry .gpu/p1a)
 #   call 2:  bash benchmarks/gpu/split_stage.sh two && source .gpu/p2/env.sh && python3 setup.py build_ext --inplace \

@@ -367,7 +367,8 @@ def window_steps(scrape: Path, window: dict) -> tuple[float, float | None] | Non
     if start is None or end is None or end[0] <= start[0]:
         return None
     counted = end[2] - start[2]
-    return (window["end"] - window["start"]) / (end[0] - start[0]), (end[1] - start[1]) / counted if counted > 0 else None
+    seconds = (window["end"] - window["start"]) / (end[0] - start[0])
+    return seconds, (end[1] - start[1]) / counted if counted > 0 else None
 
 
 BATCH_REQUESTS = "vllm_w2ext_batch_requests"      # the EngineCore's requests-per-step histogram
