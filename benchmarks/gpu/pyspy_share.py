@@ -252,7 +252,7 @@ def main() -> int:
         return 0
     window = json.loads((a.dir / "window.json").read_text()) if (a.dir / "window.json").exists() else None
     run = run_record(a.dir, window)
-    scrape = next(iter(sorted(a.dir.glob("*.prom.gz"))), None)
+    scrape = min(a.dir.glob("*.prom.gz"), default=None)
     inside = window_steps(scrape, window) if scrape and window else None
     step = (inside[0], "window") if inside else step_seconds(run, window) if run and window else None
     # the hand-off lines of the runner that was sampled (pyspy_share.sh keeps a copy beside the stacks; runs
@@ -357,11 +357,12 @@ def window_steps(scrape: Path, window: dict) -> tuple[float, float | None] | Non
     end by linear interpolation between the scrapes around it. None where the scrapes do not span the window or no
     step ran in it; requests None where the histogram counted none there."""
     sys.path.insert(0, str(ROOT))
-    from vllm_w2ext.analysis.metrics.scrapes import STEPS, read_scrapes, run_scrapes, samples, total
+    from vllm_w2ext.analysis.metrics.scrapes import (BATCH_REQUESTS, STEPS, read_scrapes, run_scrapes,
+                                                     series_samples, total)
     names = (STEPS, BATCH_REQUESTS + "_sum", BATCH_REQUESTS + "_count")
     points = []
     for t, text in run_scrapes(read_scrapes(str(scrape))):
-        ss = samples("\n".join(ln for ln in text.splitlines() if ln.startswith(names)) + "\n")
+        ss = series_samples(text, names)
         points.append((t, total(ss, STEPS, executed="true"), total(ss, names[1]), total(ss, names[2])))
     start, end = (at(points, window[k]) for k in ("start", "end"))
     if start is None or end is None or end[0] <= start[0]:
@@ -369,9 +370,6 @@ def window_steps(scrape: Path, window: dict) -> tuple[float, float | None] | Non
     counted = end[2] - start[2]
     seconds = (window["end"] - window["start"]) / (end[0] - start[0])
     return seconds, (end[1] - start[1]) / counted if counted > 0 else None
-
-
-BATCH_REQUESTS = "vllm_w2ext_batch_requests"      # the EngineCore's requests-per-step histogram
 
 
 def at(points: list[tuple], t: float) -> tuple | None:

@@ -11,6 +11,7 @@ from vllm_w2ext.vocab import ENGINE
 
 HOLD_PER_FLUSH = "vllm_w2ext_export_thread_gil_hold_per_flush_seconds"
 STEPS = "vllm_w2ext_engine_steps_total"
+BATCH_REQUESTS = "vllm_w2ext_batch_requests"    # the EngineCore's requests-per-step histogram
 
 
 def read_scrapes(path: str) -> list[tuple[float, str]]:
@@ -42,11 +43,17 @@ def run_scrapes(scrapes: list[tuple[float, str]]) -> list[tuple[float, str]]:
     return scrapes[:max(i for i, n in enumerate(steps) if n == top) + 1]
 
 
+def series_samples(text: str, names) -> list[tuple[str, dict, float]]:
+    """``samples`` of one scrape's lines whose series name starts with ``names`` (a str or a tuple of them), only
+    those lines parsed (not the whole exposition: a lab run's file holds hundreds of scrapes)."""
+    lines = [line for line in text.splitlines() if line.startswith(names)]
+    return samples("\n".join(lines) + "\n") if lines else []
+
+
 def executed_steps(text: str) -> float:
-    """The executed-step counter of one scrape, its own lines parsed (not the whole exposition: a lab run's
-    file holds hundreds of scrapes)."""
-    lines = [line for line in text.splitlines() if line.startswith(STEPS)]
-    return total(samples("\n".join(lines) + "\n"), STEPS, executed="true") if lines else 0.0
+    """The executed-step counter of one scrape (``series_samples``)."""
+    ss = series_samples(text, STEPS)
+    return total(ss, STEPS, executed="true") if ss else 0.0
 
 
 def final_scrape(scrapes: list[tuple[float, str]]) -> tuple[float, str] | None:
