@@ -19,7 +19,9 @@ spread over few steps).
 
 On CUDA, ``event_free``: of the worker's ``sample_tokens`` post, the time spent freeing the step-end events vLLM
 made and the plugin borrowed (``TimedFrees``): vLLM frees one such event per step without the plugin too, so that
-part of the hook's figure is vLLM's own work moved into the hook, not work the plugin adds.
+part of the hook's figure is vLLM's own work moved into the hook, not work the plugin adds. Since the plugin
+recycles those events (``hooks/end_event.py``) it frees only those beyond ``MAX_SPENT``; ``events_made_per_step``
+says how many vLLM's constructor still made (stock vLLM: one per step).
 
 The timing wrapper itself adds two clock reads per call (about 0.1 us each); the numbers include them. The
 plugin's own sampled counter (``selfcost_sampled``) times the runner's call of ``pre``/``post``, which is this
@@ -237,42 +239,58 @@ def _null_front(pair) -> str | None:
 
 
 class TimedFrees(list):
-    """Stands for ``GpuTimer.spent`` (``hooks/gpu_timing.py``): the borrowed end events the export thread resolved,
-    whose last reference vLLM's thread drops in the worker's ``sample_tokens`` post (``GpuTimer.stop``), freeing the
-    CUDA events there. vLLM makes one such event per step (``AsyncOutput.copy_event``) and frees it on its own thread
-    without the plugin too; the plugin moves the free into its hook. ``clear`` is timed, so the hook's figure can
-    say how much of it is that free (``event_free`` in the output; already inside the hook's own time)."""
+    """Stands for ``GpuTimer.spent`` (``hooks/gpu_timing.py``), which is ``end_event.RECYCLED``: the borrowed end
+    events the export thread resolved, which vLLM's constructor hands out again (``hooks/end_event.py``) and vLLM's
+    thread frees beyond ``MAX_SPENT`` at its next ``stop`` (inside the worker's ``sample_tokens`` post). That free is
+    timed (``__delitem__``), so the hook's figure can say how much of it is freeing events (``event_free`` in the
+    output; already inside the hook's own time); ``take`` also reads how many events vLLM's constructor made rather
+    than took again (``end_event.MADE``: stock vLLM makes and frees one every step)."""
 
     def __init__(self, window: Window):
         super().__init__()
         self.window = window
         self.ns = self.calls = self.freed = self.steady_ns = 0
+        self.made = self._made()
 
-    def clear(self) -> None:
+    @staticmethod
+    def _made() -> int:
+        from vllm_w2ext.hooks import end_event
+        return getattr(end_event, "MADE", [0])[0]  # (older trees in A/B arms: none counted)
+
+    def __delitem__(self, key) -> None:
         n = len(self)
         t = time.perf_counter_ns()
-        super().clear()
+        super().__delitem__(key)
         d = time.perf_counter_ns() - t
         self.ns += d
         self.calls += 1
-        self.freed += n
+        self.freed += n - len(self)
         if self.window.on:
             self.steady_ns += d
 
-    def take(self) -> tuple[int, int, int, int]:
-        got = (self.ns, self.calls, self.freed, self.steady_ns)
+    def clear(self) -> None:                       # (older trees in A/B arms free them all at each stop)
+        del self[:]
+
+    def take(self) -> tuple[int, int, int, int, int]:
+        made = self._made()
+        got = (self.ns, self.calls, self.freed, self.steady_ns, made - self.made)
         self.ns = self.calls = self.freed = self.steady_ns = 0
+        self.made = made
         return got
 
 
 def _timed_frees(window: Window) -> TimedFrees | None:
-    """Put a ``TimedFrees`` in place of the worker timer's ``spent`` list (None: no timer here, as on the CPU)."""
-    from vllm_w2ext.hooks import worker
+    """Put a ``TimedFrees`` in place of the worker timer's ``spent`` list, and of ``end_event.RECYCLED`` (the same
+    list, which the constructor reads) where there is one (None: no timer here, as on the CPU)."""
+    from vllm_w2ext.hooks import end_event, worker
     timer = worker.S.timer
     if timer is None:
         return None
     frees = TimedFrees(window)
     frees.extend(timer.spent)
+    if getattr(end_event, "RECYCLED", None) is timer.spent:
+        end_event.RECYCLED = frees
+    timer.spent.clear()                            # the events' only other list: else never handed out again
     timer.spent = frees
     return frees
 
@@ -419,10 +437,11 @@ def main() -> int:
         steady_decode = _steady(steady)
         # of the worker's sample_tokens post: freeing the resolved end events vLLM made (``TimedFrees``)
         if frees is not None and steps:
-            ns, calls, freed, steady_ns = frees.take()
+            ns, calls, freed, steady_ns, made = frees.take()
             st_steps = steady_decode["steps"]
             event_free = {"us_per_step": round(ns / steps / 1e3, 2), "calls": calls, "events": freed,
-                          "steady_us_per_step": round(steady_ns / st_steps / 1e3, 2) if st_steps else None}
+                          "steady_us_per_step": round(steady_ns / st_steps / 1e3, 2) if st_steps else None,
+                          "events_made": made, "events_made_per_step": round(made / steps, 4)}
         else:
             event_free = None
         rows.append({"batch": bs, "engine_steps": steps, "recorded_executions": recorded, "bounds_hooks": bounds_on,

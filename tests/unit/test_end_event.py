@@ -99,3 +99,66 @@ def test_a_module_not_shaped_as_expected_is_left_alone(module):
     assert end_event.attach(m, "AsyncOutput", "copy_event") is False
     assert end_event.attach(m, "NoSuchClass", "copy_event") is False
     assert m.AsyncOutput.__init__ is own_init and end_event.CARRIER == [None, None]
+
+
+def bare_event_torch():
+    """A stand-in ``torch`` whose events nothing else keeps (``FakeCuda`` lists every event it made)."""
+    class Event:
+        def __init__(ev, enable_timing=False, blocking=False, interprocess=False):
+            ev.timing, ev.blocking, ev.interprocess = enable_timing, blocking, interprocess
+
+    t = fake_torch()
+    t.cuda.Event = Event
+    return t
+
+
+@pytest.fixture
+def recycled(monkeypatch):
+    monkeypatch.setattr(end_event, "RECYCLED", [])
+    monkeypatch.setattr(end_event, "MADE", [0])
+    return end_event.RECYCLED
+
+
+def test_a_resolved_event_nothing_else_holds_is_handed_out_again(recycled):
+    """The device timer puts resolved borrowed events in ``RECYCLED`` (oldest first); the constructor hands out the
+    oldest when only that list holds it and it was made with the same arguments: no new event per step (torch
+    would make a CUDA event at its first record and free it with the output), else a new one."""
+    make = end_event.timing_torch(bare_event_torch()).cuda.Event
+    first = make(blocking=True)
+    assert end_event.MADE == [1] and first.timing is True
+    recycled.append(first)                        # resolved; vLLM's output that carried it is gone
+    del first
+    again = make(blocking=True)
+    assert recycled == [] and end_event.MADE == [1] and again.timing and again.blocking
+    held = again                                  # a second name: vLLM's output still holds it
+    recycled.append(again)
+    other = make(blocking=True)
+    assert other is not held and recycled == [held] and end_event.MADE == [2]
+    del again, held                               # now only the list holds it
+    assert make(blocking=False) is not recycled[0] and end_event.MADE == [3]   # other arguments: a new one
+    assert make(blocking=True).blocking is True and recycled == [] and end_event.MADE == [3]
+
+
+def test_a_planted_share_of_held_events_is_what_gets_made(recycled):
+    """Planted: 100 steps, each output dropped one step after it was made (async scheduling keeps one alive), the
+    timer resolving each event two steps later. After the first two steps every event is one handed out again."""
+    make = end_event.timing_torch(bare_event_torch()).cuda.Event
+    alive, made_at = [], []
+    for step in range(100):
+        ev = make(blocking=True)
+        alive.append(ev)
+        made_at.append(end_event.MADE[0])
+        del ev
+        if len(alive) > 1:
+            old = alive.pop(0)                    # vLLM drops the previous step's output
+            recycled.append(old)                  # the export thread resolved its event
+            del old
+    assert end_event.MADE == [2] and made_at[:3] == [1, 2, 2]
+
+
+def test_detach_drops_the_recycled_events(module, recycled):
+    m, _ = module
+    end_event.on_import(m)
+    recycled.append(m.AsyncOutput("s").copy_event)
+    end_event.detach()
+    assert recycled == []

@@ -125,7 +125,7 @@ def gpu(monkeypatch, request):
     return g
 
 
-def make(gpu):
+def make(gpu, spent=None):
     resolve = None
     if gpu.way == "batch":
         elapsed, clear = gpu.runtime()
@@ -133,7 +133,7 @@ def make(gpu):
         def resolve(*state):
             return _event_times.resolve(elapsed, clear, *state)
     return GpuTimer((gpu.event, gpu.record, gpu.current, lambda **ids: ("stream", ids), lambda: "anchor stream", 0,
-                     lambda start, end: gpu.elapsed(start, end), gpu.use_device, resolve))
+                     lambda start, end: gpu.elapsed(start, end), gpu.use_device, resolve), spent=spent)
 
 
 def samples(timer):
@@ -256,11 +256,30 @@ def test_a_borrowed_end_event_is_placed_like_an_own_one_with_no_record(gpu):
     assert close(got[0].busy_s, 2e-3) and got[0].idle_s == 0.0
     assert close(got[1].busy_s, 2.5e-3) and close(got[1].idle_s, 3e-3)
     assert timer.pool == []
-    assert len(timer.spent) == 2                  # resolved, kept for vLLM's thread to free (not the export
-    timer.stop(3, at(109.0), vllm_event(gpu))     # thread: freeing takes the driver's lock), at its next stop
-    assert timer.spent == []
+    assert len(timer.spent) == 2                  # resolved, oldest first: kept for vLLM's constructor to hand
+    timer.stop(3, at(109.0), vllm_event(gpu))     # out again (end_event), not freed on the export thread (the
+    assert len(timer.spent) == 2                  # driver's lock) nor by vLLM's thread while few
     timer.stop(4, at(111.0))                      # nothing handed over (the V1 runner): its own, as before
     assert len(gpu.records) == 1
+
+
+def test_resolved_events_beyond_the_bound_are_freed_oldest_first_on_vllms_thread(gpu, monkeypatch):
+    """Borrowed events the constructor does not take again (vLLM stopped making outputs that carry one) pile up
+    in ``spent`` no further than ``MAX_SPENT``: vLLM's thread drops the oldest at its next stop, and the list the
+    timer was given stays the same object (the constructor reads it)."""
+    monkeypatch.setattr(gpu_timing, "MAX_SPENT", 2)
+    spent = []
+    timer = make(gpu, spent)
+    gpu.now = 99.0
+    ends = []
+    for n in range(4):
+        ends.append(vllm_event(gpu))
+        timer.stop(n, at(100.0 + 3 * n), ends[-1])
+        gpu.finish(101.0 + 3 * n)
+    gpu.now = 120.0
+    assert len(samples(timer)) == 4 and spent == ends
+    timer.stop(4, at(121.0), vllm_event(gpu))
+    assert timer.spent is spent and spent == ends[2:]
 
 
 def test_a_borrowed_event_the_runtime_cannot_time_turns_borrowing_off(gpu, monkeypatch):

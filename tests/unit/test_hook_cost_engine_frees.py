@@ -1,6 +1,7 @@
 """benchmarks/hook_cost_engine.py's ``TimedFrees`` in place of the GPU timer's ``spent`` list: the borrowed end events
-the export thread resolved are freed at vLLM's thread's next ``stop`` (inside the worker's sample_tokens post), and
-the stand-in times that free, counts the events, and starts afresh at ``take`` (stand-in GPU of test_gpu_timing)."""
+the export thread resolved wait there for vLLM's constructor to hand them out again (hooks/end_event.py); those beyond
+``MAX_SPENT`` are freed at vLLM's thread's next ``stop`` (inside the worker's sample_tokens post), and the stand-in
+times that free, counts the events, and starts afresh at ``take`` (stand-in GPU of test_gpu_timing)."""
 import importlib.util
 import sys
 from pathlib import Path
@@ -22,8 +23,13 @@ def _engine_script():
     return mod
 
 
-def test_the_free_of_resolved_end_events_is_timed_where_vllm_thread_does_it(gpu):  # noqa: F811
+def test_the_free_of_resolved_end_events_is_timed_where_vllm_thread_does_it(gpu, monkeypatch):  # noqa: F811
+    """Resolved events stay for vLLM's constructor (end_event) up to MAX_SPENT; beyond it vLLM's thread frees the
+    oldest at its next stop, timed; ``take`` counts them and the events the constructor made meanwhile."""
+    from vllm_w2ext.hooks import end_event, gpu_timing
     hce = _engine_script()
+    monkeypatch.setattr(gpu_timing, "MAX_SPENT", 1)
+    monkeypatch.setattr(end_event, "MADE", [5])
     timer = make(gpu)
     window = hce.Window(0, 100)
     window.on = True
@@ -35,9 +41,22 @@ def test_the_free_of_resolved_end_events_is_timed_where_vllm_thread_does_it(gpu)
     gpu.finish(100.5, 101.5)
     gpu.now = 102.0
     assert len(samples(timer)) == 2 and len(frees) == 2 and frees.calls == 0   # resolved on the export thread
-    timer.stop(3, at(103.0), vllm_event(gpu))      # vLLM's thread: the two freed here, timed
-    assert len(frees) == 0 and frees.calls == 1 and frees.freed == 2 and frees.ns > 0 and frees.steady_ns == frees.ns
-    timer.stop(4, at(104.0), vllm_event(gpu))      # nothing resolved since: no free, no call
+    timer.stop(3, at(103.0), vllm_event(gpu))      # vLLM's thread: the oldest one freed here, timed
+    assert len(frees) == 1 and frees.calls == 1 and frees.freed == 1 and frees.ns > 0 and frees.steady_ns == frees.ns
+    timer.stop(4, at(104.0), vllm_event(gpu))      # none beyond the bound: no free, no call
     assert frees.calls == 1
-    ns, calls, freed, steady_ns = frees.take()
-    assert (calls, freed) == (1, 2) and ns == steady_ns > 0 and frees.take() == (0, 0, 0, 0)
+    end_event.MADE[0] += 3                         # vLLM's constructor made three meanwhile
+    ns, calls, freed, steady_ns, made = frees.take()
+    assert (calls, freed, made) == (1, 1, 3) and ns == steady_ns > 0 and frees.take() == (0, 0, 0, 0, 0)
+
+
+def test_the_stand_in_takes_the_place_of_the_constructors_list(monkeypatch):
+    """In place of the timer's list and of ``end_event.RECYCLED`` (one list, which the constructor reads), with its
+    events moved over and the old list emptied (else it would hold them, and none would be handed out again)."""
+    from vllm_w2ext.hooks import end_event, worker
+    hce = _engine_script()
+    old = ["resolved event"]
+    monkeypatch.setattr(end_event, "RECYCLED", old)
+    monkeypatch.setattr(worker.S, "timer", type("T", (), {"spent": old})())
+    frees = hce._timed_frees(hce.Window(0, 100))
+    assert end_event.RECYCLED is frees is worker.S.timer.spent and frees == ["resolved event"] and old == []

@@ -16,6 +16,16 @@ after it (its ``postprocess_sampled``) and, with speculative decoding, the draft
 does not borrow when a speculative config is set (``worker._ensure_identity``), since the drafter's GPU time
 would read as idle. ``GpuTimer.poll`` stops borrowing (own events again) if the runtime refuses to time a
 borrowed event. Where vLLM does not hand one over (the V1 runner, nothing sampled), the plugin records its own.
+
+The events are recycled. Stock vLLM makes a new event every step (torch makes the CUDA event at its first record)
+and frees it when the step's output is dropped: a ``cudaEventCreateWithFlags`` and a ``cudaEventDestroy`` on its
+thread per step, each taking the driver's lock beside vLLM's launches. Once the export thread has resolved a
+borrowed event (the GPU is past it), ``gpu_timing.GpuTimer`` keeps it in ``RECYCLED`` instead of freeing it, and the
+constructor hands it out again when nothing else holds it any longer (``_sole``: vLLM's output that carried it is
+gone) and it was made with the arguments asked for; only then, else a new event. vLLM records it again as it
+would a new one: a record replaces the event's previous one, which the GPU has passed. So with the plugin on,
+vLLM's thread makes and frees no CUDA event per step once the pool has filled (the first export interval); ``MADE``
+counts the events made, ``hook_cost_engine.py`` reports them per step.
 """
 from __future__ import annotations
 
@@ -34,6 +44,19 @@ MARK = "__w2ext_end_event__"        # on the rebound __init__: vLLM's own functi
 # Once attached in this process: the class whose objects carry a timing end event and the getter of that event;
 # the worker hook compares the type of sample_tokens' result with the class (one identity test per step)
 CARRIER: list = [None, None]
+# Borrowed end events the export thread has resolved, oldest first: the device timer's ``spent`` (it appends them,
+# bounds the list on vLLM's thread), the constructor's supply. One list, never rebound while attached.
+RECYCLED: list = []
+KWARGS = "_w2ext_kwargs"            # on an event the constructor made: the arguments it was made with
+MADE = [0]                          # events the constructor made (not recycled) in this process
+
+
+def _sole(items: list) -> int:
+    """``sys.getrefcount`` of ``items[0]`` as read here: ``SOLE`` when the list holds its only reference."""
+    return sys.getrefcount(items[0])
+
+
+SOLE = _sole([object()])            # this interpreter's count for an object only a list holds
 
 
 class _Forward(types.ModuleType):
@@ -51,12 +74,24 @@ def forwarding(target, **own) -> types.ModuleType:
 
 def timing_event(Event):
     """``Event`` (torch.cuda.Event) that makes timing events: ``Event(blocking=True)`` as vLLM calls it gets
-    ``enable_timing=True``; an interprocess event, which CUDA cannot time, is made as asked."""
+    ``enable_timing=True``, from ``RECYCLED`` where its oldest event is held by nothing else and was made with the
+    same arguments (see the module's docstring), else new; an interprocess event, which CUDA cannot time, is made
+    as asked."""
     @functools.wraps(Event)
     def event(*args, **kwargs):
-        if not args and not kwargs.get("interprocess"):
-            kwargs["enable_timing"] = True
-        return Event(*args, **kwargs)
+        if args or kwargs.get("interprocess"):
+            return Event(*args, **kwargs)
+        kwargs["enable_timing"] = True
+        free = RECYCLED
+        if free and _sole(free) == SOLE and getattr(free[0], KWARGS, None) == kwargs:
+            return free.pop(0)              # only vLLM's thread takes from the list: index 0 is still the same
+        e = Event(**kwargs)
+        MADE[0] += 1
+        try:
+            setattr(e, KWARGS, kwargs)
+        except AttributeError:              # pragma: no cover - an Event without a __dict__: never recycled
+            pass
+        return e
     return event
 
 
@@ -96,8 +131,9 @@ def attach(module, cls_name: str, attr: str, torch=None) -> bool:
 
 
 def detach() -> None:
-    """vLLM's own constructors back; no carrier."""
+    """vLLM's own constructors back; no carrier, no recycled events."""
     CARRIER[:] = None, None
+    RECYCLED.clear()
     for mod_name, cls_name, _ in SOURCES:
         cls = getattr(sys.modules.get(mod_name), cls_name, None)
         own = getattr(vars(cls).get("__init__"), MARK, None) if isinstance(cls, type) else None

@@ -5,7 +5,7 @@ launched (its end): one ``cudaEventRecord``, through torch's C method on a strea
 rebuilt only when the id changes (``torch.cuda.Event.record()`` builds a Python ``Stream`` on every call:
 11.7 us against 3.9 us on the H200 host, ``benchmarks/gpu/event_cost.py``, part ``raw``). With vLLM's V2
 runner it records none: the worker hook hands over the timing event vLLM records once the sampled tokens' copy
-is queued (``end_event``), and vLLM's thread frees those events again once resolved (``spent``). Every CUDA call
+is queued (``end_event``), and its constructor hands those events out again once resolved (``spent``). Every CUDA call
 on that thread is dear inside vLLM, whose own threads are in the driver too: the previous design also recorded a
 start event and queried the previous end event at ``Worker.execute_model``, and that hook took a median
 23.2 us per step on the H200 host (4-layer model, batch 1, fully traced) against 6.8 us with this one
@@ -59,6 +59,10 @@ log = logging.getLogger("vllm_w2ext")
 
 
 MAX_PENDING = 4096        # steps recorded and not yet resolved (about 20 s at 5 ms steps); beyond: drop the oldest
+# Resolved borrowed events kept for vLLM's constructor to hand out again (``end_event.RECYCLED``); vLLM's thread frees
+# the oldest beyond this many. One export interval's steps must fit (200 ms of 0.3 ms steps: ~670), or the
+# constructor runs dry before each poll and makes new events again.
+MAX_SPENT = 2048
 # A poll records a new anchor only once the current one is this old (ns). Each anchor costs the export thread an
 # event made, recorded and later freed, ~100 µs a poll inside the engine with the rest of the poll's fixed work
 # (``benchmarks/results/h200/export_parts``); an older anchor places end events as well: the elapsed time is a
@@ -171,11 +175,12 @@ class GpuTimer:
     They share the ``pending`` deque (append / popleft are atomic), the event ``pool`` (list append / pop) and
     ``anchor`` (one attribute, replaced whole)."""
 
-    def __init__(self, cuda=None) -> None:
+    def __init__(self, cuda=None, spent: list | None = None) -> None:
         """``cuda``: (new event, record(event, stream), current stream id tuple(device), Stream(**ids), new
         stream(), device, elapsed(start, end) -> ms or None, use_device() on the polling thread[, resolve or None]);
         torch's and the CUDA runtime's by default (tests pass stand-ins). ``resolve`` (``runtime_resolve``) is the
-        poll's loop in C; without it, ``elapsed`` one step at a time in Python."""
+        poll's loop in C; without it, ``elapsed`` one step at a time in Python. ``spent``: the list the resolved
+        borrowed events go to (``end_event.RECYCLED``, whose constructor hands them out again); a new one by default."""
         if cuda is None:
             import torch
             device = torch.cuda.current_device()
@@ -200,10 +205,11 @@ class GpuTimer:
         self.fresh = True                       # vLLM's thread: the next step has no previous one (see stop)
         self.dropped = 0                        # steps dropped unresolved (vLLM's thread counts, poll reads)
         self.borrow = True                      # take the end events vLLM hands over (poll turns it off)
-        # Borrowed events the export thread has resolved: the last reference, dropped by vLLM's thread at its next
-        # stop. Freeing a CUDA event takes the driver's lock; on the export thread, beside vLLM's launches, it
-        # cost ~3-12 µs of that thread's CPU per step on the H200 host (benchmarks/results/h200/end_event).
-        self.spent: list = []
+        # Borrowed events the export thread has resolved, oldest first: handed out again by vLLM's constructor
+        # (end_event), the oldest beyond MAX_SPENT freed by vLLM's thread at its next stop. Freeing a CUDA event
+        # takes the driver's lock; on the export thread, beside vLLM's launches, it cost ~3-12 µs of that thread's
+        # CPU per step on the H200 host (benchmarks/results/h200/end_event).
+        self.spent: list = [] if spent is None else spent
         self._dropped_seen = 0
         self._device_set = False                # the polling thread has the events' device current
         self.released_ns = 0                    # export thread: wall time polls ran with the GIL released (resolve)
@@ -216,8 +222,9 @@ class GpuTimer:
             anchor = self.new_anchor()
         if event is not None and self.borrow:
             e, own = event, False
-            if self.spent:                      # borrowed events resolved since: freed here, as vLLM frees its own
-                self.spent.clear()
+            spent = self.spent
+            if len(spent) > MAX_SPENT:          # not handed out as fast as resolved: the oldest freed here
+                del spent[:len(spent) - MAX_SPENT]
         else:
             sid = self._current(self._device)
             if sid != self._sid:                # the first call, or vLLM switched streams
@@ -328,11 +335,12 @@ class GpuTimer:
         return tuple(out)
 
 
-def make_timer(worker) -> GpuTimer | None:
+def make_timer(worker, spent: list | None = None) -> GpuTimer | None:
+    """A worker's timer on a CUDA device (None elsewhere, or if it cannot be made); ``spent`` as ``GpuTimer``'s."""
     dev = getattr(worker, "device", None)
     if getattr(dev, "type", None) != "cuda":
         return None
     try:
-        return GpuTimer()
+        return GpuTimer(spent=spent)
     except Exception:
         return None

@@ -20,7 +20,7 @@ import time
 
 from vllm_w2ext import config
 from vllm_w2ext.hooks.bounds import EXECUTIONS, FORWARDS, LAUNCHES, MODE, SAMPLES
-from vllm_w2ext.hooks.end_event import CARRIER
+from vllm_w2ext.hooks.end_event import CARRIER, RECYCLED
 from vllm_w2ext.hooks.engine_core import DISPATCH, STAMP
 from vllm_w2ext.hooks.gpu_timing import make_timer
 from vllm_w2ext.hooks.runner import GATE
@@ -104,7 +104,7 @@ def _ensure_identity(worker) -> None:
         identity.set_role(WORKER, rank=getattr(worker, "rank", 0), local_rank=getattr(worker, "local_rank", 0),
                           engine_index=engine, tp_rank=_group_rank("get_tp_group"),
                           pp_rank=_group_rank("get_pp_group"), dp_rank=engine)
-        S.timer = make_timer(worker) if config.current().device_timing == "on" else None
+        S.timer = make_timer(worker, RECYCLED) if config.current().device_timing == "on" else None
         if S.timer is not None:
             pipeline.get().add_poller(_poll_device, "device")
             if _speculative_config(worker) is None:   # else the drafter's GPU work runs after vLLM's event
