@@ -39,6 +39,22 @@ window: the throughput phase's time / its engine steps, from the plugin's metric
 task's end: its seconds over the steps of both it holds, ``step_seconds``). Where the run's scrape file lies in DIR
 (``*.prom.gz``, pyspy_share.sh copies it there), the window's own steps are read from it instead
 (``window_steps``): its seconds over the executed steps inside it, and the requests per step there.
+
+A sampler that stops the process for each stack slows it: stopping and resuming every thread of a fully traced
+EngineCore took its batch-1 step from ~1.6 to ~4-6 ms at 400 Hz on an H100 host (``results/h100/issue19_c0b6aa4``),
+and a stand-in with 40 idle threads ~10x on the 2-core CPU machine (``benchmarks/pyspy_known_cost.py``). Ticks x the
+window's step then overstates the plugin's work by that factor (the stopped time is nobody's CPU). Two conversions
+do better, each checked against the planted case's known answer (``results/cpu/pyspy_known_cost``: ticks x the
+unslowed step read 0.75-1.06 of it; thread CPU 0.82-1.00 where the sampler slowed the process ~2x and 1.13-1.62
+where it slowed it ~10x, as a running thread pays more for each stop than the idle threads whose median is taken
+off):
+- thread CPU (where window.json holds each thread's CPU time in the window, which pyspy_share.sh records since the
+  forty-fourth session): each thread's share of its own samples x its CPU time in the window, less what the stops
+  cost every thread (``stop_cost_ns``), over the window's steps (``cpu_per_step_us``). It also counts a thread that is
+  all the plugin's (the export thread) by its CPU rather than by its few samples;
+- ticks x the unslowed step (``--stopped`` for a window.json without the key): the share of the ticks x the step's
+  wall time outside the window, from the scrapes around a latency window (``pace_around``) or ``--step-ms``.
+``--ticks`` reads a window by ticks even where it has thread CPU readings, to compare the two.
 """
 from __future__ import annotations
 
@@ -57,6 +73,8 @@ WAITS = ("Event.wait", "Condition.wait", "Queue.get", "SimpleQueue.get", "select
          "Popen.wait", "Popen._wait", "Popen._try_wait", "Thread.join", "Thread._wait_for_tstate_lock")
 RUNNER_REL = "vllm_w2ext/hooks/runner.py"
 ROOT = Path(__file__).resolve().parents[2]      # this tree
+PACE_SPAN_S = 10.0      # seconds each side of a stopped window read for the step time the sampler did not slow,
+PACE_GAP_S = 2.0        # this far from its ends (two scrape intervals)
 RUNNER = ROOT / RUNNER_REL
 RUNNER_FRAME = re.compile(r"\(" + re.escape(RUNNER_REL) + r":(\d+)\)$")   # a frame of the runner, its line
 
@@ -244,7 +262,20 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--source", type=Path, default=ROOT,
                     help="the sampled tree's root, for the lines torn stacks are told by (default: this tree)")
+    ap.add_argument("--cpu", type=int, nargs="+", metavar="PID",
+                    help="print each thread's CPU time so far of these processes as JSON (pyspy_share.sh)")
+    ap.add_argument("--stopped", action="store_true",
+                    help="the window was sampled with the process stopped for each stack (window.json says so "
+                         "where pyspy_share.sh wrote it after the forty-fourth session)")
+    ap.add_argument("--step-ms", type=float, default=None,
+                    help="a stopped window without thread CPU readings: the engine step's wall time where no "
+                         "sampler stopped the process (default: the scrapes around a latency window, pace_around)")
+    ap.add_argument("--ticks", action="store_true",
+                    help="convert by ticks even where window.json holds thread CPU readings (to compare the two)")
     a = ap.parse_args()
+    if a.cpu:
+        print(json.dumps(thread_cpu_ns(a.cpu)))
+        return 0
     if a.tree is not None:
         procs = {int(d.name): p for d in Path("/proc").iterdir() if d.name.isdigit() and (p := _proc(int(d.name)))}
         for pid, role, comm in tree(a.tree, procs):
@@ -268,7 +299,20 @@ def main() -> int:
         # kernels well into the first latency iterations), so a step rate would not describe the samples
         print("no EngineCore busy loop in the samples: the window is not steady stepping; no per-step figures")
         step = None
-    doc: dict = {"window": window, "run": run and run["run"],
+    stopped = a.stopped or bool(window and window.get("stopped"))
+    cpu = {} if a.ticks else (window or {}).get("cpu") or {}
+    unslowed = None                                # a stopped window's reference step (no thread CPU readings)
+    if step and stopped and not cpu:
+        lat_done = ((run or {}).get("results", {}).get("latency") or {}).get("done_t")
+        if a.step_ms:
+            unslowed = (a.step_ms / 1e3, "--step-ms")
+        elif scrape and lat_done and window["end"] <= lat_done:
+            pace = pace_around(scrape, window, lat_done)
+            unslowed = (pace, "the scrapes around the window") if pace else None
+    conversion = ("thread CPU" if cpu else "ticks x the unslowed step" if unslowed else
+                  "ticks x the window's step, SLOWED by the stopping sampler: too high" if stopped else "ticks x the window's step")
+    doc: dict = {"window": window, "run": run and run["run"], "stopped": stopped, "conversion": conversion,
+                 "unslowed_step": unslowed and {"seconds": unslowed[0], "from": unslowed[1]},
                  "step": step and {"seconds": step[0], "phase": step[1],
                                    "requests_per_step": inside[1] if inside else None},
                  "handoff_lines": sorted(lines), "front_handoff": list(fronts),
@@ -278,17 +322,27 @@ def main() -> int:
         doc[name] = s
         spy = a.dir / f"{name}.spy.log"
         s["spy_errors"], s["spy_samples"] = spy_counts(spy.read_text() if spy.exists() else "")
-        if step:
+        if step and cpu:                           # each thread's share of its samples x its CPU per step
+            steps = (window.get("ends", {}).get(name, window["end"]) - window["start"]) / step[0]
+            threads, ns = s.get("threads", {}), cpu.get(name.rsplit("_", 1)[-1], {})
+            s["stop_cost_ms"] = round(stop_cost_ns(threads, ns) / 1e6, 1)
+            per = cpu_per_step_us(threads, ns, steps, stop_cost_ns(threads, ns))
+            for key, v in s.get("threads", {}).items():
+                v["us_per_step"] = per.get(key)
+            s["us_per_step"] = round(sum(per.values()), 2)
+        elif step:
             busiest = max((v["samples"] for v in s.get("threads", {}).values()), default=s["samples"])
             ticks = ticks_ok(window, name, s["spy_errors"], busiest)
-            s["us_per_step"] = per_step_us(s["plugin_samples"], ticks, step[0])
-            s["handoff_us_per_step"] = per_step_us(s["handoff_samples"], ticks, step[0])
+            ref = unslowed[0] if unslowed else step[0]
+            s["us_per_step"] = per_step_us(s["plugin_samples"], ticks, ref)
+            s["handoff_us_per_step"] = per_step_us(s["handoff_samples"], ticks, ref)
             for v in s.get("threads", {}).values():
-                v["us_per_step"] = per_step_us(v["plugin_samples"], ticks, step[0])
+                v["us_per_step"] = per_step_us(v["plugin_samples"], ticks, ref)
         per = f", {s['us_per_step']} us per {step[1]} step" if step else ""
         print(f"{name}{' (EngineCore busy loop)' if s['engine_core'] else ''}: {s['samples']} samples, plugin "
               f"{s['plugin_samples']} = {s['plugin_pct']} %{per}; hand-offs {s['handoff_samples']}; torn "
-              f"{s['torn_samples']}; py-spy errors {s['spy_errors']}")
+              f"{s['torn_samples']}; py-spy errors {s['spy_errors']}"
+              + (f"; the stops cost each thread {s['stop_cost_ms']} ms of CPU" if "stop_cost_ms" in s else ""))
         for t, v in list(s.get("threads", {}).items())[:4]:
             print(f"  {t}: {v['samples']} samples, plugin {v['plugin_samples']} = {v['plugin_pct']} %"
                   + (f", {v['us_per_step']} us per step" if step else ""))
@@ -299,8 +353,9 @@ def main() -> int:
                                                       if not k.startswith("export-of")), 2)
         where = "the window's own steps" if inside else f"{step[1]} window"
         reqs = f", {inside[1]:.0f} requests per step" if inside and inside[1] is not None else ""
+        ref = f"; unslowed step {unslowed[0] * 1e3:.3f} ms from {unslowed[1]}" if unslowed else ""
         print(f"vLLM's processes together: {doc['vllm_processes_us_per_step']} us of plugin work per engine step"
-              f" ({where}, {step[0] * 1e3:.3f} ms per step{reqs})")
+              f" ({where}, {step[0] * 1e3:.3f} ms per step{reqs}; {conversion}{ref})")
     (a.json or a.dir / "share.json").write_text(json.dumps(doc, indent=1))
     return 0
 
@@ -351,11 +406,8 @@ def step_seconds(run: dict, window: dict) -> tuple[float, str] | None:
     return (end - start) / (lat_part + thr_part), f"mixed ({100 * (lat_done - start) / (end - start):.0f} % latency)"
 
 
-def window_steps(scrape: Path, window: dict) -> tuple[float, float | None] | None:
-    """(wall seconds per engine step, requests per step) inside the window, from the run's scrape file: the
-    executed-step counter and the requests-per-step histogram's sum and count, each read at the window's start and
-    end by linear interpolation between the scrapes around it. None where the scrapes do not span the window or no
-    step ran in it; requests None where the histogram counted none there."""
+def scrape_points(scrape: Path) -> list[tuple]:
+    """[(time, executed steps, requests-per-step histogram's sum, its count)] of each scrape of the run's file."""
     sys.path.insert(0, str(ROOT))
     from vllm_w2ext.analysis.metrics.scrapes import (BATCH_REQUESTS, STEPS, read_scrapes, run_scrapes,
                                                      series_samples, total)
@@ -364,12 +416,39 @@ def window_steps(scrape: Path, window: dict) -> tuple[float, float | None] | Non
     for t, text in run_scrapes(read_scrapes(str(scrape))):
         ss = series_samples(text, names)
         points.append((t, total(ss, STEPS, executed="true"), total(ss, names[1]), total(ss, names[2])))
+    return points
+
+
+def window_steps(scrape: Path, window: dict) -> tuple[float, float | None] | None:
+    """(wall seconds per engine step, requests per step) inside the window, from the run's scrape file: the
+    executed-step counter and the requests-per-step histogram's sum and count, each read at the window's start and
+    end by linear interpolation between the scrapes around it. None where the scrapes do not span the window or no
+    step ran in it; requests None where the histogram counted none there."""
+    points = scrape_points(scrape)
     start, end = (at(points, window[k]) for k in ("start", "end"))
     if start is None or end is None or end[0] <= start[0]:
         return None
     counted = end[2] - start[2]
     seconds = (window["end"] - window["start"]) / (end[0] - start[0])
     return seconds, (end[1] - start[1]) / counted if counted > 0 else None
+
+
+def pace_around(scrape: Path, window: dict, until: float, span: float = PACE_SPAN_S,
+                gap: float = PACE_GAP_S) -> float | None:
+    """Wall seconds per engine step just outside the window, where no sampler stopped the process: ``span``
+    seconds ending ``gap`` before its start and those starting ``gap`` after its end, up to ``until`` (the end of
+    the task it samples, the latency task's for a latency window), from the run's scrape file (the gap keeps the
+    scrape interval that straddles an end, read as linear, out); None where the scrapes hold neither span or no
+    step ran in them. The reference step of a stopped window's latency task (``unslowed``)."""
+    points = scrape_points(scrape)
+    seconds = steps = 0.0
+    start, end = window["start"] - gap, window["end"] + gap
+    for t0, t1 in ((start - span, start), (end, min(end + span, until))):
+        a, b = at(points, t0), at(points, t1)
+        if t1 > t0 and a is not None and b is not None and b[0] > a[0]:
+            seconds += t1 - t0
+            steps += b[0] - a[0]
+    return seconds / steps if steps else None
 
 
 def at(points: list[tuple], t: float) -> tuple | None:
@@ -386,7 +465,11 @@ def ticks_ok(window: dict, name: str, errors: int | None, busiest: int) -> float
     """py-spy's ticks in the window that gave a stack: rate x the process's sampled seconds (to its own end,
     ``window["ends"]``, where it exited early), less the failed ones (``Errors``, one per failed tick), and
     never fewer than the busiest thread's samples (one per tick at most): where a window's end is only
-    known roughly, the EngineCore's main thread, on CPU ~97 % of the ticks in its busy loop, is the clock."""
+    known roughly, the EngineCore's main thread, on CPU ~97 % of the ticks in its busy loop, is the clock. A sampler
+    that stops the process for each stack can fall behind its rate (many threads to stop, few cores: on the
+    planted case of ``benchmarks/pyspy_known_cost.py``, 6,000 stacks in a 31 s run of a 15 s window at 400 Hz); then
+    rate x seconds is too many, and only the thread CPU conversion (``cpu_per_step_us``) holds. py-spy's own
+    ``Samples`` count is of the stacks it kept, idle ones left out: not its ticks."""
     end = window.get("ends", {}).get(name, window["end"])
     return max(window["rate"] * (end - window["start"]) - (errors or 0), busiest)
 
@@ -394,6 +477,55 @@ def ticks_ok(window: dict, name: str, errors: int | None, busiest: int) -> float
 def per_step_us(plugin_samples: int, ticks: float, step_s: float) -> float | None:
     """The plugin's wall time per engine step on the sampled thread(s): its share of the ticks x one step."""
     return round(1e6 * plugin_samples / ticks * step_s, 2) if ticks > 0 else None
+
+
+def thread_cpu_ns(pids) -> dict:
+    """{pid: {tid: ns}}: each thread's time on a CPU so far, the first field of /proc/PID/task/TID/schedstat
+    (nanoseconds; a stopped thread's time does not grow), for the processes of ``pids`` that still run."""
+    out: dict = {}
+    for pid in pids:
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                out.setdefault(str(pid), {})[t.name] = int((t / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+def cpu_in_window(start: dict, ends: dict) -> dict:
+    """{pid: {tid: ns}} of each thread's CPU between the two snapshots of ``thread_cpu_ns`` (``ends``: each
+    process's own, taken when its sampler stopped); threads present in both."""
+    return {pid: {tid: ns - start[pid][tid] for tid, ns in threads.items() if tid in start.get(pid, {})}
+            for pid, threads in ends.items()}
+
+
+def stop_cost_ns(threads: dict, cpu_ns: dict) -> int:
+    """The CPU time the sampler's stops cost each thread in the window: the median over the threads it never found
+    on a CPU (no sample; ``threads`` as ``share`` keys them). Stopping a process and letting it go on wakes every
+    thread in the kernel: on an H100 host, every idle thread of a fully traced EngineCore had 60-80 ms of CPU in a
+    20 s window at 400 Hz (``results/h100/issue19_c0b6aa4``), ~8 µs a stop. 0 where every thread was sampled."""
+    seen = {m.group(1) for k in threads if (m := re.match(r"thread \((\d+)\)", k))}
+    idle = sorted(ns for tid, ns in cpu_ns.items() if tid not in seen)
+    return idle[len(idle) // 2] if idle else 0
+
+
+def cpu_per_step_us(threads: dict, cpu_ns: dict, steps: float, stop_ns: int = 0) -> dict:
+    """{thread key: µs per engine step}: each sampled thread's share of its own samples x its CPU time in the window,
+    less what the sampler's stops cost it (``stop_ns``, ``stop_cost_ns``), over the window's steps (``threads``:
+    ``share``'s per-thread counts, keyed ``thread (TID): name``; ``cpu_ns``: {tid: ns}, ``cpu_in_window``). Valid
+    however much the sampler slowed the process: a stopped thread's CPU does not grow, and the share is of the
+    samples it was on a CPU in. Threads with no CPU reading are left out."""
+    out = {}
+    for key, v in threads.items():
+        m = re.match(r"thread \((\d+)\)", key)
+        ns = cpu_ns.get(m.group(1)) if m else None
+        if ns is not None and v["samples"] and steps > 0:
+            out[key] = round(v["plugin_samples"] / v["samples"] * max(ns - stop_ns, 0) / 1e3 / steps, 2)
+    return out
 
 
 if __name__ == "__main__":

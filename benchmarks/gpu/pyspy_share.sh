@@ -59,19 +59,31 @@ for S in $SAMPLES; do
   fi
   sleep "$WAIT_S"
   python3 benchmarks/gpu/pyspy_share.py --tree "$RUN" > "$D/processes.txt"
+  # each thread's CPU time at the window's start, and each process's at its sampler's end: the per-step figures
+  # (pyspy_share.py) then hold however much the stops slowed the process (a stopped thread's CPU does not grow)
+  python3 benchmarks/gpu/pyspy_share.py --cpu $(cut -d' ' -f1 "$D/processes.txt") > "$D/cpu_start.json"
   T0=$(date +%s.%N)
   while read -r p role _; do
     { "$SPY" record $SPY_FLAGS --threads -r "$RATE" -d "$DUR_S" --pid "$p" -f raw -o "$D/${role}_$p.txt" \
-        > "$D/${role}_$p.spy.log" 2>&1; date +%s.%N > "$D/${role}_$p.end"; } &
+        > "$D/${role}_$p.spy.log" 2>&1; date +%s.%N > "$D/${role}_$p.end"
+      python3 benchmarks/gpu/pyspy_share.py --cpu "$p" > "$D/${role}_$p.cpu_end.json"; } &
   done < "$D/processes.txt"
   sleep $((DUR_S + 3)); SAMPLERS=$(jobs -p | grep -vx "$RUN"); [ -z "$SAMPLERS" ] || wait $SAMPLERS
-  # the window, for the step-rate conversion (pyspy_share.py): start, nominal end, rate, each sampler's end
-  python3 - "$D" "$T0" "$DUR_S" "$RATE" <<'PY'
+  # the window, for the step-rate conversion (pyspy_share.py): start, nominal end, rate, each sampler's end,
+  # whether the samplers stopped the process, each thread's CPU in the window by pid
+  python3 - "$D" "$T0" "$DUR_S" "$RATE" "$SPY_FLAGS" <<'PY'
 import json, sys
 from pathlib import Path
+sys.path.insert(0, "benchmarks/gpu")
+from pyspy_share import cpu_in_window
 d, t0, dur, rate = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 ends = {p.stem: min(float(p.read_text()), t0 + dur) for p in d.glob("*.end")}
-(d / "window.json").write_text(json.dumps({"start": t0, "end": t0 + dur, "rate": rate, "ends": ends}))
+cpu_ends = {}
+for p in d.glob("*.cpu_end.json"):
+    cpu_ends.update(json.loads(p.read_text() or "{}"))
+cpu = cpu_in_window(json.loads((d / "cpu_start.json").read_text() or "{}"), cpu_ends)
+(d / "window.json").write_text(json.dumps({"start": t0, "end": t0 + dur, "rate": rate, "ends": ends,
+                                           "stopped": "--nonblocking" not in sys.argv[5], "cpu": cpu}))
 PY
   pack      # the stacks and their window now: a call cut short while the run goes on still brings them back
   wait "$RUN"

@@ -242,3 +242,51 @@ def test_window_steps_planted(tmp_path):
     # a window past the last scrape: no reading (the caller falls back to the run's average step)
     assert pyspy_share.window_steps(path, {"start": 12.5, "end": 14}) is None
     assert pyspy_share.at([(0, 0.0), (2, 10.0)], 0.5) == (2.5,)
+
+
+def test_a_stopped_windows_unslowed_step_is_read_around_it(tmp_path):
+    """Planted: a latency task at 2 ms a step (500 a second) from t=0 to 40, slowed to 5 ms a step (200 a second)
+    by the stopping sampler in the window t=15 to 25. The steps just outside it, 2 s away from each end (the scrape
+    interval around an end mixes both paces) and not past the latency task's end, give 2 ms."""
+    import gzip
+    rows, steps = [], 0
+    for t in range(0, 41):
+        rows.append((t, steps, steps, steps))
+        steps += 200 if 15 <= t < 25 else 500
+    path = tmp_path / "run.prom.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("".join(_scrape(*r) for r in rows))
+    w = {"start": 15.0, "end": 25.0}
+    sec, _ = pyspy_share.window_steps(path, w)
+    assert abs(sec - 0.005) < 1e-12                      # the window's own steps: slowed
+    assert abs(pyspy_share.pace_around(path, w, until=40.0) - 0.002) < 1e-12
+    assert abs(pyspy_share.pace_around(path, w, until=28.0) - 0.002) < 1e-12   # after: only t=27 to 28
+    assert pyspy_share.pace_around(path, {"start": 1.0, "end": 39.0}, until=40.0) is None   # no room either side
+    # 80 plugin samples of 8,000 ticks (1 %) x the unslowed 2 ms: 20 µs a step, where the slowed step read 50
+    assert pyspy_share.per_step_us(80, 8000, 0.002) == 20.0 and pyspy_share.per_step_us(80, 8000, sec) == 50.0
+
+
+def test_thread_cpu_gives_per_step_figures_a_stopping_sampler_cannot_inflate():
+    """Planted: in a window of 1,000 steps the main thread was on a CPU 2.5 s (the sampler's stops are not CPU) and
+    1.5 % of its samples were the plugin's: 37.5 µs a step; the export thread's 0.05 s, all the plugin's: 50 µs.
+    A thread without a CPU reading is left out, and the readings of this process are real (/proc)."""
+    threads = {"thread (7): MainThread": {"samples": 4000, "plugin_samples": 60},
+               "thread (9): w2ext-export": {"samples": 20, "plugin_samples": 20},
+               "thread (11): other": {"samples": 5, "plugin_samples": 0}}
+    start = {"7": {"7": 10**9, "9": 0, "11": 5}}
+    ends = {"7": {"7": 10**9 + 2_500_000_000, "9": 50_000_000, "12": 1}}
+    cpu = pyspy_share.cpu_in_window(start, ends)
+    assert cpu == {"7": {"7": 2_500_000_000, "9": 50_000_000}}
+    assert pyspy_share.cpu_per_step_us(threads, cpu["7"], 1000) == {"thread (7): MainThread": 37.5,
+                                                                     "thread (9): w2ext-export": 50.0}
+    # the sampler's stops cost every thread some CPU (the kernel wakes each one): the median over the threads it never
+    # found on a CPU, here 20 ms, comes off each thread first (the export thread's 50 ms: 30 of it its own, 30 µs a step)
+    idle = {"7": 2_500_000_000, "9": 50_000_000, "21": 20_000_000, "22": 19_000_000, "23": 21_000_000}
+    stop = pyspy_share.stop_cost_ns(threads, idle)
+    assert stop == 20_000_000 and pyspy_share.stop_cost_ns(threads, cpu["7"]) == 0
+    assert pyspy_share.cpu_per_step_us(threads, idle, 1000, stop) == {"thread (7): MainThread": 37.2,
+                                                                      "thread (9): w2ext-export": 30.0}
+    import os
+    import threading
+    me = pyspy_share.thread_cpu_ns([os.getpid(), 2**22 + 7])    # a pid that does not run: left out
+    assert list(me) == [str(os.getpid())] and me[str(os.getpid())][str(threading.get_native_id())] > 0
