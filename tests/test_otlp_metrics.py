@@ -60,6 +60,7 @@ class ExportRss:
 
     def __init__(self, pid: int):
         self.pid, self.samples, self._stop = pid, [], threading.Event()
+        self.seen: set = set()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
 
@@ -77,11 +78,26 @@ class ExportRss:
                 pass
             if out:
                 self.samples.append((time.time(), out))
+                self.seen.update(out)
             self._stop.wait(0.5)
 
     def stop(self):
         self._stop.set()
         self._t.join()
+
+    def wait_gone(self, timeout_s: float) -> None:
+        """Until every export process seen has exited. An EngineCore's plugin stops waiting for its export process
+        3.5 s into its shutdown (hooks/lifecycle.py: vLLM force-kills it at 5 s); the export process then sends
+        the rest on its own deadline, after the driver is gone: a slow collector gets it late, not never."""
+        deadline = time.monotonic() + timeout_s
+        for pid in self.seen:
+            while time.monotonic() < deadline:
+                try:
+                    if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                        break
+                except psutil.Error:
+                    break
+                time.sleep(0.1)
 
     def at(self, t: float) -> dict:
         """The last sample taken at or before ``t`` (the first one if none)."""
@@ -127,6 +143,7 @@ def offline_run(tiny_model, tmp, env_extra: dict, during_hold=None, port: int | 
         stop(proc, None, 120)
         stop_s = time.monotonic() - t_stop
         rss.stop()
+        rss.wait_gone(30)
     assert proc.returncode == 0, log.read_text()[-5000:]
     return {"result": result, "log": log.read_text(), "text": text, "held": held, "rss": rss, "stop_s": stop_s,
             "final": json.loads(out.read_text())}

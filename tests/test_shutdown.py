@@ -8,8 +8,8 @@ tree has exited:
 - Ctrl-C: SIGINT to the whole process group, as a terminal delivers it;
 - engine dead: SIGKILL to the EngineCore while serving; vLLM's watchdog (5 s period) stops the API server.
 
-The bound is EXIT_BOUND_S with VLLM_W2EXT_SHUTDOWN_TIMEOUT_S=2: each process flushes at most twice
-(shutdown hook, then at exit) for at most the timeout each, plus vLLM's own teardown. (vLLM 0.32's
+The bound is EXIT_BOUND_S with VLLM_W2EXT_SHUTDOWN_TIMEOUT_S=2: each process flushes (shutdown hook, then at
+exit) for at most the timeout in all, plus vLLM's own teardown. (vLLM 0.32's
 `vllm serve` stops its EngineCore and worker with timeout 0 - SIGTERM then SIGKILL - so in practice the
 front end's bounded flush at exit is what the plugin adds. With VLLM_W2EXT_SHUTDOWN_TIMEOUT_S=20 the
 SIGTERM case took 21.5 s instead of ~4.5 s: the bound, not luck, keeps the exit short.)"""

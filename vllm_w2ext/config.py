@@ -161,7 +161,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRACE_MAX_MB", "512", _int_range(1, 1_000_000),
             "Size cap of one process's trace file; beyond it ranges are dropped and counted."),
     Setting("SHUTDOWN_TIMEOUT_S", "5", _float_range(0.0, 600.0),
-            "Upper bound on flushing exporters when a process exits."),
+            "Upper bound on flushing exporters when a process exits, all waits together; an EngineCore or "
+            "worker waits at most 3.5 s (vLLM force-kills it 5 s after its SIGTERM)."),
     Setting("CAPTURE_CONTENT", "0", _flag,
             "Opt-in: attach the prompt text to request spans. Off by default: prompts may hold personal "
             "data. Token counts are always attached; token ids and completions never are."),

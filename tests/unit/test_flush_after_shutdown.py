@@ -62,3 +62,47 @@ def test_no_write_to_the_pipes_descriptor_after_shutdown(tmp_path, caplog):
         os.close(fd)
     assert path.read_bytes() == b""
     assert [r.getMessage() for r in caplog.records] == []
+
+
+class SlowTarget:
+    """Stands for the export process behind a slow collector: each flush and the shutdown take all the time given."""
+
+    def __init__(self):
+        self.waits = []
+
+    def flush(self, timeout_s):
+        self.waits.append(("flush", round(timeout_s, 1)))
+
+    def shutdown(self, timeout_s):
+        self.waits.append(("shutdown", round(timeout_s, 1)))
+
+    def __getattr__(self, name):                   # the rest of a sink's calls (consume, tick, ...): nothing to do
+        return lambda *a, **k: None
+
+
+def test_the_exit_flush_and_the_shutdown_share_one_budget(monkeypatch):
+    """vLLM force-kills an EngineCore or worker 5 s after its SIGTERM: the flush at the start of its shutdown
+    (hooks.lifecycle) and the pipeline's shutdown at exit wait ``budget`` together, never more than
+    VLLM_W2EXT_SHUTDOWN_TIMEOUT_S; a second exit flush does not start the clock again. Planted clock: 1 s per
+    flush."""
+    from vllm_w2ext.hooks import lifecycle
+    from vllm_w2ext.telemetry import pipeline
+    now = [100.0]
+    monkeypatch.setattr(pipeline.time, "monotonic", lambda: now[0])
+    p = Pipeline(config.Settings(shutdown_timeout_s=5.0))
+    p.chain = target = SlowTarget()
+    p.exit_flush(lifecycle.EXIT_BUDGET_S)
+    now[0] += 1.0
+    p.exit_flush(lifecycle.EXIT_BUDGET_S)
+    now[0] += 1.0
+    p.shutdown()
+    assert target.waits == [("flush", 3.5), ("flush", 2.5), ("shutdown", 1.5)]
+    q = Pipeline(config.Settings(shutdown_timeout_s=2.0))      # a smaller setting bounds the budget
+    q.chain = target = SlowTarget()
+    q.exit_flush(lifecycle.EXIT_BUDGET_S)
+    q.shutdown()
+    assert target.waits == [("flush", 2.0), ("shutdown", 2.0)]
+    r = Pipeline(config.Settings(shutdown_timeout_s=5.0))      # no exit flush (the front end): its own timeout
+    r.chain = target = SlowTarget()
+    r.shutdown()
+    assert target.waits == [("shutdown", 5.0)]

@@ -58,6 +58,7 @@ class Pipeline:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._exit_deadline: float | None = None   # monotonic: set by the first flush at exit (exit_flush)
         self._last_cost = None
         self._stats_due = 0.0              # perf_counter time the own counters are next sent
         self._faults_sent = 0              # selfcost.faults when they were last sent (a new fault goes at once)
@@ -206,11 +207,21 @@ class Pipeline:
         if target is not None:
             target.flush(timeout_s)
 
+    def exit_flush(self, budget_s: float) -> None:
+        """The flush at the start of a process's shutdown (``hooks.lifecycle``): it and the ``shutdown`` at exit
+        that follows wait ``budget_s`` in all (at most ``VLLM_W2EXT_SHUTDOWN_TIMEOUT_S``), not each its own."""
+        if self._closed:
+            return
+        budget_s = min(budget_s, self.settings.shutdown_timeout_s)
+        if self._exit_deadline is None:
+            self._exit_deadline = time.monotonic() + budget_s
+        self.flush(max(0.0, self._exit_deadline - time.monotonic()))
+
     def shutdown(self) -> None:
         if self._closed or os.getpid() != self.pid:
             return
         self._closed = True
-        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        deadline = self._exit_deadline or time.monotonic() + self.settings.shutdown_timeout_s
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -269,6 +280,13 @@ def flush_if_started(timeout_s: float | None = None) -> None:
     p = _pipeline
     if p is not None:
         p.flush(timeout_s)
+
+
+def exit_flush_if_started(budget_s: float) -> None:
+    """``Pipeline.exit_flush`` of this process's pipeline, if it has one."""
+    p = _pipeline
+    if p is not None:
+        p.exit_flush(budget_s)
 
 
 def recorder() -> Recorder:
