@@ -238,16 +238,16 @@ def _null_front(pair) -> str | None:
     return ".".join(NULL_TARGET[1:])
 
 
-class TimedFrees(list):
-    """Stands for ``GpuTimer.spent`` (``hooks/gpu_timing.py``), which is ``end_event.RECYCLED``: the borrowed end
-    events the export thread resolved, which vLLM's constructor hands out again (``hooks/end_event.py``) and vLLM's
-    thread frees beyond ``MAX_SPENT`` at its next ``stop`` (inside the worker's ``sample_tokens`` post). That free is
-    timed (``__delitem__``), so the hook's figure can say how much of it is freeing events (``event_free`` in the
-    output; already inside the hook's own time); ``take`` also reads how many events vLLM's constructor made rather
-    than took again (``end_event.MADE``: stock vLLM makes and frees one every step)."""
+class TimedFrees:
+    """Times ``GpuTimer.free_oldest`` (``hooks/gpu_timing.py``): vLLM's thread freeing the resolved borrowed end events
+    beyond ``MAX_SPENT`` at its next ``stop`` (inside the worker's ``sample_tokens`` post); vLLM's constructor hands
+    the others out again (``hooks/end_event.py``). So the hook's figure can say how much of it is freeing events
+    (``event_free`` in the output; already inside the hook's own time); ``take`` also reads how many events vLLM's
+    constructor made rather than took again (``end_event.MADE``: stock vLLM makes and frees one every step). Older
+    trees in A/B arms free every resolved event at each stop (``spent.clear()``) and have no ``free_oldest``: there
+    the list's ``clear`` is timed instead (``_ClearTimed``)."""
 
     def __init__(self, window: Window):
-        super().__init__()
         self.window = window
         self.ns = self.calls = self.freed = self.steady_ns = 0
         self.made = self._made()
@@ -257,19 +257,19 @@ class TimedFrees(list):
         from vllm_w2ext.hooks import end_event
         return getattr(end_event, "MADE", [0])[0]  # (older trees in A/B arms: none counted)
 
-    def __delitem__(self, key) -> None:
-        n = len(self)
-        t = time.perf_counter_ns()
-        super().__delitem__(key)
-        d = time.perf_counter_ns() - t
-        self.ns += d
-        self.calls += 1
-        self.freed += n - len(self)
-        if self.window.on:
-            self.steady_ns += d
-
-    def clear(self) -> None:                       # (older trees in A/B arms free them all at each stop)
-        del self[:]
+    def timed(self, fn, n_of=lambda got: got):
+        """``fn`` timed into these counters; ``n_of(result)``: the events it freed."""
+        def run(*a):
+            t = time.perf_counter_ns()
+            got = fn(*a)
+            d = time.perf_counter_ns() - t
+            self.ns += d
+            self.calls += 1
+            self.freed += n_of(got)
+            if self.window.on:
+                self.steady_ns += d
+            return got
+        return run
 
     def take(self) -> tuple[int, int, int, int, int]:
         made = self._made()
@@ -279,19 +279,29 @@ class TimedFrees(list):
         return got
 
 
+class _ClearTimed(list):
+    """An older tree's ``spent`` list whose ``clear`` (every resolved event freed at each stop) is timed."""
+
+    def __init__(self, items, frees: TimedFrees):
+        super().__init__(items)
+        self._clear = frees.timed(lambda n: super(_ClearTimed, self).clear() or n)
+
+    def clear(self) -> None:
+        if self:
+            self._clear(len(self))
+
+
 def _timed_frees(window: Window) -> TimedFrees | None:
-    """Put a ``TimedFrees`` in place of the worker timer's ``spent`` list, and of ``end_event.RECYCLED`` (the same
-    list, which the constructor reads) where there is one (None: no timer here, as on the CPU)."""
-    from vllm_w2ext.hooks import end_event, worker
+    """Time the worker timer's frees of resolved end events (None: no timer here, as on the CPU)."""
+    from vllm_w2ext.hooks import worker
     timer = worker.S.timer
     if timer is None:
         return None
     frees = TimedFrees(window)
-    frees.extend(timer.spent)
-    if getattr(end_event, "RECYCLED", None) is timer.spent:
-        end_event.RECYCLED = frees
-    timer.spent.clear()                            # the events' only other list: else never handed out again
-    timer.spent = frees
+    if hasattr(timer, "free_oldest"):
+        timer.free_oldest = frees.timed(timer.free_oldest)
+    else:
+        timer.spent = _ClearTimed(timer.spent, frees)
     return frees
 
 

@@ -112,8 +112,14 @@ def bare_event_torch():
     return t
 
 
-@pytest.fixture
-def recycled(monkeypatch):
+@pytest.fixture(params=["c", "python"])
+def recycled(monkeypatch, request):
+    """Each recycling test runs on the constructor in C (``_event_times.recycler``, where built) and on the Python
+    closure."""
+    if request.param == "c" and end_event._c_recycler is None:
+        pytest.skip("the C extension _event_times is not built here")
+    if request.param == "python":
+        monkeypatch.setattr(end_event, "_c_recycler", None)
     monkeypatch.setattr(end_event, "RECYCLED", [])
     monkeypatch.setattr(end_event, "MADE", [0])
     return end_event.RECYCLED
@@ -162,3 +168,37 @@ def test_detach_drops_the_recycled_events(module, recycled):
     recycled.append(m.AsyncOutput("s").copy_event)
     end_event.detach()
     assert recycled == []
+
+
+def test_other_calls_go_to_torch_as_they_are(recycled):
+    """Positional arguments or an interprocess event: torch's constructor as asked, nothing taken or counted."""
+    make = end_event.timing_torch(bare_event_torch()).cuda.Event
+    recycled.append(make(blocking=True))
+    assert end_event.MADE == [1]
+    ev = make(False, True)
+    assert (ev.timing, ev.blocking) == (False, True) and make(interprocess=True).timing is False
+    assert len(recycled) == 1 and end_event.MADE == [1]
+
+
+def test_the_c_constructor_keeps_and_loses_no_reference(recycled):
+    """Made, handed out again, refused while held elsewhere: the event's and the list's counts end where they began
+    (a reference kept would leak an event per step; one lost would free an event vLLM still holds)."""
+    if end_event._c_recycler is None:
+        pytest.skip("the python closure")
+    import gc
+    import weakref
+    make = end_event.timing_torch(bare_event_torch()).cuda.Event
+    recycled.append(make(blocking=True))
+    ref = weakref.ref(recycled[0])
+    list_refs = sys.getrefcount(recycled)
+    for _ in range(1000):
+        e = make(blocking=True)                    # taken off the list
+        assert e is ref() and recycled == []
+        recycled.append(e)
+        other = make(blocking=True)                # held by ``e`` as well: a new one is made
+        assert other is not e
+        del e, other
+    gc.collect()
+    counts = sys.getrefcount(recycled[0]), sys.getrefcount(recycled)    # before the asserts hold any of them
+    assert counts == (2, list_refs) and len(recycled) == 1 and recycled[0] is ref()
+    assert end_event.MADE == [1001]

@@ -25,24 +25,27 @@ def _engine_script():
 
 def test_the_free_of_resolved_end_events_is_timed_where_vllm_thread_does_it(gpu, monkeypatch):  # noqa: F811
     """Resolved events stay for vLLM's constructor (end_event) up to MAX_SPENT; beyond it vLLM's thread frees the
-    oldest at its next stop, timed; ``take`` counts them and the events the constructor made meanwhile."""
-    from vllm_w2ext.hooks import end_event, gpu_timing
+    oldest at its next stop (``free_oldest``), timed; ``take`` counts them and the events the constructor made
+    meanwhile. The timer's list stays the same object (the constructor holds it)."""
+    from vllm_w2ext.hooks import end_event, gpu_timing, worker
     hce = _engine_script()
     monkeypatch.setattr(gpu_timing, "MAX_SPENT", 1)
     monkeypatch.setattr(end_event, "MADE", [5])
     timer = make(gpu)
+    spent = timer.spent
+    monkeypatch.setattr(worker.S, "timer", timer)
     window = hce.Window(0, 100)
     window.on = True
-    frees = hce.TimedFrees(window)
-    timer.spent = frees
+    frees = hce._timed_frees(window)
     gpu.now = 99.0
     timer.stop(1, at(100.0), vllm_event(gpu))
     timer.stop(2, at(101.0), vllm_event(gpu))
     gpu.finish(100.5, 101.5)
     gpu.now = 102.0
-    assert len(samples(timer)) == 2 and len(frees) == 2 and frees.calls == 0   # resolved on the export thread
+    assert len(samples(timer)) == 2 and len(spent) == 2 and frees.calls == 0   # resolved on the export thread
     timer.stop(3, at(103.0), vllm_event(gpu))      # vLLM's thread: the oldest one freed here, timed
-    assert len(frees) == 1 and frees.calls == 1 and frees.freed == 1 and frees.ns > 0 and frees.steady_ns == frees.ns
+    assert timer.spent is spent and len(spent) == 1
+    assert frees.calls == 1 and frees.freed == 1 and frees.ns > 0 and frees.steady_ns == frees.ns
     timer.stop(4, at(104.0), vllm_event(gpu))      # none beyond the bound: no free, no call
     assert frees.calls == 1
     end_event.MADE[0] += 3                         # vLLM's constructor made three meanwhile
@@ -50,13 +53,16 @@ def test_the_free_of_resolved_end_events_is_timed_where_vllm_thread_does_it(gpu,
     assert (calls, freed, made) == (1, 1, 3) and ns == steady_ns > 0 and frees.take() == (0, 0, 0, 0, 0)
 
 
-def test_the_stand_in_takes_the_place_of_the_constructors_list(monkeypatch):
-    """In place of the timer's list and of ``end_event.RECYCLED`` (one list, which the constructor reads), with its
-    events moved over and the old list emptied (else it would hold them, and none would be handed out again)."""
-    from vllm_w2ext.hooks import end_event, worker
+def test_an_older_trees_clear_is_timed_instead(monkeypatch):
+    """An A/B arm of an older tree frees every resolved event at each stop (``spent.clear()``) and has no
+    ``free_oldest``: the list is replaced by one whose ``clear`` is timed, its events kept."""
+    from vllm_w2ext.hooks import worker
     hce = _engine_script()
-    old = ["resolved event"]
-    monkeypatch.setattr(end_event, "RECYCLED", old)
-    monkeypatch.setattr(worker.S, "timer", type("T", (), {"spent": old})())
+    old = type("OldTimer", (), {})()
+    old.spent = ["e1", "e2"]
+    monkeypatch.setattr(worker.S, "timer", old)
     frees = hce._timed_frees(hce.Window(0, 100))
-    assert end_event.RECYCLED is frees is worker.S.timer.spent and frees == ["resolved event"] and old == []
+    assert old.spent == ["e1", "e2"]
+    old.spent.clear()
+    old.spent.clear()                              # empty: nothing freed, no call
+    assert old.spent == [] and (frees.calls, frees.freed) == (1, 2)

@@ -222,9 +222,8 @@ class GpuTimer:
             anchor = self.new_anchor()
         if event is not None and self.borrow:
             e, own = event, False
-            spent = self.spent
-            if len(spent) > MAX_SPENT:          # not handed out as fast as resolved: the oldest freed here
-                del spent[:len(spent) - MAX_SPENT]
+            if len(self.spent) > MAX_SPENT:     # not handed out as fast as resolved: the oldest freed here
+                self.free_oldest()
         else:
             sid = self._current(self._device)
             if sid != self._sid:                # the first call, or vLLM switched streams
@@ -240,6 +239,15 @@ class GpuTimer:
             self.dropped += 1
         pending.append((e, step, launch_ns, anchor, self.fresh, own))
         self.fresh = False
+
+    def free_oldest(self) -> int:
+        """vLLM's thread: the resolved borrowed events beyond ``MAX_SPENT`` freed, oldest first (the list stays the
+        same object: vLLM's constructor holds it); how many."""
+        spent = self.spent
+        n = len(spent) - MAX_SPENT
+        if n > 0:
+            del spent[:n]
+        return max(n, 0)
 
     def forget_previous(self) -> None:
         """The hooks were paused: the paused steps ran unrecorded, so the next step must not measure its idle
