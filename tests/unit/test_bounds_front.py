@@ -271,7 +271,8 @@ def run_steps(monkeypatch, in_process: bool, n: int = 3, every: int = 1) -> tupl
                                                                                      vars(cls)[method])))
     bounds.MODE.use(runners)
     GATE.use(runners)
-    monkeypatch.setattr(bounds.MODE, "device_stop", worker._device_stop)
+    ws.device_stop = lambda step, launch, result: ws.timer.stop(step, launch)     # stop_by_result, no carrier
+    monkeypatch.setattr(bounds.MODE, "device_stop", ws.device_stop)
     if in_process:
         bounds.MODE.arrive(engine=True, worker=lambda: 0)
         bounds.MODE.start()

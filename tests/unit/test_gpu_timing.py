@@ -567,3 +567,47 @@ def test_the_c_call_keeps_and_loses_no_reference():
         g.elapsed = FakeGpu.elapsed.__get__(g)
         del pool, spent, out, pending, racing
     assert [sys.getrefcount(o) for o in objs] == before
+
+
+class Carrier:
+    """Stands for vLLM's AsyncOutput: the step's output that holds its end event."""
+
+    def __init__(self, event):
+        self.copy_event = event
+
+
+@pytest.mark.parametrize("case", ["carrier", "other result", "no anchor yet", "borrowing off", "queue full",
+                                  "spent full", "fresh after a pause"])
+def test_stop_by_result_does_what_stop_does(gpu, monkeypatch, case):
+    """``stop_by_result`` writes ``stop``'s borrowing out (one Python frame per step on vLLM's thread): for each
+    branch, the same pending entries, drops, records, anchors and freshness as ``stop`` given the same steps."""
+    import operator
+    monkeypatch.setattr(gpu_timing, "MAX_PENDING", 3)
+    monkeypatch.setattr(gpu_timing, "MAX_SPENT", 1)
+
+    def run(use_closure: bool):
+        g = FakeGpu(gpu.way)
+        monkeypatch.setattr(gpu_timing, "_wall", lambda: at(g.now))
+        timer = make(g)
+        by_result = timer.stop_by_result(Carrier, operator.attrgetter("copy_event"))
+        g.now = 99.0
+        if case != "no anchor yet":
+            timer.new_anchor()
+        if case == "borrowing off":
+            timer.borrow = False
+        if case == "spent full":
+            timer.spent.extend(["old1", "old2", "old3"])
+        if case == "fresh after a pause":
+            timer.fresh = False
+            timer.forget_previous()
+        for n in range(4 if case == "queue full" else 1):
+            ev = vllm_event(g)
+            result = Carrier(ev) if case != "other result" else object()
+            if use_closure:
+                by_result(n, at(100.0 + n), result)
+            else:
+                timer.stop(n, at(100.0 + n), ev if type(result) is Carrier else None)
+        shape = [(e is not None, step, launch, anchor[1], fresh, own) for e, step, launch, anchor, fresh, own in
+                 timer.pending]
+        return shape, len(g.records), g.anchors, timer.dropped, list(timer.spent), timer.fresh
+    assert run(True) == run(False)

@@ -220,6 +220,7 @@ def test_the_device_time_starts_at_the_forward_launch(hooks, runner, monkeypatch
     ticks = iter(range(1000, 10**9, 1000))              # the worker's own clock reads: each one later
     monkeypatch.setattr(worker, "_now", lambda: next(ticks))
     timer = worker.S.timer = _Timer()
+    monkeypatch.setattr(worker.S, "device_stop", lambda step, launch, result: timer.stop(step, launch))  # no carrier
     so = decode_output()
     setattr(so, STAMP, Stamp(1, 2, 7, 0, 0, 0, 0, 0, 0, 1))
     ex = worker._execute_pre(None, (so,), {})

@@ -240,6 +240,24 @@ class GpuTimer:
         pending.append((e, step, launch_ns, anchor, self.fresh, own))
         self.fresh = False
 
+    def stop_by_result(self, carrier, event_of):
+        """``stop(step, launch, result)``: the step's end as vLLM's sample left it, one Python frame per step. Where
+        ``result`` is a ``carrier`` (vLLM's output that holds its step-end event, ``end_event.CARRIER``), its event
+        (``event_of(result)``) is borrowed as ``stop`` borrows it, written out here; anything else goes through
+        ``stop`` (no carrier: the timer records its own; borrowing off, no anchor yet, a queue or the spent list
+        full). A unit test holds it to ``stop``'s result, branch by branch."""
+        pending, spent, timer_stop = self.pending, self.spent, self.stop
+
+        def stop(step: int, launch: int, result) -> None:
+            if type(result) is not carrier:
+                return timer_stop(step, launch)
+            anchor = self.anchor
+            if anchor is None or not self.borrow or len(pending) >= MAX_PENDING or len(spent) > MAX_SPENT:
+                return timer_stop(step, launch, event_of(result))
+            pending.append((event_of(result), step, launch, anchor, self.fresh, False))
+            self.fresh = False
+        return stop
+
     def free_oldest(self) -> int:
         """vLLM's thread: the resolved borrowed events beyond ``MAX_SPENT`` freed, oldest first (the list stays the
         same object: vLLM's constructor holds it); how many."""

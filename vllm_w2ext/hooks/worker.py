@@ -46,6 +46,7 @@ class _State:
         self.timer = None            # GpuTimer on CUDA workers
         self.gpu_step = None         # (step, wall clock ns at its execute_model) of the step awaiting its end event
         self.borrow = None           # the class whose sample_tokens results carry vLLM's timing end event (end_event)
+        self.device_stop = None      # timer.stop_by_result(borrow, ...): stop(step, launch, result)
         self.open = None             # the worker.execute_model range being recorded (forward's parent)
 
 
@@ -109,18 +110,9 @@ def _ensure_identity(worker) -> None:
             pipeline.get().add_poller(_poll_device, "device")
             if _speculative_config(worker) is None:   # else the drafter's GPU work runs after vLLM's event
                 S.borrow = CARRIER[0]
-            MODE.device_stop = _device_stop
+            MODE.device_stop = S.device_stop = S.timer.stop_by_result(S.borrow, CARRIER[1])
         S.identity_done = True
         MODE.arrive(worker=lambda: S.last_end)
-
-
-def _device_stop(step: int, launch: int, result) -> None:
-    """The GPU timer's stop for an execution read from bounds (``bounds.MODE``), as the worker's posts stop it:
-    vLLM's end event where its sample's result carries one."""
-    if type(result) is S.borrow:
-        S.timer.stop(step, launch, CARRIER[1](result))
-    else:
-        S.timer.stop(step, launch)
 
 
 def _speculative_config(worker):
@@ -226,10 +218,7 @@ def _sample_post(t0, result, error):
     if S.gpu_step is not None:
         step, launch = S.gpu_step
         S.gpu_step = None
-        if type(result) is S.borrow:            # vLLM recorded the step's end: its event (end_event)
-            S.timer.stop(step, launch, CARRIER[1](result))
-        else:
-            S.timer.stop(step, launch)
+        S.device_stop(step, launch, result)     # vLLM's end event where its output carries one (end_event)
 
 
 def _forward_launch_pre(eplb, args, kwargs):
