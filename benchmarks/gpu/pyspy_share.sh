@@ -48,16 +48,19 @@ if [ "${WARMUP:-0}" = 1 ]; then     # fill the kernel caches: an unsampled run, 
   python3 benchmarks/gpu/overhead_run.py --model "$MODEL" --pair 0 --arm plugin --dir /tmp/w2ext-pyspy/warmup \
     --timeout 400 > "$OUT/warmup.log" 2>&1
 fi
-stop_run() {   # the run's process group: TERM, up to 20 s to exit (vLLM's shutdown), then KILL
-  kill -TERM -- -"$RUN" 2>/dev/null || return 0
-  for _ in $(seq 40); do kill -0 -- -"$RUN" 2>/dev/null || return 0; sleep 0.5; done
-  kill -KILL -- -"$RUN" 2>/dev/null; return 0
+# the run's process group (its own where setsid is there, else the run alone): TERM, up to 20 s to exit (vLLM's
+# shutdown), then KILL
+if command -v setsid > /dev/null; then SETSID=setsid; G=-; else SETSID=; G=; fi
+stop_run() {
+  kill -TERM -- "$G$RUN" 2>/dev/null || return 0
+  for _ in $(seq 40); do kill -0 -- "$G$RUN" 2>/dev/null || return 0; sleep 0.5; done
+  kill -KILL -- "$G$RUN" 2>/dev/null; return 0
 }
 for S in $SAMPLES; do
   D="$KEEP/pyspy/s$S"; R=/tmp/w2ext-pyspy/s$S; rm -rf "$R" "$D"; mkdir -p "$D" "$R"
   # in a process group of its own, killed whole if this script is (a device call's `timeout` killed the shell once,
   # and the run's engine went on holding the GPU beside the next run: results/h100/issue19_c0b6aa4)
-  setsid python3 benchmarks/gpu/overhead_run.py --model "$MODEL" --pair 1 --arm plugin --sample "$S" --dir "$R" \
+  $SETSID python3 benchmarks/gpu/overhead_run.py --model "$MODEL" --pair 1 --arm plugin --sample "$S" --dir "$R" \
     --timeout 400 > "$D/run.log" 2>&1 &
   RUN=$!
   trap stop_run EXIT
