@@ -104,8 +104,8 @@ HOOK = '''def hook():
 
 def pace(log: list, t0: float, t1: float) -> float | None:
     """Seconds per step between t0 and t1 from the child's (time, steps) log, linear between entries."""
-    a, b = pyspy_share.at(log, t0), pyspy_share.at(log, t1)
-    return (t1 - t0) / (b[0] - a[0]) if a and b and b[0] > a[0] else None
+    n = pyspy_share.steps_between(log, t0, t1)
+    return (t1 - t0) / n if n else None
 
 
 def run_mode(spy: str, root: Path, a, rate: int, flags: list[str]) -> dict:

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import gzip
 import json
 import re
@@ -75,6 +76,7 @@ RUNNER_REL = "vllm_w2ext/hooks/runner.py"
 ROOT = Path(__file__).resolve().parents[2]      # this tree
 PACE_SPAN_S = 10.0      # seconds each side of a stopped window read for the step time the sampler did not slow,
 PACE_GAP_S = 2.0        # this far from its ends (two scrape intervals)
+THREAD_KEY = re.compile(r"thread \((\d+)\)")     # a py-spy thread's key in ``share``: "thread (TID): name"
 RUNNER = ROOT / RUNNER_REL
 RUNNER_FRAME = re.compile(r"\(" + re.escape(RUNNER_REL) + r":(\d+)\)$")   # a frame of the runner, its line
 
@@ -325,9 +327,10 @@ def main() -> int:
         if step and cpu:                           # each thread's share of its samples x its CPU per step
             steps = (window.get("ends", {}).get(name, window["end"]) - window["start"]) / step[0]
             threads, ns = s.get("threads", {}), cpu.get(name.rsplit("_", 1)[-1], {})
-            s["stop_cost_ms"] = round(stop_cost_ns(threads, ns) / 1e6, 1)
-            per = cpu_per_step_us(threads, ns, steps, stop_cost_ns(threads, ns))
-            for key, v in s.get("threads", {}).items():
+            stop_ns = stop_cost_ns(threads, ns)
+            s["stop_cost_ms"] = round(stop_ns / 1e6, 1)
+            per = cpu_per_step_us(threads, ns, steps, stop_ns)
+            for key, v in threads.items():
                 v["us_per_step"] = per.get(key)
             s["us_per_step"] = round(sum(per.values()), 2)
         elif step:
@@ -406,8 +409,10 @@ def step_seconds(run: dict, window: dict) -> tuple[float, str] | None:
     return (end - start) / (lat_part + thr_part), f"mixed ({100 * (lat_done - start) / (end - start):.0f} % latency)"
 
 
+@functools.lru_cache(maxsize=4)
 def scrape_points(scrape: Path) -> list[tuple]:
-    """[(time, executed steps, requests-per-step histogram's sum, its count)] of each scrape of the run's file."""
+    """[(time, executed steps, requests-per-step histogram's sum, its count)] of each scrape of the run's file, read
+    once per file (``window_steps`` and ``pace_around`` both read it; the list is not to be changed)."""
     sys.path.insert(0, str(ROOT))
     from vllm_w2ext.analysis.metrics.scrapes import (BATCH_REQUESTS, STEPS, read_scrapes, run_scrapes,
                                                      series_samples, total)
@@ -444,11 +449,18 @@ def pace_around(scrape: Path, window: dict, until: float, span: float = PACE_SPA
     seconds = steps = 0.0
     start, end = window["start"] - gap, window["end"] + gap
     for t0, t1 in ((start - span, start), (end, min(end + span, until))):
-        a, b = at(points, t0), at(points, t1)
-        if t1 > t0 and a is not None and b is not None and b[0] > a[0]:
+        n = steps_between(points, t0, t1)
+        if n:
             seconds += t1 - t0
-            steps += b[0] - a[0]
+            steps += n
     return seconds / steps if steps else None
+
+
+def steps_between(points: list[tuple], t0: float, t1: float) -> float | None:
+    """The first counter of ``points`` ([(time, counter, ...)], ``at``) from ``t0`` to ``t1``; None where the points do
+    not cover both, ``t1`` is not after ``t0`` or the counter did not grow."""
+    a, b = at(points, t0), at(points, t1)
+    return b[0] - a[0] if t1 > t0 and a is not None and b is not None and b[0] > a[0] else None
 
 
 def at(points: list[tuple], t: float) -> tuple | None:
@@ -508,7 +520,7 @@ def stop_cost_ns(threads: dict, cpu_ns: dict) -> int:
     on a CPU (no sample; ``threads`` as ``share`` keys them). Stopping a process and letting it go on wakes every
     thread in the kernel: on an H100 host, every idle thread of a fully traced EngineCore had 60-80 ms of CPU in a
     20 s window at 400 Hz (``results/h100/issue19_c0b6aa4``), ~8 µs a stop. 0 where every thread was sampled."""
-    seen = {m.group(1) for k in threads if (m := re.match(r"thread \((\d+)\)", k))}
+    seen = {m.group(1) for k in threads if (m := THREAD_KEY.match(k))}
     idle = sorted(ns for tid, ns in cpu_ns.items() if tid not in seen)
     return idle[len(idle) // 2] if idle else 0
 
@@ -516,12 +528,13 @@ def stop_cost_ns(threads: dict, cpu_ns: dict) -> int:
 def cpu_per_step_us(threads: dict, cpu_ns: dict, steps: float, stop_ns: int = 0) -> dict:
     """{thread key: µs per engine step}: each sampled thread's share of its own samples x its CPU time in the window,
     less what the sampler's stops cost it (``stop_ns``, ``stop_cost_ns``), over the window's steps (``threads``:
-    ``share``'s per-thread counts, keyed ``thread (TID): name``; ``cpu_ns``: {tid: ns}, ``cpu_in_window``). Valid
-    however much the sampler slowed the process: a stopped thread's CPU does not grow, and the share is of the
-    samples it was on a CPU in. Threads with no CPU reading are left out."""
+    ``share``'s per-thread counts, keyed ``thread (TID): name``; ``cpu_ns``: {tid: ns}, ``cpu_in_window``). A stopped
+    thread's CPU does not grow, and the share is of the samples it was on a CPU in; what the stops still cost a
+    running thread beyond the idle threads' median stays in (the planted case read 0.82-1.00 of its answer at a x2
+    slowdown, 1.13-1.62 at x10). Threads with no CPU reading are left out."""
     out = {}
     for key, v in threads.items():
-        m = re.match(r"thread \((\d+)\)", key)
+        m = THREAD_KEY.match(key)
         ns = cpu_ns.get(m.group(1)) if m else None
         if ns is not None and v["samples"] and steps > 0:
             out[key] = round(v["plugin_samples"] / v["samples"] * max(ns - stop_ns, 0) / 1e3 / steps, 2)
