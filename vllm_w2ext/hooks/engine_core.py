@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from concurrent.futures import Future
 
 from vllm_w2ext import config
@@ -54,6 +55,8 @@ class _State:
         self.facts = None                  # StepFacts of the open step (None: nothing scheduled; None after every step)
         self.finished: list = []           # Finished of each request freed since the last step ended
         self.sched = None                  # the Scheduler (queue lengths at step end)
+        self.waiting_type = None           # the type of its waiting queue, and how to count it (``_count_waiting``)
+        self.waiting_len = len
         self.pending = 0                   # requests running or waiting when the previous step ended
         self.identity_done = False
         self.all_links = False             # VLLM_W2EXT_STEP_LINKS=all: ship every scheduled id
@@ -113,7 +116,7 @@ def _read_facts(so) -> tuple:
     """The StepFacts of a scheduled batch (``read_step`` with the scheduler's state); keeps the requests
     still prefilling and those preempted (work proportional to the requests that changed)."""
     sched = S.sched
-    facts = read_step(so, sched.requests, len(sched.running), len(sched.waiting), S.all_links, S.prefilling,
+    facts = read_step(so, sched.requests, len(sched.running), S.waiting_len(sched.waiting), S.all_links, S.prefilling,
                       S.preempted)
     preempted, resumed, new, first = facts[FACTS_PREEMPTED], facts[FACTS_RESUMED], facts[FACTS_NEW], facts[FACTS_FIRST]
     if preempted or resumed:
@@ -123,6 +126,16 @@ def _read_facts(so) -> tuple:
         S.prefilling.update(n[0] for n in new)
         S.prefilling.difference_update(first)
     return facts
+
+
+def _count_waiting(queue) -> None:
+    """How the hooks count the scheduler's waiting queue (``S.waiting_len``), once per queue type: vLLM's FCFS queue
+    is a deque whose ``__len__`` is a Python method (``super().__len__()``: a frame and a super object on each of the
+    two or three counts per step, 4 of the EngineCore main thread's 85 plugin samples per step at batch 1 and 6 of 49 at
+    510 requests per step on an H100 host, results/h100/issue19_df1e1b6), so a deque is counted by deque's own
+    ``__len__``: the number of requests in it. Any other queue (the priority queue's heap) by ``len``."""
+    S.waiting_type = type(queue)
+    S.waiting_len = deque.__len__ if isinstance(queue, deque) else len
 
 
 def _forget(finished) -> None:
@@ -282,7 +295,7 @@ def _step_post(r, result, error):
         finished, S.finished = tuple(S.finished), []
         _forget(finished)
     sched = S.sched
-    S.pending = len(sched.running) + len(sched.waiting) if sched is not None else 1
+    S.pending = len(sched.running) + S.waiting_len(sched.waiting) if sched is not None else 1
     light = S.light_executed
     skipped = (light, S.step - S.last_recorded - 1 - light, S.light_tokens)                   # SkippedSteps
     S.last_recorded = S.step
@@ -322,6 +335,8 @@ def _step_post(r, result, error):
 
 def _schedule_pre(sched, args, kwargs):
     S.sched = sched
+    if type(sched.waiting) is not S.waiting_type:
+        _count_waiting(sched.waiting)
     if S.light:
         return LIGHT                               # not None, so that post runs: it looks at the batch
     if PHASE_MARKS[0]:
@@ -372,7 +387,7 @@ def _schedule_post(t0, so, error):
                                    or S.all_links)):
         sched = S.sched
         S.facts = (total, 0, total, (), (), 0, len(so.finished_req_ids), (), (), None, len(sched.running),  # StepFacts
-                   len(sched.waiting))
+                   S.waiting_len(sched.waiting))
     else:
         S.facts = _read_facts(so)
 
