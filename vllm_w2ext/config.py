@@ -83,6 +83,10 @@ class Setting:
     doc: str
 
 
+# What an EngineCore or worker process waits for the exporters in all at its shutdown (hooks/lifecycle.py says why),
+# within SHUTDOWN_TIMEOUT_S
+EXIT_BUDGET_S = 3.5
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("", "0", _flag, "Master switch (`VLLM_W2EXT`). Unset or 0: nothing is patched or started."),
     Setting("OTLP", "auto", _choice("auto", "on", "off"),
@@ -162,7 +166,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Size cap of one process's trace file; beyond it ranges are dropped and counted."),
     Setting("SHUTDOWN_TIMEOUT_S", "5", _float_range(0.0, 600.0),
             "Upper bound on flushing exporters when a process exits, all waits together; an EngineCore or "
-            "worker waits at most 3.5 s (vLLM force-kills it 5 s after its SIGTERM)."),
+            f"worker waits at most {EXIT_BUDGET_S:g} s (vLLM force-kills it 5 s after its SIGTERM)."),
     Setting("CAPTURE_CONTENT", "0", _flag,
             "Opt-in: attach the prompt text to request spans. Off by default: prompts may hold personal "
             "data. Token counts are always attached; token ids and completions never are."),

@@ -12,11 +12,10 @@ machine an EngineCore outlasted the 5 s, and vLLM's force-kill raised out of its
 (psutil.NoSuchProcess in ``kill_process_tree``)."""
 from __future__ import annotations
 
+from vllm_w2ext.config import EXIT_BUDGET_S
 from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.telemetry.pipeline import exit_flush_if_started
 from vllm_w2ext.vocab import ENGINE, WORKER
-
-EXIT_BUDGET_S = 3.5
 
 
 def _flush_pre(instance, args, kwargs):
