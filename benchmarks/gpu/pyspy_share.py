@@ -359,6 +359,18 @@ def main() -> int:
         ref = f"; unslowed step {unslowed[0] * 1e3:.3f} ms from {unslowed[1]}" if unslowed else ""
         print(f"vLLM's processes together: {doc['vllm_processes_us_per_step']} us of plugin work per engine step"
               f" ({where}, {step[0] * 1e3:.3f} ms per step{reqs}; {conversion}{ref})")
+    if scrape and window:
+        # target 3: the plugin's own counters beside the samples; outside a latency window (no sampler slowing the
+        # process, the reference the samples' ticks x unslowed step reads against), and inside the window
+        lat_done = ((run or {}).get("results", {}).get("latency") or {}).get("done_t")
+        doc["self_cost_counters"] = {
+            "outside": counters_per_step(scrape, around(window, lat_done))
+            if lat_done and window["end"] <= lat_done else None,
+            "inside": counters_per_step(scrape, [(window["start"], window["end"])])}
+        for where, c in doc["self_cost_counters"].items():
+            if c:
+                print(f"the plugin's own counters {where} the window, us per engine step: " + "; ".join(
+                    f"{role} " + ", ".join(f"{k} {v}" for k, v in cs.items()) for role, cs in c.items()))
     (a.json or a.dir / "share.json").write_text(json.dumps(doc, indent=1))
     return 0
 
@@ -447,13 +459,58 @@ def pace_around(scrape: Path, window: dict, until: float, span: float = PACE_SPA
     step ran in them. The reference step of a stopped window's latency task (``unslowed``)."""
     points = scrape_points(scrape)
     seconds = steps = 0.0
-    start, end = window["start"] - gap, window["end"] + gap
-    for t0, t1 in ((start - span, start), (end, min(end + span, until))):
+    for t0, t1 in around(window, until, span, gap):
         n = steps_between(points, t0, t1)
         if n:
             seconds += t1 - t0
             steps += n
     return seconds / steps if steps else None
+
+
+# The plugin's own self-cost counters (issue #19's target 3), per role, read beside the samples
+SELF_COST = (("hooks_self", "vllm_w2ext_hook_self_seconds_total"), ("hooks_cpu", "vllm_w2ext_hook_cpu_seconds_total"),
+             ("export_thread_cpu", "vllm_w2ext_export_thread_cpu_seconds_total"))
+
+
+@functools.lru_cache(maxsize=4)
+def counter_points(scrape: Path) -> tuple[tuple[str, ...], list[tuple]]:
+    """(keys, [(time, executed steps, counter per key...)]) of each scrape of the run's file: the keys are
+    "role:counter" of ``SELF_COST`` for every role the file names (not to be changed: cached)."""
+    sys.path.insert(0, str(ROOT))
+    from vllm_w2ext.analysis.metrics.scrapes import STEPS, read_scrapes, run_scrapes, series_samples, total
+    names = (STEPS, *(m for _, m in SELF_COST))
+    scrapes = [(t, series_samples(text, names)) for t, text in run_scrapes(read_scrapes(str(scrape)))]
+    roles = sorted({lab.get("role", "") for _, ss in scrapes for n, lab, _ in ss if n != STEPS})
+    keys = tuple(f"{r}:{k}" for r in roles for k, _ in SELF_COST)
+    return keys, [(t, total(ss, STEPS, executed="true"),
+                   *(total(ss, m, role=r) for r in roles for _, m in SELF_COST)) for t, ss in scrapes]
+
+
+def counters_per_step(scrape: Path, spans) -> dict:
+    """{role: {counter: us per executed engine step}} of the plugin's self-cost counters over ``spans`` ([(t0, t1)],
+    pooled), read as ``at`` reads the step counter; {} where no span holds a step. The counters come from the
+    processes' metric snapshots (every ~1 s), so a span's ends lag by up to a snapshot interval."""
+    keys, points = counter_points(scrape)
+    steps, grown = 0.0, [0.0] * len(keys)
+    for t0, t1 in spans:
+        a, b = at(points, t0), at(points, t1)
+        if t1 <= t0 or a is None or b is None or b[0] <= a[0]:
+            continue
+        steps += b[0] - a[0]
+        grown = [g + (y - x) for g, x, y in zip(grown, a[1:], b[1:])]
+    out: dict = {}
+    for key, g in zip(keys, grown):
+        if steps:
+            role, name = key.split(":", 1)
+            out.setdefault(role, {})[name] = round(g / steps * 1e6, 2)
+    return out
+
+
+def around(window: dict, until: float, span: float = PACE_SPAN_S, gap: float = PACE_GAP_S) -> list[tuple]:
+    """The spans just outside a window that ``pace_around`` reads: ``span`` seconds ending ``gap`` before its start
+    and those starting ``gap`` after its end, up to ``until``."""
+    start, end = window["start"] - gap, window["end"] + gap
+    return [(start - span, start), (end, min(end + span, until))]
 
 
 def steps_between(points: list[tuple], t0: float, t1: float) -> float | None:

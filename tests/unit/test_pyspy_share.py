@@ -290,3 +290,34 @@ def test_thread_cpu_gives_per_step_figures_a_stopping_sampler_cannot_inflate():
     import threading
     me = pyspy_share.thread_cpu_ns([os.getpid(), 2**22 + 7])    # a pid that does not run: left out
     assert list(me) == [str(os.getpid())] and me[str(os.getpid())][str(threading.get_native_id())] > 0
+
+
+def test_self_cost_counters_are_read_per_step_where_the_samples_are(tmp_path):
+    """Planted: 500 steps a second, 200 inside the window t=15 to 25; the EngineCore's hooks grow by 25 µs a step
+    outside the window and 60 inside it (the stops land in timed hook calls too), its export thread by 5 µs a step;
+    the front end's hooks by 10. Read outside the window (the spans ``pace_around`` reads) and inside it."""
+    import gzip
+    lab = 'engine="0",pp_rank="na",rank="na",tp_rank="na"'
+    text, steps, hooks, export, front = [], 0, 0.0, 0.0, 0.0
+    for t in range(0, 41):
+        text.append(f"# SCRAPE {t}\n"
+                    f'vllm_w2ext_engine_steps_total{{{lab},role="engine_core",executed="true"}} {steps}\n'
+                    f'vllm_w2ext_hook_self_seconds_total{{{lab},role="engine_core"}} {hooks}\n'
+                    f'vllm_w2ext_hook_cpu_seconds_total{{{lab},role="engine_core"}} {hooks}\n'
+                    f'vllm_w2ext_export_thread_cpu_seconds_total{{{lab},role="engine_core"}} {export}\n'
+                    f'vllm_w2ext_hook_self_seconds_total{{{lab},role="frontend"}} {front}\n')
+        n = 200 if 15 <= t < 25 else 500
+        steps += n
+        hooks += n * (60e-6 if 15 <= t < 25 else 25e-6)
+        export += n * 5e-6
+        front += n * 10e-6
+    path = tmp_path / "run.prom.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("".join(text))
+    w = {"start": 15.0, "end": 25.0}
+    out = pyspy_share.counters_per_step(path, pyspy_share.around(w, 40.0))
+    assert out == {"engine_core": {"hooks_self": 25.0, "hooks_cpu": 25.0, "export_thread_cpu": 5.0},
+                   "frontend": {"hooks_self": 10.0, "hooks_cpu": 0.0, "export_thread_cpu": 0.0}}
+    inside = pyspy_share.counters_per_step(path, [(15.0, 25.0)])
+    assert inside["engine_core"]["hooks_self"] == 60.0 and inside["frontend"]["hooks_self"] == 10.0
+    assert pyspy_share.counters_per_step(path, [(50.0, 60.0)]) == {}          # past the scrapes: nothing read
