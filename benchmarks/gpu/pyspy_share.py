@@ -76,6 +76,7 @@ RUNNER_REL = "vllm_w2ext/hooks/runner.py"
 ROOT = Path(__file__).resolve().parents[2]      # this tree
 PACE_SPAN_S = 10.0      # seconds each side of a stopped window read for the step time the sampler did not slow,
 PACE_GAP_S = 2.0        # this far from its ends (two scrape intervals)
+STACKS_FILE = re.compile(r".+_\d+\.txt(\.gz)?$")   # a process's stacks, "<role>_<pid>.txt[.gz]" (not share_*.txt)
 THREAD_KEY = re.compile(r"thread \((\d+)\)")     # a py-spy thread's key in ``share``: "thread (TID): name"
 RUNNER = ROOT / RUNNER_REL
 RUNNER_FRAME = re.compile(r"\(" + re.escape(RUNNER_REL) + r":(\d+)\)$")   # a frame of the runner, its line
@@ -295,7 +296,7 @@ def main() -> int:
     lines, fronts = handoff_lines(source), front_frames(source)
     src = source_lines(a.source)
     shares = {p.name.split(".txt")[0]: share(read(p), a.top, lines, fronts, src)
-              for p in sorted([*a.dir.glob("*_*.txt"), *a.dir.glob("*_*.txt.gz")])}
+              for p in sorted(a.dir.iterdir()) if STACKS_FILE.match(p.name)}
     if step and not any(s["engine_core"] for s in shares.values()):
         # no sample of the EngineCore's busy loop: the engine was not stepping yet (a cold machine compiles
         # kernels well into the first latency iterations), so a step rate would not describe the samples
