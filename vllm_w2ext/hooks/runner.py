@@ -48,8 +48,9 @@ from vllm_w2ext.telemetry.recording import PHASE_MARKS, fork_safe_random
 
 try:
     from vllm_w2ext.hooks._cfront import Front as CFront    # the front in C, where it was built
+    from vllm_w2ext.hooks._cfront import clock as _front_clock
 except ImportError:                                         # pragma: no cover - the Python front alone
-    CFront = None
+    CFront = _front_clock = None
 
 log = logging.getLogger("vllm_w2ext")
 _KEEP = {"": 0, "arg": 1, "result": 2}                  # Hook.bounds_keep as CFront takes it
@@ -300,6 +301,7 @@ class HookRunner:
             front = CFront(fn, front, self, PHASE_MARKS, bounds.append if bounds is not None else None,
                            _KEEP[self.spec.bounds_keep], exact[-1] if exact[-1] != "None" else None, self.pre,
                            self.post, layout, _NO_KWARGS)
+            selfcost.add_front(front, _front_clock)
         functools.update_wrapper(front, fn)
         front.__w2ext_runner__ = self
         return front

@@ -310,6 +310,8 @@ class StepMetrics:
                                ("hook_wall", cost.hook_cpu_s + cost.hook_gil_wait_s, self.hook_self),
                                ("hook_cpu", cost.hook_cpu_s, self.hook_cpu),
                                ("hook_wait", cost.hook_gil_wait_s, self.hook_wait),
+                               ("hook_direct", cost.hook_direct_s, self.hook_direct),
+                               ("hook_direct_calls", cost.hook_direct_calls, self.hook_direct_calls),
                                ("process_cpu", process_cpu_s, self.process_cpu)):
             inst.child(lab)                       # exists (at 0) before anything goes wrong
             delta = val - self._seen.get(key, 0)

@@ -91,6 +91,8 @@ class SelfCost(NamedTuple):
     export_flushes: int = 0   # the export thread's flushes (wakes and explicit flushes) so far
     export_holds: tuple = ()  # the GIL hold of each of the last flushes (s, at most HOLDS_KEPT, the last one the
                               # export_flushes-th): upper bounds of the stalls it imposed at once
+    hook_direct_s: float = 0.0   # the hooks' calls the C fronts took, every one timed (selfcost.direct)
+    hook_direct_calls: int = 0
 
 
 HOLDS_KEPT = 64               # SelfCost.export_holds: the last flushes' holds sent with the own counters (~1 s apart)

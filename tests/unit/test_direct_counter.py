@@ -1,0 +1,105 @@
+"""The direct self-cost counter: each C front (``hooks/_cfront.c``) times every call it takes itself, pre and post
+(a bounds hook's clock reads and append), never vLLM's method; ``selfcost.direct`` sums the fronts and the metrics
+count it (``vllm_w2ext_hook_direct_seconds_total``, ``..._calls_total``). Planted: a method, a ``pre`` and a ``post``
+that spin known times (the method far longer, so that any of it in the figure shows); calls passed on to the Python
+front (marks wanted, the sampled counters' timed call) are not counted. The spins are wall time, so a preempted
+call reads longer, never shorter: the bounds below allow for that one way only."""
+import statistics
+import time
+
+import pytest
+
+from vllm_w2ext import config
+from vllm_w2ext.hooks.bounds import buffer as bounds_buffer
+from vllm_w2ext.hooks.runner import CFront, HookRunner
+from vllm_w2ext.hooks.spec import Hook
+from vllm_w2ext.telemetry import selfcost
+from vllm_w2ext.telemetry.metrics import StepMetrics
+from vllm_w2ext.telemetry.pipeline import Pipeline
+
+_cfront = pytest.importorskip("vllm_w2ext.hooks._cfront", reason="the C front is not built")
+
+METHOD_US, PRE_US, POST_US = 3000, 300, 500
+CALLS = 20
+
+
+def spin(us: int) -> None:
+    end = time.perf_counter_ns() + us * 1000
+    while time.perf_counter_ns() < end:
+        pass
+
+
+class Target:
+    def method(self, so, out=None):
+        spin(METHOD_US)
+        return so
+
+
+def ns_of(ticks: int) -> float:
+    (t0, n0), (t1, n1) = _cfront.clock()
+    return ticks * (n1 - n0) / (t1 - t0)
+
+
+def front_of(spec: Hook, **runner_state) -> tuple:
+    r = HookRunner(spec)
+    r.left = 1 << 30                    # no sampled (timed) call unless the test asks for one
+    for k, v in runner_state.items():
+        setattr(r, k, v)
+    front = r.bind(vars(Target)["method"])
+    assert type(front) is CFront
+    return r, front
+
+
+def test_every_call_is_timed_pre_and_post_and_not_the_method(no_marks):
+    _, front = front_of(Hook("t.direct", __name__, "Target.method", lambda i, a, k: spin(PRE_US) or 1,
+                             lambda st, res, err: spin(POST_US)))
+    before = selfcost.direct()
+    each = []
+    for i in range(CALLS):
+        spent = front.spent
+        assert front(Target(), i) == i
+        each.append(front.spent - spent)
+    assert front.calls == CALLS
+    per_call = ns_of(statistics.median(each)) / 1e3           # a call preempted past a spin's end reads longer
+    assert PRE_US + POST_US <= per_call * 1.02 and per_call < PRE_US + POST_US + METHOD_US / 2, per_call
+    ns, calls = selfcost.direct()                  # the process's fronts summed, this one's among them
+    assert calls - before[1] == CALLS and ns >= before[0] + ns_of(front.spent) * 0.98
+
+
+def test_a_bounds_hooks_calls_are_timed_without_the_method(no_marks):
+    buf = bounds_buffer()
+    r, front = front_of(Hook("t.direct_bounds", __name__, "Target.method", lambda i, a, k: None,
+                             lambda st, res, err: None, bounds=buf, bounds_keep="arg"))
+    r.set_bounds(True, True)
+    for i in range(CALLS):
+        assert front(Target(), i) == i
+    assert buf[-1][2] == CALLS - 1 and front.calls == CALLS       # (the buffer keeps the last few)
+    assert 0 < ns_of(front.spent) / CALLS / 1e3 < METHOD_US / 4      # its clock reads and append only
+
+
+def test_calls_passed_to_the_python_front_are_not_counted(no_marks):
+    r, front = front_of(Hook("t.direct_slow", __name__, "Target.method", lambda i, a, k: 1,
+                             lambda st, res, err: None))
+    no_marks[0] = True                             # marks wanted: every call through the Python front
+    front(Target(), 1)
+    assert front.calls == 0 and front.spent == 0
+    no_marks[0] = False
+    r.left = 1                                     # the countdown's timed call: the Python front's
+    front(Target(), 2)
+    assert front.calls == 0
+    front(Target(), 3)                             # the next one is the front's again
+    assert front.calls == 1 and front.spent > 0
+
+
+def test_the_direct_counter_goes_out_with_the_own_counters():
+    p = Pipeline(config.Settings())
+    cost = p.self_cost()
+    ns, calls = selfcost.direct()
+    assert cost.hook_direct_calls <= calls and abs(cost.hook_direct_s - ns / 1e9) < 1 and cost.hook_direct_s >= 0
+    m = StepMetrics()
+    planted = cost._replace(hook_direct_s=0.25, hook_direct_calls=1000)
+    m.self_cost("engine_core", planted)
+    m.self_cost("engine_core", planted)            # the same report again: counted once
+    fams = {f.name: f for f in m.registry.collect()}
+    assert [s.value for s in fams["vllm_w2ext_hook_direct_seconds"].samples if s.name.endswith("_total")] == [0.25]
+    assert [s.value for s in fams["vllm_w2ext_hook_direct_calls"].samples if s.name.endswith("_total")] == [1000]
