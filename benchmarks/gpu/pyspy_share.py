@@ -470,6 +470,7 @@ def pace_around(scrape: Path, window: dict, until: float, span: float = PACE_SPA
 
 # The plugin's own self-cost counters (issue #19's target 3), per role, read beside the samples
 SELF_COST = (("hooks_self", "vllm_w2ext_hook_self_seconds_total"), ("hooks_cpu", "vllm_w2ext_hook_cpu_seconds_total"),
+             ("hooks_direct", "vllm_w2ext_hook_direct_seconds_total"),
              ("export_thread_cpu", "vllm_w2ext_export_thread_cpu_seconds_total"))
 
 

@@ -316,8 +316,9 @@ def test_self_cost_counters_are_read_per_step_where_the_samples_are(tmp_path):
         f.write("".join(text))
     w = {"start": 15.0, "end": 25.0}
     out = pyspy_share.counters_per_step(path, pyspy_share.around(w, 40.0))
-    assert out == {"engine_core": {"hooks_self": 25.0, "hooks_cpu": 25.0, "export_thread_cpu": 5.0},
-                   "frontend": {"hooks_self": 10.0, "hooks_cpu": 0.0, "export_thread_cpu": 0.0}}
+    assert out == {"engine_core": {"hooks_self": 25.0, "hooks_cpu": 25.0, "hooks_direct": 0.0,
+                                   "export_thread_cpu": 5.0},
+                   "frontend": {"hooks_self": 10.0, "hooks_cpu": 0.0, "hooks_direct": 0.0, "export_thread_cpu": 0.0}}
     inside = pyspy_share.counters_per_step(path, [(15.0, 25.0)])
     assert inside["engine_core"]["hooks_self"] == 60.0 and inside["frontend"]["hooks_self"] == 10.0
     assert pyspy_share.counters_per_step(path, [(50.0, 60.0)]) == {}          # past the scrapes: nothing read

@@ -23,6 +23,9 @@ SCRAPE = "\n".join([
     "# TYPE vllm_w2ext_hook_self_seconds_total counter",
     'vllm_w2ext_hook_self_seconds_total{role="engine_core"} 0.004',
     'vllm_w2ext_hook_self_seconds_total{role="frontend"} 0.002',
+    "# TYPE vllm_w2ext_hook_direct_seconds_total counter",
+    'vllm_w2ext_hook_direct_seconds_total{role="engine_core"} 0.0016',
+    'vllm_w2ext_hook_direct_seconds_total{role="frontend"} 0.0006',
     "# TYPE vllm_w2ext_export_thread_cpu_seconds_total counter",
     'vllm_w2ext_export_thread_cpu_seconds_total{role="engine_core"} 0.001',
     "# TYPE vllm_w2ext_export_thread_gil_hold_seconds_total counter",
@@ -39,7 +42,8 @@ def test_per_step_figures_and_the_engine_cores_flushes():
     ss = samples(SCRAPE)
     c = self_cost(lambda name, **lab: total(ss, name, **lab), total(ss, "vllm_w2ext_engine_steps_total",
                                                                     executed="true"), ss)
-    assert c["us_per_step"] == {"hooks": 30.0, "export_thread_cpu": 5.0, "export_thread_gil_hold": 4.0}
+    assert c["us_per_step"] == {"hooks": 30.0, "hooks_direct": 11.0, "export_thread_cpu": 5.0,
+                                "export_thread_gil_hold": 4.0}
     assert c["spans_recorded"] == 400 and c["spans_dropped"] == 0
     flush = c["engine_core_gil_hold_per_flush_ms"]
     assert flush["flushes"] == 100 and 0.5 < flush["p50"] <= 1.0 and 0.5 < flush["p99"] <= 1.0   # not the 40 ms

@@ -94,18 +94,22 @@ def quantile(ss, name: str, q: float, **labels) -> float | None:
 
 
 def self_cost(value, steps: float, ss=None) -> dict:
-    """The plugin's cost to vLLM's processes, read from its own metrics: totals over every role, the same per
-    executed engine step (µs, as the dashboard's "Plugin time per engine step" sums them), and, given the samples
+    """The plugin's cost to vLLM's processes, read from its own metrics: totals over every role (the hooks' time both
+    sampled, ``hook_self_s``, an upper bound, and with every call of the C fronts timed, ``hook_direct_s``), the same
+    per executed engine step (µs, as the dashboard's "Plugin time per engine step" sums them), and, given the samples
     ``ss`` of a scrape, the size of the EngineCore export thread's single stalls (its GIL hold per flush: p50 and
     p99, ms). ``value(name, **labels)``: a counter's total in one scrape, or its growth between two."""
     hooks = value("vllm_w2ext_hook_self_seconds_total")
+    direct = value("vllm_w2ext_hook_direct_seconds_total")
     cpu = value("vllm_w2ext_export_thread_cpu_seconds_total")
     hold = value("vllm_w2ext_export_thread_gil_hold_seconds_total")
-    out = {"hook_self_s": round(hooks, 4), "export_thread_cpu_s": round(cpu, 4), "export_thread_gil_hold_s": round(hold, 4),
+    out = {"hook_self_s": round(hooks, 4), "hook_direct_s": round(direct, 4), "export_thread_cpu_s": round(cpu, 4),
+           "export_thread_gil_hold_s": round(hold, 4),
            "spans_recorded": value("vllm_w2ext_spans_recorded_total"),
            "spans_dropped": value("vllm_w2ext_spans_dropped_total"), "hook_errors": value("vllm_w2ext_hook_errors_total")}
     if steps:
-        out["us_per_step"] = {"hooks": round(hooks / steps * 1e6, 2), "export_thread_cpu": round(cpu / steps * 1e6, 2),
+        out["us_per_step"] = {"hooks": round(hooks / steps * 1e6, 2), "hooks_direct": round(direct / steps * 1e6, 2),
+                              "export_thread_cpu": round(cpu / steps * 1e6, 2),
                               "export_thread_gil_hold": round(hold / steps * 1e6, 2)}
     if ss is not None:
         p50, p99 = (quantile(ss, HOLD_PER_FLUSH, q, role=ENGINE) for q in (0.5, 0.99))
