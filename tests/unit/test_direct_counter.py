@@ -103,3 +103,7 @@ def test_the_direct_counter_goes_out_with_the_own_counters():
     fams = {f.name: f for f in m.registry.collect()}
     assert [s.value for s in fams["vllm_w2ext_hook_direct_seconds"].samples if s.name.endswith("_total")] == [0.25]
     assert [s.value for s in fams["vllm_w2ext_hook_direct_calls"].samples if s.name.endswith("_total")] == [1000]
+    none = StepMetrics()                           # no C front took a call: no series at all
+    none.self_cost("frontend", planted._replace(hook_direct_s=0.0, hook_direct_calls=0))
+    fams = {f.name: f for f in none.registry.collect()}
+    assert not fams["vllm_w2ext_hook_direct_seconds"].samples and fams["vllm_w2ext_hook_self_seconds"].samples

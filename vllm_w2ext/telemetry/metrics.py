@@ -313,6 +313,9 @@ class StepMetrics:
                                ("hook_direct", cost.hook_direct_s, self.hook_direct),
                                ("hook_direct_calls", cost.hook_direct_calls, self.hook_direct_calls),
                                ("process_cpu", process_cpu_s, self.process_cpu)):
+            if key.startswith("hook_direct") and not cost.hook_direct_calls:
+                continue                          # no C front took a call (not built, or async hooks only): no
+                                                  # series rather than a 0 that reads as "the hooks cost nothing"
             inst.child(lab)                       # exists (at 0) before anything goes wrong
             delta = val - self._seen.get(key, 0)
             if delta > 0:
