@@ -116,3 +116,23 @@ def test_every_dashboard_expression_returns_data_offline(offline_metrics):
     assert len(queries) >= 10
     empty = [(q["panel"], q["expr"]) for q in queries if not prom.wait(q["expr"], timeout=10)]
     assert empty == []
+
+
+def test_the_direct_hook_counter_times_the_hooks_not_vllms_scheduler(offline_metrics):
+    """The direct counter (every C-front call timed) in a real run: the EngineCore's and the worker's fronts took
+    calls, and the slow phase's sleep inside vLLM's Scheduler.schedule, a hooked method (DELAY_S a step, >10 steps),
+    is not in the EngineCore's figure: its growth over that phase stays far below the sleeps it spans."""
+    result, _ = offline_metrics
+    fast, slow = result["phases"]
+
+    def direct(text, role):
+        return (metric_sum(text, "vllm_w2ext_hook_direct_seconds_total", role=role),
+                metric_sum(text, "vllm_w2ext_hook_direct_calls_total", role=role))
+
+    for role in ("engine_core", "worker"):
+        seconds, calls = direct(slow["metrics"], role)
+        assert calls > 0 and 0 < seconds < calls * 0.005, (role, seconds, calls)   # < 5 ms a call
+    n_slow = metric_sum(slow["metrics"], "vllm_w2ext_scheduler_gap_seconds_count", role="worker") - \
+        metric_sum(fast["metrics"], "vllm_w2ext_scheduler_gap_seconds_count", role="worker")
+    grown = direct(slow["metrics"], "engine_core")[0] - direct(fast["metrics"], "engine_core")[0]
+    assert n_slow > 10 and grown < 0.1 * n_slow * DELAY_S, (grown, n_slow)
