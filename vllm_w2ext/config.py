@@ -139,7 +139,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("COST_BUDGET", "0", _float_range(0.0, 100.0),
             "Opt-in cost cap, in percent of the EngineCore process's wall time (e.g. `1`). `0` (default): off, "
             "`VLLM_W2EXT_SAMPLE` as set. Above 0: the EngineCore measures the plugin's cost in its process every "
-            "second (its hooks' time, every call of their C fronts timed, plus its export thread's CPU; with the worker in the process, no more "
+            "second (its hooks' time, sampled, plus its export thread's CPU; with the worker in the process, no more "
             "than the GPU's idle share, since time the GPU does not wait for costs no throughput) and, while it "
             "is over the budget, "
             "doubles `VLLM_W2EXT_SAMPLE`'s N (4, 8, ... up to 1024; the setting is the floor), halving it again "

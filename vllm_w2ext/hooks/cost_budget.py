@@ -6,10 +6,8 @@ which is ~2 % of a CPU-bound 2 ms step and ~0.1 % of a GPU-bound 40 ms one, and 
 brings it to ~17 µs (``benchmarks/results/h200/sample_sweep``). No fixed N suits both: the budget lets the plugin
 trace everything where that is cheap and thin itself out where it is not, from what it measures of itself.
 
-The cost is what ``SelfCost`` reports for the process: the hooks' time on its threads (``selfcost.hook_seconds``:
-the direct counter, every call of the C fronts timed, where they took calls, else the sampled wall-time estimate,
-which reads ~2x the direct one on an H100 host, ``benchmarks/results/h100/issue19_580a132``; every hook of the
-process: the worker's too when it runs inside the EngineCore) plus the
+The cost is what ``SelfCost`` reports for the process: the hooks' time on its threads (``selfcost``'s sampled
+wall-time estimate, every hook of the process: the worker's too when it runs inside the EngineCore) plus the
 export thread's CPU time, per second of wall time, over windows of ``WINDOW_S``; where the process has a device
 timeline (the worker inside the EngineCore, on the GPU), no more than the device's idle share: a cost the device
 does not wait for costs no throughput (``effective_share``). It is read on the export thread

@@ -169,15 +169,15 @@ def _record_light_step() -> list:
 
 def _watch_cost(budget: CostBudget) -> None:
     """VLLM_W2EXT_COST_BUDGET: on the export thread, after each window, the N that keeps this process's plugin
-    cost (hooks' time, ``selfcost.hook_seconds``, + export thread's CPU, bounded by the device's idle share where
-    the worker's timer runs in this process: ``hooks.cost_budget``) under the budget; vLLM's thread takes it at its
-    next recorded step's end. A log line per change: the first a warning (tracing thins out from there), the
+    cost (hooks' time + export thread's CPU, bounded by the device's idle share where the worker's timer runs in
+    this process: ``hooks.cost_budget``) under the budget; vLLM's thread takes it at
+    its next recorded step's end. A log line per change: the first a warning (tracing thins out from there), the
     others at info level."""
     p = pipeline.get()
     changes = [0]
 
     def poll(rec) -> None:
-        n = budget.update(time.monotonic(), selfcost.hook_seconds() + p.export_cpu_s, S.step,
+        n = budget.update(time.monotonic(), selfcost.hook_wall_ns[0] / 1e9 + p.export_cpu_s, S.step,
                           tuple(gpu_timing.MEASURED))
         if n is not None:
             S.want = n

@@ -67,13 +67,6 @@ def direct() -> tuple[int, int]:
     return (round(ticks * (n1 - n0) / (t1 - t0)) if t1 > t0 and n1 > n0 else 0), calls
 
 
-def hook_seconds() -> float:
-    """The hooks' cumulative time on this process's threads: the direct counter where a C front took calls (the
-    typical call's cost), else the sampled wall-time estimate (no C front built, or async hooks only)."""
-    ns, calls = direct()
-    return ns / 1e9 if calls else hook_wall_ns[0] / 1e9
-
-
 def add_sample(cpu_ns: int, wall_ns: int, weight: int) -> None:
     """One timed half (pre or post) standing for ``weight`` calls, its clock reads already taken out
     (counters never go down)."""
