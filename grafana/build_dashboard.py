@@ -255,17 +255,18 @@ ROWS: list[tuple[str, list[P]]] = [
     ]),
     ("Plugin self-cost", [
         P("Plugin time per engine step", [
-            Q(per_step("vllm_w2ext_hook_direct_seconds_total"), "hooks, every call timed (C fronts)"),
+            Q(per_step("vllm_w2ext_hook_direct_seconds_total"), "hooks, C-front calls, every one timed"),
             Q(per_step("vllm_w2ext_hook_cpu_seconds_total"), "hooks, CPU (sampled)"),
             Q(per_step("vllm_w2ext_hook_gil_wait_seconds_total"), "hooks, waiting (GIL, sampled)"),
             Q(per_step("vllm_w2ext_export_thread_cpu_seconds_total"), "export thread, CPU"),
             Q(per_step("vllm_w2ext_export_thread_gil_hold_seconds_total"), "export thread, GIL held"),
         ], unit="s", w=6,
           description="What the plugin adds to vLLM's processes per executed engine step, all roles summed: "
-                      "time inside its hooks, every call its C fronts take timed (the typical call's cost); the "
-                      "same sampled (CPU, and wall minus CPU: waiting for the GIL; one hook call in 64 is timed, "
-                      "through the Python front and after a thread-clock read: it reads high, 1.8-3.3x a stopped "
-                      "stack sampler on an H100 host), its export thread's CPU, and how long that thread held "
+                      "time inside its hooks in the calls their C fronts take, every one timed (not the hooks "
+                      "without one: async hooks, the native path's, some CPU-build ones); every hook sampled (CPU, "
+                      "and wall minus CPU: waiting for the GIL; one hook call in 64 is timed, through the Python "
+                      "front after a thread-clock read: ~2x the direct figure on an H100 host's EngineCore), its "
+                      "export thread's CPU, and how long that thread held "
                       "the GIL (wall time "
                       "between its calls that release it: an upper bound on how long it kept vLLM's threads "
                       "waiting). The export processes' own CPU is not on vLLM's threads and is not counted here. "
@@ -275,8 +276,8 @@ ROWS: list[tuple[str, list[P]]] = [
             Q(rate("vllm_w2ext_hook_self_seconds_total", by="role"), "{{role}} sampled"),
             Q(rate("vllm_w2ext_export_thread_gil_hold_seconds_total", by="role"), "{{role}} export thread GIL hold"),
         ], unit="percentunit", w=6,
-          description="Time spent inside the plugin's hooks per second, by role (every call the C fronts take "
-                      "timed; beside it the sampled counter, an upper bound): for engine_core it is the "
+          description="Time spent inside the plugin's hooks per second, by role (the calls the C fronts take, "
+                      "every one timed; beside it the sampled counter of every hook): for engine_core it is the "
                       "plugin's share of the EngineCore's busy-loop thread (with the worker inside it at TP=1). "
                       "Beside it, the share of time the same process's export thread held the GIL, which that "
                       "thread then could not have (an upper bound)."),

@@ -99,3 +99,15 @@ def test_the_direct_counter_goes_out_with_the_own_counters():
     none.self_cost("frontend", planted._replace(hook_direct_s=0.0, hook_direct_calls=0))
     fams = {f.name: f for f in none.registry.collect()}
     assert not fams["vllm_w2ext_hook_direct_seconds"].samples and fams["vllm_w2ext_hook_self_seconds"].samples
+
+
+def test_a_hook_marked_not_direct_is_not_counted(no_marks):
+    """The shutdown hooks (``Hook.direct`` False): their one call waits for the exporters' last flush, not step work;
+    their fronts take calls as any other but stay out of ``selfcost.direct``."""
+    from vllm_w2ext.hooks import lifecycle
+    assert all(not h.direct for h in lifecycle.HOOKS)
+    before = list(selfcost.fronts)
+    _, front = front_of(Hook("t.not_direct", __name__, "Target.method", lambda i, a, k: 1, lambda st, res, err: None,
+                             direct=False))
+    front(Target(), 1)
+    assert front.calls == 1 and selfcost.fronts == before

@@ -48,7 +48,7 @@ def test_per_step_figures_and_the_engine_cores_flushes():
     flush = c["engine_core_gil_hold_per_flush_ms"]
     assert flush["flushes"] == 100 and 0.5 < flush["p50"] <= 1.0 and 0.5 < flush["p99"] <= 1.0   # not the 40 ms
     text = self_cost_text(c)
-    assert "11.0 µs per executed engine step, every call" in text and "(30.0 by the sampled counter" in text
+    assert "11.0 µs per executed engine step in the calls" in text and "(30.0 by the sampled counter" in text
     assert "4.0 µs" in text and "100 flushes" in text
     sampled_only = dict(c, us_per_step=dict(c["us_per_step"], hooks_direct=0.0))     # no C front took a call
     assert "30.0 µs per executed engine step (sampled)" in self_cost_text(sampled_only)

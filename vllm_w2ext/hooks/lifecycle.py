@@ -25,7 +25,7 @@ def _flush_pre(instance, args, kwargs):
 
 HOOKS: list[Hook] = [
     Hook("engine.shutdown", "vllm.v1.engine.core", "EngineCore.shutdown", _flush_pre, None, ENGINE,
-         "flush spans of the EngineCore (and an in-process worker) before teardown"),
+         "flush spans of the EngineCore (and an in-process worker) before teardown", direct=False),
     Hook("worker.shutdown", "vllm.v1.executor.multiproc_executor", "WorkerProc.shutdown", _flush_pre, None,
-         WORKER, "flush spans of a worker process before teardown"),
+         WORKER, "flush spans of a worker process before teardown", direct=False),
 ]

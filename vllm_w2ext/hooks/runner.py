@@ -301,7 +301,8 @@ class HookRunner:
             front = CFront(fn, front, self, PHASE_MARKS, bounds.append if bounds is not None else None,
                            _KEEP[self.spec.bounds_keep], exact[-1] if exact[-1] != "None" else None, self.pre,
                            self.post, layout, _NO_KWARGS)
-            selfcost.add_front(front, _front_clock)
+            if self.spec.direct:
+                selfcost.add_front(front, _front_clock)
         functools.update_wrapper(front, fn)
         front.__w2ext_runner__ = self
         return front

@@ -32,6 +32,8 @@ class Hook:
     bounds_keep: str = ""           # what its Bounds keep: "arg" (the method's first argument), "result", "" nothing
     in_process_bounds: bool = False  # a bounds hook only where the worker runs in the EngineCore's thread
     clock: str = ""                 # "engine" or "worker": the hook whose timed calls time the bounds hooks' calls
+    direct: bool = True             # its C front's calls count in the direct counter (selfcost.direct); False: a
+                                    # one-off call that is not step work (the shutdown flush waits for the exporters)
                                     # inside them, where it is its process's clock (bounds.Mode.clock)
 
     @property

@@ -103,8 +103,8 @@ def self_cost_text(c: dict) -> str:
     per, flush = c.get("us_per_step"), c.get("engine_core_gil_hold_per_flush_ms")
     out = "Plugin self-cost, from its own metrics (every process): "
     if per:
-        hooks = (f"{per['hooks_direct']:.1f} µs per executed engine step, every call of their C fronts timed "
-                 f"({per['hooks']:.1f} by the sampled counter, which reads high)" if per.get("hooks_direct") else
+        hooks = (f"{per['hooks_direct']:.1f} µs per executed engine step in the calls their C fronts took, every "
+                 f"one timed ({per['hooks']:.1f} by the sampled counter, every hook)" if per.get("hooks_direct") else
                  f"{per['hooks']:.1f} µs per executed engine step (sampled)")
         out += (f"its hooks took {hooks}, its export threads "
                 f"{per['export_thread_cpu']:.1f} µs of CPU, holding the GIL for {per['export_thread_gil_hold']:.1f} µs. ")
