@@ -304,13 +304,15 @@ def main() -> int:
         step = None
     stopped = a.stopped or bool(window and window.get("stopped"))
     cpu = {} if a.ticks else (window or {}).get("cpu") or {}
+    # the latency task's end where the window lies inside that task (the scrapes around it are then its steps)
+    lat_done = ((run or {}).get("results", {}).get("latency") or {}).get("done_t")
+    latency_until = lat_done if window and lat_done and window["end"] <= lat_done else None
     unslowed = None                                # a stopped window's reference step (no thread CPU readings)
     if step and stopped and not cpu:
-        lat_done = ((run or {}).get("results", {}).get("latency") or {}).get("done_t")
         if a.step_ms:
             unslowed = (a.step_ms / 1e3, "--step-ms")
-        elif scrape and lat_done and window["end"] <= lat_done:
-            pace = pace_around(scrape, window, lat_done)
+        elif scrape and latency_until:
+            pace = pace_around(scrape, window, latency_until)
             unslowed = (pace, "the scrapes around the window") if pace else None
     conversion = ("thread CPU" if cpu else "ticks x the unslowed step" if unslowed else
                   "ticks x the window's step, SLOWED by the stopping sampler: too high" if stopped else "ticks x the window's step")
@@ -363,10 +365,8 @@ def main() -> int:
     if scrape and window:
         # target 3: the plugin's own counters beside the samples; outside a latency window (no sampler slowing the
         # process, the reference the samples' ticks x unslowed step reads against), and inside the window
-        lat_done = ((run or {}).get("results", {}).get("latency") or {}).get("done_t")
         doc["self_cost_counters"] = {
-            "outside": counters_per_step(scrape, around(window, lat_done))
-            if lat_done and window["end"] <= lat_done else None,
+            "outside": counters_per_step(scrape, around(window, latency_until)) if latency_until else None,
             "inside": counters_per_step(scrape, [(window["start"], window["end"])])}
         for where, c in doc["self_cost_counters"].items():
             if c:
