@@ -55,8 +55,9 @@ static PyObject *FAIL;     /* "fail" */
 
 #define SLOT(self, off) (*(PyObject **)((char *)(self)->runner + (off)))
 
-/* The timed sections' clock: the CPU's time-stamp counter where there is one (an instruction, ~10-20 ns; a
- * clock_gettime read took ~330 ns on the 2-core CI machine, a VM), converted to ns on the export thread by the rate
+/* The timed sections' clock: the CPU's time-stamp counter where there is one (an instruction: the four reads and
+ * their sums add 40-69 ns to a call, benchmarks/results/{cpu/cfront_direct_cost,h100/issue19_580a132}; a
+ * clock_gettime read from Python took ~330 ns on the 2-core CI machine, a VM), converted to ns on the export thread by the rate
  * between two (ticks, monotonic ns) readings (``clock()``: the one at import and the current one); else the
  * monotonic clock itself. */
 #if defined(__x86_64__) || defined(__i386__)

@@ -4,8 +4,8 @@ Where the installed vLLM has that module, the hooks of the step loop are not wra
 registered when vLLM imports the module (a post-import hook, per process, like the wrapt path),
 drives the SAME runners (``runner.HookRunner``: pre/post, fault handling, fault injection, self-cost
 sampling) at vLLM's observation points. Hooks outside the step loop stay on wrapt. The step loop's hooks then have
-no C front, so the direct hook counter (``selfcost.direct``: every C-front call timed) does not see them: those
-processes report the sampled counters only, and ``VLLM_W2EXT_COST_BUDGET`` reads the sampled estimate there.
+no C front, so the direct hook counter (``selfcost.direct``: every C-front call timed) does not see them: for
+those hooks those processes report the sampled counters only.
 """
 from __future__ import annotations
 

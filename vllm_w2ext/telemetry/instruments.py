@@ -150,7 +150,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
        "or descheduled"),
     _i("hook_direct", COUNTER, "vllm_w2ext_hook_direct_seconds", "vllm_w2ext.hook.direct", S,
        "Wall time inside the plugin's hooks on vLLM's threads in the calls their C fronts take, every one timed "
-       "(monotonic clock, a clock read's cost taken out): the typical call's cost, which the sampled counters "
+       "(time-stamp-counter ticks, a read's cost taken out): the typical call's cost, which the sampled counters "
        "overstate; calls passed on to the Python front (the sampled ones, marks wanted, hooks without a C front), "
        "async hooks and the shutdown hooks are not in it; no series where no C front took a call"),
     _i("hook_direct_calls", COUNTER, "vllm_w2ext_hook_direct_calls", "vllm_w2ext.hook.direct_calls", "{call}",

@@ -51,11 +51,12 @@ def add_front(front, clock) -> None:
 def direct() -> tuple[int, int]:
     """(ns, calls) of the hooks' calls the C fronts took, every one timed: pre and post (a bounds hook's clock reads
     and append) in ticks of the CPU's time-stamp counter, a read's cost taken out, in ns at the rate between the
-    counter's and the monotonic clock's readings at import and now; read on the export thread. Unlike the sampled
+    counter's and the raw monotonic clock's readings at import and now; read on the export thread. Unlike the sampled
     counters above it times the typical call, the one that runs with no Python front and no thread-clock read (a
     system call) before it: on an H100 host the sampled counter read 1.8-3.3x what a stopped stack sampler read for
     the EngineCore's main thread (benchmarks/results/h100/issue19_df1e1b6). The calls the fronts pass on to the
-    Python front (the sampled counters' timed ones, calls while marks are wanted) are not in it."""
+    Python front (the sampled counters' timed ones, calls while marks are wanted, hooks without a C front) and the
+    fronts of hooks marked ``direct=False`` (the shutdown flush) are not in it."""
     ticks = calls = 0
     for f in list(fronts):
         ticks += f.spent
