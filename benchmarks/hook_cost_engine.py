@@ -26,7 +26,8 @@ says how many vLLM's constructor still made (stock vLLM: one per step).
 The timing wrapper itself adds two clock reads per call (about 0.1 us each); the numbers include them. The
 plugin's own sampled counter (``selfcost_sampled``) times the runner's call of ``pre``/``post``, which is this
 wrapper in a timed run, so there it reads the wrapper too (~0.5 µs a call warm on the 2-core CPU machine);
-``--counter-only`` runs the hooks unwrapped and reads the counter alone (``results/cpu/selfcost_vs_direct``).
+``--counter-only`` runs the hooks unwrapped and reads the plugin's own counters alone (``results/cpu/selfcost_vs_direct``):
+the sampled one and the direct counter of each C front (``direct``: every call the front takes timed in C, by hook).
 
 The fronts (what ``bind`` set in vLLM's method's place: C or Python, ``hooks/runner.py``) are timed too,
 ``NAME.front`` (``timed_fronts``): the whole call less vLLM's method and the hook's own ``pre``/``post``. That is the
@@ -305,15 +306,42 @@ def _timed_frees(window: Window) -> TimedFrees | None:
     return frees
 
 
-def counted(acc: dict, window: Window, name: str, fn):
-    """``--counter-only``: a step hook's ``pre`` that counts its calls (the engine steps) and times nothing."""
-    rec = acc.setdefault(name, [0, 0, 0])
+def _fronts_direct() -> dict:
+    """Each C front's direct counter (``selfcost.fronts``: its ``spent`` ticks and ``calls``) by hook name, as
+    ``{name: (ticks, calls)}``; empty where the extension was not built."""
+    from vllm_w2ext.telemetry import selfcost
+    out: dict = {}
+    for f in list(selfcost.fronts):
+        runner = getattr(f, "__w2ext_runner__", None)
+        name = runner.spec.name if runner is not None else repr(f)
+        ticks, calls = out.get(name, (0, 0))
+        out[name] = (ticks + f.spent, calls + f.calls)
+    return out
 
-    def run(*a):
-        window.step()
-        rec[0] += 1
-        return fn(*a)
-    return run
+
+def direct_by_hook(before: dict, after: dict, steps: int) -> dict | None:
+    """``--counter-only``: the direct counter of each C front between two ``_fronts_direct`` readings, in µs per
+    engine step and per call, at the ticks' rate against the raw monotonic clock (``_cfront.clock``, as the
+    plugin's own ``selfcost.direct`` converts them); None without the extension or steps."""
+    from vllm_w2ext.telemetry import selfcost
+    clock = selfcost._front_clock[0]
+    if clock is None or not steps or not after:
+        return None
+    (t0, n0), (t1, n1) = clock()
+    ns_per_tick = (n1 - n0) / (t1 - t0) if t1 > t0 and n1 > n0 else 0.0
+    rows = {}
+    for name, (ticks, calls) in after.items():
+        t_b, c_b = before.get(name, (0, 0))
+        dt, dc = ticks - t_b, calls - c_b
+        if dc:
+            rows[name] = {"calls_per_step": round(dc / steps, 3), "us_per_step": round(dt * ns_per_tick / steps / 1e3, 2),
+                          "ns_per_call": round(dt * ns_per_tick / dc, 1)}
+    rows = dict(sorted(rows.items(), key=lambda kv: -kv[1]["us_per_step"]))
+    by_role: dict = {}
+    for name, r in rows.items():
+        role = name.split(".")[0]
+        by_role[role] = round(by_role.get(role, 0.0) + r["us_per_step"], 2)
+    return {"us_per_step": round(sum(r["us_per_step"] for r in rows.values()), 2), "by_role": by_role, "hooks": rows}
 
 
 def _steady(steady: dict) -> dict:
@@ -347,9 +375,10 @@ def main() -> int:
                          "batch at once (max_num_seqs; one batch size), so requests finish and join all through "
                          "the round (the steady decode figure then has no meaning)")
     ap.add_argument("--counter-only", action="store_true",
-                    help="time no hook here: only the step hooks' calls are counted (one increment), so the plugin's "
-                         "own sampled counter (selfcost_sampled) reads the hooks without this script's timing "
-                         "wrapper inside its timed sections; the direct figures are then absent")
+                    help="time no hook here (the steps: the EngineCore hooks' own count), so the plugin's own "
+                         "counters read the hooks as they run: the sampled one (selfcost_sampled) and the direct "
+                         "one of each C front (direct: µs per step and ns per call by hook); this script's own "
+                         "figures are then absent")
     ap.add_argument("--sample-every", type=int, default=0,
                     help="selfcost.SAMPLE_EVERY for this run (0: the plugin's default): more timed calls, a "
                          "steadier counter")
@@ -361,17 +390,14 @@ def main() -> int:
     if a.cpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-    from vllm_w2ext.hooks import INSTRUMENTOR
+    from vllm_w2ext.hooks import INSTRUMENTOR, engine_core
     from vllm_w2ext.telemetry import selfcost
     acc: dict = {}
     steady: dict = {}
     window = Window(a.steady_skip, a.max_tokens)
     if a.sample_every:
         selfcost.SAMPLE_EVERY = a.sample_every
-    if a.counter_only:
-        INSTRUMENTOR.hooks = [dataclasses.replace(h, pre=counted(acc, window, h.name + ".pre", h.pre))
-                              if h.name + ".pre" in STEP_PRES else h for h in INSTRUMENTOR.hooks]
-    else:
+    if not a.counter_only:                         # counter-only: the hooks as they are (steps: the step hook's count)
         INSTRUMENTOR.hooks = [dataclasses.replace(h, pre=timed(acc, steady, window, h.name + ".pre", h.pre),
                                                   post=timed(acc, steady, window, h.name + ".post", h.post))
                               for h in INSTRUMENTOR.hooks]
@@ -405,6 +431,8 @@ def main() -> int:
         export0 = _export_thread()
         executions0 = _executions()
         GC.clear()
+        direct0 = _fronts_direct()
+        engine_steps0 = engine_core.S.step
         t0 = time.perf_counter()
         if a.churn:
             n = 2 * bs
@@ -418,7 +446,10 @@ def main() -> int:
                 llm.generate([prompt] * bs, sp, use_tqdm=False)
         window.new_round()
         wall = time.perf_counter() - t0
+        direct1 = _fronts_direct()
         steps = acc.get("engine.step.pre", [0])[0] or acc.get("engine.step_with_batch_queue.pre", [0])[0]
+        if a.counter_only:                         # no hook timed here: the EngineCore hooks' own step count
+            steps = engine_core.S.step - engine_steps0
         hooks = {k: {"calls": n, "us_per_call": round(ns / n / 1e3, 2), "us_per_step": round(ns / steps / 1e3, 2),
                      "max_us": round(mx / 1e3, 1)}
                  for k, (n, ns, mx) in sorted(acc.items(), key=lambda kv: -kv[1][1]) if n}
@@ -457,7 +488,8 @@ def main() -> int:
         rows.append({"batch": bs, "engine_steps": steps, "recorded_executions": recorded, "bounds_hooks": bounds_on,
                      "wall_s": round(wall, 3),
                      "event_free": event_free,
-                     "us_per_step": total, "selfcost_sampled": sampled, "us_per_step_by_role": by_role,
+                     "us_per_step": total, "selfcost_sampled": sampled,
+                     "direct": direct_by_hook(direct0, direct1, steps) if a.counter_only else None, "us_per_step_by_role": by_role,
                      "export_thread_us_per_step": {"cpu": export[0], "wait": export[1], "gil_hold": export[2],
                                                    "parts": parts, "send_parts": send_parts,
                                                    "send": round(sum(parts[k] for k in send_parts), 2)},
@@ -467,7 +499,8 @@ def main() -> int:
         st = rows[-1]["steady_decode"]
         print(f"batch {bs}: {steps} steps ({recorded} executions recorded), hooks {total} us per step ({by_role}); "
               f"steady decode {st.get('us_per_step')} us per step over {st['steps']} steps ({st.get('by_role')}); "
-              f"export thread {export[0]} us CPU per step {parts}; gc {collections}; sampled counter {sampled}; top: " +
+              f"export thread {export[0]} us CPU per step {parts}; gc {collections}; sampled counter {sampled}; "
+              f"direct {rows[-1]['direct'] and rows[-1]['direct']['by_role']}; top: " +
               ", ".join(f"{k} {v['us_per_step']}" for k, v in list(hooks.items())[:5]), flush=True)
     import vllm
     end = _end_event()

@@ -9,7 +9,8 @@
 #
 # NAME (result folder, default hook_cost_ab), BATCHES (default 512), CHURN (1: `--churn`, requests join and
 # finish all through each round, one batch size; 0: steady rounds), PAIRS (2), SAMPLE (VLLM_W2EXT_SAMPLE, 64),
-# ROUNDS (3), MAX_TOKENS (64), EACH_S (timeout per run, 200). Results: $OUT/$NAME/<arm>_<pair>.json and logs.
+# ROUNDS (3), MAX_TOKENS (64), EACH_S (timeout per run, 200), COUNTER_ONLY (1: `--counter-only`, no hook timed by
+# the script: the plugin's own counters, the direct one by hook). Results: $OUT/$NAME/<arm>_<pair>.json and logs.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-out}; R=$OUT/${NAME:-hook_cost_ab}; mkdir -p "$R"
@@ -19,8 +20,9 @@ M=$OVERHEAD_MODELS_DIR/llama31-8b-shaped
 OV='{"hf_overrides": {"num_hidden_layers": 4}}'
 ARMS=${ARMS:-"ab_old ab_new"}; BATCHES=${BATCHES:-512}; PAIRS=${PAIRS:-2}; SAMPLE=${SAMPLE:-64}
 CH=""; [ "${CHURN:-1}" = 1 ] && CH=--churn
+[ "${COUNTER_ONLY:-0}" = 1 ] && CH="$CH --counter-only"
 { nvidia-smi -L; lscpu | grep -E 'Model name|^CPU\(s\)'; python3 -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
-  echo "BATCHES=$BATCHES CHURN=${CHURN:-1} SAMPLE=$SAMPLE PAIRS=$PAIRS"
+  echo "BATCHES=$BATCHES CHURN=${CHURN:-1} COUNTER_ONLY=${COUNTER_ONLY:-0} SAMPLE=$SAMPLE PAIRS=$PAIRS"
   for a in $ARMS; do echo "$a:"; (cd $a && LC_ALL=C md5sum vllm_w2ext/hooks/*.py vllm_w2ext/steps/*.py); done; } \
   > "$R/env.txt" 2>&1
 # An arm whose package has the hooks' C front (hooks/_cfront.c) gets it built in place by the tree's setup.py; env.txt
@@ -42,6 +44,6 @@ for p in $(seq 1 "$PAIRS"); do
     PYTHONPATH="$arm:$PYTHONPATH" VLLM_W2EXT_SAMPLE=$SAMPLE timeout ${EACH_S:-200} python3 benchmarks/hook_cost_engine.py \
       "$M" $CH --batches "$BATCHES" --rounds "${ROUNDS:-3}" --max-tokens "${MAX_TOKENS:-64}" --engine-json "$OV" \
       --out "$R/$name.json" > "$R/$name.log" 2>&1
-    echo "$name rc=$? ($(( $(date +%s) - T0 )) s): $(grep '^batch' "$R/$name.log" | cut -c1-200 | tr '\n' ' ')"
+    echo "$name rc=$? ($(( $(date +%s) - T0 )) s): $(grep '^batch' "$R/$name.log" | cut -c1-160 | tr '\n' ' ')$(grep -o 'direct {[^}]*}' "$R/$name.log" | tr '\n' ' ')"
   done
 done
