@@ -22,8 +22,8 @@ def test_the_worker_on_the_engine_thread_is_read_from_bounds(tiny_model, otlp_re
                          distributed_executor_backend="uni")
     assert result["tokens"] == [MAX_TOKENS] * N
     assert result["bounds"] == {"in_process": True, "on": [   # the V2 runner's launch hook too (not attached here)
-        "engine.update_from_output", "worker.execute_model", "worker.forward_launch", "worker.forward_v1",
-        "worker.sample_tokens"]}
+        "engine.schedule", "engine.update_from_output", "worker.execute_model", "worker.forward_launch",
+        "worker.forward_v1", "worker.sample_tokens"]}
     ss = SpanSet(otlp_receiver.wait_for(run_complete(N), timeout=30))
     assert len({s.pid for s in ss.spans}) == 1
     executed = check_steps(ss, links_mode="boundary", children=IN_PROCESS_STEP_CHILDREN)

@@ -2,6 +2,8 @@
 from planted (time, cumulative cost) readings: doubled after a window over the budget (never 2), held inside
 the band, halved back to the configured SAMPLE after windows under 0.4x the budget, capped, one decision per
 window, none while the engine is idle."""
+from types import SimpleNamespace as NS
+
 import pytest
 
 from vllm_w2ext.hooks.cost_budget import LOWER, MAX_EVERY, WINDOW_S, CostBudget, effective_share
@@ -125,8 +127,9 @@ def test_the_engine_runs_a_budget_only_when_asked(monkeypatch, env, budget):
     monkeypatch.setattr(engine_core, "_watch_cost", started.append)
     monkeypatch.setattr(engine_core.identity, "set_role", lambda *a, **k: None)
     monkeypatch.setattr(config, "current", lambda: config.load({"VLLM_W2EXT": "1", **env}))
-    engine_core._step_pre(None, (), {})
-    engine_core._step_pre(None, (), {})
+    core = NS(scheduler=NS(running=[], waiting=[]))
+    engine_core._step_pre(core, (), {})
+    engine_core._step_pre(core, (), {})
     if budget is None:
         assert started == []
     else:

@@ -66,7 +66,7 @@ def step(forward_error=None):
     """One sync step: schedule, the worker's execute_model (its forward inside), sample_tokens, update."""
     sched = NS(requests={"a": NS(num_prompt_tokens=4)}, running=["a"], waiting=[])
     so = decode_output()
-    state = engine_core._step_pre(None, (), {})
+    state = engine_core._step_pre(NS(scheduler=sched), (), {})
     engine_core._schedule_post(engine_core._schedule_pre(sched, (), {}), so, None)
     ex = worker._execute_pre(None, (so,), {})
     through_runner("worker.forward_v1", None, (), None, forward_error)
@@ -318,7 +318,7 @@ def test_the_steady_decode_facts_kept_at_scheduling_are_read_steps(hooks, case):
         so.num_scheduled_tokens, so.total_num_scheduled_tokens = {"a": 2}, 2
     want = read_step(so, sched.requests, len(sched.running), len(sched.waiting), st.all_links, set(st.prefilling),
                      set(st.preempted))
-    state = engine_core._step_pre(None, (), {})
+    state = engine_core._step_pre(NS(scheduler=sched), (), {})
     engine_core._schedule_post(engine_core._schedule_pre(sched, (), {}), so, None)
     assert st.facts == want
     engine_core._step_post(state, ({}, True), None)

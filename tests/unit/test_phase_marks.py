@@ -82,7 +82,7 @@ def test_the_profiler_turns_marks_on_and_off(marks, monkeypatch):
 def run_step(rec, monkeypatch) -> tuple:
     """One EngineCore step through its hooks: the thread's stack while it runs, and its recorded range."""
     monkeypatch.setattr(engine_core, "RECORDER", [rec])
-    r = engine_core._step_pre(NS(engine_index=0), (), {})
+    r = engine_core._step_pre(NS(engine_index=0, scheduler=NS(running=[], waiting=[])), (), {})
     during = list(rec._local.s)
     engine_core._step_post(r, None, None)
     return during, [x for x in rec.take() if x[0] == Span.STEP]

@@ -54,7 +54,7 @@ def engine(monkeypatch):
 def run_steps(rec, sched, outputs, freed_in: dict):
     """One sync step per output; ``freed_in[k]``: request ids freed in step k's update_from_output."""
     for k, so in enumerate(outputs, start=1):
-        state = engine_core._step_pre(None, (), {})
+        state = engine_core._step_pre(NS(scheduler=sched), (), {})
         t = engine_core._schedule_pre(sched, (), {})
         engine_core._schedule_post(t, so, None)
         u = engine_core._update_pre(sched, (so,), {})

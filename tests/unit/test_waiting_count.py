@@ -70,7 +70,7 @@ def new_output(ids) -> NS:
 
 
 def one_step(rec, sched, so) -> StepRecord:
-    state = engine_core._step_pre(None, (), {})
+    state = engine_core._step_pre(NS(scheduler=sched), (), {})
     engine_core._schedule_post(engine_core._schedule_pre(sched, (), {}), so, None)
     engine_core._step_post(state, ({}, True), None)
     return StepRecord(*rec.take()[-1][DATA])

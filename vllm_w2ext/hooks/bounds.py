@@ -9,6 +9,9 @@ profiler) the hook's ``pre`` and ``post`` run as everywhere else.
 - Everywhere: ``engine.update_from_output`` (the step's post reads UPDATES: its bounds and batch into the
   StepRecord), and the worker's V1 forward and V2 forward launch (read by the execution's post, or by the engine
   step's post where that reads the execution too).
+- ``engine.schedule``, whose buffer is a consumer (``engine_core.SCHEDULES``: its ``append`` is
+  ``engine_core.scheduled``): each call's Bounds go at once to the function that stamps the SchedulerOutput and reads
+  the batch, one Python call per schedule where ``pre`` and ``post`` took two and a clock read.
 - The worker's ``execute_model`` and ``sample_tokens`` only where the worker runs on the EngineCore's thread (TP=1
   on the GPU: ``MODE.in_process``), from the step after both have set their identity there: the engine step's post
   takes the execution's bounds raw into the StepRecord (``steps.facts.WorkerBounds``), and the export side makes

@@ -8,8 +8,9 @@ processes parent their spans on it. The hot path takes timestamps and the step's
 (``steps.facts.read_step``: work proportional to the requests that changed, not to the batch), and keeps
 the schedule's and update's bounds in the step's record (``StepRecord``) rather than a record each;
 attributes, links, those two phase spans and request spans are assembled on the export side (``steps.assemble``).
-``update_from_output`` is a bounds hook (``hooks/bounds.py``): the step's post reads its bounds. Where the worker
-runs in this thread, the step's post also takes the worker's execution raw into the StepRecord (``_worker_bounds``).
+``update_from_output`` is a bounds hook (``hooks/bounds.py``): the step's post reads its bounds. ``schedule`` is one
+whose buffer is a consumer: its front hands each call's bounds to ``scheduled`` at once. Where the worker runs in this
+thread, the step's post also takes the worker's execution raw into the StepRecord (``_worker_bounds``).
 """
 from __future__ import annotations
 
@@ -256,6 +257,9 @@ def _step_pre(core, args, kwargs):
             _watch_cost(CostBudget(settings.cost_budget, settings.sample))
         S.identity_done = True
         MODE.arrive(engine=True)
+    S.sched = sched = core.scheduler               # for the schedule's consumer (``scheduled``), which gets no self
+    if type(sched.waiting) is not S.waiting_type:
+        _count_waiting(sched.waiting)
     S.step = n = S.step + 1
     if S.light_at[n % S.sample]:                   # S.current and S.facts are None (every step's post leaves them so)
         if not GATE.shut:
@@ -334,9 +338,8 @@ def _step_post(r, result, error):
 
 
 def _schedule_pre(sched, args, kwargs):
+    """Where marks are wanted (or through the Python front's timed call): the schedule's start, or its marks."""
     S.sched = sched
-    if type(sched.waiting) is not S.waiting_type:
-        _count_waiting(sched.waiting)
     if S.light:
         return LIGHT                               # not None, so that post runs: it looks at the batch
     if PHASE_MARKS[0]:
@@ -345,51 +348,114 @@ def _schedule_pre(sched, args, kwargs):
 
 
 def _schedule_post(t0, so, error):
-    if S.light:
-        if so is None:
-            return
-        tokens = so.total_num_scheduled_tokens
-        if not tokens:
-            return
-        S.light_so = so
-        # Does it start, preempt, resume or finish a request, or carry prefill tokens? Attribute checks (the
-        # steady decode of any batch costs the same), written out here: this runs on most steps
-        if (so.scheduled_new_reqs or so.preempted_req_ids or so.finished_req_ids or S.finished
-                or (tokens != len(so.num_scheduled_tokens) and not so.scheduled_spec_decode_tokens)
-                or ((S.preempted or S.prefilling) and _resumes_or_completes_prompt(so.scheduled_cached_reqs))):
-            S.facts = _read_facts(so)              # recorded at the step's end (see above): its facts now
-            return
-        S.light_executed += 1                      # counted (SkippedSteps), unless its update frees a request
-        S.light_tokens += tokens
+    """``_schedule_pre``'s end: the schedule's bounds to ``scheduled``, its Interval recorded here first where it has
+    marks to close (``MARKED``: kept out of the step's record)."""
+    if t0 is LIGHT or type(t0) is int:
+        scheduled((t0 if t0 is not LIGHT else 0, _now(), so, error))
         return
     step = S.current
-    if step is None:                               # scheduled outside a recorded step
-        (RECORDER[0] or recorder()).phase_end(t0, Span.SCHEDULE, ENGINE, 0, 0, -1, error)
-        return
-    if so is not None and type(t0) is int:         # no marks: kept for the step's StepRecord, no Interval
-        end = _now()
-        S.schedule_start = t0
-        S.schedule_end = end
-    else:                                          # failed, or marks to close: an Interval of its own
-        iv = (RECORDER[0] or recorder()).phase_end(t0, Span.SCHEDULE, ENGINE, step[TRACE_ID], step[SPAN_ID], S.step,
-                                                   error)
-        if so is None:
-            return
-        t0, end = iv[IV_START], iv[IV_END]
-    S.stamp = stamp = (step[TRACE_ID], step[SPAN_ID], S.step, t0, end, S.update_start, S.update_end,   # Stamp
-                       S.prev_step_end, step[START], S.pending)
-    setattr(so, STAMP, stamp)
-    # The steady decode step (nothing new, prefilling or preempted; one token each) answered here, as read_step's
-    # first case answers it, without the two Python calls to get there (~2.4k instructions of a recorded step)
-    nst = so.num_scheduled_tokens
-    total = so.total_num_scheduled_tokens
-    if (total == len(nst) and not (so.scheduled_new_reqs or S.prefilling or S.preempted or so.preempted_req_ids
-                                   or S.all_links)):
-        sched = S.sched
-        S.facts = (total, 0, total, (), (), 0, len(so.finished_req_ids), (), (), None, len(sched.running),  # StepFacts
-                   S.waiting_len(sched.waiting))
+    iv = (RECORDER[0] or recorder()).phase_end(t0, Span.SCHEDULE, ENGINE, step[TRACE_ID] if step else 0,
+                                               step[SPAN_ID] if step else 0, S.step if step else -1, error)
+    if so is not None and step is not None:
+        scheduled((iv[IV_START], iv[IV_END], so, MARKED))
+
+
+MARKED = object()       # as a schedule's error in ``scheduled``: its Interval is recorded (it had marks to close)
+
+
+def _record_schedule(step: list | None, start: int, end: int, error: BaseException | None) -> None:
+    """A schedule outside a recorded step, or a failed one: an Interval of its own (a StepRecord's schedule bounds
+    carry no error)."""
+    rec = RECORDER[0] or recorder()
+    if len(rec.buf) < rec.capacity:
+        rec.buf.append((Span.SCHEDULE, ENGINE, step[TRACE_ID] if step else 0, step[SPAN_ID] if step else 0,  # Interval
+                        start, end, S.step if step else -1, None, None if error is None else type(error).__name__))
     else:
-        S.facts = _read_facts(so)
+        rec.dropped += 1
+
+
+def scheduled(bounds) -> None:
+    """``engine.schedule``'s consumer: a bounds hook (``hooks/bounds.py``) whose buffer is this function, so its C
+    front calls it once, after vLLM's schedule, with the call's ``Bounds`` (start, end, the SchedulerOutput or None,
+    the error), where ``_schedule_pre`` and ``_schedule_post`` took two Python calls and a clock read. Where marks are
+    wanted those two run and hand their bounds on to this (``_schedule_post``).
+
+    On a light step: counts it, or reads its facts where it changes a request (recorded at its end). On a recorded
+    one: stamps the SchedulerOutput with the step's context (the workers' spans parent on it), keeps the bounds for
+    the step's StepRecord and reads the batch's StepFacts. A fault here goes to the hook's runner (``fail``), as a
+    ``post``'s does: the front's own note of the bounds would drop it silently."""
+    try:
+        so = bounds[2]
+        sched = S.sched
+        if type(sched.waiting) is not S.waiting_type:
+            _count_waiting(sched.waiting)
+        if S.light:
+            if so is None:
+                return
+            tokens = so.total_num_scheduled_tokens
+            if not tokens:
+                return
+            S.light_so = so
+            # Does it start, preempt, resume or finish a request, or carry prefill tokens? Attribute checks (the
+            # steady decode of any batch costs the same), written out here: this runs on most steps
+            if (so.scheduled_new_reqs or so.preempted_req_ids or so.finished_req_ids or S.finished
+                    or (tokens != len(so.num_scheduled_tokens) and not so.scheduled_spec_decode_tokens)
+                    or ((S.preempted or S.prefilling) and _resumes_or_completes_prompt(so.scheduled_cached_reqs))):
+                S.facts = _read_facts(so)          # recorded at the step's end (see above): its facts now
+                return
+            S.light_executed += 1                  # counted (SkippedSteps), unless its update frees a request
+            S.light_tokens += tokens
+            return
+        step = S.current
+        t0, end, _, error = bounds
+        if error is not None:
+            if error is not MARKED:                # failed: an Interval of its own, naming its error
+                _record_schedule(step, t0, end, error)
+                return
+        elif step is None or so is None:           # scheduled outside a recorded step
+            _record_schedule(step, t0, end, None)
+            return
+        else:                                      # kept for the step's StepRecord, no Interval
+            S.schedule_start = t0
+            S.schedule_end = end
+        S.stamp = stamp = (step[TRACE_ID], step[SPAN_ID], S.step, t0, end, S.update_start, S.update_end,   # Stamp
+                           S.prev_step_end, step[START], S.pending)
+        setattr(so, STAMP, stamp)
+        # The steady decode step (nothing new, prefilling or preempted; one token each) answered here, as read_step's
+        # first case answers it, without the two Python calls to get there (~2.4k instructions of a recorded step)
+        nst = so.num_scheduled_tokens
+        total = so.total_num_scheduled_tokens
+        if (total == len(nst) and not (so.scheduled_new_reqs or S.prefilling or S.preempted or so.preempted_req_ids
+                                       or S.all_links)):
+            S.facts = (total, 0, total, (), (), 0, len(so.finished_req_ids), (), (), None, len(sched.running),  # StepFacts
+                       S.waiting_len(sched.waiting))
+        else:
+            S.facts = _read_facts(so)
+    except Exception as e:
+        _fail_schedule(e)
+
+
+def _fail_schedule(error: Exception) -> None:
+    from vllm_w2ext.hooks import INSTRUMENTOR
+    runner = INSTRUMENTOR.runners.get("engine.schedule")
+    if runner is not None:
+        runner.fail(error)
+    else:
+        log.error("vllm_w2ext: engine.schedule's consumer raised %r", error)
+
+
+class _Consumer:
+    """A bounds hook's buffer that hands each Bounds tuple to a function at once (its ``append``)."""
+    __slots__ = ("append",)
+
+    def __init__(self, fn) -> None:
+        self.append = fn
+
+    def clear(self) -> None:
+        pass
+
+
+SCHEDULES = _Consumer(scheduled)
 
 
 def _update_pre(sched, args, kwargs):
@@ -454,7 +520,8 @@ HOOKS: list[Hook] = [
     Hook("engine.step_with_batch_queue", "vllm.v1.engine.core", "EngineCore.step_with_batch_queue",
          _step_pre, _step_post, ENGINE, "async scheduling / PP (vLLM 0.26 H100)", clock="engine"),
     Hook("engine.schedule", "vllm.v1.core.sched.scheduler", "Scheduler.schedule", _schedule_pre,
-         _schedule_post, ENGINE, "scheduling; stamps the SchedulerOutput with the step context"),
+         _schedule_post, ENGINE, "scheduling; stamps the SchedulerOutput with the step context",
+         bounds=SCHEDULES, bounds_keep="result"),
     Hook("engine.update_from_output", "vllm.v1.core.sched.scheduler", "Scheduler.update_from_output",
          _update_pre, _update_post, ENGINE, "turn model output into EngineCoreOutputs", recorded_only=True,
          bounds=UPDATES, bounds_keep="arg"),
