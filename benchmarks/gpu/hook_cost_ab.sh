@@ -10,17 +10,25 @@
 # NAME (result folder, default hook_cost_ab), BATCHES (default 512), CHURN (1: `--churn`, requests join and
 # finish all through each round, one batch size; 0: steady rounds), PAIRS (2), SAMPLE (VLLM_W2EXT_SAMPLE, 64),
 # ROUNDS (3), MAX_TOKENS (64), EACH_S (timeout per run, 200), COUNTER_ONLY (1: `--counter-only`, no hook timed by
-# the script: the plugin's own counters, the direct one by hook). Results: $OUT/$NAME/<arm>_<pair>.json and logs.
+# the script: the plugin's own counters, the direct one by hook), ALTERNATE (1: the arms' order reversed in even
+# pairs), MODEL and OV (another model folder and its engine overrides; default the 4-layer 8B-shaped one), EXTRA
+# (more arguments, e.g. --cpu). Results: $OUT/$NAME/<arm>_<pair>.json and logs; benchmarks/direct_ab_table.py reads
+# the direct figures of COUNTER_ONLY runs pair by pair.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-out}; R=$OUT/${NAME:-hook_cost_ab}; mkdir -p "$R"
 export OVERHEAD_MODELS_DIR=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models} PYTHONUNBUFFERED=1
-M=$OVERHEAD_MODELS_DIR/llama31-8b-shaped
-[ -f $M/tokenizer.json ] || python3 -m vllm_w2ext.lab.model_folders llama31-8b-shaped $M >/dev/null
-OV='{"hf_overrides": {"num_hidden_layers": 4}}'
+if [ -n "${MODEL:-}" ]; then           # another model folder (the CPU build: MODEL=tests/.cache/models/tiny-llama
+  M=$MODEL; OV=${OV:-'{}'}            # EXTRA=--cpu), its engine overrides OV
+else
+  M=$OVERHEAD_MODELS_DIR/llama31-8b-shaped
+  [ -f $M/tokenizer.json ] || python3 -m vllm_w2ext.lab.model_folders llama31-8b-shaped $M >/dev/null
+  OV='{"hf_overrides": {"num_hidden_layers": 4}}'
+fi
 ARMS=${ARMS:-"ab_old ab_new"}; BATCHES=${BATCHES:-512}; PAIRS=${PAIRS:-2}; SAMPLE=${SAMPLE:-64}
 CH=""; [ "${CHURN:-1}" = 1 ] && CH=--churn
 [ "${COUNTER_ONLY:-0}" = 1 ] && CH="$CH --counter-only"
+CH="$CH ${EXTRA:-}"
 { nvidia-smi -L; lscpu | grep -E 'Model name|^CPU\(s\)'; python3 -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
   echo "BATCHES=$BATCHES CHURN=${CHURN:-1} COUNTER_ONLY=${COUNTER_ONLY:-0} SAMPLE=$SAMPLE PAIRS=$PAIRS"
   for a in $ARMS; do echo "$a:"; (cd $a && LC_ALL=C md5sum vllm_w2ext/hooks/*.py vllm_w2ext/steps/*.py); done; } \
@@ -39,7 +47,8 @@ for a in $ARMS; do
 done
 T0=$(date +%s)
 for p in $(seq 1 "$PAIRS"); do
-  for arm in $ARMS; do
+  order=$ARMS; [ "${ALTERNATE:-0}" = 1 ] && [ $((p % 2)) = 0 ] && order=$(echo $ARMS | tr ' ' '\n' | tac | tr '\n' ' ')
+  for arm in $order; do
     name=${arm#ab_}_$p
     PYTHONPATH="$arm:$PYTHONPATH" VLLM_W2EXT_SAMPLE=$SAMPLE timeout ${EACH_S:-200} python3 benchmarks/hook_cost_engine.py \
       "$M" $CH --batches "$BATCHES" --rounds "${ROUNDS:-3}" --max-tokens "${MAX_TOKENS:-64}" --engine-json "$OV" \

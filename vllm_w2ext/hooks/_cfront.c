@@ -554,9 +554,187 @@ static PyTypeObject FrontType = {
     .tp_getset = front_getset,
 };
 
+/* -- worker_bounds: engine_core._worker_bounds in C ------------------------------------------------------------
+ *
+ * Where the worker runs on the EngineCore's thread, the engine step's post reads the step's execution from the bounds
+ * buffers (hooks/bounds.py) into a WorkerBounds tuple (steps.facts). ``engine_core._worker_bounds`` is the definition
+ * (and runs where this extension was not built); this is the same, step for step, without its ~110 bytecodes run cold
+ * once per step on vLLM's thread (benchmarks/results/cpu/schedule_worker_bounds_c). A unit test holds the two to the same
+ * result and side effects on planted buffers (tests/unit/test_worker_bounds_c.py).
+ *
+ * worker_bounds_setup(executions, forwards, launches, samples, mode, stamp_step) once; then worker_bounds(stamp). */
+static PyObject *WB_EXECUTIONS, *WB_FORWARDS, *WB_LAUNCHES, *WB_SAMPLES, *WB_MODE;
+static Py_ssize_t WB_STAMP_STEP = -1;
+static PyObject *S_POP, *S_CLEAR, *S_FORGET, *S_LAST_END, *S_DEVICE_STOP, *S_TOTAL, *S_NAME;
+
+/* buf.pop() of a non-empty buffer, then buf.clear() if anything is left (the older calls go); a new reference to the
+ * popped entry, checked to be a 4-tuple (a Bounds), or NULL with an error. */
+static PyObject *
+take_last(PyObject *buf)
+{
+    PyObject *e = PyObject_CallMethodNoArgs(buf, S_POP);
+    if (e == NULL)
+        return NULL;
+    if (!PyTuple_Check(e) || PyTuple_GET_SIZE(e) != 4) {
+        PyErr_Format(PyExc_ValueError, "worker_bounds: a buffer held %R, not a Bounds tuple", e);
+        Py_DECREF(e);
+        return NULL;
+    }
+    Py_ssize_t left = PyObject_Length(buf);
+    if (left < 0) {
+        Py_DECREF(e);
+        return NULL;
+    }
+    if (left > 0) {
+        PyObject *r = PyObject_CallMethodNoArgs(buf, S_CLEAR);
+        if (r == NULL) {
+            Py_DECREF(e);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    return e;
+}
+
+/* None, or the name of an error's type (``type(error).__name__``); a new reference. */
+static PyObject *
+error_name(PyObject *error)
+{
+    if (error == Py_None) {
+        Py_INCREF(Py_None);
+        return Py_None;
+    }
+    return PyObject_GetAttr((PyObject *)Py_TYPE(error), S_NAME);
+}
+
+static PyObject *
+worker_bounds_setup(PyObject *module, PyObject *args)
+{
+    PyObject *ex, *fw, *la, *sa, *mode;
+    Py_ssize_t stamp_step;
+    if (!PyArg_ParseTuple(args, "OOOOOn:worker_bounds_setup", &ex, &fw, &la, &sa, &mode, &stamp_step))
+        return NULL;
+    Py_INCREF(ex); Py_XSETREF(WB_EXECUTIONS, ex);
+    Py_INCREF(fw); Py_XSETREF(WB_FORWARDS, fw);
+    Py_INCREF(la); Py_XSETREF(WB_LAUNCHES, la);
+    Py_INCREF(sa); Py_XSETREF(WB_SAMPLES, sa);
+    Py_INCREF(mode); Py_XSETREF(WB_MODE, mode);
+    WB_STAMP_STEP = stamp_step;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+worker_bounds(PyObject *module, PyObject *stamp)
+{
+    if (WB_MODE == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "worker_bounds: worker_bounds_setup was not called");
+        return NULL;
+    }
+    Py_ssize_t n = PyObject_Length(WB_EXECUTIONS);
+    if (n < 0)
+        return NULL;
+    if (n == 0) {                      /* a sample with no execution before it: not recorded */
+        Py_ssize_t k = PyObject_Length(WB_SAMPLES);
+        if (k < 0)
+            return NULL;
+        if (k > 0) {
+            PyObject *r = PyObject_CallMethodNoArgs(WB_SAMPLES, S_CLEAR);
+            if (r == NULL)
+                return NULL;
+            Py_DECREF(r);
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *ex = NULL, *fw = NULL, *la = NULL, *sa = NULL, *out = NULL, *prev = NULL, *stop = NULL;
+    PyObject *total = NULL, *e_name = NULL, *f_name = NULL, *s_name = NULL;
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL || (ex = take_last(WB_EXECUTIONS)) == NULL)
+        goto done;
+    PyObject *e0 = PyTuple_GET_ITEM(ex, 0), *e1 = PyTuple_GET_ITEM(ex, 1), *so = PyTuple_GET_ITEM(ex, 2);
+    PyObject *e_err = PyTuple_GET_ITEM(ex, 3);
+    PyObject *launch = e0, *f0 = zero, *f1 = zero, *f_err = Py_None;
+    if ((n = PyObject_Length(WB_FORWARDS)) < 0)
+        goto done;
+    if (n > 0) {                       /* V1: the forward; on CUDA the device time starts there */
+        if ((fw = take_last(WB_FORWARDS)) == NULL)
+            goto done;
+        f0 = PyTuple_GET_ITEM(fw, 0);
+        f1 = PyTuple_GET_ITEM(fw, 1);
+        f_err = PyTuple_GET_ITEM(fw, 3);
+        launch = f0;
+    }
+    if ((n = PyObject_Length(WB_LAUNCHES)) < 0)
+        goto done;
+    if (n > 0) {                       /* V2: the forward's launch */
+        if ((la = take_last(WB_LAUNCHES)) == NULL)
+            goto done;
+        launch = PyTuple_GET_ITEM(la, 0);
+    }
+    PyObject *s0 = zero, *s1 = zero, *s_err = Py_None, *result = Py_None;
+    if ((n = PyObject_Length(WB_SAMPLES)) < 0)
+        goto done;
+    if (n > 0) {
+        if ((sa = take_last(WB_SAMPLES)) == NULL)
+            goto done;
+        s0 = PyTuple_GET_ITEM(sa, 0);
+        s1 = PyTuple_GET_ITEM(sa, 1);
+        result = PyTuple_GET_ITEM(sa, 2);
+        s_err = PyTuple_GET_ITEM(sa, 3);
+    }
+    if (stamp == Py_None) {            /* not a step the EngineCore recorded (as the worker's hooks skip it) */
+        PyObject *r = PyObject_CallMethodNoArgs(WB_MODE, S_FORGET);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+        Py_INCREF(Py_None);
+        out = Py_None;
+        goto done;
+    }
+    if (!PyTuple_Check(stamp) || WB_STAMP_STEP < 0 || PyTuple_GET_SIZE(stamp) <= WB_STAMP_STEP) {
+        PyErr_Format(PyExc_ValueError, "worker_bounds: the stamp %R is not a Stamp tuple", stamp);
+        goto done;
+    }
+    if ((prev = PyObject_GetAttr(WB_MODE, S_LAST_END)) == NULL)
+        goto done;
+    int sampled = PyObject_IsTrue(s0);
+    if (sampled < 0 || PyObject_SetAttr(WB_MODE, S_LAST_END, sampled ? s1 : e1) < 0)
+        goto done;
+    if ((stop = PyObject_GetAttr(WB_MODE, S_DEVICE_STOP)) == NULL)
+        goto done;
+    if (stop != Py_None && e_err == Py_None && s_err == Py_None) {   /* as the worker's posts stop it */
+        PyObject *stop_args[3] = {PyTuple_GET_ITEM(stamp, WB_STAMP_STEP), launch, result};
+        PyObject *r = PyObject_Vectorcall(stop, stop_args, 3, NULL);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+    }
+    if ((total = PyObject_GetAttr(so, S_TOTAL)) == NULL || (e_name = error_name(e_err)) == NULL ||
+            (f_name = error_name(f_err)) == NULL || (s_name = error_name(s_err)) == NULL)
+        goto done;
+    out = PyTuple_Pack(13, stamp, prev, stop != Py_None ? Py_True : Py_False, total, e0, e1, e_name, f0, f1, f_name,
+                       s0, s1, s_name);
+done:
+    Py_XDECREF(zero);
+    Py_XDECREF(ex);
+    Py_XDECREF(fw);
+    Py_XDECREF(la);
+    Py_XDECREF(sa);
+    Py_XDECREF(prev);
+    Py_XDECREF(stop);
+    Py_XDECREF(total);
+    Py_XDECREF(e_name);
+    Py_XDECREF(f_name);
+    Py_XDECREF(s_name);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"clock", clock_now, METH_NOARGS,
      "((ticks, ns) at import, (ticks, ns) now): the rate of a Front's ``spent`` ticks in ns"},
+    {"worker_bounds_setup", worker_bounds_setup, METH_VARARGS,
+     "worker_bounds_setup(executions, forwards, launches, samples, mode, stamp_step): the buffers and the Mode read"},
+    {"worker_bounds", worker_bounds, METH_O,
+     "worker_bounds(stamp): engine_core._worker_bounds in C (a WorkerBounds tuple, or None)"},
     {NULL}
 };
 
@@ -569,6 +747,15 @@ PyMODINIT_FUNC
 PyInit__cfront(void)
 {
     FAIL = PyUnicode_InternFromString("fail");
+    S_POP = PyUnicode_InternFromString("pop");
+    S_CLEAR = PyUnicode_InternFromString("clear");
+    S_FORGET = PyUnicode_InternFromString("forget");
+    S_LAST_END = PyUnicode_InternFromString("last_end");
+    S_DEVICE_STOP = PyUnicode_InternFromString("device_stop");
+    S_TOTAL = PyUnicode_InternFromString("total_num_scheduled_tokens");
+    S_NAME = PyUnicode_InternFromString("__name__");
+    if (!S_POP || !S_CLEAR || !S_FORGET || !S_LAST_END || !S_DEVICE_STOP || !S_TOTAL || !S_NAME)
+        return NULL;
     CLOCK_READ = clock_read();
     START_NS = mono_ns();
     START_TICKS = TICKS_ARE_NS ? START_NS : TICKS();

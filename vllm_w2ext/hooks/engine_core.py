@@ -10,7 +10,8 @@ the schedule's and update's bounds in the step's record (``StepRecord``) rather 
 attributes, links, those two phase spans and request spans are assembled on the export side (``steps.assemble``).
 ``update_from_output`` is a bounds hook (``hooks/bounds.py``): the step's post reads its bounds. ``schedule`` is one
 whose buffer is a consumer: its front hands each call's bounds to ``scheduled`` at once. Where the worker runs in this
-thread, the step's post also takes the worker's execution raw into the StepRecord (``_worker_bounds``).
+thread, the step's post also takes the worker's execution raw into the StepRecord (``_worker_bounds``; its C copy
+``_cfront.worker_bounds`` where the extension was built).
 """
 from __future__ import annotations
 
@@ -202,11 +203,14 @@ def _record_update(step: list, start: int, end: int, batch: int, error: BaseExce
         rec.dropped += 1
 
 
-def _worker_bounds() -> tuple | None:
+def _worker_bounds(stamp) -> tuple | None:
     """Where the worker runs on this thread (``bounds.MODE``): this step's execution as its bounds hooks left it, a
     ``WorkerBounds`` the export side makes the worker's spans of (``steps.assemble``); the GPU timer stopped as the
-    worker's posts stop it. None: nothing executed in this step. Each buffer holds one call per step (vLLM's step
-    functions execute, sample and launch once per step); ``pop`` takes it, and any older ones go."""
+    worker's posts stop it. ``stamp``: the step's own (``S.stamp``: the worker executes what this step scheduled).
+    None: nothing executed in this step. Each buffer holds one call per step (vLLM's step functions execute, sample
+    and launch once per step); ``pop`` takes it, and any older ones go. The definition: where the C extension was
+    built, the step's post runs its copy (``_cfront.worker_bounds``, ``read_worker_bounds``), held to this one by a
+    unit test."""
     ex = EXECUTIONS
     if not ex:
         if SAMPLES:                                # a sample with no execution before it: not recorded (as the
@@ -231,7 +235,6 @@ def _worker_bounds() -> tuple | None:
         s0, s1, result, s_err = SAMPLES.pop()
         if SAMPLES:
             SAMPLES.clear()
-    stamp = S.stamp                                # the step's own: the worker executes what this step scheduled
     if stamp is None:                              # not a step the EngineCore recorded (as the worker's hooks skip it)
         MODE.forget()
         return None
@@ -243,6 +246,14 @@ def _worker_bounds() -> tuple | None:
     return (stamp, prev, stop is not None, so.total_num_scheduled_tokens, e0, e1,        # WorkerBounds
             None if e_err is None else type(e_err).__name__, f0, f1, None if f_err is None else type(f_err).__name__,
             s0, s1, None if s_err is None else type(s_err).__name__)
+
+
+try:                                               # the same in C where the extension was built (~110 bytecodes less
+    from vllm_w2ext.hooks._cfront import worker_bounds as read_worker_bounds, worker_bounds_setup   # per step)
+except ImportError:                                # (an extension from before it has no worker_bounds either)
+    read_worker_bounds = _worker_bounds
+else:
+    worker_bounds_setup(EXECUTIONS, FORWARDS, LAUNCHES, SAMPLES, MODE, STAMP_STEP)
 
 
 # -- the hooks -------------------------------------------------------------------------------------
@@ -319,7 +330,7 @@ def _step_post(r, result, error):
             u0 = u1 = 0
             batch = -1
     r[DATA] = (S.facts, executed, finished, S.pending, skipped, S.schedule_start, S.schedule_end, u0, u1, batch,  # StepRecord
-               S.sample, _worker_bounds() if MODE.in_process else None)
+               S.sample, read_worker_bounds(S.stamp) if MODE.in_process else None)
     S.schedule_start = 0
     S.facts = S.stamp = None
     # Recorder.end written out when there are no marks to close and the buffer has room; else through it
