@@ -60,8 +60,17 @@ class Core:
         return {}, True
 
 
+@pytest.fixture
+def no_reporting(monkeypatch):
+    """A hook fault reports through the process's pipeline and role (``HookRunner.fail``): not in a unit test's
+    process, where a pipeline's export thread would outlive the test."""
+    from vllm_w2ext.telemetry import identity, pipeline
+    monkeypatch.setattr(pipeline, "get", lambda: None)
+    monkeypatch.setattr(identity, "set_role", lambda *a, **k: None)
+
+
 @pytest.fixture(params=["c", "python"])
-def loop(request, monkeypatch, no_marks):
+def loop(request, monkeypatch, no_marks, no_reporting):
     if request.param == "c" and runner.CFront is None:
         pytest.skip("the C front is not built")
     if request.param == "python":
@@ -138,7 +147,7 @@ def test_a_fault_in_the_consumer_switches_the_hook_off_and_never_reaches_vllm(lo
     assert caplog.text.count("planted fault") == 1           # switched off: the third step's schedule ran bare
 
 
-def test_the_consumers_fault_goes_to_the_process_runner(monkeypatch):
+def test_the_consumers_fault_goes_to_the_process_runner(monkeypatch, no_reporting):
     from vllm_w2ext.hooks import INSTRUMENTOR
     r = HookRunner({h.name: h for h in engine_core.HOOKS}["engine.schedule"])
     monkeypatch.setattr(INSTRUMENTOR, "runners", {"engine.schedule": r})
