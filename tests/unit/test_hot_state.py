@@ -14,9 +14,17 @@ def _class_data(cls) -> set:
     return {k for k, v in vars(cls).items() if not k.startswith("__") and not callable(v) and not hasattr(v, "__get__")}
 
 
+def _instance_attrs(obj) -> set:
+    """The attributes set on an instance: its ``__dict__``'s, or its slots' that hold a value (a slotted class keeps
+    them at fixed offsets: ``engine_core._State``, which the C step post reads there)."""
+    if hasattr(obj, "__dict__"):
+        return set(vars(obj))
+    return {n for c in type(obj).__mro__ for n in getattr(c, "__slots__", ()) if hasattr(obj, n)}
+
+
 def _shadowed(obj) -> set:
     """Instance attributes that a plain class attribute shadows."""
-    return _class_data(type(obj)) & set(vars(obj))
+    return _class_data(type(obj)) & _instance_attrs(obj)
 
 
 @pytest.mark.parametrize("make", [engine_core._State, worker._State, runner.StepGate,
@@ -24,9 +32,14 @@ def _shadowed(obj) -> set:
                          ids=["engine_core.S", "worker.S", "runner.GATE", "GpuTimer"])
 def test_no_class_level_defaults_under_instance_attributes(make):
     obj = make()
-    assert vars(obj), "the state lives on the instance"
+    assert _instance_attrs(obj), "the state lives on the instance"
     assert _shadowed(obj) == set()
     assert _class_data(type(obj)) == set(), "class-level data on a hot-path state class"
+
+
+def test_every_slot_of_the_engine_state_is_set():
+    st = engine_core._State()
+    assert _instance_attrs(st) == set(engine_core._State.__slots__)
 
 
 def test_the_check_finds_a_class_default():

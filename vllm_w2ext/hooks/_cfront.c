@@ -728,11 +728,300 @@ done:
     return out;
 }
 
+/* -- step_post: engine_core._step_post's common way in C ------------------------------------------------------
+ *
+ * The engine step's post on a recorded step that ended without an error, no request freed in it, no marks to close,
+ * room in the recorder's buffer, its update (if any) without an error, the sampling N unchanged and the worker not
+ * about to become bounds hooks: the step's StepRecord and end written here, as ``engine_core._step_post`` writes them,
+ * without its ~160 bytecodes run cold once per step on vLLM's thread. Every other step goes to that function (the
+ * definition; ``fallback``), before anything is changed. It reads the state object's slots at their offsets
+ * (``engine_core._State.__slots__``) and, on each call, ``S``, ``RECORDER``, ``MODE`` and ``UPDATES`` from the module's
+ * dict (tests put their own there). A unit test holds the two to the same records and state on planted steps
+ * (tests/unit/test_step_post_c.py).
+ *
+ * step_post_setup(module_dict, state_type, fallback, stamp_attr, stamp_step, nested, data, end, deque_type) once. */
+static PyObject *SP_GLOBALS, *SP_FALLBACK, *SP_STAMP_ATTR, *SP_ZERO, *SP_MINUS_ONE, *SP_ONE;
+static PyTypeObject *SP_STATE_TYPE, *SP_DEQUE_TYPE;
+static Py_ssize_t SP_STAMP_STEP = -1, SP_NESTED, SP_DATA, SP_END, SP_LIST_MIN;
+static PyObject *S_S, *S_RECORDER, *S_MODE, *S_UPDATES, *S_RUNNING, *S_WAITING, *S_BUF, *S_CAPACITY, *S_IN_PROCESS,
+    *S_READY, *S_APPEND, *S_DEQUE_LEN_NAME;
+static PyObject *SP_DEQUE_LEN;     /* deque.__len__ (what S.waiting_len holds for a deque) */
+enum { O_CURRENT, O_FINISHED, O_SCHED, O_WAITING_LEN, O_PENDING, O_STEP, O_LAST_RECORDED, O_LIGHT_EXECUTED,
+       O_LIGHT_TOKENS, O_UPDATE_START, O_UPDATE_END, O_FACTS, O_SCHEDULE_START, O_SCHEDULE_END, O_SAMPLE, O_WANT,
+       O_STAMP, O_PREV_STEP_END, N_OFFSETS };
+static const char *OFFSET_NAMES[N_OFFSETS] = {"current", "finished", "sched", "waiting_len", "pending", "step",
+    "last_recorded", "light_executed", "light_tokens", "update_start", "update_end", "facts", "schedule_start",
+    "schedule_end", "sample", "want", "stamp", "prev_step_end"};
+static Py_ssize_t OFF[N_OFFSETS];
+
+#define SLOT_OF(obj, i) (*(PyObject **)((char *)(obj) + OFF[i]))
+
+/* Set slot ``i`` to ``value`` (a new reference taken: stolen). */
+static inline void
+put(PyObject *state, int i, PyObject *value)
+{
+    PyObject *old = SLOT_OF(state, i);
+    SLOT_OF(state, i) = value;
+    Py_XDECREF(old);
+}
+
+/* Slot ``name`` of ``type``: its offset, or -1 with an error (a __slots__ member holding an object). */
+static Py_ssize_t
+type_slot_offset(PyTypeObject *type, const char *name)
+{
+    PyObject *key = PyUnicode_InternFromString(name);
+    if (key == NULL)
+        return -1;
+    PyObject *d = _PyType_Lookup(type, key);
+    Py_DECREF(key);
+    if (d == NULL || !PyObject_TypeCheck(d, &PyMemberDescr_Type)) {
+        PyErr_Format(PyExc_TypeError, "step_post_setup: %s has no slot %s", type->tp_name, name);
+        return -1;
+    }
+    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+    if (m->type != T_OBJECT_EX && m->type != T_OBJECT) {
+        PyErr_Format(PyExc_TypeError, "step_post_setup: slot %s does not hold an object", name);
+        return -1;
+    }
+    return m->offset;
+}
+
+static PyObject *
+step_post_setup(PyObject *module, PyObject *args)
+{
+    PyObject *globals, *state_type, *fallback, *stamp_attr, *deque_type;
+    Py_ssize_t stamp_step, nested, data, end;
+    if (!PyArg_ParseTuple(args, "O!O!OUnnnnO!:step_post_setup", &PyDict_Type, &globals, &PyType_Type, &state_type,
+                          &fallback, &stamp_attr, &stamp_step, &nested, &data, &end, &PyType_Type, &deque_type))
+        return NULL;
+    for (int i = 0; i < N_OFFSETS; i++)
+        if ((OFF[i] = type_slot_offset((PyTypeObject *)state_type, OFFSET_NAMES[i])) < 0)
+            return NULL;
+    PyObject *dlen = PyObject_GetAttr(deque_type, S_DEQUE_LEN_NAME);
+    if (dlen == NULL)
+        return NULL;
+    Py_XSETREF(SP_DEQUE_LEN, dlen);
+    Py_INCREF(globals); Py_XSETREF(SP_GLOBALS, globals);
+    Py_INCREF(state_type); Py_XSETREF(SP_STATE_TYPE, (PyTypeObject *)state_type);
+    Py_INCREF(fallback); Py_XSETREF(SP_FALLBACK, fallback);
+    Py_INCREF(stamp_attr); Py_XSETREF(SP_STAMP_ATTR, stamp_attr);
+    Py_INCREF(deque_type); Py_XSETREF(SP_DEQUE_TYPE, (PyTypeObject *)deque_type);
+    SP_STAMP_STEP = stamp_step;
+    SP_NESTED = nested;
+    SP_DATA = data;
+    SP_END = end;
+    SP_LIST_MIN = (nested > data ? nested : data) > end ? (nested > data ? nested : data) : end;
+    Py_RETURN_NONE;
+}
+
+/* len(queue) as S.waiting_len counts it: a deque by deque's own __len__ (its C length), else through waiting_len. */
+static Py_ssize_t
+waiting_count(PyObject *waiting_len, PyObject *queue)
+{
+    if (waiting_len == SP_DEQUE_LEN && PyObject_TypeCheck(queue, SP_DEQUE_TYPE))
+        return SP_DEQUE_TYPE->tp_as_sequence->sq_length(queue);
+    PyObject *n = PyObject_CallOneArg(waiting_len, queue);
+    if (n == NULL)
+        return -1;
+    Py_ssize_t k = PyLong_AsSsize_t(n);
+    Py_DECREF(n);
+    return k;
+}
+
+/* Is every condition of the common way met? 1 yes, 0 no (the fallback runs), -1 an error. ``*rec``, ``*ups``: the
+ * recorder and the updates buffer (borrowed). */
+static int
+common_way(PyObject *state, PyObject *r, PyObject *result, PyObject *error, PyObject *mode, PyObject **rec,
+           PyObject *ups)
+{
+    if (state == NULL || Py_TYPE(state) != SP_STATE_TYPE || !PyList_CheckExact(r) || error != Py_None ||
+            PyList_GET_SIZE(r) <= SP_LIST_MIN || PyList_GET_ITEM(r, SP_NESTED) == Py_True)
+        return 0;
+    for (int i = 0; i < N_OFFSETS; i++)
+        if (SLOT_OF(state, i) == NULL)
+            return 0;
+    PyObject *finished = SLOT_OF(state, O_FINISHED);
+    if (!PyList_CheckExact(finished) || PyList_GET_SIZE(finished) != 0 || SLOT_OF(state, O_SCHED) == Py_None)
+        return 0;
+    if (result != Py_None && (!PyTuple_Check(result) || PyTuple_GET_SIZE(result) < 2))
+        return 0;
+    int same = PyObject_RichCompareBool(SLOT_OF(state, O_WANT), SLOT_OF(state, O_SAMPLE), Py_EQ);
+    if (same <= 0)
+        return same;
+    PyObject *ready = PyObject_GetAttr(mode, S_READY);
+    if (ready == NULL)
+        return -1;
+    Py_DECREF(ready);
+    if (ready != Py_False)
+        return 0;
+    PyObject *records = *rec;
+    if (!PyList_CheckExact(records) || PyList_GET_SIZE(records) < 1 || PyList_GET_ITEM(records, 0) == Py_None)
+        return 0;
+    *rec = PyList_GET_ITEM(records, 0);
+    PyObject *buf = PyObject_GetAttr(*rec, S_BUF), *cap = buf ? PyObject_GetAttr(*rec, S_CAPACITY) : NULL;
+    if (cap == NULL) {
+        Py_XDECREF(buf);
+        return -1;
+    }
+    Py_ssize_t n = PyObject_Length(buf), c = PyLong_AsSsize_t(cap);
+    Py_DECREF(buf);
+    Py_DECREF(cap);
+    if (n < 0 || (c == -1 && PyErr_Occurred()))
+        return -1;
+    if (n >= c)
+        return 0;
+    Py_ssize_t u = PyObject_Length(ups);
+    if (u < 0)
+        return -1;
+    if (u > 0) {                        /* its update failed: an Interval of its own, the fallback's */
+        PyObject *last = PySequence_GetItem(ups, -1);
+        if (last == NULL)
+            return -1;
+        int ok = PyTuple_Check(last) && PyTuple_GET_SIZE(last) == 4 && PyTuple_GET_ITEM(last, 3) == Py_None;
+        Py_DECREF(last);
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+static PyObject *
+step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "step_post(r, result, error)");
+        return NULL;
+    }
+    if (SP_GLOBALS == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "step_post: step_post_setup was not called");
+        return NULL;
+    }
+    PyObject *r = args[0], *result = args[1], *error = args[2];
+    PyObject *state = PyDict_GetItemWithError(SP_GLOBALS, S_S);
+    PyObject *rec = state ? PyDict_GetItemWithError(SP_GLOBALS, S_RECORDER) : NULL;
+    PyObject *mode = rec ? PyDict_GetItemWithError(SP_GLOBALS, S_MODE) : NULL;
+    PyObject *ups = mode ? PyDict_GetItemWithError(SP_GLOBALS, S_UPDATES) : NULL;
+    if (ups == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        return PyObject_Vectorcall(SP_FALLBACK, args, 3, NULL);
+    }
+    int ok = common_way(state, r, result, error, mode, &rec, ups);
+    if (ok < 0)
+        return NULL;
+    if (ok == 0)
+        return PyObject_Vectorcall(SP_FALLBACK, args, 3, NULL);
+
+    PyObject *running = NULL, *waiting = NULL, *skipped = NULL, *pending = NULL, *e = NULL, *stamp = NULL;
+    PyObject *batch = NULL, *wb = NULL, *data = NULL, *now = NULL, *buf = NULL, *appended = NULL, *out = NULL;
+    int executed = 0;
+    if (result != Py_None && (executed = PyObject_IsTrue(PyTuple_GET_ITEM(result, 1))) < 0)
+        return NULL;
+    Py_INCREF(Py_None);
+    put(state, O_CURRENT, Py_None);
+    PyObject *sched = SLOT_OF(state, O_SCHED);
+    if ((running = PyObject_GetAttr(sched, S_RUNNING)) == NULL || (waiting = PyObject_GetAttr(sched, S_WAITING)) == NULL)
+        goto done;
+    Py_ssize_t n_running = PyObject_Length(running);
+    Py_ssize_t n_waiting = n_running < 0 ? -1 : waiting_count(SLOT_OF(state, O_WAITING_LEN), waiting);
+    if (n_waiting < 0 || (pending = PyLong_FromSsize_t(n_running + n_waiting)) == NULL)
+        goto done;
+    put(state, O_PENDING, Py_NewRef(pending));
+    /* SkippedSteps: (light, step - last_recorded - 1 - light, light_tokens) */
+    PyObject *light = SLOT_OF(state, O_LIGHT_EXECUTED), *step = SLOT_OF(state, O_STEP);
+    long long l = PyLong_AsLongLong(light), st = PyLong_AsLongLong(step),
+              last = PyLong_AsLongLong(SLOT_OF(state, O_LAST_RECORDED));
+    if (PyErr_Occurred())
+        goto done;
+    skipped = Py_BuildValue("(OLO)", light, st - last - 1 - l, SLOT_OF(state, O_LIGHT_TOKENS));
+    if (skipped == NULL)
+        goto done;
+    put(state, O_LAST_RECORDED, Py_NewRef(step));
+    put(state, O_LIGHT_EXECUTED, Py_NewRef(SP_ZERO));
+    put(state, O_LIGHT_TOKENS, Py_NewRef(SP_ZERO));
+    PyObject *u0 = SP_ZERO, *u1 = SP_ZERO;
+    batch = Py_NewRef(SP_MINUS_ONE);
+    Py_ssize_t n_ups = PyObject_Length(ups);
+    if (n_ups < 0)
+        goto done;
+    if (n_ups > 0) {                   /* this step's update (from its bounds front, or its post) */
+        if ((e = take_last(ups)) == NULL)
+            goto done;
+        u0 = PyTuple_GET_ITEM(e, 0);
+        u1 = PyTuple_GET_ITEM(e, 1);
+        put(state, O_UPDATE_START, Py_NewRef(u0));
+        put(state, O_UPDATE_END, Py_NewRef(u1));
+        stamp = PyObject_GetAttr(PyTuple_GET_ITEM(e, 2), SP_STAMP_ATTR);
+        if (stamp == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                goto done;
+            PyErr_Clear();
+        } else if (stamp != Py_None) {
+            PyObject *b = PySequence_GetItem(stamp, SP_STAMP_STEP);
+            if (b == NULL)
+                goto done;
+            Py_SETREF(batch, b);
+        }
+    }
+    PyObject *in_process = PyObject_GetAttr(mode, S_IN_PROCESS);
+    if (in_process == NULL)
+        goto done;
+    int inp = PyObject_IsTrue(in_process);
+    Py_DECREF(in_process);
+    if (inp < 0)
+        goto done;
+    if ((wb = inp ? worker_bounds(module, SLOT_OF(state, O_STAMP)) : Py_NewRef(Py_None)) == NULL)
+        goto done;
+    PyObject *empty = PyTuple_New(0);            /* StepRecord.finished: none freed in this step */
+    if (empty == NULL)
+        goto done;
+    data = PyTuple_Pack(12, SLOT_OF(state, O_FACTS), executed ? Py_True : Py_False, empty, pending, skipped,
+                        SLOT_OF(state, O_SCHEDULE_START), SLOT_OF(state, O_SCHEDULE_END), u0, u1, batch,
+                        SLOT_OF(state, O_SAMPLE), wb);
+    Py_DECREF(empty);
+    if (data == NULL)
+        goto done;
+    if (PyList_SetItem(r, SP_DATA, data) < 0) {  /* steals data */
+        data = NULL;
+        goto done;
+    }
+    data = NULL;
+    put(state, O_SCHEDULE_START, Py_NewRef(SP_ZERO));
+    put(state, O_FACTS, Py_NewRef(Py_None));
+    put(state, O_STAMP, Py_NewRef(Py_None));
+    if ((now = now_ns()) == NULL)
+        goto done;
+    if (PyList_SetItem(r, SP_END, Py_NewRef(now)) < 0)
+        goto done;
+    put(state, O_PREV_STEP_END, Py_NewRef(now));
+    if ((buf = PyObject_GetAttr(rec, S_BUF)) == NULL || (appended = PyObject_CallMethodOneArg(buf, S_APPEND, r)) == NULL)
+        goto done;
+    out = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(running);
+    Py_XDECREF(waiting);
+    Py_XDECREF(skipped);
+    Py_XDECREF(pending);
+    Py_XDECREF(e);
+    Py_XDECREF(stamp);
+    Py_XDECREF(batch);
+    Py_XDECREF(wb);
+    Py_XDECREF(data);
+    Py_XDECREF(now);
+    Py_XDECREF(buf);
+    Py_XDECREF(appended);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"clock", clock_now, METH_NOARGS,
      "((ticks, ns) at import, (ticks, ns) now): the rate of a Front's ``spent`` ticks in ns"},
     {"worker_bounds_setup", worker_bounds_setup, METH_VARARGS,
      "worker_bounds_setup(executions, forwards, launches, samples, mode, stamp_step): the buffers and the Mode read"},
+    {"step_post_setup", step_post_setup, METH_VARARGS,
+     "step_post_setup(module_dict, state_type, fallback, stamp_attr, stamp_step, nested, data, end, deque_type)"},
+    {"step_post", (PyCFunction)(void (*)(void))step_post, METH_FASTCALL,
+     "step_post(r, result, error): engine_core._step_post's common way in C, else that function"},
     {"worker_bounds", worker_bounds, METH_O,
      "worker_bounds(stamp): engine_core._worker_bounds in C (a WorkerBounds tuple, or None)"},
     {NULL}
@@ -754,7 +1043,24 @@ PyInit__cfront(void)
     S_DEVICE_STOP = PyUnicode_InternFromString("device_stop");
     S_TOTAL = PyUnicode_InternFromString("total_num_scheduled_tokens");
     S_NAME = PyUnicode_InternFromString("__name__");
-    if (!S_POP || !S_CLEAR || !S_FORGET || !S_LAST_END || !S_DEVICE_STOP || !S_TOTAL || !S_NAME)
+    S_S = PyUnicode_InternFromString("S");
+    S_RECORDER = PyUnicode_InternFromString("RECORDER");
+    S_MODE = PyUnicode_InternFromString("MODE");
+    S_UPDATES = PyUnicode_InternFromString("UPDATES");
+    S_RUNNING = PyUnicode_InternFromString("running");
+    S_WAITING = PyUnicode_InternFromString("waiting");
+    S_BUF = PyUnicode_InternFromString("buf");
+    S_CAPACITY = PyUnicode_InternFromString("capacity");
+    S_IN_PROCESS = PyUnicode_InternFromString("in_process");
+    S_READY = PyUnicode_InternFromString("ready");
+    S_APPEND = PyUnicode_InternFromString("append");
+    S_DEQUE_LEN_NAME = PyUnicode_InternFromString("__len__");
+    SP_ZERO = PyLong_FromLong(0);
+    SP_ONE = PyLong_FromLong(1);
+    SP_MINUS_ONE = PyLong_FromLong(-1);
+    if (!S_POP || !S_CLEAR || !S_FORGET || !S_LAST_END || !S_DEVICE_STOP || !S_TOTAL || !S_NAME || !S_S ||
+            !S_RECORDER || !S_MODE || !S_UPDATES || !S_RUNNING || !S_WAITING || !S_BUF || !S_CAPACITY ||
+            !S_IN_PROCESS || !S_READY || !S_APPEND || !S_DEQUE_LEN_NAME || !SP_ZERO || !SP_ONE || !SP_MINUS_ONE)
         return NULL;
     CLOCK_READ = clock_read();
     START_NS = mono_ns();

@@ -49,7 +49,12 @@ class _State:
     """The EngineCore hooks' state, one instance (``S``). Every attribute is set in ``__init__``, none on the
     class: CPython 3.12 and 3.13 (not 3.11) do not specialize an instance's attribute load or store when its class
     has a plain attribute of the same name, so class-level defaults made each of the ~30 reads and writes per step a
-    generic lookup through the instance's and the class's dicts (``benchmarks/results/cpu/state_attrs``)."""
+    generic lookup through the instance's and the class's dicts (``benchmarks/results/cpu/state_attrs``). Slots: the
+    C step post (``_cfront.step_post``) reads and writes them at their offsets."""
+    __slots__ = ("step", "current", "facts", "finished", "sched", "waiting_type", "waiting_len", "pending",
+                 "identity_done", "all_links", "update_start", "update_end", "update_batch", "schedule_start",
+                 "schedule_end", "stamp", "prev_step_end", "sample", "want", "light_at", "light", "light_so",
+                 "last_recorded", "light_executed", "light_tokens", "prefilling", "preempted", "t0")
 
     def __init__(self) -> None:
         self.step = 0
@@ -348,6 +353,14 @@ def _step_post(r, result, error):
         MODE.start()
 
 
+try:                                               # its common way in C where the extension was built (~160 bytecodes
+    from vllm_w2ext.hooks._cfront import step_post, step_post_setup   # less per step); every other step goes to it
+except ImportError:
+    step_post = _step_post
+else:
+    step_post_setup(globals(), _State, _step_post, STAMP, STAMP_STEP, NESTED, DATA, END, deque)
+
+
 def _schedule_pre(sched, args, kwargs):
     """Where marks are wanted (or through the Python front's timed call): the schedule's start, or its marks."""
     S.sched = sched
@@ -526,10 +539,10 @@ def _executor_post(r: list | None, result, error):
 _EXEC_MODULES = (("vllm.v1.executor.multiproc_executor", "MultiprocExecutor"),)
 
 HOOKS: list[Hook] = [
-    Hook("engine.step", "vllm.v1.engine.core", "EngineCore.step", _step_pre, _step_post, ENGINE,
+    Hook("engine.step", "vllm.v1.engine.core", "EngineCore.step", _step_pre, step_post, ENGINE,
          "sync scheduling (vLLM 0.32 CPU)", clock="engine"),
     Hook("engine.step_with_batch_queue", "vllm.v1.engine.core", "EngineCore.step_with_batch_queue",
-         _step_pre, _step_post, ENGINE, "async scheduling / PP (vLLM 0.26 H100)", clock="engine"),
+         _step_pre, step_post, ENGINE, "async scheduling / PP (vLLM 0.26 H100)", clock="engine"),
     Hook("engine.schedule", "vllm.v1.core.sched.scheduler", "Scheduler.schedule", _schedule_pre,
          _schedule_post, ENGINE, "scheduling; stamps the SchedulerOutput with the step context",
          bounds=SCHEDULES, bounds_keep="result"),

@@ -1,0 +1,145 @@
+"""``_cfront.step_post``, the engine step's post in C where the extension was built: on planted steps it leaves the
+same range record, the same state and the same buffers as ``engine_core._step_post`` (the definition), case by case;
+on the steps its common way does not take (an error, requests freed, marks, a full buffer, a failed update, the
+sampling N moved, the worker about to switch to bounds hooks) it hands the call to that function untouched."""
+import copy
+from types import SimpleNamespace as NS
+
+import pytest
+
+from vllm_w2ext.hooks import bounds, engine_core
+from vllm_w2ext.hooks.engine_core import STAMP
+from vllm_w2ext.telemetry.recording import Recorder
+from vllm_w2ext.telemetry.wire import DATA, END, NESTED
+
+_cfront = pytest.importorskip("vllm_w2ext.hooks._cfront", reason="the C extension is not built")
+
+STEP_STAMP = (11, 22, 7, 100, 110, 0, 0, 90, 95, 1)        # the stamp the step's update took in: step 7's
+
+
+def state(**changes) -> engine_core._State:
+    st = engine_core._State()
+    st.step, st.last_recorded = 8, 6                 # step 7 was light: one skipped
+    st.light_executed, st.light_tokens = 1, 3
+    st.sched = NS(running=["a", "b"], waiting=bounds.buffer())
+    st.sched.waiting.append("c")
+    st.waiting_len = type(st.sched.waiting).__len__
+    st.facts = (1, 0, 1, (), (), 0, 0, (), (), None, 2, 1)
+    st.schedule_start, st.schedule_end = 100, 110
+    st.stamp = STEP_STAMP
+    for k, v in changes.items():
+        setattr(st, k, v)
+    return st
+
+
+def step_range() -> list:
+    return ["engine.step", "engine_core", 11, 22, 0, 95, 0, 8, None, None, None, 1, None]
+
+
+def so_with(stamp):
+    so = NS(total_num_scheduled_tokens=1)
+    if stamp is not None:
+        setattr(so, STAMP, stamp)
+    return so
+
+
+CASES = {
+    "steady, its update": {},
+    "no update": {"updates": []},
+    "update of an output with no stamp": {"updates": [(200, 210, so_with(None), None)]},
+    "older updates left": {"updates": [(1, 2, so_with(None), None), (200, 210, so_with(STEP_STAMP), None)]},
+    "no model run": {"result": ({}, False)},
+    "no result": {"result": None},
+    "a waiting queue that is not a deque": {"state": {"waiting_len": len}},
+    "worker on this thread": {"in_process": True},
+    # not the common way: the definition runs
+    "failed update": {"updates": [(200, 210, so_with(STEP_STAMP), KeyError("u"))]},
+    "requests freed": {"state": {"finished": [("a", "FINISHED_STOPPED", 3)]}},
+    "failed step": {"error": RuntimeError("step")},
+    "marks": {"nested": True},
+    "buffer full": {"capacity": 0},
+    "the budget moved N": {"state": {"want": 4}},
+    "worker about to switch": {"ready": True},
+    "no scheduler": {"state": {"sched": None}},
+}
+
+
+def run(post, case: dict, monkeypatch) -> tuple:
+    st = state(**copy.deepcopy(case.get("state", {})))
+    rec = Recorder(1 << 10 if "capacity" not in case else case["capacity"], None)
+    ups = bounds.buffer()
+    ups.extend(case.get("updates", [(200, 210, so_with(STEP_STAMP), None)]))
+    monkeypatch.setattr(engine_core, "S", st)
+    monkeypatch.setattr(engine_core, "RECORDER", [rec])
+    monkeypatch.setattr(engine_core, "recorder", lambda: rec)
+    monkeypatch.setattr(engine_core, "UPDATES", ups)
+    monkeypatch.setattr(bounds.MODE, "in_process", case.get("in_process", False))
+    monkeypatch.setattr(bounds.MODE, "ready", case.get("ready", False))
+    monkeypatch.setattr(bounds.MODE, "start", lambda: None)          # (what ready leads to: not this test's)
+    monkeypatch.setattr(bounds.MODE, "last_end", 50)
+    monkeypatch.setattr(bounds.MODE, "device_stop", None)
+    if case.get("in_process"):                        # the execution the worker's bounds hooks left
+        bounds.clear()
+        bounds.EXECUTIONS.append((120, 180, NS(total_num_scheduled_tokens=1), None))
+        bounds.SAMPLES.append((182, 190, "result", None))
+    r = step_range()
+    if case.get("nested"):
+        r[NESTED] = True
+        rec._local.s = [r]                            # (as a range with marks is on the thread's stack)
+    try:
+        post(r, case.get("result", ({}, True)), case.get("error"))
+    finally:
+        bounds.clear()
+    records = rec.take()
+    slots = {n: getattr(st, n) for n in engine_core._State.__slots__ if n not in ("prev_step_end", "sched")}
+    return r, records, slots, list(ups), st.prev_step_end
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_c_post_does_what_the_definition_does(name, monkeypatch):
+    case = CASES[name]
+    r_py, records_py, slots_py, ups_py, end_py = run(engine_core._step_post, case, monkeypatch)
+    r_c, records_c, slots_c, ups_c, end_c = run(_cfront.step_post, case, monkeypatch)
+    assert r_c[END] >= r_py[END] > 0 and end_c == r_c[END] and end_py == r_py[END]      # the step's end: now
+    r_py[END] = r_c[END] = None
+    for rec in records_py + records_c:                # the clock's readings in the records (a failed update's and
+        if isinstance(rec, list):                     # the step's own) set aside as above
+            rec[END] = None
+    assert r_c == r_py
+    assert r_c[DATA] is not None
+    assert [type(x) for x in records_c] == [type(x) for x in records_py]
+    assert records_c == records_py
+    assert slots_c == slots_py
+    assert ups_c == ups_py
+
+
+def test_the_hooks_run_the_c_post():
+    specs = {h.name: h for h in engine_core.HOOKS}
+    assert specs["engine.step"].post is _cfront.step_post
+    assert specs["engine.step_with_batch_queue"].post is _cfront.step_post
+
+
+COMMON = [n for n in CASES if list(CASES).index(n) < list(CASES).index("failed update")]
+
+
+class Handed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_only_the_uncommon_steps_are_handed_to_the_definition(name, monkeypatch):
+    def fallback(r, result, error):
+        raise Handed
+    from collections import deque
+    from vllm_w2ext.steps.facts import STAMP_STEP
+    from vllm_w2ext.telemetry.wire import DATA as D, END as E, NESTED as N
+    _cfront.step_post_setup(vars(engine_core), engine_core._State, fallback, STAMP, STAMP_STEP, N, D, E, deque)
+    try:
+        if name in COMMON:
+            run(_cfront.step_post, CASES[name], monkeypatch)
+        else:
+            with pytest.raises(Handed):
+                run(_cfront.step_post, CASES[name], monkeypatch)
+    finally:
+        _cfront.step_post_setup(vars(engine_core), engine_core._State, engine_core._step_post, STAMP, STAMP_STEP, N,
+                                D, E, deque)
