@@ -50,7 +50,7 @@ for p in $(seq 1 "$PAIRS"); do
   order=$ARMS; [ "${ALTERNATE:-0}" = 1 ] && [ $((p % 2)) = 0 ] && order=$(echo $ARMS | tr ' ' '\n' | tac | tr '\n' ' ')
   for arm in $order; do
     name=${arm#ab_}_$p
-    PYTHONPATH="$arm:$PYTHONPATH" VLLM_W2EXT_SAMPLE=$SAMPLE timeout ${EACH_S:-200} python3 benchmarks/hook_cost_engine.py \
+    PYTHONPATH="$arm${PYTHONPATH:+:$PYTHONPATH}" VLLM_W2EXT_SAMPLE=$SAMPLE timeout ${EACH_S:-200} python3 benchmarks/hook_cost_engine.py \
       "$M" $CH --batches "$BATCHES" --rounds "${ROUNDS:-3}" --max-tokens "${MAX_TOKENS:-64}" --engine-json "$OV" \
       --out "$R/$name.json" > "$R/$name.log" 2>&1
     echo "$name rc=$? ($(( $(date +%s) - T0 )) s): $(grep '^batch' "$R/$name.log" | cut -c1-160 | tr '\n' ' ')$(grep -o 'direct {[^}]*}' "$R/$name.log" | tr '\n' ' ')"
