@@ -143,3 +143,86 @@ def test_only_the_uncommon_steps_are_handed_to_the_definition(name, monkeypatch)
     finally:
         _cfront.step_post_setup(vars(engine_core), engine_core._State, engine_core._step_post, STAMP, STAMP_STEP, N,
                                 D, E, deque)
+
+
+# -- the step's pre ---------------------------------------------------------------------------------------------
+PRE_CASES = {
+    "recorded step": {},
+    "recorded step of a sampled run": {"sample": 4, "step": 3},          # step 4: 4 % 4 = 0, a recorded one
+    # not the common way: the definition runs
+    "first step (identity)": {"identity_done": False},
+    "light step": {"sample": 4, "step": 1},                              # step 2 of every 4: light
+    "gate shut": {"gate_shut": True},
+    "marks wanted": {"marks": True},
+    "no recorder yet": {"no_recorder": True},
+    "another waiting queue": {"waiting_type": list},
+}
+
+
+def run_pre(pre, case: dict, monkeypatch) -> tuple:
+    from vllm_w2ext.hooks import runner
+    st = engine_core._State()
+    st.identity_done = case.get("identity_done", True)
+    st.set_sample(case.get("sample", 1))
+    st.step = case.get("step", 8)
+    core = NS(scheduler=NS(running=[], waiting=bounds.buffer()), engine_index=0)
+    st.waiting_type = case.get("waiting_type", type(core.scheduler.waiting))
+    st.waiting_len = type(core.scheduler.waiting).__len__
+    rec = Recorder(1 << 10, None)
+    gate = runner.StepGate()
+    if case.get("gate_shut"):
+        gate.close()
+    monkeypatch.setattr(engine_core, "S", st)
+    monkeypatch.setattr(engine_core, "GATE", gate)
+    monkeypatch.setattr(engine_core, "RECORDER", [None if case.get("no_recorder") else rec])
+    monkeypatch.setattr(engine_core, "recorder", lambda: rec)
+    monkeypatch.setattr(engine_core, "PHASE_MARKS", [bool(case.get("marks"))])
+    monkeypatch.setattr(engine_core.identity, "set_role", lambda *a, **k: None)
+    monkeypatch.setattr(bounds.MODE, "arrive", lambda **k: None)
+    r = pre(core, (), {})
+    slots = {n: getattr(st, n) for n in engine_core._State.__slots__ if n not in ("t0", "current")}
+    slots["sched"] = slots["sched"] is core.scheduler
+    return r, slots, st.current is r, gate.shut
+
+
+@pytest.mark.parametrize("name", list(PRE_CASES))
+def test_the_c_pre_does_what_the_definition_does(name, monkeypatch):
+    r_py, slots_py, current_py, shut_py = run_pre(engine_core._step_pre, PRE_CASES[name], monkeypatch)
+    r_c, slots_c, current_c, shut_c = run_pre(_cfront.step_pre, PRE_CASES[name], monkeypatch)
+    assert slots_c == slots_py and current_c == current_py and shut_c == shut_py
+    if isinstance(r_py, list):
+        from vllm_w2ext.telemetry.wire import SPAN_ID, START, TRACE_ID
+        assert type(r_c) is list and len(r_c) == len(r_py)
+        for r in (r_py, r_c):                      # random ids and the clock: set aside, checked to be there
+            assert r[TRACE_ID] > 0 and r[SPAN_ID] > 0 and r[START] > 0
+            r[TRACE_ID] = r[SPAN_ID] = r[START] = None
+        assert r_c == r_py
+    else:
+        assert r_c is r_py                         # the light step's sentinel
+
+
+PRE_COMMON = ["recorded step", "recorded step of a sampled run"]
+
+
+@pytest.mark.parametrize("name", list(PRE_CASES))
+def test_only_the_uncommon_starts_are_handed_to_the_definition(name, monkeypatch):
+    def fallback(core, args, kwargs):
+        raise Handed
+    from vllm_w2ext.telemetry.recording import span_bits
+    from vllm_w2ext.telemetry.wire import ON_THREAD
+    from vllm_w2ext.vocab import ENGINE, Span
+    _cfront.step_pre_setup(fallback, span_bits, Span.STEP, ENGINE, ON_THREAD)
+    try:
+        if name in PRE_COMMON:
+            run_pre(_cfront.step_pre, PRE_CASES[name], monkeypatch)
+        else:
+            with pytest.raises(Handed):
+                run_pre(_cfront.step_pre, PRE_CASES[name], monkeypatch)
+    finally:
+        _cfront.step_pre_setup(engine_core._step_pre, span_bits, Span.STEP, ENGINE, ON_THREAD)
+
+
+def test_the_hooks_run_the_c_pre():
+    specs = {h.name: h for h in engine_core.HOOKS}
+    assert specs["engine.step"].pre is _cfront.step_pre
+    assert specs["engine.step_with_batch_queue"].pre is _cfront.step_pre

@@ -748,10 +748,10 @@ static PyObject *S_S, *S_RECORDER, *S_MODE, *S_UPDATES, *S_RUNNING, *S_WAITING, 
 static PyObject *SP_DEQUE_LEN;     /* deque.__len__ (what S.waiting_len holds for a deque) */
 enum { O_CURRENT, O_FINISHED, O_SCHED, O_WAITING_LEN, O_PENDING, O_STEP, O_LAST_RECORDED, O_LIGHT_EXECUTED,
        O_LIGHT_TOKENS, O_UPDATE_START, O_UPDATE_END, O_FACTS, O_SCHEDULE_START, O_SCHEDULE_END, O_SAMPLE, O_WANT,
-       O_STAMP, O_PREV_STEP_END, N_OFFSETS };
+       O_STAMP, O_PREV_STEP_END, O_IDENTITY_DONE, O_WAITING_TYPE, O_LIGHT_AT, O_LIGHT, N_OFFSETS };
 static const char *OFFSET_NAMES[N_OFFSETS] = {"current", "finished", "sched", "waiting_len", "pending", "step",
     "last_recorded", "light_executed", "light_tokens", "update_start", "update_end", "facts", "schedule_start",
-    "schedule_end", "sample", "want", "stamp", "prev_step_end"};
+    "schedule_end", "sample", "want", "stamp", "prev_step_end", "identity_done", "waiting_type", "light_at", "light"};
 static Py_ssize_t OFF[N_OFFSETS];
 
 #define SLOT_OF(obj, i) (*(PyObject **)((char *)(obj) + OFF[i]))
@@ -1013,6 +1013,149 @@ done:
     return out;
 }
 
+/* -- step_pre: engine_core._step_pre's common way in C ---------------------------------------------------------
+ *
+ * A recorded step's start once the process's identity is set: its scheduler noted, its number counted and its range
+ * opened (a list in RangeRecord order, as ``_step_pre`` writes it out), with the gate open, a recorder made and no
+ * marks wanted. Every other step (the first, a light one, the gate shut, marks, another waiting queue's type) goes to
+ * ``engine_core._step_pre`` (the definition) before anything is changed. It reads the state's slots as step_post does,
+ * and ``S``, ``GATE``, ``RECORDER`` and ``PHASE_MARKS`` from the module each call. A unit test holds the two to the
+ * same range and state (tests/unit/test_step_post_c.py).
+ *
+ * step_pre_setup(fallback, getrandbits, name, role, on_thread) once, after step_post_setup. */
+static PyObject *SPRE_FALLBACK, *SPRE_GETRANDBITS, *SPRE_NAME, *SPRE_ROLE, *SPRE_ON_THREAD, *SPRE_BITS128,
+    *SPRE_BITS64;
+static PyObject *S_GATE, *S_SHUT, *S_PHASE_MARKS, *S_SCHEDULER;
+
+static PyObject *
+step_pre_setup(PyObject *module, PyObject *args)
+{
+    PyObject *fallback, *bits, *name, *role, *on_thread;
+    if (!PyArg_ParseTuple(args, "OOOOO:step_pre_setup", &fallback, &bits, &name, &role, &on_thread))
+        return NULL;
+    if (SP_GLOBALS == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "step_pre_setup: step_post_setup first");
+        return NULL;
+    }
+    Py_INCREF(fallback); Py_XSETREF(SPRE_FALLBACK, fallback);
+    Py_INCREF(bits); Py_XSETREF(SPRE_GETRANDBITS, bits);
+    Py_INCREF(name); Py_XSETREF(SPRE_NAME, name);
+    Py_INCREF(role); Py_XSETREF(SPRE_ROLE, role);
+    Py_INCREF(on_thread); Py_XSETREF(SPRE_ON_THREAD, on_thread);
+    Py_RETURN_NONE;
+}
+
+/* getrandbits(bits) or 1 (a new reference). */
+static PyObject *
+random_id(PyObject *bits)
+{
+    PyObject *v = PyObject_CallOneArg(SPRE_GETRANDBITS, bits);
+    if (v == NULL)
+        return NULL;
+    int nonzero = PyObject_IsTrue(v);
+    if (nonzero < 0) {
+        Py_DECREF(v);
+        return NULL;
+    }
+    if (!nonzero)
+        Py_SETREF(v, Py_NewRef(SP_ONE));
+    return v;
+}
+
+static PyObject *
+step_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "step_pre(core, args, kwargs)");
+        return NULL;
+    }
+    if (SPRE_FALLBACK == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "step_pre: step_pre_setup was not called");
+        return NULL;
+    }
+    PyObject *state = PyDict_GetItemWithError(SP_GLOBALS, S_S);
+    PyObject *gate = state ? PyDict_GetItemWithError(SP_GLOBALS, S_GATE) : NULL;
+    PyObject *records = gate ? PyDict_GetItemWithError(SP_GLOBALS, S_RECORDER) : NULL;
+    PyObject *marks = records ? PyDict_GetItemWithError(SP_GLOBALS, S_PHASE_MARKS) : NULL;
+    if (marks == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        return PyObject_Vectorcall(SPRE_FALLBACK, args, 3, NULL);
+    }
+    if (Py_TYPE(state) != SP_STATE_TYPE || SLOT_OF(state, O_IDENTITY_DONE) != Py_True ||
+            !PyList_CheckExact(records) || PyList_GET_SIZE(records) < 1 || PyList_GET_ITEM(records, 0) == Py_None ||
+            !PyList_CheckExact(marks) || PyList_GET_SIZE(marks) < 1)
+        return PyObject_Vectorcall(SPRE_FALLBACK, args, 3, NULL);
+    for (int i = 0; i < N_OFFSETS; i++)
+        if (SLOT_OF(state, i) == NULL)
+            return PyObject_Vectorcall(SPRE_FALLBACK, args, 3, NULL);
+    int m = PyObject_IsTrue(PyList_GET_ITEM(marks, 0));
+    if (m != 0) {
+        if (m < 0)
+            return NULL;
+        return PyObject_Vectorcall(SPRE_FALLBACK, args, 3, NULL);
+    }
+    PyObject *shut = PyObject_GetAttr(gate, S_SHUT);
+    if (shut == NULL)
+        return NULL;
+    Py_DECREF(shut);
+    if (shut != Py_False)
+        return PyObject_Vectorcall(SPRE_FALLBACK, args, 3, NULL);
+    PyObject *sched = PyObject_GetAttr(args[0], S_SCHEDULER);
+    if (sched == NULL) {
+        PyErr_Clear();                                 /* the definition raises it, as it would */
+        return PyObject_Vectorcall(SPRE_FALLBACK, args, 3, NULL);
+    }
+    PyObject *waiting = PyObject_GetAttr(sched, S_WAITING);
+    if (waiting == NULL) {
+        PyErr_Clear();
+        Py_DECREF(sched);
+        return PyObject_Vectorcall(SPRE_FALLBACK, args, 3, NULL);
+    }
+    int same_queue = (PyObject *)Py_TYPE(waiting) == SLOT_OF(state, O_WAITING_TYPE);
+    Py_DECREF(waiting);
+    long long n = PyLong_AsLongLong(SLOT_OF(state, O_STEP)) + 1;
+    long long every = PyLong_AsLongLong(SLOT_OF(state, O_SAMPLE));
+    PyObject *light_at = SLOT_OF(state, O_LIGHT_AT);
+    if (PyErr_Occurred() || !same_queue || every <= 0 || !PyTuple_CheckExact(light_at) ||
+            PyTuple_GET_SIZE(light_at) != every) {
+        PyErr_Clear();
+        Py_DECREF(sched);
+        return PyObject_Vectorcall(SPRE_FALLBACK, args, 3, NULL);
+    }
+    int light = PyObject_IsTrue(PyTuple_GET_ITEM(light_at, n % every));
+    if (light != 0) {
+        Py_DECREF(sched);
+        if (light < 0)
+            return NULL;
+        return PyObject_Vectorcall(SPRE_FALLBACK, args, 3, NULL);
+    }
+    /* the common way from here: S.sched, S.step, S.light, the range */
+    PyObject *step = PyLong_FromLongLong(n), *trace = NULL, *span = NULL, *now = NULL, *r = NULL;
+    if (step == NULL || (trace = random_id(SPRE_BITS128)) == NULL || (span = random_id(SPRE_BITS64)) == NULL ||
+            (now = now_ns()) == NULL || (r = PyList_New(13)) == NULL) {
+        Py_DECREF(sched);
+        Py_XDECREF(step);
+        Py_XDECREF(trace);
+        Py_XDECREF(span);
+        Py_XDECREF(now);
+        return NULL;
+    }
+    put(state, O_SCHED, sched);                        /* steals sched */
+    put(state, O_STEP, Py_NewRef(step));
+    put(state, O_LIGHT, Py_NewRef(Py_False));
+    PyObject *items[13] = {SPRE_NAME, SPRE_ROLE, trace, span, SP_ZERO, now, SP_ZERO, step, Py_None, Py_None, Py_None,
+                           SPRE_ON_THREAD, Py_None};
+    for (int i = 0; i < 13; i++)
+        PyList_SET_ITEM(r, i, Py_NewRef(items[i]));
+    Py_DECREF(step);
+    Py_DECREF(trace);
+    Py_DECREF(span);
+    Py_DECREF(now);
+    put(state, O_CURRENT, Py_NewRef(r));
+    return r;
+}
+
 static PyMethodDef module_methods[] = {
     {"clock", clock_now, METH_NOARGS,
      "((ticks, ns) at import, (ticks, ns) now): the rate of a Front's ``spent`` ticks in ns"},
@@ -1022,6 +1165,10 @@ static PyMethodDef module_methods[] = {
      "step_post_setup(module_dict, state_type, fallback, stamp_attr, stamp_step, nested, data, end, deque_type)"},
     {"step_post", (PyCFunction)(void (*)(void))step_post, METH_FASTCALL,
      "step_post(r, result, error): engine_core._step_post's common way in C, else that function"},
+    {"step_pre_setup", step_pre_setup, METH_VARARGS,
+     "step_pre_setup(fallback, getrandbits, name, role, on_thread), after step_post_setup"},
+    {"step_pre", (PyCFunction)(void (*)(void))step_pre, METH_FASTCALL,
+     "step_pre(core, args, kwargs): engine_core._step_pre's common way in C, else that function"},
     {"worker_bounds", worker_bounds, METH_O,
      "worker_bounds(stamp): engine_core._worker_bounds in C (a WorkerBounds tuple, or None)"},
     {NULL}
@@ -1055,6 +1202,14 @@ PyInit__cfront(void)
     S_READY = PyUnicode_InternFromString("ready");
     S_APPEND = PyUnicode_InternFromString("append");
     S_DEQUE_LEN_NAME = PyUnicode_InternFromString("__len__");
+    S_GATE = PyUnicode_InternFromString("GATE");
+    S_SHUT = PyUnicode_InternFromString("shut");
+    S_PHASE_MARKS = PyUnicode_InternFromString("PHASE_MARKS");
+    S_SCHEDULER = PyUnicode_InternFromString("scheduler");
+    SPRE_BITS128 = PyLong_FromLong(128);
+    SPRE_BITS64 = PyLong_FromLong(64);
+    if (!S_GATE || !S_SHUT || !S_PHASE_MARKS || !S_SCHEDULER || !SPRE_BITS128 || !SPRE_BITS64)
+        return NULL;
     SP_ZERO = PyLong_FromLong(0);
     SP_ONE = PyLong_FromLong(1);
     SP_MINUS_ONE = PyLong_FromLong(-1);

@@ -359,6 +359,12 @@ except ImportError:
     step_post = _step_post
 else:
     step_post_setup(globals(), _State, _step_post, STAMP, STAMP_STEP, NESTED, DATA, END, deque)
+try:                                               # and its pre's (a recorded step's start, ~70 bytecodes less)
+    from vllm_w2ext.hooks._cfront import step_pre, step_pre_setup
+except ImportError:
+    step_pre = _step_pre
+else:
+    step_pre_setup(_step_pre, span_bits, Span.STEP, ENGINE, ON_THREAD)
 
 
 def _schedule_pre(sched, args, kwargs):
@@ -539,10 +545,10 @@ def _executor_post(r: list | None, result, error):
 _EXEC_MODULES = (("vllm.v1.executor.multiproc_executor", "MultiprocExecutor"),)
 
 HOOKS: list[Hook] = [
-    Hook("engine.step", "vllm.v1.engine.core", "EngineCore.step", _step_pre, step_post, ENGINE,
+    Hook("engine.step", "vllm.v1.engine.core", "EngineCore.step", step_pre, step_post, ENGINE,
          "sync scheduling (vLLM 0.32 CPU)", clock="engine"),
     Hook("engine.step_with_batch_queue", "vllm.v1.engine.core", "EngineCore.step_with_batch_queue",
-         _step_pre, step_post, ENGINE, "async scheduling / PP (vLLM 0.26 H100)", clock="engine"),
+         step_pre, step_post, ENGINE, "async scheduling / PP (vLLM 0.26 H100)", clock="engine"),
     Hook("engine.schedule", "vllm.v1.core.sched.scheduler", "Scheduler.schedule", _schedule_pre,
          _schedule_post, ENGINE, "scheduling; stamps the SchedulerOutput with the step context",
          bounds=SCHEDULES, bounds_keep="result"),

@@ -52,6 +52,8 @@ REQUEST_SCHEDULED = Attrs("vllm.v1.request", "Request", ("num_prompt_tokens",),
                           soft=("arrival_time", "trace_headers"))
 REQUEST_FREED = Attrs("vllm.v1.request", "Request", ("request_id", "status", "num_output_tokens"))
 SCHEDULER_QUEUES = Attrs(SCHEDULER, "Scheduler", ("requests", "running", "waiting"))
+# The engine step's pre takes the scheduler from the EngineCore (the schedule's consumer gets no self) and its queues.
+ENGINE_CORE = Attrs("vllm.v1.engine.core", "EngineCore", ("scheduler",))
 # Front end: the request given to OutputProcessor.add_request, and its per-request state.
 ENGINE_CORE_REQUEST = Attrs("vllm.v1.engine", "EngineCoreRequest", ("request_id", "trace_headers"),
                             soft=("sampling_params", "prompt_token_ids"))
@@ -87,6 +89,8 @@ ATTRS: dict[str, tuple[Attrs, ...]] = {
     "engine.schedule": (SCHEDULER_OUTPUT, CACHED_REQUEST_DATA, NEW_REQUEST_DATA, REQUEST_SCHEDULED,
                         SCHEDULER_QUEUES),
     "engine.free_request": (REQUEST_FREED,),
+    "engine.step": (ENGINE_CORE, SCHEDULER_QUEUES),
+    "engine.step_with_batch_queue": (ENGINE_CORE, SCHEDULER_QUEUES),
     "front.request_start": (ENGINE_CORE_REQUEST,),
     "front.request_finish": (REQUEST_STATE,),
     "worker.sample_tokens": (ASYNC_OUTPUT,),
