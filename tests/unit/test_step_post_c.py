@@ -126,6 +126,15 @@ class Handed(Exception):
     pass
 
 
+def handed_over_unless_common(runner, fn, case: dict, common: bool, monkeypatch) -> None:
+    """With a fallback that raises Handed: a common case runs in C to its end, any other is handed over."""
+    if common:
+        runner(fn, case, monkeypatch)
+    else:
+        with pytest.raises(Handed):
+            runner(fn, case, monkeypatch)
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_only_the_uncommon_steps_are_handed_to_the_definition(name, monkeypatch):
     def fallback(r, result, error):
@@ -135,11 +144,7 @@ def test_only_the_uncommon_steps_are_handed_to_the_definition(name, monkeypatch)
     from vllm_w2ext.telemetry.wire import DATA as D, END as E, NESTED as N
     _cfront.step_post_setup(vars(engine_core), engine_core._State, fallback, STAMP, STAMP_STEP, N, D, E, deque)
     try:
-        if name in COMMON:
-            run(_cfront.step_post, CASES[name], monkeypatch)
-        else:
-            with pytest.raises(Handed):
-                run(_cfront.step_post, CASES[name], monkeypatch)
+        handed_over_unless_common(run, _cfront.step_post, CASES[name], name in COMMON, monkeypatch)
     finally:
         _cfront.step_post_setup(vars(engine_core), engine_core._State, engine_core._step_post, STAMP, STAMP_STEP, N,
                                 D, E, deque)
@@ -213,11 +218,7 @@ def test_only_the_uncommon_starts_are_handed_to_the_definition(name, monkeypatch
     from vllm_w2ext.vocab import ENGINE, Span
     _cfront.step_pre_setup(fallback, span_bits, Span.STEP, ENGINE, ON_THREAD)
     try:
-        if name in PRE_COMMON:
-            run_pre(_cfront.step_pre, PRE_CASES[name], monkeypatch)
-        else:
-            with pytest.raises(Handed):
-                run_pre(_cfront.step_pre, PRE_CASES[name], monkeypatch)
+        handed_over_unless_common(run_pre, _cfront.step_pre, PRE_CASES[name], name in PRE_COMMON, monkeypatch)
     finally:
         _cfront.step_pre_setup(engine_core._step_pre, span_bits, Span.STEP, ENGINE, ON_THREAD)
 

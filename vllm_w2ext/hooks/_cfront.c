@@ -421,25 +421,32 @@ front_dealloc(Front *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* The offset of slot ``name`` in ``runner``'s type (a __slots__ member holding an object), or -1 with an error. */
+/* The offset of slot ``name`` in ``type`` (a __slots__ member holding an object), or -1 with an error. */
 static Py_ssize_t
-slot_offset(PyObject *runner, const char *name)
+type_slot_offset(PyTypeObject *type, const char *name)
 {
     PyObject *key = PyUnicode_InternFromString(name);
     if (key == NULL)
         return -1;
-    PyObject *d = _PyType_Lookup(Py_TYPE(runner), key);
+    PyObject *d = _PyType_Lookup(type, key);
     Py_DECREF(key);
     if (d == NULL || !PyObject_TypeCheck(d, &PyMemberDescr_Type)) {
-        PyErr_Format(PyExc_TypeError, "Front: the runner's type %R has no slot %s", Py_TYPE(runner), name);
+        PyErr_Format(PyExc_TypeError, "%s has no slot %s", type->tp_name, name);
         return -1;
     }
     PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
     if (m->type != T_OBJECT_EX && m->type != T_OBJECT) {
-        PyErr_Format(PyExc_TypeError, "Front: the runner's slot %s does not hold an object", name);
+        PyErr_Format(PyExc_TypeError, "%s's slot %s does not hold an object", type->tp_name, name);
         return -1;
     }
     return m->offset;
+}
+
+/* The offset of slot ``name`` in ``runner``'s type, or -1 with an error. */
+static Py_ssize_t
+slot_offset(PyObject *runner, const char *name)
+{
+    return type_slot_offset(Py_TYPE(runner), name);
 }
 
 static PyObject *
@@ -763,27 +770,6 @@ put(PyObject *state, int i, PyObject *value)
     PyObject *old = SLOT_OF(state, i);
     SLOT_OF(state, i) = value;
     Py_XDECREF(old);
-}
-
-/* Slot ``name`` of ``type``: its offset, or -1 with an error (a __slots__ member holding an object). */
-static Py_ssize_t
-type_slot_offset(PyTypeObject *type, const char *name)
-{
-    PyObject *key = PyUnicode_InternFromString(name);
-    if (key == NULL)
-        return -1;
-    PyObject *d = _PyType_Lookup(type, key);
-    Py_DECREF(key);
-    if (d == NULL || !PyObject_TypeCheck(d, &PyMemberDescr_Type)) {
-        PyErr_Format(PyExc_TypeError, "step_post_setup: %s has no slot %s", type->tp_name, name);
-        return -1;
-    }
-    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-    if (m->type != T_OBJECT_EX && m->type != T_OBJECT) {
-        PyErr_Format(PyExc_TypeError, "step_post_setup: slot %s does not hold an object", name);
-        return -1;
-    }
-    return m->offset;
 }
 
 static PyObject *
@@ -1182,45 +1168,46 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__cfront(void)
 {
-    FAIL = PyUnicode_InternFromString("fail");
-    S_POP = PyUnicode_InternFromString("pop");
-    S_CLEAR = PyUnicode_InternFromString("clear");
-    S_FORGET = PyUnicode_InternFromString("forget");
-    S_LAST_END = PyUnicode_InternFromString("last_end");
-    S_DEVICE_STOP = PyUnicode_InternFromString("device_stop");
-    S_TOTAL = PyUnicode_InternFromString("total_num_scheduled_tokens");
-    S_NAME = PyUnicode_InternFromString("__name__");
-    S_S = PyUnicode_InternFromString("S");
-    S_RECORDER = PyUnicode_InternFromString("RECORDER");
-    S_MODE = PyUnicode_InternFromString("MODE");
-    S_UPDATES = PyUnicode_InternFromString("UPDATES");
-    S_RUNNING = PyUnicode_InternFromString("running");
-    S_WAITING = PyUnicode_InternFromString("waiting");
-    S_BUF = PyUnicode_InternFromString("buf");
-    S_CAPACITY = PyUnicode_InternFromString("capacity");
-    S_IN_PROCESS = PyUnicode_InternFromString("in_process");
-    S_READY = PyUnicode_InternFromString("ready");
-    S_APPEND = PyUnicode_InternFromString("append");
-    S_DEQUE_LEN_NAME = PyUnicode_InternFromString("__len__");
-    S_GATE = PyUnicode_InternFromString("GATE");
-    S_SHUT = PyUnicode_InternFromString("shut");
-    S_PHASE_MARKS = PyUnicode_InternFromString("PHASE_MARKS");
-    S_SCHEDULER = PyUnicode_InternFromString("scheduler");
+    static const struct { PyObject **name; const char *text; } NAMES[] = {
+        {&FAIL, "fail"},
+        {&S_POP, "pop"},
+        {&S_CLEAR, "clear"},
+        {&S_FORGET, "forget"},
+        {&S_LAST_END, "last_end"},
+        {&S_DEVICE_STOP, "device_stop"},
+        {&S_TOTAL, "total_num_scheduled_tokens"},
+        {&S_NAME, "__name__"},
+        {&S_S, "S"},
+        {&S_RECORDER, "RECORDER"},
+        {&S_MODE, "MODE"},
+        {&S_UPDATES, "UPDATES"},
+        {&S_RUNNING, "running"},
+        {&S_WAITING, "waiting"},
+        {&S_BUF, "buf"},
+        {&S_CAPACITY, "capacity"},
+        {&S_IN_PROCESS, "in_process"},
+        {&S_READY, "ready"},
+        {&S_APPEND, "append"},
+        {&S_DEQUE_LEN_NAME, "__len__"},
+        {&S_GATE, "GATE"},
+        {&S_SHUT, "shut"},
+        {&S_PHASE_MARKS, "PHASE_MARKS"},
+        {&S_SCHEDULER, "scheduler"},
+    };
+    for (size_t i = 0; i < sizeof(NAMES) / sizeof(NAMES[0]); i++)
+        if ((*NAMES[i].name = PyUnicode_InternFromString(NAMES[i].text)) == NULL)
+            return NULL;
     SPRE_BITS128 = PyLong_FromLong(128);
     SPRE_BITS64 = PyLong_FromLong(64);
-    if (!S_GATE || !S_SHUT || !S_PHASE_MARKS || !S_SCHEDULER || !SPRE_BITS128 || !SPRE_BITS64)
-        return NULL;
     SP_ZERO = PyLong_FromLong(0);
     SP_ONE = PyLong_FromLong(1);
     SP_MINUS_ONE = PyLong_FromLong(-1);
-    if (!S_POP || !S_CLEAR || !S_FORGET || !S_LAST_END || !S_DEVICE_STOP || !S_TOTAL || !S_NAME || !S_S ||
-            !S_RECORDER || !S_MODE || !S_UPDATES || !S_RUNNING || !S_WAITING || !S_BUF || !S_CAPACITY ||
-            !S_IN_PROCESS || !S_READY || !S_APPEND || !S_DEQUE_LEN_NAME || !SP_ZERO || !SP_ONE || !SP_MINUS_ONE)
+    if (!SPRE_BITS128 || !SPRE_BITS64 || !SP_ZERO || !SP_ONE || !SP_MINUS_ONE)
         return NULL;
     CLOCK_READ = clock_read();
     START_NS = mono_ns();
     START_TICKS = TICKS_ARE_NS ? START_NS : TICKS();
-    if (FAIL == NULL || PyType_Ready(&FrontType) < 0)
+    if (PyType_Ready(&FrontType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
