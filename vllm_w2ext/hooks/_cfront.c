@@ -570,6 +570,7 @@ static PyTypeObject FrontType = {
  * result and side effects on planted buffers (tests/unit/test_worker_bounds_c.py).
  *
  * worker_bounds_setup(executions, forwards, launches, samples, mode, stamp_step) once; then worker_bounds(stamp). */
+static PyObject *SP_ZERO, *SP_MINUS_ONE, *SP_ONE;     /* 0, -1, 1 (made at import) */
 static PyObject *WB_EXECUTIONS, *WB_FORWARDS, *WB_LAUNCHES, *WB_SAMPLES, *WB_MODE;
 static Py_ssize_t WB_STAMP_STEP = -1;
 static PyObject *S_POP, *S_CLEAR, *S_FORGET, *S_LAST_END, *S_DEVICE_STOP, *S_TOTAL, *S_NAME;
@@ -654,8 +655,8 @@ worker_bounds(PyObject *module, PyObject *stamp)
     }
     PyObject *ex = NULL, *fw = NULL, *la = NULL, *sa = NULL, *out = NULL, *prev = NULL, *stop = NULL;
     PyObject *total = NULL, *e_name = NULL, *f_name = NULL, *s_name = NULL;
-    PyObject *zero = PyLong_FromLong(0);
-    if (zero == NULL || (ex = take_last(WB_EXECUTIONS)) == NULL)
+    PyObject *zero = SP_ZERO;
+    if ((ex = take_last(WB_EXECUTIONS)) == NULL)
         goto done;
     PyObject *e0 = PyTuple_GET_ITEM(ex, 0), *e1 = PyTuple_GET_ITEM(ex, 1), *so = PyTuple_GET_ITEM(ex, 2);
     PyObject *e_err = PyTuple_GET_ITEM(ex, 3);
@@ -721,7 +722,6 @@ worker_bounds(PyObject *module, PyObject *stamp)
     out = PyTuple_Pack(13, stamp, prev, stop != Py_None ? Py_True : Py_False, total, e0, e1, e_name, f0, f1, f_name,
                        s0, s1, s_name);
 done:
-    Py_XDECREF(zero);
     Py_XDECREF(ex);
     Py_XDECREF(fw);
     Py_XDECREF(la);
@@ -747,7 +747,7 @@ done:
  * (tests/unit/test_step_post_c.py).
  *
  * step_post_setup(module_dict, state_type, fallback, stamp_attr, stamp_step, nested, data, end, deque_type) once. */
-static PyObject *SP_GLOBALS, *SP_FALLBACK, *SP_STAMP_ATTR, *SP_ZERO, *SP_MINUS_ONE, *SP_ONE;
+static PyObject *SP_GLOBALS, *SP_FALLBACK, *SP_STAMP_ATTR;
 static PyTypeObject *SP_STATE_TYPE, *SP_DEQUE_TYPE;
 static Py_ssize_t SP_STAMP_STEP = -1, SP_NESTED, SP_DATA, SP_END, SP_LIST_MIN;
 static PyObject *S_S, *S_RECORDER, *S_MODE, *S_UPDATES, *S_RUNNING, *S_WAITING, *S_BUF, *S_CAPACITY, *S_IN_PROCESS,
@@ -814,11 +814,11 @@ waiting_count(PyObject *waiting_len, PyObject *queue)
     return k;
 }
 
-/* Is every condition of the common way met? 1 yes, 0 no (the fallback runs), -1 an error. ``*rec``, ``*ups``: the
- * recorder and the updates buffer (borrowed). */
+/* Is every condition of the common way met? 1 yes, 0 no (the fallback runs), -1 an error. ``records``: the module's
+ * RECORDER list; ``*buf``: its recorder's buffer where 1 (a new reference); ``ups``: the updates buffer. */
 static int
-common_way(PyObject *state, PyObject *r, PyObject *result, PyObject *error, PyObject *mode, PyObject **rec,
-           PyObject *ups)
+common_way(PyObject *state, PyObject *r, PyObject *result, PyObject *error, PyObject *mode, PyObject *records,
+           PyObject **buf, PyObject *ups)
 {
     if (state == NULL || Py_TYPE(state) != SP_STATE_TYPE || !PyList_CheckExact(r) || error != Py_None ||
             PyList_GET_SIZE(r) <= SP_LIST_MIN || PyList_GET_ITEM(r, SP_NESTED) == Py_True)
@@ -840,21 +840,7 @@ common_way(PyObject *state, PyObject *r, PyObject *result, PyObject *error, PyOb
     Py_DECREF(ready);
     if (ready != Py_False)
         return 0;
-    PyObject *records = *rec;
     if (!PyList_CheckExact(records) || PyList_GET_SIZE(records) < 1 || PyList_GET_ITEM(records, 0) == Py_None)
-        return 0;
-    *rec = PyList_GET_ITEM(records, 0);
-    PyObject *buf = PyObject_GetAttr(*rec, S_BUF), *cap = buf ? PyObject_GetAttr(*rec, S_CAPACITY) : NULL;
-    if (cap == NULL) {
-        Py_XDECREF(buf);
-        return -1;
-    }
-    Py_ssize_t n = PyObject_Length(buf), c = PyLong_AsSsize_t(cap);
-    Py_DECREF(buf);
-    Py_DECREF(cap);
-    if (n < 0 || (c == -1 && PyErr_Occurred()))
-        return -1;
-    if (n >= c)
         return 0;
     Py_ssize_t u = PyObject_Length(ups);
     if (u < 0)
@@ -868,6 +854,19 @@ common_way(PyObject *state, PyObject *r, PyObject *result, PyObject *error, PyOb
         if (!ok)
             return 0;
     }
+    PyObject *rec = PyList_GET_ITEM(records, 0);
+    PyObject *b = PyObject_GetAttr(rec, S_BUF), *cap = b ? PyObject_GetAttr(rec, S_CAPACITY) : NULL;
+    if (cap == NULL) {
+        Py_XDECREF(b);
+        return -1;
+    }
+    Py_ssize_t n = PyObject_Length(b), c = PyLong_AsSsize_t(cap);
+    Py_DECREF(cap);
+    if (n < 0 || (c == -1 && PyErr_Occurred()) || n >= c) {
+        Py_DECREF(b);
+        return n < 0 || (c == -1 && PyErr_Occurred()) ? -1 : 0;
+    }
+    *buf = b;
     return 1;
 }
 
@@ -884,25 +883,28 @@ step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *r = args[0], *result = args[1], *error = args[2];
     PyObject *state = PyDict_GetItemWithError(SP_GLOBALS, S_S);
-    PyObject *rec = state ? PyDict_GetItemWithError(SP_GLOBALS, S_RECORDER) : NULL;
-    PyObject *mode = rec ? PyDict_GetItemWithError(SP_GLOBALS, S_MODE) : NULL;
+    PyObject *records = state ? PyDict_GetItemWithError(SP_GLOBALS, S_RECORDER) : NULL;
+    PyObject *mode = records ? PyDict_GetItemWithError(SP_GLOBALS, S_MODE) : NULL;
     PyObject *ups = mode ? PyDict_GetItemWithError(SP_GLOBALS, S_UPDATES) : NULL;
     if (ups == NULL) {
         if (PyErr_Occurred())
             return NULL;
         return PyObject_Vectorcall(SP_FALLBACK, args, 3, NULL);
     }
-    int ok = common_way(state, r, result, error, mode, &rec, ups);
+    PyObject *buf = NULL;
+    int ok = common_way(state, r, result, error, mode, records, &buf, ups);
     if (ok < 0)
         return NULL;
     if (ok == 0)
         return PyObject_Vectorcall(SP_FALLBACK, args, 3, NULL);
 
     PyObject *running = NULL, *waiting = NULL, *skipped = NULL, *pending = NULL, *e = NULL, *stamp = NULL;
-    PyObject *batch = NULL, *wb = NULL, *data = NULL, *now = NULL, *buf = NULL, *appended = NULL, *out = NULL;
+    PyObject *batch = NULL, *wb = NULL, *data = NULL, *now = NULL, *appended = NULL, *out = NULL;
     int executed = 0;
-    if (result != Py_None && (executed = PyObject_IsTrue(PyTuple_GET_ITEM(result, 1))) < 0)
+    if (result != Py_None && (executed = PyObject_IsTrue(PyTuple_GET_ITEM(result, 1))) < 0) {
+        Py_DECREF(buf);
         return NULL;
+    }
     Py_INCREF(Py_None);
     put(state, O_CURRENT, Py_None);
     PyObject *sched = SLOT_OF(state, O_SCHED);
@@ -980,7 +982,7 @@ step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (PyList_SetItem(r, SP_END, Py_NewRef(now)) < 0)
         goto done;
     put(state, O_PREV_STEP_END, Py_NewRef(now));
-    if ((buf = PyObject_GetAttr(rec, S_BUF)) == NULL || (appended = PyObject_CallMethodOneArg(buf, S_APPEND, r)) == NULL)
+    if ((appended = PyObject_CallMethodOneArg(buf, S_APPEND, r)) == NULL)
         goto done;
     out = Py_NewRef(Py_None);
 done:

@@ -416,9 +416,6 @@ def scheduled(bounds) -> None:
     ``post``'s does: the front's own note of the bounds would drop it silently."""
     try:
         so = bounds[2]
-        sched = S.sched
-        if type(sched.waiting) is not S.waiting_type:
-            _count_waiting(sched.waiting)
         if S.light:
             if so is None:
                 return
@@ -457,6 +454,7 @@ def scheduled(bounds) -> None:
         total = so.total_num_scheduled_tokens
         if (total == len(nst) and not (so.scheduled_new_reqs or S.prefilling or S.preempted or so.preempted_req_ids
                                        or S.all_links)):
+            sched = S.sched                        # (the step's pre took it and counted its waiting queue's type)
             S.facts = (total, 0, total, (), (), 0, len(so.finished_req_ids), (), (), None, len(sched.running),  # StepFacts
                        S.waiting_len(sched.waiting))
         else:
@@ -480,9 +478,6 @@ class _Consumer:
 
     def __init__(self, fn) -> None:
         self.append = fn
-
-    def clear(self) -> None:
-        pass
 
 
 SCHEDULES = _Consumer(scheduled)
