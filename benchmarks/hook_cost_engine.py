@@ -321,14 +321,12 @@ def _fronts_direct() -> dict:
 
 def direct_by_hook(before: dict, after: dict, steps: int) -> dict | None:
     """``--counter-only``: the direct counter of each C front between two ``_fronts_direct`` readings, in µs per
-    engine step and per call, at the ticks' rate against the raw monotonic clock (``_cfront.clock``, as the
-    plugin's own ``selfcost.direct`` converts them); None without the extension or steps."""
+    engine step and per call, at the ticks' rate the plugin's own ``selfcost.direct`` converts them by
+    (``selfcost.ns_per_tick``); None without the extension or steps."""
     from vllm_w2ext.telemetry import selfcost
-    clock = selfcost._front_clock[0]
-    if clock is None or not steps or not after:
+    ns_per_tick = selfcost.ns_per_tick()
+    if not ns_per_tick or not steps or not after:
         return None
-    (t0, n0), (t1, n1) = clock()
-    ns_per_tick = (n1 - n0) / (t1 - t0) if t1 > t0 and n1 > n0 else 0.0
     rows = {}
     for name, (ticks, calls) in after.items():
         t_b, c_b = before.get(name, (0, 0))

@@ -61,11 +61,19 @@ def direct() -> tuple[int, int]:
     for f in list(fronts):
         ticks += f.spent
         calls += f.calls
-    clock = _front_clock[0]
-    if not ticks or clock is None:
+    if not ticks:
         return 0, calls
+    return round(ticks * ns_per_tick()), calls
+
+
+def ns_per_tick() -> float:
+    """The fronts' ticks in ns: the rate between the counter's and the raw monotonic clock's readings at import and
+    now (0.0 before any C front was made, or while the two readings coincide)."""
+    clock = _front_clock[0]
+    if clock is None:
+        return 0.0
     (t0, n0), (t1, n1) = clock()
-    return (round(ticks * (n1 - n0) / (t1 - t0)) if t1 > t0 and n1 > n0 else 0), calls
+    return (n1 - n0) / (t1 - t0) if t1 > t0 and n1 > n0 else 0.0
 
 
 def add_sample(cpu_ns: int, wall_ns: int, weight: int) -> None:
