@@ -306,9 +306,14 @@ def _timed_frees(window: Window) -> TimedFrees | None:
     return frees
 
 
+FREED = "(vLLM's frees)"
+
+
 def _fronts_direct() -> dict:
     """Each C front's direct counter (``selfcost.fronts``: its ``spent`` ticks and ``calls``) by hook name, as
-    ``{name: (ticks, calls)}``; empty where the extension was not built."""
+    ``{name: (ticks, calls)}``, and under ``FREED`` the fronts' releases of vLLM's objects the step's post took from
+    the bounds buffers (``_cfront.freed``: timed apart, outside the direct counter); empty where the extension was not
+    built."""
     from vllm_w2ext.telemetry import selfcost
     out: dict = {}
     for f in list(selfcost.fronts):
@@ -316,7 +321,74 @@ def _fronts_direct() -> dict:
         name = runner.spec.name if runner is not None else repr(f)
         ticks, calls = out.get(name, (0, 0))
         out[name] = (ticks + f.spent, calls + f.calls)
+    try:
+        from vllm_w2ext.hooks._cfront import freed
+    except ImportError:                             # (not built, or an older tree in an A/B arm)
+        pass
+    else:
+        out[FREED] = freed()
     return out
+
+
+class SteadyDirect:
+    """``--counter-only``: the direct counter over the steady decode steps alone (``Window``), where nothing times
+    the hooks: a wrapper of ``NULL_TARGET`` (a method of vLLM's no hook wraps, called once per scheduled step) counts the
+    round's steps and reads ``_fronts_direct`` as the window opens and closes; the steps between are the EngineCore's
+    own count. The wrapper is outside every front, so its own time is in no figure."""
+
+    def __init__(self, window: Window):
+        self.window = window
+        self.acc: dict = {}
+        self.steps = 0
+        self._open = None                           # (fronts' reading, engine step) as the window opened
+
+    def install(self) -> bool:
+        import importlib
+
+        from vllm_w2ext.hooks import engine_core
+        mod, cls_name, method = NULL_TARGET
+        try:
+            cls = getattr(importlib.import_module(mod), cls_name)
+        except (ImportError, AttributeError):
+            return False
+        fn = vars(cls).get(method)
+        if not isinstance(fn, types.FunctionType) or hasattr(fn, "__w2ext_runner__"):
+            return False
+        window, state = self.window, engine_core.S
+
+        def tick(*a, **k):
+            was = window.on
+            window.step()
+            if window.on and not was:
+                self._open = (_fronts_direct(), state.step)
+            elif was and not window.on:
+                self.close()
+            return fn(*a, **k)
+        setattr(cls, method, tick)
+        return True
+
+    def close(self) -> None:
+        """The window ends (or the round does): its reading's difference into the sums."""
+        if self._open is None:
+            return
+        from vllm_w2ext.hooks import engine_core
+        (before, step0), now = self._open, _fronts_direct()
+        self._open = None
+        self.steps += engine_core.S.step - step0
+        for name, (ticks, calls) in now.items():
+            t_b, c_b = before.get(name, (0, 0))
+            t, c = self.acc.get(name, (0, 0))
+            self.acc[name] = (t + ticks - t_b, c + calls - c_b)
+
+    def take(self) -> dict | None:
+        """The steady steps' direct figures (``direct_by_hook``'s form, with ``steps``) since the last take."""
+        self.close()
+        acc, steps = self.acc, self.steps
+        self.acc, self.steps = {}, 0
+        got = direct_by_hook({}, acc, steps)
+        if got is not None:
+            got["steps"] = steps
+        return got
 
 
 def direct_by_hook(before: dict, after: dict, steps: int) -> dict | None:
@@ -328,7 +400,13 @@ def direct_by_hook(before: dict, after: dict, steps: int) -> dict | None:
     if not ns_per_tick or not steps or not after:
         return None
     rows = {}
+    frees = None
     for name, (ticks, calls) in after.items():
+        if name == FREED:                           # not the plugin's work: beside the hooks, not in their sum
+            t_b, c_b = before.get(name, (0, 0))
+            frees = {"us_per_step": round((ticks - t_b) * ns_per_tick / steps / 1e3, 2),
+                     "releases_per_step": round((calls - c_b) / steps, 3)}
+            continue
         t_b, c_b = before.get(name, (0, 0))
         dt, dc = ticks - t_b, calls - c_b
         if dc:
@@ -339,7 +417,16 @@ def direct_by_hook(before: dict, after: dict, steps: int) -> dict | None:
     for name, r in rows.items():
         role = name.split(".")[0]
         by_role[role] = round(by_role.get(role, 0.0) + r["us_per_step"], 2)
-    return {"us_per_step": round(sum(r["us_per_step"] for r in rows.values()), 2), "by_role": by_role, "hooks": rows}
+    return {"us_per_step": round(sum(r["us_per_step"] for r in rows.values()), 2), "by_role": by_role, "hooks": rows,
+            "vllm_frees": frees}
+
+
+def _brief(direct: dict | None) -> dict | None:
+    """A direct figure's by-role sums, its vLLM's frees and steps, for the log line."""
+    if not direct:
+        return None
+    return {**direct["by_role"], "frees": (direct.get("vllm_frees") or {}).get("us_per_step"),
+            "steps": direct.get("steps")}
 
 
 def _steady(steady: dict) -> dict:
@@ -417,6 +504,9 @@ def main() -> int:
     frees = None if a.counter_only else _timed_frees(window)
     core = getattr(getattr(llm.llm_engine, "engine_core", None), "engine_core", None)   # in-process: the EngineCore
     fronts = None if a.counter_only else timed_fronts(acc, steady, window, [core] if core is not None else [])
+    steady_direct = SteadyDirect(window) if a.counter_only else None
+    if steady_direct is not None and not steady_direct.install():
+        steady_direct = None
     rows = []
     for bs in (int(b) for b in a.batches.split(",")):
         for v in acc.values():
@@ -430,6 +520,8 @@ def main() -> int:
         executions0 = _executions()
         GC.clear()
         direct0 = _fronts_direct()
+        if steady_direct is not None:
+            steady_direct.take()
         engine_steps0 = engine_core.S.step
         t0 = time.perf_counter()
         if a.churn:
@@ -437,6 +529,8 @@ def main() -> int:
             params = [SamplingParams(max_tokens=max(1, a.max_tokens // 2 + (i * 37) % (a.max_tokens + 1)),
                                      ignore_eos=True, temperature=1.0) for i in range(n)]
         for _ in range(a.rounds):
+            if steady_direct is not None:
+                steady_direct.close()
             window.new_round()
             if a.churn:
                 llm.generate([prompt] * n, params, use_tqdm=False)
@@ -487,7 +581,9 @@ def main() -> int:
                      "wall_s": round(wall, 3),
                      "event_free": event_free,
                      "us_per_step": total, "selfcost_sampled": sampled,
-                     "direct": direct_by_hook(direct0, direct1, steps) if a.counter_only else None, "us_per_step_by_role": by_role,
+                     "direct": direct_by_hook(direct0, direct1, steps) if a.counter_only else None,
+                     "direct_steady_decode": steady_direct.take() if steady_direct is not None else None,
+                     "us_per_step_by_role": by_role,
                      "export_thread_us_per_step": {"cpu": export[0], "wait": export[1], "gil_hold": export[2],
                                                    "parts": parts, "send_parts": send_parts,
                                                    "send": round(sum(parts[k] for k in send_parts), 2)},
@@ -498,7 +594,9 @@ def main() -> int:
         print(f"batch {bs}: {steps} steps ({recorded} executions recorded), hooks {total} us per step ({by_role}); "
               f"steady decode {st.get('us_per_step')} us per step over {st['steps']} steps ({st.get('by_role')}); "
               f"export thread {export[0]} us CPU per step {parts}; gc {collections}; sampled counter {sampled}; "
-              f"direct {rows[-1]['direct'] and rows[-1]['direct']['by_role']}; top: " +
+              f"direct {rows[-1]['direct'] and rows[-1]['direct']['by_role']}; "
+              f"vLLM's frees {rows[-1]['direct'] and rows[-1]['direct'].get('vllm_frees')}; "
+              f"steady direct {_brief(rows[-1]['direct_steady_decode'])}; top: " +
               ", ".join(f"{k} {v['us_per_step']}" for k, v in list(hooks.items())[:5]), flush=True)
     import vllm
     end = _end_event()

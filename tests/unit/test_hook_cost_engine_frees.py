@@ -66,3 +66,32 @@ def test_an_older_trees_clear_is_timed_instead(monkeypatch):
     old.spent.clear()
     old.spent.clear()                              # empty: nothing freed, no call
     assert old.spent == [] and (frees.calls, frees.freed) == (1, 2)
+
+
+def test_vllm_frees_are_beside_the_direct_figures_not_in_them(monkeypatch):
+    """``--counter-only``: the fronts' releases of vLLM's objects (``_cfront.freed``, under ``FREED``) are reported per
+    step beside the hooks, not summed into them; the steady window's readings add up window by window (planted
+    readings of the fronts' counters, one tick a ns)."""
+    mod = _engine_script()
+    from vllm_w2ext.telemetry import selfcost
+    monkeypatch.setattr(selfcost, "ns_per_tick", lambda: 0.5)
+    tick = 0.5
+    before = {"engine.step": (0, 0), mod.FREED: (0, 0)}
+    after = {"engine.step": (round(10_000 / tick), 10), mod.FREED: (round(4_000 / tick), 10)}
+    got = mod.direct_by_hook(before, after, 10)
+    assert abs(got["us_per_step"] - 1.0) < 0.02 and list(got["hooks"]) == ["engine.step"]
+    assert abs(got["vllm_frees"]["us_per_step"] - 0.4) < 0.02 and got["vllm_frees"]["releases_per_step"] == 1.0
+
+    readings = iter([{"engine.step": (0, 0)}, {"engine.step": (round(2_000 / tick), 2)},
+                     {"engine.step": (round(5_000 / tick), 3)}, {"engine.step": (round(9_000 / tick), 5)}])
+    mod._fronts_direct = lambda: next(readings)
+    from vllm_w2ext.hooks import engine_core
+    monkeypatch.setattr(engine_core.S, "step", 0)
+    steady = mod.SteadyDirect(mod.Window(0, 10))
+    for step0, step1 in ((0, 2), (5, 7)):          # two windows: 2 steps, then 2 steps
+        engine_core.S.step = step0
+        steady._open = (mod._fronts_direct(), step0)
+        engine_core.S.step = step1
+        steady.close()
+    got = steady.take()
+    assert got["steps"] == 4 and abs(got["us_per_step"] - (2 + 4) / 4) < 0.02   # (2 µs, then 9 - 5 = 4 µs)

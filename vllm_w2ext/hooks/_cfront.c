@@ -97,6 +97,51 @@ spend(Front *self, long long t0)
         self->spent += d;
 }
 
+/* vLLM's objects the step's post takes out of the bounds buffers (a Bounds tuple keeps the call's SchedulerOutput or
+ * its result: ``hooks/bounds.py``). Once vLLM's step has returned, the buffer's is often the last reference (the
+ * update's SchedulerOutput, the V1 runner's output), so dropping it frees vLLM's object there: vLLM's own work (without
+ * the plugin it runs as the step returns and drops its locals), moved a few µs later, not the plugin's. On a 2-core CPU
+ * machine it was a third of the step hook's time per step at batch 1 (benchmarks/results/cpu/released_frees), and it
+ * grows with the batch (a SchedulerOutput holds per-request lists and dicts). So the C step post and worker_bounds
+ * ``bury`` what they take, and a front ``release``s it right after its timed section (``spend``), still inside the
+ * hook's call on vLLM's thread: the direct counter leaves vLLM's frees out and counts their time apart (``freed()``),
+ * so the benchmark shows both. */
+static PyObject *GRAVE;                 /* a list (made at import) */
+static long long FREED_TICKS, FREED_CALLS;
+#define GRAVE_MAX 64                    /* a post called outside any front (tests, the Python front's timed call) */
+
+/* Keep ``obj`` (a reference stolen; NULL ignored) until the next ``release``. */
+static void
+bury(PyObject *obj)
+{
+    if (obj == NULL)
+        return;
+    if (PyErr_Occurred() || GRAVE == NULL || PyList_GET_SIZE(GRAVE) >= GRAVE_MAX) {
+        Py_DECREF(obj);                 /* (an error pending: the caller's to raise; or no room) freed here */
+        return;
+    }
+    if (PyList_Append(GRAVE, obj) < 0)
+        PyErr_Clear();                  /* no memory: freed here */
+    Py_DECREF(obj);
+}
+
+/* Drop what was buried, timed apart (FREED_TICKS). The error indicator is kept as it was (a call's exception may be
+ * pending: a dealloc must not see or clear it). */
+static inline void
+release(void)
+{
+    if (GRAVE == NULL || PyList_GET_SIZE(GRAVE) == 0)
+        return;
+    long long m = TICKS();
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (PyList_SetSlice(GRAVE, 0, PyList_GET_SIZE(GRAVE), NULL) < 0)
+        PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+    FREED_TICKS += TICKS() - m;
+    FREED_CALLS++;
+}
+
 /* The least of many back-to-back reads' differences: what one read adds to a section it ends. */
 static long long
 clock_read(void)
@@ -212,11 +257,13 @@ bounds_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames
         PyErr_Restore(type, value, tb);
         Py_DECREF(kept);
         spend(self, m);
+        release();
         return NULL;
     }
     note(self, t0, self->keep == 2 ? result : kept, Py_None);
     Py_DECREF(kept);
     spend(self, m);
+    release();
     return result;
 }
 
@@ -325,6 +372,7 @@ hook_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
         PyObject *r = PyObject_Vectorcall(self->post, post_args, 3, NULL);
         Py_DECREF(state);
         spend(self, m);
+        release();
         if (r == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_Exception) || fail_current(self) < 0) {
                 Py_XDECREF(type);            /* post's (or fail's) own exception propagates, as there */
@@ -342,6 +390,7 @@ hook_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
     PyObject *r = PyObject_Vectorcall(self->post, post_args, 3, NULL);
     Py_DECREF(state);
     spend(self, m);
+    release();
     if (r == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_Exception) || fail_current(self) < 0) {
             Py_DECREF(result);
@@ -722,10 +771,10 @@ worker_bounds(PyObject *module, PyObject *stamp)
     out = PyTuple_Pack(13, stamp, prev, stop != Py_None ? Py_True : Py_False, total, e0, e1, e_name, f0, f1, f_name,
                        s0, s1, s_name);
 done:
-    Py_XDECREF(ex);
-    Py_XDECREF(fw);
-    Py_XDECREF(la);
-    Py_XDECREF(sa);
+    bury(ex);                          /* vLLM's objects they keep: freed after the front's timed section */
+    bury(fw);
+    bury(la);
+    bury(sa);
     Py_XDECREF(prev);
     Py_XDECREF(stop);
     Py_XDECREF(total);
@@ -990,7 +1039,7 @@ done:
     Py_XDECREF(waiting);
     Py_XDECREF(skipped);
     Py_XDECREF(pending);
-    Py_XDECREF(e);
+    bury(e);                           /* the update's SchedulerOutput: freed after the front's timed section */
     Py_XDECREF(stamp);
     Py_XDECREF(batch);
     Py_XDECREF(wb);
@@ -1144,7 +1193,17 @@ step_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return r;
 }
 
+/* freed() -> (ticks, calls): the time fronts spent releasing what the step's post buried (vLLM's frees, ``bury``), in
+ * the direct counter's ticks, and how many releases. */
+static PyObject *
+freed(PyObject *module, PyObject *unused)
+{
+    return Py_BuildValue("(LL)", FREED_TICKS, FREED_CALLS);
+}
+
 static PyMethodDef module_methods[] = {
+    {"freed", freed, METH_NOARGS,
+     "(ticks, calls): fronts' releases of vLLM's objects the step's post took from the bounds buffers (bury)"},
     {"clock", clock_now, METH_NOARGS,
      "((ticks, ns) at import, (ticks, ns) now): the rate of a Front's ``spent`` ticks in ns"},
     {"worker_bounds_setup", worker_bounds_setup, METH_VARARGS,
@@ -1207,6 +1266,8 @@ PyInit__cfront(void)
     if (!SPRE_BITS128 || !SPRE_BITS64 || !SP_ZERO || !SP_ONE || !SP_MINUS_ONE)
         return NULL;
     CLOCK_READ = clock_read();
+    if ((GRAVE = PyList_New(0)) == NULL)
+        return NULL;
     START_NS = mono_ns();
     START_TICKS = TICKS_ARE_NS ? START_NS : TICKS();
     if (PyType_Ready(&FrontType) < 0)
