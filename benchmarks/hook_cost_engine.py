@@ -330,6 +330,27 @@ def _fronts_direct() -> dict:
     return out
 
 
+def _timed_stop() -> list | None:
+    """``--time-stop``: the device timer's stop that the engine step's post calls (``bounds.MODE.device_stop``) timed
+    into ``[ns, calls]``; None where there is none (no GPU, or the worker not on the EngineCore's thread)."""
+    from vllm_w2ext.hooks.bounds import MODE
+    stop = MODE.device_stop
+    if stop is None:
+        return None
+    got = [0, 0]
+    clock = time.perf_counter_ns
+
+    def timed_stop(*a):
+        t = clock()
+        try:
+            return stop(*a)
+        finally:
+            got[0] += clock() - t
+            got[1] += 1
+    MODE.device_stop = timed_stop
+    return got
+
+
 class SteadyDirect:
     """``--counter-only``: the direct counter over the steady decode steps alone (``Window``), where nothing times
     the hooks: a wrapper of ``NULL_TARGET`` (a method of vLLM's no hook wraps, called once per scheduled step) counts the
@@ -469,6 +490,10 @@ def main() -> int:
                          "steadier counter")
     ap.add_argument("--steady-skip", type=int, default=4,
                     help="engine steps left out at each end of a round for the steady decode figure")
+    ap.add_argument("--time-stop", action="store_true",
+                    help="time the device timer's stop where the engine step's post calls it (MODE.device_stop: "
+                         "the worker on the EngineCore's thread); its wrapper's time reads inside the step hook's "
+                         "figure, so not for an A/B")
     a = ap.parse_args()
     trace_dir = tempfile.mkdtemp(prefix="w2ext-hook-cost-")
     os.environ.update(VLLM_W2EXT="1", VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_W2EXT_TRACE_DIR=trace_dir)
@@ -507,6 +532,7 @@ def main() -> int:
     steady_direct = SteadyDirect(window) if a.counter_only else None
     if steady_direct is not None and not steady_direct.install():
         steady_direct = None
+    stops = _timed_stop() if a.time_stop else None
     rows = []
     for bs in (int(b) for b in a.batches.split(",")):
         for v in acc.values():
@@ -519,6 +545,8 @@ def main() -> int:
         export0 = _export_thread()
         executions0 = _executions()
         GC.clear()
+        if stops is not None:
+            stops[:] = [0, 0]
         direct0 = _fronts_direct()
         if steady_direct is not None:
             steady_direct.take()
@@ -583,6 +611,8 @@ def main() -> int:
                      "us_per_step": total, "selfcost_sampled": sampled,
                      "direct": direct_by_hook(direct0, direct1, steps) if a.counter_only else None,
                      "direct_steady_decode": steady_direct.take() if steady_direct is not None else None,
+                     "device_stop": ({"us_per_step": round(stops[0] / steps / 1e3, 2), "calls": stops[1]}
+                                     if stops is not None and steps else None),
                      "us_per_step_by_role": by_role,
                      "export_thread_us_per_step": {"cpu": export[0], "wait": export[1], "gil_hold": export[2],
                                                    "parts": parts, "send_parts": send_parts,
