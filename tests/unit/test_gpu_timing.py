@@ -5,6 +5,7 @@ end)), recycles events, and restarts the idle chain after steps were dropped or 
 planted GPU timestamps and a planted wall clock (no torch, no GPU). Every timer test runs both ways of timing the
 end events: one call per step (``elapsed``), and every pending step in one call of the C extension
 (``_event_times.resolve``, the GIL released) through a ctypes function that stands for ``cudaEventElapsedTime``."""
+import abc
 import ctypes
 import os
 from collections import deque
@@ -569,19 +570,27 @@ def test_the_c_call_keeps_and_loses_no_reference():
     assert [sys.getrefcount(o) for o in objs] == before
 
 
-class Carrier:
+class CarrierBase(abc.ABC):                      # (vLLM's AsyncOutput derives from an ABC: a class of ABCMeta)
+    pass
+
+
+class Carrier(CarrierBase):
     """Stands for vLLM's AsyncOutput: the step's output that holds its end event."""
 
     def __init__(self, event):
         self.copy_event = event
 
 
+@pytest.mark.parametrize("way", ["python", "c"])
 @pytest.mark.parametrize("case", ["carrier", "other result", "no anchor yet", "borrowing off", "queue full",
                                   "spent full", "fresh after a pause"])
-def test_stop_by_result_does_what_stop_does(gpu, monkeypatch, case):
-    """``stop_by_result`` writes ``stop``'s borrowing out (one Python frame per step on vLLM's thread): for each
-    branch, the same pending entries, drops, records, anchors and freshness as ``stop`` given the same steps."""
+def test_stop_by_result_does_what_stop_does(gpu, monkeypatch, case, way):
+    """``stop_by_result`` writes ``stop``'s borrowing out (the Python closure, and its C copy
+    ``_event_times.borrow_stop`` where built): for each branch, the same pending entries, drops, records, anchors and
+    freshness as ``stop`` given the same steps."""
     import operator
+    if way == "c" and gpu_timing._c_borrow_stop is None:
+        pytest.skip("the C extension _event_times was not built")
     monkeypatch.setattr(gpu_timing, "MAX_PENDING", 3)
     monkeypatch.setattr(gpu_timing, "MAX_SPENT", 1)
 
@@ -589,7 +598,8 @@ def test_stop_by_result_does_what_stop_does(gpu, monkeypatch, case):
         g = FakeGpu(gpu.way)
         monkeypatch.setattr(gpu_timing, "_wall", lambda: at(g.now))
         timer = make(g)
-        by_result = timer.stop_by_result(Carrier, operator.attrgetter("copy_event"))
+        by_result = timer.stop_by_result(Carrier, operator.attrgetter("copy_event"), c=way == "c")
+        assert (type(by_result) is gpu_timing._c_borrow_stop) == (way == "c")
         g.now = 99.0
         if case != "no anchor yet":
             timer.new_anchor()
@@ -611,3 +621,41 @@ def test_stop_by_result_does_what_stop_does(gpu, monkeypatch, case):
                  timer.pending]
         return shape, len(g.records), g.anchors, timer.dropped, list(timer.spent), timer.fresh
     assert run(True) == run(False)
+
+
+def test_the_c_borrow_stop_keeps_and_loses_no_reference():
+    """Over 1000 stops through each branch (borrowed, handed to ``stop`` with and without the event, a failing
+    ``event_of``): the objects it touches hold as many references after as before, beyond the queued entries."""
+    import operator
+    import sys
+    if gpu_timing._c_borrow_stop is None:
+        pytest.skip("the C extension _event_times was not built")
+
+    class Timer:
+        def __init__(self):
+            self.anchor, self.borrow, self.fresh = ("anchor", 1), True, True
+            self.calls = []
+
+        def stop(self, step, launch, event=None):
+            self.calls.append(event)
+
+    timer, pending, spent = Timer(), deque(), []
+    ev, step, launch = object(), object(), object()
+    result = Carrier(ev)
+    stop = gpu_timing._c_borrow_stop(timer, Carrier, operator.attrgetter("copy_event"), pending, spent, timer.stop,
+                                     10**9, 10**9)
+    objs = [ev, step, launch, result, timer.anchor]
+    before = [sys.getrefcount(o) for o in objs]
+    for _ in range(1000):
+        stop(step, launch, result)                 # borrowed: queued
+        stop(step, launch, object())               # no carrier: the timer's own
+        timer.borrow = False
+        stop(step, launch, result)                 # borrowing off: handed to stop with the event
+        timer.borrow = True
+        with pytest.raises(AttributeError):
+            stop(step, launch, Carrier.__new__(Carrier))   # event_of fails: its error raised, nothing queued
+    assert len(pending) == 1000 and timer.fresh is False and pending[0][4] is True and pending[1][4] is False
+    assert timer.calls.count(None) == 1000 and timer.calls.count(ev) == 1000
+    pending.clear()
+    timer.calls.clear()
+    assert [sys.getrefcount(o) for o in objs] == before
