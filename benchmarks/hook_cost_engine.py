@@ -214,8 +214,8 @@ def timed_fronts(acc: dict, steady: dict, window: Window, holders=()) -> dict:
 NULL_TARGET = ("vllm.v1.core.sched.scheduler", "Scheduler", "get_grammar_bitmask")
 
 
-def _null_front(pair) -> str | None:
-    """Wrap ``NULL_TARGET`` (its name, or None where vLLM has no such method or a hook wraps it)."""
+def _null_target() -> tuple | None:
+    """``NULL_TARGET``'s (class, method name, function), or None where vLLM has no such method or a hook wraps it."""
     import importlib
     mod, cls_name, method = NULL_TARGET
     try:
@@ -225,6 +225,15 @@ def _null_front(pair) -> str | None:
     fn = vars(cls).get(method)
     if not isinstance(fn, types.FunctionType) or hasattr(fn, "__w2ext_runner__"):
         return None
+    return cls, method, fn
+
+
+def _null_front(pair) -> str | None:
+    """Wrap ``NULL_TARGET`` (its name, or None where vLLM has no such method or a hook wraps it)."""
+    target = _null_target()
+    if target is None:
+        return None
+    cls, method, fn = target
 
     pre = timed({}, {}, Window(0, 0), "null.pre", lambda *a: True)
     post = timed({}, {}, Window(0, 0), "null.post", lambda *a: None)
@@ -364,17 +373,11 @@ class SteadyDirect:
         self._open = None                           # (fronts' reading, engine step) as the window opened
 
     def install(self) -> bool:
-        import importlib
-
         from vllm_w2ext.hooks import engine_core
-        mod, cls_name, method = NULL_TARGET
-        try:
-            cls = getattr(importlib.import_module(mod), cls_name)
-        except (ImportError, AttributeError):
+        target = _null_target()
+        if target is None:
             return False
-        fn = vars(cls).get(method)
-        if not isinstance(fn, types.FunctionType) or hasattr(fn, "__w2ext_runner__"):
-            return False
+        cls, method, fn = target
         window, state = self.window, engine_core.S
 
         def tick(*a, **k):
