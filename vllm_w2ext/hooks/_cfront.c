@@ -100,9 +100,10 @@ spend(Front *self, long long t0)
 /* vLLM's objects the step's post takes out of the bounds buffers (a Bounds tuple keeps the call's SchedulerOutput or
  * its result: ``hooks/bounds.py``). Once vLLM's step has returned, the buffer's is often the last reference (the
  * update's SchedulerOutput, the V1 runner's output), so dropping it frees vLLM's object there: vLLM's own work (without
- * the plugin it runs as the step returns and drops its locals), moved a few µs later, not the plugin's. On a 2-core CPU
- * machine it was a third of the step hook's time per step at batch 1 (benchmarks/results/cpu/released_frees), and it
- * grows with the batch (a SchedulerOutput holds per-request lists and dicts). So the C step post and worker_bounds
+ * the plugin it runs as the step returns and drops its locals), moved a few µs later, not the plugin's. It was about a
+ * fifth of the step hook's former figure on a 2-core CPU machine (benchmarks/results/cpu/released_frees) and 2 µs per
+ * step at batch 1, 9-11 at 512 on an H100 host (benchmarks/results/h100/issue19_52efeb7_frees): it grows with the batch
+ * (a SchedulerOutput holds per-request lists and dicts). So the C step post and worker_bounds
  * ``bury`` what they take, and a front ``release``s it right after its timed section (``spend``), still inside the
  * hook's call on vLLM's thread: the direct counter leaves vLLM's frees out and counts their time apart (``freed()``),
  * so the benchmark shows both. */
