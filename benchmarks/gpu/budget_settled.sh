@@ -13,9 +13,11 @@ export M=$OVERHEAD_MODELS_DIR/llama31-8b-shaped
 [ -f $M/tokenizer.json ] || python3 -m vllm_w2ext.lab.model_folders llama31-8b-shaped $M >/dev/null
 { nvidia-smi -L; lscpu | grep -E 'Model name|^CPU\(s\)'; python3 -c "import vllm, torch, sys; print('vllm', vllm.__version__, 'torch', torch.__version__, 'python', sys.version.split()[0])"
   md5sum vllm_w2ext/hooks/*.py vllm_w2ext/telemetry/*.py | md5sum; } > $R/env.txt 2>&1
-# name budget(%) tokens batch rounds; the committed runs were named b1_default / b512_default: the budget at 1 % was
+# name budget(%) tokens batch rounds [churn 0|1]; the committed runs were named b1_default / b512_default: the budget at 1 % was
 # the default then (79ca738), set here by leaving the variable unset
-for spec in ${RUNS:-"b1_budget 1 1500 1 6" "b1_off 0 1500 1 4" "b512_budget 1 256 512 5" "b512_off 0 256 512 3"}; do
+# RUNS: the specs separated by ';'
+IFS=';' read -ra SPECS <<< "${RUNS:-b1_budget 1 1500 1 6;b1_off 0 1500 1 4;b512_budget 1 256 512 5;b512_off 0 256 512 3}"
+for spec in "${SPECS[@]}"; do
   set -- $spec
   name=$1; export VLLM_W2EXT_COST_BUDGET=$2; shift 2
   rm -rf /tmp/tr_$name

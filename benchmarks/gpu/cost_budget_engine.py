@@ -9,7 +9,11 @@ have caught up): the EngineCore's and the front end's hook time and export-threa
 round's cost per executed step is what that round alone cost (the later rounds: the N the budget settled on). One
 JSON line per round, then the summary line.
 
-    python3 benchmarks/gpu/cost_budget_engine.py NAME LAYERS TOKENS [BATCH [ROUNDS]]   # LAYERS 0: the model's own
+CHURN 1 (with BATCH above 1): each round submits twice BATCH requests whose lengths spread evenly over TOKENS/2 ..
+3*TOKENS/2, so the engine runs at its cap of BATCH with requests finishing and new ones prefilled beside the decoding
+batch all through (issue #19's "500 requests per step with churn"), then drains.
+
+    python3 benchmarks/gpu/cost_budget_engine.py NAME LAYERS TOKENS [BATCH [ROUNDS [CHURN]]]   # LAYERS 0: the model's own
 """
 import json, os, sys, time, urllib.request
 from pathlib import Path
@@ -23,11 +27,12 @@ from overhead_summary import _steps, reading_delta  # noqa: E402  (and their dif
 name, layers, tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 batch = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 3
+churn = batch > 1 and len(sys.argv) > 6 and sys.argv[6] == "1"
 kw = {"load_format": "dummy", "max_model_len": 4096, "enable_prefix_caching": False, "seed": 0}
 if layers:
     kw["hf_overrides"] = {"num_hidden_layers": layers}
 if batch > 1:
-    kw["max_num_seqs"] = 512
+    kw["max_num_seqs"] = min(batch, 512) if churn else 512
 kw.update(json.loads(os.environ.get("ENGINE_JSON", "{}")))
 port = os.environ.get("VLLM_W2EXT_METRICS_PORT")
 snapshot_s = 2.5 * int(os.environ.get("VLLM_W2EXT_METRICS_INTERVAL_MS", "1000")) / 1000
@@ -61,19 +66,30 @@ def per_step(a: dict | None, b: dict) -> dict:
     return out
 
 
+def sampling(n: int) -> list[SamplingParams] | SamplingParams:
+    """One setting for every request; with CHURN, lengths spread evenly over TOKENS/2 .. 3*TOKENS/2 (their mean
+    TOKENS), in an order that mixes long and short ones."""
+    if not churn:
+        return SamplingParams(max_tokens=tokens, ignore_eos=True, temperature=0)
+    lo, span = tokens // 2, tokens
+    return [SamplingParams(max_tokens=lo + (i * 7919) % (span + 1), ignore_eos=True, temperature=0)
+            for i in range(n)]
+
+
 def main() -> None:
     llm = LLM(os.environ["M"], **kw)
-    sp = SamplingParams(max_tokens=tokens, ignore_eos=True, temperature=0)
+    n = 2 * batch if churn else batch
+    sp = sampling(n)
     prev, walls = reading(), []
     for k in range(rounds):
         t1 = time.time()
-        llm.generate([f"{i} " + "hello " * 64 for i in range(batch)], sp, use_tqdm=False)
+        llm.generate([f"{i} " + "hello " * 64 for i in range(n)], sp, use_tqdm=False)
         walls.append(round(time.time() - t1, 3))
         now = reading()
         if now is not None:
             print(json.dumps({"name": name, "round": k + 1, "wall_s": walls[-1], **per_step(prev, now)}), flush=True)
             prev = now
-    print(json.dumps({"name": name, "layers": layers, "tokens": tokens, "batch": batch, "rounds": rounds,
+    print(json.dumps({"name": name, "layers": layers, "tokens": tokens, "batch": batch, "churn": churn, "rounds": rounds,
                       "round_wall_s": walls, "wall_s": round(sum(walls), 3),
                       "cost_budget": os.environ.get("VLLM_W2EXT_COST_BUDGET", "(the plugin's default)")}), flush=True)
 

@@ -21,6 +21,11 @@
 #         MAX_NUM_SEQS=512, as vLLM's default 1,024 filled it on an H100 host: results/h100/issue19_hi; ~160 s),
 #         then hook_cost_engine.py at batch 512 with churn (requests finishing and joining all through; ~90 s).
 #         $OUT/pyspy.tgz, $OUT/round-cost.tar.gz
+#   layout target 1 in vLLM's own layout (front end in the driver, EngineCore in a process of its own; TP=1) from the
+#         plugin's metrics endpoint, round by round (budget_settled.sh: cost_budget_engine.py): the direct counter
+#         (every C front's call timed), the sampled one and the export threads' CPU per executed engine step, at batch
+#         1 (4 rounds x 1,500 tokens) and at 512 requests per step with churn (2 rounds of 1,024 requests of 128-384
+#         tokens, the engine capped at 512; ~150 s in all once compiled). $OUT/budget_settled/
 #
 #   call 1:  bash benchmarks/gpu/split_stage.sh one                     (carry .gpu/p1a)
 #   call 2:  bash benchmarks/gpu/split_stage.sh two && source .gpu/p2/env.sh && python3 setup.py build_ext --inplace \
@@ -32,7 +37,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1 OUT=${OUT:-out} OVERHEAD_MODELS_DIR=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models}
-PART=${1:?usage: $0 lat|spy|thr|big|hi}; T0=$(date +%s); BUDGET_S=${BUDGET_S:-540}; mkdir -p "$OUT"
+PART=${1:?usage: $0 lat|spy|thr|big|hi|layout}; T0=$(date +%s); BUDGET_S=${BUDGET_S:-540}; mkdir -p "$OUT"
 left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
 t2() {     # MODEL WL TO [GENS]: one fully traced switched-decode run at the defaults, if the budget leaves TO
   local m=$1 wl=$2 to=$3 gens=${4:-10}
@@ -50,10 +55,12 @@ spy_cost() {  # MIN_S COST_ARGS [VAR=value ...]: py-spy's samples of a fully tra
 case "$PART" in
   lat) for m in ${MODELS:-l4 1b}; do t2 "$m" flip1 "${TO_LAT:-220}"; done ;;
   thr) for m in ${MODELS:-l4 1b}; do t2 "$m" flip256 "${TO_THR:-290}" 16; done ;;
+  layout) RUNS=${RUNS:-"b1 0 1500 1 4 0;b512churn 0 256 512 2 1"} EACH_S=${EACH_S:-200} \
+            bash benchmarks/gpu/budget_settled.sh ;;
   big) t2 8b flip1 "${TO_LAT:-220}" ;;
   spy) spy_cost 150 "--batches 1 --rounds 6 --max-tokens 256" ;;
   hi) spy_cost 170 "--batches 512 --rounds 3 --max-tokens 128 --churn" LAT_ITERS=10 THR_PROMPTS=10000 AFTER_LATENCY=1 \
        WAIT_S=8 DUR_S=40 RATE=400 MAX_NUM_SEQS=${MAX_NUM_SEQS:-512} ;;
-  *) echo "unknown part: $PART (lat|spy|thr|big|hi)"; exit 2 ;;
+  *) echo "unknown part: $PART (lat|spy|thr|big|hi|layout)"; exit 2 ;;
 esac
 ls -la "$OUT"

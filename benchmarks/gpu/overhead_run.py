@@ -45,7 +45,8 @@ MODELS = {
     "tiny-l1": {"model": "tiny-llama", "folder": "tiny", "cpu": True, "hf_overrides": {"num_hidden_layers": 1},
                 "dummy": True},        # dummy weights: the folder's real ones have 2 layers
 }
-SELF_RE = re.compile(r"self|cpu|gil")
+# the direct counter's seconds too (the C fronts' every call timed; its calls series is a count, not read here)
+SELF_RE = re.compile(r"self|cpu|gil|direct_seconds")
 STEPS = "vllm_w2ext_engine_steps_total"
 SAMPLE_EVERY = "vllm_w2ext_sample_every"      # VLLM_W2EXT_SAMPLE's N at the last recorded step (the budget moves it)
 
