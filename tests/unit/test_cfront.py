@@ -211,8 +211,11 @@ def traced(kind: str, monkeypatch):
     return Engine, r, seen
 
 
+# keywords: a defaulted one (the C front takes it: vLLM's callers pass process_outputs' so), a required one by name,
+# one given twice, an unknown one (those three go the Python front's way, which raises the same TypeError)
 CALLS = [(("a",), {}), (("b", 7), {}), (("c",), {"budget": 2}), ((), {"so": "d"}), (("skip",), {}),
-         (("raise",), {}), (("pre-fails",), {})]
+         (("raise",), {}), (("pre-fails",), {}), (("e", 3), {"budget": 5}), (("f",), {"nope": 1}),
+         ((), {"so": "g", "budget": 6})]
 
 
 def drive(Engine, r):
@@ -223,7 +226,7 @@ def drive(Engine, r):
         r.pause(True)                                      # on again (a failing pre switched it off)
         try:
             out.append(e.schedule(*args, **kwargs))
-        except KeyError as err:
+        except (KeyError, TypeError) as err:
             out.append(repr(err))
     r.pause(True)
     r.left = 3
@@ -253,6 +256,26 @@ def test_any_other_hook_sees_what_the_python_front_shows_it(marks, monkeypatch):
     assert ("pre", "Engine", ("b",), {"budget": 7}) in seen and ("pre", "Engine", ("a",), {"budget": 4}) in seen
     assert ("timed", 2) in seen and ("post", 5, None, "KeyError('raise')") not in seen      # states count calls
     assert [x for x in seen if x[0] == "method"][-1] == ("method", "off", 4)
+    assert ("pre", "Engine", ("c",), {"budget": 2}) in seen and ("method", "g", 6) in seen
+    assert "got multiple values" in out[7] and "unexpected keyword" in out[8]
+
+
+@needs_c
+def test_a_defaulted_parameter_by_keyword_is_the_c_fronts_call(marks, monkeypatch):
+    """vLLM calls ``OutputProcessor.process_outputs(outs, engine_core_timestamp=..., iteration_stats=...)``: such a
+    call (keywords naming defaulted parameters) is the C front's own, counted and timed by its direct counter, and its
+    pre sees every defaulted parameter by name. A required one by keyword, or an unknown keyword, goes the Python
+    front's way (not counted)."""
+    Engine, r, seen = traced("c", monkeypatch)
+    r.left = 1 << 20                                       # no timed call
+    front, e = vars(Engine)["schedule"], Engine()
+    calls = front.calls
+    assert e.schedule("k", budget=9) == ("ran", "k", 9)
+    assert front.calls == calls + 1 and ("pre", "Engine", ("k",), {"budget": 9}) in seen
+    assert e.schedule(so="m") == ("ran", "m", 4) and front.calls == calls + 1
+    with pytest.raises(TypeError):
+        e.schedule("n", nope=1)
+    assert front.calls == calls + 1
 
 
 @needs_c
@@ -261,3 +284,9 @@ def test_no_reference_kept_or_lost_per_hooked_call(marks, monkeypatch):
     r.left = 1 << 20                                       # no timed call
     assert_no_reference_kept_or_lost(Engine().schedule, object(), object(), seen.clear)
     assert r.left == (1 << 20) - 601 and not r.failed
+
+    class ByKeyword(Engine):                               # the defaulted argument by keyword (vLLM's process_outputs)
+        def by_keyword(self, so, budget):
+            return self.schedule(so, budget=budget)
+    assert_no_reference_kept_or_lost(ByKeyword().by_keyword, object(), object(), seen.clear)
+    assert r.left == (1 << 20) - 1202 and not r.failed

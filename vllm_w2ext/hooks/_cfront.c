@@ -285,9 +285,50 @@ fail_current(Front *self)
     return 0;
 }
 
-/* pre's (args, kwargs) for a call of ``nargs`` positional arguments (the layout's range, checked by the caller). */
+/* Whether a call of ``nargs`` positional arguments and these keywords fits the layout the C front hands ``pre``: the
+ * required parameters all by position (self included), at most the defaulted ones after them, and keywords (vLLM's
+ * callers pass ``OutputProcessor.process_outputs`` and ``MultiprocExecutor.execute_model`` theirs so) naming
+ * defaulted parameters only, each once and none also given by position. Anything else goes the Python front's way,
+ * which binds it as Python does (or raises its TypeError). */
 static int
-pre_arguments(Front *self, PyObject *const *args, Py_ssize_t nargs, PyObject **pargs, PyObject **pkw)
+call_fits(Front *self, Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t n_kw = PyTuple_GET_SIZE(self->kw_names);
+    if (nargs < self->required || nargs > self->required + n_kw)
+        return 0;
+    if (kwnames == NULL)
+        return 1;
+    Py_ssize_t given = PyTuple_GET_SIZE(kwnames);
+    unsigned long long seen = 0;
+    if (n_kw > 64)
+        return 0;
+    for (Py_ssize_t j = 0; j < given; j++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, j);
+        Py_ssize_t at = -1;
+        for (Py_ssize_t i = 0; i < n_kw && at < 0; i++)     /* interned names: the same object, mostly */
+            if (PyTuple_GET_ITEM(self->kw_names, i) == name)
+                at = i;
+        for (Py_ssize_t i = 0; i < n_kw && at < 0; i++) {
+            int eq = PyUnicode_Compare(PyTuple_GET_ITEM(self->kw_names, i), name);
+            if (eq == -1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                return 0;
+            }
+            if (eq == 0)
+                at = i;
+        }
+        if (at < 0 || self->required + at < nargs || (seen >> at) & 1)
+            return 0;
+        seen |= 1ULL << at;
+    }
+    return 1;
+}
+
+/* pre's (args, kwargs) for a call that fits the layout (``call_fits``): the required arguments after self as a tuple,
+ * every defaulted parameter by name (given by position, by keyword, or its default), as the exact Python front. */
+static int
+pre_arguments(Front *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, PyObject **pargs,
+              PyObject **pkw)
 {
     Py_ssize_t req = self->required;
     PyObject *t = PyTuple_New(req - 1);
@@ -311,15 +352,20 @@ pre_arguments(Front *self, PyObject *const *args, Py_ssize_t nargs, PyObject **p
     }
     for (Py_ssize_t i = 0; i < n_kw; i++) {
         PyObject *v = req + i < nargs ? args[req + i] : PyTuple_GET_ITEM(self->kw_defaults, i);
-        if (PyDict_SetItem(d, PyTuple_GET_ITEM(self->kw_names, i), v) < 0) {
-            Py_DECREF(t);
-            Py_DECREF(d);
-            return -1;
-        }
+        if (PyDict_SetItem(d, PyTuple_GET_ITEM(self->kw_names, i), v) < 0)
+            goto fail;
     }
+    Py_ssize_t given = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t j = 0; j < given; j++)               /* keywords over their defaults (call_fits: known names) */
+        if (PyDict_SetItem(d, PyTuple_GET_ITEM(kwnames, j), args[nargs + j]) < 0)
+            goto fail;
     *pargs = t;
     *pkw = d;
     return 0;
+fail:
+    Py_DECREF(t);
+    Py_DECREF(d);
+    return -1;
 }
 
 static PyObject *
@@ -329,8 +375,7 @@ hook_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
         return PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *left_obj = SLOT(self, self->left_off);
-    if (kwnames != NULL || nargs < self->required || nargs > self->required + PyTuple_GET_SIZE(self->kw_names)
-            || left_obj == NULL || !PyLong_CheckExact(left_obj))
+    if (left_obj == NULL || !PyLong_CheckExact(left_obj) || !call_fits(self, nargs, kwnames))
         return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
     long left = PyLong_AsLong(left_obj);
     if (left <= 1) {                  /* the Python front counts this one down to its timed call */
@@ -346,7 +391,7 @@ hook_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
     SLOT(self, self->left_off) = now_left;
     Py_DECREF(left_obj);
     PyObject *pargs, *pkw;
-    if (pre_arguments(self, args, nargs, &pargs, &pkw) < 0)
+    if (pre_arguments(self, args, nargs, kwnames, &pargs, &pkw) < 0)
         return NULL;
     PyObject *pre_args[3] = {args[0], pargs, pkw};
     PyObject *state = PyObject_Vectorcall(self->pre, pre_args, 3, NULL);
