@@ -2,13 +2,14 @@
 per-request records. Known answers: front.step is recorded on 2 in every N iterations; process_outputs is recorded
 on every iteration fully traced, and under VLLM_W2EXT_SAMPLE=N on the recorded steps' (a child of that front.step),
 on the calls in which a request finishes (a child of the LLM.generate call) and, served (no front.step), on 2 in N
-calls by its own count; the calls only counted go on the next recorded one; a request is one record, its input
-processing a child the export side makes."""
+calls by its own count; the calls only counted go on the next recorded one; a recorded front.step carries its
+process_outputs (one record per iteration) unless that call has skipped calls to report; a request is one record, its
+input processing a child the export side makes."""
 import pytest
 
 from vllm_w2ext.hooks import front
 from vllm_w2ext.telemetry.recording import Recorder
-from vllm_w2ext.telemetry.wire import ON_THREAD, Interval, RangeRecord
+from vllm_w2ext.telemetry.wire import ON_THREAD
 from vllm_w2ext.vocab import Attr, Span
 
 
@@ -41,19 +42,31 @@ def iterations(n: int, outputs: int = 3, finish_at: dict | None = None, offline:
         front._generate_post(gen, [], None)
 
 
-def split(rec):
+def split(rec, raw: list | None = None):
+    """What the export side makes of the records (``steps.assemble``): the process_outputs spans in call order, and
+    every other range by span id. ``raw``: gets the records themselves."""
+    from vllm_w2ext.steps.assemble import Assembler
+    from vllm_w2ext.telemetry.ranges import Range
     out = rec.take()
-    ivs = [Interval._make(r) for r in out if type(r) is tuple]
-    ranges = {r[3]: RangeRecord._make(r) for r in out if type(r) is list}
+    if raw is not None:
+        raw += out
+    spans = Assembler(lambda h: None, iter(range(1 << 40, 1 << 41)).__next__, lambda: 7)(
+        [Range.from_record(r) for r in out])
+    ivs = sorted((r for r in spans if r.name == Span.PROCESS_OUTPUTS), key=lambda r: r.start_ns)
+    ranges = {r.span_id: r for r in spans if r.name != Span.PROCESS_OUTPUTS}
     return ivs, ranges
 
 
 def test_process_outputs_every_iteration_fully_traced_under_its_step(rec, monkeypatch):
+    """Fully traced, each iteration is one record: the front.step range carries its process_outputs
+    (``wire.OutputsPhase``), and the export side makes the same child span of it."""
     front.use_sample(1)
     iterations(24)
-    ivs, ranges = split(rec)
+    raw = []
+    ivs, ranges = split(rec, raw)
     by_step = {r.span_id: r for r in ranges.values() if r.name == Span.FRONT_STEP}
     assert len(ivs) == 24 and len(by_step) == 24
+    assert len(raw) == 25 and not [r for r in raw if type(r) is tuple]       # 24 steps + the generate call
     for iv in ivs:
         assert iv.name == Span.PROCESS_OUTPUTS and iv.attrs == {Attr.NUM_OUTPUTS: 3}
         parent = by_step[iv.parent_id]
@@ -146,3 +159,16 @@ def test_a_request_is_one_record_and_its_input_processing_a_child_made_on_the_ex
         req = reqs["a"] if a.parent_id == reqs["a"].span_id else reqs["b"]
         assert a.trace_id == req.trace_id and a.start_ns == req.start_ns <= a.end_ns and a.role == req.role
     assert all(r.data is None for r in ranges)
+
+
+def test_a_process_outputs_that_raises_is_a_record_of_its_own_naming_the_error(rec):
+    front.use_sample(1)
+    s = front._front_step_pre(None, (), {})
+    p = front._process_outputs_pre(None, ([1, 2],), {})
+    front._process_outputs_post(p, None, KeyError("x"))
+    front._front_step_post(s, None, KeyError("x"))
+    raw = []
+    (iv,), ranges = split(rec, raw)
+    (step,) = ranges.values()
+    assert len(raw) == 2 and iv.error == "KeyError" and iv.parent_id == step.span_id
+    assert iv.attrs == {Attr.NUM_OUTPUTS: 2} and step.error == "KeyError"

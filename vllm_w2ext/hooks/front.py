@@ -34,6 +34,7 @@ _front_steps = [0]                      # LLMEngine.step calls so far
 _open_step: list = [None]               # the front.step range being recorded (process_outputs' parent)
 _outputs_calls = [0]                    # OutputProcessor.process_outputs calls so far (served sampling)
 _outputs_skipped = [0]                  # of them only counted since the last recorded one (VLLM_W2EXT_SAMPLE)
+INTO_STEP = -2                          # _process_outputs_pre's state: the phase goes into the open front.step
 
 
 def use_sample(every: int) -> None:
@@ -224,9 +225,16 @@ def _process_outputs_pre(proc, args, kwargs):
     Fully traced, every call is recorded. With VLLM_W2EXT_SAMPLE=N (and no NVTX or profiler marks), a call is
     recorded when the front.step around it is (offline), or 2 in N by its own count (served: no front.step),
     or when a request finishes in it; the others are only counted, and the count goes on the next recorded
-    call (``vllm_w2ext.sample.skipped_calls``)."""
+    call (``vllm_w2ext.sample.skipped_calls``).
+
+    Inside a recorded front.step with no marks wanted and no skipped calls to report (offline, fully traced: every
+    call but a first), it is no record of its own: its bounds and output count go into the step's range
+    (``wire.OutputsPhase``) and the export side makes the same span of them (``steps.assemble``)."""
     outs = args[0] if args else kwargs.get("engine_core_outputs", ())
-    parent = _open_step[0] or (_generate[-1] if _generate else None)
+    step = _open_step[0]
+    if step is not None and not PHASE_MARKS[0] and step[DATA] is None and not _outputs_skipped[0]:
+        return _now(), len(outs), step, INTO_STEP          # the usual offline call: into the step's range
+    parent = step or (_generate[-1] if _generate else None)
     if PHASE_MARKS[0]:
         return (RECORDER[0] or recorder()).phase_begin(Span.PROCESS_OUTPUTS, FRONT, -1), len(outs), parent, -1
     if _sample[0] > 1 and _open_step[0] is None:
@@ -240,6 +248,9 @@ def _process_outputs_pre(proc, args, kwargs):
 
 def _process_outputs_post(state, result, error):
     t0, n, parent, open_before = state
+    if open_before is INTO_STEP and error is None:
+        parent[DATA] = (t0, _now(), n)                    # wire.OutputsPhase
+        return
     if open_before >= 0 and error is None and len(_open) >= open_before:
         _outputs_skipped[0] += 1             # sampled out, and no request finished in it
         return

@@ -3,7 +3,8 @@
 An ``engine.step`` range arrives with a :class:`StepRecord` (its batch facts, finished requests); a
 ``worker.execute_model`` range with an :class:`ExecutionRecord` (the step's stamp), both as plain
 tuples read back here; the front end's ``vllm.request`` range with the end of its input processing (ns),
-which becomes its ``front.add_request`` child (from the request's start). Here they get their
+which becomes its ``front.add_request`` child (from the request's start); its ``front.step`` range with the
+``front.process_outputs`` inside it (``wire.OutputsPhase``), which becomes that child. Here they get their
 attributes and links, and each finished request becomes an ``engine.request`` span. Runs in the export
 process (or on the export thread with ``VLLM_W2EXT_EXPORT_PROCESS=off``), never on vLLM's threads."""
 from __future__ import annotations
@@ -14,7 +15,7 @@ from vllm_w2ext.steps.gaps import gap_attrs
 from vllm_w2ext.steps.idle import DeviceIdle
 from vllm_w2ext.steps.requests import RequestIndex
 from vllm_w2ext.telemetry.ranges import Range
-from vllm_w2ext.telemetry.wire import ON_THREAD
+from vllm_w2ext.telemetry.wire import ON_THREAD, OutputsPhase
 from vllm_w2ext.vocab import ENGINE, FRONT, WORKER, Attr, Span
 
 
@@ -40,6 +41,11 @@ class Assembler:
                 r.data = None
                 extra.append(Range(Span.ADD_REQUEST, FRONT, r.trace_id, self.new_span_id(), r.span_id, r.start_ns,
                                    d, nested=False))
+            elif r.name == Span.FRONT_STEP:
+                r.data = None
+                phase = OutputsPhase._make(d)
+                extra.append(Range(Span.PROCESS_OUTPUTS, FRONT, r.trace_id, self.new_span_id(), r.span_id,
+                                   phase.start_ns, phase.end_ns, {Attr.NUM_OUTPUTS: phase.outputs}, nested=True))
         return self.device(ranges + extra if extra else ranges)
 
     @staticmethod

@@ -78,6 +78,16 @@ class Interval(NamedTuple):
 IV_START, IV_END = Interval._fields.index("start_ns"), Interval._fields.index("end_ns")
 
 
+class OutputsPhase(NamedTuple):
+    """The front end's ``front.process_outputs`` inside a recorded ``front.step`` (offline), carried in that range's
+    ``data`` as a plain tuple in this field order instead of a record of its own: the export side makes it the
+    step's child span (``steps.assemble``). One record per front-end iteration where there were two, each a
+    Python call and an allocation on vLLM's front-end thread."""
+    start_ns: int
+    end_ns: int
+    outputs: int              # EngineCoreOutputs handled (vllm_w2ext.num_outputs)
+
+
 class SelfCost(NamedTuple):
     recorded: int             # ranges recorded
     dropped: int              # ranges lost (buffer full, export process gone, sink refused)
