@@ -172,3 +172,21 @@ def test_a_process_outputs_that_raises_is_a_record_of_its_own_naming_the_error(r
     (step,) = ranges.values()
     assert len(raw) == 2 and iv.error == "KeyError" and iv.parent_id == step.span_id
     assert iv.attrs == {Attr.NUM_OUTPUTS: 2} and step.error == "KeyError"
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_a_front_step_written_out_is_the_range_recorder_begin_makes(rec, offline):
+    """Without marks, _front_step_pre writes Recorder.begin's list out: the same fields (ids and times aside), the
+    same parent (the LLM.generate call, or a root of a new trace), and it ends as Recorder.end ends it."""
+    from vllm_w2ext.telemetry import wire
+    gen = front._generate_pre(None, (), {}) if offline else None
+    s = front._front_step_pre(None, (), {})
+    ref = rec.begin(Span.FRONT_STEP, "frontend", front.context(gen) if gen else front.ROOT, None, -1, ON_THREAD)
+    fresh = (wire.SPAN_ID, wire.START) + (() if offline else (wire.TRACE_ID,))
+    assert len(s) == len(ref) and [v for i, v in enumerate(s) if i not in fresh] == [
+        v for i, v in enumerate(ref) if i not in fresh]
+    assert s[wire.SPAN_ID] and s[wire.TRACE_ID] and s not in rec._local.s and ref not in rec._local.s
+    front._front_step_post(s, None, None)
+    rec.end(ref)
+    got = rec.take()
+    assert got[-2] is s and s[wire.END] >= s[wire.START] and s not in rec._local.s

@@ -15,8 +15,8 @@ from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.steps.facts import light_steps
 from vllm_w2ext.telemetry import identity, propagation
 from vllm_w2ext.telemetry.pipeline import RECORDER, recorder
-from vllm_w2ext.telemetry.recording import PHASE_MARKS, ROOT, context
-from vllm_w2ext.telemetry.wire import ATTRS, DATA, END, LINKS, ON_THREAD, SPAN_ID, START, TRACE_ID
+from vllm_w2ext.telemetry.recording import PHASE_MARKS, ROOT, context, span_bits
+from vllm_w2ext.telemetry.wire import ATTRS, DATA, END, LINKS, NESTED, ON_THREAD, SPAN_ID, START, TRACE_ID
 from vllm_w2ext.vocab import FRONT, Attr, Span
 
 _now = time.time_ns
@@ -104,15 +104,35 @@ def _front_step_pre(engine, args, kwargs):
         return None
     # under the LLM.generate call, if any (the thread's stack would say the same: nothing else nests there),
     # on the thread's track and off its stack unless marked (Recorder.begin)
-    r = _open_step[0] = (RECORDER[0] or recorder()).begin(Span.FRONT_STEP, FRONT,
-                                                          context(_generate[-1]) if _generate else ROOT, None, -1,
-                                                          ON_THREAD)
+    if PHASE_MARKS[0]:
+        r = _open_step[0] = (RECORDER[0] or recorder()).begin(Span.FRONT_STEP, FRONT,
+                                                              context(_generate[-1]) if _generate else ROOT, None,
+                                                              -1, ON_THREAD)
+        return r
+    # no marks: Recorder.begin's list for such a range, written out (wire.open_range's field order)
+    if _generate:
+        g = _generate[-1]
+        r = [Span.FRONT_STEP, FRONT, g[TRACE_ID], span_bits(64) or 1, g[SPAN_ID], _now(), 0, -1, None, None, None,
+             ON_THREAD, None]
+    else:
+        r = [Span.FRONT_STEP, FRONT, span_bits(128) or 1, span_bits(64) or 1, 0, _now(), 0, -1, None, None, None,
+             ON_THREAD, None]
+    _open_step[0] = r
     return r
 
 
 def _front_step_post(r, result, error):
     _open_step[0] = None
-    (RECORDER[0] or recorder()).end(r, error)
+    rec = RECORDER[0] or recorder()
+    if error is None and r[NESTED] is ON_THREAD:       # never on the stack (no marks): Recorder.end's way, written out
+        r[END] = _now()
+        buf = rec.buf
+        if len(buf) < rec.capacity:
+            buf.append(r)
+        else:
+            rec._full()
+        return
+    rec.end(r, error)
 
 
 # -- request lifecycle -------------------------------------------------------------------------------
