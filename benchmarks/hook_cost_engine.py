@@ -316,6 +316,7 @@ def _timed_frees(window: Window) -> TimedFrees | None:
 
 
 FREED = "(vLLM's frees)"
+COLLECTED = "(collections in hooks)"
 
 
 def _fronts_direct() -> dict:
@@ -336,6 +337,12 @@ def _fronts_direct() -> dict:
         pass
     else:
         out[FREED] = freed()
+    try:
+        from vllm_w2ext.hooks._cfront import collected
+    except ImportError:                             # (trees before collections were left out)
+        pass
+    else:
+        out[COLLECTED] = collected()
     return out
 
 
@@ -424,12 +431,16 @@ def direct_by_hook(before: dict, after: dict, steps: int) -> dict | None:
     if not ns_per_tick or not steps or not after:
         return None
     rows = {}
-    frees = None
+    frees = collections = None
     for name, (ticks, calls) in after.items():
-        if name == FREED:                           # not the plugin's work: beside the hooks, not in their sum
+        if name in (FREED, COLLECTED):              # not the plugin's work: beside the hooks, not in their sum
             t_b, c_b = before.get(name, (0, 0))
-            frees = {"us_per_step": round((ticks - t_b) * ns_per_tick / steps / 1e3, 2),
-                     "releases_per_step": round((calls - c_b) / steps, 3)}
+            apart = {"us_per_step": round((ticks - t_b) * ns_per_tick / steps / 1e3, 2),
+                     ("releases_per_step" if name == FREED else "sections_per_step"): round((calls - c_b) / steps, 3)}
+            if name == FREED:
+                frees = apart
+            else:
+                collections = apart
             continue
         t_b, c_b = before.get(name, (0, 0))
         dt, dc = ticks - t_b, calls - c_b
@@ -442,7 +453,7 @@ def direct_by_hook(before: dict, after: dict, steps: int) -> dict | None:
         role = name.split(".")[0]
         by_role[role] = round(by_role.get(role, 0.0) + r["us_per_step"], 2)
     return {"us_per_step": round(sum(r["us_per_step"] for r in rows.values()), 2), "by_role": by_role, "hooks": rows,
-            "vllm_frees": frees}
+            "vllm_frees": frees, "collections_in_hooks": collections}
 
 
 def _brief(direct: dict | None) -> dict | None:
@@ -450,7 +461,7 @@ def _brief(direct: dict | None) -> dict | None:
     if not direct:
         return None
     return {**direct["by_role"], "frees": (direct.get("vllm_frees") or {}).get("us_per_step"),
-            "steps": direct.get("steps")}
+            "collections": (direct.get("collections_in_hooks") or {}).get("us_per_step"), "steps": direct.get("steps")}
 
 
 def _steady(steady: dict) -> dict:
@@ -629,6 +640,7 @@ def main() -> int:
               f"export thread {export[0]} us CPU per step {parts}; gc {collections}; sampled counter {sampled}; "
               f"direct {rows[-1]['direct'] and rows[-1]['direct']['by_role']}; "
               f"vLLM's frees {rows[-1]['direct'] and rows[-1]['direct'].get('vllm_frees')}; "
+              f"collections in hooks {rows[-1]['direct'] and rows[-1]['direct'].get('collections_in_hooks')}; "
               f"steady direct {_brief(rows[-1]['direct_steady_decode'])}; top: " +
               ", ".join(f"{k} {v['us_per_step']}" for k, v in list(hooks.items())[:5]), flush=True)
     import vllm

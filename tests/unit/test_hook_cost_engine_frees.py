@@ -69,18 +69,22 @@ def test_an_older_trees_clear_is_timed_instead(monkeypatch):
 
 
 def test_vllm_frees_are_beside_the_direct_figures_not_in_them(monkeypatch):
-    """``--counter-only``: the fronts' releases of vLLM's objects (``_cfront.freed``, under ``FREED``) are reported per
-    step beside the hooks, not summed into them; the steady window's readings add up window by window (planted
+    """``--counter-only``: the fronts' releases of vLLM's objects (``_cfront.freed``, under ``FREED``) and the
+    collections inside their sections (``_cfront.collected``, under ``COLLECTED``) are reported per step beside the
+    hooks, not summed into them; the steady window's readings add up window by window (planted
     readings of the fronts' counters, one tick a ns)."""
     mod = _engine_script()
     from vllm_w2ext.telemetry import selfcost
     monkeypatch.setattr(selfcost, "ns_per_tick", lambda: 0.5)
     tick = 0.5
-    before = {"engine.step": (0, 0), mod.FREED: (0, 0)}
-    after = {"engine.step": (round(10_000 / tick), 10), mod.FREED: (round(4_000 / tick), 10)}
+    before = {"engine.step": (0, 0), mod.FREED: (0, 0), mod.COLLECTED: (0, 0)}
+    after = {"engine.step": (round(10_000 / tick), 10), mod.FREED: (round(4_000 / tick), 10),
+             mod.COLLECTED: (round(30_000 / tick), 2)}
     got = mod.direct_by_hook(before, after, 10)
     assert abs(got["us_per_step"] - 1.0) < 0.02 and list(got["hooks"]) == ["engine.step"]
     assert abs(got["vllm_frees"]["us_per_step"] - 0.4) < 0.02 and got["vllm_frees"]["releases_per_step"] == 1.0
+    assert abs(got["collections_in_hooks"]["us_per_step"] - 3.0) < 0.02           # beside them too
+    assert got["collections_in_hooks"]["sections_per_step"] == 0.2
 
     readings = iter([{"engine.step": (0, 0)}, {"engine.step": (round(2_000 / tick), 2)},
                      {"engine.step": (round(5_000 / tick), 3)}, {"engine.step": (round(9_000 / tick), 5)}])

@@ -88,11 +88,27 @@ mono_ns(void)
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* Add a section that began at ``t0`` (TICKS) and ends now. */
+/* Python's collections, timed by ``gc_phase`` (in ``gc.callbacks``, hooks/runner.py puts it there): GC_TICKS is their
+ * time so far. A collection runs wherever an allocation crosses the threshold, and on vLLM's thread in a busy step
+ * that is often a hook's small allocation after vLLM's many (its RequestOutputs, per-request lists): the collection
+ * then walks vLLM's young objects inside the hook's timed section. Without the plugin it would run a few allocations
+ * later all the same, so, like vLLM's frees below, it is not the plugin's work: the direct counter leaves the
+ * collections inside a front's timed sections out and counts them apart (``collected()``). A collection on another
+ * thread while this one waits for the GIL inside a section is left out the same way. */
+static long long GC_TICKS, GC_START, GC_IN_FRONTS, GC_IN_FRONTS_N;
+
+/* Add a section that began at ``t0`` (TICKS), when the collections' time read ``g0`` (GC_TICKS), and ends now: less
+ * the collections in between (GC_IN_FRONTS). */
 static inline void
-spend(Front *self, long long t0)
+spend(Front *self, long long t0, long long g0)
 {
     long long d = TICKS() - t0 - CLOCK_READ;
+    long long g = GC_TICKS - g0;
+    if (g > 0) {
+        d -= g;
+        GC_IN_FRONTS += g;
+        GC_IN_FRONTS_N++;
+    }
     if (d > 0)
         self->spent += d;
 }
@@ -237,7 +253,7 @@ bounds_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames
 {
     if (SLOT(self, self->fast_off) != Py_True)
         return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
-    long long m = TICKS();
+    long long m = TICKS(), g = GC_TICKS;
     self->calls++;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject *kept = self->keep == 1 ? kept_arg(self, args, nargs, kwnames) : Py_None;
@@ -245,9 +261,10 @@ bounds_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames
     PyObject *t0 = now_ns();
     if (t0 == NULL)
         PyErr_Clear();
-    spend(self, m);
+    spend(self, m, g);
     PyObject *result = PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
     m = TICKS();
+    g = GC_TICKS;
     if (result == NULL) {
         PyObject *type, *value, *tb;
         fetch_exception(&type, &value, &tb);
@@ -257,13 +274,13 @@ bounds_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames
             Py_XDECREF(t0);
         PyErr_Restore(type, value, tb);
         Py_DECREF(kept);
-        spend(self, m);
+        spend(self, m, g);
         release();
         return NULL;
     }
     note(self, t0, self->keep == 2 ? result : kept, Py_None);
     Py_DECREF(kept);
-    spend(self, m);
+    spend(self, m, g);
     release();
     return result;
 }
@@ -383,7 +400,7 @@ hook_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
             PyErr_Clear();
         return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
     }
-    long long m = TICKS();
+    long long m = TICKS(), g = GC_TICKS;
     self->calls++;
     PyObject *now_left = PyLong_FromLong(left - 1);
     if (now_left == NULL)
@@ -400,24 +417,25 @@ hook_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
     if (state == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_Exception) || fail_current(self) < 0)
             return NULL;
-        spend(self, m);
+        spend(self, m, g);
         return PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
     }
     if (state == Py_None || self->post == Py_None) {
         Py_DECREF(state);
-        spend(self, m);
+        spend(self, m, g);
         return PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
     }
-    spend(self, m);
+    spend(self, m, g);
     PyObject *result = PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
     m = TICKS();
+    g = GC_TICKS;
     if (result == NULL) {
         PyObject *type, *value, *tb;
         fetch_exception(&type, &value, &tb);
         PyObject *post_args[3] = {state, Py_None, value != NULL ? value : Py_None};
         PyObject *r = PyObject_Vectorcall(self->post, post_args, 3, NULL);
         Py_DECREF(state);
-        spend(self, m);
+        spend(self, m, g);
         release();
         if (r == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_Exception) || fail_current(self) < 0) {
@@ -435,7 +453,7 @@ hook_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
     PyObject *post_args[3] = {state, result, Py_None};
     PyObject *r = PyObject_Vectorcall(self->post, post_args, 3, NULL);
     Py_DECREF(state);
-    spend(self, m);
+    spend(self, m, g);
     release();
     if (r == NULL) {
         if (!PyErr_ExceptionMatches(PyExc_Exception) || fail_current(self) < 0) {
@@ -1239,6 +1257,29 @@ step_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return r;
 }
 
+/* gc_phase(phase, info): gc.callbacks' call at each collection's start and stop: their time into GC_TICKS. */
+static PyObject *
+gc_phase(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs >= 1 && PyUnicode_Check(args[0])) {
+        if (PyUnicode_CompareWithASCIIString(args[0], "start") == 0) {
+            GC_START = TICKS();
+        } else if (GC_START && PyUnicode_CompareWithASCIIString(args[0], "stop") == 0) {
+            GC_TICKS += TICKS() - GC_START;
+            GC_START = 0;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+/* collected() -> (ticks, sections): the collections inside fronts' timed sections (left out of the direct counter),
+ * in its ticks, and how many sections had one. */
+static PyObject *
+collected(PyObject *module, PyObject *unused)
+{
+    return Py_BuildValue("(LL)", GC_IN_FRONTS, GC_IN_FRONTS_N);
+}
+
 /* freed() -> (ticks, calls): the time fronts spent releasing what the step's post buried (vLLM's frees, ``bury``), in
  * the direct counter's ticks, and how many releases. */
 static PyObject *
@@ -1248,6 +1289,10 @@ freed(PyObject *module, PyObject *unused)
 }
 
 static PyMethodDef module_methods[] = {
+    {"gc_phase", (PyCFunction)(void (*)(void))gc_phase, METH_FASTCALL,
+     "gc_phase(phase, info): for gc.callbacks, each collection's time (left out of the fronts' direct counter)"},
+    {"collected", collected, METH_NOARGS,
+     "(ticks, sections): Python's collections inside fronts' timed sections, left out of their direct counter"},
     {"freed", freed, METH_NOARGS,
      "(ticks, calls): fronts' releases of vLLM's objects the step's post took from the bounds buffers (bury)"},
     {"clock", clock_now, METH_NOARGS,

@@ -36,6 +36,7 @@ plain call.
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
 import logging
 import time
@@ -49,8 +50,11 @@ from vllm_w2ext.telemetry.recording import PHASE_MARKS, fork_safe_random
 try:
     from vllm_w2ext.hooks._cfront import Front as CFront    # the front in C, where it was built
     from vllm_w2ext.hooks._cfront import clock as _front_clock
+    from vllm_w2ext.hooks._cfront import gc_phase as _gc_phase
 except ImportError:                                         # pragma: no cover - the Python front alone
-    CFront = _front_clock = None
+    CFront = _front_clock = _gc_phase = None
+if _gc_phase is not None and _gc_phase not in gc.callbacks:
+    gc.callbacks.append(_gc_phase)     # Python's collections timed: the C fronts' direct counter leaves them out
 
 log = logging.getLogger("vllm_w2ext")
 _KEEP = {"": 0, "arg": 1, "result": 2}                  # Hook.bounds_keep as CFront takes it

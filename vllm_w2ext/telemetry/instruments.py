@@ -152,7 +152,9 @@ INSTRUMENTS: tuple[Instrument, ...] = (
        "Wall time inside the plugin's hooks on vLLM's threads in the calls their C fronts take, every one timed "
        "(time-stamp-counter ticks, a read's cost taken out): the typical call's cost, which the sampled counters "
        "overstate; calls passed on to the Python front (the sampled ones, marks wanted, hooks without a C front), "
-       "async hooks and the shutdown hooks are not in it; no series where no C front took a call"),
+       "async hooks and the shutdown hooks are not in it, nor Python's collections that ran inside a hook's "
+       "section (mostly vLLM's young objects: they would run a few allocations later without the plugin); no "
+       "series where no C front took a call"),
     _i("hook_direct_calls", COUNTER, "vllm_w2ext_hook_direct_calls", "vllm_w2ext.hook.direct_calls", "{call}",
        "Hook calls the C fronts took and timed (vllm_w2ext_hook_direct_seconds_total is their time)"),
     _i("process_cpu", COUNTER, "vllm_w2ext_export_process_cpu_seconds", "vllm_w2ext.export_process.cpu", S,

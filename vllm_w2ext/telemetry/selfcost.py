@@ -56,7 +56,8 @@ def direct() -> tuple[int, int]:
     system call) before it: on an H100 host the sampled counter read 1.8-3.3x what a stopped stack sampler read for
     the EngineCore's main thread (benchmarks/results/h100/issue19_df1e1b6). The calls the fronts pass on to the
     Python front (the sampled counters' timed ones, calls while marks are wanted, hooks without a C front) and the
-    fronts of hooks marked ``direct=False`` (the shutdown flush) are not in it."""
+    fronts of hooks marked ``direct=False`` (the shutdown flush) are not in it; nor are Python's collections that ran
+    inside a front's timed section (``_cfront.collected`` counts them apart: ``_cfront.c``, ``gc_phase``)."""
     ticks = calls = 0
     for f in list(fronts):
         ticks += f.spent
