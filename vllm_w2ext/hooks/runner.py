@@ -456,7 +456,9 @@ def _c_layout(fn) -> tuple | None:
     """How the C front hands ``pre`` a call's arguments as the exact front does (``_exact_front``: the required ones
     after self as a tuple, the defaulted ones by name): (required parameters, self included; the defaulted ones'
     names; their defaults). None where a parameter is keyword-only or the method takes ``**kwargs`` (the Python
-    front then takes every call). Called only where ``_exact_front`` copied the signature."""
+    front then takes every call). A call passing defaulted ones by keyword fits it (``_cfront.c``'s ``call_fits``); a
+    required one by keyword, an unknown keyword or one given twice goes the Python front's way. Called only where
+    ``_exact_front`` copied the signature."""
     params = _parameters(fn)
     if any(p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD for p in params):
         return None
