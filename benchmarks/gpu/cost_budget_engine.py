@@ -89,7 +89,10 @@ def main() -> None:
         if now is not None:
             print(json.dumps({"name": name, "round": k + 1, "wall_s": walls[-1], **per_step(prev, now)}), flush=True)
             prev = now
-    print(json.dumps({"name": name, "layers": layers, "tokens": tokens, "batch": batch, "churn": churn, "rounds": rounds,
+    import vllm_w2ext                # which package the engine ran (an A/B arm's folder by PYTHONPATH, or the tree)
+    package = Path(vllm_w2ext.__file__).resolve().parent.parent
+    print(json.dumps({"name": name, "package": os.path.relpath(package, Path(__file__).resolve().parents[2]),
+                      "layers": layers, "tokens": tokens, "batch": batch, "churn": churn, "rounds": rounds,
                       "round_wall_s": walls, "wall_s": round(sum(walls), 3),
                       "cost_budget": os.environ.get("VLLM_W2EXT_COST_BUDGET", "(the plugin's default)")}), flush=True)
 
