@@ -2,11 +2,27 @@
 each take, so what it records goes out in the same batch; a poller that raises is dropped with one log
 line and the export thread goes on."""
 import logging
+import threading
+import time
 
 from vllm_w2ext import config
 from vllm_w2ext.telemetry.pipeline import Pipeline
 from vllm_w2ext.telemetry.sink import Sink
 from vllm_w2ext.vocab import WORKER, Span
+
+
+def planted_clock(clock: list):
+    """``time.thread_time`` for this thread: moves 1 s per reading. Other threads (an export thread an earlier test
+    left running, which the flush's ``time.sleep(0)`` lets run) read the real clock: their readings must not move
+    this one."""
+    real, me = time.thread_time, threading.get_ident()
+
+    def tick():
+        if threading.get_ident() != me:
+            return real()
+        clock[0] += 1.0
+        return clock[0]
+    return tick
 
 
 def test_pollers_run_before_the_take_and_a_faulty_one_is_dropped(caplog):
@@ -37,10 +53,7 @@ def test_the_export_threads_cpu_is_split_by_part(monkeypatch):
     from vllm_w2ext.telemetry import pipeline
     clock = [0.0]
 
-    def tick():
-        clock[0] += 1.0
-        return clock[0]
-    monkeypatch.setattr(pipeline.time, "thread_time", tick)
+    monkeypatch.setattr(pipeline.time, "thread_time", planted_clock(clock))
     p = Pipeline(config.Settings())
 
     def slow(rec):
@@ -62,10 +75,7 @@ def test_the_send_is_split_into_take_encode_and_deliver(monkeypatch):
     from vllm_w2ext.telemetry import pipeline
     clock = [0.0]
 
-    def tick():
-        clock[0] += 1.0
-        return clock[0]
-    monkeypatch.setattr(pipeline.time, "thread_time", tick)
+    monkeypatch.setattr(pipeline.time, "thread_time", planted_clock(clock))
 
     class Encoding(_Remote):
         encoded = 0.0
