@@ -1,8 +1,8 @@
-"""Python's collections inside a C front's timed sections (``_cfront.c``'s ``gc_phase``, in ``gc.callbacks`` from
-``hooks/runner.py``): a collection that an allocation of a hook happens to trigger walks the young objects of the
-whole process (vLLM's, in a busy step), so the direct counter leaves it out and counts it apart
-(``_cfront.collected``). Planted: a pre that spins a known time and then collects a garbage pile (made before the
-call) that takes far longer; a post that spins alone."""
+"""Python's collections inside a C front's timed sections (``_cfront.c``'s ``gc_phase``, put in ``gc.callbacks`` by
+``hooks/runner.py`` with the first C front that counts): a collection that an allocation of a hook happens to trigger
+walks the young objects of the whole process (vLLM's, in a busy step), so the direct counter leaves it out and counts
+it apart (``_cfront.collected``). Planted: a pre that spins a known time and then collects a garbage pile (made
+before the call) that takes far longer; a post that spins alone."""
 import gc
 
 import pytest
@@ -24,8 +24,14 @@ def garbage(n: int = 300_000) -> None:
         b.append(a)
 
 
-def test_the_collector_is_timed_where_the_fronts_read_it():
-    assert _cfront.gc_phase in gc.callbacks and runner.CFront is not None
+def test_the_collector_is_timed_once_a_front_counts():
+    """The callback goes in when a C front with a direct counter is made (processes that only import the hooks, as
+    the doctor does, make none), and only once."""
+    if _cfront.gc_phase in gc.callbacks:
+        gc.callbacks.remove(_cfront.gc_phase)
+    front_of(Hook("t.first", __name__, "Target.method", lambda i, a, k: 1, None))
+    front_of(Hook("t.second", __name__, "Target.method", lambda i, a, k: 1, None))
+    assert gc.callbacks.count(_cfront.gc_phase) == 1 and runner.CFront is not None
 
 
 def test_a_collection_inside_a_hook_is_left_out_of_the_direct_counter_and_counted_apart(no_marks):

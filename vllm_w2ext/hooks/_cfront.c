@@ -88,8 +88,8 @@ mono_ns(void)
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* Python's collections, timed by ``gc_phase`` (in ``gc.callbacks``, hooks/runner.py puts it there): GC_TICKS is their
- * time so far. A collection runs wherever an allocation crosses the threshold, and on vLLM's thread in a busy step
+/* Python's collections, timed by ``gc_phase`` (hooks/runner.py puts it in ``gc.callbacks`` with the first counting
+ * front): GC_TICKS is their time so far. A collection runs wherever an allocation crosses the threshold, and on vLLM's thread in a busy step
  * that is often a hook's small allocation after vLLM's many (its RequestOutputs, per-request lists): the collection
  * then walks vLLM's young objects inside the hook's timed section. Without the plugin it would run a few allocations
  * later all the same, so, like vLLM's frees below, it is not the plugin's work: the direct counter leaves the

@@ -53,8 +53,6 @@ try:
     from vllm_w2ext.hooks._cfront import gc_phase as _gc_phase
 except ImportError:                                         # pragma: no cover - the Python front alone
     CFront = _front_clock = _gc_phase = None
-if _gc_phase is not None and _gc_phase not in gc.callbacks:
-    gc.callbacks.append(_gc_phase)     # Python's collections timed: the C fronts' direct counter leaves them out
 
 log = logging.getLogger("vllm_w2ext")
 _KEEP = {"": 0, "arg": 1, "result": 2}                  # Hook.bounds_keep as CFront takes it
@@ -307,6 +305,8 @@ class HookRunner:
                            self.post, layout, _NO_KWARGS)
             if self.spec.direct:
                 selfcost.add_front(front, _front_clock)
+                if _gc_phase not in gc.callbacks:   # collections timed once a front counts: its counter leaves them out
+                    gc.callbacks.append(_gc_phase)
         functools.update_wrapper(front, fn)
         front.__w2ext_runner__ = self
         return front
