@@ -317,12 +317,17 @@ def _timed_frees(window: Window) -> TimedFrees | None:
 
 FREED = "(vLLM's frees)"
 COLLECTED = "(collections in hooks)"
+# what the fronts time apart, outside the direct counter: _fronts_direct's key -> (the _cfront reader, its figure's
+# name in direct_by_hook, what its count counts)
+APART = {FREED: ("freed", "vllm_frees", "releases_per_step"),
+         COLLECTED: ("collected", "collections_in_hooks", "sections_per_step")}
 
 
 def _fronts_direct() -> dict:
     """Each C front's direct counter (``selfcost.fronts``: its ``spent`` ticks and ``calls``) by hook name, as
-    ``{name: (ticks, calls)}``, and under ``FREED`` the fronts' releases of vLLM's objects the step's post took from
-    the bounds buffers (``_cfront.freed``: timed apart, outside the direct counter); empty where the extension was not
+    ``{name: (ticks, calls)}``, and what the fronts time apart, outside the direct counter (``APART``): under
+    ``FREED`` their releases of vLLM's objects the step's post took from the bounds buffers (``_cfront.freed``), under
+    ``COLLECTED`` the collections inside their sections (``_cfront.collected``); empty where the extension was not
     built."""
     from vllm_w2ext.telemetry import selfcost
     out: dict = {}
@@ -332,17 +337,13 @@ def _fronts_direct() -> dict:
         ticks, calls = out.get(name, (0, 0))
         out[name] = (ticks + f.spent, calls + f.calls)
     try:
-        from vllm_w2ext.hooks._cfront import freed
-    except ImportError:                             # (not built, or an older tree in an A/B arm)
-        pass
-    else:
-        out[FREED] = freed()
-    try:
-        from vllm_w2ext.hooks._cfront import collected
-    except ImportError:                             # (trees before collections were left out)
-        pass
-    else:
-        out[COLLECTED] = collected()
+        from vllm_w2ext.hooks import _cfront
+    except ImportError:                             # (not built)
+        return out
+    for key, (reader, _, _) in APART.items():
+        read = getattr(_cfront, reader, None)       # (None in an older tree of an A/B arm)
+        if read is not None:
+            out[key] = read()
     return out
 
 
@@ -431,16 +432,13 @@ def direct_by_hook(before: dict, after: dict, steps: int) -> dict | None:
     if not ns_per_tick or not steps or not after:
         return None
     rows = {}
-    frees = collections = None
+    apart = {figure: None for _, figure, _ in APART.values()}
     for name, (ticks, calls) in after.items():
-        if name in (FREED, COLLECTED):              # not the plugin's work: beside the hooks, not in their sum
+        if name in APART:                           # not the plugin's work: beside the hooks, not in their sum
+            _, figure, count = APART[name]
             t_b, c_b = before.get(name, (0, 0))
-            apart = {"us_per_step": round((ticks - t_b) * ns_per_tick / steps / 1e3, 2),
-                     ("releases_per_step" if name == FREED else "sections_per_step"): round((calls - c_b) / steps, 3)}
-            if name == FREED:
-                frees = apart
-            else:
-                collections = apart
+            apart[figure] = {"us_per_step": round((ticks - t_b) * ns_per_tick / steps / 1e3, 2),
+                             count: round((calls - c_b) / steps, 3)}
             continue
         t_b, c_b = before.get(name, (0, 0))
         dt, dc = ticks - t_b, calls - c_b
@@ -453,7 +451,7 @@ def direct_by_hook(before: dict, after: dict, steps: int) -> dict | None:
         role = name.split(".")[0]
         by_role[role] = round(by_role.get(role, 0.0) + r["us_per_step"], 2)
     return {"us_per_step": round(sum(r["us_per_step"] for r in rows.values()), 2), "by_role": by_role, "hooks": rows,
-            "vllm_frees": frees, "collections_in_hooks": collections}
+            **apart}
 
 
 def _brief(direct: dict | None) -> dict | None:

@@ -22,8 +22,9 @@ def row(d: dict) -> list:
              f"**{hooks + export:.1f}**", f"{total(HOOKS, ('frontend',)):.1f}", f"{total(EXPORT, ('frontend',)):.1f}"]
     if not any(k.startswith(DIRECT) for k in d):
         return cells + ["-"] * 4
-    direct, front = total(DIRECT, ENGINE_CORE), total(DIRECT, ("frontend",)) + total(EXPORT, ("frontend",))
-    return cells + [f"{direct:.1f}", f"{total(DIRECT, ('frontend',)):.1f}", f"**{direct + export:.1f}**",
+    direct, front_direct = total(DIRECT, ENGINE_CORE), total(DIRECT, ("frontend",))
+    front = front_direct + total(EXPORT, ("frontend",))
+    return cells + [f"{direct:.1f}", f"{front_direct:.1f}", f"**{direct + export:.1f}**",
                     f"**{direct + export + front:.1f}**"]
 
 
