@@ -54,10 +54,10 @@ def test_recorder_ranges_are_in_record_order():
     assert all(r.end_ns >= r.start_ns > 0 for r in recs) and rec.recorded == 3
 
 
-def test_frames_go_as_marshal_when_plain_and_as_pickle_otherwise():
-    """The pipe to the export process: plain records are written with marshal (the fast path), a frame holding
-    anything marshal refuses (a NamedTuple like SelfCost) falls back to pickle; read_frames reads both, in order,
-    and stops at a cut frame."""
+def test_frames_go_packed_or_marshal_when_plain_and_as_pickle_otherwise(monkeypatch):
+    """The pipe to the export process: plain records are written by the C encoding (``_wire.pack``, the fast path)
+    where it was built, else with marshal; a frame holding anything both refuse (a NamedTuple like SelfCost) falls
+    back to pickle; read_frames reads each, in order, and stops at a cut frame."""
     import io
 
     from vllm_w2ext.telemetry.export_process import read_frames
@@ -66,8 +66,20 @@ def test_frames_go_as_marshal_when_plain_and_as_pickle_otherwise():
     iv = ("engine.schedule", "engine_core", 3, 4, 11, 12, 7, None, None)
     plain = wire.encode_frame(wire.Frame.RANGES, [r, iv])
     stats = wire.encode_frame(wire.Frame.STATS, wire.ZERO_COST)
-    assert wire.frame_length(plain[:4]) == (len(plain) - 4, True)
-    assert wire.frame_length(stats[:4]) == (len(stats) - 4, False)
-    got = list(read_frames(io.BytesIO(plain + stats + plain[:-1])))
-    assert got == [(wire.Frame.RANGES, [r, iv]), (wire.Frame.STATS, wire.ZERO_COST)]
-    assert type(got[1][1]) is wire.SelfCost
+    monkeypatch.setattr(wire, "pack", None)
+    marshalled = wire.encode_frame(wire.Frame.RANGES, [r, iv])
+    monkeypatch.undo()
+    assert wire.frame_length(plain[:4]) == (len(plain) - 4, wire.PACKED if wire.pack else wire.MARSHAL)
+    assert wire.frame_length(marshalled[:4]) == (len(marshalled) - 4, wire.MARSHAL)
+    assert wire.frame_length(stats[:4]) == (len(stats) - 4, wire.PICKLE)
+    got = list(read_frames(io.BytesIO(plain + marshalled + stats + plain[:-1])))
+    assert got == [(wire.Frame.RANGES, [r, iv])] * 2 + [(wire.Frame.STATS, wire.ZERO_COST)]
+    assert type(got[2][1]) is wire.SelfCost and type(got[0][1][0]) is list and type(got[0][1][1]) is tuple
+
+
+def test_a_packed_frame_without_the_extension_is_named(monkeypatch):
+    """An export process that cannot read a packed frame says so (read_frames skips it and goes on)."""
+    import pytest
+    monkeypatch.setattr(wire, "unpack", None)
+    with pytest.raises(ValueError, match="_wire is not built"):
+        wire.decode_frame(b"N", wire.PACKED)

@@ -10,9 +10,9 @@ from itertools import compress
 from typing import NamedTuple
 
 # On vLLM's threads these records are built as PLAIN tuples in the NamedTuple's field order: a plain
-# tuple is built and serialized at C speed (``wire.encode_frame``: marshal), a NamedTuple is pickled
+# tuple is built and serialized at C speed (``wire.encode_frame``), a NamedTuple is pickled
 # through a Python-level __reduce__ (measured: 13.5 µs of the export thread's time per step with
-# NamedTuples on the wire) and makes the whole frame fall back from marshal to pickle. The classes
+# NamedTuples on the wire) and makes the whole frame fall back to pickle. The classes
 # below define the field order; the export side reads the tuples back with ``step_record`` and
 # ``execution_record``.
 

@@ -6,7 +6,7 @@ themselves cost 0.2 %: building OTel span objects, protobuf encoding and histogr
 Python that holds the GIL vLLM's engine thread needs between two 7 ms decode steps. So each vLLM
 process (front end, EngineCore, worker) starts one export process (a fresh interpreter that never
 imports vLLM) and hands it its finished ranges through a pipe as plain lists: in vLLM's process
-that is one ``marshal.dumps`` of plain lists (C code; ``wire.encode_frame``) and one ``write`` per batch.
+that is one encoding of plain lists in C (``wire.encode_frame``) and one ``write`` per batch.
 
 Since then the export process also assembles step attributes and request spans and writes the trace
 file: vLLM's process only records raw ranges and serializes them (``recording.py``).
@@ -47,12 +47,12 @@ def read_frames(stream):
         head = read(4)
         if len(head) < 4:
             return
-        n, is_marshal = frame_length(head)
+        n, codec = frame_length(head)
         data = read(n)
         if len(data) < n:
             return
         try:
-            yield decode_frame(data, is_marshal)
+            yield decode_frame(data, codec)
         except Exception as e:  # a bad frame must not end the export
             log.warning("vllm_w2ext export process: skipped an unreadable frame: %r", e)
 

@@ -8,7 +8,8 @@
   recorded as a plain tuple of its bounds and parent; the export side gives it a span id and reads it as a
   RangeRecord.
 Records built on every step are plain lists and tuples, never NamedTuple instances: those pickle
-through a Python-level ``__reduce__`` and marshal refuses them; plain ones go through ``marshal`` at C speed.
+through a Python-level ``__reduce__`` and the C encodings refuse them; plain ones are written at C speed
+(``encode_frame``).
 - :class:`SelfCost`: the plugin's cumulative counters about itself, sent from a vLLM process to its
   export process and turned into the self-cost metrics there.
 - :class:`Frame`: the message kinds of the pipe to the export process; ``encode_frame`` / ``decode_frame``.
@@ -120,29 +121,46 @@ class Frame:
 
 
 LEN = struct.Struct("<I")
-_MARSHAL = 1 << 31           # the word's top bit: the body is marshal data; the rest: its length
+PICKLE, MARSHAL, PACKED = 0, 1 << 31, 1 << 30   # the word's top two bits: how the body is encoded; the rest: its length
+_CODEC = PACKED | MARSHAL
+
+try:                          # the records' encoding in C (``telemetry/_wire.c``), where the extension was built
+    from vllm_w2ext.telemetry._wire import pack, unpack
+except ImportError:           # (setup.py builds it where it can): marshal encodes every frame
+    pack = unpack = None
 
 
 def encode_frame(kind: str, payload) -> bytes:
-    """One frame. The hot path's records are plain lists, tuples, ints and strings, which ``marshal``
-    writes about 3x faster than pickle (0.14 vs 0.43 us per range record on the 2-core CPU machine; this runs
-    on the export thread of vLLM's process, under its GIL); anything else (a NamedTuple such as SelfCost, a
-    str or int subclass) makes marshal refuse, and the frame goes as a pickle. Both ends run the same
-    interpreter (the export process is ``sys.executable``), so marshal's version-bound format is safe."""
+    """One frame. The hot path's records are plain lists, tuples, ints and strings. Where the C extension was built
+    ``_wire.pack`` writes them (the engine step's record in ~0.8 us against marshal's ~1.75 on the 2-core CPU machine,
+    benchmarks/results/cpu/wire_pack: this runs on the export thread of vLLM's process, under its GIL); else, or for
+    what it does not take, ``marshal`` (about 3x faster than pickle: 0.14 vs 0.43 us per range record); anything
+    marshal refuses too (a NamedTuple such as SelfCost, a str or int subclass) goes as a pickle. Both ends run the same
+    interpreter and package (the export process is ``sys.executable``), so both read what either wrote."""
     msg = (kind, payload)
+    if pack is not None:
+        try:
+            body = pack(msg)
+            return LEN.pack(len(body) | PACKED) + body
+        except ValueError:
+            pass
     try:
         body = marshal.dumps(msg)
-        return LEN.pack(len(body) | _MARSHAL) + body
+        return LEN.pack(len(body) | MARSHAL) + body
     except ValueError:
         body = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-        return LEN.pack(len(body)) + body
+        return LEN.pack(len(body) | PICKLE) + body
 
 
-def frame_length(word: bytes) -> tuple[int, bool]:
-    """(body length, marshal?) of a frame's first four bytes."""
+def frame_length(word: bytes) -> tuple[int, int]:
+    """(body length, its encoding: PICKLE, MARSHAL or PACKED) of a frame's first four bytes."""
     (n,) = LEN.unpack(word)
-    return n & ~_MARSHAL, bool(n & _MARSHAL)
+    return n & ~_CODEC, n & _CODEC
 
 
-def decode_frame(body: bytes, is_marshal: bool):
-    return marshal.loads(body) if is_marshal else pickle.loads(body)
+def decode_frame(body: bytes, codec: int):
+    if codec == PACKED:
+        if unpack is None:
+            raise ValueError("a packed frame, and the C extension vllm_w2ext.telemetry._wire is not built here")
+        return unpack(body)
+    return marshal.loads(body) if codec == MARSHAL else pickle.loads(body)
