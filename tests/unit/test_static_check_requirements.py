@@ -13,7 +13,7 @@ import tomllib
 
 from vllm_w2ext.compat import rust_frontend
 from vllm_w2ext.compat.wheels import version_key
-from vllm_w2ext.hooks import all_hooks, engine_core
+from vllm_w2ext.hooks import all_hooks, engine_core, front
 from vllm_w2ext.hooks.requirements import ATTRS, INHERITED_BY, ONE_OF, PARAMS, lookup
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def test_declared_parameters_are_the_ones_the_pre_functions_read():
     for name, hook in HOOKS.items():
         pre = hook.pre
         if inspect.isbuiltin(pre):                     # a C copy (hooks/_cfront.c): its definition's source
-            pre = getattr(engine_core, "_" + pre.__name__)
+            pre = next(getattr(m, "_" + pre.__name__) for m in (engine_core, front) if hasattr(m, "_" + pre.__name__))
         src = inspect.getsource(pre)
         read = set(re.findall(r"""kwargs(?:\.get\(|\[)\s*["'](\w+)["']""", src))
         declared = {p.name for p in lookup(PARAMS, name)}

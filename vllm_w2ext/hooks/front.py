@@ -291,6 +291,17 @@ def _trace_headers_pre(serving, args, kwargs):
     return None
 
 
+try:                                   # the iteration's common ways in C where the extension was built (four Python
+    from vllm_w2ext.hooks._cfront import (front_setup, front_step_post, front_step_pre, process_outputs_post,
+                                         process_outputs_pre)
+except ImportError:                    # calls a step less; an extension from before them has none of these either)
+    front_step_pre, front_step_post = _front_step_pre, _front_step_post
+    process_outputs_pre, process_outputs_post = _process_outputs_pre, _process_outputs_post
+else:
+    front_setup(globals(), _front_step_pre, _front_step_post, _process_outputs_pre, _process_outputs_post,
+                Span.FRONT_STEP, FRONT, ON_THREAD, INTO_STEP, TRACE_ID, SPAN_ID, END, NESTED, DATA)
+
+
 HOOKS: list[Hook] = [
     Hook("front.llm_engine_init", "vllm.v1.engine.llm_engine", "LLMEngine.__init__", _engine_init_pre, None,
          FRONT, "offline: starts the metrics endpoint before EngineCore is spawned"),
@@ -298,8 +309,8 @@ HOOKS: list[Hook] = [
          FRONT, "served: which API server; API server 0 starts the metrics endpoint before EngineCore is spawned"),
     Hook("front.llm_generate", "vllm.entrypoints.llm", "LLM.generate", _generate_pre, _generate_post,
          FRONT, "offline batch: parent of the requests it adds (linked)"),
-    Hook("front.engine_step", "vllm.v1.engine.llm_engine", "LLMEngine.step", _front_step_pre,
-         _front_step_post, FRONT, "offline: one front-end iteration (get output, process, abort)"),
+    Hook("front.engine_step", "vllm.v1.engine.llm_engine", "LLMEngine.step", front_step_pre,
+         front_step_post, FRONT, "offline: one front-end iteration (get output, process, abort)"),
     Hook("front.llm_engine_add_request", "vllm.v1.engine.llm_engine", "LLMEngine.add_request",
          _add_request_pre, _add_request_post, FRONT, "offline: input processing of one request"),
     Hook("front.async_add_request", "vllm.v1.engine.async_llm", "AsyncLLM.add_request",
@@ -311,7 +322,7 @@ HOOKS: list[Hook] = [
     Hook("front.request_abort", "vllm.v1.engine.output_processor", "OutputProcessor.abort_requests",
          _abort_pre, _abort_post, FRONT, "closes aborted request spans"),
     Hook("front.process_outputs", "vllm.v1.engine.output_processor", "OutputProcessor.process_outputs",
-         _process_outputs_pre, _process_outputs_post, FRONT, "output handler: detokenize + build RequestOutputs"),
+         process_outputs_pre, process_outputs_post, FRONT, "output handler: detokenize + build RequestOutputs"),
     Hook("front.http_trace_headers", "vllm.entrypoints.serve.engine.serving",
          "BaseServing._get_trace_headers", _trace_headers_pre, None, FRONT,
          "served (0.32): client traceparent", optional=True),

@@ -1,0 +1,119 @@
+"""``_cfront.front_step_pre`` / ``front_step_post`` / ``process_outputs_pre`` / ``process_outputs_post``, the front
+end's iteration hooks' common ways in C where the extension was built: the same calls leave the same records and
+state as the Python definitions in ``hooks/front.py`` (timestamps aside: taken from the same wall clock, in order),
+fully traced or sampled, under LLM.generate or not, with marks, a failed step, a full buffer, a second or a failed
+process_outputs, outputs passed by keyword or none open; and on their common ways they run no Python at all."""
+import itertools
+
+import pytest
+
+from vllm_w2ext.hooks import front
+from vllm_w2ext.telemetry import recording
+from vllm_w2ext.telemetry.recording import Recorder
+from vllm_w2ext.telemetry.wire import DATA, END, START
+
+if front.front_step_pre is front._front_step_pre:
+    pytest.skip("the C extension is not built here", allow_module_level=True)
+
+C = {"step_pre": front.front_step_pre, "step_post": front.front_step_post,
+     "out_pre": front.process_outputs_pre, "out_post": front.process_outputs_post}
+PY = {"step_pre": front._front_step_pre, "step_post": front._front_step_post,
+      "out_pre": front._process_outputs_pre, "out_post": front._process_outputs_post}
+T_LO, T_HI = 1 << 59, 1 << 62
+
+
+def fresh(monkeypatch, sample: int = 1, marks: bool = False, capacity: int = 1 << 12) -> Recorder:
+    r = Recorder(capacity, None)
+    ids = itertools.count(1000)
+    monkeypatch.setattr(front, "recorder", lambda: r)
+    monkeypatch.setattr(front, "RECORDER", [r])
+    monkeypatch.setattr(front, "PHASE_MARKS", [marks])
+    monkeypatch.setattr(front, "span_bits", lambda bits: next(ids) % (1 << bits))
+    monkeypatch.setattr(recording, "_getrandbits", lambda bits: next(ids) % (1 << bits))    # Recorder.begin's
+    for name, v in (("_identity_done", [True]), ("_front_steps", [0]), ("_open_step", [None]), ("_generate", []),
+                    ("_outputs_calls", [0]), ("_outputs_skipped", [0]), ("_open", {})):
+        monkeypatch.setattr(front, name, v)
+    monkeypatch.setattr(front, "_sample", [1])
+    monkeypatch.setattr(front, "_light", [(False,)])
+    front.use_sample(sample)
+    return r
+
+
+def times_out(x):
+    """The value with each wall-clock timestamp as "t" (both ways read the same clock, not at the same instants)."""
+    if isinstance(x, int) and not isinstance(x, bool) and T_LO <= x < T_HI:
+        return "t"
+    if isinstance(x, (list, tuple)):
+        return type(x)(times_out(v) for v in x)
+    if isinstance(x, dict):
+        return {k: times_out(v) for k, v in x.items()}
+    return x
+
+
+def script(hooks, rec, iterations=6, generate=True, step_error_at=(), outputs_error_at=(), twice_at=(),
+           by_keyword_at=()):
+    gen = front._generate_pre(None, (), {}) if generate else None
+    for k in range(1, iterations + 1):
+        s = hooks["step_pre"](None, (), {})
+        calls = 2 if k in twice_at else 1
+        for _ in range(calls):
+            outs = list(range(k))
+            p = hooks["out_pre"](None, (), {"engine_core_outputs": outs}) if k in by_keyword_at else \
+                hooks["out_pre"](None, (outs,), {"engine_core_timestamp": 1.0})
+            hooks["out_post"](p, None, KeyError("o") if k in outputs_error_at else None)
+        if s is not None:
+            hooks["step_post"](s, None, RuntimeError("s") if k in step_error_at else None)
+    if gen is not None:
+        front._generate_post(gen, [], None)
+    out = rec.take()
+    for r in out:                                  # each range in order: its start, its end
+        if isinstance(r, list) and r[END]:
+            assert r[START] <= r[END]
+    return (times_out(out), front._front_steps[0], front._open_step[0], front._outputs_skipped[0],
+            front._outputs_calls[0], rec.dropped)
+
+
+SCRIPTS = {
+    "fully traced, under generate": ({}, {}),
+    "fully traced, a root": ({}, {"generate": False}),
+    "sampled 1 in 4": ({"sample": 4}, {"iterations": 13}),
+    "sampled, served (no step)": ({"sample": 4}, {"iterations": 9, "generate": False}),
+    "marks": ({"marks": True}, {}),
+    "a failed step": ({}, {"step_error_at": (2, 5)}),
+    "a failed process_outputs": ({}, {"outputs_error_at": (3,)}),
+    "two process_outputs in a step": ({}, {"twice_at": (2, 4)}),
+    "outputs by keyword": ({}, {"by_keyword_at": (1, 3)}),
+    "a full buffer": ({"capacity": 3}, {}),
+}
+
+
+@pytest.mark.parametrize("name", list(SCRIPTS))
+def test_the_same_records_and_state_as_the_definitions(monkeypatch, name):
+    setup, kw = SCRIPTS[name]
+    got = {}
+    for way, hooks in (("python", PY), ("c", C)):
+        rec = fresh(monkeypatch, **setup)
+        if kw.get("generate", True) is False and name.startswith("sampled, served"):
+            hooks = dict(hooks, step_pre=lambda *a: None)         # served: no LLMEngine.step around the outputs
+        got[way] = script(hooks, rec, **kw)
+    assert got["c"] == got["python"]
+    assert got["c"][0] or name == "a full buffer"
+
+
+def test_the_common_ways_run_no_python(monkeypatch):
+    """A recorded iteration under LLM.generate, fully traced: the Python definitions' clock is never read (it raises
+    here), the range and its outputs phase are all there."""
+    rec = fresh(monkeypatch)
+    gen = front._generate_pre(None, (), {})
+
+    def no(*a):
+        raise AssertionError("a Python definition ran")
+    monkeypatch.setattr(front, "_now", no)
+    for _ in range(3):
+        s = C["step_pre"](None, (), {})
+        p = C["out_pre"](None, ([1, 2],), {})
+        C["out_post"](p, None, None)
+        C["step_post"](s, None, None)
+    (a, b, c) = rec.take()
+    assert a[0] == "front.step" and a[2] == gen[2] and a[4] == gen[3] and a[START] <= a[DATA][0] <= a[DATA][1] <= a[END]
+    assert a[DATA][2] == 2 and b[3] != a[3] and front._front_steps[0] == 3 and front._open_step[0] is None
