@@ -28,7 +28,7 @@ CHECKPOINTS = [   # (text in step_post, what goes before it)
     ("    PyObject *running = NULL, *waiting = NULL,", "    CK(1);\n"),
     ("    PyObject *light = SLOT_OF(state, O_LIGHT_EXECUTED)", "    CK(2);\n"),
     ("    PyObject *u0 = SP_ZERO, *u1 = SP_ZERO;\n", "    CK(3);\n"),
-    ("    PyObject *in_process = PyObject_GetAttr(mode, S_IN_PROCESS);\n", "    CK(4);\n"),
+    ("    PyObject *in_process = attr_get(mode, A_IN_PROCESS);\n", "    CK(4);\n"),
     ("    PyObject *empty = PyTuple_New(0);", "    CK(5);\n"),
     ("    if ((now = now_ns()) == NULL)\n        goto done;\n    if (PyList_SetItem(r, SP_END", "    CK(6);\n"),
     ("    out = Py_NewRef(Py_None);\ndone:", "    CK(7);\n"),

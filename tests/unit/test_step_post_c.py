@@ -64,6 +64,18 @@ CASES = {
 }
 
 
+class _Quiet(bounds.Mode):
+    """The process's Mode with ``start`` and ``arrive`` doing nothing (``__class__`` swapped for a test): what they
+    lead to is not these tests'."""
+    __slots__ = ()
+
+    def start(self) -> None:
+        pass
+
+    def arrive(self, engine: bool = False, worker=None) -> None:
+        pass
+
+
 def run(post, case: dict, monkeypatch) -> tuple:
     st = state(**copy.deepcopy(case.get("state", {})))
     rec = Recorder(1 << 10 if "capacity" not in case else case["capacity"], None)
@@ -75,7 +87,8 @@ def run(post, case: dict, monkeypatch) -> tuple:
     monkeypatch.setattr(engine_core, "UPDATES", ups)
     monkeypatch.setattr(bounds.MODE, "in_process", case.get("in_process", False))
     monkeypatch.setattr(bounds.MODE, "ready", case.get("ready", False))
-    monkeypatch.setattr(bounds.MODE, "start", lambda: None)          # (what ready leads to: not this test's)
+    if case.get("ready"):                             # what ready leads to (MODE.start) is not this test's
+        monkeypatch.setattr(bounds.MODE, "__class__", _Quiet)
     monkeypatch.setattr(bounds.MODE, "last_end", 50)
     monkeypatch.setattr(bounds.MODE, "device_stop", None)
     if case.get("in_process"):                        # the execution the worker's bounds hooks left
@@ -183,7 +196,7 @@ def run_pre(pre, case: dict, monkeypatch) -> tuple:
     monkeypatch.setattr(engine_core, "recorder", lambda: rec)
     monkeypatch.setattr(engine_core, "PHASE_MARKS", [bool(case.get("marks"))])
     monkeypatch.setattr(engine_core.identity, "set_role", lambda *a, **k: None)
-    monkeypatch.setattr(bounds.MODE, "arrive", lambda **k: None)
+    monkeypatch.setattr(bounds.MODE, "__class__", _Quiet)
     r = pre(core, (), {})
     slots = {n: getattr(st, n) for n in engine_core._State.__slots__ if n not in ("t0", "current")}
     slots["sched"] = slots["sched"] is core.scheduler
@@ -227,3 +240,16 @@ def test_the_hooks_run_the_c_pre():
     specs = {h.name: h for h in engine_core.HOOKS}
     assert specs["engine.step"].pre is _cfront.step_pre
     assert specs["engine.step_with_batch_queue"].pre is _cfront.step_pre
+
+
+def test_mode_and_recorder_are_read_at_their_slots(monkeypatch):
+    """The C hooks read these attributes at their slots' offsets (``_cfront.slots_setup``): a slot each, so a class
+    that grows an attribute under another name, or loses one, fails here and not in an engine."""
+    from vllm_w2ext.telemetry.recording import Recorder
+    assert {"ready", "in_process", "last_end", "device_stop"} <= set(bounds.Mode.__slots__)
+    assert {"buf", "capacity"} <= set(Recorder.__slots__)
+    _cfront.slots_setup(bounds.Mode, Recorder)                 # what bounds.py did at import: again, the same
+    with pytest.raises(TypeError, match="has no slot"):
+        _cfront.slots_setup(_Quiet.__mro__[2], Recorder)       # object: no such slots, and nothing changed
+    r, records, _, _, _ = run(_cfront.step_post, {"in_process": True}, monkeypatch)    # (the offsets still Mode's)
+    assert records == [r] and r[DATA][-1] is not None

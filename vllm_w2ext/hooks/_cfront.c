@@ -28,6 +28,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <string.h>
 #include <time.h>
 
 typedef struct {
@@ -555,6 +556,61 @@ type_slot_offset(PyTypeObject *type, const char *name)
     return m->offset;
 }
 
+/* -- attributes of the process's Mode and Recorder, read at their slots' offsets --------------------------------
+ *
+ * Each step the hooks read a few attributes of ``bounds.MODE`` and of the recorder. An attribute lookup touches the
+ * type's lookup cache, the descriptor and the instance; inside vLLM each such touch is a cold one, a few hundred ns on
+ * the CPU machine (benchmarks/results/cpu/step_post_sections). Both classes have __slots__, so the value is read at
+ * its offset in the instance, as ``SLOT_OF`` reads the step state's. An object of another type (a test's subclass)
+ * goes through the attribute lookup. slots_setup(mode_type, recorder_type) once. */
+static PyTypeObject *MODE_TYPE, *RECORDER_TYPE;
+enum { A_READY, A_IN_PROCESS, A_LAST_END, A_DEVICE_STOP, A_BUF, A_CAPACITY, N_ATTRS };
+static const char *ATTR_NAMES[N_ATTRS] = {"ready", "in_process", "last_end", "device_stop", "buf", "capacity"};
+static PyObject *ATTR_KEYS[N_ATTRS];     /* the names, interned at import */
+static Py_ssize_t ATTR_OFF[N_ATTRS];
+
+static PyObject *
+slots_setup(PyObject *module, PyObject *args)
+{
+    PyObject *mode_type, *recorder_type;
+    if (!PyArg_ParseTuple(args, "O!O!:slots_setup", &PyType_Type, &mode_type, &PyType_Type, &recorder_type))
+        return NULL;
+    Py_ssize_t off[N_ATTRS];                       /* all found, or nothing changed */
+    for (int i = 0; i < N_ATTRS; i++)
+        if ((off[i] = type_slot_offset((PyTypeObject *)(i < A_BUF ? mode_type : recorder_type), ATTR_NAMES[i])) < 0)
+            return NULL;
+    memcpy(ATTR_OFF, off, sizeof(off));
+    Py_INCREF(mode_type);
+    Py_XSETREF(MODE_TYPE, (PyTypeObject *)mode_type);
+    Py_INCREF(recorder_type);
+    Py_XSETREF(RECORDER_TYPE, (PyTypeObject *)recorder_type);
+    Py_RETURN_NONE;
+}
+
+/* obj's attribute ``i`` (a new reference; NULL with an error, AttributeError where unset, as getattr). */
+static PyObject *
+attr_get(PyObject *obj, int i)
+{
+    if (Py_TYPE(obj) == (i < A_BUF ? MODE_TYPE : RECORDER_TYPE)) {
+        PyObject *v = *(PyObject **)((char *)obj + ATTR_OFF[i]);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(obj, ATTR_KEYS[i]);
+}
+
+/* obj.<attribute i> = value; 0, or -1 with an error. */
+static int
+attr_set(PyObject *obj, int i, PyObject *value)
+{
+    if (Py_TYPE(obj) == (i < A_BUF ? MODE_TYPE : RECORDER_TYPE)) {
+        PyObject **slot = (PyObject **)((char *)obj + ATTR_OFF[i]);
+        Py_XSETREF(*slot, Py_NewRef(value));
+        return 0;
+    }
+    return PyObject_SetAttr(obj, ATTR_KEYS[i], value);
+}
+
 /* The offset of slot ``name`` in ``runner``'s type, or -1 with an error. */
 static Py_ssize_t
 slot_offset(PyObject *runner, const char *name)
@@ -686,7 +742,7 @@ static PyTypeObject FrontType = {
 static PyObject *SP_ZERO, *SP_MINUS_ONE, *SP_ONE;     /* 0, -1, 1 (made at import) */
 static PyObject *WB_EXECUTIONS, *WB_FORWARDS, *WB_LAUNCHES, *WB_SAMPLES, *WB_MODE;
 static Py_ssize_t WB_STAMP_STEP = -1;
-static PyObject *S_POP, *S_CLEAR, *S_FORGET, *S_LAST_END, *S_DEVICE_STOP, *S_TOTAL, *S_NAME;
+static PyObject *S_POP, *S_CLEAR, *S_FORGET, *S_TOTAL, *S_NAME;
 
 /* buf.pop() of a non-empty buffer, then buf.clear() if anything is left (the older calls go); a new reference to the
  * popped entry, checked to be a 4-tuple (a Bounds), or NULL with an error. */
@@ -815,12 +871,12 @@ worker_bounds(PyObject *module, PyObject *stamp)
         PyErr_Format(PyExc_ValueError, "worker_bounds: the stamp %R is not a Stamp tuple", stamp);
         goto done;
     }
-    if ((prev = PyObject_GetAttr(WB_MODE, S_LAST_END)) == NULL)
+    if ((prev = attr_get(WB_MODE, A_LAST_END)) == NULL)
         goto done;
     int sampled = PyObject_IsTrue(s0);
-    if (sampled < 0 || PyObject_SetAttr(WB_MODE, S_LAST_END, sampled ? s1 : e1) < 0)
+    if (sampled < 0 || attr_set(WB_MODE, A_LAST_END, sampled ? s1 : e1) < 0)
         goto done;
-    if ((stop = PyObject_GetAttr(WB_MODE, S_DEVICE_STOP)) == NULL)
+    if ((stop = attr_get(WB_MODE, A_DEVICE_STOP)) == NULL)
         goto done;
     if (stop != Py_None && e_err == Py_None && s_err == Py_None) {   /* as the worker's posts stop it */
         PyObject *stop_args[3] = {PyTuple_GET_ITEM(stamp, WB_STAMP_STEP), launch, result};
@@ -863,8 +919,7 @@ done:
 static PyObject *SP_GLOBALS, *SP_FALLBACK, *SP_STAMP_ATTR;
 static PyTypeObject *SP_STATE_TYPE, *SP_DEQUE_TYPE;
 static Py_ssize_t SP_STAMP_STEP = -1, SP_NESTED, SP_DATA, SP_END, SP_LIST_MIN;
-static PyObject *S_S, *S_RECORDER, *S_MODE, *S_UPDATES, *S_RUNNING, *S_WAITING, *S_BUF, *S_CAPACITY, *S_IN_PROCESS,
-    *S_READY, *S_APPEND, *S_DEQUE_LEN_NAME;
+static PyObject *S_S, *S_RECORDER, *S_MODE, *S_UPDATES, *S_RUNNING, *S_WAITING, *S_APPEND, *S_DEQUE_LEN_NAME;
 static PyObject *SP_DEQUE_LEN;     /* deque.__len__ (what S.waiting_len holds for a deque) */
 enum { O_CURRENT, O_FINISHED, O_SCHED, O_WAITING_LEN, O_PENDING, O_STEP, O_LAST_RECORDED, O_LIGHT_EXECUTED,
        O_LIGHT_TOKENS, O_UPDATE_START, O_UPDATE_END, O_FACTS, O_SCHEDULE_START, O_SCHEDULE_END, O_SAMPLE, O_WANT,
@@ -947,7 +1002,7 @@ common_way(PyObject *state, PyObject *r, PyObject *result, PyObject *error, PyOb
     int same = PyObject_RichCompareBool(SLOT_OF(state, O_WANT), SLOT_OF(state, O_SAMPLE), Py_EQ);
     if (same <= 0)
         return same;
-    PyObject *ready = PyObject_GetAttr(mode, S_READY);
+    PyObject *ready = attr_get(mode, A_READY);
     if (ready == NULL)
         return -1;
     Py_DECREF(ready);
@@ -968,7 +1023,7 @@ common_way(PyObject *state, PyObject *r, PyObject *result, PyObject *error, PyOb
             return 0;
     }
     PyObject *rec = PyList_GET_ITEM(records, 0);
-    PyObject *b = PyObject_GetAttr(rec, S_BUF), *cap = b ? PyObject_GetAttr(rec, S_CAPACITY) : NULL;
+    PyObject *b = attr_get(rec, A_BUF), *cap = b ? attr_get(rec, A_CAPACITY) : NULL;
     if (cap == NULL) {
         Py_XDECREF(b);
         return -1;
@@ -1064,7 +1119,7 @@ step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             Py_SETREF(batch, b);
         }
     }
-    PyObject *in_process = PyObject_GetAttr(mode, S_IN_PROCESS);
+    PyObject *in_process = attr_get(mode, A_IN_PROCESS);
     if (in_process == NULL)
         goto done;
     int inp = PyObject_IsTrue(in_process);
@@ -1436,7 +1491,7 @@ front_step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyList_GET_ITEM(r, FR_NESTED) != FR_ON_THREAD || CELL(records) == Py_None)
         return PyObject_Vectorcall(FR_STEP_POST, args, 3, NULL);
     PyObject *rec = CELL(records);
-    PyObject *buf = PyObject_GetAttr(rec, S_BUF), *cap = buf ? PyObject_GetAttr(rec, S_CAPACITY) : NULL;
+    PyObject *buf = attr_get(rec, A_BUF), *cap = buf ? attr_get(rec, A_CAPACITY) : NULL;
     if (cap == NULL) {
         Py_XDECREF(buf);
         return NULL;
@@ -1576,6 +1631,8 @@ static PyMethodDef module_methods[] = {
      "step_pre_setup(fallback, getrandbits, name, role, on_thread), after step_post_setup"},
     {"step_pre", (PyCFunction)(void (*)(void))step_pre, METH_FASTCALL,
      "step_pre(core, args, kwargs): engine_core._step_pre's common way in C, else that function"},
+    {"slots_setup", slots_setup, METH_VARARGS,
+     "slots_setup(mode_type, recorder_type): the slots of bounds.Mode and recording.Recorder the hooks read"},
     {"front_setup", front_setup, METH_VARARGS,
      "front_setup(module_dict, step_pre, step_post, outputs_pre, outputs_post, name, role, on_thread, into_step, "
      "trace_id, span_id, end, nested, data)"},
@@ -1606,8 +1663,8 @@ PyInit__cfront(void)
         {&S_POP, "pop"},
         {&S_CLEAR, "clear"},
         {&S_FORGET, "forget"},
-        {&S_LAST_END, "last_end"},
-        {&S_DEVICE_STOP, "device_stop"},
+        {&ATTR_KEYS[A_LAST_END], "last_end"},
+        {&ATTR_KEYS[A_DEVICE_STOP], "device_stop"},
         {&S_TOTAL, "total_num_scheduled_tokens"},
         {&S_NAME, "__name__"},
         {&S_S, "S"},
@@ -1616,10 +1673,10 @@ PyInit__cfront(void)
         {&S_UPDATES, "UPDATES"},
         {&S_RUNNING, "running"},
         {&S_WAITING, "waiting"},
-        {&S_BUF, "buf"},
-        {&S_CAPACITY, "capacity"},
-        {&S_IN_PROCESS, "in_process"},
-        {&S_READY, "ready"},
+        {&ATTR_KEYS[A_BUF], "buf"},
+        {&ATTR_KEYS[A_CAPACITY], "capacity"},
+        {&ATTR_KEYS[A_IN_PROCESS], "in_process"},
+        {&ATTR_KEYS[A_READY], "ready"},
         {&S_APPEND, "append"},
         {&S_DEQUE_LEN_NAME, "__len__"},
         {&S_GATE, "GATE"},

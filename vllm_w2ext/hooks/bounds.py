@@ -34,6 +34,7 @@ import os
 from collections import deque
 from typing import Any, NamedTuple
 
+from vllm_w2ext.telemetry.recording import Recorder
 from vllm_w2ext.vocab import WORKER
 
 
@@ -59,7 +60,11 @@ ALL = (UPDATES, EXECUTIONS, SAMPLES, FORWARDS, LAUNCHES)
 
 class Mode:
     """Where the worker's hooks run as bounds hooks (this process runs the EngineCore's step and the worker's
-    hooks on one thread), and the worker's state its consumer carries from step to step there."""
+    hooks on one thread), and the worker's state its consumer carries from step to step there. Slots: the engine
+    step's post in C reads ``ready``, ``in_process``, ``last_end`` and ``device_stop`` at their offsets
+    (``_cfront.slots_setup``)."""
+    __slots__ = ("runners", "bounded", "clock", "window", "engine_here", "worker_here", "in_process", "ready",
+                 "last_end", "device_stop", "_worker_last_end")
 
     def __init__(self) -> None:
         self.runners: list = []        # runners of the hooks that are bounds hooks only in_process
@@ -172,6 +177,13 @@ class Mode:
 
 MODE = Mode()
 os.register_at_fork(after_in_child=MODE.reset)      # a forked child is neither until it says so itself
+
+try:                                # the C hooks read Mode's and Recorder's slots at their offsets (_cfront.c)
+    from vllm_w2ext.hooks._cfront import slots_setup
+except ImportError:                 # (no extension, or one from before slots_setup: attribute lookups, as in Python)
+    pass
+else:
+    slots_setup(Mode, Recorder)
 
 
 def clear() -> None:

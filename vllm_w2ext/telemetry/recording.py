@@ -138,7 +138,10 @@ class _ThreadStack(threading.local):
 
 
 class Recorder:
-    """Per-process recorder. Each thread keeps its own stack of open nested ranges."""
+    """Per-process recorder. Each thread keeps its own stack of open nested ranges. Slots: the C hooks read ``buf``
+    and ``capacity`` at their offsets (``_cfront.slots_setup``), one cache line where an attribute lookup touched
+    the type's and the instance dict's too, on every step."""
+    __slots__ = ("buf", "capacity", "dropped", "recorded", "nvtx", "_local", "_handles", "_annotations")
 
     def __init__(self, capacity: int, nvtx: Nvtx | None):
         self.buf: collections.deque[list] = collections.deque()   # append/popleft: thread-safe
