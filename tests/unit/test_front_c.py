@@ -36,7 +36,15 @@ def fresh(monkeypatch, sample: int = 1, marks: bool = False, capacity: int = 1 <
     monkeypatch.setattr(front, "_sample", [1])
     monkeypatch.setattr(front, "_light", [(False,)])
     front.use_sample(sample)
+    front.bind_c()                                 # the C calls hold the module's state: this one now
     return r
+
+
+@pytest.fixture(autouse=True)
+def module_state_back(monkeypatch):
+    yield
+    monkeypatch.undo()
+    front.bind_c()
 
 
 def times_out(x):

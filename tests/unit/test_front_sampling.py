@@ -32,7 +32,12 @@ def rec(monkeypatch, request):
     monkeypatch.setattr(front, "_generate", [])
     monkeypatch.setattr(front, "_sample", [1])
     monkeypatch.setattr(front, "_light", [(False,)])
-    return r
+    monkeypatch.setattr(front, "_outputs_skipped", [0])
+    monkeypatch.setattr(front, "_outputs_calls", [0])
+    front.bind_c()                                  # the C calls hold the module's lists: these ones now
+    yield r
+    monkeypatch.undo()
+    front.bind_c()
 
 
 def iterations(n: int, outputs: int = 3, finish_at: dict | None = None, offline: bool = True) -> None:
@@ -85,7 +90,6 @@ def test_sampled_process_outputs_follow_the_recorded_steps_and_the_finishes(rec,
     """N = 8 over 24 iterations: steps 1, 8, 9, 16, 17, 24 recorded; a request finishes in iteration 12 (a step
     only counted): recorded too, under the LLM.generate call, carrying the 2 calls counted before it (10, 11)."""
     front.use_sample(8)
-    monkeypatch.setattr(front, "_outputs_skipped", [0])
     monkeypatch.setattr(front, "_open", {})
     front._output_add_request_pre(None, (_Request("r"),), {})
     iterations(24, finish_at={12: "r"})
@@ -103,8 +107,6 @@ def test_sampled_process_outputs_follow_the_recorded_steps_and_the_finishes(rec,
 
 def test_served_process_outputs_sampled_by_their_own_count(rec, monkeypatch):
     front.use_sample(8)
-    monkeypatch.setattr(front, "_outputs_calls", [0])
-    monkeypatch.setattr(front, "_outputs_skipped", [0])
     iterations(24, offline=False)
     ivs, ranges = split(rec)
     assert not ranges and len(ivs) == 6               # calls 1, 8, 9, 16, 17, 24

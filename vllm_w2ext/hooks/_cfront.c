@@ -1321,27 +1321,28 @@ step_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * ended in place as ``_front_step_post`` does; the outputs' bounds kept into the step's range (``INTO_STEP``) as
  * ``_process_outputs_pre`` / ``_post`` do. Every other call goes to those functions (the definitions), before
  * anything is changed. The module's lists (``_identity_done``, ``_front_steps``, ``_sample``, ``_light``,
- * ``_generate``, ``_open_step``, ``_outputs_skipped``, ``PHASE_MARKS``, ``RECORDER``) and ``span_bits`` are read from
- * its dict on each call (tests put their own there). A unit test holds each to its definition on planted calls
- * (tests/unit/test_front_c.py).
+ * ``_generate``, ``_open_step``, ``_outputs_skipped``, ``PHASE_MARKS``, ``RECORDER``) and ``span_bits`` are held from
+ * ``front_bind`` on (``front._bind_c``: the module changes them in place; a test that puts its own there binds them
+ * again), not looked up in its dict: those were a dozen lookups a step, each a few cold cache lines. A unit test
+ * holds each to its definition on planted calls (tests/unit/test_front_c.py).
  *
- * front_setup(module_dict, step_pre, step_post, outputs_pre, outputs_post, name, role, on_thread, into_step,
- *             trace_id, span_id, end, nested, data) once: the four definitions, then the range's constants. */
-static PyObject *FR_GLOBALS, *FR_STEP_PRE, *FR_STEP_POST, *FR_OUT_PRE, *FR_OUT_POST, *FR_NAME, *FR_ROLE, *FR_ON_THREAD,
+ * front_setup(step_pre, step_post, outputs_pre, outputs_post, name, role, on_thread, into_step, trace_id, span_id,
+ *             end, nested, data) once: the four definitions, then the range's constants; front_bind(cells) then. */
+static PyObject *FR_STEP_PRE, *FR_STEP_POST, *FR_OUT_PRE, *FR_OUT_POST, *FR_NAME, *FR_ROLE, *FR_ON_THREAD,
     *FR_INTO_STEP;
 static Py_ssize_t FR_TRACE_ID, FR_SPAN_ID, FR_END, FR_NESTED, FR_DATA;
-static PyObject *S_IDENTITY_DONE, *S_FRONT_STEPS, *S_SAMPLE, *S_LIGHT, *S_GENERATE, *S_OPEN_STEP, *S_OUTPUTS_SKIPPED,
-    *S_SPAN_BITS;
+enum { C_IDENTITY_DONE, C_FRONT_STEPS, C_SAMPLE, C_LIGHT, C_GENERATE, C_OPEN_STEP, C_OUTPUTS_SKIPPED, C_PHASE_MARKS,
+       C_RECORDER, C_SPAN_BITS, N_CELLS };
+static PyObject *FR_CELLS[N_CELLS];   /* front_bind's: the module's lists (and span_bits), held, not looked up */
 #define RANGE_FIELDS 13                /* wire.RangeRecord's fields: the list front.step's range is */
 
 static PyObject *
 front_setup(PyObject *module, PyObject *args)
 {
-    PyObject *globals, *step_pre, *step_post, *out_pre, *out_post, *name, *role, *on_thread, *into_step;
+    PyObject *step_pre, *step_post, *out_pre, *out_post, *name, *role, *on_thread, *into_step;
     Py_ssize_t trace_id, span_id, end, nested, data;
-    if (!PyArg_ParseTuple(args, "O!OOOOUUOO!nnnnn:front_setup", &PyDict_Type, &globals, &step_pre, &step_post,
-                          &out_pre, &out_post, &name, &role, &on_thread, &PyLong_Type, &into_step, &trace_id,
-                          &span_id, &end, &nested, &data))
+    if (!PyArg_ParseTuple(args, "OOOOUUOO!nnnnn:front_setup", &step_pre, &step_post, &out_pre, &out_post, &name, &role,
+                          &on_thread, &PyLong_Type, &into_step, &trace_id, &span_id, &end, &nested, &data))
         return NULL;
     Py_ssize_t idx[5] = {trace_id, span_id, end, nested, data};
     for (int i = 0; i < 5; i++)
@@ -1349,10 +1350,10 @@ front_setup(PyObject *module, PyObject *args)
             PyErr_SetString(PyExc_ValueError, "front_setup: a field index outside the range record");
             return NULL;
         }
-    PyObject *keep[9] = {globals, step_pre, step_post, out_pre, out_post, name, role, on_thread, into_step};
-    PyObject **into[9] = {&FR_GLOBALS, &FR_STEP_PRE, &FR_STEP_POST, &FR_OUT_PRE, &FR_OUT_POST, &FR_NAME, &FR_ROLE,
-                          &FR_ON_THREAD, &FR_INTO_STEP};
-    for (int i = 0; i < 9; i++) {
+    PyObject *keep[8] = {step_pre, step_post, out_pre, out_post, name, role, on_thread, into_step};
+    PyObject **into[8] = {&FR_STEP_PRE, &FR_STEP_POST, &FR_OUT_PRE, &FR_OUT_POST, &FR_NAME, &FR_ROLE, &FR_ON_THREAD,
+                          &FR_INTO_STEP};
+    for (int i = 0; i < 8; i++) {
         Py_INCREF(keep[i]);
         Py_XSETREF(*into[i], keep[i]);
     }
@@ -1364,28 +1365,42 @@ front_setup(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* The module's one-element list ``name`` (a borrowed reference), or NULL: not there, or not such a list (no error
- * set unless the lookup failed). */
+/* front_bind((identity_done, front_steps, sample, light, generate, open_step, outputs_skipped, phase_marks, recorder,
+ * span_bits)): the state the calls read, held until bound again. */
 static PyObject *
-cell(PyObject *name)
+front_bind(PyObject *module, PyObject *cells)
 {
-    PyObject *v = PyDict_GetItemWithError(FR_GLOBALS, name);
-    return v != NULL && PyList_CheckExact(v) && PyList_GET_SIZE(v) >= 1 ? v : NULL;
+    if (!PyTuple_CheckExact(cells) || PyTuple_GET_SIZE(cells) != N_CELLS) {
+        PyErr_Format(PyExc_TypeError, "front_bind: a tuple of %d", N_CELLS);
+        return NULL;
+    }
+    for (int i = 0; i < N_CELLS; i++) {
+        PyObject *v = PyTuple_GET_ITEM(cells, i);
+        if (i != C_SPAN_BITS && !PyList_CheckExact(v)) {
+            PyErr_Format(PyExc_TypeError, "front_bind: item %d is not a list", i);
+            return NULL;
+        }
+    }
+    for (int i = 0; i < N_CELLS; i++)
+        Py_XSETREF(FR_CELLS[i], Py_NewRef(PyTuple_GET_ITEM(cells, i)));
+    Py_RETURN_NONE;
+}
+
+/* The module's one-element list ``i`` (borrowed), or NULL: not bound, or emptied (the call goes to the definition). */
+static inline PyObject *
+cell(int i)
+{
+    PyObject *v = FR_CELLS[i];
+    return v != NULL && PyList_GET_SIZE(v) >= 1 ? v : NULL;
 }
 
 #define CELL(list) PyList_GET_ITEM((list), 0)
 
-/* span_bits(bits) or 1 (a new reference), span_bits read from the front's module. */
+/* span_bits(bits) or 1 (a new reference), the front's module's span_bits. */
 static PyObject *
 front_random_id(PyObject *bits)
 {
-    PyObject *fn = PyDict_GetItemWithError(FR_GLOBALS, S_SPAN_BITS);
-    if (fn == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_RuntimeError, "front: the hooks' module has no span_bits");
-        return NULL;
-    }
-    PyObject *v = PyObject_CallOneArg(fn, bits);
+    PyObject *v = PyObject_CallOneArg(FR_CELLS[C_SPAN_BITS], bits);
     if (v == NULL)
         return NULL;
     int nonzero = PyObject_IsTrue(v);
@@ -1399,8 +1414,8 @@ front_random_id(PyObject *bits)
 }
 
 #define FRONT_READY(fallback) \
-    if (FR_GLOBALS == NULL) { \
-        PyErr_SetString(PyExc_RuntimeError, "front: front_setup was not called"); \
+    if (FR_STEP_PRE == NULL || FR_CELLS[C_SPAN_BITS] == NULL) { \
+        PyErr_SetString(PyExc_RuntimeError, "front: front_setup and front_bind were not called"); \
         return NULL; \
     } \
     if (nargs != 3) \
@@ -1410,17 +1425,11 @@ static PyObject *
 front_step_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     FRONT_READY(FR_STEP_PRE)
-    PyObject *done = cell(S_IDENTITY_DONE), *steps = done ? cell(S_FRONT_STEPS) : NULL;
-    PyObject *sample = steps ? cell(S_SAMPLE) : NULL, *light = sample ? cell(S_LIGHT) : NULL;
-    PyObject *marks = light ? cell(S_PHASE_MARKS) : NULL, *generate = marks ? PyDict_GetItemWithError(FR_GLOBALS,
-                                                                                                   S_GENERATE) : NULL;
-    PyObject *open = generate ? cell(S_OPEN_STEP) : NULL;
-    if (open == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        return PyObject_Vectorcall(FR_STEP_PRE, args, 3, NULL);
-    }
-    if (CELL(done) != Py_True || !PyList_CheckExact(generate) || !PyLong_CheckExact(CELL(steps)) ||
+    PyObject *done = cell(C_IDENTITY_DONE), *steps = cell(C_FRONT_STEPS), *sample = cell(C_SAMPLE);
+    PyObject *light = cell(C_LIGHT), *marks = cell(C_PHASE_MARKS), *generate = FR_CELLS[C_GENERATE];
+    PyObject *open = cell(C_OPEN_STEP);
+    if (!done || !steps || !sample || !light || !marks || !open || CELL(done) != Py_True ||
+            !PyLong_CheckExact(CELL(steps)) ||
             !PyLong_CheckExact(CELL(sample)) || !PyTuple_CheckExact(CELL(light)))
         return PyObject_Vectorcall(FR_STEP_PRE, args, 3, NULL);
     int m = PyObject_IsTrue(CELL(marks));
@@ -1481,13 +1490,8 @@ front_step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     FRONT_READY(FR_STEP_POST)
     PyObject *r = args[0];
-    PyObject *open = cell(S_OPEN_STEP), *records = open ? cell(S_RECORDER) : NULL;
-    if (records == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
-        return PyObject_Vectorcall(FR_STEP_POST, args, 3, NULL);
-    }
-    if (args[2] != Py_None || !PyList_CheckExact(r) || PyList_GET_SIZE(r) != RANGE_FIELDS ||
+    PyObject *open = cell(C_OPEN_STEP), *records = cell(C_RECORDER);
+    if (!open || !records || args[2] != Py_None || !PyList_CheckExact(r) || PyList_GET_SIZE(r) != RANGE_FIELDS ||
             PyList_GET_ITEM(r, FR_NESTED) != FR_ON_THREAD || CELL(records) == Py_None)
         return PyObject_Vectorcall(FR_STEP_POST, args, 3, NULL);
     PyObject *rec = CELL(records);
@@ -1526,13 +1530,9 @@ process_outputs_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     FRONT_READY(FR_OUT_PRE)
     PyObject *call_args = args[1];
-    PyObject *open = cell(S_OPEN_STEP), *marks = open ? cell(S_PHASE_MARKS) : NULL;
-    PyObject *skipped = marks ? cell(S_OUTPUTS_SKIPPED) : NULL;
-    if (skipped == NULL) {
-        if (PyErr_Occurred())
-            return NULL;
+    PyObject *open = cell(C_OPEN_STEP), *marks = cell(C_PHASE_MARKS), *skipped = cell(C_OUTPUTS_SKIPPED);
+    if (!open || !marks || !skipped)
         return PyObject_Vectorcall(FR_OUT_PRE, args, 3, NULL);
-    }
     PyObject *step = CELL(open);
     if (!PyTuple_CheckExact(call_args) || PyTuple_GET_SIZE(call_args) < 1 || !PyList_CheckExact(step) ||
             PyList_GET_SIZE(step) != RANGE_FIELDS || PyList_GET_ITEM(step, FR_DATA) != Py_None)
@@ -1634,8 +1634,11 @@ static PyMethodDef module_methods[] = {
     {"slots_setup", slots_setup, METH_VARARGS,
      "slots_setup(mode_type, recorder_type): the slots of bounds.Mode and recording.Recorder the hooks read"},
     {"front_setup", front_setup, METH_VARARGS,
-     "front_setup(module_dict, step_pre, step_post, outputs_pre, outputs_post, name, role, on_thread, into_step, "
-     "trace_id, span_id, end, nested, data)"},
+     "front_setup(step_pre, step_post, outputs_pre, outputs_post, name, role, on_thread, into_step, trace_id, "
+     "span_id, end, nested, data)"},
+    {"front_bind", front_bind, METH_O,
+     "front_bind((identity_done, front_steps, sample, light, generate, open_step, outputs_skipped, phase_marks, "
+     "recorder, span_bits)): the front's state its C calls read"},
     {"front_step_pre", (PyCFunction)(void (*)(void))front_step_pre, METH_FASTCALL,
      "front_step_pre(engine, args, kwargs): front._front_step_pre's common way in C, else that function"},
     {"front_step_post", (PyCFunction)(void (*)(void))front_step_post, METH_FASTCALL,
@@ -1683,14 +1686,6 @@ PyInit__cfront(void)
         {&S_SHUT, "shut"},
         {&S_PHASE_MARKS, "PHASE_MARKS"},
         {&S_SCHEDULER, "scheduler"},
-        {&S_IDENTITY_DONE, "_identity_done"},
-        {&S_FRONT_STEPS, "_front_steps"},
-        {&S_SAMPLE, "_sample"},
-        {&S_LIGHT, "_light"},
-        {&S_GENERATE, "_generate"},
-        {&S_OPEN_STEP, "_open_step"},
-        {&S_OUTPUTS_SKIPPED, "_outputs_skipped"},
-        {&S_SPAN_BITS, "span_bits"},
     };
     for (size_t i = 0; i < sizeof(NAMES) / sizeof(NAMES[0]); i++)
         if ((*NAMES[i].name = PyUnicode_InternFromString(NAMES[i].text)) == NULL)

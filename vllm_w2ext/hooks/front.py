@@ -292,14 +292,26 @@ def _trace_headers_pre(serving, args, kwargs):
 
 
 try:                                   # the iteration's common ways in C where the extension was built (four Python
-    from vllm_w2ext.hooks._cfront import (front_setup, front_step_post, front_step_pre, process_outputs_post,
-                                         process_outputs_pre)
+    from vllm_w2ext.hooks._cfront import (front_bind, front_setup, front_step_post, front_step_pre,
+                                         process_outputs_post, process_outputs_pre)
 except ImportError:                    # calls a step less; an extension from before them has none of these either)
     front_step_pre, front_step_post = _front_step_pre, _front_step_post
     process_outputs_pre, process_outputs_post = _process_outputs_pre, _process_outputs_post
+    front_bind = None
 else:
-    front_setup(globals(), _front_step_pre, _front_step_post, _process_outputs_pre, _process_outputs_post,
+    front_setup(_front_step_pre, _front_step_post, _process_outputs_pre, _process_outputs_post,
                 Span.FRONT_STEP, FRONT, ON_THREAD, INTO_STEP, TRACE_ID, SPAN_ID, END, NESTED, DATA)
+
+
+def bind_c() -> None:
+    """Hand the C calls this module's state (they hold it, changed in place here, instead of looking it up on every
+    call). Once at import; a test that puts its own lists here binds them, and binds the module's back after."""
+    if front_bind is not None:
+        front_bind((_identity_done, _front_steps, _sample, _light, _generate, _open_step, _outputs_skipped,
+                    PHASE_MARKS, RECORDER, span_bits))
+
+
+bind_c()
 
 
 HOOKS: list[Hook] = [
