@@ -253,3 +253,86 @@ def test_mode_and_recorder_are_read_at_their_slots(monkeypatch):
         _cfront.slots_setup(_Quiet.__mro__[2], Recorder)       # object: no such slots, and nothing changed
     r, records, _, _, _ = run(_cfront.step_post, {"in_process": True}, monkeypatch)    # (the offsets still Mode's)
     assert records == [r] and r[DATA][-1] is not None
+
+
+# -- the schedule's consumer --------------------------------------------------------------------------------------
+class _Fixed:
+    """A SchedulerOutput that takes no new attribute (the Stamp cannot be set on it)."""
+    __slots__ = ("num_scheduled_tokens", "total_num_scheduled_tokens", "scheduled_new_reqs", "preempted_req_ids",
+                 "finished_req_ids")
+
+
+def schedule_output(fixed: bool = False, **changes):
+    so = _Fixed() if fixed else NS()
+    so.num_scheduled_tokens, so.total_num_scheduled_tokens = {"a": 1, "b": 1}, 2
+    so.scheduled_new_reqs, so.preempted_req_ids, so.finished_req_ids = [], set(), {"z"}
+    for k, v in changes.items():
+        setattr(so, k, v)
+    return so
+
+
+SCHEDULE_CASES = {
+    "steady decode": {},
+    "steady decode, a queue that is not a deque": {"state": {"waiting_len": len}},
+    "steady decode, the stamp cannot be set (a fault: fail)": {"so": {"fixed": True}},
+    # not the common way: the definition runs
+    "a new request": {"so": {"scheduled_new_reqs": ["n"]}},
+    "a prompt chunk (more tokens than requests)": {"so": {"total_num_scheduled_tokens": 3}},
+    "a request still prefilling": {"state": {"prefilling": {"a"}}},
+    "a request preempted": {"so": {"preempted_req_ids": {"b"}}},
+    "every id wanted": {"state": {"all_links": True}},
+    "a light step": {"state": {"light": True}},
+    "a failed schedule": {"error": KeyError("s")},
+    "outside a recorded step": {"state": {"current": None}},
+    "nothing scheduled": {"no_so": True},
+}
+SCHEDULE_COMMON = list(SCHEDULE_CASES)[:3]
+
+
+def run_schedule(consumer, case: dict, monkeypatch) -> tuple:
+    st = state(**copy.deepcopy({k: v for k, v in case.get("state", {}).items()}))
+    st.current = step_range() if "current" not in case.get("state", {}) else case["state"]["current"]
+    st.stamp = st.facts = None
+    st.schedule_start = st.schedule_end = 0
+    st.update_start, st.update_end, st.prev_step_end, st.pending = 80, 85, 90, 2
+    st.sched.requests = {}
+    rec = Recorder(1 << 10, None)
+    failed = []
+    monkeypatch.setattr(engine_core, "S", st)
+    monkeypatch.setattr(engine_core, "RECORDER", [rec])
+    monkeypatch.setattr(engine_core, "recorder", lambda: rec)
+    monkeypatch.setattr(engine_core, "read_step", lambda so, *a: ("read_step", so.total_num_scheduled_tokens))
+    monkeypatch.setattr(engine_core, "_fail_schedule", failed.append)
+    so = None if case.get("no_so") else schedule_output(**case.get("so", {}))
+    consumer((100, 110, so, case.get("error")))
+    slots = {n: getattr(st, n) for n in engine_core._State.__slots__ if n != "sched"}
+    return slots, getattr(so, STAMP, None), rec.take(), [type(e).__name__ for e in failed]
+
+
+@pytest.mark.parametrize("name", list(SCHEDULE_CASES))
+def test_the_c_schedule_consumer_does_what_the_definition_does(name, monkeypatch):
+    case = SCHEDULE_CASES[name]
+    got_py = run_schedule(engine_core.scheduled, case, monkeypatch)
+    got_c = run_schedule(_cfront.scheduled, case, monkeypatch)
+    for rec in got_py[2] + got_c[2]:                # an Interval's clock readings are the bounds given: no clock here
+        assert isinstance(rec, tuple)
+    assert got_c == got_py
+    if name == "steady decode":
+        assert got_c[0]["facts"] == (2, 0, 2, (), (), 0, 1, (), (), None, 2, 1) and got_c[1][2] == 8
+
+
+@pytest.mark.parametrize("name", list(SCHEDULE_CASES))
+def test_only_the_uncommon_schedules_are_handed_to_the_definition(name, monkeypatch):
+    def fallback(bounds):
+        raise Handed
+    from vllm_w2ext.telemetry.wire import SPAN_ID as SI, START as ST, TRACE_ID as TI
+    _cfront.scheduled_setup(fallback, TI, SI, ST)
+    try:
+        handed_over_unless_common(run_schedule, _cfront.scheduled, SCHEDULE_CASES[name], name in SCHEDULE_COMMON,
+                                  monkeypatch)
+    finally:
+        _cfront.scheduled_setup(engine_core.scheduled, TI, SI, ST)
+
+
+def test_the_schedule_hook_hands_its_bounds_to_the_c_consumer():
+    assert engine_core.SCHEDULES.append is _cfront.scheduled

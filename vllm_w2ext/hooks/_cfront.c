@@ -923,10 +923,12 @@ static PyObject *S_S, *S_RECORDER, *S_MODE, *S_UPDATES, *S_RUNNING, *S_WAITING, 
 static PyObject *SP_DEQUE_LEN;     /* deque.__len__ (what S.waiting_len holds for a deque) */
 enum { O_CURRENT, O_FINISHED, O_SCHED, O_WAITING_LEN, O_PENDING, O_STEP, O_LAST_RECORDED, O_LIGHT_EXECUTED,
        O_LIGHT_TOKENS, O_UPDATE_START, O_UPDATE_END, O_FACTS, O_SCHEDULE_START, O_SCHEDULE_END, O_SAMPLE, O_WANT,
-       O_STAMP, O_PREV_STEP_END, O_IDENTITY_DONE, O_WAITING_TYPE, O_LIGHT_AT, O_LIGHT, N_OFFSETS };
+       O_STAMP, O_PREV_STEP_END, O_IDENTITY_DONE, O_WAITING_TYPE, O_LIGHT_AT, O_LIGHT, O_PREFILLING, O_PREEMPTED,
+       O_ALL_LINKS, N_OFFSETS };
 static const char *OFFSET_NAMES[N_OFFSETS] = {"current", "finished", "sched", "waiting_len", "pending", "step",
     "last_recorded", "light_executed", "light_tokens", "update_start", "update_end", "facts", "schedule_start",
-    "schedule_end", "sample", "want", "stamp", "prev_step_end", "identity_done", "waiting_type", "light_at", "light"};
+    "schedule_end", "sample", "want", "stamp", "prev_step_end", "identity_done", "waiting_type", "light_at", "light",
+    "prefilling", "preempted", "all_links"};
 static Py_ssize_t OFF[N_OFFSETS];
 
 #define SLOT_OF(obj, i) (*(PyObject **)((char *)(obj) + OFF[i]))
@@ -1581,6 +1583,140 @@ process_outputs_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* -- scheduled: engine_core.scheduled's common way in C -----------------------------------------------------------
+ *
+ * ``engine.schedule``'s consumer (its bounds hook's buffer's ``append``, called by the C front once per schedule): on
+ * a recorded step whose schedule ended without an error, the steady decode (nothing new, prefilling or preempted, one
+ * token each, not every id wanted) is answered here as ``scheduled`` answers it: the bounds kept, the Stamp set on the
+ * SchedulerOutput, the StepFacts of counts. Everything else (a light step, a new or prefilling request, an error, marks
+ * handed on) goes to ``scheduled`` (the definition) before anything is changed. A fault once it has begun goes to
+ * the module's ``_fail_schedule``, as the definition's does. A unit test holds the two to the same state and stamp on
+ * planted schedules (tests/unit/test_step_post_c.py).
+ *
+ * scheduled_setup(fallback, trace_id, span_id, start) once, after step_post_setup. */
+static PyObject *SC_FALLBACK, *S_FAIL_SCHEDULE, *S_NST, *S_NEW_REQS, *S_PREEMPTED_IDS, *S_FINISHED_IDS;
+static Py_ssize_t SC_TRACE_ID = -1, SC_SPAN_ID, SC_START;
+
+static PyObject *
+scheduled_setup(PyObject *module, PyObject *args)
+{
+    PyObject *fallback;
+    Py_ssize_t trace_id, span_id, start;
+    if (!PyArg_ParseTuple(args, "Onnn:scheduled_setup", &fallback, &trace_id, &span_id, &start))
+        return NULL;
+    if (SP_GLOBALS == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "scheduled_setup: step_post_setup first");
+        return NULL;
+    }
+    Py_INCREF(fallback); Py_XSETREF(SC_FALLBACK, fallback);
+    SC_TRACE_ID = trace_id;
+    SC_SPAN_ID = span_id;
+    SC_START = start;
+    Py_RETURN_NONE;
+}
+
+/* Is obj's attribute ``name`` true? 1, 0, or -1 with an error. */
+static int
+attr_true(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    int t = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return t;
+}
+
+static PyObject *
+scheduled_c(PyObject *module, PyObject *bounds)
+{
+    if (SC_FALLBACK == NULL || SC_TRACE_ID < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "scheduled: scheduled_setup was not called");
+        return NULL;
+    }
+    PyObject *state = PyDict_GetItemWithError(SP_GLOBALS, S_S);
+    if (state == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        return PyObject_CallOneArg(SC_FALLBACK, bounds);
+    }
+    if (Py_TYPE(state) != SP_STATE_TYPE || !PyTuple_CheckExact(bounds) || PyTuple_GET_SIZE(bounds) != 4)
+        return PyObject_CallOneArg(SC_FALLBACK, bounds);
+    for (int i = 0; i < N_OFFSETS; i++)
+        if (SLOT_OF(state, i) == NULL)
+            return PyObject_CallOneArg(SC_FALLBACK, bounds);
+    PyObject *t0 = PyTuple_GET_ITEM(bounds, 0), *end = PyTuple_GET_ITEM(bounds, 1), *so = PyTuple_GET_ITEM(bounds, 2);
+    PyObject *step = SLOT_OF(state, O_CURRENT), *prefilling = SLOT_OF(state, O_PREFILLING);
+    PyObject *preempted = SLOT_OF(state, O_PREEMPTED), *sched = SLOT_OF(state, O_SCHED);
+    if (SLOT_OF(state, O_LIGHT) != Py_False || PyTuple_GET_ITEM(bounds, 3) != Py_None || so == Py_None ||
+            !PyList_CheckExact(step) || PyList_GET_SIZE(step) <= SC_START || PyList_GET_SIZE(step) <= SC_TRACE_ID ||
+            PyList_GET_SIZE(step) <= SC_SPAN_ID || !PyAnySet_Check(prefilling) || PySet_GET_SIZE(prefilling) ||
+            !PyAnySet_Check(preempted) || PySet_GET_SIZE(preempted) || SLOT_OF(state, O_ALL_LINKS) != Py_False ||
+            sched == Py_None)
+        return PyObject_CallOneArg(SC_FALLBACK, bounds);
+    /* the steady decode? read before anything is changed (else the definition reads it all again) */
+    PyObject *nst = PyObject_GetAttr(so, S_NST), *total = nst ? PyObject_GetAttr(so, S_TOTAL) : NULL;
+    PyObject *finished = total ? PyObject_GetAttr(so, S_FINISHED_IDS) : NULL;
+    PyObject *running = finished ? PyObject_GetAttr(sched, S_RUNNING) : NULL;
+    PyObject *waiting = running ? PyObject_GetAttr(sched, S_WAITING) : NULL;
+    PyObject *stamp = NULL, *facts = NULL, *out = NULL;
+    Py_ssize_t n_total = -1, n_nst = -1, n_finished = -1, n_running = -1, n_waiting = -1;
+    int steady = 0;
+    if (waiting != NULL && PyLong_CheckExact(total)) {
+        n_total = PyLong_AsSsize_t(total);
+        n_nst = n_total < 0 ? -1 : PyObject_Length(nst);
+        int fresh = n_nst == n_total ? attr_true(so, S_NEW_REQS) : 1;
+        int pre = fresh == 0 ? attr_true(so, S_PREEMPTED_IDS) : 1;
+        n_finished = pre == 0 ? PyObject_Length(finished) : -1;
+        n_running = n_finished >= 0 ? PyObject_Length(running) : -1;
+        n_waiting = n_running >= 0 ? waiting_count(SLOT_OF(state, O_WAITING_LEN), waiting) : -1;
+        steady = n_waiting >= 0;
+    }
+    if (!steady) {                              /* not it, or an attribute it could not read: the definition's */
+        PyErr_Clear();
+        out = PyObject_CallOneArg(SC_FALLBACK, bounds);
+        goto done;
+    }
+    /* the common way from here: a fault goes to fail, as the definition's does */
+    stamp = PyTuple_Pack(10, PyList_GET_ITEM(step, SC_TRACE_ID), PyList_GET_ITEM(step, SC_SPAN_ID),
+                         SLOT_OF(state, O_STEP), t0, end, SLOT_OF(state, O_UPDATE_START), SLOT_OF(state, O_UPDATE_END),
+                         SLOT_OF(state, O_PREV_STEP_END), PyList_GET_ITEM(step, SC_START), SLOT_OF(state, O_PENDING));
+    if (stamp == NULL)
+        goto fault;
+    put(state, O_SCHEDULE_START, Py_NewRef(t0));
+    put(state, O_SCHEDULE_END, Py_NewRef(end));
+    put(state, O_STAMP, Py_NewRef(stamp));
+    if (PyObject_SetAttr(so, SP_STAMP_ATTR, stamp) < 0)
+        goto fault;
+    facts = Py_BuildValue("(nin()()in()()Onn)", n_total, 0, n_total, 0, n_finished, Py_None, n_running,  /* StepFacts */
+                          n_waiting);
+    if (facts == NULL)
+        goto fault;
+    put(state, O_FACTS, facts);                 /* steals facts */
+    out = Py_NewRef(Py_None);
+    goto done;
+fault: {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        PyObject *fail = PyDict_GetItemWithError(SP_GLOBALS, S_FAIL_SCHEDULE);
+        out = fail ? PyObject_CallOneArg(fail, value ? value : Py_None) : NULL;
+        if (fail == NULL && !PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "scheduled: the hooks' module has no _fail_schedule");
+        Py_XDECREF(value);
+    }
+done:
+    Py_XDECREF(nst);
+    Py_XDECREF(total);
+    Py_XDECREF(finished);
+    Py_XDECREF(running);
+    Py_XDECREF(waiting);
+    Py_XDECREF(stamp);
+    return out;
+}
+
 /* gc_phase(phase, info): gc.callbacks' call at each collection's start and stop: their time into GC_TICKS. */
 static PyObject *
 gc_phase(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -1631,6 +1767,10 @@ static PyMethodDef module_methods[] = {
      "step_pre_setup(fallback, getrandbits, name, role, on_thread), after step_post_setup"},
     {"step_pre", (PyCFunction)(void (*)(void))step_pre, METH_FASTCALL,
      "step_pre(core, args, kwargs): engine_core._step_pre's common way in C, else that function"},
+    {"scheduled_setup", scheduled_setup, METH_VARARGS,
+     "scheduled_setup(fallback, trace_id, span_id, start), after step_post_setup"},
+    {"scheduled", scheduled_c, METH_O,
+     "scheduled(bounds): engine_core.scheduled's common way in C (the steady decode), else that function"},
     {"slots_setup", slots_setup, METH_VARARGS,
      "slots_setup(mode_type, recorder_type): the slots of bounds.Mode and recording.Recorder the hooks read"},
     {"front_setup", front_setup, METH_VARARGS,
@@ -1686,6 +1826,11 @@ PyInit__cfront(void)
         {&S_SHUT, "shut"},
         {&S_PHASE_MARKS, "PHASE_MARKS"},
         {&S_SCHEDULER, "scheduler"},
+        {&S_NST, "num_scheduled_tokens"},
+        {&S_FAIL_SCHEDULE, "_fail_schedule"},
+        {&S_NEW_REQS, "scheduled_new_reqs"},
+        {&S_PREEMPTED_IDS, "preempted_req_ids"},
+        {&S_FINISHED_IDS, "finished_req_ids"},
     };
     for (size_t i = 0; i < sizeof(NAMES) / sizeof(NAMES[0]); i++)
         if ((*NAMES[i].name = PyUnicode_InternFromString(NAMES[i].text)) == NULL)

@@ -480,7 +480,14 @@ class _Consumer:
         self.append = fn
 
 
-SCHEDULES = _Consumer(scheduled)
+try:                                               # the steady decode's schedule in C where the extension was built
+    from vllm_w2ext.hooks._cfront import scheduled as _scheduled_c, scheduled_setup   # (a Python call less a step)
+except ImportError:
+    schedule_consumer = scheduled
+else:
+    scheduled_setup(scheduled, TRACE_ID, SPAN_ID, START)
+    schedule_consumer = _scheduled_c
+SCHEDULES = _Consumer(schedule_consumer)
 
 
 def _update_pre(sched, args, kwargs):
