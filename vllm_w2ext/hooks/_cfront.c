@@ -1203,11 +1203,11 @@ step_pre_setup(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* getrandbits(bits) or 1 (a new reference). */
+/* getrandbits(bits) or 1 (a new reference): a span or trace id, ``getrandbits`` the module's random source. */
 static PyObject *
-random_id(PyObject *bits)
+random_id(PyObject *getrandbits, PyObject *bits)
 {
-    PyObject *v = PyObject_CallOneArg(SPRE_GETRANDBITS, bits);
+    PyObject *v = PyObject_CallOneArg(getrandbits, bits);
     if (v == NULL)
         return NULL;
     int nonzero = PyObject_IsTrue(v);
@@ -1290,7 +1290,8 @@ step_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     /* the common way from here: S.sched, S.step, S.light, the range */
     PyObject *step = PyLong_FromLongLong(n), *trace = NULL, *span = NULL, *now = NULL, *r = NULL;
-    if (step == NULL || (trace = random_id(SPRE_BITS128)) == NULL || (span = random_id(SPRE_BITS64)) == NULL ||
+    if (step == NULL || (trace = random_id(SPRE_GETRANDBITS, SPRE_BITS128)) == NULL ||
+            (span = random_id(SPRE_GETRANDBITS, SPRE_BITS64)) == NULL ||
             (now = now_ns()) == NULL || (r = PyList_New(13)) == NULL) {
         Py_DECREF(sched);
         Py_XDECREF(step);
@@ -1398,23 +1399,6 @@ cell(int i)
 
 #define CELL(list) PyList_GET_ITEM((list), 0)
 
-/* span_bits(bits) or 1 (a new reference), the front's module's span_bits. */
-static PyObject *
-front_random_id(PyObject *bits)
-{
-    PyObject *v = PyObject_CallOneArg(FR_CELLS[C_SPAN_BITS], bits);
-    if (v == NULL)
-        return NULL;
-    int nonzero = PyObject_IsTrue(v);
-    if (nonzero < 0) {
-        Py_DECREF(v);
-        return NULL;
-    }
-    if (!nonzero)
-        Py_SETREF(v, Py_NewRef(SP_ONE));
-    return v;
-}
-
 #define FRONT_READY(fallback) \
     if (FR_STEP_PRE == NULL || FR_CELLS[C_SPAN_BITS] == NULL) { \
         PyErr_SetString(PyExc_RuntimeError, "front: front_setup and front_bind were not called"); \
@@ -1463,11 +1447,11 @@ front_step_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         trace = Py_NewRef(PyList_GET_ITEM(g, FR_TRACE_ID));
         parent = PyList_GET_ITEM(g, FR_SPAN_ID);
     } else {
-        trace = front_random_id(SPRE_BITS128);
+        trace = random_id(FR_CELLS[C_SPAN_BITS], SPRE_BITS128);
         parent = SP_ZERO;
     }
     Py_INCREF(parent);
-    if (trace == NULL || (span = front_random_id(SPRE_BITS64)) == NULL || (now = now_ns()) == NULL ||
+    if (trace == NULL || (span = random_id(FR_CELLS[C_SPAN_BITS], SPRE_BITS64)) == NULL || (now = now_ns()) == NULL ||
             (r = PyList_New(RANGE_FIELDS)) == NULL) {
         Py_XDECREF(trace);
         Py_XDECREF(span);
