@@ -90,12 +90,12 @@ mono_ns(void)
 }
 
 /* Python's collections, timed by ``gc_phase`` (hooks/runner.py puts it in ``gc.callbacks`` with the first counting
- * front): GC_TICKS is their time so far. A collection runs wherever an allocation crosses the threshold, and on vLLM's thread in a busy step
- * that is often a hook's small allocation after vLLM's many (its RequestOutputs, per-request lists): the collection
- * then walks vLLM's young objects inside the hook's timed section. Without the plugin it would run a few allocations
- * later all the same, so, like vLLM's frees below, it is not the plugin's work: the direct counter leaves the
- * collections inside a front's timed sections out and counts them apart (``collected()``). A collection on another
- * thread while this one waits for the GIL inside a section is left out the same way. */
+ * front): GC_TICKS is their time so far. A collection runs wherever an allocation crosses the threshold, and on vLLM's
+ * thread in a busy step that is often a hook's small allocation after vLLM's many (its RequestOutputs, per-request
+ * lists): the collection then walks vLLM's young objects inside the hook's timed section. Without the plugin it would
+ * run a few allocations later all the same, so, like vLLM's frees below, it is not the plugin's work: the direct
+ * counter leaves the collections inside a front's timed sections out and counts them apart (``collected()``). A
+ * collection on another thread while this one waits for the GIL inside a section is left out the same way. */
 static long long GC_TICKS, GC_START, GC_IN_FRONTS, GC_IN_FRONTS_N;
 
 /* Add a section that began at ``t0`` (TICKS), when the collections' time read ``g0`` (GC_TICKS), and ends now: less
@@ -611,6 +611,30 @@ attr_set(PyObject *obj, int i, PyObject *value)
     return PyObject_SetAttr(obj, ATTR_KEYS[i], value);
 }
 
+/* Has recorder ``rec`` room for one more record (``Recorder.end``'s check)? 1 (``*buf``: its buffer, a new
+ * reference), 0 full, -1 an error. */
+static int
+recorder_room(PyObject *rec, PyObject **buf)
+{
+    PyObject *b = attr_get(rec, A_BUF), *cap = b ? attr_get(rec, A_CAPACITY) : NULL;
+    if (cap == NULL) {
+        Py_XDECREF(b);
+        return -1;
+    }
+    Py_ssize_t n = PyObject_Length(b), c = n < 0 ? -1 : PyLong_AsSsize_t(cap);
+    Py_DECREF(cap);
+    if (n < 0 || (c == -1 && PyErr_Occurred())) {
+        Py_DECREF(b);
+        return -1;
+    }
+    if (n >= c) {
+        Py_DECREF(b);
+        return 0;
+    }
+    *buf = b;
+    return 1;
+}
+
 /* The offset of slot ``name`` in ``runner``'s type, or -1 with an error. */
 static Py_ssize_t
 slot_offset(PyObject *runner, const char *name)
@@ -933,6 +957,19 @@ static Py_ssize_t OFF[N_OFFSETS];
 
 #define SLOT_OF(obj, i) (*(PyObject **)((char *)(obj) + OFF[i]))
 
+/* Is ``state`` the hooks' state object, every slot set? (Else a call goes to its definition, which raises as Python
+ * would.) */
+static int
+state_complete(PyObject *state)
+{
+    if (state == NULL || Py_TYPE(state) != SP_STATE_TYPE)
+        return 0;
+    for (int i = 0; i < N_OFFSETS; i++)
+        if (SLOT_OF(state, i) == NULL)
+            return 0;
+    return 1;
+}
+
 /* Set slot ``i`` to ``value`` (a new reference taken: stolen). */
 static inline void
 put(PyObject *state, int i, PyObject *value)
@@ -990,12 +1027,9 @@ static int
 common_way(PyObject *state, PyObject *r, PyObject *result, PyObject *error, PyObject *mode, PyObject *records,
            PyObject **buf, PyObject *ups)
 {
-    if (state == NULL || Py_TYPE(state) != SP_STATE_TYPE || !PyList_CheckExact(r) || error != Py_None ||
-            PyList_GET_SIZE(r) <= SP_LIST_MIN || PyList_GET_ITEM(r, SP_NESTED) == Py_True)
+    if (!state_complete(state) || !PyList_CheckExact(r) || error != Py_None || PyList_GET_SIZE(r) <= SP_LIST_MIN ||
+            PyList_GET_ITEM(r, SP_NESTED) == Py_True)
         return 0;
-    for (int i = 0; i < N_OFFSETS; i++)
-        if (SLOT_OF(state, i) == NULL)
-            return 0;
     PyObject *finished = SLOT_OF(state, O_FINISHED);
     if (!PyList_CheckExact(finished) || PyList_GET_SIZE(finished) != 0 || SLOT_OF(state, O_SCHED) == Py_None)
         return 0;
@@ -1024,20 +1058,7 @@ common_way(PyObject *state, PyObject *r, PyObject *result, PyObject *error, PyOb
         if (!ok)
             return 0;
     }
-    PyObject *rec = PyList_GET_ITEM(records, 0);
-    PyObject *b = attr_get(rec, A_BUF), *cap = b ? attr_get(rec, A_CAPACITY) : NULL;
-    if (cap == NULL) {
-        Py_XDECREF(b);
-        return -1;
-    }
-    Py_ssize_t n = PyObject_Length(b), c = PyLong_AsSsize_t(cap);
-    Py_DECREF(cap);
-    if (n < 0 || (c == -1 && PyErr_Occurred()) || n >= c) {
-        Py_DECREF(b);
-        return n < 0 || (c == -1 && PyErr_Occurred()) ? -1 : 0;
-    }
-    *buf = b;
-    return 1;
+    return recorder_room(PyList_GET_ITEM(records, 0), buf);
 }
 
 static PyObject *
@@ -1240,13 +1261,10 @@ step_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         return PyObject_Vectorcall(SPRE_FALLBACK, args, 3, NULL);
     }
-    if (Py_TYPE(state) != SP_STATE_TYPE || SLOT_OF(state, O_IDENTITY_DONE) != Py_True ||
+    if (!state_complete(state) || SLOT_OF(state, O_IDENTITY_DONE) != Py_True ||
             !PyList_CheckExact(records) || PyList_GET_SIZE(records) < 1 || PyList_GET_ITEM(records, 0) == Py_None ||
             !PyList_CheckExact(marks) || PyList_GET_SIZE(marks) < 1)
         return PyObject_Vectorcall(SPRE_FALLBACK, args, 3, NULL);
-    for (int i = 0; i < N_OFFSETS; i++)
-        if (SLOT_OF(state, i) == NULL)
-            return PyObject_Vectorcall(SPRE_FALLBACK, args, 3, NULL);
     int m = PyObject_IsTrue(PyList_GET_ITEM(marks, 0));
     if (m != 0) {
         if (m < 0)
@@ -1325,7 +1343,7 @@ step_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * ``_process_outputs_pre`` / ``_post`` do. Every other call goes to those functions (the definitions), before
  * anything is changed. The module's lists (``_identity_done``, ``_front_steps``, ``_sample``, ``_light``,
  * ``_generate``, ``_open_step``, ``_outputs_skipped``, ``PHASE_MARKS``, ``RECORDER``) and ``span_bits`` are held from
- * ``front_bind`` on (``front._bind_c``: the module changes them in place; a test that puts its own there binds them
+ * ``front_bind`` on (``front.bind_c``: the module changes them in place; a test that puts its own there binds them
  * again), not looked up in its dict: those were a dozen lookups a step, each a few cold cache lines. A unit test
  * holds each to its definition on planted calls (tests/unit/test_front_c.py).
  *
@@ -1480,22 +1498,10 @@ front_step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (!open || !records || args[2] != Py_None || !PyList_CheckExact(r) || PyList_GET_SIZE(r) != RANGE_FIELDS ||
             PyList_GET_ITEM(r, FR_NESTED) != FR_ON_THREAD || CELL(records) == Py_None)
         return PyObject_Vectorcall(FR_STEP_POST, args, 3, NULL);
-    PyObject *rec = CELL(records);
-    PyObject *buf = attr_get(rec, A_BUF), *cap = buf ? attr_get(rec, A_CAPACITY) : NULL;
-    if (cap == NULL) {
-        Py_XDECREF(buf);
-        return NULL;
-    }
-    Py_ssize_t have = PyObject_Length(buf), c = have < 0 ? -1 : PyLong_AsSsize_t(cap);
-    Py_DECREF(cap);
-    if (c == -1 && PyErr_Occurred()) {
-        Py_DECREF(buf);
-        return NULL;
-    }
-    if (have >= c) {                               /* full: Recorder's own way */
-        Py_DECREF(buf);
-        return PyObject_Vectorcall(FR_STEP_POST, args, 3, NULL);
-    }
+    PyObject *buf = NULL;
+    int room = recorder_room(CELL(records), &buf);
+    if (room <= 0)                                 /* full: Recorder's own way */
+        return room < 0 ? NULL : PyObject_Vectorcall(FR_STEP_POST, args, 3, NULL);
     PyObject *now = now_ns();
     if (now == NULL) {
         Py_DECREF(buf);
@@ -1624,11 +1630,8 @@ scheduled_c(PyObject *module, PyObject *bounds)
             return NULL;
         return PyObject_CallOneArg(SC_FALLBACK, bounds);
     }
-    if (Py_TYPE(state) != SP_STATE_TYPE || !PyTuple_CheckExact(bounds) || PyTuple_GET_SIZE(bounds) != 4)
+    if (!state_complete(state) || !PyTuple_CheckExact(bounds) || PyTuple_GET_SIZE(bounds) != 4)
         return PyObject_CallOneArg(SC_FALLBACK, bounds);
-    for (int i = 0; i < N_OFFSETS; i++)
-        if (SLOT_OF(state, i) == NULL)
-            return PyObject_CallOneArg(SC_FALLBACK, bounds);
     PyObject *t0 = PyTuple_GET_ITEM(bounds, 0), *end = PyTuple_GET_ITEM(bounds, 1), *so = PyTuple_GET_ITEM(bounds, 2);
     PyObject *step = SLOT_OF(state, O_CURRENT), *prefilling = SLOT_OF(state, O_PREFILLING);
     PyObject *preempted = SLOT_OF(state, O_PREEMPTED), *sched = SLOT_OF(state, O_SCHED);
@@ -1681,8 +1684,7 @@ scheduled_c(PyObject *module, PyObject *bounds)
     goto done;
 fault: {
         PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
+        fetch_exception(&type, &value, &tb);
         Py_XDECREF(type);
         Py_XDECREF(tb);
         PyObject *fail = PyDict_GetItemWithError(SP_GLOBALS, S_FAIL_SCHEDULE);
@@ -1790,8 +1792,6 @@ PyInit__cfront(void)
         {&S_POP, "pop"},
         {&S_CLEAR, "clear"},
         {&S_FORGET, "forget"},
-        {&ATTR_KEYS[A_LAST_END], "last_end"},
-        {&ATTR_KEYS[A_DEVICE_STOP], "device_stop"},
         {&S_TOTAL, "total_num_scheduled_tokens"},
         {&S_NAME, "__name__"},
         {&S_S, "S"},
@@ -1800,10 +1800,6 @@ PyInit__cfront(void)
         {&S_UPDATES, "UPDATES"},
         {&S_RUNNING, "running"},
         {&S_WAITING, "waiting"},
-        {&ATTR_KEYS[A_BUF], "buf"},
-        {&ATTR_KEYS[A_CAPACITY], "capacity"},
-        {&ATTR_KEYS[A_IN_PROCESS], "in_process"},
-        {&ATTR_KEYS[A_READY], "ready"},
         {&S_APPEND, "append"},
         {&S_DEQUE_LEN_NAME, "__len__"},
         {&S_GATE, "GATE"},
@@ -1818,6 +1814,9 @@ PyInit__cfront(void)
     };
     for (size_t i = 0; i < sizeof(NAMES) / sizeof(NAMES[0]); i++)
         if ((*NAMES[i].name = PyUnicode_InternFromString(NAMES[i].text)) == NULL)
+            return NULL;
+    for (int i = 0; i < N_ATTRS; i++)
+        if ((ATTR_KEYS[i] = PyUnicode_InternFromString(ATTR_NAMES[i])) == NULL)
             return NULL;
     SPRE_BITS128 = PyLong_FromLong(128);
     SPRE_BITS64 = PyLong_FromLong(64);
