@@ -100,7 +100,10 @@ def main() -> int:
     bs = a.batch
     kw = {"model": a.model, "max_model_len": 2048, "enable_prefix_caching": False,
           "distributed_executor_backend": "uni", "max_num_seqs": bs}
-    kw.update(dtype="float32", enforce_eager=True) if a.cpu else kw.update(load_format="dummy")
+    if a.cpu:
+        kw.update(dtype="float32", enforce_eager=True)
+    else:
+        kw.update(load_format="dummy")
     llm = LLM(**kw)
     n = 1 if bs == 1 else 2 * bs
     rng = random.Random(bs)

@@ -42,7 +42,7 @@ EDGE_INTS = [0, 1, -1, 63, 64, -64, -65, 127, 128, 255, 256, 2 ** 31, -2 ** 31 -
 def test_edge_values_read_back_with_their_types():
     values = [None, True, False, 0.0, -0.0, 1.5, math.inf, -math.inf, math.nan, 1e308, 5e-324, "", "engine.step",
               "ü€𝄞", b"", b"\x00\xff", [], (), {}, [()], ((),), {"k": [1, (2,)]}, {1: "a", None: 2.5, (1, 2): b"x"},
-              *EDGE_INTS]
+              3 ** 5000, *EDGE_INTS]
     for v in values:
         assert same(round_trip(v), v), v
     assert same(round_trip(values), values) and same(round_trip(tuple(values)), tuple(values))
@@ -128,15 +128,16 @@ class Name(str):
     pass
 
 
+def nested(depth: int) -> list:
+    v: list = []
+    for _ in range(depth):
+        v = [v]
+    return v
+
+
 @pytest.mark.parametrize("value", [Pair(1, 2), [Small.ONE], {"k": Name("x")}, {1, 2}, frozenset(), object(), 1j,
-                                   bytearray(b"x"), "lone \udc80 surrogate", [[]], 3 ** 5000])
+                                   bytearray(b"x"), "lone \udc80 surrogate", nested(70)])
 def test_what_it_does_not_take_is_refused(value):
-    if value == [[]]:
-        for _ in range(70):
-            value = [value]
-    if isinstance(value, int):                  # a very large int is taken (and read back)
-        assert round_trip(value) == value
-        return
     with pytest.raises(ValueError, match="_wire.pack"):
         _wire.pack(value)
 
