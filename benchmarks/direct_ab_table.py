@@ -1,6 +1,6 @@
 """Pair-by-pair table of the direct hook counter from interleaved ``hook_cost_engine.py --counter-only`` runs.
 
-    python benchmarks/direct_ab_table.py RESULT_DIR [--arms base,new] [--hooks engine.schedule,engine.step]
+    python benchmarks/direct_ab_table.py RESULT_DIR [--arms base,new] [--hooks engine.schedule,engine.step] [--export]
 
 RESULT_DIR holds ``<arm>_<pair>.json`` (``benchmarks/gpu/hook_cost_ab.sh`` with ``COUNTER_ONLY=1``, which names an
 arm by its folder less ``ab_``). For each batch size: each pair's µs per engine step of the EngineCore's hooks
@@ -31,6 +31,9 @@ def load(folder: Path) -> dict:
 
 
 def figure(row: dict, what: str) -> float:
+    if what.startswith("export:"):              # the export thread: "export:cpu" or "export:<part of its send>"
+        e = row.get("export_thread_us_per_step") or {}
+        return e.get("cpu", 0.0) if what == "export:cpu" else e.get("parts", {}).get(what[7:], 0.0)
     d = row["direct"]
     if what == "all":
         return d["us_per_step"]
@@ -72,6 +75,7 @@ def main() -> int:
     ap.add_argument("--arms", default="", help="two arm names, the reference first (default: the two found, sorted)")
     ap.add_argument("--hooks", default="engine.schedule,engine.step,engine.step_with_batch_queue",
                     help="hooks to show beside the EngineCore's and every hook's totals")
+    ap.add_argument("--export", action="store_true", help="the export thread's CPU and its send's parts too")
     a = ap.parse_args()
     runs = load(a.folder)
     arms = a.arms.split(",") if a.arms else sorted(runs)
@@ -79,7 +83,8 @@ def main() -> int:
         ap.error(f"two arms needed; found {sorted(runs)}")
     hooks = [h for h in a.hooks.split(",") if h and any(
         h in row["direct"]["hooks"] for pr in runs[arms[0]].values() for row in pr.values())]
-    print(table(runs, arms, ["role:engine", "all"] + hooks))
+    export = ["export:cpu", "export:take", "export:encode", "export:deliver"] if a.export else []
+    print(table(runs, arms, ["role:engine", "all"] + hooks + export))
     return 0
 
 
