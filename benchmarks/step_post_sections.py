@@ -20,8 +20,8 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ["module globals (S, RECORDER, MODE, UPDATES)", "common_way's checks", "running + waiting: pending",
-            "SkippedSteps", "its update (UPDATES)", "worker_bounds", "the StepRecord tuple", "end time, state",
-            "append to the buffer"]
+            "SkippedSteps", "its update (UPDATES)", "worker_bounds", "the StepRecord tuple",
+            "end time, state, append to the buffer", "releases (done:)"]
 CHECKPOINTS = [   # (text in step_post, what goes before it)
     ("    PyObject *r = args[0], *result = args[1], *error = args[2];\n", "    DBG_LAST = TICKS(); DBG_N++;\n"),
     ("    PyObject *buf = NULL;\n    int ok = common_way", "    CK(0);\n"),

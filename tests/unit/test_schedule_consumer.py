@@ -9,7 +9,6 @@ import time
 from types import SimpleNamespace as NS
 
 import pytest
-from raw_records import listed
 
 from vllm_w2ext.hooks import bounds, engine_core, runner
 from vllm_w2ext.hooks.engine_core import STAMP
@@ -104,7 +103,7 @@ def test_a_recorded_steps_schedule_is_stamped_with_its_bounds(loop):
     assert runners["engine.schedule"].fast                 # its front takes its own way (no pre, no post)
     for _ in range(3):
         core.step()
-    steps = [r for r in listed(rec.take()) if r[0] == Span.STEP]
+    steps = [r for r in rec.take() if r[0] == Span.STEP]
     assert len(steps) == 3 and len(core.outputs) == 3
     for k, (r, so) in enumerate(zip(steps, core.outputs), start=1):
         stamp = Stamp._make(getattr(so, STAMP))

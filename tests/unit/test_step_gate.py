@@ -6,7 +6,6 @@ and measures a gap only after a recorded predecessor, and that pause, failure an
 from types import SimpleNamespace as NS
 
 import pytest
-from raw_records import listed
 
 from vllm_w2ext.hooks import bounds, engine_core, worker
 from vllm_w2ext.hooks.runner import GATE, HookRunner
@@ -91,7 +90,7 @@ def test_gated_hooks_run_only_on_recorded_steps(loop):
     for _ in range(40):
         core.step()
     recorded = [k for k in range(1, 41) if k % EVERY in (0, 1)]
-    records = listed(rec.take())
+    records = rec.take()
     steps = [RangeRecord._make(r).step for r in records if r[0] == Span.STEP]
     executions = [RangeRecord._make(r) for r in records if r[0] == Span.WORKER_EXECUTE]
     assert steps == recorded

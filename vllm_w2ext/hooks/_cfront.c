@@ -1061,9 +1061,6 @@ common_way(PyObject *state, PyObject *r, PyObject *result, PyObject *error, PyOb
     return recorder_room(PyList_GET_ITEM(records, 0), buf);
 }
 
-static int RAW_ON;                       /* step_raw_setup: the step's range written as raw values (below) */
-static PyObject *raw_step(PyObject *r);
-
 static PyObject *
 step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1176,12 +1173,7 @@ step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (PyList_SetItem(r, SP_END, Py_NewRef(now)) < 0)
         goto done;
     put(state, O_PREV_STEP_END, Py_NewRef(now));
-    PyObject *raw = RAW_ON ? raw_step(r) : NULL;    /* the steady decode's range as raw values, else the list */
-    if (raw == NULL && PyErr_Occurred())
-        goto done;
-    appended = PyObject_CallMethodOneArg(buf, S_APPEND, raw != NULL ? raw : r);
-    Py_XDECREF(raw);
-    if (appended == NULL)
+    if ((appended = PyObject_CallMethodOneArg(buf, S_APPEND, r)) == NULL)
         goto done;
     out = Py_NewRef(Py_None);
 done:
@@ -1339,209 +1331,6 @@ step_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_DECREF(now);
     put(state, O_CURRENT, Py_NewRef(r));
     return r;
-}
-
-/* -- the engine step's range as raw values: steps/facts.py's RAW_STEP, read back by expand_raw_step ---------------
- *
- * The steady decode's range (the list step_pre opened, its END and its StepRecord DATA set by step_post) goes into the
- * recorder's buffer as one bytes object of 43 little-endian int64s instead of the list: the export thread then writes
- * 344 bytes where it walked ~40 objects to encode them, and frees one object where it freed them all, cold
- * (benchmarks/results/cpu/step_record_whatif: leaving the record out took its encoding to 0.26-0.47x). The export side
- * reads it back into the very list (``ranges.Range.from_record``). Whatever does not fit the layout exactly (a
- * request freed or preempted, new requests, an error's name, marks, a value that is not a plain int in range) goes as
- * the list. A unit test holds the two ends to each other on planted ranges (tests/unit/test_raw_step.py).
- *
- * Layout (RAW_STEP): head (RAW_MAGIC | flags), trace id (low, high 64 bits), span id, start, end, step; StepFacts'
- * num_reqs, prefill_tokens, decode_tokens, resumed_tokens, finished_before, running, waiting (its tuples empty, its
- * ``scheduled`` None); pending; SkippedSteps; schedule_start, schedule_end, update_start, update_end, update_batch,
- * every; WorkerBounds' stamp (trace id low, high, span id, then its eight ints), prev_end, tokens, execute_start,
- * execute_end, forward_start, forward_end, sample_start, sample_end (its error names None).
- *
- * step_raw_setup(size, magic) once, after step_pre_setup: turns it on where both ends agree on the layout. */
-#define RAW_FIELDS 43
-#define RAW_MAGIC 0x57325300LL            /* "W2S", the low byte the flags */
-enum { RAW_EXECUTED = 1, RAW_FACTS = 2, RAW_WORKER = 4, RAW_CUDA = 8 };
-
-/* A plain int in int64's range into *out: 1, else 0 (no error left set). */
-static int
-raw_i64(PyObject *o, int64_t *out)
-{
-    if (!PyLong_CheckExact(o))
-        return 0;
-    int overflow;
-    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-    if (overflow || (v == -1 && PyErr_Occurred())) {
-        PyErr_Clear();
-        return 0;
-    }
-    *out = v;
-    return 1;
-}
-
-/* A plain int in [0, 2^(64 * words)) into out[0..words) (little end first): 1, else 0 (no error left set). */
-static int
-raw_unsigned(PyObject *o, int64_t *out, int words)
-{
-    if (!PyLong_CheckExact(o))
-        return 0;
-    unsigned char b[16];
-    size_t n = (size_t)words * 8;
-#if PY_VERSION_HEX >= 0x030D0000
-    Py_ssize_t need = PyLong_AsNativeBytes(o, b, (Py_ssize_t)n, Py_ASNATIVEBYTES_LITTLE_ENDIAN |
-                                           Py_ASNATIVEBYTES_UNSIGNED_BUFFER | Py_ASNATIVEBYTES_REJECT_NEGATIVE);
-    if (need < 0 || (size_t)need > n) {
-        PyErr_Clear();
-        return 0;
-    }
-#else
-    if (_PyLong_AsByteArray((PyLongObject *)o, b, n, 1, 0) < 0) {    /* negative or too large: OverflowError */
-        PyErr_Clear();
-        return 0;
-    }
-#endif
-    for (int w = 0; w < words; w++) {
-        uint64_t x = 0;
-        for (int i = 7; i >= 0; i--)
-            x = (x << 8) | b[w * 8 + i];
-        out[w] = (int64_t)x;
-    }
-    return 1;
-}
-
-/* Each item of ``t`` (a tuple) at positions[k] as an int64 into out[k], for k < n: 1, else 0. */
-static int
-raw_ints(PyObject *t, const int *positions, int n, int64_t *out)
-{
-    for (int k = 0; k < n; k++)
-        if (!raw_i64(PyTuple_GET_ITEM(t, positions[k]), out + k))
-            return 0;
-    return 1;
-}
-
-/* ``o`` is the str ``want`` (that object, as step_pre writes it, or an equal plain str). */
-static int
-raw_same_str(PyObject *o, PyObject *want)
-{
-    return o == want || (PyUnicode_CheckExact(o) && PyUnicode_CheckExact(want) && PyUnicode_Compare(o, want) == 0);
-}
-
-static int
-raw_empty_tuple(PyObject *o)
-{
-    return PyTuple_CheckExact(o) && PyTuple_GET_SIZE(o) == 0;
-}
-
-/* The fields of ``r`` into v (RAW_STEP's order): 1, or 0 where it does not fit the layout. */
-static int
-raw_fields(PyObject *r, int64_t *v)
-{
-    if (!PyList_CheckExact(r) || PyList_GET_SIZE(r) != 13)
-        return 0;
-    PyObject **it = ((PyListObject *)r)->ob_item;
-    int64_t parent;
-    if (!raw_same_str(it[0], SPRE_NAME) || !raw_same_str(it[1], SPRE_ROLE) || !raw_i64(it[4], &parent) || parent != 0 || it[8] != Py_None ||
-            it[9] != Py_None || it[10] != Py_None || it[11] != SPRE_ON_THREAD)
-        return 0;
-    if (!raw_unsigned(it[2], v + 1, 2) || !raw_unsigned(it[3], v + 3, 1) || !raw_i64(it[5], v + 4) ||
-            !raw_i64(it[6], v + 5) || !raw_i64(it[7], v + 6))
-        return 0;
-    PyObject *d = it[12];
-    if (!PyTuple_CheckExact(d) || PyTuple_GET_SIZE(d) != 12)
-        return 0;
-    int64_t head = RAW_MAGIC;
-    PyObject *facts = PyTuple_GET_ITEM(d, 0);
-    if (facts != Py_None) {            /* the steady form: no request ids, no NewRequest, no scheduled list */
-        static const int FACT_INTS[7] = {0, 1, 2, 5, 6, 10, 11};
-        if (!PyTuple_CheckExact(facts) || PyTuple_GET_SIZE(facts) != 12 || !raw_ints(facts, FACT_INTS, 7, v + 7) ||
-                !raw_empty_tuple(PyTuple_GET_ITEM(facts, 3)) || !raw_empty_tuple(PyTuple_GET_ITEM(facts, 4)) ||
-                !raw_empty_tuple(PyTuple_GET_ITEM(facts, 7)) || !raw_empty_tuple(PyTuple_GET_ITEM(facts, 8)) ||
-                PyTuple_GET_ITEM(facts, 9) != Py_None)
-            return 0;
-        head |= RAW_FACTS;
-    }
-    PyObject *executed = PyTuple_GET_ITEM(d, 1);
-    if (executed == Py_True)
-        head |= RAW_EXECUTED;
-    else if (executed != Py_False)
-        return 0;
-    PyObject *skipped = PyTuple_GET_ITEM(d, 4);
-    static const int SKIPPED[3] = {0, 1, 2}, TAIL[6] = {5, 6, 7, 8, 9, 10};
-    if (!raw_empty_tuple(PyTuple_GET_ITEM(d, 2)) || !raw_i64(PyTuple_GET_ITEM(d, 3), v + 14) ||
-            !PyTuple_CheckExact(skipped) || PyTuple_GET_SIZE(skipped) != 3 || !raw_ints(skipped, SKIPPED, 3, v + 15) ||
-            !raw_ints(d, TAIL, 6, v + 18))
-        return 0;
-    PyObject *wb = PyTuple_GET_ITEM(d, 11);
-    if (wb != Py_None) {               /* WorkerBounds with no error's name */
-        static const int STAMP_INTS[8] = {2, 3, 4, 5, 6, 7, 8, 9}, WB_INTS[8] = {1, 3, 4, 5, 7, 8, 10, 11};
-        if (!PyTuple_CheckExact(wb) || PyTuple_GET_SIZE(wb) != 13 || PyTuple_GET_ITEM(wb, 6) != Py_None ||
-                PyTuple_GET_ITEM(wb, 9) != Py_None || PyTuple_GET_ITEM(wb, 12) != Py_None)
-            return 0;
-        PyObject *stamp = PyTuple_GET_ITEM(wb, 0), *cuda = PyTuple_GET_ITEM(wb, 2);
-        if (!PyTuple_CheckExact(stamp) || PyTuple_GET_SIZE(stamp) != 10 ||
-                !raw_unsigned(PyTuple_GET_ITEM(stamp, 0), v + 24, 2) ||
-                !raw_unsigned(PyTuple_GET_ITEM(stamp, 1), v + 26, 1) || !raw_ints(stamp, STAMP_INTS, 8, v + 27) ||
-                !raw_ints(wb, WB_INTS, 8, v + 35))
-            return 0;
-        if (cuda == Py_True)
-            head |= RAW_CUDA;
-        else if (cuda != Py_False)
-            return 0;
-        head |= RAW_WORKER;
-    }
-    v[0] = head;
-    return 1;
-}
-
-/* ``r`` as RAW_STEP bytes (a new reference); NULL with no error where it does not fit (the list goes), NULL with an
- * error only where memory ran out. */
-static PyObject *
-raw_step(PyObject *r)
-{
-    int64_t v[RAW_FIELDS] = {0};
-    if (!raw_fields(r, v))
-        return NULL;
-    PyObject *b = PyBytes_FromStringAndSize(NULL, sizeof v);
-    if (b != NULL)
-        memcpy(PyBytes_AS_STRING(b), v, sizeof v);     /* little-endian hosts only (step_raw_setup) */
-    return b;
-}
-
-static PyObject *
-step_raw_setup(PyObject *module, PyObject *args)
-{
-    Py_ssize_t size;
-    long long magic;
-    if (!PyArg_ParseTuple(args, "nL:step_raw_setup", &size, &magic))
-        return NULL;
-    if (SPRE_NAME == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "step_raw_setup: step_pre_setup first");
-        return NULL;
-    }
-#if PY_BIG_ENDIAN
-    PyErr_SetString(PyExc_ValueError, "step_raw_setup: RAW_STEP is little-endian; this host is not");
-    return NULL;
-#endif
-    if (size != RAW_FIELDS * 8 || magic != RAW_MAGIC) {
-        PyErr_Format(PyExc_ValueError, "step_raw_setup: RAW_STEP of %zd bytes, magic %llx; this build writes %d, %llx",
-                     size, magic, RAW_FIELDS * 8, RAW_MAGIC);
-        return NULL;
-    }
-    RAW_ON = 1;
-    Py_RETURN_NONE;
-}
-
-/* step_raw(r) -> bytes or None: what the step's post appends for ``r`` (for tests). */
-static PyObject *
-step_raw_py(PyObject *module, PyObject *r)
-{
-    if (SPRE_NAME == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "step_raw: step_pre_setup was not called");
-        return NULL;
-    }
-    PyObject *b = raw_step(r);
-    if (b == NULL && !PyErr_Occurred())
-        Py_RETURN_NONE;
-    return b;
 }
 
 /* -- the front end's iteration in C: hooks/front.py's front.step and process_outputs hooks, their common ways -------
@@ -1964,10 +1753,6 @@ static PyMethodDef module_methods[] = {
      "step_pre_setup(fallback, getrandbits, name, role, on_thread), after step_post_setup"},
     {"step_pre", (PyCFunction)(void (*)(void))step_pre, METH_FASTCALL,
      "step_pre(core, args, kwargs): engine_core._step_pre's common way in C, else that function"},
-    {"step_raw_setup", step_raw_setup, METH_VARARGS,
-     "step_raw_setup(size, magic): the step's post writes steps.facts.RAW_STEP records, after step_pre_setup"},
-    {"step_raw", step_raw_py, METH_O,
-     "step_raw(r): the engine step's range as RAW_STEP bytes, or None where it does not fit the layout"},
     {"scheduled_setup", scheduled_setup, METH_VARARGS,
      "scheduled_setup(fallback, trace_id, span_id, start), after step_post_setup"},
     {"scheduled", scheduled_c, METH_O,

@@ -26,8 +26,8 @@ from vllm_w2ext.hooks.bounds import EXECUTIONS, FORWARDS, LAUNCHES, MODE, SAMPLE
 from vllm_w2ext.hooks.cost_budget import CostBudget
 from vllm_w2ext.hooks.runner import GATE
 from vllm_w2ext.hooks.spec import Hook
-from vllm_w2ext.steps.facts import (FACTS_FIRST, FACTS_NEW, FACTS_PREEMPTED, FACTS_RESUMED, RAW_MAGIC, RAW_STEP,
-                                    STAMP_STEP, light_steps, read_step)
+from vllm_w2ext.steps.facts import (FACTS_FIRST, FACTS_NEW, FACTS_PREEMPTED, FACTS_RESUMED, STAMP_STEP, light_steps,
+                                    read_step)
 from vllm_w2ext.telemetry import identity, pipeline, selfcost
 from vllm_w2ext.telemetry.pipeline import RECORDER, recorder
 from vllm_w2ext.telemetry.recording import PHASE_MARKS, ROOT, new_span_id, new_trace_id, span_bits
@@ -365,15 +365,6 @@ except ImportError:
     step_pre = _step_pre
 else:
     step_pre_setup(_step_pre, span_bits, Span.STEP, ENGINE, ON_THREAD)
-    try:                                           # and it writes the steady decode's range as raw values
-        from vllm_w2ext.hooks._cfront import step_raw_setup      # (steps.facts.RAW_STEP): one bytes object for
-    except ImportError:                            # the export thread to write instead of ~40 to walk
-        pass
-    else:
-        try:
-            step_raw_setup(RAW_STEP.size, RAW_MAGIC)
-        except ValueError as e:                    # another layout in this build: the lists go, as without it
-            log.warning("vllm_w2ext: the engine step's raw record is off: %s", e)
 
 
 def _schedule_pre(sched, args, kwargs):

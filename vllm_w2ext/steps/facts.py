@@ -6,12 +6,8 @@ requests whose tokens are prefill, found with C-level scans (``list.index``, ``c
 loop over the batch. Duck-typed on the output's attributes, so it serves vLLM 0.26 to 0.33."""
 from __future__ import annotations
 
-import struct
 from itertools import compress
 from typing import NamedTuple
-
-from vllm_w2ext.telemetry.wire import ON_THREAD
-from vllm_w2ext.vocab import ENGINE, Span
 
 # On vLLM's threads these records are built as PLAIN tuples in the NamedTuple's field order: a plain
 # tuple is built and serialized at C speed (``wire.encode_frame``), a NamedTuple is pickled
@@ -228,41 +224,6 @@ class WorkerBounds(NamedTuple):
     sample_start: int
     sample_end: int
     sample_error: str | None
-
-
-# The steady decode's whole ``engine.step`` range (RangeRecord, its StepRecord and WorkerBounds included) as one
-# bytes object: what the C step post (``hooks/_cfront.c``, ``raw_step``) appends in place of the list, so that the
-# export thread writes 344 bytes instead of walking ~40 objects (benchmarks/results/cpu/step_record_whatif).
-# ``expand_raw_step`` reads it back into the very list the Python path appends. 43 little-endian int64s:
-#   head (RAW_MAGIC | RAW_* flags), trace id (low, high 64 bits), span id, start, end, step;
-#   StepFacts' num_reqs, prefill_tokens, decode_tokens, resumed_tokens, finished_before, running, waiting (its tuples
-#   empty and ``scheduled`` None: what fits no other way goes as the list); pending; SkippedSteps' three;
-#   schedule_start, schedule_end, update_start, update_end, update_batch, every;
-#   WorkerBounds' stamp (trace id low, high, span id, then Stamp's other eight), prev_end, tokens, execute_start,
-#   execute_end, forward_start, forward_end, sample_start, sample_end (its error names None).
-RAW_STEP = struct.Struct("<q QQQqqq qqqqqqq q qqq qqqqqq QQQqqqqqqqq qqqqqqqq")
-RAW_MAGIC = 0x57325300            # "W2S"; the low byte holds the flags
-RAW_EXECUTED, RAW_FACTS, RAW_WORKER, RAW_CUDA = 1, 2, 4, 8
-
-
-def expand_raw_step(raw: bytes) -> list:
-    """A RAW_STEP record as the ``engine.step`` range list (RangeRecord order) the hooks' Python path appends."""
-    v = RAW_STEP.unpack(raw)
-    head = v[0]
-    if head & ~0xFF != RAW_MAGIC:
-        raise ValueError(f"not a RAW_STEP record (head {head:#x})")
-    facts = None
-    if head & RAW_FACTS:
-        num_reqs, prefill, decode, resumed_tokens, finished_before, running, waiting = v[7:14]
-        facts = (num_reqs, prefill, decode, (), (), resumed_tokens, finished_before, (), (), None, running, waiting)
-    worker = None
-    if head & RAW_WORKER:
-        w = v[24:]
-        stamp = ((w[1] << 64) | w[0], w[2]) + w[3:11]
-        prev_end, tokens, e0, e1, f0, f1, s0, s1 = w[11:19]
-        worker = (stamp, prev_end, bool(head & RAW_CUDA), tokens, e0, e1, None, f0, f1, None, s0, s1, None)
-    data = (facts, bool(head & RAW_EXECUTED), (), v[14], v[15:18]) + v[18:24] + (worker,)
-    return [Span.STEP, ENGINE, (v[2] << 64) | v[1], v[3], 0, v[4], v[5], v[6], None, None, None, ON_THREAD, data]
 
 
 class DeviceSample(NamedTuple):

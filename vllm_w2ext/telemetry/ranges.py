@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from vllm_w2ext.steps.facts import expand_raw_step
 from vllm_w2ext.telemetry.recording import new_span_id, new_trace_id
 from vllm_w2ext.telemetry.wire import Interval, RangeRecord
 
@@ -34,9 +33,7 @@ class Range:
         self.events: list | None = None  # [(name, wall clock ns, attributes or None)]
 
     @classmethod
-    def from_record(cls, rec: list | tuple | bytes) -> "Range":
-        if type(rec) is bytes:                   # the steady decode's engine.step range as raw values
-            rec = expand_raw_step(rec)
+    def from_record(cls, rec: list | tuple) -> "Range":
         if type(rec) is tuple:                   # an Interval (a range is a list)
             iv = Interval._make(rec)
             r = iv.record(iv.trace_id or new_trace_id(), new_span_id())
