@@ -12,7 +12,9 @@
 # ROUNDS (3), MAX_TOKENS (64), EACH_S (timeout per run, 200), COUNTER_ONLY (1: `--counter-only`, no hook timed by
 # the script: the plugin's own counters, the direct one by hook), ALTERNATE (1: the arms' order reversed in even
 # pairs), MODEL and OV (another model folder and its engine overrides; default the 4-layer 8B-shaped one), EXTRA
-# (more arguments, e.g. --cpu). Results: $OUT/$NAME/<arm>_<pair>.json and logs; benchmarks/direct_ab_table.py reads
+# (more arguments, e.g. --cpu), CONCURRENT (1: a pair's two runs at the same time, each pinned to a core of its own,
+# vLLM's CPU threads bound there; tried on the 2-core CPU machine in an A/A, results/cpu/aa_concurrent: its pair
+# ratios spread as much as sequential pairs do, the two vCPUs being slowed apart). Results: $OUT/$NAME/<arm>_<pair>.json and logs; benchmarks/direct_ab_table.py reads
 # the direct figures of COUNTER_ONLY runs pair by pair.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -46,13 +48,22 @@ for a in $ARMS; do
     >> "$R/env.txt"      # from the arm's folder: the repository's own package would shadow it
 done
 T0=$(date +%s)
+run_arm() {    # ARM PAIR [CORE]: one run (on CORE alone where given: taskset, and vLLM's CPU threads bound there)
+  local arm=$1 name=${1#ab_}_$2 pin=() bind=()
+  if [ -n "${3:-}" ]; then pin=(taskset -c "$3"); bind=(VLLM_CPU_OMP_THREADS_BIND="$3"); fi
+  env PYTHONPATH="$arm${PYTHONPATH:+:$PYTHONPATH}" VLLM_W2EXT_SAMPLE=$SAMPLE "${bind[@]}" timeout ${EACH_S:-200} \
+    "${pin[@]}" python3 benchmarks/hook_cost_engine.py \
+    "$M" $CH --batches "$BATCHES" --rounds "${ROUNDS:-3}" --max-tokens "${MAX_TOKENS:-64}" --engine-json "$OV" \
+    --out "$R/$name.json" > "$R/$name.log" 2>&1
+  echo "$name rc=$? ($(( $(date +%s) - T0 )) s${3:+, core $3}): $(grep '^batch' "$R/$name.log" | cut -c1-160 | tr '\n' ' ')$(grep -o 'direct {[^}]*}' "$R/$name.log" | tr '\n' ' ')"
+}
 for p in $(seq 1 "$PAIRS"); do
   order=$ARMS; [ "${ALTERNATE:-0}" = 1 ] && [ $((p % 2)) = 0 ] && order=$(echo $ARMS | tr ' ' '\n' | tac | tr '\n' ' ')
-  for arm in $order; do
-    name=${arm#ab_}_$p
-    PYTHONPATH="$arm${PYTHONPATH:+:$PYTHONPATH}" VLLM_W2EXT_SAMPLE=$SAMPLE timeout ${EACH_S:-200} python3 benchmarks/hook_cost_engine.py \
-      "$M" $CH --batches "$BATCHES" --rounds "${ROUNDS:-3}" --max-tokens "${MAX_TOKENS:-64}" --engine-json "$OV" \
-      --out "$R/$name.json" > "$R/$name.log" 2>&1
-    echo "$name rc=$? ($(( $(date +%s) - T0 )) s): $(grep '^batch' "$R/$name.log" | cut -c1-160 | tr '\n' ' ')$(grep -o 'direct {[^}]*}' "$R/$name.log" | tr '\n' ' ')"
-  done
+  if [ "${CONCURRENT:-0}" = 1 ]; then   # the pair's two runs at once, one core each (the first in the order on core
+    c=0                                 # 0: ALTERNATE=1 swaps their cores from pair to pair)
+    for arm in $order; do run_arm "$arm" "$p" "$c" & c=$((c + 1)); done
+    wait
+  else
+    for arm in $order; do run_arm "$arm" "$p"; done
+  fi
 done
