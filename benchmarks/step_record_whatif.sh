@@ -11,7 +11,8 @@
 #              step's state is kept as before (the next step runs the same way), and nothing of it is exported.
 # What ab_whatif still does on vLLM's thread (the range list opened by the step's pre, the Stamp, the StepFacts,
 # the worker's bounds tuple) a raw design would also save; so this bounds the export thread's side well and the
-# hook side's from below. The arms are made from HEAD in the repository root (git-ignored) and removed afterwards.
+# hook side's from below. The arms are made from HEAD in the repository root (git-ignored; hook_cost_ab.sh builds
+# each one's C extensions) and removed afterwards.
 #
 #   bash benchmarks/step_record_whatif.sh MODEL_FOLDER [OUT]      (the CPU build: MODEL_FOLDER the tiny model)
 #   then: python benchmarks/direct_ab_table.py OUT/step_record_whatif --arms base,whatif --hooks engine.step
@@ -42,7 +43,6 @@ src = src[:a] + """    /* what-if (benchmarks/step_record_whatif.sh): no StepRec
 """ + src[b:]
 open(path, "w").write(src)
 PY
-for a in ab_base ab_whatif; do (cd $a && "$PY" ../setup.py build_ext --inplace > /dev/null); done
 ARMS="ab_base ab_whatif" BATCHES=${BATCHES:-1,64} CHURN=0 COUNTER_ONLY=1 SAMPLE=1 PAIRS=${PAIRS:-6} ALTERNATE=1 \
   ROUNDS=3 MAX_TOKENS=128 MODEL="$MODEL" OV='{}' EXTRA="--cpu --steady-skip 12" EACH_S=400 OUT="$OUT" \
   NAME=step_record_whatif bash benchmarks/gpu/hook_cost_ab.sh

@@ -14,8 +14,9 @@
 # pairs), MODEL and OV (another model folder and its engine overrides; default the 4-layer 8B-shaped one), EXTRA
 # (more arguments, e.g. --cpu), CONCURRENT (1: a pair's two runs at the same time, each pinned to a core of its own,
 # vLLM's CPU threads bound there; tried on the 2-core CPU machine in an A/A, results/cpu/aa_concurrent: its pair
-# ratios spread as much as sequential pairs do, the two vCPUs being slowed apart). Results: $OUT/$NAME/<arm>_<pair>.json and logs; benchmarks/direct_ab_table.py reads
-# the direct figures of COUNTER_ONLY runs pair by pair.
+# ratios spread as much as sequential pairs do, the two vCPUs being slowed apart). Results:
+# $OUT/$NAME/<arm>_<pair>.json and logs; benchmarks/direct_ab_table.py reads the direct figures of COUNTER_ONLY runs
+# pair by pair.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-out}; R=$OUT/${NAME:-hook_cost_ab}; mkdir -p "$R"
