@@ -21,13 +21,14 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ["module globals (S, RECORDER, MODE, UPDATES)", "common_way's checks", "running + waiting: pending",
             "SkippedSteps", "its update (UPDATES)", "worker_bounds", "the StepRecord tuple",
-            "end time, state, append to the buffer", "releases (done:)"]
+            "end time, state, append to the buffer", "releases (done:)",
+            "probe: 48 raw int64 of a C struct into one bytes, kept in a ring (--probe-raw)"]
 CHECKPOINTS = [   # (text in step_post, what goes before it)
     ("    PyObject *r = args[0], *result = args[1], *error = args[2];\n", "    DBG_LAST = TICKS(); DBG_N++;\n"),
     ("    PyObject *buf = NULL;\n    int ok = common_way", "    CK(0);\n"),
     ("    PyObject *running = NULL, *waiting = NULL,", "    CK(1);\n"),
     ("    PyObject *light = SLOT_OF(state, O_LIGHT_EXECUTED)", "    CK(2);\n"),
-    ("    PyObject *u0 = SP_ZERO, *u1 = SP_ZERO;\n", "    CK(3);\n"),
+    ("    batch = Py_NewRef(SP_MINUS_ONE);\n    long long t_u0", "    CK(3);\n"),
     ("    PyObject *in_process = attr_get(mode, A_IN_PROCESS);\n", "    CK(4);\n"),
     ("    PyObject *empty = PyTuple_New(0);", "    CK(5);\n"),
     ("    if ((now = now_ns()) == NULL)\n        goto done;\n    if (PyList_SetItem(r, SP_END", "    CK(6);\n"),
@@ -58,9 +59,18 @@ print("RESULT", d[16], d[11], *[round(x * rate) for x in d[:16]])
 '''
 
 
+# --probe-raw: what the issue's design would do instead of the post's objects, timed in the same place: the step's
+# values as int64 fields of one static C struct (6 of them written by step_pre's common way, as the design writes the
+# ids and clock there), read whole into one bytes object kept in a 64-slot ring (the export thread's take, mimicked:
+# the object 64 steps old freed here). Off: nothing runs there and its section reads ~0.
+PROBE = ("    if (DBG_PROBE) { PyObject *pb = PyBytes_FromStringAndSize((const char *)DBG_RAW, sizeof DBG_RAW);\n"
+         "      Py_XSETREF(DBG_RING[DBG_N % 64], pb); DBG_RAW[47] = DBG_N; }\n    CK(9);\n")
+
+
 def instrument(src: str) -> str:
     head = "static PyObject *SP_GLOBALS, *SP_FALLBACK, *SP_STAMP_ATTR;"
-    src = src.replace(head, "static long long DBG[16], DBG_LAST, DBG_N;\n#define CK(i) do { long long _t = TICKS(); "
+    src = src.replace(head, "static long long DBG[16], DBG_LAST, DBG_N, DBG_RAW[48];\nstatic int DBG_PROBE = -1;\n"
+                      "static PyObject *DBG_RING[64];\n#define CK(i) do { long long _t = TICKS(); "
                       "DBG[i] += _t - DBG_LAST; DBG_LAST = _t; } while (0)\n" + head, 1)
     start = src.index("step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)\n{")
     end = src.index("\n}\n", start)
@@ -69,10 +79,12 @@ def instrument(src: str) -> str:
         if anchor not in body:
             raise SystemExit(f"step_post_sections: step_post has changed (no {anchor.strip()!r}): update CHECKPOINTS")
         body = body.replace(anchor, before + anchor, 1)
-    body = body.replace("    Py_XDECREF(appended);\n    return out;", "    Py_XDECREF(appended);\n    CK(8);\n    return out;")
+    body = body.replace("    Py_XDECREF(appended);\n    return out;", "    Py_XDECREF(appended);\n    CK(8);\n" + PROBE + "    return out;")
     src = src[:start] + body + src[end:]
     pre = "    PyObject *state = PyDict_GetItemWithError(SP_GLOBALS, S_S);\n    PyObject *gate = state"
-    src = src.replace(pre, "    long long p0 = TICKS();\n" + pre, 1)
+    src = src.replace(pre, "    long long p0 = TICKS();\n    if (DBG_PROBE < 0) DBG_PROBE = getenv(\"W2EXT_PROBE_RAW\") != NULL;\n"
+                      "    if (DBG_PROBE) { DBG_RAW[0] = p0; DBG_RAW[1] = p0 ^ 7; DBG_RAW[2] = p0 >> 3; DBG_RAW[3]++; "
+                      "DBG_RAW[4] = p0 + 1; DBG_RAW[5] = DBG_N; }\n" + pre, 1)
     src = src.replace("    put(state, O_CURRENT, Py_NewRef(r));\n    return r;\n}",
                       "    put(state, O_CURRENT, Py_NewRef(r));\n    DBG[10] += TICKS() - p0; DBG[11]++;\n    return r;\n}", 1)
     getter = ("static PyObject *\nsections(PyObject *m, PyObject *u)\n{\n    PyObject *l = PyList_New(17);\n"
@@ -88,6 +100,7 @@ def main() -> int:
     ap.add_argument("model")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--probe-raw", action="store_true", help="also time the probe (see PROBE) after the post")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="w2ext-sections-")
     try:
@@ -103,6 +116,8 @@ def main() -> int:
         subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmp, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         env = dict(os.environ, PYTHONPATH=tmp + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        if a.probe_raw:
+            env["W2EXT_PROBE_RAW"] = "1"
         print(f"batch {a.batch}, ns per engine step (the post), per call (step_pre's common way):")
         for run in range(a.runs):
             out = subprocess.run([sys.executable, "-c", RUN, a.model, str(a.batch)], env=env, cwd=tmp, text=True,
@@ -116,6 +131,8 @@ def main() -> int:
             print(f"run {run + 1}: {steps} steps; step_post {post:.0f} ns, step_pre {ns[10] / max(1, pre_calls):.0f}")
             for name, v in zip(SECTIONS, ns[:9]):
                 print(f"  {name:48s} {v / steps:7.0f} ns  {100 * v / steps / post:4.1f} %")
+            if a.probe_raw:
+                print(f"  {SECTIONS[9]}: {ns[9] / steps:.0f} ns")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -10,6 +10,7 @@ import inspect
 import os
 import sys
 import traceback
+from collections import deque
 from types import SimpleNamespace as NS
 
 import pytest
@@ -47,7 +48,9 @@ def make(keep="arg"):
         def update(self, so, out=None):
             return ("child",) + super().update(so, out)
 
-    calls, buf = [], bounds_buffer()
+    # a deque, not the hooks' buffer (bounds.buffer(), a Slot: the last call only, test_bounds_front): these tests
+    # look at every call noted
+    calls, buf = [], deque(maxlen=4)
     own = vars(Scheduler)["update"]
     spec = Hook("t.update", "m", "Scheduler.update", lambda i, a, k: calls.append(("pre", a, dict(k))) or 1,
                 lambda st, res, err: calls.append(("post", res, err)), bounds=buf, bounds_keep=keep)

@@ -3,6 +3,7 @@ same range record, the same state and the same buffers as ``engine_core._step_po
 on the steps its common way does not take (an error, requests freed, marks, a full buffer, a failed update, the
 sampling N moved, the worker about to switch to bounds hooks) it hands the call to that function untouched."""
 import copy
+from collections import deque
 from types import SimpleNamespace as NS
 
 import pytest
@@ -21,8 +22,7 @@ def state(**changes) -> engine_core._State:
     st = engine_core._State()
     st.step, st.last_recorded = 8, 6                 # step 7 was light: one skipped
     st.light_executed, st.light_tokens = 1, 3
-    st.sched = NS(running=["a", "b"], waiting=bounds.buffer())
-    st.sched.waiting.append("c")
+    st.sched = NS(running=["a", "b"], waiting=deque(["c"]))
     st.waiting_len = type(st.sched.waiting).__len__
     st.facts = (1, 0, 1, (), (), 0, 0, (), (), None, 2, 1)
     st.schedule_start, st.schedule_end = 100, 110
@@ -80,7 +80,8 @@ def run(post, case: dict, monkeypatch) -> tuple:
     st = state(**copy.deepcopy(case.get("state", {})))
     rec = Recorder(1 << 10 if "capacity" not in case else case["capacity"], None)
     ups = bounds.buffer()
-    ups.extend(case.get("updates", [(200, 210, so_with(STEP_STAMP), None)]))
+    for u in case.get("updates", [(200, 210, so_with(STEP_STAMP), None)]):
+        ups.append(u)
     monkeypatch.setattr(engine_core, "S", st)
     monkeypatch.setattr(engine_core, "RECORDER", [rec])
     monkeypatch.setattr(engine_core, "recorder", lambda: rec)

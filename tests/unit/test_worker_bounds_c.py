@@ -1,7 +1,10 @@
 """``_cfront.worker_bounds``, the C copy of ``engine_core._worker_bounds`` the engine step's post runs where the
 extension was built: on planted bounds buffers, the same WorkerBounds tuple (or None), the same buffers left, the
 same ``Mode`` state and the same calls of the device timer's stop and of ``forget``, case by case, as the Python
-definition."""
+definition; with the buffers the hooks use (``bounds.buffer()``: a ``_cfront.Slot``, its last call held raw) and with
+deques (any other buffer: the C copy reads both)."""
+from collections import deque
+
 import pytest
 
 from vllm_w2ext.hooks import bounds, engine_core
@@ -34,16 +37,16 @@ class SO:
 STAMP = (11, 22, 5, 100, 110, 0, 0, 90, 95, 1)      # a Stamp: its step (STAMP_STEP) is 5
 
 
-def planted(case: dict) -> tuple:
-    """Fresh buffers holding the case's Bounds tuples (oldest first)."""
-    bufs = tuple(bounds.buffer() for _ in range(4))
+def planted(case: dict, kind) -> tuple:
+    """Fresh buffers of ``kind`` holding the case's Bounds tuples (oldest first)."""
+    bufs = tuple(kind() for _ in range(4))
     for buf, key in zip(bufs, ("ex", "fw", "la", "sa")):
         buf.extend(case.get(key, ()))
     return bufs
 
 
-def run(fn, case: dict, monkeypatch, setup) -> tuple:
-    bufs = planted(case)
+def run(fn, case: dict, monkeypatch, setup, kind) -> tuple:
+    bufs = planted(case, kind)
     mode = Mode(case.get("stop", True), case.get("raises", False))
     setup(bufs, mode)
     try:
@@ -78,8 +81,14 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_the_c_copy_does_what_the_definition_does(name, monkeypatch):
+@pytest.mark.parametrize("kind", ["slot", "deque"])
+def test_the_c_copy_does_what_the_definition_does(name, kind, monkeypatch):
     case = CASES[name]
+    if name == "not a Bounds" and kind == "slot":
+        with pytest.raises(TypeError, match="Bounds tuple"):   # a Slot refuses it when it is noted
+            bounds.buffer().append((100, 200))
+        return
+    make = bounds.buffer if kind == "slot" else (lambda: deque(maxlen=4))
 
     def python_setup(bufs, mode):
         for attr, buf in zip(("EXECUTIONS", "FORWARDS", "LAUNCHES", "SAMPLES"), bufs):
@@ -90,8 +99,8 @@ def test_the_c_copy_does_what_the_definition_does(name, monkeypatch):
         _cfront.worker_bounds_setup(*bufs, mode, STAMP_STEP)
 
     try:
-        want = run(engine_core._worker_bounds, case, monkeypatch, python_setup)
-        got = run(_cfront.worker_bounds, case, monkeypatch, c_setup)
+        want = run(engine_core._worker_bounds, case, monkeypatch, python_setup, make)
+        got = run(_cfront.worker_bounds, case, monkeypatch, c_setup, make)
     finally:                                # the process's own buffers and Mode again
         _cfront.worker_bounds_setup(bounds.EXECUTIONS, bounds.FORWARDS, bounds.LAUNCHES, bounds.SAMPLES, bounds.MODE,
                                     STAMP_STEP)

@@ -39,6 +39,7 @@ typedef struct {
     Py_ssize_t active_off, left_off, fast_off;
     PyObject *marks;       /* a list: marks wanted while marks[0] is true */
     PyObject *into;        /* a bounds hook's buffer's append; NULL: not a bounds hook */
+    struct SlotS *slot;    /* the buffer, where it is a Slot (held through ``into``): its calls noted raw */
     int keep;              /* 0 nothing, 1 the first argument after self, 2 the result */
     PyObject *first;       /* the first argument's name (str), for a call that passes it by keyword */
     PyObject *pre, *post;  /* the runner's pre and post (post None: none) */
@@ -134,6 +135,10 @@ bury(PyObject *obj)
 {
     if (obj == NULL)
         return;
+    if (obj == Py_None) {
+        Py_DECREF(obj);
+        return;
+    }
     if (PyErr_Occurred() || GRAVE == NULL || PyList_GET_SIZE(GRAVE) >= GRAVE_MAX) {
         Py_DECREF(obj);                 /* (an error pending: the caller's to raise; or no room) freed here */
         return;
@@ -158,6 +163,235 @@ release(void)
     PyErr_Restore(type, value, tb);
     FREED_TICKS += TICKS() - m;
     FREED_CALLS++;
+}
+
+/* -- Slot: a bounds hook's buffer, its last call's Bounds held as raw values ------------------------------------------
+ *
+ * hooks/bounds.py's buffers hold one call per step: each consumer takes the last call's Bounds once per call it
+ * encloses and drops any older ones. A Slot holds just that call, its clock readings as int64 fields and references
+ * to what it keeps and what it raised. A C front whose buffer is a Slot writes into it (``slot_put``): no tuple, no
+ * int objects and no call to a deque's ``append`` on vLLM's thread per hooked call; the engine step's post and
+ * ``worker_bounds`` read the fields (``slot_take``) where the step's values are made into its record. Python sees the
+ * deque it replaces, as far as the hooks use one: ``append(bounds)`` (the Python front's), ``extend``, ``pop()`` (the last
+ * call's Bounds; it empties the Slot, as the consumers' pop and clear did), ``clear()``, ``len()`` (0 or 1) and
+ * ``[0]`` / ``[-1]``. A call noted over one not yet taken replaces it: its objects are freed after the front's timed
+ * section (``bury``), as the step's post frees those it takes. */
+typedef struct SlotS {
+    PyObject_HEAD
+    long long start, end;      /* ns (the wall clock: time.time_ns's) */
+    PyObject *kept, *error;    /* NULL while empty */
+    int full;
+} Slot;
+
+static PyTypeObject SlotType;
+
+/* Note a call: ``kept`` and ``error`` borrowed (error None: none). */
+static void
+slot_put(Slot *s, long long start, long long end, PyObject *kept, PyObject *error)
+{
+    if (s->full) {
+        bury(s->kept);
+        bury(s->error);
+    }
+    Py_INCREF(kept);
+    Py_INCREF(error);
+    s->start = start;
+    s->end = end;
+    s->kept = kept;
+    s->error = error;
+    s->full = 1;
+}
+
+/* Take the call it holds, if any (1; ``*kept`` and ``*error`` new references, to be released by the caller), and
+ * empty it; 0 when empty. */
+static int
+slot_take(Slot *s, long long *start, long long *end, PyObject **kept, PyObject **error)
+{
+    if (!s->full)
+        return 0;
+    *start = s->start;
+    *end = s->end;
+    *kept = s->kept;
+    *error = s->error;
+    s->kept = s->error = NULL;
+    s->full = 0;
+    return 1;
+}
+
+static void
+slot_empty(Slot *s)
+{
+    if (!s->full)
+        return;
+    s->full = 0;
+    PyObject *k = s->kept, *e = s->error;
+    s->kept = s->error = NULL;
+    Py_DECREF(k);
+    Py_DECREF(e);
+}
+
+static PyObject *
+slot_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Slot() takes no arguments");
+        return NULL;
+    }
+    return type->tp_alloc(type, 0);
+}
+
+static PyObject *
+slot_as_tuple(Slot *s)
+{
+    return Py_BuildValue("(LLOO)", s->start, s->end, s->kept, s->error);
+}
+
+static PyObject *
+slot_append(Slot *s, PyObject *bounds)
+{
+    long long start, end;
+    PyObject *kept, *error;
+    if (!PyTuple_Check(bounds) || PyTuple_GET_SIZE(bounds) != 4) {
+        PyErr_Format(PyExc_TypeError, "Slot.append: expected a Bounds tuple (start, end, kept, error), got %R",
+                     bounds);
+        return NULL;
+    }
+    start = PyLong_AsLongLong(PyTuple_GET_ITEM(bounds, 0));
+    end = start == -1 && PyErr_Occurred() ? -1 : PyLong_AsLongLong(PyTuple_GET_ITEM(bounds, 1));
+    if (PyErr_Occurred())
+        return NULL;
+    kept = PyTuple_GET_ITEM(bounds, 2);
+    error = PyTuple_GET_ITEM(bounds, 3);
+    slot_put(s, start, end, kept, error);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+slot_extend(Slot *s, PyObject *iterable)
+{
+    PyObject *it = PyObject_GetIter(iterable), *item;
+    if (it == NULL)
+        return NULL;
+    while ((item = PyIter_Next(it)) != NULL) {
+        PyObject *r = slot_append(s, item);
+        Py_DECREF(item);
+        if (r == NULL) {
+            Py_DECREF(it);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+slot_pop(Slot *s, PyObject *unused)
+{
+    if (!s->full) {
+        PyErr_SetString(PyExc_IndexError, "pop from an empty Slot");
+        return NULL;
+    }
+    PyObject *t = slot_as_tuple(s);
+    if (t != NULL)
+        slot_empty(s);
+    return t;
+}
+
+static PyObject *
+slot_clear_method(Slot *s, PyObject *unused)
+{
+    slot_empty(s);
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t
+slot_length(Slot *s)
+{
+    return s->full;
+}
+
+static PyObject *
+slot_item(Slot *s, Py_ssize_t i)
+{
+    if (!s->full || i != 0) {          /* (a negative index arrives with the length added: -1 is 0) */
+        PyErr_SetString(PyExc_IndexError, "Slot index out of range");
+        return NULL;
+    }
+    return slot_as_tuple(s);
+}
+
+static int
+slot_traverse(Slot *s, visitproc visit, void *arg)
+{
+    Py_VISIT(s->kept);
+    Py_VISIT(s->error);
+    return 0;
+}
+
+static int
+slot_gc_clear(Slot *s)
+{
+    s->full = 0;
+    Py_CLEAR(s->kept);
+    Py_CLEAR(s->error);
+    return 0;
+}
+
+static void
+slot_dealloc(Slot *s)
+{
+    PyObject_GC_UnTrack(s);
+    slot_gc_clear(s);
+    Py_TYPE(s)->tp_free((PyObject *)s);
+}
+
+static PyMethodDef slot_methods[] = {
+    {"append", (PyCFunction)slot_append, METH_O, "append((start, end, kept, error)): note a call (replacing one)"},
+    {"extend", (PyCFunction)slot_extend, METH_O, "append each Bounds in turn (the last one stays)"},
+    {"pop", (PyCFunction)slot_pop, METH_NOARGS, "the call noted, as a Bounds tuple; the Slot is empty after it"},
+    {"clear", (PyCFunction)slot_clear_method, METH_NOARGS, "drop the call noted, if any"},
+    {NULL}
+};
+
+static PySequenceMethods slot_as_sequence = {
+    .sq_length = (lenfunc)slot_length,
+    .sq_item = (ssizeargfunc)slot_item,
+};
+
+static PyTypeObject SlotType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "vllm_w2ext.hooks._cfront.Slot",
+    .tp_doc = "A bounds hook's buffer: its last call's Bounds as raw values (hooks/_cfront.c).",
+    .tp_basicsize = sizeof(Slot),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = slot_new,
+    .tp_dealloc = (destructor)slot_dealloc,
+    .tp_traverse = (traverseproc)slot_traverse,
+    .tp_clear = (inquiry)slot_gc_clear,
+    .tp_methods = slot_methods,
+    .tp_as_sequence = &slot_as_sequence,
+};
+
+/* The Slot behind a buffer (a Slot, or a Slot's bound ``append``), else NULL. */
+static Slot *
+as_slot(PyObject *obj)
+{
+    if (obj != NULL && PyCFunction_Check(obj) && PyCFunction_GET_SELF(obj) != NULL)
+        obj = PyCFunction_GET_SELF(obj);
+    return obj != NULL && Py_IS_TYPE(obj, &SlotType) ? (Slot *)obj : NULL;
+}
+
+/* The wall clock (time.time_ns's) as int64; 0 where it cannot be read. */
+static inline long long
+wall_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
+        return 0;
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
 /* The least of many back-to-back reads' differences: what one read adds to a section it ends. */
@@ -249,11 +483,41 @@ fetch_exception(PyObject **type, PyObject **value, PyObject **tb)
         PyException_SetTraceback(*value, *tb);
 }
 
+/* bounds_call's way where the buffer is a Slot: the same, the call noted as raw values (``slot_put``). */
+static PyObject *
+slot_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    long long m = TICKS(), g = GC_TICKS;
+    self->calls++;
+    PyObject *kept = self->keep == 1 ? kept_arg(self, args, PyVectorcall_NARGS(nargsf), kwnames) : Py_None;
+    Py_INCREF(kept);                  /* the call may drop the caller's last reference to it */
+    long long t0 = wall_ns();
+    spend(self, m, g);
+    PyObject *result = PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
+    m = TICKS();
+    g = GC_TICKS;
+    if (result == NULL) {
+        PyObject *type, *value, *tb;
+        fetch_exception(&type, &value, &tb);
+        if (value != NULL)
+            slot_put(self->slot, t0, wall_ns(), self->keep == 1 ? kept : Py_None, value);
+        PyErr_Restore(type, value, tb);
+    } else {
+        slot_put(self->slot, t0, wall_ns(), self->keep == 2 ? result : kept, Py_None);
+    }
+    Py_DECREF(kept);
+    spend(self, m, g);
+    release();
+    return result;
+}
+
 static PyObject *
 bounds_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     if (SLOT(self, self->fast_off) != Py_True)
         return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    if (self->slot != NULL)
+        return slot_call(self, args, nargsf, kwnames);
     long long m = TICKS(), g = GC_TICKS;
     self->calls++;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
@@ -686,6 +950,7 @@ front_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (into != Py_None) {
         Py_INCREF(into);
         self->into = into;
+        self->slot = as_slot(into);
     }
     Py_INCREF(first);
     if (first != Py_None)
@@ -768,33 +1033,38 @@ static PyObject *WB_EXECUTIONS, *WB_FORWARDS, *WB_LAUNCHES, *WB_SAMPLES, *WB_MOD
 static Py_ssize_t WB_STAMP_STEP = -1;
 static PyObject *S_POP, *S_CLEAR, *S_FORGET, *S_TOTAL, *S_NAME;
 
-/* buf.pop() of a non-empty buffer, then buf.clear() if anything is left (the older calls go); a new reference to the
- * popped entry, checked to be a 4-tuple (a Bounds), or NULL with an error. */
-static PyObject *
-take_last(PyObject *buf)
+/* Take a buffer's last call and drop the older ones: from a Slot its fields, from any other buffer (a deque: tests,
+ * an extension's buffer replaced) ``buf.pop()`` then ``buf.clear()`` if anything is left. 1 with ``*kept`` and
+ * ``*error`` new references, 0 when the buffer is empty, -1 with an error. */
+static int
+take_bounds(PyObject *buf, long long *start, long long *end, PyObject **kept, PyObject **error)
 {
+    Slot *slot = as_slot(buf);
+    if (slot != NULL)
+        return slot_take(slot, start, end, kept, error);
+    Py_ssize_t n = PyObject_Length(buf);
+    if (n <= 0)
+        return n < 0 ? -1 : 0;
     PyObject *e = PyObject_CallMethodNoArgs(buf, S_POP);
     if (e == NULL)
-        return NULL;
+        return -1;
     if (!PyTuple_Check(e) || PyTuple_GET_SIZE(e) != 4) {
-        PyErr_Format(PyExc_ValueError, "worker_bounds: a buffer held %R, not a Bounds tuple", e);
+        PyErr_Format(PyExc_ValueError, "a bounds buffer held %R, not a Bounds tuple", e);
         Py_DECREF(e);
-        return NULL;
+        return -1;
     }
-    Py_ssize_t left = PyObject_Length(buf);
-    if (left < 0) {
+    *start = PyLong_AsLongLong(PyTuple_GET_ITEM(e, 0));
+    *end = PyErr_Occurred() ? 0 : PyLong_AsLongLong(PyTuple_GET_ITEM(e, 1));
+    PyObject *r = PyErr_Occurred() ? NULL : n > 1 ? PyObject_CallMethodNoArgs(buf, S_CLEAR) : Py_NewRef(Py_None);
+    if (r == NULL) {
         Py_DECREF(e);
-        return NULL;
+        return -1;
     }
-    if (left > 0) {
-        PyObject *r = PyObject_CallMethodNoArgs(buf, S_CLEAR);
-        if (r == NULL) {
-            Py_DECREF(e);
-            return NULL;
-        }
-        Py_DECREF(r);
-    }
-    return e;
+    Py_DECREF(r);
+    *kept = Py_NewRef(PyTuple_GET_ITEM(e, 2));
+    *error = Py_NewRef(PyTuple_GET_ITEM(e, 3));
+    Py_DECREF(e);
+    return 1;
 }
 
 /* None, or the name of an error's type (``type(error).__name__``); a new reference. */
@@ -831,96 +1101,77 @@ worker_bounds(PyObject *module, PyObject *stamp)
         PyErr_SetString(PyExc_RuntimeError, "worker_bounds: worker_bounds_setup was not called");
         return NULL;
     }
-    Py_ssize_t n = PyObject_Length(WB_EXECUTIONS);
-    if (n < 0)
-        return NULL;
-    if (n == 0) {                      /* a sample with no execution before it: not recorded */
-        Py_ssize_t k = PyObject_Length(WB_SAMPLES);
-        if (k < 0)
-            return NULL;
-        if (k > 0) {
-            PyObject *r = PyObject_CallMethodNoArgs(WB_SAMPLES, S_CLEAR);
-            if (r == NULL)
-                return NULL;
-            Py_DECREF(r);
+    long long e0, e1, f0 = 0, f1 = 0, l0, l1, s0 = 0, s1 = 0;
+    PyObject *so = NULL, *e_err = NULL, *f_kept = NULL, *f_err = NULL, *l_kept = NULL, *l_err = NULL;
+    PyObject *result = NULL, *s_err = NULL, *out = NULL, *prev = NULL, *stop = NULL, *launch = NULL, *last = NULL;
+    PyObject *total = NULL, *e_name = NULL, *f_name = NULL, *s_name = NULL;
+    int n = take_bounds(WB_EXECUTIONS, &e0, &e1, &so, &e_err);
+    if (n <= 0) {
+        if (n == 0 && take_bounds(WB_SAMPLES, &s0, &s1, &result, &s_err) > 0) {  /* a sample with no execution */
+            bury(result);                                                     /* before it: not recorded */
+            bury(s_err);
         }
+        if (PyErr_Occurred())
+            return NULL;
         Py_RETURN_NONE;
     }
-    PyObject *ex = NULL, *fw = NULL, *la = NULL, *sa = NULL, *out = NULL, *prev = NULL, *stop = NULL;
-    PyObject *total = NULL, *e_name = NULL, *f_name = NULL, *s_name = NULL;
-    PyObject *zero = SP_ZERO;
-    if ((ex = take_last(WB_EXECUTIONS)) == NULL)
+    long long launch_ns = e0;
+    if ((n = take_bounds(WB_FORWARDS, &f0, &f1, &f_kept, &f_err)) < 0)
         goto done;
-    PyObject *e0 = PyTuple_GET_ITEM(ex, 0), *e1 = PyTuple_GET_ITEM(ex, 1), *so = PyTuple_GET_ITEM(ex, 2);
-    PyObject *e_err = PyTuple_GET_ITEM(ex, 3);
-    PyObject *launch = e0, *f0 = zero, *f1 = zero, *f_err = Py_None;
-    if ((n = PyObject_Length(WB_FORWARDS)) < 0)
+    if (n > 0)                         /* V1: the forward; on CUDA the device time starts there */
+        launch_ns = f0;
+    if ((n = take_bounds(WB_LAUNCHES, &l0, &l1, &l_kept, &l_err)) < 0)
         goto done;
-    if (n > 0) {                       /* V1: the forward; on CUDA the device time starts there */
-        if ((fw = take_last(WB_FORWARDS)) == NULL)
-            goto done;
-        f0 = PyTuple_GET_ITEM(fw, 0);
-        f1 = PyTuple_GET_ITEM(fw, 1);
-        f_err = PyTuple_GET_ITEM(fw, 3);
-        launch = f0;
-    }
-    if ((n = PyObject_Length(WB_LAUNCHES)) < 0)
+    if (n > 0)                         /* V2: the forward's launch */
+        launch_ns = l0;
+    if ((n = take_bounds(WB_SAMPLES, &s0, &s1, &result, &s_err)) < 0)
         goto done;
-    if (n > 0) {                       /* V2: the forward's launch */
-        if ((la = take_last(WB_LAUNCHES)) == NULL)
-            goto done;
-        launch = PyTuple_GET_ITEM(la, 0);
-    }
-    PyObject *s0 = zero, *s1 = zero, *s_err = Py_None, *result = Py_None;
-    if ((n = PyObject_Length(WB_SAMPLES)) < 0)
-        goto done;
-    if (n > 0) {
-        if ((sa = take_last(WB_SAMPLES)) == NULL)
-            goto done;
-        s0 = PyTuple_GET_ITEM(sa, 0);
-        s1 = PyTuple_GET_ITEM(sa, 1);
-        result = PyTuple_GET_ITEM(sa, 2);
-        s_err = PyTuple_GET_ITEM(sa, 3);
-    }
     if (stamp == Py_None) {            /* not a step the EngineCore recorded (as the worker's hooks skip it) */
         PyObject *r = PyObject_CallMethodNoArgs(WB_MODE, S_FORGET);
         if (r == NULL)
             goto done;
         Py_DECREF(r);
-        Py_INCREF(Py_None);
-        out = Py_None;
+        out = Py_NewRef(Py_None);
         goto done;
     }
     if (!PyTuple_Check(stamp) || WB_STAMP_STEP < 0 || PyTuple_GET_SIZE(stamp) <= WB_STAMP_STEP) {
         PyErr_Format(PyExc_ValueError, "worker_bounds: the stamp %R is not a Stamp tuple", stamp);
         goto done;
     }
-    if ((prev = attr_get(WB_MODE, A_LAST_END)) == NULL)
-        goto done;
-    int sampled = PyObject_IsTrue(s0);
-    if (sampled < 0 || attr_set(WB_MODE, A_LAST_END, sampled ? s1 : e1) < 0)
+    if ((prev = attr_get(WB_MODE, A_LAST_END)) == NULL || (last = PyLong_FromLongLong(s0 ? s1 : e1)) == NULL ||
+            attr_set(WB_MODE, A_LAST_END, last) < 0)
         goto done;
     if ((stop = attr_get(WB_MODE, A_DEVICE_STOP)) == NULL)
         goto done;
-    if (stop != Py_None && e_err == Py_None && s_err == Py_None) {   /* as the worker's posts stop it */
-        PyObject *stop_args[3] = {PyTuple_GET_ITEM(stamp, WB_STAMP_STEP), launch, result};
+    int no_error = e_err == Py_None && (s_err == NULL || s_err == Py_None);
+    if (stop != Py_None && no_error) {  /* as the worker's posts stop it */
+        if ((launch = PyLong_FromLongLong(launch_ns)) == NULL)
+            goto done;
+        PyObject *stop_args[3] = {PyTuple_GET_ITEM(stamp, WB_STAMP_STEP), launch, result ? result : Py_None};
         PyObject *r = PyObject_Vectorcall(stop, stop_args, 3, NULL);
         if (r == NULL)
             goto done;
         Py_DECREF(r);
     }
     if ((total = PyObject_GetAttr(so, S_TOTAL)) == NULL || (e_name = error_name(e_err)) == NULL ||
-            (f_name = error_name(f_err)) == NULL || (s_name = error_name(s_err)) == NULL)
+            (f_name = error_name(f_err ? f_err : Py_None)) == NULL ||
+            (s_name = error_name(s_err ? s_err : Py_None)) == NULL)
         goto done;
-    out = PyTuple_Pack(13, stamp, prev, stop != Py_None ? Py_True : Py_False, total, e0, e1, e_name, f0, f1, f_name,
-                       s0, s1, s_name);
+    out = Py_BuildValue("(OOOOLLOLLOLLO)", stamp, prev, stop != Py_None ? Py_True : Py_False, total, e0, e1, e_name,
+                        f0, f1, f_name, s0, s1, s_name);
 done:
-    bury(ex);                          /* vLLM's objects they keep: freed after the front's timed section */
-    bury(fw);
-    bury(la);
-    bury(sa);
+    bury(so);                          /* vLLM's objects they keep: freed after the front's timed section */
+    bury(e_err);
+    bury(f_kept);
+    bury(f_err);
+    bury(l_kept);
+    bury(l_err);
+    bury(result);
+    bury(s_err);
     Py_XDECREF(prev);
+    Py_XDECREF(last);
     Py_XDECREF(stop);
+    Py_XDECREF(launch);
     Py_XDECREF(total);
     Py_XDECREF(e_name);
     Py_XDECREF(f_name);
@@ -1046,10 +1297,16 @@ common_way(PyObject *state, PyObject *r, PyObject *result, PyObject *error, PyOb
         return 0;
     if (!PyList_CheckExact(records) || PyList_GET_SIZE(records) < 1 || PyList_GET_ITEM(records, 0) == Py_None)
         return 0;
+    Slot *slot = as_slot(ups);
+    if (slot != NULL) {                 /* its update failed: an Interval of its own, the fallback's */
+        if (slot->full && slot->error != Py_None)
+            return 0;
+        return recorder_room(PyList_GET_ITEM(records, 0), buf);
+    }
     Py_ssize_t u = PyObject_Length(ups);
     if (u < 0)
         return -1;
-    if (u > 0) {                        /* its update failed: an Interval of its own, the fallback's */
+    if (u > 0) {                        /* (the same in any other buffer) */
         PyObject *last = PySequence_GetItem(ups, -1);
         if (last == NULL)
             return -1;
@@ -1089,8 +1346,9 @@ step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (ok == 0)
         return PyObject_Vectorcall(SP_FALLBACK, args, 3, NULL);
 
-    PyObject *running = NULL, *waiting = NULL, *skipped = NULL, *pending = NULL, *e = NULL, *stamp = NULL;
+    PyObject *running = NULL, *waiting = NULL, *skipped = NULL, *pending = NULL, *stamp = NULL;
     PyObject *batch = NULL, *wb = NULL, *data = NULL, *now = NULL, *appended = NULL, *out = NULL;
+    PyObject *u_so = NULL, *u_err = NULL, *u0 = NULL, *u1 = NULL;
     int executed = 0;
     if (result != Py_None && (executed = PyObject_IsTrue(PyTuple_GET_ITEM(result, 1))) < 0) {
         Py_DECREF(buf);
@@ -1118,19 +1376,17 @@ step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     put(state, O_LAST_RECORDED, Py_NewRef(step));
     put(state, O_LIGHT_EXECUTED, Py_NewRef(SP_ZERO));
     put(state, O_LIGHT_TOKENS, Py_NewRef(SP_ZERO));
-    PyObject *u0 = SP_ZERO, *u1 = SP_ZERO;
     batch = Py_NewRef(SP_MINUS_ONE);
-    Py_ssize_t n_ups = PyObject_Length(ups);
+    long long t_u0, t_u1;
+    int n_ups = take_bounds(ups, &t_u0, &t_u1, &u_so, &u_err);
     if (n_ups < 0)
         goto done;
     if (n_ups > 0) {                   /* this step's update (from its bounds front, or its post) */
-        if ((e = take_last(ups)) == NULL)
+        if ((u0 = PyLong_FromLongLong(t_u0)) == NULL || (u1 = PyLong_FromLongLong(t_u1)) == NULL)
             goto done;
-        u0 = PyTuple_GET_ITEM(e, 0);
-        u1 = PyTuple_GET_ITEM(e, 1);
         put(state, O_UPDATE_START, Py_NewRef(u0));
         put(state, O_UPDATE_END, Py_NewRef(u1));
-        stamp = PyObject_GetAttr(PyTuple_GET_ITEM(e, 2), SP_STAMP_ATTR);
+        stamp = PyObject_GetAttr(u_so, SP_STAMP_ATTR);
         if (stamp == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_AttributeError))
                 goto done;
@@ -1155,7 +1411,8 @@ step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (empty == NULL)
         goto done;
     data = PyTuple_Pack(12, SLOT_OF(state, O_FACTS), executed ? Py_True : Py_False, empty, pending, skipped,
-                        SLOT_OF(state, O_SCHEDULE_START), SLOT_OF(state, O_SCHEDULE_END), u0, u1, batch,
+                        SLOT_OF(state, O_SCHEDULE_START), SLOT_OF(state, O_SCHEDULE_END), u0 ? u0 : SP_ZERO,
+                        u1 ? u1 : SP_ZERO, batch,
                         SLOT_OF(state, O_SAMPLE), wb);
     Py_DECREF(empty);
     if (data == NULL)
@@ -1181,7 +1438,10 @@ done:
     Py_XDECREF(waiting);
     Py_XDECREF(skipped);
     Py_XDECREF(pending);
-    bury(e);                           /* the update's SchedulerOutput: freed after the front's timed section */
+    bury(u_so);                        /* the update's SchedulerOutput: freed after the front's timed section */
+    bury(u_err);
+    Py_XDECREF(u0);
+    Py_XDECREF(u1);
     Py_XDECREF(stamp);
     Py_XDECREF(batch);
     Py_XDECREF(wb);
@@ -1830,14 +2090,13 @@ PyInit__cfront(void)
         return NULL;
     START_NS = mono_ns();
     START_TICKS = TICKS_ARE_NS ? START_NS : TICKS();
-    if (PyType_Ready(&FrontType) < 0)
+    if (PyType_Ready(&FrontType) < 0 || PyType_Ready(&SlotType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&FrontType);
-    if (PyModule_AddObject(m, "Front", (PyObject *)&FrontType) < 0) {
-        Py_DECREF(&FrontType);
+    if (PyModule_AddObjectRef(m, "Front", (PyObject *)&FrontType) < 0 ||
+            PyModule_AddObjectRef(m, "Slot", (PyObject *)&SlotType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

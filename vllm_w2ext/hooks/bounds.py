@@ -18,8 +18,9 @@ profiler) the hook's ``pre`` and ``post`` run as everywhere else.
   the worker's spans of them as the worker's hooks make them elsewhere (``steps.assemble``). Elsewhere those two
   run their ``pre``/``post``.
 
-Each buffer is a bounded deque: its consumer reads the last entry once per call it encloses and clears it, and
-calls no consumer reads (warm-up, dummy runs, a consumer switched off) cannot pile up.
+Each buffer holds the last call (``buffer``: a ``_cfront.Slot``, else a deque of 4): its consumer reads the last entry
+once per call it encloses and clears it, and calls no consumer reads (warm-up, dummy runs, a consumer switched off)
+cannot pile up.
 
 Self-cost: a bounds hook counts no calls down to its next timed one (``runner.HookRunner``). Its calls all run inside
 calls of its process's **clock** (``Mode.clock``): the EngineCore's step where one runs in the process (every bounds
@@ -46,8 +47,16 @@ class Bounds(NamedTuple):
     error: BaseException | None     # what the method raised (the front re-raises it)
 
 
-def buffer() -> deque:
-    return deque(maxlen=4)
+try:                                # a buffer whose C fronts note each call raw (no tuple, no ints: ``_cfront.Slot``)
+    from vllm_w2ext.hooks._cfront import Slot as _Slot
+except ImportError:                 # (no extension, or one from before Slot)
+    _Slot = None
+
+
+def buffer():
+    """A bounds hook's buffer: where the C extension was built a ``_cfront.Slot`` (its last call's Bounds held as raw
+    values, written by the hook's C front; for Python the deque below as the hooks use one), else a deque."""
+    return _Slot() if _Slot is not None else deque(maxlen=4)
 
 
 UPDATES = buffer()      # engine.update_from_output, its SchedulerOutput kept
