@@ -13,7 +13,7 @@ import pytest
 from vllm_w2ext.hooks import bounds, engine_core, runner
 from vllm_w2ext.hooks.engine_core import STAMP
 from vllm_w2ext.hooks.runner import GATE, HookRunner
-from vllm_w2ext.steps.facts import StepRecord, Stamp
+from vllm_w2ext.steps.facts import Stamp, step_record
 from vllm_w2ext.telemetry.recording import Recorder
 from vllm_w2ext.telemetry.wire import DATA, Interval
 from vllm_w2ext.vocab import Span
@@ -107,7 +107,7 @@ def test_a_recorded_steps_schedule_is_stamped_with_its_bounds(loop):
     assert len(steps) == 3 and len(core.outputs) == 3
     for k, (r, so) in enumerate(zip(steps, core.outputs), start=1):
         stamp = Stamp._make(getattr(so, STAMP))
-        record = StepRecord._make(r[DATA])
+        record = step_record(r[DATA])
         assert stamp.step == k
         assert (stamp.schedule_start, stamp.schedule_end) == (record.schedule_start, record.schedule_end)
         assert record.schedule_end - record.schedule_start >= SPIN_NS

@@ -10,7 +10,7 @@ import pytest
 from vllm_w2ext.hooks import bounds, engine_core, worker
 from vllm_w2ext.hooks.runner import GATE, HookRunner
 from vllm_w2ext.hooks.spec import Hook
-from vllm_w2ext.steps.facts import STAMP_STEP, StepRecord
+from vllm_w2ext.steps.facts import STAMP_STEP, step_record
 from vllm_w2ext.telemetry.recording import Recorder
 from vllm_w2ext.telemetry.wire import Interval, RangeRecord
 from vllm_w2ext.vocab import Span
@@ -103,13 +103,13 @@ def test_gated_hooks_run_only_on_recorded_steps(loop):
     assert samples == recorded
     assert runners["worker.execute_model"].windowed and runners["worker.sample_tokens"].windowed
     updates = [RangeRecord._make(r).data for r in records if r[0] == Span.STEP]
-    assert all(StepRecord._make(d).update_start for d in updates) and not bounds.UPDATES
+    assert all(step_record(d).update_start for d in updates) and not bounds.UPDATES
     assert runners["engine.step"].calls == 40
     # the schedule is a bounds hook too (its consumer, engine_core.scheduled, takes its bounds at once): it counts no
     # calls down, and what it did on every step shows in the records. Each recorded step kept its schedule's bounds,
     # and each light step was counted at scheduling (SkippedSteps.executed of the next recorded step)
     assert runners["engine.schedule"].windowed and runners["engine.schedule"].calls == 0
-    kept = [StepRecord._make(d) for d in updates]
+    kept = [step_record(d) for d in updates]
     assert all(0 < k.schedule_start <= k.schedule_end for k in kept)
     assert sum(k.skipped[0] for k in kept) == 40 - len(recorded)
     # a gap is measured from a recorded predecessor only: the second step of each pair

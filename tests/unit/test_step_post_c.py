@@ -10,6 +10,7 @@ import pytest
 
 from vllm_w2ext.hooks import bounds, engine_core
 from vllm_w2ext.hooks.engine_core import STAMP
+from vllm_w2ext.steps.facts import step_record
 from vllm_w2ext.telemetry.recording import Recorder
 from vllm_w2ext.telemetry.wire import DATA, END, NESTED
 
@@ -52,6 +53,7 @@ CASES = {
     "no result": {"result": None},
     "a waiting queue that is not a deque": {"state": {"waiting_len": len}},
     "worker on this thread": {"in_process": True},
+    "worker on this thread, its execution failed": {"in_process": True, "execution_error": KeyError("x")},
     # not the common way: the definition runs
     "failed update": {"updates": [(200, 210, so_with(STEP_STAMP), KeyError("u"))]},
     "requests freed": {"state": {"finished": [("a", "FINISHED_STOPPED", 3)]}},
@@ -94,7 +96,7 @@ def run(post, case: dict, monkeypatch) -> tuple:
     monkeypatch.setattr(bounds.MODE, "device_stop", None)
     if case.get("in_process"):                        # the execution the worker's bounds hooks left
         bounds.clear()
-        bounds.EXECUTIONS.append((120, 180, NS(total_num_scheduled_tokens=1), None))
+        bounds.EXECUTIONS.append((120, 180, NS(total_num_scheduled_tokens=1), case.get("execution_error")))
         bounds.SAMPLES.append((182, 190, "result", None))
     r = step_range()
     if case.get("nested"):
@@ -119,8 +121,11 @@ def test_the_c_post_does_what_the_definition_does(name, monkeypatch):
     for rec in records_py + records_c:                # the clock's readings in the records (a failed update's and
         if isinstance(rec, list):                     # the step's own) set aside as above
             rec[END] = None
+    # the same StepRecord as the export side reads it (the C post writes a common step's raw: steps.facts.RAW_STEP)
+    assert step_record(r_c[DATA]) == step_record(r_py[DATA])
+    assert len(r_c[DATA]) == (3 if name in COMMON and "execution_error" not in case else 12)   # (an error to name)
+    r_py[DATA] = r_c[DATA] = None
     assert r_c == r_py
-    assert r_c[DATA] is not None
     assert [type(x) for x in records_c] == [type(x) for x in records_py]
     assert records_c == records_py
     assert slots_c == slots_py

@@ -1094,88 +1094,123 @@ worker_bounds_setup(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *
-worker_bounds(PyObject *module, PyObject *stamp)
+/* A step's execution as its bounds hooks noted it (``read_execution``): raw where a Slot held it. */
+typedef struct {
+    long long e0, e1, f0, f1, s0, s1;
+    PyObject *so, *e_err, *f_kept, *f_err, *l_kept, *l_err, *result, *s_err;   /* taken: buried by its release */
+    PyObject *prev, *stop, *total;                                            /* new references */
+} Execution;
+
+static void
+execution_release(Execution *x)
 {
+    bury(x->so);                       /* vLLM's objects they keep: freed after the front's timed section */
+    bury(x->e_err);
+    bury(x->f_kept);
+    bury(x->f_err);
+    bury(x->l_kept);
+    bury(x->l_err);
+    bury(x->result);
+    bury(x->s_err);
+    Py_XDECREF(x->prev);
+    Py_XDECREF(x->stop);
+    Py_XDECREF(x->total);
+}
+
+/* None, or an error's object: whether a taken error is none. */
+static inline int
+no_error(PyObject *error)
+{
+    return error == NULL || error == Py_None;
+}
+
+/* ``engine_core._worker_bounds`` up to its WorkerBounds: take the buffers, move Mode's last end on, stop the device
+ * timer. 1: ``*x`` filled (release it), 0: nothing executed, or not a step the EngineCore recorded (None; release it
+ * too), -1: an error (release it). */
+static int
+read_execution(PyObject *stamp, Execution *x)
+{
+    memset(x, 0, sizeof *x);
     if (WB_MODE == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "worker_bounds: worker_bounds_setup was not called");
-        return NULL;
+        return -1;
     }
-    long long e0, e1, f0 = 0, f1 = 0, l0, l1, s0 = 0, s1 = 0;
-    PyObject *so = NULL, *e_err = NULL, *f_kept = NULL, *f_err = NULL, *l_kept = NULL, *l_err = NULL;
-    PyObject *result = NULL, *s_err = NULL, *out = NULL, *prev = NULL, *stop = NULL, *launch = NULL, *last = NULL;
-    PyObject *total = NULL, *e_name = NULL, *f_name = NULL, *s_name = NULL;
-    int n = take_bounds(WB_EXECUTIONS, &e0, &e1, &so, &e_err);
+    long long l0, l1;
+    int n = take_bounds(WB_EXECUTIONS, &x->e0, &x->e1, &x->so, &x->e_err);
     if (n <= 0) {
-        if (n == 0 && take_bounds(WB_SAMPLES, &s0, &s1, &result, &s_err) > 0) {  /* a sample with no execution */
-            bury(result);                                                     /* before it: not recorded */
-            bury(s_err);
-        }
-        if (PyErr_Occurred())
-            return NULL;
-        Py_RETURN_NONE;
+        if (n == 0 && take_bounds(WB_SAMPLES, &x->s0, &x->s1, &x->result, &x->s_err) < 0)   /* a sample with no */
+            return -1;                                                      /* execution before it: not recorded */
+        return n;
     }
-    long long launch_ns = e0;
-    if ((n = take_bounds(WB_FORWARDS, &f0, &f1, &f_kept, &f_err)) < 0)
-        goto done;
+    long long launch_ns = x->e0;
+    if ((n = take_bounds(WB_FORWARDS, &x->f0, &x->f1, &x->f_kept, &x->f_err)) < 0)
+        return -1;
     if (n > 0)                         /* V1: the forward; on CUDA the device time starts there */
-        launch_ns = f0;
-    if ((n = take_bounds(WB_LAUNCHES, &l0, &l1, &l_kept, &l_err)) < 0)
-        goto done;
+        launch_ns = x->f0;
+    if ((n = take_bounds(WB_LAUNCHES, &l0, &l1, &x->l_kept, &x->l_err)) < 0)
+        return -1;
     if (n > 0)                         /* V2: the forward's launch */
         launch_ns = l0;
-    if ((n = take_bounds(WB_SAMPLES, &s0, &s1, &result, &s_err)) < 0)
-        goto done;
+    if (take_bounds(WB_SAMPLES, &x->s0, &x->s1, &x->result, &x->s_err) < 0)
+        return -1;
     if (stamp == Py_None) {            /* not a step the EngineCore recorded (as the worker's hooks skip it) */
         PyObject *r = PyObject_CallMethodNoArgs(WB_MODE, S_FORGET);
         if (r == NULL)
-            goto done;
+            return -1;
         Py_DECREF(r);
-        out = Py_NewRef(Py_None);
-        goto done;
+        return 0;
     }
     if (!PyTuple_Check(stamp) || WB_STAMP_STEP < 0 || PyTuple_GET_SIZE(stamp) <= WB_STAMP_STEP) {
         PyErr_Format(PyExc_ValueError, "worker_bounds: the stamp %R is not a Stamp tuple", stamp);
-        goto done;
+        return -1;
     }
-    if ((prev = attr_get(WB_MODE, A_LAST_END)) == NULL || (last = PyLong_FromLongLong(s0 ? s1 : e1)) == NULL ||
-            attr_set(WB_MODE, A_LAST_END, last) < 0)
-        goto done;
-    if ((stop = attr_get(WB_MODE, A_DEVICE_STOP)) == NULL)
-        goto done;
-    int no_error = e_err == Py_None && (s_err == NULL || s_err == Py_None);
-    if (stop != Py_None && no_error) {  /* as the worker's posts stop it */
-        if ((launch = PyLong_FromLongLong(launch_ns)) == NULL)
-            goto done;
-        PyObject *stop_args[3] = {PyTuple_GET_ITEM(stamp, WB_STAMP_STEP), launch, result ? result : Py_None};
-        PyObject *r = PyObject_Vectorcall(stop, stop_args, 3, NULL);
+    PyObject *last = NULL;
+    if ((x->prev = attr_get(WB_MODE, A_LAST_END)) == NULL ||
+            (last = PyLong_FromLongLong(x->s0 ? x->s1 : x->e1)) == NULL || attr_set(WB_MODE, A_LAST_END, last) < 0) {
+        Py_XDECREF(last);
+        return -1;
+    }
+    Py_DECREF(last);
+    if ((x->stop = attr_get(WB_MODE, A_DEVICE_STOP)) == NULL)
+        return -1;
+    if (x->stop != Py_None && no_error(x->e_err) && no_error(x->s_err)) {   /* as the worker's posts stop it */
+        PyObject *launch = PyLong_FromLongLong(launch_ns);
+        if (launch == NULL)
+            return -1;
+        PyObject *stop_args[3] = {PyTuple_GET_ITEM(stamp, WB_STAMP_STEP), launch, x->result ? x->result : Py_None};
+        PyObject *r = PyObject_Vectorcall(x->stop, stop_args, 3, NULL);
+        Py_DECREF(launch);
         if (r == NULL)
-            goto done;
+            return -1;
         Py_DECREF(r);
     }
-    if ((total = PyObject_GetAttr(so, S_TOTAL)) == NULL || (e_name = error_name(e_err)) == NULL ||
-            (f_name = error_name(f_err ? f_err : Py_None)) == NULL ||
-            (s_name = error_name(s_err ? s_err : Py_None)) == NULL)
-        goto done;
-    out = Py_BuildValue("(OOOOLLOLLOLLO)", stamp, prev, stop != Py_None ? Py_True : Py_False, total, e0, e1, e_name,
-                        f0, f1, f_name, s0, s1, s_name);
-done:
-    bury(so);                          /* vLLM's objects they keep: freed after the front's timed section */
-    bury(e_err);
-    bury(f_kept);
-    bury(f_err);
-    bury(l_kept);
-    bury(l_err);
-    bury(result);
-    bury(s_err);
-    Py_XDECREF(prev);
-    Py_XDECREF(last);
-    Py_XDECREF(stop);
-    Py_XDECREF(launch);
-    Py_XDECREF(total);
+    if ((x->total = PyObject_GetAttr(x->so, S_TOTAL)) == NULL)
+        return -1;
+    return 1;
+}
+
+/* The WorkerBounds tuple of a filled Execution (steps.facts). */
+static PyObject *
+worker_bounds_tuple(PyObject *stamp, Execution *x)
+{
+    PyObject *e_name = NULL, *f_name = NULL, *s_name = NULL, *out = NULL;
+    if ((e_name = error_name(x->e_err)) != NULL && (f_name = error_name(x->f_err ? x->f_err : Py_None)) != NULL &&
+            (s_name = error_name(x->s_err ? x->s_err : Py_None)) != NULL)
+        out = Py_BuildValue("(OOOOLLOLLOLLO)", stamp, x->prev, x->stop != Py_None ? Py_True : Py_False, x->total,
+                            x->e0, x->e1, e_name, x->f0, x->f1, f_name, x->s0, x->s1, s_name);
     Py_XDECREF(e_name);
     Py_XDECREF(f_name);
     Py_XDECREF(s_name);
+    return out;
+}
+
+static PyObject *
+worker_bounds(PyObject *module, PyObject *stamp)
+{
+    Execution x;
+    int n = read_execution(stamp, &x);
+    PyObject *out = n < 0 ? NULL : n == 0 ? Py_NewRef(Py_None) : worker_bounds_tuple(stamp, &x);
+    execution_release(&x);
     return out;
 }
 
@@ -1191,6 +1226,11 @@ done:
  * (tests/unit/test_step_post_c.py).
  *
  * step_post_setup(module_dict, state_type, fallback, stamp_attr, stamp_step, nested, data, end, deque_type) once. */
+/* The raw StepRecord (steps.facts.RAW_STEP, its field order; RAW_STEP_FIELDS there): int64 values, the worker's from
+ * RAW_STEP_WORKER on (zero where it did not run here). The step's post writes it where the record names no error and
+ * frees no request: (facts, the stamp where the worker ran here or None, these values as bytes) in the range's data. */
+#define RAW_STEP_N 21
+#define RAW_STEP_WORKER 12
 static PyObject *SP_GLOBALS, *SP_FALLBACK, *SP_STAMP_ATTR;
 static PyTypeObject *SP_STATE_TYPE, *SP_DEQUE_TYPE;
 static Py_ssize_t SP_STAMP_STEP = -1, SP_NESTED, SP_DATA, SP_END, SP_LIST_MIN;
@@ -1349,6 +1389,7 @@ step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *running = NULL, *waiting = NULL, *skipped = NULL, *pending = NULL, *stamp = NULL;
     PyObject *batch = NULL, *wb = NULL, *data = NULL, *now = NULL, *appended = NULL, *out = NULL;
     PyObject *u_so = NULL, *u_err = NULL, *u0 = NULL, *u1 = NULL;
+    Execution x = {0};
     int executed = 0;
     if (result != Py_None && (executed = PyObject_IsTrue(PyTuple_GET_ITEM(result, 1))) < 0) {
         Py_DECREF(buf);
@@ -1367,17 +1408,14 @@ step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     /* SkippedSteps: (light, step - last_recorded - 1 - light, light_tokens) */
     PyObject *light = SLOT_OF(state, O_LIGHT_EXECUTED), *step = SLOT_OF(state, O_STEP);
     long long l = PyLong_AsLongLong(light), st = PyLong_AsLongLong(step),
-              last = PyLong_AsLongLong(SLOT_OF(state, O_LAST_RECORDED));
+              last = PyLong_AsLongLong(SLOT_OF(state, O_LAST_RECORDED)),
+              l_tokens = PyLong_AsLongLong(SLOT_OF(state, O_LIGHT_TOKENS));
     if (PyErr_Occurred())
-        goto done;
-    skipped = Py_BuildValue("(OLO)", light, st - last - 1 - l, SLOT_OF(state, O_LIGHT_TOKENS));
-    if (skipped == NULL)
         goto done;
     put(state, O_LAST_RECORDED, Py_NewRef(step));
     put(state, O_LIGHT_EXECUTED, Py_NewRef(SP_ZERO));
     put(state, O_LIGHT_TOKENS, Py_NewRef(SP_ZERO));
-    batch = Py_NewRef(SP_MINUS_ONE);
-    long long t_u0, t_u1;
+    long long t_u0 = 0, t_u1 = 0, t_batch = -1;
     int n_ups = take_bounds(ups, &t_u0, &t_u1, &u_so, &u_err);
     if (n_ups < 0)
         goto done;
@@ -1395,7 +1433,10 @@ step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyObject *b = PySequence_GetItem(stamp, SP_STAMP_STEP);
             if (b == NULL)
                 goto done;
-            Py_SETREF(batch, b);
+            t_batch = PyLong_AsLongLong(b);
+            Py_DECREF(b);
+            if (t_batch == -1 && PyErr_Occurred())
+                goto done;
         }
     }
     PyObject *in_process = attr_get(mode, A_IN_PROCESS);
@@ -1405,16 +1446,44 @@ step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_DECREF(in_process);
     if (inp < 0)
         goto done;
-    if ((wb = inp ? worker_bounds(module, SLOT_OF(state, O_STAMP)) : Py_NewRef(Py_None)) == NULL)
+    PyObject *own_stamp = SLOT_OF(state, O_STAMP);
+    int n_exec = inp ? read_execution(own_stamp, &x) : 0;
+    if (n_exec < 0)
         goto done;
-    PyObject *empty = PyTuple_New(0);            /* StepRecord.finished: none freed in this step */
-    if (empty == NULL)
+    long long sched0 = PyLong_AsLongLong(SLOT_OF(state, O_SCHEDULE_START)),
+              sched1 = PyLong_AsLongLong(SLOT_OF(state, O_SCHEDULE_END)),
+              every = PyLong_AsLongLong(SLOT_OF(state, O_SAMPLE));
+    if (PyErr_Occurred())
         goto done;
-    data = PyTuple_Pack(12, SLOT_OF(state, O_FACTS), executed ? Py_True : Py_False, empty, pending, skipped,
-                        SLOT_OF(state, O_SCHEDULE_START), SLOT_OF(state, O_SCHEDULE_END), u0 ? u0 : SP_ZERO,
-                        u1 ? u1 : SP_ZERO, batch,
-                        SLOT_OF(state, O_SAMPLE), wb);
-    Py_DECREF(empty);
+    if (n_exec == 0 || (no_error(x.e_err) && no_error(x.f_err) && no_error(x.s_err))) {
+        /* the StepRecord as raw values (steps.facts.RAW_STEP): its facts and the stamp by reference */
+        long long v[RAW_STEP_N] = {executed, n_running + n_waiting, l, st - last - 1 - l, l_tokens, sched0, sched1,
+                                   t_u0, t_u1, t_batch, every, n_exec > 0};
+        if (n_exec > 0) {
+            long long prev = PyLong_AsLongLong(x.prev), tokens = PyLong_AsLongLong(x.total);
+            if (PyErr_Occurred())
+                goto done;
+            long long w[] = {prev, x.stop != Py_None, tokens, x.e0, x.e1, x.f0, x.f1, x.s0, x.s1};
+            memcpy(v + RAW_STEP_WORKER, w, sizeof w);
+        }
+        PyObject *raw = PyBytes_FromStringAndSize((const char *)v, sizeof v);
+        if (raw == NULL)
+            goto done;
+        data = PyTuple_Pack(3, SLOT_OF(state, O_FACTS), n_exec > 0 ? own_stamp : Py_None, raw);
+        Py_DECREF(raw);
+    } else {                           /* an error to name: the StepRecord tuple, as its definition writes it */
+        skipped = Py_BuildValue("(LLL)", l, st - last - 1 - l, l_tokens);
+        if (skipped == NULL || (wb = worker_bounds_tuple(own_stamp, &x)) == NULL || (batch = PyLong_FromLongLong(
+                t_batch)) == NULL)
+            goto done;
+        PyObject *none_freed = PyTuple_New(0);   /* StepRecord.finished: none freed in this step */
+        if (none_freed == NULL)
+            goto done;
+        data = PyTuple_Pack(12, SLOT_OF(state, O_FACTS), executed ? Py_True : Py_False, none_freed,
+                            pending, skipped, SLOT_OF(state, O_SCHEDULE_START), SLOT_OF(state, O_SCHEDULE_END),
+                            u0 ? u0 : SP_ZERO, u1 ? u1 : SP_ZERO, batch, SLOT_OF(state, O_SAMPLE), wb);
+        Py_DECREF(none_freed);
+    }
     if (data == NULL)
         goto done;
     if (PyList_SetItem(r, SP_DATA, data) < 0) {  /* steals data */
@@ -1442,6 +1511,7 @@ done:
     bury(u_err);
     Py_XDECREF(u0);
     Py_XDECREF(u1);
+    execution_release(&x);
     Py_XDECREF(stamp);
     Py_XDECREF(batch);
     Py_XDECREF(wb);
@@ -1994,7 +2064,18 @@ freed(PyObject *module, PyObject *unused)
     return Py_BuildValue("(LL)", FREED_TICKS, FREED_CALLS);
 }
 
+/* release_buried(): drop what posts called outside any front buried (tests: a front does it after its timed section,
+ * and a post outside one buries up to GRAVE_MAX before it frees where it takes). */
+static PyObject *
+release_buried(PyObject *module, PyObject *unused)
+{
+    release();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"release_buried", release_buried, METH_NOARGS,
+     "drop what posts called outside any front buried (as a front does after its timed section)"},
     {"gc_phase", (PyCFunction)(void (*)(void))gc_phase, METH_FASTCALL,
      "gc_phase(phase, info): for gc.callbacks, each collection's time (left out of the fronts' direct counter)"},
     {"collected", collected, METH_NOARGS,

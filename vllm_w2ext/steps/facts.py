@@ -6,6 +6,7 @@ requests whose tokens are prefill, found with C-level scans (``list.index``, ``c
 loop over the batch. Duck-typed on the output's attributes, so it serves vLLM 0.26 to 0.33."""
 from __future__ import annotations
 
+import struct
 from itertools import compress
 from typing import NamedTuple
 
@@ -245,12 +246,38 @@ class ExecutionRecord(NamedTuple):
     tokens: int = -1          # tokens scheduled in the step (the span's vllm.worker.num_tokens); -1: not known
 
 
+# The StepRecord as raw values: what the engine step's post in C (``hooks/_cfront.c``, RAW_STEP_N there) writes for a
+# step that names no error and frees no request, ``(facts, stamp, raw)``: the StepFacts and the worker's Stamp (None
+# where the worker did not run on the EngineCore's thread) by reference, the rest int64 values in this order, written
+# where they are taken (the bounds hooks' Slots) rather than boxed into ints and three tuples on vLLM's thread, and
+# read back on the export side (``step_record``).
+RAW_STEP_FIELDS = ("model_executed", "pending", "skipped_executed", "skipped_idle", "skipped_decode_tokens",
+                   "schedule_start", "schedule_end", "update_start", "update_end", "update_batch", "every", "worker",
+                   # the worker's execution (WorkerBounds), where ``worker`` is 1
+                   "prev_end", "cuda", "tokens", "execute_start", "execute_end", "forward_start", "forward_end",
+                   "sample_start", "sample_end")
+RAW_STEP = struct.Struct("=%dq" % len(RAW_STEP_FIELDS))   # native order: written and read on one machine (the pipe)
+
+
 # -- the export side: wire tuples back to named records (NamedTuples pass through unchanged) ----------
 def step_facts(t: tuple) -> StepFacts:
     return StepFacts(*t[:FACTS_NEW], tuple(NewRequest._make(n) for n in t[FACTS_NEW]), *t[FACTS_NEW + 1:])
 
 
+def raw_step_record(facts, stamp, raw: bytes) -> StepRecord:
+    """A StepRecord written as raw values (``RAW_STEP``)."""
+    (executed, pending, k_exec, k_idle, k_tokens, s0, s1, u0, u1, batch, every, worker,
+     prev, cuda, tokens, e0, e1, f0, f1, x0, x1) = RAW_STEP.unpack(raw)
+    wb = (WorkerBounds(Stamp._make(stamp), prev, bool(cuda), tokens, e0, e1, None, f0, f1, None, x0, x1, None)
+          if worker else None)
+    return StepRecord(None if facts is None else step_facts(facts), bool(executed), (), pending,
+                      SkippedSteps(k_exec, k_idle, k_tokens), s0, s1, u0, u1, batch, every, wb)
+
+
 def step_record(t: tuple) -> StepRecord:
+    """An ``engine.step`` range's data: a StepRecord tuple, or its raw form ``(facts, stamp, raw)``."""
+    if len(t) == 3:
+        return raw_step_record(*t)
     facts, executed, finished, pending, skipped, *phases = t
     rec = StepRecord(None if facts is None else step_facts(facts), executed,
                      tuple(Finished._make(f) for f in finished), pending, SkippedSteps._make(skipped), *phases)
