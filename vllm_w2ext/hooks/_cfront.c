@@ -1117,7 +1117,7 @@ execution_release(Execution *x)
     Py_XDECREF(x->total);
 }
 
-/* None, or an error's object: whether a taken error is none. */
+/* Whether an error taken from a buffer (NULL: nothing taken; None: the call raised nothing) is none. */
 static inline int
 no_error(PyObject *error)
 {

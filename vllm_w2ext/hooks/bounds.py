@@ -1,8 +1,9 @@
 """Bounds hooks: calls whose only work on a recorded step without marks is to note when they began and ended.
 
 Their front (``runner._FRONT_SOURCE``, while ``HookRunner.fast``) takes the call's two clock readings itself
-and appends a ``Bounds`` tuple to the hook's buffer here, instead of calling the hook's ``pre`` and ``post``: two
-Python calls less per hooked call, and nothing interpreted on vLLM's thread. The timed calls (``selfcost``) and the
+and notes a ``Bounds`` in the hook's buffer here, instead of calling the hook's ``pre`` and ``post``: two
+Python calls less per hooked call, and nothing interpreted on vLLM's thread (the C front writes the readings into a
+``_cfront.Slot`` as raw values; the Python front appends the tuple). The timed calls (``selfcost``) and the
 native observers append the same through ``HookRunner.enter``/``exit``. Where marks are wanted (NVTX, vLLM's
 profiler) the hook's ``pre`` and ``post`` run as everywhere else.
 
