@@ -5,8 +5,9 @@
  * (``recording.PHASE_MARKS``).
  *
  * - A bounds hook (``into``: its buffer's ``append``; hooks/bounds.py): while ``fast`` is True and no marks are wanted
- *   it takes the wall clock (``time.time_ns``'s: CLOCK_REALTIME), calls ``fn``, takes the clock again and appends the
- *   Bounds tuple ``(start, end, kept, error)`` the Python front makes: ``kept`` is the method's first argument after
+ *   it takes the wall clock (``time.time_ns``'s: CLOCK_REALTIME), calls ``fn``, takes the clock again and notes the
+ *   Bounds ``(start, end, kept, error)`` the Python front makes (raw into a Slot, else the tuple to ``into``; see
+ *   ``note``): ``kept`` is the method's first argument after
  *   self (``keep`` 1; by position or by its name ``first``), its result (``keep`` 2; None when it raised) or None
  *   (``keep`` 0), ``error`` what it raised (raised again). A failure to note the bounds (no memory) drops them.
  * - Any other hook with a ``layout`` ((required positional parameters, self included; the names of the defaulted
@@ -447,21 +448,28 @@ kept_arg(Front *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
     return Py_None;
 }
 
-/* Append (t0, now, kept, error) to the buffer; steals t0. Any failure is cleared (the call's own outcome stands). */
+/* Note the call that began at ``t0`` (ns, ``wall_ns``) and ends now: into a Slot as raw values (``slot_put``), into any
+ * other buffer (the schedule's consumer) as the Bounds tuple (t0, now, kept, error) its ``append`` takes. Any failure
+ * is cleared (the call's own outcome stands). */
 static void
-note(Front *self, PyObject *t0, PyObject *kept, PyObject *error)
+note(Front *self, long long t0, PyObject *kept, PyObject *error)
 {
-    PyObject *t1 = t0 != NULL ? now_ns() : NULL;
+    if (self->slot != NULL) {
+        slot_put(self->slot, t0, wall_ns(), kept, error);
+        return;
+    }
+    PyObject *start = PyLong_FromLongLong(t0);
+    PyObject *t1 = start != NULL ? now_ns() : NULL;
     PyObject *tup = t1 != NULL ? PyTuple_New(4) : NULL;
     if (tup == NULL) {
-        Py_XDECREF(t0);
+        Py_XDECREF(start);
         Py_XDECREF(t1);
         PyErr_Clear();
         return;
     }
     Py_INCREF(kept);
     Py_INCREF(error);
-    PyTuple_SET_ITEM(tup, 0, t0);
+    PyTuple_SET_ITEM(tup, 0, start);
     PyTuple_SET_ITEM(tup, 1, t1);
     PyTuple_SET_ITEM(tup, 2, kept);
     PyTuple_SET_ITEM(tup, 3, error);
@@ -483,10 +491,11 @@ fetch_exception(PyObject **type, PyObject **value, PyObject **tb)
         PyException_SetTraceback(*value, *tb);
 }
 
-/* bounds_call's way where the buffer is a Slot: the same, the call noted as raw values (``slot_put``). */
 static PyObject *
-slot_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+bounds_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
+    if (SLOT(self, self->fast_off) != Py_True)
+        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
     long long m = TICKS(), g = GC_TICKS;
     self->calls++;
     PyObject *kept = self->keep == 1 ? kept_arg(self, args, PyVectorcall_NARGS(nargsf), kwnames) : Py_None;
@@ -500,50 +509,11 @@ slot_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
         PyObject *type, *value, *tb;
         fetch_exception(&type, &value, &tb);
         if (value != NULL)
-            slot_put(self->slot, t0, wall_ns(), self->keep == 1 ? kept : Py_None, value);
+            note(self, t0, self->keep == 1 ? kept : Py_None, value);
         PyErr_Restore(type, value, tb);
     } else {
-        slot_put(self->slot, t0, wall_ns(), self->keep == 2 ? result : kept, Py_None);
+        note(self, t0, self->keep == 2 ? result : kept, Py_None);
     }
-    Py_DECREF(kept);
-    spend(self, m, g);
-    release();
-    return result;
-}
-
-static PyObject *
-bounds_call(Front *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
-{
-    if (SLOT(self, self->fast_off) != Py_True)
-        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
-    if (self->slot != NULL)
-        return slot_call(self, args, nargsf, kwnames);
-    long long m = TICKS(), g = GC_TICKS;
-    self->calls++;
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    PyObject *kept = self->keep == 1 ? kept_arg(self, args, nargs, kwnames) : Py_None;
-    Py_INCREF(kept);                  /* the call may drop the caller's last reference to it */
-    PyObject *t0 = now_ns();
-    if (t0 == NULL)
-        PyErr_Clear();
-    spend(self, m, g);
-    PyObject *result = PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
-    m = TICKS();
-    g = GC_TICKS;
-    if (result == NULL) {
-        PyObject *type, *value, *tb;
-        fetch_exception(&type, &value, &tb);
-        if (value != NULL)
-            note(self, t0, self->keep == 1 ? kept : Py_None, value);
-        else
-            Py_XDECREF(t0);
-        PyErr_Restore(type, value, tb);
-        Py_DECREF(kept);
-        spend(self, m, g);
-        release();
-        return NULL;
-    }
-    note(self, t0, self->keep == 2 ? result : kept, Py_None);
     Py_DECREF(kept);
     spend(self, m, g);
     release();
