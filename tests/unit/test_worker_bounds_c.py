@@ -1,8 +1,8 @@
 """``_cfront.worker_bounds``, the C copy of ``engine_core._worker_bounds`` the engine step's post runs where the
 extension was built: on planted bounds buffers, the same WorkerBounds tuple (or None), the same buffers left, the
 same ``Mode`` state and the same calls of the device timer's stop and of ``forget``, case by case, as the Python
-definition; with the buffers the hooks use (``bounds.buffer()``: a ``_cfront.Slot``, its last call held raw) and with
-deques (any other buffer: the C copy reads both)."""
+definition, with the buffers the hooks use (``bounds.buffer()``: a ``_cfront.Slot``, its last call held raw). Any other
+buffer is refused with a TypeError."""
 from collections import deque
 
 import pytest
@@ -37,16 +37,16 @@ class SO:
 STAMP = (11, 22, 5, 100, 110, 0, 0, 90, 95, 1)      # a Stamp: its step (STAMP_STEP) is 5
 
 
-def planted(case: dict, kind) -> tuple:
-    """Fresh buffers of ``kind`` holding the case's Bounds tuples (oldest first)."""
-    bufs = tuple(kind() for _ in range(4))
+def planted(case: dict) -> tuple:
+    """Fresh buffers holding the case's Bounds tuples (oldest first)."""
+    bufs = tuple(bounds.buffer() for _ in range(4))
     for buf, key in zip(bufs, ("ex", "fw", "la", "sa")):
         buf.extend(case.get(key, ()))
     return bufs
 
 
-def run(fn, case: dict, monkeypatch, setup, kind) -> tuple:
-    bufs = planted(case, kind)
+def run(fn, case: dict, monkeypatch, setup) -> tuple:
+    bufs = planted(case)
     mode = Mode(case.get("stop", True), case.get("raises", False))
     setup(bufs, mode)
     try:
@@ -81,14 +81,12 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-@pytest.mark.parametrize("kind", ["slot", "deque"])
-def test_the_c_copy_does_what_the_definition_does(name, kind, monkeypatch):
+def test_the_c_copy_does_what_the_definition_does(name, monkeypatch):
     case = CASES[name]
-    if name == "not a Bounds" and kind == "slot":
-        with pytest.raises(TypeError, match="Bounds tuple"):   # a Slot refuses it when it is noted
+    if name == "not a Bounds":              # a Slot refuses it when it is noted
+        with pytest.raises(TypeError, match="Bounds tuple"):
             bounds.buffer().append((100, 200))
         return
-    make = bounds.buffer if kind == "slot" else (lambda: deque(maxlen=4))
 
     def python_setup(bufs, mode):
         for attr, buf in zip(("EXECUTIONS", "FORWARDS", "LAUNCHES", "SAMPLES"), bufs):
@@ -99,14 +97,11 @@ def test_the_c_copy_does_what_the_definition_does(name, kind, monkeypatch):
         _cfront.worker_bounds_setup(*bufs, mode, STAMP_STEP)
 
     try:
-        want = run(engine_core._worker_bounds, case, monkeypatch, python_setup, make)
-        got = run(_cfront.worker_bounds, case, monkeypatch, c_setup, make)
+        want = run(engine_core._worker_bounds, case, monkeypatch, python_setup)
+        got = run(_cfront.worker_bounds, case, monkeypatch, c_setup)
     finally:                                # the process's own buffers and Mode again
         _cfront.worker_bounds_setup(bounds.EXECUTIONS, bounds.FORWARDS, bounds.LAUNCHES, bounds.SAMPLES, bounds.MODE,
                                     STAMP_STEP)
-    if name == "not a Bounds":              # both refuse it (the messages differ: unpacking against a type check)
-        assert want[1] is not None and got[1] is not None and got[2:] == want[2:]
-        return
     assert got == want
     if got[0] is not None:                  # and it is a WorkerBounds in its field order
         wb = WorkerBounds._make(got[0])
@@ -115,3 +110,18 @@ def test_the_c_copy_does_what_the_definition_does(name, kind, monkeypatch):
 
 def test_the_engine_step_post_reads_the_c_copy():
     assert engine_core.read_worker_bounds is _cfront.worker_bounds
+
+
+def test_the_c_copy_reads_slots_only():
+    """Every buffer the C hooks read is a Slot (``bounds.buffer``, made by the same extension); anything else is a
+    TypeError naming what it got, not a misread."""
+    mode = Mode(True)
+    bufs = (deque(maxlen=4),) + tuple(bounds.buffer() for _ in range(3))
+    bufs[0].append((100, 200, SO(), None))
+    _cfront.worker_bounds_setup(*bufs, mode, STAMP_STEP)
+    try:
+        with pytest.raises(TypeError, match="must be a _cfront.Slot"):
+            _cfront.worker_bounds(STAMP)
+    finally:
+        _cfront.worker_bounds_setup(bounds.EXECUTIONS, bounds.FORWARDS, bounds.LAUNCHES, bounds.SAMPLES, bounds.MODE,
+                                    STAMP_STEP)

@@ -219,16 +219,14 @@ slot_take(Slot *s, long long *start, long long *end, PyObject **kept, PyObject *
     return 1;
 }
 
-static void
-slot_empty(Slot *s)
+/* Drop the call it holds, if any (also its tp_clear). */
+static int
+slot_clear(Slot *s)
 {
-    if (!s->full)
-        return;
     s->full = 0;
-    PyObject *k = s->kept, *e = s->error;
-    s->kept = s->error = NULL;
-    Py_DECREF(k);
-    Py_DECREF(e);
+    Py_CLEAR(s->kept);
+    Py_CLEAR(s->error);
+    return 0;
 }
 
 static PyObject *
@@ -297,14 +295,14 @@ slot_pop(Slot *s, PyObject *unused)
     }
     PyObject *t = slot_as_tuple(s);
     if (t != NULL)
-        slot_empty(s);
+        slot_clear(s);
     return t;
 }
 
 static PyObject *
 slot_clear_method(Slot *s, PyObject *unused)
 {
-    slot_empty(s);
+    slot_clear(s);
     Py_RETURN_NONE;
 }
 
@@ -332,20 +330,11 @@ slot_traverse(Slot *s, visitproc visit, void *arg)
     return 0;
 }
 
-static int
-slot_gc_clear(Slot *s)
-{
-    s->full = 0;
-    Py_CLEAR(s->kept);
-    Py_CLEAR(s->error);
-    return 0;
-}
-
 static void
 slot_dealloc(Slot *s)
 {
     PyObject_GC_UnTrack(s);
-    slot_gc_clear(s);
+    slot_clear(s);
     Py_TYPE(s)->tp_free((PyObject *)s);
 }
 
@@ -371,7 +360,7 @@ static PyTypeObject SlotType = {
     .tp_new = slot_new,
     .tp_dealloc = (destructor)slot_dealloc,
     .tp_traverse = (traverseproc)slot_traverse,
-    .tp_clear = (inquiry)slot_gc_clear,
+    .tp_clear = (inquiry)slot_clear,
     .tp_methods = slot_methods,
     .tp_as_sequence = &slot_as_sequence,
 };
@@ -1001,40 +990,21 @@ static PyTypeObject FrontType = {
 static PyObject *SP_ZERO, *SP_MINUS_ONE, *SP_ONE;     /* 0, -1, 1 (made at import) */
 static PyObject *WB_EXECUTIONS, *WB_FORWARDS, *WB_LAUNCHES, *WB_SAMPLES, *WB_MODE;
 static Py_ssize_t WB_STAMP_STEP = -1;
-static PyObject *S_POP, *S_CLEAR, *S_FORGET, *S_TOTAL, *S_NAME;
+static PyObject *S_FORGET, *S_TOTAL, *S_NAME;
 
-/* Take a buffer's last call and drop the older ones: from a Slot its fields, from any other buffer (a deque: tests,
- * an extension's buffer replaced) ``buf.pop()`` then ``buf.clear()`` if anything is left. 1 with ``*kept`` and
- * ``*error`` new references, 0 when the buffer is empty, -1 with an error. */
+/* Take a buffer's last call (a Slot's fields; every buffer the C hooks read is one: ``bounds.buffer``, made by this
+ * extension). 1 with ``*kept`` and ``*error`` new references, 0 when it is empty, -1 with a TypeError for anything
+ * else. */
 static int
 take_bounds(PyObject *buf, long long *start, long long *end, PyObject **kept, PyObject **error)
 {
     Slot *slot = as_slot(buf);
-    if (slot != NULL)
-        return slot_take(slot, start, end, kept, error);
-    Py_ssize_t n = PyObject_Length(buf);
-    if (n <= 0)
-        return n < 0 ? -1 : 0;
-    PyObject *e = PyObject_CallMethodNoArgs(buf, S_POP);
-    if (e == NULL)
-        return -1;
-    if (!PyTuple_Check(e) || PyTuple_GET_SIZE(e) != 4) {
-        PyErr_Format(PyExc_ValueError, "a bounds buffer held %R, not a Bounds tuple", e);
-        Py_DECREF(e);
+    if (slot == NULL) {
+        PyErr_Format(PyExc_TypeError, "a bounds buffer read in C must be a _cfront.Slot (bounds.buffer()), not %R",
+                     buf);
         return -1;
     }
-    *start = PyLong_AsLongLong(PyTuple_GET_ITEM(e, 0));
-    *end = PyErr_Occurred() ? 0 : PyLong_AsLongLong(PyTuple_GET_ITEM(e, 1));
-    PyObject *r = PyErr_Occurred() ? NULL : n > 1 ? PyObject_CallMethodNoArgs(buf, S_CLEAR) : Py_NewRef(Py_None);
-    if (r == NULL) {
-        Py_DECREF(e);
-        return -1;
-    }
-    Py_DECREF(r);
-    *kept = Py_NewRef(PyTuple_GET_ITEM(e, 2));
-    *error = Py_NewRef(PyTuple_GET_ITEM(e, 3));
-    Py_DECREF(e);
-    return 1;
+    return slot_take(slot, start, end, kept, error);
 }
 
 /* None, or the name of an error's type (``type(error).__name__``); a new reference. */
@@ -1308,23 +1278,8 @@ common_way(PyObject *state, PyObject *r, PyObject *result, PyObject *error, PyOb
     if (!PyList_CheckExact(records) || PyList_GET_SIZE(records) < 1 || PyList_GET_ITEM(records, 0) == Py_None)
         return 0;
     Slot *slot = as_slot(ups);
-    if (slot != NULL) {                 /* its update failed: an Interval of its own, the fallback's */
-        if (slot->full && slot->error != Py_None)
-            return 0;
-        return recorder_room(PyList_GET_ITEM(records, 0), buf);
-    }
-    Py_ssize_t u = PyObject_Length(ups);
-    if (u < 0)
-        return -1;
-    if (u > 0) {                        /* (the same in any other buffer) */
-        PyObject *last = PySequence_GetItem(ups, -1);
-        if (last == NULL)
-            return -1;
-        int ok = PyTuple_Check(last) && PyTuple_GET_SIZE(last) == 4 && PyTuple_GET_ITEM(last, 3) == Py_None;
-        Py_DECREF(last);
-        if (!ok)
-            return 0;
-    }
+    if (slot == NULL || (slot->full && slot->error != Py_None))   /* not a Slot, or its update failed (an Interval */
+        return 0;                                                  /* of its own): the fallback's */
     return recorder_room(PyList_GET_ITEM(records, 0), buf);
 }
 
@@ -2100,8 +2055,6 @@ PyInit__cfront(void)
 {
     static const struct { PyObject **name; const char *text; } NAMES[] = {
         {&FAIL, "fail"},
-        {&S_POP, "pop"},
-        {&S_CLEAR, "clear"},
         {&S_FORGET, "forget"},
         {&S_TOTAL, "total_num_scheduled_tokens"},
         {&S_NAME, "__name__"},
