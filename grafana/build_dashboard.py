@@ -281,6 +281,13 @@ ROWS: list[tuple[str, list[P]]] = [
                       "plugin's share of the EngineCore's busy-loop thread (with the worker inside it at TP=1). "
                       "Beside it, the share of time the same process's export thread held the GIL, which that "
                       "thread then could not have (an upper bound)."),
+        P("Hook time per engine step, by hook", [
+            Q(rate("vllm_w2ext_hook_direct_by_hook_seconds_total", by="role, hook") + " / ignoring(role, hook) "
+              "group_left " + rate("vllm_w2ext_engine_steps_total", 'executed="true"'), "{{role}} {{hook}}"),
+        ], unit="s", w=8,
+          description="The first panel's hook time (the calls the C fronts take, every one timed) split by hook and "
+                      "role, per executed engine step: which hook the plugin's own time goes to. A hook that grows "
+                      "with the batch or with requests finishing and joining shows here first."),
         P("Export thread CPU (share of a core)", [
             Q(rate("vllm_w2ext_export_thread_cpu_seconds_total", by="role"), "{{role}}"),
         ], unit="percentunit", w=4),

@@ -5,12 +5,17 @@ counter (the C fronts' every call timed: ``hook_direct_seconds_total``), its col
 figure from it: the direct hooks + the export thread's CPU, in the EngineCore and in vLLM's processes (+ front end).
 
     python3 benchmarks/gpu/budget_settled_table.py benchmarks/results/h200/budget_settled/*.jsonl
+    python3 benchmarks/gpu/budget_settled_table.py --by-hook RUN.jsonl...
+
+``--by-hook``: the direct counter split by hook (``vllm_w2ext_hook_direct_by_hook_seconds_total``, where the runs'
+plugin has it), µs per executed engine step, round by round, the largest first.
 """
 import json
 import sys
 from pathlib import Path
 
 HOOKS, EXPORT, DIRECT = "hook_self_seconds_total", "export_thread_cpu_seconds_total", "hook_direct_seconds_total"
+BY_HOOK = "hook_direct_by_hook_seconds_total:"
 ENGINE_CORE = ("engine_core", "worker")        # the EngineCore's process: its role, and the worker's inside it
 
 
@@ -28,7 +33,25 @@ def row(d: dict) -> list:
                     f"**{direct + export + front:.1f}**"]
 
 
+def by_hook(paths: list[str]) -> None:
+    """Per run: each (process role, hook)'s direct µs per executed step in each round, the largest first."""
+    for p in paths:
+        rounds = [d for d in map(json.loads, Path(p).read_text().splitlines()) if "round" in d]
+        keys = {k for d in rounds for k in d if k.startswith(BY_HOOK)}
+        if not keys:
+            continue
+        print(f"\n{rounds[0]['name']}: direct µs per executed engine step, by process role and hook, rounds "
+              f"{', '.join(str(d['round']) for d in rounds)}\n")
+        print("| role / hook | " + " | ".join(f"round {d['round']}" for d in rounds) + " |")
+        print("|---|" + "---|" * len(rounds))
+        for k in sorted(keys, key=lambda k: -sum(d.get(k) or 0.0 for d in rounds)):
+            print(f"| {k[len(BY_HOOK):]} | " + " | ".join(f"{d.get(k) or 0.0:.2f}" for d in rounds) + " |")
+
+
 def main(paths: list[str]) -> None:
+    if paths[:1] == ["--by-hook"]:
+        by_hook(paths[1:])
+        return
     print("| run | round | wall s | engine steps | N at the end | EngineCore hooks (sampled) | EngineCore export "
           "thread | EngineCore total (sampled) | front-end hooks (sampled) | front-end export thread | EngineCore "
           "hooks (direct) | front-end hooks (direct) | EngineCore: direct + export | vLLM's processes: direct + "

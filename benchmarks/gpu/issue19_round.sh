@@ -24,8 +24,10 @@
 #   layout target 1 in vLLM's own layout (front end in the driver, EngineCore in a process of its own; TP=1) from the
 #         plugin's metrics endpoint, round by round (budget_settled.sh: cost_budget_engine.py): the direct counter
 #         (every C front's call timed), the sampled one and the export threads' CPU per executed engine step, at batch
-#         1 (4 rounds x 1,500 tokens) and at 512 requests per step with churn (2 rounds of 1,024 requests of 128-384
-#         tokens, the engine capped at 512; ~150 s in all once compiled). $OUT/budget_settled/
+#         1 (4 rounds x 1,500 tokens), at 512 requests per step without churn (2 rounds of 512 x 256 tokens) and with
+#         it (2 rounds of 1,024 requests of 128-384 tokens, the engine capped at 512; ~200 s in all once compiled),
+#         the direct counter split by hook where the plugin has it (budget_settled_table.py --by-hook).
+#         $OUT/budget_settled/
 #
 #   call 1:  bash benchmarks/gpu/split_stage.sh one                     (carry .gpu/p1a)
 #   call 2:  bash benchmarks/gpu/split_stage.sh two && source .gpu/p2/env.sh && python3 setup.py build_ext --inplace \
@@ -55,7 +57,7 @@ spy_cost() {  # MIN_S COST_ARGS [VAR=value ...]: py-spy's samples of a fully tra
 case "$PART" in
   lat) for m in ${MODELS:-l4 1b}; do t2 "$m" flip1 "${TO_LAT:-220}"; done ;;
   thr) for m in ${MODELS:-l4 1b}; do t2 "$m" flip256 "${TO_THR:-290}" 16; done ;;
-  layout) RUNS=${RUNS:-"b1 0 1500 1 4 0;b512churn 0 256 512 2 1"} EACH_S=${EACH_S:-200} \
+  layout) RUNS=${RUNS:-"b1 0 1500 1 4 0;b512 0 256 512 2 0;b512churn 0 256 512 2 1"} EACH_S=${EACH_S:-200} \
             bash benchmarks/gpu/budget_settled.sh ;;
   big) t2 8b flip1 "${TO_LAT:-220}" ;;
   spy) spy_cost 150 "--batches 1 --rounds 6 --max-tokens 256" ;;

@@ -46,7 +46,7 @@ MODELS = {
                 "dummy": True},        # dummy weights: the folder's real ones have 2 layers
 }
 # the direct counter's seconds too (the C fronts' every call timed; its calls series is a count, not read here)
-SELF_RE = re.compile(r"self|cpu|gil|direct_seconds")
+SELF_RE = re.compile(r"self|cpu|gil|direct_seconds|direct_by_hook")
 STEPS = "vllm_w2ext_engine_steps_total"
 SAMPLE_EVERY = "vllm_w2ext_sample_every"      # VLLM_W2EXT_SAMPLE's N at the last recorded step (the budget moves it)
 
@@ -141,7 +141,8 @@ def read_scrapes(path: Path) -> list[tuple[float, str]]:
 def self_cost(text: str) -> dict:
     """Every ``vllm_w2ext_*`` series whose name says self, cpu or gil (hook self time, export thread/process
     CPU, the GIL waits, the export thread's GIL hold; names may change, so read generically), summed per role,
-    plus executed engine steps per role."""
+    plus executed engine steps per role. A series split by hook (``vllm_w2ext_hook_direct_by_hook_seconds_total``) is
+    kept per role and hook, as ``role/hook``."""
     by_name: dict[str, dict[str, float]] = {}
     steps: dict[str, float] = {}
     steps_all: dict[str, float] = {}
@@ -158,6 +159,8 @@ def self_cost(text: str) -> dict:
                 steps[role] = steps.get(role, 0.0) + v
         elif SELF_RE.search(name[len("vllm_w2ext_"):]):
             d = by_name.setdefault(name, {})
+            if "hook" in labels:
+                role = f"{role}/{labels['hook']}"
             d[role] = d.get(role, 0.0) + v
     return {"series": by_name, "engine_steps": steps, "engine_steps_all": steps_all, "sample_every": every}
 

@@ -14,6 +14,7 @@ from vllm_w2ext.hooks.spec import Hook
 from vllm_w2ext.telemetry import selfcost
 from vllm_w2ext.telemetry.metrics import StepMetrics
 from vllm_w2ext.telemetry.pipeline import Pipeline
+from vllm_w2ext.telemetry.wire import ZERO_COST
 
 _cfront = pytest.importorskip("vllm_w2ext.hooks._cfront", reason="the C front is not built")
 
@@ -99,6 +100,29 @@ def test_the_direct_counter_goes_out_with_the_own_counters():
     none.self_cost("frontend", planted._replace(hook_direct_s=0.0, hook_direct_calls=0))
     fams = {f.name: f for f in none.registry.collect()}
     assert not fams["vllm_w2ext_hook_direct_seconds"].samples and fams["vllm_w2ext_hook_self_seconds"].samples
+
+
+def test_the_direct_counter_is_split_by_hook(no_marks):
+    """Two hooks whose posts spin a known 10:1: ``direct_by_hook`` names both, each with its own fronts' time, in the
+    planted order (a preempted spin reads longer, so the ratio is only bounded below loosely); the metrics carry each
+    under its ``hook`` label, counted once per report as the total is."""
+    light = Hook("t.direct_light", __name__, "Target.method", lambda i, a, k: 1, lambda st, res, err: spin(40))
+    heavy = Hook("t.direct_heavy", __name__, "Target.method", lambda i, a, k: 1, lambda st, res, err: spin(400))
+    (_, f_light), (_, f_heavy) = front_of(light), front_of(heavy)
+    for _ in range(CALLS):
+        f_light(Target(), 1)
+        f_heavy(Target(), 1)
+    by_hook = selfcost.direct_by_hook()
+    assert by_hook["t.direct_heavy"] > 3 * by_hook["t.direct_light"] > 0
+    assert abs(by_hook["t.direct_heavy"] - ns_of(f_heavy.spent) / 1e9) < 1e-6
+    m = StepMetrics()
+    report = ZERO_COST._replace(hook_direct_s=sum(by_hook.values()), hook_direct_calls=400, hook_direct_by_hook=by_hook)
+    m.self_cost("engine_core", report)
+    m.self_cost("engine_core", report)
+    fams = {f.name: f for f in m.registry.collect()}
+    got = {s.labels["hook"]: s.value for s in fams["vllm_w2ext_hook_direct_by_hook_seconds"].samples
+           if s.name.endswith("_total")}
+    assert got["t.direct_heavy"] == by_hook["t.direct_heavy"] and got["t.direct_light"] == by_hook["t.direct_light"]
 
 
 def test_a_hook_marked_not_direct_is_not_counted(no_marks):

@@ -155,6 +155,9 @@ INSTRUMENTS: tuple[Instrument, ...] = (
        "async hooks and the shutdown hooks are not in it, nor Python's collections that ran inside a hook's "
        "section (mostly vLLM's young objects: they would run a few allocations later without the plugin); no "
        "series where no C front took a call"),
+    _i("hook_direct_by_hook", COUNTER, "vllm_w2ext_hook_direct_by_hook_seconds", "vllm_w2ext.hook.direct_by_hook", S,
+       "vllm_w2ext_hook_direct_seconds_total split by hook: where the plugin's own time on vLLM's threads goes",
+       ("hook",)),
     _i("hook_direct_calls", COUNTER, "vllm_w2ext_hook_direct_calls", "vllm_w2ext.hook.direct_calls", "{call}",
        "Hook calls the C fronts took and timed (vllm_w2ext_hook_direct_seconds_total is their time)"),
     _i("process_cpu", COUNTER, "vllm_w2ext_export_process_cpu_seconds", "vllm_w2ext.export_process.cpu", S,

@@ -193,7 +193,7 @@ class StepMetrics:
             inst = self.instruments[spec.key] = _Instrument(spec, self.registry, self)
             setattr(self, spec.key, inst)
         self._gpu_window: deque[tuple[float, float, float]] = deque()   # (wall time, busy, idle)
-        self._seen: dict[str, float] = {}
+        self._seen: dict = {}                 # counter key (a by-hook one: ("direct", hook)) -> value last fed
         self._hook_errors: dict[str, int] = {}
 
     def attach_otel(self, otlp) -> None:
@@ -327,6 +327,11 @@ class StepMetrics:
             for hold in cost.export_holds[-new:]:
                 self.export_hold_h.observe(lab, hold)
             self._seen["flushes"] = cost.export_flushes
+        for hook, v in cost.hook_direct_by_hook.items():
+            delta = v - self._seen.get(("direct", hook), 0.0)
+            if delta > 0:
+                self.hook_direct_by_hook.inc(lab + (hook,), delta)
+                self._seen[("direct", hook)] = v
         for hook, n in cost.hook_errors.items():
             self.hook_errors.child(lab + (hook,))      # every known hook's series exists at 0
             delta = n - self._hook_errors.get(hook, 0)
