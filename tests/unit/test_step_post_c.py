@@ -1,7 +1,8 @@
 """``_cfront.step_post``, the engine step's post in C where the extension was built: on planted steps it leaves the
-same range record, the same state and the same buffers as ``engine_core._step_post`` (the definition), case by case;
-on the steps its common way does not take (an error, requests freed, marks, a full buffer, a failed update, the
-sampling N moved, the worker about to switch to bounds hooks) it hands the call to that function untouched."""
+same range record, the same state and the same buffers as ``engine_core._step_post`` (the definition), case by case,
+requests freed in the step among them; on the steps its common way does not take (an error, requests freed while one is
+prefilling or preempted, marks, a full buffer, a failed update, the sampling N moved, the worker about to switch to
+bounds hooks) it hands the call to that function untouched."""
 import copy
 from collections import deque
 from types import SimpleNamespace as NS
@@ -54,9 +55,16 @@ CASES = {
     "a waiting queue that is not a deque": {"state": {"waiting_len": len}},
     "worker on this thread": {"in_process": True},
     "worker on this thread, its execution failed": {"in_process": True, "execution_error": KeyError("x")},
+    "requests freed": {"state": {"finished": [("a", "FINISHED_STOPPED", 3), ("b", "FINISHED_LENGTH_CAPPED", 9)]}},
+    "requests freed, worker on this thread": {"state": {"finished": [("a", "FINISHED_ABORTED", 0)]},
+                                              "in_process": True},
+    "requests freed, its execution failed": {"state": {"finished": [("a", "FINISHED_STOPPED", 3)]},
+                                             "in_process": True, "execution_error": KeyError("x")},
     # not the common way: the definition runs
     "failed update": {"updates": [(200, 210, so_with(STEP_STAMP), KeyError("u"))]},
-    "requests freed": {"state": {"finished": [("a", "FINISHED_STOPPED", 3)]}},
+    "requests freed, one still prefilling": {"state": {"finished": [("a", "FINISHED_STOPPED", 3)],
+                                                       "prefilling": {"a", "z"}}},
+    "requests freed, one preempted": {"state": {"finished": [("a", "FINISHED_STOPPED", 3)], "preempted": {"q"}}},
     "failed step": {"error": RuntimeError("step")},
     "marks": {"nested": True},
     "buffer full": {"capacity": 0},
@@ -123,7 +131,8 @@ def test_the_c_post_does_what_the_definition_does(name, monkeypatch):
             rec[END] = None
     # the same StepRecord as the export side reads it (the C post writes a common step's raw: steps.facts.RAW_STEP)
     assert step_record(r_c[DATA]) == step_record(r_py[DATA])
-    assert len(r_c[DATA]) == (3 if name in COMMON and "execution_error" not in case else 12)   # (an error to name)
+    freed = bool(case.get("state", {}).get("finished"))     # (the raw form carries the freed requests fourth)
+    assert len(r_c[DATA]) == (3 + freed if name in COMMON and "execution_error" not in case else 12)  # (an error)
     r_py[DATA] = r_c[DATA] = None
     assert r_c == r_py
     assert [type(x) for x in records_c] == [type(x) for x in records_py]

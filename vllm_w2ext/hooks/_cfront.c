@@ -1156,7 +1156,8 @@ worker_bounds(PyObject *module, PyObject *stamp)
 
 /* -- step_post: engine_core._step_post's common way in C ------------------------------------------------------
  *
- * The engine step's post on a recorded step that ended without an error, no request freed in it, no marks to close,
+ * The engine step's post on a recorded step that ended without an error, no request left prefilling or preempted
+ * where one was freed (``_forget`` would find something to forget), no marks to close,
  * room in the recorder's buffer, its update (if any) without an error, the sampling N unchanged and the worker not
  * about to become bounds hooks: the step's StepRecord and end written here, as ``engine_core._step_post`` writes them,
  * without its ~160 bytecodes run cold once per step on vLLM's thread. Every other step goes to that function (the
@@ -1167,8 +1168,9 @@ worker_bounds(PyObject *module, PyObject *stamp)
  *
  * step_post_setup(module_dict, state_type, fallback, stamp_attr, stamp_step, nested, data, end, deque_type) once. */
 /* The raw StepRecord (steps.facts.RAW_STEP, its field order; RAW_STEP_FIELDS there): int64 values, the worker's from
- * RAW_STEP_WORKER on (zero where it did not run here). The step's post writes it where the record names no error and
- * frees no request: (facts, the stamp where the worker ran here or None, these values as bytes) in the range's data. */
+ * RAW_STEP_WORKER on (zero where it did not run here). The step's post writes it where the record names no error:
+ * (facts, the stamp where the worker ran here or None, these values as bytes), and the freed requests' Finished
+ * tuples as a fourth item where it freed any, in the range's data. */
 #define RAW_STEP_N 21
 #define RAW_STEP_WORKER 12
 static PyObject *SP_GLOBALS, *SP_FALLBACK, *SP_STAMP_ATTR;
@@ -1262,8 +1264,14 @@ common_way(PyObject *state, PyObject *r, PyObject *result, PyObject *error, PyOb
             PyList_GET_ITEM(r, SP_NESTED) == Py_True)
         return 0;
     PyObject *finished = SLOT_OF(state, O_FINISHED);
-    if (!PyList_CheckExact(finished) || PyList_GET_SIZE(finished) != 0 || SLOT_OF(state, O_SCHED) == Py_None)
+    if (!PyList_CheckExact(finished) || SLOT_OF(state, O_SCHED) == Py_None)
         return 0;
+    if (PyList_GET_SIZE(finished) != 0) {   /* requests freed: taken here while _forget would find nothing to forget */
+        PyObject *prefilling = SLOT_OF(state, O_PREFILLING), *preempted = SLOT_OF(state, O_PREEMPTED);
+        if (!PyAnySet_CheckExact(prefilling) || PySet_GET_SIZE(prefilling) != 0 ||
+                !PyAnySet_CheckExact(preempted) || PySet_GET_SIZE(preempted) != 0)
+            return 0;
+    }
     if (result != Py_None && (!PyTuple_Check(result) || PyTuple_GET_SIZE(result) < 2))
         return 0;
     int same = PyObject_RichCompareBool(SLOT_OF(state, O_WANT), SLOT_OF(state, O_SAMPLE), Py_EQ);
@@ -1313,7 +1321,7 @@ step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
     PyObject *running = NULL, *waiting = NULL, *skipped = NULL, *pending = NULL, *stamp = NULL;
     PyObject *batch = NULL, *wb = NULL, *data = NULL, *now = NULL, *appended = NULL, *out = NULL;
-    PyObject *u_so = NULL, *u_err = NULL, *u0 = NULL, *u1 = NULL;
+    PyObject *u_so = NULL, *u_err = NULL, *u0 = NULL, *u1 = NULL, *freed = NULL;
     Execution x = {0};
     int executed = 0;
     if (result != Py_None && (executed = PyObject_IsTrue(PyTuple_GET_ITEM(result, 1))) < 0) {
@@ -1322,6 +1330,12 @@ step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_INCREF(Py_None);
     put(state, O_CURRENT, Py_None);
+    PyObject *finished = SLOT_OF(state, O_FINISHED);     /* the requests freed since the last step (Finished tuples), */
+    Py_ssize_t n_freed = PyList_GET_SIZE(finished);      /* taken and the list left empty, as ``_step_post`` does */
+    if (n_freed > 0) {
+        if ((freed = PyList_AsTuple(finished)) == NULL || PyList_SetSlice(finished, 0, n_freed, NULL) < 0)
+            goto done;
+    }
     PyObject *sched = SLOT_OF(state, O_SCHED);
     if ((running = PyObject_GetAttr(sched, S_RUNNING)) == NULL || (waiting = PyObject_GetAttr(sched, S_WAITING)) == NULL)
         goto done;
@@ -1394,20 +1408,19 @@ step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyObject *raw = PyBytes_FromStringAndSize((const char *)v, sizeof v);
         if (raw == NULL)
             goto done;
-        data = PyTuple_Pack(3, SLOT_OF(state, O_FACTS), n_exec > 0 ? own_stamp : Py_None, raw);
+        data = freed ? PyTuple_Pack(4, SLOT_OF(state, O_FACTS), n_exec > 0 ? own_stamp : Py_None, raw, freed)
+                     : PyTuple_Pack(3, SLOT_OF(state, O_FACTS), n_exec > 0 ? own_stamp : Py_None, raw);
         Py_DECREF(raw);
     } else {                           /* an error to name: the StepRecord tuple, as its definition writes it */
         skipped = Py_BuildValue("(LLL)", l, st - last - 1 - l, l_tokens);
         if (skipped == NULL || (wb = worker_bounds_tuple(own_stamp, &x)) == NULL || (batch = PyLong_FromLongLong(
                 t_batch)) == NULL)
             goto done;
-        PyObject *none_freed = PyTuple_New(0);   /* StepRecord.finished: none freed in this step */
-        if (none_freed == NULL)
+        if (freed == NULL && (freed = PyTuple_New(0)) == NULL)     /* StepRecord.finished: none freed in this step */
             goto done;
-        data = PyTuple_Pack(12, SLOT_OF(state, O_FACTS), executed ? Py_True : Py_False, none_freed,
+        data = PyTuple_Pack(12, SLOT_OF(state, O_FACTS), executed ? Py_True : Py_False, freed,
                             pending, skipped, SLOT_OF(state, O_SCHEDULE_START), SLOT_OF(state, O_SCHEDULE_END),
                             u0 ? u0 : SP_ZERO, u1 ? u1 : SP_ZERO, batch, SLOT_OF(state, O_SAMPLE), wb);
-        Py_DECREF(none_freed);
     }
     if (data == NULL)
         goto done;
@@ -1444,6 +1457,7 @@ done:
     Py_XDECREF(now);
     Py_XDECREF(buf);
     Py_XDECREF(appended);
+    Py_XDECREF(freed);
     return out;
 }
 

@@ -247,10 +247,11 @@ class ExecutionRecord(NamedTuple):
 
 
 # The StepRecord as raw values: what the engine step's post in C (``hooks/_cfront.c``, RAW_STEP_N there) writes for a
-# step that names no error and frees no request, ``(facts, stamp, raw)``: the StepFacts and the worker's Stamp (None
-# where the worker did not run on the EngineCore's thread) by reference, the rest int64 values in this order, written
-# where they are taken (the bounds hooks' Slots) rather than boxed into ints and three tuples on vLLM's thread, and
-# read back on the export side (``step_record``).
+# step that names no error, ``(facts, stamp, raw)`` or, where it freed requests, ``(facts, stamp, raw, finished)``: the
+# StepFacts, the worker's Stamp (None where the worker did not run on the EngineCore's thread) and the freed requests'
+# Finished tuples by reference, the rest int64 values in this order, written where they are taken (the bounds hooks'
+# Slots) rather than boxed into ints and three tuples on vLLM's thread, and read back on the export side
+# (``step_record``).
 RAW_STEP_FIELDS = ("model_executed", "pending", "skipped_executed", "skipped_idle", "skipped_decode_tokens",
                    "schedule_start", "schedule_end", "update_start", "update_end", "update_batch", "every", "worker",
                    # the worker's execution (WorkerBounds), where ``worker`` is 1
@@ -264,19 +265,20 @@ def step_facts(t: tuple) -> StepFacts:
     return StepFacts(*t[:FACTS_NEW], tuple(NewRequest._make(n) for n in t[FACTS_NEW]), *t[FACTS_NEW + 1:])
 
 
-def raw_step_record(facts, stamp, raw: bytes) -> StepRecord:
-    """A StepRecord written as raw values (``RAW_STEP``)."""
+def raw_step_record(facts, stamp, raw: bytes, finished: tuple = ()) -> StepRecord:
+    """A StepRecord written as raw values (``RAW_STEP``), with the requests it freed (Finished tuples)."""
     (executed, pending, k_exec, k_idle, k_tokens, s0, s1, u0, u1, batch, every, worker,
      prev, cuda, tokens, e0, e1, f0, f1, x0, x1) = RAW_STEP.unpack(raw)
     wb = (WorkerBounds(Stamp._make(stamp), prev, bool(cuda), tokens, e0, e1, None, f0, f1, None, x0, x1, None)
           if worker else None)
-    return StepRecord(None if facts is None else step_facts(facts), bool(executed), (), pending,
+    return StepRecord(None if facts is None else step_facts(facts), bool(executed),
+                      tuple(Finished._make(f) for f in finished), pending,
                       SkippedSteps(k_exec, k_idle, k_tokens), s0, s1, u0, u1, batch, every, wb)
 
 
 def step_record(t: tuple) -> StepRecord:
-    """An ``engine.step`` range's data: a StepRecord tuple, or its raw form ``(facts, stamp, raw)``."""
-    if len(t) == 3:
+    """An ``engine.step`` range's data: a StepRecord tuple, or its raw form ``(facts, stamp, raw[, finished])``."""
+    if len(t) <= 4:
         return raw_step_record(*t)
     facts, executed, finished, pending, skipped, *phases = t
     rec = StepRecord(None if facts is None else step_facts(facts), executed,
