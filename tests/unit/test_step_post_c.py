@@ -290,18 +290,31 @@ SCHEDULE_CASES = {
     "steady decode": {},
     "steady decode, a queue that is not a deque": {"state": {"waiting_len": len}},
     "steady decode, the stamp cannot be set (a fault: fail)": {"so": {"fixed": True}},
-    # not the common way: the definition runs
     "a new request": {"so": {"scheduled_new_reqs": ["n"]}},
+    "new requests, one of them done with its prompt": {"so": {"scheduled_new_reqs": ["n", "m"], "first": ["m"]}},
     "a prompt chunk (more tokens than requests)": {"so": {"total_num_scheduled_tokens": 3}},
-    "a request still prefilling": {"state": {"prefilling": {"a"}}},
     "a request preempted": {"so": {"preempted_req_ids": {"b"}}},
+    "a new request, its facts unreadable (a fault: fail)": {"so": {"scheduled_new_reqs": ["n"], "unreadable": True}},
+    # not the common way: the definition runs
+    "a request still prefilling": {"state": {"prefilling": {"a"}}},
+    "a request preempted before": {"state": {"preempted": {"q"}}},
     "every id wanted": {"state": {"all_links": True}},
     "a light step": {"state": {"light": True}},
     "a failed schedule": {"error": KeyError("s")},
     "outside a recorded step": {"state": {"current": None}},
     "nothing scheduled": {"no_so": True},
 }
-SCHEDULE_COMMON = list(SCHEDULE_CASES)[:3]
+SCHEDULE_COMMON = list(SCHEDULE_CASES)[:8]
+
+
+def planted_read_step(so, *args) -> tuple:
+    """read_step's stand-in: StepFacts whose new requests are the batch's (``first``: those done with their prompt) and
+    whose preempted ones are its preempted ids, so that ``_read_facts``' bookkeeping of them shows in the state."""
+    if getattr(so, "unreadable", False):
+        raise KeyError("unreadable")
+    new = tuple((n, None, 0.0, 4) for n in so.scheduled_new_reqs)
+    return (so.total_num_scheduled_tokens, 1, 1, tuple(so.preempted_req_ids), (), 0, 0, new,
+            tuple(getattr(so, "first", ())), None, 2, 1)
 
 
 def run_schedule(consumer, case: dict, monkeypatch) -> tuple:
@@ -316,7 +329,7 @@ def run_schedule(consumer, case: dict, monkeypatch) -> tuple:
     monkeypatch.setattr(engine_core, "S", st)
     monkeypatch.setattr(engine_core, "RECORDER", [rec])
     monkeypatch.setattr(engine_core, "recorder", lambda: rec)
-    monkeypatch.setattr(engine_core, "read_step", lambda so, *a: ("read_step", so.total_num_scheduled_tokens))
+    monkeypatch.setattr(engine_core, "read_step", planted_read_step)
     monkeypatch.setattr(engine_core, "_fail_schedule", failed.append)
     so = None if case.get("no_so") else schedule_output(**case.get("so", {}))
     consumer((100, 110, so, case.get("error")))

@@ -1845,15 +1845,17 @@ process_outputs_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 /* -- scheduled: engine_core.scheduled's common way in C -----------------------------------------------------------
  *
  * ``engine.schedule``'s consumer (its bounds hook's buffer's ``append``, called by the C front once per schedule): on
- * a recorded step whose schedule ended without an error, the steady decode (nothing new, prefilling or preempted, one
- * token each, not every id wanted) is answered here as ``scheduled`` answers it: the bounds kept, the Stamp set on the
- * SchedulerOutput, the StepFacts of counts. Everything else (a light step, a new or prefilling request, an error, marks
+ * a recorded step whose schedule ended without an error, with no request prefilling or preempted before it and not
+ * every id wanted, the schedule is taken here as ``scheduled`` takes it: the bounds kept, the Stamp set on the
+ * SchedulerOutput, and the StepFacts: of counts for the steady decode (nothing new or preempted, one token each), else
+ * from the module's ``_read_facts`` (new requests, prompt chunks, preemptions: where requests finish and join all
+ * through, most steps). Everything else (a light step, a request prefilling or preempted before, an error, marks
  * handed on) goes to ``scheduled`` (the definition) before anything is changed. A fault once it has begun goes to
  * the module's ``_fail_schedule``, as the definition's does. A unit test holds the two to the same state and stamp on
  * planted schedules (tests/unit/test_step_post_c.py).
  *
  * scheduled_setup(fallback, trace_id, span_id, start) once, after step_post_setup. */
-static PyObject *SC_FALLBACK, *S_FAIL_SCHEDULE, *S_NST, *S_NEW_REQS, *S_PREEMPTED_IDS, *S_FINISHED_IDS;
+static PyObject *SC_FALLBACK, *S_FAIL_SCHEDULE, *S_READ_FACTS, *S_NST, *S_NEW_REQS, *S_PREEMPTED_IDS, *S_FINISHED_IDS;
 static Py_ssize_t SC_TRACE_ID = -1, SC_SPAN_ID, SC_START;
 
 static PyObject *
@@ -1915,20 +1917,25 @@ scheduled_c(PyObject *module, PyObject *bounds)
     PyObject *finished = total ? PyObject_GetAttr(so, S_FINISHED_IDS) : NULL;
     PyObject *running = finished ? PyObject_GetAttr(sched, S_RUNNING) : NULL;
     PyObject *waiting = running ? PyObject_GetAttr(sched, S_WAITING) : NULL;
-    PyObject *stamp = NULL, *facts = NULL, *out = NULL;
+    PyObject *stamp = NULL, *facts = NULL, *out = NULL, *read_facts = NULL;
     Py_ssize_t n_total = -1, n_nst = -1, n_finished = -1, n_running = -1, n_waiting = -1;
-    int steady = 0;
-    if (waiting != NULL && PyLong_CheckExact(total)) {
-        n_total = PyLong_AsSsize_t(total);
-        n_nst = n_total < 0 ? -1 : PyObject_Length(nst);
+    int steady = -1;                            /* 1 the steady decode, 0 another batch (read_facts), -1 unreadable */
+    if (waiting != NULL && PyLong_CheckExact(total) && (n_total = PyLong_AsSsize_t(total)) >= 0 &&
+            (n_nst = PyObject_Length(nst)) >= 0) {
         int fresh = n_nst == n_total ? attr_true(so, S_NEW_REQS) : 1;
-        int pre = fresh == 0 ? attr_true(so, S_PREEMPTED_IDS) : 1;
-        n_finished = pre == 0 ? PyObject_Length(finished) : -1;
-        n_running = n_finished >= 0 ? PyObject_Length(running) : -1;
-        n_waiting = n_running >= 0 ? waiting_count(SLOT_OF(state, O_WAITING_LEN), waiting) : -1;
-        steady = n_waiting >= 0;
+        int pre = fresh == 0 ? attr_true(so, S_PREEMPTED_IDS) : fresh;
+        if (pre == 0) {
+            n_finished = PyObject_Length(finished);
+            n_running = n_finished >= 0 ? PyObject_Length(running) : -1;
+            n_waiting = n_running >= 0 ? waiting_count(SLOT_OF(state, O_WAITING_LEN), waiting) : -1;
+            steady = n_waiting >= 0 ? 1 : -1;
+        } else if (pre > 0) {                   /* new requests, prompt chunks or preemptions: the facts read by
+                                                   the module's _read_facts, as the definition reads them */
+            read_facts = Py_XNewRef(PyDict_GetItemWithError(SP_GLOBALS, S_READ_FACTS));
+            steady = read_facts != NULL ? 0 : -1;
+        }
     }
-    if (!steady) {                              /* not it, or an attribute it could not read: the definition's */
+    if (steady < 0) {                           /* an attribute it could not read: the definition's */
         PyErr_Clear();
         out = PyObject_CallOneArg(SC_FALLBACK, bounds);
         goto done;
@@ -1944,8 +1951,9 @@ scheduled_c(PyObject *module, PyObject *bounds)
     put(state, O_STAMP, Py_NewRef(stamp));
     if (PyObject_SetAttr(so, SP_STAMP_ATTR, stamp) < 0)
         goto fault;
-    facts = Py_BuildValue("(nin()()in()()Onn)", n_total, 0, n_total, 0, n_finished, Py_None, n_running,  /* StepFacts */
-                          n_waiting);
+    facts = steady ? Py_BuildValue("(nin()()in()()Onn)", n_total, 0, n_total, 0, n_finished, Py_None,  /* StepFacts */
+                                   n_running, n_waiting)
+                   : PyObject_CallOneArg(read_facts, so);
     if (facts == NULL)
         goto fault;
     put(state, O_FACTS, facts);                 /* steals facts */
@@ -1969,6 +1977,7 @@ done:
     Py_XDECREF(running);
     Py_XDECREF(waiting);
     Py_XDECREF(stamp);
+    Py_XDECREF(read_facts);
     return out;
 }
 
@@ -2086,6 +2095,7 @@ PyInit__cfront(void)
         {&S_SCHEDULER, "scheduler"},
         {&S_NST, "num_scheduled_tokens"},
         {&S_FAIL_SCHEDULE, "_fail_schedule"},
+        {&S_READ_FACTS, "_read_facts"},
         {&S_NEW_REQS, "scheduled_new_reqs"},
         {&S_PREEMPTED_IDS, "preempted_req_ids"},
         {&S_FINISHED_IDS, "finished_req_ids"},

@@ -480,8 +480,9 @@ class _Consumer:
         self.append = fn
 
 
-try:                                               # the steady decode's schedule in C where the extension was built
-    from vllm_w2ext.hooks._cfront import scheduled as _scheduled_c, scheduled_setup   # (a Python call less a step)
+try:                                               # a recorded step's schedule in C where the extension was built
+    from vllm_w2ext.hooks._cfront import scheduled as _scheduled_c, scheduled_setup   # (the steady decode's facts
+                                                   # too; other batches' from _read_facts; a Python call less a step)
 except ImportError:
     schedule_consumer = scheduled
 else:
