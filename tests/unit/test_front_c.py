@@ -4,6 +4,7 @@ state as the Python definitions in ``hooks/front.py`` (timestamps aside: taken f
 fully traced or sampled, under LLM.generate or not, with marks, a failed step, a full buffer, a second or a failed
 process_outputs, outputs passed by keyword or none open; and on their common ways they run no Python at all."""
 import itertools
+from types import SimpleNamespace as NS
 
 import pytest
 
@@ -125,3 +126,139 @@ def test_the_common_ways_run_no_python(monkeypatch):
     (a, b, c) = rec.take()
     assert a[0] == "front.step" and a[2] == gen[2] and a[4] == gen[3] and a[START] <= a[DATA][0] <= a[DATA][1] <= a[END]
     assert a[DATA][2] == 2 and b[3] != a[3] and front._front_steps[0] == 3 and front._open_step[0] is None
+
+
+# -- a request's start (OutputProcessor.add_request's pre) -----------------------------------------------------------
+class _Request:
+    """EngineCoreRequest's fields the hook reads; ``trace_headers`` is set on it."""
+
+    def __init__(self, rid: str, headers=None, max_tokens=16, prompt=70, params=True):
+        self.request_id, self.trace_headers = rid, headers
+        if params:
+            self.sampling_params = type("P", (), {"max_tokens": max_tokens})()
+        if prompt is not None:
+            self.prompt_token_ids = list(range(prompt))
+
+
+class _Nvtx:
+    def push(self, name, role, step):
+        pass
+
+    def pop(self):
+        pass
+
+    def start(self, name, role, step):
+        return ("nvtx", name)
+
+    def end(self, handle):
+        pass
+
+
+TRACEPARENT = "00-0000000000000000000000000000abcd-00000000000000ef-01"
+REQUEST_CASES = {     # name: (what the requests are, how they are added) -- the first four on the C way
+    "offline, under generate, through add_request": {},
+    "a root (no generate), no add_request around it": {"generate": False, "add": False},
+    "no sampling params, max_tokens None, no prompt ids": {"requests": lambda: [
+        _Request("a", params=False, prompt=None), _Request("b", max_tokens=None)]},
+    "a known request again (a streaming continuation)": {"requests": lambda: [_Request("a"), _Request("a")]},
+    # the definition's: a parent to look for, or an NVTX range
+    "its own traceparent": {"requests": lambda: [
+        _Request("a", headers={"traceparent": TRACEPARENT, "tracestate": "k=v"})]},
+    "headers given to add_request": {"given": {"traceparent": TRACEPARENT}},
+    "an HTTP request's headers": {"incoming": {"traceparent": TRACEPARENT}},
+    "an active OpenTelemetry span": {"ambient": True},
+    "NVTX": {"nvtx": True},
+    "finished before add_request returned (served)": {"finish_inside": True},
+}
+PY_WAYS = (front._output_add_request_pre, front._add_request_pre, front._add_request_post)
+C_WAYS = (front.request_start_pre, front.add_request_pre, front.add_request_post)
+
+
+class _Detokenizer:
+    def __init__(self, n):
+        self.n = n
+
+    def num_output_tokens(self):
+        return self.n
+
+
+def start_requests(ways, case: dict, monkeypatch) -> tuple:
+    start, add_pre, add_post = ways
+    rec = fresh(monkeypatch)
+    if case.get("nvtx"):
+        rec.nvtx = _Nvtx()
+    requests = case["requests"]() if "requests" in case else [_Request("a"), _Request("b", prompt=3)]
+    gen = front._generate_pre(None, (), {}) if case.get("generate", True) else None
+    tokens = [front._incoming.set(case["incoming"])] if case.get("incoming") else []
+    ambient = None
+    if case.get("ambient"):
+        from opentelemetry import trace as otel_trace
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+        ambient = otel_trace.use_span(NonRecordingSpan(SpanContext(0x1234, 0x56, False, TraceFlags(1))))
+        ambient.__enter__()
+    pendings = []
+    try:
+        for q in requests:
+            if case.get("add", True):
+                state = add_pre(None, (q,), {"trace_headers": case.get("given")})
+                start(None, (q,), {})
+                if case.get("finish_inside"):
+                    front._finish_request_pre(None, (NS(request_id=q.request_id, detokenizer=_Detokenizer(5)),), {})
+                pendings.append(list(state[1]))
+                add_post(state, None, None)
+            else:
+                start(None, (q,), {})
+    finally:
+        if ambient is not None:
+            ambient.__exit__(None, None, None)
+        for t in tokens:
+            front._incoming.reset(t)
+    if gen is not None:
+        front._generate_post(gen, [], None)
+    return (times_out(rec.take()), times_out(dict(front._open)), [q.trace_headers for q in requests],
+            times_out(pendings), front._pending.get())
+
+
+@pytest.mark.parametrize("name", list(REQUEST_CASES))
+def test_a_request_start_leaves_what_the_definition_leaves(monkeypatch, name):
+    got_py = start_requests(PY_WAYS, REQUEST_CASES[name], monkeypatch)
+    got_c = start_requests(C_WAYS, REQUEST_CASES[name], monkeypatch)
+    assert got_c == got_py
+    assert (got_c[0] or got_c[1]) and got_c[2][0]["traceparent"].startswith("00-")         # (a continuation's is left as it was)
+
+
+@pytest.mark.parametrize("name", list(REQUEST_CASES))
+def test_only_the_uncommon_requests_go_to_the_definition(monkeypatch, name):
+    """The first four cases run no Python (the definition raises here); the others are handed to it whole."""
+    from vllm_w2ext.hooks import _cfront
+    from vllm_w2ext.telemetry import propagation
+    from vllm_w2ext.vocab import FRONT, Attr, Span
+
+    class Handed(Exception):
+        pass
+
+    def definition(*a):
+        raise Handed
+    common = list(REQUEST_CASES).index(name) < 4
+
+    def setup(start, add_pre, add_post):
+        _cfront.request_setup(start, Span.REQUEST, FRONT, front._pending, front._incoming,
+                              propagation.ambient_var(), propagation.TRACEPARENT, Attr.REQUEST_ID, Attr.MAX_TOKENS,
+                              Attr.PROMPT_TOKENS, add_pre, add_post)
+    setup(definition, definition, definition)
+    try:
+        if common:
+            start_requests(C_WAYS, REQUEST_CASES[name], monkeypatch)
+        else:
+            with pytest.raises(Handed):
+                start_requests(C_WAYS, REQUEST_CASES[name], monkeypatch)
+    finally:
+        setup(*PY_WAYS)
+
+
+def test_the_request_hooks_are_the_c_ones():
+    hooks = {h.name: h for h in front.HOOKS}
+    assert hooks["front.request_start"].pre is front.request_start_pre is front.output_add_request_pre
+    for name in ("front.llm_engine_add_request", "front.async_add_request"):
+        assert (hooks[name].pre, hooks[name].post) == (front.add_request_pre, front.add_request_post)
+        assert front.add_request_pre is not front._add_request_pre

@@ -1622,7 +1622,7 @@ static PyObject *FR_STEP_PRE, *FR_STEP_POST, *FR_OUT_PRE, *FR_OUT_POST, *FR_NAME
     *FR_INTO_STEP;
 static Py_ssize_t FR_TRACE_ID, FR_SPAN_ID, FR_END, FR_NESTED, FR_DATA;
 enum { C_IDENTITY_DONE, C_FRONT_STEPS, C_SAMPLE, C_LIGHT, C_GENERATE, C_OPEN_STEP, C_OUTPUTS_SKIPPED, C_PHASE_MARKS,
-       C_RECORDER, C_SPAN_BITS, N_CELLS };
+       C_RECORDER, C_SPAN_BITS, C_OPEN_REQUESTS, N_CELLS };
 static PyObject *FR_CELLS[N_CELLS];   /* front_bind's: the module's lists (and span_bits), held, not looked up */
 #define RANGE_FIELDS 13                /* wire.RangeRecord's fields: the list front.step's range is */
 
@@ -1656,7 +1656,7 @@ front_setup(PyObject *module, PyObject *args)
 }
 
 /* front_bind((identity_done, front_steps, sample, light, generate, open_step, outputs_skipped, phase_marks, recorder,
- * span_bits)): the state the calls read, held until bound again. */
+ * span_bits, open)): the state the calls read, held until bound again (``open``: the open requests' ranges by id). */
 static PyObject *
 front_bind(PyObject *module, PyObject *cells)
 {
@@ -1666,8 +1666,8 @@ front_bind(PyObject *module, PyObject *cells)
     }
     for (int i = 0; i < N_CELLS; i++) {
         PyObject *v = PyTuple_GET_ITEM(cells, i);
-        if (i != C_SPAN_BITS && !PyList_CheckExact(v)) {
-            PyErr_Format(PyExc_TypeError, "front_bind: item %d is not a list", i);
+        if (i == C_OPEN_REQUESTS ? !PyDict_CheckExact(v) : i != C_SPAN_BITS && !PyList_CheckExact(v)) {
+            PyErr_Format(PyExc_TypeError, "front_bind: item %d is not a %s", i, i == C_OPEN_REQUESTS ? "dict" : "list");
             return NULL;
         }
     }
@@ -1839,6 +1839,265 @@ process_outputs_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (phase == NULL)
         return NULL;
     PyList_SetItem(parent, FR_DATA, phase);        /* steals phase */
+    Py_RETURN_NONE;
+}
+
+/* -- request_start: front._output_add_request_pre's common way in C ----------------------------------------------
+ *
+ * ``OutputProcessor.add_request``'s pre, once per request: the request's span opened (a range in RangeRecord order,
+ * as ``Recorder.begin`` writes a free-standing one), its attributes, its link to the LLM.generate call around it,
+ * kept in ``_open``, and its traceparent stamped into the request's ``trace_headers``. With requests joining all
+ * through (~2 a step at 512 requests per step) it was the front end's largest hook: 8.6-13.6 us a request on an H100
+ * host, the Python run cold between two prompts' processing (benchmarks/results/h100/issue19_af46a15_by_hook). Its
+ * common way here: a request with no trace headers of its own, none given to add_request, no HTTP request's, no active
+ * OpenTelemetry span in the caller's context (OTel's context variable read directly) and no NVTX range to open; every
+ * other request goes to the definition before anything is changed. A unit test holds the two to the same records and
+ * state on planted requests (tests/unit/test_front_c.py).
+ *
+ * request_setup(fallback, name, role, pending_var, incoming_var, otel_var or None, traceparent_format, attr_id,
+ *               attr_max_tokens, attr_prompt_tokens, add_request_pre, add_request_post) once, after front_setup (the
+ *               last two: the definitions of the add_request hooks below); its state is front_bind's. */
+static PyObject *RQ_FALLBACK, *RQ_NAME, *RQ_ROLE, *RQ_PENDING, *RQ_INCOMING, *RQ_OTEL, *RQ_FORMAT, *RQ_A_ID,
+    *RQ_A_MAX, *RQ_A_PROMPT, *RQ_ADD_PRE, *RQ_ADD_POST;
+static PyObject *S_REQUEST_ID, *S_TRACE_HEADERS, *S_SAMPLING_PARAMS, *S_MAX_TOKENS, *S_PROMPT_IDS, *S_NVTX,
+    *S_TRACEPARENT;
+
+static PyObject *
+request_setup(PyObject *module, PyObject *args)
+{
+    PyObject *keep[12];
+    if (!PyArg_ParseTuple(args, "OUUOOOUUUUOO:request_setup", &keep[0], &keep[1], &keep[2], &keep[3], &keep[4],
+                          &keep[5], &keep[6], &keep[7], &keep[8], &keep[9], &keep[10], &keep[11]))
+        return NULL;
+    if (!PyContextVar_CheckExact(keep[3]) || !PyContextVar_CheckExact(keep[4]) ||
+            (keep[5] != Py_None && !PyContextVar_CheckExact(keep[5]))) {
+        PyErr_SetString(PyExc_TypeError, "request_setup: pending, incoming (and otel, unless None): ContextVars");
+        return NULL;
+    }
+    PyObject **into[12] = {&RQ_FALLBACK, &RQ_NAME, &RQ_ROLE, &RQ_PENDING, &RQ_INCOMING, &RQ_OTEL, &RQ_FORMAT,
+                           &RQ_A_ID, &RQ_A_MAX, &RQ_A_PROMPT, &RQ_ADD_PRE, &RQ_ADD_POST};
+    for (int i = 0; i < 12; i++)
+        Py_XSETREF(*into[i], Py_NewRef(keep[i]));
+    Py_RETURN_NONE;
+}
+
+/* obj.name, or NULL with no error where it has no such attribute (getattr(obj, name, None)'s None). */
+static PyObject *
+attr_or_null(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError))
+        PyErr_Clear();
+    return v;
+}
+
+/* A context variable's value is true (1), false or unset (0), or -1 with an error. */
+static int
+var_true(PyObject *var)
+{
+    PyObject *v = NULL;
+    if (PyContextVar_Get(var, NULL, &v) < 0)
+        return -1;
+    if (v == NULL)
+        return 0;
+    int t = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return t;
+}
+
+static PyObject *
+request_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (RQ_FALLBACK == NULL || FR_CELLS[C_SPAN_BITS] == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "request_start: front_bind and request_setup were not called");
+        return NULL;
+    }
+    if (nargs != 3 || !PyTuple_CheckExact(args[1]) || PyTuple_GET_SIZE(args[1]) < 1)
+        return PyObject_Vectorcall(RQ_FALLBACK, args, nargs, NULL);
+    PyObject *request = PyTuple_GET_ITEM(args[1], 0), *open = FR_CELLS[C_OPEN_REQUESTS];
+    PyObject *records = cell(C_RECORDER), *generate = FR_CELLS[C_GENERATE];
+    if (open == NULL || records == NULL || CELL(records) == Py_None)
+        return PyObject_Vectorcall(RQ_FALLBACK, args, nargs, NULL);
+    PyObject *rid = PyObject_GetAttr(request, S_REQUEST_ID);
+    if (rid == NULL)
+        return NULL;
+    PyObject *pending = NULL, *theirs = NULL, *nvtx = NULL, *out = NULL, *params = NULL, *max_tokens = NULL;
+    PyObject *ptoks = NULL, *attrs = NULL, *trace = NULL, *span = NULL, *links = NULL, *r = NULL, *tp = NULL;
+    PyObject *headers = NULL, *ids = NULL, *n_prompt = NULL;
+    int known = PyDict_Contains(open, rid);
+    if (known != 0) {                               /* a streaming-input continuation of a known request */
+        out = known < 0 ? NULL : Py_NewRef(Py_None);
+        goto done;
+    }
+    if (PyContextVar_Get(RQ_PENDING, NULL, &pending) < 0 ||
+            ((theirs = attr_or_null(request, S_TRACE_HEADERS)) == NULL && PyErr_Occurred()))
+        goto done;
+    int own = theirs ? PyObject_IsTrue(theirs) : 0;
+    if (own < 0)
+        goto done;
+    int given = 0;                                  /* the headers given to add_request */
+    if (pending != NULL && pending != Py_None) {
+        if (!PyList_CheckExact(pending) || PyList_GET_SIZE(pending) != 3)
+            given = 1;
+        else if ((given = PyObject_IsTrue(PyList_GET_ITEM(pending, 1))) < 0)
+            goto done;
+    }
+    int incoming = own || given ? 1 : var_true(RQ_INCOMING);
+    int ambient = incoming ? 1 : RQ_OTEL == Py_None ? 1 : var_true(RQ_OTEL);
+    if (incoming < 0 || ambient < 0)
+        goto done;
+    PyObject *g = PyList_GET_SIZE(generate) ? PyList_GET_ITEM(generate, PyList_GET_SIZE(generate) - 1) : NULL;
+    int other = ambient || (g != NULL && (!PyList_CheckExact(g) || PyList_GET_SIZE(g) != RANGE_FIELDS));
+    if (!other) {
+        if ((nvtx = PyObject_GetAttr(CELL(records), S_NVTX)) == NULL)
+            goto done;
+        other = nvtx != Py_None;
+    }
+    if (other) {                                    /* a parent to look for, or an NVTX range: the definition's */
+        out = PyObject_Vectorcall(RQ_FALLBACK, args, nargs, NULL);
+        goto done;
+    }
+    /* the common way from here: a root span (no parent), linked to the LLM.generate call around it, if any */
+    if ((attrs = PyDict_New()) == NULL || PyDict_SetItem(attrs, RQ_A_ID, rid) < 0 ||
+            ((params = attr_or_null(request, S_SAMPLING_PARAMS)) == NULL && PyErr_Occurred()))
+        goto done;
+    if (params != NULL && params != Py_None) {
+        if ((max_tokens = PyObject_GetAttr(params, S_MAX_TOKENS)) == NULL)
+            goto done;
+        int some = PyObject_IsTrue(max_tokens);
+        if (some < 0 || PyDict_SetItem(attrs, RQ_A_MAX, some ? max_tokens : SP_ZERO) < 0)
+            goto done;
+    }
+    if ((ptoks = attr_or_null(request, S_PROMPT_IDS)) == NULL && PyErr_Occurred())
+        goto done;
+    if (ptoks != NULL && ptoks != Py_None) {
+        Py_ssize_t n = PyObject_Length(ptoks);
+        if (n < 0 || (n_prompt = PyLong_FromSsize_t(n)) == NULL || PyDict_SetItem(attrs, RQ_A_PROMPT, n_prompt) < 0)
+            goto done;
+    }
+    PyObject *start = pending != NULL && pending != Py_None ? PyList_GET_ITEM(pending, 0) : NULL;
+    PyObject *now = start == NULL ? now_ns() : Py_NewRef(start);
+    if (now == NULL)
+        goto done;
+    trace = random_id(FR_CELLS[C_SPAN_BITS], SPRE_BITS128);
+    span = trace ? random_id(FR_CELLS[C_SPAN_BITS], SPRE_BITS64) : NULL;
+    if (span != NULL && g != NULL) {
+        PyObject *ctx = PyTuple_Pack(2, PyList_GET_ITEM(g, FR_TRACE_ID), PyList_GET_ITEM(g, FR_SPAN_ID));
+        links = ctx ? PyList_New(1) : NULL;
+        if (links != NULL)
+            PyList_SET_ITEM(links, 0, ctx);         /* steals ctx */
+        else
+            Py_XDECREF(ctx);
+    }
+    if (span == NULL || (g != NULL && links == NULL) || (r = PyList_New(RANGE_FIELDS)) == NULL) {
+        Py_DECREF(now);
+        goto done;
+    }
+    PyObject *items[RANGE_FIELDS] = {RQ_NAME, RQ_ROLE, trace, span, SP_ZERO, now, SP_ZERO, SP_MINUS_ONE, attrs,
+                                     links ? links : Py_None, Py_None, Py_False, Py_None};
+    for (int i = 0; i < RANGE_FIELDS; i++)
+        PyList_SET_ITEM(r, i, Py_NewRef(items[i]));
+    Py_DECREF(now);
+    if (pending != NULL && pending != Py_None && PyList_GET_ITEM(pending, 2) == Py_None &&
+            PyList_SetItem(pending, 2, Py_NewRef(r)) < 0)
+        goto done;
+    if (PyDict_SetItem(open, rid, r) < 0 || (ids = PyTuple_Pack(2, trace, span)) == NULL ||
+            (tp = PyUnicode_Format(RQ_FORMAT, ids)) == NULL || (headers = PyDict_New()) == NULL ||
+            PyDict_SetItem(headers, S_TRACEPARENT, tp) < 0 || PyObject_SetAttr(request, S_TRACE_HEADERS, headers) < 0)
+        goto done;
+    out = Py_NewRef(Py_None);
+done:
+    Py_DECREF(rid);
+    Py_XDECREF(pending);
+    Py_XDECREF(theirs);
+    Py_XDECREF(nvtx);
+    Py_XDECREF(params);
+    Py_XDECREF(max_tokens);
+    Py_XDECREF(ptoks);
+    Py_XDECREF(n_prompt);
+    Py_XDECREF(attrs);
+    Py_XDECREF(trace);
+    Py_XDECREF(span);
+    Py_XDECREF(links);
+    Py_XDECREF(r);
+    Py_XDECREF(ids);
+    Py_XDECREF(tp);
+    Py_XDECREF(headers);
+    return out;
+}
+
+/* add_request_pre / add_request_post: front._add_request_pre / _add_request_post's common ways in C. Around each
+ * LLMEngine.add_request / AsyncLLM.add_request: when the request's input processing started, kept in the ``_pending``
+ * context variable for its start hook, and its end written into the request's range after it (the export side makes
+ * the front.add_request span of it). Their common ways: no trace headers given to add_request (the incoming HTTP
+ * request's, if any, are kept as the definition keeps them) and, after it, a request range still open; every other
+ * call goes to the definitions before anything is changed (tests/unit/test_front_c.py). */
+static PyObject *
+add_request_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (RQ_ADD_PRE == NULL || FR_CELLS[C_SPAN_BITS] == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "add_request_pre: front_bind and request_setup were not called");
+        return NULL;
+    }
+    PyObject *done = cell(C_IDENTITY_DONE);
+    if (nargs != 3 || done == NULL || CELL(done) != Py_True || !PyDict_CheckExact(args[2]))
+        return PyObject_Vectorcall(RQ_ADD_PRE, args, nargs, NULL);
+    PyObject *headers = PyDict_GetItemWithError(args[2], S_TRACE_HEADERS);     /* borrowed */
+    if (headers == NULL && PyErr_Occurred())
+        return NULL;
+    int given = headers ? PyObject_IsTrue(headers) : 0;
+    if (given != 0)
+        return given < 0 ? NULL : PyObject_Vectorcall(RQ_ADD_PRE, args, nargs, NULL);
+    PyObject *incoming = NULL, *now = NULL, *pending = NULL, *token = NULL, *out = NULL;
+    if (PyContextVar_Get(RQ_INCOMING, Py_None, &incoming) < 0 || (now = now_ns()) == NULL ||
+            (pending = PyList_New(3)) == NULL)
+        goto done;
+    PyList_SET_ITEM(pending, 0, Py_NewRef(now));
+    PyList_SET_ITEM(pending, 1, Py_NewRef(incoming));
+    PyList_SET_ITEM(pending, 2, Py_NewRef(Py_None));
+    if ((token = PyContextVar_Set(RQ_PENDING, pending)) == NULL)
+        goto done;
+    out = PyTuple_Pack(2, token, pending);
+done:
+    Py_XDECREF(incoming);
+    Py_XDECREF(now);
+    Py_XDECREF(pending);
+    Py_XDECREF(token);
+    return out;
+}
+
+static PyObject *
+add_request_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (RQ_ADD_POST == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "add_request_post: request_setup was not called");
+        return NULL;
+    }
+    PyObject *state = nargs == 3 ? args[0] : NULL;
+    if (state == NULL || !PyTuple_CheckExact(state) || PyTuple_GET_SIZE(state) != 2 ||
+            !PyList_CheckExact(PyTuple_GET_ITEM(state, 1)) || PyList_GET_SIZE(PyTuple_GET_ITEM(state, 1)) != 3)
+        return PyObject_Vectorcall(RQ_ADD_POST, args, nargs, NULL);
+    PyObject *req = PyList_GET_ITEM(PyTuple_GET_ITEM(state, 1), 2);
+    if (req != Py_None) {                           /* its range: still open (the common way), or ended already */
+        if (!PyList_CheckExact(req) || PyList_GET_SIZE(req) != RANGE_FIELDS)
+            return PyObject_Vectorcall(RQ_ADD_POST, args, nargs, NULL);
+        int ended = PyObject_IsTrue(PyList_GET_ITEM(req, FR_END));
+        if (ended != 0)
+            return ended < 0 ? NULL : PyObject_Vectorcall(RQ_ADD_POST, args, nargs, NULL);
+    }
+    Py_INCREF(req);
+    if (PyContextVar_Reset(RQ_PENDING, PyTuple_GET_ITEM(state, 0)) < 0) {
+        Py_DECREF(req);
+        return NULL;
+    }
+    if (req != Py_None) {                           /* steps.assemble: the add_request span's end */
+        PyObject *now = now_ns();
+        if (now == NULL || PyList_SetItem(req, FR_DATA, now) < 0) {
+            Py_DECREF(req);
+            return NULL;
+        }
+    }
+    Py_DECREF(req);
     Py_RETURN_NONE;
 }
 
@@ -2045,7 +2304,7 @@ static PyMethodDef module_methods[] = {
     {"scheduled_setup", scheduled_setup, METH_VARARGS,
      "scheduled_setup(fallback, trace_id, span_id, start), after step_post_setup"},
     {"scheduled", scheduled_c, METH_O,
-     "scheduled(bounds): engine_core.scheduled's common way in C (the steady decode), else that function"},
+     "scheduled(bounds): engine_core.scheduled's common way in C (a recorded step's schedule), else that function"},
     {"slots_setup", slots_setup, METH_VARARGS,
      "slots_setup(mode_type, recorder_type): the slots of bounds.Mode and recording.Recorder the hooks read"},
     {"front_setup", front_setup, METH_VARARGS,
@@ -2053,7 +2312,17 @@ static PyMethodDef module_methods[] = {
      "span_id, end, nested, data)"},
     {"front_bind", front_bind, METH_O,
      "front_bind((identity_done, front_steps, sample, light, generate, open_step, outputs_skipped, phase_marks, "
-     "recorder, span_bits)): the front's state its C calls read"},
+     "recorder, span_bits, open)): the front's state its C calls read"},
+    {"request_setup", request_setup, METH_VARARGS,
+     "request_setup(fallback, name, role, pending_var, incoming_var, otel_var, traceparent_format, attr_id, "
+     "attr_max_tokens, attr_prompt_tokens, add_request_pre, add_request_post), after front_setup"},
+    {"add_request_pre", (PyCFunction)(void (*)(void))add_request_pre, METH_FASTCALL,
+     "add_request_pre(engine, args, kwargs): front._add_request_pre's common way in C, else that function"},
+    {"add_request_post", (PyCFunction)(void (*)(void))add_request_post, METH_FASTCALL,
+     "add_request_post(state, result, error): front._add_request_post's common way in C, else that function"},
+    {"output_add_request_pre", (PyCFunction)(void (*)(void))request_start, METH_FASTCALL,
+     "output_add_request_pre(proc, args, kwargs): front._output_add_request_pre's common way in C, else that "
+     "function"},
     {"front_step_pre", (PyCFunction)(void (*)(void))front_step_pre, METH_FASTCALL,
      "front_step_pre(engine, args, kwargs): front._front_step_pre's common way in C, else that function"},
     {"front_step_post", (PyCFunction)(void (*)(void))front_step_post, METH_FASTCALL,
@@ -2099,6 +2368,13 @@ PyInit__cfront(void)
         {&S_NEW_REQS, "scheduled_new_reqs"},
         {&S_PREEMPTED_IDS, "preempted_req_ids"},
         {&S_FINISHED_IDS, "finished_req_ids"},
+        {&S_REQUEST_ID, "request_id"},
+        {&S_TRACE_HEADERS, "trace_headers"},
+        {&S_SAMPLING_PARAMS, "sampling_params"},
+        {&S_MAX_TOKENS, "max_tokens"},
+        {&S_PROMPT_IDS, "prompt_token_ids"},
+        {&S_NVTX, "nvtx"},
+        {&S_TRACEPARENT, "traceparent"},
     };
     for (size_t i = 0; i < sizeof(NAMES) / sizeof(NAMES[0]); i++)
         if ((*NAMES[i].name = PyUnicode_InternFromString(NAMES[i].text)) == NULL)

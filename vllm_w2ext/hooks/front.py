@@ -209,9 +209,13 @@ def _finish_request_pre(proc, args, kwargs):
     r = _open.pop(req_state.request_id, None)
     if r is not None:
         detok = getattr(req_state, "detokenizer", None)
-        out_ids = getattr(detok, "output_token_ids", None)
-        if out_ids is not None:
-            r[ATTRS][Attr.COMPLETION_TOKENS] = len(out_ids)
+        count = getattr(detok, "num_output_tokens", None)      # the detokenizer's count (its output_token_ids
+        if count is not None:                                  # property copies the output tokens out)
+            r[ATTRS][Attr.COMPLETION_TOKENS] = count()
+        else:
+            out_ids = getattr(detok, "output_token_ids", None)
+            if out_ids is not None:
+                r[ATTRS][Attr.COMPLETION_TOKENS] = len(out_ids)
         if _capture[0] and getattr(req_state, "prompt", None):
             r[ATTRS][Attr.PROMPT] = str(req_state.prompt)
         (RECORDER[0] or recorder()).end(r)
@@ -292,15 +296,22 @@ def _trace_headers_pre(serving, args, kwargs):
 
 
 try:                                   # the iteration's common ways in C where the extension was built (four Python
-    from vllm_w2ext.hooks._cfront import (front_bind, front_setup, front_step_post, front_step_pre,
-                                         process_outputs_post, process_outputs_pre)
-except ImportError:                    # calls a step less; an extension from before them has none of these either)
-    front_step_pre, front_step_post = _front_step_pre, _front_step_post
-    process_outputs_pre, process_outputs_post = _process_outputs_pre, _process_outputs_post
+    from vllm_w2ext.hooks._cfront import (add_request_post, add_request_pre, front_bind, front_setup,
+                                         front_step_post, front_step_pre, output_add_request_pre,
+                                         process_outputs_post, process_outputs_pre, request_setup)
+except ImportError:                    # calls a step less; an extension from before them has none of these either),
+    front_step_pre, front_step_post = _front_step_pre, _front_step_post       # and a request's start and input
+    process_outputs_pre, process_outputs_post = _process_outputs_pre, _process_outputs_post    # processing
+    request_start_pre = _output_add_request_pre
+    add_request_pre, add_request_post = _add_request_pre, _add_request_post
     front_bind = None
 else:
     front_setup(_front_step_pre, _front_step_post, _process_outputs_pre, _process_outputs_post,
                 Span.FRONT_STEP, FRONT, ON_THREAD, INTO_STEP, TRACE_ID, SPAN_ID, END, NESTED, DATA)
+    request_setup(_output_add_request_pre, Span.REQUEST, FRONT, _pending, _incoming, propagation.ambient_var(),
+                  propagation.TRACEPARENT, Attr.REQUEST_ID, Attr.MAX_TOKENS, Attr.PROMPT_TOKENS, _add_request_pre,
+                  _add_request_post)
+    request_start_pre = output_add_request_pre
 
 
 def bind_c() -> None:
@@ -308,7 +319,7 @@ def bind_c() -> None:
     call). Once at import; a test that puts its own lists here binds them, and binds the module's back after."""
     if front_bind is not None:
         front_bind((_identity_done, _front_steps, _sample, _light, _generate, _open_step, _outputs_skipped,
-                    PHASE_MARKS, RECORDER, span_bits))
+                    PHASE_MARKS, RECORDER, span_bits, _open))
 
 
 bind_c()
@@ -324,11 +335,11 @@ HOOKS: list[Hook] = [
     Hook("front.engine_step", "vllm.v1.engine.llm_engine", "LLMEngine.step", front_step_pre,
          front_step_post, FRONT, "offline: one front-end iteration (get output, process, abort)"),
     Hook("front.llm_engine_add_request", "vllm.v1.engine.llm_engine", "LLMEngine.add_request",
-         _add_request_pre, _add_request_post, FRONT, "offline: input processing of one request"),
+         add_request_pre, add_request_post, FRONT, "offline: input processing of one request"),
     Hook("front.async_add_request", "vllm.v1.engine.async_llm", "AsyncLLM.add_request",
-         _add_request_pre, _add_request_post, FRONT, "served: input processing; keeps trace_headers"),
+         add_request_pre, add_request_post, FRONT, "served: input processing; keeps trace_headers"),
     Hook("front.request_start", "vllm.v1.engine.output_processor", "OutputProcessor.add_request",
-         _output_add_request_pre, None, FRONT, "opens the request span, stamps its traceparent"),
+         request_start_pre, None, FRONT, "opens the request span, stamps its traceparent"),
     Hook("front.request_finish", "vllm.v1.engine.output_processor", "OutputProcessor._finish_request",
          _finish_request_pre, None, FRONT, "closes the request span"),
     Hook("front.request_abort", "vllm.v1.engine.output_processor", "OutputProcessor.abort_requests",

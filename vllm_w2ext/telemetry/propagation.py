@@ -1,6 +1,7 @@
 """W3C trace context in and out of vLLM's ``trace_headers`` dicts."""
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Mapping
 
 from opentelemetry import context as otel_context
@@ -30,8 +31,19 @@ def ambient() -> tuple[int, int] | None:
     return (sc.trace_id, sc.span_id) if sc.is_valid else None
 
 
+def ambient_var():
+    """The context variable that holds OpenTelemetry's current context (what ``ambient`` reads first), where the
+    runtime context is OTel's contextvars one (its default); None otherwise. The front end's request hook in C reads
+    it directly: an empty context, no ambient span."""
+    var = getattr(getattr(otel_context, "_RUNTIME_CONTEXT", None), "_current_context", None)
+    return var if isinstance(var, ContextVar) else None
+
+
+TRACEPARENT = "00-%032x-%016x-01"         # a W3C traceparent of (trace id, span id), sampled
+
+
 def traceparent(trace_id: int, span_id: int) -> str:
-    return "00-%032x-%016x-01" % (trace_id, span_id)        # once per request: %-format is the quicker one
+    return TRACEPARENT % (trace_id, span_id)        # once per request: %-format is the quicker one
 
 
 def header_subset(headers: Mapping[str, str] | None) -> dict[str, str]:
