@@ -4,7 +4,7 @@ pre, as the hook table has them (the C ways where the extension is built), on N 
 run (no trace headers, under LLM.generate). Run it with N and with N plain (the same requests made, no hook called);
 the difference over N is one request's count.
 
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null python benchmarks/request_instructions.py N [plain]
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null python benchmarks/request_instructions.py N [plain]
     (PYTHONPATH=<an arm's folder> for another version; benchmarks/results/cpu/request_hooks_c has a run)
 """
 import gc

@@ -243,8 +243,8 @@ def test_only_the_uncommon_requests_go_to_the_definition(monkeypatch, name):
 
     def setup(start, add_pre, add_post):
         _cfront.request_setup(start, Span.REQUEST, FRONT, front._pending, front._incoming,
-                              propagation.ambient_var(), propagation.TRACEPARENT, Attr.REQUEST_ID, Attr.MAX_TOKENS,
-                              Attr.PROMPT_TOKENS, add_pre, add_post)
+                              propagation.ambient_var(), Attr.REQUEST_ID, Attr.MAX_TOKENS, Attr.PROMPT_TOKENS,
+                              add_pre, add_post)
     setup(definition, definition, definition)
     try:
         if common:
@@ -262,3 +262,16 @@ def test_the_request_hooks_are_the_c_ones():
     for name in ("front.llm_engine_add_request", "front.async_add_request"):
         assert (hooks[name].pre, hooks[name].post) == (front.add_request_pre, front.add_request_post)
         assert front.add_request_pre is not front._add_request_pre
+
+
+def test_the_c_traceparent_is_propagations():
+    """The request hook writes its traceparent in C: the same string as ``propagation.traceparent`` (one wire format),
+    ids at their widths' edges included; an id out of its width is an error, not a wrong header."""
+    from vllm_w2ext.hooks import _cfront
+    from vllm_w2ext.telemetry import propagation
+    for t, s in ((1, 1), ((1 << 128) - 1, (1 << 64) - 1), (0xABCD << 64 | 0xEF, 0x1234), (1 << 64, 1 << 63),
+                 (0x0123456789ABCDEF0123456789ABCDEF, 0xFEDCBA9876543210)):
+        assert _cfront.traceparent(t, s) == propagation.traceparent(t, s)
+    for t, s in ((1 << 128, 1), (1, 1 << 64), (-1, 1)):
+        with pytest.raises((OverflowError, ValueError)):
+            _cfront.traceparent(t, s)

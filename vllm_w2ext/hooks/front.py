@@ -309,7 +309,7 @@ else:
     front_setup(_front_step_pre, _front_step_post, _process_outputs_pre, _process_outputs_post,
                 Span.FRONT_STEP, FRONT, ON_THREAD, INTO_STEP, TRACE_ID, SPAN_ID, END, NESTED, DATA)
     request_setup(_output_add_request_pre, Span.REQUEST, FRONT, _pending, _incoming, propagation.ambient_var(),
-                  propagation.TRACEPARENT, Attr.REQUEST_ID, Attr.MAX_TOKENS, Attr.PROMPT_TOKENS, _add_request_pre,
+                  Attr.REQUEST_ID, Attr.MAX_TOKENS, Attr.PROMPT_TOKENS, _add_request_pre,
                   _add_request_post)
     request_start_pre = output_add_request_pre
 
