@@ -169,9 +169,13 @@ REQUEST_CASES = {     # name: (what the requests are, how they are added) -- the
     "an active OpenTelemetry span": {"ambient": True},
     "NVTX": {"nvtx": True},
     "finished before add_request returned (served)": {"finish_inside": True},
+    "finish: no detokenizer": {"detokenizer": lambda: None},
+    "finish: a detokenizer with no count": {"detokenizer": lambda: NS(output_token_ids=[1, 2, 3])},
+    "finish: prompts captured": {"capture": True},
+    "finish: a full buffer": {"capacity": 0},
 }
-PY_WAYS = (front._output_add_request_pre, front._add_request_pre, front._add_request_post)
-C_WAYS = (front.request_start_pre, front.add_request_pre, front.add_request_post)
+PY_WAYS = (front._output_add_request_pre, front._add_request_pre, front._add_request_post, front._finish_request_pre)
+C_WAYS = (front.request_start_pre, front.add_request_pre, front.add_request_post, front.request_finish_pre)
 
 
 class _Detokenizer:
@@ -183,8 +187,16 @@ class _Detokenizer:
 
 
 def start_requests(ways, case: dict, monkeypatch) -> tuple:
-    start, add_pre, add_post = ways
-    rec = fresh(monkeypatch)
+    """The case's requests added and started under an LLM.generate call (unless not), then finished."""
+    start, add_pre, add_post, finish = ways
+    rec = fresh(monkeypatch, capacity=case.get("capacity", 1 << 12))
+    if case.get("capture"):
+        monkeypatch.setattr(front, "_capture", [True])
+        front.bind_c()
+
+    def finished(q):
+        detok = case["detokenizer"]() if "detokenizer" in case else _Detokenizer(5)
+        finish(None, (NS(request_id=q.request_id, detokenizer=detok, prompt="the prompt"),), {})
     if case.get("nvtx"):
         rec.nvtx = _Nvtx()
     requests = case["requests"]() if "requests" in case else [_Request("a"), _Request("b", prompt=3)]
@@ -203,11 +215,13 @@ def start_requests(ways, case: dict, monkeypatch) -> tuple:
                 state = add_pre(None, (q,), {"trace_headers": case.get("given")})
                 start(None, (q,), {})
                 if case.get("finish_inside"):
-                    front._finish_request_pre(None, (NS(request_id=q.request_id, detokenizer=_Detokenizer(5)),), {})
+                    finished(q)
                 pendings.append(list(state[1]))
                 add_post(state, None, None)
             else:
                 start(None, (q,), {})
+        for q in requests:
+            finished(q)
     finally:
         if ambient is not None:
             ambient.__exit__(None, None, None)
@@ -224,12 +238,15 @@ def test_a_request_start_leaves_what_the_definition_leaves(monkeypatch, name):
     got_py = start_requests(PY_WAYS, REQUEST_CASES[name], monkeypatch)
     got_c = start_requests(C_WAYS, REQUEST_CASES[name], monkeypatch)
     assert got_c == got_py
-    assert (got_c[0] or got_c[1]) and got_c[2][0]["traceparent"].startswith("00-")         # (a continuation's is left as it was)
+    assert not got_c[1] and got_c[2][0]["traceparent"].startswith("00-")      # all finished (a continuation's
+    if "capacity" not in REQUEST_CASES[name]:                                    # headers: as they were)
+        assert [x[8].get("gen_ai.usage.completion_tokens") for x in got_c[0] if x[0] == "vllm.request"] in (
+            [5, 5], [5], [3, 3], [None, None])                                # (no detokenizer: no count)
 
 
 @pytest.mark.parametrize("name", list(REQUEST_CASES))
 def test_only_the_uncommon_requests_go_to_the_definition(monkeypatch, name):
-    """The first four cases run no Python (the definition raises here); the others are handed to it whole."""
+    """The first four cases run no Python (the definitions raise here); the others are handed to them whole."""
     from vllm_w2ext.hooks import _cfront
     from vllm_w2ext.telemetry import propagation
     from vllm_w2ext.vocab import FRONT, Attr, Span
@@ -241,11 +258,11 @@ def test_only_the_uncommon_requests_go_to_the_definition(monkeypatch, name):
         raise Handed
     common = list(REQUEST_CASES).index(name) < 4
 
-    def setup(start, add_pre, add_post):
+    def setup(start, add_pre, add_post, finish):
         _cfront.request_setup(start, Span.REQUEST, FRONT, front._pending, front._incoming,
                               propagation.ambient_var(), Attr.REQUEST_ID, Attr.MAX_TOKENS, Attr.PROMPT_TOKENS,
-                              add_pre, add_post)
-    setup(definition, definition, definition)
+                              add_pre, add_post, finish, Attr.COMPLETION_TOKENS)
+    setup(definition, definition, definition, definition)
     try:
         if common:
             start_requests(C_WAYS, REQUEST_CASES[name], monkeypatch)
@@ -259,6 +276,7 @@ def test_only_the_uncommon_requests_go_to_the_definition(monkeypatch, name):
 def test_the_request_hooks_are_the_c_ones():
     hooks = {h.name: h for h in front.HOOKS}
     assert hooks["front.request_start"].pre is front.request_start_pre is front.output_add_request_pre
+    assert hooks["front.request_finish"].pre is front.request_finish_pre is front.finish_request_pre
     for name in ("front.llm_engine_add_request", "front.async_add_request"):
         assert (hooks[name].pre, hooks[name].post) == (front.add_request_pre, front.add_request_post)
         assert front.add_request_pre is not front._add_request_pre

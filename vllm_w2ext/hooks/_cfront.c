@@ -1622,9 +1622,10 @@ static PyObject *FR_STEP_PRE, *FR_STEP_POST, *FR_OUT_PRE, *FR_OUT_POST, *FR_NAME
     *FR_INTO_STEP;
 static Py_ssize_t FR_TRACE_ID, FR_SPAN_ID, FR_END, FR_NESTED, FR_DATA;
 enum { C_IDENTITY_DONE, C_FRONT_STEPS, C_SAMPLE, C_LIGHT, C_GENERATE, C_OPEN_STEP, C_OUTPUTS_SKIPPED, C_PHASE_MARKS,
-       C_RECORDER, C_SPAN_BITS, C_OPEN_REQUESTS, N_CELLS };
+       C_RECORDER, C_SPAN_BITS, C_OPEN_REQUESTS, C_CAPTURE, N_CELLS };
 static PyObject *FR_CELLS[N_CELLS];   /* front_bind's: the module's lists (and span_bits), held, not looked up */
 #define RANGE_FIELDS 13                /* wire.RangeRecord's fields: the list front.step's range is */
+#define ATTRS_FIELD 8                  /* its attributes' place (wire.ATTRS; the request hooks' tests hold it there) */
 
 static PyObject *
 front_setup(PyObject *module, PyObject *args)
@@ -1656,7 +1657,8 @@ front_setup(PyObject *module, PyObject *args)
 }
 
 /* front_bind((identity_done, front_steps, sample, light, generate, open_step, outputs_skipped, phase_marks, recorder,
- * span_bits, open)): the state the calls read, held until bound again (``open``: the open requests' ranges by id). */
+ * span_bits, open, capture)): the state the calls read, held until bound again (``open``: the open requests' ranges by
+ * id; ``capture``: VLLM_W2EXT_CAPTURE_CONTENT's). */
 static PyObject *
 front_bind(PyObject *module, PyObject *cells)
 {
@@ -1855,28 +1857,29 @@ process_outputs_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  * state on planted requests (tests/unit/test_front_c.py).
  *
  * request_setup(fallback, name, role, pending_var, incoming_var, otel_var or None, attr_id, attr_max_tokens,
- *               attr_prompt_tokens, add_request_pre, add_request_post) once, after front_setup (the
- *               last two: the definitions of the add_request hooks below); its state is front_bind's. */
+ *               attr_prompt_tokens, add_request_pre, add_request_post, finish_request_pre, attr_completion_tokens)
+ *               once, after front_setup (add_request_pre on: the definitions of the hooks below, and the attribute
+ *               the finish writes); its state is front_bind's. */
 static PyObject *RQ_FALLBACK, *RQ_NAME, *RQ_ROLE, *RQ_PENDING, *RQ_INCOMING, *RQ_OTEL, *RQ_A_ID, *RQ_A_MAX,
-    *RQ_A_PROMPT, *RQ_ADD_PRE, *RQ_ADD_POST;
+    *RQ_A_PROMPT, *RQ_ADD_PRE, *RQ_ADD_POST, *RQ_FINISH, *RQ_A_COMPLETION;
 static PyObject *S_REQUEST_ID, *S_TRACE_HEADERS, *S_SAMPLING_PARAMS, *S_MAX_TOKENS, *S_PROMPT_IDS, *S_NVTX,
     *S_TRACEPARENT;
 
 static PyObject *
 request_setup(PyObject *module, PyObject *args)
 {
-    PyObject *keep[11];
-    if (!PyArg_ParseTuple(args, "OUUOOOUUUOO:request_setup", &keep[0], &keep[1], &keep[2], &keep[3], &keep[4],
-                          &keep[5], &keep[6], &keep[7], &keep[8], &keep[9], &keep[10]))
+    PyObject *keep[13];
+    if (!PyArg_ParseTuple(args, "OUUOOOUUUOOOU:request_setup", &keep[0], &keep[1], &keep[2], &keep[3], &keep[4],
+                          &keep[5], &keep[6], &keep[7], &keep[8], &keep[9], &keep[10], &keep[11], &keep[12]))
         return NULL;
     if (!PyContextVar_CheckExact(keep[3]) || !PyContextVar_CheckExact(keep[4]) ||
             (keep[5] != Py_None && !PyContextVar_CheckExact(keep[5]))) {
         PyErr_SetString(PyExc_TypeError, "request_setup: pending, incoming (and otel, unless None): ContextVars");
         return NULL;
     }
-    PyObject **into[11] = {&RQ_FALLBACK, &RQ_NAME, &RQ_ROLE, &RQ_PENDING, &RQ_INCOMING, &RQ_OTEL, &RQ_A_ID,
-                           &RQ_A_MAX, &RQ_A_PROMPT, &RQ_ADD_PRE, &RQ_ADD_POST};
-    for (int i = 0; i < 11; i++)
+    PyObject **into[13] = {&RQ_FALLBACK, &RQ_NAME, &RQ_ROLE, &RQ_PENDING, &RQ_INCOMING, &RQ_OTEL, &RQ_A_ID,
+                           &RQ_A_MAX, &RQ_A_PROMPT, &RQ_ADD_PRE, &RQ_ADD_POST, &RQ_FINISH, &RQ_A_COMPLETION};
+    for (int i = 0; i < 13; i++)
         Py_XSETREF(*into[i], Py_NewRef(keep[i]));
     Py_RETURN_NONE;
 }
@@ -2143,6 +2146,71 @@ add_request_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* finish_request_pre: front._finish_request_pre's common way in C. ``OutputProcessor._finish_request``'s pre, once
+ * per request: its range taken out of ``_open``, its completion tokens counted (the detokenizer's
+ * ``num_output_tokens()``) and the range ended into the recorder's buffer, as ``Recorder.end`` ends a free-standing
+ * one. Its common way: prompts not captured, no NVTX range to end, room in the buffer, a detokenizer with that count;
+ * any other call goes to the definition before anything is changed (tests/unit/test_front_c.py). */
+static PyObject *S_DETOKENIZER, *S_NUM_OUTPUT_TOKENS;
+
+static PyObject *
+finish_request_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (RQ_FINISH == NULL || FR_CELLS[C_SPAN_BITS] == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "finish_request_pre: front_bind and request_setup were not called");
+        return NULL;
+    }
+    PyObject *open = FR_CELLS[C_OPEN_REQUESTS], *records = cell(C_RECORDER), *capture = cell(C_CAPTURE);
+    if (nargs != 3 || !PyTuple_CheckExact(args[1]) || PyTuple_GET_SIZE(args[1]) < 1 || open == NULL ||
+            records == NULL || capture == NULL || CELL(capture) != Py_False || CELL(records) == Py_None)
+        return PyObject_Vectorcall(RQ_FINISH, args, nargs, NULL);
+    PyObject *state = PyTuple_GET_ITEM(args[1], 0);
+    PyObject *rid = PyObject_GetAttr(state, S_REQUEST_ID);
+    if (rid == NULL)
+        return NULL;
+    PyObject *r = PyDict_GetItemWithError(open, rid), *nvtx = NULL, *detok = NULL, *count = NULL, *n = NULL;
+    PyObject *buf = NULL, *now = NULL, *appended = NULL, *out = NULL;
+    if (r == NULL) {                               /* not a request this process opened a range for */
+        out = PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+        goto done;
+    }
+    Py_INCREF(r);
+    int room = -1;
+    if ((nvtx = PyObject_GetAttr(CELL(records), S_NVTX)) == NULL ||
+            ((detok = attr_or_null(state, S_DETOKENIZER)) == NULL && PyErr_Occurred()) ||
+            (detok != NULL && (count = attr_or_null(detok, S_NUM_OUTPUT_TOKENS)) == NULL && PyErr_Occurred()))
+        goto done;
+    if (nvtx == Py_None && count != NULL && PyList_CheckExact(r) && PyList_GET_SIZE(r) == RANGE_FIELDS &&
+            PyList_GET_ITEM(r, FR_NESTED) == Py_False && PyDict_CheckExact(PyList_GET_ITEM(r, ATTRS_FIELD)))
+        room = recorder_room(CELL(records), &buf);
+    if (room < 0 && PyErr_Occurred())
+        goto done;
+    if (room <= 0) {                               /* the definition's */
+        out = PyObject_Vectorcall(RQ_FINISH, args, nargs, NULL);
+        goto done;
+    }
+    /* the common way from here */
+    if (PyDict_DelItem(open, rid) < 0 || (n = PyObject_CallNoArgs(count)) == NULL ||
+            PyDict_SetItem(PyList_GET_ITEM(r, ATTRS_FIELD), RQ_A_COMPLETION, n) < 0 || (now = now_ns()) == NULL)
+        goto done;
+    PyList_SetItem(r, FR_END, now);                /* steals now */
+    now = NULL;
+    if ((appended = PyObject_CallMethodOneArg(buf, S_APPEND, r)) == NULL)
+        goto done;
+    out = Py_NewRef(Py_None);
+done:
+    Py_DECREF(rid);
+    Py_XDECREF(r);
+    Py_XDECREF(nvtx);
+    Py_XDECREF(detok);
+    Py_XDECREF(count);
+    Py_XDECREF(n);
+    Py_XDECREF(buf);
+    Py_XDECREF(now);
+    Py_XDECREF(appended);
+    return out;
+}
+
 /* -- scheduled: engine_core.scheduled's common way in C -----------------------------------------------------------
  *
  * ``engine.schedule``'s consumer (its bounds hook's buffer's ``append``, called by the C front once per schedule): on
@@ -2354,10 +2422,13 @@ static PyMethodDef module_methods[] = {
      "span_id, end, nested, data)"},
     {"front_bind", front_bind, METH_O,
      "front_bind((identity_done, front_steps, sample, light, generate, open_step, outputs_skipped, phase_marks, "
-     "recorder, span_bits, open)): the front's state its C calls read"},
+     "recorder, span_bits, open, capture)): the front's state its C calls read"},
+    {"finish_request_pre", (PyCFunction)(void (*)(void))finish_request_pre, METH_FASTCALL,
+     "finish_request_pre(proc, args, kwargs): front._finish_request_pre's common way in C, else that function"},
     {"request_setup", request_setup, METH_VARARGS,
      "request_setup(fallback, name, role, pending_var, incoming_var, otel_var, attr_id, attr_max_tokens, "
-     "attr_prompt_tokens, add_request_pre, add_request_post), after front_setup"},
+     "attr_prompt_tokens, add_request_pre, add_request_post, finish_request_pre, attr_completion_tokens), after "
+     "front_setup"},
     {"traceparent", (PyCFunction)(void (*)(void))traceparent_py, METH_FASTCALL,
      "traceparent(trace_id, span_id): the W3C traceparent the request hook writes (propagation.traceparent's)"},
     {"add_request_pre", (PyCFunction)(void (*)(void))add_request_pre, METH_FASTCALL,
@@ -2419,6 +2490,8 @@ PyInit__cfront(void)
         {&S_PROMPT_IDS, "prompt_token_ids"},
         {&S_NVTX, "nvtx"},
         {&S_TRACEPARENT, "traceparent"},
+        {&S_DETOKENIZER, "detokenizer"},
+        {&S_NUM_OUTPUT_TOKENS, "num_output_tokens"},
     };
     for (size_t i = 0; i < sizeof(NAMES) / sizeof(NAMES[0]); i++)
         if ((*NAMES[i].name = PyUnicode_InternFromString(NAMES[i].text)) == NULL)

@@ -296,22 +296,23 @@ def _trace_headers_pre(serving, args, kwargs):
 
 
 try:                                   # the iteration's common ways in C where the extension was built (four Python
-    from vllm_w2ext.hooks._cfront import (add_request_post, add_request_pre, front_bind, front_setup,
-                                         front_step_post, front_step_pre, output_add_request_pre,
+    from vllm_w2ext.hooks._cfront import (add_request_post, add_request_pre, finish_request_pre, front_bind,
+                                         front_setup, front_step_post, front_step_pre, output_add_request_pre,
                                          process_outputs_post, process_outputs_pre, request_setup)
 except ImportError:                    # calls a step less; an extension from before them has none of these either),
     front_step_pre, front_step_post = _front_step_pre, _front_step_post       # and a request's start and input
     process_outputs_pre, process_outputs_post = _process_outputs_pre, _process_outputs_post    # processing
     request_start_pre = _output_add_request_pre
     add_request_pre, add_request_post = _add_request_pre, _add_request_post
+    request_finish_pre = _finish_request_pre
     front_bind = None
 else:
     front_setup(_front_step_pre, _front_step_post, _process_outputs_pre, _process_outputs_post,
                 Span.FRONT_STEP, FRONT, ON_THREAD, INTO_STEP, TRACE_ID, SPAN_ID, END, NESTED, DATA)
     request_setup(_output_add_request_pre, Span.REQUEST, FRONT, _pending, _incoming, propagation.ambient_var(),
                   Attr.REQUEST_ID, Attr.MAX_TOKENS, Attr.PROMPT_TOKENS, _add_request_pre,
-                  _add_request_post)
-    request_start_pre = output_add_request_pre
+                  _add_request_post, _finish_request_pre, Attr.COMPLETION_TOKENS)
+    request_start_pre, request_finish_pre = output_add_request_pre, finish_request_pre
 
 
 def bind_c() -> None:
@@ -319,7 +320,7 @@ def bind_c() -> None:
     call). Once at import; a test that puts its own lists here binds them, and binds the module's back after."""
     if front_bind is not None:
         front_bind((_identity_done, _front_steps, _sample, _light, _generate, _open_step, _outputs_skipped,
-                    PHASE_MARKS, RECORDER, span_bits, _open))
+                    PHASE_MARKS, RECORDER, span_bits, _open, _capture))
 
 
 bind_c()
@@ -341,7 +342,7 @@ HOOKS: list[Hook] = [
     Hook("front.request_start", "vllm.v1.engine.output_processor", "OutputProcessor.add_request",
          request_start_pre, None, FRONT, "opens the request span, stamps its traceparent"),
     Hook("front.request_finish", "vllm.v1.engine.output_processor", "OutputProcessor._finish_request",
-         _finish_request_pre, None, FRONT, "closes the request span"),
+         request_finish_pre, None, FRONT, "closes the request span"),
     Hook("front.request_abort", "vllm.v1.engine.output_processor", "OutputProcessor.abort_requests",
          _abort_pre, _abort_post, FRONT, "closes aborted request spans"),
     Hook("front.process_outputs", "vllm.v1.engine.output_processor", "OutputProcessor.process_outputs",
