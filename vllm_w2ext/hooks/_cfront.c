@@ -1916,7 +1916,7 @@ hex_digits(char *out, unsigned long long v, int n)
         out[i] = "0123456789abcdef"[v & 15];
 }
 
-/* The W3C traceparent of a sampled span, "00-<32 hex trace id>-<16 hex span id>-01" (propagation.TRACEPARENT's
+/* The W3C traceparent of a sampled span, "00-<32 hex trace id>-<16 hex span id>-01" (propagation.traceparent's
  * format, written here: %-formatting a 128-bit int took ~3.9k instructions a request; a unit test holds the two
  * equal), or NULL with an error (an id that is not an int in range). */
 static PyObject *

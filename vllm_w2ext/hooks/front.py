@@ -295,13 +295,15 @@ def _trace_headers_pre(serving, args, kwargs):
     return None
 
 
-try:                                   # the iteration's common ways in C where the extension was built (four Python
+# The common ways in C where the extension was built: the iteration's (four Python calls a step less) and a request's
+# start, input processing and finish (four a request); an extension from before them has none of these either.
+try:
     from vllm_w2ext.hooks._cfront import (add_request_post, add_request_pre, finish_request_pre, front_bind,
                                          front_setup, front_step_post, front_step_pre, output_add_request_pre,
                                          process_outputs_post, process_outputs_pre, request_setup)
-except ImportError:                    # calls a step less; an extension from before them has none of these either),
-    front_step_pre, front_step_post = _front_step_pre, _front_step_post       # and a request's start and input
-    process_outputs_pre, process_outputs_post = _process_outputs_pre, _process_outputs_post    # processing
+except ImportError:
+    front_step_pre, front_step_post = _front_step_pre, _front_step_post
+    process_outputs_pre, process_outputs_post = _process_outputs_pre, _process_outputs_post
     request_start_pre = _output_add_request_pre
     add_request_pre, add_request_post = _add_request_pre, _add_request_post
     request_finish_pre = _finish_request_pre

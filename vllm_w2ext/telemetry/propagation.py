@@ -39,11 +39,9 @@ def ambient_var():
     return var if isinstance(var, ContextVar) else None
 
 
-TRACEPARENT = "00-%032x-%016x-01"         # a W3C traceparent of (trace id, span id), sampled
-
-
 def traceparent(trace_id: int, span_id: int) -> str:
-    return TRACEPARENT % (trace_id, span_id)        # once per request: %-format is the quicker one
+    return "00-%032x-%016x-01" % (trace_id, span_id)        # %-format is the quicker one (the request hook's C way
+                                                             # writes the same: _cfront.traceparent, held equal)
 
 
 def header_subset(headers: Mapping[str, str] | None) -> dict[str, str]:
