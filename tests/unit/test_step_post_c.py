@@ -262,7 +262,7 @@ def test_mode_and_recorder_are_read_at_their_slots(monkeypatch):
     that grows an attribute under another name, or loses one, fails here and not in an engine."""
     from vllm_w2ext.telemetry.recording import Recorder
     assert {"ready", "in_process", "last_end", "device_stop"} <= set(bounds.Mode.__slots__)
-    assert {"buf", "capacity"} <= set(Recorder.__slots__)
+    assert {"buf", "capacity", "nvtx"} <= set(Recorder.__slots__)
     _cfront.slots_setup(bounds.Mode, Recorder)                 # what bounds.py did at import: again, the same
     with pytest.raises(TypeError, match="has no slot"):
         _cfront.slots_setup(object, Recorder)                  # no such slots, and nothing changed

@@ -787,8 +787,9 @@ type_slot_offset(PyTypeObject *type, const char *name)
  * its offset in the instance, as ``SLOT_OF`` reads the step state's. An object of another type (a test's subclass)
  * goes through the attribute lookup. slots_setup(mode_type, recorder_type) once. */
 static PyTypeObject *MODE_TYPE, *RECORDER_TYPE;
-enum { A_READY, A_IN_PROCESS, A_LAST_END, A_DEVICE_STOP, A_BUF, A_CAPACITY, N_ATTRS };
-static const char *ATTR_NAMES[N_ATTRS] = {"ready", "in_process", "last_end", "device_stop", "buf", "capacity"};
+enum { A_READY, A_IN_PROCESS, A_LAST_END, A_DEVICE_STOP, A_BUF, A_CAPACITY, A_NVTX, N_ATTRS };
+static const char *ATTR_NAMES[N_ATTRS] = {"ready", "in_process", "last_end", "device_stop", "buf", "capacity",
+                                          "nvtx"};
 static PyObject *ATTR_KEYS[N_ATTRS];     /* the names, interned at import */
 static Py_ssize_t ATTR_OFF[N_ATTRS];
 
@@ -820,6 +821,16 @@ attr_get(PyObject *obj, int i)
             return Py_NewRef(v);
     }
     return PyObject_GetAttr(obj, ATTR_KEYS[i]);
+}
+
+/* obj.name, or NULL with no error where it has no such attribute (getattr(obj, name, None)'s None). */
+static PyObject *
+attr_or_null(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError))
+        PyErr_Clear();
+    return v;
 }
 
 /* obj.<attribute i> = value; 0, or -1 with an error. */
@@ -1363,12 +1374,10 @@ step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         put(state, O_UPDATE_START, Py_NewRef(u0));
         put(state, O_UPDATE_END, Py_NewRef(u1));
-        stamp = PyObject_GetAttr(u_so, SP_STAMP_ATTR);
-        if (stamp == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-                goto done;
-            PyErr_Clear();
-        } else if (stamp != Py_None) {
+        stamp = attr_or_null(u_so, SP_STAMP_ATTR);
+        if (stamp == NULL && PyErr_Occurred())
+            goto done;
+        if (stamp != NULL && stamp != Py_None) {
             PyObject *b = PySequence_GetItem(stamp, SP_STAMP_STEP);
             if (b == NULL)
                 goto done;
@@ -1862,7 +1871,7 @@ process_outputs_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
  *               the finish writes); its state is front_bind's. */
 static PyObject *RQ_FALLBACK, *RQ_NAME, *RQ_ROLE, *RQ_PENDING, *RQ_INCOMING, *RQ_OTEL, *RQ_A_ID, *RQ_A_MAX,
     *RQ_A_PROMPT, *RQ_ADD_PRE, *RQ_ADD_POST, *RQ_FINISH, *RQ_A_COMPLETION;
-static PyObject *S_REQUEST_ID, *S_TRACE_HEADERS, *S_SAMPLING_PARAMS, *S_MAX_TOKENS, *S_PROMPT_IDS, *S_NVTX,
+static PyObject *S_REQUEST_ID, *S_TRACE_HEADERS, *S_SAMPLING_PARAMS, *S_MAX_TOKENS, *S_PROMPT_IDS,
     *S_TRACEPARENT;
 
 static PyObject *
@@ -1882,16 +1891,6 @@ request_setup(PyObject *module, PyObject *args)
     for (int i = 0; i < 13; i++)
         Py_XSETREF(*into[i], Py_NewRef(keep[i]));
     Py_RETURN_NONE;
-}
-
-/* obj.name, or NULL with no error where it has no such attribute (getattr(obj, name, None)'s None). */
-static PyObject *
-attr_or_null(PyObject *obj, PyObject *name)
-{
-    PyObject *v = PyObject_GetAttr(obj, name);
-    if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError))
-        PyErr_Clear();
-    return v;
 }
 
 /* A context variable's value is true (1), false or unset (0), or -1 with an error. */
@@ -1995,7 +1994,7 @@ request_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *g = PyList_GET_SIZE(generate) ? PyList_GET_ITEM(generate, PyList_GET_SIZE(generate) - 1) : NULL;
     int other = ambient || (g != NULL && (!PyList_CheckExact(g) || PyList_GET_SIZE(g) != RANGE_FIELDS));
     if (!other) {
-        if ((nvtx = PyObject_GetAttr(CELL(records), S_NVTX)) == NULL)
+        if ((nvtx = attr_get(CELL(records), A_NVTX)) == NULL)
             goto done;
         other = nvtx != Py_None;
     }
@@ -2176,7 +2175,7 @@ finish_request_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_INCREF(r);
     int room = -1;
-    if ((nvtx = PyObject_GetAttr(CELL(records), S_NVTX)) == NULL ||
+    if ((nvtx = attr_get(CELL(records), A_NVTX)) == NULL ||
             ((detok = attr_or_null(state, S_DETOKENIZER)) == NULL && PyErr_Occurred()) ||
             (detok != NULL && (count = attr_or_null(detok, S_NUM_OUTPUT_TOKENS)) == NULL && PyErr_Occurred()))
         goto done;
@@ -2488,7 +2487,6 @@ PyInit__cfront(void)
         {&S_SAMPLING_PARAMS, "sampling_params"},
         {&S_MAX_TOKENS, "max_tokens"},
         {&S_PROMPT_IDS, "prompt_token_ids"},
-        {&S_NVTX, "nvtx"},
         {&S_TRACEPARENT, "traceparent"},
         {&S_DETOKENIZER, "detokenizer"},
         {&S_NUM_OUTPUT_TOKENS, "num_output_tokens"},
