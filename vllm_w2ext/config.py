@@ -65,6 +65,22 @@ def _nvtx_mode(name: str, raw: str) -> str:
     return _choice("auto", "on", "off")(name, v)
 
 
+# VLLM_W2EXT_EXPORT_INTERVAL_MS=auto: the export thread's shortest and longest wait (ms), and the records a wake aims
+# at (``telemetry.pipeline.next_wait``; benchmarks/results/cpu/export_wait says why)
+AUTO_EXPORT_MS = (200, 1000)
+EXPORT_FILL = 1024
+
+
+def _export_interval(name: str, raw: str) -> int:
+    """``auto`` (0) or a fixed interval in ms."""
+    if raw.strip().lower() == "auto":
+        return 0
+    try:
+        return _int_range(10, 60_000)(name, raw)
+    except SettingsError:
+        raise SettingsError(f"{name}={raw!r}: expected auto or an integer in [10, 60000] (ms)") from None
+
+
 def _text(name: str, raw: str) -> str:
     return raw.strip()
 
@@ -118,8 +134,13 @@ SETTINGS: tuple[Setting, ...] = (
             "runner, as on the CPU build), and there is none with the V2 runner (vLLM 0.26 on the GPU)."),
     Setting("QUEUE_SIZE", "65536", _int_range(1024, 10_000_000),
             "Finished ranges buffered per process before export; beyond it ranges are dropped and counted."),
-    Setting("EXPORT_INTERVAL_MS", "200", _int_range(10, 60_000),
-            "How often the background thread turns buffered ranges into spans and hands them to exporters."),
+    Setting("EXPORT_INTERVAL_MS", "auto", _export_interval,
+            "How often each vLLM process's export thread hands its buffered ranges on (to its export process). "
+            f"`auto`: every {AUTO_EXPORT_MS[0]} ms while there is much to send, stretched up to every "
+            f"{AUTO_EXPORT_MS[1]} ms while there is little (it aims at {EXPORT_FILL} records a wake): each wake "
+            "costs vLLM's process a fixed share of CPU and GIL whatever it sends, so at long or few steps fewer "
+            "wakes cost less; a killed process loses at most its last interval. A number (ms, 10-60000): every "
+            "that many ms."),
     Setting("EXPORT_PROCESS", "on", _choice("on", "off"),
             "`on`: OTLP encoding/sending and Prometheus aggregation run in a separate export process per "
             "vLLM process (fed through a pipe), so they never hold the GIL of vLLM's threads; `off`: they run "
@@ -185,7 +206,7 @@ class Settings:
     nvtx_domain: str = "vllm_w2ext"
     device_timing: str = "on"
     queue_size: int = 65536
-    export_interval_ms: int = 200
+    export_interval_ms: int = 0            # 0: auto (``export_waits_ms``)
     export_process: str = "on"
     step_links: str = "boundary"
     sample: int = 1
@@ -200,6 +221,12 @@ class Settings:
     shutdown_timeout_s: float = 5.0
     capture_content: bool = False
     fault_inject: str = ""
+
+    @property
+    def export_waits_ms(self) -> tuple[int, int]:
+        """The export thread's shortest and longest wait between wakes (ms): equal for a fixed interval."""
+        v = self.export_interval_ms
+        return AUTO_EXPORT_MS if v == 0 else (v, v)
 
     @property
     def otlp_enabled(self) -> bool:

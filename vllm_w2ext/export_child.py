@@ -68,7 +68,7 @@ def main() -> int:
     q: queue.Queue = queue.Queue()
     threading.Thread(target=_reader, args=(sys.stdin.buffer, q), name="w2ext-export-reader", daemon=True).start()
     ack = sys.stdout.buffer
-    interval = settings.export_interval_ms / 1000.0
+    interval = settings.export_waits_ms[0] / 1000.0
     while True:
         try:
             msg = q.get(timeout=interval)

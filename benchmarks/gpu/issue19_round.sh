@@ -4,7 +4,7 @@
 # cut short returns what finished; a part starts a run only if BUDGET_S (default 540) leaves it TO_* seconds.
 #
 #   lat   target 2 at batch 1, fully traced at the plugin's defaults (VLLM_W2EXT_SAMPLE=1, every exporter on, export
-#         interval 200 ms): the switched decode (trust_round.sh t2, toggle_ab.py flip1: every process switched every
+#         interval auto; INTERVAL=200 for the runs before it): the switched decode (trust_round.sh t2, toggle_ab.py flip1: every process switched every
 #         64 decode steps inside one running decode) on each model of MODELS (default "l4 1b"), one run each
 #         (10 generates: 5 switched, 5 A/A; ~130-200 s a run). $OUT/t2_<model>_flip1.tgz
 #   spy   target 1's breakdown without a timing harness: py-spy's stack samples of every process of a fully traced
@@ -44,7 +44,7 @@ left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
 t2() {     # MODEL WL TO [GENS]: one fully traced switched-decode run at the defaults, if the budget leaves TO
   local m=$1 wl=$2 to=$3 gens=${4:-10}
   if [ "$(left)" -lt $((to + 25)) ]; then echo "not started: $m $wl ($(left) s left)"; return; fi
-  MODEL=$m WL=$wl N=1 RUNS=1 TO=$to GENS=$gens INTERVAL=200 bash benchmarks/gpu/trust_round.sh t2
+  MODEL=$m WL=$wl N=1 RUNS=1 TO=$to GENS=$gens INTERVAL=${INTERVAL:-auto} bash benchmarks/gpu/trust_round.sh t2
   echo "$m $wl done ($(( $(date +%s) - T0 )) s)"
 }
 spy_cost() {  # MIN_S COST_ARGS [VAR=value ...]: py-spy's samples of a fully traced 4-layer engine (pyspy_share.sh, its

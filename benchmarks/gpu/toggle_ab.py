@@ -386,9 +386,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="which processes the flips switch: all (default), the engine's alone (EngineCore and "
                          "workers; the front end stays on) or the front end alone (the engine's stay on); several, "
                          "comma-separated (all,front,engine): rotated pair by pair through one run's generates")
-    ap.add_argument("--export-interval-ms", type=int, default=0,
-                    help="VLLM_W2EXT_EXPORT_INTERVAL_MS of the plugin (0: its default); flip workloads want it well "
-                         "under a block (flip_steps.py)")
+    ap.add_argument("--export-interval-ms", type=lambda v: v if v == "auto" else int(v), default=0,
+                    help="VLLM_W2EXT_EXPORT_INTERVAL_MS of the plugin (0: its default, auto since the fifty-fourth "
+                         "session; 200 ms before); flip workloads read the blocks' steps from the engine's records")
     ap.add_argument("--tag", default="", help="appended to the file names (runs of one model in one folder)")
     ap.add_argument("--lat-iters", type=int, default=int(os.environ.get("LAT_ITERS", "5")))
     ap.add_argument("--thr-prompts", type=int, default=int(os.environ.get("THR_PROMPTS", "500")))

@@ -55,3 +55,21 @@ def test_instrumentor_pause_reaches_the_pipeline(monkeypatch):
     INSTRUMENTOR.set_active(False)
     INSTRUMENTOR.set_active(True)
     assert got == [False, True]
+
+
+def test_resume_restarts_the_wait_without_a_flush():
+    """Resumed, the thread only starts waiting again: the pause's flush sent everything, and a flush at each resume
+    would put a wake into every resumed block of an in-engine A/B. Planted: a 10 s interval, so any flush after the
+    resume within 0.2 s could only be the resume's."""
+    p = Pipeline(config.Settings(export_interval_ms=10_000, export_process="off"))
+    p.start()
+    try:
+        p.set_running(False)
+        assert _wait_for(lambda: p.flushes == 1)                   # the pause's flush
+        w = p.wakes
+        p.set_running(True)
+        assert _wait_for(lambda: p.wakes == w + 1)                 # woken by the resume ...
+        time.sleep(0.2)
+        assert (p.flushes, p.wakes) == (1, w + 1)                  # ... and no flush for it
+    finally:
+        p.shutdown()

@@ -293,3 +293,19 @@ def test_the_c_traceparent_is_propagations():
     for t, s in ((1 << 128, 1), (1, 1 << 64), (-1, 1)):
         with pytest.raises((OverflowError, ValueError)):
             _cfront.traceparent(t, s)
+
+
+def test_the_c_ranges_are_left_out_of_the_collector(monkeypatch):
+    """The front end's iteration range and a request's range, as the C ways make them, are untracked by Python's
+    cyclic collector (no cycle goes through a record; buffered until the export thread takes them, they would be
+    walked by every collection on vLLM's thread: ``benchmarks/results/cpu/export_wait``)."""
+    import gc
+    rec = fresh(monkeypatch)
+    s = C["step_pre"](None, (), {})
+    C["out_post"](C["out_pre"](None, ([1],), {}), None, None)
+    C["step_post"](s, None, None)
+    (step,) = rec.take()
+    assert step[0] == "front.step" and not gc.is_tracked(step)
+    front.request_start_pre(None, (_Request("a"),), {})
+    (r,) = front._open.values()
+    assert not gc.is_tracked(r)

@@ -364,3 +364,16 @@ def test_only_the_uncommon_schedules_are_handed_to_the_definition(name, monkeypa
 
 def test_the_schedule_hook_hands_its_bounds_to_the_c_consumer():
     assert engine_core.SCHEDULES.append is _cfront.scheduled
+
+
+def test_the_c_step_record_is_left_out_of_the_collector(monkeypatch):
+    """The step's range list (C pre) and its record's data (C post) are untracked by Python's cyclic collector: a
+    record holds no cycle, and the records an export interval buffers would otherwise be walked by every collection
+    on vLLM's thread until the export thread takes them (more of them with the longer auto wait,
+    ``benchmarks/results/cpu/export_wait``). The definition's range stays tracked, as any list."""
+    import gc
+    r_c = run_pre(_cfront.step_pre, PRE_CASES["recorded step"], monkeypatch)[0]
+    r_py = run_pre(engine_core._step_pre, PRE_CASES["recorded step"], monkeypatch)[0]
+    assert not gc.is_tracked(r_c) and gc.is_tracked(r_py)
+    r, records, *_ = run(_cfront.step_post, CASES["steady, its update"], monkeypatch)
+    assert records == [r] and not gc.is_tracked(r[DATA])

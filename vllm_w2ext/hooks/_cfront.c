@@ -58,6 +58,14 @@ static PyObject *FAIL;     /* "fail" */
 
 #define SLOT(self, off) (*(PyObject **)((char *)(self)->runner + (off)))
 
+/* UNTRACKED_RECORDS: the records the C ways make (the engine step's range list and its data tuple, the front end's
+ * iteration range, a request's range) are taken out of Python's cyclic collector once filled. No cycle goes through a
+ * record (it holds ids, clock readings, tuples and attribute dicts, and nothing holds it back but the buffer and the
+ * hooks' open-range cells), and the records an export interval buffers were walked by every collection on vLLM's
+ * thread until the export thread took them: with the export wait stretched to 1 s (VLLM_W2EXT_EXPORT_INTERVAL_MS=auto)
+ * that put collections on vLLM's thread from 0.5-0.7 to 1.9-2.2 µs per step at batch 1 on the CPU machine
+ * (benchmarks/results/cpu/export_wait). An untracked list or tuple stays so: Python never tracks it again. */
+
 /* The timed sections' clock: the CPU's time-stamp counter where there is one (an instruction: the four reads and
  * their sums add 40-69 ns to a call, benchmarks/results/{cpu/cfront_direct_cost,h100/issue19_580a132}; a
  * clock_gettime read from Python took ~330 ns on the 2-core CI machine, a VM), converted to ns on the export thread by the rate
@@ -1433,6 +1441,7 @@ step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (data == NULL)
         goto done;
+    PyObject_GC_UnTrack(data);                   /* a record: no cycle through it (UNTRACKED_RECORDS) */
     if (PyList_SetItem(r, SP_DATA, data) < 0) {  /* steals data */
         data = NULL;
         goto done;
@@ -1603,6 +1612,7 @@ step_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                            SPRE_ON_THREAD, Py_None};
     for (int i = 0; i < 13; i++)
         PyList_SET_ITEM(r, i, Py_NewRef(items[i]));
+    PyObject_GC_UnTrack(r);                            /* UNTRACKED_RECORDS */
     Py_DECREF(step);
     Py_DECREF(trace);
     Py_DECREF(span);
@@ -1761,6 +1771,7 @@ front_step_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                                      Py_None, Py_None, FR_ON_THREAD, Py_None};
     for (int i = 0; i < RANGE_FIELDS; i++)
         PyList_SET_ITEM(r, i, Py_NewRef(items[i]));
+    PyObject_GC_UnTrack(r);                            /* UNTRACKED_RECORDS */
     Py_DECREF(trace);
     Py_DECREF(span);
     Py_DECREF(now);
@@ -2042,6 +2053,7 @@ request_start(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                                      links ? links : Py_None, Py_None, Py_False, Py_None};
     for (int i = 0; i < RANGE_FIELDS; i++)
         PyList_SET_ITEM(r, i, Py_NewRef(items[i]));
+    PyObject_GC_UnTrack(r);                            /* UNTRACKED_RECORDS */
     Py_DECREF(now);
     if (pending != NULL && pending != Py_None && PyList_GET_ITEM(pending, 2) == Py_None &&
             PyList_SetItem(pending, 2, Py_NewRef(r)) < 0)

@@ -64,7 +64,7 @@ log = logging.getLogger("vllm_w2ext")
 
 MAX_PENDING = 4096        # steps recorded and not yet resolved (about 20 s at 5 ms steps); beyond: drop the oldest
 # Resolved borrowed events kept for vLLM's constructor to hand out again (``end_event.RECYCLED``); vLLM's thread frees
-# the oldest beyond this many. One export interval's steps must fit (200 ms of 0.3 ms steps: ~670), or the
+# the oldest beyond this many. One export interval's steps must fit (the auto wait aims at 1,024 records a wake), or the
 # constructor runs dry before each poll and makes new events again.
 MAX_SPENT = 2048
 # A poll records a new anchor only once the current one is this old (ns). Each anchor costs the export thread an

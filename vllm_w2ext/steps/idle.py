@@ -157,7 +157,7 @@ class DeviceIdle:
     def _forget_old(self) -> None:
         """Once a batch is applied, keep the newest KEEP_STEPS executions. Not while registering: the export
         thread's samples come at the end of a batch that may hold more than KEEP_STEPS new executions (a
-        200 ms interval of 2 ms steps), and the last steps of the batch before still wait for theirs."""
+        export interval of 2 ms steps), and the last steps of the batch before still wait for theirs."""
         if len(self.runs) > self.KEEP_STEPS:
             for step in sorted(self.runs)[:-self.KEEP_STEPS]:
                 del self.runs[step]

@@ -43,7 +43,7 @@ class ExportChain:
         self.sinks: list[Sink] = []
         if settings.otlp_enabled:
             from vllm_w2ext.telemetry.otlp import OtlpSink
-            self.sinks.append(OtlpSink(delay_ms=settings.export_interval_ms, max_queue=settings.queue_size))
+            self.sinks.append(OtlpSink(delay_ms=settings.export_waits_ms[0], max_queue=settings.queue_size))
         self.metrics = None
         if wants_metrics(settings) or directory():
             from vllm_w2ext.telemetry.metrics import MetricsSink

@@ -64,6 +64,7 @@ class Pipeline:
         self._faults_sent = 0              # selfcost.faults when they were last sent (a new fault goes at once)
         self._pollers: list = []           # called on the export thread before each take (poll(recorder))
         self._running = True               # False while this process's hooks are paused (set_running)
+        self._resumed = False              # set_running(True) after a pause: the next wake only restarts the wait
         self.wakes = 0                     # times the export thread woke (each interval, or when woken)
 
     def connect(self) -> None:
@@ -120,19 +121,36 @@ class Pipeline:
 
     # -- export thread -----------------------------------------------------------------------
     def _run(self) -> None:
-        interval = self.settings.export_interval_ms / 1000.0
+        shortest, longest = (ms / 1000.0 for ms in self.settings.export_waits_ms)
+        fill = config.EXPORT_FILL
+        wait = shortest
+        last = time.monotonic()
         while not self._stop.is_set():
-            self._wake.wait(interval if self._running else None)
+            self._wake.wait(wait if self._running else None)
             self._wake.clear()
             self.wakes += 1
-            self.flush_once()
+            if self._resumed:                      # resumed: nothing was recorded while paused; wait again from now
+                self._resumed = False
+                last = time.monotonic()
+                continue
+            n = self.flush_once()
+            now = time.monotonic()
+            wait = next_wait(n, now - last, shortest, longest, fill)
+            last = now
 
     def set_running(self, on: bool) -> None:
         """This process's hooks were paused (``False``) or resumed. Paused, nothing is recorded, so the export
         thread sends what is left at once and then sleeps until resumed instead of waking every interval: a wake
         has a fixed cost on vLLM's GIL even with nothing to send (``benchmarks/results/cpu/export_interval``),
-        which a paused plugin should not keep. Resumed, it flushes at once and wakes every interval again."""
-        self._running = bool(on)
+        which a paused plugin should not keep. Resumed, it wakes every interval again, the first wait counted from
+        the resume (no flush then: the pause's flush sent everything, and a resumed block of an in-engine A/B would
+        otherwise carry a wake of its own)."""
+        on = bool(on)
+        if on and not self._running:
+            self._resumed = True
+        elif not on:
+            self._resumed = False
+        self._running = on
         self._wake.set()
 
     def flush_once(self, stats: bool = False) -> int:
@@ -235,6 +253,23 @@ class Pipeline:
         target = self.remote or self.chain
         if target is not None:
             target.shutdown(max(0.0, deadline - time.monotonic()))
+
+
+def next_wait(records: int, elapsed_s: float, shortest_s: float, longest_s: float, fill: int) -> float:
+    """The export thread's next wait (s): long enough for ``fill`` records at the rate of the last interval
+    (``records`` taken in ``elapsed_s``), within [shortest_s, longest_s]; the longest when it took none.
+
+    Each wake costs vLLM's process a fixed share whatever it sends (the thread's caches and the device poll's CUDA
+    calls run cold after a sleep: ~74 µs of CPU a wake on the 2-core CPU machine, ``benchmarks/results/cpu/
+    export_interval``; several hundred µs on the GPU hosts with the device poll, ``benchmarks/results/h200/
+    export_parts``), so at long steps a 200 ms interval spent most of the export thread's time per step on waking
+    (``benchmarks/results/cpu/export_wait``). Many records a second keep the shortest wait: the flushes stay a few
+    chunks, and the device timer's pending events well under their bound."""
+    if shortest_s >= longest_s:
+        return shortest_s
+    if records <= 0 or elapsed_s <= 0:
+        return longest_s
+    return min(longest_s, max(shortest_s, fill * elapsed_s / records))
 
 
 _pipeline: Pipeline | None = None
