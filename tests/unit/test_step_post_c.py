@@ -377,3 +377,17 @@ def test_the_c_step_record_is_left_out_of_the_collector(monkeypatch):
     assert not gc.is_tracked(r_c) and gc.is_tracked(r_py)
     r, records, *_ = run(_cfront.step_post, CASES["steady, its update"], monkeypatch)
     assert records == [r] and not gc.is_tracked(r[DATA])
+
+
+def test_steady_decodes_with_the_same_counts_share_their_facts(monkeypatch):
+    """A steady decode whose counts (tokens, finished, running, waiting) equal the last one's takes its StepFacts tuple
+    again instead of making one (each record held a new 12-tuple until the export thread took it); any count that
+    moves makes a new one, equal to the definition's."""
+    import gc
+    first = run_schedule(_cfront.scheduled, SCHEDULE_CASES["steady decode"], monkeypatch)[0]["facts"]
+    again = run_schedule(_cfront.scheduled, SCHEDULE_CASES["steady decode"], monkeypatch)[0]["facts"]
+    assert again is first and not gc.is_tracked(first)
+    case = {"so": {"finished_req_ids": set()}}                 # one count moved: no request finished this time
+    moved = run_schedule(_cfront.scheduled, case, monkeypatch)[0]["facts"]
+    assert moved is not first and moved == run_schedule(engine_core.scheduled, case, monkeypatch)[0]["facts"]
+    assert moved == (2, 0, 2, (), (), 0, 0, (), (), None, 2, 1)
