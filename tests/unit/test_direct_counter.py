@@ -135,3 +135,48 @@ def test_a_hook_marked_not_direct_is_not_counted(no_marks):
                              direct=False))
     front(Target(), 1)
     assert front.calls == 1 and selfcost.fronts == before
+
+
+def test_collections_are_counted_and_timed():
+    """Python's collections in the process (``selfcost.collections``, ``vllm_w2ext_python_gc_seconds_total`` and
+    ``..._collections_total``): planted, N explicit collections of a known cyclic garbage, each far longer than the
+    callback's own cost. Automatic collections off, the count rises by N, the time by about what the collections took
+    by the wall clock around them (never more, as the callback times inside gc.collect), and
+    the metrics carry both, counted once per report; with none timed yet, no series."""
+    import gc
+    import time
+    from vllm_w2ext.hooks.runner import _gc_phase
+    added = _gc_phase not in gc.callbacks
+    if added:
+        gc.callbacks.append(_gc_phase)
+    gc.disable()                                      # only the planted collections (the junk's making sets some off)
+    try:
+        s0, n0 = selfcost.collections()
+        wall = 0.0
+        for _ in range(5):
+            junk = [[] for _ in range(50_000)]
+            for a, b in zip(junk, junk[1:]):
+                a.append(b)
+                b.append(a)
+            del junk, a, b
+            t0 = time.perf_counter()
+            gc.collect()
+            wall += time.perf_counter() - t0
+        s1, n1 = selfcost.collections()
+    finally:
+        gc.enable()
+        if added:
+            gc.callbacks.remove(_gc_phase)
+    assert n1 - n0 == 5
+    assert 0.5 * wall < s1 - s0 <= wall * 1.05 + 1e-4
+    m = StepMetrics()
+    m.self_cost("engine_core", ZERO_COST)
+    fams = {f.name: f for f in m.registry.collect()}
+    assert not [s for s in fams["vllm_w2ext_python_gc_seconds"].samples if s.name.endswith("_total")]
+    report = ZERO_COST._replace(gc_s=s1, gc_collections=n1)
+    m.self_cost("engine_core", report)
+    m.self_cost("engine_core", report)
+    fams = {f.name: f for f in m.registry.collect()}
+    total = {f: [s.value for s in fams[f].samples if s.name.endswith("_total")]
+             for f in ("vllm_w2ext_python_gc_seconds", "vllm_w2ext_python_gc_collections")}
+    assert total == {"vllm_w2ext_python_gc_seconds": [s1], "vllm_w2ext_python_gc_collections": [n1]}

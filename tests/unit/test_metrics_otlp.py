@@ -73,7 +73,8 @@ def receiver():
 def cost():
     return ZERO_COST._replace(recorded=10, hook_errors={"engine_core.step": 1}, export_flushes=3,
                               export_holds=(1e-4, 2e-4, 1e-3), hook_direct_s=2e-3, hook_direct_calls=100,
-                              hook_direct_by_hook={"engine.step": 1.5e-3, "engine.schedule": 5e-4}), \
+                              hook_direct_by_hook={"engine.step": 1.5e-3, "engine.schedule": 5e-4}, gc_s=4e-3,
+                              gc_collections=3), \
         time.process_time()
 
 

@@ -106,7 +106,7 @@ mono_ns(void)
  * run a few allocations later all the same, so, like vLLM's frees below, it is not the plugin's work: the direct
  * counter leaves the collections inside a front's timed sections out and counts them apart (``collected()``). A
  * collection on another thread while this one waits for the GIL inside a section is left out the same way. */
-static long long GC_TICKS, GC_START, GC_IN_FRONTS, GC_IN_FRONTS_N;
+static long long GC_TICKS, GC_START, GC_IN_FRONTS, GC_IN_FRONTS_N, GC_COUNT;
 
 /* Add a section that began at ``t0`` (TICKS), when the collections' time read ``g0`` (GC_TICKS), and ends now: less
  * the collections in between (GC_IN_FRONTS). */
@@ -2386,6 +2386,7 @@ gc_phase(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         } else if (GC_START && PyUnicode_CompareWithASCIIString(args[0], "stop") == 0) {
             GC_TICKS += TICKS() - GC_START;
             GC_START = 0;
+            GC_COUNT++;
         }
     }
     Py_RETURN_NONE;
@@ -2397,6 +2398,15 @@ static PyObject *
 collected(PyObject *module, PyObject *unused)
 {
     return Py_BuildValue("(LL)", GC_IN_FRONTS, GC_IN_FRONTS_N);
+}
+
+/* collections() -> (ticks, count): every collection gc_phase timed in this process, on any thread, since it was put in
+ * gc.callbacks (vLLM's own and those the plugin's allocations set off alike): the own counters'
+ * vllm_w2ext_python_gc_seconds_total. */
+static PyObject *
+collections(PyObject *module, PyObject *unused)
+{
+    return Py_BuildValue("(LL)", GC_TICKS, GC_COUNT);
 }
 
 /* freed() -> (ticks, calls): the time fronts spent releasing what the step's post buried (vLLM's frees, ``bury``), in
@@ -2421,6 +2431,8 @@ static PyMethodDef module_methods[] = {
      "drop what posts called outside any front buried (as a front does after its timed section)"},
     {"gc_phase", (PyCFunction)(void (*)(void))gc_phase, METH_FASTCALL,
      "gc_phase(phase, info): for gc.callbacks, each collection's time (left out of the fronts' direct counter)"},
+    {"collections", collections, METH_NOARGS,
+     "(ticks, count): every collection timed by gc_phase in this process, any thread"},
     {"collected", collected, METH_NOARGS,
      "(ticks, sections): Python's collections inside fronts' timed sections, left out of their direct counter"},
     {"freed", freed, METH_NOARGS,

@@ -160,6 +160,13 @@ INSTRUMENTS: tuple[Instrument, ...] = (
        ("hook",)),
     _i("hook_direct_calls", COUNTER, "vllm_w2ext_hook_direct_calls", "vllm_w2ext.hook.direct_calls", "{call}",
        "Hook calls the C fronts took and timed (vllm_w2ext_hook_direct_seconds_total is their time)"),
+    _i("gc", COUNTER, "vllm_w2ext_python_gc_seconds", "vllm_w2ext.python.gc", S,
+       "Time of Python's cyclic collections in the vLLM process, on any thread (vLLM's own and those the plugin's "
+       "buffered records set off alike: a collection starts after ~700 more containers were made than freed, "
+       "whoever made them); no series until one was timed (the hooks' C extension times them)"),
+    _i("gc_collections", COUNTER, "vllm_w2ext_python_gc_collections", "vllm_w2ext.python.gc_collections",
+       "{collection}", "Python's cyclic collections in the vLLM process (vllm_w2ext_python_gc_seconds_total is "
+       "their time)"),
     _i("process_cpu", COUNTER, "vllm_w2ext_export_process_cpu_seconds", "vllm_w2ext.export_process.cpu", S,
        "CPU time of the export process (outside vLLM's processes)"),
 )

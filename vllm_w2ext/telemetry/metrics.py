@@ -312,10 +312,13 @@ class StepMetrics:
                                ("hook_wait", cost.hook_gil_wait_s, self.hook_wait),
                                ("hook_direct", cost.hook_direct_s, self.hook_direct),
                                ("hook_direct_calls", cost.hook_direct_calls, self.hook_direct_calls),
+                               ("gc", cost.gc_s, self.gc), ("gc_collections", cost.gc_collections, self.gc_collections),
                                ("process_cpu", process_cpu_s, self.process_cpu)):
             if key.startswith("hook_direct") and not cost.hook_direct_calls:
                 continue                          # no C front took a call (not built, or async hooks only): no
                                                   # series rather than a 0 that reads as "the hooks cost nothing"
+            if key.startswith("gc") and not cost.gc_collections:
+                continue                          # none timed yet (or no C extension to time them): no series
             inst.child(lab)                       # exists (at 0) before anything goes wrong
             delta = val - self._seen.get(key, 0)
             if delta > 0:

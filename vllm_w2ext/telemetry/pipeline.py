@@ -89,10 +89,11 @@ class Pipeline:
         dropped = rec.dropped + (self.remote.dropped if self.remote else 0)
         errors = self.remote.failed_batches if self.remote else 0
         direct_ns, direct_calls = selfcost.direct()
+        gc_s, gc_n = selfcost.collections()
         return SelfCost(rec.recorded, dropped, errors, self.export_cpu_s, self.export_wait_s, self.export_hold_s,
                         selfcost.hook_cpu_ns[0] / 1e9, max(0, selfcost.hook_wall_ns[0] - selfcost.hook_cpu_ns[0]) / 1e9,
                         dict(selfcost.hook_errors), self.flushes, tuple(self.holds), direct_ns / 1e9, direct_calls,
-                        selfcost.direct_by_hook())
+                        selfcost.direct_by_hook(), gc_s, gc_n)
 
     def add_poller(self, poll, name: str) -> None:
         """Run ``poll(recorder)`` on the export thread before each take: work a hook would otherwise do on

@@ -81,6 +81,22 @@ def direct_by_hook() -> dict[str, float]:
     return {name: t * rate / 1e9 for name, t in ticks.items()}
 
 
+def collections() -> tuple[float, int]:
+    """(seconds, count) of Python's cyclic collections in this process, on any thread, since the hooks' C extension
+    began timing them (``_cfront.gc_phase`` in ``gc.callbacks``, put there with the first counting front); (0.0, 0)
+    where it was not built. vLLM's own collections and those the plugin's records set off alike: a collection starts
+    after ~700 more containers were made than freed, whoever made them (``benchmarks/results/cpu/export_wait``)."""
+    try:
+        from vllm_w2ext.hooks._cfront import clock, collections as timed
+    except ImportError:
+        return 0.0, 0
+    ticks, n = timed()
+    if not ticks:
+        return 0.0, n
+    (t0, n0), (t1, n1) = clock()                   # the fronts' tick rate (ns_per_tick), read whether or not one
+    return (ticks * (n1 - n0) / (t1 - t0) / 1e9 if t1 > t0 and n1 > n0 else 0.0), n   # was made
+
+
 def ns_per_tick() -> float:
     """The fronts' ticks in ns: the rate between the counter's and the raw monotonic clock's readings at import and
     now (0.0 before any C front was made, or while the two readings coincide)."""

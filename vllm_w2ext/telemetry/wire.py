@@ -105,6 +105,8 @@ class SelfCost(NamedTuple):
     hook_direct_s: float = 0.0   # the hooks' calls the C fronts took, every one timed (selfcost.direct)
     hook_direct_calls: int = 0
     hook_direct_by_hook: dict = {}   # hook name -> its share of hook_direct_s (selfcost.direct_by_hook; never mutated)
+    gc_s: float = 0.0         # Python's collections in the process, any thread (selfcost.collections)
+    gc_collections: int = 0
 
 
 HOLDS_KEPT = 64               # SelfCost.export_holds: the last flushes' holds sent with the own counters (~1 s apart)
