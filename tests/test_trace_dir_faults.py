@@ -44,7 +44,10 @@ def fill_the_disk(tiny_model, tmp: Path):
     try:
         traces = mnt / "not" / "yet" / "there"                 # missing: the plugin creates it
         mport = free_port()
-        env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_TRACE_DIR=str(traces), VLLM_W2EXT_METRICS_PORT=str(mport))
+        # a fixed 200 ms export interval: the auto wait stretches to 1 s at this run's few records a second, and its
+        # larger batches can leave more than half of the small disk free after the write that does not fit
+        env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_TRACE_DIR=str(traces), VLLM_W2EXT_METRICS_PORT=str(mport),
+                        VLLM_W2EXT_EXPORT_INTERVAL_MS="200")
         result, log = run_offline(tiny_model, env, tmp / "out.json", with_log=True, prompts=24, max_tokens=24,
                                   metrics_port=mport, phases=[{"rounds": 6}])
         df = subprocess.run(["df", "-k", str(mnt)], capture_output=True, text=True).stdout
