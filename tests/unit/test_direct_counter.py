@@ -137,7 +137,7 @@ def test_a_hook_marked_not_direct_is_not_counted(no_marks):
     assert front.calls == 1 and selfcost.fronts == before
 
 
-def test_collections_are_counted_and_timed():
+def test_collections_are_counted_and_timed(monkeypatch):
     """Python's collections in the process (``selfcost.collections``, ``vllm_w2ext_python_gc_seconds_total`` and
     ``..._collections_total``): planted, N explicit collections of a known cyclic garbage, each far longer than the
     callback's own cost. Automatic collections off, the count rises by N, the time by about what the collections took
@@ -146,6 +146,8 @@ def test_collections_are_counted_and_timed():
     import gc
     import time
     from vllm_w2ext.hooks.runner import _gc_phase
+    monkeypatch.setattr(selfcost, "_collections", [_cfront.collections])   # as the runner registers them
+    monkeypatch.setattr(selfcost, "_front_clock", [_cfront.clock])         # (with its first counting front)
     added = _gc_phase not in gc.callbacks
     if added:
         gc.callbacks.append(_gc_phase)

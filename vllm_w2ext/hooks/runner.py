@@ -50,9 +50,9 @@ from vllm_w2ext.telemetry.recording import PHASE_MARKS, fork_safe_random
 try:
     from vllm_w2ext.hooks._cfront import Front as CFront    # the front in C, where it was built
     from vllm_w2ext.hooks._cfront import clock as _front_clock
-    from vllm_w2ext.hooks._cfront import gc_phase as _gc_phase
+    from vllm_w2ext.hooks._cfront import collections as _collections, gc_phase as _gc_phase
 except ImportError:                                         # pragma: no cover - the Python front alone
-    CFront = _front_clock = _gc_phase = None
+    CFront = _front_clock = _gc_phase = _collections = None
 
 log = logging.getLogger("vllm_w2ext")
 _KEEP = {"": 0, "arg": 1, "result": 2}                  # Hook.bounds_keep as CFront takes it
@@ -307,6 +307,7 @@ class HookRunner:
                 selfcost.add_front(front, _front_clock)
                 if _gc_phase not in gc.callbacks:   # collections timed once a front counts: its counter leaves them out
                     gc.callbacks.append(_gc_phase)
+                    selfcost.add_collections(_collections)
         functools.update_wrapper(front, fn)
         front.__w2ext_runner__ = self
         return front

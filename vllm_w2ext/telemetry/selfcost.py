@@ -81,20 +81,25 @@ def direct_by_hook() -> dict[str, float]:
     return {name: t * rate / 1e9 for name, t in ticks.items()}
 
 
+# The C extension's reader of the collections it times (``_cfront.collections``: (ticks, count)), registered by the
+# hook runner as it puts ``_cfront.gc_phase`` in ``gc.callbacks``, right after its first counting front
+_collections: list = [None]
+
+
+def add_collections(reader) -> None:
+    _collections[0] = reader
+
+
 def collections() -> tuple[float, int]:
     """(seconds, count) of Python's cyclic collections in this process, on any thread, since the hooks' C extension
-    began timing them (``_cfront.gc_phase`` in ``gc.callbacks``, put there with the first counting front); (0.0, 0)
-    where it was not built. vLLM's own collections and those the plugin's records set off alike: a collection starts
-    after ~700 more containers were made than freed, whoever made them (``benchmarks/results/cpu/export_wait``)."""
-    try:
-        from vllm_w2ext.hooks._cfront import clock, collections as timed
-    except ImportError:
+    began timing them (``add_collections``); (0.0, 0) where it does not. vLLM's own collections and those the plugin's
+    records set off alike: a collection starts after ~700 more containers were made than freed, whoever made them
+    (``benchmarks/results/cpu/export_wait``). In the fronts' ticks, converted as theirs are (``ns_per_tick``)."""
+    reader = _collections[0]
+    if reader is None:
         return 0.0, 0
-    ticks, n = timed()
-    if not ticks:
-        return 0.0, n
-    (t0, n0), (t1, n1) = clock()                   # the fronts' tick rate (ns_per_tick), read whether or not one
-    return (ticks * (n1 - n0) / (t1 - t0) / 1e9 if t1 > t0 and n1 > n0 else 0.0), n   # was made
+    ticks, n = reader()
+    return (ticks * ns_per_tick() / 1e9 if ticks else 0.0), n
 
 
 def ns_per_tick() -> float:
