@@ -308,6 +308,20 @@ ROWS: list[tuple[str, list[P]]] = [
                       "long at most, vLLM's thread in the same process may wait at once for it: a step that took "
                       "this much longer than its neighbours. The per-step figures beside it average it out; this "
                       "is the stall's size."),
+        P("Python collections per engine step, by process", [
+            Q(rate("vllm_w2ext_python_gc_seconds_total", by="role") + " / ignoring(role) group_left "
+              + rate("vllm_w2ext_engine_steps_total", 'executed="true"'), "{{role}}"),
+        ], unit="s", w=8,
+          description="Time of Python's cyclic collections in each vLLM process per executed engine step, on any "
+                      "of its threads. Not the plugin's own: a collection starts once ~700 more containers were "
+                      "made than freed, by vLLM or the plugin alike, so compare it with the plugin off. Records the "
+                      "export thread holds longer (a longer export interval) can set off more of them; the plugin's "
+                      "C hooks keep their records out of the collector. No series where no C front timed one."),
+        P("Python collections per second, by process", [
+            Q(rate("vllm_w2ext_python_gc_collections_total", by="role"), "{{role}}"),
+        ], unit="suffix: /s", w=8,
+          description="How often Python's cyclic collector ran in each vLLM process (the time of those runs is "
+                      "the panel beside it)."),
         P("Steps recorded: 2 in every N", [
             Q(gauge("vllm_w2ext_sample_every", agg="max"), "N, engine {{engine}}"),
         ], unit="short", w=8,

@@ -52,7 +52,8 @@ NEWER_THAN_H100_DATA = ("vllm_w2ext_device_idle_seconds_total", "vllm_w2ext_devi
                         "vllm_w2ext_export_process_cpu_seconds_total", "vllm_w2ext_sample_every",
                         "vllm_w2ext_export_thread_gil_hold_seconds_total",
                         "vllm_w2ext_export_thread_gil_hold_per_flush_seconds", "vllm_w2ext_hook_direct_seconds_total",
-                        "vllm_w2ext_hook_direct_by_hook_seconds_total")
+                        "vllm_w2ext_hook_direct_by_hook_seconds_total", "vllm_w2ext_python_gc_seconds_total",
+                        "vllm_w2ext_python_gc_collections_total")
 
 
 def _newer(expr: str) -> bool:
