@@ -46,7 +46,7 @@ MODELS = {
                 "dummy": True},        # dummy weights: the folder's real ones have 2 layers
 }
 # the direct counter's seconds too (the C fronts' every call timed; its calls series is a count, not read here)
-SELF_RE = re.compile(r"self|cpu|gil|direct_seconds|direct_by_hook")
+SELF_RE = re.compile(r"self|cpu|gil|direct_seconds|direct_by_hook|python_gc_seconds")
 STEPS = "vllm_w2ext_engine_steps_total"
 SAMPLE_EVERY = "vllm_w2ext_sample_every"      # VLLM_W2EXT_SAMPLE's N at the last recorded step (the budget moves it)
 
