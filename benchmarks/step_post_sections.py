@@ -20,7 +20,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ["module globals (S, RECORDER, MODE, UPDATES)", "common_way's checks", "running + waiting: pending",
-            "SkippedSteps", "its update (UPDATES)", "worker_bounds", "the StepRecord tuple",
+            "SkippedSteps", "its update (UPDATES)", "worker_bounds", "the StepRecord (raw values)",
             "end time, state, append to the buffer", "releases (done:)",
             "probe: 48 raw int64 of a C struct into one bytes, kept in a ring (--probe-raw)"]
 CHECKPOINTS = [   # (text in step_post, what goes before it)
@@ -28,9 +28,9 @@ CHECKPOINTS = [   # (text in step_post, what goes before it)
     ("    PyObject *buf = NULL;\n    int ok = common_way", "    CK(0);\n"),
     ("    PyObject *running = NULL, *waiting = NULL,", "    CK(1);\n"),
     ("    PyObject *light = SLOT_OF(state, O_LIGHT_EXECUTED)", "    CK(2);\n"),
-    ("    batch = Py_NewRef(SP_MINUS_ONE);\n    long long t_u0", "    CK(3);\n"),
+    ("    long long t_u0 = 0, t_u1 = 0, t_batch = -1;\n", "    CK(3);\n"),
     ("    PyObject *in_process = attr_get(mode, A_IN_PROCESS);\n", "    CK(4);\n"),
-    ("    PyObject *empty = PyTuple_New(0);", "    CK(5);\n"),
+    ("    long long sched0 = PyLong_AsLongLong(", "    CK(5);\n"),
     ("    if ((now = now_ns()) == NULL)\n        goto done;\n    if (PyList_SetItem(r, SP_END", "    CK(6);\n"),
     ("    out = Py_NewRef(Py_None);\ndone:", "    CK(7);\n"),
 ]
