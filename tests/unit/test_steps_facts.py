@@ -57,9 +57,51 @@ def test_several_chunked_prefills_in_a_batch_first_and_last_places_included():
 
 
 def test_zero_positions():
-    from vllm_w2ext.steps.facts import _zero_positions
-    assert _zero_positions([0, 3, 0, 0, 5, 0]) == [0, 2, 3, 5]
-    assert _zero_positions((4, 1)) == [] and _zero_positions([]) == []
+    from vllm_w2ext.steps.facts import zero_positions
+    assert zero_positions([0, 3, 0, 0, 5, 0]) == [0, 2, 3, 5]
+    assert zero_positions((4, 1)) == [] and zero_positions([]) == []
+
+
+class _Zero:
+    """Equal to 0 by its own __eq__ (as list.index asks it)."""
+    def __eq__(self, other):
+        return other == 0
+
+    __hash__ = object.__hash__
+
+
+class _Raises:
+    def __eq__(self, other):
+        raise RuntimeError("no comparison")
+
+    __hash__ = object.__hash__
+
+
+def test_zero_positions_in_c_as_its_definition():
+    """The EngineCore's scan (the C twin where the extension was built) finds what the definition finds: the 0
+    singleton, exact ints of any size (a big int is not 0), bools and floats, objects equal to 0 by their own __eq__;
+    an error of an item's __eq__ is raised (but ValueError, which the definition's loop takes for the end); and
+    read_step reads the same facts with it."""
+    import pytest
+    cfront = pytest.importorskip("vllm_w2ext.hooks._cfront")
+    if not hasattr(cfront, "zero_positions"):
+        pytest.skip("an extension from before zero_positions")
+    from vllm_w2ext.steps.facts import zero_positions
+    z = cfront.zero_positions
+    planted = [0, 3, 10 ** 30, -(10 ** 30), 0, 300, -5, False, True, 0.0, 1.5, _Zero(), object(), int("0"), 2 ** 63]
+    assert z(planted) == zero_positions(planted) == [0, 4, 7, 9, 11, 13]
+    assert z(tuple(planted)) == zero_positions(tuple(planted))
+    assert z([]) == zero_positions([]) == [] and z([7] * 512) == []
+    for bad in ([1, _Raises()], [_Raises()]):
+        with pytest.raises(RuntimeError, match="no comparison"):
+            zero_positions(bad)
+        with pytest.raises(RuntimeError, match="no comparison"):
+            z(bad)
+    with pytest.raises(TypeError, match="a sequence of counts"):
+        z(5)
+    so = output([], ["c", "a", "b", "r"], [0, 3, 7, 0], {"c": 64, "a": 1, "b": 1, "r": 8}, resumed_set=set(),
+                computed=[36, 20, 20, 8])
+    assert read_wire(so, reqs(), 4, 0, False, False, True, z) == read_wire(so, reqs(), 4, 0, False)
 
 
 def test_a_last_prompt_chunk_of_one_token_is_prefill_when_a_request_may_be_prefilling():

@@ -2426,7 +2426,70 @@ release_buried(PyObject *module, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* zero_positions(counts): ``steps.facts.zero_positions`` in C, the positions of the items equal to 0, in order.
+ * ``read_step`` looks for them in the batch's ``num_output_tokens`` (requests short of their first token) on every
+ * step that brings new requests: with requests joining all through, most steps at ~500 requests per step. There
+ * ``list.index(0)`` compares each of the batch's counts with 0 through the rich comparison, ~20 ns a request even
+ * warm (11.3 µs a step at 512 with two zeros on the CPU machine: benchmarks/results/cpu/read_step_zeros). Here an
+ * exact int is read where it lies (the 0 singleton by identity, any other by its value); anything else is compared as
+ * ``list.index`` compares it (``item == 0``, its error raised). A unit test holds it to the definition
+ * (tests/unit/test_step_facts.py). */
+/* Is ``o`` (an exact int) 0? Read in place, no call: its compact value (3.12 on), its size (before). */
+static inline int
+exact_int_is_zero(PyObject *o)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyUnstable_Long_IsCompact((PyLongObject *)o) && PyUnstable_Long_CompactValue((PyLongObject *)o) == 0;
+#else
+    return Py_SIZE(o) == 0;
+#endif
+}
+
+static PyObject *
+zero_positions(PyObject *module, PyObject *counts)
+{
+    PyObject *seq = PySequence_Fast(counts, "zero_positions: a sequence of counts");
+    if (seq == NULL)
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        int zero;
+        if (item == SP_ZERO) {
+            zero = 1;
+        } else if (PyLong_CheckExact(item)) {
+            zero = exact_int_is_zero(item);
+        } else {
+            Py_INCREF(item);
+            zero = PyObject_RichCompareBool(item, SP_ZERO, Py_EQ);
+            Py_DECREF(item);
+        }
+        if (zero < 0)
+            goto fail;
+        if (zero) {
+            PyObject *at = PyLong_FromSsize_t(i);
+            if (at == NULL || PyList_Append(out, at) < 0) {
+                Py_XDECREF(at);
+                goto fail;
+            }
+            Py_DECREF(at);
+        }
+    }
+    Py_DECREF(seq);
+    return out;
+fail:
+    Py_DECREF(seq);
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyMethodDef module_methods[] = {
+    {"zero_positions", zero_positions, METH_O,
+     "zero_positions(counts): steps.facts.zero_positions in C (the positions of the items equal to 0)"},
     {"release_buried", release_buried, METH_NOARGS,
      "drop what posts called outside any front buried (as a front does after its timed section)"},
     {"gc_phase", (PyCFunction)(void (*)(void))gc_phase, METH_FASTCALL,

@@ -119,12 +119,18 @@ S = _State()
 # While a light step runs, the hooks that would only find it unrecorded are switched off (runner.GATE,
 # the ``recorded_only`` hooks: update_from_output, the executor's and, in this process, the worker's).
 
+try:                                               # read_step's scan of the batch for requests short of their first
+    from vllm_w2ext.hooks._cfront import zero_positions    # token in C, where the extension was built (each step that
+except ImportError:                                # brings new requests scans the whole batch)
+    from vllm_w2ext.steps.facts import zero_positions
+
+
 def _read_facts(so) -> tuple:
     """The StepFacts of a scheduled batch (``read_step`` with the scheduler's state); keeps the requests
     still prefilling and those preempted (work proportional to the requests that changed)."""
     sched = S.sched
     facts = read_step(so, sched.requests, len(sched.running), S.waiting_len(sched.waiting), S.all_links, S.prefilling,
-                      S.preempted)
+                      S.preempted, zero_positions)
     preempted, resumed, new, first = facts[FACTS_PREEMPTED], facts[FACTS_RESUMED], facts[FACTS_NEW], facts[FACTS_FIRST]
     if preempted or resumed:
         S.preempted.update(preempted)

@@ -71,7 +71,7 @@ class Finished(NamedTuple):
     output_tokens: int
 
 
-def _zero_positions(counts) -> list[int]:
+def zero_positions(counts) -> list[int]:
     """Where a per-request list of counts holds 0: one C-level scan (``list.index`` from each hit on), not a
     Python call per request as ``compress(range(n), map((0).__eq__, counts))`` makes. The zeros are few
     (requests still short of their first token), the list is the batch (``benchmarks/read_step_cost.py``)."""
@@ -90,12 +90,13 @@ def _prompt_done(reqs: dict, rid: str, computed: int, scheduled: int) -> bool:
 
 
 def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool, prefilling=False,
-              preempted=True) -> tuple:
+              preempted=True, scan=zero_positions) -> tuple:
     """Facts of a ``SchedulerOutput`` as a StepFacts-ordered tuple; ``reqs``: the scheduler's request
     id -> Request; ``prefilling`` (truthy, e.g. a non-empty set of ids): a request scheduled before may still
     be short of its prompt (the EngineCore keeps track), so a batch of one token each is looked through for a
     last prompt token; ``preempted`` (truthy): a request may be preempted now, so one may resume in this step
     (the EngineCore keeps track; falsy: none can). Only their truth is read: the EngineCore passes its sets.
+    ``scan``: ``zero_positions`` or its twin (the EngineCore passes the C one where it was built).
 
     The steady decode step (no new request, none prefilling, none preempted now or before, one token each)
     is answered first, from three attribute reads and a length: every request decodes one token. It is
@@ -139,7 +140,7 @@ def read_step(so, reqs: dict, running: int, waiting: int, all_ids: bool, prefill
     elif not new and total == len(nst) and not resumed and not prefilling:
         prefill = 0                             # one token each, no prompt unfinished: all decoding (O(1))
     else:
-        zeros = _zero_positions(out_toks)       # requests still prefilling (no output token yet)
+        zeros = scan(out_toks)                  # requests still prefilling (no output token yet)
         if so.scheduled_spec_decode_tokens:
             decode = sum(map(get, compress(cached.req_ids, out_toks))) - sum(map(get, resumed))
             prefill = total - decode
