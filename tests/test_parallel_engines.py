@@ -131,8 +131,10 @@ def _check_files_match_otlp(run: Run) -> None:
 def _tp2(tiny_model, otlp_receiver, tmp) -> Run:
     otlp_receiver.clear()
     mport = free_port()
+    # every 200 ms: the pause check counts export wakes in intervals (the default auto wait may wait up to 1 s where
+    # there is little to send)
     env = clean_env(VLLM_W2EXT="1", VLLM_W2EXT_TRACE_DIR=str(tmp / "traces"), VLLM_W2EXT_METRICS_PORT=str(mport),
-                    **BIND, **otlp_receiver.env("grpc"))
+                    VLLM_W2EXT_EXPORT_INTERVAL_MS="200", **BIND, **otlp_receiver.env("grpc"))
     result, log = run_offline(tiny_model, env, tmp / "out.json", with_log=True, prompts=4, max_tokens=5,
                               tensor_parallel_size=2, start_method="fork", metrics_port=mport,
                               phases=[{"rounds": 1}], pause_check=True, kill_workers=1.5)
@@ -180,7 +182,7 @@ def test_tp2_trace_files_forked_and_killed_workers(tp2):
 def test_tp2_pause_reaches_every_process(tp2):
     """hooks/control.py at TP=2: paused, no hook runs in the front end, the EngineCore or either worker
     (their call counts stay put over a whole generate); resumed, every one of them runs hooks again. Their export
-    threads too: over a paused generate and 1 s (five of the default 200 ms intervals) each woke at most twice (the
+    threads too: over a paused generate and 1 s (five of the run's 200 ms intervals) each woke at most twice (the
     pause's own flush, and a timer wake that raced it); resumed, over as long, at least three times."""
     checks = tp2.pause_check
     procs = [[c["counts"]["front"], *c["counts"]["engine"]] for c in checks]

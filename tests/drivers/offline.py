@@ -173,7 +173,7 @@ if __name__ == "__main__":
         for on in (False, True):
             checks.append({"on": on, "counts": control.set_everywhere(llm, on)})
             llm.generate(prompts, sp, use_tqdm=False)
-            time.sleep(1.0)                 # 5 export intervals: a running export thread wakes, a paused one not
+            time.sleep(1.0)                 # 5 export intervals at 200 ms: a running export thread wakes, a paused one not
         checks.append({"on": None, "counts": control.set_everywhere(llm, True)})
         result["pause_check"] = checks
         calls += 1                          # the resumed generate (the paused one records nothing)
