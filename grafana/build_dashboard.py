@@ -91,9 +91,12 @@ RULE_CPU_BUSY = "engine_rank:vllm_w2ext_cpu_busy_ratio:rate1m"
 RULE_GPU_BUSY = "engine_rank:vllm_w2ext_gpu_busy_ratio:rate1m"
 
 
-def per_step(metric: str) -> str:
-    """A counter of seconds per executed engine step (all roles and engines summed)."""
+def per_step(metric: str, by: str = "") -> str:
+    """A counter of seconds per executed engine step (all roles and engines summed; with ``by``, its series kept by
+    those labels, each over all executed steps)."""
     steps = rate("vllm_w2ext_engine_steps_total", 'executed="true"')
+    if by:
+        return f"{rate(metric, by=by)} / ignoring({by}) group_left {steps}"
     return f"{rate(metric)} / {steps}"
 
 
@@ -282,8 +285,7 @@ ROWS: list[tuple[str, list[P]]] = [
                       "Beside it, the share of time the same process's export thread held the GIL, which that "
                       "thread then could not have (an upper bound)."),
         P("Hook time per engine step, by hook", [
-            Q(rate("vllm_w2ext_hook_direct_by_hook_seconds_total", by="role, hook") + " / ignoring(role, hook) "
-              "group_left " + rate("vllm_w2ext_engine_steps_total", 'executed="true"'), "{{role}} {{hook}}"),
+            Q(per_step("vllm_w2ext_hook_direct_by_hook_seconds_total", by="role, hook"), "{{role}} {{hook}}"),
         ], unit="s", w=8,
           description="The first panel's hook time (the calls the C fronts take, every one timed) split by hook and "
                       "role, per executed engine step: which hook the plugin's own time goes to. A hook that grows "
@@ -309,8 +311,7 @@ ROWS: list[tuple[str, list[P]]] = [
                       "this much longer than its neighbours. The per-step figures beside it average it out; this "
                       "is the stall's size."),
         P("Python collections per engine step, by process", [
-            Q(rate("vllm_w2ext_python_gc_seconds_total", by="role") + " / ignoring(role) group_left "
-              + rate("vllm_w2ext_engine_steps_total", 'executed="true"'), "{{role}}"),
+            Q(per_step("vllm_w2ext_python_gc_seconds_total", by="role"), "{{role}}"),
         ], unit="s", w=8,
           description="Time of Python's cyclic collections in each vLLM process per executed engine step, on any "
                       "of its threads. Not the plugin's own: a collection starts once ~700 more containers were "

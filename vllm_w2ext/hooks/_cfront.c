@@ -2426,14 +2426,6 @@ release_buried(PyObject *module, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* zero_positions(counts): ``steps.facts.zero_positions`` in C, the positions of the items equal to 0, in order.
- * ``read_step`` looks for them in the batch's ``num_output_tokens`` (requests short of their first token) on every
- * step that brings new requests: with requests joining all through, most steps at ~500 requests per step. There
- * ``list.index(0)`` compares each of the batch's counts with 0 through the rich comparison, ~20 ns a request even
- * warm (11.3 µs a step at 512 with two zeros on the CPU machine: benchmarks/results/cpu/read_step_zeros). Here an
- * exact int is read where it lies (the 0 singleton by identity, any other by its value); anything else is compared as
- * ``list.index`` compares it (``item == 0``, its error raised). A unit test holds it to the definition
- * (tests/unit/test_step_facts.py). */
 /* Is ``o`` (an exact int) 0? Read in place, no call: its compact value (3.12 on), its size (before). */
 static inline int
 exact_int_is_zero(PyObject *o)
@@ -2445,6 +2437,14 @@ exact_int_is_zero(PyObject *o)
 #endif
 }
 
+/* zero_positions(counts): ``steps.facts.zero_positions`` in C, the positions of the items equal to 0, in order.
+ * ``read_step`` looks for them in the batch's ``num_output_tokens`` (requests short of their first token) on every
+ * step that brings new requests: with requests joining all through, most steps at ~500 requests per step. There
+ * ``list.index(0)`` compares each of the batch's counts with 0 through the rich comparison, ~20 ns a request even
+ * warm (11.3 µs a step at 512 with two zeros on the CPU machine: benchmarks/results/cpu/read_step_zeros). Here an
+ * exact int is read where it lies (``exact_int_is_zero``); anything else is compared as
+ * ``list.index`` compares it (``item == 0``, its error raised). A unit test holds it to the definition
+ * (tests/unit/test_steps_facts.py). */
 static PyObject *
 zero_positions(PyObject *module, PyObject *counts)
 {
@@ -2459,9 +2459,7 @@ zero_positions(PyObject *module, PyObject *counts)
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
         int zero;
-        if (item == SP_ZERO) {
-            zero = 1;
-        } else if (PyLong_CheckExact(item)) {
+        if (PyLong_CheckExact(item)) {
             zero = exact_int_is_zero(item);
         } else {
             Py_INCREF(item);
