@@ -391,3 +391,17 @@ def test_steady_decodes_with_the_same_counts_share_their_facts(monkeypatch):
     moved = run_schedule(_cfront.scheduled, case, monkeypatch)[0]["facts"]
     assert moved is not first and moved == run_schedule(engine_core.scheduled, case, monkeypatch)[0]["facts"]
     assert moved == (2, 0, 2, (), (), 0, 0, (), (), None, 2, 1)
+
+
+def test_the_c_hooks_hold_the_module_globals_as_rebound(monkeypatch):
+    """The C hooks hold ``S``, ``RECORDER``, ``MODE``, ``UPDATES``, ``GATE`` and ``PHASE_MARKS`` (no dict lookup per
+    step): a rebinding from outside reaches them (the cases above rebind four), and a deletion sends them back to the
+    module's dict, where the name is then missing: the definition runs and raises as Python does."""
+    assert type(engine_core) is engine_core._HeldGlobals and engine_core.HELD == {
+        "S", "RECORDER", "MODE", "UPDATES", "GATE", "PHASE_MARKS"}
+    run(_cfront.step_post, CASES["steady, its update"], monkeypatch)         # rebound: the planted state is written
+    monkeypatch.delattr(engine_core, "UPDATES")
+    st = state()
+    monkeypatch.setattr(engine_core, "S", st)
+    with pytest.raises(NameError, match="UPDATES"):
+        _cfront.step_post(step_range(), ({}, True), None)

@@ -1209,6 +1209,46 @@ static Py_ssize_t OFF[N_OFFSETS];
 
 #define SLOT_OF(obj, i) (*(PyObject **)((char *)(obj) + OFF[i]))
 
+/* The engine_core module's globals that the step's hooks read on every step (``S``, ``RECORDER``, ``MODE``,
+ * ``UPDATES``, ``GATE``, ``PHASE_MARKS``), held here rather than looked up in the module's dict at each call: inside
+ * vLLM each lookup runs cold, and the four of the post took 0.4-1.0 us of its 4.6-9.1 on the CPU machine
+ * (benchmarks/results/cpu/step_post_sections). step_post_setup takes them from the module's dict; a rebinding from
+ * outside (``engine_core.S = ...``, the tests' monkeypatch) reaches them through the module's ``__setattr__``
+ * (engine_core._HeldGlobals: ``hold_global``). NULL: none held, the dict is read. */
+enum { G_S, G_RECORDER, G_MODE, G_UPDATES, G_GATE, G_PHASE_MARKS, N_HELD };
+static PyObject *HELD[N_HELD];
+static PyObject *S_GATE, *S_SHUT, *S_PHASE_MARKS, *S_SCHEDULER;
+static PyObject **const HELD_KEYS[N_HELD] = {&S_S, &S_RECORDER, &S_MODE, &S_UPDATES, &S_GATE, &S_PHASE_MARKS};
+
+/* The module global ``i`` (borrowed): the one held, else the dict's; NULL where neither (an error set or not). */
+static inline PyObject *
+global_of(int i)
+{
+    PyObject *v = HELD[i];
+    return v != NULL ? v : PyDict_GetItemWithError(SP_GLOBALS, *HELD_KEYS[i]);
+}
+
+/* hold_global(name[, value]): ``name``'s value is now ``value`` (no value: deleted, the dict read from now on). A name
+ * not held is ignored. */
+static PyObject *
+hold_global(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2 || !PyUnicode_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "hold_global(name: str[, value])");
+        return NULL;
+    }
+    for (int i = 0; i < N_HELD; i++) {
+        int eq = PyUnicode_Compare(args[0], *HELD_KEYS[i]);
+        if (eq == -1 && PyErr_Occurred())
+            return NULL;
+        if (eq == 0) {
+            Py_XSETREF(HELD[i], nargs == 2 ? Py_NewRef(args[1]) : NULL);
+            break;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 /* Is ``state`` the hooks' state object, every slot set? (Else a call goes to its definition, which raises as Python
  * would.) */
 static int
@@ -1247,6 +1287,12 @@ step_post_setup(PyObject *module, PyObject *args)
         return NULL;
     Py_XSETREF(SP_DEQUE_LEN, dlen);
     Py_INCREF(globals); Py_XSETREF(SP_GLOBALS, globals);
+    for (int i = 0; i < N_HELD; i++) {
+        PyObject *v = PyDict_GetItemWithError(globals, *HELD_KEYS[i]);
+        if (v == NULL && PyErr_Occurred())
+            return NULL;
+        Py_XSETREF(HELD[i], Py_XNewRef(v));
+    }
     Py_INCREF(state_type); Py_XSETREF(SP_STATE_TYPE, (PyTypeObject *)state_type);
     Py_INCREF(fallback); Py_XSETREF(SP_FALLBACK, fallback);
     Py_INCREF(stamp_attr); Py_XSETREF(SP_STAMP_ATTR, stamp_attr);
@@ -1322,10 +1368,10 @@ step_post(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *r = args[0], *result = args[1], *error = args[2];
-    PyObject *state = PyDict_GetItemWithError(SP_GLOBALS, S_S);
-    PyObject *records = state ? PyDict_GetItemWithError(SP_GLOBALS, S_RECORDER) : NULL;
-    PyObject *mode = records ? PyDict_GetItemWithError(SP_GLOBALS, S_MODE) : NULL;
-    PyObject *ups = mode ? PyDict_GetItemWithError(SP_GLOBALS, S_UPDATES) : NULL;
+    PyObject *state = global_of(G_S);
+    PyObject *records = state ? global_of(G_RECORDER) : NULL;
+    PyObject *mode = records ? global_of(G_MODE) : NULL;
+    PyObject *ups = mode ? global_of(G_UPDATES) : NULL;
     if (ups == NULL) {
         if (PyErr_Occurred())
             return NULL;
@@ -1491,7 +1537,6 @@ done:
  * step_pre_setup(fallback, getrandbits, name, role, on_thread) once, after step_post_setup. */
 static PyObject *SPRE_FALLBACK, *SPRE_GETRANDBITS, *SPRE_NAME, *SPRE_ROLE, *SPRE_ON_THREAD, *SPRE_BITS128,
     *SPRE_BITS64;
-static PyObject *S_GATE, *S_SHUT, *S_PHASE_MARKS, *S_SCHEDULER;
 
 static PyObject *
 step_pre_setup(PyObject *module, PyObject *args)
@@ -1539,10 +1584,10 @@ step_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "step_pre: step_pre_setup was not called");
         return NULL;
     }
-    PyObject *state = PyDict_GetItemWithError(SP_GLOBALS, S_S);
-    PyObject *gate = state ? PyDict_GetItemWithError(SP_GLOBALS, S_GATE) : NULL;
-    PyObject *records = gate ? PyDict_GetItemWithError(SP_GLOBALS, S_RECORDER) : NULL;
-    PyObject *marks = records ? PyDict_GetItemWithError(SP_GLOBALS, S_PHASE_MARKS) : NULL;
+    PyObject *state = global_of(G_S);
+    PyObject *gate = state ? global_of(G_GATE) : NULL;
+    PyObject *records = gate ? global_of(G_RECORDER) : NULL;
+    PyObject *marks = records ? global_of(G_PHASE_MARKS) : NULL;
     if (marks == NULL) {
         if (PyErr_Occurred())
             return NULL;
@@ -2281,7 +2326,7 @@ scheduled_c(PyObject *module, PyObject *bounds)
         PyErr_SetString(PyExc_RuntimeError, "scheduled: scheduled_setup was not called");
         return NULL;
     }
-    PyObject *state = PyDict_GetItemWithError(SP_GLOBALS, S_S);
+    PyObject *state = global_of(G_S);
     if (state == NULL) {
         if (PyErr_Occurred())
             return NULL;
@@ -2502,6 +2547,8 @@ static PyMethodDef module_methods[] = {
      "((ticks, ns) at import, (ticks, ns) now): the rate of a Front's ``spent`` ticks in ns"},
     {"worker_bounds_setup", worker_bounds_setup, METH_VARARGS,
      "worker_bounds_setup(executions, forwards, launches, samples, mode, stamp_step): the buffers and the Mode read"},
+    {"hold_global", (PyCFunction)(void (*)(void))hold_global, METH_FASTCALL,
+     "hold_global(name[, value]): the engine_core global the step's hooks hold is now value (none: deleted)"},
     {"step_post_setup", step_post_setup, METH_VARARGS,
      "step_post_setup(module_dict, state_type, fallback, stamp_attr, stamp_step, nested, data, end, deque_type)"},
     {"step_post", (PyCFunction)(void (*)(void))step_post, METH_FASTCALL,

@@ -16,7 +16,9 @@ thread, the step's post also takes the worker's execution raw into the StepRecor
 from __future__ import annotations
 
 import logging
+import sys
 import time
+import types
 from collections import deque
 from concurrent.futures import Future
 
@@ -359,12 +361,30 @@ def _step_post(r, result, error):
         MODE.start()
 
 
+class _HeldGlobals(types.ModuleType):
+    """This module's type where the C hooks hold its globals ``HELD`` (``_cfront.hold_global``: inside vLLM a lookup in
+    the module's dict runs cold, each step): a rebinding from outside (``engine_core.S = ...``, the tests'
+    monkeypatch) reaches them too. Nothing in this module rebinds them."""
+
+    def __setattr__(self, name: str, value) -> None:
+        super().__setattr__(name, value)
+        if name in HELD:
+            hold_global(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        super().__delattr__(name)
+        if name in HELD:
+            hold_global(name)
+
+
+HELD = frozenset(("S", "RECORDER", "MODE", "UPDATES", "GATE", "PHASE_MARKS"))
 try:                                               # its common way in C where the extension was built (~160 bytecodes
-    from vllm_w2ext.hooks._cfront import step_post, step_post_setup   # less per step); every other step goes to it
-except ImportError:
+    from vllm_w2ext.hooks._cfront import hold_global, step_post, step_post_setup   # less per step); every other step
+except ImportError:                                # goes to it
     step_post = _step_post
 else:
-    step_post_setup(globals(), _State, _step_post, STAMP, STAMP_STEP, NESTED, DATA, END, deque)
+    step_post_setup(globals(), _State, _step_post, STAMP, STAMP_STEP, NESTED, DATA, END, deque)   # takes HELD's values
+    sys.modules[__name__].__class__ = _HeldGlobals
 try:                                               # and its pre's (a recorded step's start, ~70 bytecodes less)
     from vllm_w2ext.hooks._cfront import step_pre, step_pre_setup
 except ImportError:
