@@ -16,15 +16,26 @@ export M=$OVERHEAD_MODELS_DIR/llama31-8b-shaped
 # name budget(%) tokens batch rounds [churn 0|1]; the committed runs were named b1_default / b512_default: the budget at 1 % was
 # the default then (79ca738), set here by leaving the variable unset
 # RUNS: the specs separated by ';'. A seventh field sets VLLM_W2EXT_EXPORT_INTERVAL_MS for that run (`-` or none: the
-# plugin's default), e.g. "b1_i200 0 1500 1 4 0 200;b1_auto 0 1500 1 4 0 auto"
+# plugin's default), e.g. "b1_i200 0 1500 1 4 0 200;b1_auto 0 1500 1 4 0 auto". An eighth names an arm: a folder
+# holding a `vllm_w2ext` package put first on PYTHONPATH for that run (its C extensions built in place here first, as
+# hook_cost_ab.sh builds them), to set two versions of the plugin side by side, e.g.
+# "b1_old 0 1500 1 4 0 - ab_old;b1_new 0 1500 1 4 0 - ab_new" (`-` or none: the tree's package)
 IFS=';' read -ra SPECS <<< "${RUNS:-b1_budget 1 1500 1 6;b1_off 0 1500 1 4;b512_budget 1 256 512 5;b512_off 0 256 512 3}"
+for arm in $(for spec in "${SPECS[@]}"; do echo $spec | awk '{print $8}'; done | sort -u); do
+  [ "$arm" = - ] && continue
+  if ! ls $arm/vllm_w2ext/hooks/_cfront*.so >/dev/null 2>&1; then
+    (cd $arm && python3 "$OLDPWD/setup.py" build_ext --inplace) > $R/build_$arm.log 2>&1
+  fi
+  { echo "$arm:"; (cd $arm && md5sum vllm_w2ext/hooks/*.py vllm_w2ext/telemetry/*.py | md5sum); } >> $R/env.txt
+done
 for spec in "${SPECS[@]}"; do
   set -- $spec
   name=$1; export VLLM_W2EXT_COST_BUDGET=$2; shift 2
-  interval=${5:--}; set -- "${@:1:4}"
+  interval=${5:--}; arm=${6:--}; set -- "${@:1:4}"
   if [ "$interval" = - ]; then unset VLLM_W2EXT_EXPORT_INTERVAL_MS; else export VLLM_W2EXT_EXPORT_INTERVAL_MS=$interval; fi
+  path=${PYTHONPATH:-}; [ "$arm" != - ] && path=$arm${PYTHONPATH:+:$PYTHONPATH}
   rm -rf /tmp/tr_$name
-  VLLM_W2EXT=1 VLLM_W2EXT_TRACE_DIR=/tmp/tr_$name VLLM_W2EXT_METRICS_PORT=9466 VLLM_W2EXT_METRICS_INTERVAL_MS=500 \
+  PYTHONPATH=$path VLLM_W2EXT=1 VLLM_W2EXT_TRACE_DIR=/tmp/tr_$name VLLM_W2EXT_METRICS_PORT=9466 VLLM_W2EXT_METRICS_INTERVAL_MS=500 \
     timeout ${EACH_S:-150} python3 benchmarks/gpu/cost_budget_engine.py $name 4 "$@" > $R/$name.log 2>&1
   echo "$name rc=$?"; grep '^{' $R/$name.log > $R/$name.jsonl
   gzip -f $R/$name.log

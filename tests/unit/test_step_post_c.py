@@ -405,3 +405,44 @@ def test_the_c_hooks_hold_the_module_globals_as_rebound(monkeypatch):
     monkeypatch.setattr(engine_core, "S", st)
     with pytest.raises(NameError, match="UPDATES"):
         _cfront.step_post(step_range(), ({}, True), None)
+
+
+class _Status:                                        # an enum member's own attribute, as the definition reads it
+    def __init__(self, name: str) -> None:
+        self._name_ = name
+
+
+class _Request:
+    def __init__(self, rid: str, status: str, tokens: int) -> None:
+        self.request_id, self.status, self._tokens = rid, _Status(status), tokens
+
+    @property
+    def num_output_tokens(self) -> int:               # a property, as on vLLM's Request
+        return self._tokens
+
+
+@pytest.mark.parametrize("call", ["positional", "keyword", "not the hooks' state", "no request_id"])
+def test_the_c_free_request_pre_appends_what_the_definition_appends(call, monkeypatch):
+    """``_cfront.free_request_pre`` (``engine.free_request``'s pre in C): the same Finished tuples in ``S.finished``
+    as ``engine_core._free_request_pre``; a keyword call and a state not the hooks' go to the definition; a request
+    without an attribute raises the same error."""
+    assert engine_core.free_request_pre is _cfront.free_request_pre
+    got = []
+    for pre in (engine_core._free_request_pre, _cfront.free_request_pre):
+        st = engine_core._State() if call != "not the hooks' state" else NS(finished=[])
+        monkeypatch.setattr(engine_core, "S", st)
+        reqs = [_Request("r1", "FINISHED_STOPPED", 7), _Request("r2", "FINISHED_LENGTH_CAPPED", 300)]
+        if call == "no request_id":
+            del reqs[1].request_id
+        outcome = []
+        for req in reqs:
+            try:
+                args, kwargs = ((), {"request": req}) if call == "keyword" else ((req,), {})
+                outcome.append(pre(NS(), args, kwargs))
+            except AttributeError as e:
+                outcome.append(("raised", str(e)))
+        got.append((outcome, list(st.finished)))
+    assert got[0] == got[1]
+    assert got[0][1][0] == ("r1", "FINISHED_STOPPED", 7)
+    if call == "no request_id":
+        assert got[0][0][1][0] == "raised"

@@ -2267,6 +2267,68 @@ done:
     return out;
 }
 
+/* -- free_request_pre: engine_core._free_request_pre in C ------------------------------------------------------
+ *
+ * ``engine.free_request`` (``Scheduler._free_request(request)``, once per finished request: ~1.4 a step at 512 requests
+ * with churn): the request's Finished tuple (id, its status's ``_name_``, output tokens) appended to ``S.finished``,
+ * as the definition appends it, without its Python frame. A keyword call, or a state not the hooks' (or its
+ * ``finished`` not a list) goes to the definition; an attribute the request lacks raises, as there. A unit test holds
+ * the two to the same tuples (tests/unit/test_step_post_c.py).
+ *
+ * free_request_setup(fallback) once, after step_post_setup. */
+static PyObject *FREE_FALLBACK, *S_STATUS, *S_ENUM_NAME;
+
+static PyObject *
+free_request_setup(PyObject *module, PyObject *fallback)
+{
+    if (SP_GLOBALS == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "free_request_setup: step_post_setup first");
+        return NULL;
+    }
+    Py_INCREF(fallback);
+    Py_XSETREF(FREE_FALLBACK, fallback);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+free_request_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (FREE_FALLBACK == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "free_request_pre: free_request_setup was not called");
+        return NULL;
+    }
+    PyObject *state = global_of(G_S);
+    if (state == NULL && PyErr_Occurred())
+        return NULL;
+    if (nargs != 3 || !PyTuple_CheckExact(args[1]) || PyTuple_GET_SIZE(args[1]) < 1 || state == NULL ||
+            Py_TYPE(state) != SP_STATE_TYPE || SLOT_OF(state, O_FINISHED) == NULL ||
+            !PyList_CheckExact(SLOT_OF(state, O_FINISHED)))
+        return PyObject_Vectorcall(FREE_FALLBACK, args, nargs, NULL);
+    PyObject *request = PyTuple_GET_ITEM(args[1], 0);
+    PyObject *rid = PyObject_GetAttr(request, S_REQUEST_ID), *status = NULL, *name = NULL, *n = NULL, *t = NULL;
+    if (rid == NULL || (status = PyObject_GetAttr(request, S_STATUS)) == NULL ||
+            (name = PyObject_GetAttr(status, S_ENUM_NAME)) == NULL ||
+            (n = PyObject_GetAttr(request, S_NUM_OUTPUT_TOKENS)) == NULL || (t = PyTuple_Pack(3, rid, name, n)) == NULL)
+        goto done;
+    PyObject_GC_UnTrack(t);                        /* a record: no cycle through it (UNTRACKED_RECORDS) */
+    if (PyList_Append(SLOT_OF(state, O_FINISHED), t) < 0)
+        goto done;
+    Py_DECREF(t);
+    t = Py_NewRef(Py_None);                        /* what it returns: nothing for a post */
+    Py_DECREF(rid);
+    Py_DECREF(status);
+    Py_DECREF(name);
+    Py_DECREF(n);
+    return t;
+done:
+    Py_XDECREF(rid);
+    Py_XDECREF(status);
+    Py_XDECREF(name);
+    Py_XDECREF(n);
+    Py_XDECREF(t);
+    return NULL;
+}
+
 /* -- scheduled: engine_core.scheduled's common way in C -----------------------------------------------------------
  *
  * ``engine.schedule``'s consumer (its bounds hook's buffer's ``append``, called by the C front once per schedule): on
@@ -2547,6 +2609,10 @@ static PyMethodDef module_methods[] = {
      "((ticks, ns) at import, (ticks, ns) now): the rate of a Front's ``spent`` ticks in ns"},
     {"worker_bounds_setup", worker_bounds_setup, METH_VARARGS,
      "worker_bounds_setup(executions, forwards, launches, samples, mode, stamp_step): the buffers and the Mode read"},
+    {"free_request_setup", free_request_setup, METH_O,
+     "free_request_setup(fallback): engine_core._free_request_pre, for the calls free_request_pre does not take"},
+    {"free_request_pre", (PyCFunction)(void (*)(void))free_request_pre, METH_FASTCALL,
+     "free_request_pre(sched, args, kwargs): engine_core._free_request_pre in C, else that function"},
     {"hold_global", (PyCFunction)(void (*)(void))hold_global, METH_FASTCALL,
      "hold_global(name[, value]): the engine_core global the step's hooks hold is now value (none: deleted)"},
     {"step_post_setup", step_post_setup, METH_VARARGS,
@@ -2637,6 +2703,8 @@ PyInit__cfront(void)
         {&S_TRACEPARENT, "traceparent"},
         {&S_DETOKENIZER, "detokenizer"},
         {&S_NUM_OUTPUT_TOKENS, "num_output_tokens"},
+        {&S_STATUS, "status"},
+        {&S_ENUM_NAME, "_name_"},
     };
     for (size_t i = 0; i < sizeof(NAMES) / sizeof(NAMES[0]); i++)
         if ((*NAMES[i].name = PyUnicode_InternFromString(NAMES[i].text)) == NULL)

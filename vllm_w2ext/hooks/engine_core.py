@@ -545,6 +545,14 @@ def _free_request_pre(sched, args, kwargs):
     return None
 
 
+try:                                               # the same in C where the extension was built (a Python frame less
+    from vllm_w2ext.hooks._cfront import free_request_pre, free_request_setup   # per finished request)
+except ImportError:
+    free_request_pre = _free_request_pre
+else:
+    free_request_setup(_free_request_pre)
+
+
 def _executor_pre(name, dispatch: bool):
     def pre(executor, args, kwargs):
         step = S.current
@@ -585,7 +593,7 @@ HOOKS: list[Hook] = [
          _update_pre, _update_post, ENGINE, "turn model output into EngineCoreOutputs", recorded_only=True,
          bounds=UPDATES, bounds_keep="arg"),
     Hook("engine.free_request", "vllm.v1.core.sched.scheduler", "Scheduler._free_request",
-         _free_request_pre, None, ENGINE, "request finished: closes its engine-side summary span"),
+         free_request_pre, None, ENGINE, "request finished: closes its engine-side summary span"),
 ] + [
     Hook(f"engine.{m}.{cls}", mod, f"{cls}.{m}", _executor_pre(span, span == Span.EXECUTE), _executor_post, ENGINE,
          f"{cls}: dispatch until the output future resolves", recorded_only=True)
