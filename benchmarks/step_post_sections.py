@@ -19,7 +19,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SECTIONS = ["module globals (S, RECORDER, MODE, UPDATES)", "common_way's checks", "running + waiting: pending",
+SECTIONS = ["module globals (S, RECORDER, MODE, UPDATES; held in C since 841bad8)", "common_way's checks", "running + waiting: pending",
             "SkippedSteps", "its update (UPDATES)", "worker_bounds", "the StepRecord (raw values)",
             "end time, state, append to the buffer", "releases (done:)",
             "probe: 48 raw int64 of a C struct into one bytes, kept in a ring (--probe-raw)"]
@@ -81,7 +81,10 @@ def instrument(src: str) -> str:
         body = body.replace(anchor, before + anchor, 1)
     body = body.replace("    Py_XDECREF(appended);\n    return out;", "    Py_XDECREF(appended);\n    CK(8);\n" + PROBE + "    return out;")
     src = src[:start] + body + src[end:]
-    pre = "    PyObject *state = PyDict_GetItemWithError(SP_GLOBALS, S_S);\n    PyObject *gate = state"
+    pre = "    PyObject *state = global_of(G_S);\n    PyObject *gate = state"
+    for anchor in (pre, "    put(state, O_CURRENT, Py_NewRef(r));\n    return r;\n}"):
+        if anchor not in src:
+            raise SystemExit(f"step_post_sections: step_pre has changed (no {anchor.strip()!r}): update instrument()")
     src = src.replace(pre, "    long long p0 = TICKS();\n    if (DBG_PROBE < 0) DBG_PROBE = getenv(\"W2EXT_PROBE_RAW\") != NULL;\n"
                       "    if (DBG_PROBE) { DBG_RAW[0] = p0; DBG_RAW[1] = p0 ^ 7; DBG_RAW[2] = p0 >> 3; DBG_RAW[3]++; "
                       "DBG_RAW[4] = p0 + 1; DBG_RAW[5] = DBG_N; }\n" + pre, 1)
