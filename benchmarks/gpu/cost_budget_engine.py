@@ -24,6 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead_run import self_cost  # noqa: E402  (the overhead runs' reading of the same series)
 from overhead_summary import _steps, reading_delta  # noqa: E402  (and their difference of two readings)
 
+if os.environ.get("W2EXT_ARM"):     # budget_settled.sh's arm: its package before the tree's, which overhead_run put
+    sys.path.insert(0, os.path.abspath(os.environ["W2EXT_ARM"]))     # first (the summary line says which one ran)
+
 name, layers, tokens = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 batch = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 3

@@ -29,6 +29,10 @@
 #         the direct counter split by hook where the plugin has it (budget_settled_table.py --by-hook).
 #         $OUT/budget_settled/
 #
+#   layout_ab  the same layout, two versions of the plugin interleaved (ARMS: budget_settled.sh's eighth field), each
+#         arm twice per workload (WORKLOADS="b1" in one call, "c" in the next: ~300 s each once compiled).
+#         $OUT/budget_settled/
+#
 #   call 1:  bash benchmarks/gpu/split_stage.sh one                     (carry .gpu/p1a)
 #   call 2:  bash benchmarks/gpu/split_stage.sh two && source .gpu/p2/env.sh && python3 setup.py build_ext --inplace \
 #              && bash benchmarks/gpu/issue19_round.sh lat               (carry .gpu/p1b .gpu/p2 .gpu/tools)
@@ -39,7 +43,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1 OUT=${OUT:-out} OVERHEAD_MODELS_DIR=${OVERHEAD_MODELS_DIR:-/tmp/w2ext-models}
-PART=${1:?usage: $0 lat|spy|thr|big|hi|layout}; T0=$(date +%s); BUDGET_S=${BUDGET_S:-540}; mkdir -p "$OUT"
+PART=${1:?usage: $0 lat|spy|thr|big|hi|layout|layout_ab}; T0=$(date +%s); BUDGET_S=${BUDGET_S:-540}; mkdir -p "$OUT"
 left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
 t2() {     # MODEL WL TO [GENS]: one fully traced switched-decode run at the defaults, if the budget leaves TO
   local m=$1 wl=$2 to=$3 gens=${4:-10}
@@ -59,10 +63,20 @@ case "$PART" in
   thr) for m in ${MODELS:-l4 1b}; do t2 "$m" flip256 "${TO_THR:-290}" 16; done ;;
   layout) RUNS=${RUNS:-"b1 0 1500 1 4 0;b512 0 256 512 2 0;b512churn 0 256 512 2 1"} EACH_S=${EACH_S:-200} \
             bash benchmarks/gpu/budget_settled.sh ;;
+  layout_ab)   # two versions of the plugin (ARMS, default "ab_old ab_new": folders holding a vllm_w2ext package) in
+               # vLLM's layout, interleaved a1 a2 a2 a1, for each of WORKLOADS (default "b1 c"; one per call fits its
+               # limit): b1 batch 1 (4 rounds x 1,500 tokens), c 512 requests per step with churn (2 rounds);
+               # SPEC_B1 / SPEC_C: another run's fields 2-7 (budget_settled.sh's RUNS)
+    set -- ${ARMS:-ab_old ab_new}; a1=$1; a2=$2; runs=""
+    for k in ${WORKLOADS:-b1 c}; do
+      case $k in b1) f=${SPEC_B1:-0 1500 1 4 0 -} ;; c) f=${SPEC_C:-0 256 512 2 1 -} ;; *) echo "unknown workload $k"; exit 2 ;; esac
+      runs="$runs;${k}_${a1#ab_}_1 $f $a1;${k}_${a2#ab_}_1 $f $a2;${k}_${a2#ab_}_2 $f $a2;${k}_${a1#ab_}_2 $f $a1"
+    done
+    RUNS=${runs#;} EACH_S=${EACH_S:-130} bash benchmarks/gpu/budget_settled.sh ;;
   big) t2 8b flip1 "${TO_LAT:-220}" ;;
   spy) spy_cost 150 "--batches 1 --rounds 6 --max-tokens 256" ;;
   hi) spy_cost 170 "--batches 512 --rounds 3 --max-tokens 128 --churn" LAT_ITERS=10 THR_PROMPTS=10000 AFTER_LATENCY=1 \
        WAIT_S=8 DUR_S=40 RATE=400 MAX_NUM_SEQS=${MAX_NUM_SEQS:-512} ;;
-  *) echo "unknown part: $PART (lat|spy|thr|big|hi|layout)"; exit 2 ;;
+  *) echo "unknown part: $PART (lat|spy|thr|big|hi|layout|layout_ab)"; exit 2 ;;
 esac
 ls -la "$OUT"
