@@ -20,7 +20,8 @@ import sys
 import time
 import types
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
+from functools import partial
 
 from vllm_w2ext import config
 from vllm_w2ext.hooks import gpu_timing
@@ -554,12 +555,20 @@ else:
 
 
 def _executor_pre(name, dispatch: bool):
+    """MultiprocExecutor's dispatch (``execute_model`` / ``sample_tokens``), from the call until its output future is
+    done: a free-standing range, child of the recorded step. Without NVTX it is ``Recorder.begin``'s list written out
+    (a keyword call and its branches less: each of the two ran ~5-7 µs a step cold in vLLM's CPU layout,
+    ``benchmarks/results/cpu/layout_ab_343606d``)."""
     def pre(executor, args, kwargs):
         step = S.current
         if step is None:
             return None
-        r = (RECORDER[0] or recorder()).begin(name, ENGINE, parent=(step[TRACE_ID], step[SPAN_ID]), step=S.step,
-                                              nested=False)
+        rec = RECORDER[0] or recorder()
+        if rec.nvtx is None:                       # wire.open_range's order; nested False: no thread stack
+            r = [name, ENGINE, step[TRACE_ID], span_bits(64) or 1, step[SPAN_ID], _now(), 0, S.step, None, None, None,
+                 False, None]
+        else:
+            r = rec.begin(name, ENGINE, (step[TRACE_ID], step[SPAN_ID]), None, S.step, False)
         if dispatch and args:                      # execute_model(scheduler_output, ...)
             setattr(args[0], DISPATCH, r[START])
         return r
@@ -567,13 +576,23 @@ def _executor_pre(name, dispatch: bool):
 
 
 def _executor_post(r: list | None, result, error):
+    """The range ends when the output future is done, on the thread that sets it (at once, on this one, where it
+    already is), naming the future's exception; a call that raised (or returned no future) ends it now. No ``done()``
+    first: ``add_done_callback`` calls back at once on a done future, and each of the two takes the future's lock."""
     if r is None:
         return
-    rec = RECORDER[0] or recorder()
-    if error is None and isinstance(result, Future) and not result.done():
-        result.add_done_callback(lambda f, r=r, rec=rec: rec.end(r, f.exception()))
+    if error is None and isinstance(result, Future):
+        result.add_done_callback(partial(_dispatch_done, r))
     else:
-        rec.end(r, error)
+        (RECORDER[0] or recorder()).end(r, error)
+
+
+def _dispatch_done(r: list, future: Future) -> None:
+    try:
+        error = future.exception()
+    except CancelledError as e:                    # (a cancelled future raises it here)
+        error = e
+    (RECORDER[0] or recorder()).end(r, error)
 
 
 # Executors that hand the step to worker processes: their dispatch-until-output spans show the trip
