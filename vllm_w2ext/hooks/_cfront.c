@@ -2306,27 +2306,21 @@ free_request_pre(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return PyObject_Vectorcall(FREE_FALLBACK, args, nargs, NULL);
     PyObject *request = PyTuple_GET_ITEM(args[1], 0);
     PyObject *rid = PyObject_GetAttr(request, S_REQUEST_ID), *status = NULL, *name = NULL, *n = NULL, *t = NULL;
+    PyObject *out = NULL;
     if (rid == NULL || (status = PyObject_GetAttr(request, S_STATUS)) == NULL ||
             (name = PyObject_GetAttr(status, S_ENUM_NAME)) == NULL ||
             (n = PyObject_GetAttr(request, S_NUM_OUTPUT_TOKENS)) == NULL || (t = PyTuple_Pack(3, rid, name, n)) == NULL)
         goto done;
     PyObject_GC_UnTrack(t);                        /* a record: no cycle through it (UNTRACKED_RECORDS) */
-    if (PyList_Append(SLOT_OF(state, O_FINISHED), t) < 0)
-        goto done;
-    Py_DECREF(t);
-    t = Py_NewRef(Py_None);                        /* what it returns: nothing for a post */
-    Py_DECREF(rid);
-    Py_DECREF(status);
-    Py_DECREF(name);
-    Py_DECREF(n);
-    return t;
+    if (PyList_Append(SLOT_OF(state, O_FINISHED), t) == 0)
+        out = Py_NewRef(Py_None);                  /* nothing for a post */
 done:
     Py_XDECREF(rid);
     Py_XDECREF(status);
     Py_XDECREF(name);
     Py_XDECREF(n);
     Py_XDECREF(t);
-    return NULL;
+    return out;
 }
 
 /* -- scheduled: engine_core.scheduled's common way in C -----------------------------------------------------------
@@ -2729,10 +2723,16 @@ PyInit__cfront(void)
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(m, "Front", (PyObject *)&FrontType) < 0 ||
+    PyObject *held = PyTuple_New(N_HELD);          /* HELD: the names hold_global takes (engine_core's one list) */
+    for (int i = 0; held != NULL && i < N_HELD; i++)
+        PyTuple_SET_ITEM(held, i, Py_NewRef(*HELD_KEYS[i]));
+    if (held == NULL || PyModule_AddObjectRef(m, "HELD", held) < 0 ||
+            PyModule_AddObjectRef(m, "Front", (PyObject *)&FrontType) < 0 ||
             PyModule_AddObjectRef(m, "Slot", (PyObject *)&SlotType) < 0) {
+        Py_XDECREF(held);
         Py_DECREF(m);
         return NULL;
     }
+    Py_DECREF(held);
     return m;
 }

@@ -378,12 +378,12 @@ class _HeldGlobals(types.ModuleType):
             hold_global(name)
 
 
-HELD = frozenset(("S", "RECORDER", "MODE", "UPDATES", "GATE", "PHASE_MARKS"))
 try:                                               # its common way in C where the extension was built (~160 bytecodes
-    from vllm_w2ext.hooks._cfront import hold_global, step_post, step_post_setup   # less per step); every other step
-except ImportError:                                # goes to it
+    from vllm_w2ext.hooks._cfront import HELD as _HELD_NAMES, hold_global, step_post, step_post_setup   # less per
+except ImportError:                                # step); every other step goes to it
     step_post = _step_post
 else:
+    HELD = frozenset(_HELD_NAMES)                  # the names the extension holds (its list; hold_global takes them)
     step_post_setup(globals(), _State, _step_post, STAMP, STAMP_STEP, NESTED, DATA, END, deque)   # takes HELD's values
     sys.modules[__name__].__class__ = _HeldGlobals
 try:                                               # and its pre's (a recorded step's start, ~70 bytecodes less)
